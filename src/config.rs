@@ -1,0 +1,126 @@
+//! Engine settings. The library takes them through [`crate::Builder`]; the binary fills them from
+//! its command line.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::error::ServerError;
+
+/// Which I/O backend the shards run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoMode {
+    /// io_uring where the kernel allows it, else epoll (logged once at start).
+    #[default]
+    Auto,
+    /// io_uring, or fail to start.
+    Uring,
+    /// epoll through tokio.
+    Epoll,
+}
+
+impl std::str::FromStr for IoMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(IoMode::Auto),
+            "uring" => Ok(IoMode::Uring),
+            "epoll" => Ok(IoMode::Epoll),
+            _ => Err(format!("unknown io mode '{s}' (expected auto, uring or epoll)")),
+        }
+    }
+}
+
+/// Every engine setting, with production defaults.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address every shard listens on (SO_REUSEPORT).
+    pub listen: SocketAddr,
+    /// Shard threads; 0 means one per CPU. At most 64.
+    pub shards: usize,
+    /// I/O backend.
+    pub io: IoMode,
+    /// Pin shard threads to cores.
+    pub pin_cores: bool,
+    /// Path of the echo route (for conformance tests), off when `None`.
+    pub echo_path: Option<String>,
+    /// Path WebSocket clients connect to.
+    pub ws_path: String,
+    /// Largest message (after reassembly) a client may send; larger closes with 1009.
+    pub max_message_size: usize,
+    /// Idle time after which the server pings a connection.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is dropped.
+    pub idle_timeout: Duration,
+    /// Bytes queued to one connection before it counts as a slow consumer (closed with 1008).
+    pub outbound_queue: usize,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Worker threads for handlers registered as blocking.
+    pub handler_threads: usize,
+    /// Time allowed for the HTTP upgrade request to arrive.
+    pub handshake_timeout: Duration,
+    /// Time a closing connection gets to finish the close handshake before its socket is cut.
+    pub close_timeout: Duration,
+    /// Time graceful shutdown waits for connections to drain.
+    pub shutdown_timeout: Duration,
+    /// Interval of the one-line stats summary in the log (zero disables it).
+    pub stats_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            shards: 0,
+            io: IoMode::Auto,
+            pin_cores: true,
+            echo_path: None,
+            ws_path: "/ws".into(),
+            max_message_size: 1 << 20,
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(90),
+            outbound_queue: 4 << 20,
+            max_subscriptions: 1000,
+            handler_threads: 4,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_secs(10),
+            stats_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// The shard count after resolving 0 to the number of CPUs.
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)
+        } else {
+            self.shards
+        }
+    }
+
+    /// Checks ranges; the server refuses to start on an error.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let bad = |m: &str| Err(ServerError::Config(m.to_string()));
+        if self.shards > 64 {
+            return bad("shards must be between 0 (one per CPU) and 64");
+        }
+        if self.max_message_size < 125 {
+            return bad("max-message-size must be at least 125 bytes");
+        }
+        if self.outbound_queue < 1024 {
+            return bad("outbound-queue must be at least 1024 bytes");
+        }
+        if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
+            return bad("ping-interval and idle-timeout must be positive");
+        }
+        if !self.ws_path.starts_with('/') || self.echo_path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+            return bad("paths must start with '/'");
+        }
+        if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {
+            return bad("echo-path must differ from the WebSocket path");
+        }
+        Ok(())
+    }
+}

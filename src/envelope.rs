@@ -1,0 +1,168 @@
+//! The JSON envelope `{topic, event, data, id}`: parsing client frames without copying, and
+//! encoding server frames (WebSocket header included) once into shared [`Bytes`].
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::error::ErrorCode;
+
+/// A client envelope borrowed from the frame payload. `data` stays raw JSON so that forwarding
+/// never re-serialises it.
+#[derive(Debug, Deserialize)]
+pub struct Envelope<'a> {
+    /// The topic (routing key). Defaults to empty, which routing refuses.
+    #[serde(default, borrow)]
+    pub topic: std::borrow::Cow<'a, str>,
+    /// The event name (`subscribe`, `unsubscribe`, or an application event).
+    #[serde(borrow)]
+    pub event: std::borrow::Cow<'a, str>,
+    /// The payload, as the exact JSON text the client sent.
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+    /// A request id the server answers with exactly one `reply` or `error`.
+    #[serde(default)]
+    pub id: Option<u64>,
+}
+
+/// Why an envelope could not be parsed; carries the request id when it was readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// Human-readable reason.
+    pub message: String,
+    /// The `id` field, if it could still be recovered.
+    pub id: Option<u64>,
+}
+
+/// Parses one text frame into an [`Envelope`].
+///
+/// serde_json borrows strings and keeps `data` as a `RawValue` slice of the input. simd-json was
+/// measured against this (see BENCHMARKS.md): its in-place parse rewrites the buffer, so keeping
+/// `data` raw would need a copy of every frame plus re-serialisation.
+pub fn parse(payload: &[u8]) -> Result<Envelope<'_>, ParseError> {
+    serde_json::from_slice::<Envelope<'_>>(payload).map_err(|e| ParseError {
+        message: format!("invalid envelope: {e}"),
+        id: recover_id(payload),
+    })
+}
+
+/// Best-effort recovery of `id` from an envelope that failed to parse, so the error can carry it.
+fn recover_id(payload: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<u64>,
+    }
+    serde_json::from_slice::<IdOnly>(payload).ok()?.id
+}
+
+/// Largest WebSocket frame header a server writes (no mask).
+pub const MAX_HEADER: usize = 10;
+
+/// Builds one unmasked WebSocket frame (text or binary) with its header, in one allocation.
+pub struct FrameBuilder {
+    buf: BytesMut,
+}
+
+impl FrameBuilder {
+    /// Starts a frame with room for `payload_hint` payload bytes.
+    pub fn with_capacity(payload_hint: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(MAX_HEADER + payload_hint);
+        buf.put_bytes(0, MAX_HEADER);
+        Self { buf }
+    }
+
+    /// The payload being written.
+    pub fn payload(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// Finishes the frame with `opcode` (1 text, 2 binary, 8 close, 9 ping, 10 pong); the header
+    /// is formatted by fastwebsockets and placed right before the payload, so no copy is made.
+    pub fn finish(mut self, opcode: u8) -> Bytes {
+        let mut head = [0u8; MAX_HEADER];
+        let hl = {
+            let op = fastwebsockets::OpCode::try_from(opcode).unwrap_or(fastwebsockets::OpCode::Binary);
+            let payload = fastwebsockets::Payload::Borrowed(&self.buf[MAX_HEADER..]);
+            fastwebsockets::Frame::new(true, op, None, payload).fmt_head(&mut head)
+        };
+        let start = MAX_HEADER - hl;
+        self.buf[start..MAX_HEADER].copy_from_slice(&head[..hl]);
+        self.buf.freeze().slice(start..)
+    }
+}
+
+/// Writes `s` as a JSON string literal.
+#[inline]
+pub fn put_json_str(out: &mut BytesMut, s: &str) {
+    let mut w = out.writer();
+    // Writing to a BytesMut cannot fail.
+    let _ = serde_json::to_writer(&mut w, s);
+}
+
+/// Encodes `{"topic":T,"event":E,"data":D}` (data omitted when `None`) as a complete text frame.
+pub fn publication(topic: &str, event: &str, data: Option<&[u8]>) -> Bytes {
+    let hint = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 32;
+    let mut f = FrameBuilder::with_capacity(hint);
+    let b = f.payload();
+    b.put_slice(b"{\"topic\":");
+    put_json_str(b, topic);
+    b.put_slice(b",\"event\":");
+    put_json_str(b, event);
+    if let Some(d) = data {
+        b.put_slice(b",\"data\":");
+        b.put_slice(d);
+    }
+    b.put_u8(b'}');
+    f.finish(1)
+}
+
+/// Encodes `{"event":"reply","id":N,"topic":T[,"data":D]}` as a complete text frame.
+pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(topic.len() + data.map_or(0, <[u8]>::len) + 48);
+    let b = f.payload();
+    b.put_slice(b"{\"event\":\"reply\",\"id\":");
+    b.put_slice(itoa::Buffer::new().format(id).as_bytes());
+    b.put_slice(b",\"topic\":");
+    put_json_str(b, topic);
+    if let Some(d) = data {
+        b.put_slice(b",\"data\":");
+        b.put_slice(d);
+    }
+    b.put_u8(b'}');
+    f.finish(1)
+}
+
+/// Encodes `{"event":"error"[,"id":N],"topic":T,"data":{"code":C,"message":M}}` as a text frame.
+pub fn error(id: Option<u64>, topic: &str, code: ErrorCode, message: &str) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(topic.len() + message.len() + 80);
+    let b = f.payload();
+    b.put_slice(b"{\"event\":\"error\",");
+    if let Some(id) = id {
+        b.put_slice(b"\"id\":");
+        b.put_slice(itoa::Buffer::new().format(id).as_bytes());
+        b.put_u8(b',');
+    }
+    b.put_slice(b"\"topic\":");
+    put_json_str(b, topic);
+    b.put_slice(b",\"data\":{\"code\":\"");
+    b.put_slice(code.as_str().as_bytes());
+    b.put_slice(b"\",\"message\":");
+    put_json_str(b, message);
+    b.put_slice(b"}}");
+    f.finish(1)
+}
+
+/// A complete frame carrying `payload` with `opcode` (used by the echo route and control frames).
+pub fn raw_frame(opcode: u8, payload: &[u8]) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(payload.len());
+    f.payload().put_slice(payload);
+    f.finish(opcode)
+}
+
+/// A close frame with `code` and a short UTF-8 `reason`.
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(2 + reason.len());
+    f.payload().put_u16(code);
+    f.payload().put_slice(reason.as_bytes());
+    f.finish(8)
+}

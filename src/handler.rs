@@ -1,0 +1,382 @@
+//! Handlers, middleware and the per-message [`Context`] — the application-facing API, modelled on
+//! Go's WSX (`Handle("chat:*", h)`, `Use(mw)`, `Chain(a, b)`), with errors that reach the client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::envelope;
+use crate::error::{ErrorCode, HandlerError, HandlerResult};
+use crate::pattern::{validate_topic, Pattern};
+use crate::ConnId;
+
+/// One client message as a handler sees it, borrowed from the frame.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) event: &'a str,
+    pub(crate) data: Option<&'a RawValue>,
+    pub(crate) id: Option<u64>,
+}
+
+impl<'a> Message<'a> {
+    /// A message, for driving handlers in tests.
+    pub fn new(topic: &'a str, event: &'a str, data: Option<&'a RawValue>, id: Option<u64>) -> Self {
+        Self { topic, event, data, id }
+    }
+    /// The topic the message was sent on.
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+    /// The event name.
+    pub fn event(&self) -> &'a str {
+        self.event
+    }
+    /// The raw JSON of `data`, exactly as the client sent it.
+    pub fn data_raw(&self) -> Option<&'a RawValue> {
+        self.data
+    }
+    /// The request id, if the client asked for a reply.
+    pub fn id(&self) -> Option<u64> {
+        self.id
+    }
+    /// Deserialises `data` into `T`; a mismatch is a `bad_request` error for the client.
+    pub fn data<T: Deserialize<'a>>(&self) -> Result<T, HandlerError> {
+        let raw = self.data.map_or("null", RawValue::get);
+        serde_json::from_str(raw).map_err(|e| HandlerError::bad_request(format!("invalid data: {e}")))
+    }
+}
+
+/// Where a [`Context`]'s actions go: straight into the shard for inline handlers, through the
+/// shard's inbox for handlers on the pool.
+pub(crate) trait Effects {
+    /// Queues a complete frame to the message's connection.
+    fn to_conn(&mut self, frame: Bytes);
+    /// Delivers a complete publication frame for `topic` to every subscriber on every shard.
+    fn publish(&mut self, topic: &str, frame: Bytes);
+    /// Subscribes the message's connection to a validated pattern.
+    fn subscribe(&mut self, pattern: &str) -> HandlerResult;
+    /// Unsubscribes the message's connection.
+    fn unsubscribe(&mut self, pattern: &str);
+}
+
+/// The per-message context: who sent it and what the handler may do in response.
+pub struct Context<'a> {
+    pub(crate) conn: ConnId,
+    pub(crate) user: Option<Arc<str>>,
+    pub(crate) remote: SocketAddr,
+    pub(crate) topic: &'a str,
+    pub(crate) id: Option<u64>,
+    pub(crate) replied: bool,
+    pub(crate) fx: &'a mut dyn Effects,
+}
+
+impl Context<'_> {
+    /// The connection the message came from.
+    pub fn conn_id(&self) -> ConnId {
+        self.conn
+    }
+    /// The authenticated user of the connection, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+    /// The peer's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// Sends `{topic, event, data}` to this connection only.
+    pub fn send<T: Serialize + ?Sized>(&mut self, topic: &str, event: &str, data: &T) -> HandlerResult {
+        let data = to_json(data)?;
+        self.send_raw(topic, event, Some(&data));
+        Ok(())
+    }
+
+    /// Sends `{topic, event, data}` to this connection with `data` already JSON.
+    pub fn send_raw(&mut self, topic: &str, event: &str, data: Option<&RawValue>) {
+        let frame = envelope::publication(topic, event, data.map(|d| d.get().as_bytes()));
+        self.fx.to_conn(frame);
+    }
+
+    /// Answers the request with `{"event":"reply","id":N,"topic":T,"data":D}`. Without an `id` in
+    /// the request there is nobody to answer and nothing is sent. Only the first reply counts.
+    pub fn reply<T: Serialize + ?Sized>(&mut self, data: &T) -> HandlerResult {
+        let data = to_json(data)?;
+        self.reply_raw(Some(&data));
+        Ok(())
+    }
+
+    /// Like [`reply`](Self::reply) with `data` already JSON (or none).
+    pub fn reply_raw(&mut self, data: Option<&RawValue>) {
+        if let (Some(id), false) = (self.id, self.replied) {
+            self.replied = true;
+            let frame = envelope::reply(id, self.topic, data.map(|d| d.get().as_bytes()));
+            self.fx.to_conn(frame);
+        }
+    }
+
+    /// Publishes `{topic, event, data}` to every subscriber of `topic` on every shard.
+    pub fn publish<T: Serialize + ?Sized>(&mut self, topic: &str, event: &str, data: &T) -> HandlerResult {
+        let data = to_json(data)?;
+        self.publish_raw(topic, event, Some(&data))
+    }
+
+    /// Publishes with `data` already JSON: the bytes are forwarded as they are. The publication is
+    /// encoded once; every subscriber shares the same buffer.
+    pub fn publish_raw(&mut self, topic: &str, event: &str, data: Option<&RawValue>) -> HandlerResult {
+        validate_topic(topic).map_err(|e| HandlerError::bad_request(e.to_string()))?;
+        let frame = envelope::publication(topic, event, data.map(|d| d.get().as_bytes()));
+        self.fx.publish(topic, frame);
+        Ok(())
+    }
+
+    /// Subscribes this connection to `pattern` (`*` suffix for a prefix wildcard).
+    pub fn subscribe(&mut self, pattern: &str) -> HandlerResult {
+        Pattern::parse(pattern).map_err(|e| HandlerError::bad_request(e.to_string()))?;
+        self.fx.subscribe(pattern)
+    }
+
+    /// Unsubscribes this connection from `pattern`.
+    pub fn unsubscribe(&mut self, pattern: &str) {
+        self.fx.unsubscribe(pattern);
+    }
+
+    /// Sends the automatic answer after the handler ran: the error, or an empty reply if the
+    /// request had an id and the handler did not reply itself. Returns the error code, if any.
+    pub(crate) fn finish(&mut self, result: HandlerResult) -> Option<ErrorCode> {
+        match result {
+            Ok(()) => {
+                self.reply_raw(None);
+                None
+            }
+            Err(e) => {
+                let frame = envelope::error(self.id, self.topic, e.code, &e.message);
+                self.fx.to_conn(frame);
+                Some(e.code)
+            }
+        }
+    }
+}
+
+fn to_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, HandlerError> {
+    serde_json::value::to_raw_value(data).map_err(|e| HandlerError::internal(format!("cannot encode data: {e}")))
+}
+
+/// Handles messages whose topic matches the pattern it was registered under.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one message. An `Err` is sent to the client as an `error` envelope.
+    fn call(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&mut Context<'_>, &Message<'_>) -> HandlerResult + Send + Sync + 'static,
+{
+    fn call(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+        self(ctx, msg)
+    }
+}
+
+/// Wraps handlers: runs before (and after) the rest of the chain, or stops it by returning early.
+pub trait Middleware: Send + Sync + 'static {
+    /// Handles one message; call `next.run(ctx, msg)` to continue down the chain.
+    fn call(&self, ctx: &mut Context<'_>, msg: &Message<'_>, next: Next<'_>) -> HandlerResult;
+}
+
+impl<F> Middleware for F
+where
+    F: Fn(&mut Context<'_>, &Message<'_>, Next<'_>) -> HandlerResult + Send + Sync + 'static,
+{
+    fn call(&self, ctx: &mut Context<'_>, msg: &Message<'_>, next: Next<'_>) -> HandlerResult {
+        self(ctx, msg, next)
+    }
+}
+
+trait Invoke {
+    fn invoke(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult;
+}
+
+impl<H: Handler + ?Sized> Invoke for H {
+    fn invoke(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+        self.call(ctx, msg)
+    }
+}
+
+/// The rest of a middleware chain.
+#[derive(Clone, Copy)]
+pub struct Next<'a>(&'a dyn Invoke);
+
+impl Next<'_> {
+    /// Runs the rest of the chain.
+    pub fn run(self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+        self.0.invoke(ctx, msg)
+    }
+}
+
+struct Bound<'a> {
+    mw: &'a dyn Middleware,
+    next: Next<'a>,
+}
+
+impl Invoke for Bound<'_> {
+    fn invoke(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+        self.mw.call(ctx, msg, self.next)
+    }
+}
+
+/// `a` then `b` as one middleware: `chain(auth, log)` runs `auth`, which calls `log`, which calls
+/// the handler.
+pub fn chain(a: impl Middleware, b: impl Middleware) -> impl Middleware {
+    Chain(a, b)
+}
+
+struct Chain<A, B>(A, B);
+
+impl<A: Middleware, B: Middleware> Middleware for Chain<A, B> {
+    fn call(&self, ctx: &mut Context<'_>, msg: &Message<'_>, next: Next<'_>) -> HandlerResult {
+        let rest = Bound { mw: &self.1, next };
+        self.0.call(ctx, msg, Next(&rest))
+    }
+}
+
+/// A handler behind one middleware (built once at startup, not per message).
+pub(crate) struct Layered {
+    pub(crate) mw: Arc<dyn Middleware>,
+    pub(crate) inner: Arc<dyn Handler>,
+}
+
+impl Handler for Layered {
+    fn call(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+        self.mw.call(ctx, msg, Next(&HandlerRef(&*self.inner)))
+    }
+}
+
+struct HandlerRef<'a>(&'a dyn Handler);
+
+impl Invoke for HandlerRef<'_> {
+    fn invoke(&self, ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+        self.0.call(ctx, msg)
+    }
+}
+
+/// The default pub/sub handler the server binary registers on `*`: forwards the message to every
+/// subscriber of its topic, `data` untouched.
+pub fn pubsub(ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
+    ctx.publish_raw(msg.topic, msg.event, msg.data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder {
+        to_conn: Vec<Bytes>,
+        published: Vec<(String, Bytes)>,
+    }
+    impl Effects for Recorder {
+        fn to_conn(&mut self, frame: Bytes) {
+            self.to_conn.push(frame);
+        }
+        fn publish(&mut self, topic: &str, frame: Bytes) {
+            self.published.push((topic.to_string(), frame));
+        }
+        fn subscribe(&mut self, _: &str) -> HandlerResult {
+            Ok(())
+        }
+        fn unsubscribe(&mut self, _: &str) {}
+    }
+
+    fn run(h: &dyn Handler, id: Option<u64>) -> (Recorder, Option<ErrorCode>) {
+        let mut rec = Recorder::default();
+        let data = RawValue::from_string("{\"x\":1}".into()).unwrap();
+        let msg = Message::new("chat:a", "say", Some(&data), id);
+        let mut ctx = Context {
+            conn: ConnId::from_raw(7),
+            user: None,
+            remote: "127.0.0.1:1".parse().unwrap(),
+            topic: "chat:a",
+            id,
+            replied: false,
+            fx: &mut rec,
+        };
+        let r = h.call(&mut ctx, &msg);
+        let code = ctx.finish(r);
+        (rec, code)
+    }
+
+    fn payload(b: &Bytes) -> &str {
+        std::str::from_utf8(&b[2..]).unwrap()
+    }
+
+    #[test]
+    fn middleware_chain_runs_in_order_and_can_stop() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (l1, l2, l3) = (log.clone(), log.clone(), log.clone());
+        let a = move |c: &mut Context<'_>, m: &Message<'_>, n: Next<'_>| {
+            l1.lock().unwrap().push("a");
+            n.run(c, m)
+        };
+        let b = move |c: &mut Context<'_>, m: &Message<'_>, n: Next<'_>| {
+            l2.lock().unwrap().push("b");
+            n.run(c, m)
+        };
+        let h: Arc<dyn Handler> = Arc::new(move |_: &mut Context<'_>, _: &Message<'_>| {
+            l3.lock().unwrap().push("h");
+            Ok(())
+        });
+        let layered = Layered { mw: Arc::new(chain(a, b)), inner: h };
+        let (rec, code) = run(&layered, Some(5));
+        assert_eq!(*log.lock().unwrap(), vec!["a", "b", "h"]);
+        assert_eq!(code, None);
+        assert_eq!(payload(&rec.to_conn[0]), r#"{"event":"reply","id":5,"topic":"chat:a"}"#);
+
+        let deny = |_: &mut Context<'_>, _: &Message<'_>, _: Next<'_>| Err(HandlerError::forbidden("no"));
+        let h2: Arc<dyn Handler> = Arc::new(|_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult { panic!("must not run") });
+        let (rec, code) = run(&Layered { mw: Arc::new(deny), inner: h2 }, None);
+        assert_eq!(code, Some(ErrorCode::Forbidden));
+        assert_eq!(
+            payload(&rec.to_conn[0]),
+            r#"{"event":"error","topic":"chat:a","data":{"code":"forbidden","message":"no"}}"#
+        );
+    }
+
+    #[test]
+    fn explicit_reply_is_sent_once() {
+        let h = |c: &mut Context<'_>, m: &Message<'_>| {
+            #[derive(Deserialize)]
+            struct D {
+                x: u32,
+            }
+            let d: D = m.data()?;
+            c.reply(&d.x)?;
+            c.reply(&99)
+        };
+        let (rec, _) = run(&h, Some(1));
+        assert_eq!(rec.to_conn.len(), 1);
+        assert_eq!(payload(&rec.to_conn[0]), r#"{"event":"reply","id":1,"topic":"chat:a","data":1}"#);
+    }
+
+    #[test]
+    fn pubsub_forwards_data_verbatim() {
+        let (rec, code) = run(&pubsub, None);
+        assert_eq!(code, None);
+        assert!(rec.to_conn.is_empty());
+        assert_eq!(rec.published[0].0, "chat:a");
+        assert_eq!(payload(&rec.published[0].1), r#"{"topic":"chat:a","event":"say","data":{"x":1}}"#);
+    }
+
+    #[test]
+    fn bad_data_is_bad_request() {
+        let h = |_: &mut Context<'_>, m: &Message<'_>| {
+            let _: Vec<u8> = m.data()?;
+            Ok(())
+        };
+        let (_, code) = run(&h, Some(2));
+        assert_eq!(code, Some(ErrorCode::BadRequest));
+    }
+}

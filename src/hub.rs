@@ -1,0 +1,442 @@
+//! The library's entry point: [`RingHub::builder`] registers handlers and middleware, [`Server`]
+//! starts one pinned shard thread per core, [`ServerHandle`] publishes from outside and shuts down.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::config::{Config, IoMode};
+use crate::error::{HandlerError, ServerError};
+use crate::handler::{Handler, Layered, Middleware};
+use crate::inbox::{Inbox, ShardMsg};
+use crate::pattern::{validate_topic, Pattern, PatternMap};
+use crate::pool::Job;
+use crate::shard::Shard;
+use crate::stats::{ShardStats, StatsSnapshot};
+use crate::transport::{self, Acceptor};
+use crate::{conn, envelope};
+
+/// A routed handler with its middleware already applied.
+pub(crate) struct Route {
+    pub handler: Arc<dyn Handler>,
+    pub blocking: bool,
+}
+
+/// State shared by every shard and the pool; read-only after start except atomics and inboxes.
+pub(crate) struct HubShared {
+    pub config: Config,
+    pub shards: usize,
+    pub router: PatternMap<Route>,
+    pub inboxes: Box<[Inbox]>,
+    pub stats: Box<[ShardStats]>,
+    pool: Option<crossbeam_channel::Sender<Job>>,
+    stopping: AtomicBool,
+}
+
+impl HubShared {
+    /// Hands a job to the pool without blocking the shard.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
+        let pool = self.pool.as_ref().ok_or("no handler pool")?;
+        pool.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => "handler pool overloaded".to_string(),
+            crossbeam_channel::TrySendError::Disconnected(_) => "handler pool stopped".to_string(),
+        })
+    }
+}
+
+/// Namespace for [`RingHub::builder`].
+pub struct RingHub;
+
+impl RingHub {
+    /// A builder with default settings and no handlers.
+    pub fn builder() -> Builder {
+        Builder {
+            config: Config::default(),
+            routes: Vec::new(),
+            middleware: Vec::new(),
+        }
+    }
+}
+
+/// Configures and builds a [`Server`].
+pub struct Builder {
+    config: Config,
+    routes: Vec<(String, Arc<dyn Handler>, bool)>,
+    middleware: Vec<Arc<dyn Middleware>>,
+}
+
+impl Builder {
+    /// Replaces every setting at once.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+    /// Address to listen on.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.config.listen = addr;
+        self
+    }
+    /// Shard threads (0 = one per CPU).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+    /// I/O backend.
+    pub fn io(mut self, io: IoMode) -> Self {
+        self.config.io = io;
+        self
+    }
+    /// Worker threads for blocking handlers.
+    pub fn handler_threads(mut self, n: usize) -> Self {
+        self.config.handler_threads = n;
+        self
+    }
+    /// Largest accepted message in bytes.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+    /// Outbound queue bound per connection in bytes.
+    pub fn outbound_queue(mut self, bytes: usize) -> Self {
+        self.config.outbound_queue = bytes;
+        self
+    }
+    /// Ping interval and idle timeout.
+    pub fn keepalive(mut self, ping_interval: Duration, idle_timeout: Duration) -> Self {
+        self.config.ping_interval = ping_interval;
+        self.config.idle_timeout = idle_timeout;
+        self
+    }
+    /// Enables the echo route at `path`.
+    pub fn echo_path(mut self, path: impl Into<String>) -> Self {
+        self.config.echo_path = Some(path.into());
+        self
+    }
+
+    /// Routes topics matching `pattern` (exact, or `prefix*`) to `handler`, run inline on the
+    /// connection's shard: it must not block.
+    pub fn handle(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
+        self.routes.push((pattern.into(), Arc::new(handler), false));
+        self
+    }
+
+    /// Like [`handle`](Self::handle), but the handler runs on the handler pool, so it may block.
+    pub fn handle_blocking(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
+        self.routes.push((pattern.into(), Arc::new(handler), true));
+        self
+    }
+
+    /// Wraps every handler in `mw`; the first layer added is the outermost.
+    pub fn layer(mut self, mw: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(mw));
+        self
+    }
+
+    /// Registers the default pub/sub handler on `*` (every topic without a more specific handler
+    /// is published to its subscribers).
+    pub fn pubsub(self) -> Self {
+        self.handle("*", crate::handler::pubsub)
+    }
+
+    /// Validates the configuration and patterns.
+    pub fn build(self) -> Result<Server, ServerError> {
+        self.config.validate()?;
+        let mut router = PatternMap::new();
+        for (pattern, handler, blocking) in self.routes {
+            let p = Pattern::parse(&pattern).map_err(|e| ServerError::Config(format!("handler pattern '{pattern}': {e}")))?;
+            let handler = self.middleware.iter().rev().fold(handler, |inner, mw| {
+                Arc::new(Layered { mw: mw.clone(), inner }) as Arc<dyn Handler>
+            });
+            if router.insert(p, Route { handler, blocking }).is_some() {
+                return Err(ServerError::Config(format!("handler pattern '{pattern}' registered twice")));
+            }
+        }
+        Ok(Server {
+            config: self.config,
+            router,
+        })
+    }
+}
+
+/// A built server, not yet running.
+pub struct Server {
+    config: Config,
+    router: PatternMap<Route>,
+}
+
+/// Which backend the shards actually run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Uring,
+    Epoll,
+}
+
+impl Server {
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub fn run(self) -> Result<(), ServerError> {
+        let handle = self.start()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ServerError::Thread)?;
+        let interval = handle.hub.config.stats_interval;
+        rt.block_on(async {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let term = async {
+                match term.as_mut() {
+                    Some(t) => t.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let log_stats = async {
+                if interval.is_zero() {
+                    return std::future::pending().await;
+                }
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let s = handle.stats();
+                    tracing::info!(
+                        connections = s.connections,
+                        msgs_in = s.messages_in,
+                        msgs_out = s.messages_out,
+                        bytes_in = s.bytes_in,
+                        bytes_out = s.bytes_out,
+                        errors = s.errors,
+                        slow_consumers = s.slow_consumers,
+                        "stats"
+                    );
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+                _ = term => tracing::info!("SIGTERM: shutting down"),
+                _ = log_stats => {}
+            }
+        });
+        handle.shutdown();
+        handle.join();
+        Ok(())
+    }
+
+    /// Starts the shards and the pool and returns at once.
+    pub fn start(self) -> Result<ServerHandle, ServerError> {
+        let n = self.config.shard_count();
+        let backend = choose_backend(self.config.io)?;
+        let listeners = transport::bind_listeners(self.config.listen, n).map_err(|source| ServerError::Listen {
+            addr: self.config.listen,
+            source,
+        })?;
+        let local_addr = listeners[0].local_addr().map_err(|source| ServerError::Listen {
+            addr: self.config.listen,
+            source,
+        })?;
+        let (pool_tx, pool_rx) = crossbeam_channel::bounded(65_536);
+        let hub = Arc::new(HubShared {
+            shards: n,
+            router: self.router,
+            inboxes: (0..n).map(|_| Inbox::default()).collect(),
+            stats: (0..n).map(|_| ShardStats::default()).collect(),
+            pool: Some(pool_tx),
+            stopping: AtomicBool::new(false),
+            config: self.config,
+        });
+        let mut pool = Vec::new();
+        for i in 0..hub.config.handler_threads.max(1) {
+            let (hub, rx) = (hub.clone(), pool_rx.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("ringhub-pool-{i}"))
+                .spawn(move || crate::pool::worker(hub, rx))
+                .map_err(ServerError::Thread)?;
+            pool.push(t);
+        }
+        let cores = if hub.config.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let mut threads = Vec::new();
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let hub = hub.clone();
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
+            let t = std::thread::Builder::new()
+                .name(format!("ringhub-shard-{i}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    let r = match backend {
+                        Backend::Uring => transport::uring::run(listener, |a| run_shard(i, hub, a)),
+                        Backend::Epoll => transport::epoll::run(listener, |a| run_shard(i, hub, a)),
+                    };
+                    if let Err(e) = r {
+                        tracing::error!(shard = i, error = %e, "shard failed to start");
+                    }
+                })
+                .map_err(ServerError::Thread)?;
+            threads.push(t);
+        }
+        tracing::info!(addr = %local_addr, shards = n, backend = ?backend, "ringhub listening");
+        Ok(ServerHandle {
+            hub,
+            local_addr,
+            threads,
+            pool,
+        })
+    }
+}
+
+fn choose_backend(mode: IoMode) -> Result<Backend, ServerError> {
+    match mode {
+        IoMode::Epoll => {
+            tracing::info!("I/O backend: epoll (forced by --io epoll)");
+            Ok(Backend::Epoll)
+        }
+        IoMode::Uring => match transport::uring::probe() {
+            Ok(()) => {
+                tracing::info!("I/O backend: io_uring (forced by --io uring)");
+                Ok(Backend::Uring)
+            }
+            Err(e) => Err(ServerError::UringUnavailable(e)),
+        },
+        IoMode::Auto => match transport::uring::probe() {
+            Ok(()) => {
+                tracing::info!("I/O backend: io_uring");
+                Ok(Backend::Uring)
+            }
+            Err(e) => {
+                tracing::warn!("I/O backend: epoll, because io_uring is unavailable ({e}); seccomp or kernel settings may forbid it");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
+async fn run_shard<A: Acceptor>(index: usize, hub: Arc<HubShared>, acceptor: A) {
+    let shard = Rc::new(Shard::new(index, hub.clone()));
+    let accept = {
+        let shard = shard.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shard.stop_accept.notified() => break,
+                    r = acceptor.accept() => match r {
+                        Ok(acc) => {
+                            tokio::task::spawn_local(conn::serve(shard.clone(), acc));
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(shard = index, error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    },
+                }
+            }
+        }
+    };
+    let accept = tokio::task::spawn_local(accept);
+    let tick = {
+        let c = &hub.config;
+        (c.ping_interval.min(c.idle_timeout).min(c.close_timeout) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
+    };
+    let sweeper = {
+        let shard = shard.clone();
+        tokio::task::spawn_local(async move {
+            let mut t = tokio::time::interval(tick);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                t.tick().await;
+                shard.sweep();
+            }
+        })
+    };
+    let inbox = &hub.inboxes[index];
+    'outer: loop {
+        inbox.ready().await;
+        while let Some(msg) = inbox.pop() {
+            if shard.handle_msg(msg) {
+                break 'outer;
+            }
+        }
+    }
+    let _ = accept.await;
+    let drain = async {
+        loop {
+            tokio::select! {
+                _ = shard.drained.notified() => break,
+                _ = inbox.ready() => while let Some(msg) = inbox.pop() { shard.handle_msg(msg); },
+            }
+        }
+    };
+    if tokio::time::timeout(hub.config.shutdown_timeout, drain).await.is_err() {
+        tracing::warn!(shard = index, "shutdown deadline passed with connections still open");
+    }
+    sweeper.abort();
+}
+
+/// A running server.
+pub struct ServerHandle {
+    hub: Arc<HubShared>,
+    local_addr: SocketAddr,
+    threads: Vec<JoinHandle<()>>,
+    pool: Vec<JoinHandle<()>>,
+}
+
+impl ServerHandle {
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.hub.shards
+    }
+
+    /// Publishes `{topic, event, data}` to every subscriber on every shard.
+    pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &str, data: &T) -> Result<(), HandlerError> {
+        validate_topic(topic).map_err(|e| HandlerError::bad_request(e.to_string()))?;
+        let data: Box<RawValue> = serde_json::value::to_raw_value(data)?;
+        let frame = envelope::publication(topic, event, Some(data.get().as_bytes()));
+        crate::shard::publish_external(&self.hub, topic, frame);
+        Ok(())
+    }
+
+    /// Counters of one shard.
+    pub fn shard_stats(&self, shard: usize) -> Option<StatsSnapshot> {
+        self.hub.stats.get(shard).map(ShardStats::snapshot)
+    }
+
+    /// Counters summed over shards.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.hub.stats.iter().map(ShardStats::snapshot).fold(StatsSnapshot::default(), |a, b| a + b)
+    }
+
+    /// Starts a graceful shutdown: stop accepting, close every connection with 1001, drain.
+    pub fn shutdown(&self) {
+        if !self.hub.stopping.swap(true, Ordering::SeqCst) {
+            for inbox in self.hub.inboxes.iter() {
+                inbox.push(ShardMsg::Shutdown);
+            }
+        }
+    }
+
+    /// Waits for the shards to finish, then stops the pool.
+    pub fn join(mut self) {
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        // Dropping the last sender ends the workers once queued jobs are done.
+        if let Some(hub) = Arc::get_mut(&mut self.hub) {
+            hub.pool = None;
+        }
+        drop(self.hub);
+        for t in self.pool.drain(..) {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Topic patterns (`chat:room1` exact, `chat:*` prefix) and [`PatternMap`], the one index behind the
+//! handler router, the subscription registry and the cross-shard interest table.
+
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+
+use thiserror::Error;
+
+/// Longest topic or pattern accepted, in bytes.
+pub const MAX_TOPIC_LEN: usize = 256;
+
+/// Fast non-cryptographic hasher: keys are topics chosen by clients, but a pattern map only ever
+/// holds what a shard itself admitted (bounded by subscription limits), so flooding is bounded too.
+pub(crate) type FastHash = BuildHasherDefault<ahash::AHasher>;
+
+/// Why a topic or pattern was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum PatternError {
+    /// The topic is the empty string.
+    #[error("topic is empty")]
+    Empty,
+    /// The topic is longer than [`MAX_TOPIC_LEN`].
+    #[error("topic is longer than 256 bytes")]
+    TooLong,
+    /// A `*` appears somewhere other than the last byte of a pattern, or at all in a topic.
+    #[error("'*' is only allowed as the last character of a subscription pattern")]
+    MisplacedWildcard,
+}
+
+/// A parsed subscription or handler pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pattern<'a> {
+    /// Matches exactly this topic.
+    Exact(&'a str),
+    /// Matches every topic that starts with this prefix (the pattern without its trailing `*`).
+    Prefix(&'a str),
+}
+
+impl<'a> Pattern<'a> {
+    /// Parses `chat:room1` (exact) or `chat:*` (prefix). `*` alone matches every topic.
+    pub fn parse(s: &'a str) -> Result<Self, PatternError> {
+        check_len(s)?;
+        match s.find('*') {
+            None => Ok(Pattern::Exact(s)),
+            Some(i) if i == s.len() - 1 => Ok(Pattern::Prefix(&s[..i])),
+            Some(_) => Err(PatternError::MisplacedWildcard),
+        }
+    }
+
+    /// Whether `topic` is matched by this pattern.
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Pattern::Exact(t) => *t == topic,
+            Pattern::Prefix(p) => topic.starts_with(p),
+        }
+    }
+}
+
+/// Checks a concrete topic (a publication target): non-empty, at most 256 bytes, no `*`.
+pub fn validate_topic(topic: &str) -> Result<(), PatternError> {
+    check_len(topic)?;
+    if topic.as_bytes().contains(&b'*') {
+        return Err(PatternError::MisplacedWildcard);
+    }
+    Ok(())
+}
+
+fn check_len(s: &str) -> Result<(), PatternError> {
+    if s.is_empty() {
+        Err(PatternError::Empty)
+    } else if s.len() > MAX_TOPIC_LEN {
+        Err(PatternError::TooLong)
+    } else {
+        Ok(())
+    }
+}
+
+/// A map from patterns to values with the two lookups routing needs: every value whose pattern
+/// matches a topic, and the single best match (exact first, then the longest prefix).
+///
+/// Prefix lookups probe one hash per distinct prefix length present, longest first, so a match
+/// costs O(distinct lengths) hash probes however many patterns are registered.
+#[derive(Debug)]
+pub struct PatternMap<V> {
+    exact: HashMap<Box<[u8]>, V, FastHash>,
+    prefix: HashMap<Box<[u8]>, V, FastHash>,
+    /// Distinct prefix lengths, sorted descending, each with how many prefixes have it.
+    prefix_lens: Vec<(usize, usize)>,
+}
+
+impl<V> Default for PatternMap<V> {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::default(),
+            prefix: HashMap::default(),
+            prefix_lens: Vec::new(),
+        }
+    }
+}
+
+impl<V> PatternMap<V> {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of patterns held.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.prefix.len()
+    }
+
+    /// Whether no pattern is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The value for `pattern`, if present.
+    pub fn get(&self, pattern: Pattern<'_>) -> Option<&V> {
+        match pattern {
+            Pattern::Exact(t) => self.exact.get(t.as_bytes()),
+            Pattern::Prefix(p) => self.prefix.get(p.as_bytes()),
+        }
+    }
+
+    /// The value for `pattern`, if present, mutably.
+    pub fn get_mut(&mut self, pattern: Pattern<'_>) -> Option<&mut V> {
+        match pattern {
+            Pattern::Exact(t) => self.exact.get_mut(t.as_bytes()),
+            Pattern::Prefix(p) => self.prefix.get_mut(p.as_bytes()),
+        }
+    }
+
+    /// The value for `pattern`, inserting `make()` first if absent.
+    pub fn entry_or_insert_with(&mut self, pattern: Pattern<'_>, make: impl FnOnce() -> V) -> &mut V {
+        match pattern {
+            Pattern::Exact(t) => self.exact.entry(t.as_bytes().into()).or_insert_with(make),
+            Pattern::Prefix(p) => {
+                if !self.prefix.contains_key(p.as_bytes()) {
+                    self.add_len(p.len());
+                }
+                self.prefix.entry(p.as_bytes().into()).or_insert_with(make)
+            }
+        }
+    }
+
+    /// Inserts or replaces the value for `pattern`, returning the old one.
+    pub fn insert(&mut self, pattern: Pattern<'_>, value: V) -> Option<V> {
+        match pattern {
+            Pattern::Exact(t) => self.exact.insert(t.as_bytes().into(), value),
+            Pattern::Prefix(p) => {
+                let old = self.prefix.insert(p.as_bytes().into(), value);
+                if old.is_none() {
+                    self.add_len(p.len());
+                }
+                old
+            }
+        }
+    }
+
+    /// Removes `pattern`, returning its value.
+    pub fn remove(&mut self, pattern: Pattern<'_>) -> Option<V> {
+        match pattern {
+            Pattern::Exact(t) => self.exact.remove(t.as_bytes()),
+            Pattern::Prefix(p) => {
+                let old = self.prefix.remove(p.as_bytes());
+                if old.is_some() {
+                    self.remove_len(p.len());
+                }
+                old
+            }
+        }
+    }
+
+    /// Calls `f` with the value of every pattern matching `topic` (the exact one first, then
+    /// prefixes from longest to shortest).
+    #[inline]
+    pub fn for_each_match(&self, topic: &str, mut f: impl FnMut(&V)) {
+        let t = topic.as_bytes();
+        if !self.exact.is_empty() {
+            if let Some(v) = self.exact.get(t) {
+                f(v);
+            }
+        }
+        for &(len, _) in &self.prefix_lens {
+            if len <= t.len() {
+                if let Some(v) = self.prefix.get(&t[..len]) {
+                    f(v);
+                }
+            }
+        }
+    }
+
+    /// The best match for `topic`: the exact pattern, else the longest matching prefix.
+    #[inline]
+    pub fn best_match(&self, topic: &str) -> Option<&V> {
+        let t = topic.as_bytes();
+        if let Some(v) = self.exact.get(t) {
+            return Some(v);
+        }
+        self.prefix_lens
+            .iter()
+            .filter(|(len, _)| *len <= t.len())
+            .find_map(|&(len, _)| self.prefix.get(&t[..len]))
+    }
+
+    fn add_len(&mut self, len: usize) {
+        match self.prefix_lens.iter_mut().find(|(l, _)| *l == len) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.prefix_lens.push((len, 1));
+                self.prefix_lens.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            }
+        }
+    }
+
+    fn remove_len(&mut self, len: usize) {
+        if let Some(i) = self.prefix_lens.iter().position(|(l, _)| *l == len) {
+            self.prefix_lens[i].1 -= 1;
+            if self.prefix_lens[i].1 == 0 {
+                self.prefix_lens.remove(i);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_patterns() {
+        assert_eq!(Pattern::parse("chat:a"), Ok(Pattern::Exact("chat:a")));
+        assert_eq!(Pattern::parse("chat:*"), Ok(Pattern::Prefix("chat:")));
+        assert_eq!(Pattern::parse("*"), Ok(Pattern::Prefix("")));
+        assert_eq!(Pattern::parse(""), Err(PatternError::Empty));
+        assert_eq!(Pattern::parse("a*b"), Err(PatternError::MisplacedWildcard));
+        assert_eq!(Pattern::parse("**"), Err(PatternError::MisplacedWildcard));
+        assert_eq!(Pattern::parse(&"x".repeat(257)), Err(PatternError::TooLong));
+        assert!(Pattern::parse(&"x".repeat(256)).is_ok());
+        assert_eq!(validate_topic("a*"), Err(PatternError::MisplacedWildcard));
+        assert!(validate_topic("ü:ñ").is_ok());
+    }
+
+    #[test]
+    fn best_match_prefers_exact_then_longest_prefix() {
+        let mut m = PatternMap::new();
+        for p in ["*", "chat:*", "chat:room*", "chat:room1"] {
+            m.insert(Pattern::parse(p).unwrap(), p);
+        }
+        assert_eq!(m.best_match("chat:room1"), Some(&"chat:room1"));
+        assert_eq!(m.best_match("chat:room2"), Some(&"chat:room*"));
+        assert_eq!(m.best_match("chat:x"), Some(&"chat:*"));
+        assert_eq!(m.best_match("news"), Some(&"*"));
+        m.remove(Pattern::parse("*").unwrap());
+        assert_eq!(m.best_match("news"), None);
+        assert_eq!(m.best_match("chat:"), Some(&"chat:*"));
+    }
+
+    #[test]
+    fn for_each_match_visits_all_and_handles_multibyte_prefixes() {
+        let mut m = PatternMap::new();
+        for p in ["é*", "ab*", "abc", "abcd*"] {
+            m.insert(Pattern::parse(p).unwrap(), p);
+        }
+        let mut seen = vec![];
+        m.for_each_match("abc", |v| seen.push(*v));
+        assert_eq!(seen, vec!["abc", "ab*"]);
+        seen.clear();
+        // "é" is two bytes; a one-byte prefix probe must not slice inside it.
+        m.insert(Pattern::parse("x*").unwrap(), "x*");
+        m.for_each_match("éa", |v| seen.push(*v));
+        assert_eq!(seen, vec!["é*"]);
+    }
+
+    #[test]
+    fn prefix_lengths_are_reference_counted() {
+        let mut m = PatternMap::new();
+        m.insert(Pattern::parse("ab*").unwrap(), 1);
+        m.insert(Pattern::parse("cd*").unwrap(), 2);
+        m.remove(Pattern::parse("ab*").unwrap());
+        assert_eq!(m.best_match("cdx"), Some(&2));
+        m.remove(Pattern::parse("cd*").unwrap());
+        assert!(m.is_empty());
+        assert!(m.prefix_lens.is_empty());
+    }
+}

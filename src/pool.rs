@@ -1,0 +1,84 @@
+//! The handler pool: worker threads for handlers registered as blocking, fed by a bounded
+//! crossbeam MPMC channel. Their effects travel back to the connection's shard through its inbox.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::envelope;
+use crate::error::HandlerResult;
+use crate::handler::{Context, Effects, Handler, Message};
+use crate::hub::HubShared;
+use crate::inbox::{Action, ShardMsg};
+use crate::ConnId;
+
+/// One message for a blocking handler.
+pub(crate) struct Job {
+    pub handler: Arc<dyn Handler>,
+    pub payload: Bytes,
+    pub conn: ConnId,
+    pub user: Option<Arc<str>>,
+    pub remote: SocketAddr,
+}
+
+/// Runs jobs until the channel closes.
+pub(crate) fn worker(hub: Arc<HubShared>, jobs: crossbeam_channel::Receiver<Job>) {
+    while let Ok(job) = jobs.recv() {
+        run(&hub, job);
+    }
+}
+
+fn run(hub: &HubShared, job: Job) {
+    // The shard parsed and routed this payload already, so it parses again here.
+    let Ok(env) = envelope::parse(&job.payload) else { return };
+    let msg = Message::new(&env.topic, &env.event, env.data, env.id);
+    let mut fx = Remote { hub, conn: job.conn };
+    let mut ctx = Context {
+        conn: job.conn,
+        user: job.user,
+        remote: job.remote,
+        topic: &env.topic,
+        id: env.id,
+        replied: false,
+        fx: &mut fx,
+    };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.handler.call(&mut ctx, &msg)))
+        .unwrap_or_else(|_| Err(crate::HandlerError::internal("handler panicked")));
+    if ctx.finish(result).is_some() {
+        fx.act(Action::CountError);
+    }
+}
+
+/// Effects of a pooled handler: sent to the connection's shard.
+struct Remote<'a> {
+    hub: &'a HubShared,
+    conn: ConnId,
+}
+
+impl Remote<'_> {
+    fn act(&self, a: Action) {
+        if let Some(inbox) = self.hub.inboxes.get(self.conn.shard()) {
+            inbox.push(ShardMsg::Conn(self.conn, a));
+        }
+    }
+}
+
+impl Effects for Remote<'_> {
+    fn to_conn(&mut self, frame: Bytes) {
+        self.act(Action::Send(frame));
+    }
+    fn publish(&mut self, topic: &str, frame: Bytes) {
+        self.act(Action::Publish {
+            topic: topic.into(),
+            frame,
+        });
+    }
+    fn subscribe(&mut self, pattern: &str) -> HandlerResult {
+        self.act(Action::Subscribe(pattern.into()));
+        Ok(())
+    }
+    fn unsubscribe(&mut self, pattern: &str) {
+        self.act(Action::Unsubscribe(pattern.into()));
+    }
+}
