@@ -1,0 +1,127 @@
+//! `ringhub-loadtest`: a loopback-only WebSocket load generator for ringhub and the peer
+//! servers it is compared with. Scenarios: fanout, echo, connect, idle.
+
+mod client;
+mod runner;
+mod scenarios;
+mod stats;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use scenarios::{connect, echo, fanout, idle, Ctx};
+use serde_json::json;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Loopback WebSocket load generator for ringhub and peer servers")]
+struct Cli {
+    /// Server address HOST:PORT (or ws://HOST:PORT/path); loopback only.
+    #[arg(long, global = true, default_value = "127.0.0.1:9000")]
+    target: String,
+    /// Request path (default: /echo for echo, /ws otherwise).
+    #[arg(long, global = true)]
+    path: Option<String>,
+    /// `ringhub`: JSON envelope + subscribe handshake; `raw`: broadcast/echo peers.
+    #[arg(long, global = true, value_enum, default_value_t = Protocol::Ringhub)]
+    protocol: Protocol,
+    /// Worker threads, each with its own current-thread runtime (default: usable CPUs).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Spread client sockets over source addresses 127.0.0.1 ..= 127.0.0.N.
+    #[arg(long, global = true, default_value_t = 16)]
+    source_addrs: usize,
+    /// Concurrent connection attempts while setting up (over all threads).
+    #[arg(long, global = true, default_value_t = 256)]
+    connect_concurrency: usize,
+    /// Seconds allowed for one connect + handshake.
+    #[arg(long, global = true, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Seconds allowed for setting up all connections.
+    #[arg(long, global = true, default_value_t = 60.0)]
+    setup_timeout: f64,
+    /// Write results as JSON to this file.
+    #[arg(long, global = true)]
+    json: Option<String>,
+    /// Server name recorded in the results.
+    #[arg(long, global = true, default_value = "server")]
+    label: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Protocol {
+    Ringhub,
+    Raw,
+}
+
+#[derive(Subcommand, Debug)]
+enum Scenario {
+    /// Pub/sub fan-out: publishers -> topics -> subscribers.
+    Fanout(fanout::FanoutArgs),
+    /// Echo round trips with a pipeline per connection.
+    Echo(echo::EchoArgs),
+    /// Connection storm: WebSocket handshakes per second.
+    Connect(connect::ConnectArgs),
+    /// Hold idle connections; server RSS per connection.
+    Idle(idle::IdleArgs),
+}
+
+/// File descriptors a scenario needs (connections plus headroom).
+fn fds_needed(s: &Scenario) -> u64 {
+    let conns = match s {
+        Scenario::Fanout(a) => a.subscribers + a.publishers,
+        Scenario::Echo(a) => a.connections,
+        Scenario::Connect(a) => a.concurrency,
+        Scenario::Idle(a) => a.count,
+    };
+    conns as u64 + 64
+}
+
+fn main() {
+    match real_main() {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("ringhub-loadtest: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Runs the CLI; `Ok(false)` means the run completed but failed a check.
+fn real_main() -> Result<bool> {
+    let cli = Cli::parse();
+    stats::epoch();
+    let default_path = match cli.scenario {
+        Scenario::Echo(_) => "/echo",
+        _ => "/ws",
+    };
+    let target = client::Target::parse(&cli.target, cli.path.as_deref().unwrap_or(default_path))?;
+    let limit = client::ensure_fd_limit(fds_needed(&cli.scenario))?;
+    let threads = cli.threads.unwrap_or_else(runner::default_threads).max(1);
+    let ctx = Ctx {
+        sources: client::Sources::new(&target, cli.source_addrs),
+        target,
+        threads,
+        ringhub: cli.protocol == Protocol::Ringhub,
+        connect_timeout: scenarios::secs(cli.connect_timeout),
+        connect_concurrency: cli.connect_concurrency.max(1),
+        setup_timeout: scenarios::secs(cli.setup_timeout),
+    };
+    let report = match &cli.scenario {
+        Scenario::Fanout(a) => fanout::run(&ctx, a)?,
+        Scenario::Echo(a) => echo::run(&ctx, a)?,
+        Scenario::Connect(a) => connect::run(&ctx, a)?,
+        Scenario::Idle(a) => idle::run(&ctx, a)?,
+    };
+    report.print(&cli.label);
+    if let Some(path) = &cli.json {
+        let params = json!({
+            "target": ctx.target.addr.to_string(), "path": ctx.target.path,
+            "protocol": format!("{:?}", cli.protocol).to_lowercase(), "threads": threads,
+            "source_addrs": cli.source_addrs, "fd_limit": limit,
+        });
+        report.write_json(path, &cli.label, params)?;
+    }
+    Ok(report.failures.is_empty())
+}

@@ -1,0 +1,356 @@
+//! Per-connection tasks of the fanout scenario: subscribers (receive, check, time) and
+//! publishers (open-loop schedule or closed-loop window, coalesced writes).
+
+use super::fanout::Shared;
+use super::payload::{Classifier, Header, Incoming, Template};
+use crate::client::{self, WsReader, WsWriter};
+use crate::runner::{self, Phase};
+use crate::stats::{self, Latency};
+use fastwebsockets::OpCode;
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Counters and latency gathered by one worker thread.
+#[derive(Default)]
+pub struct ThreadResult {
+    pub latency: Latency,
+    pub delivered: u64,
+    pub in_window: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    pub missing: u64,
+    pub server_errors: u64,
+    pub malformed: u64,
+    pub disconnects: u64,
+}
+
+/// Most sequence gaps remembered per stream (beyond that, late arrivals count as duplicates).
+const MAX_HOLES: usize = 100_000;
+
+/// Per subscriber, per stream of its topic: what arrived so far.
+#[derive(Default)]
+pub struct StreamTrack {
+    next: u64,
+    got: u64,
+    holes: BTreeSet<u64>,
+}
+
+/// A subscriber's view of every stream on its topic (index `stream / topics`).
+#[derive(Default)]
+pub struct Track(Vec<StreamTrack>);
+
+impl Track {
+    /// Deliveries this subscriber should have had but did not (after the drain).
+    pub fn missing(&self, sh: &Shared, sub: usize) -> u64 {
+        let topics = sh.args.topics;
+        sh.streams
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.topic == sub % topics)
+            .map(|(i, s)| {
+                let got = self.0.get(i / topics).map_or(0, |t| t.got);
+                s.published.load(Ordering::Relaxed).saturating_sub(got)
+            })
+            .sum()
+    }
+}
+
+/// Connects (bounded by the semaphore) or records the failure.
+async fn open(sh: &Shared, conn: usize, sem: &Semaphore) -> Option<(WsReader, WsWriter)> {
+    let _permit = sem.acquire().await.ok()?;
+    let src = sh.ctx.sources.pick(conn);
+    match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            sh.fail(format!("connection {conn}: {e:#}"));
+            None
+        }
+    }
+}
+
+/// Sends `subscribe` and waits for its reply (ringhub protocol).
+async fn subscribe(rd: &mut WsReader, wr: &mut WsWriter, topic: usize) -> Result<(), String> {
+    let msg = format!("{{\"event\":\"subscribe\",\"topic\":\"t{topic}\",\"id\":1}}");
+    wr.push(OpCode::Text, msg.as_bytes());
+    wr.flush().await.map_err(|e| format!("send subscribe: {e}"))?;
+    loop {
+        let f = rd.next().await.map_err(|e| format!("await subscribe reply: {e}"))?;
+        match f.opcode {
+            OpCode::Text | OpCode::Binary => {
+                let text = String::from_utf8_lossy(&f.payload);
+                if text.contains("\"event\":\"error\"") {
+                    return Err(format!("subscribe rejected: {text}"));
+                }
+                if text.contains("\"event\":\"reply\"") && text.contains("\"id\":1") {
+                    return Ok(());
+                }
+            }
+            OpCode::Close => return Err("server closed before the subscribe reply".into()),
+            _ => {}
+        }
+    }
+}
+
+/// One subscriber connection: receives until the run is `Done` (then it is aborted).
+pub async fn subscriber(
+    sh: Arc<Shared>,
+    tid: usize,
+    idx: usize,
+    sem: Arc<Semaphore>,
+    acc: Rc<RefCell<ThreadResult>>,
+    track: Rc<RefCell<Track>>,
+) {
+    let Some((mut rd, mut wr)) = open(&sh, idx, &sem).await else {
+        return;
+    };
+    let topics = sh.args.topics;
+    let topic = idx % topics;
+    if sh.ctx.ringhub {
+        if let Err(e) = subscribe(&mut rd, &mut wr, topic).await {
+            sh.fail(format!("subscriber {idx}: {e}"));
+            return;
+        }
+    }
+    let per_topic = sh.streams.iter().filter(|s| s.topic == topic).count();
+    track.borrow_mut().0 = (0..per_topic).map(|_| StreamTrack::default()).collect();
+    sh.ready.fetch_add(1, Ordering::Relaxed);
+    sh.phases.wait_for(Phase::Running).await;
+    let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
+    let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
+    let cls = Classifier::new(sh.ctx.ringhub);
+    let window = if sh.args.max { sh.args.window as u64 } else { 0 };
+    loop {
+        let frame = match rd.next().await {
+            Ok(f) => f,
+            Err(e) => {
+                if sh.phases.get() < Phase::Done {
+                    acc.borrow_mut().disconnects += 1;
+                    sh.first_error.set(format!("subscriber {idx}: {e}"));
+                }
+                return;
+            }
+        };
+        let body = match frame.opcode {
+            OpCode::Text | OpCode::Binary => match cls.classify(&frame.payload) {
+                Incoming::Data(d) => d,
+                Incoming::Reply => continue,
+                Incoming::Error => {
+                    acc.borrow_mut().server_errors += 1;
+                    sh.first_error
+                        .set(String::from_utf8_lossy(&frame.payload).into_owned());
+                    continue;
+                }
+                Incoming::Malformed => {
+                    acc.borrow_mut().malformed += 1;
+                    continue;
+                }
+            },
+            OpCode::Ping => {
+                wr.push(OpCode::Pong, &frame.payload);
+                if wr.flush().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            OpCode::Close => {
+                acc.borrow_mut().disconnects += 1;
+                return;
+            }
+            _ => continue,
+        };
+        let now = stats::now_ns();
+        let mut a = acc.borrow_mut();
+        a.delivered += 1;
+        let Some(h) = Header::parse(body) else {
+            a.malformed += 1;
+            continue;
+        };
+        let Some(stream) = sh.streams.get(h.stream as usize) else {
+            a.malformed += 1;
+            continue;
+        };
+        if stream.topic != topic {
+            a.malformed += 1;
+            continue;
+        }
+        let mut tr = track.borrow_mut();
+        let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
+            a.malformed += 1;
+            continue;
+        };
+        let fresh = if h.seq == st.next {
+            st.next += 1;
+            true
+        } else if h.seq > st.next {
+            let room = MAX_HOLES.saturating_sub(st.holes.len()) as u64;
+            st.holes.extend(st.next..h.seq.min(st.next + room));
+            st.next = h.seq + 1;
+            true
+        } else if st.holes.remove(&h.seq) {
+            a.out_of_order += 1;
+            true
+        } else {
+            a.duplicates += 1;
+            false
+        };
+        if !fresh {
+            continue;
+        }
+        st.got += 1;
+        runner::bump(&sh.unique[tid], 1);
+        if window > 0 {
+            let slot = &stream.slots[(h.seq % window) as usize];
+            if slot.fetch_add(1, Ordering::AcqRel) + 1 == stream.nsubs {
+                stream.completed.fetch_add(1, Ordering::AcqRel);
+                sh.pub_notify[stream.publisher].notify_one();
+            }
+        }
+        if now >= m_start && now < m_end {
+            a.in_window += 1;
+            runner::bump(&sh.in_window[tid], 1);
+            a.latency.record(now.saturating_sub(h.ts_ns));
+        }
+    }
+}
+
+/// Reads and discards what a publisher receives (raw peers broadcast to it too);
+/// counts server errors and answers pings through `pongs`.
+async fn drain_publisher(
+    sh: Arc<Shared>,
+    mut rd: WsReader,
+    acc: Rc<RefCell<ThreadResult>>,
+    pongs: Rc<RefCell<Vec<Vec<u8>>>>,
+) {
+    let cls = Classifier::new(sh.ctx.ringhub);
+    while let Ok(f) = rd.next().await {
+        match f.opcode {
+            OpCode::Text | OpCode::Binary => {
+                if let Incoming::Error = cls.classify(&f.payload) {
+                    acc.borrow_mut().server_errors += 1;
+                    sh.first_error
+                        .set(String::from_utf8_lossy(&f.payload).into_owned());
+                }
+            }
+            OpCode::Ping => pongs.borrow_mut().push(f.payload.to_vec()),
+            OpCode::Close => break,
+            _ => {}
+        }
+    }
+    if sh.phases.get() < Phase::Done {
+        acc.borrow_mut().disconnects += 1;
+    }
+}
+
+/// One publisher connection: sends its streams until the measured window ends.
+pub async fn publisher(
+    sh: Arc<Shared>,
+    _tid: usize,
+    p: usize,
+    conn: usize,
+    sem: Arc<Semaphore>,
+    acc: Rc<RefCell<ThreadResult>>,
+) {
+    let Some((rd, mut wr)) = open(&sh, conn, &sem).await else {
+        return;
+    };
+    let pongs = Rc::new(RefCell::new(Vec::new()));
+    let reader = tokio::task::spawn_local(drain_publisher(sh.clone(), rd, acc, pongs.clone()));
+    let _abort = AbortOnDrop(reader);
+    sh.ready.fetch_add(1, Ordering::Relaxed);
+    sh.phases.wait_for(Phase::Running).await;
+
+    let mine = &sh.pub_streams[p];
+    let templates: Vec<Template> = mine
+        .iter()
+        .map(|&s| {
+            if sh.ctx.ringhub {
+                Template::ringhub_publish(&format!("t{}", sh.streams[s].topic), sh.args.payload)
+            } else {
+                Template::raw(sh.args.payload)
+            }
+        })
+        .collect();
+    let start = sh.start_ns.load(Ordering::Relaxed);
+    let end = sh.measure_end_ns.load(Ordering::Relaxed);
+    let end_at = tokio::time::Instant::from_std(stats::epoch() + Duration::from_nanos(end));
+    // Open loop: nanoseconds between two messages of one stream.
+    let interval = sh
+        .args
+        .rate
+        .map(|r| 1e9 * sh.streams.len() as f64 / r)
+        .unwrap_or(0.0);
+    let window = sh.args.window as u64;
+    let mut max_lag = 0u64;
+
+    loop {
+        let now = stats::now_ns();
+        if now >= end {
+            break;
+        }
+        for pong in pongs.borrow_mut().drain(..) {
+            wr.push(OpCode::Pong, &pong);
+        }
+        let mut next_due = u64::MAX;
+        for (k, &s) in mine.iter().enumerate() {
+            let st = &sh.streams[s];
+            let mut seq = st.published.load(Ordering::Relaxed);
+            let allowed = if sh.args.max {
+                window - (seq - st.completed.load(Ordering::Acquire)).min(window)
+            } else {
+                let due = ((now - start) as f64 / interval) as u64 + 1;
+                if due > seq {
+                    let sched = start + (seq as f64 * interval) as u64;
+                    max_lag = max_lag.max(now.saturating_sub(sched));
+                }
+                let n = due.saturating_sub(seq);
+                next_due = next_due.min(start + ((seq + n) as f64 * interval) as u64);
+                n
+            };
+            for _ in 0..allowed {
+                if sh.args.max {
+                    st.slots[(seq % window) as usize].store(0, Ordering::Relaxed);
+                }
+                let h = Header {
+                    stream: s as u32,
+                    seq,
+                    ts_ns: now,
+                };
+                let t = &templates[k];
+                wr.push_with(OpCode::Text, t.bytes.len(), |dst| t.fill(dst, &h));
+                seq += 1;
+            }
+            st.published.store(seq, Ordering::Relaxed);
+        }
+        let sent = wr.pending() > 0;
+        if let Err(e) = wr.flush().await {
+            sh.first_error.set(format!("publisher {p}: {e}"));
+            break;
+        }
+        if sh.args.max {
+            if !sent {
+                let _ = tokio::time::timeout_at(end_at, sh.pub_notify[p].notified()).await;
+            }
+        } else if next_due != u64::MAX {
+            let at = stats::epoch() + Duration::from_nanos(next_due);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at).min(end_at)).await;
+        }
+    }
+    sh.max_lag_ns.fetch_max(max_lag, Ordering::Relaxed);
+    sh.pubs_stopped.fetch_add(1, Ordering::Relaxed);
+    // Stay connected (and keep draining) until the run is over.
+    sh.phases.wait_for(Phase::Done).await;
+}
+
+/// Aborts a spawned task when dropped (publisher reader lives as long as its writer).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

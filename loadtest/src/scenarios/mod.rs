@@ -1,0 +1,53 @@
+//! The load scenarios and what they share.
+
+pub mod connect;
+pub mod echo;
+pub mod fanout_tasks;
+pub mod fanout;
+pub mod idle;
+pub mod payload;
+
+use crate::client::{Sources, Target};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Settings shared by every scenario.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub target: Target,
+    pub sources: Sources,
+    pub threads: usize,
+    /// `true` for the ringhub envelope protocol, `false` for raw broadcast/echo peers.
+    pub ringhub: bool,
+    pub connect_timeout: Duration,
+    pub connect_concurrency: usize,
+    pub setup_timeout: Duration,
+}
+
+impl Ctx {
+    /// Connection concurrency allowed per worker thread.
+    pub fn per_thread_concurrency(&self) -> usize {
+        (self.connect_concurrency / self.threads).max(1)
+    }
+}
+
+/// Keeps the first error message reported by any connection.
+#[derive(Default)]
+pub struct FirstError(Mutex<Option<String>>);
+
+impl FirstError {
+    pub fn set(&self, msg: String) {
+        if let Ok(mut g) = self.0.lock() {
+            g.get_or_insert(msg);
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+/// Converts seconds from the command line into a `Duration` (negative becomes 0).
+pub fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s.max(0.0))
+}

@@ -1,0 +1,156 @@
+//! The 40-byte ASCII header every measured message starts with:
+//! stream id (8 hex), sequence number (16 hex), send timestamp in ns since the common
+//! epoch (16 hex); the rest of the payload is padding up to the requested size.
+
+use memchr::memmem::Finder;
+
+pub const HEADER_LEN: usize = 40;
+
+/// Header fields carried inside a payload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub stream: u32,
+    pub seq: u64,
+    pub ts_ns: u64,
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn put_hex(dst: &mut [u8], mut v: u64) {
+    for b in dst.iter_mut().rev() {
+        *b = HEX[(v & 0xf) as usize];
+        v >>= 4;
+    }
+}
+
+fn get_hex(src: &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for &b in src {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | d as u64;
+    }
+    Some(v)
+}
+
+impl Header {
+    /// Writes the header into the first [`HEADER_LEN`] bytes of `dst`.
+    pub fn write(&self, dst: &mut [u8]) {
+        put_hex(&mut dst[0..8], self.stream as u64);
+        put_hex(&mut dst[8..24], self.seq);
+        put_hex(&mut dst[24..40], self.ts_ns);
+    }
+
+    /// Parses a header from the start of `src`.
+    pub fn parse(src: &[u8]) -> Option<Header> {
+        if src.len() < HEADER_LEN {
+            return None;
+        }
+        Some(Header {
+            stream: get_hex(&src[0..8])? as u32,
+            seq: get_hex(&src[8..24])?,
+            ts_ns: get_hex(&src[24..40])?,
+        })
+    }
+}
+
+/// A message template: the full frame payload with a header slot at `offset`.
+#[derive(Clone)]
+pub struct Template {
+    pub bytes: Vec<u8>,
+    pub offset: usize,
+}
+
+impl Template {
+    /// A raw payload of `size` bytes: header then `x` padding.
+    pub fn raw(size: usize) -> Template {
+        let mut bytes = vec![b'x'; size.max(HEADER_LEN)];
+        bytes[..HEADER_LEN].fill(b'0');
+        Template { bytes, offset: 0 }
+    }
+
+    /// A ringhub publish frame whose `data` string is a `size`-byte raw payload.
+    pub fn ringhub_publish(topic: &str, size: usize) -> Template {
+        let prefix = format!("{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"");
+        let mut bytes = prefix.clone().into_bytes();
+        bytes.extend_from_slice(&Template::raw(size).bytes);
+        bytes.extend_from_slice(b"\"}");
+        Template {
+            bytes,
+            offset: prefix.len(),
+        }
+    }
+
+    /// Copies the template into `dst` with `h` filled in.
+    pub fn fill(&self, dst: &mut [u8], h: &Header) {
+        dst.copy_from_slice(&self.bytes);
+        h.write(&mut dst[self.offset..self.offset + HEADER_LEN]);
+    }
+}
+
+/// What a received text frame turned out to be.
+pub enum Incoming<'a> {
+    Data(&'a [u8]),
+    Reply,
+    Error,
+    Malformed,
+}
+
+/// Classifies a frame from a ringhub server (`{"topic":..,"data":"..."}`, replies, errors)
+/// or, for raw servers, treats the whole frame as the payload.
+pub struct Classifier {
+    ringhub: bool,
+    data: Finder<'static>,
+}
+
+impl Classifier {
+    pub fn new(ringhub: bool) -> Classifier {
+        Classifier {
+            ringhub,
+            data: Finder::new(b"\"data\":\""),
+        }
+    }
+
+    pub fn classify<'a>(&self, frame: &'a [u8]) -> Incoming<'a> {
+        if !self.ringhub {
+            return Incoming::Data(frame);
+        }
+        if frame.starts_with(b"{\"event\":\"error\"") {
+            return Incoming::Error;
+        }
+        if frame.starts_with(b"{\"event\":") {
+            return Incoming::Reply;
+        }
+        match self.data.find(frame) {
+            Some(i) => Incoming::Data(&frame[i + 8..]),
+            None => Incoming::Malformed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_roundtrip_in_template() {
+        let t = Template::ringhub_publish("t3", 64);
+        let mut buf = vec![0u8; t.bytes.len()];
+        let h = Header {
+            stream: 7,
+            seq: 123_456,
+            ts_ns: 987_654_321,
+        };
+        t.fill(&mut buf, &h);
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
+        assert_eq!(v["data"].as_str().map(str::len), Some(64));
+        match Classifier::new(true).classify(&buf) {
+            Incoming::Data(d) => assert_eq!(Header::parse(d), Some(h)),
+            _ => panic!("not data"),
+        }
+        assert!(Header::parse(b"zz").is_none());
+    }
+}
