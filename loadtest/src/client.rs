@@ -1,15 +1,15 @@
 //! WebSocket client plumbing: loopback target checks, source-address spreading,
-//! the client handshake, a fastwebsockets read half and a coalescing, masking writer.
+//! the client handshake, a batch frame reader and a coalescing, masking writer
+//! (masking uses fastwebsockets' SIMD `unmask`).
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
+use fastwebsockets::OpCode;
 use sha1::{Digest, Sha1};
-use std::io::Cursor;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Chain};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -75,22 +75,144 @@ impl Sources {
     }
 }
 
-/// The read half type: handshake leftovers chained before the socket.
-pub type ReadStream = Chain<Cursor<Vec<u8>>, OwnedReadHalf>;
-
-/// Read half of a client connection (fastwebsockets frame parser).
+/// Read half of a client connection: a batch frame parser over one large buffer.
+///
+/// `fill` reads whatever the socket has (cancel-safe) and `next_buffered` then yields
+/// every complete frame in the buffer without further syscalls, so callers can process a
+/// whole batch under one clock read.
 pub struct WsReader {
-    inner: WebSocketRead<ReadStream>,
+    stream: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+/// Frames larger than this are refused.
+const MAX_FRAME: usize = 64 << 20;
+
+/// Location of one complete frame in the buffer.
+struct FrameInfo {
+    opcode: OpCode,
+    header: usize,
+    len: usize,
+    mask: Option<[u8; 4]>,
 }
 
 impl WsReader {
-    /// Reads the next frame. Pings and closes are returned to the caller (no automatic
-    /// replies, so no hidden writes). Not cancel-safe: do not race it in `select!`
-    /// unless the connection is abandoned when the other branch wins.
-    pub async fn next(&mut self) -> Result<Frame<'_>, WebSocketError> {
-        self.inner
-            .read_frame::<_, std::io::Error>(&mut |_| async { Ok(()) })
-            .await
+    fn new(stream: OwnedReadHalf, leftover: &[u8]) -> WsReader {
+        let mut buf = vec![0u8; (64 * 1024).max(leftover.len() * 2)];
+        buf[..leftover.len()].copy_from_slice(leftover);
+        WsReader {
+            stream,
+            buf,
+            start: 0,
+            end: leftover.len(),
+        }
+    }
+
+    /// Parses the frame header at `start`: `Ok(Err(needed))` when incomplete.
+    fn parse(&self) -> Result<std::result::Result<FrameInfo, usize>> {
+        let b = &self.buf[self.start..self.end];
+        if b.len() < 2 {
+            return Ok(Err(2));
+        }
+        if b[0] & 0x70 != 0 {
+            bail!("frame with reserved bits set (compression is not negotiated)");
+        }
+        let opcode = OpCode::try_from(b[0] & 0x0f).map_err(|e| anyhow!("{e}"))?;
+        if b[0] & 0x80 == 0 || opcode == OpCode::Continuation {
+            bail!("fragmented messages are not supported by this load generator");
+        }
+        let masked = b[1] & 0x80 != 0;
+        let (mut header, len) = match b[1] & 0x7f {
+            126 if b.len() >= 4 => (4, u16::from_be_bytes([b[2], b[3]]) as usize),
+            127 if b.len() >= 10 => {
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&b[2..10]);
+                (10, usize::try_from(u64::from_be_bytes(l)).unwrap_or(usize::MAX))
+            }
+            126 => return Ok(Err(4)),
+            127 => return Ok(Err(10)),
+            n => (2, n as usize),
+        };
+        if len > MAX_FRAME {
+            bail!("frame of {len} bytes exceeds the {MAX_FRAME}-byte limit");
+        }
+        let mask = if masked {
+            if b.len() < header + 4 {
+                return Ok(Err(header + 4));
+            }
+            let m = [b[header], b[header + 1], b[header + 2], b[header + 3]];
+            header += 4;
+            Some(m)
+        } else {
+            None
+        };
+        if b.len() < header + len {
+            return Ok(Err(header + len));
+        }
+        Ok(Ok(FrameInfo {
+            opcode,
+            header,
+            len,
+            mask,
+        }))
+    }
+
+    fn take(&mut self, f: FrameInfo) -> (OpCode, &[u8]) {
+        let from = self.start + f.header;
+        self.start = from + f.len;
+        let payload = &mut self.buf[from..from + f.len];
+        if let Some(m) = f.mask {
+            fastwebsockets::unmask(payload, m);
+        }
+        (f.opcode, payload)
+    }
+
+    /// The next complete frame already in the buffer, if any.
+    pub fn next_buffered(&mut self) -> Result<Option<(OpCode, &[u8])>> {
+        match self.parse()? {
+            Ok(f) => Ok(Some(self.take(f))),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Reads more bytes from the socket; an error on EOF. Cancel-safe.
+    pub async fn fill(&mut self) -> Result<()> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let needed = match self.parse()? {
+            Ok(_) => return Ok(()),
+            Err(n) => n,
+        };
+        // Compact when the pending frame would not fit or little read room is left.
+        if self.buf.len() - self.start < needed.max(4096) || self.buf.len() - self.end < 1024 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < needed || self.buf.len() - self.end < 1024 {
+            let size = (needed + 1024).next_power_of_two().max(self.buf.len() * 2);
+            self.buf.resize(size, 0);
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        if n == 0 {
+            bail!("connection closed by the server");
+        }
+        self.end += n;
+        Ok(())
+    }
+
+    /// The next frame, reading from the socket as needed.
+    pub async fn next(&mut self) -> Result<(OpCode, &[u8])> {
+        loop {
+            if let Ok(f) = self.parse()? {
+                return Ok(self.take(f));
+            }
+            self.fill().await?;
+        }
     }
 }
 
@@ -266,21 +388,15 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
             break len;
         }
     };
-    let leftover = buf.split_off(header_len);
     let (rd, wr) = stream.into_split();
-    let read: ReadStream = Cursor::new(leftover).chain(rd);
-    let (mut ws_read, _) =
-        fastwebsockets::after_handshake_split(read, tokio::io::sink(), Role::Client);
-    ws_read.set_auto_close(false);
-    ws_read.set_auto_pong(false);
-    ws_read.set_max_message_size(64 << 20);
+    let reader = WsReader::new(rd, &buf[header_len..]);
     let writer = WsWriter {
         stream: wr,
         buf: Vec::with_capacity(4096),
         rng,
         frames: 0,
     };
-    Ok((WsReader { inner: ws_read }, writer))
+    Ok((reader, writer))
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to the hard limit and checks that `needed`

@@ -88,6 +88,17 @@ fn main() {
     }
 }
 
+/// User + system CPU seconds used by this process so far.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage writes into the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 /// Runs the CLI; `Ok(false)` means the run completed but failed a check.
 fn real_main() -> Result<bool> {
     let cli = Cli::parse();
@@ -108,12 +119,20 @@ fn real_main() -> Result<bool> {
         connect_concurrency: cli.connect_concurrency.max(1),
         setup_timeout: scenarios::secs(cli.setup_timeout),
     };
-    let report = match &cli.scenario {
+    let (wall0, cpu0) = (std::time::Instant::now(), cpu_seconds());
+    let mut report = match &cli.scenario {
         Scenario::Fanout(a) => fanout::run(&ctx, a)?,
         Scenario::Echo(a) => echo::run(&ctx, a)?,
         Scenario::Connect(a) => connect::run(&ctx, a)?,
         Scenario::Idle(a) => idle::run(&ctx, a)?,
     };
+    let (wall, cpu) = (wall0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+    report.row(
+        "loadtest CPU",
+        format!("{cpu:.2}s over {wall:.2}s ({:.0}% of one core)", 100.0 * cpu / wall),
+    );
+    report.set("loadtest_cpu_s", cpu);
+    report.set("loadtest_wall_s", wall);
     report.print(&cli.label);
     if let Some(path) = &cli.json {
         let params = json!({

@@ -80,29 +80,33 @@ async fn connection(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>
     // Reader: time each echo and hand a credit back to the writer.
     let (c2, w2, p2, sh2, acc2) = (credits.clone(), wake.clone(), pongs.clone(), sh.clone(), acc.clone());
     let reader = tokio::task::spawn_local(async move {
-        while let Ok(f) = rd.next().await {
-            match f.opcode {
-                OpCode::Text | OpCode::Binary => {
-                    let now = stats::now_ns();
-                    runner::bump(&sh2.received[tid], 1);
-                    c2.set(c2.get() + 1);
-                    w2.notify_one();
-                    let mut a = acc2.borrow_mut();
-                    match Header::parse(&f.payload) {
-                        Some(h) if now >= m_start && now < m_end => {
-                            a.in_window += 1;
-                            a.latency.record(now.saturating_sub(h.ts_ns));
+        'conn: while rd.fill().await.is_ok() {
+            let now = stats::now_ns();
+            let (mut got, mut a) = (0u64, acc2.borrow_mut());
+            loop {
+                match rd.next_buffered() {
+                    Ok(Some((OpCode::Text | OpCode::Binary, payload))) => {
+                        got += 1;
+                        match Header::parse(payload) {
+                            Some(h) if now >= m_start && now < m_end => {
+                                a.in_window += 1;
+                                a.latency.record(now.saturating_sub(h.ts_ns));
+                            }
+                            Some(_) => {}
+                            None => a.malformed += 1,
                         }
-                        Some(_) => {}
-                        None => a.malformed += 1,
                     }
+                    Ok(Some((OpCode::Ping, payload))) => p2.borrow_mut().push(payload.to_vec()),
+                    Ok(Some((OpCode::Close, _))) | Err(_) => break 'conn,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
                 }
-                OpCode::Ping => {
-                    p2.borrow_mut().push(f.payload.to_vec());
-                    w2.notify_one();
-                }
-                OpCode::Close => break,
-                _ => {}
+            }
+            drop(a);
+            runner::bump(&sh2.received[tid], got);
+            c2.set(c2.get() + got);
+            if got > 0 || !p2.borrow().is_empty() {
+                w2.notify_one();
             }
         }
         if sh2.phases.get() < Phase::Done {

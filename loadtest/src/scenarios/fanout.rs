@@ -38,7 +38,7 @@ pub struct FanoutArgs {
     #[arg(long)]
     pub max: bool,
     /// `--max` window: publications per stream not yet delivered to every subscriber.
-    #[arg(long, short = 'w', default_value_t = 32)]
+    #[arg(long, short = 'w', default_value_t = 128)]
     pub window: usize,
     /// Measured seconds (after warmup).
     #[arg(long, default_value_t = 10.0)]

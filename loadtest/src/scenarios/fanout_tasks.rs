@@ -79,10 +79,13 @@ async fn subscribe(rd: &mut WsReader, wr: &mut WsWriter, topic: usize) -> Result
     wr.push(OpCode::Text, msg.as_bytes());
     wr.flush().await.map_err(|e| format!("send subscribe: {e}"))?;
     loop {
-        let f = rd.next().await.map_err(|e| format!("await subscribe reply: {e}"))?;
-        match f.opcode {
+        let (op, payload) = rd
+            .next()
+            .await
+            .map_err(|e| format!("await subscribe reply: {e:#}"))?;
+        match op {
             OpCode::Text | OpCode::Binary => {
-                let text = String::from_utf8_lossy(&f.payload);
+                let text = String::from_utf8_lossy(payload);
                 if text.contains("\"event\":\"error\"") {
                     return Err(format!("subscribe rejected: {text}"));
                 }
@@ -124,97 +127,125 @@ pub async fn subscriber(
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
     let cls = Classifier::new(sh.ctx.ringhub);
     let window = if sh.args.max { sh.args.window as u64 } else { 0 };
+    let mut pongs: Vec<Vec<u8>> = Vec::new();
     loop {
-        let frame = match rd.next().await {
-            Ok(f) => f,
-            Err(e) => {
-                if sh.phases.get() < Phase::Done {
-                    acc.borrow_mut().disconnects += 1;
-                    sh.first_error.set(format!("subscriber {idx}: {e}"));
-                }
-                return;
+        if let Err(e) = rd.fill().await {
+            if sh.phases.get() < Phase::Done {
+                acc.borrow_mut().disconnects += 1;
+                sh.first_error.set(format!("subscriber {idx}: {e:#}"));
             }
-        };
-        let body = match frame.opcode {
-            OpCode::Text | OpCode::Binary => match cls.classify(&frame.payload) {
-                Incoming::Data(d) => d,
-                Incoming::Reply => continue,
-                Incoming::Error => {
-                    acc.borrow_mut().server_errors += 1;
-                    sh.first_error
-                        .set(String::from_utf8_lossy(&frame.payload).into_owned());
-                    continue;
-                }
-                Incoming::Malformed => {
-                    acc.borrow_mut().malformed += 1;
-                    continue;
-                }
-            },
-            OpCode::Ping => {
-                wr.push(OpCode::Pong, &frame.payload);
-                if wr.flush().await.is_err() {
+            return;
+        }
+        // One clock read per batch: every frame in it had arrived by now.
+        let now = stats::now_ns();
+        let in_window = now >= m_start && now < m_end;
+        let (mut fresh, mut counted) = (0u64, 0u64);
+        let mut a = acc.borrow_mut();
+        let mut tr = track.borrow_mut();
+        loop {
+            let (op, payload) = match rd.next_buffered() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    a.disconnects += 1;
+                    sh.first_error.set(format!("subscriber {idx}: {e:#}"));
                     return;
                 }
+            };
+            let body = match op {
+                OpCode::Text | OpCode::Binary => match cls.classify(payload) {
+                    Incoming::Data(d) => d,
+                    Incoming::Reply => continue,
+                    Incoming::Error => {
+                        a.server_errors += 1;
+                        sh.first_error.set(String::from_utf8_lossy(payload).into_owned());
+                        continue;
+                    }
+                    Incoming::Malformed => {
+                        a.malformed += 1;
+                        continue;
+                    }
+                },
+                OpCode::Ping => {
+                    pongs.push(payload.to_vec());
+                    continue;
+                }
+                OpCode::Close => {
+                    a.disconnects += 1;
+                    return;
+                }
+                _ => continue,
+            };
+            a.delivered += 1;
+            let Some(h) = Header::parse(body) else {
+                a.malformed += 1;
+                continue;
+            };
+            match sh.streams.get(h.stream as usize) {
+                Some(st) if st.topic == topic => {}
+                _ => {
+                    a.malformed += 1;
+                    continue;
+                }
+            }
+            let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
+                a.malformed += 1;
+                continue;
+            };
+            if !st.accept(h.seq, &mut a) {
                 continue;
             }
-            OpCode::Close => {
-                acc.borrow_mut().disconnects += 1;
+            fresh += 1;
+            if window > 0 {
+                complete(&sh, h.stream as usize, h.seq % window);
+            }
+            if in_window {
+                counted += 1;
+                a.latency.record(now.saturating_sub(h.ts_ns));
+            }
+        }
+        a.in_window += counted;
+        drop((a, tr));
+        runner::bump(&sh.unique[tid], fresh);
+        runner::bump(&sh.in_window[tid], counted);
+        if !pongs.is_empty() {
+            for p in pongs.drain(..) {
+                wr.push(OpCode::Pong, &p);
+            }
+            if wr.flush().await.is_err() {
                 return;
             }
-            _ => continue,
-        };
-        let now = stats::now_ns();
-        let mut a = acc.borrow_mut();
-        a.delivered += 1;
-        let Some(h) = Header::parse(body) else {
-            a.malformed += 1;
-            continue;
-        };
-        let Some(stream) = sh.streams.get(h.stream as usize) else {
-            a.malformed += 1;
-            continue;
-        };
-        if stream.topic != topic {
-            a.malformed += 1;
-            continue;
         }
-        let mut tr = track.borrow_mut();
-        let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
-            a.malformed += 1;
-            continue;
-        };
-        let fresh = if h.seq == st.next {
-            st.next += 1;
-            true
-        } else if h.seq > st.next {
-            let room = MAX_HOLES.saturating_sub(st.holes.len()) as u64;
-            st.holes.extend(st.next..h.seq.min(st.next + room));
-            st.next = h.seq + 1;
-            true
-        } else if st.holes.remove(&h.seq) {
+    }
+}
+
+/// `--max`: counts one delivery of a stream's message; the last subscriber to receive it
+/// completes it and wakes the publisher.
+fn complete(sh: &Shared, stream: usize, slot: u64) {
+    let st = &sh.streams[stream];
+    if st.slots[slot as usize].fetch_add(1, Ordering::AcqRel) + 1 == st.nsubs {
+        st.completed.fetch_add(1, Ordering::AcqRel);
+        sh.pub_notify[st.publisher].notify_one();
+    }
+}
+
+impl StreamTrack {
+    /// Records `seq`; returns whether it is a first delivery (not a duplicate).
+    fn accept(&mut self, seq: u64, a: &mut ThreadResult) -> bool {
+        if seq == self.next {
+            self.next += 1;
+        } else if seq > self.next {
+            let room = MAX_HOLES.saturating_sub(self.holes.len()) as u64;
+            self.holes.extend(self.next..seq.min(self.next + room));
+            self.next = seq + 1;
+        } else if self.holes.remove(&seq) {
             a.out_of_order += 1;
-            true
         } else {
             a.duplicates += 1;
-            false
-        };
-        if !fresh {
-            continue;
+            return false;
         }
-        st.got += 1;
-        runner::bump(&sh.unique[tid], 1);
-        if window > 0 {
-            let slot = &stream.slots[(h.seq % window) as usize];
-            if slot.fetch_add(1, Ordering::AcqRel) + 1 == stream.nsubs {
-                stream.completed.fetch_add(1, Ordering::AcqRel);
-                sh.pub_notify[stream.publisher].notify_one();
-            }
-        }
-        if now >= m_start && now < m_end {
-            a.in_window += 1;
-            runner::bump(&sh.in_window[tid], 1);
-            a.latency.record(now.saturating_sub(h.ts_ns));
-        }
+        self.got += 1;
+        true
     }
 }
 
@@ -227,18 +258,20 @@ async fn drain_publisher(
     pongs: Rc<RefCell<Vec<Vec<u8>>>>,
 ) {
     let cls = Classifier::new(sh.ctx.ringhub);
-    while let Ok(f) = rd.next().await {
-        match f.opcode {
-            OpCode::Text | OpCode::Binary => {
-                if let Incoming::Error = cls.classify(&f.payload) {
-                    acc.borrow_mut().server_errors += 1;
-                    sh.first_error
-                        .set(String::from_utf8_lossy(&f.payload).into_owned());
+    'conn: while rd.fill().await.is_ok() {
+        loop {
+            match rd.next_buffered() {
+                Ok(Some((OpCode::Text | OpCode::Binary, payload))) => {
+                    if let Incoming::Error = cls.classify(payload) {
+                        acc.borrow_mut().server_errors += 1;
+                        sh.first_error.set(String::from_utf8_lossy(payload).into_owned());
+                    }
                 }
+                Ok(Some((OpCode::Ping, payload))) => pongs.borrow_mut().push(payload.to_vec()),
+                Ok(Some((OpCode::Close, _))) | Err(_) => break 'conn,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
             }
-            OpCode::Ping => pongs.borrow_mut().push(f.payload.to_vec()),
-            OpCode::Close => break,
-            _ => {}
         }
     }
     if sh.phases.get() < Phase::Done {

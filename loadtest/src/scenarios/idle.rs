@@ -63,13 +63,13 @@ async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
     sh.ready.fetch_add(1, Ordering::Relaxed);
     loop {
         match rd.next().await {
-            Ok(f) if f.opcode == OpCode::Ping => {
-                wr.push(OpCode::Pong, &f.payload);
+            Ok((OpCode::Ping, payload)) => {
+                wr.push(OpCode::Pong, payload);
                 if wr.flush().await.is_err() {
                     break;
                 }
             }
-            Ok(f) if f.opcode == OpCode::Close => break,
+            Ok((OpCode::Close, _)) => break,
             Ok(_) => {}
             Err(_) => break,
         }

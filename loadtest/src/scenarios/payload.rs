@@ -23,17 +23,25 @@ fn put_hex(dst: &mut [u8], mut v: u64) {
     }
 }
 
-fn get_hex(src: &[u8]) -> Option<u64> {
-    let mut v = 0u64;
-    for &b in src {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            _ => return None,
-        };
-        v = (v << 4) | d as u64;
+/// Hex digit values; 0xff marks a non-digit.
+const UNHEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[HEX[i] as usize] = i as u8;
+        i += 1;
     }
-    Some(v)
+    t
+};
+
+fn get_hex(src: &[u8]) -> Option<u64> {
+    let (mut v, mut bad) = (0u64, 0u8);
+    for &b in src {
+        let d = UNHEX[b as usize];
+        bad |= d;
+        v = (v << 4) | (d & 0xf) as u64;
+    }
+    (bad & 0xf0 == 0).then_some(v)
 }
 
 impl Header {

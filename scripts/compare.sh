@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# Runs one ringhub-loadtest scenario against ringhub and every peer server in turn and
+# prints one comparison table.
+#
+#   scripts/compare.sh SCENARIO [extra ringhub-loadtest args]
+#   SCENARIO = fanout | echo | connect | idle
+#   e.g. scripts/compare.sh fanout --subscribers 1000 --payload 64 --max --duration 10
+#
+# Environment:
+#   SERVERS      servers to run (default: "ringhub-uring ringhub-epoll bun node-ws tungstenite")
+#   SERVER_CPU   core the server is pinned to (default 0); LOAD_CPU for the loadtest (default 1)
+#   OUT_DIR      where per-server JSON/logs go (default: a new /tmp/ringhub-compare.* dir)
+#   BASE_PORT    first port to use (default 9400); CARGO_TARGET_DIR as usual
+#   NO_BUILD=1   skip the cargo builds
+set -euo pipefail
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 1 ] || usage
+SCENARIO=$1
+shift
+case "$SCENARIO" in fanout|echo|connect|idle) ;; *) usage ;; esac
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/release
+PEERS=$ROOT/scripts/peers
+SERVERS=${SERVERS:-"ringhub-uring ringhub-epoll bun node-ws tungstenite"}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+BASE_PORT=${BASE_PORT:-9400}
+OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/ringhub-compare.XXXXXX)}
+mkdir -p "$OUT_DIR"
+CLK_TCK=$(getconf CLK_TCK)
+
+SERVER_PID=""
+cleanup() {
+  if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT INT TERM
+
+log() { echo "compare: $*" >&2; }
+
+# --- build ---------------------------------------------------------------------------
+RINGHUB_OK=1
+if [ "${NO_BUILD:-0}" != 1 ]; then
+  log "building ringhub-loadtest (release)"
+  (cd "$ROOT" && cargo build --release -q -p ringhub-loadtest)
+  if [[ " $SERVERS " == *" ringhub-"* ]]; then
+    log "building ringhub (release)"
+    if ! (cd "$ROOT" && cargo build --release -q -p ringhub --bin ringhub); then
+      log "ringhub failed to build: skipping it"
+      RINGHUB_OK=0
+    fi
+  fi
+fi
+[ -x "$BIN/ringhub" ] || RINGHUB_OK=0
+if [[ " $SERVERS " == *" bun "* || " $SERVERS " == *" node-ws "* ]]; then
+  "$PEERS/install.sh" >&2
+fi
+
+# --- servers -------------------------------------------------------------------------
+# start_server NAME PORT: starts NAME pinned to SERVER_CPU, sets SERVER_PID and PROTOCOL.
+start_server() {
+  local name=$1 port=$2 mode=broadcast
+  case "$SCENARIO" in echo) mode=echo ;; esac
+  PROTOCOL=raw
+  local pin=(taskset -c "$SERVER_CPU")
+  case "$name" in
+    ringhub-uring|ringhub-epoll)
+      [ "$RINGHUB_OK" = 1 ] || return 1
+      PROTOCOL=ringhub
+      "${pin[@]}" "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 1 --io "${name#ringhub-}" \
+        --echo-path /echo >"$OUT_DIR/$name.server.log" 2>&1 &
+      ;;
+    bun)
+      PORT=$port "${pin[@]}" "$PEERS/node_modules/@oven/bun-linux-x64/bin/bun" "$PEERS/bun-server.js" \
+        >"$OUT_DIR/$name.server.log" 2>&1 &
+      ;;
+    node-ws)
+      PORT=$port "${pin[@]}" node "$PEERS/node-ws-server.js" >"$OUT_DIR/$name.server.log" 2>&1 &
+      ;;
+    tungstenite)
+      "${pin[@]}" "$BIN/ringhub-peer-tungstenite" --listen "127.0.0.1:$port" --mode "$mode" \
+        --threads 1 >"$OUT_DIR/$name.server.log" 2>&1 &
+      ;;
+    *) log "unknown server $name"; return 1 ;;
+  esac
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "$name exited during startup: $(tail -3 "$OUT_DIR/$name.server.log")"
+      SERVER_PID=""
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$name did not listen on port $port within 10s"
+  cleanup
+  SERVER_PID=""
+  return 1
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+
+# --- runs ----------------------------------------------------------------------------
+port=$BASE_PORT
+for name in $SERVERS; do
+  port=$((port + 1))
+  json=$OUT_DIR/$name.json
+  rm -f "$json"
+  if ! start_server "$name" "$port"; then
+    log "skipping $name"
+    continue
+  fi
+  extra=()
+  [ "$SCENARIO" = idle ] && extra=(--server-pid "$SERVER_PID")
+  log "$name: running $SCENARIO (server on core $SERVER_CPU, loadtest on core $LOAD_CPU)"
+  t0=$(cpu_ticks "$SERVER_PID")
+  set +e
+  taskset -c "$LOAD_CPU" "$BIN/ringhub-loadtest" "$SCENARIO" --target "127.0.0.1:$port" \
+    --protocol "$PROTOCOL" --label "$name" --json "$json" "${extra[@]}" "$@" \
+    | tee "$OUT_DIR/$name.txt" >&2
+  rc=${PIPESTATUS[0]}
+  set -e
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    t1=$(cpu_ticks "$SERVER_PID")
+    rss=$(status_kb "$SERVER_PID" VmRSS)
+    hwm=$(status_kb "$SERVER_PID" VmHWM)
+  else
+    log "$name died during the run"
+    t1=$t0 rss=0 hwm=0
+  fi
+  cleanup
+  SERVER_PID=""
+  if [ -f "$json" ]; then
+    cpu=$(awk -v a="$t0" -v b="$t1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
+    tmp=$(mktemp)
+    jq --argjson cpu "$cpu" --argjson rss "${rss:-0}" --argjson hwm "${hwm:-0}" --argjson rc "$rc" \
+      '.server = {cpu_s: $cpu, rss_kb: $rss, hwm_kb: $hwm, loadtest_exit: $rc}' "$json" >"$tmp"
+    mv "$tmp" "$json"
+  else
+    log "$name: loadtest produced no result (exit $rc)"
+  fi
+done
+
+# --- table ---------------------------------------------------------------------------
+echo
+echo "scenario: $SCENARIO $*"
+echo "server pinned to core $SERVER_CPU (taskset -c $SERVER_CPU), ringhub-loadtest to core $LOAD_CPU (taskset -c $LOAD_CPU)"
+echo "server CPU s = utime+stime over the whole loadtest run (connect, warmup, measure, drain); RSS = peak VmHWM"
+printf '%-15s %14s %11s %11s %11s %12s  %s\n' server msgs/s p50 p99 "CPU s" "peak RSS" note
+for name in $SERVERS; do
+  json=$OUT_DIR/$name.json
+  if [ ! -f "$json" ]; then
+    printf '%-15s %14s\n' "$name" "not run"
+    continue
+  fi
+  jq -r '[.label, (.msgs_per_s | floor | tostring),
+          ((.latency_us.p50 // 0) | . * 10 | round / 10 | tostring) + "µs",
+          ((.latency_us.p99 // 0) | . * 10 | round / 10 | tostring) + "µs",
+          (.server.cpu_s | tostring), ((.server.hwm_kb / 1024) | . * 10 | round / 10 | tostring) + " MB",
+          (if .ok then "" else "FAILED: " + (.failures | join("; ")) end)
+          + (if .rss_per_conn_kb then "RSS/conn " + (.rss_per_conn_kb * 100 | round / 100 | tostring) + " kB" else "" end)]
+         | @tsv' "$json" |
+    awk -F'\t' '{printf "%-15s %14s %11s %11s %11s %12s  %s\n", $1, $2, $3, $4, $5, $6, $7}'
+done
+
+echo
+for rh in ringhub-uring ringhub-epoll; do
+  [ -f "$OUT_DIR/$rh.json" ] || continue
+  for peer in $SERVERS; do
+    case "$peer" in ringhub-*) continue ;; esac
+    [ -f "$OUT_DIR/$peer.json" ] || continue
+    jq -rn --slurpfile a "$OUT_DIR/$rh.json" --slurpfile b "$OUT_DIR/$peer.json" '
+      def ratio(x; y): if (y // 0) == 0 then "n/a" else ((x / y) * 100 | round / 100 | tostring) + "x" end;
+      $a[0] as $r | $b[0] as $p |
+      "\($r.label) vs \($p.label): msgs/s \(ratio($r.msgs_per_s; $p.msgs_per_s)), " +
+      "p99 \(ratio($r.latency_us.p99; $p.latency_us.p99)), CPU s \(ratio($r.server.cpu_s; $p.server.cpu_s)), " +
+      "peak RSS \(ratio($r.server.hwm_kb; $p.server.hwm_kb))"'
+  done
+done
+echo "results: $OUT_DIR"
