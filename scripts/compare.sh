@@ -33,9 +33,18 @@ mkdir -p "$OUT_DIR"
 CLK_TCK=$(getconf CLK_TCK)
 
 SERVER_PID=""
+# Stops the current server: SIGTERM, then SIGKILL if it is still there after 5 s.
 cleanup() {
   if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
     kill "$SERVER_PID" 2>/dev/null || true
+    for _ in $(seq 50); do
+      kill -0 "$SERVER_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "server $SERVER_PID ignored SIGTERM for 5s: SIGKILL"
+      kill -KILL "$SERVER_PID" 2>/dev/null || true
+    fi
     wait "$SERVER_PID" 2>/dev/null || true
   fi
 }

@@ -23,25 +23,35 @@ fn put_hex(dst: &mut [u8], mut v: u64) {
     }
 }
 
-/// Hex digit values; 0xff marks a non-digit.
-const UNHEX: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut i = 0;
-    while i < 16 {
-        t[HEX[i] as usize] = i as u8;
-        i += 1;
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Per byte of `x` (all < 0x80): 0x80 where `a <= byte <= b`, else 0.
+const fn in_range(x: u64, a: u64, b: u64) -> u64 {
+    (x + (0x80 - a) * LO) & !(x + (0x7f - b) * LO) & HI
+}
+
+/// Decodes 8 lowercase hex digits at once (SWAR); `None` if any byte is not `[0-9a-f]`.
+fn hex8(src: &[u8]) -> Option<u64> {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&src[..8]);
+    let x = u64::from_be_bytes(b);
+    if x & HI != 0 {
+        return None;
     }
-    t
-};
+    let letters = in_range(x, 0x61, 0x66);
+    if (in_range(x, 0x30, 0x39) | letters) != HI {
+        return None;
+    }
+    let v = (x & (0x0f * LO)) + (letters >> 7) * 9;
+    let v = (v | (v >> 4)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v | (v >> 8)) & 0x0000_ffff_0000_ffff;
+    Some((v | (v >> 16)) & 0x0000_0000_ffff_ffff)
+}
 
 fn get_hex(src: &[u8]) -> Option<u64> {
-    let (mut v, mut bad) = (0u64, 0u8);
-    for &b in src {
-        let d = UNHEX[b as usize];
-        bad |= d;
-        v = (v << 4) | (d & 0xf) as u64;
-    }
-    (bad & 0xf0 == 0).then_some(v)
+    src.chunks_exact(8)
+        .try_fold(0u64, |acc, c| Some((acc << 32) | hex8(c)?))
 }
 
 impl Header {
@@ -160,5 +170,14 @@ mod tests {
             _ => panic!("not data"),
         }
         assert!(Header::parse(b"zz").is_none());
+        for bad in [b'g', b'/', b':', b'`', b'A', b' ', 0xc3] {
+            let mut b = buf.clone();
+            b[t.offset + 5] = bad;
+            match Classifier::new(true).classify(&b) {
+                Incoming::Data(d) => assert_eq!(Header::parse(d), None, "byte {bad:#x}"),
+                _ => panic!("not data"),
+            }
+        }
+        assert_eq!(get_hex(b"0123456789abcdef"), Some(0x0123_4567_89ab_cdef));
     }
 }
