@@ -85,11 +85,13 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: Co
     ws.set_max_message_size(max);
     let mut asm = Assembler::new(max);
     let mut obligated = |f: Frame<'_>| {
-        let frame = envelope::raw_frame(f.opcode as u8, &f.payload);
-        if f.opcode == OpCode::Close {
-            shard.close_with_frame(id, frame);
+        if f.opcode == OpCode::Close && f.payload.len() > 125 {
+            // Control frames carry at most 125 bytes (RFC 6455 §5.5); fastwebsockets only checks pings.
+            shard.close(id, 1002, "control frame too long");
+        } else if f.opcode == OpCode::Close {
+            shard.close_with_frame(id, envelope::raw_frame(8, &f.payload));
         } else {
-            shard.enqueue(id, frame);
+            shard.enqueue(id, envelope::raw_frame(f.opcode as u8, &f.payload));
         }
         ready(Ok::<(), Infallible>(()))
     };
@@ -97,7 +99,10 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: Co
         let frame = match ws.read_frame(&mut obligated).await {
             Ok(f) => f,
             Err(e) => {
-                let Some((code, reason)) = close_code(&e) else { return false };
+                let Some((code, reason)) = close_code(&e) else {
+                    tracing::debug!(conn = %id, error = %e, "read ended");
+                    return false;
+                };
                 ShardStats::add(&shard.stats().errors, 1);
                 tracing::debug!(conn = %id, error = %e, code, "protocol error");
                 shard.close(id, code, reason);
@@ -107,6 +112,10 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: Co
         shard.touch(id);
         let complete = match frame.opcode {
             OpCode::Close => return false,
+            OpCode::Pong if frame.payload.len() > 125 => {
+                shard.close(id, 1002, "control frame too long");
+                return true;
+            }
             OpCode::Ping | OpCode::Pong => continue,
             _ => asm.push(frame.opcode, frame.fin, &frame.payload),
         };

@@ -248,12 +248,13 @@ impl Server {
             stopping: AtomicBool::new(false),
             config: self.config,
         });
+        let (pool_stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut pool = Vec::new();
         for i in 0..hub.config.handler_threads.max(1) {
-            let (hub, rx) = (hub.clone(), pool_rx.clone());
+            let (hub, rx, stop) = (hub.clone(), pool_rx.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("ringhub-pool-{i}"))
-                .spawn(move || crate::pool::worker(hub, rx))
+                .spawn(move || crate::pool::worker(hub, rx, stop))
                 .map_err(ServerError::Thread)?;
             pool.push(t);
         }
@@ -285,6 +286,7 @@ impl Server {
             local_addr,
             threads,
             pool,
+            pool_stop,
         })
     }
 }
@@ -384,6 +386,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     threads: Vec<JoinHandle<()>>,
     pool: Vec<JoinHandle<()>>,
+    pool_stop: crossbeam_channel::Sender<()>,
 }
 
 impl ServerHandle {
@@ -430,11 +433,8 @@ impl ServerHandle {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        // Dropping the last sender ends the workers once queued jobs are done.
-        if let Some(hub) = Arc::get_mut(&mut self.hub) {
-            hub.pool = None;
-        }
-        drop(self.hub);
+        // Disconnecting the stop channel ends the workers once queued jobs are done.
+        drop(self.pool_stop);
         for t in self.pool.drain(..) {
             let _ = t.join();
         }

@@ -22,9 +22,18 @@ pub(crate) struct Job {
     pub remote: SocketAddr,
 }
 
-/// Runs jobs until the channel closes.
-pub(crate) fn worker(hub: Arc<HubShared>, jobs: crossbeam_channel::Receiver<Job>) {
-    while let Ok(job) = jobs.recv() {
+/// Runs jobs until `stop` disconnects, then finishes what is already queued.
+pub(crate) fn worker(hub: Arc<HubShared>, jobs: crossbeam_channel::Receiver<Job>, stop: crossbeam_channel::Receiver<()>) {
+    loop {
+        crossbeam_channel::select! {
+            recv(jobs) -> job => match job {
+                Ok(job) => run(&hub, job),
+                Err(_) => return,
+            },
+            recv(stop) -> _ => break,
+        }
+    }
+    while let Ok(job) = jobs.try_recv() {
         run(&hub, job);
     }
 }

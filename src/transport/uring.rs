@@ -99,8 +99,11 @@ impl Acceptor for UringAcceptor {
 }
 
 /// Whether this process may create an io_uring (seccomp, kernel, `io_uring_disabled`).
+/// Probes on a scratch thread, so the caller may itself be inside an async runtime.
 pub(crate) fn probe() -> io::Result<()> {
-    tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop)
+    std::thread::spawn(|| tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop))
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
 }
 
 /// Runs `f` (given this shard's acceptor) on a fresh tokio-uring runtime.
