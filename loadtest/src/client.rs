@@ -39,7 +39,9 @@ impl Target {
             .with_context(|| format!("cannot resolve target {rest:?} (expected HOST:PORT)"))?
             .collect();
         let Some(addr) = addrs.iter().copied().find(|a| a.ip().is_loopback()) else {
-            bail!("refusing target {rest:?}: only loopback addresses (127.0.0.0/8, ::1) are allowed");
+            bail!(
+                "refusing target {rest:?}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
+            );
         };
         if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
             bail!("refusing target {rest:?}: it also resolves to non-loopback {bad}");
@@ -129,7 +131,10 @@ impl WsReader {
             127 if b.len() >= 10 => {
                 let mut l = [0u8; 8];
                 l.copy_from_slice(&b[2..10]);
-                (10, usize::try_from(u64::from_be_bytes(l)).unwrap_or(usize::MAX))
+                (
+                    10,
+                    usize::try_from(u64::from_be_bytes(l)).unwrap_or(usize::MAX),
+                )
             }
             126 => return Ok(Err(4)),
             127 => return Ok(Err(10)),
@@ -329,7 +334,11 @@ pub async fn tcp_connect(target: &Target, src: IpAddr) -> Result<TcpStream> {
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// Connects and performs the WebSocket client handshake, with an overall timeout.
-pub async fn connect(target: &Target, src: IpAddr, timeout: Duration) -> Result<(WsReader, WsWriter)> {
+pub async fn connect(
+    target: &Target,
+    src: IpAddr,
+    timeout: Duration,
+) -> Result<(WsReader, WsWriter)> {
     tokio::time::timeout(timeout, connect_inner(target, src))
         .await
         .map_err(|_| anyhow!("connect/handshake timed out after {timeout:?}"))?

@@ -12,7 +12,10 @@ use scenarios::{connect, echo, fanout, idle, Ctx};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Loopback WebSocket load generator for ringhub and peer servers")]
+#[command(
+    version,
+    about = "Loopback WebSocket load generator for ringhub and peer servers"
+)]
 struct Cli {
     /// Server address HOST:PORT (or ws://HOST:PORT/path); loopback only.
     #[arg(long, global = true, default_value = "127.0.0.1:9000")]
@@ -129,7 +132,10 @@ fn real_main() -> Result<bool> {
     let (wall, cpu) = (wall0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     report.row(
         "loadtest CPU",
-        format!("{cpu:.2}s over {wall:.2}s ({:.0}% of one core)", 100.0 * cpu / wall),
+        format!(
+            "{cpu:.2}s over {wall:.2}s ({:.0}% of one core)",
+            100.0 * cpu / wall
+        ),
     );
     report.set("loadtest_cpu_s", cpu);
     report.set("loadtest_wall_s", wall);

@@ -58,7 +58,10 @@ fn raise_fd_limit() {
     }
 }
 
-async fn broadcast_conn(ws: tokio_tungstenite::WebSocketStream<TcpStream>, tx: broadcast::Sender<Message>) {
+async fn broadcast_conn(
+    ws: tokio_tungstenite::WebSocketStream<TcpStream>,
+    tx: broadcast::Sender<Message>,
+) {
     let mut rx = tx.subscribe();
     let (mut sink, mut stream) = ws.split();
     let writer = tokio::spawn(async move {
@@ -157,7 +160,9 @@ fn main() -> std::io::Result<()> {
     let args = Args::parse();
     raise_fd_limit();
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads)

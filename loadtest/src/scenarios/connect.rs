@@ -49,7 +49,13 @@ async fn worker(sh: Arc<Shared>, tid: usize, per_thread: usize) -> Result<Latenc
                     break;
                 }
                 let t0 = Instant::now();
-                match client::connect(&sh.ctx.target, sh.ctx.sources.pick(i), sh.ctx.connect_timeout).await {
+                match client::connect(
+                    &sh.ctx.target,
+                    sh.ctx.sources.pick(i),
+                    sh.ctx.connect_timeout,
+                )
+                .await
+                {
                     Ok((_rd, wr)) => {
                         lat.borrow_mut().record(t0.elapsed().as_nanos() as u64);
                         runner::bump(&sh.ok[tid], 1);
@@ -115,17 +121,32 @@ pub fn run(ctx: &Ctx, args: &ConnectArgs) -> Result<Report> {
     let mut rep = Report::new("connect");
     rep.row(
         "setup",
-        format!("{n} handshakes, concurrency {}, {} thread(s)", per_thread * ctx.threads, ctx.threads),
+        format!(
+            "{n} handshakes, concurrency {}, {} thread(s)",
+            per_thread * ctx.threads,
+            ctx.threads
+        ),
     );
     rep.row("handshakes/s", fmt_rate(rate));
     rep.row("latency", l.line());
     rep.row("ok / failed", format!("{ok} / {failed}"));
-    rep.row("elapsed", format!("{:.2}s{}", elapsed.as_secs_f64(), if finished { "" } else { " (TIMED OUT)" }));
+    rep.row(
+        "elapsed",
+        format!(
+            "{:.2}s{}",
+            elapsed.as_secs_f64(),
+            if finished { "" } else { " (TIMED OUT)" }
+        ),
+    );
     if let Some(e) = sh.first_error.get() {
         rep.row("first error", e);
     }
     if !finished {
-        rep.failures.push(format!("only {} of {n} handshakes finished in {}s", ok + failed, args.timeout));
+        rep.failures.push(format!(
+            "only {} of {n} handshakes finished in {}s",
+            ok + failed,
+            args.timeout
+        ));
     }
     rep.set("msgs_per_s", rate);
     rep.set("handshakes_per_s", rate);

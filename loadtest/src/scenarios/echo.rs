@@ -57,10 +57,17 @@ struct ThreadResult {
     disconnects: u64,
 }
 
-async fn connection(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>, acc: Rc<RefCell<ThreadResult>>) {
+async fn connection(
+    sh: Arc<Shared>,
+    tid: usize,
+    idx: usize,
+    sem: Arc<Semaphore>,
+    acc: Rc<RefCell<ThreadResult>>,
+) {
     let permit = sem.acquire().await;
     let src = sh.ctx.sources.pick(idx);
-    let (mut rd, mut wr) = match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await {
+    let (mut rd, mut wr) = match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await
+    {
         Ok(c) => c,
         Err(e) => {
             sh.failed.fetch_add(1, Ordering::Relaxed);
@@ -71,14 +78,23 @@ async fn connection(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>
     drop(permit);
     sh.ready.fetch_add(1, Ordering::Relaxed);
     sh.phases.wait_for(Phase::Running).await;
-    let (m_start, m_end) = (sh.m_start.load(Ordering::Relaxed), sh.m_end.load(Ordering::Relaxed));
+    let (m_start, m_end) = (
+        sh.m_start.load(Ordering::Relaxed),
+        sh.m_end.load(Ordering::Relaxed),
+    );
     let end_at = tokio::time::Instant::from_std(stats::epoch() + Duration::from_nanos(m_end));
     let credits = Rc::new(Cell::new(sh.args.pipeline as u64));
     let wake = Rc::new(Notify::new());
     let pongs: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
 
     // Reader: time each echo and hand a credit back to the writer.
-    let (c2, w2, p2, sh2, acc2) = (credits.clone(), wake.clone(), pongs.clone(), sh.clone(), acc.clone());
+    let (c2, w2, p2, sh2, acc2) = (
+        credits.clone(),
+        wake.clone(),
+        pongs.clone(),
+        sh.clone(),
+        acc.clone(),
+    );
     let reader = tokio::task::spawn_local(async move {
         'conn: while rd.fill().await.is_ok() {
             let now = stats::now_ns();
@@ -127,7 +143,11 @@ async fn connection(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>
         }
         let n = credits.replace(0);
         for _ in 0..n {
-            let h = Header { stream: idx as u32, seq, ts_ns: now };
+            let h = Header {
+                stream: idx as u32,
+                seq,
+                ts_ns: now,
+            };
             wr.push_with(OpCode::Text, tpl.bytes.len(), |d| tpl.fill(d, &h));
             seq += 1;
         }
@@ -162,7 +182,10 @@ pub fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Report> {
         bail!("--connections and --pipeline must be at least 1");
     }
     if args.payload < super::payload::HEADER_LEN {
-        bail!("--payload must be at least {} bytes", super::payload::HEADER_LEN);
+        bail!(
+            "--payload must be at least {} bytes",
+            super::payload::HEADER_LEN
+        );
     }
     let pad = || (0..ctx.threads).map(|_| Padded::default()).collect();
     let sh = Arc::new(Shared {
@@ -245,12 +268,18 @@ pub fn run(ctx: &Ctx, args: &EchoArgs) -> Result<Report> {
             n, args.payload, args.pipeline, ctx.threads
         ),
     );
-    rep.row("measured", format!("{:.1}s after {:.1}s warmup", args.duration, args.warmup));
+    rep.row(
+        "measured",
+        format!("{:.1}s after {:.1}s warmup", args.duration, args.warmup),
+    );
     rep.row("echoes/s", fmt_rate(rate));
     rep.row("latency", l.line());
     rep.row("sent/received", format!("{sent} / {received}"));
     if malformed + disconnects > 0 {
-        rep.row("problems", format!("{malformed} malformed, {disconnects} disconnects"));
+        rep.row(
+            "problems",
+            format!("{malformed} malformed, {disconnects} disconnects"),
+        );
     }
     rep.set("msgs_per_s", rate);
     rep.set("latency_us", l.to_json());

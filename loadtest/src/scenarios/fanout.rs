@@ -122,7 +122,10 @@ fn build_shared(ctx: &Ctx, args: &FanoutArgs) -> Result<Shared> {
         bail!("--topics ({t}) exceeds --subscribers ({s}): some topics would have no subscriber");
     }
     if args.payload < super::payload::HEADER_LEN {
-        bail!("--payload must be at least {} bytes", super::payload::HEADER_LEN);
+        bail!(
+            "--payload must be at least {} bytes",
+            super::payload::HEADER_LEN
+        );
     }
     if args.rate.is_none() && !args.max {
         bail!("give either --rate MSGS_PER_SEC (open loop) or --max (closed loop)");
@@ -182,9 +185,23 @@ async fn worker(sh: Arc<Shared>, tid: usize) -> Result<ThreadResult> {
         if c < nsubs {
             let track = std::rc::Rc::new(std::cell::RefCell::new(Default::default()));
             tracks.push((c, track.clone()));
-            set.spawn_local(subscriber(sh.clone(), tid, c, sem.clone(), acc.clone(), track));
+            set.spawn_local(subscriber(
+                sh.clone(),
+                tid,
+                c,
+                sem.clone(),
+                acc.clone(),
+                track,
+            ));
         } else {
-            set.spawn_local(publisher(sh.clone(), tid, c - nsubs, c, sem.clone(), acc.clone()));
+            set.spawn_local(publisher(
+                sh.clone(),
+                tid,
+                c - nsubs,
+                c,
+                sem.clone(),
+                acc.clone(),
+            ));
         }
     }
     sh.phases.wait_for(Phase::Done).await;
@@ -249,7 +266,11 @@ pub fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Report> {
         let now = Instant::now();
         let d = runner::sum(&sh.unique);
         let dt = now.duration_since(last.0).as_secs_f64();
-        let r = if dt > 0.0 { (d - last.1) as f64 / dt } else { 0.0 };
+        let r = if dt > 0.0 {
+            (d - last.1) as f64 / dt
+        } else {
+            0.0
+        };
         if dt >= 0.5 {
             last = (now, d);
         }
@@ -289,7 +310,13 @@ pub fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Report> {
     sh.phases.set(Phase::Done);
     pb.finish_and_clear();
     let results = runner::join_workers(handles)?;
-    Ok(report(&sh, results, pub_at_end - pub_at_start, drained, drain_time))
+    Ok(report(
+        &sh,
+        results,
+        pub_at_end - pub_at_start,
+        drained,
+        drain_time,
+    ))
 }
 
 fn report(
@@ -338,7 +365,10 @@ fn report(
         ),
     );
     rep.row("mode", mode);
-    rep.row("measured", format!("{:.1}s after {:.1}s warmup", a.duration, a.warmup));
+    rep.row(
+        "measured",
+        format!("{:.1}s after {:.1}s warmup", a.duration, a.warmup),
+    );
     rep.row("delivered/s", fmt_rate(delivered_rate));
     rep.row("published/s", fmt_rate(publish_rate));
     rep.row("latency", l.line());
@@ -377,10 +407,12 @@ fn report(
     }
     if a.verify {
         if t.missing > 0 {
-            rep.failures.push(format!("{} deliveries missing", t.missing));
+            rep.failures
+                .push(format!("{} deliveries missing", t.missing));
         }
         if t.duplicates > 0 {
-            rep.failures.push(format!("{} duplicate deliveries", t.duplicates));
+            rep.failures
+                .push(format!("{} duplicate deliveries", t.duplicates));
         }
         if rep.failures.is_empty() {
             rep.row("verify", "exactly-once OK");

@@ -77,7 +77,9 @@ async fn open(sh: &Shared, conn: usize, sem: &Semaphore) -> Option<(WsReader, Ws
 async fn subscribe(rd: &mut WsReader, wr: &mut WsWriter, topic: usize) -> Result<(), String> {
     let msg = format!("{{\"event\":\"subscribe\",\"topic\":\"t{topic}\",\"id\":1}}");
     wr.push(OpCode::Text, msg.as_bytes());
-    wr.flush().await.map_err(|e| format!("send subscribe: {e}"))?;
+    wr.flush()
+        .await
+        .map_err(|e| format!("send subscribe: {e}"))?;
     loop {
         let (op, payload) = rd
             .next()
@@ -126,7 +128,11 @@ pub async fn subscriber(
     let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
     let cls = Classifier::new(sh.ctx.ringhub);
-    let window = if sh.args.max { sh.args.window as u64 } else { 0 };
+    let window = if sh.args.max {
+        sh.args.window as u64
+    } else {
+        0
+    };
     let mut pongs: Vec<Vec<u8>> = Vec::new();
     loop {
         if let Err(e) = rd.fill().await {
@@ -140,72 +146,74 @@ pub async fn subscriber(
         let now = stats::now_ns();
         let in_window = now >= m_start && now < m_end;
         let (mut fresh, mut counted) = (0u64, 0u64);
-        let mut a = acc.borrow_mut();
-        let mut tr = track.borrow_mut();
-        loop {
-            let (op, payload) = match rd.next_buffered() {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => {
-                    a.disconnects += 1;
-                    sh.first_error.set(format!("subscriber {idx}: {e:#}"));
-                    return;
-                }
-            };
-            let body = match op {
-                OpCode::Text | OpCode::Binary => match cls.classify(payload) {
-                    Incoming::Data(d) => d,
-                    Incoming::Reply => continue,
-                    Incoming::Error => {
-                        a.server_errors += 1;
-                        sh.first_error.set(String::from_utf8_lossy(payload).into_owned());
+        {
+            let mut a = acc.borrow_mut();
+            let mut tr = track.borrow_mut();
+            loop {
+                let (op, payload) = match rd.next_buffered() {
+                    Ok(Some(f)) => f,
+                    Ok(None) => break,
+                    Err(e) => {
+                        a.disconnects += 1;
+                        sh.first_error.set(format!("subscriber {idx}: {e:#}"));
+                        return;
+                    }
+                };
+                let body = match op {
+                    OpCode::Text | OpCode::Binary => match cls.classify(payload) {
+                        Incoming::Data(d) => d,
+                        Incoming::Reply => continue,
+                        Incoming::Error => {
+                            a.server_errors += 1;
+                            sh.first_error
+                                .set(String::from_utf8_lossy(payload).into_owned());
+                            continue;
+                        }
+                        Incoming::Malformed => {
+                            a.malformed += 1;
+                            continue;
+                        }
+                    },
+                    OpCode::Ping => {
+                        pongs.push(payload.to_vec());
                         continue;
                     }
-                    Incoming::Malformed => {
+                    OpCode::Close => {
+                        a.disconnects += 1;
+                        return;
+                    }
+                    _ => continue,
+                };
+                a.delivered += 1;
+                let Some(h) = Header::parse(body) else {
+                    a.malformed += 1;
+                    continue;
+                };
+                match sh.streams.get(h.stream as usize) {
+                    Some(st) if st.topic == topic => {}
+                    _ => {
                         a.malformed += 1;
                         continue;
                     }
-                },
-                OpCode::Ping => {
-                    pongs.push(payload.to_vec());
-                    continue;
                 }
-                OpCode::Close => {
-                    a.disconnects += 1;
-                    return;
-                }
-                _ => continue,
-            };
-            a.delivered += 1;
-            let Some(h) = Header::parse(body) else {
-                a.malformed += 1;
-                continue;
-            };
-            match sh.streams.get(h.stream as usize) {
-                Some(st) if st.topic == topic => {}
-                _ => {
+                let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
                     a.malformed += 1;
                     continue;
+                };
+                if !st.accept(h.seq, &mut a) {
+                    continue;
+                }
+                fresh += 1;
+                if window > 0 {
+                    complete(&sh, h.stream as usize, h.seq % window);
+                }
+                if in_window {
+                    counted += 1;
+                    a.latency.record(now.saturating_sub(h.ts_ns));
                 }
             }
-            let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
-                a.malformed += 1;
-                continue;
-            };
-            if !st.accept(h.seq, &mut a) {
-                continue;
-            }
-            fresh += 1;
-            if window > 0 {
-                complete(&sh, h.stream as usize, h.seq % window);
-            }
-            if in_window {
-                counted += 1;
-                a.latency.record(now.saturating_sub(h.ts_ns));
-            }
+            a.in_window += counted;
         }
-        a.in_window += counted;
-        drop((a, tr));
         runner::bump(&sh.unique[tid], fresh);
         runner::bump(&sh.in_window[tid], counted);
         if !pongs.is_empty() {
@@ -264,7 +272,8 @@ async fn drain_publisher(
                 Ok(Some((OpCode::Text | OpCode::Binary, payload))) => {
                     if let Incoming::Error = cls.classify(payload) {
                         acc.borrow_mut().server_errors += 1;
-                        sh.first_error.set(String::from_utf8_lossy(payload).into_owned());
+                        sh.first_error
+                            .set(String::from_utf8_lossy(payload).into_owned());
                     }
                 }
                 Ok(Some((OpCode::Ping, payload))) => pongs.borrow_mut().push(payload.to_vec()),

@@ -51,7 +51,8 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
 async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
     let permit = sem.acquire().await;
     let src = sh.ctx.sources.pick(idx);
-    let (mut rd, mut wr) = match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await {
+    let (mut rd, mut wr) = match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await
+    {
         Ok(c) => c,
         Err(e) => {
             sh.failed.fetch_add(1, Ordering::Relaxed);
@@ -122,14 +123,22 @@ pub fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     std::thread::sleep(Duration::from_millis(500));
     let after = args.server_pid.map(rss).transpose()?;
     let hold_end = Instant::now() + secs(args.hold);
-    runner::wait_until(&pb, hold_end, || false, || {
-        format!(
-            "holding {opened} connections ({} dropped)",
-            runner::sum(&sh.dropped)
-        )
-    });
+    runner::wait_until(
+        &pb,
+        hold_end,
+        || false,
+        || {
+            format!(
+                "holding {opened} connections ({} dropped)",
+                runner::sum(&sh.dropped)
+            )
+        },
+    );
     let after_hold = args.server_pid.map(rss).transpose()?;
-    let hwm = args.server_pid.map(|p| proc_status_kb(p, "VmHWM")).transpose()?;
+    let hwm = args
+        .server_pid
+        .map(|p| proc_status_kb(p, "VmHWM"))
+        .transpose()?;
     sh.phases.set(Phase::Done);
     pb.finish_and_clear();
     runner::join_workers(handles)?;
@@ -137,7 +146,13 @@ pub fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     let failed = sh.failed.load(Ordering::Relaxed);
     let dropped = runner::sum(&sh.dropped);
     let mut rep = Report::new("idle");
-    rep.row("setup", format!("{n} connections, hold {:.1}s, {} thread(s)", args.hold, ctx.threads));
+    rep.row(
+        "setup",
+        format!(
+            "{n} connections, hold {:.1}s, {} thread(s)",
+            args.hold, ctx.threads
+        ),
+    );
     rep.row(
         "opened",
         format!(
@@ -155,11 +170,18 @@ pub fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
         _ => None,
     };
     if let (Some(b), Some(a), Some(pc)) = (before, after, per_conn) {
-        rep.row("server RSS", format!("{b} kB -> {a} kB (after hold {} kB)", after_hold.unwrap_or(0)));
+        rep.row(
+            "server RSS",
+            format!(
+                "{b} kB -> {a} kB (after hold {} kB)",
+                after_hold.unwrap_or(0)
+            ),
+        );
         rep.row("RSS per connection", format!("{pc:.2} kB"));
     }
     if failed > 0 || !opened_all {
-        rep.failures.push(format!("{} of {n} connections did not open", n - opened));
+        rep.failures
+            .push(format!("{} of {n} connections did not open", n - opened));
     }
     rep.set("msgs_per_s", 0.0);
     rep.set("connections", opened);
@@ -168,7 +190,13 @@ pub fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     rep.set("rss_after_hold_kb", after_hold);
     rep.set("rss_hwm_kb", hwm);
     rep.set("rss_per_conn_kb", per_conn);
-    rep.set("counts", json!({"opened": opened, "failed": failed, "dropped": dropped}));
-    rep.set("config", json!({"count": n, "hold_s": args.hold, "threads": ctx.threads}));
+    rep.set(
+        "counts",
+        json!({"opened": opened, "failed": failed, "dropped": dropped}),
+    );
+    rep.set(
+        "config",
+        json!({"count": n, "hold_s": args.hold, "threads": ctx.threads}),
+    );
     Ok(rep)
 }

@@ -2,8 +2,8 @@
 
 pub mod connect;
 pub mod echo;
-pub mod fanout_tasks;
 pub mod fanout;
+pub mod fanout_tasks;
 pub mod idle;
 pub mod payload;
 
