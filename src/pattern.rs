@@ -208,7 +208,7 @@ impl<V> PatternMap<V> {
             Some((_, n)) => *n += 1,
             None => {
                 self.prefix_lens.push((len, 1));
-                self.prefix_lens.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+                self.prefix_lens.sort_unstable_by_key(|&(len, _)| std::cmp::Reverse(len));
             }
         }
     }
