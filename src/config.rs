@@ -65,6 +65,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Interval of the one-line stats summary in the log (zero disables it).
     pub stats_interval: Duration,
+    /// Key for the HTTP API (`Authorization: Bearer KEY`); the API is off without one.
+    pub api_key: Option<String>,
 }
 
 impl Default for Config {
@@ -86,6 +88,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             stats_interval: Duration::from_secs(60),
+            api_key: None,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::future::{poll_fn, ready};
 use std::rc::Rc;
 
 use fastwebsockets::{after_handshake_split, Frame, OpCode, Role, WebSocketError};
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::envelope;
@@ -22,39 +23,58 @@ where
     W: Writer,
 {
     let Accepted { mut read, mut write, fd, peer } = acc;
+    let accepted = std::time::Instant::now();
     let cfg = &shard.hub.config;
     let head = match tokio::time::timeout(cfg.handshake_timeout, http::read_head(&mut read)).await {
         Err(_) => Err(HttpError::new(408, "request head not received in time")),
         Ok(r) => r,
     };
-    let upgrade = head.and_then(|(head, rest)| {
+    let route = head.and_then(|(head, rest)| {
+        if shard.is_shutting_down() && !crate::api::is_api_path(&head.path) {
+            return Err(HttpError::new(503, "server is shutting down"));
+        }
         let kind = if head.path == cfg.ws_path {
-            ConnKind::PubSub
+            Route::Ws(ConnKind::PubSub, http::accept_upgrade(&head)?)
         } else if cfg.echo_path.as_deref() == Some(head.path.as_str()) {
-            ConnKind::Echo
+            Route::Ws(ConnKind::Echo, http::accept_upgrade(&head)?)
+        } else if head.path == "/sse" {
+            Route::Sse(sse_topics(&head)?)
+        } else if crate::api::is_api_path(&head.path) {
+            Route::Api
         } else {
             return Err(HttpError::new(404, format!("no route for {}", head.path)));
         };
-        if shard.is_shutting_down() {
-            return Err(HttpError::new(503, "server is shutting down"));
-        }
-        Ok((kind, http::accept_upgrade(&head)?, rest))
+        Ok((kind, head, rest))
     });
-    let (kind, response, rest) = match upgrade {
-        Ok(u) => u,
+    let (route, head, rest) = match route {
+        Ok(r) => r,
         Err(e) => {
-            ShardStats::add(&shard.stats().handshake_failures, 1);
+            shard.stats().handshake(e.status, accepted.elapsed());
             tracing::debug!(%peer, status = e.status, reason = %e.message, "HTTP request refused");
             let _ = write.write_all(e.response()).await;
             shutdown_fd(fd, libc::SHUT_WR);
             return;
         }
     };
+    let (kind, response) = match route {
+        Route::Ws(kind, response) => (kind, response),
+        Route::Api => {
+            let mut reader = Prefixed::new(Bytes::new(), read);
+            let resp = crate::api::handle(&shard.hub, &head, rest, &mut reader).await;
+            if resp.status >= 400 {
+                shard.stats().handshake(resp.status, accepted.elapsed());
+            }
+            let _ = write.write_all(resp.into_bytes()).await;
+            shutdown_fd(fd, libc::SHUT_WR);
+            return;
+        }
+        Route::Sse(topics) => return serve_sse(shard, Accepted { read, write, fd, peer }, topics, accepted).await,
+    };
     if write.write_all(response).await.0.is_err() {
         return;
     }
-    ShardStats::add(&shard.stats().handshakes, 1);
-    let id = shard.register(fd, peer);
+    shard.stats().handshake(101, accepted.elapsed());
+    let id = shard.register(fd, peer, None, false);
     tracing::debug!(conn = %id, %peer, "connected");
     tokio::task::spawn_local(write_loop(shard.clone(), id, fd, write));
     let mut reader = Prefixed::new(rest, read);
@@ -75,6 +95,65 @@ where
         .await;
     }
     tracing::debug!(conn = %id, "disconnected");
+    shard.task_done(id);
+}
+
+/// What an HTTP request asks for.
+enum Route {
+    /// A WebSocket upgrade, with its 101 response.
+    Ws(ConnKind, Vec<u8>),
+    /// An SSE stream of these patterns.
+    Sse(Vec<String>),
+    /// An API, health or metrics request.
+    Api,
+}
+
+/// The validated `topics=a,b` of an SSE request.
+fn sse_topics(head: &http::RequestHead) -> Result<Vec<String>, HttpError> {
+    if head.method != "GET" {
+        return Err(HttpError::new(405, "SSE requires GET"));
+    }
+    let topics: Vec<String> = head
+        .query_param("topics")
+        .map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    if topics.is_empty() {
+        return Err(HttpError::new(400, "give topics=a,b"));
+    }
+    for t in &topics {
+        crate::pattern::Pattern::parse(t).map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
+    }
+    Ok(topics)
+}
+
+/// Streams publications of `topics` as Server-Sent Events until the client goes away.
+async fn serve_sse<R, W>(shard: Rc<Shard>, acc: Accepted<R, W>, topics: Vec<String>, accepted: std::time::Instant)
+where
+    R: AsyncRead + Unpin + 'static,
+    W: Writer,
+{
+    let Accepted { mut read, mut write, fd, peer } = acc;
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
+    if write.write_all(head.as_bytes().to_vec()).await.0.is_err() {
+        return;
+    }
+    shard.stats().handshake(101, accepted.elapsed());
+    let id = shard.register(fd, peer, None, true);
+    for t in &topics {
+        if let Err(e) = shard.subscribe(id, t) {
+            tracing::debug!(conn = %id, error = %e, "SSE subscription refused");
+        }
+    }
+    tracing::debug!(conn = %id, %peer, ?topics, "SSE stream opened");
+    tokio::task::spawn_local(write_loop(shard.clone(), id, fd, write));
+    // The client sends nothing; a read completes when it goes away (or the server cuts it).
+    let mut scratch = [0u8; 512];
+    while let Ok(n) = read.read(&mut scratch).await {
+        if n == 0 {
+            break;
+        }
+    }
+    shard.reader_done(id);
     shard.task_done(id);
 }
 
@@ -103,7 +182,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: Co
                     tracing::debug!(conn = %id, error = %e, "read ended");
                     return false;
                 };
-                ShardStats::add(&shard.stats().errors, 1);
+                ShardStats::add(&shard.stats().protocol_errors, 1);
                 tracing::debug!(conn = %id, error = %e, code, "protocol error");
                 shard.close(id, code, reason);
                 return true;
@@ -121,7 +200,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: Co
         };
         let (opcode, payload) = match complete {
             Err((code, reason)) => {
-                ShardStats::add(&shard.stats().errors, 1);
+                ShardStats::add(&shard.stats().protocol_errors, 1);
                 shard.close(id, code, reason);
                 return true;
             }
@@ -135,7 +214,7 @@ async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: Co
             (ConnKind::Echo, op) => shard.enqueue(id, envelope::raw_frame(op as u8, payload)),
             (ConnKind::PubSub, OpCode::Text) => shard.dispatch(id, payload),
             (ConnKind::PubSub, _) => {
-                ShardStats::add(&stats.errors, 1);
+                stats.error(crate::ErrorCode::BadRequest);
                 let msg = "binary frames are not supported: send JSON envelopes as text";
                 shard.enqueue(id, envelope::error(None, "", crate::ErrorCode::BadRequest, msg));
             }

@@ -16,7 +16,6 @@ const WS_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 pub(crate) struct RequestHead {
     pub method: String,
     pub path: String,
-    #[allow(dead_code)]
     pub query: Option<String>,
     pub headers: Vec<(String, Vec<u8>)>,
 }
@@ -31,6 +30,14 @@ impl RequestHead {
             .map(str::trim)
     }
 
+    /// The first query parameter named `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.as_deref()?.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+
     fn header_has_token(&self, name: &str, token: &str) -> bool {
         self.headers
             .iter()
@@ -39,6 +46,32 @@ impl RequestHead {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
+}
+
+/// Decodes `%XX` escapes and `+` (as a space); invalid escapes are kept as they are.
+pub(crate) fn percent_decode(s: &str) -> String {
+    fn hex(c: u8) -> Option<u8> {
+        (c as char).to_digit(16).map(|d| d as u8)
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let escaped = (b[i] == b'%' && i + 3 <= b.len())
+            .then(|| Some(hex(b[i + 1])? << 4 | hex(b[i + 2])?))
+            .flatten();
+        match (escaped, b[i]) {
+            (Some(v), _) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, c) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// An HTTP error to answer with before closing.
@@ -192,6 +225,18 @@ mod tests {
         assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n").unwrap_err().status, 400);
         let (_, used) = parse_head(format!("{GOOD}extra").as_bytes()).unwrap().unwrap();
         assert_eq!(used, GOOD.len());
+    }
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let h = head("GET /sse?topics=a%3Ab,c*&token=x+y%zz&e= HTTP/1.1\r\n\r\n");
+        assert_eq!(h.query_param("topics").as_deref(), Some("a:b,c*"));
+        assert_eq!(h.query_param("token").as_deref(), Some("x y%zz"));
+        assert_eq!(h.query_param("e").as_deref(), Some(""));
+        assert_eq!(h.query_param("nope"), None);
+        assert_eq!(percent_decode("%"), "%");
+        assert_eq!(percent_decode("%4"), "%4");
+        assert_eq!(percent_decode("%e2%98%83"), "☃");
     }
 
     #[test]

@@ -40,6 +40,11 @@ pub(crate) struct HubShared {
 }
 
 impl HubShared {
+    /// Whether shutdown has begun (`/readyz` turns 503).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// Hands a job to the pool without blocking the shard.
     pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
         let pool = self.pool.as_ref().ok_or("no handler pool")?;
@@ -47,6 +52,20 @@ impl HubShared {
             crossbeam_channel::TrySendError::Full(_) => "handler pool overloaded".to_string(),
             crossbeam_channel::TrySendError::Disconnected(_) => "handler pool stopped".to_string(),
         })
+    }
+
+    /// Benchmarks only: shared state for `shards` shards with the default config, no handlers,
+    /// no pool and no sockets (see `bench_support`).
+    pub(crate) fn for_bench(shards: usize) -> Self {
+        HubShared {
+            config: Config::default(),
+            shards,
+            router: PatternMap::new(),
+            inboxes: (0..shards).map(|_| Inbox::default()).collect(),
+            stats: (0..shards).map(|_| ShardStats::default()).collect(),
+            pool: None,
+            stopping: AtomicBool::new(false),
+        }
     }
 }
 

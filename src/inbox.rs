@@ -24,7 +24,7 @@ pub(crate) enum Action {
     /// Unsubscribe the connection.
     Unsubscribe(Box<str>),
     /// Count a handler error on the connection's shard.
-    CountError,
+    CountError(crate::ErrorCode),
 }
 
 /// Messages between shards, and from the pool and the outside to a shard.
@@ -39,6 +39,8 @@ pub(crate) enum ShardMsg {
     InterestAck(u64),
     /// Act on one of this shard's connections.
     Conn(ConnId, Action),
+    /// An HTTP API operation; the shard answers on the channel.
+    Api(crate::api::ApiOp, tokio::sync::oneshot::Sender<crate::api::ApiReply>),
     /// Stop accepting, close every connection with 1001, drain, exit.
     Shutdown,
 }

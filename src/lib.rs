@@ -27,19 +27,26 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod config;
 pub mod envelope;
 pub mod error;
 pub mod handler;
 pub mod pattern;
+pub mod ratelimit;
 pub mod registry;
+pub mod security;
+pub mod settings;
 
+mod api;
 mod conn;
 mod http;
 mod hub;
 mod inbox;
+mod metrics;
 mod pool;
 mod shard;
+mod sse;
 mod stats;
 mod transport;
 
@@ -80,3 +87,6 @@ impl std::fmt::Display for ConnId {
         write!(f, "{}-{}", self.shard(), self.0 & ((1 << 56) - 1))
     }
 }
+
+#[doc(hidden)]
+pub mod bench_support;

@@ -1,81 +1,243 @@
 //! The `ringhub` server binary: the default pub/sub hub on `/ws`.
+//!
+//! Settings come from defaults, then `--config FILE` (or `RINGHUB_CONFIG`), then `RINGHUB_*`
+//! environment variables, then the flags below. An invalid setting is a one-line error on stderr
+//! and exit code 2. `ringhub check-config FILE` validates and prints the effective configuration.
 
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::error::Error;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use clap::Parser;
-use ringhub::{Config, IoMode, RingHub};
+use clap::{Parser, Subcommand};
+use ringhub::auth::Authenticator;
+use ringhub::security::{OriginPolicy, Permissions};
+use ringhub::settings::{LogFormat, Settings};
+use ringhub::RingHub;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Thread-per-core WebSocket pub/sub hub. Clients connect to ws://ADDR/ws.
+///
+/// Flags override `RINGHUB_*` environment variables, which override the --config file; see
+/// ringhub.example.toml for every setting.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0:8080")]
-    listen: SocketAddr,
-    /// Shard threads, one pinned reactor each (0 = one per CPU).
-    #[arg(long, default_value_t = 0)]
-    shards: usize,
-    /// I/O backend: auto (io_uring, else epoll), uring, or epoll.
-    #[arg(long, default_value = "auto")]
-    io: IoMode,
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (TOML); defaults to $RINGHUB_CONFIG when set.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Shard threads, one pinned reactor each (0 = one per CPU) [default: 0].
+    #[arg(long, value_name = "N")]
+    shards: Option<String>,
+    /// I/O backend: auto (io_uring, else epoll), uring, or epoll [default: auto].
+    #[arg(long, value_name = "MODE")]
+    io: Option<String>,
     /// Serve an echo route at this path (for conformance tests).
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     echo_path: Option<String>,
-    /// Largest message a client may send, in bytes; larger closes the connection with 1009.
-    #[arg(long, default_value_t = 1 << 20)]
-    max_message_size: usize,
-    /// Ping a connection after this much silence (e.g. 500ms, 30s).
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    ping_interval: Duration,
-    /// Drop a connection silent for this long.
-    #[arg(long, default_value = "90s", value_parser = humantime::parse_duration)]
-    idle_timeout: Duration,
-    /// Bytes queued to one connection before it is closed as a slow consumer (1008).
-    #[arg(long, default_value_t = 4 << 20)]
-    outbound_queue: usize,
-    /// Worker threads for blocking handlers.
-    #[arg(long, default_value_t = 4)]
-    handler_threads: usize,
-    /// Time graceful shutdown waits for connections to close.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    shutdown_timeout: Duration,
-    /// Interval of the stats line in the log (0s disables it).
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    stats_interval: Duration,
+    /// Largest message a client may send, in bytes; larger closes the connection with 1009
+    /// [default: 1048576].
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<String>,
+    /// Ping a connection after this much silence (e.g. 500ms, 30s) [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    ping_interval: Option<String>,
+    /// Drop a connection silent for this long [default: 90s].
+    #[arg(long, value_name = "DURATION")]
+    idle_timeout: Option<String>,
+    /// Bytes queued to one connection before it is closed as a slow consumer (1008)
+    /// [default: 4194304].
+    #[arg(long, value_name = "BYTES")]
+    outbound_queue: Option<String>,
+    /// Worker threads for blocking handlers [default: 4].
+    #[arg(long, value_name = "N")]
+    handler_threads: Option<String>,
+    /// Time graceful shutdown waits for connections to close [default: 10s].
+    #[arg(long, value_name = "DURATION")]
+    shutdown_timeout: Option<String>,
+    /// Interval of the stats line in the log (0s disables it) [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    stats_interval: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
 }
 
-fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Validate FILE (with the environment and flags applied) and print the effective
+    /// configuration, secrets masked.
+    CheckConfig {
+        /// The configuration file to check.
+        file: PathBuf,
+    },
+}
+
+impl Cli {
+    /// The flags given, as (settings key, value, flag name).
+    fn overrides(&self) -> Vec<(&'static str, &str, &'static str)> {
+        let flags = [
+            ("listen", &self.listen, "--listen"),
+            ("shards", &self.shards, "--shards"),
+            ("io", &self.io, "--io"),
+            ("echo_path", &self.echo_path, "--echo-path"),
+            (
+                "max_message_size",
+                &self.max_message_size,
+                "--max-message-size",
+            ),
+            ("ping_interval", &self.ping_interval, "--ping-interval"),
+            ("idle_timeout", &self.idle_timeout, "--idle-timeout"),
+            ("outbound_queue", &self.outbound_queue, "--outbound-queue"),
+            (
+                "handler_threads",
+                &self.handler_threads,
+                "--handler-threads",
+            ),
+            (
+                "shutdown_timeout",
+                &self.shutdown_timeout,
+                "--shutdown-timeout",
+            ),
+            ("stats_interval", &self.stats_interval, "--stats-interval"),
+            ("log_format", &self.log_format, "--log-format"),
+        ];
+        let mut out: Vec<_> = flags
+            .into_iter()
+            .filter_map(|(k, v, f)| Some((k, v.as_deref()?, f)))
+            .collect();
+        if self.no_pin {
+            out.push(("pin_cores", "false", "--no-pin"));
+        }
+        out
+    }
+}
+
+/// Loads, overrides and validates the settings, and builds every policy once so that a bad key
+/// file or pattern fails here rather than at the first connection.
+fn load(cli: &Cli, file: Option<&Path>) -> Result<Settings, Box<dyn Error>> {
+    let mut s = Settings::load(file, std::env::vars_os())?;
+    for (key, value, flag) in cli.overrides() {
+        s.set(key, value, flag)?;
+    }
+    s.validate()?;
+    Authenticator::new(&s.auth)?;
+    OriginPolicy::new(&s.security.allowed_origins)?;
+    Permissions::new(&s.permissions.subscribe, &s.permissions.publish)?;
+    Ok(s)
+}
+
+/// Settings this build validates but the engine does not apply yet; starting with them would
+/// silently run without the protection the operator asked for, so the server refuses.
+fn not_enforced_yet(s: &Settings) -> Vec<&'static str> {
+    let d = Settings::default();
+    let l = (&s.limits, &d.limits);
+    [
+        ("[auth]", s.auth != d.auth),
+        ("[api]", s.api != d.api),
+        ("[permissions]", s.permissions != d.permissions),
+        ("[security]", s.security != d.security),
+        ("[tls]", s.tls != d.tls),
+        (
+            "limits.max_connections",
+            l.0.max_connections != l.1.max_connections,
+        ),
+        (
+            "limits.max_connections_per_ip",
+            l.0.max_connections_per_ip != l.1.max_connections_per_ip,
+        ),
+        (
+            "limits.messages_per_second",
+            l.0.messages_per_second != l.1.messages_per_second,
+        ),
+        (
+            "limits.max_handshake_bytes",
+            l.0.max_handshake_bytes != l.1.max_handshake_bytes,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect()
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = Config {
-        listen: cli.listen,
-        shards: cli.shards,
-        io: cli.io,
-        pin_cores: !cli.no_pin,
-        echo_path: cli.echo_path,
-        max_message_size: cli.max_message_size,
-        ping_interval: cli.ping_interval,
-        idle_timeout: cli.idle_timeout,
-        outbound_queue: cli.outbound_queue,
-        handler_threads: cli.handler_threads,
-        shutdown_timeout: cli.shutdown_timeout,
-        stats_interval: cli.stats_interval,
-        ..Config::default()
+    let env_file = std::env::var_os("RINGHUB_CONFIG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let file = match &cli.command {
+        Some(Command::CheckConfig { file }) => Some(file.clone()),
+        None => cli.config.clone().or(env_file),
     };
-    let result = RingHub::builder().config(config).pubsub().build().and_then(|s| s.run());
-    if let Err(e) = result {
-        eprintln!("ringhub: {e}");
-        std::process::exit(1);
+    let settings = match load(&cli, file.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringhub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::CheckConfig { file }) = &cli.command {
+        for w in settings.warnings() {
+            eprintln!("ringhub: warning: {w}");
+        }
+        let pending = not_enforced_yet(&settings);
+        if !pending.is_empty() {
+            eprintln!(
+                "ringhub: note: not enforced by this build yet: {}",
+                pending.join(", ")
+            );
+        }
+        println!(
+            "# effective configuration from {} (secrets masked)",
+            file.display()
+        );
+        print!("{settings}");
+        return ExitCode::SUCCESS;
+    }
+
+    init_logging(settings.log_format);
+    for w in settings.warnings() {
+        tracing::warn!("{w}");
+    }
+    // Authentication, permissions, origin/IP checks, connection and rate limits and TLS are
+    // wired into the upgrade path in the next step; until then refuse rather than pretend.
+    let pending = not_enforced_yet(&settings);
+    if !pending.is_empty() {
+        eprintln!(
+            "ringhub: these settings are validated but not enforced by this build yet, refusing to start: {}",
+            pending.join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let result = RingHub::builder()
+        .config(settings.engine_config())
+        .pubsub()
+        .build()
+        .and_then(|s| s.run());
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringhub: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

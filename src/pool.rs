@@ -54,8 +54,8 @@ fn run(hub: &HubShared, job: Job) {
     };
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.handler.call(&mut ctx, &msg)))
         .unwrap_or_else(|_| Err(crate::HandlerError::internal("handler panicked")));
-    if ctx.finish(result).is_some() {
-        fx.act(Action::CountError);
+    if let Some(code) = ctx.finish(result) {
+        fx.act(Action::CountError(code));
     }
 }
 

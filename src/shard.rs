@@ -14,6 +14,7 @@ use bytes::Bytes;
 use slab::Slab;
 use tokio::sync::Notify;
 
+use crate::api::{ApiOp, ApiReply};
 use crate::envelope;
 use crate::error::{ErrorCode, HandlerError, HandlerResult};
 use crate::handler::{Context, Effects, Message};
@@ -24,6 +25,9 @@ use crate::pool::Job;
 use crate::registry::{Interest, Registry, Subscribed, Unsubscribed};
 use crate::stats::ShardStats;
 use crate::ConnId;
+
+/// Interval of SSE heartbeat comments.
+const SSE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What a connection does with its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +46,8 @@ pub(crate) struct ConnEntry {
     fd: RawFd,
     remote: SocketAddr,
     user: Option<Arc<str>>,
+    /// A Server-Sent Events stream: frames are rendered as `data:` lines by the writer.
+    sse: bool,
     out: VecDeque<Bytes>,
     queued: usize,
     writer: Option<Waker>,
@@ -76,6 +82,8 @@ pub(crate) struct ShardState {
     index: usize,
     hub: Arc<HubShared>,
     conns: Slab<ConnEntry>,
+    /// Local connections of each authenticated user.
+    users: HashMap<Arc<str>, Vec<ConnId>>,
     registry: Registry,
     interest: Interest,
     pending: HashMap<u64, PendingInterest>,
@@ -106,6 +114,7 @@ impl Shard {
                 index,
                 hub: hub.clone(),
                 conns: Slab::new(),
+                users: HashMap::new(),
                 registry: Registry::new(),
                 interest: Interest::new(),
                 pending: HashMap::new(),
@@ -131,7 +140,9 @@ impl Shard {
     pub(crate) fn handle_msg(&self, msg: ShardMsg) -> bool {
         let mut st = self.st.borrow_mut();
         match msg {
-            ShardMsg::Publish { topic, frame } => st.deliver_local(&topic, &frame),
+            ShardMsg::Publish { topic, frame } => {
+                st.deliver_local(&topic, &frame);
+            }
             ShardMsg::Interest { pattern, shard, add, ack } => {
                 if let Ok(p) = Pattern::parse(&pattern) {
                     if add {
@@ -146,6 +157,9 @@ impl Shard {
             }
             ShardMsg::InterestAck(token) => st.interest_acked(token),
             ShardMsg::Conn(id, action) => st.conn_action(id, action),
+            ShardMsg::Api(op, reply) => {
+                let _ = reply.send(st.api(op));
+            }
             ShardMsg::Shutdown => {
                 st.shutting_down = true;
                 let ids: Vec<ConnId> = st.conns.iter().map(|(_, c)| c.id).collect();
@@ -182,6 +196,19 @@ impl Shard {
                 continue;
             }
             let quiet = now.duration_since(c.last_seen);
+            if c.sse {
+                // SSE clients never send: no idle timeout, a heartbeat comment instead.
+                if quiet >= SSE_HEARTBEAT {
+                    c.last_seen = now;
+                    let frame = envelope::raw_frame(9, b"");
+                    c.queued += frame.len();
+                    c.out.push_back(frame);
+                    if let Some(w) = c.writer.take() {
+                        w.wake();
+                    }
+                }
+                continue;
+            }
             if quiet >= idle {
                 idle_ids.push(c.id);
             } else if quiet >= ping && !c.ping_sent {
@@ -204,18 +231,22 @@ impl Shard {
         self.st.borrow().shutting_down
     }
 
-    /// Registers a freshly upgraded connection.
-    pub(crate) fn register(&self, fd: RawFd, remote: SocketAddr) -> ConnId {
+    /// Registers a freshly upgraded connection (or SSE stream) of `user`.
+    pub(crate) fn register(&self, fd: RawFd, remote: SocketAddr, user: Option<Arc<str>>, sse: bool) -> ConnId {
         let mut st = self.st.borrow_mut();
         st.generation = st.generation.wrapping_add(1);
         let (gen, now) = (st.generation, st.now);
+        let id = ConnId::new(self.index, st.conns.vacant_key() as u32, gen);
+        if let Some(u) = &user {
+            st.users.entry(u.clone()).or_default().push(id);
+        }
         let entry = st.conns.vacant_entry();
-        let id = ConnId::new(self.index, entry.key() as u32, gen);
         entry.insert(ConnEntry {
             id,
             fd,
             remote,
-            user: None,
+            user,
+            sse,
             out: VecDeque::new(),
             queued: 0,
             writer: None,
@@ -245,7 +276,15 @@ impl Shard {
                 w.wake();
             }
         }
-        st.conns.remove(id.slot() as usize);
+        let entry = st.conns.remove(id.slot() as usize);
+        if let Some(u) = entry.user {
+            if let Some(ids) = st.users.get_mut(&u) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    st.users.remove(&u);
+                }
+            }
+        }
         self.stats().connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if st.shutting_down && st.conns.is_empty() {
             self.drained.notify_one();
@@ -302,7 +341,11 @@ impl Shard {
         }
         let mut frames = 0;
         while let Some(f) = c.out.pop_front() {
-            buf.extend_from_slice(&f);
+            if c.sse {
+                crate::sse::render(&f, buf);
+            } else {
+                buf.extend_from_slice(&f);
+            }
             c.queued -= f.len();
             frames += 1;
             if buf.len() >= 256 * 1024 {
@@ -313,9 +356,54 @@ impl Shard {
         Poll::Ready(Outbound::Batch { frames, last })
     }
 
+    /// Subscribes a connection from the server side (SSE streams).
+    pub(crate) fn subscribe(&self, id: ConnId, pattern: &str) -> HandlerResult {
+        self.st.borrow_mut().subscribe(id, pattern).map(drop)
+    }
+
     /// Handles one complete text message on a pub/sub connection.
     pub(crate) fn dispatch(&self, id: ConnId, payload: &[u8]) {
         self.st.borrow_mut().dispatch(id, payload);
+    }
+
+    /// Benchmarks only: registers a connection without a socket (fd -1: only used to shut down
+    /// stuck closes).
+    pub(crate) fn bench_register(&self) -> ConnId {
+        self.register(-1, ([127, 0, 0, 1], 0).into(), None, false)
+    }
+
+    /// Benchmarks only: subscribes through the real path; false if refused.
+    pub(crate) fn bench_subscribe(&self, id: ConnId, pattern: &str) -> bool {
+        self.st.borrow_mut().subscribe(id, pattern).is_ok()
+    }
+
+    /// Benchmarks only: unsubscribes through the real path.
+    pub(crate) fn bench_unsubscribe(&self, id: ConnId, pattern: &str) {
+        self.st.borrow_mut().unsubscribe(id, pattern);
+    }
+
+    /// Benchmarks only: [`ShardState::publish`] (interest lookup, remote inboxes, local fan-out).
+    pub(crate) fn bench_publish(&self, topic: &str, frame: Bytes) {
+        self.st.borrow_mut().publish(topic, frame);
+    }
+
+    /// Benchmarks only: [`ShardState::deliver_local`].
+    pub(crate) fn bench_deliver_local(&self, topic: &str, frame: &Bytes) {
+        self.st.borrow_mut().deliver_local(topic, frame);
+    }
+
+    /// Benchmarks only: empties every outbound queue as writers would (capacity kept), parks a
+    /// writer with `waker` on each connection when given; returns how many frames were queued.
+    pub(crate) fn bench_drain(&self, waker: Option<&Waker>) -> usize {
+        let mut st = self.st.borrow_mut();
+        let mut frames = 0;
+        for (_, c) in st.conns.iter_mut() {
+            frames += c.out.len();
+            c.out.clear();
+            c.queued = 0;
+            c.writer = waker.cloned();
+        }
+        frames
     }
 }
 
@@ -421,8 +509,9 @@ impl ShardState {
     }
 
     /// Delivers a publication to this shard's subscribers of `topic`, once per connection.
-    fn deliver_local(&mut self, topic: &str, frame: &Bytes) {
+    fn deliver_local(&mut self, topic: &str, frame: &Bytes) -> usize {
         self.pub_seq += 1;
+        let mut delivered = 0;
         let seq = self.pub_seq;
         let limit = self.hub.config.outbound_queue;
         let mut slow: Vec<ConnId> = Vec::new();
@@ -441,11 +530,13 @@ impl ShardState {
                 c.queued += frame.len();
                 c.out.push_back(frame.clone());
                 Self::wake(c);
+                delivered += 1;
             }
         });
         for id in slow {
             self.slow_consumer(id);
         }
+        delivered
     }
 
     /// Publishes to every shard interested in `topic`, then locally.
@@ -463,6 +554,43 @@ impl ShardState {
             }
         }
         self.deliver_local(topic, &frame);
+    }
+
+    /// Serves one HTTP API operation for this shard's connections.
+    fn api(&mut self, op: ApiOp) -> ApiReply {
+        match op {
+            ApiOp::Publish { topic, frame } => ApiReply::Count(self.deliver_local(&topic, &frame)),
+            ApiOp::Broadcast(frame) => {
+                let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+                ids.iter().for_each(|id| self.enqueue(*id, frame.clone()));
+                ApiReply::Count(ids.len())
+            }
+            ApiOp::Send(req) => {
+                let mut n = 0;
+                for user in &req.users {
+                    let Some(ids) = self.users.get(user.as_str()).cloned() else { continue };
+                    let topic = req.topic.clone().unwrap_or_else(|| format!("user:{user}"));
+                    let frame = envelope::publication(&topic, &req.event, req.data.as_ref().map(|d| d.get().as_bytes()));
+                    for id in ids {
+                        self.enqueue(id, frame.clone());
+                        n += 1;
+                    }
+                }
+                ApiReply::Count(n)
+            }
+            ApiOp::Disconnect(user) => {
+                let ids = self.users.get(&user).cloned().unwrap_or_default();
+                for id in &ids {
+                    self.close(*id, crate::api::CLOSE_DISCONNECTED, "disconnected by server");
+                }
+                ApiReply::Count(ids.len())
+            }
+            ApiOp::Online => {
+                let list: Vec<(Arc<str>, usize)> = self.users.iter().map(|(u, ids)| (u.clone(), ids.len())).collect();
+                let named: usize = list.iter().map(|(_, n)| n).sum();
+                ApiReply::Online(list, self.conns.len() - named)
+            }
+        }
     }
 
     /// Subscribes; returns the interest token to wait for when other shards must learn first.
@@ -510,7 +638,7 @@ impl ShardState {
     }
 
     fn error(&mut self, id: ConnId, req: Option<u64>, topic: &str, code: ErrorCode, msg: &str) {
-        self.hub.stats[self.index].errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.stats[self.index].error(code);
         self.enqueue(id, envelope::error(req, topic, code, msg));
     }
 
@@ -581,8 +709,8 @@ impl ShardState {
                 // A panicking handler fails its message, not the shard.
                 let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(&mut ctx, &msg)))
                     .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
-                if ctx.finish(result).is_some() {
-                    self.hub.stats[self.index].errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if let Some(code) = ctx.finish(result) {
+                    self.hub.stats[self.index].error(code);
                 }
             }
         }
@@ -596,9 +724,7 @@ impl ShardState {
                 let _ = self.subscribe(id, &p);
             }
             Action::Unsubscribe(p) => self.unsubscribe(id, &p),
-            Action::CountError => {
-                self.hub.stats[self.index].errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
+            Action::CountError(code) => self.hub.stats[self.index].error(code),
         }
     }
 }

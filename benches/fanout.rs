@@ -1,0 +1,97 @@
+//! One publication fanned out to 10,000 local subscribers through the shard's real path
+//! (`ShardState::deliver_local` / `publish`): registry lookup, per-connection de-duplication
+//! stamp, queue bound check, `Bytes` clone into each connection's `VecDeque`, writer wake-up.
+//! No sockets: connections are registered with fd -1. Queues are emptied between iterations,
+//! outside the timed part (capacity is kept, as when writers drain them).
+//!
+//! `cargo bench --bench fanout`
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Wake, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringhub::bench_support::BenchShard;
+
+const SUBSCRIBERS: usize = 10_000;
+const TOPIC: &str = "chat:room:1";
+
+/// Stands in for a parked writer task: waking it is one atomic add and an `Arc` release.
+struct CountingWaker(AtomicU64);
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn frame() -> Bytes {
+    let data = br#"{"user":"alice","text":"the quick brown fox jumps over the lazy dog, again and again!"}"#;
+    ringhub::envelope::publication(TOPIC, "message", Some(data))
+}
+
+/// A shard with `SUBSCRIBERS` connections on `TOPIC` (and, with `overlap`, also on `chat:*`, so
+/// every connection is matched twice and de-duplicated).
+fn shard(overlap: bool) -> BenchShard {
+    let s = BenchShard::new(1);
+    for _ in 0..SUBSCRIBERS {
+        let id = s.register();
+        assert!(s.subscribe(id, TOPIC));
+        if overlap {
+            assert!(s.subscribe(id, "chat:*"));
+        }
+    }
+    s
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("fanout");
+    g.throughput(Throughput::Elements(SUBSCRIBERS as u64));
+    let frame = frame();
+    let waker_state = Arc::new(CountingWaker(AtomicU64::new(0)));
+    let waker = Waker::from(waker_state.clone());
+
+    // (name, overlap, parked writers, via publish)
+    let cases: [(&str, bool, bool, bool); 4] = [
+        ("deliver_local", false, false, false),
+        ("deliver_local_parked_writers", false, true, false),
+        ("deliver_local_exact_plus_wildcard", true, false, false),
+        ("publish_1_shard", false, false, true),
+    ];
+    for (name, overlap, parked, via_publish) in cases {
+        let s = shard(overlap);
+        let park = parked.then_some(&waker);
+        s.drain(park);
+        g.bench_function(BenchmarkId::new(name, SUBSCRIBERS), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let t = Instant::now();
+                    if via_publish {
+                        s.publish(black_box(TOPIC), frame.clone());
+                    } else {
+                        s.deliver_local(black_box(TOPIC), &frame);
+                    }
+                    spent += t.elapsed();
+                    let delivered = s.drain(park);
+                    assert_eq!(delivered, SUBSCRIBERS);
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+    black_box(waker_state.0.load(Ordering::Relaxed));
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(30)
+}
+
+criterion_group! { name = benches; config = config(); targets = bench }
+criterion_main!(benches);

@@ -1,0 +1,339 @@
+//! The HTTP side on the WebSocket port: the publishing API (`/api/v1/*`, API key in
+//! `Authorization: Bearer`), health and readiness probes, and Prometheus metrics. One request per
+//! connection (`Connection: close`); operations that span shards are scattered to every shard's
+//! inbox and gathered here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::oneshot;
+
+use crate::envelope;
+use crate::http::RequestHead;
+use crate::hub::HubShared;
+use crate::inbox::ShardMsg;
+use crate::pattern::validate_topic;
+
+/// A cross-shard operation requested through the API.
+#[derive(Debug)]
+pub(crate) enum ApiOp {
+    /// Deliver a publication to local subscribers; reply with the count.
+    Publish { topic: Arc<str>, frame: Bytes },
+    /// Send `{topic, event, data}` to these users' connections (topic defaults to `user:<id>`).
+    Send(Arc<SendReq>),
+    /// Send a frame to every connection.
+    Broadcast(Bytes),
+    /// Close every connection of a user with 4000.
+    Disconnect(Arc<str>),
+    /// List local users and their connection counts.
+    Online,
+}
+
+/// What one shard answers.
+#[derive(Debug)]
+pub(crate) enum ApiReply {
+    /// Connections reached.
+    Count(usize),
+    /// Users with their connection counts, and anonymous connections.
+    Online(Vec<(Arc<str>, usize)>, usize),
+}
+
+/// A validated `send` request.
+#[derive(Debug)]
+pub(crate) struct SendReq {
+    pub users: Vec<String>,
+    pub topic: Option<String>,
+    pub event: String,
+    pub data: Option<Box<RawValue>>,
+}
+
+/// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
+pub const CLOSE_DISCONNECTED: u16 = 4000;
+
+/// An HTTP response.
+pub(crate) struct Response {
+    pub status: u16,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn ok(data: Value) -> Self {
+        Self::json(200, json!({"success": true, "data": data}))
+    }
+    pub(crate) fn err(status: u16, error: &str) -> Self {
+        Self::json(status, json!({"success": false, "error": error}))
+    }
+    fn json(status: u16, v: Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: v.to_string().into_bytes(),
+        }
+    }
+    /// Serialises status line, headers and body.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.status,
+            reason(self.status),
+            self.content_type,
+            self.body.len()
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Whether this path is served by [`handle`].
+pub(crate) fn is_api_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/api/")
+}
+
+/// Serves one API request. `rest` holds body bytes already read past the head.
+pub(crate) async fn handle<R: AsyncRead + Unpin>(hub: &HubShared, head: &RequestHead, rest: Bytes, r: &mut R) -> Response {
+    let method = head.method.as_str();
+    match (method, head.path.as_str()) {
+        ("GET", "/healthz") => return Response::ok(json!("ok")),
+        ("GET", "/readyz") if hub.is_stopping() => return Response::err(503, "shutting down"),
+        ("GET", "/readyz") => return Response::ok(json!("ready")),
+        ("GET", "/metrics") => {
+            return Response {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: crate::metrics::render(&hub.stats, hub.is_stopping()).into_bytes(),
+            }
+        }
+        (_, "/healthz" | "/readyz" | "/metrics") => return Response::err(405, "use GET"),
+        _ => {}
+    }
+    let Some(key) = hub.config.api_key.as_deref() else {
+        return Response::err(403, "the HTTP API is disabled: configure an API key ([api] key)");
+    };
+    let given = head.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), key.as_bytes())) {
+        return Response::err(401, "missing or wrong API key (Authorization: Bearer KEY)");
+    }
+    let post = |m: &str| m == "POST";
+    match head.path.as_str() {
+        "/api/v1/online" if method == "GET" => online(hub).await,
+        "/api/v1/stats" if method == "GET" => {
+            let shards: Vec<_> = hub.stats.iter().map(crate::ShardStats::snapshot).collect();
+            let total = shards.iter().fold(crate::StatsSnapshot::default(), |a, b| a + *b);
+            Response::ok(json!({"total": total, "shards": shards}))
+        }
+        "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect" if post(method) => {
+            let body = match read_body(head, rest, r, hub.config.max_message_size).await {
+                Ok(b) => b,
+                Err(resp) => return resp,
+            };
+            match head.path.as_str() {
+                "/api/v1/publish" => publish(hub, &body).await,
+                "/api/v1/send" => send(hub, &body).await,
+                "/api/v1/broadcast" => broadcast(hub, &body).await,
+                _ => disconnect(hub, &body).await,
+            }
+        }
+        "/api/v1/online" | "/api/v1/stats" | "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect" => {
+            Response::err(405, "wrong method for this endpoint")
+        }
+        _ => Response::err(404, "no such endpoint"),
+    }
+}
+
+async fn read_body<R: AsyncRead + Unpin>(head: &RequestHead, mut rest: Bytes, r: &mut R, max: usize) -> Result<Bytes, Response> {
+    if head.header("Transfer-Encoding").is_some() {
+        return Err(Response::err(411, "send the body with Content-Length"));
+    }
+    let len: usize = match head.header("Content-Length").map(str::parse) {
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return Err(Response::err(400, "invalid Content-Length")),
+        None => return Err(Response::err(411, "Content-Length required")),
+    };
+    if len > max {
+        return Err(Response::err(413, "body larger than max_message_size"));
+    }
+    let mut body = BytesMut::with_capacity(len);
+    let take = rest.len().min(len);
+    body.extend_from_slice(&rest[..take]);
+    rest.advance(take);
+    while body.len() < len {
+        let n = r.read_buf(&mut body).await.map_err(|_| Response::err(400, "body read failed"))?;
+        if n == 0 {
+            return Err(Response::err(400, "body shorter than Content-Length"));
+        }
+    }
+    body.truncate(len);
+    Ok(body.freeze())
+}
+
+fn bad(e: impl std::fmt::Display) -> Response {
+    Response::err(400, &format!("invalid request: {e}"))
+}
+
+async fn scatter(hub: &HubShared, mut make: impl FnMut() -> ApiOp) -> Result<Vec<ApiReply>, Response> {
+    let mut waiting = Vec::with_capacity(hub.inboxes.len());
+    for inbox in hub.inboxes.iter() {
+        let (tx, rx) = oneshot::channel();
+        inbox.push(ShardMsg::Api(make(), tx));
+        waiting.push(rx);
+    }
+    let gather = async {
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(rx.await.map_err(|_| Response::err(503, "a shard is not answering"))?);
+        }
+        Ok(out)
+    };
+    tokio::time::timeout(Duration::from_secs(5), gather)
+        .await
+        .unwrap_or_else(|_| Err(Response::err(503, "shards did not answer in time")))
+}
+
+fn count(replies: Result<Vec<ApiReply>, Response>, field: &str) -> Response {
+    match replies {
+        Err(r) => r,
+        Ok(rs) => {
+            let n: usize = rs.iter().map(|r| if let ApiReply::Count(n) = r { *n } else { 0 }).sum();
+            Response::ok(json!({ field: n }))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(borrow)]
+    topic: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+async fn publish(hub: &HubShared, body: &[u8]) -> Response {
+    let p: PublishBody<'_> = match serde_json::from_slice(body) {
+        Ok(p) => p,
+        Err(e) => return bad(e),
+    };
+    if let Err(e) = validate_topic(&p.topic) {
+        return bad(e);
+    }
+    let frame = envelope::publication(&p.topic, &p.event, p.data.map(|d| d.get().as_bytes()));
+    let topic: Arc<str> = p.topic.as_ref().into();
+    count(
+        scatter(hub, || ApiOp::Publish {
+            topic: topic.clone(),
+            frame: frame.clone(),
+        })
+        .await,
+        "delivered",
+    )
+}
+
+#[derive(Deserialize)]
+struct SendBody {
+    user: Option<String>,
+    users: Option<Vec<String>>,
+    topic: Option<String>,
+    event: String,
+    data: Option<Box<RawValue>>,
+}
+
+async fn send(hub: &HubShared, body: &[u8]) -> Response {
+    let b: SendBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return bad(e),
+    };
+    let mut users = b.users.unwrap_or_default();
+    users.extend(b.user);
+    if users.is_empty() {
+        return bad("give `user` or `users`");
+    }
+    if let Some(Err(e)) = b.topic.as_deref().map(validate_topic) {
+        return bad(e);
+    }
+    let req = Arc::new(SendReq {
+        users,
+        topic: b.topic,
+        event: b.event,
+        data: b.data,
+    });
+    count(scatter(hub, || ApiOp::Send(req.clone())).await, "delivered")
+}
+
+#[derive(Deserialize)]
+struct BroadcastBody<'a> {
+    #[serde(borrow, default)]
+    topic: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+async fn broadcast(hub: &HubShared, body: &[u8]) -> Response {
+    let b: BroadcastBody<'_> = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return bad(e),
+    };
+    let topic = b.topic.as_deref().unwrap_or("broadcast");
+    if let Err(e) = validate_topic(topic) {
+        return bad(e);
+    }
+    let frame = envelope::publication(topic, &b.event, b.data.map(|d| d.get().as_bytes()));
+    count(scatter(hub, || ApiOp::Broadcast(frame.clone())).await, "delivered")
+}
+
+async fn disconnect(hub: &HubShared, body: &[u8]) -> Response {
+    #[derive(Deserialize)]
+    struct D {
+        user: String,
+    }
+    let d: D = match serde_json::from_slice(body) {
+        Ok(d) => d,
+        Err(e) => return bad(e),
+    };
+    let user: Arc<str> = d.user.into();
+    count(scatter(hub, || ApiOp::Disconnect(user.clone())).await, "disconnected")
+}
+
+async fn online(hub: &HubShared) -> Response {
+    let replies = match scatter(hub, || ApiOp::Online).await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let mut users: std::collections::BTreeMap<Arc<str>, usize> = Default::default();
+    let mut anonymous = 0;
+    for r in replies {
+        if let ApiReply::Online(list, anon) = r {
+            anonymous += anon;
+            for (u, n) in list {
+                *users.entry(u).or_default() += n;
+            }
+        }
+    }
+    let list: Vec<Value> = users.iter().map(|(u, n)| json!({"user": &**u, "connections": n})).collect();
+    let total: usize = users.values().sum::<usize>() + anonymous;
+    Response::ok(json!({"users": list, "anonymous": anonymous, "connections": total}))
+}

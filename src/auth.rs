@@ -1,0 +1,610 @@
+//! Connection authentication with JWTs, sans-IO. Build an [`Authenticator`] once from the `[auth]`
+//! settings; at each upgrade take the token with [`token_from_request`] and call
+//! [`Authenticator::authenticate`]: an error means HTTP 401 before the upgrade
+//! ([`AuthError::http_status`]), and the [`Identity`] says who the connection is.
+//!
+//! Accepted: HS256 with `auth.jwt_secret`, and RS256 or ES256 (P-256) with the public key in
+//! `auth.jwt_public_key_file` (the key's type decides which). Refused: `alg: none` and every
+//! other algorithm, an HS256 token when no secret is configured (so a token "signed" with the
+//! public key as an HMAC secret never verifies), bad signatures, malformed tokens, tokens
+//! without `exp`, expired tokens, and tokens whose `nbf` is in the future (30 s leeway on both).
+//! Neither tokens nor keys appear in errors or logs.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::pattern::Pattern;
+use crate::settings::{AuthSettings, Secret};
+
+/// Longest token accepted, in bytes (longer ones are [`AuthError::Malformed`]).
+pub const MAX_TOKEN_LEN: usize = 8192;
+/// Longest `sub` accepted, in bytes (it names the private topic `user:<sub>`).
+pub const MAX_USER_LEN: usize = 128;
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECS: u64 = 30;
+
+/// Why a connection or a key was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum AuthError {
+    /// No token, and anonymous connections are refused.
+    #[error("authentication required")]
+    Missing,
+    /// Not a well-formed JWT (or its header or claims are not valid JSON).
+    #[error("malformed token")]
+    Malformed,
+    /// The token's algorithm is not one this server accepts with its configured keys.
+    #[error("token algorithm not accepted")]
+    WrongAlgorithm,
+    /// The signature does not verify.
+    #[error("invalid token signature")]
+    BadSignature,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// A claim is missing or has an unacceptable value; the text names the claim.
+    #[error("invalid token claims: {0}")]
+    InvalidClaims(String),
+    /// The public key file cannot be used (configuration error, not a client error).
+    #[error("cannot use {path}: {reason}")]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl AuthError {
+    /// The HTTP status for refusing an upgrade with this error: 401, or 500 for [`AuthError::Key`].
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AuthError::Key { .. } => 500,
+            _ => 401,
+        }
+    }
+}
+
+/// Who a connection is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// The token's `sub`: the user id (owner of the topic `user:<id>`); `None` when anonymous or
+    /// when the token has no `sub`.
+    pub user: Option<Arc<str>>,
+    /// The token's `subscribe` claim; `None` = use the `[permissions]` default.
+    pub subscribe: Option<Vec<String>>,
+    /// The token's `publish` claim; `None` = use the `[permissions]` default.
+    pub publish: Option<Vec<String>>,
+}
+
+impl Identity {
+    /// An anonymous connection: no user, default permissions.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    subscribe: Option<Vec<String>>,
+    publish: Option<Vec<String>>,
+}
+
+/// A configured key with the validation rules that go with it.
+struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// Verifies connection tokens. Immutable and `Sync`: share one across shards.
+pub struct Authenticator {
+    hs256: Option<Verifier>,
+    public: Option<(Algorithm, Verifier)>,
+    anonymous: bool,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("hs256", &self.hs256.is_some())
+            .field("public", &self.public.as_ref().map(|(a, _)| *a))
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// Builds the authenticator from `[auth]`, reading `jwt_public_key_file` if set.
+    pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
+        let pem = match &settings.jwt_public_key_file {
+            Some(path) => Some((
+                path.clone(),
+                std::fs::read(path).map_err(|e| AuthError::Key {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?,
+            )),
+            None => None,
+        };
+        let mut a = Self::from_keys(
+            settings.jwt_secret.as_ref(),
+            pem.as_ref().map(|(_, p)| p.as_slice()),
+            settings.anonymous_allowed(),
+        )
+        .map_err(|e| match (e, &pem) {
+            (AuthError::Key { reason, .. }, Some((path, _))) => AuthError::Key {
+                path: path.clone(),
+                reason,
+            },
+            (e, _) => e,
+        })?;
+        let (iss, aud) = (settings.issuer.as_deref(), settings.audience.as_deref());
+        for v in a
+            .hs256
+            .iter_mut()
+            .chain(a.public.iter_mut().map(|(_, v)| v))
+        {
+            if let Some(iss) = iss {
+                v.validation.set_issuer(&[iss]);
+                v.validation.required_spec_claims.insert("iss".into());
+            }
+            if let Some(aud) = aud {
+                v.validation.set_audience(&[aud]);
+                v.validation.validate_aud = true;
+                v.validation.required_spec_claims.insert("aud".into());
+            }
+        }
+        Ok(a)
+    }
+
+    /// Builds the authenticator from an HS256 secret and/or an RS256/ES256 public key in PEM.
+    pub fn from_keys(
+        secret: Option<&Secret>,
+        public_pem: Option<&[u8]>,
+        anonymous: bool,
+    ) -> Result<Self, AuthError> {
+        let hs256 = secret.map(|s| Verifier {
+            key: DecodingKey::from_secret(s.expose().as_bytes()),
+            validation: validation(Algorithm::HS256),
+        });
+        let public = match public_pem {
+            None => None,
+            Some(pem) => {
+                let (alg, key) = match DecodingKey::from_rsa_pem(pem) {
+                    Ok(k) => (Algorithm::RS256, k),
+                    Err(_) => match DecodingKey::from_ec_pem(pem) {
+                        Ok(k) => (Algorithm::ES256, k),
+                        Err(_) => {
+                            return Err(AuthError::Key {
+                                path: PathBuf::from("(public key)"),
+                                reason: "not an RSA or EC public key in PEM".into(),
+                            })
+                        }
+                    },
+                };
+                Some((
+                    alg,
+                    Verifier {
+                        key,
+                        validation: validation(alg),
+                    },
+                ))
+            }
+        };
+        Ok(Self {
+            hs256,
+            public,
+            anonymous,
+        })
+    }
+
+    /// Whether any key is configured (tokens are verified).
+    pub fn enabled(&self) -> bool {
+        self.hs256.is_some() || self.public.is_some()
+    }
+
+    /// Whether connections without a token are accepted.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.anonymous
+    }
+
+    /// Verifies `token` (from [`token_from_request`]). Without a token: an anonymous identity
+    /// if the policy allows it, else [`AuthError::Missing`]. When no key is configured a token
+    /// cannot be verified, so it is ignored and the connection is anonymous.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Identity, AuthError> {
+        let token = token.filter(|t| !t.is_empty());
+        let token = match token {
+            Some(t) if self.enabled() => t,
+            _ if self.anonymous => return Ok(Identity::anonymous()),
+            _ => return Err(AuthError::Missing),
+        };
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // The header parsed as JSON but names an algorithm outside the JOSE set (e.g. none).
+            ErrorKind::Json(_) if header_alg_is_unknown(token) => AuthError::WrongAlgorithm,
+            _ => AuthError::Malformed,
+        })?;
+        let verifier = match (header.alg, &self.hs256, &self.public) {
+            (Algorithm::HS256, Some(v), _) => v,
+            (alg, _, Some((expected, v))) if alg == *expected => v,
+            _ => return Err(AuthError::WrongAlgorithm),
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &verifier.key, &verifier.validation)
+            .map_err(map_error)?;
+        identity(data.claims)
+    }
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = LEEWAY_SECS;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = false;
+    v
+}
+
+/// Whether the token's header is JSON whose `alg` is a string jsonwebtoken does not know.
+fn header_alg_is_unknown(token: &str) -> bool {
+    use base64::Engine;
+    let Some(head) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(head) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&bytes)
+        .is_ok_and(|v| v.get("alg").is_some_and(|a| a.is_string()))
+}
+
+fn map_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    match e.into_kind() {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidAlgorithm
+        | ErrorKind::InvalidAlgorithmName
+        | ErrorKind::UnsupportedAlgorithm => AuthError::WrongAlgorithm,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::InvalidClaims(format!("missing {c}")),
+        ErrorKind::InvalidClaimFormat(c) => AuthError::InvalidClaims(format!("bad {c}")),
+        ErrorKind::InvalidIssuer => AuthError::InvalidClaims("iss".into()),
+        ErrorKind::InvalidAudience => AuthError::InvalidClaims("aud".into()),
+        ErrorKind::InvalidSubject => AuthError::InvalidClaims("sub".into()),
+        _ => AuthError::Malformed,
+    }
+}
+
+fn identity(c: Claims) -> Result<Identity, AuthError> {
+    if let Some(sub) = &c.sub {
+        if sub.is_empty()
+            || sub.len() > MAX_USER_LEN
+            || sub.contains('*')
+            || sub.chars().any(char::is_control)
+        {
+            return Err(AuthError::InvalidClaims(
+                "sub must be 1 to 128 bytes without '*'".into(),
+            ));
+        }
+    }
+    for (name, list) in [("subscribe", &c.subscribe), ("publish", &c.publish)] {
+        for p in list.iter().flatten() {
+            Pattern::parse(p).map_err(|e| AuthError::InvalidClaims(format!("{name}: {e}")))?;
+        }
+    }
+    Ok(Identity {
+        user: c.sub.map(Arc::from),
+        subscribe: c.subscribe,
+        publish: c.publish,
+    })
+}
+
+/// The token of an upgrade request: from `Authorization: Bearer <token>` if present (the
+/// scheme is case-insensitive), else from the `token` query parameter (percent-decoded).
+/// `query` is the part of the request target after `?`. Empty values count as absent.
+pub fn token_from_request(query: Option<&str>, authorization: Option<&str>) -> Option<String> {
+    if let Some(h) = authorization {
+        let h = h.trim();
+        if let Some((scheme, rest)) = h.split_once(' ') {
+            let rest = rest.trim();
+            if scheme.eq_ignore_ascii_case("bearer") && !rest.is_empty() {
+                return Some(rest.to_string());
+            }
+        }
+    }
+    query?
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .and_then(|(_, v)| percent_encoding::percent_decode_str(v).decode_utf8().ok())
+        .map(|v| v.into_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Compares a presented API key with the configured `[api] key` in constant time (for keys of
+/// equal length), so response timing does not leak the key.
+pub fn api_key_matches(expected: &Secret, presented: &str) -> bool {
+    let (a, b) = (expected.expose().as_bytes(), presented.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+    use std::sync::OnceLock;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn now() -> i64 {
+        jsonwebtoken::get_current_timestamp() as i64
+    }
+
+    /// An RSA key pair (private PKCS#8 PEM, public SPKI PEM), generated once per test run.
+    fn rsa_keys() -> &'static (String, String) {
+        static KEYS: OnceLock<(String, String)> = OnceLock::new();
+        KEYS.get_or_init(|| {
+            use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+            let key = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 1024).expect("rsa keygen");
+            let public = rsa::RsaPublicKey::from(&key);
+            (
+                key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+                public.to_public_key_pem(LineEnding::LF).expect("pem"),
+            )
+        })
+    }
+
+    /// A fresh P-256 key pair (private PKCS#8 PEM, public SPKI PEM).
+    fn ec_keys() -> (String, String) {
+        use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+        let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        (
+            key.to_pkcs8_pem(LineEnding::LF).expect("pem").to_string(),
+            key.public_key()
+                .to_public_key_pem(LineEnding::LF)
+                .expect("pem"),
+        )
+    }
+
+    fn sign(alg: Algorithm, claims: &serde_json::Value, key: &EncodingKey) -> String {
+        encode(&Header::new(alg), claims, key).expect("encode")
+    }
+
+    fn hs_token(claims: serde_json::Value, secret: &[u8]) -> String {
+        sign(Algorithm::HS256, &claims, &EncodingKey::from_secret(secret))
+    }
+
+    fn hs(claims: serde_json::Value) -> String {
+        hs_token(claims, SECRET.as_bytes())
+    }
+
+    fn run(a: &Authenticator, token: &str) -> Result<Identity, AuthError> {
+        a.authenticate(Some(token))
+    }
+
+    fn pk(pem: &[u8]) -> Authenticator {
+        Authenticator::from_keys(None, Some(pem), false).expect("auth")
+    }
+
+    fn hs_auth(anonymous: bool) -> Authenticator {
+        Authenticator::from_keys(Some(&Secret::new(SECRET)), None, anonymous).expect("auth")
+    }
+
+    #[test]
+    fn hs256_valid_token_gives_identity_and_claims() {
+        let t = hs(
+            json!({"sub": "alice", "exp": now() + 60, "subscribe": ["chat:*"], "publish": ["chat:a"]}),
+        );
+        let id = hs_auth(false).authenticate(Some(&t)).expect("valid");
+        assert_eq!(id.user.as_deref(), Some("alice"));
+        assert_eq!(id.subscribe, Some(vec!["chat:*".to_string()]));
+        assert_eq!(id.publish, Some(vec!["chat:a".to_string()]));
+        let t = hs(json!({"exp": now() + 60}));
+        assert_eq!(
+            hs_auth(false).authenticate(Some(&t)),
+            Ok(Identity::anonymous())
+        );
+    }
+
+    #[test]
+    fn refuses_expired_immature_unsigned_and_forged_tokens() {
+        let a = hs_auth(true);
+        let expired = hs(json!({"sub": "a", "exp": now() - 3600}));
+        assert_eq!(run(&a, &expired), Err(AuthError::Expired));
+        let early = hs(json!({"sub": "a", "exp": now() + 7200, "nbf": now() + 3600}));
+        assert_eq!(run(&a, &early), Err(AuthError::NotYetValid));
+        let no_exp = hs(json!({"sub": "a"}));
+        assert!(matches!(run(&a, &no_exp), Err(AuthError::InvalidClaims(_))));
+        let forged = hs_token(
+            json!({"sub": "a", "exp": now() + 60}),
+            b"another secret of enough length!!",
+        );
+        assert_eq!(run(&a, &forged), Err(AuthError::BadSignature));
+        for bad in ["x", "a.b.c", "....", "eyJhbGciOiJIUzI1NiJ9.e30"] {
+            assert_eq!(
+                a.authenticate(Some(bad)),
+                Err(AuthError::Malformed),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            a.authenticate(Some(&"a".repeat(MAX_TOKEN_LEN + 1))),
+            Err(AuthError::Malformed)
+        );
+        // alg: none, unsigned.
+        use base64::Engine;
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let none = format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT"})),
+            b64(json!({"sub": "a", "exp": now() + 60}))
+        );
+        assert_eq!(run(&a, &none), Err(AuthError::WrongAlgorithm));
+        // Tampered payload keeps the old signature.
+        let good = hs(json!({"sub": "a", "exp": now() + 60}));
+        let parts: Vec<&str> = good.split('.').collect();
+        let tampered = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(json!({"sub": "admin", "exp": now() + 60})),
+            parts[2]
+        );
+        assert_eq!(run(&a, &tampered), Err(AuthError::BadSignature));
+        // Other HMAC algorithms are not accepted either.
+        let hs384 = encode(
+            &Header::new(Algorithm::HS384),
+            &json!({"sub": "a", "exp": now() + 60}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .expect("encode");
+        assert_eq!(run(&a, &hs384), Err(AuthError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn rs256_verifies_and_resists_algorithm_confusion() {
+        let (private, public) = rsa_keys();
+        let claims = json!({"sub": "bob", "exp": now() + 60});
+        let rs = sign(
+            Algorithm::RS256,
+            &claims,
+            &EncodingKey::from_rsa_pem(private.as_bytes()).expect("key"),
+        );
+        let a = pk(public.as_bytes());
+        assert_eq!(run(&a, &rs).expect("valid").user.as_deref(), Some("bob"));
+        // HS256 "signed" with the public key as the HMAC secret: the classic confusion attack.
+        let confused = hs_token(claims.clone(), public.as_bytes());
+        assert_eq!(run(&a, &confused), Err(AuthError::WrongAlgorithm));
+        // With a secret configured too, HS256 is checked against the secret only.
+        let both =
+            Authenticator::from_keys(Some(&Secret::new(SECRET)), Some(public.as_bytes()), false)
+                .expect("auth");
+        assert_eq!(run(&both, &confused), Err(AuthError::BadSignature));
+        assert!(run(&both, &rs).is_ok());
+        // An RS256 token against an EC key is refused.
+        let (_, ec_public) = ec_keys();
+        let ec = pk(ec_public.as_bytes());
+        assert_eq!(run(&ec, &rs), Err(AuthError::WrongAlgorithm));
+    }
+
+    #[test]
+    fn es256_verifies_and_wrong_key_fails() {
+        let (private, public) = ec_keys();
+        let (_, other_public) = ec_keys();
+        let claims = json!({"sub": "carol", "exp": now() + 60});
+        let es = sign(
+            Algorithm::ES256,
+            &claims,
+            &EncodingKey::from_ec_pem(private.as_bytes()).expect("key"),
+        );
+        let a = pk(public.as_bytes());
+        assert_eq!(run(&a, &es).expect("valid").user.as_deref(), Some("carol"));
+        let other = pk(other_public.as_bytes());
+        assert_eq!(run(&other, &es), Err(AuthError::BadSignature));
+        assert!(matches!(
+            Authenticator::from_keys(None, Some(b"not a pem"), false),
+            Err(AuthError::Key { .. })
+        ));
+    }
+
+    #[test]
+    fn anonymous_policy_follows_settings() {
+        let mut s = AuthSettings::default();
+        let open = Authenticator::new(&s).expect("auth");
+        assert_eq!(open.authenticate(None), Ok(Identity::anonymous()));
+        // Without a key a token cannot be verified: ignored, the connection is anonymous.
+        assert_eq!(
+            open.authenticate(Some("whatever")),
+            Ok(Identity::anonymous())
+        );
+        s.jwt_secret = Some(Secret::new(SECRET));
+        let closed = Authenticator::new(&s).expect("auth");
+        assert_eq!(closed.authenticate(None), Err(AuthError::Missing));
+        assert_eq!(closed.authenticate(Some("")), Err(AuthError::Missing));
+        s.anonymous = Some(true);
+        assert_eq!(
+            Authenticator::new(&s).expect("auth").authenticate(None),
+            Ok(Identity::anonymous())
+        );
+        s.jwt_public_key_file = Some("/nonexistent/key.pem".into());
+        let err = Authenticator::new(&s).expect_err("missing file");
+        assert!(err.to_string().contains("/nonexistent/key.pem"), "{err}");
+        assert_eq!(err.http_status(), 500);
+    }
+
+    #[test]
+    fn issuer_audience_and_claim_checks() {
+        let s = AuthSettings {
+            jwt_secret: Some(Secret::new(SECRET)),
+            issuer: Some("idp".into()),
+            audience: Some("hub".into()),
+            ..Default::default()
+        };
+        let a = Authenticator::new(&s).expect("auth");
+        let ok = hs(json!({"exp": now() + 60, "iss": "idp", "aud": "hub"}));
+        assert!(run(&a, &ok).is_ok());
+        let wrong = hs(json!({"exp": now() + 60, "iss": "evil", "aud": "hub"}));
+        assert_eq!(run(&a, &wrong), Err(AuthError::InvalidClaims("iss".into())));
+        let missing = hs(json!({"exp": now() + 60, "iss": "idp"}));
+        assert!(matches!(
+            run(&a, &missing),
+            Err(AuthError::InvalidClaims(_))
+        ));
+        let b = hs_auth(false);
+        for claims in [
+            json!({"exp": now() + 60, "sub": ""}),
+            json!({"exp": now() + 60, "sub": "a*"}),
+            json!({"exp": now() + 60, "subscribe": ["a*b"]}),
+        ] {
+            let t = hs_token(claims, SECRET.as_bytes());
+            assert!(matches!(run(&b, &t), Err(AuthError::InvalidClaims(_))));
+        }
+        let t = hs(json!({"exp": now() + 60, "publish": "not-a-list"}));
+        assert_eq!(run(&b, &t), Err(AuthError::Malformed));
+        assert_eq!(AuthError::Expired.http_status(), 401);
+    }
+
+    #[test]
+    fn token_is_taken_from_header_then_query() {
+        assert_eq!(
+            token_from_request(Some("a=1&token=abc%2Edef"), None).as_deref(),
+            Some("abc.def")
+        );
+        assert_eq!(
+            token_from_request(Some("token=q"), Some("Bearer h")).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            token_from_request(Some("token=q"), Some("bearer  h ")).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            token_from_request(Some("token=q"), Some("Basic xyz")).as_deref(),
+            Some("q")
+        );
+        assert_eq!(token_from_request(Some("token="), Some("Bearer ")), None);
+        assert_eq!(token_from_request(Some("tokens=x&xtoken=y"), None), None);
+        assert_eq!(token_from_request(Some("token=%FF"), None), None);
+        assert_eq!(token_from_request(None, None), None);
+    }
+
+    #[test]
+    fn api_key_comparison() {
+        let k = Secret::new("key-123");
+        assert!(api_key_matches(&k, "key-123"));
+        assert!(!api_key_matches(&k, "key-124"));
+        assert!(!api_key_matches(&k, "key-12"));
+        assert_eq!(format!("{k:?}"), "\"***\"");
+    }
+}

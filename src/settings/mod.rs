@@ -1,0 +1,462 @@
+//! Operator settings: every key of `ringhub.toml`, its default, and loading with the precedence
+//! defaults < TOML file < `RINGHUB_*` environment variables < command-line flags.
+//!
+//! ```no_run
+//! use ringhub::settings::Settings;
+//!
+//! let mut s = Settings::default();
+//! s.merge_file(std::path::Path::new("ringhub.toml"))?;
+//! s.apply_env(std::env::vars_os())?;
+//! s.set("shards", "4", "--shards")?; // one call per flag given on the command line
+//! s.validate()?;
+//! let config = s.engine_config();
+//! println!("{s}"); // the effective configuration, secrets masked
+//! # Ok::<(), ringhub::settings::SettingsError>(())
+//! ```
+//!
+//! Every value, whatever its source, goes through one table of keys ([`KEYS`]), so an invalid
+//! value is always the same one-line error naming the key, the value and what is allowed:
+//! `invalid value for limits.burst: "abc" (expected a positive integer) in RINGHUB_LIMITS_BURST`.
+//! Secrets are never printed: not by [`Display`](std::fmt::Display), `Debug`, nor in errors.
+
+mod keys;
+mod sections;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::{Config, IoMode};
+
+pub use keys::{Key, KEYS};
+pub use sections::{
+    ApiSettings, AuthSettings, LimitSettings, LogFormat, PermissionSettings, Secret,
+    SecuritySettings, TlsSettings,
+};
+
+/// Why settings could not be loaded or are invalid. Every variant displays as one line.
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    /// A value is outside what the key allows.
+    #[error("invalid value for {key}: {value} (expected {expected}){origin}")]
+    Invalid {
+        /// Dotted key, e.g. `limits.burst`.
+        key: String,
+        /// The value as given (quoted when text, `"***"` for secrets).
+        value: String,
+        /// What the key allows.
+        expected: String,
+        /// Where the value came from, e.g. ` in RINGHUB_LIMITS_BURST` (empty after merging).
+        origin: String,
+    },
+    /// A key that ringhub does not know.
+    #[error("unknown setting {key} in {origin} (expected one of: {known})")]
+    Unknown {
+        /// The key as written.
+        key: String,
+        /// The file or variable it came from.
+        origin: String,
+        /// The keys allowed at that place.
+        known: String,
+    },
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        message: String,
+    },
+    /// The configuration file is not valid TOML.
+    #[error("{origin}:{line}:{column}: invalid TOML: {message}")]
+    Syntax {
+        /// The file.
+        origin: String,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column of the error.
+        column: usize,
+        /// The parser's message, on one line.
+        message: String,
+    },
+}
+
+/// Every operator setting. [`Default`] is a working configuration: no file is needed to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Address every shard listens on.
+    pub listen: SocketAddr,
+    /// Shard threads (0 = one per CPU, at most 64).
+    pub shards: usize,
+    /// I/O backend.
+    pub io: IoMode,
+    /// Pin shard threads to cores (`--no-pin` sets it false).
+    pub pin_cores: bool,
+    /// Path WebSocket clients connect to.
+    pub ws_path: String,
+    /// Path of the echo route, off when `None`.
+    pub echo_path: Option<String>,
+    /// Largest client message in bytes (larger closes with 1009).
+    pub max_message_size: usize,
+    /// Silence after which the server pings.
+    pub ping_interval: Duration,
+    /// Silence after which a connection is dropped.
+    pub idle_timeout: Duration,
+    /// Bytes queued to one connection before it is closed as a slow consumer.
+    pub outbound_queue: usize,
+    /// Worker threads for blocking handlers.
+    pub handler_threads: usize,
+    /// Time a closing connection gets to finish the close handshake.
+    pub close_timeout: Duration,
+    /// Time graceful shutdown waits for connections.
+    pub shutdown_timeout: Duration,
+    /// Interval of the stats log line (0 disables it).
+    pub stats_interval: Duration,
+    /// Log output format.
+    pub log_format: LogFormat,
+    /// `[auth]`.
+    pub auth: AuthSettings,
+    /// `[api]`.
+    pub api: ApiSettings,
+    /// `[permissions]`.
+    pub permissions: PermissionSettings,
+    /// `[security]`.
+    pub security: SecuritySettings,
+    /// `[limits]`.
+    pub limits: LimitSettings,
+    /// `[tls]`.
+    pub tls: TlsSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let c = Config::default();
+        let l = LimitSettings::default();
+        Self {
+            listen: c.listen,
+            shards: c.shards,
+            io: c.io,
+            pin_cores: c.pin_cores,
+            ws_path: c.ws_path,
+            echo_path: c.echo_path,
+            max_message_size: c.max_message_size,
+            ping_interval: c.ping_interval,
+            idle_timeout: c.idle_timeout,
+            outbound_queue: c.outbound_queue,
+            handler_threads: c.handler_threads,
+            close_timeout: c.close_timeout,
+            shutdown_timeout: c.shutdown_timeout,
+            stats_interval: c.stats_interval,
+            log_format: LogFormat::Text,
+            auth: AuthSettings::default(),
+            api: ApiSettings::default(),
+            permissions: PermissionSettings::default(),
+            security: SecuritySettings::default(),
+            limits: l,
+            tls: TlsSettings::default(),
+        }
+    }
+}
+
+/// The TOML sections, in print order (the empty name is the top level).
+const SECTIONS: [&str; 7] = [
+    "",
+    "auth",
+    "api",
+    "permissions",
+    "security",
+    "limits",
+    "tls",
+];
+
+impl Settings {
+    /// Defaults, then `file` if given, then the `RINGHUB_*` variables of `env`. Command-line
+    /// flags follow with [`Settings::set`]; call [`Settings::validate`] last.
+    pub fn load<I, K, V>(file: Option<&Path>, env: I) -> Result<Self, SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        let mut s = Settings::default();
+        if let Some(path) = file {
+            s.merge_file(path)?;
+        }
+        s.apply_env(env)?;
+        Ok(s)
+    }
+
+    /// Reads `path` and applies every key it sets.
+    pub fn merge_file(&mut self, path: &Path) -> Result<(), SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|e| SettingsError::Read {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.merge_toml(&text, &path.display().to_string())
+    }
+
+    /// Applies every key set in the TOML document `text`; `origin` names it in errors.
+    pub fn merge_toml(&mut self, text: &str, origin: &str) -> Result<(), SettingsError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = &text[..at];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            SettingsError::Syntax {
+                origin: origin.to_string(),
+                line,
+                column,
+                message: e.message().replace('\n', " ").trim().to_string(),
+            }
+        })?;
+        for (name, value) in &table {
+            match value {
+                toml::Value::Table(inner) if SECTIONS.contains(&name.as_str()) => {
+                    for (k, v) in inner {
+                        let key = format!("{name}.{k}");
+                        self.set_raw(&key, keys::Raw::Toml(v), origin)?;
+                    }
+                }
+                _ => self.set_raw(name, keys::Raw::Toml(value), origin)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies every `RINGHUB_<SECTION>_<KEY>` variable of `vars` (e.g. `std::env::vars_os()`).
+    /// Variables with the prefix that name no setting (such as `RINGHUB_CONFIG`) are ignored.
+    pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), SettingsError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<std::ffi::OsStr>,
+        V: AsRef<std::ffi::OsStr>,
+    {
+        for (name, value) in vars {
+            let Some(name) = name.as_ref().to_str() else {
+                continue;
+            };
+            let Some(key) = KEYS.iter().find(|k| k.env_name() == name) else {
+                continue;
+            };
+            let origin = format!("in {name}");
+            let Some(value) = value.as_ref().to_str() else {
+                return Err(key.invalid("(not UTF-8)".into(), &origin));
+            };
+            self.set_raw(key.name, keys::Raw::Text(value), &origin)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the dotted `key` (e.g. `limits.burst`, `listen`) from text as a flag or variable
+    /// would give it: lists comma-separated, durations like `500ms`. `origin` names the source
+    /// in errors, e.g. `--shards`.
+    pub fn set(&mut self, key: &str, value: &str, origin: &str) -> Result<(), SettingsError> {
+        self.set_raw(key, keys::Raw::Text(value), &format!("in {origin}"))
+    }
+
+    fn set_raw(
+        &mut self,
+        name: &str,
+        raw: keys::Raw<'_>,
+        origin: &str,
+    ) -> Result<(), SettingsError> {
+        let origin = if origin.starts_with("in ") {
+            origin.to_string()
+        } else {
+            format!("in {origin}")
+        };
+        let Some(key) = KEYS.iter().find(|k| k.name == name) else {
+            let section = name.split_once('.').map_or("", |(s, _)| s);
+            let section = if SECTIONS.contains(&section) {
+                section
+            } else {
+                ""
+            };
+            let known: Vec<&str> = KEYS
+                .iter()
+                .filter(|k| k.section() == section)
+                .map(|k| k.name)
+                .collect();
+            return Err(SettingsError::Unknown {
+                key: name.to_string(),
+                origin: origin.trim_start_matches("in ").to_string(),
+                known: known.join(", "),
+            });
+        };
+        (key.set)(self, raw).map_err(|why| {
+            let mut e = key.invalid(raw.show(key.secret), &origin);
+            if let (Some(why), SettingsError::Invalid { expected, .. }) = (why, &mut e) {
+                expected.push_str(": ");
+                expected.push_str(&why);
+            }
+            e
+        })
+    }
+
+    /// Checks what single keys cannot: combinations, files, and the engine's own ranges.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        let invalid = |key: &str, value: String, expected: &str| SettingsError::Invalid {
+            key: key.into(),
+            value,
+            expected: expected.into(),
+            origin: String::new(),
+        };
+        let q = |s: &str| format!("{s:?}");
+        if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {
+            return Err(invalid(
+                "echo_path",
+                q(&self.ws_path),
+                "a path different from ws_path",
+            ));
+        }
+        if self.idle_timeout <= self.ping_interval {
+            let v = q(&humantime::format_duration(self.idle_timeout).to_string());
+            return Err(invalid(
+                "idle_timeout",
+                v,
+                "a duration longer than ping_interval",
+            ));
+        }
+        if self.limits.messages_per_second > 0 && self.limits.burst == 0 {
+            return Err(invalid("limits.burst", "0".into(), "a positive integer"));
+        }
+        if self.auth.anonymous == Some(false) && !self.auth.enabled() {
+            return Err(invalid(
+                "auth.anonymous",
+                "false".into(),
+                "true unless auth.jwt_secret or auth.jwt_public_key_file is set (no client could connect)",
+            ));
+        }
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "(not set)".into(),
+                    "a PEM key file when tls.cert_file is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "(not set)".into(),
+                    "a PEM certificate file when tls.key_file is set",
+                ))
+            }
+            _ => {}
+        }
+        let pem_files = [
+            (
+                "auth.jwt_public_key_file",
+                &self.auth.jwt_public_key_file,
+                "PUBLIC KEY",
+            ),
+            ("tls.cert_file", &self.tls.cert_file, "CERTIFICATE"),
+            ("tls.key_file", &self.tls.key_file, "PRIVATE KEY"),
+        ];
+        for (key, path, label) in pem_files {
+            if let Some(path) = path {
+                check_pem(path, label).map_err(|why| {
+                    invalid(
+                        key,
+                        q(&path.display().to_string()),
+                        &format!("a readable PEM file with a {label} block: {why}"),
+                    )
+                })?;
+            }
+        }
+        self.engine_config()
+            .validate()
+            .map_err(|e| invalid("(engine)", "-".into(), &e.to_string()))
+    }
+
+    /// Things worth a warning at start (logged by the binary): e.g. auth on with no origin
+    /// allowlist, or a short HS256 secret.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.auth.enabled() && self.security.allowed_origins.is_empty() {
+            w.push(
+                "security.allowed_origins is empty: any web page may open authenticated connections \
+                 (cross-site WebSocket hijacking); list the allowed origins"
+                    .to_string(),
+            );
+        }
+        if self
+            .auth
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < 32)
+        {
+            w.push("auth.jwt_secret is shorter than 32 bytes, weak for HS256".to_string());
+        }
+        w
+    }
+
+    /// The engine's [`Config`] for these settings.
+    pub fn engine_config(&self) -> Config {
+        Config {
+            listen: self.listen,
+            shards: self.shards,
+            io: self.io,
+            pin_cores: self.pin_cores,
+            echo_path: self.echo_path.clone(),
+            ws_path: self.ws_path.clone(),
+            max_message_size: self.max_message_size,
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            outbound_queue: self.outbound_queue,
+            max_subscriptions: self.limits.max_subscriptions,
+            handler_threads: self.handler_threads,
+            handshake_timeout: self.limits.handshake_timeout,
+            close_timeout: self.close_timeout,
+            shutdown_timeout: self.shutdown_timeout,
+            stats_interval: self.stats_interval,
+            api_key: self.api.key.as_ref().map(|k| k.expose().to_string()),
+        }
+    }
+}
+
+/// Checks that `path` is readable and holds a PEM block whose label ends with `label`.
+fn check_pem(path: &Path, label: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let found = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+        .any(|l| l.ends_with(label));
+    if found {
+        Ok(())
+    } else {
+        Err(format!("no '-----BEGIN ...{label}-----' line"))
+    }
+}
+
+/// The effective configuration as TOML, every key listed, secrets shown as `"***"`.
+impl fmt::Display for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for section in SECTIONS {
+            if !section.is_empty() {
+                writeln!(f, "\n[{section}]")?;
+            }
+            for key in KEYS.iter().filter(|k| k.section() == section) {
+                let short = key.name.rsplit('.').next().unwrap_or(key.name);
+                match (key.get)(self) {
+                    Some(_) if key.secret => writeln!(f, "{short} = \"***\"")?,
+                    Some(v) => writeln!(f, "{short} = {v}")?,
+                    None if key.name == "auth.anonymous" => {
+                        let (on, why) = (
+                            self.auth.anonymous_allowed(),
+                            if self.auth.enabled() { "a" } else { "no" },
+                        );
+                        writeln!(f, "# {short} = (not set: {on} as {why} JWT key is set)")?
+                    }
+                    None => writeln!(f, "# {short} = (not set)")?,
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! The section structs of [`Settings`](super::Settings) and the small types they use.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+/// Log output format (`log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret string (JWT secret, API key): `Debug` prints `"***"`; read it with [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Box<str>);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<Box<str>>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// `[auth]`: how connections authenticate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AuthSettings {
+    /// HS256 shared secret (`jwt_secret`).
+    pub jwt_secret: Option<Secret>,
+    /// RS256 or ES256 public key, PEM file (`jwt_public_key_file`).
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Whether connections without a token are accepted; `None` = allowed exactly when no JWT key
+    /// is configured (see [`AuthSettings::anonymous_allowed`]).
+    pub anonymous: Option<bool>,
+    /// Required `iss` claim, when set.
+    pub issuer: Option<String>,
+    /// Required `aud` claim, when set.
+    pub audience: Option<String>,
+}
+
+impl AuthSettings {
+    /// Whether a JWT key (secret or public key file) is configured.
+    pub fn enabled(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key_file.is_some()
+    }
+    /// The effective anonymous policy: the explicit value, else allowed iff auth is disabled.
+    pub fn anonymous_allowed(&self) -> bool {
+        self.anonymous.unwrap_or(!self.enabled())
+    }
+}
+
+/// `[api]`: the HTTP API.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ApiSettings {
+    /// Key that HTTP API calls must present (`key`).
+    pub key: Option<Secret>,
+}
+
+/// `[permissions]`: topic patterns granted to connections whose token carries no such claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PermissionSettings {
+    /// Patterns a connection may subscribe to (default `["*"]`).
+    pub subscribe: Vec<String>,
+    /// Patterns of topics a connection may publish to (default `["*"]`).
+    pub publish: Vec<String>,
+}
+
+impl Default for PermissionSettings {
+    fn default() -> Self {
+        Self {
+            subscribe: vec!["*".into()],
+            publish: vec!["*".into()],
+        }
+    }
+}
+
+/// `[security]`: checks at the upgrade.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SecuritySettings {
+    /// Allowed `Origin`s (exact origins or `*.example.com`); empty allows any.
+    pub allowed_origins: Vec<String>,
+    /// Client networks allowed to connect (CIDR); empty allows all.
+    pub allow_ips: Vec<IpNet>,
+    /// Client networks refused (CIDR); wins over `allow_ips`.
+    pub deny_ips: Vec<IpNet>,
+}
+
+/// `[limits]`: resource limits. `0` means unlimited where noted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    /// Open connections in total (0 = unlimited).
+    pub max_connections: usize,
+    /// Open connections from one IP address (0 = unlimited).
+    pub max_connections_per_ip: usize,
+    /// Messages a connection (and a user) may send per second (0 = no rate limit).
+    pub messages_per_second: u32,
+    /// Messages allowed in a burst above the rate.
+    pub burst: u32,
+    /// Subscriptions one connection may hold.
+    pub max_subscriptions: usize,
+    /// Largest HTTP upgrade request head, in bytes.
+    pub max_handshake_bytes: usize,
+    /// Time allowed for the HTTP upgrade request to arrive.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            messages_per_second: 0,
+            burst: 50,
+            max_subscriptions: 1000,
+            max_handshake_bytes: 8192,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[tls]`: serve `wss://` and `https://` when both files are set.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key.
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSettings {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
