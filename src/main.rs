@@ -143,7 +143,6 @@ fn not_enforced_yet(s: &Settings) -> Vec<&'static str> {
     let l = (&s.limits, &d.limits);
     [
         ("[auth]", s.auth != d.auth),
-        ("[api]", s.api != d.api),
         ("[permissions]", s.permissions != d.permissions),
         ("[security]", s.security != d.security),
         ("[tls]", s.tls != d.tls),
