@@ -133,17 +133,26 @@ where
     W: Writer,
 {
     let Accepted { mut read, mut write, fd, peer } = acc;
+    let id = shard.register(fd, peer, None, true);
+    let mut tokens = Vec::new();
+    for t in &topics {
+        match shard.subscribe(id, t) {
+            Ok(token) => tokens.extend(token),
+            Err(e) => tracing::debug!(conn = %id, error = %e, "SSE subscription refused"),
+        }
+    }
+    // As with a WebSocket subscribe reply: the stream starts once every shard knows about it.
+    for token in tokens {
+        poll_fn(|cx| shard.poll_interest_settled(token, cx)).await;
+    }
     let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
     if write.write_all(head.as_bytes().to_vec()).await.0.is_err() {
+        shard.reader_done(id);
+        shard.task_done(id);
+        shard.task_done(id);
         return;
     }
     shard.stats().handshake(101, accepted.elapsed());
-    let id = shard.register(fd, peer, None, true);
-    for t in &topics {
-        if let Err(e) = shard.subscribe(id, t) {
-            tracing::debug!(conn = %id, error = %e, "SSE subscription refused");
-        }
-    }
     tracing::debug!(conn = %id, %peer, ?topics, "SSE stream opened");
     tokio::task::spawn_local(write_loop(shard.clone(), id, fd, write));
     // The client sends nothing; a read completes when it goes away (or the server cuts it).

@@ -132,6 +132,11 @@ impl Builder {
         self.config.idle_timeout = idle_timeout;
         self
     }
+    /// Enables the HTTP API under `/api/v1/` for callers presenting `key` as a bearer token.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.config.api_key = Some(key.into());
+        self
+    }
     /// Enables the echo route at `path`.
     pub fn echo_path(mut self, path: impl Into<String>) -> Self {
         self.config.echo_path = Some(path.into());

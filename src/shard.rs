@@ -75,6 +75,7 @@ pub(crate) enum Outbound {
 struct PendingInterest {
     remaining: usize,
     waiters: Vec<(ConnId, u64, Box<str>)>,
+    wakers: Vec<Waker>,
 }
 
 /// The mutable state of a shard.
@@ -356,9 +357,21 @@ impl Shard {
         Poll::Ready(Outbound::Batch { frames, last })
     }
 
-    /// Subscribes a connection from the server side (SSE streams).
-    pub(crate) fn subscribe(&self, id: ConnId, pattern: &str) -> HandlerResult {
-        self.st.borrow_mut().subscribe(id, pattern).map(drop)
+    /// Subscribes a connection from the server side (SSE streams); returns the interest token to
+    /// wait for with [`poll_interest_settled`](Self::poll_interest_settled), if any.
+    pub(crate) fn subscribe(&self, id: ConnId, pattern: &str) -> Result<Option<u64>, HandlerError> {
+        self.st.borrow_mut().subscribe(id, pattern)
+    }
+
+    /// Ready once every other shard has acknowledged the interest change `token`.
+    pub(crate) fn poll_interest_settled(&self, token: u64, cx: &mut TaskCx<'_>) -> Poll<()> {
+        match self.st.borrow_mut().pending.get_mut(&token) {
+            Some(p) => {
+                p.wakers.push(cx.waker().clone());
+                Poll::Pending
+            }
+            None => Poll::Ready(()),
+        }
     }
 
     /// Handles one complete text message on a pub/sub connection.
@@ -503,6 +516,7 @@ impl ShardState {
         }
         let Some(p) = self.pending.remove(&token) else { return };
         self.pending_by_pattern.retain(|_, t| *t != token);
+        p.wakers.into_iter().for_each(Waker::wake);
         for (conn, rid, topic) in p.waiters {
             self.enqueue(conn, envelope::reply(rid, &topic, None));
         }
@@ -620,6 +634,7 @@ impl ShardState {
                 PendingInterest {
                     remaining: self.hub.shards - 1,
                     waiters: Vec::new(),
+                    wakers: Vec::new(),
                 },
             );
             self.pending_by_pattern.insert(pattern.into(), token);
