@@ -67,6 +67,8 @@ pub struct Config {
     pub stats_interval: Duration,
     /// Key for the HTTP API (`Authorization: Bearer KEY`); the API is off without one.
     pub api_key: Option<String>,
+    /// Authentication, permissions, origin and IP checks, caps, rate limits, TLS.
+    pub guard: crate::guard::Guard,
 }
 
 impl Default for Config {
@@ -89,6 +91,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             stats_interval: Duration::from_secs(60),
             api_key: None,
+            guard: crate::guard::Guard::default(),
         }
     }
 }

@@ -124,7 +124,7 @@ fn reason(status: u16) -> &'static str {
 
 /// Parses a request head from `buf`: `Ok(Some((head, consumed)))` when complete, `Ok(None)` when
 /// more bytes are needed.
-pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HttpError> {
+pub(crate) fn parse_head(buf: &[u8], max: usize) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -142,7 +142,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Htt
             };
             Ok(Some((head, n)))
         }
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+        Ok(httparse::Status::Partial) if buf.len() >= max => {
             Err(HttpError::new(431, "request head too large"))
         }
         Ok(httparse::Status::Partial) => Ok(None),
@@ -152,7 +152,7 @@ pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, Htt
 }
 
 /// Reads a request head; returns it with any bytes the client already sent past it.
-pub(crate) async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(RequestHead, Bytes), HttpError> {
+pub(crate) async fn read_head<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<(RequestHead, Bytes), HttpError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         let n = r
@@ -162,7 +162,7 @@ pub(crate) async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(Reques
         if n == 0 {
             return Err(HttpError::new(400, "connection closed before the request was complete"));
         }
-        if let Some((head, used)) = parse_head(&buf)? {
+        if let Some((head, used)) = parse_head(&buf, max)? {
             let rest = buf.split_off(used).freeze();
             return Ok((head, rest));
         }
@@ -203,7 +203,7 @@ mod tests {
     use super::*;
 
     fn head(s: &str) -> RequestHead {
-        parse_head(s.as_bytes()).unwrap().unwrap().0
+        parse_head(s.as_bytes(), MAX_HEAD).unwrap().unwrap().0
     }
 
     const GOOD: &str = "GET /ws?token=x HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -219,11 +219,11 @@ mod tests {
 
     #[test]
     fn partial_and_oversized_heads() {
-        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", MAX_HEAD).unwrap().is_none());
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
-        assert_eq!(parse_head(big.as_bytes()).unwrap_err().status, 431);
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n").unwrap_err().status, 400);
-        let (_, used) = parse_head(format!("{GOOD}extra").as_bytes()).unwrap().unwrap();
+        assert_eq!(parse_head(big.as_bytes(), MAX_HEAD).unwrap_err().status, 431);
+        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n", MAX_HEAD).unwrap_err().status, 400);
+        let (_, used) = parse_head(format!("{GOOD}extra").as_bytes(), MAX_HEAD).unwrap().unwrap();
         assert_eq!(used, GOOD.len());
     }
 

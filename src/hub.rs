@@ -132,6 +132,12 @@ impl Builder {
         self.config.idle_timeout = idle_timeout;
         self
     }
+    /// Sets the door policy: authentication, permissions, origins, IP lists, caps, rate limits,
+    /// TLS.
+    pub fn guard(mut self, guard: crate::guard::Guard) -> Self {
+        self.config.guard = guard;
+        self
+    }
     /// Enables the HTTP API under `/api/v1/` for callers presenting `key` as a bearer token.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
         self.config.api_key = Some(key.into());

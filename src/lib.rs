@@ -31,6 +31,7 @@ pub mod auth;
 pub mod config;
 pub mod envelope;
 pub mod error;
+pub mod guard;
 pub mod handler;
 pub mod pattern;
 pub mod ratelimit;

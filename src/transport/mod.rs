@@ -4,6 +4,7 @@
 //! own single-threaded runtime. Everything above this module is shared.
 
 pub(crate) mod epoll;
+pub(crate) mod tls;
 pub(crate) mod uring;
 
 use std::io;

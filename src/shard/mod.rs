@@ -14,17 +14,17 @@ use bytes::Bytes;
 use slab::Slab;
 use tokio::sync::Notify;
 
-use crate::api::{ApiOp, ApiReply};
 use crate::envelope;
-use crate::error::{ErrorCode, HandlerError, HandlerResult};
-use crate::handler::{Context, Effects, Message};
+use crate::error::HandlerError;
 use crate::hub::HubShared;
-use crate::inbox::{Action, ShardMsg};
+use crate::inbox::ShardMsg;
 use crate::pattern::Pattern;
-use crate::pool::Job;
-use crate::registry::{Interest, Registry, Subscribed, Unsubscribed};
+use crate::registry::{Interest, Registry};
 use crate::stats::ShardStats;
 use crate::ConnId;
+
+mod dispatch;
+mod state;
 
 /// Interval of SSE heartbeat comments.
 const SSE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -46,6 +46,10 @@ pub(crate) struct ConnEntry {
     fd: RawFd,
     remote: SocketAddr,
     user: Option<Arc<str>>,
+    /// What the connection may subscribe and publish to.
+    perms: crate::security::Permissions,
+    /// Its message rate limiter, when limits are on.
+    limiter: Option<crate::ratelimit::ConnLimiter>,
     /// A Server-Sent Events stream: frames are rendered as `data:` lines by the writer.
     sse: bool,
     out: VecDeque<Bytes>,
@@ -233,7 +237,8 @@ impl Shard {
     }
 
     /// Registers a freshly upgraded connection (or SSE stream) of `user`.
-    pub(crate) fn register(&self, fd: RawFd, remote: SocketAddr, user: Option<Arc<str>>, sse: bool) -> ConnId {
+    pub(crate) fn register(&self, fd: RawFd, remote: SocketAddr, admitted: crate::guard::Admitted, sse: bool) -> ConnId {
+        let crate::guard::Admitted { user, permissions, limiter } = admitted;
         let mut st = self.st.borrow_mut();
         st.generation = st.generation.wrapping_add(1);
         let (gen, now) = (st.generation, st.now);
@@ -247,6 +252,8 @@ impl Shard {
             fd,
             remote,
             user,
+            perms: permissions,
+            limiter,
             sse,
             out: VecDeque::new(),
             queued: 0,
@@ -382,7 +389,8 @@ impl Shard {
     /// Benchmarks only: registers a connection without a socket (fd -1: only used to shut down
     /// stuck closes).
     pub(crate) fn bench_register(&self) -> ConnId {
-        self.register(-1, ([127, 0, 0, 1], 0).into(), None, false)
+        let open = crate::guard::Guard::default().admit_anonymous();
+        self.register(-1, ([127, 0, 0, 1], 0).into(), open, false)
     }
 
     /// Benchmarks only: subscribes through the real path; false if refused.
@@ -417,351 +425,6 @@ impl Shard {
             c.writer = waker.cloned();
         }
         frames
-    }
-}
-
-impl ShardState {
-    fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
-        self.conns.get_mut(id.slot() as usize).filter(|c| c.id == id)
-    }
-
-    fn wake(c: &mut ConnEntry) {
-        if let Some(w) = c.writer.take() {
-            w.wake();
-        }
-    }
-
-    /// Queues to one connection; a queue over its bound makes it a slow consumer.
-    fn enqueue(&mut self, id: ConnId, frame: Bytes) {
-        let limit = self.hub.config.outbound_queue;
-        let Some(c) = self.conn_mut(id) else { return };
-        if c.closing.is_some() {
-            return;
-        }
-        if c.queued + frame.len() > limit {
-            self.slow_consumer(id);
-            return;
-        }
-        c.queued += frame.len();
-        c.out.push_back(frame);
-        Self::wake(c);
-    }
-
-    fn slow_consumer(&mut self, id: ConnId) {
-        let Some(c) = self.conn_mut(id) else { return };
-        tracing::warn!(conn = %id, remote = %c.remote, queued = c.queued, "slow consumer: outbound queue full, closing with 1008");
-        c.out.clear();
-        c.queued = 0;
-        self.hub.stats[self.index].slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.close(id, 1008, "slow consumer");
-    }
-
-    fn close(&mut self, id: ConnId, code: u16, reason: &str) {
-        self.close_frame(id, envelope::close_frame(code, reason));
-    }
-
-    fn close_frame(&mut self, id: ConnId, frame: Bytes) {
-        let Some(c) = self.conn_mut(id) else { return };
-        if c.closing.is_some() {
-            return;
-        }
-        c.queued += frame.len();
-        c.out.push_back(frame);
-        Self::wake(c);
-        self.begin_close(id);
-    }
-
-    /// Marks the connection closing and drops its subscriptions so nothing more is delivered.
-    fn begin_close(&mut self, id: ConnId) {
-        let now = self.now;
-        let Some(c) = self.conn_mut(id) else { return };
-        if c.closing.is_none() {
-            c.closing = Some(now);
-        }
-        let subs = std::mem::take(&mut c.subs);
-        for p in subs {
-            self.drop_subscription(id, &p);
-        }
-    }
-
-    fn drop_subscription(&mut self, id: ConnId, pattern: &str) {
-        let Ok(p) = Pattern::parse(pattern) else { return };
-        if self.registry.unsubscribe(p, id.slot()) == Unsubscribed::Last {
-            self.broadcast_interest(pattern, false, None);
-        }
-    }
-
-    fn broadcast_interest(&self, pattern: &str, add: bool, ack: Option<u64>) {
-        if self.hub.shards < 2 {
-            return;
-        }
-        let pattern: Arc<str> = pattern.into();
-        for (i, inbox) in self.hub.inboxes.iter().enumerate() {
-            if i != self.index {
-                inbox.push(ShardMsg::Interest {
-                    pattern: pattern.clone(),
-                    shard: self.index,
-                    add,
-                    ack,
-                });
-            }
-        }
-    }
-
-    fn interest_acked(&mut self, token: u64) {
-        let Some(p) = self.pending.get_mut(&token) else { return };
-        p.remaining -= 1;
-        if p.remaining > 0 {
-            return;
-        }
-        let Some(p) = self.pending.remove(&token) else { return };
-        self.pending_by_pattern.retain(|_, t| *t != token);
-        p.wakers.into_iter().for_each(Waker::wake);
-        for (conn, rid, topic) in p.waiters {
-            self.enqueue(conn, envelope::reply(rid, &topic, None));
-        }
-    }
-
-    /// Delivers a publication to this shard's subscribers of `topic`, once per connection.
-    fn deliver_local(&mut self, topic: &str, frame: &Bytes) -> usize {
-        self.pub_seq += 1;
-        let mut delivered = 0;
-        let seq = self.pub_seq;
-        let limit = self.hub.config.outbound_queue;
-        let mut slow: Vec<ConnId> = Vec::new();
-        let conns = &mut self.conns;
-        self.registry.for_each_set(topic, |set| {
-            for &slot in set {
-                let Some(c) = conns.get_mut(slot as usize) else { continue };
-                if c.stamp == seq {
-                    continue;
-                }
-                c.stamp = seq;
-                if c.queued + frame.len() > limit {
-                    slow.push(c.id);
-                    continue;
-                }
-                c.queued += frame.len();
-                c.out.push_back(frame.clone());
-                Self::wake(c);
-                delivered += 1;
-            }
-        });
-        for id in slow {
-            self.slow_consumer(id);
-        }
-        delivered
-    }
-
-    /// Publishes to every shard interested in `topic`, then locally.
-    fn publish(&mut self, topic: &str, frame: Bytes) {
-        let mut mask = self.interest.shards_for(topic) & !(1u64 << self.index);
-        if mask != 0 {
-            let t: Arc<str> = topic.into();
-            while mask != 0 {
-                let i = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                self.hub.inboxes[i].push(ShardMsg::Publish {
-                    topic: t.clone(),
-                    frame: frame.clone(),
-                });
-            }
-        }
-        self.deliver_local(topic, &frame);
-    }
-
-    /// Serves one HTTP API operation for this shard's connections.
-    fn api(&mut self, op: ApiOp) -> ApiReply {
-        match op {
-            ApiOp::Publish { topic, frame } => ApiReply::Count(self.deliver_local(&topic, &frame)),
-            ApiOp::Broadcast(frame) => {
-                let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
-                ids.iter().for_each(|id| self.enqueue(*id, frame.clone()));
-                ApiReply::Count(ids.len())
-            }
-            ApiOp::Send(req) => {
-                let mut n = 0;
-                for user in &req.users {
-                    let Some(ids) = self.users.get(user.as_str()).cloned() else { continue };
-                    let topic = req.topic.clone().unwrap_or_else(|| format!("user:{user}"));
-                    let frame = envelope::publication(&topic, &req.event, req.data.as_ref().map(|d| d.get().as_bytes()));
-                    for id in ids {
-                        self.enqueue(id, frame.clone());
-                        n += 1;
-                    }
-                }
-                ApiReply::Count(n)
-            }
-            ApiOp::Disconnect(user) => {
-                let ids = self.users.get(&user).cloned().unwrap_or_default();
-                for id in &ids {
-                    self.close(*id, crate::api::CLOSE_DISCONNECTED, "disconnected by server");
-                }
-                ApiReply::Count(ids.len())
-            }
-            ApiOp::Online => {
-                let list: Vec<(Arc<str>, usize)> = self.users.iter().map(|(u, ids)| (u.clone(), ids.len())).collect();
-                let named: usize = list.iter().map(|(_, n)| n).sum();
-                ApiReply::Online(list, self.conns.len() - named)
-            }
-        }
-    }
-
-    /// Subscribes; returns the interest token to wait for when other shards must learn first.
-    fn subscribe(&mut self, id: ConnId, pattern: &str) -> Result<Option<u64>, HandlerError> {
-        let p = Pattern::parse(pattern).map_err(|e| HandlerError::bad_request(e.to_string()))?;
-        let max = self.hub.config.max_subscriptions;
-        let Some(c) = self.conn_mut(id) else { return Ok(None) };
-        if c.closing.is_some() {
-            return Ok(None);
-        }
-        if c.subs.iter().any(|s| &**s == pattern) {
-            return Ok(self.pending_by_pattern.get(pattern).copied());
-        }
-        if c.subs.len() >= max {
-            return Err(HandlerError::new(
-                ErrorCode::Forbidden,
-                format!("subscription limit reached ({max})"),
-            ));
-        }
-        c.subs.push(pattern.into());
-        if self.registry.subscribe(p, id.slot()) == Subscribed::First && self.hub.shards > 1 {
-            let token = self.next_token;
-            self.next_token += 1;
-            self.broadcast_interest(pattern, true, Some(token));
-            self.pending.insert(
-                token,
-                PendingInterest {
-                    remaining: self.hub.shards - 1,
-                    waiters: Vec::new(),
-                    wakers: Vec::new(),
-                },
-            );
-            self.pending_by_pattern.insert(pattern.into(), token);
-            return Ok(Some(token));
-        }
-        Ok(self.pending_by_pattern.get(pattern).copied())
-    }
-
-    fn unsubscribe(&mut self, id: ConnId, pattern: &str) {
-        let Some(c) = self.conn_mut(id) else { return };
-        let before = c.subs.len();
-        c.subs.retain(|s| &**s != pattern);
-        if c.subs.len() != before {
-            self.drop_subscription(id, pattern);
-        }
-    }
-
-    fn error(&mut self, id: ConnId, req: Option<u64>, topic: &str, code: ErrorCode, msg: &str) {
-        self.hub.stats[self.index].error(code);
-        self.enqueue(id, envelope::error(req, topic, code, msg));
-    }
-
-    fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
-        let env = match envelope::parse(payload) {
-            Ok(e) => e,
-            Err(e) => return self.error(id, e.id, "", ErrorCode::BadRequest, &e.message),
-        };
-        let (topic, req) = (&*env.topic, env.id);
-        match &*env.event {
-            "subscribe" => match self.subscribe(id, topic) {
-                Err(e) => self.error(id, req, topic, e.code, &e.message),
-                Ok(Some(token)) => {
-                    if let (Some(rid), Some(p)) = (req, self.pending.get_mut(&token)) {
-                        p.waiters.push((id, rid, topic.into()));
-                    }
-                }
-                Ok(None) => {
-                    if let Some(rid) = req {
-                        self.enqueue(id, envelope::reply(rid, topic, None));
-                    }
-                }
-            },
-            "unsubscribe" => {
-                if let Err(e) = Pattern::parse(topic) {
-                    return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
-                }
-                self.unsubscribe(id, topic);
-                if let Some(rid) = req {
-                    self.enqueue(id, envelope::reply(rid, topic, None));
-                }
-            }
-            "" => self.error(id, req, topic, ErrorCode::BadRequest, "event is empty"),
-            event => {
-                if let Err(e) = crate::pattern::validate_topic(topic) {
-                    return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
-                }
-                let Some((handler, blocking)) = self.hub.router.best_match(topic).map(|r| (r.handler.clone(), r.blocking)) else {
-                    let msg = format!("no handler for topic '{topic}'");
-                    return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
-                };
-                let Some(c) = self.conn_mut(id) else { return };
-                let (user, remote) = (c.user.clone(), c.remote);
-                if blocking {
-                    let job = Job {
-                        handler,
-                        payload: Bytes::copy_from_slice(payload),
-                        conn: id,
-                        user,
-                        remote,
-                    };
-                    if let Err(e) = self.hub.submit(job) {
-                        self.error(id, req, topic, ErrorCode::Internal, &e);
-                    }
-                    return;
-                }
-                let msg = Message::new(topic, event, env.data, req);
-                let mut fx = Inline { st: self, conn: id };
-                let mut ctx = Context {
-                    conn: id,
-                    user,
-                    remote,
-                    topic,
-                    id: req,
-                    replied: false,
-                    fx: &mut fx,
-                };
-                // A panicking handler fails its message, not the shard.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(&mut ctx, &msg)))
-                    .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
-                if let Some(code) = ctx.finish(result) {
-                    self.hub.stats[self.index].error(code);
-                }
-            }
-        }
-    }
-
-    fn conn_action(&mut self, id: ConnId, action: Action) {
-        match action {
-            Action::Send(frame) => self.enqueue(id, frame),
-            Action::Publish { topic, frame } => self.publish(&topic, frame),
-            Action::Subscribe(p) => {
-                let _ = self.subscribe(id, &p);
-            }
-            Action::Unsubscribe(p) => self.unsubscribe(id, &p),
-            Action::CountError(code) => self.hub.stats[self.index].error(code),
-        }
-    }
-}
-
-/// Effects of an inline handler: applied to the shard at once.
-struct Inline<'a> {
-    st: &'a mut ShardState,
-    conn: ConnId,
-}
-
-impl Effects for Inline<'_> {
-    fn to_conn(&mut self, frame: Bytes) {
-        self.st.enqueue(self.conn, frame);
-    }
-    fn publish(&mut self, topic: &str, frame: Bytes) {
-        self.st.publish(topic, frame);
-    }
-    fn subscribe(&mut self, pattern: &str) -> HandlerResult {
-        self.st.subscribe(self.conn, pattern).map(drop)
-    }
-    fn unsubscribe(&mut self, pattern: &str) {
-        self.st.unsubscribe(self.conn, pattern);
     }
 }
 

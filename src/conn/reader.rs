@@ -1,173 +1,20 @@
-//! One connection's life: HTTP upgrade, the reader (fastwebsockets frames → messages → shard), and
-//! the writer (shard queue → batched writes). Generic over the transport, so both shells share it.
+//! The reading side of a WebSocket connection: fastwebsockets frames, reassembled under the size
+//! limit, handed to the shard.
 
 use std::convert::Infallible;
-use std::future::{poll_fn, ready};
+use std::future::ready;
 use std::rc::Rc;
 
 use fastwebsockets::{after_handshake_split, Frame, OpCode, Role, WebSocketError};
-use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use crate::envelope;
-use crate::http::{self, HttpError};
-use crate::shard::{ConnKind, Outbound, Shard};
+use crate::shard::{ConnKind, Shard};
 use crate::stats::ShardStats;
-use crate::transport::{shutdown_fd, Accepted, Prefixed, Writer};
 use crate::ConnId;
 
-/// Serves one accepted TCP connection until it closes.
-pub(crate) async fn serve<R, W>(shard: Rc<Shard>, acc: Accepted<R, W>)
-where
-    R: AsyncRead + Unpin + 'static,
-    W: Writer,
-{
-    let Accepted { mut read, mut write, fd, peer } = acc;
-    let accepted = std::time::Instant::now();
-    let cfg = &shard.hub.config;
-    let head = match tokio::time::timeout(cfg.handshake_timeout, http::read_head(&mut read)).await {
-        Err(_) => Err(HttpError::new(408, "request head not received in time")),
-        Ok(r) => r,
-    };
-    let route = head.and_then(|(head, rest)| {
-        if shard.is_shutting_down() && !crate::api::is_api_path(&head.path) {
-            return Err(HttpError::new(503, "server is shutting down"));
-        }
-        let kind = if head.path == cfg.ws_path {
-            Route::Ws(ConnKind::PubSub, http::accept_upgrade(&head)?)
-        } else if cfg.echo_path.as_deref() == Some(head.path.as_str()) {
-            Route::Ws(ConnKind::Echo, http::accept_upgrade(&head)?)
-        } else if head.path == "/sse" {
-            Route::Sse(sse_topics(&head)?)
-        } else if crate::api::is_api_path(&head.path) {
-            Route::Api
-        } else {
-            return Err(HttpError::new(404, format!("no route for {}", head.path)));
-        };
-        Ok((kind, head, rest))
-    });
-    let (route, head, rest) = match route {
-        Ok(r) => r,
-        Err(e) => {
-            shard.stats().handshake(e.status, accepted.elapsed());
-            tracing::debug!(%peer, status = e.status, reason = %e.message, "HTTP request refused");
-            let _ = write.write_all(e.response()).await;
-            shutdown_fd(fd, libc::SHUT_WR);
-            return;
-        }
-    };
-    let (kind, response) = match route {
-        Route::Ws(kind, response) => (kind, response),
-        Route::Api => {
-            let mut reader = Prefixed::new(Bytes::new(), read);
-            let resp = crate::api::handle(&shard.hub, &head, rest, &mut reader).await;
-            if resp.status >= 400 {
-                shard.stats().handshake(resp.status, accepted.elapsed());
-            }
-            let _ = write.write_all(resp.into_bytes()).await;
-            shutdown_fd(fd, libc::SHUT_WR);
-            return;
-        }
-        Route::Sse(topics) => return serve_sse(shard, Accepted { read, write, fd, peer }, topics, accepted).await,
-    };
-    if write.write_all(response).await.0.is_err() {
-        return;
-    }
-    shard.stats().handshake(101, accepted.elapsed());
-    let id = shard.register(fd, peer, None, false);
-    tracing::debug!(conn = %id, %peer, "connected");
-    tokio::task::spawn_local(write_loop(shard.clone(), id, fd, write));
-    let mut reader = Prefixed::new(rest, read);
-    let drain = read_loop(&shard, id, kind, &mut reader).await;
-    shard.reader_done(id);
-    if drain {
-        // We closed on a protocol error: read until the peer closes too, so unread input does
-        // not turn our close into a reset that could destroy the close frame in flight.
-        let mut scratch = vec![0u8; 4096];
-        let cut = shard.hub.config.close_timeout;
-        let _ = tokio::time::timeout(cut, async {
-            while let Ok(n) = reader.read(&mut scratch).await {
-                if n == 0 {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-    tracing::debug!(conn = %id, "disconnected");
-    shard.task_done(id);
-}
-
-/// What an HTTP request asks for.
-enum Route {
-    /// A WebSocket upgrade, with its 101 response.
-    Ws(ConnKind, Vec<u8>),
-    /// An SSE stream of these patterns.
-    Sse(Vec<String>),
-    /// An API, health or metrics request.
-    Api,
-}
-
-/// The validated `topics=a,b` of an SSE request.
-fn sse_topics(head: &http::RequestHead) -> Result<Vec<String>, HttpError> {
-    if head.method != "GET" {
-        return Err(HttpError::new(405, "SSE requires GET"));
-    }
-    let topics: Vec<String> = head
-        .query_param("topics")
-        .map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
-        .unwrap_or_default();
-    if topics.is_empty() {
-        return Err(HttpError::new(400, "give topics=a,b"));
-    }
-    for t in &topics {
-        crate::pattern::Pattern::parse(t).map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
-    }
-    Ok(topics)
-}
-
-/// Streams publications of `topics` as Server-Sent Events until the client goes away.
-async fn serve_sse<R, W>(shard: Rc<Shard>, acc: Accepted<R, W>, topics: Vec<String>, accepted: std::time::Instant)
-where
-    R: AsyncRead + Unpin + 'static,
-    W: Writer,
-{
-    let Accepted { mut read, mut write, fd, peer } = acc;
-    let id = shard.register(fd, peer, None, true);
-    let mut tokens = Vec::new();
-    for t in &topics {
-        match shard.subscribe(id, t) {
-            Ok(token) => tokens.extend(token),
-            Err(e) => tracing::debug!(conn = %id, error = %e, "SSE subscription refused"),
-        }
-    }
-    // As with a WebSocket subscribe reply: the stream starts once every shard knows about it.
-    for token in tokens {
-        poll_fn(|cx| shard.poll_interest_settled(token, cx)).await;
-    }
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
-    if write.write_all(head.as_bytes().to_vec()).await.0.is_err() {
-        shard.reader_done(id);
-        shard.task_done(id);
-        shard.task_done(id);
-        return;
-    }
-    shard.stats().handshake(101, accepted.elapsed());
-    tracing::debug!(conn = %id, %peer, ?topics, "SSE stream opened");
-    tokio::task::spawn_local(write_loop(shard.clone(), id, fd, write));
-    // The client sends nothing; a read completes when it goes away (or the server cuts it).
-    let mut scratch = [0u8; 512];
-    while let Ok(n) = read.read(&mut scratch).await {
-        if n == 0 {
-            break;
-        }
-    }
-    shard.reader_done(id);
-    shard.task_done(id);
-}
-
 /// Reads messages until the connection closes; returns true when input should be drained.
-async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: ConnKind, reader: &mut R) -> bool {
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: ConnKind, reader: &mut R) -> bool {
     let max = shard.hub.config.max_message_size;
     let (mut ws, _) = after_handshake_split(reader, tokio::io::sink(), Role::Server);
     ws.set_max_message_size(max);
@@ -310,34 +157,6 @@ impl Assembler {
         }
         Ok(())
     }
-}
-
-/// Writes queued frames in batches until the connection is done, then shuts the socket down.
-async fn write_loop<W: Writer>(shard: Rc<Shard>, id: ConnId, fd: std::os::fd::RawFd, mut w: W) {
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        let batch = poll_fn(|cx| shard.poll_outbound(id, cx, &mut buf)).await;
-        let Outbound::Batch { frames, last } = batch else { break };
-        let len = buf.len() as u64;
-        let (res, b) = w.write_all(std::mem::take(&mut buf)).await;
-        buf = b;
-        if res.is_err() {
-            break;
-        }
-        let stats = shard.stats();
-        ShardStats::add(&stats.messages_out, frames);
-        ShardStats::add(&stats.bytes_out, len);
-        if last {
-            break;
-        }
-        if buf.capacity() > 1 << 20 {
-            buf = Vec::new();
-        }
-    }
-    shutdown_fd(fd, libc::SHUT_WR);
-    shard.reader_done(id);
-    shard.task_done(id);
 }
 
 #[cfg(test)]

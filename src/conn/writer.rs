@@ -1,0 +1,38 @@
+//! The writing side of a connection: queued frames drained in batches, one write per batch.
+
+use std::future::poll_fn;
+use std::rc::Rc;
+
+use crate::shard::{Outbound, Shard};
+use crate::stats::ShardStats;
+use crate::transport::{shutdown_fd, Writer};
+use crate::ConnId;
+
+/// Writes queued frames in batches until the connection is done, then shuts the socket down.
+pub(super) async fn write_loop<W: Writer>(shard: Rc<Shard>, id: ConnId, fd: std::os::fd::RawFd, mut w: W) {
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let batch = poll_fn(|cx| shard.poll_outbound(id, cx, &mut buf)).await;
+        let Outbound::Batch { frames, last } = batch else { break };
+        let len = buf.len() as u64;
+        let (res, b) = w.write_all(std::mem::take(&mut buf)).await;
+        buf = b;
+        if res.is_err() {
+            break;
+        }
+        let stats = shard.stats();
+        ShardStats::add(&stats.messages_out, frames);
+        ShardStats::add(&stats.bytes_out, len);
+        if last {
+            break;
+        }
+        if buf.capacity() > 1 << 20 {
+            buf = Vec::new();
+        }
+    }
+    shutdown_fd(fd, libc::SHUT_WR);
+    shard.reader_done(id);
+    shard.task_done(id);
+}
+

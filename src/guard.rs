@@ -1,0 +1,147 @@
+//! The door policy: who may connect (IP lists, connection caps), who may upgrade (origin, JWT),
+//! and what each connection may then do (permissions, rate limits). Built once from
+//! [`Settings`](crate::settings::Settings), shared read-only by every shard.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use thiserror::Error;
+
+use crate::auth::{token_from_request, AuthError, Authenticator};
+use crate::http::{HttpError, RequestHead};
+use crate::ratelimit::{ConnLimiter, ConnLimits, ConnPermit, UserLimiter};
+use crate::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
+use crate::settings::Settings;
+
+/// Why the policy could not be built from the settings.
+#[derive(Debug, Error)]
+pub enum GuardError {
+    /// `[auth]` keys are unusable.
+    #[error("auth: {0}")]
+    Auth(#[from] AuthError),
+    /// `[permissions]` or `[security]` hold an invalid pattern.
+    #[error("security: {0}")]
+    Security(#[from] SecurityError),
+    /// `[tls]` files are unusable.
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// Everything checked at accept, at the upgrade and per message. The default is open: no auth,
+/// every origin and address, no caps, no rate limit, plain TCP.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// JWT verification; `None` means every connection is anonymous.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Default permissions for connections whose token carries no claims.
+    pub permissions: Permissions,
+    /// Allowed `Origin`s at the upgrade.
+    pub origins: OriginPolicy,
+    /// Allowed and denied client networks.
+    pub ips: IpFilter,
+    /// Connection caps in total and per IP.
+    pub conn_limits: Option<Arc<ConnLimits>>,
+    /// Per-connection message rate and burst.
+    pub rate: Option<(u32, u32)>,
+    /// Per-user message rate across every connection of the user.
+    pub user_rate: Option<Arc<UserLimiter>>,
+    /// TLS for `wss://` and `https://`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Largest HTTP request head accepted.
+    pub max_handshake_bytes: usize,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            auth: None,
+            permissions: Permissions::new(&["*"], &["*"]).unwrap_or_else(|_| unreachable!("'*' is a valid pattern")),
+            origins: OriginPolicy::default(),
+            ips: IpFilter::default(),
+            conn_limits: None,
+            rate: None,
+            user_rate: None,
+            tls: None,
+            max_handshake_bytes: crate::http::MAX_HEAD,
+        }
+    }
+}
+
+/// A connection admitted by the upgrade checks.
+pub(crate) struct Admitted {
+    pub user: Option<Arc<str>>,
+    pub permissions: Permissions,
+    pub limiter: Option<ConnLimiter>,
+}
+
+impl Guard {
+    /// Admits without looking at a request (anonymous, default permissions, no rate limit).
+    #[allow(dead_code)]
+    pub(crate) fn admit_anonymous(&self) -> Admitted {
+        Admitted {
+            user: None,
+            permissions: self.permissions.clone(),
+            limiter: None,
+        }
+    }
+
+    /// Builds the policy from validated settings (reads key and certificate files).
+    pub fn from_settings(s: &Settings) -> Result<Self, GuardError> {
+        let auth = Authenticator::new(&s.auth)?;
+        let l = &s.limits;
+        let tls = match (&s.tls.cert_file, &s.tls.key_file) {
+            (Some(cert), Some(key)) => Some(crate::transport::tls::server_config(cert, key).map_err(GuardError::Tls)?),
+            _ => None,
+        };
+        let caps = l.max_connections > 0 || l.max_connections_per_ip > 0;
+        Ok(Self {
+            auth: (auth.enabled() || !auth.anonymous_allowed()).then(|| Arc::new(auth)),
+            permissions: Permissions::new(&s.permissions.subscribe, &s.permissions.publish)?,
+            origins: OriginPolicy::new(&s.security.allowed_origins)?,
+            ips: IpFilter::new(&s.security.allow_ips, &s.security.deny_ips),
+            conn_limits: caps.then(|| ConnLimits::new(l.max_connections, l.max_connections_per_ip)),
+            rate: (l.messages_per_second > 0).then_some((l.messages_per_second, l.burst)),
+            user_rate: UserLimiter::from_limits(l).map(Arc::new),
+            tls,
+            max_handshake_bytes: l.max_handshake_bytes,
+        })
+    }
+
+    /// Checks a new TCP connection's address; the permit holds its slot until dropped.
+    pub(crate) fn admit_ip(&self, ip: IpAddr) -> Result<Option<ConnPermit>, HttpError> {
+        if !self.ips.allows(ip) {
+            return Err(HttpError::new(403, "address not allowed"));
+        }
+        match &self.conn_limits {
+            None => Ok(None),
+            Some(l) => l.acquire(ip).map(Some).map_err(|e| HttpError::new(e.http_status(), e.to_string())),
+        }
+    }
+
+    /// Checks an upgrade (WebSocket or SSE): origin, then token.
+    pub(crate) fn admit(&self, head: &RequestHead) -> Result<Admitted, HttpError> {
+        if !self.origins.allows(head.header("Origin")) {
+            return Err(HttpError::new(403, "origin not allowed"));
+        }
+        let (user, permissions) = match &self.auth {
+            None => (None, self.permissions.clone()),
+            Some(auth) => {
+                let token = token_from_request(head.query.as_deref(), head.header("Authorization"));
+                let id = auth
+                    .authenticate(token.as_deref())
+                    .map_err(|e| HttpError::new(e.http_status(), format!("unauthorized: {e}")))?;
+                let perms = self
+                    .permissions
+                    .with_claims(id.subscribe.as_deref(), id.publish.as_deref())
+                    .map_err(|e| HttpError::new(401, format!("unauthorized: {e}")))?;
+                (id.user, perms)
+            }
+        };
+        let limiter = self.rate.and_then(|(rate, burst)| ConnLimiter::new(rate, burst).ok());
+        Ok(Admitted {
+            user,
+            permissions,
+            limiter,
+        })
+    }
+}

@@ -1,0 +1,218 @@
+//! Client messages on a shard: parse, police (rate limit, permissions), route to handlers; and
+//! the actions that arrive for the shard's connections from the pool and the HTTP API.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::ShardState;
+use crate::api::{ApiOp, ApiReply};
+use crate::envelope;
+use crate::error::{ErrorCode, HandlerError, HandlerResult};
+use crate::handler::{Context, Effects, Message};
+use crate::inbox::Action;
+use crate::pattern::Pattern;
+use crate::pool::Job;
+use crate::ratelimit::Verdict;
+use crate::security::SecurityError;
+use crate::ConnId;
+
+/// Why a message is not processed.
+enum Refusal {
+    /// Answer with an error envelope.
+    Error(ErrorCode, String),
+    /// Close the connection (1008).
+    Close,
+}
+
+impl ShardState {
+    /// Serves one HTTP API operation for this shard's connections.
+    pub(super) fn api(&mut self, op: ApiOp) -> ApiReply {
+        match op {
+            ApiOp::Publish { topic, frame } => ApiReply::Count(self.deliver_local(&topic, &frame)),
+            ApiOp::Broadcast(frame) => {
+                let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+                ids.iter().for_each(|id| self.enqueue(*id, frame.clone()));
+                ApiReply::Count(ids.len())
+            }
+            ApiOp::Send(req) => {
+                let mut n = 0;
+                for user in &req.users {
+                    let Some(ids) = self.users.get(user.as_str()).cloned() else { continue };
+                    let topic = req.topic.clone().unwrap_or_else(|| format!("user:{user}"));
+                    let frame = envelope::publication(&topic, &req.event, req.data.as_ref().map(|d| d.get().as_bytes()));
+                    for id in ids {
+                        self.enqueue(id, frame.clone());
+                        n += 1;
+                    }
+                }
+                ApiReply::Count(n)
+            }
+            ApiOp::Disconnect(user) => {
+                let ids = self.users.get(&user).cloned().unwrap_or_default();
+                for id in &ids {
+                    self.close(*id, crate::api::CLOSE_DISCONNECTED, "disconnected by server");
+                }
+                ApiReply::Count(ids.len())
+            }
+            ApiOp::Online => {
+                let list: Vec<(Arc<str>, usize)> = self.users.iter().map(|(u, ids)| (u.clone(), ids.len())).collect();
+                let named: usize = list.iter().map(|(_, n)| n).sum();
+                ApiReply::Online(list, self.conns.len() - named)
+            }
+        }
+    }
+
+    pub(super) fn error(&mut self, id: ConnId, req: Option<u64>, topic: &str, code: ErrorCode, msg: &str) {
+        self.hub.stats[self.index].error(code);
+        self.enqueue(id, envelope::error(req, topic, code, msg));
+    }
+
+    /// Applies the connection's rate limit and permissions to one message.
+    fn police(&mut self, id: ConnId, event: &str, topic: &str) -> Result<(), Refusal> {
+        let ShardState { conns, hub, .. } = self;
+        let Some(c) = conns.get_mut(id.slot() as usize).filter(|c| c.id == id) else {
+            return Ok(());
+        };
+        if let Some(limiter) = c.limiter.as_mut() {
+            let verdict = match (&hub.config.guard.user_rate, &c.user) {
+                (Some(users), Some(user)) => limiter.check_user(users, user),
+                _ => limiter.check(),
+            };
+            match verdict {
+                Verdict::Allow => {}
+                Verdict::Reject => {
+                    return Err(Refusal::Error(ErrorCode::RateLimited, "too many messages: slow down".into()))
+                }
+                Verdict::Close => return Err(Refusal::Close),
+            }
+        }
+        let user = c.user.as_deref();
+        let checked = match event {
+            "subscribe" => c.perms.can_subscribe(user, topic),
+            "unsubscribe" | "" => Ok(()),
+            _ => c.perms.can_publish(user, topic),
+        };
+        checked.map_err(|e| match e {
+            SecurityError::InvalidPattern { .. } => Refusal::Error(ErrorCode::BadRequest, e.to_string()),
+            e => Refusal::Error(ErrorCode::Forbidden, e.to_string()),
+        })
+    }
+
+    pub(super) fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
+        let env = match envelope::parse(payload) {
+            Ok(e) => e,
+            Err(e) => return self.error(id, e.id, "", ErrorCode::BadRequest, &e.message),
+        };
+        let (topic, req) = (&*env.topic, env.id);
+        match self.police(id, &env.event, topic) {
+            Ok(()) => {}
+            Err(Refusal::Error(code, msg)) => return self.error(id, req, topic, code, &msg),
+            Err(Refusal::Close) => {
+                tracing::info!(conn = %id, "rate limit exceeded repeatedly: closing with 1008");
+                self.hub.stats[self.index].error(ErrorCode::RateLimited);
+                return self.close(id, 1008, "rate limit exceeded");
+            }
+        }
+        match &*env.event {
+            "subscribe" => match self.subscribe(id, topic) {
+                Err(e) => self.error(id, req, topic, e.code, &e.message),
+                Ok(Some(token)) => {
+                    if let (Some(rid), Some(p)) = (req, self.pending.get_mut(&token)) {
+                        p.waiters.push((id, rid, topic.into()));
+                    }
+                }
+                Ok(None) => {
+                    if let Some(rid) = req {
+                        self.enqueue(id, envelope::reply(rid, topic, None));
+                    }
+                }
+            },
+            "unsubscribe" => {
+                if let Err(e) = Pattern::parse(topic) {
+                    return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
+                }
+                self.unsubscribe(id, topic);
+                if let Some(rid) = req {
+                    self.enqueue(id, envelope::reply(rid, topic, None));
+                }
+            }
+            "" => self.error(id, req, topic, ErrorCode::BadRequest, "event is empty"),
+            event => {
+                if let Err(e) = crate::pattern::validate_topic(topic) {
+                    return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
+                }
+                let Some((handler, blocking)) = self.hub.router.best_match(topic).map(|r| (r.handler.clone(), r.blocking)) else {
+                    let msg = format!("no handler for topic '{topic}'");
+                    return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
+                };
+                let Some(c) = self.conn_mut(id) else { return };
+                let (user, remote) = (c.user.clone(), c.remote);
+                if blocking {
+                    let job = Job {
+                        handler,
+                        payload: Bytes::copy_from_slice(payload),
+                        conn: id,
+                        user,
+                        remote,
+                    };
+                    if let Err(e) = self.hub.submit(job) {
+                        self.error(id, req, topic, ErrorCode::Internal, &e);
+                    }
+                    return;
+                }
+                let msg = Message::new(topic, event, env.data, req);
+                let mut fx = Inline { st: self, conn: id };
+                let mut ctx = Context {
+                    conn: id,
+                    user,
+                    remote,
+                    topic,
+                    id: req,
+                    replied: false,
+                    fx: &mut fx,
+                };
+                // A panicking handler fails its message, not the shard.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(&mut ctx, &msg)))
+                    .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
+                if let Some(code) = ctx.finish(result) {
+                    self.hub.stats[self.index].error(code);
+                }
+            }
+        }
+    }
+
+    pub(super) fn conn_action(&mut self, id: ConnId, action: Action) {
+        match action {
+            Action::Send(frame) => self.enqueue(id, frame),
+            Action::Publish { topic, frame } => self.publish(&topic, frame),
+            Action::Subscribe(p) => {
+                let _ = self.subscribe(id, &p);
+            }
+            Action::Unsubscribe(p) => self.unsubscribe(id, &p),
+            Action::CountError(code) => self.hub.stats[self.index].error(code),
+        }
+    }
+}
+
+/// Effects of an inline handler: applied to the shard at once.
+struct Inline<'a> {
+    st: &'a mut ShardState,
+    conn: ConnId,
+}
+
+impl Effects for Inline<'_> {
+    fn to_conn(&mut self, frame: Bytes) {
+        self.st.enqueue(self.conn, frame);
+    }
+    fn publish(&mut self, topic: &str, frame: Bytes) {
+        self.st.publish(topic, frame);
+    }
+    fn subscribe(&mut self, pattern: &str) -> HandlerResult {
+        self.st.subscribe(self.conn, pattern).map(drop)
+    }
+    fn unsubscribe(&mut self, pattern: &str) {
+        self.st.unsubscribe(self.conn, pattern);
+    }
+}
+

@@ -1,0 +1,215 @@
+//! The shard's state machine: queues, closing, fan-out, subscriptions and cross-shard interest.
+
+use std::sync::Arc;
+use std::task::Waker;
+
+use bytes::Bytes;
+
+use super::{ConnEntry, PendingInterest, ShardState};
+use crate::envelope;
+use crate::error::{ErrorCode, HandlerError};
+use crate::inbox::ShardMsg;
+use crate::pattern::Pattern;
+use crate::registry::{Subscribed, Unsubscribed};
+use crate::ConnId;
+
+impl ShardState {
+    pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
+        self.conns.get_mut(id.slot() as usize).filter(|c| c.id == id)
+    }
+
+    pub(super) fn wake(c: &mut ConnEntry) {
+        if let Some(w) = c.writer.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues to one connection; a queue over its bound makes it a slow consumer.
+    pub(super) fn enqueue(&mut self, id: ConnId, frame: Bytes) {
+        let limit = self.hub.config.outbound_queue;
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.closing.is_some() {
+            return;
+        }
+        if c.queued + frame.len() > limit {
+            self.slow_consumer(id);
+            return;
+        }
+        c.queued += frame.len();
+        c.out.push_back(frame);
+        Self::wake(c);
+    }
+
+    pub(super) fn slow_consumer(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        tracing::warn!(conn = %id, remote = %c.remote, queued = c.queued, "slow consumer: outbound queue full, closing with 1008");
+        c.out.clear();
+        c.queued = 0;
+        self.hub.stats[self.index].slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.close(id, 1008, "slow consumer");
+    }
+
+    pub(super) fn close(&mut self, id: ConnId, code: u16, reason: &str) {
+        self.close_frame(id, envelope::close_frame(code, reason));
+    }
+
+    pub(super) fn close_frame(&mut self, id: ConnId, frame: Bytes) {
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.closing.is_some() {
+            return;
+        }
+        c.queued += frame.len();
+        c.out.push_back(frame);
+        Self::wake(c);
+        self.begin_close(id);
+    }
+
+    /// Marks the connection closing and drops its subscriptions so nothing more is delivered.
+    pub(super) fn begin_close(&mut self, id: ConnId) {
+        let now = self.now;
+        let Some(c) = self.conn_mut(id) else { return };
+        if c.closing.is_none() {
+            c.closing = Some(now);
+        }
+        let subs = std::mem::take(&mut c.subs);
+        for p in subs {
+            self.drop_subscription(id, &p);
+        }
+    }
+
+    pub(super) fn drop_subscription(&mut self, id: ConnId, pattern: &str) {
+        let Ok(p) = Pattern::parse(pattern) else { return };
+        if self.registry.unsubscribe(p, id.slot()) == Unsubscribed::Last {
+            self.broadcast_interest(pattern, false, None);
+        }
+    }
+
+    pub(super) fn broadcast_interest(&self, pattern: &str, add: bool, ack: Option<u64>) {
+        if self.hub.shards < 2 {
+            return;
+        }
+        let pattern: Arc<str> = pattern.into();
+        for (i, inbox) in self.hub.inboxes.iter().enumerate() {
+            if i != self.index {
+                inbox.push(ShardMsg::Interest {
+                    pattern: pattern.clone(),
+                    shard: self.index,
+                    add,
+                    ack,
+                });
+            }
+        }
+    }
+
+    pub(super) fn interest_acked(&mut self, token: u64) {
+        let Some(p) = self.pending.get_mut(&token) else { return };
+        p.remaining -= 1;
+        if p.remaining > 0 {
+            return;
+        }
+        let Some(p) = self.pending.remove(&token) else { return };
+        self.pending_by_pattern.retain(|_, t| *t != token);
+        p.wakers.into_iter().for_each(Waker::wake);
+        for (conn, rid, topic) in p.waiters {
+            self.enqueue(conn, envelope::reply(rid, &topic, None));
+        }
+    }
+
+    /// Delivers a publication to this shard's subscribers of `topic`, once per connection.
+    pub(super) fn deliver_local(&mut self, topic: &str, frame: &Bytes) -> usize {
+        self.pub_seq += 1;
+        let mut delivered = 0;
+        let seq = self.pub_seq;
+        let limit = self.hub.config.outbound_queue;
+        let mut slow: Vec<ConnId> = Vec::new();
+        let conns = &mut self.conns;
+        // `user:<id>` topics reach only that user's connections, whatever pattern matched.
+        let owner = topic.strip_prefix(crate::security::PRIVATE_PREFIX);
+        self.registry.for_each_set(topic, |set| {
+            for &slot in set {
+                let Some(c) = conns.get_mut(slot as usize) else { continue };
+                if c.stamp == seq {
+                    continue;
+                }
+                c.stamp = seq;
+                if owner.is_some() && c.user.as_deref() != owner {
+                    continue;
+                }
+                if c.queued + frame.len() > limit {
+                    slow.push(c.id);
+                    continue;
+                }
+                c.queued += frame.len();
+                c.out.push_back(frame.clone());
+                Self::wake(c);
+                delivered += 1;
+            }
+        });
+        for id in slow {
+            self.slow_consumer(id);
+        }
+        delivered
+    }
+
+    /// Publishes to every shard interested in `topic`, then locally.
+    pub(super) fn publish(&mut self, topic: &str, frame: Bytes) {
+        let mut mask = self.interest.shards_for(topic) & !(1u64 << self.index);
+        if mask != 0 {
+            let t: Arc<str> = topic.into();
+            while mask != 0 {
+                let i = mask.trailing_zeros() as usize;
+                mask &= mask - 1;
+                self.hub.inboxes[i].push(ShardMsg::Publish {
+                    topic: t.clone(),
+                    frame: frame.clone(),
+                });
+            }
+        }
+        self.deliver_local(topic, &frame);
+    }
+
+    /// Subscribes; returns the interest token to wait for when other shards must learn first.
+    pub(super) fn subscribe(&mut self, id: ConnId, pattern: &str) -> Result<Option<u64>, HandlerError> {
+        let p = Pattern::parse(pattern).map_err(|e| HandlerError::bad_request(e.to_string()))?;
+        let max = self.hub.config.max_subscriptions;
+        let Some(c) = self.conn_mut(id) else { return Ok(None) };
+        if c.closing.is_some() {
+            return Ok(None);
+        }
+        if c.subs.iter().any(|s| &**s == pattern) {
+            return Ok(self.pending_by_pattern.get(pattern).copied());
+        }
+        if c.subs.len() >= max {
+            return Err(HandlerError::new(
+                ErrorCode::Forbidden,
+                format!("subscription limit reached ({max})"),
+            ));
+        }
+        c.subs.push(pattern.into());
+        if self.registry.subscribe(p, id.slot()) == Subscribed::First && self.hub.shards > 1 {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.broadcast_interest(pattern, true, Some(token));
+            self.pending.insert(
+                token,
+                PendingInterest {
+                    remaining: self.hub.shards - 1,
+                    waiters: Vec::new(),
+                    wakers: Vec::new(),
+                },
+            );
+            self.pending_by_pattern.insert(pattern.into(), token);
+            return Ok(Some(token));
+        }
+        Ok(self.pending_by_pattern.get(pattern).copied())
+    }
+
+    pub(super) fn unsubscribe(&mut self, id: ConnId, pattern: &str) {
+        let Some(c) = self.conn_mut(id) else { return };
+        let before = c.subs.len();
+        c.subs.retain(|s| &**s != pattern);
+        if c.subs.len() != before {
+            self.drop_subscription(id, pattern);
+        }
+    }
+}
