@@ -92,7 +92,8 @@ impl Rig {
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("cross_shard");
     let topic: Arc<str> = "chat:room:1".into();
-    let frame: Bytes = ringhub::envelope::publication(&topic, "message", Some(br#"{"text":"hello"}"#));
+    let frame: Bytes =
+        ringhub::envelope::publication(&topic, "message", Some(br#"{"text":"hello"}"#));
     for n in [1usize, 2, 4] {
         let rig = Rig::new(n);
         g.throughput(Throughput::Elements(n as u64));

@@ -70,7 +70,12 @@ fn simd_tape(input: &[u8], scratch: &mut Vec<u8>, buffers: &mut simd_json::Buffe
 
 /// simd-json tape + re-encoding `data` to JSON text: what forwarding `data` raw would cost, since
 /// the in-place parse has rewritten the escapes in the copied buffer.
-fn simd_tape_reencode(input: &[u8], scratch: &mut Vec<u8>, buffers: &mut simd_json::Buffers, out: &mut Vec<u8>) -> usize {
+fn simd_tape_reencode(
+    input: &[u8],
+    scratch: &mut Vec<u8>,
+    buffers: &mut simd_json::Buffers,
+    out: &mut Vec<u8>,
+) -> usize {
     scratch.clear();
     scratch.extend_from_slice(input);
     let tape = simd_json::to_tape_with_buffers(scratch, buffers).expect("valid envelope");
@@ -87,7 +92,12 @@ fn simd_tape_reencode(input: &[u8], scratch: &mut Vec<u8>, buffers: &mut simd_js
 }
 
 /// simd-json borrowed value (a tree of `Cow<str>` and halfbrown maps), `data` re-encoded.
-fn simd_borrowed_reencode(input: &[u8], scratch: &mut Vec<u8>, buffers: &mut simd_json::Buffers, out: &mut Vec<u8>) -> usize {
+fn simd_borrowed_reencode(
+    input: &[u8],
+    scratch: &mut Vec<u8>,
+    buffers: &mut simd_json::Buffers,
+    out: &mut Vec<u8>,
+) -> usize {
     scratch.clear();
     scratch.extend_from_slice(input);
     let v = simd_json::to_borrowed_value_with_buffers(scratch, buffers).expect("valid envelope");
@@ -116,18 +126,34 @@ fn bench(c: &mut Criterion) {
         assert!(re_len > 0 && raw_len > 0);
 
         g.throughput(Throughput::Bytes(input.len() as u64));
-        g.bench_with_input(BenchmarkId::new("serde_json_rawvalue", name), &input, |b, input| {
-            b.iter(|| serde_json_parse(black_box(input)))
-        });
-        g.bench_with_input(BenchmarkId::new("simd_json_copy_tape", name), &input, |b, input| {
-            b.iter(|| simd_tape(black_box(input), &mut scratch, &mut buffers))
-        });
-        g.bench_with_input(BenchmarkId::new("simd_json_copy_tape_reencode_data", name), &input, |b, input| {
-            b.iter(|| simd_tape_reencode(black_box(input), &mut scratch, &mut buffers, &mut out))
-        });
-        g.bench_with_input(BenchmarkId::new("simd_json_copy_borrowed_reencode_data", name), &input, |b, input| {
-            b.iter(|| simd_borrowed_reencode(black_box(input), &mut scratch, &mut buffers, &mut out))
-        });
+        g.bench_with_input(
+            BenchmarkId::new("serde_json_rawvalue", name),
+            &input,
+            |b, input| b.iter(|| serde_json_parse(black_box(input))),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("simd_json_copy_tape", name),
+            &input,
+            |b, input| b.iter(|| simd_tape(black_box(input), &mut scratch, &mut buffers)),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("simd_json_copy_tape_reencode_data", name),
+            &input,
+            |b, input| {
+                b.iter(|| {
+                    simd_tape_reencode(black_box(input), &mut scratch, &mut buffers, &mut out)
+                })
+            },
+        );
+        g.bench_with_input(
+            BenchmarkId::new("simd_json_copy_borrowed_reencode_data", name),
+            &input,
+            |b, input| {
+                b.iter(|| {
+                    simd_borrowed_reencode(black_box(input), &mut scratch, &mut buffers, &mut out)
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -11,7 +11,11 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 /// A JSON object of exactly `len` bytes.
 fn data(len: usize) -> Vec<u8> {
     let fixed = r#"{"text":""}"#.len();
-    let body: String = "lorem ipsum dolor sit amet ".chars().cycle().take(len - fixed).collect();
+    let body: String = "lorem ipsum dolor sit amet "
+        .chars()
+        .cycle()
+        .take(len - fixed)
+        .collect();
     let d = format!(r#"{{"text":"{body}"}}"#);
     assert_eq!(d.len(), len);
     d.into_bytes()
@@ -24,7 +28,13 @@ fn bench(c: &mut Criterion) {
         let frame_len = ringhub::envelope::publication("chat:room:42", "message", Some(&d)).len();
         g.throughput(Throughput::Bytes(frame_len as u64));
         g.bench_function(BenchmarkId::new("publication", name), |b| {
-            b.iter(|| ringhub::envelope::publication(black_box("chat:room:42"), black_box("message"), Some(black_box(&d))))
+            b.iter(|| {
+                ringhub::envelope::publication(
+                    black_box("chat:room:42"),
+                    black_box("message"),
+                    Some(black_box(&d)),
+                )
+            })
         });
     }
     g.finish();

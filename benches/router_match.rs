@@ -14,7 +14,7 @@ use ringhub::pattern::{Pattern, PatternMap};
 const TOPICS: usize = 4096;
 
 fn exact(n: usize) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("chat:room:{n}")
     } else {
         format!("user:{n}:inbox")
@@ -22,7 +22,7 @@ fn exact(n: usize) -> String {
 }
 
 fn prefix(n: usize) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("tenant:{n}:*")
     } else {
         format!("org:{n}:team:*")
@@ -31,7 +31,7 @@ fn prefix(n: usize) -> String {
 
 /// A topic matched only by `prefix(n)`.
 fn under_prefix(n: usize) -> String {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         format!("tenant:{n}:orders:eu-west")
     } else {
         format!("org:{n}:team:backend")
@@ -41,7 +41,10 @@ fn under_prefix(n: usize) -> String {
 struct Lcg(u64);
 impl Lcg {
     fn below(&mut self, n: usize) -> usize {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 33) as usize) % n
     }
 }
@@ -64,7 +67,8 @@ fn bench(c: &mut Criterion) {
         let half = patterns / 2;
         let mut rng = Lcg(patterns as u64);
         let exact_hits: Vec<String> = (0..TOPICS).map(|_| exact(rng.below(half))).collect();
-        let wildcard_hits: Vec<String> = (0..TOPICS).map(|_| under_prefix(rng.below(half))).collect();
+        let wildcard_hits: Vec<String> =
+            (0..TOPICS).map(|_| under_prefix(rng.below(half))).collect();
         // Same shapes, numbers never registered: every prefix length is probed, none matches.
         let misses: Vec<String> = (0..TOPICS)
             .map(|i| match i % 3 {
@@ -82,7 +86,11 @@ fn bench(c: &mut Criterion) {
         for t in &misses {
             assert!(map.best_match(t).is_none(), "{t}");
         }
-        for (case, topics) in [("exact_hit", &exact_hits), ("wildcard_hit", &wildcard_hits), ("miss", &misses)] {
+        for (case, topics) in [
+            ("exact_hit", &exact_hits),
+            ("wildcard_hit", &wildcard_hits),
+            ("miss", &misses),
+        ] {
             g.bench_function(BenchmarkId::new(case, patterns), |b| {
                 let mut i = 0;
                 b.iter(|| {

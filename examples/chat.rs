@@ -35,12 +35,18 @@ fn chat(ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
     if say.text.trim().is_empty() || say.text.len() > 1000 {
         return Err(HandlerError::bad_request("text must be 1 to 1000 bytes"));
     }
-    ctx.publish(msg.topic(), "said", &serde_json::json!({"from": ctx.conn_id().raw(), "text": say.text}))
+    ctx.publish(
+        msg.topic(),
+        "said",
+        &serde_json::json!({"from": ctx.conn_id().raw(), "text": say.text}),
+    )
 }
 
 /// Answers with the server's clock.
 fn time(ctx: &mut Context<'_>, _: &Message<'_>) -> HandlerResult {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_err(|e| HandlerError::internal(e.to_string()))?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| HandlerError::internal(e.to_string()))?;
     ctx.reply(&now.as_millis())
 }
 

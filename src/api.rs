@@ -81,7 +81,7 @@ impl Response {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.status,
-            reason(self.status),
+            crate::http::reason(self.status),
             self.content_type,
             self.body.len()
         )
@@ -91,28 +91,18 @@ impl Response {
     }
 }
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Payload Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
 /// Whether this path is served by [`handle`].
 pub(crate) fn is_api_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/api/")
 }
 
 /// Serves one API request. `rest` holds body bytes already read past the head.
-pub(crate) async fn handle<R: AsyncRead + Unpin>(hub: &HubShared, head: &RequestHead, rest: Bytes, r: &mut R) -> Response {
+pub(crate) async fn handle<R: AsyncRead + Unpin>(
+    hub: &HubShared,
+    head: &RequestHead,
+    rest: Bytes,
+    r: &mut R,
+) -> Response {
     let method = head.method.as_str();
     match (method, head.path.as_str()) {
         ("GET", "/healthz") => return Response::ok(json!("ok")),
@@ -129,10 +119,19 @@ pub(crate) async fn handle<R: AsyncRead + Unpin>(hub: &HubShared, head: &Request
         _ => {}
     }
     let Some(key) = hub.config.api_key.as_deref() else {
-        return Response::err(403, "the HTTP API is disabled: configure an API key ([api] key)");
+        return Response::err(
+            403,
+            "the HTTP API is disabled: configure an API key ([api] key)",
+        );
     };
-    let given = head.header("Authorization").and_then(|v| v.strip_prefix("Bearer ")).unwrap_or("");
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), key.as_bytes())) {
+    let given = head
+        .header("Authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        given.as_bytes(),
+        key.as_bytes(),
+    )) {
         return Response::err(401, "missing or wrong API key (Authorization: Bearer KEY)");
     }
     let post = |m: &str| m == "POST";
@@ -140,10 +139,14 @@ pub(crate) async fn handle<R: AsyncRead + Unpin>(hub: &HubShared, head: &Request
         "/api/v1/online" if method == "GET" => online(hub).await,
         "/api/v1/stats" if method == "GET" => {
             let shards: Vec<_> = hub.stats.iter().map(crate::ShardStats::snapshot).collect();
-            let total = shards.iter().fold(crate::StatsSnapshot::default(), |a, b| a + *b);
+            let total = shards
+                .iter()
+                .fold(crate::StatsSnapshot::default(), |a, b| a + *b);
             Response::ok(json!({"total": total, "shards": shards}))
         }
-        "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect" if post(method) => {
+        "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect"
+            if post(method) =>
+        {
             let body = match read_body(head, rest, r, hub.config.max_message_size).await {
                 Ok(b) => b,
                 Err(resp) => return resp,
@@ -155,14 +158,20 @@ pub(crate) async fn handle<R: AsyncRead + Unpin>(hub: &HubShared, head: &Request
                 _ => disconnect(hub, &body).await,
             }
         }
-        "/api/v1/online" | "/api/v1/stats" | "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect" => {
+        "/api/v1/online" | "/api/v1/stats" | "/api/v1/publish" | "/api/v1/send"
+        | "/api/v1/broadcast" | "/api/v1/disconnect" => {
             Response::err(405, "wrong method for this endpoint")
         }
         _ => Response::err(404, "no such endpoint"),
     }
 }
 
-async fn read_body<R: AsyncRead + Unpin>(head: &RequestHead, mut rest: Bytes, r: &mut R, max: usize) -> Result<Bytes, Response> {
+async fn read_body<R: AsyncRead + Unpin>(
+    head: &RequestHead,
+    mut rest: Bytes,
+    r: &mut R,
+    max: usize,
+) -> Result<Bytes, Response> {
     if head.header("Transfer-Encoding").is_some() {
         return Err(Response::err(411, "send the body with Content-Length"));
     }
@@ -179,7 +188,10 @@ async fn read_body<R: AsyncRead + Unpin>(head: &RequestHead, mut rest: Bytes, r:
     body.extend_from_slice(&rest[..take]);
     rest.advance(take);
     while body.len() < len {
-        let n = r.read_buf(&mut body).await.map_err(|_| Response::err(400, "body read failed"))?;
+        let n = r
+            .read_buf(&mut body)
+            .await
+            .map_err(|_| Response::err(400, "body read failed"))?;
         if n == 0 {
             return Err(Response::err(400, "body shorter than Content-Length"));
         }
@@ -192,7 +204,10 @@ fn bad(e: impl std::fmt::Display) -> Response {
     Response::err(400, &format!("invalid request: {e}"))
 }
 
-async fn scatter(hub: &HubShared, mut make: impl FnMut() -> ApiOp) -> Result<Vec<ApiReply>, Response> {
+async fn scatter(
+    hub: &HubShared,
+    mut make: impl FnMut() -> ApiOp,
+) -> Result<Vec<ApiReply>, Response> {
     let mut waiting = Vec::with_capacity(hub.inboxes.len());
     for inbox in hub.inboxes.iter() {
         let (tx, rx) = oneshot::channel();
@@ -202,7 +217,10 @@ async fn scatter(hub: &HubShared, mut make: impl FnMut() -> ApiOp) -> Result<Vec
     let gather = async {
         let mut out = Vec::with_capacity(waiting.len());
         for rx in waiting {
-            out.push(rx.await.map_err(|_| Response::err(503, "a shard is not answering"))?);
+            out.push(
+                rx.await
+                    .map_err(|_| Response::err(503, "a shard is not answering"))?,
+            );
         }
         Ok(out)
     };
@@ -215,7 +233,10 @@ fn count(replies: Result<Vec<ApiReply>, Response>, field: &str) -> Response {
     match replies {
         Err(r) => r,
         Ok(rs) => {
-            let n: usize = rs.iter().map(|r| if let ApiReply::Count(n) = r { *n } else { 0 }).sum();
+            let n: usize = rs
+                .iter()
+                .map(|r| if let ApiReply::Count(n) = r { *n } else { 0 })
+                .sum();
             Response::ok(json!({ field: n }))
         }
     }
@@ -302,7 +323,10 @@ async fn broadcast(hub: &HubShared, body: &[u8]) -> Response {
         return bad(e);
     }
     let frame = envelope::publication(topic, &b.event, b.data.map(|d| d.get().as_bytes()));
-    count(scatter(hub, || ApiOp::Broadcast(frame.clone())).await, "delivered")
+    count(
+        scatter(hub, || ApiOp::Broadcast(frame.clone())).await,
+        "delivered",
+    )
 }
 
 async fn disconnect(hub: &HubShared, body: &[u8]) -> Response {
@@ -315,7 +339,10 @@ async fn disconnect(hub: &HubShared, body: &[u8]) -> Response {
         Err(e) => return bad(e),
     };
     let user: Arc<str> = d.user.into();
-    count(scatter(hub, || ApiOp::Disconnect(user.clone())).await, "disconnected")
+    count(
+        scatter(hub, || ApiOp::Disconnect(user.clone())).await,
+        "disconnected",
+    )
 }
 
 async fn online(hub: &HubShared) -> Response {
@@ -333,7 +360,10 @@ async fn online(hub: &HubShared) -> Response {
             }
         }
     }
-    let list: Vec<Value> = users.iter().map(|(u, n)| json!({"user": &**u, "connections": n})).collect();
+    let list: Vec<Value> = users
+        .iter()
+        .map(|(u, n)| json!({"user": &**u, "connections": n}))
+        .collect();
     let total: usize = users.values().sum::<usize>() + anonymous;
     Response::ok(json!({"users": list, "anonymous": anonymous, "connections": total}))
 }

@@ -21,7 +21,9 @@ impl BenchShard {
     /// Shard 0 of a hub with `shards` shards.
     pub fn new(shards: usize) -> Self {
         let hub = Arc::new(HubShared::for_bench(shards));
-        Self { shard: Shard::new(0, hub) }
+        Self {
+            shard: Shard::new(0, hub),
+        }
     }
 
     /// Registers a connection without a socket.

@@ -25,7 +25,9 @@ impl std::str::FromStr for IoMode {
             "auto" => Ok(IoMode::Auto),
             "uring" => Ok(IoMode::Uring),
             "epoll" => Ok(IoMode::Epoll),
-            _ => Err(format!("unknown io mode '{s}' (expected auto, uring or epoll)")),
+            _ => Err(format!(
+                "unknown io mode '{s}' (expected auto, uring or epoll)"
+            )),
         }
     }
 }
@@ -100,7 +102,9 @@ impl Config {
     /// The shard count after resolving 0 to the number of CPUs.
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get()).min(64)
+            std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(64)
         } else {
             self.shards
         }
@@ -121,7 +125,12 @@ impl Config {
         if self.ping_interval.is_zero() || self.idle_timeout.is_zero() {
             return bad("ping-interval and idle-timeout must be positive");
         }
-        if !self.ws_path.starts_with('/') || self.echo_path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+        if !self.ws_path.starts_with('/')
+            || self
+                .echo_path
+                .as_deref()
+                .is_some_and(|p| !p.starts_with('/'))
+        {
             return bad("paths must start with '/'");
         }
         if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {

@@ -81,7 +81,8 @@ impl FrameBuilder {
     pub fn finish(mut self, opcode: u8) -> Bytes {
         let mut head = [0u8; MAX_HEADER];
         let hl = {
-            let op = fastwebsockets::OpCode::try_from(opcode).unwrap_or(fastwebsockets::OpCode::Binary);
+            let op =
+                fastwebsockets::OpCode::try_from(opcode).unwrap_or(fastwebsockets::OpCode::Binary);
             let payload = fastwebsockets::Payload::Borrowed(&self.buf[MAX_HEADER..]);
             fastwebsockets::Frame::new(true, op, None, payload).fmt_head(&mut head)
         };

@@ -55,7 +55,8 @@ impl Default for Guard {
     fn default() -> Self {
         Self {
             auth: None,
-            permissions: Permissions::new(&["*"], &["*"]).unwrap_or_else(|_| unreachable!("'*' is a valid pattern")),
+            permissions: Permissions::new(&["*"], &["*"])
+                .unwrap_or_else(|_| unreachable!("'*' is a valid pattern")),
             origins: OriginPolicy::default(),
             ips: IpFilter::default(),
             conn_limits: None,
@@ -90,7 +91,9 @@ impl Guard {
         let auth = Authenticator::new(&s.auth)?;
         let l = &s.limits;
         let tls = match (&s.tls.cert_file, &s.tls.key_file) {
-            (Some(cert), Some(key)) => Some(crate::transport::tls::server_config(cert, key).map_err(GuardError::Tls)?),
+            (Some(cert), Some(key)) => {
+                Some(crate::transport::tls::server_config(cert, key).map_err(GuardError::Tls)?)
+            }
             _ => None,
         };
         let caps = l.max_connections > 0 || l.max_connections_per_ip > 0;
@@ -114,7 +117,10 @@ impl Guard {
         }
         match &self.conn_limits {
             None => Ok(None),
-            Some(l) => l.acquire(ip).map(Some).map_err(|e| HttpError::new(e.http_status(), e.to_string())),
+            Some(l) => l
+                .acquire(ip)
+                .map(Some)
+                .map_err(|e| HttpError::new(e.http_status(), e.to_string())),
         }
     }
 
@@ -137,7 +143,9 @@ impl Guard {
                 (id.user, perms)
             }
         };
-        let limiter = self.rate.and_then(|(rate, burst)| ConnLimiter::new(rate, burst).ok());
+        let limiter = self
+            .rate
+            .and_then(|(rate, burst)| ConnLimiter::new(rate, burst).ok());
         Ok(Admitted {
             user,
             permissions,

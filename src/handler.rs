@@ -24,8 +24,18 @@ pub struct Message<'a> {
 
 impl<'a> Message<'a> {
     /// A message, for driving handlers in tests.
-    pub fn new(topic: &'a str, event: &'a str, data: Option<&'a RawValue>, id: Option<u64>) -> Self {
-        Self { topic, event, data, id }
+    pub fn new(
+        topic: &'a str,
+        event: &'a str,
+        data: Option<&'a RawValue>,
+        id: Option<u64>,
+    ) -> Self {
+        Self {
+            topic,
+            event,
+            data,
+            id,
+        }
     }
     /// The topic the message was sent on.
     pub fn topic(&self) -> &'a str {
@@ -46,7 +56,8 @@ impl<'a> Message<'a> {
     /// Deserialises `data` into `T`; a mismatch is a `bad_request` error for the client.
     pub fn data<T: Deserialize<'a>>(&self) -> Result<T, HandlerError> {
         let raw = self.data.map_or("null", RawValue::get);
-        serde_json::from_str(raw).map_err(|e| HandlerError::bad_request(format!("invalid data: {e}")))
+        serde_json::from_str(raw)
+            .map_err(|e| HandlerError::bad_request(format!("invalid data: {e}")))
     }
 }
 
@@ -89,7 +100,12 @@ impl Context<'_> {
     }
 
     /// Sends `{topic, event, data}` to this connection only.
-    pub fn send<T: Serialize + ?Sized>(&mut self, topic: &str, event: &str, data: &T) -> HandlerResult {
+    pub fn send<T: Serialize + ?Sized>(
+        &mut self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> HandlerResult {
         let data = to_json(data)?;
         self.send_raw(topic, event, Some(&data));
         Ok(())
@@ -119,14 +135,24 @@ impl Context<'_> {
     }
 
     /// Publishes `{topic, event, data}` to every subscriber of `topic` on every shard.
-    pub fn publish<T: Serialize + ?Sized>(&mut self, topic: &str, event: &str, data: &T) -> HandlerResult {
+    pub fn publish<T: Serialize + ?Sized>(
+        &mut self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> HandlerResult {
         let data = to_json(data)?;
         self.publish_raw(topic, event, Some(&data))
     }
 
     /// Publishes with `data` already JSON: the bytes are forwarded as they are. The publication is
     /// encoded once; every subscriber shares the same buffer.
-    pub fn publish_raw(&mut self, topic: &str, event: &str, data: Option<&RawValue>) -> HandlerResult {
+    pub fn publish_raw(
+        &mut self,
+        topic: &str,
+        event: &str,
+        data: Option<&RawValue>,
+    ) -> HandlerResult {
         validate_topic(topic).map_err(|e| HandlerError::bad_request(e.to_string()))?;
         let frame = envelope::publication(topic, event, data.map(|d| d.get().as_bytes()));
         self.fx.publish(topic, frame);
@@ -162,7 +188,8 @@ impl Context<'_> {
 }
 
 fn to_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, HandlerError> {
-    serde_json::value::to_raw_value(data).map_err(|e| HandlerError::internal(format!("cannot encode data: {e}")))
+    serde_json::value::to_raw_value(data)
+        .map_err(|e| HandlerError::internal(format!("cannot encode data: {e}")))
 }
 
 /// Handles messages whose topic matches the pattern it was registered under.
@@ -329,15 +356,31 @@ mod tests {
             l3.lock().unwrap().push("h");
             Ok(())
         });
-        let layered = Layered { mw: Arc::new(chain(a, b)), inner: h };
+        let layered = Layered {
+            mw: Arc::new(chain(a, b)),
+            inner: h,
+        };
         let (rec, code) = run(&layered, Some(5));
         assert_eq!(*log.lock().unwrap(), vec!["a", "b", "h"]);
         assert_eq!(code, None);
-        assert_eq!(payload(&rec.to_conn[0]), r#"{"event":"reply","id":5,"topic":"chat:a"}"#);
+        assert_eq!(
+            payload(&rec.to_conn[0]),
+            r#"{"event":"reply","id":5,"topic":"chat:a"}"#
+        );
 
-        let deny = |_: &mut Context<'_>, _: &Message<'_>, _: Next<'_>| Err(HandlerError::forbidden("no"));
-        let h2: Arc<dyn Handler> = Arc::new(|_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult { panic!("must not run") });
-        let (rec, code) = run(&Layered { mw: Arc::new(deny), inner: h2 }, None);
+        let deny =
+            |_: &mut Context<'_>, _: &Message<'_>, _: Next<'_>| Err(HandlerError::forbidden("no"));
+        let h2: Arc<dyn Handler> =
+            Arc::new(|_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult {
+                panic!("must not run")
+            });
+        let (rec, code) = run(
+            &Layered {
+                mw: Arc::new(deny),
+                inner: h2,
+            },
+            None,
+        );
         assert_eq!(code, Some(ErrorCode::Forbidden));
         assert_eq!(
             payload(&rec.to_conn[0]),
@@ -358,7 +401,10 @@ mod tests {
         };
         let (rec, _) = run(&h, Some(1));
         assert_eq!(rec.to_conn.len(), 1);
-        assert_eq!(payload(&rec.to_conn[0]), r#"{"event":"reply","id":1,"topic":"chat:a","data":1}"#);
+        assert_eq!(
+            payload(&rec.to_conn[0]),
+            r#"{"event":"reply","id":1,"topic":"chat:a","data":1}"#
+        );
     }
 
     #[test]
@@ -367,7 +413,10 @@ mod tests {
         assert_eq!(code, None);
         assert!(rec.to_conn.is_empty());
         assert_eq!(rec.published[0].0, "chat:a");
-        assert_eq!(payload(&rec.published[0].1), r#"{"topic":"chat:a","event":"say","data":{"x":1}}"#);
+        assert_eq!(
+            payload(&rec.published[0].1),
+            r#"{"topic":"chat:a","event":"say","data":{"x":1}}"#
+        );
     }
 
     #[test]

@@ -108,15 +108,22 @@ impl HttpError {
     }
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase for `status`.
+pub(crate) fn reason(status: u16) -> &'static str {
     match status {
+        200 => "OK",
         400 => "Bad Request",
+        401 => "Unauthorized",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Error",
     }
@@ -124,7 +131,10 @@ fn reason(status: u16) -> &'static str {
 
 /// Parses a request head from `buf`: `Ok(Some((head, consumed)))` when complete, `Ok(None)` when
 /// more bytes are needed.
-pub(crate) fn parse_head(buf: &[u8], max: usize) -> Result<Option<(RequestHead, usize)>, HttpError> {
+pub(crate) fn parse_head(
+    buf: &[u8],
+    max: usize,
+) -> Result<Option<(RequestHead, usize)>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     match req.parse(buf) {
@@ -138,7 +148,11 @@ pub(crate) fn parse_head(buf: &[u8], max: usize) -> Result<Option<(RequestHead, 
                 method: req.method.unwrap_or("").to_string(),
                 path,
                 query,
-                headers: req.headers.iter().map(|h| (h.name.to_string(), h.value.to_vec())).collect(),
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|h| (h.name.to_string(), h.value.to_vec()))
+                    .collect(),
             };
             Ok(Some((head, n)))
         }
@@ -152,7 +166,10 @@ pub(crate) fn parse_head(buf: &[u8], max: usize) -> Result<Option<(RequestHead, 
 }
 
 /// Reads a request head; returns it with any bytes the client already sent past it.
-pub(crate) async fn read_head<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Result<(RequestHead, Bytes), HttpError> {
+pub(crate) async fn read_head<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<(RequestHead, Bytes), HttpError> {
     let mut buf = BytesMut::with_capacity(1024);
     loop {
         let n = r
@@ -160,7 +177,10 @@ pub(crate) async fn read_head<R: AsyncRead + Unpin>(r: &mut R, max: usize) -> Re
             .await
             .map_err(|e| HttpError::new(400, format!("read error: {e}")))?;
         if n == 0 {
-            return Err(HttpError::new(400, "connection closed before the request was complete"));
+            return Err(HttpError::new(
+                400,
+                "connection closed before the request was complete",
+            ));
         }
         if let Some((head, used)) = parse_head(&buf, max)? {
             let rest = buf.split_off(used).freeze();
@@ -175,11 +195,19 @@ pub(crate) fn accept_upgrade(req: &RequestHead) -> Result<Vec<u8>, HttpError> {
     if req.method != "GET" {
         return Err(HttpError::new(405, "WebSocket upgrade requires GET"));
     }
-    if !req.header_has_token("Upgrade", "websocket") || !req.header_has_token("Connection", "upgrade") {
-        return Err(HttpError::new(426, "this endpoint speaks WebSocket: send Upgrade: websocket"));
+    if !req.header_has_token("Upgrade", "websocket")
+        || !req.header_has_token("Connection", "upgrade")
+    {
+        return Err(HttpError::new(
+            426,
+            "this endpoint speaks WebSocket: send Upgrade: websocket",
+        ));
     }
     if req.header("Sec-WebSocket-Version") != Some("13") {
-        return Err(HttpError::new(426, "unsupported Sec-WebSocket-Version (need 13)"));
+        return Err(HttpError::new(
+            426,
+            "unsupported Sec-WebSocket-Version (need 13)",
+        ));
     }
     let key = req
         .header("Sec-WebSocket-Key")
@@ -214,16 +242,31 @@ mod tests {
         assert_eq!(h.path, "/ws");
         assert_eq!(h.query.as_deref(), Some("token=x"));
         let resp = String::from_utf8(accept_upgrade(&h).unwrap()).unwrap();
-        assert!(resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{resp}");
+        assert!(
+            resp.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{resp}"
+        );
     }
 
     #[test]
     fn partial_and_oversized_heads() {
-        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", MAX_HEAD).unwrap().is_none());
+        assert!(parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n", MAX_HEAD)
+            .unwrap()
+            .is_none());
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
-        assert_eq!(parse_head(big.as_bytes(), MAX_HEAD).unwrap_err().status, 431);
-        assert_eq!(parse_head(b"\x00\x01garbage\r\n\r\n", MAX_HEAD).unwrap_err().status, 400);
-        let (_, used) = parse_head(format!("{GOOD}extra").as_bytes(), MAX_HEAD).unwrap().unwrap();
+        assert_eq!(
+            parse_head(big.as_bytes(), MAX_HEAD).unwrap_err().status,
+            431
+        );
+        assert_eq!(
+            parse_head(b"\x00\x01garbage\r\n\r\n", MAX_HEAD)
+                .unwrap_err()
+                .status,
+            400
+        );
+        let (_, used) = parse_head(format!("{GOOD}extra").as_bytes(), MAX_HEAD)
+            .unwrap()
+            .unwrap();
         assert_eq!(used, GOOD.len());
     }
 
@@ -248,7 +291,9 @@ mod tests {
         let v8 = GOOD.replace("Version: 13", "Version: 8");
         let e = accept_upgrade(&head(&v8)).unwrap_err();
         assert_eq!(e.status, 426);
-        assert!(String::from_utf8(e.response()).unwrap().contains("Sec-WebSocket-Version: 13"));
+        assert!(String::from_utf8(e.response())
+            .unwrap()
+            .contains("Sec-WebSocket-Version: 13"));
         let badkey = GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
         assert_eq!(accept_upgrade(&head(&badkey)).unwrap_err().status, 400);
     }

@@ -179,12 +179,18 @@ impl Builder {
         self.config.validate()?;
         let mut router = PatternMap::new();
         for (pattern, handler, blocking) in self.routes {
-            let p = Pattern::parse(&pattern).map_err(|e| ServerError::Config(format!("handler pattern '{pattern}': {e}")))?;
+            let p = Pattern::parse(&pattern)
+                .map_err(|e| ServerError::Config(format!("handler pattern '{pattern}': {e}")))?;
             let handler = self.middleware.iter().rev().fold(handler, |inner, mw| {
-                Arc::new(Layered { mw: mw.clone(), inner }) as Arc<dyn Handler>
+                Arc::new(Layered {
+                    mw: mw.clone(),
+                    inner,
+                }) as Arc<dyn Handler>
             });
             if router.insert(p, Route { handler, blocking }).is_some() {
-                return Err(ServerError::Config(format!("handler pattern '{pattern}' registered twice")));
+                return Err(ServerError::Config(format!(
+                    "handler pattern '{pattern}' registered twice"
+                )));
             }
         }
         Ok(Server {
@@ -217,7 +223,8 @@ impl Server {
             .map_err(ServerError::Thread)?;
         let interval = handle.hub.config.stats_interval;
         rt.block_on(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
             let term = async {
                 match term.as_mut() {
                     Some(t) => t.recv().await,
@@ -260,14 +267,18 @@ impl Server {
     pub fn start(self) -> Result<ServerHandle, ServerError> {
         let n = self.config.shard_count();
         let backend = choose_backend(self.config.io)?;
-        let listeners = transport::bind_listeners(self.config.listen, n).map_err(|source| ServerError::Listen {
-            addr: self.config.listen,
-            source,
+        let listeners = transport::bind_listeners(self.config.listen, n).map_err(|source| {
+            ServerError::Listen {
+                addr: self.config.listen,
+                source,
+            }
         })?;
-        let local_addr = listeners[0].local_addr().map_err(|source| ServerError::Listen {
-            addr: self.config.listen,
-            source,
-        })?;
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|source| ServerError::Listen {
+                addr: self.config.listen,
+                source,
+            })?;
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(65_536);
         let hub = Arc::new(HubShared {
             shards: n,
@@ -288,7 +299,11 @@ impl Server {
                 .map_err(ServerError::Thread)?;
             pool.push(t);
         }
-        let cores = if hub.config.pin_cores { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let cores = if hub.config.pin_cores {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let mut threads = Vec::new();
         for (i, listener) in listeners.into_iter().enumerate() {
             let hub = hub.clone();
@@ -373,7 +388,8 @@ async fn run_shard<A: Acceptor>(index: usize, hub: Arc<HubShared>, acceptor: A) 
     let accept = tokio::task::spawn_local(accept);
     let tick = {
         let c = &hub.config;
-        (c.ping_interval.min(c.idle_timeout).min(c.close_timeout) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1))
+        (c.ping_interval.min(c.idle_timeout).min(c.close_timeout) / 4)
+            .clamp(Duration::from_millis(5), Duration::from_secs(1))
     };
     let sweeper = {
         let shard = shard.clone();
@@ -404,8 +420,14 @@ async fn run_shard<A: Acceptor>(index: usize, hub: Arc<HubShared>, acceptor: A) 
             }
         }
     };
-    if tokio::time::timeout(hub.config.shutdown_timeout, drain).await.is_err() {
-        tracing::warn!(shard = index, "shutdown deadline passed with connections still open");
+    if tokio::time::timeout(hub.config.shutdown_timeout, drain)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            shard = index,
+            "shutdown deadline passed with connections still open"
+        );
     }
     sweeper.abort();
 }
@@ -431,7 +453,12 @@ impl ServerHandle {
     }
 
     /// Publishes `{topic, event, data}` to every subscriber on every shard.
-    pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, event: &str, data: &T) -> Result<(), HandlerError> {
+    pub fn publish<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), HandlerError> {
         validate_topic(topic).map_err(|e| HandlerError::bad_request(e.to_string()))?;
         let data: Box<RawValue> = serde_json::value::to_raw_value(data)?;
         let frame = envelope::publication(topic, event, Some(data.get().as_bytes()));
@@ -446,7 +473,11 @@ impl ServerHandle {
 
     /// Counters summed over shards.
     pub fn stats(&self) -> StatsSnapshot {
-        self.hub.stats.iter().map(ShardStats::snapshot).fold(StatsSnapshot::default(), |a, b| a + b)
+        self.hub
+            .stats
+            .iter()
+            .map(ShardStats::snapshot)
+            .fold(StatsSnapshot::default(), |a, b| a + b)
     }
 
     /// Starts a graceful shutdown: stop accepting, close every connection with 1001, drain.

@@ -34,13 +34,21 @@ pub(crate) enum ShardMsg {
     Publish { topic: Arc<str>, frame: Bytes },
     /// Shard `shard` gained (`add`) or lost its first/last subscriber to `pattern`. With `ack`,
     /// the receiver answers `InterestAck(ack)` to `shard` once the table is updated.
-    Interest { pattern: Arc<str>, shard: usize, add: bool, ack: Option<u64> },
+    Interest {
+        pattern: Arc<str>,
+        shard: usize,
+        add: bool,
+        ack: Option<u64>,
+    },
     /// Another shard applied the interest change with this token.
     InterestAck(u64),
     /// Act on one of this shard's connections.
     Conn(ConnId, Action),
     /// An HTTP API operation; the shard answers on the channel.
-    Api(crate::api::ApiOp, tokio::sync::oneshot::Sender<crate::api::ApiReply>),
+    Api(
+        crate::api::ApiOp,
+        tokio::sync::oneshot::Sender<crate::api::ApiReply>,
+    ),
     /// Stop accepting, close every connection with 1001, drain, exit.
     Shutdown,
 }

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use ringhub::auth::Authenticator;
-use ringhub::security::{OriginPolicy, Permissions};
+use ringhub::guard::Guard;
 use ringhub::settings::{LogFormat, Settings};
 use ringhub::RingHub;
 
@@ -130,44 +129,13 @@ fn load(cli: &Cli, file: Option<&Path>) -> Result<Settings, Box<dyn Error>> {
         s.set(key, value, flag)?;
     }
     s.validate()?;
-    Authenticator::new(&s.auth)?;
-    OriginPolicy::new(&s.security.allowed_origins)?;
-    Permissions::new(&s.permissions.subscribe, &s.permissions.publish)?;
+    // Builds every key, pattern and certificate once, so `check-config` catches them too.
+    Guard::from_settings(&s)?;
     Ok(s)
 }
 
 /// Settings this build validates but the engine does not apply yet; starting with them would
 /// silently run without the protection the operator asked for, so the server refuses.
-fn not_enforced_yet(s: &Settings) -> Vec<&'static str> {
-    let d = Settings::default();
-    let l = (&s.limits, &d.limits);
-    [
-        ("[auth]", s.auth != d.auth),
-        ("[permissions]", s.permissions != d.permissions),
-        ("[security]", s.security != d.security),
-        ("[tls]", s.tls != d.tls),
-        (
-            "limits.max_connections",
-            l.0.max_connections != l.1.max_connections,
-        ),
-        (
-            "limits.max_connections_per_ip",
-            l.0.max_connections_per_ip != l.1.max_connections_per_ip,
-        ),
-        (
-            "limits.messages_per_second",
-            l.0.messages_per_second != l.1.messages_per_second,
-        ),
-        (
-            "limits.max_handshake_bytes",
-            l.0.max_handshake_bytes != l.1.max_handshake_bytes,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(name, set)| set.then_some(name))
-    .collect()
-}
-
 fn init_logging(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -198,13 +166,6 @@ fn main() -> ExitCode {
         for w in settings.warnings() {
             eprintln!("ringhub: warning: {w}");
         }
-        let pending = not_enforced_yet(&settings);
-        if !pending.is_empty() {
-            eprintln!(
-                "ringhub: note: not enforced by this build yet: {}",
-                pending.join(", ")
-            );
-        }
         println!(
             "# effective configuration from {} (secrets masked)",
             file.display()
@@ -217,18 +178,20 @@ fn main() -> ExitCode {
     for w in settings.warnings() {
         tracing::warn!("{w}");
     }
-    // Authentication, permissions, origin/IP checks, connection and rate limits and TLS are
-    // wired into the upgrade path in the next step; until then refuse rather than pretend.
-    let pending = not_enforced_yet(&settings);
-    if !pending.is_empty() {
-        eprintln!(
-            "ringhub: these settings are validated but not enforced by this build yet, refusing to start: {}",
-            pending.join(", ")
-        );
-        return ExitCode::from(2);
+    let guard = match Guard::from_settings(&settings) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("ringhub: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if guard.auth.is_some() && guard.origins.is_open() {
+        tracing::warn!("authentication is on but security.allowed_origins is empty: any web page may open connections with a user's token (cross-site WebSocket hijacking); list your origins");
     }
+    let mut config = settings.engine_config();
+    config.guard = guard;
     let result = RingHub::builder()
-        .config(settings.engine_config())
+        .config(config)
         .pubsub()
         .build()
         .and_then(|s| s.run());

@@ -1,7 +1,9 @@
 //! `GET /metrics`: the per-shard counters in Prometheus text format, encoded by prometheus-client
 //! at scrape time. Nothing here runs per message: the shards only bump their own atomics.
 
-use prometheus_client::encoding::{text::encode, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::encoding::{
+    text::encode, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -46,26 +48,60 @@ impl EncodeMetric for ConstHistogram {
 pub(crate) fn render(stats: &[ShardStats], shutting_down: bool) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();
-    let total = snaps.iter().fold(crate::StatsSnapshot::default(), |a, b| a + *b);
+    let total = snaps
+        .iter()
+        .fold(crate::StatsSnapshot::default(), |a, b| a + *b);
 
     let conns = Family::<Shard, Gauge>::default();
     for (i, s) in snaps.iter().enumerate() {
-        conns.get_or_create(&Shard { shard: i.to_string() }).set(s.connections);
+        conns
+            .get_or_create(&Shard {
+                shard: i.to_string(),
+            })
+            .set(s.connections);
     }
-    reg.register("connections", "Open WebSocket and SSE connections, per shard", conns);
+    reg.register(
+        "connections",
+        "Open WebSocket and SSE connections, per shard",
+        conns,
+    );
 
     let counters: [(&str, &str, u64); 6] = [
-        ("messages_in", "Messages received from clients", total.messages_in),
-        ("messages_out", "Frames written to clients", total.messages_out),
-        ("bytes_in", "Payload bytes received from clients", total.bytes_in),
+        (
+            "messages_in",
+            "Messages received from clients",
+            total.messages_in,
+        ),
+        (
+            "messages_out",
+            "Frames written to clients",
+            total.messages_out,
+        ),
+        (
+            "bytes_in",
+            "Payload bytes received from clients",
+            total.bytes_in,
+        ),
         ("bytes_out", "Bytes written to clients", total.bytes_out),
-        ("slow_consumer_disconnects", "Connections closed with 1008 for a full outbound queue", total.slow_consumers),
-        ("protocol_errors", "Connections closed for WebSocket protocol violations", total.protocol_errors),
+        (
+            "slow_consumer_disconnects",
+            "Connections closed with 1008 for a full outbound queue",
+            total.slow_consumers,
+        ),
+        (
+            "protocol_errors",
+            "Connections closed for WebSocket protocol violations",
+            total.protocol_errors,
+        ),
     ];
     for (name, help, v) in counters {
         reg.register(name, help, ConstCounter::new(v));
     }
-    reg.register("rate_limited", "Messages refused with rate_limited", ConstCounter::new(total.rate_limited));
+    reg.register(
+        "rate_limited",
+        "Messages refused with rate_limited",
+        ConstCounter::new(total.rate_limited),
+    );
 
     let errors = Family::<Code, prometheus_client::metrics::counter::Counter>::default();
     let handshakes = Family::<Result_, prometheus_client::metrics::counter::Counter>::default();
@@ -73,7 +109,11 @@ pub(crate) fn render(stats: &[ShardStats], shutting_down: bool) -> String {
     let mut sum = 0.0;
     for s in stats {
         for (code, n) in s.error_counts() {
-            errors.get_or_create(&Code { code: code.as_str().into() }).inc_by(n);
+            errors
+                .get_or_create(&Code {
+                    code: code.as_str().into(),
+                })
+                .inc_by(n);
         }
         for (status, n) in s.handshake_counts() {
             let result = match status {
@@ -90,7 +130,11 @@ pub(crate) fn render(stats: &[ShardStats], shutting_down: bool) -> String {
         sum += s;
     }
     reg.register("errors", "Error envelopes sent, by code", errors);
-    reg.register("handshakes", "HTTP requests by result: upgraded, or the refusal's status", handshakes);
+    reg.register(
+        "handshakes",
+        "HTTP requests by result: upgraded, or the refusal's status",
+        handshakes,
+    );
     let mut cumulative = 0;
     let hist = ConstHistogram {
         sum,
@@ -127,16 +171,30 @@ mod tests {
     #[test]
     fn renders_counters_per_shard_and_code() {
         let stats: Vec<ShardStats> = (0..2).map(|_| ShardStats::default()).collect();
-        stats[1].connections.store(3, std::sync::atomic::Ordering::Relaxed);
+        stats[1]
+            .connections
+            .store(3, std::sync::atomic::Ordering::Relaxed);
         stats[0].error(crate::ErrorCode::Forbidden);
         stats[1].error(crate::ErrorCode::Forbidden);
         stats[0].handshake(101, std::time::Duration::from_micros(300));
         stats[0].handshake(401, std::time::Duration::ZERO);
         let text = render(&stats, false);
-        assert!(text.contains("ringhub_connections{shard=\"1\"} 3"), "{text}");
-        assert!(text.contains("ringhub_errors_total{code=\"forbidden\"} 2"), "{text}");
-        assert!(text.contains("ringhub_handshakes_total{result=\"401\"} 1"), "{text}");
-        assert!(text.contains("ringhub_handshake_duration_seconds_bucket{le=\"0.0005\"} 1"), "{text}");
+        assert!(
+            text.contains("ringhub_connections{shard=\"1\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringhub_errors_total{code=\"forbidden\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringhub_handshakes_total{result=\"401\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ringhub_handshake_duration_seconds_bucket{le=\"0.0005\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("ringhub_ready 1"), "{text}");
     }
 }

@@ -131,7 +131,11 @@ impl<V> PatternMap<V> {
     }
 
     /// The value for `pattern`, inserting `make()` first if absent.
-    pub fn entry_or_insert_with(&mut self, pattern: Pattern<'_>, make: impl FnOnce() -> V) -> &mut V {
+    pub fn entry_or_insert_with(
+        &mut self,
+        pattern: Pattern<'_>,
+        make: impl FnOnce() -> V,
+    ) -> &mut V {
         match pattern {
             Pattern::Exact(t) => self.exact.entry(t.as_bytes().into()).or_insert_with(make),
             Pattern::Prefix(p) => {
@@ -208,7 +212,8 @@ impl<V> PatternMap<V> {
             Some((_, n)) => *n += 1,
             None => {
                 self.prefix_lens.push((len, 1));
-                self.prefix_lens.sort_unstable_by_key(|&(len, _)| std::cmp::Reverse(len));
+                self.prefix_lens
+                    .sort_unstable_by_key(|&(len, _)| std::cmp::Reverse(len));
             }
         }
     }

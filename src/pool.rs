@@ -23,7 +23,11 @@ pub(crate) struct Job {
 }
 
 /// Runs jobs until `stop` disconnects, then finishes what is already queued.
-pub(crate) fn worker(hub: Arc<HubShared>, jobs: crossbeam_channel::Receiver<Job>, stop: crossbeam_channel::Receiver<()>) {
+pub(crate) fn worker(
+    hub: Arc<HubShared>,
+    jobs: crossbeam_channel::Receiver<Job>,
+    stop: crossbeam_channel::Receiver<()>,
+) {
     loop {
         crossbeam_channel::select! {
             recv(jobs) -> job => match job {
@@ -40,9 +44,14 @@ pub(crate) fn worker(hub: Arc<HubShared>, jobs: crossbeam_channel::Receiver<Job>
 
 fn run(hub: &HubShared, job: Job) {
     // The shard parsed and routed this payload already, so it parses again here.
-    let Ok(env) = envelope::parse(&job.payload) else { return };
+    let Ok(env) = envelope::parse(&job.payload) else {
+        return;
+    };
     let msg = Message::new(&env.topic, &env.event, env.data, env.id);
-    let mut fx = Remote { hub, conn: job.conn };
+    let mut fx = Remote {
+        hub,
+        conn: job.conn,
+    };
     let mut ctx = Context {
         conn: job.conn,
         user: job.user,
@@ -52,8 +61,10 @@ fn run(hub: &HubShared, job: Job) {
         replied: false,
         fx: &mut fx,
     };
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.handler.call(&mut ctx, &msg)))
-        .unwrap_or_else(|_| Err(crate::HandlerError::internal("handler panicked")));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        job.handler.call(&mut ctx, &msg)
+    }))
+    .unwrap_or_else(|_| Err(crate::HandlerError::internal("handler panicked")));
     if let Some(code) = ctx.finish(result) {
         fx.act(Action::CountError(code));
     }

@@ -47,7 +47,9 @@ impl Registry {
 
     /// Subscribes `slot` to `pattern`.
     pub fn subscribe(&mut self, pattern: Pattern<'_>, slot: Slot) -> Subscribed {
-        let set = self.subs.entry_or_insert_with(pattern, Subscribers::default);
+        let set = self
+            .subs
+            .entry_or_insert_with(pattern, Subscribers::default);
         if !set.insert(slot) {
             Subscribed::Already
         } else if set.len() == 1 {

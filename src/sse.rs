@@ -5,7 +5,9 @@
 /// become `data:` events (one `data:` line per payload line), pings become heartbeat comments,
 /// anything else is dropped.
 pub(crate) fn render(frame: &[u8], out: &mut Vec<u8>) {
-    let Some((opcode, payload)) = split(frame) else { return };
+    let Some((opcode, payload)) = split(frame) else {
+        return;
+    };
     match opcode {
         1 => {
             for line in payload.split(|b| *b == b'\n') {
@@ -44,7 +46,10 @@ mod tests {
         render(&envelope::publication("t", "e", Some(b"[1,\n2]")), &mut out);
         render(&envelope::close_frame(1001, "bye"), &mut out);
         let big = "x".repeat(70_000);
-        render(&envelope::publication("t", "e", Some(format!("\"{big}\"").as_bytes())), &mut out);
+        render(
+            &envelope::publication("t", "e", Some(format!("\"{big}\"").as_bytes())),
+            &mut out,
+        );
         let text = String::from_utf8(out).unwrap();
         let expected = format!(
             "data: {{\"topic\":\"t\",\"event\":\"e\",\"data\":1}}\n\n: heartbeat\n\ndata: {{\"topic\":\"t\",\"event\":\"e\",\"data\":[1,\ndata: 2]}}\n\ndata: {{\"topic\":\"t\",\"event\":\"e\",\"data\":\"{big}\"}}\n\n"

@@ -8,10 +8,14 @@ use serde::Serialize;
 use crate::error::ErrorCode;
 
 /// Upper bounds (seconds) of the handshake latency histogram buckets.
-pub const HANDSHAKE_BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0];
+pub const HANDSHAKE_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0, 10.0,
+];
 
 /// HTTP statuses counted per handshake result (101 = upgraded).
-pub const HANDSHAKE_RESULTS: [u16; 13] = [101, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 503, 0];
+pub const HANDSHAKE_RESULTS: [u16; 13] = [
+    101, 400, 401, 403, 404, 405, 408, 413, 426, 429, 431, 503, 0,
+];
 
 /// One shard's counters.
 #[derive(Debug, Default)]
@@ -69,7 +73,10 @@ impl ShardStats {
 
     /// Counts the outcome of an HTTP request: 101 for an upgrade, else the refusal's status.
     pub(crate) fn handshake(&self, status: u16, took: std::time::Duration) {
-        let i = HANDSHAKE_RESULTS.iter().position(|s| *s == status).unwrap_or(HANDSHAKE_RESULTS.len() - 1);
+        let i = HANDSHAKE_RESULTS
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(HANDSHAKE_RESULTS.len() - 1);
         Self::add(&self.handshake_results[i], 1);
         if status == 101 {
             let secs = took.as_secs_f64();
@@ -82,7 +89,10 @@ impl ShardStats {
 
     /// Handshake count per result status (0 = other).
     pub fn handshake_counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        HANDSHAKE_RESULTS.iter().zip(&self.handshake_results).map(|(s, c)| (*s, c.load(Relaxed)))
+        HANDSHAKE_RESULTS
+            .iter()
+            .zip(&self.handshake_results)
+            .map(|(s, c)| (*s, c.load(Relaxed)))
     }
 
     /// Handshake latency: per-bucket (non-cumulative) counts and the sum in seconds.
@@ -93,7 +103,9 @@ impl ShardStats {
 
     /// Error envelopes sent per code.
     pub fn error_counts(&self) -> impl Iterator<Item = (ErrorCode, u64)> + '_ {
-        ErrorCode::ALL.iter().map(|c| (*c, self.errors[*c as usize].load(Relaxed)))
+        ErrorCode::ALL
+            .iter()
+            .map(|c| (*c, self.errors[*c as usize].load(Relaxed)))
     }
 
     /// Reads the counters.

@@ -27,22 +27,37 @@ fn app(io: ringhub::IoMode) -> ringhub::Builder {
         .layer(chain(deny_secret, tag))
         .handle("chat:*", ringhub::pubsub)
         .handle("secret:*", ringhub::pubsub)
-        .handle("limit", |_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult {
-            Err(HandlerError::new(ErrorCode::RateLimited, "slow down"))
-        })
-        .handle("fail", |_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult {
-            Err(std::io::Error::other("disk on fire").into())
-        })
-        .handle("panic", |_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult { panic!("handler bug") })
-        .handle("sum", |ctx: &mut Context<'_>, msg: &Message<'_>| -> HandlerResult {
-            let v: Vec<i64> = msg.data()?;
-            ctx.reply(&v.iter().sum::<i64>())
-        })
-        .handle_blocking("slow:*", |ctx: &mut Context<'_>, msg: &Message<'_>| -> HandlerResult {
-            // Runs on the pool; its reply and publication travel back through the shard inbox.
-            ctx.subscribe("slow:done")?;
-            ctx.reply(&format!("pooled {}", msg.event()))
-        })
+        .handle(
+            "limit",
+            |_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult {
+                Err(HandlerError::new(ErrorCode::RateLimited, "slow down"))
+            },
+        )
+        .handle(
+            "fail",
+            |_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult {
+                Err(std::io::Error::other("disk on fire").into())
+            },
+        )
+        .handle(
+            "panic",
+            |_: &mut Context<'_>, _: &Message<'_>| -> HandlerResult { panic!("handler bug") },
+        )
+        .handle(
+            "sum",
+            |ctx: &mut Context<'_>, msg: &Message<'_>| -> HandlerResult {
+                let v: Vec<i64> = msg.data()?;
+                ctx.reply(&v.iter().sum::<i64>())
+            },
+        )
+        .handle_blocking(
+            "slow:*",
+            |ctx: &mut Context<'_>, msg: &Message<'_>| -> HandlerResult {
+                // Runs on the pool; its reply and publication travel back through the shard inbox.
+                ctx.subscribe("slow:done")?;
+                ctx.reply(&format!("pooled {}", msg.event()))
+            },
+        )
 }
 
 fn check_err(v: serde_json::Value, id: Option<u64>, topic: &str, code: &str) {
@@ -50,7 +65,10 @@ fn check_err(v: serde_json::Value, id: Option<u64>, topic: &str, code: &str) {
     assert_eq!(v["data"]["code"], code, "{v}");
     assert_eq!(v["topic"], topic, "{v}");
     assert_eq!(v.get("id").and_then(|i| i.as_u64()), id, "{v}");
-    assert!(v["data"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(
+        v["data"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
 }
 
 async fn error_codes(io: ringhub::IoMode) {
@@ -59,7 +77,9 @@ async fn error_codes(io: ringhub::IoMode) {
     // bad_request: invalid JSON (id recovered when possible), missing event, bad patterns, binary.
     ws.send(WsMsg::Text("{not json".into())).await.unwrap();
     check_err(recv(&mut ws).await, None, "", "bad_request");
-    ws.send(WsMsg::Text(r#"{"topic":"chat:a","id":7,"data":}"#.into())).await.unwrap();
+    ws.send(WsMsg::Text(r#"{"topic":"chat:a","id":7,"data":}"#.into()))
+        .await
+        .unwrap();
     check_err(recv(&mut ws).await, None, "", "bad_request");
     send(&mut ws, json!({"topic":"chat:a","id":8})).await;
     check_err(recv(&mut ws).await, Some(8), "", "bad_request");
@@ -74,11 +94,20 @@ async fn error_codes(io: ringhub::IoMode) {
     check_err(recv(&mut ws).await, Some(12), "chat:*", "bad_request");
     ws.send(WsMsg::Binary(vec![1, 2, 3])).await.unwrap();
     check_err(recv(&mut ws).await, None, "", "bad_request");
-    send(&mut ws, json!({"event":"x","topic":"sum","data":"nope","id":13})).await;
+    send(
+        &mut ws,
+        json!({"event":"x","topic":"sum","data":"nope","id":13}),
+    )
+    .await;
     check_err(recv(&mut ws).await, Some(13), "sum", "bad_request");
     // handler_not_found, forbidden (middleware), rate_limited, internal (error and panic).
     send(&mut ws, json!({"event":"x","topic":"nowhere","id":14})).await;
-    check_err(recv(&mut ws).await, Some(14), "nowhere", "handler_not_found");
+    check_err(
+        recv(&mut ws).await,
+        Some(14),
+        "nowhere",
+        "handler_not_found",
+    );
     send(&mut ws, json!({"event":"x","topic":"secret:a","id":15})).await;
     check_err(recv(&mut ws).await, Some(15), "secret:a", "forbidden");
     send(&mut ws, json!({"event":"x","topic":"limit"})).await;
@@ -88,17 +117,40 @@ async fn error_codes(io: ringhub::IoMode) {
     send(&mut ws, json!({"event":"x","topic":"panic","id":17})).await;
     check_err(recv(&mut ws).await, Some(17), "panic", "internal");
     // The connection survived all of that: replies still work.
-    send(&mut ws, json!({"event":"x","topic":"sum","data":[1,2,39],"id":18})).await;
-    assert_eq!(recv(&mut ws).await, json!({"event":"reply","id":18,"topic":"sum","data":42}));
+    send(
+        &mut ws,
+        json!({"event":"x","topic":"sum","data":[1,2,39],"id":18}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"event":"reply","id":18,"topic":"sum","data":42})
+    );
     send(&mut ws, json!({"event":"tagged","topic":"chat:a","id":19})).await;
-    assert_eq!(recv(&mut ws).await, json!({"topic":"chat:a","event":"tag","data":"seen by middleware"}));
-    assert_eq!(recv(&mut ws).await, json!({"event":"reply","id":19,"topic":"chat:a"}));
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"topic":"chat:a","event":"tag","data":"seen by middleware"})
+    );
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"event":"reply","id":19,"topic":"chat:a"})
+    );
     // Blocking handler on the pool: reply and subscription come back through the shard.
     send(&mut ws, json!({"event":"work","topic":"slow:1","id":20})).await;
-    assert_eq!(recv(&mut ws).await, json!({"event":"reply","id":20,"topic":"slow:1","data":"pooled work"}));
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"event":"reply","id":20,"topic":"slow:1","data":"pooled work"})
+    );
     h.publish("slow:done", "done", &1).unwrap();
-    assert_eq!(recv(&mut ws).await, json!({"topic":"slow:done","event":"done","data":1}));
-    assert!(h.stats().errors >= 14, "errors are counted: {:?}", h.stats());
+    assert_eq!(
+        recv(&mut ws).await,
+        json!({"topic":"slow:done","event":"done","data":1})
+    );
+    assert!(
+        h.stats().errors >= 14,
+        "errors are counted: {:?}",
+        h.stats()
+    );
     drop(ws);
     h.shutdown();
     h.join();
@@ -124,15 +176,29 @@ fn http_status(addr: std::net::SocketAddr, req: &str) -> String {
 #[test]
 fn http_refusals_get_proper_responses() {
     for io in BACKENDS {
-        let Some(h) = start(builder(io).pubsub()) else { continue };
+        let Some(h) = start(builder(io).pubsub()) else {
+            continue;
+        };
         let a = h.local_addr();
-        assert_eq!(http_status(a, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 404 Not Found");
-        assert_eq!(http_status(a, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"), "HTTP/1.1 426 Upgrade Required");
+        assert_eq!(
+            http_status(a, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "HTTP/1.1 404 Not Found"
+        );
+        assert_eq!(
+            http_status(a, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"),
+            "HTTP/1.1 426 Upgrade Required"
+        );
         let post = "POST /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
         assert_eq!(http_status(a, post), "HTTP/1.1 405 Method Not Allowed");
-        assert_eq!(http_status(a, "\x16\x03\x01garbage\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+        assert_eq!(
+            http_status(a, "\x16\x03\x01garbage\r\n\r\n"),
+            "HTTP/1.1 400 Bad Request"
+        );
         let huge = format!("GET /ws HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
-        assert_eq!(http_status(a, &huge), "HTTP/1.1 431 Request Header Fields Too Large");
+        assert_eq!(
+            http_status(a, &huge),
+            "HTTP/1.1 431 Request Header Fields Too Large"
+        );
         assert!(h.stats().handshake_failures >= 5);
         h.shutdown();
         h.join();

@@ -9,17 +9,31 @@ use common::*;
 use serde_json::{json, Value};
 
 /// One HTTP request; returns (status, body).
-fn http(addr: SocketAddr, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> (u16, String) {
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(GUARD)).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}", body.len());
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -28,62 +42,125 @@ fn json_body(r: (u16, String)) -> (u16, Value) {
 }
 
 async fn api(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).api_key("k3y").pubsub()) else { return };
+    let Some(h) = start(builder(io).api_key("k3y").pubsub()) else {
+        return;
+    };
     let a = h.local_addr();
     let mut sub = connect(&h, "/ws").await;
     subscribe(&mut sub, "news", 1).await;
 
     // Refusals: no key, wrong key, wrong method, unknown endpoint, bad JSON, bad topic, no length.
-    assert_eq!(json_body(http(a, "POST", "/api/v1/publish", None, Some(&json!({})))).0, 401);
-    let (st, v) = json_body(http(a, "POST", "/api/v1/publish", Some("nope"), Some(&json!({}))));
+    assert_eq!(
+        json_body(http(a, "POST", "/api/v1/publish", None, Some(&json!({})))).0,
+        401
+    );
+    let (st, v) = json_body(http(
+        a,
+        "POST",
+        "/api/v1/publish",
+        Some("nope"),
+        Some(&json!({})),
+    ));
     assert_eq!((st, v["success"].clone()), (401, json!(false)));
     assert_eq!(http(a, "GET", "/api/v1/publish", Some("k3y"), None).0, 405);
     assert_eq!(http(a, "GET", "/api/v1/nothing", Some("k3y"), None).0, 404);
-    let (st, v) = json_body(http(a, "POST", "/api/v1/publish", Some("k3y"), Some(&json!({"topic": 5}))));
+    let (st, v) = json_body(http(
+        a,
+        "POST",
+        "/api/v1/publish",
+        Some("k3y"),
+        Some(&json!({"topic": 5})),
+    ));
     assert_eq!(st, 400);
-    assert!(v["error"].as_str().unwrap().contains("invalid request"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("invalid request"),
+        "{v}"
+    );
     let bad_topic = json!({"topic": "a*", "event": "e"});
-    assert_eq!(http(a, "POST", "/api/v1/publish", Some("k3y"), Some(&bad_topic)).0, 400);
+    assert_eq!(
+        http(a, "POST", "/api/v1/publish", Some("k3y"), Some(&bad_topic)).0,
+        400
+    );
 
     // Publish reaches the subscriber and reports deliveries.
     let p = json!({"topic": "news", "event": "flash", "data": {"x": [1, 2]}});
     let (st, v) = json_body(http(a, "POST", "/api/v1/publish", Some("k3y"), Some(&p)));
-    assert_eq!((st, v), (200, json!({"success": true, "data": {"delivered": 1}})));
-    assert_eq!(recv(&mut sub).await, json!({"topic":"news","event":"flash","data":{"x":[1,2]}}));
+    assert_eq!(
+        (st, v),
+        (200, json!({"success": true, "data": {"delivered": 1}}))
+    );
+    assert_eq!(
+        recv(&mut sub).await,
+        json!({"topic":"news","event":"flash","data":{"x":[1,2]}})
+    );
 
     // Broadcast reaches every connection.
     let mut other = connect(&h, "/ws").await;
     let b = json!({"event": "notice", "data": "hi"});
     let (st, v) = json_body(http(a, "POST", "/api/v1/broadcast", Some("k3y"), Some(&b)));
     assert_eq!((st, v["data"]["delivered"].clone()), (200, json!(2)));
-    assert_eq!(recv(&mut sub).await, json!({"topic":"broadcast","event":"notice","data":"hi"}));
-    assert_eq!(recv(&mut other).await, json!({"topic":"broadcast","event":"notice","data":"hi"}));
+    assert_eq!(
+        recv(&mut sub).await,
+        json!({"topic":"broadcast","event":"notice","data":"hi"})
+    );
+    assert_eq!(
+        recv(&mut other).await,
+        json!({"topic":"broadcast","event":"notice","data":"hi"})
+    );
 
     // Anonymous connections: online lists none by name; send/disconnect to unknown users reach 0.
     let (st, v) = json_body(http(a, "GET", "/api/v1/online", Some("k3y"), None));
     assert_eq!(st, 200);
-    assert_eq!(v["data"], json!({"users": [], "anonymous": 2, "connections": 2}));
+    assert_eq!(
+        v["data"],
+        json!({"users": [], "anonymous": 2, "connections": 2})
+    );
     let s = json!({"users": ["ghost"], "event": "e"});
-    assert_eq!(json_body(http(a, "POST", "/api/v1/send", Some("k3y"), Some(&s))).1["data"]["delivered"], 0);
+    assert_eq!(
+        json_body(http(a, "POST", "/api/v1/send", Some("k3y"), Some(&s))).1["data"]["delivered"],
+        0
+    );
     let d = json!({"user": "ghost"});
-    assert_eq!(json_body(http(a, "POST", "/api/v1/disconnect", Some("k3y"), Some(&d))).1["data"]["disconnected"], 0);
+    assert_eq!(
+        json_body(http(a, "POST", "/api/v1/disconnect", Some("k3y"), Some(&d))).1["data"]
+            ["disconnected"],
+        0
+    );
 
     // Stats and metrics after traffic.
     let (st, v) = json_body(http(a, "GET", "/api/v1/stats", Some("k3y"), None));
     assert_eq!(st, 200);
     assert_eq!(v["data"]["shards"].as_array().unwrap().len(), 2);
-    assert!(v["data"]["total"]["messages_out"].as_u64().unwrap() >= 4, "{v}");
+    assert!(
+        v["data"]["total"]["messages_out"].as_u64().unwrap() >= 4,
+        "{v}"
+    );
     let (st, text) = http(a, "GET", "/metrics", None, None);
     assert_eq!(st, 200);
     assert!(text.contains("ringhub_connections{shard=\"0\"}"), "{text}");
-    assert!(text.contains("ringhub_handshakes_total{result=\"upgraded\"} 2"), "{text}");
-    assert!(text.contains("ringhub_handshakes_total{result=\"401\"} 2"), "{text}");
-    assert!(text.contains("ringhub_handshake_duration_seconds_count 2"), "{text}");
+    assert!(
+        text.contains("ringhub_handshakes_total{result=\"upgraded\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringhub_handshakes_total{result=\"401\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ringhub_handshake_duration_seconds_count 2"),
+        "{text}"
+    );
     assert!(text.contains("ringhub_messages_in_total 1"), "{text}");
 
     // Probes.
-    assert_eq!(json_body(http(a, "GET", "/healthz", None, None)), (200, json!({"success": true, "data": "ok"})));
-    assert_eq!(json_body(http(a, "GET", "/readyz", None, None)), (200, json!({"success": true, "data": "ready"})));
+    assert_eq!(
+        json_body(http(a, "GET", "/healthz", None, None)),
+        (200, json!({"success": true, "data": "ok"}))
+    );
+    assert_eq!(
+        json_body(http(a, "GET", "/readyz", None, None)),
+        (200, json!({"success": true, "data": "ready"}))
+    );
     drop((sub, other));
     h.shutdown();
     h.join();
@@ -99,7 +176,13 @@ async fn api_both_backends() {
 #[test]
 fn api_is_off_without_a_key() {
     let h = start(builder(ringhub::IoMode::Epoll).pubsub()).unwrap();
-    let (st, v) = json_body(http(h.local_addr(), "POST", "/api/v1/publish", Some("x"), Some(&json!({}))));
+    let (st, v) = json_body(http(
+        h.local_addr(),
+        "POST",
+        "/api/v1/publish",
+        Some("x"),
+        Some(&json!({})),
+    ));
     assert_eq!(st, 403);
     assert!(v["error"].as_str().unwrap().contains("disabled"));
     h.shutdown();
@@ -107,11 +190,14 @@ fn api_is_off_without_a_key() {
 }
 
 async fn sse(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).pubsub()) else { return };
+    let Some(h) = start(builder(io).pubsub()) else {
+        return;
+    };
     let a = h.local_addr();
     let mut s = std::net::TcpStream::connect(a).unwrap();
     s.set_read_timeout(Some(GUARD)).unwrap();
-    s.write_all(b"GET /sse?topics=feed,alerts%3A* HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /sse?topics=feed,alerts%3A* HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     // Read the response head before publishing: it is sent after the subscriptions exist.
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -124,7 +210,11 @@ async fn sse(io: ringhub::IoMode) {
     // A publisher on another connection; subscribe-reply round trip proves its shard is ready.
     subscribe(&mut p, "sync", 1).await;
     send(&mut p, json!({"topic":"feed","event":"a","data":1})).await;
-    send(&mut p, json!({"topic":"alerts:fire","event":"b","data":{"hot":true}})).await;
+    send(
+        &mut p,
+        json!({"topic":"alerts:fire","event":"b","data":{"hot":true}}),
+    )
+    .await;
     send(&mut p, json!({"topic":"other","event":"c"})).await;
     let want = "data: {\"topic\":\"feed\",\"event\":\"a\",\"data\":1}\n\ndata: {\"topic\":\"alerts:fire\",\"event\":\"b\",\"data\":{\"hot\":true}}\n\n";
     while !String::from_utf8_lossy(&got).contains(want) {
@@ -133,10 +223,14 @@ async fn sse(io: ringhub::IoMode) {
         got.extend_from_slice(&buf[..n]);
     }
     let text = String::from_utf8_lossy(&got);
-    assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"), "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"),
+        "{text}"
+    );
     assert!(!text.contains("other"), "{text}");
     let mut bad = std::net::TcpStream::connect(a).unwrap();
-    bad.write_all(b"GET /sse?topics=a*b HTTP/1.1\r\n\r\n").unwrap();
+    bad.write_all(b"GET /sse?topics=a*b HTTP/1.1\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     let _ = bad.read_to_string(&mut out);
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");

@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
 async fn oversize_closes_with_1009(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).max_message_size(4096).pubsub()) else { return };
+    let Some(h) = start(builder(io).max_message_size(4096).pubsub()) else {
+        return;
+    };
     let mut ws = connect(&h, "/ws").await;
     let mut other = connect(&h, "/ws").await;
     subscribe(&mut other, "t", 1).await;
@@ -30,7 +32,9 @@ async fn oversize_closes_with_1009(io: ringhub::IoMode) {
 }
 
 async fn slow_consumer_closed_with_1008(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).outbound_queue(64 * 1024).pubsub()) else { return };
+    let Some(h) = start(builder(io).outbound_queue(64 * 1024).pubsub()) else {
+        return;
+    };
     let mut slow = connect(&h, "/ws").await;
     subscribe(&mut slow, "feed", 1).await;
     // The publisher is also a subscriber and sends each message only after receiving the previous
@@ -40,9 +44,16 @@ async fn slow_consumer_closed_with_1008(io: ringhub::IoMode) {
     let chunk = "y".repeat(10_000);
     let total = 3000; // 30 MB: more than the kernel's socket buffers can hide.
     for n in 0..total {
-        send(&mut fast, json!({"topic":"feed","event":"e","data":{"n":n,"c":chunk}})).await;
+        send(
+            &mut fast,
+            json!({"topic":"feed","event":"e","data":{"n":n,"c":chunk}}),
+        )
+        .await;
         let m = recv(&mut fast).await;
-        assert_eq!(m["data"]["n"], n, "fast subscriber lost or reordered a message");
+        assert_eq!(
+            m["data"]["n"], n,
+            "fast subscriber lost or reordered a message"
+        );
     }
     assert_eq!(h.stats().slow_consumers, 1);
     // The slow one receives what was written before the overflow, then close 1008.
@@ -53,7 +64,9 @@ async fn slow_consumer_closed_with_1008(io: ringhub::IoMode) {
 }
 
 async fn keepalive_and_idle_timeout(io: ringhub::IoMode) {
-    let b = builder(io).keepalive(Duration::from_millis(50), Duration::from_millis(300)).pubsub();
+    let b = builder(io)
+        .keepalive(Duration::from_millis(50), Duration::from_millis(300))
+        .pubsub();
     let Some(h) = start(b) else { return };
     // A tungstenite client answers pings while we read, so it stays.
     let mut live = connect(&h, "/ws").await;
@@ -82,7 +95,10 @@ async fn keepalive_and_idle_timeout(io: ringhub::IoMode) {
     let text = String::from_utf8_lossy(&got).into_owned();
     assert!(text.starts_with("HTTP/1.1 101"), "{text}");
     let frames = &got[text.find("\r\n\r\n").unwrap() + 4..];
-    assert!(frames.windows(2).any(|w| w == [0x89, 0x00]), "expected a ping before the drop");
+    assert!(
+        frames.windows(2).any(|w| w == [0x89, 0x00]),
+        "expected a ping before the drop"
+    );
     let close = frames.windows(4).any(|w| w == [0x88, 0x0e, 0x03, 0xe9]); // close, len 14, 1001
     assert!(close, "expected close 1001 'idle timeout', got {frames:?}");
     // Meanwhile the live client, which answered pings, is still served.
@@ -93,7 +109,9 @@ async fn keepalive_and_idle_timeout(io: ringhub::IoMode) {
 }
 
 async fn graceful_shutdown_sends_1001(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).pubsub()) else { return };
+    let Some(h) = start(builder(io).pubsub()) else {
+        return;
+    };
     let mut clients = Vec::new();
     for i in 0..8 {
         let mut ws = connect(&h, "/ws").await;
@@ -108,7 +126,10 @@ async fn graceful_shutdown_sends_1001(io: ringhub::IoMode) {
         let _ = ws.close(None).await;
     }
     joiner.join().unwrap();
-    assert!(std::net::TcpStream::connect(addr).is_err(), "listener still accepting after shutdown");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "listener still accepting after shutdown"
+    );
 }
 
 #[tokio::test]

@@ -7,7 +7,9 @@ use common::*;
 use serde_json::json;
 
 async fn cross_shard_fanout(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).pubsub()) else { return };
+    let Some(h) = start(builder(io).pubsub()) else {
+        return;
+    };
     // Enough connections that the kernel's SO_REUSEPORT hash puts some on each shard.
     let mut subs = Vec::new();
     for i in 0..24 {
@@ -16,20 +18,40 @@ async fn cross_shard_fanout(io: ringhub::IoMode) {
         subs.push(ws);
     }
     for s in 0..h.shards() {
-        assert!(h.shard_stats(s).unwrap().connections > 0, "shard {s} got no connection");
+        assert!(
+            h.shard_stats(s).unwrap().connections > 0,
+            "shard {s} got no connection"
+        );
     }
     let mut publisher = connect(&h, "/ws").await;
     for n in 0..50 {
-        send(&mut publisher, json!({"topic":"chat:room1","event":"msg","data":{"n":n,"s":"é\"\\"}})).await;
+        send(
+            &mut publisher,
+            json!({"topic":"chat:room1","event":"msg","data":{"n":n,"s":"é\"\\"}}),
+        )
+        .await;
     }
-    send(&mut publisher, json!({"topic":"chat:room1","event":"msg","data":[1,2],"id":99})).await;
-    assert_eq!(recv(&mut publisher).await, json!({"event":"reply","id":99,"topic":"chat:room1"}));
+    send(
+        &mut publisher,
+        json!({"topic":"chat:room1","event":"msg","data":[1,2],"id":99}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut publisher).await,
+        json!({"event":"reply","id":99,"topic":"chat:room1"})
+    );
     for ws in &mut subs {
         // In publish order, each exactly once, data untouched.
         for n in 0..50 {
-            assert_eq!(recv(ws).await, json!({"topic":"chat:room1","event":"msg","data":{"n":n,"s":"é\"\\"}}));
+            assert_eq!(
+                recv(ws).await,
+                json!({"topic":"chat:room1","event":"msg","data":{"n":n,"s":"é\"\\"}})
+            );
         }
-        assert_eq!(recv(ws).await, json!({"topic":"chat:room1","event":"msg","data":[1,2]}));
+        assert_eq!(
+            recv(ws).await,
+            json!({"topic":"chat:room1","event":"msg","data":[1,2]})
+        );
     }
     drop((subs, publisher));
     h.shutdown();
@@ -37,7 +59,9 @@ async fn cross_shard_fanout(io: ringhub::IoMode) {
 }
 
 async fn wildcard_unsubscribe_and_dedup(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).pubsub()) else { return };
+    let Some(h) = start(builder(io).pubsub()) else {
+        return;
+    };
     let mut a = connect(&h, "/ws").await;
     let mut p = connect(&h, "/ws").await;
     subscribe(&mut a, "news:*", 1).await;
@@ -50,9 +74,20 @@ async fn wildcard_unsubscribe_and_dedup(io: ringhub::IoMode) {
     send(&mut p, json!({"topic":"end","event":"e","data":4})).await;
     assert_eq!(recv(&mut a).await["data"], 1);
     assert_eq!(recv(&mut a).await["data"], 2);
-    assert_eq!(recv(&mut a).await["data"], 4, "newsroom must not match news:*");
-    send(&mut a, json!({"event":"unsubscribe","topic":"news:*","id":5})).await;
-    assert_eq!(recv(&mut a).await, json!({"event":"reply","id":5,"topic":"news:*"}));
+    assert_eq!(
+        recv(&mut a).await["data"],
+        4,
+        "newsroom must not match news:*"
+    );
+    send(
+        &mut a,
+        json!({"event":"unsubscribe","topic":"news:*","id":5}),
+    )
+    .await;
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"event":"reply","id":5,"topic":"news:*"})
+    );
     send(&mut p, json!({"topic":"news:tech","event":"e","data":5})).await;
     send(&mut p, json!({"topic":"news:sport","event":"e","data":6})).await;
     send(&mut p, json!({"topic":"end","event":"e","data":7})).await;
@@ -65,7 +100,10 @@ async fn wildcard_unsubscribe_and_dedup(io: ringhub::IoMode) {
     assert_eq!(recv(&mut p).await, json!({"topic":"self","event":"e"}));
     // Library handle publishes from outside.
     h.publish("end", "server", &json!({"k":"v"})).unwrap();
-    assert_eq!(recv(&mut a).await, json!({"topic":"end","event":"server","data":{"k":"v"}}));
+    assert_eq!(
+        recv(&mut a).await,
+        json!({"topic":"end","event":"server","data":{"k":"v"}})
+    );
     drop((a, p));
     h.shutdown();
     h.join();

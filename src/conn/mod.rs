@@ -42,10 +42,27 @@ where
     let Some(tls) = guard.tls.clone() else {
         return serve_http(shard, acc, accepted).await;
     };
-    let Accepted { read, write, fd, peer } = acc;
+    let Accepted {
+        read,
+        write,
+        fd,
+        peer,
+    } = acc;
     let timeout = shard.hub.config.handshake_timeout;
     match tokio::time::timeout(timeout, crate::transport::tls::accept(tls, read, write)).await {
-        Ok(Ok((read, write))) => serve_http(shard, Accepted { read, write, fd, peer }, accepted).await,
+        Ok(Ok((read, write))) => {
+            serve_http(
+                shard,
+                Accepted {
+                    read,
+                    write,
+                    fd,
+                    peer,
+                },
+                accepted,
+            )
+            .await
+        }
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             shard.stats().handshake(400, accepted.elapsed());
@@ -99,9 +116,19 @@ where
     R: AsyncRead + Unpin + 'static,
     W: Writer,
 {
-    let Accepted { mut read, mut write, fd, peer } = acc;
+    let Accepted {
+        mut read,
+        mut write,
+        fd,
+        peer,
+    } = acc;
     let cfg = &shard.hub.config;
-    let head = match tokio::time::timeout(cfg.handshake_timeout, http::read_head(&mut read, cfg.guard.max_handshake_bytes)).await {
+    let head = match tokio::time::timeout(
+        cfg.handshake_timeout,
+        http::read_head(&mut read, cfg.guard.max_handshake_bytes),
+    )
+    .await
+    {
         Err(_) => Err(HttpError::new(408, "request head not received in time")),
         Ok(r) => r,
     };
@@ -123,7 +150,19 @@ where
     let (kind, response, admitted) = match route {
         Route::Ws(kind, response, admitted) => (kind, response, admitted),
         Route::Sse(topics, admitted) => {
-            return sse::serve(shard, Accepted { read, write, fd, peer }, topics, admitted, accepted).await
+            return sse::serve(
+                shard,
+                Accepted {
+                    read,
+                    write,
+                    fd,
+                    peer,
+                },
+                topics,
+                admitted,
+                accepted,
+            )
+            .await
         }
         Route::Api => {
             let mut reader = Prefixed::new(Bytes::new(), read);

@@ -14,7 +14,12 @@ use crate::stats::ShardStats;
 use crate::ConnId;
 
 /// Reads messages until the connection closes; returns true when input should be drained.
-pub(super) async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnId, kind: ConnKind, reader: &mut R) -> bool {
+pub(super) async fn read_loop<R: AsyncRead + Unpin>(
+    shard: &Rc<Shard>,
+    id: ConnId,
+    kind: ConnKind,
+    reader: &mut R,
+) -> bool {
     let max = shard.hub.config.max_message_size;
     let (mut ws, _) = after_handshake_split(reader, tokio::io::sink(), Role::Server);
     ws.set_max_message_size(max);
@@ -72,7 +77,10 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnI
             (ConnKind::PubSub, _) => {
                 stats.error(crate::ErrorCode::BadRequest);
                 let msg = "binary frames are not supported: send JSON envelopes as text";
-                shard.enqueue(id, envelope::error(None, "", crate::ErrorCode::BadRequest, msg));
+                shard.enqueue(
+                    id,
+                    envelope::error(None, "", crate::ErrorCode::BadRequest, msg),
+                );
             }
         }
         asm.reset();
@@ -82,7 +90,9 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(shard: &Rc<Shard>, id: ConnI
 /// The close code for a read error, or `None` when the peer is simply gone.
 fn close_code(e: &WebSocketError) -> Option<(u16, &'static str)> {
     match e {
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => None,
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => None,
         WebSocketError::FrameTooLarge => Some((1009, "message too big")),
         WebSocketError::InvalidUTF8 => Some((1007, "invalid UTF-8")),
         // fastwebsockets already queued the 1002 reply through the obligated-send callback.
@@ -169,23 +179,44 @@ mod tests {
         let snow = "☃".as_bytes();
         assert_eq!(a.push(OpCode::Text, false, &snow[..1]), Ok(None));
         assert_eq!(a.push(OpCode::Continuation, false, &snow[1..]), Ok(None));
-        assert_eq!(a.push(OpCode::Continuation, true, b"!"), Ok(Some((OpCode::Text, "☃!".as_bytes()))));
+        assert_eq!(
+            a.push(OpCode::Continuation, true, b"!"),
+            Ok(Some((OpCode::Text, "☃!".as_bytes())))
+        );
         a.reset();
         assert_eq!(a.push(OpCode::Text, false, b"ok"), Ok(None));
-        assert_eq!(a.push(OpCode::Continuation, true, &[0xff]), Err((1007, "invalid UTF-8")));
+        assert_eq!(
+            a.push(OpCode::Continuation, true, &[0xff]),
+            Err((1007, "invalid UTF-8"))
+        );
         a.reset();
         assert_eq!(a.push(OpCode::Text, false, &snow[..2]), Ok(None));
-        assert_eq!(a.push(OpCode::Continuation, true, b""), Err((1007, "invalid UTF-8")));
+        assert_eq!(
+            a.push(OpCode::Continuation, true, b""),
+            Err((1007, "invalid UTF-8"))
+        );
     }
 
     #[test]
     fn assembler_enforces_order_and_size() {
         let mut a = Assembler::new(4);
-        assert_eq!(a.push(OpCode::Continuation, true, b"x"), Err((1002, "continuation without a message")));
+        assert_eq!(
+            a.push(OpCode::Continuation, true, b"x"),
+            Err((1002, "continuation without a message"))
+        );
         assert_eq!(a.push(OpCode::Binary, false, b"abc"), Ok(None));
-        assert_eq!(a.push(OpCode::Text, true, b"x"), Err((1002, "new message inside a fragmented message")));
-        assert_eq!(a.push(OpCode::Continuation, true, b"de"), Err((1009, "message too big")));
+        assert_eq!(
+            a.push(OpCode::Text, true, b"x"),
+            Err((1002, "new message inside a fragmented message"))
+        );
+        assert_eq!(
+            a.push(OpCode::Continuation, true, b"de"),
+            Err((1009, "message too big"))
+        );
         a.reset();
-        assert_eq!(a.push(OpCode::Binary, true, b"whole"), Ok(Some((OpCode::Binary, &b"whole"[..]))));
+        assert_eq!(
+            a.push(OpCode::Binary, true, b"whole"),
+            Ok(Some((OpCode::Binary, &b"whole"[..])))
+        );
     }
 }

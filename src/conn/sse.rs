@@ -19,24 +19,40 @@ pub(super) fn topics(head: &http::RequestHead) -> Result<Vec<String>, HttpError>
     }
     let topics: Vec<String> = head
         .query_param("topics")
-        .map(|t| t.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect())
+        .map(|t| {
+            t.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     if topics.is_empty() {
         return Err(HttpError::new(400, "give topics=a,b"));
     }
     for t in &topics {
-        crate::pattern::Pattern::parse(t).map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
+        crate::pattern::Pattern::parse(t)
+            .map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
     }
     Ok(topics)
 }
 
 /// Streams publications of `topics` as Server-Sent Events until the client goes away.
-pub(super) async fn serve<R, W>(shard: Rc<Shard>, acc: Accepted<R, W>, topics: Vec<String>, admitted: Admitted, accepted: Instant)
-where
+pub(super) async fn serve<R, W>(
+    shard: Rc<Shard>,
+    acc: Accepted<R, W>,
+    topics: Vec<String>,
+    admitted: Admitted,
+    accepted: Instant,
+) where
     R: AsyncRead + Unpin + 'static,
     W: Writer,
 {
-    let Accepted { mut read, mut write, fd, peer } = acc;
+    let Accepted {
+        mut read,
+        mut write,
+        fd,
+        peer,
+    } = acc;
     let id = shard.register(fd, peer, admitted, true);
     let mut tokens = Vec::new();
     for t in &topics {
@@ -69,4 +85,3 @@ where
     shard.reader_done(id);
     shard.task_done(id);
 }
-

@@ -9,12 +9,19 @@ use crate::transport::{shutdown_fd, Writer};
 use crate::ConnId;
 
 /// Writes queued frames in batches until the connection is done, then shuts the socket down.
-pub(super) async fn write_loop<W: Writer>(shard: Rc<Shard>, id: ConnId, fd: std::os::fd::RawFd, mut w: W) {
+pub(super) async fn write_loop<W: Writer>(
+    shard: Rc<Shard>,
+    id: ConnId,
+    fd: std::os::fd::RawFd,
+    mut w: W,
+) {
     let mut buf = Vec::new();
     loop {
         buf.clear();
         let batch = poll_fn(|cx| shard.poll_outbound(id, cx, &mut buf)).await;
-        let Outbound::Batch { frames, last } = batch else { break };
+        let Outbound::Batch { frames, last } = batch else {
+            break;
+        };
         let len = buf.len() as u64;
         let (res, b) = w.write_all(std::mem::take(&mut buf)).await;
         buf = b;
@@ -35,4 +42,3 @@ pub(super) async fn write_loop<W: Writer>(shard: Rc<Shard>, id: ConnId, fd: std:
     shard.reader_done(id);
     shard.task_done(id);
 }
-

@@ -38,9 +38,15 @@ impl ShardState {
             ApiOp::Send(req) => {
                 let mut n = 0;
                 for user in &req.users {
-                    let Some(ids) = self.users.get(user.as_str()).cloned() else { continue };
+                    let Some(ids) = self.users.get(user.as_str()).cloned() else {
+                        continue;
+                    };
                     let topic = req.topic.clone().unwrap_or_else(|| format!("user:{user}"));
-                    let frame = envelope::publication(&topic, &req.event, req.data.as_ref().map(|d| d.get().as_bytes()));
+                    let frame = envelope::publication(
+                        &topic,
+                        &req.event,
+                        req.data.as_ref().map(|d| d.get().as_bytes()),
+                    );
                     for id in ids {
                         self.enqueue(id, frame.clone());
                         n += 1;
@@ -51,19 +57,34 @@ impl ShardState {
             ApiOp::Disconnect(user) => {
                 let ids = self.users.get(&user).cloned().unwrap_or_default();
                 for id in &ids {
-                    self.close(*id, crate::api::CLOSE_DISCONNECTED, "disconnected by server");
+                    self.close(
+                        *id,
+                        crate::api::CLOSE_DISCONNECTED,
+                        "disconnected by server",
+                    );
                 }
                 ApiReply::Count(ids.len())
             }
             ApiOp::Online => {
-                let list: Vec<(Arc<str>, usize)> = self.users.iter().map(|(u, ids)| (u.clone(), ids.len())).collect();
+                let list: Vec<(Arc<str>, usize)> = self
+                    .users
+                    .iter()
+                    .map(|(u, ids)| (u.clone(), ids.len()))
+                    .collect();
                 let named: usize = list.iter().map(|(_, n)| n).sum();
                 ApiReply::Online(list, self.conns.len() - named)
             }
         }
     }
 
-    pub(super) fn error(&mut self, id: ConnId, req: Option<u64>, topic: &str, code: ErrorCode, msg: &str) {
+    pub(super) fn error(
+        &mut self,
+        id: ConnId,
+        req: Option<u64>,
+        topic: &str,
+        code: ErrorCode,
+        msg: &str,
+    ) {
         self.hub.stats[self.index].error(code);
         self.enqueue(id, envelope::error(req, topic, code, msg));
     }
@@ -82,7 +103,10 @@ impl ShardState {
             match verdict {
                 Verdict::Allow => {}
                 Verdict::Reject => {
-                    return Err(Refusal::Error(ErrorCode::RateLimited, "too many messages: slow down".into()))
+                    return Err(Refusal::Error(
+                        ErrorCode::RateLimited,
+                        "too many messages: slow down".into(),
+                    ))
                 }
                 Verdict::Close => return Err(Refusal::Close),
             }
@@ -94,7 +118,9 @@ impl ShardState {
             _ => c.perms.can_publish(user, topic),
         };
         checked.map_err(|e| match e {
-            SecurityError::InvalidPattern { .. } => Refusal::Error(ErrorCode::BadRequest, e.to_string()),
+            SecurityError::InvalidPattern { .. } => {
+                Refusal::Error(ErrorCode::BadRequest, e.to_string())
+            }
             e => Refusal::Error(ErrorCode::Forbidden, e.to_string()),
         })
     }
@@ -142,7 +168,12 @@ impl ShardState {
                 if let Err(e) = crate::pattern::validate_topic(topic) {
                     return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
                 }
-                let Some((handler, blocking)) = self.hub.router.best_match(topic).map(|r| (r.handler.clone(), r.blocking)) else {
+                let Some((handler, blocking)) = self
+                    .hub
+                    .router
+                    .best_match(topic)
+                    .map(|r| (r.handler.clone(), r.blocking))
+                else {
                     let msg = format!("no handler for topic '{topic}'");
                     return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
                 };
@@ -173,8 +204,10 @@ impl ShardState {
                     fx: &mut fx,
                 };
                 // A panicking handler fails its message, not the shard.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(&mut ctx, &msg)))
-                    .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    handler.call(&mut ctx, &msg)
+                }))
+                .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
                 if let Some(code) = ctx.finish(result) {
                     self.hub.stats[self.index].error(code);
                 }
@@ -215,4 +248,3 @@ impl Effects for Inline<'_> {
         self.st.unsubscribe(self.conn, pattern);
     }
 }
-

@@ -148,7 +148,12 @@ impl Shard {
             ShardMsg::Publish { topic, frame } => {
                 st.deliver_local(&topic, &frame);
             }
-            ShardMsg::Interest { pattern, shard, add, ack } => {
+            ShardMsg::Interest {
+                pattern,
+                shard,
+                add,
+                ack,
+            } => {
                 if let Ok(p) = Pattern::parse(&pattern) {
                     if add {
                         st.interest.add(p, shard);
@@ -237,8 +242,18 @@ impl Shard {
     }
 
     /// Registers a freshly upgraded connection (or SSE stream) of `user`.
-    pub(crate) fn register(&self, fd: RawFd, remote: SocketAddr, admitted: crate::guard::Admitted, sse: bool) -> ConnId {
-        let crate::guard::Admitted { user, permissions, limiter } = admitted;
+    pub(crate) fn register(
+        &self,
+        fd: RawFd,
+        remote: SocketAddr,
+        admitted: crate::guard::Admitted,
+        sse: bool,
+    ) -> ConnId {
+        let crate::guard::Admitted {
+            user,
+            permissions,
+            limiter,
+        } = admitted;
         let mut st = self.st.borrow_mut();
         st.generation = st.generation.wrapping_add(1);
         let (gen, now) = (st.generation, st.now);
@@ -266,7 +281,9 @@ impl Shard {
             stamp: 0,
             tasks: 2,
         });
-        self.stats().connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats()
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         id
     }
 
@@ -293,7 +310,9 @@ impl Shard {
                 }
             }
         }
-        self.stats().connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.stats()
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if st.shutting_down && st.conns.is_empty() {
             self.drained.notify_one();
         }
@@ -335,7 +354,12 @@ impl Shard {
     }
 
     /// Fills `buf` with queued frames for the writer, or parks it.
-    pub(crate) fn poll_outbound(&self, id: ConnId, cx: &mut TaskCx<'_>, buf: &mut Vec<u8>) -> Poll<Outbound> {
+    pub(crate) fn poll_outbound(
+        &self,
+        id: ConnId,
+        cx: &mut TaskCx<'_>,
+        buf: &mut Vec<u8>,
+    ) -> Poll<Outbound> {
         let mut st = self.st.borrow_mut();
         let Some(c) = st.conn_mut(id) else {
             return Poll::Ready(Outbound::Done);
@@ -438,4 +462,3 @@ pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
         });
     }
 }
-

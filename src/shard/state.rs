@@ -15,7 +15,9 @@ use crate::ConnId;
 
 impl ShardState {
     pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
-        self.conns.get_mut(id.slot() as usize).filter(|c| c.id == id)
+        self.conns
+            .get_mut(id.slot() as usize)
+            .filter(|c| c.id == id)
     }
 
     pub(super) fn wake(c: &mut ConnEntry) {
@@ -45,7 +47,9 @@ impl ShardState {
         tracing::warn!(conn = %id, remote = %c.remote, queued = c.queued, "slow consumer: outbound queue full, closing with 1008");
         c.out.clear();
         c.queued = 0;
-        self.hub.stats[self.index].slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.stats[self.index]
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.close(id, 1008, "slow consumer");
     }
 
@@ -78,7 +82,9 @@ impl ShardState {
     }
 
     pub(super) fn drop_subscription(&mut self, id: ConnId, pattern: &str) {
-        let Ok(p) = Pattern::parse(pattern) else { return };
+        let Ok(p) = Pattern::parse(pattern) else {
+            return;
+        };
         if self.registry.unsubscribe(p, id.slot()) == Unsubscribed::Last {
             self.broadcast_interest(pattern, false, None);
         }
@@ -102,12 +108,16 @@ impl ShardState {
     }
 
     pub(super) fn interest_acked(&mut self, token: u64) {
-        let Some(p) = self.pending.get_mut(&token) else { return };
+        let Some(p) = self.pending.get_mut(&token) else {
+            return;
+        };
         p.remaining -= 1;
         if p.remaining > 0 {
             return;
         }
-        let Some(p) = self.pending.remove(&token) else { return };
+        let Some(p) = self.pending.remove(&token) else {
+            return;
+        };
         self.pending_by_pattern.retain(|_, t| *t != token);
         p.wakers.into_iter().for_each(Waker::wake);
         for (conn, rid, topic) in p.waiters {
@@ -127,7 +137,9 @@ impl ShardState {
         let owner = topic.strip_prefix(crate::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
             for &slot in set {
-                let Some(c) = conns.get_mut(slot as usize) else { continue };
+                let Some(c) = conns.get_mut(slot as usize) else {
+                    continue;
+                };
                 if c.stamp == seq {
                     continue;
                 }
@@ -169,10 +181,16 @@ impl ShardState {
     }
 
     /// Subscribes; returns the interest token to wait for when other shards must learn first.
-    pub(super) fn subscribe(&mut self, id: ConnId, pattern: &str) -> Result<Option<u64>, HandlerError> {
+    pub(super) fn subscribe(
+        &mut self,
+        id: ConnId,
+        pattern: &str,
+    ) -> Result<Option<u64>, HandlerError> {
         let p = Pattern::parse(pattern).map_err(|e| HandlerError::bad_request(e.to_string()))?;
         let max = self.hub.config.max_subscriptions;
-        let Some(c) = self.conn_mut(id) else { return Ok(None) };
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(None);
+        };
         if c.closing.is_some() {
             return Ok(None);
         }

@@ -44,7 +44,11 @@ fn tls_err(e: rustls::Error) -> io::Error {
 }
 
 /// Runs the server handshake over a split stream.
-pub(crate) async fn accept<R, W>(cfg: Arc<rustls::ServerConfig>, mut r: R, mut w: W) -> io::Result<(TlsRead<R>, TlsWrite<W>)>
+pub(crate) async fn accept<R, W>(
+    cfg: Arc<rustls::ServerConfig>,
+    mut r: R,
+    mut w: W,
+) -> io::Result<(TlsRead<R>, TlsWrite<W>)>
 where
     R: AsyncRead + Unpin,
     W: Writer,
@@ -103,7 +107,11 @@ pub(crate) struct TlsRead<R> {
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for TlsRead<R> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             {

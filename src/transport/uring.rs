@@ -29,18 +29,28 @@ pub(crate) struct UringRead {
 }
 
 impl AsyncRead for UringRead {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, out: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         loop {
             if this.pos < this.len {
-                let buf = this.buf.as_ref().expect("a completed read leaves its buffer");
+                let buf = this
+                    .buf
+                    .as_ref()
+                    .expect("a completed read leaves its buffer");
                 let n = (this.len - this.pos).min(out.remaining());
                 out.put_slice(&buf[this.pos..this.pos + n]);
                 this.pos += n;
                 return Poll::Ready(Ok(()));
             }
             let fut = this.inflight.get_or_insert_with(|| {
-                let mut b = this.buf.take().unwrap_or_else(|| Vec::with_capacity(READ_BUF));
+                let mut b = this
+                    .buf
+                    .take()
+                    .unwrap_or_else(|| Vec::with_capacity(READ_BUF));
                 b.clear();
                 let s = this.stream.clone();
                 Box::pin(async move { s.read(b).await })

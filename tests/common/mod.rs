@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use ringhub::{Builder, IoMode, RingHub, ServerError, ServerHandle};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
@@ -28,7 +29,10 @@ pub fn builder(io: IoMode) -> Builder {
 
 /// Starts the server, or returns `None` when io_uring is forced but unavailable here.
 pub fn start(b: Builder) -> Option<ServerHandle> {
-    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     match b.build().unwrap().start() {
         Ok(h) => Some(h),
         Err(ServerError::UringUnavailable(e)) => {
@@ -41,18 +45,25 @@ pub fn start(b: Builder) -> Option<ServerHandle> {
 
 pub async fn connect(h: &ServerHandle, path: &str) -> Ws {
     let url = format!("ws://{}{}", h.local_addr(), path);
-    let (ws, _) = tokio::time::timeout(GUARD, tokio_tungstenite::connect_async(url)).await.expect("connect timed out").expect("connect");
+    let (ws, _) = tokio::time::timeout(GUARD, tokio_tungstenite::connect_async(url))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
     ws
 }
 
-pub async fn send(ws: &mut Ws, v: Value) {
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>, v: Value) {
     ws.send(WsMsg::Text(v.to_string())).await.expect("send");
 }
 
 /// Next text message as JSON (pings are answered by tungstenite and skipped).
-pub async fn recv(ws: &mut Ws) -> Value {
+pub async fn recv<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Value {
     loop {
-        let m = tokio::time::timeout(GUARD, ws.next()).await.expect("recv timed out").expect("stream ended").expect("ws error");
+        let m = tokio::time::timeout(GUARD, ws.next())
+            .await
+            .expect("recv timed out")
+            .expect("stream ended")
+            .expect("ws error");
         match m {
             WsMsg::Text(t) => return serde_json::from_str(&t).expect("server sent invalid JSON"),
             WsMsg::Ping(_) | WsMsg::Pong(_) => continue,
@@ -62,9 +73,13 @@ pub async fn recv(ws: &mut Ws) -> Value {
 }
 
 /// Reads until the server's close frame; returns its code.
-pub async fn expect_close(ws: &mut Ws) -> CloseCode {
+pub async fn expect_close<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+) -> CloseCode {
     loop {
-        let m = tokio::time::timeout(GUARD, ws.next()).await.expect("close timed out");
+        let m = tokio::time::timeout(GUARD, ws.next())
+            .await
+            .expect("close timed out");
         match m {
             Some(Ok(WsMsg::Close(Some(f)))) => return f.code,
             Some(Ok(WsMsg::Close(None))) => panic!("close without code"),
@@ -76,9 +91,20 @@ pub async fn expect_close(ws: &mut Ws) -> CloseCode {
 }
 
 /// Subscribes and waits for the reply (after which publications are guaranteed to arrive).
-pub async fn subscribe(ws: &mut Ws, topic: &str, id: u64) {
-    send(ws, serde_json::json!({"event":"subscribe","topic":topic,"id":id})).await;
-    assert_eq!(recv(ws).await, serde_json::json!({"event":"reply","id":id,"topic":topic}));
+pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    topic: &str,
+    id: u64,
+) {
+    send(
+        ws,
+        serde_json::json!({"event":"subscribe","topic":topic,"id":id}),
+    )
+    .await;
+    assert_eq!(
+        recv(ws).await,
+        serde_json::json!({"event":"reply","id":id,"topic":topic})
+    );
 }
 
 /// Runs `f` against io_uring and epoll.
