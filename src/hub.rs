@@ -260,6 +260,7 @@ impl Server {
         });
         handle.shutdown();
         handle.join();
+        tracing::info!("shutdown complete");
         Ok(())
     }
 

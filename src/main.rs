@@ -5,6 +5,7 @@
 //! and exit code 2. `ringhub check-config FILE` validates and prints the effective configuration.
 
 use std::error::Error;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -166,11 +167,10 @@ fn main() -> ExitCode {
         for w in settings.warnings() {
             eprintln!("ringhub: warning: {w}");
         }
-        println!(
-            "# effective configuration from {} (secrets masked)",
-            file.display()
-        );
-        print!("{settings}");
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "# effective configuration from {} (secrets masked)", file.display());
+        let _ = write!(out, "{settings}");
         return ExitCode::SUCCESS;
     }
 
