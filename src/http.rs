@@ -183,8 +183,9 @@ pub(crate) async fn read_head<R: AsyncRead + Unpin>(
             ));
         }
         if let Some((head, used)) = parse_head(&buf, max)? {
-            let rest = buf.split_off(used).freeze();
-            return Ok((head, rest));
+            // Copy what follows the head (usually nothing): a slice would pin the whole read
+            // buffer for the connection's lifetime.
+            return Ok((head, Bytes::copy_from_slice(&buf[used..])));
         }
     }
 }
