@@ -7,6 +7,7 @@ use std::task::Waker;
 
 use bytes::Bytes;
 
+use crate::guard::Guard;
 use crate::hub::HubShared;
 use crate::inbox::{Inbox, ShardMsg};
 use crate::shard::Shard;
@@ -15,6 +16,8 @@ use crate::ConnId;
 /// A shard of a hub with `shards` shards (default config), outside any runtime.
 pub struct BenchShard {
     shard: Shard,
+    /// Default guard (everything allowed), built once as the server builds its own.
+    guard: Guard,
 }
 
 impl BenchShard {
@@ -23,12 +26,14 @@ impl BenchShard {
         let hub = Arc::new(HubShared::for_bench(shards));
         Self {
             shard: Shard::new(0, hub),
+            guard: Guard::default(),
         }
     }
 
-    /// Registers a connection without a socket.
+    /// Registers an anonymous connection without a socket (admitted by the default guard as the
+    /// connection task does: a clone of the default permissions).
     pub fn register(&self) -> ConnId {
-        self.shard.bench_register()
+        self.shard.bench_register(self.guard.admit_anonymous())
     }
 
     /// Removes a connection as its reader and writer tasks would on exit (two `task_done`s).

@@ -169,7 +169,11 @@ fn main() -> ExitCode {
         }
         // A closed pipe (`| head`) is not an error worth a panic.
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "# effective configuration from {} (secrets masked)", file.display());
+        let _ = writeln!(
+            out,
+            "# effective configuration from {} (secrets masked)",
+            file.display()
+        );
         let _ = write!(out, "{settings}");
         return ExitCode::SUCCESS;
     }

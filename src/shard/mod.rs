@@ -412,9 +412,8 @@ impl Shard {
 
     /// Benchmarks only: registers a connection without a socket (fd -1: only used to shut down
     /// stuck closes).
-    pub(crate) fn bench_register(&self) -> ConnId {
-        let open = crate::guard::Guard::default().admit_anonymous();
-        self.register(-1, ([127, 0, 0, 1], 0).into(), open, false)
+    pub(crate) fn bench_register(&self, admitted: crate::guard::Admitted) -> ConnId {
+        self.register(-1, ([127, 0, 0, 1], 0).into(), admitted, false)
     }
 
     /// Benchmarks only: subscribes through the real path; false if refused.
