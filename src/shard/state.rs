@@ -44,7 +44,8 @@ impl ShardState {
 
     pub(super) fn slow_consumer(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id) else { return };
-        tracing::warn!(conn = %id, remote = %c.remote, queued = c.queued, "slow consumer: outbound queue full, closing with 1008");
+        let user = c.user.as_deref().unwrap_or("-");
+        tracing::warn!(conn = %id, remote = %c.remote, user, queued = c.queued, "slow consumer: outbound queue full, closing with 1008");
         c.out.clear();
         c.queued = 0;
         self.hub.stats[self.index]
