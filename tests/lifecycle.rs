@@ -121,15 +121,44 @@ async fn graceful_shutdown_sends_1001(io: ringhub::IoMode) {
     let addr = h.local_addr();
     h.shutdown();
     let joiner = std::thread::spawn(move || h.join());
-    for ws in &mut clients {
-        assert_eq!(expect_close(ws).await, CloseCode::Away);
-        let _ = ws.close(None).await;
+    for mut ws in clients {
+        assert_eq!(expect_close(&mut ws).await, CloseCode::Away);
+        // Dropping the client ends its side of the TCP connection, so the drain is immediate.
     }
     joiner.join().unwrap();
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "listener still accepting after shutdown"
     );
+}
+
+fn unmasked_frame_closes_with_1002(io: ringhub::IoMode) {
+    let Some(h) = start(builder(io).pubsub()) else {
+        return;
+    };
+    let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    s.write_all(&[0x81, 0x02, b'h', b'i']).unwrap(); // text "hi", mask bit clear
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(
+        &got[at..at + 4],
+        &[0x88, 0x1e, 0x03, 0xea],
+        "close 1002 expected: {:?}",
+        &got[at..]
+    );
+    drop(s);
+    h.shutdown();
+    h.join();
+}
+
+#[test]
+fn unmasked_frames_both_backends() {
+    for io in BACKENDS {
+        unmasked_frame_closes_with_1002(io);
+    }
 }
 
 #[tokio::test]

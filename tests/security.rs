@@ -175,7 +175,7 @@ async fn jwt(io: IoMode) {
     let d = http_post(a, "/api/v1/disconnect", &json!({"user":"bob"}));
     assert_eq!(d["data"]["disconnected"], 1);
     assert_eq!(expect_close(&mut bob).await, CloseCode::Library(4000));
-    drop(alice);
+    drop((alice, bob));
     h.shutdown();
     h.join();
 }

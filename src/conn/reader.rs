@@ -36,7 +36,7 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         ready(Ok::<(), Infallible>(()))
     };
     loop {
-        let frame = match ws.read_frame(&mut obligated).await {
+        let mut frame = match ws.read_frame(&mut obligated).await {
             Ok(f) => f,
             Err(e) => {
                 let Some((code, reason)) = close_code(&e) else {
@@ -50,6 +50,12 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
             }
         };
         shard.touch(id);
+        if !was_masked(&mut frame) {
+            // RFC 6455 §5.1: a server must fail a connection whose client sends unmasked frames.
+            ShardStats::add(&shard.stats().protocol_errors, 1);
+            shard.close(id, 1002, "client frames must be masked");
+            return true;
+        }
         let complete = match frame.opcode {
             OpCode::Close => return false,
             OpCode::Pong if frame.payload.len() > 125 => {
@@ -85,6 +91,14 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
         }
         asm.reset();
     }
+}
+
+/// Whether the client masked this frame. fastwebsockets unmasks in place without telling; its
+/// header formatter still writes the mask bit, so read it back from there.
+fn was_masked(frame: &mut Frame<'_>) -> bool {
+    let mut head = [0u8; 16];
+    frame.fmt_head(&mut head);
+    head[1] & 0x80 != 0
 }
 
 /// The close code for a read error, or `None` when the peer is simply gone.
