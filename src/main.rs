@@ -137,14 +137,20 @@ fn load(cli: &Cli, file: Option<&Path>) -> Result<Settings, Box<dyn Error>> {
 
 /// Settings this build validates but the engine does not apply yet; starting with them would
 /// silently run without the protection the operator asked for, so the server refuses.
-fn init_logging(format: LogFormat) {
+/// Logs go through a background writer thread: a shard never blocks on a slow stdout (lines are
+/// dropped, not waited for, if the writer falls far behind). Keep the guard alive to flush.
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    guard
 }
 
 fn main() -> ExitCode {
@@ -178,7 +184,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    init_logging(settings.log_format);
+    let _log_guard = init_logging(settings.log_format);
     for w in settings.warnings() {
         tracing::warn!("{w}");
     }
