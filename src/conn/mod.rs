@@ -2,6 +2,7 @@
 //! ([`reader`] + [`writer`]), an SSE stream ([`sse`]) or an API call. Generic over the transport,
 //! so both shells share it.
 
+mod decode;
 mod reader;
 mod sse;
 mod writer;

@@ -14,8 +14,10 @@ use tokio_uring::net::{TcpListener, TcpStream};
 
 use super::{Accepted, Acceptor, Writer};
 
-/// Size of the owned buffer a read completes into.
-const READ_BUF: usize = 4096;
+/// Bounds of the owned buffer a read completes into. It is sized to what the caller asks for, so
+/// a quiet connection (which asks for little) keeps only a small buffer in flight.
+const READ_MIN: usize = 512;
+const READ_MAX: usize = 64 * 1024;
 
 type ReadFut = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
 
@@ -46,11 +48,12 @@ impl AsyncRead for UringRead {
                 this.pos += n;
                 return Poll::Ready(Ok(()));
             }
+            let want = out.remaining().clamp(READ_MIN, READ_MAX);
             let fut = this.inflight.get_or_insert_with(|| {
-                let mut b = this
-                    .buf
-                    .take()
-                    .unwrap_or_else(|| Vec::with_capacity(READ_BUF));
+                let mut b = match this.buf.take() {
+                    Some(b) if b.capacity() >= want && b.capacity() <= want * 4 => b,
+                    _ => Vec::with_capacity(want),
+                };
                 b.clear();
                 let s = this.stream.clone();
                 Box::pin(async move { s.read(b).await })
