@@ -162,7 +162,8 @@ echo
 echo "scenario: $SCENARIO $*"
 echo "server pinned to core $SERVER_CPU (taskset -c $SERVER_CPU), ringhub-loadtest to core $LOAD_CPU (taskset -c $LOAD_CPU)"
 echo "server CPU s = utime+stime over the whole loadtest run (connect, warmup, measure, drain); RSS = peak VmHWM"
-printf '%-15s %14s %11s %11s %11s %12s  %s\n' server msgs/s p50 p99 "CPU s" "peak RSS" note
+echo "CPU ns/msg = server CPU s / messages delivered (fanout) or echoed (echo) over the same whole run; LT CPU = loadtest CPU share of its core"
+printf '%-15s %14s %11s %11s %9s %11s %12s %7s  %s\n' server msgs/s p50 p99 "CPU s" "CPU ns/msg" "peak RSS" "LT CPU" note
 for name in $SERVERS; do
   json=$OUT_DIR/$name.json
   if [ ! -f "$json" ]; then
@@ -172,11 +173,15 @@ for name in $SERVERS; do
   jq -r '[.label, (.msgs_per_s | floor | tostring),
           ((.latency_us.p50 // 0) | . * 10 | round / 10 | tostring) + "µs",
           ((.latency_us.p99 // 0) | . * 10 | round / 10 | tostring) + "µs",
-          (.server.cpu_s | tostring), ((.server.hwm_kb / 1024) | . * 10 | round / 10 | tostring) + " MB",
+          (.server.cpu_s | tostring),
+          ((.counts.delivered // .counts.received // 0) as $n
+           | if $n > 0 then (.server.cpu_s / $n * 1e9 | round | tostring) else "-" end),
+          ((.server.hwm_kb / 1024) | . * 10 | round / 10 | tostring) + " MB",
+          (if (.loadtest_wall_s // 0) > 0 then (.loadtest_cpu_s / .loadtest_wall_s * 100 | round | tostring) + "%" else "-" end),
           (if .ok then "" else "FAILED: " + (.failures | join("; ")) end)
           + (if .rss_per_conn_kb then "RSS/conn " + (.rss_per_conn_kb * 100 | round / 100 | tostring) + " kB" else "" end)]
          | @tsv' "$json" |
-    awk -F'\t' '{printf "%-15s %14s %11s %11s %11s %12s  %s\n", $1, $2, $3, $4, $5, $6, $7}'
+    awk -F'\t' '{printf "%-15s %14s %11s %11s %9s %11s %12s %7s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
 done
 
 echo

@@ -4,11 +4,13 @@
     scripts/plot.py RESULT.json... [-o fanout.svg] [--title TEXT]
 
 Reads ringhub-loadtest `--json` files of the fanout scenario (as written by
-scripts/compare.sh / scripts/sweep.sh); one line per `label`. No dependencies.
+scripts/compare.sh / scripts/sweep.sh); one line per `label`. When several files hold the same
+label and subscriber count (repeated runs), the point is their median. No dependencies.
 """
 import argparse
 import json
 import math
+import statistics
 import sys
 from collections import defaultdict
 from html import escape
@@ -19,7 +21,7 @@ L, R, T, B = 90, 190, 50, 60  # margins
 
 
 def load(paths):
-    series = defaultdict(dict)
+    runs = defaultdict(lambda: defaultdict(list))
     for p in paths:
         try:
             with open(p) as f:
@@ -32,8 +34,9 @@ def load(paths):
         subs = d.get("config", {}).get("subscribers")
         rate = d.get("msgs_per_s")
         if subs and rate is not None:
-            series[d.get("label", "?")][subs] = rate
-    return series
+            runs[d.get("label", "?")][subs].append(rate)
+    # Repeated runs of one (server, subscribers) point: plot the median, not the last file read.
+    return {label: {s: statistics.median(v) for s, v in pts.items()} for label, pts in runs.items()}
 
 
 def nice_max(v):

@@ -50,9 +50,12 @@ where
         peer,
     } = acc;
     let timeout = shard.hub.config.handshake_timeout;
-    match tokio::time::timeout(timeout, crate::transport::tls::accept(tls, read, write)).await {
+    // Boxed: the TLS states are large and most connections never hold them, so they stay out of
+    // the inline size of every connection's task (what an idle connection costs).
+    let handshake = Box::pin(crate::transport::tls::accept(tls, read, write));
+    match tokio::time::timeout(timeout, handshake).await {
         Ok(Ok((read, write))) => {
-            serve_http(
+            Box::pin(serve_http(
                 shard,
                 Accepted {
                     read,
@@ -61,7 +64,7 @@ where
                     peer,
                 },
                 accepted,
-            )
+            ))
             .await
         }
         Ok(Err(e)) => {
@@ -151,7 +154,7 @@ where
     let (kind, response, admitted) = match route {
         Route::Ws(kind, response, admitted) => (kind, response, admitted),
         Route::Sse(topics, admitted) => {
-            return sse::serve(
+            return Box::pin(sse::serve(
                 shard,
                 Accepted {
                     read,
@@ -162,12 +165,12 @@ where
                 topics,
                 admitted,
                 accepted,
-            )
+            ))
             .await
         }
         Route::Api => {
             let mut reader = Prefixed::new(Bytes::new(), read);
-            let resp = crate::api::handle(&shard.hub, &head, rest, &mut reader).await;
+            let resp = Box::pin(crate::api::handle(&shard.hub, &head, rest, &mut reader)).await;
             if resp.status >= 400 {
                 shard.stats().handshake(resp.status, accepted.elapsed());
             }
