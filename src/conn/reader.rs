@@ -17,6 +17,10 @@ use crate::ConnId;
 const SMALL: usize = 512;
 /// Read size while it is busy.
 const LARGE: usize = 16 * 1024;
+/// Reads a busy connection keeps its large buffer for after input stops filling a quarter of it.
+/// On io_uring every read is a wake-up, and the writers run in between: a burst that starts
+/// with a small read sends its first frames in small batches, so bursty senders stay large.
+const HOT_READS: u8 = 8;
 
 /// What processing a buffer of frames led to.
 enum Step {
@@ -38,15 +42,17 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
     let mut small = [0u8; SMALL];
     // Bytes of an incomplete frame, and the read buffer while busy.
     let mut big: Vec<u8> = Vec::new();
-    let mut busy = false;
+    let mut hot: u8 = 0;
     loop {
-        if big.is_empty() && !busy {
+        if big.is_empty() && hot == 0 {
             let n = match reader.read(&mut small).await {
                 Ok(0) | Err(_) => return false,
                 Ok(n) => n,
             };
             shard.touch(id);
-            busy = n == SMALL;
+            if n == SMALL {
+                hot = HOT_READS;
+            }
             match process(shard, id, kind, &mut asm, &mut small[..n], max) {
                 Step::Stop(drain) => return drain,
                 Step::Consumed(used) => big.extend_from_slice(&small[used..n]),
@@ -64,14 +70,18 @@ pub(super) async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(n) => n,
             };
             shard.touch(id);
-            busy = n == room;
+            hot = if n >= room / 4 {
+                HOT_READS
+            } else {
+                hot.saturating_sub(1)
+            };
             match process(shard, id, kind, &mut asm, &mut big, max) {
                 Step::Stop(drain) => return drain,
                 Step::Consumed(used) => {
                     big.drain(..used);
                 }
             }
-            if big.is_empty() && !busy {
+            if big.is_empty() && hot == 0 {
                 big = Vec::new();
             }
         }

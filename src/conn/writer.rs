@@ -8,6 +8,9 @@ use crate::stats::ShardStats;
 use crate::transport::{shutdown_fd, Writer};
 use crate::ConnId;
 
+/// Largest batch buffer a connection keeps while it has nothing to write.
+const IDLE_BUF: usize = 4096;
+
 /// Writes queued frames in batches until the connection is done, then shuts the socket down.
 pub(super) async fn write_loop<W: Writer>(
     shard: Rc<Shard>,
@@ -34,7 +37,9 @@ pub(super) async fn write_loop<W: Writer>(
         if last {
             break;
         }
-        if buf.capacity() > 1 << 20 {
+        // A connection about to wait keeps no batch buffer: thousands of subscribers that each
+        // once received a burst would otherwise each pin a burst-sized allocation.
+        if buf.capacity() > IDLE_BUF && !shard.has_outbound(id) {
             buf = Vec::new();
         }
     }

@@ -405,6 +405,14 @@ impl Shard {
         }
     }
 
+    /// Whether frames are queued for the connection.
+    pub(crate) fn has_outbound(&self, id: ConnId) -> bool {
+        self.st
+            .borrow_mut()
+            .conn_mut(id)
+            .is_some_and(|c| !c.out.is_empty())
+    }
+
     /// Handles one complete text message on a pub/sub connection.
     pub(crate) fn dispatch(&self, id: ConnId, payload: &[u8]) {
         self.st.borrow_mut().dispatch(id, payload);
