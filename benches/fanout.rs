@@ -6,6 +6,8 @@
 //!
 //! `cargo bench --bench fanout`
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -86,12 +88,5 @@ fn bench(c: &mut Criterion) {
     black_box(waker_state.0.load(Ordering::Relaxed));
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1))
-        .sample_size(30)
-}
-
-criterion_group! { name = benches; config = config(); targets = bench }
+criterion_group! { name = benches; config = common::config(); targets = bench }
 criterion_main!(benches);
