@@ -77,7 +77,6 @@ pub(crate) struct Admitted {
 
 impl Guard {
     /// Admits without looking at a request (anonymous, default permissions, no rate limit).
-    #[allow(dead_code)]
     pub(crate) fn admit_anonymous(&self) -> Admitted {
         Admitted {
             user: None,

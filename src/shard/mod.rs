@@ -2,7 +2,7 @@
 //! All state is single-threaded (`RefCell`, never borrowed across an `.await`); other threads reach
 //! a shard only through its [`Inbox`](crate::inbox::Inbox).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -105,7 +105,6 @@ pub(crate) struct Shard {
     pub index: usize,
     pub hub: Arc<HubShared>,
     pub st: RefCell<ShardState>,
-    pub now: Cell<Instant>,
     pub stop_accept: Notify,
     pub drained: Notify,
 }
@@ -131,7 +130,6 @@ impl Shard {
                 shutting_down: false,
             }),
             hub,
-            now: Cell::new(now),
             stop_accept: Notify::new(),
             drained: Notify::new(),
         }
@@ -191,7 +189,6 @@ impl Shard {
     /// Updates the coarse clock; pings quiet connections, closes idle ones, cuts stuck closes.
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
-        self.now.set(now);
         let mut st = self.st.borrow_mut();
         st.now = now;
         let cfg = &st.hub.config;
@@ -320,8 +317,9 @@ impl Shard {
 
     /// The reader saw traffic: the peer is alive.
     pub(crate) fn touch(&self, id: ConnId) {
-        let now = self.now.get();
-        if let Some(c) = self.st.borrow_mut().conn_mut(id) {
+        let mut st = self.st.borrow_mut();
+        let now = st.now;
+        if let Some(c) = st.conn_mut(id) {
             c.last_seen = now;
             c.ping_sent = false;
         }
