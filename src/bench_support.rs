@@ -7,9 +7,9 @@ use std::task::Waker;
 
 use bytes::Bytes;
 
-use crate::guard::Guard;
-use crate::hub::HubShared;
-use crate::inbox::{Inbox, ShardMsg};
+use crate::policy::guard::Guard;
+use crate::runtime::hub::HubShared;
+use crate::shard::inbox::{Inbox, ShardMsg};
 use crate::shard::Shard;
 use crate::ConnId;
 

@@ -27,35 +27,26 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod auth;
 pub mod config;
-pub mod envelope;
-pub mod error;
-pub mod guard;
-pub mod handler;
-pub mod pattern;
-pub mod ratelimit;
-pub mod registry;
-pub mod security;
-pub mod settings;
-
-mod api;
-mod conn;
 mod http;
-mod hub;
-mod inbox;
-mod metrics;
-mod pool;
+pub mod policy;
+pub mod proto;
+mod runtime;
 mod shard;
-mod sse;
-mod stats;
 mod transport;
+
+// The stable public paths (`ringhub::envelope`, `ringhub::auth`, ...) of the layered modules.
+pub use config::settings;
+pub use policy::{auth, guard, ratelimit, security};
+pub use proto::{envelope, error, handler, pattern, registry};
+
+mod conn;
 
 pub use config::{Config, IoMode};
 pub use error::{ErrorCode, HandlerError, HandlerResult, ServerError};
 pub use handler::{chain, pubsub, Context, Handler, Message, Middleware, Next};
-pub use hub::{Builder, RingHub, Server, ServerHandle};
-pub use stats::{ShardStats, StatsSnapshot};
+pub use proto::stats::{ShardStats, StatsSnapshot};
+pub use runtime::hub::{Builder, RingHub, Server, ServerHandle};
 
 /// Identifies a connection across the whole server: its shard, its slot there, and a generation
 /// so that a stale id never reaches a later connection in the same slot.

@@ -2,7 +2,6 @@
 //! ([`reader`] + [`writer`]), an SSE stream ([`sse`]) or an API call. Generic over the transport,
 //! so both shells share it.
 
-mod decode;
 mod reader;
 mod sse;
 mod writer;
@@ -13,8 +12,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::guard::Admitted;
-use crate::http::{self, HttpError, RequestHead};
+use crate::policy::guard::Admitted;
+use crate::proto::handshake::{self as http, HttpError, RequestHead};
 use crate::shard::{ConnKind, Shard};
 use crate::transport::{shutdown_fd, Accepted, Prefixed, Writer};
 
@@ -87,7 +86,7 @@ enum Route {
 
 fn route(shard: &Shard, head: &RequestHead) -> Result<Route, HttpError> {
     let cfg = &shard.hub.config;
-    let api = crate::api::is_api_path(&head.path);
+    let api = crate::http::api::is_api_path(&head.path);
     if shard.is_shutting_down() && !api {
         return Err(HttpError::new(503, "server is shutting down"));
     }
@@ -170,7 +169,13 @@ where
         }
         Route::Api => {
             let mut reader = Prefixed::new(Bytes::new(), read);
-            let resp = Box::pin(crate::api::handle(&shard.hub, &head, rest, &mut reader)).await;
+            let resp = Box::pin(crate::http::api::handle(
+                &shard.hub,
+                &head,
+                rest,
+                &mut reader,
+            ))
+            .await;
             if resp.status >= 400 {
                 shard.stats().handshake(resp.status, accepted.elapsed());
             }

@@ -7,10 +7,12 @@ use std::rc::Rc;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::decode::{self, Assembler, Fail, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
-use crate::envelope;
+use crate::proto::envelope;
+use crate::proto::frame::{
+    self as decode, Assembler, Fail, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+};
+use crate::proto::stats::ShardStats;
 use crate::shard::{ConnKind, Shard};
-use crate::stats::ShardStats;
 use crate::ConnId;
 
 /// Read size while the connection is quiet (inline in the task, no heap).

@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::guard::Admitted;
-use crate::http::{self, HttpError};
+use crate::policy::guard::Admitted;
+use crate::proto::handshake::{self as http, HttpError};
 use crate::shard::Shard;
 use crate::transport::{Accepted, Writer};
 
@@ -30,7 +30,7 @@ pub(super) fn topics(head: &http::RequestHead) -> Result<Vec<String>, HttpError>
         return Err(HttpError::new(400, "give topics=a,b"));
     }
     for t in &topics {
-        crate::pattern::Pattern::parse(t)
+        crate::proto::pattern::Pattern::parse(t)
             .map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
     }
     Ok(topics)

@@ -3,8 +3,8 @@
 use std::future::poll_fn;
 use std::rc::Rc;
 
+use crate::proto::stats::ShardStats;
 use crate::shard::{Outbound, Shard};
-use crate::stats::ShardStats;
 use crate::transport::{shutdown_fd, Writer};
 use crate::ConnId;
 

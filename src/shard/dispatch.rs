@@ -6,15 +6,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::ShardState;
-use crate::api::{ApiOp, ApiReply};
-use crate::envelope;
-use crate::error::{ErrorCode, HandlerError, HandlerResult};
-use crate::handler::{Context, Effects, Message};
-use crate::inbox::Action;
-use crate::pattern::Pattern;
-use crate::pool::Job;
-use crate::ratelimit::Verdict;
-use crate::security::SecurityError;
+use crate::http::api::{ApiOp, ApiReply};
+use crate::policy::ratelimit::Verdict;
+use crate::policy::security::SecurityError;
+use crate::proto::envelope;
+use crate::proto::error::{ErrorCode, HandlerError, HandlerResult};
+use crate::proto::handler::{Context, Effects, Message};
+use crate::proto::pattern::Pattern;
+use crate::runtime::pool::Job;
+use crate::shard::inbox::Action;
 use crate::ConnId;
 
 /// Why a message is not processed.
@@ -59,7 +59,7 @@ impl ShardState {
                 for id in &ids {
                     self.close(
                         *id,
-                        crate::api::CLOSE_DISCONNECTED,
+                        crate::http::api::CLOSE_DISCONNECTED,
                         "disconnected by server",
                     );
                 }
@@ -165,7 +165,7 @@ impl ShardState {
             }
             "" => self.error(id, req, topic, ErrorCode::BadRequest, "event is empty"),
             event => {
-                if let Err(e) = crate::pattern::validate_topic(topic) {
+                if let Err(e) = crate::proto::pattern::validate_topic(topic) {
                     return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
                 }
                 let Some((handler, blocking)) = self

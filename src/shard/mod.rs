@@ -1,6 +1,6 @@
 //! A shard: the connections one core owns, their subscriptions, and the replicated interest table.
 //! All state is single-threaded (`RefCell`, never borrowed across an `.await`); other threads reach
-//! a shard only through its [`Inbox`](crate::inbox::Inbox).
+//! a shard only through its [`Inbox`](crate::shard::inbox::Inbox).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -14,16 +14,17 @@ use bytes::Bytes;
 use slab::Slab;
 use tokio::sync::Notify;
 
-use crate::envelope;
-use crate::error::HandlerError;
-use crate::hub::HubShared;
-use crate::inbox::ShardMsg;
-use crate::pattern::Pattern;
-use crate::registry::{Interest, Registry};
-use crate::stats::ShardStats;
+use crate::proto::envelope;
+use crate::proto::error::HandlerError;
+use crate::proto::pattern::Pattern;
+use crate::proto::registry::{Interest, Registry};
+use crate::proto::stats::ShardStats;
+use crate::runtime::hub::HubShared;
+use crate::shard::inbox::ShardMsg;
 use crate::ConnId;
 
 mod dispatch;
+pub(crate) mod inbox;
 mod state;
 
 /// Interval of SSE heartbeat comments.
@@ -47,9 +48,9 @@ pub(crate) struct ConnEntry {
     remote: SocketAddr,
     user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
-    perms: crate::security::Permissions,
+    perms: crate::policy::security::Permissions,
     /// Its message rate limiter, when limits are on.
-    limiter: Option<crate::ratelimit::ConnLimiter>,
+    limiter: Option<crate::policy::ratelimit::ConnLimiter>,
     /// A Server-Sent Events stream: frames are rendered as `data:` lines by the writer.
     sse: bool,
     out: VecDeque<Bytes>,
@@ -243,10 +244,10 @@ impl Shard {
         &self,
         fd: RawFd,
         remote: SocketAddr,
-        admitted: crate::guard::Admitted,
+        admitted: crate::policy::guard::Admitted,
         sse: bool,
     ) -> ConnId {
-        let crate::guard::Admitted {
+        let crate::policy::guard::Admitted {
             user,
             permissions,
             limiter,
@@ -372,7 +373,7 @@ impl Shard {
         let mut frames = 0;
         while let Some(f) = c.out.pop_front() {
             if c.sse {
-                crate::sse::render(&f, buf);
+                crate::proto::sse::render(&f, buf);
             } else {
                 buf.extend_from_slice(&f);
             }
@@ -418,7 +419,7 @@ impl Shard {
 
     /// Benchmarks only: registers a connection without a socket (fd -1: only used to shut down
     /// stuck closes).
-    pub(crate) fn bench_register(&self, admitted: crate::guard::Admitted) -> ConnId {
+    pub(crate) fn bench_register(&self, admitted: crate::policy::guard::Admitted) -> ConnId {
         self.register(-1, ([127, 0, 0, 1], 0).into(), admitted, false)
     }
 

@@ -6,11 +6,11 @@ use std::task::Waker;
 use bytes::Bytes;
 
 use super::{ConnEntry, PendingInterest, ShardState};
-use crate::envelope;
-use crate::error::{ErrorCode, HandlerError};
-use crate::inbox::ShardMsg;
-use crate::pattern::Pattern;
-use crate::registry::{Subscribed, Unsubscribed};
+use crate::proto::envelope;
+use crate::proto::error::{ErrorCode, HandlerError};
+use crate::proto::pattern::Pattern;
+use crate::proto::registry::{Subscribed, Unsubscribed};
+use crate::shard::inbox::ShardMsg;
 use crate::ConnId;
 
 impl ShardState {
@@ -135,7 +135,7 @@ impl ShardState {
         let mut slow: Vec<ConnId> = Vec::new();
         let conns = &mut self.conns;
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
-        let owner = topic.strip_prefix(crate::security::PRIVATE_PREFIX);
+        let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
             for &slot in set {
                 let Some(c) = conns.get_mut(slot as usize) else {

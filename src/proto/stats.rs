@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
 use serde::Serialize;
 
-use crate::error::ErrorCode;
+use crate::proto::error::ErrorCode;
 
 /// Upper bounds (seconds) of the handshake latency histogram buckets.
 pub const HANDSHAKE_BUCKETS: [f64; 12] = [

@@ -18,8 +18,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::pattern::Pattern;
-use crate::settings::{AuthSettings, Secret};
+use crate::config::settings::{AuthSettings, Secret};
+use crate::proto::pattern::Pattern;
 
 /// Longest token accepted, in bytes (longer ones are [`AuthError::Malformed`]).
 pub const MAX_TOKEN_LEN: usize = 8192;

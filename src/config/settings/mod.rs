@@ -417,7 +417,7 @@ impl Settings {
             stats_interval: self.stats_interval,
             api_key: self.api.key.as_ref().map(|k| k.expose().to_string()),
             // Building the guard reads key files and can fail: see `Guard::from_settings`.
-            guard: crate::guard::Guard::default(),
+            guard: crate::policy::guard::Guard::default(),
         }
     }
 }

@@ -10,8 +10,8 @@ use toml::Value;
 
 use super::{LogFormat, Secret, Settings, SettingsError};
 use crate::config::IoMode;
-use crate::pattern::Pattern;
-use crate::security::OriginPattern;
+use crate::policy::security::OriginPattern;
+use crate::proto::pattern::Pattern;
 
 /// A value as given: a TOML value from a file, or text from a variable or flag.
 #[derive(Debug, Clone, Copy)]

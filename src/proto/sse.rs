@@ -36,7 +36,7 @@ fn split(frame: &[u8]) -> Option<(u8, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope;
+    use crate::proto::envelope;
 
     #[test]
     fn renders_events_heartbeats_and_multiline_data() {

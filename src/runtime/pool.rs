@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::envelope;
-use crate::error::HandlerResult;
-use crate::handler::{Context, Effects, Handler, Message};
-use crate::hub::HubShared;
-use crate::inbox::{Action, ShardMsg};
+use crate::proto::envelope;
+use crate::proto::error::HandlerResult;
+use crate::proto::handler::{Context, Effects, Handler, Message};
+use crate::runtime::hub::HubShared;
+use crate::shard::inbox::{Action, ShardMsg};
 use crate::ConnId;
 
 /// One message for a blocking handler.

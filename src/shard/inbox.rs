@@ -46,8 +46,8 @@ pub(crate) enum ShardMsg {
     Conn(ConnId, Action),
     /// An HTTP API operation; the shard answers on the channel.
     Api(
-        crate::api::ApiOp,
-        tokio::sync::oneshot::Sender<crate::api::ApiReply>,
+        crate::http::api::ApiOp,
+        tokio::sync::oneshot::Sender<crate::http::api::ApiReply>,
     ),
     /// Stop accepting, close every connection with 1001, drain, exit.
     Shutdown,

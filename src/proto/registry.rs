@@ -3,7 +3,7 @@
 
 use indexmap::IndexSet;
 
-use crate::pattern::{FastHash, Pattern, PatternMap};
+use crate::proto::pattern::{FastHash, Pattern, PatternMap};
 
 /// A connection's slot in its shard's connection table.
 pub type Slot = u32;

@@ -1,10 +1,12 @@
 //! Engine settings. The library takes them through [`crate::Builder`]; the binary fills them from
 //! its command line.
 
+pub mod settings;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::error::ServerError;
+use crate::proto::error::ServerError;
 
 /// Which I/O backend the shards run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,7 +72,7 @@ pub struct Config {
     /// Key for the HTTP API (`Authorization: Bearer KEY`); the API is off without one.
     pub api_key: Option<String>,
     /// Authentication, permissions, origin and IP checks, caps, rate limits, TLS.
-    pub guard: crate::guard::Guard,
+    pub guard: crate::policy::guard::Guard,
 }
 
 impl Default for Config {
@@ -93,7 +95,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(10),
             stats_interval: Duration::from_secs(60),
             api_key: None,
-            guard: crate::guard::Guard::default(),
+            guard: crate::policy::guard::Guard::default(),
         }
     }
 }

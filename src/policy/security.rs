@@ -1,6 +1,6 @@
 //! Upgrade-time and per-action security checks, sans-IO: the origin allowlist ([`OriginPolicy`]),
 //! IP allow/deny lists ([`IpFilter`]), topic permissions with private `user:<id>` topics
-//! ([`Permissions`]), and connection counting ([`ConnLimits`], kept in [`crate::ratelimit`] with the
+//! ([`Permissions`]), and connection counting ([`ConnLimits`], kept in [`crate::policy::ratelimit`] with the
 //! other limits and re-exported here).
 
 use std::net::IpAddr;
@@ -9,8 +9,8 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::pattern::{validate_topic, Pattern, PatternError};
-pub use crate::ratelimit::{ConnLimits, ConnPermit};
+pub use crate::policy::ratelimit::{ConnLimits, ConnPermit};
+use crate::proto::pattern::{validate_topic, Pattern, PatternError};
 
 /// Prefix of the private per-user topics: `user:<id>` belongs to the user whose id is `<id>`.
 pub const PRIVATE_PREFIX: &str = "user:";

@@ -5,7 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::error::ErrorCode;
+use crate::proto::error::ErrorCode;
 
 /// A client envelope borrowed from the frame payload. `data` stays raw JSON so that forwarding
 /// never re-serialises it.

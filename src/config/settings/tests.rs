@@ -242,7 +242,7 @@ fn pem_files_are_checked() {
 
 #[test]
 fn example_file_lists_every_key_with_its_default() {
-    let text = include_str!("../../ringhub.example.toml");
+    let text = include_str!("../../../ringhub.example.toml");
     let mut s = Settings::default();
     s.merge_toml(text, "ringhub.example.toml")
         .expect("example parses");

@@ -12,15 +12,16 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, IoMode};
-use crate::error::{HandlerError, ServerError};
-use crate::handler::{Handler, Layered, Middleware};
-use crate::inbox::{Inbox, ShardMsg};
-use crate::pattern::{validate_topic, Pattern, PatternMap};
-use crate::pool::Job;
+use crate::conn;
+use crate::proto::envelope;
+use crate::proto::error::{HandlerError, ServerError};
+use crate::proto::handler::{Handler, Layered, Middleware};
+use crate::proto::pattern::{validate_topic, Pattern, PatternMap};
+use crate::proto::stats::{ShardStats, StatsSnapshot};
+use crate::runtime::pool::Job;
+use crate::shard::inbox::{Inbox, ShardMsg};
 use crate::shard::Shard;
-use crate::stats::{ShardStats, StatsSnapshot};
 use crate::transport::{self, Acceptor};
-use crate::{conn, envelope};
 
 /// A routed handler with its middleware already applied.
 pub(crate) struct Route {
@@ -134,7 +135,7 @@ impl Builder {
     }
     /// Sets the door policy: authentication, permissions, origins, IP lists, caps, rate limits,
     /// TLS.
-    pub fn guard(mut self, guard: crate::guard::Guard) -> Self {
+    pub fn guard(mut self, guard: crate::policy::guard::Guard) -> Self {
         self.config.guard = guard;
         self
     }
@@ -171,7 +172,7 @@ impl Builder {
     /// Registers the default pub/sub handler on `*` (every topic without a more specific handler
     /// is published to its subscribers).
     pub fn pubsub(self) -> Self {
-        self.handle("*", crate::handler::pubsub)
+        self.handle("*", crate::proto::handler::pubsub)
     }
 
     /// Validates the configuration and patterns.
@@ -296,7 +297,7 @@ impl Server {
             let (hub, rx, stop) = (hub.clone(), pool_rx.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("ringhub-pool-{i}"))
-                .spawn(move || crate::pool::worker(hub, rx, stop))
+                .spawn(move || crate::runtime::pool::worker(hub, rx, stop))
                 .map_err(ServerError::Thread)?;
             pool.push(t);
         }

@@ -8,9 +8,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::envelope;
-use crate::error::{ErrorCode, HandlerError, HandlerResult};
-use crate::pattern::{validate_topic, Pattern};
+use crate::proto::envelope;
+use crate::proto::error::{ErrorCode, HandlerError, HandlerResult};
+use crate::proto::pattern::{validate_topic, Pattern};
 use crate::ConnId;
 
 /// One client message as a handler sees it, borrowed from the frame.

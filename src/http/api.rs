@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
-use crate::envelope;
-use crate::http::RequestHead;
-use crate::hub::HubShared;
-use crate::inbox::ShardMsg;
-use crate::pattern::validate_topic;
+use crate::proto::envelope;
+use crate::proto::handshake::RequestHead;
+use crate::proto::pattern::validate_topic;
+use crate::runtime::hub::HubShared;
+use crate::shard::inbox::ShardMsg;
 
 /// A cross-shard operation requested through the API.
 #[derive(Debug)]
@@ -81,7 +81,7 @@ impl Response {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.status,
-            crate::http::reason(self.status),
+            crate::proto::handshake::reason(self.status),
             self.content_type,
             self.body.len()
         )
@@ -112,7 +112,7 @@ pub(crate) async fn handle<R: AsyncRead + Unpin>(
             return Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: crate::metrics::render(&hub.stats, hub.is_stopping()).into_bytes(),
+                body: crate::http::metrics::render(&hub.stats, hub.is_stopping()).into_bytes(),
             }
         }
         (_, "/healthz" | "/readyz" | "/metrics") => return Response::err(405, "use GET"),

@@ -1,17 +1,17 @@
 //! The door policy: who may connect (IP lists, connection caps), who may upgrade (origin, JWT),
 //! and what each connection may then do (permissions, rate limits). Built once from
-//! [`Settings`](crate::settings::Settings), shared read-only by every shard.
+//! [`Settings`](crate::config::settings::Settings), shared read-only by every shard.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::auth::{token_from_request, AuthError, Authenticator};
-use crate::http::{HttpError, RequestHead};
-use crate::ratelimit::{ConnLimiter, ConnLimits, ConnPermit, UserLimiter};
-use crate::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
-use crate::settings::Settings;
+use crate::config::settings::Settings;
+use crate::policy::auth::{token_from_request, AuthError, Authenticator};
+use crate::policy::ratelimit::{ConnLimiter, ConnLimits, ConnPermit, UserLimiter};
+use crate::policy::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
+use crate::proto::handshake::{HttpError, RequestHead};
 
 /// Why the policy could not be built from the settings.
 #[derive(Debug, Error)]
@@ -63,7 +63,7 @@ impl Default for Guard {
             rate: None,
             user_rate: None,
             tls: None,
-            max_handshake_bytes: crate::http::MAX_HEAD,
+            max_handshake_bytes: crate::proto::handshake::MAX_HEAD,
         }
     }
 }

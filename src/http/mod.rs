@@ -1,0 +1,4 @@
+//! The HTTP side on the WebSocket port: the publishing API, health and readiness, metrics.
+
+pub(crate) mod api;
+pub(crate) mod metrics;

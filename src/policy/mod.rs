@@ -1,0 +1,7 @@
+//! The door policy: who may connect (IP lists, caps, origins, JWT), what a connection may do
+//! (permissions, `user:` privacy) and how often (rate limits).
+
+pub mod auth;
+pub mod guard;
+pub mod ratelimit;
+pub mod security;

@@ -1,0 +1,13 @@
+//! The sans-IO protocol core: topic patterns, subscriptions, envelopes, WebSocket frames, the
+//! HTTP handshake, errors, the handler API and counters. Plain data structures with no sockets,
+//! no runtime and no clock of their own; everything above builds on them.
+
+pub mod envelope;
+pub mod error;
+pub(crate) mod frame;
+pub mod handler;
+pub(crate) mod handshake;
+pub mod pattern;
+pub mod registry;
+pub(crate) mod sse;
+pub mod stats;

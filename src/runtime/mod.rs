@@ -1,0 +1,4 @@
+//! Threads: the shards' event loops, the handler pool, and the server's entry points.
+
+pub(crate) mod hub;
+pub(crate) mod pool;
