@@ -1,7 +1,7 @@
 //! Cross-shard delivery: one producer thread publishes to N shard inboxes (N = 1, 2, 4), each
-//! drained by its own consumer thread that waits exactly as a shard does (`Inbox::ready`, then
-//! `pop` until empty; the thread parks when `ready` is pending and is unparked by the
-//! `AtomicWaker`). One iteration is one publication pushed to every one of the N inboxes (a
+//! drained by its own consumer thread that waits exactly as a shard's loop does (`pop` until
+//! empty, re-arm the wake-up, sleep on the inbox's eventfd, which a producer writes at most once
+//! per batch). One iteration is one publication pushed to every one of the N inboxes (a
 //! `ShardMsg::Publish` with clones of the shared topic and frame); the clock stops once every
 //! consumer has popped everything.
 //!
@@ -9,27 +9,14 @@
 
 mod common;
 
-use std::future::Future;
-use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, JoinHandle, Thread};
+use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringhub::bench_support::BenchInbox;
-
-struct Unpark(Thread);
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
 
 struct Rig {
     inboxes: Vec<Arc<BenchInbox>>,
@@ -50,23 +37,19 @@ impl Rig {
             let (consumed, stop) = (consumed.clone(), stop.clone());
             let t = thread::Builder::new()
                 .name(format!("bench-shard-{i}"))
-                .spawn(move || {
-                    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-                    let mut cx = Context::from_waker(&waker);
-                    loop {
-                        let mut n = 0;
-                        while inbox.pop() {
-                            n += 1;
-                        }
-                        if n > 0 {
-                            consumed.fetch_add(n, Ordering::Release);
-                        }
-                        if stop.load(Ordering::Acquire) {
-                            break;
-                        }
-                        if pin!(inbox.ready()).poll(&mut cx) == Poll::Pending {
-                            thread::park();
-                        }
+                .spawn(move || loop {
+                    let mut n = 0;
+                    while inbox.pop() {
+                        n += 1;
+                    }
+                    if n > 0 {
+                        consumed.fetch_add(n, Ordering::Release);
+                    }
+                    if stop.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if inbox.arm() {
+                        inbox.wait(10);
                     }
                 })
                 .expect("spawn consumer");
@@ -82,9 +65,6 @@ impl Rig {
 
     fn stop(self) {
         self.stop.store(true, Ordering::Release);
-        for t in &self.threads {
-            t.thread().unpark();
-        }
         for t in self.threads {
             t.join().expect("consumer");
         }

@@ -1,6 +1,7 @@
 //! One publication fanned out to 10,000 local subscribers through the shard's real path
 //! (`ShardState::deliver_local` / `publish`): registry lookup, per-connection de-duplication
-//! stamp, queue bound check, `Bytes` clone into each connection's `VecDeque`, writer wake-up.
+//! stamp, queue bound check, `Bytes` clone into each connection's `VecDeque`, and the entry in
+//! the shard's dirty list (the end-of-iteration corked flush).
 //! No sockets: connections are registered with fd -1. Queues are emptied between iterations,
 //! outside the timed part (capacity is kept, as when writers drain them).
 //!
@@ -9,9 +10,6 @@
 mod common;
 
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,14 +18,6 @@ use ringhub::bench_support::BenchShard;
 
 const SUBSCRIBERS: usize = 10_000;
 const TOPIC: &str = "chat:room:1";
-
-/// Stands in for a parked writer task: waking it is one atomic add and an `Arc` release.
-struct CountingWaker(AtomicU64);
-impl Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-}
 
 fn frame() -> Bytes {
     let data = br#"{"user":"alice","text":"the quick brown fox jumps over the lazy dog, again and again!"}"#;
@@ -52,20 +42,15 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("fanout");
     g.throughput(Throughput::Elements(SUBSCRIBERS as u64));
     let frame = frame();
-    let waker_state = Arc::new(CountingWaker(AtomicU64::new(0)));
-    let waker = Waker::from(waker_state.clone());
-
-    // (name, overlap, parked writers, via publish)
-    let cases: [(&str, bool, bool, bool); 4] = [
-        ("deliver_local", false, false, false),
-        ("deliver_local_parked_writers", false, true, false),
-        ("deliver_local_exact_plus_wildcard", true, false, false),
-        ("publish_1_shard", false, false, true),
+    // (name, overlap, via publish)
+    let cases: [(&str, bool, bool); 3] = [
+        ("deliver_local", false, false),
+        ("deliver_local_exact_plus_wildcard", true, false),
+        ("publish_1_shard", false, true),
     ];
-    for (name, overlap, parked, via_publish) in cases {
+    for (name, overlap, via_publish) in cases {
         let s = shard(overlap);
-        let park = parked.then_some(&waker);
-        s.drain(park);
+        s.drain();
         g.bench_function(BenchmarkId::new(name, SUBSCRIBERS), |b| {
             b.iter_custom(|iters| {
                 let mut spent = Duration::ZERO;
@@ -77,7 +62,7 @@ fn bench(c: &mut Criterion) {
                         s.deliver_local(black_box(TOPIC), &frame);
                     }
                     spent += t.elapsed();
-                    let delivered = s.drain(park);
+                    let delivered = s.drain();
                     assert_eq!(delivered, SUBSCRIBERS);
                 }
                 spent
@@ -85,7 +70,6 @@ fn bench(c: &mut Criterion) {
         });
     }
     g.finish();
-    black_box(waker_state.0.load(Ordering::Relaxed));
 }
 
 criterion_group! { name = benches; config = common::config(); targets = bench }

@@ -2,20 +2,20 @@
 //! sockets, no runtime) and drive its real fan-out, subscription and inbox paths. Not a stable
 //! API; hidden from the docs.
 
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::task::Waker;
 
 use bytes::Bytes;
 
 use crate::policy::guard::Guard;
-use crate::runtime::hub::HubShared;
 use crate::shard::inbox::{Inbox, ShardMsg};
-use crate::shard::Shard;
+use crate::shard::shared::HubShared;
+use crate::shard::ShardState;
 use crate::ConnId;
 
 /// A shard of a hub with `shards` shards (default config), outside any runtime.
 pub struct BenchShard {
-    shard: Shard,
+    shard: RefCell<ShardState>,
     /// Default guard (everything allowed), built once as the server builds its own.
     guard: Guard,
 }
@@ -25,7 +25,7 @@ impl BenchShard {
     pub fn new(shards: usize) -> Self {
         let hub = Arc::new(HubShared::for_bench(shards));
         Self {
-            shard: Shard::new(0, hub),
+            shard: RefCell::new(ShardState::new(0, hub)),
             guard: Guard::default(),
         }
     }
@@ -33,45 +33,46 @@ impl BenchShard {
     /// Registers an anonymous connection without a socket (admitted by the default guard as the
     /// connection task does: a clone of the default permissions).
     pub fn register(&self) -> ConnId {
-        self.shard.bench_register(self.guard.admit_anonymous())
+        self.shard
+            .borrow_mut()
+            .bench_register(self.guard.admit_anonymous())
     }
 
-    /// Removes a connection as its reader and writer tasks would on exit (two `task_done`s).
+    /// Removes a connection as the shell does once its socket is done.
     pub fn remove(&self, id: ConnId) {
-        self.shard.task_done(id);
-        self.shard.task_done(id);
+        self.shard.borrow_mut().bench_remove(id);
     }
 
     /// Subscribes `id` to `pattern` (exact or `prefix*`); false if refused.
     pub fn subscribe(&self, id: ConnId, pattern: &str) -> bool {
-        self.shard.bench_subscribe(id, pattern)
+        self.shard.borrow_mut().bench_subscribe(id, pattern)
     }
 
     /// Unsubscribes `id` from `pattern`.
     pub fn unsubscribe(&self, id: ConnId, pattern: &str) {
-        self.shard.bench_unsubscribe(id, pattern);
+        self.shard.borrow_mut().bench_unsubscribe(id, pattern);
     }
 
     /// Publishes an encoded frame on `topic` from this shard (interest table, other shards'
     /// inboxes, then local fan-out).
     pub fn publish(&self, topic: &str, frame: Bytes) {
-        self.shard.bench_publish(topic, frame);
+        self.shard.borrow_mut().bench_publish(topic, frame);
     }
 
     /// Delivers an encoded frame to this shard's local subscribers of `topic`.
     pub fn deliver_local(&self, topic: &str, frame: &Bytes) {
-        self.shard.bench_deliver_local(topic, frame);
+        self.shard.borrow_mut().bench_deliver_local(topic, frame);
     }
 
-    /// Empties every outbound queue (as the writers would), optionally parking a writer with
-    /// `waker` on each connection; returns how many frames were queued.
-    pub fn drain(&self, waker: Option<&Waker>) -> usize {
-        self.shard.bench_drain(waker)
+    /// Empties every outbound queue (as a flush would); returns how many frames were queued.
+    pub fn drain(&self) -> usize {
+        self.shard.borrow_mut().bench_drain()
     }
 
     /// Pops and drops everything in this hub's inbox of shard `shard`; returns how many.
     pub fn drain_inbox(&self, shard: usize) -> usize {
-        let inbox = &self.shard.hub.inboxes[shard];
+        let hub = self.shard.borrow().hub.clone();
+        let inbox = &hub.inboxes[shard];
         let mut n = 0;
         while inbox.pop().is_some() {
             n += 1;
@@ -105,8 +106,22 @@ impl BenchInbox {
         self.inbox.pop().is_some()
     }
 
-    /// Waits until something may be queued, exactly as a shard's loop does.
-    pub async fn ready(&self) {
-        self.inbox.ready().await
+    /// Re-arms the wake-up as a shard's loop does before it sleeps; false if messages are
+    /// queued.
+    pub fn arm(&self) -> bool {
+        self.inbox.arm()
+    }
+
+    /// Sleeps until a producer wakes the inbox (its eventfd turns readable) or `timeout_ms`
+    /// passes, as a shard's loop does in `epoll_wait`/`io_uring_enter`.
+    pub fn wait(&self, timeout_ms: i32) {
+        let mut p = libc::pollfd {
+            fd: self.inbox.eventfd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: polls one descriptor owned by the inbox.
+        unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        self.inbox.clear_eventfd();
     }
 }

@@ -40,8 +40,6 @@ pub use config::settings;
 pub use policy::{auth, guard, ratelimit, security};
 pub use proto::{envelope, error, handler, pattern, registry};
 
-mod conn;
-
 pub use config::{Config, IoMode};
 pub use error::{ErrorCode, HandlerError, HandlerResult, ServerError};
 pub use handler::{chain, pubsub, Context, Handler, Message, Middleware, Next};

@@ -61,6 +61,9 @@ struct Cli {
     /// Time graceful shutdown waits for connections to close [default: 10s].
     #[arg(long, value_name = "DURATION")]
     shutdown_timeout: Option<String>,
+    /// On SIGTERM, time /readyz answers 503 before listeners close [default: 0s].
+    #[arg(long, value_name = "DURATION")]
+    drain_delay: Option<String>,
     /// Interval of the stats line in the log (0s disables it) [default: 60s].
     #[arg(long, value_name = "DURATION")]
     stats_interval: Option<String>,
@@ -108,6 +111,7 @@ impl Cli {
                 &self.shutdown_timeout,
                 "--shutdown-timeout",
             ),
+            ("drain_delay", &self.drain_delay, "--drain-delay"),
             ("stats_interval", &self.stats_interval, "--stats-interval"),
             ("log_format", &self.log_format, "--log-format"),
         ];

@@ -67,6 +67,9 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Time graceful shutdown waits for connections to drain.
     pub shutdown_timeout: Duration,
+    /// On shutdown, how long `/readyz` answers 503 and new clients are refused with 503 before
+    /// the listeners close (load balancers notice and stop sending traffic meanwhile).
+    pub drain_delay: Duration,
     /// Interval of the one-line stats summary in the log (zero disables it).
     pub stats_interval: Duration,
     /// Key for the HTTP API (`Authorization: Bearer KEY`); the API is off without one.
@@ -93,6 +96,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             stats_interval: Duration::from_secs(60),
             api_key: None,
             guard: crate::policy::guard::Guard::default(),

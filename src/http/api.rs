@@ -6,54 +6,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::oneshot;
 
 use crate::proto::envelope;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::validate_topic;
-use crate::runtime::hub::HubShared;
-use crate::shard::inbox::ShardMsg;
-
-/// A cross-shard operation requested through the API.
-#[derive(Debug)]
-pub(crate) enum ApiOp {
-    /// Deliver a publication to local subscribers; reply with the count.
-    Publish { topic: Arc<str>, frame: Bytes },
-    /// Send `{topic, event, data}` to these users' connections (topic defaults to `user:<id>`).
-    Send(Arc<SendReq>),
-    /// Send a frame to every connection.
-    Broadcast(Bytes),
-    /// Close every connection of a user with 4000.
-    Disconnect(Arc<str>),
-    /// List local users and their connection counts.
-    Online,
-}
-
-/// What one shard answers.
-#[derive(Debug)]
-pub(crate) enum ApiReply {
-    /// Connections reached.
-    Count(usize),
-    /// Users with their connection counts, and anonymous connections.
-    Online(Vec<(Arc<str>, usize)>, usize),
-}
-
-/// A validated `send` request.
-#[derive(Debug)]
-pub(crate) struct SendReq {
-    pub users: Vec<String>,
-    pub topic: Option<String>,
-    pub event: String,
-    pub data: Option<Box<RawValue>>,
-}
-
-/// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
-pub const CLOSE_DISCONNECTED: u16 = 4000;
+use crate::shard::inbox::{ApiOp, ApiReply, SendReq, ShardMsg};
+use crate::shard::shared::HubShared;
 
 /// An HTTP response.
 pub(crate) struct Response {
@@ -92,17 +55,8 @@ impl Response {
 }
 
 /// Whether this path is served by [`handle`].
-pub(crate) fn is_api_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/api/")
-}
-
-/// Serves one API request. `rest` holds body bytes already read past the head.
-pub(crate) async fn handle<R: AsyncRead + Unpin>(
-    hub: &HubShared,
-    head: &RequestHead,
-    rest: Bytes,
-    r: &mut R,
-) -> Response {
+/// Serves one API request; the shard read its body (`Content-Length` bytes) already.
+pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> Response {
     let method = head.method.as_str();
     match (method, head.path.as_str()) {
         ("GET", "/healthz") => return Response::ok(json!("ok")),
@@ -147,10 +101,9 @@ pub(crate) async fn handle<R: AsyncRead + Unpin>(
         "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect"
             if post(method) =>
         {
-            let body = match read_body(head, rest, r, hub.config.max_message_size).await {
-                Ok(b) => b,
-                Err(resp) => return resp,
-            };
+            if head.header("Content-Length").is_none() {
+                return Response::err(411, "Content-Length required");
+            }
             match head.path.as_str() {
                 "/api/v1/publish" => publish(hub, &body).await,
                 "/api/v1/send" => send(hub, &body).await,
@@ -164,40 +117,6 @@ pub(crate) async fn handle<R: AsyncRead + Unpin>(
         }
         _ => Response::err(404, "no such endpoint"),
     }
-}
-
-async fn read_body<R: AsyncRead + Unpin>(
-    head: &RequestHead,
-    mut rest: Bytes,
-    r: &mut R,
-    max: usize,
-) -> Result<Bytes, Response> {
-    if head.header("Transfer-Encoding").is_some() {
-        return Err(Response::err(411, "send the body with Content-Length"));
-    }
-    let len: usize = match head.header("Content-Length").map(str::parse) {
-        Some(Ok(n)) => n,
-        Some(Err(_)) => return Err(Response::err(400, "invalid Content-Length")),
-        None => return Err(Response::err(411, "Content-Length required")),
-    };
-    if len > max {
-        return Err(Response::err(413, "body larger than max_message_size"));
-    }
-    let mut body = BytesMut::with_capacity(len);
-    let take = rest.len().min(len);
-    body.extend_from_slice(&rest[..take]);
-    rest.advance(take);
-    while body.len() < len {
-        let n = r
-            .read_buf(&mut body)
-            .await
-            .map_err(|_| Response::err(400, "body read failed"))?;
-        if n == 0 {
-            return Err(Response::err(400, "body shorter than Content-Length"));
-        }
-    }
-    body.truncate(len);
-    Ok(body.freeze())
 }
 
 fn bad(e: impl std::fmt::Display) -> Response {

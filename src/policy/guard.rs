@@ -109,11 +109,18 @@ impl Guard {
         })
     }
 
-    /// Checks a new TCP connection's address; the permit holds its slot until dropped.
-    pub(crate) fn admit_ip(&self, ip: IpAddr) -> Result<Option<ConnPermit>, HttpError> {
-        if !self.ips.allows(ip) {
-            return Err(HttpError::new(403, "address not allowed"));
+    /// Checks a new TCP connection's address against the IP lists.
+    pub(crate) fn admit_address(&self, ip: IpAddr) -> Result<(), HttpError> {
+        if self.ips.allows(ip) {
+            Ok(())
+        } else {
+            Err(HttpError::new(403, "address not allowed"))
         }
+    }
+
+    /// Takes a slot in the connection caps for a WebSocket or SSE client; the permit holds it
+    /// until dropped.
+    pub(crate) fn acquire_slot(&self, ip: IpAddr) -> Result<Option<ConnPermit>, HttpError> {
         match &self.conn_limits {
             None => Ok(None),
             Some(l) => l

@@ -2,9 +2,7 @@
 //! upgrade (RFC 6455 §4.2), and the responses, including proper errors instead of dropped sockets.
 
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Largest request head accepted (slowloris and memory bound).
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
@@ -162,31 +160,6 @@ pub(crate) fn parse_head(
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HttpError::new(431, "too many headers")),
         Err(e) => Err(HttpError::new(400, format!("malformed request: {e}"))),
-    }
-}
-
-/// Reads a request head; returns it with any bytes the client already sent past it.
-pub(crate) async fn read_head<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<(RequestHead, Bytes), HttpError> {
-    let mut buf = BytesMut::with_capacity(1024);
-    loop {
-        let n = r
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| HttpError::new(400, format!("read error: {e}")))?;
-        if n == 0 {
-            return Err(HttpError::new(
-                400,
-                "connection closed before the request was complete",
-            ));
-        }
-        if let Some((head, used)) = parse_head(&buf, max)? {
-            // Copy what follows the head (usually nothing): a slice would pin the whole read
-            // buffer for the connection's lifetime.
-            return Ok((head, Bytes::copy_from_slice(&buf[used..])));
-        }
     }
 }
 

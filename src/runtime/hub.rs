@@ -2,7 +2,6 @@
 //! starts one pinned shard thread per core, [`ServerHandle`] publishes from outside and shuts down.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,63 +11,14 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, IoMode};
-use crate::conn;
 use crate::proto::envelope;
 use crate::proto::error::{HandlerError, ServerError};
 use crate::proto::handler::{Handler, Layered, Middleware};
 use crate::proto::pattern::{validate_topic, Pattern, PatternMap};
 use crate::proto::stats::{ShardStats, StatsSnapshot};
-use crate::runtime::pool::Job;
 use crate::shard::inbox::{Inbox, ShardMsg};
-use crate::shard::Shard;
-use crate::transport::{self, Acceptor};
-
-/// A routed handler with its middleware already applied.
-pub(crate) struct Route {
-    pub handler: Arc<dyn Handler>,
-    pub blocking: bool,
-}
-
-/// State shared by every shard and the pool; read-only after start except atomics and inboxes.
-pub(crate) struct HubShared {
-    pub config: Config,
-    pub shards: usize,
-    pub router: PatternMap<Route>,
-    pub inboxes: Box<[Inbox]>,
-    pub stats: Box<[ShardStats]>,
-    pool: Option<crossbeam_channel::Sender<Job>>,
-    stopping: AtomicBool,
-}
-
-impl HubShared {
-    /// Whether shutdown has begun (`/readyz` turns 503).
-    pub(crate) fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Relaxed)
-    }
-
-    /// Hands a job to the pool without blocking the shard.
-    pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
-        let pool = self.pool.as_ref().ok_or("no handler pool")?;
-        pool.try_send(job).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => "handler pool overloaded".to_string(),
-            crossbeam_channel::TrySendError::Disconnected(_) => "handler pool stopped".to_string(),
-        })
-    }
-
-    /// Benchmarks only: shared state for `shards` shards with the default config, no handlers,
-    /// no pool and no sockets (see `bench_support`).
-    pub(crate) fn for_bench(shards: usize) -> Self {
-        HubShared {
-            config: Config::default(),
-            shards,
-            router: PatternMap::new(),
-            inboxes: (0..shards).map(|_| Inbox::default()).collect(),
-            stats: (0..shards).map(|_| ShardStats::default()).collect(),
-            pool: None,
-            stopping: AtomicBool::new(false),
-        }
-    }
-}
+use crate::shard::shared::{HubShared, Route};
+use crate::transport;
 
 /// Namespace for [`RingHub::builder`].
 pub struct RingHub;
@@ -125,6 +75,12 @@ impl Builder {
     /// Outbound queue bound per connection in bytes.
     pub fn outbound_queue(mut self, bytes: usize) -> Self {
         self.config.outbound_queue = bytes;
+        self
+    }
+    /// On shutdown, how long `/readyz` answers 503 and new clients get 503 before the listeners
+    /// close (default 0).
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.config.drain_delay = delay;
         self
     }
     /// Ping interval and idle timeout.
@@ -282,15 +238,25 @@ impl Server {
                 source,
             })?;
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(65_536);
+        let (api_tx, api_rx) = tokio::sync::mpsc::unbounded_channel();
         let hub = Arc::new(HubShared {
             shards: n,
             router: self.router,
             inboxes: (0..n).map(|_| Inbox::default()).collect(),
             stats: (0..n).map(|_| ShardStats::default()).collect(),
             pool: Some(pool_tx),
+            api: Some(api_tx),
             stopping: AtomicBool::new(false),
             config: self.config,
         });
+        let (api_stop, api_stop_rx) = tokio::sync::oneshot::channel();
+        let api = {
+            let hub = hub.clone();
+            std::thread::Builder::new()
+                .name("ringhub-api".into())
+                .spawn(move || crate::runtime::control::run(hub, api_rx, api_stop_rx))
+                .map_err(ServerError::Thread)?
+        };
         let (pool_stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut pool = Vec::new();
         for i in 0..hub.config.handler_threads.max(1) {
@@ -317,8 +283,8 @@ impl Server {
                         core_affinity::set_for_current(core);
                     }
                     let r = match backend {
-                        Backend::Uring => transport::uring::run(listener, |a| run_shard(i, hub, a)),
-                        Backend::Epoll => transport::epoll::run(listener, |a| run_shard(i, hub, a)),
+                        Backend::Uring => transport::uring::run(i, hub, listener),
+                        Backend::Epoll => transport::epoll::run(i, hub, listener),
                     };
                     if let Err(e) = r {
                         tracing::error!(shard = i, error = %e, "shard failed to start");
@@ -334,6 +300,8 @@ impl Server {
             threads,
             pool,
             pool_stop,
+            api: Some(api),
+            api_stop: Some(api_stop),
         })
     }
 }
@@ -364,76 +332,6 @@ fn choose_backend(mode: IoMode) -> Result<Backend, ServerError> {
     }
 }
 
-async fn run_shard<A: Acceptor>(index: usize, hub: Arc<HubShared>, acceptor: A) {
-    let shard = Rc::new(Shard::new(index, hub.clone()));
-    let accept = {
-        let shard = shard.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    _ = shard.stop_accept.notified() => break,
-                    r = acceptor.accept() => match r {
-                        Ok(acc) => {
-                            tokio::task::spawn_local(conn::serve(shard.clone(), acc));
-                        }
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(shard = index, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                    },
-                }
-            }
-        }
-    };
-    let accept = tokio::task::spawn_local(accept);
-    let tick = {
-        let c = &hub.config;
-        (c.ping_interval.min(c.idle_timeout).min(c.close_timeout) / 4)
-            .clamp(Duration::from_millis(5), Duration::from_secs(1))
-    };
-    let sweeper = {
-        let shard = shard.clone();
-        tokio::task::spawn_local(async move {
-            let mut t = tokio::time::interval(tick);
-            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                t.tick().await;
-                shard.sweep();
-            }
-        })
-    };
-    let inbox = &hub.inboxes[index];
-    'outer: loop {
-        inbox.ready().await;
-        while let Some(msg) = inbox.pop() {
-            if shard.handle_msg(msg) {
-                break 'outer;
-            }
-        }
-    }
-    let _ = accept.await;
-    let drain = async {
-        loop {
-            tokio::select! {
-                _ = shard.drained.notified() => break,
-                _ = inbox.ready() => while let Some(msg) = inbox.pop() { shard.handle_msg(msg); },
-            }
-        }
-    };
-    if tokio::time::timeout(hub.config.shutdown_timeout, drain)
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            shard = index,
-            "shutdown deadline passed with connections still open"
-        );
-    }
-    sweeper.abort();
-}
-
 /// A running server.
 pub struct ServerHandle {
     hub: Arc<HubShared>,
@@ -441,6 +339,8 @@ pub struct ServerHandle {
     threads: Vec<JoinHandle<()>>,
     pool: Vec<JoinHandle<()>>,
     pool_stop: crossbeam_channel::Sender<()>,
+    api: Option<JoinHandle<()>>,
+    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl ServerHandle {
@@ -499,6 +399,10 @@ impl ServerHandle {
         // Disconnecting the stop channel ends the workers once queued jobs are done.
         drop(self.pool_stop);
         for t in self.pool.drain(..) {
+            let _ = t.join();
+        }
+        drop(self.api_stop.take());
+        if let Some(t) = self.api.take() {
             let _ = t.join();
         }
     }

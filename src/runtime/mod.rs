@@ -1,4 +1,5 @@
 //! Threads: the shards' event loops, the handler pool, and the server's entry points.
 
+pub(crate) mod control;
 pub(crate) mod hub;
 pub(crate) mod pool;

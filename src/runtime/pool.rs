@@ -1,26 +1,16 @@
 //! The handler pool: worker threads for handlers registered as blocking, fed by a bounded
 //! crossbeam MPMC channel. Their effects travel back to the connection's shard through its inbox.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::proto::envelope;
 use crate::proto::error::HandlerResult;
-use crate::proto::handler::{Context, Effects, Handler, Message};
-use crate::runtime::hub::HubShared;
+use crate::proto::handler::{Context, Effects, Message};
 use crate::shard::inbox::{Action, ShardMsg};
+use crate::shard::shared::{HubShared, Job};
 use crate::ConnId;
-
-/// One message for a blocking handler.
-pub(crate) struct Job {
-    pub handler: Arc<dyn Handler>,
-    pub payload: Bytes,
-    pub conn: ConnId,
-    pub user: Option<Arc<str>>,
-    pub remote: SocketAddr,
-}
 
 /// Runs jobs until `stop` disconnects, then finishes what is already queued.
 pub(crate) fn worker(

@@ -5,16 +5,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::inbox::{Action, ApiOp, ApiReply, CLOSE_DISCONNECTED};
+use super::shared::Job;
 use super::ShardState;
-use crate::http::api::{ApiOp, ApiReply};
 use crate::policy::ratelimit::Verdict;
 use crate::policy::security::SecurityError;
 use crate::proto::envelope;
 use crate::proto::error::{ErrorCode, HandlerError, HandlerResult};
 use crate::proto::handler::{Context, Effects, Message};
 use crate::proto::pattern::Pattern;
-use crate::runtime::pool::Job;
-use crate::shard::inbox::Action;
 use crate::ConnId;
 
 /// Why a message is not processed.
@@ -31,7 +30,12 @@ impl ShardState {
         match op {
             ApiOp::Publish { topic, frame } => ApiReply::Count(self.deliver_local(&topic, &frame)),
             ApiOp::Broadcast(frame) => {
-                let ids: Vec<ConnId> = self.conns.iter().map(|(_, c)| c.id).collect();
+                let ids: Vec<ConnId> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.has(super::flag::COUNTED))
+                    .map(|(_, c)| c.id)
+                    .collect();
                 ids.iter().for_each(|id| self.enqueue(*id, frame.clone()));
                 ApiReply::Count(ids.len())
             }
@@ -57,11 +61,7 @@ impl ShardState {
             ApiOp::Disconnect(user) => {
                 let ids = self.users.get(&user).cloned().unwrap_or_default();
                 for id in &ids {
-                    self.close(
-                        *id,
-                        crate::http::api::CLOSE_DISCONNECTED,
-                        "disconnected by server",
-                    );
+                    self.close(*id, CLOSE_DISCONNECTED, "disconnected by server");
                 }
                 ApiReply::Count(ids.len())
             }
@@ -72,7 +72,12 @@ impl ShardState {
                     .map(|(u, ids)| (u.clone(), ids.len()))
                     .collect();
                 let named: usize = list.iter().map(|(_, n)| n).sum();
-                ApiReply::Online(list, self.conns.len() - named)
+                let counted = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.has(super::flag::COUNTED))
+                    .count();
+                ApiReply::Online(list, counted - named)
             }
         }
     }

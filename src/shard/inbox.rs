@@ -1,14 +1,14 @@
 //! A shard's inbox: a lock-free MPMC queue plus a wake-up flag, so producers on other threads wake
-//! the shard at most once per batch and the shard drains everything queued in one go.
+//! the shard's event loop at most once per batch (one `eventfd` write) and the loop drains
+//! everything queued in one go.
 
-use std::future::poll_fn;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 
-use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use crossbeam_queue::SegQueue;
+use serde_json::value::RawValue;
 
 use crate::ConnId;
 
@@ -27,7 +27,43 @@ pub(crate) enum Action {
     CountError(crate::ErrorCode),
 }
 
-/// Messages between shards, and from the pool and the outside to a shard.
+/// A cross-shard operation requested through the HTTP API.
+#[derive(Debug)]
+pub(crate) enum ApiOp {
+    /// Deliver a publication to local subscribers; reply with the count.
+    Publish { topic: Arc<str>, frame: Bytes },
+    /// Send `{topic, event, data}` to these users' connections (topic defaults to `user:<id>`).
+    Send(Arc<SendReq>),
+    /// Send a frame to every connection.
+    Broadcast(Bytes),
+    /// Close every connection of a user with 4000.
+    Disconnect(Arc<str>),
+    /// List local users and their connection counts.
+    Online,
+}
+
+/// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
+pub const CLOSE_DISCONNECTED: u16 = 4000;
+
+/// What one shard answers.
+#[derive(Debug)]
+pub(crate) enum ApiReply {
+    /// Connections reached.
+    Count(usize),
+    /// Users with their connection counts, and anonymous connections.
+    Online(Vec<(Arc<str>, usize)>, usize),
+}
+
+/// A validated `send` request.
+#[derive(Debug)]
+pub(crate) struct SendReq {
+    pub users: Vec<String>,
+    pub topic: Option<String>,
+    pub event: String,
+    pub data: Option<Box<RawValue>>,
+}
+
+/// Messages between shards, and from the pool, the API thread and the outside to a shard.
 #[derive(Debug)]
 pub(crate) enum ShardMsg {
     /// A publication to deliver to this shard's local subscribers.
@@ -45,20 +81,42 @@ pub(crate) enum ShardMsg {
     /// Act on one of this shard's connections.
     Conn(ConnId, Action),
     /// An HTTP API operation; the shard answers on the channel.
-    Api(
-        crate::http::api::ApiOp,
-        tokio::sync::oneshot::Sender<crate::http::api::ApiReply>,
-    ),
-    /// Stop accepting, close every connection with 1001, drain, exit.
+    Api(ApiOp, tokio::sync::oneshot::Sender<ApiReply>),
+    /// The response to an HTTP request of this connection, served by the API thread.
+    HttpResponse(ConnId, Bytes),
+    /// Begin the graceful shutdown: answer 503 to new clients for the drain delay, then stop
+    /// accepting, close every connection with 1001, drain, exit.
     Shutdown,
 }
 
 /// One shard's inbox.
-#[derive(Default)]
 pub(crate) struct Inbox {
     queue: SegQueue<ShardMsg>,
-    waker: AtomicWaker,
     scheduled: AtomicBool,
+    /// Readable when a wake-up is pending. Owned by the inbox (closed on drop, when no producer
+    /// can be left), so a producer never writes to a descriptor the loop already closed.
+    eventfd: RawFd,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        // SAFETY: plain syscall; the descriptor is owned by the inbox from here on.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        Self {
+            queue: SegQueue::new(),
+            scheduled: AtomicBool::new(false),
+            eventfd: fd,
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        if self.eventfd >= 0 {
+            // SAFETY: the inbox owns the descriptor and nothing else can use it any more.
+            unsafe { libc::close(self.eventfd) };
+        }
+    }
 }
 
 impl Inbox {
@@ -66,7 +124,14 @@ impl Inbox {
     pub(crate) fn push(&self, msg: ShardMsg) {
         self.queue.push(msg);
         if !self.scheduled.swap(true, Ordering::SeqCst) {
-            self.waker.wake();
+            let fd = self.eventfd;
+            if fd >= 0 {
+                let one: u64 = 1;
+                // SAFETY: writes 8 bytes from a live u64 to the loop's eventfd, which stays open
+                // while the hub (and so this inbox) lives; a failed write (counter full) still
+                // leaves the eventfd readable, which is all a wake-up needs.
+                unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+            }
         }
     }
 
@@ -75,17 +140,23 @@ impl Inbox {
         self.queue.pop()
     }
 
-    /// Waits until something may be queued. Call [`pop`](Self::pop) until empty afterwards.
-    pub(crate) async fn ready(&self) {
-        poll_fn(|cx| {
-            self.waker.register(cx.waker());
-            self.scheduled.store(false, Ordering::SeqCst);
-            if self.queue.is_empty() {
-                Poll::Pending
-            } else {
-                Poll::Ready(())
-            }
-        })
-        .await
+    /// The descriptor the shard's loop waits on (readable after a wake-up; the loop reads it
+    /// to reset it).
+    pub(crate) fn eventfd(&self) -> RawFd {
+        self.eventfd
+    }
+
+    /// Resets the eventfd after it was seen readable.
+    pub(crate) fn clear_eventfd(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from the inbox's own non-blocking eventfd.
+        unsafe { libc::read(self.eventfd, (&mut v as *mut u64).cast(), 8) };
+    }
+
+    /// Called by the loop before it sleeps: re-arms the wake-up; false if messages are already
+    /// queued (then it must not sleep).
+    pub(crate) fn arm(&self) -> bool {
+        self.scheduled.store(false, Ordering::SeqCst);
+        self.queue.is_empty()
     }
 }

@@ -1,36 +1,40 @@
 //! A shard: the connections one core owns, their subscriptions, and the replicated interest table.
-//! All state is single-threaded (`RefCell`, never borrowed across an `.await`); other threads reach
-//! a shard only through its [`Inbox`](crate::shard::inbox::Inbox).
+//!
+//! [`ShardState`] is sans-IO: the shells (`transport::uring`, `transport::epoll`) own the sockets
+//! and feed it accepted descriptors, received bytes, completed writes and the time; it answers
+//! with what to write ([`ShardState::next_send`]), which sockets to shut down and which to close
+//! ([`ShardState::take_io`]). No syscalls, no tasks, no clock of its own. Other threads reach a
+//! shard only through its [`Inbox`](inbox::Inbox).
 
-use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::task::{Context as TaskCx, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slab::Slab;
-use tokio::sync::Notify;
 
 use crate::proto::envelope;
-use crate::proto::error::HandlerError;
+use crate::proto::frame::Assembler;
 use crate::proto::pattern::Pattern;
 use crate::proto::registry::{Interest, Registry};
 use crate::proto::stats::ShardStats;
-use crate::runtime::hub::HubShared;
-use crate::shard::inbox::ShardMsg;
 use crate::ConnId;
 
+mod conn;
 mod dispatch;
 pub(crate) mod inbox;
+pub(crate) mod shared;
 mod state;
 
-/// Interval of SSE heartbeat comments.
-const SSE_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+use inbox::ShardMsg;
+use shared::HubShared;
 
-/// What a connection does with its messages.
+/// Interval of SSE heartbeat comments.
+const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
+
+/// What a WebSocket connection does with its messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ConnKind {
     /// Envelope protocol: subscribe, unsubscribe, handlers.
@@ -39,54 +43,119 @@ pub(crate) enum ConnKind {
     Echo,
 }
 
-/// One connection's shard-side state: its outbound queue and its subscriptions.
+/// Where a connection is in its life.
+pub(crate) enum Phase {
+    /// Reading the HTTP request head (bytes so far in `inbuf`).
+    Head,
+    /// Reading an API request's body of `need` bytes (so far in `inbuf`).
+    Body(Box<crate::proto::handshake::RequestHead>, usize),
+    /// The request is with the API thread; input is ignored.
+    Api,
+    /// WebSocket frames.
+    Ws(ConnKind),
+    /// A Server-Sent Events stream: input is ignored until EOF.
+    Sse,
+    /// Input is discarded until EOF (after an HTTP error or a protocol-error close).
+    Discard,
+}
+
+/// One connection: protocol state, outbound queue and subscriptions. Everything a quiet
+/// connection holds is here, in one slab entry: no task, no read buffer, no write buffer.
 pub(crate) struct ConnEntry {
-    id: ConnId,
-    /// Valid while the entry exists: the reader and writer tasks hold the socket open until they
-    /// both finish, and the entry is removed only then.
-    fd: RawFd,
+    pub(crate) id: ConnId,
+    pub(crate) fd: RawFd,
     remote: SocketAddr,
+    phase: Phase,
     user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
     perms: crate::policy::security::Permissions,
     /// Its message rate limiter, when limits are on.
     limiter: Option<crate::policy::ratelimit::ConnLimiter>,
-    /// A Server-Sent Events stream: frames are rendered as `data:` lines by the writer.
-    sse: bool,
+    /// Holds the connection's slot in the caps until dropped.
+    _permit: Option<crate::policy::ratelimit::ConnPermit>,
+    /// TLS state (rustls is sans-IO), boxed: most connections never have it.
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// Frames to write, shared with every other recipient (`Bytes` reference counts).
     out: VecDeque<Bytes>,
+    /// Bytes queued in `out` (the slow-consumer bound).
     queued: usize,
-    writer: Option<Waker>,
+    /// Bytes of `out[0]` already written.
+    head_sent: usize,
+    /// Frames at the front of `out` that a send in flight points at: never dropped.
+    in_flight: u32,
+    /// Owned output (TLS records, SSE events, HTTP responses) and how much of it is written.
+    wbuf: Vec<u8>,
+    wsent: usize,
+    /// Bytes of an incomplete frame or request head: allocated only while one is pending.
+    inbuf: Vec<u8>,
+    asm: Assembler,
     /// When the connection began closing; nothing is queued after its close frame.
     closing: Option<Instant>,
-    forced: bool,
     last_seen: Instant,
-    ping_sent: bool,
+    accepted: Instant,
     subs: Vec<Box<str>>,
     /// Last publication delivered, to send each publication once per connection even when
     /// several of its patterns match.
     stamp: u64,
-    /// Tasks (reader, writer) still using the entry.
-    tasks: u8,
+    /// Interest changes an SSE stream waits for before it starts.
+    hold: u16,
+    /// Operations the shell has in flight on the socket (io_uring); the entry lives until 0.
+    pub(crate) ops: u8,
+    flags: u8,
 }
 
-/// A batch for the writer.
-pub(crate) enum Outbound {
-    /// Frames copied into the buffer; `last` when the connection finishes after writing them.
-    Batch { frames: u64, last: bool },
-    /// Nothing more will ever be written.
-    Done,
+/// `ConnEntry::flags` bits.
+mod flag {
+    /// In the shard's dirty list.
+    pub const DIRTY: u8 = 1;
+    /// A send is in flight (or, on epoll, waiting for the socket to become writable).
+    pub const SENDING: u8 = 2;
+    /// The write side is shut down.
+    pub const WR_SHUT: u8 = 4;
+    /// No more input will come (EOF, error, or cut).
+    pub const RD_EOF: u8 = 8;
+    /// A ping was sent and not yet answered by any traffic.
+    pub const PING_SENT: u8 = 16;
+    /// Counted in `connections` (upgraded).
+    pub const COUNTED: u8 = 32;
+    /// The close deadline passed and the socket was cut.
+    pub const FORCED: u8 = 64;
+}
+
+impl ConnEntry {
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+    fn set(&mut self, f: u8) {
+        self.flags |= f;
+    }
+    fn clear(&mut self, f: u8) {
+        self.flags &= !f;
+    }
+}
+
+/// What the shell must do with a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum IoReq {
+    /// Shut down the write side (the close frame or response is out).
+    ShutWr(u32),
+    /// Shut down both sides: a cut (close deadline, write error, shutdown deadline).
+    Cut(u32),
+    /// Close the descriptor: the entry is gone.
+    Close(RawFd),
 }
 
 struct PendingInterest {
     remaining: usize,
     waiters: Vec<(ConnId, u64, Box<str>)>,
-    wakers: Vec<Waker>,
+    /// SSE streams held until the change is acknowledged.
+    held: Vec<ConnId>,
 }
 
-/// The mutable state of a shard.
+/// The state of a shard.
 pub(crate) struct ShardState {
     index: usize,
-    hub: Arc<HubShared>,
+    pub(crate) hub: Arc<HubShared>,
     conns: Slab<ConnEntry>,
     /// Local connections of each authenticated user.
     users: HashMap<Arc<str>, Vec<ConnId>>,
@@ -98,41 +167,41 @@ pub(crate) struct ShardState {
     generation: u32,
     pub_seq: u64,
     now: Instant,
+    /// Connections with output to flush at the end of this loop iteration (corking).
+    dirty: Vec<u32>,
+    /// Socket work for the shell.
+    io: Vec<IoReq>,
+    /// Scratch for decrypted TLS input.
+    plain: Vec<u8>,
+    /// When the graceful shutdown's drain delay ends (503 to new clients until then).
+    drain_until: Option<Instant>,
+    /// Listeners closed, every connection told 1001.
     shutting_down: bool,
+    last_tick: Instant,
 }
 
-/// A shard, shared by its tasks through `Rc`.
-pub(crate) struct Shard {
-    pub index: usize,
-    pub hub: Arc<HubShared>,
-    pub st: RefCell<ShardState>,
-    pub stop_accept: Notify,
-    pub drained: Notify,
-}
-
-impl Shard {
+impl ShardState {
     pub(crate) fn new(index: usize, hub: Arc<HubShared>) -> Self {
         let now = Instant::now();
-        Shard {
+        ShardState {
             index,
-            st: RefCell::new(ShardState {
-                index,
-                hub: hub.clone(),
-                conns: Slab::new(),
-                users: HashMap::new(),
-                registry: Registry::new(),
-                interest: Interest::new(),
-                pending: HashMap::new(),
-                pending_by_pattern: HashMap::new(),
-                next_token: 0,
-                generation: 0,
-                pub_seq: 0,
-                now,
-                shutting_down: false,
-            }),
             hub,
-            stop_accept: Notify::new(),
-            drained: Notify::new(),
+            conns: Slab::new(),
+            users: HashMap::new(),
+            registry: Registry::new(),
+            interest: Interest::new(),
+            pending: HashMap::new(),
+            pending_by_pattern: HashMap::new(),
+            next_token: 0,
+            generation: 0,
+            pub_seq: 0,
+            now,
+            dirty: Vec::new(),
+            io: Vec::new(),
+            plain: Vec::new(),
+            drain_until: None,
+            shutting_down: false,
+            last_tick: now,
         }
     }
 
@@ -140,12 +209,46 @@ impl Shard {
         &self.hub.stats[self.index]
     }
 
-    /// Applies one inbox message; returns true on `Shutdown`.
-    pub(crate) fn handle_msg(&self, msg: ShardMsg) -> bool {
-        let mut st = self.st.borrow_mut();
+    /// Sets the coarse clock (once per loop iteration).
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
+    /// Whether listeners should close (the drain delay is over).
+    pub(crate) fn is_shutting_down(&self) -> bool {
+        self.shutting_down
+    }
+
+    /// Whether the loop may exit: shut down and every connection gone.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.shutting_down && self.conns.is_empty()
+    }
+
+    /// Open entries (any phase).
+    pub(crate) fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The descriptor of a live entry.
+    pub(crate) fn fd(&self, slot: u32) -> Option<RawFd> {
+        self.conns.get(slot as usize).map(|c| c.fd)
+    }
+
+    /// Takes the connections to flush, for the end of the loop iteration.
+    pub(crate) fn take_dirty(&mut self, into: &mut Vec<u32>) {
+        std::mem::swap(&mut self.dirty, into);
+    }
+
+    /// Takes the socket work for the shell.
+    pub(crate) fn take_io(&mut self, into: &mut Vec<IoReq>) {
+        std::mem::swap(&mut self.io, into);
+    }
+
+    /// Applies one inbox message.
+    pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
         match msg {
             ShardMsg::Publish { topic, frame } => {
-                st.deliver_local(&topic, &frame);
+                self.deliver_local(&topic, &frame);
             }
             ShardMsg::Interest {
                 pattern,
@@ -155,305 +258,198 @@ impl Shard {
             } => {
                 if let Ok(p) = Pattern::parse(&pattern) {
                     if add {
-                        st.interest.add(p, shard);
+                        self.interest.add(p, shard);
                     } else {
-                        st.interest.remove(p, shard);
+                        self.interest.remove(p, shard);
                     }
                 }
                 if let Some(token) = ack {
-                    st.hub.inboxes[shard].push(ShardMsg::InterestAck(token));
+                    self.hub.inboxes[shard].push(ShardMsg::InterestAck(token));
                 }
             }
-            ShardMsg::InterestAck(token) => st.interest_acked(token),
-            ShardMsg::Conn(id, action) => st.conn_action(id, action),
+            ShardMsg::InterestAck(token) => self.interest_acked(token),
+            ShardMsg::Conn(id, action) => self.conn_action(id, action),
             ShardMsg::Api(op, reply) => {
-                let _ = reply.send(st.api(op));
+                let _ = reply.send(self.api(op));
             }
+            ShardMsg::HttpResponse(id, bytes) => self.http_response(id, bytes),
             ShardMsg::Shutdown => {
-                st.shutting_down = true;
-                let ids: Vec<ConnId> = st.conns.iter().map(|(_, c)| c.id).collect();
-                for id in ids {
-                    st.close(id, 1001, "server shutting down");
+                let delay = self.hub.config.drain_delay;
+                if delay.is_zero() {
+                    self.shut_down();
+                } else if self.drain_until.is_none() {
+                    self.drain_until = Some(self.now + delay);
                 }
-                let empty = st.conns.is_empty();
-                drop(st);
-                self.stop_accept.notify_one();
-                if empty {
-                    self.drained.notify_one();
-                }
-                return true;
             }
         }
-        false
     }
 
-    /// Updates the coarse clock; pings quiet connections, closes idle ones, cuts stuck closes.
-    pub(crate) fn sweep(&self) {
-        let now = Instant::now();
-        let mut st = self.st.borrow_mut();
-        st.now = now;
-        let cfg = &st.hub.config;
-        let (ping, idle, close_to) = (cfg.ping_interval, cfg.idle_timeout, cfg.close_timeout);
+    /// Stops for good: the shell closes the listener; every connection is told 1001.
+    fn shut_down(&mut self) {
+        if self.shutting_down {
+            return;
+        }
+        self.shutting_down = true;
+        let ids: Vec<(ConnId, bool)> = self
+            .conns
+            .iter()
+            .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_))))
+            .collect();
+        for (id, ws) in ids {
+            if ws {
+                self.close(id, 1001, "server shutting down");
+            } else {
+                self.begin_close(id);
+                self.mark_dirty(id.slot());
+            }
+        }
+    }
+
+    /// The shard's timer, run at least every [`tick_interval`](Self::tick_interval): pings
+    /// quiet connections, closes idle ones, times out handshakes, cuts stuck closes, ends the
+    /// drain delay. One pass over the slab per tick instead of a timer per connection.
+    pub(crate) fn tick(&mut self) {
+        let now = self.now;
+        if now.duration_since(self.last_tick) < self.tick_interval() {
+            return;
+        }
+        self.last_tick = now;
+        if self.drain_until.is_some_and(|t| now >= t) {
+            self.shut_down();
+        }
+        let cfg = &self.hub.config;
+        let (ping, idle, close_to, hs) = (
+            cfg.ping_interval,
+            cfg.idle_timeout,
+            cfg.close_timeout,
+            cfg.handshake_timeout,
+        );
         let mut idle_ids = Vec::new();
-        for (_, c) in st.conns.iter_mut() {
+        let mut late = Vec::new();
+        let mut pings = Vec::new();
+        for (slot, c) in self.conns.iter_mut() {
             if let Some(since) = c.closing {
-                if !c.forced && now.duration_since(since) >= close_to {
-                    c.forced = true;
-                    crate::transport::shutdown_fd(c.fd, libc::SHUT_RDWR);
+                if !c.has(flag::FORCED) && now.duration_since(since) >= close_to {
+                    c.set(flag::FORCED);
+                    self.io.push(IoReq::Cut(slot as u32));
                 }
                 continue;
+            }
+            match c.phase {
+                Phase::Head | Phase::Body(..) => {
+                    if now.duration_since(c.accepted) >= hs {
+                        late.push(c.id);
+                    }
+                    continue;
+                }
+                Phase::Api | Phase::Discard => continue,
+                Phase::Sse => {
+                    // SSE clients never send: no idle timeout, a heartbeat comment instead.
+                    if now.duration_since(c.last_seen) >= SSE_HEARTBEAT {
+                        c.last_seen = now;
+                        pings.push(c.id);
+                    }
+                    continue;
+                }
+                Phase::Ws(_) => {}
             }
             let quiet = now.duration_since(c.last_seen);
-            if c.sse {
-                // SSE clients never send: no idle timeout, a heartbeat comment instead.
-                if quiet >= SSE_HEARTBEAT {
-                    c.last_seen = now;
-                    let frame = envelope::raw_frame(9, b"");
-                    c.queued += frame.len();
-                    c.out.push_back(frame);
-                    if let Some(w) = c.writer.take() {
-                        w.wake();
-                    }
-                }
-                continue;
-            }
             if quiet >= idle {
                 idle_ids.push(c.id);
-            } else if quiet >= ping && !c.ping_sent {
-                c.ping_sent = true;
-                let frame = envelope::raw_frame(9, b"");
-                c.queued += frame.len();
-                c.out.push_back(frame);
-                if let Some(w) = c.writer.take() {
-                    w.wake();
-                }
+            } else if quiet >= ping && !c.has(flag::PING_SENT) {
+                c.set(flag::PING_SENT);
+                pings.push(c.id);
             }
+        }
+        for id in pings {
+            self.enqueue(id, envelope::raw_frame(9, b""));
         }
         for id in idle_ids {
             tracing::debug!(conn = %id, "idle timeout");
-            st.close(id, 1001, "idle timeout");
+            self.close(id, 1001, "idle timeout");
+        }
+        for id in late {
+            self.http_error(
+                id,
+                &crate::proto::handshake::HttpError::new(408, "request not received in time"),
+            );
         }
     }
 
-    pub(crate) fn is_shutting_down(&self) -> bool {
-        self.st.borrow().shutting_down
+    /// How often [`tick`](Self::tick) must run.
+    pub(crate) fn tick_interval(&self) -> Duration {
+        let c = &self.hub.config;
+        (c.ping_interval
+            .min(c.idle_timeout)
+            .min(c.close_timeout)
+            .min(c.handshake_timeout)
+            / 4)
+        .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }
 
-    /// Registers a freshly upgraded connection (or SSE stream) of `user`.
-    pub(crate) fn register(
-        &self,
-        fd: RawFd,
-        remote: SocketAddr,
-        admitted: crate::policy::guard::Admitted,
-        sse: bool,
-    ) -> ConnId {
-        let crate::policy::guard::Admitted {
-            user,
-            permissions,
-            limiter,
-        } = admitted;
-        let mut st = self.st.borrow_mut();
-        st.generation = st.generation.wrapping_add(1);
-        let (gen, now) = (st.generation, st.now);
-        let id = ConnId::new(self.index, st.conns.vacant_key() as u32, gen);
-        if let Some(u) = &user {
-            st.users.entry(u.clone()).or_default().push(id);
+    /// When the next tick is due.
+    pub(crate) fn next_tick(&self) -> Instant {
+        self.last_tick + self.tick_interval()
+    }
+
+    /// Queues `slot` for the end-of-iteration flush (once).
+    fn mark_dirty(&mut self, slot: u32) {
+        if let Some(c) = self.conns.get_mut(slot as usize) {
+            if !c.has(flag::DIRTY) {
+                c.set(flag::DIRTY);
+                self.dirty.push(slot);
+            }
         }
-        let entry = st.conns.vacant_entry();
-        entry.insert(ConnEntry {
-            id,
-            fd,
-            remote,
-            user,
-            perms: permissions,
-            limiter,
-            sse,
-            out: VecDeque::new(),
-            queued: 0,
-            writer: None,
-            closing: None,
-            forced: false,
-            last_seen: now,
-            ping_sent: false,
-            subs: Vec::new(),
-            stamp: 0,
-            tasks: 2,
-        });
-        self.stats()
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Benchmarks only: registers an upgraded pub/sub connection without a socket.
+    pub(crate) fn bench_register(&mut self, admitted: crate::policy::guard::Admitted) -> ConnId {
+        let slot = self.accept(-1, ([127, 0, 0, 1], 0).into());
+        let id = self.conns[slot as usize].id;
+        self.upgrade(id, Phase::Ws(ConnKind::PubSub), admitted);
         id
     }
 
-    /// A reader or writer task is done with the connection; the last one removes it.
-    pub(crate) fn task_done(&self, id: ConnId) {
-        let mut st = self.st.borrow_mut();
-        let Some(c) = st.conn_mut(id) else { return };
-        c.tasks -= 1;
-        if c.tasks > 0 {
-            return;
-        }
-        st.begin_close(id);
-        if let Some(c) = st.conn_mut(id) {
-            if let Some(w) = c.writer.take() {
-                w.wake();
-            }
-        }
-        let entry = st.conns.remove(id.slot() as usize);
-        if let Some(u) = entry.user {
-            if let Some(ids) = st.users.get_mut(&u) {
-                ids.retain(|i| *i != id);
-                if ids.is_empty() {
-                    st.users.remove(&u);
-                }
-            }
-        }
-        self.stats()
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        if st.shutting_down && st.conns.is_empty() {
-            self.drained.notify_one();
-        }
-    }
-
-    /// The reader saw traffic: the peer is alive.
-    pub(crate) fn touch(&self, id: ConnId) {
-        let mut st = self.st.borrow_mut();
-        let now = st.now;
-        if let Some(c) = st.conn_mut(id) {
-            c.last_seen = now;
-            c.ping_sent = false;
-        }
-    }
-
-    /// Queues a frame to one connection (pong, echo, reply).
-    pub(crate) fn enqueue(&self, id: ConnId, frame: Bytes) {
-        self.st.borrow_mut().enqueue(id, frame);
-    }
-
-    /// Starts a close handshake with `code`.
-    pub(crate) fn close(&self, id: ConnId, code: u16, reason: &str) {
-        self.st.borrow_mut().close(id, code, reason);
-    }
-
-    /// Queues a close frame the protocol obliges us to send (echo of the peer's close).
-    pub(crate) fn close_with_frame(&self, id: ConnId, frame: Bytes) {
-        self.st.borrow_mut().close_frame(id, frame);
-    }
-
-    /// The reader stopped: no more input will come. The writer drains what is queued and ends.
-    pub(crate) fn reader_done(&self, id: ConnId) {
-        let mut st = self.st.borrow_mut();
-        st.begin_close(id);
-        if let Some(c) = st.conn_mut(id) {
-            if let Some(w) = c.writer.take() {
-                w.wake();
-            }
-        }
-    }
-
-    /// Fills `buf` with queued frames for the writer, or parks it.
-    pub(crate) fn poll_outbound(
-        &self,
-        id: ConnId,
-        cx: &mut TaskCx<'_>,
-        buf: &mut Vec<u8>,
-    ) -> Poll<Outbound> {
-        let mut st = self.st.borrow_mut();
-        let Some(c) = st.conn_mut(id) else {
-            return Poll::Ready(Outbound::Done);
-        };
-        if c.out.is_empty() {
-            if c.closing.is_some() {
-                return Poll::Ready(Outbound::Done);
-            }
-            c.writer = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        let mut frames = 0;
-        while let Some(f) = c.out.pop_front() {
-            if c.sse {
-                crate::proto::sse::render(&f, buf);
-            } else {
-                buf.extend_from_slice(&f);
-            }
-            c.queued -= f.len();
-            frames += 1;
-            if buf.len() >= 256 * 1024 {
-                break;
-            }
-        }
-        let last = c.out.is_empty() && c.closing.is_some();
-        Poll::Ready(Outbound::Batch { frames, last })
-    }
-
-    /// Subscribes a connection from the server side (SSE streams); returns the interest token to
-    /// wait for with [`poll_interest_settled`](Self::poll_interest_settled), if any.
-    pub(crate) fn subscribe(&self, id: ConnId, pattern: &str) -> Result<Option<u64>, HandlerError> {
-        self.st.borrow_mut().subscribe(id, pattern)
-    }
-
-    /// Ready once every other shard has acknowledged the interest change `token`.
-    pub(crate) fn poll_interest_settled(&self, token: u64, cx: &mut TaskCx<'_>) -> Poll<()> {
-        match self.st.borrow_mut().pending.get_mut(&token) {
-            Some(p) => {
-                p.wakers.push(cx.waker().clone());
-                Poll::Pending
-            }
-            None => Poll::Ready(()),
-        }
-    }
-
-    /// Whether frames are queued for the connection.
-    pub(crate) fn has_outbound(&self, id: ConnId) -> bool {
-        self.st
-            .borrow_mut()
-            .conn_mut(id)
-            .is_some_and(|c| !c.out.is_empty())
-    }
-
-    /// Handles one complete text message on a pub/sub connection.
-    pub(crate) fn dispatch(&self, id: ConnId, payload: &[u8]) {
-        self.st.borrow_mut().dispatch(id, payload);
-    }
-
-    /// Benchmarks only: registers a connection without a socket (fd -1: only used to shut down
-    /// stuck closes).
-    pub(crate) fn bench_register(&self, admitted: crate::policy::guard::Admitted) -> ConnId {
-        self.register(-1, ([127, 0, 0, 1], 0).into(), admitted, false)
-    }
-
     /// Benchmarks only: subscribes through the real path; false if refused.
-    pub(crate) fn bench_subscribe(&self, id: ConnId, pattern: &str) -> bool {
-        self.st.borrow_mut().subscribe(id, pattern).is_ok()
+    pub(crate) fn bench_subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
+        self.subscribe(id, pattern).is_ok()
     }
 
     /// Benchmarks only: unsubscribes through the real path.
-    pub(crate) fn bench_unsubscribe(&self, id: ConnId, pattern: &str) {
-        self.st.borrow_mut().unsubscribe(id, pattern);
+    pub(crate) fn bench_unsubscribe(&mut self, id: ConnId, pattern: &str) {
+        self.unsubscribe(id, pattern);
     }
 
     /// Benchmarks only: [`ShardState::publish`] (interest lookup, remote inboxes, local fan-out).
-    pub(crate) fn bench_publish(&self, topic: &str, frame: Bytes) {
-        self.st.borrow_mut().publish(topic, frame);
+    pub(crate) fn bench_publish(&mut self, topic: &str, frame: Bytes) {
+        self.publish(topic, frame);
     }
 
     /// Benchmarks only: [`ShardState::deliver_local`].
-    pub(crate) fn bench_deliver_local(&self, topic: &str, frame: &Bytes) {
-        self.st.borrow_mut().deliver_local(topic, frame);
+    pub(crate) fn bench_deliver_local(&mut self, topic: &str, frame: &Bytes) {
+        self.deliver_local(topic, frame);
     }
 
-    /// Benchmarks only: empties every outbound queue as writers would (capacity kept), parks a
-    /// writer with `waker` on each connection when given; returns how many frames were queued.
-    pub(crate) fn bench_drain(&self, waker: Option<&Waker>) -> usize {
-        let mut st = self.st.borrow_mut();
+    /// Benchmarks only: removes a connection as the shell does once its socket is done.
+    pub(crate) fn bench_remove(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            c.set(flag::RD_EOF | flag::WR_SHUT);
+        }
+        self.begin_close(id);
+        self.release_if_done(id.slot());
+    }
+
+    /// Benchmarks only: empties every outbound queue as a flush would (capacity kept); returns
+    /// how many frames were queued.
+    pub(crate) fn bench_drain(&mut self) -> usize {
         let mut frames = 0;
-        for (_, c) in st.conns.iter_mut() {
+        for (_, c) in self.conns.iter_mut() {
             frames += c.out.len();
             c.out.clear();
             c.queued = 0;
-            c.writer = waker.cloned();
+            c.clear(flag::DIRTY);
         }
+        self.dirty.clear();
         frames
     }
 }

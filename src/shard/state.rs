@@ -1,31 +1,18 @@
 //! The shard's state machine: queues, closing, fan-out, subscriptions and cross-shard interest.
 
 use std::sync::Arc;
-use std::task::Waker;
 
 use bytes::Bytes;
 
-use super::{ConnEntry, PendingInterest, ShardState};
+use super::inbox::ShardMsg;
+use super::{flag, ConnEntry, PendingInterest, ShardState};
 use crate::proto::envelope;
 use crate::proto::error::{ErrorCode, HandlerError};
 use crate::proto::pattern::Pattern;
 use crate::proto::registry::{Subscribed, Unsubscribed};
-use crate::shard::inbox::ShardMsg;
 use crate::ConnId;
 
 impl ShardState {
-    pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
-        self.conns
-            .get_mut(id.slot() as usize)
-            .filter(|c| c.id == id)
-    }
-
-    pub(super) fn wake(c: &mut ConnEntry) {
-        if let Some(w) = c.writer.take() {
-            w.wake();
-        }
-    }
-
     /// Queues to one connection; a queue over its bound makes it a slow consumer.
     pub(super) fn enqueue(&mut self, id: ConnId, frame: Bytes) {
         let limit = self.hub.config.outbound_queue;
@@ -39,15 +26,25 @@ impl ShardState {
         }
         c.queued += frame.len();
         c.out.push_back(frame);
-        Self::wake(c);
+        self.mark_dirty(id.slot());
+    }
+
+    /// Drops the queued frames that are not being written: a frame partly written (or in a
+    /// send the kernel still holds) is finished, so the close frame that follows stays readable.
+    pub(super) fn drop_queue(c: &mut ConnEntry) {
+        let keep = (c.in_flight as usize).max(usize::from(c.head_sent > 0));
+        while c.out.len() > keep {
+            if let Some(f) = c.out.pop_back() {
+                c.queued -= f.len();
+            }
+        }
     }
 
     pub(super) fn slow_consumer(&mut self, id: ConnId) {
         let Some(c) = self.conn_mut(id) else { return };
         let user = c.user.as_deref().unwrap_or("-");
         tracing::warn!(conn = %id, remote = %c.remote, user, queued = c.queued, "slow consumer: outbound queue full, closing with 1008");
-        c.out.clear();
-        c.queued = 0;
+        Self::drop_queue(c);
         self.hub.stats[self.index]
             .slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -65,7 +62,7 @@ impl ShardState {
         }
         c.queued += frame.len();
         c.out.push_back(frame);
-        Self::wake(c);
+        self.mark_dirty(id.slot());
         self.begin_close(id);
     }
 
@@ -120,7 +117,14 @@ impl ShardState {
             return;
         };
         self.pending_by_pattern.retain(|_, t| *t != token);
-        p.wakers.into_iter().for_each(Waker::wake);
+        for id in p.held {
+            if let Some(c) = self.conn_mut(id) {
+                c.hold = c.hold.saturating_sub(1);
+                if c.hold == 0 {
+                    self.mark_dirty(id.slot());
+                }
+            }
+        }
         for (conn, rid, topic) in p.waiters {
             self.enqueue(conn, envelope::reply(rid, &topic, None));
         }
@@ -134,6 +138,7 @@ impl ShardState {
         let limit = self.hub.config.outbound_queue;
         let mut slow: Vec<ConnId> = Vec::new();
         let conns = &mut self.conns;
+        let dirty = &mut self.dirty;
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
@@ -154,7 +159,10 @@ impl ShardState {
                 }
                 c.queued += frame.len();
                 c.out.push_back(frame.clone());
-                Self::wake(c);
+                if c.flags & flag::DIRTY == 0 {
+                    c.flags |= flag::DIRTY;
+                    dirty.push(slot);
+                }
                 delivered += 1;
             }
         });
@@ -214,7 +222,7 @@ impl ShardState {
                 PendingInterest {
                     remaining: self.hub.shards - 1,
                     waiters: Vec::new(),
-                    wakers: Vec::new(),
+                    held: Vec::new(),
                 },
             );
             self.pending_by_pattern.insert(pattern.into(), token);

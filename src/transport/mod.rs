@@ -1,8 +1,10 @@
-//! The two I/O shells around the sans-IO core: io_uring ([`uring`]) and epoll ([`epoll`]). Each
-//! provides an acceptor yielding a read half (tokio `AsyncRead`, which fastwebsockets parses) and
-//! a write half that takes owned buffers (what io_uring needs), and runs a shard's future on its
-//! own single-threaded runtime. Everything above this module is shared.
+//! The two I/O shells around the sans-IO shard: io_uring ([`uring`]) and epoll ([`epoll`]). Each
+//! runs one shard's event loop on its thread: it owns the listener and the sockets, feeds the
+//! [`ShardState`] what arrives, and at the end of every iteration writes what the state queued
+//! (one send per connection with output, iovecs over the shared frames) and carries out the
+//! socket work it asked for. Everything else is shared.
 
+mod bufring;
 pub(crate) mod epoll;
 pub(crate) mod tls;
 pub(crate) mod uring;
@@ -10,35 +12,33 @@ pub(crate) mod uring;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, ReadBuf};
-
-/// Writes owned buffers, returning them for reuse.
-pub(crate) trait Writer: 'static {
-    /// Writes all of `buf`.
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>);
-}
-
-/// An accepted TCP connection, split.
-pub(crate) struct Accepted<R, W> {
-    pub read: R,
-    pub write: W,
-    pub fd: RawFd,
-    pub peer: SocketAddr,
-}
-
-/// Yields accepted connections.
-pub(crate) trait Acceptor: 'static {
-    type Read: AsyncRead + Unpin + 'static;
-    type Write: Writer;
-    async fn accept(&self) -> io::Result<Accepted<Self::Read, Self::Write>>;
-}
+use crate::shard::{IoReq, ShardState};
 
 /// Binds one `SO_REUSEPORT` listener per shard on `addr` (port 0 picks one port for all).
+/// Refuses an address another process already listens on: `SO_REUSEPORT` would otherwise let a
+/// second server join it silently and split the traffic between two unrelated processes.
 pub(crate) fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    if addr.port() != 0 {
+        let probe = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        // SO_REUSEADDR (not REUSEPORT): ignores connections in TIME_WAIT, not a live listener.
+        probe.set_reuse_address(true)?;
+        if let Err(e) = probe.bind(&addr.into()) {
+            return Err(if e.kind() == io::ErrorKind::AddrInUse {
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "address already in use (is another ringhub or another server running on it?)",
+                )
+            } else {
+                e
+            });
+        }
+    }
     let mut out = Vec::with_capacity(n);
     let mut addr = addr;
     for _ in 0..n {
@@ -60,40 +60,119 @@ pub(crate) fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<std::
     Ok(out)
 }
 
-/// Shuts a socket down by descriptor. Used to cut a connection whose tasks are blocked on I/O;
-/// callers guarantee the descriptor is still owned by a live connection.
-pub(crate) fn shutdown_fd(fd: RawFd, how: libc::c_int) {
-    // SAFETY: shutdown(2) takes any descriptor and only affects the socket; the fd is open
-    // because the connection entry that holds it is alive (see `shard::ConnEntry`).
+/// The peer address of an accepted socket (io_uring's multishot accept does not report it).
+pub(crate) fn peer_addr(fd: RawFd) -> SocketAddr {
+    // SAFETY: getpeername writes at most `len` bytes into the zeroed storage we own.
     unsafe {
-        libc::shutdown(fd, how);
-    }
-}
-
-/// A read half that first yields bytes read past the HTTP request head.
-pub(crate) struct Prefixed<R> {
-    prefix: Bytes,
-    inner: R,
-}
-
-impl<R> Prefixed<R> {
-    pub fn new(prefix: Bytes, inner: R) -> Self {
-        Self { prefix, inner }
-    }
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+        let mut storage: libc::sockaddr_storage = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getpeername(
+            fd,
+            (&mut storage as *mut libc::sockaddr_storage).cast(),
+            &mut len,
+        ) == 0
+        {
+            if let Some(a) = socket2::SockAddr::new(storage, len).as_socket() {
+                return a;
+            }
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+    SocketAddr::from(([0, 0, 0, 0], 0))
+}
+
+/// Carries out the shard's socket work. Returns the slots that were cut (their reads end).
+pub(crate) fn apply_io(st: &mut ShardState, reqs: &mut Vec<IoReq>, cut: &mut Vec<u32>) {
+    loop {
+        st.take_io(reqs);
+        if reqs.is_empty() {
+            return;
+        }
+        for r in reqs.drain(..) {
+            // SAFETY (all three): the descriptors belong to live entries of this shard (the
+            // entry is removed only together with its `Close`), so none was closed or reused.
+            match r {
+                IoReq::ShutWr(slot) => {
+                    if let Some(fd) = st.fd(slot).filter(|fd| *fd >= 0) {
+                        unsafe { libc::shutdown(fd, libc::SHUT_WR) };
+                    }
+                }
+                IoReq::Cut(slot) => {
+                    if let Some(fd) = st.fd(slot).filter(|fd| *fd >= 0) {
+                        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                        cut.push(slot);
+                    }
+                }
+                IoReq::Close(fd) => unsafe {
+                    libc::close(fd);
+                },
+            }
+        }
+    }
+}
+
+/// The graceful-shutdown bookkeeping both loops share.
+#[derive(Default)]
+pub(crate) struct Stopping {
+    /// When connections get cut if they have not closed.
+    deadline: Option<Instant>,
+    /// When the loop exits whatever is left.
+    hard: Option<Instant>,
+}
+
+impl Stopping {
+    /// Called once the listener is closed.
+    pub(crate) fn begin(&mut self, now: Instant, timeout: Duration) {
+        self.deadline.get_or_insert(now + timeout);
+    }
+
+    /// Cuts stragglers at the deadline; true when the loop must exit.
+    pub(crate) fn check(&mut self, st: &mut ShardState, now: Instant) -> bool {
+        if st.is_drained() {
+            return true;
+        }
+        if let Some(d) = self.deadline {
+            if now >= d && self.hard.is_none() {
+                tracing::warn!(
+                    open = st.len(),
+                    "shutdown deadline passed with connections still open: cutting them"
+                );
+                st.cut_all();
+                self.hard = Some(now + Duration::from_secs(1));
+            }
+        }
+        self.hard.is_some_and(|h| now >= h)
+    }
+
+    /// The earliest time the loop must wake for shutdown.
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        self.hard.or(self.deadline)
+    }
+}
+
+/// Logs at most one line per interval for a repeating condition (accept failures).
+pub(crate) struct RateLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLog {
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now; `suppressed` says how many were skipped since the last line.
+    pub(crate) fn allow(&mut self, now: Instant) -> Option<u64> {
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(5))
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
     }
 }

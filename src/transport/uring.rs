@@ -1,134 +1,350 @@
-//! The io_uring shell: a tokio-uring runtime per shard. tokio-uring's completion-based streams take
-//! owned buffers and do not implement tokio's `AsyncRead`; [`UringRead`] bridges that for
-//! fastwebsockets by keeping one owned-buffer read in flight and serving `poll_read` from it.
+//! The io_uring shell, on the `io-uring` crate: one ring per shard, no task per connection.
+//!
+//! - Multishot accept on the shard's `SO_REUSEPORT` listener.
+//! - One provided-buffer ring per shard and a multishot receive per connection, re-armed when
+//!   the kernel ends it (ENOBUFS included): frames are decoded straight out of the kernel-filled
+//!   buffer, which goes back to the ring at once; only an incomplete frame is copied to the
+//!   connection. An idle connection holds no buffer at all.
+//! - Corked sends: at the end of each iteration every connection with output gets one
+//!   `SENDMSG` over iovecs of its queued frames (the shared `Bytes`, no copy), at most one in
+//!   flight per socket, and all of them reach the kernel in one `io_uring_enter`.
+//! - `SINGLE_ISSUER` + `DEFER_TASKRUN` (completions are processed only when the loop asks), or
+//!   `COOP_TASKRUN`, where the kernel has them; the choice is logged once.
 
-use std::future::Future;
 use std::io;
-use std::os::fd::AsRawFd;
-use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, ReadBuf};
-use tokio_uring::net::{TcpListener, TcpStream};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::{Accepted, Acceptor, Writer};
+use super::{apply_io, RateLog, Stopping};
+use crate::shard::shared::HubShared;
+use crate::shard::ShardState;
 
-/// Bounds of the owned buffer a read completes into. It is sized to what the caller asks for, so
-/// a quiet connection (which asks for little) keeps only a small buffer in flight.
-const READ_MIN: usize = 512;
-const READ_MAX: usize = 64 * 1024;
+use super::bufring::BufRing;
 
-type ReadFut = Pin<Box<dyn Future<Output = (io::Result<usize>, Vec<u8>)>>>;
+const KIND_SHIFT: u32 = 56;
+const ACCEPT: u64 = 1 << KIND_SHIFT;
+const WAKE: u64 = 2 << KIND_SHIFT;
+const RECV: u64 = 3 << KIND_SHIFT;
+const SEND: u64 = 4 << KIND_SHIFT;
+const CANCEL: u64 = 5 << KIND_SHIFT;
 
-/// `AsyncRead` over a tokio-uring stream (one read in flight, completed bytes copied out).
-pub(crate) struct UringRead {
-    stream: Rc<TcpStream>,
-    buf: Option<Vec<u8>>,
-    pos: usize,
-    len: usize,
-    inflight: Option<ReadFut>,
+/// Submission queue entries; the completion queue is four times larger.
+const SQ_ENTRIES: u32 = 4096;
+/// The provided-buffer ring: buffers of this size, this many per shard.
+const BUF_SIZE: usize = 16 * 1024;
+const BUF_COUNT: u16 = 256;
+const BGID: u16 = 0;
+
+static LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Checks that this process may create a ring with provided buffers (seccomp, kernel version).
+pub(crate) fn probe() -> io::Result<()> {
+    std::thread::spawn(|| {
+        let (ring, _) = new_ring()?;
+        let mut probe = io_uring::Probe::new();
+        ring.submitter().register_probe(&mut probe)?;
+        for (op, name) in [
+            (opcode::AcceptMulti::CODE, "multishot accept"),
+            (opcode::RecvMulti::CODE, "multishot receive"),
+            (opcode::SendMsg::CODE, "sendmsg"),
+        ] {
+            if !probe.is_supported(op) {
+                return Err(io::Error::other(format!("io_uring lacks {name}")));
+            }
+        }
+        BufRing::new(&ring, 2, 64, BGID).map(drop)
+    })
+    .join()
+    .unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
 }
 
-impl AsyncRead for UringRead {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
+/// A ring with the best setup flags this kernel takes.
+fn new_ring() -> io::Result<(IoUring, &'static str)> {
+    type Setup = fn(&mut io_uring::Builder);
+    let attempts: [(&str, Setup); 3] = [
+        ("SINGLE_ISSUER+DEFER_TASKRUN", |b| {
+            b.setup_single_issuer().setup_defer_taskrun();
+        }),
+        ("COOP_TASKRUN", |b| {
+            b.setup_coop_taskrun();
+        }),
+        ("no setup flags", |_| {}),
+    ];
+    let mut last = None;
+    for (name, f) in attempts {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(SQ_ENTRIES * 4);
+        f(&mut b);
+        match b.build(SQ_ENTRIES) {
+            Ok(r) => return Ok((r, name)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("io_uring setup failed")))
+}
+
+/// Per-connection send state the kernel reads until the send completes: boxed, so its address
+/// is stable, and pooled, so an idle connection holds none.
+struct SendSlot {
+    iov: Vec<libc::iovec>,
+    msg: libc::msghdr,
+}
+
+struct Loop {
+    ring: IoUring,
+    bufs: BufRing,
+    /// The send in flight of each connection slot.
+    sends: Vec<Option<Box<SendSlot>>>,
+    /// Boxes, not slots: a pooled slot keeps the address the kernel was given.
+    #[allow(clippy::vec_box)]
+    pool: Vec<Box<SendSlot>>,
+    wake_buf: Box<u64>,
+}
+
+impl Loop {
+    /// Queues a submission, submitting first if the queue is full.
+    fn push(&mut self, e: squeue::Entry) {
         loop {
-            if this.pos < this.len {
-                let buf = this
-                    .buf
-                    .as_ref()
-                    .expect("a completed read leaves its buffer");
-                let n = (this.len - this.pos).min(out.remaining());
-                out.put_slice(&buf[this.pos..this.pos + n]);
-                this.pos += n;
-                return Poll::Ready(Ok(()));
+            // SAFETY: every buffer an entry points at (iovecs and msghdr in a boxed `SendSlot`,
+            // the wake-up word, ring buffers) stays alive and unmoved until its completion.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
             }
-            let want = out.remaining().clamp(READ_MIN, READ_MAX);
-            let fut = this.inflight.get_or_insert_with(|| {
-                let mut b = match this.buf.take() {
-                    Some(b) if b.capacity() >= want && b.capacity() <= want * 4 => b,
-                    _ => Vec::with_capacity(want),
-                };
-                b.clear();
-                let s = this.stream.clone();
-                Box::pin(async move { s.read(b).await })
+            if self.ring.submit().is_err() {
+                // The kernel could not take entries now: let it complete some first.
+                let _ = self.ring.submit_and_wait(1);
+            }
+        }
+    }
+
+    fn arm_recv(&mut self, st: &mut ShardState, slot: u32) {
+        let Some(fd) = st.fd(slot) else { return };
+        if let Some(ops) = st.ops_mut(slot) {
+            *ops += 1;
+        }
+        let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
+            .build()
+            .user_data(RECV | slot as u64);
+        self.push(e);
+    }
+
+    fn arm_wake(&mut self, efd: RawFd) {
+        let ptr = &mut *self.wake_buf as *mut u64 as *mut u8;
+        let e = opcode::Read::new(types::Fd(efd), ptr, 8)
+            .build()
+            .user_data(WAKE);
+        self.push(e);
+    }
+
+    fn arm_accept(&mut self, lfd: RawFd) {
+        let e = opcode::AcceptMulti::new(types::Fd(lfd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(ACCEPT);
+        self.push(e);
+    }
+
+    /// One send per connection with output (corked: all of them go in the next submit).
+    fn flush(&mut self, st: &mut ShardState, dirty: &mut Vec<u32>) {
+        st.take_dirty(dirty);
+        for slot in dirty.drain(..) {
+            let Some(fd) = st.fd(slot) else { continue };
+            let mut s = self.pool.pop().unwrap_or_else(|| {
+                Box::new(SendSlot {
+                    iov: Vec::new(),
+                    // SAFETY: an all-zero msghdr is a valid empty one.
+                    msg: unsafe { std::mem::zeroed() },
+                })
             });
-            let (res, b) = match fut.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(r) => r,
-            };
-            this.inflight = None;
-            this.buf = Some(b);
-            this.pos = 0;
-            this.len = 0;
-            match res {
-                Ok(0) => return Poll::Ready(Ok(())),
-                Ok(n) => this.len = n,
-                Err(e) => return Poll::Ready(Err(e)),
+            if !st.next_send(slot, &mut s.iov) {
+                self.pool.push(s);
+                continue;
+            }
+            s.msg.msg_iov = s.iov.as_mut_ptr();
+            s.msg.msg_iovlen = s.iov.len() as _;
+            let e = opcode::SendMsg::new(types::Fd(fd), &s.msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+                .user_data(SEND | slot as u64);
+            let i = slot as usize;
+            if self.sends.len() <= i {
+                self.sends.resize_with(i + 1, || None);
+            }
+            self.sends[i] = Some(s);
+            if let Some(ops) = st.ops_mut(slot) {
+                *ops += 1;
+            }
+            self.push(e);
+        }
+    }
+
+    fn send_done(&mut self, slot: u32) {
+        if let Some(mut s) = self.sends.get_mut(slot as usize).and_then(Option::take) {
+            s.iov.clear();
+            // Keep a few for reuse; big iovec arrays of a burst are not worth keeping.
+            if self.pool.len() < 1024 && s.iov.capacity() <= 64 {
+                self.pool.push(s);
             }
         }
     }
 }
 
-/// The write side of a tokio-uring stream.
-pub(crate) struct UringWrite(Rc<TcpStream>);
-
-impl Writer for UringWrite {
-    async fn write_all(&mut self, buf: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        let (r, b) = self.0.write_all(buf).await;
-        (r, b)
+/// Runs shard `index` until it has shut down.
+pub(crate) fn run(
+    index: usize,
+    hub: Arc<HubShared>,
+    listener: std::net::TcpListener,
+) -> io::Result<()> {
+    let (ring, setup) = new_ring()?;
+    let bufs = BufRing::new(&ring, BUF_COUNT, BUF_SIZE, BGID)?;
+    if !LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::info!(
+            setup,
+            buffers = BUF_COUNT,
+            buffer_size = BUF_SIZE,
+            "io_uring ring: multishot accept and receive, provided buffers"
+        );
     }
-}
-
-/// Accepts on a tokio-uring listener.
-pub(crate) struct UringAcceptor(TcpListener);
-
-impl Acceptor for UringAcceptor {
-    type Read = UringRead;
-    type Write = UringWrite;
-    async fn accept(&self) -> io::Result<Accepted<UringRead, UringWrite>> {
-        let (s, peer) = self.0.accept().await?;
-        s.set_nodelay(true)?;
-        let fd = s.as_raw_fd();
-        let s = Rc::new(s);
-        Ok(Accepted {
-            read: UringRead {
-                stream: s.clone(),
-                buf: None,
-                pos: 0,
-                len: 0,
-                inflight: None,
-            },
-            write: UringWrite(s),
-            fd,
-            peer,
-        })
+    let mut lp = Loop {
+        ring,
+        bufs,
+        sends: Vec::new(),
+        pool: Vec::new(),
+        wake_buf: Box::new(0),
+    };
+    let inbox = &hub.inboxes[index];
+    let efd = inbox.eventfd();
+    let mut listener = Some(listener);
+    let lfd = listener.as_ref().map_or(-1, |l| l.as_raw_fd());
+    lp.arm_accept(lfd);
+    lp.arm_wake(efd);
+    let mut st = ShardState::new(index, hub.clone());
+    let (mut dirty, mut io, mut cut) = (Vec::new(), Vec::new(), Vec::new());
+    let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+    let mut stopping = Stopping::default();
+    let mut accept_log = RateLog::new();
+    let mut accept_retry: Option<Instant> = None;
+    let mut accepting = true;
+    loop {
+        lp.flush(&mut st, &mut dirty);
+        apply_io(&mut st, &mut io, &mut cut);
+        cut.clear();
+        let now = Instant::now();
+        let mut wake = st.next_tick();
+        for t in [accept_retry, stopping.wake_at()].into_iter().flatten() {
+            wake = wake.min(t);
+        }
+        let wait = if inbox.arm() {
+            wake.saturating_duration_since(now)
+        } else {
+            Duration::ZERO
+        };
+        let ts = types::Timespec::new()
+            .sec(wait.as_secs())
+            .nsec(wait.subsec_nanos());
+        let args = types::SubmitArgs::new().timespec(&ts);
+        // Always asks for one completion (with a timeout, zero when busy): with DEFER_TASKRUN
+        // completions are only produced when the loop enters the kernel to wait for them.
+        if let Err(e) = lp.ring.submitter().submit_with_args(1, &args) {
+            match e.raw_os_error() {
+                Some(libc::ETIME | libc::EINTR | libc::EBUSY) => {}
+                _ => return Err(e),
+            }
+        }
+        st.set_now(Instant::now());
+        cqes.clear();
+        cqes.extend(
+            lp.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(ud, res, flags) in &cqes {
+            let slot = (ud & ((1 << KIND_SHIFT) - 1)) as u32;
+            match ud & !((1 << KIND_SHIFT) - 1) {
+                RECV => {
+                    if res > 0 {
+                        if let Some(bid) = cqueue::buffer_select(flags) {
+                            let data = lp.bufs.get_mut(bid, res as usize);
+                            st.on_input(slot, data);
+                            lp.bufs.recycle(bid);
+                        }
+                    } else if res != -libc::ENOBUFS {
+                        // 0: EOF; other errors (reset, cancelled): no more input either.
+                        st.on_eof(slot);
+                    }
+                    if !cqueue::more(flags) {
+                        if let Some(ops) = st.ops_mut(slot) {
+                            *ops = ops.saturating_sub(1);
+                        }
+                        if st.wants_input(slot) {
+                            lp.arm_recv(&mut st, slot);
+                        } else {
+                            st.release_if_done(slot);
+                        }
+                    }
+                }
+                SEND => {
+                    lp.send_done(slot);
+                    if let Some(ops) = st.ops_mut(slot) {
+                        *ops = ops.saturating_sub(1);
+                    }
+                    if res >= 0 {
+                        if st.on_sent(slot, res as usize) {
+                            st.flush_later(slot);
+                        }
+                    } else {
+                        st.on_send_error(slot);
+                    }
+                }
+                ACCEPT => {
+                    if res >= 0 {
+                        let fd = res as RawFd;
+                        let slot = st.accept(fd, super::peer_addr(fd));
+                        lp.arm_recv(&mut st, slot);
+                    } else if res != -libc::ECANCELED {
+                        let now = Instant::now();
+                        if let Some(skipped) = accept_log.allow(now) {
+                            let e = io::Error::from_raw_os_error(-res);
+                            tracing::warn!(error = %e, skipped, "accept failed; pausing accepts for 100 ms");
+                        }
+                        accept_retry = Some(now + Duration::from_millis(100));
+                    }
+                    if !cqueue::more(flags) {
+                        accepting = false;
+                    }
+                }
+                WAKE => lp.arm_wake(efd),
+                _ => {}
+            }
+        }
+        lp.bufs.commit();
+        while let Some(msg) = inbox.pop() {
+            st.handle_msg(msg);
+        }
+        st.tick();
+        if !accepting && listener.is_some() && accept_retry.is_none_or(|t| Instant::now() >= t) {
+            accept_retry = None;
+            accepting = true;
+            lp.arm_accept(lfd);
+        }
+        if st.is_shutting_down() {
+            if listener.take().is_some() {
+                // The pending multishot accept holds the listening socket until cancelled.
+                let e = opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL);
+                lp.push(e);
+                stopping.begin(Instant::now(), hub.config.shutdown_timeout);
+            }
+            if stopping.check(&mut st, Instant::now()) {
+                let _ = lp.ring.submit();
+                // The ring goes first: the kernel may still point at frames the state owns.
+                drop(lp);
+                drop(st);
+                return Ok(());
+            }
+        }
     }
-}
-
-/// Whether this process may create an io_uring (seccomp, kernel, `io_uring_disabled`).
-/// Probes on a scratch thread, so the caller may itself be inside an async runtime.
-pub(crate) fn probe() -> io::Result<()> {
-    std::thread::spawn(|| tokio_uring::Runtime::new(&tokio_uring::builder()).map(drop))
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("io_uring probe panicked")))
-}
-
-/// Runs `f` (given this shard's acceptor) on a fresh tokio-uring runtime.
-pub(crate) fn run<F, Fut>(listener: std::net::TcpListener, f: F) -> io::Result<()>
-where
-    F: FnOnce(UringAcceptor) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let rt = tokio_uring::Runtime::new(&tokio_uring::builder())?;
-    rt.block_on(async move {
-        let l = TcpListener::from_std(listener);
-        f(UringAcceptor(l)).await;
-    });
-    Ok(())
 }

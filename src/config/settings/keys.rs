@@ -311,6 +311,12 @@ pub static KEYS: &[Key] = &[
         |s| dur_v(s.shutdown_timeout)
     ),
     key!(
+        "drain_delay",
+        "a duration like 5s (0s: close at once)",
+        |s, r| s.drain_delay = duration(r, true)?,
+        |s| dur_v(s.drain_delay)
+    ),
+    key!(
         "stats_interval",
         "a duration like 60s (0s disables the stats line)",
         |s, r| s.stats_interval = duration(r, true)?,

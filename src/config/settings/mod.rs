@@ -115,6 +115,8 @@ pub struct Settings {
     pub close_timeout: Duration,
     /// Time graceful shutdown waits for connections.
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, time `/readyz` answers 503 (and new clients get 503) before listeners close.
+    pub drain_delay: Duration,
     /// Interval of the stats log line (0 disables it).
     pub stats_interval: Duration,
     /// Log output format.
@@ -151,6 +153,7 @@ impl Default for Settings {
             handler_threads: c.handler_threads,
             close_timeout: c.close_timeout,
             shutdown_timeout: c.shutdown_timeout,
+            drain_delay: c.drain_delay,
             stats_interval: c.stats_interval,
             log_format: LogFormat::Text,
             auth: AuthSettings::default(),
@@ -414,6 +417,7 @@ impl Settings {
             handshake_timeout: self.limits.handshake_timeout,
             close_timeout: self.close_timeout,
             shutdown_timeout: self.shutdown_timeout,
+            drain_delay: self.drain_delay,
             stats_interval: self.stats_interval,
             api_key: self.api.key.as_ref().map(|k| k.expose().to_string()),
             // Building the guard reads key files and can fail: see `Guard::from_settings`.

@@ -1,0 +1,764 @@
+//! One connection's protocol machine, driven by the shells: bytes in (HTTP head, API body,
+//! WebSocket frames, TLS records), what to write out (zero-copy slices of the queued frames, or
+//! an owned buffer for TLS and SSE), and when the socket is done.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+
+use bytes::Bytes;
+
+use super::{flag, ConnEntry, ConnKind, IoReq, Phase, ShardState};
+use crate::policy::guard::Admitted;
+use crate::proto::envelope;
+use crate::proto::frame::{self, Assembler, Fail, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::proto::handshake::{self as http, HttpError, RequestHead};
+use crate::proto::stats::ShardStats;
+use crate::ConnId;
+
+/// Most iovecs one send carries (the kernel's `IOV_MAX`).
+const MAX_IOV: usize = 1024;
+/// Most bytes one send carries.
+const MAX_SEND: usize = 1 << 20;
+/// Owned output buffers larger than this are released once written.
+const KEEP_WBUF: usize = 16 * 1024;
+
+/// The paths served by the API thread.
+pub(crate) fn is_api_path(path: &str) -> bool {
+    matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/api/")
+}
+
+impl ShardState {
+    pub(super) fn conn_mut(&mut self, id: ConnId) -> Option<&mut ConnEntry> {
+        self.conns
+            .get_mut(id.slot() as usize)
+            .filter(|c| c.id == id)
+    }
+
+    fn slot_id(&self, slot: u32) -> Option<ConnId> {
+        self.conns.get(slot as usize).map(|c| c.id)
+    }
+
+    /// A new TCP connection. Returns its slot; a refused address gets its response queued and
+    /// is closed through the usual path.
+    pub(crate) fn accept(&mut self, fd: RawFd, remote: SocketAddr) -> u32 {
+        self.generation = self.generation.wrapping_add(1);
+        let (gen, now) = (self.generation, self.now);
+        let slot = self.conns.vacant_key() as u32;
+        let id = ConnId::new(self.index, slot, gen);
+        let guard = &self.hub.config.guard;
+        let tls = guard.tls.as_ref().and_then(|cfg| {
+            rustls::ServerConnection::new(cfg.clone())
+                .map(Box::new)
+                .map_err(|e| tracing::warn!(error = %e, "TLS session could not be created"))
+                .ok()
+        });
+        let refused = guard.admit_address(remote.ip()).err();
+        let perms = guard.permissions.clone();
+        self.conns.insert(ConnEntry {
+            id,
+            fd,
+            remote,
+            phase: Phase::Head,
+            user: None,
+            perms,
+            limiter: None,
+            _permit: None,
+            tls,
+            out: Default::default(),
+            queued: 0,
+            head_sent: 0,
+            in_flight: 0,
+            wbuf: Vec::new(),
+            wsent: 0,
+            inbuf: Vec::new(),
+            asm: Assembler::new(self.hub.config.max_message_size),
+            closing: None,
+            last_seen: now,
+            accepted: now,
+            subs: Vec::new(),
+            stamp: 0,
+            hold: 0,
+            ops: 0,
+            flags: 0,
+        });
+        if let Some(e) = refused {
+            tracing::info!(peer = %remote, status = e.status, reason = %e.message, "connection refused");
+            self.http_error(id, &e);
+        }
+        slot
+    }
+
+    /// An upgraded connection (WebSocket or SSE) joins the shard's users and counters.
+    pub(super) fn upgrade(&mut self, id: ConnId, phase: Phase, admitted: Admitted) {
+        let Admitted {
+            user,
+            permissions,
+            limiter,
+        } = admitted;
+        if let Some(u) = &user {
+            self.users.entry(u.clone()).or_default().push(id);
+        }
+        let took = self.now;
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = phase;
+        c.user = user;
+        c.perms = permissions;
+        c.limiter = limiter;
+        c.set(flag::COUNTED);
+        let took = took.duration_since(c.accepted);
+        let stats = self.stats();
+        stats.handshake(101, took);
+        stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes received on `slot` (unmasked in place).
+    pub(crate) fn on_input(&mut self, slot: u32, data: &mut [u8]) {
+        let now = self.now;
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        c.last_seen = now;
+        c.clear(flag::PING_SENT);
+        if c.tls.is_some() {
+            self.tls_input(slot, data);
+        } else {
+            self.plain_input(slot, data);
+        }
+    }
+
+    fn plain_input(&mut self, slot: u32, data: &mut [u8]) {
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        if c.inbuf.is_empty() {
+            // The common case: whole frames, decoded straight from the shell's buffer.
+            let used = self.process(slot, data);
+            if used < data.len() {
+                if let Some(c) = self.conns.get_mut(slot as usize) {
+                    c.inbuf.extend_from_slice(&data[used..]);
+                    Self::reserve_frame(c, self.hub.config.max_message_size);
+                }
+            }
+            return;
+        }
+        let mut buf = std::mem::take(&mut c.inbuf);
+        buf.extend_from_slice(data);
+        let used = self.process(slot, &mut buf);
+        buf.drain(..used);
+        if let Some(c) = self.conns.get_mut(slot as usize) {
+            if !buf.is_empty() {
+                c.inbuf = buf;
+                Self::reserve_frame(c, self.hub.config.max_message_size);
+            }
+        }
+    }
+
+    /// Room for the whole pending frame once its header says how long it is.
+    fn reserve_frame(c: &mut ConnEntry, max: usize) {
+        if matches!(c.phase, Phase::Ws(_)) {
+            if let Ok(Some(h)) = frame::head(&c.inbuf, max) {
+                c.inbuf.reserve(h.total().saturating_sub(c.inbuf.len()));
+            }
+        }
+    }
+
+    fn tls_input(&mut self, slot: u32, data: &[u8]) {
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return;
+        };
+        let Some(mut tls) = c.tls.take() else { return };
+        let mut plain = std::mem::take(&mut self.plain);
+        plain.clear();
+        let mut rd = data;
+        let mut failed = false;
+        while !rd.is_empty() {
+            match tls.read_tls(&mut rd) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+            if let Err(e) = tls.process_new_packets() {
+                tracing::debug!(slot, error = %e, "TLS error");
+                failed = true;
+                break;
+            }
+            // Appends what is there, then stops at WouldBlock (or a clean close_notify).
+            let _ = tls.reader().read_to_end(&mut plain);
+        }
+        let wants_write = tls.wants_write();
+        let c = &mut self.conns[slot as usize];
+        c.tls = Some(tls);
+        let id = c.id;
+        if wants_write {
+            self.mark_dirty(slot);
+        }
+        if failed {
+            self.stats().handshake(400, std::time::Duration::ZERO);
+            if let Some(c) = self.conn_mut(id) {
+                c.phase = Phase::Discard;
+            }
+            self.begin_close(id);
+            self.mark_dirty(slot);
+        } else if !plain.is_empty() {
+            self.plain_input(slot, &mut plain);
+        }
+        self.plain = plain;
+    }
+
+    /// Consumes what it can of `buf` for the connection's phase; returns the bytes used.
+    fn process(&mut self, slot: u32, buf: &mut [u8]) -> usize {
+        let mut at = 0;
+        loop {
+            let Some(c) = self.conns.get_mut(slot as usize) else {
+                return buf.len();
+            };
+            let id = c.id;
+            match &mut c.phase {
+                Phase::Head => {
+                    let max = self.hub.config.guard.max_handshake_bytes;
+                    // A whole oversized head can arrive in one read: bound it either way.
+                    let window = &buf[at..buf.len().min(at + max)];
+                    match http::parse_head(window, max) {
+                        Ok(Some((head, n))) => {
+                            at += n;
+                            self.route(id, head);
+                        }
+                        Ok(None) => return at,
+                        Err(e) => {
+                            self.http_error(id, &e);
+                            return buf.len();
+                        }
+                    }
+                }
+                Phase::Body(_, need) => {
+                    let need = *need;
+                    if buf.len() - at < need {
+                        c.inbuf.reserve(need);
+                        return at;
+                    }
+                    let body = Bytes::copy_from_slice(&buf[at..at + need]);
+                    at += need;
+                    let Phase::Body(head, _) = std::mem::replace(&mut c.phase, Phase::Api) else {
+                        unreachable!("matched above")
+                    };
+                    self.submit_api(id, *head, body);
+                }
+                Phase::Api | Phase::Sse | Phase::Discard => return buf.len(),
+                Phase::Ws(kind) => {
+                    let kind = *kind;
+                    return at + self.frames(id, kind, &mut buf[at..]);
+                }
+            }
+        }
+    }
+
+    /// Handles every complete frame at the start of `buf`; returns the bytes used.
+    fn frames(&mut self, id: ConnId, kind: ConnKind, buf: &mut [u8]) -> usize {
+        let max = self.hub.config.max_message_size;
+        let mut at = 0;
+        loop {
+            let h = match frame::head(&buf[at..], max) {
+                Ok(Some(h)) if h.total() <= buf.len() - at => h,
+                Ok(_) => return at,
+                Err(f) => return self.fail(id, f, buf.len()),
+            };
+            let payload = h.unmask(&mut buf[at..at + h.total()]);
+            at += h.total();
+            match h.opcode {
+                OP_PING => self.enqueue(id, envelope::raw_frame(OP_PONG, payload)),
+                OP_PONG => {}
+                OP_CLOSE => {
+                    return match frame::close_code(payload) {
+                        // Echo the code (RFC 6455 §5.5.1); then the write side is shut down.
+                        Ok(code) => {
+                            let echo = code.map_or_else(Vec::new, |c| c.to_be_bytes().to_vec());
+                            self.close_frame(id, envelope::raw_frame(OP_CLOSE, &echo));
+                            if let Some(c) = self.conn_mut(id) {
+                                c.phase = Phase::Discard;
+                            }
+                            buf.len()
+                        }
+                        Err(f) => self.fail(id, f, buf.len()),
+                    };
+                }
+                op => {
+                    let Some(c) = self.conn_mut(id) else {
+                        return buf.len();
+                    };
+                    // The assembler borrows the connection; take it out while the message is
+                    // delivered (delivery needs the whole shard).
+                    let mut asm = std::mem::replace(&mut c.asm, Assembler::new(0));
+                    match asm.push(op, h.fin, payload) {
+                        Err(f) => {
+                            if let Some(c) = self.conn_mut(id) {
+                                c.asm = asm;
+                            }
+                            return self.fail(id, f, buf.len());
+                        }
+                        Ok(None) => {}
+                        Ok(Some((op, msg))) => {
+                            self.deliver(id, kind, op, msg);
+                            asm.reset();
+                        }
+                    }
+                    match self.conn_mut(id) {
+                        Some(c) => c.asm = asm,
+                        None => return buf.len(),
+                    }
+                    // Closed by what it sent (rate limit, slow consumer): the rest is dropped,
+                    // not answered message by message.
+                    if let Some(c) = self.conn_mut(id).filter(|c| c.closing.is_some()) {
+                        c.phase = Phase::Discard;
+                        return buf.len();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A protocol error: close with its code and discard further input.
+    fn fail(&mut self, id: ConnId, (code, reason): Fail, used: usize) -> usize {
+        ShardStats::add(&self.stats().protocol_errors, 1);
+        tracing::debug!(conn = %id, code, reason, "protocol error");
+        self.close(id, code, reason);
+        if let Some(c) = self.conn_mut(id) {
+            c.phase = Phase::Discard;
+        }
+        used
+    }
+
+    fn deliver(&mut self, id: ConnId, kind: ConnKind, op: u8, msg: &[u8]) {
+        let stats = self.stats();
+        ShardStats::add(&stats.messages_in, 1);
+        ShardStats::add(&stats.bytes_in, msg.len() as u64);
+        match (kind, op) {
+            (ConnKind::Echo, op) => self.enqueue(id, envelope::raw_frame(op, msg)),
+            (ConnKind::PubSub, OP_TEXT) => self.dispatch(id, msg),
+            (ConnKind::PubSub, OP_BINARY | _) => {
+                let msg = "binary frames are not supported: send JSON envelopes as text";
+                self.error(id, None, "", crate::ErrorCode::BadRequest, msg);
+            }
+        }
+    }
+
+    /// Routes a complete request head.
+    fn route(&mut self, id: ConnId, head: RequestHead) {
+        if let Err(e) = self.try_route(id, head) {
+            if matches!(e.status, 401 | 403) {
+                let peer = self.conn_mut(id).map(|c| c.remote);
+                tracing::info!(?peer, status = e.status, reason = %e.message, "upgrade refused");
+            }
+            self.http_error(id, &e);
+        }
+    }
+
+    fn try_route(&mut self, id: ConnId, head: RequestHead) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let cfg = &hub.config;
+        if is_api_path(&head.path) {
+            let need = body_len(&head, cfg.max_message_size)?;
+            let Some(c) = self.conn_mut(id) else {
+                return Ok(());
+            };
+            if need == 0 {
+                c.phase = Phase::Api;
+                self.submit_api(id, head, Bytes::new());
+            } else {
+                c.phase = Phase::Body(Box::new(head), need);
+            }
+            return Ok(());
+        }
+        if hub.is_stopping() {
+            return Err(HttpError::new(503, "server is shutting down"));
+        }
+        let kind = if head.path == cfg.ws_path {
+            ConnKind::PubSub
+        } else if cfg.echo_path.as_deref() == Some(head.path.as_str()) {
+            ConnKind::Echo
+        } else if head.path == "/sse" {
+            return self.route_sse(id, &head);
+        } else {
+            return Err(HttpError::new(404, format!("no route for {}", head.path)));
+        };
+        let response = http::accept_upgrade(&head)?;
+        let admitted = cfg.guard.admit(&head)?;
+        self.take_permit(id)?;
+        self.upgrade(id, Phase::Ws(kind), admitted);
+        self.push_raw(id, Bytes::from(response));
+        if let Some(c) = self.conn_mut(id) {
+            let user = c.user.as_deref().unwrap_or("-");
+            tracing::debug!(conn = %id, peer = %c.remote, user, "connected");
+        }
+        Ok(())
+    }
+
+    fn route_sse(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let topics = crate::proto::sse::topics(head)?;
+        let admitted = hub.config.guard.admit(head)?;
+        for t in &topics {
+            admitted
+                .permissions
+                .can_subscribe(admitted.user.as_deref(), t)
+                .map_err(|e| HttpError::new(403, format!("topic '{t}': {e}")))?;
+        }
+        self.take_permit(id)?;
+        self.upgrade(id, Phase::Sse, admitted);
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
+        self.push_raw(id, Bytes::from_static(head.as_bytes()));
+        let mut tokens = Vec::new();
+        for t in &topics {
+            match self.subscribe(id, t) {
+                Ok(token) => tokens.extend(token),
+                Err(e) => tracing::debug!(conn = %id, error = %e, "SSE subscription refused"),
+            }
+        }
+        // As with a WebSocket subscribe reply: the stream starts once every shard knows.
+        let mut held = 0;
+        for token in tokens {
+            if let Some(p) = self.pending.get_mut(&token) {
+                p.held.push(id);
+                held += 1;
+            }
+        }
+        if let Some(c) = self.conn_mut(id) {
+            c.hold = held;
+            tracing::debug!(conn = %id, peer = %c.remote, ?topics, "SSE stream opened");
+        }
+        Ok(())
+    }
+
+    /// The connection caps apply to WebSocket and SSE clients only: health, metrics and the
+    /// API keep answering at the cap.
+    fn take_permit(&mut self, id: ConnId) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        c._permit = hub.config.guard.acquire_slot(c.remote.ip())?;
+        Ok(())
+    }
+
+    fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let job = crate::shard::shared::ApiJob {
+            conn: id,
+            head,
+            body,
+        };
+        if !self.hub.submit_api(job) {
+            self.http_error(id, &HttpError::new(503, "API unavailable"));
+        }
+    }
+
+    /// Queues bytes as they are (HTTP responses), bypassing the queue bound.
+    fn push_raw(&mut self, id: ConnId, bytes: Bytes) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.queued += bytes.len();
+        c.out.push_back(bytes);
+        self.mark_dirty(id.slot());
+    }
+
+    /// Answers an HTTP error and closes once it is written.
+    pub(super) fn http_error(&mut self, id: ConnId, e: &HttpError) {
+        let now = self.now;
+        let Some(c) = self.conn_mut(id) else { return };
+        if !matches!(c.phase, Phase::Head | Phase::Body(..) | Phase::Api) {
+            return;
+        }
+        let took = now.duration_since(c.accepted);
+        c.phase = Phase::Discard;
+        tracing::debug!(peer = %c.remote, status = e.status, reason = %e.message, "HTTP request refused");
+        self.stats().handshake(e.status, took);
+        self.push_raw(id, Bytes::from(e.response()));
+        self.begin_close(id);
+    }
+
+    /// The API thread's response for `id`.
+    pub(super) fn http_response(&mut self, id: ConnId, bytes: Bytes) {
+        let now = self.now;
+        let Some(c) = self.conn_mut(id) else { return };
+        if !matches!(c.phase, Phase::Api) {
+            return;
+        }
+        c.phase = Phase::Discard;
+        let took = now.duration_since(c.accepted);
+        let status = bytes
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status >= 400 {
+            self.stats().handshake(status, took);
+        }
+        self.push_raw(id, bytes);
+        self.begin_close(id);
+    }
+
+    /// No more input on `slot`: EOF, a read error, or a cut.
+    pub(crate) fn on_eof(&mut self, slot: u32) {
+        let Some(id) = self.slot_id(slot) else { return };
+        if let Some(c) = self.conn_mut(id) {
+            c.set(flag::RD_EOF);
+            c.inbuf = Vec::new();
+        }
+        self.begin_close(id);
+        self.mark_dirty(slot);
+        self.release_if_done(slot);
+    }
+
+    /// Whether the shell should (re-)arm a receive on `slot`.
+    pub(crate) fn wants_input(&self, slot: u32) -> bool {
+        self.conns
+            .get(slot as usize)
+            .is_some_and(|c| !c.has(flag::RD_EOF))
+    }
+
+    /// What to write next on `slot`, as iovecs into `iov` (cleared first): slices of the shared
+    /// frames in the queue (no copy), or of the connection's owned buffer (TLS records, SSE
+    /// events). False when there is nothing to send now; then the write side may be shut down
+    /// (see [`take_io`](Self::take_io)). The slices stay valid until [`on_sent`](Self::on_sent)
+    /// or [`on_send_error`](Self::on_send_error): frames in flight are never dropped.
+    pub(crate) fn next_send(&mut self, slot: u32, iov: &mut Vec<libc::iovec>) -> bool {
+        iov.clear();
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return false;
+        };
+        c.clear(flag::DIRTY);
+        if c.has(flag::SENDING) || c.has(flag::WR_SHUT) || c.hold > 0 {
+            return false;
+        }
+        if c.tls.is_some() || matches!(c.phase, Phase::Sse) {
+            let frames = Self::render_owned(c);
+            let stats = &self.hub.stats[self.index];
+            ShardStats::add(&stats.messages_out, frames);
+        }
+        if c.wsent < c.wbuf.len() {
+            iov.push(libc::iovec {
+                iov_base: c.wbuf[c.wsent..].as_ptr() as *mut _,
+                iov_len: c.wbuf.len() - c.wsent,
+            });
+        } else {
+            let mut bytes = 0;
+            for (i, f) in c.out.iter().enumerate() {
+                let skip = if i == 0 { c.head_sent } else { 0 };
+                iov.push(libc::iovec {
+                    iov_base: f[skip..].as_ptr() as *mut _,
+                    iov_len: f.len() - skip,
+                });
+                bytes += f.len() - skip;
+                if iov.len() == MAX_IOV || bytes >= MAX_SEND {
+                    break;
+                }
+            }
+            c.in_flight = iov.len() as u32;
+        }
+        if !iov.is_empty() {
+            c.set(flag::SENDING);
+            return true;
+        }
+        if c.closing.is_some() {
+            c.set(flag::WR_SHUT);
+            self.io.push(IoReq::ShutWr(slot));
+            self.release_if_done(slot);
+        }
+        false
+    }
+
+    /// Moves queued frames into the owned buffer: through rustls for TLS, rendered as events for
+    /// SSE (HTTP bytes, which never have the FIN bit of our frames, pass as they are). Returns
+    /// the frames moved.
+    fn render_owned(c: &mut ConnEntry) -> u64 {
+        if c.wsent == c.wbuf.len() {
+            c.wbuf.clear();
+            c.wsent = 0;
+        }
+        let sse = matches!(c.phase, Phase::Sse);
+        let mut frames = 0;
+        let mut scratch = Vec::new();
+        while let Some(f) = c.out.pop_front() {
+            c.queued -= f.len();
+            frames += 1;
+            let bytes: &[u8] = if sse && f.first().is_some_and(|b| b & 0x80 != 0) {
+                scratch.clear();
+                crate::proto::sse::render(&f, &mut scratch);
+                &scratch
+            } else {
+                &f
+            };
+            match c.tls.as_mut() {
+                Some(tls) => {
+                    let _ = tls.writer().write_all(bytes);
+                }
+                None => c.wbuf.extend_from_slice(bytes),
+            }
+        }
+        if let Some(tls) = c.tls.as_mut() {
+            while tls.wants_write() {
+                if tls.write_tls(&mut c.wbuf).is_err() {
+                    break;
+                }
+            }
+        }
+        frames
+    }
+
+    /// `n` bytes of the last [`next_send`](Self::next_send) were written. Returns whether more
+    /// is waiting (the shell sends again, now or at the end of the iteration).
+    pub(crate) fn on_sent(&mut self, slot: u32, mut n: usize) -> bool {
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return false;
+        };
+        c.clear(flag::SENDING);
+        c.in_flight = 0;
+        let stats = &self.hub.stats[self.index];
+        ShardStats::add(&stats.bytes_out, n as u64);
+        if c.wsent < c.wbuf.len() {
+            c.wsent += n;
+            if c.wsent >= c.wbuf.len() {
+                c.wsent = 0;
+                c.wbuf.clear();
+                if c.wbuf.capacity() > KEEP_WBUF {
+                    c.wbuf = Vec::new();
+                }
+            }
+        } else {
+            let mut frames = 0;
+            while n > 0 {
+                let Some(f) = c.out.front() else { break };
+                let rest = f.len() - c.head_sent;
+                if n >= rest {
+                    n -= rest;
+                    c.queued -= f.len();
+                    c.head_sent = 0;
+                    c.out.pop_front();
+                    frames += 1;
+                } else {
+                    c.head_sent += n;
+                    n = 0;
+                }
+            }
+            ShardStats::add(&stats.messages_out, frames);
+        }
+        let more = !c.out.is_empty()
+            || c.wsent < c.wbuf.len()
+            || c.tls.as_ref().is_some_and(|t| t.wants_write())
+            || (c.closing.is_some() && !c.has(flag::WR_SHUT));
+        if !more {
+            self.release_if_done(slot);
+        }
+        more
+    }
+
+    /// epoll: the socket buffer is full; the send stays pending until it is writable.
+    pub(crate) fn on_would_block(&mut self, slot: u32) {
+        if let Some(c) = self.conns.get_mut(slot as usize) {
+            c.in_flight = 0;
+        }
+    }
+
+    /// epoll: the socket became writable.
+    pub(crate) fn on_writable(&mut self, slot: u32) {
+        if let Some(c) = self.conns.get_mut(slot as usize) {
+            if c.has(flag::SENDING) {
+                c.clear(flag::SENDING);
+                self.mark_dirty(slot);
+            }
+        }
+    }
+
+    /// A send failed: the peer is gone. Cut the socket so a pending receive ends too.
+    pub(crate) fn on_send_error(&mut self, slot: u32) {
+        let Some(id) = self.slot_id(slot) else { return };
+        if let Some(c) = self.conn_mut(id) {
+            c.clear(flag::SENDING);
+            c.in_flight = 0;
+            c.head_sent = 0;
+            c.out.clear();
+            c.queued = 0;
+            c.wbuf = Vec::new();
+            c.wsent = 0;
+            c.set(flag::WR_SHUT);
+            if !c.has(flag::RD_EOF) {
+                self.io.push(IoReq::Cut(slot));
+            }
+        }
+        self.begin_close(id);
+        self.release_if_done(slot);
+    }
+
+    /// Queues `slot` for the end-of-iteration flush.
+    pub(crate) fn flush_later(&mut self, slot: u32) {
+        self.mark_dirty(slot);
+    }
+
+    /// Removes the entry once both directions are done and the shell holds nothing of it.
+    pub(crate) fn release_if_done(&mut self, slot: u32) {
+        let Some(c) = self.conns.get(slot as usize) else {
+            return;
+        };
+        let done = c.has(flag::RD_EOF)
+            && c.has(flag::WR_SHUT)
+            && !c.has(flag::SENDING)
+            && c.ops == 0
+            && c.closing.is_some();
+        if !done {
+            return;
+        }
+        let c = self.conns.remove(slot as usize);
+        if let Some(u) = &c.user {
+            if let Some(ids) = self.users.get_mut(u) {
+                ids.retain(|i| *i != c.id);
+                if ids.is_empty() {
+                    self.users.remove(u);
+                }
+            }
+        }
+        if c.has(flag::COUNTED) {
+            tracing::debug!(conn = %c.id, "disconnected");
+            self.stats()
+                .connections
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if c.fd >= 0 {
+            self.io.push(IoReq::Close(c.fd));
+        }
+    }
+
+    /// The shell's operation count on `slot` (io_uring receives and sends in flight).
+    pub(crate) fn ops_mut(&mut self, slot: u32) -> Option<&mut u8> {
+        self.conns.get_mut(slot as usize).map(|c| &mut c.ops)
+    }
+
+    /// Cuts every connection at the shutdown deadline.
+    pub(crate) fn cut_all(&mut self) {
+        let slots: Vec<u32> = self.conns.iter().map(|(s, _)| s as u32).collect();
+        for slot in slots {
+            if let Some(c) = self.conns.get_mut(slot as usize) {
+                if !c.has(flag::FORCED) {
+                    c.set(flag::FORCED);
+                    self.io.push(IoReq::Cut(slot));
+                }
+            }
+        }
+    }
+}
+
+/// The body length an API request announces; refuses what the API cannot take.
+fn body_len(head: &RequestHead, max: usize) -> Result<usize, HttpError> {
+    if head.header("Transfer-Encoding").is_some() {
+        return Err(HttpError::new(411, "send the body with Content-Length"));
+    }
+    match head.header("Content-Length") {
+        None => Ok(0),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > max => Err(HttpError::new(413, "body larger than max_message_size")),
+            Ok(n) if v.trim().bytes().all(|b| b.is_ascii_digit()) => Ok(n),
+            _ => Err(HttpError::new(400, "invalid Content-Length")),
+        },
+    }
+}
