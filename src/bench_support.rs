@@ -64,6 +64,34 @@ impl BenchShard {
         self.shard.borrow_mut().bench_deliver_local(topic, frame);
     }
 
+    /// Registers an upgraded pub/sub connection with a real router (`.pubsub()`: every topic is
+    /// published to its subscribers), so input bytes take the whole path.
+    pub fn new_pubsub(shards: usize) -> Self {
+        let hub = Arc::new(HubShared::for_bench_pubsub(shards));
+        Self {
+            shard: RefCell::new(ShardState::new(0, hub)),
+            guard: Guard::default(),
+        }
+    }
+
+    /// Feeds bytes received on `id`'s socket (masked client frames), as a shell does from its
+    /// ring or read buffer: decode, unmask in place, parse, route, fan out.
+    pub fn input(&self, id: ConnId, bytes: &mut [u8]) {
+        self.shard.borrow_mut().on_input(id.slot(), bytes);
+    }
+
+    /// Builds the next send of `id` (iovecs over its queued frames) and acknowledges it as
+    /// fully written, as a shell does around one `sendmsg`; returns the bytes it carried.
+    pub fn send_once(&self, id: ConnId, iov: &mut Vec<libc::iovec>) -> usize {
+        let mut st = self.shard.borrow_mut();
+        if !st.next_send(id.slot(), iov) {
+            return 0;
+        }
+        let n: usize = iov.iter().map(|v| v.iov_len).sum();
+        st.on_sent(id.slot(), n);
+        n
+    }
+
     /// Empties every outbound queue (as a flush would); returns how many frames were queued.
     pub fn drain(&self) -> usize {
         self.shard.borrow_mut().bench_drain()

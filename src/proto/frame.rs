@@ -109,6 +109,19 @@ pub(crate) fn close_code(payload: &[u8]) -> Result<Option<u16>, Fail> {
     }
 }
 
+/// Checks a whole, unfragmented data frame when no fragmented message is pending (the common
+/// case, which needs no reassembly state): text must be UTF-8; a continuation has nothing to
+/// continue.
+pub(crate) fn complete(op: u8, payload: &[u8]) -> Result<(), Fail> {
+    match op {
+        OP_TEXT => simdutf8::basic::from_utf8(payload)
+            .map(drop)
+            .map_err(|_| (1007, "invalid UTF-8")),
+        OP_BINARY => Ok(()),
+        _ => Err((1002, "continuation without a message")),
+    }
+}
+
 /// Reassembles fragmented messages under the size limit, validating UTF-8 as fragments arrive.
 pub(crate) struct Assembler {
     max: usize,
@@ -130,7 +143,9 @@ impl Assembler {
         }
     }
 
-    /// Forgets a delivered fragmented message (and frees its buffer).
+    /// Forgets a delivered fragmented message (the engine drops the assembler instead; tests
+    /// reuse one).
+    #[cfg(test)]
     pub fn reset(&mut self) {
         if self.opcode.take().is_some() {
             self.buf = Vec::new();

@@ -72,7 +72,7 @@ impl ShardState {
             wbuf: Vec::new(),
             wsent: 0,
             inbuf: Vec::new(),
-            asm: Assembler::new(self.hub.config.max_message_size),
+            asm: None,
             closing: None,
             last_seen: now,
             accepted: now,
@@ -104,7 +104,7 @@ impl ShardState {
         c.phase = phase;
         c.user = user;
         c.perms = permissions;
-        c.limiter = limiter;
+        c.limiter = limiter.map(Box::new);
         c.set(flag::COUNTED);
         let took = took.duration_since(c.accepted);
         let stats = self.stats();
@@ -291,25 +291,28 @@ impl ShardState {
                     let Some(c) = self.conn_mut(id) else {
                         return buf.len();
                     };
-                    // The assembler borrows the connection; take it out while the message is
-                    // delivered (delivery needs the whole shard).
-                    let mut asm = std::mem::replace(&mut c.asm, Assembler::new(0));
-                    match asm.push(op, h.fin, payload) {
-                        Err(f) => {
-                            if let Some(c) = self.conn_mut(id) {
-                                c.asm = asm;
-                            }
-                            return self.fail(id, f, buf.len());
+                    if h.fin && c.asm.is_none() {
+                        // The common case, a whole message in one frame: no reassembly state.
+                        match frame::complete(op, payload) {
+                            Ok(()) => self.deliver(id, kind, op, payload),
+                            Err(f) => return self.fail(id, f, buf.len()),
                         }
-                        Ok(None) => {}
-                        Ok(Some((op, msg))) => {
-                            self.deliver(id, kind, op, msg);
-                            asm.reset();
+                    } else {
+                        // The assembler borrows the connection; take it out while the message
+                        // is delivered (delivery needs the whole shard).
+                        let mut asm = c
+                            .asm
+                            .take()
+                            .unwrap_or_else(|| Box::new(Assembler::new(max)));
+                        match asm.push(op, h.fin, payload) {
+                            Err(f) => return self.fail(id, f, buf.len()),
+                            Ok(None) => match self.conn_mut(id) {
+                                Some(c) => c.asm = Some(asm),
+                                None => return buf.len(),
+                            },
+                            // Delivered: the assembler (and its buffer) is dropped.
+                            Ok(Some((op, msg))) => self.deliver(id, kind, op, msg),
                         }
-                    }
-                    match self.conn_mut(id) {
-                        Some(c) => c.asm = asm,
-                        None => return buf.len(),
                     }
                     // Closed by what it sent (rate limit, slow consumer): the rest is dropped,
                     // not answered message by message.
@@ -441,7 +444,7 @@ impl ShardState {
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
-        c._permit = hub.config.guard.acquire_slot(c.remote.ip())?;
+        c._permit = hub.config.guard.acquire_slot(c.remote.ip())?.map(Box::new);
         Ok(())
     }
 

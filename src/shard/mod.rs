@@ -69,10 +69,10 @@ pub(crate) struct ConnEntry {
     user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
     perms: crate::policy::security::Permissions,
-    /// Its message rate limiter, when limits are on.
-    limiter: Option<crate::policy::ratelimit::ConnLimiter>,
+    /// Its message rate limiter, when limits are on (boxed: most of an entry otherwise).
+    limiter: Option<Box<crate::policy::ratelimit::ConnLimiter>>,
     /// Holds the connection's slot in the caps until dropped.
-    _permit: Option<crate::policy::ratelimit::ConnPermit>,
+    _permit: Option<Box<crate::policy::ratelimit::ConnPermit>>,
     /// TLS state (rustls is sans-IO), boxed: most connections never have it.
     tls: Option<Box<rustls::ServerConnection>>,
     /// Frames to write, shared with every other recipient (`Bytes` reference counts).
@@ -88,7 +88,8 @@ pub(crate) struct ConnEntry {
     wsent: usize,
     /// Bytes of an incomplete frame or request head: allocated only while one is pending.
     inbuf: Vec<u8>,
-    asm: Assembler,
+    /// A fragmented message being reassembled: allocated only while one is.
+    asm: Option<Box<Assembler>>,
     /// When the connection began closing; nothing is queued after its close frame.
     closing: Option<Instant>,
     last_seen: Instant,
@@ -186,7 +187,9 @@ impl ShardState {
         ShardState {
             index,
             hub,
-            conns: Slab::new(),
+            // Reserved, not touched: pages of the slab cost memory only once entries use them,
+            // and a reservation spares the copy (and the freed old copy) of each doubling.
+            conns: Slab::with_capacity(16 * 1024),
             users: HashMap::new(),
             registry: Registry::new(),
             interest: Interest::new(),
@@ -464,3 +467,6 @@ pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;

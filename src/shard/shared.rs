@@ -70,6 +70,20 @@ impl HubShared {
         self.api.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
 
+    /// Benchmarks only: like [`for_bench`](Self::for_bench) with the pub/sub handler on `*`.
+    pub(crate) fn for_bench_pubsub(shards: usize) -> Self {
+        let mut hub = Self::for_bench(shards);
+        let p = crate::proto::pattern::Pattern::parse("*").expect("valid pattern");
+        hub.router.insert(
+            p,
+            Route {
+                handler: Arc::new(crate::proto::handler::pubsub),
+                blocking: false,
+            },
+        );
+        hub
+    }
+
     /// Benchmarks only: shared state for `shards` shards with the default config, no handlers,
     /// no pool and no sockets (see `bench_support`).
     pub(crate) fn for_bench(shards: usize) -> Self {

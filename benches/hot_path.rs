@@ -1,0 +1,89 @@
+//! The engine-v2 hot path without sockets, through the real shard code:
+//!
+//! - `ring_to_queues`: one publish frame as a shell hands it over (masked bytes in a receive
+//!   buffer) → unmask in place, envelope parse, route, encode once, fan out to N local
+//!   subscribers' queues and the dirty list. Queues are emptied outside the timed part.
+//! - `corked_send`: building one connection's send — iovecs over K queued shared frames — and
+//!   acknowledging it (queue advance, counters), as a shell does around one `sendmsg`.
+//!
+//! `cargo bench --bench hot_path`
+
+mod common;
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ringhub::bench_support::BenchShard;
+
+/// A masked client text frame.
+fn masked(payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![0x81];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("hot_path");
+    let publish = masked(br#"{"topic":"room","event":"m","data":"0123456789012345678901234567890123456789012345678901234567890123"}"#);
+    for subs in [1usize, 100, 1000] {
+        let s = BenchShard::new_pubsub(1);
+        let publisher = s.register();
+        for _ in 0..subs {
+            let id = s.register();
+            assert!(s.subscribe(id, "room"));
+        }
+        s.drain();
+        let mut buf = publish.clone();
+        g.throughput(Throughput::Elements(subs as u64));
+        g.bench_function(BenchmarkId::new("ring_to_queues", subs), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    buf.copy_from_slice(&publish);
+                    let t = Instant::now();
+                    s.input(publisher, black_box(&mut buf));
+                    spent += t.elapsed();
+                    assert_eq!(s.drain(), subs);
+                }
+                spent
+            })
+        });
+    }
+    for frames in [1usize, 16, 128] {
+        let s = BenchShard::new_pubsub(1);
+        let id = s.register();
+        assert!(s.subscribe(id, "room"));
+        s.drain();
+        let frame = ringhub::envelope::publication("room", "m", Some(b"\"0123456789\""));
+        let mut iov = Vec::with_capacity(1024);
+        g.throughput(Throughput::Elements(frames as u64));
+        g.bench_function(BenchmarkId::new("corked_send", frames), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    for _ in 0..frames {
+                        s.deliver_local("room", &frame);
+                    }
+                    let t = Instant::now();
+                    let n = s.send_once(id, black_box(&mut iov));
+                    spent += t.elapsed();
+                    assert_eq!(n, frame.len() * frames);
+                }
+                spent
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group! { name = benches; config = common::config(); targets = bench }
+criterion_main!(benches);

@@ -1,0 +1,201 @@
+//! The shard's connection machine without sockets: bytes in, iovecs out.
+
+use std::sync::Arc;
+
+use super::shared::HubShared;
+use super::*;
+
+fn shard() -> ShardState {
+    ShardState::new(0, Arc::new(HubShared::for_bench(1)))
+}
+
+/// A masked client frame.
+fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [7, 1, 9, 3];
+    let mut f = vec![0x80 | op];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Everything `next_send` offers for `slot`, concatenated, acknowledged as fully written.
+fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut iov = Vec::new();
+    while st.next_send(slot, &mut iov) {
+        let mut n = 0;
+        for v in &iov {
+            // SAFETY: the iovecs point into frames the state keeps until `on_sent`.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(v.iov_base as *const u8, v.iov_len)
+            });
+            n += v.iov_len;
+        }
+        st.on_sent(slot, n);
+    }
+    out
+}
+
+fn upgraded(st: &mut ShardState) -> u32 {
+    let slot = st.accept(-1, ([127, 0, 0, 1], 1).into());
+    st.on_input(slot, &mut UPGRADE.to_vec());
+    let resp = written(st, slot);
+    assert!(
+        resp.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+    slot
+}
+
+#[test]
+fn an_idle_connection_is_one_small_slab_entry() {
+    // What a quiet connection costs the shard: its entry, nothing allocated beside it.
+    let size = std::mem::size_of::<ConnEntry>();
+    eprintln!("ConnEntry: {size} bytes");
+    assert!(size <= 400, "ConnEntry is {size} bytes");
+    let mut st = shard();
+    let slot = upgraded(&mut st);
+    let c = &st.conns[slot as usize];
+    assert_eq!(c.inbuf.capacity(), 0, "no read buffer while idle");
+    assert_eq!(c.wbuf.capacity(), 0, "no write buffer while idle");
+    assert!(c.out.is_empty());
+}
+
+#[test]
+fn split_frames_are_reassembled_and_whole_ones_decoded_in_place() {
+    let mut st = shard();
+    let slot = upgraded(&mut st);
+    let sub = frame(1, br#"{"event":"subscribe","topic":"t","id":1}"#);
+    // Byte by byte: the incomplete frame is kept in the entry's spill buffer.
+    for b in &sub {
+        st.on_input(slot, &mut [*b]);
+    }
+    let reply = written(&mut st, slot);
+    assert!(
+        reply.windows(4).any(|w| w == b"\"id\""),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    assert_eq!(
+        st.conns[slot as usize].inbuf.capacity(),
+        0,
+        "spill freed after use"
+    );
+}
+
+#[test]
+fn fan_out_is_corked_one_flush_per_connection_sharing_one_frame() {
+    let mut st = shard();
+    let a = upgraded(&mut st);
+    let b = upgraded(&mut st);
+    for s in [a, b] {
+        st.on_input(s, &mut frame(1, br#"{"event":"subscribe","topic":"t"}"#));
+    }
+    let mut dirty = Vec::new();
+    st.take_dirty(&mut dirty);
+    dirty.clear();
+    let pubf = envelope::publication("t", "m", Some(b"1"));
+    for _ in 0..3 {
+        st.deliver_local("t", &pubf);
+    }
+    st.take_dirty(&mut dirty);
+    dirty.sort();
+    assert_eq!(
+        dirty,
+        vec![a, b],
+        "each connection is flushed once per iteration"
+    );
+    let mut iov = Vec::new();
+    assert!(st.next_send(a, &mut iov));
+    assert_eq!(iov.len(), 3, "one send carries every queued frame");
+    assert!(
+        iov.iter().all(|v| v.iov_base as *const u8 == pubf.as_ptr()),
+        "the iovecs point at the one shared encoding"
+    );
+}
+
+#[test]
+fn partial_writes_resume_mid_frame() {
+    let mut st = shard();
+    let slot = upgraded(&mut st);
+    let f = envelope::publication("t", "m", Some(b"\"0123456789\""));
+    st.enqueue(st.conns[slot as usize].id, f.clone());
+    let mut iov = Vec::new();
+    assert!(st.next_send(slot, &mut iov));
+    assert!(st.on_sent(slot, 5), "more to write after a short write");
+    assert!(st.next_send(slot, &mut iov));
+    assert_eq!(iov[0].iov_len, f.len() - 5);
+    assert_eq!(iov[0].iov_base as *const u8, f[5..].as_ptr());
+}
+
+#[test]
+fn a_slow_consumer_finishes_the_frame_in_flight_then_gets_1008() {
+    let mut st = shard();
+    let slot = upgraded(&mut st);
+    let id = st.conns[slot as usize].id;
+    let big = envelope::publication("t", "m", Some(&vec![b'1'; 1000]));
+    st.enqueue(id, big.clone());
+    let mut iov = Vec::new();
+    assert!(st.next_send(slot, &mut iov), "a send is in flight");
+    // Overflow the queue while the kernel holds the first frame.
+    let limit = st.hub.config.outbound_queue;
+    for _ in 0..=(limit / big.len()) {
+        st.enqueue(id, big.clone());
+    }
+    let c = &st.conns[slot as usize];
+    assert!(c.closing.is_some(), "cut as a slow consumer");
+    assert_eq!(c.out.len(), 2, "the frame in flight and the close frame");
+    assert_eq!(c.out[0].as_ptr(), big.as_ptr());
+    let close = c.out[1].clone();
+    assert_eq!(&close[..2], &[0x88, 2 + "slow consumer".len() as u8]);
+    assert_eq!(&close[2..4], &1008u16.to_be_bytes());
+}
+
+#[test]
+fn oversized_head_in_one_read_is_431() {
+    let mut st = shard();
+    let slot = st.accept(-1, ([127, 0, 0, 1], 1).into());
+    let mut req = b"GET /ws HTTP/1.1\r\nX-Big: ".to_vec();
+    req.extend(std::iter::repeat_n(b'a', 20_000));
+    req.extend_from_slice(b"\r\n\r\n");
+    st.on_input(slot, &mut req);
+    let resp = written(&mut st, slot);
+    assert!(
+        resp.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+}
+
+#[test]
+fn eof_after_the_close_releases_the_entry_and_closes_the_fd() {
+    let mut st = shard();
+    let slot = st.accept(7, ([127, 0, 0, 1], 1).into());
+    st.on_input(slot, &mut UPGRADE.to_vec());
+    written(&mut st, slot);
+    st.on_input(slot, &mut frame(8, &1000u16.to_be_bytes()));
+    let echo = written(&mut st, slot);
+    assert_eq!(&echo[..4], &[0x88, 2, 0x03, 0xe8], "close echoed");
+    let mut io = Vec::new();
+    st.take_io(&mut io);
+    assert_eq!(io, vec![IoReq::ShutWr(slot)]);
+    assert_eq!(st.len(), 1, "waits for the peer's EOF");
+    st.on_eof(slot);
+    st.take_io(&mut io);
+    assert_eq!(io, vec![IoReq::Close(7)]);
+    assert_eq!(st.len(), 0);
+}
