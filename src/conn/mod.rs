@@ -99,7 +99,7 @@ fn route(shard: &Shard, head: &RequestHead) -> Result<Route, HttpError> {
     } else if cfg.echo_path.as_deref() == Some(head.path.as_str()) {
         ConnKind::Echo
     } else if head.path == "/sse" {
-        let topics = sse::topics(head)?;
+        let topics = sse::topics(head, cfg.max_subscriptions)?;
         let admitted = cfg.guard.admit(head)?;
         for t in &topics {
             admitted

@@ -12,28 +12,12 @@ use crate::http::{self, HttpError};
 use crate::shard::Shard;
 use crate::transport::{Accepted, Writer};
 
-/// The validated `topics=a,b` of an SSE request.
-pub(super) fn topics(head: &http::RequestHead) -> Result<Vec<String>, HttpError> {
-    if head.method != "GET" {
-        return Err(HttpError::new(405, "SSE requires GET"));
-    }
-    let topics: Vec<String> = head
-        .query_param("topics")
-        .map(|t| {
-            t.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    if topics.is_empty() {
-        return Err(HttpError::new(400, "give topics=a,b"));
-    }
-    for t in &topics {
-        crate::pattern::Pattern::parse(t)
-            .map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
-    }
-    Ok(topics)
+/// The validated `topics=a,b` of an SSE request (at most `max_subscriptions` of them).
+pub(super) fn topics(
+    head: &http::RequestHead,
+    max_subscriptions: usize,
+) -> Result<Vec<String>, HttpError> {
+    http::sse_topics(head, max_subscriptions)
 }
 
 /// Streams publications of `topics` as Server-Sent Events until the client goes away.
