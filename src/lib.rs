@@ -80,3 +80,5 @@ impl std::fmt::Display for ConnId {
 
 #[doc(hidden)]
 pub mod bench_support;
+#[doc(hidden)]
+pub mod fuzz_support;

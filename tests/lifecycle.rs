@@ -154,37 +154,50 @@ fn unmasked_frame_closes_with_1002(io: ringhub::IoMode) {
     h.join();
 }
 
-#[test]
-fn unmasked_frames_both_backends() {
-    for io in BACKENDS {
-        unmasked_frame_closes_with_1002(io);
+per_shell!(fn unmasked_frame_closes_with_1002);
+
+per_shell!(async fn oversize_closes_with_1009);
+
+per_shell!(async fn slow_consumer_closed_with_1008);
+
+per_shell!(async fn keepalive_and_idle_timeout);
+
+per_shell!(async fn graceful_shutdown_sends_1001);
+
+/// A message of endless empty continuation frames is cut off with 1009.
+fn endless_fragments_close_with_1009(io: ringhub::IoMode) {
+    let Some(h) = start(
+        builder(io)
+            .max_message_size(4096)
+            .echo_path("/echo")
+            .pubsub(),
+    ) else {
+        return;
+    };
+    let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    s.write_all(b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n").unwrap();
+    let mut frames = vec![0x02, 0x81, 1, 2, 3, 4, b'x' ^ 1]; // binary "x", not final
+                                                             // 1024 frames per message at most (for this size limit): the 1024th continuation is one
+                                                             // too many, and nothing is left unread when the server closes (no reset to race with).
+    for _ in 0..1024 {
+        frames.extend_from_slice(&[0x00, 0x80, 1, 2, 3, 4]); // empty continuation, not final
     }
+    s.write_all(&frames).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let at = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let reason = b"too many fragments in one message";
+    assert_eq!(
+        &got[at..at + 4],
+        &[0x88, 2 + reason.len() as u8, 0x03, 0xf1],
+        "close 1009 expected: {:?}",
+        String::from_utf8_lossy(&got[at..])
+    );
+    assert_eq!(&got[at + 4..at + 4 + reason.len()], reason);
+    drop(s);
+    h.shutdown();
+    h.join();
 }
 
-#[tokio::test]
-async fn oversize_both_backends() {
-    for io in BACKENDS {
-        oversize_closes_with_1009(io).await;
-    }
-}
-
-#[tokio::test]
-async fn slow_consumer_both_backends() {
-    for io in BACKENDS {
-        slow_consumer_closed_with_1008(io).await;
-    }
-}
-
-#[tokio::test]
-async fn keepalive_both_backends() {
-    for io in BACKENDS {
-        keepalive_and_idle_timeout(io).await;
-    }
-}
-
-#[tokio::test]
-async fn graceful_shutdown_both_backends() {
-    for io in BACKENDS {
-        graceful_shutdown_sends_1001(io).await;
-    }
-}
+per_shell!(fn endless_fragments_close_with_1009);

@@ -109,16 +109,6 @@ async fn wildcard_unsubscribe_and_dedup(io: ringhub::IoMode) {
     h.join();
 }
 
-#[tokio::test]
-async fn cross_shard_fanout_both_backends() {
-    for io in BACKENDS {
-        cross_shard_fanout(io).await;
-    }
-}
+per_shell!(async fn cross_shard_fanout);
 
-#[tokio::test]
-async fn wildcard_unsubscribe_and_dedup_both_backends() {
-    for io in BACKENDS {
-        wildcard_unsubscribe_and_dedup(io).await;
-    }
-}
+per_shell!(async fn wildcard_unsubscribe_and_dedup);

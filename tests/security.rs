@@ -212,12 +212,7 @@ fn http_get(addr: SocketAddr, path: &str) -> Value {
     )
 }
 
-#[tokio::test]
-async fn jwt_auth_and_private_topics_both_backends() {
-    for io in BACKENDS {
-        jwt(io).await;
-    }
-}
+per_shell!(async fn jwt);
 
 #[tokio::test]
 async fn claims_limit_topics() {
@@ -408,12 +403,7 @@ async fn tls(io: IoMode) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[tokio::test]
-async fn tls_round_trip_both_backends() {
-    for io in BACKENDS {
-        tls(io).await;
-    }
-}
+per_shell!(async fn tls);
 
 #[test]
 fn invalid_config_is_one_line_and_exit_2() {

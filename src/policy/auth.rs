@@ -7,7 +7,9 @@
 //! `auth.jwt_public_key_file` (the key's type decides which). Refused: `alg: none` and every
 //! other algorithm, an HS256 token when no secret is configured (so a token "signed" with the
 //! public key as an HMAC secret never verifies), bad signatures, malformed tokens, tokens
-//! without `exp`, expired tokens, and tokens whose `nbf` is in the future (30 s leeway on both).
+//! without `exp`, expired tokens, tokens whose `nbf` is in the future (30 s leeway on both), and
+//! tokens whose header carries `crit` (no JOSE extension is understood, RFC 7515 §4.1.11).
+//! A token without `sub` is accepted as an anonymous user (no private `user:` topic).
 //! Neither tokens nor keys appear in errors or logs.
 
 use std::path::PathBuf;
@@ -40,6 +42,10 @@ pub enum AuthError {
     /// The token's algorithm is not one this server accepts with its configured keys.
     #[error("token algorithm not accepted")]
     WrongAlgorithm,
+    /// The header's `crit` names extensions that must be understood; this server understands
+    /// none (RFC 7515 §4.1.11), so any `crit` is refused.
+    #[error("token requires unsupported critical extensions")]
+    CriticalExtension,
     /// The signature does not verify.
     #[error("invalid token signature")]
     BadSignature,
@@ -234,6 +240,11 @@ impl Authenticator {
             ErrorKind::Json(_) if header_alg_is_unknown(token) => AuthError::WrongAlgorithm,
             _ => AuthError::Malformed,
         })?;
+        // RFC 7515 §4.1.11: a recipient that does not understand every extension listed in
+        // `crit` must reject the token. We implement none, and `[]` is invalid for producers.
+        if header.crit.is_some() {
+            return Err(AuthError::CriticalExtension);
+        }
         let verifier = match (header.alg, &self.hs256, &self.public) {
             (Algorithm::HS256, Some(v), _) => v,
             (alg, _, Some((expected, v))) if alg == *expected => v,
@@ -413,6 +424,40 @@ mod tests {
         assert_eq!(
             hs_auth(false).authenticate(Some(&t)),
             Ok(Identity::anonymous())
+        );
+    }
+
+    #[test]
+    fn refuses_tokens_with_critical_extensions() {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let claims = json!({"sub": "alice", "exp": now() + 60});
+        for crit in [vec!["b64".to_string()], vec!["exp".into()], vec![]] {
+            let mut h = Header::new(Algorithm::HS256);
+            h.crit = Some(crit.clone());
+            let t = encode(&h, &claims, &key).expect("encode");
+            assert_eq!(
+                run(&hs_auth(false), &t),
+                Err(AuthError::CriticalExtension),
+                "crit {crit:?}"
+            );
+        }
+        // The same token without `crit` verifies.
+        assert!(run(&hs_auth(false), &hs(claims)).is_ok());
+    }
+
+    #[test]
+    fn header_wins_over_query_token() {
+        assert_eq!(
+            token_from_request(Some("token=q"), Some("Bearer h")).as_deref(),
+            Some("h")
+        );
+        assert_eq!(
+            token_from_request(Some("token=q"), Some("Basic abc")).as_deref(),
+            Some("q")
+        );
+        assert_eq!(
+            token_from_request(Some("token=q"), None).as_deref(),
+            Some("q")
         );
     }
 

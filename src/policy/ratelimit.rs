@@ -333,8 +333,12 @@ mod tests {
     fn zero_disables() {
         assert_eq!(ConnLimiter::new(0, 5).err(), Some(RateLimitError::Zero));
         assert_eq!(ConnLimiter::new(5, 0).err(), Some(RateLimitError::Zero));
-        let mut limits = LimitSettings::default();
+        let mut limits = LimitSettings {
+            messages_per_second: 0,
+            ..LimitSettings::default()
+        };
         assert!(ConnLimiter::from_limits(&limits).is_none());
+        assert!(UserLimiter::from_limits(&limits).is_none());
         limits.messages_per_second = 100;
         assert!(ConnLimiter::from_limits(&limits).is_some());
         assert!(UserLimiter::from_limits(&limits).is_some());

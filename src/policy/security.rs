@@ -19,7 +19,10 @@ pub const PRIVATE_PREFIX: &str = "user:";
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum SecurityError {
     /// A permission pattern or a requested topic/pattern is malformed.
-    #[error("invalid topic or pattern {pattern:?}: {source}")]
+    #[error(
+        "invalid topic or pattern {}: {source}",
+        crate::proto::error::quote(pattern)
+    )]
     InvalidPattern {
         /// The pattern as given.
         pattern: String,

@@ -41,9 +41,19 @@ pub struct ParseError {
 /// `data` raw would need a copy of every frame plus re-serialisation.
 pub fn parse(payload: &[u8]) -> Result<Envelope<'_>, ParseError> {
     serde_json::from_slice::<Envelope<'_>>(payload).map_err(|e| ParseError {
-        message: format!("invalid envelope: {e}"),
+        // serde's messages quote offending values (`invalid type: string "…"`): keep them short.
+        message: format!("invalid envelope: {}", shorten(&e.to_string())),
         id: recover_id(payload),
     })
+}
+
+/// Cuts a parser message that may quote peer input to a short, bounded text.
+fn shorten(message: &str) -> String {
+    const MAX: usize = 2 * crate::proto::error::MAX_QUOTE;
+    match message.char_indices().nth(MAX) {
+        None => message.to_string(),
+        Some((at, _)) => format!("{}…", &message[..at]),
+    }
 }
 
 /// Best-effort recovery of `id` from an envelope that failed to parse, so the error can carry it.
@@ -134,7 +144,25 @@ pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
 }
 
 /// Encodes `{"event":"error"[,"id":N],"topic":T,"data":{"code":C,"message":M}}` as a text frame.
+///
+/// Peer input is never echoed at length: a topic longer than any valid one
+/// ([`MAX_TOPIC_LEN`](crate::proto::pattern::MAX_TOPIC_LEN)) is cut to its first
+/// [`MAX_QUOTE`](crate::proto::error::MAX_QUOTE) characters (plus `…`), and the message to
+/// [`MAX_ERROR_MESSAGE`](crate::proto::error::MAX_ERROR_MESSAGE) bytes.
 pub fn error(id: Option<u64>, topic: &str, code: ErrorCode, message: &str) -> Bytes {
+    let short;
+    let topic = if topic.len() > crate::proto::pattern::MAX_TOPIC_LEN {
+        let at = topic
+            .char_indices()
+            .nth(crate::proto::error::MAX_QUOTE)
+            .map_or(topic.len(), |(i, _)| i);
+        short = format!("{}…", &topic[..at]);
+        short.as_str()
+    } else {
+        topic
+    };
+    let message = crate::proto::error::clamp_message(message);
+    let message = &*message;
     let mut f = FrameBuilder::with_capacity(topic.len() + message.len() + 80);
     let b = f.payload();
     b.put_slice(b"{\"event\":\"error\",");
@@ -166,4 +194,51 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
     f.payload().put_u16(code);
     f.payload().put_slice(reason.as_bytes());
     f.finish(8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(frame: &Bytes) -> serde_json::Value {
+        let at = if frame[1] & 0x7f == 126 { 4 } else { 2 };
+        serde_json::from_slice(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn error_envelopes_do_not_echo_long_input() {
+        let topic = "t".repeat(1 << 20);
+        let f = error(Some(7), &topic, ErrorCode::BadRequest, &"m".repeat(1 << 20));
+        assert!(f.len() < 1024, "error frame of {} bytes", f.len());
+        let v = payload(&f);
+        assert_eq!(v["id"], 7);
+        let t = v["topic"].as_str().unwrap();
+        assert_eq!(
+            t,
+            format!("{}…", "t".repeat(crate::proto::error::MAX_QUOTE))
+        );
+        // A valid topic is echoed exactly, so clients can correlate.
+        let ok = "chat:".to_string() + &"x".repeat(200);
+        assert_eq!(
+            payload(&error(None, &ok, ErrorCode::Forbidden, "no"))["topic"],
+            ok
+        );
+    }
+
+    #[test]
+    fn parse_errors_quote_little_of_the_input() {
+        let big = format!(
+            r#"{{"event":"x","topic":"a","id":"{}"}}"#,
+            "9".repeat(100_000)
+        );
+        let e = parse(big.as_bytes()).unwrap_err();
+        assert!(
+            e.message.len() < 300,
+            "{} bytes: {}",
+            e.message.len(),
+            e.message
+        );
+        let e = parse(format!(r#"{{"event":{}}}"#, "1".repeat(50_000)).as_bytes()).unwrap_err();
+        assert!(e.message.len() < 300, "{}", e.message);
+    }
 }

@@ -62,10 +62,12 @@ pub struct HandlerError {
 impl HandlerError {
     /// An error with this code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
+        let message = message.into();
+        let message = match clamp_message(&message) {
+            std::borrow::Cow::Borrowed(_) => message,
+            std::borrow::Cow::Owned(m) => m,
+        };
+        Self { code, message }
     }
     /// A `bad_request` error.
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -93,6 +95,55 @@ impl fmt::Display for HandlerError {
     }
 }
 
+/// Longest part of a peer's input that an error message quotes, in characters.
+pub const MAX_QUOTE: usize = 64;
+
+/// Longest error message sent to a peer, in bytes (longer ones are cut with `…`).
+pub const MAX_ERROR_MESSAGE: usize = 512;
+
+/// Quotes peer input for an error message: at most [`MAX_QUOTE`] characters, in double quotes,
+/// with control characters, quotes and backslashes escaped, and `…` plus the full length in bytes
+/// when cut. A 1 MB topic thus costs the error reply about 80 bytes, not 1 MB.
+///
+/// ```
+/// assert_eq!(ringhub::error::quote("a\"b\n"), r#""a\"b\n""#);
+/// let q = ringhub::error::quote(&"x".repeat(1000));
+/// assert!(q.starts_with("\"xxxx") && q.ends_with("…\" (1000 bytes)"), "{q}");
+/// ```
+pub fn quote(input: &str) -> String {
+    let mut out = String::with_capacity(MAX_QUOTE + 24);
+    out.push('"');
+    let mut chars = input.char_indices();
+    let mut cut = None;
+    for (n, (at, c)) in chars.by_ref().enumerate() {
+        if n == MAX_QUOTE {
+            cut = Some(at);
+            break;
+        }
+        out.extend(c.escape_debug());
+    }
+    match cut {
+        Some(_) => {
+            out.push('…');
+            out.push_str(&format!("\" ({} bytes)", input.len()));
+        }
+        None => out.push('"'),
+    }
+    out
+}
+
+/// Cuts `message` to at most [`MAX_ERROR_MESSAGE`] bytes (on a character boundary, ending in `…`).
+pub fn clamp_message(message: &str) -> std::borrow::Cow<'_, str> {
+    if message.len() <= MAX_ERROR_MESSAGE {
+        return message.into();
+    }
+    let mut end = MAX_ERROR_MESSAGE - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end]).into()
+}
+
 /// What a handler returns.
 pub type HandlerResult = Result<(), HandlerError>;
 
@@ -116,4 +167,32 @@ pub enum ServerError {
     /// A thread could not be spawned.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_escapes_and_truncates_peer_input() {
+        assert_eq!(quote(""), "\"\"");
+        assert_eq!(quote("chat:a"), "\"chat:a\"");
+        assert_eq!(quote("a\u{0}\r\n\"\\"), r#""a\0\r\n\"\\""#);
+        let big = "é".repeat(1 << 19); // 1 MiB
+        let q = quote(&big);
+        assert!(q.len() < 200, "{} bytes", q.len());
+        assert_eq!(q.chars().filter(|c| *c == 'é').count(), MAX_QUOTE);
+        assert!(q.ends_with("…\" (1048576 bytes)"), "{q}");
+        // Exactly MAX_QUOTE characters is not cut.
+        let exact = "y".repeat(MAX_QUOTE);
+        assert_eq!(quote(&exact), format!("\"{exact}\""));
+    }
+
+    #[test]
+    fn handler_error_messages_are_bounded() {
+        let e = HandlerError::bad_request("☃".repeat(10_000));
+        assert!(e.message.len() <= MAX_ERROR_MESSAGE, "{}", e.message.len());
+        assert!(e.message.ends_with('…'));
+        assert_eq!(HandlerError::forbidden("no").message, "no");
+    }
 }

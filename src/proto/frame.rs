@@ -122,12 +122,26 @@ pub(crate) fn complete(op: u8, payload: &[u8]) -> Result<(), Fail> {
     }
 }
 
+/// Fewest fragments one message may always have, whatever the size limit.
+pub(crate) const MIN_FRAGMENT_LIMIT: usize = 1024;
+
+/// The most frames one fragmented message may span for a message limit of `max` bytes: one per
+/// 64 bytes of the limit, and never fewer than [`MIN_FRAGMENT_LIMIT`]. Without a bound, a
+/// client could keep a message open forever with empty continuation frames (each one also
+/// counts as life for the idle timeout).
+pub(crate) fn fragment_limit(max: usize) -> usize {
+    (max / 64).max(MIN_FRAGMENT_LIMIT)
+}
+
 /// Reassembles fragmented messages under the size limit, validating UTF-8 as fragments arrive.
 pub(crate) struct Assembler {
     max: usize,
+    max_frames: usize,
     opcode: Option<u8>,
     buf: Vec<u8>,
     utf8_ok: usize,
+    /// Frames of the message being assembled.
+    frames: usize,
 }
 
 /// A complete message: its opcode and payload.
@@ -137,19 +151,21 @@ impl Assembler {
     pub fn new(max: usize) -> Self {
         Self {
             max,
+            max_frames: fragment_limit(max),
             opcode: None,
             buf: Vec::new(),
             utf8_ok: 0,
+            frames: 0,
         }
     }
 
-    /// Forgets a delivered fragmented message (the engine drops the assembler instead; tests
-    /// reuse one).
-    #[cfg(test)]
+    /// Forgets a delivered fragmented message (the shard drops its assembler instead; the fuzz
+    /// entry points and tests reuse one).
     pub fn reset(&mut self) {
         if self.opcode.take().is_some() {
             self.buf = Vec::new();
             self.utf8_ok = 0;
+            self.frames = 0;
         }
     }
 
@@ -183,6 +199,10 @@ impl Assembler {
     }
 
     fn append(&mut self, payload: &[u8]) -> Result<(), Fail> {
+        self.frames += 1;
+        if self.frames > self.max_frames {
+            return Err((1009, "too many fragments in one message"));
+        }
         if self.buf.len() + payload.len() > self.max {
             return Err((1009, "message too big"));
         }
@@ -293,6 +313,34 @@ mod tests {
         assert_eq!(a.push(OP_CONT, true, b""), Err((1007, "invalid UTF-8")));
         a.reset();
         assert_eq!(a.push(OP_TEXT, true, &[0xc3]), Err((1007, "invalid UTF-8")));
+    }
+
+    #[test]
+    fn assembler_bounds_the_fragments_of_one_message() {
+        assert_eq!(fragment_limit(100), MIN_FRAGMENT_LIMIT);
+        assert_eq!(fragment_limit(1 << 20), 16384);
+        let mut a = Assembler::new(100);
+        assert_eq!(a.push(OP_TEXT, false, b""), Ok(None));
+        for _ in 1..MIN_FRAGMENT_LIMIT {
+            assert_eq!(a.push(OP_CONT, false, b""), Ok(None));
+        }
+        assert_eq!(
+            a.push(OP_CONT, false, b""),
+            Err((1009, "too many fragments in one message"))
+        );
+        // The count is per message: after a delivered message a new one starts from zero.
+        let mut a = Assembler::new(100);
+        for _ in 0..3 {
+            assert_eq!(a.push(OP_BINARY, false, b"a"), Ok(None));
+            for _ in 2..MIN_FRAGMENT_LIMIT {
+                assert_eq!(a.push(OP_CONT, false, b""), Ok(None));
+            }
+            assert_eq!(
+                a.push(OP_CONT, true, b"b"),
+                Ok(Some((OP_BINARY, &b"ab"[..])))
+            );
+            a.reset();
+        }
     }
 
     #[test]

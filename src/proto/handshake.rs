@@ -16,6 +16,11 @@ pub(crate) struct RequestHead {
     pub path: String,
     pub query: Option<String>,
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The HTTP minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    /// The validated `Content-Length`: every such header is plain decimal digits and all agree
+    /// (else [`parse_head`] refused the request with 400). `None` when there is none.
+    pub content_length: Option<usize>,
 }
 
 impl RequestHead {
@@ -34,6 +39,14 @@ impl RequestHead {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             (k == name).then(|| percent_decode(v))
         })
+    }
+
+    /// Every value of the headers named `name` (case-insensitive), as raw bytes.
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
     }
 
     fn header_has_token(&self, name: &str, token: &str) -> bool {
@@ -142,7 +155,7 @@ pub(crate) fn parse_head(
                 Some((p, q)) => (p.to_string(), Some(q.to_string())),
                 None => (target.to_string(), None),
             };
-            let head = RequestHead {
+            let mut head = RequestHead {
                 method: req.method.unwrap_or("").to_string(),
                 path,
                 query,
@@ -151,7 +164,10 @@ pub(crate) fn parse_head(
                     .iter()
                     .map(|h| (h.name.to_string(), h.value.to_vec()))
                     .collect(),
+                version: req.version.unwrap_or(1),
+                content_length: None,
             };
+            head.content_length = content_length(&head)?;
             Ok(Some((head, n)))
         }
         Ok(httparse::Status::Partial) if buf.len() >= max => {
@@ -163,11 +179,73 @@ pub(crate) fn parse_head(
     }
 }
 
+/// The request's `Content-Length` (RFC 9112 §6.3): each header must be `1*DIGIT` that fits a
+/// `usize`, and several must agree; anything else is a 400, since a proxy and this server could
+/// otherwise disagree on where the body ends (request smuggling).
+fn content_length(head: &RequestHead) -> Result<Option<usize>, HttpError> {
+    let mut found: Option<usize> = None;
+    for v in head.header_values("Content-Length") {
+        let v = v.trim_ascii();
+        let n = (!v.is_empty() && v.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(v).ok()?.parse::<usize>().ok())
+            .flatten()
+            .ok_or_else(|| HttpError::new(400, "invalid Content-Length"))?;
+        match found {
+            Some(m) if m != n => {
+                return Err(HttpError::new(400, "conflicting Content-Length headers"))
+            }
+            _ => found = Some(n),
+        }
+    }
+    Ok(found)
+}
+
+/// The validated `topics=a,b` of an SSE request: `GET`, at least one topic, each a valid pattern,
+/// and at most `max_subscriptions` distinct ones (the limit a WebSocket connection has too) —
+/// more is refused with 400 naming the limit rather than silently subscribing to the first ones.
+/// Repeated topics count once.
+pub(crate) fn sse_topics(
+    head: &RequestHead,
+    max_subscriptions: usize,
+) -> Result<Vec<String>, HttpError> {
+    if head.method != "GET" {
+        return Err(HttpError::new(405, "SSE requires GET"));
+    }
+    let mut topics: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    let given = head.query_param("topics").unwrap_or_default();
+    for t in given.split(',').filter(|s| !s.is_empty()) {
+        crate::proto::pattern::Pattern::parse(t).map_err(|e| {
+            HttpError::new(400, format!("topic {}: {e}", crate::proto::error::quote(t)))
+        })?;
+        if seen.insert(t) {
+            if topics.len() == max_subscriptions {
+                return Err(HttpError::new(
+                    400,
+                    format!(
+                        "too many topics: at most {max_subscriptions} per stream (limits.max_subscriptions)"
+                    ),
+                ));
+            }
+            topics.push(t.to_string());
+        }
+    }
+    if topics.is_empty() {
+        return Err(HttpError::new(400, "give topics=a,b"));
+    }
+    Ok(topics)
+}
+
 /// Validates a WebSocket upgrade and returns the `101 Switching Protocols` response.
 /// Compression offers are never accepted (fastwebsockets rejects reserved bits).
 pub(crate) fn accept_upgrade(req: &RequestHead) -> Result<Vec<u8>, HttpError> {
     if req.method != "GET" {
         return Err(HttpError::new(405, "WebSocket upgrade requires GET"));
+    }
+    // RFC 6455 §4.1: "The method of the request MUST be GET, and the HTTP version MUST be at
+    // least 1.1."
+    if req.version < 1 {
+        return Err(HttpError::new(400, "WebSocket upgrade requires HTTP/1.1"));
     }
     if !req.header_has_token("Upgrade", "websocket")
         || !req.header_has_token("Connection", "upgrade")
@@ -177,11 +255,20 @@ pub(crate) fn accept_upgrade(req: &RequestHead) -> Result<Vec<u8>, HttpError> {
             "this endpoint speaks WebSocket: send Upgrade: websocket",
         ));
     }
-    if req.header("Sec-WebSocket-Version") != Some("13") {
+    // Every Sec-WebSocket-Version header (and every comma-separated entry) must say 13.
+    let mut versions = req
+        .header_values("Sec-WebSocket-Version")
+        .flat_map(|v| v.split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .peekable();
+    if versions.peek().is_none() || !versions.all(|v| v == b"13") {
         return Err(HttpError::new(
             426,
             "unsupported Sec-WebSocket-Version (need 13)",
         ));
+    }
+    if req.header_values("Sec-WebSocket-Key").count() > 1 {
+        return Err(HttpError::new(400, "more than one Sec-WebSocket-Key"));
     }
     let key = req
         .header("Sec-WebSocket-Key")
@@ -270,5 +357,98 @@ mod tests {
             .contains("Sec-WebSocket-Version: 13"));
         let badkey = GOOD.replace("dGhlIHNhbXBsZSBub25jZQ==", "short");
         assert_eq!(accept_upgrade(&head(&badkey)).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn sse_topics_are_capped_at_the_subscription_limit() {
+        let sse = |q: &str| head(&format!("GET /sse?{q} HTTP/1.1\r\n\r\n"));
+        assert_eq!(
+            sse_topics(&sse("topics=a,b*,a,,b*"), 2).unwrap(),
+            ["a", "b*"],
+            "repeats count once"
+        );
+        let many: Vec<String> = (0..1001).map(|i| format!("t{i}")).collect();
+        let e = sse_topics(&sse(&format!("topics={}", many.join(","))), 1000).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("at most 1000"), "{}", e.message);
+        assert!(e.message.contains("max_subscriptions"), "{}", e.message);
+        assert_eq!(
+            sse_topics(&sse(&format!("topics={}", many[..1000].join(","))), 1000)
+                .unwrap()
+                .len(),
+            1000
+        );
+        assert_eq!(sse_topics(&sse("topics="), 10).unwrap_err().status, 400);
+        let long = "x".repeat(300);
+        let e = sse_topics(&sse(&format!("topics={long}")), 10).unwrap_err();
+        assert!(e.message.len() < 200, "quotes a prefix only: {}", e.message);
+        let mut post = sse("topics=a");
+        post.method = "POST".into();
+        assert_eq!(sse_topics(&post, 10).unwrap_err().status, 405);
+    }
+
+    #[test]
+    fn upgrade_over_http_1_0_is_refused() {
+        let h = head(&GOOD.replacen("HTTP/1.1", "HTTP/1.0", 1));
+        assert_eq!(h.version, 0);
+        let e = accept_upgrade(&h).unwrap_err();
+        assert_eq!(e.status, 400);
+        assert!(e.message.contains("HTTP/1.1"), "{}", e.message);
+        assert_eq!(head(GOOD).version, 1);
+    }
+
+    #[test]
+    fn duplicate_key_and_conflicting_versions_are_refused() {
+        let extra = |h: &str| GOOD.replacen("\r\n\r\n", &format!("\r\n{h}\r\n\r\n"), 1);
+        let two_keys = extra("Sec-WebSocket-Key: AQIDBAUGBwgJCgsMDQ4PEA==");
+        let e = accept_upgrade(&head(&two_keys)).unwrap_err();
+        assert_eq!(
+            (e.status, e.message.as_str()),
+            (400, "more than one Sec-WebSocket-Key")
+        );
+        // Even the same key twice is ambiguous.
+        let same = extra("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(accept_upgrade(&head(&same)).unwrap_err().status, 400);
+        for bad in [
+            "Sec-WebSocket-Version: 8",
+            "Sec-WebSocket-Version: 13, 8",
+            "Sec-WebSocket-Version: ",
+        ] {
+            let e = accept_upgrade(&head(&extra(bad))).unwrap_err();
+            assert_eq!(e.status, 426, "{bad}");
+        }
+        // A repeated identical version is harmless.
+        assert!(accept_upgrade(&head(&extra("Sec-WebSocket-Version: 13"))).is_ok());
+    }
+
+    #[test]
+    fn content_length_is_validated_and_exposed() {
+        let req = |cl: &str| format!("POST /api/publish HTTP/1.1\r\nHost: a\r\n{cl}\r\n");
+        let ok = |cl: &str| {
+            parse_head(req(cl).as_bytes(), MAX_HEAD)
+                .unwrap()
+                .unwrap()
+                .0
+                .content_length
+        };
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("Content-Length: 25\r\n"), Some(25));
+        assert_eq!(ok("Content-Length: 0\r\n"), Some(0));
+        assert_eq!(ok("content-length: 7\r\nContent-Length: 7\r\n"), Some(7));
+        for bad in [
+            "Content-Length: +25\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: 2 5\r\n",
+            "Content-Length: 0x10\r\n",
+            "Content-Length: \r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: 99999999999999999999999999\r\n",
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: 5\r\nContent-Length: x\r\n",
+        ] {
+            let e = parse_head(req(bad).as_bytes(), MAX_HEAD).unwrap_err();
+            assert_eq!(e.status, 400, "{bad:?}");
+            assert!(e.message.contains("Content-Length"), "{}", e.message);
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! Server-Sent Events rendering: SSE connections share the WebSocket fan-out path (the same
 //! encoded-once frames in the same queues); their writer turns each frame into an event here.
 
-use super::handshake::{HttpError, RequestHead};
-
 /// Appends the SSE form of a server frame (WebSocket header + JSON payload) to `out`: text frames
 /// become `data:` events (one `data:` line per payload line), pings become heartbeat comments,
 /// anything else is dropped.
@@ -33,30 +31,6 @@ fn split(frame: &[u8]) -> Option<(u8, &[u8])> {
         _ => 2,
     };
     Some((opcode, frame.get(start..)?))
-}
-
-/// The validated `topics=a,b` of an SSE request.
-pub(crate) fn topics(head: &RequestHead) -> Result<Vec<String>, HttpError> {
-    if head.method != "GET" {
-        return Err(HttpError::new(405, "SSE requires GET"));
-    }
-    let topics: Vec<String> = head
-        .query_param("topics")
-        .map(|t| {
-            t.split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
-    if topics.is_empty() {
-        return Err(HttpError::new(400, "give topics=a,b"));
-    }
-    for t in &topics {
-        crate::proto::pattern::Pattern::parse(t)
-            .map_err(|e| HttpError::new(400, format!("topic '{t}': {e}")))?;
-    }
-    Ok(topics)
 }
 
 #[cfg(test)]

@@ -403,7 +403,7 @@ impl ShardState {
 
     fn route_sse(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
         let hub = self.hub.clone();
-        let topics = crate::proto::sse::topics(head)?;
+        let topics = http::sse_topics(head, hub.config.max_subscriptions)?;
         let admitted = hub.config.guard.admit(head)?;
         for t in &topics {
             admitted
@@ -751,17 +751,14 @@ impl ShardState {
     }
 }
 
-/// The body length an API request announces; refuses what the API cannot take.
+/// The body length an API request announces (`Content-Length`, validated with the head);
+/// refuses what the API cannot take.
 fn body_len(head: &RequestHead, max: usize) -> Result<usize, HttpError> {
     if head.header("Transfer-Encoding").is_some() {
         return Err(HttpError::new(411, "send the body with Content-Length"));
     }
-    match head.header("Content-Length") {
-        None => Ok(0),
-        Some(v) => match v.trim().parse::<usize>() {
-            Ok(n) if n > max => Err(HttpError::new(413, "body larger than max_message_size")),
-            Ok(n) if v.trim().bytes().all(|b| b.is_ascii_digit()) => Ok(n),
-            _ => Err(HttpError::new(400, "invalid Content-Length")),
-        },
+    match head.content_length {
+        Some(n) if n > max => Err(HttpError::new(413, "body larger than max_message_size")),
+        n => Ok(n.unwrap_or(0)),
     }
 }

@@ -179,7 +179,7 @@ impl ShardState {
                     .best_match(topic)
                     .map(|r| (r.handler.clone(), r.blocking))
                 else {
-                    let msg = format!("no handler for topic '{topic}'");
+                    let msg = format!("no handler for topic {}", crate::proto::error::quote(topic));
                     return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
                 };
                 let Some(c) = self.conn_mut(id) else { return };

@@ -27,7 +27,8 @@ pub fn builder(io: IoMode) -> Builder {
         .handler_threads(2)
 }
 
-/// Starts the server, or returns `None` when io_uring is forced but unavailable here.
+/// Starts the server, or returns `None` when io_uring is forced but unavailable here — except
+/// on CI (`CI=true`), where that is a failure: CI must test both shells.
 pub fn start(b: Builder) -> Option<ServerHandle> {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -36,11 +37,98 @@ pub fn start(b: Builder) -> Option<ServerHandle> {
     match b.build().unwrap().start() {
         Ok(h) => Some(h),
         Err(ServerError::UringUnavailable(e)) => {
-            eprintln!("skipping: io_uring unavailable ({e})");
+            uring_missing(&e.to_string());
             None
         }
         Err(e) => panic!("server failed to start: {e}"),
     }
+}
+
+/// Whether this run is on CI (`CI=true`), where a missing shell fails instead of skipping.
+pub fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// io_uring cannot be used: panics on CI, else prints a note (the caller then skips).
+pub fn uring_missing(why: &str) {
+    uring_missing_on(on_ci(), why)
+}
+
+/// [`uring_missing`] with the CI flag given (testable without touching the environment).
+pub fn uring_missing_on(ci: bool, why: &str) {
+    if ci {
+        panic!("io_uring is unavailable on CI (CI=true), so the uring tests cannot run: {why}");
+    }
+    eprintln!("note: skipping the io_uring variant: io_uring unavailable here ({why})");
+}
+
+/// Probes io_uring with the raw `io_uring_setup` syscall (seccomp or an old kernel refuse it).
+pub fn uring_probe() -> Result<(), std::io::Error> {
+    // struct io_uring_params is 120 bytes; zeroed asks for defaults.
+    let mut params = [0u8; 120];
+    // SAFETY: io_uring_setup writes at most sizeof(struct io_uring_params) into `params`.
+    let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, params.as_mut_ptr()) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a descriptor this function just opened and owns.
+    unsafe { libc::close(fd as i32) };
+    Ok(())
+}
+
+/// Whether a test for shell `io` can run here. For io_uring when the probe fails: panics on CI,
+/// else prints a note and returns false (skip).
+pub fn shell_available(io: IoMode) -> bool {
+    match io {
+        IoMode::Uring => match uring_probe() {
+            Ok(()) => true,
+            Err(e) => {
+                uring_missing(&e.to_string());
+                false
+            }
+        },
+        _ => true,
+    }
+}
+
+/// Defines one test per I/O shell for a function taking an [`IoMode`]: a module named after the
+/// function with `uring` and `epoll` tests (`cargo test fanout::uring`). The uring test fails on
+/// CI when io_uring cannot be created, and skips with a note elsewhere.
+///
+/// ```ignore
+/// per_shell!(async fn cross_shard_fanout);
+/// per_shell!(fn unmasked_frame_closes_with_1002);
+/// ```
+#[macro_export]
+macro_rules! per_shell {
+    (async fn $name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn uring() {
+                if $crate::common::shell_available(ringhub::IoMode::Uring) {
+                    super::$name(ringhub::IoMode::Uring).await;
+                }
+            }
+            #[tokio::test]
+            async fn epoll() {
+                super::$name(ringhub::IoMode::Epoll).await;
+            }
+        }
+    };
+    (fn $name:ident) => {
+        mod $name {
+            #[test]
+            fn uring() {
+                if $crate::common::shell_available(ringhub::IoMode::Uring) {
+                    super::$name(ringhub::IoMode::Uring);
+                }
+            }
+            #[test]
+            fn epoll() {
+                super::$name(ringhub::IoMode::Epoll);
+            }
+        }
+    };
 }
 
 pub async fn connect(h: &ServerHandle, path: &str) -> Ws {
@@ -107,5 +195,17 @@ pub async fn subscribe<S: AsyncRead + AsyncWrite + Unpin>(
     );
 }
 
-/// Runs `f` against io_uring and epoll.
+/// One blocking `read`, retried when a signal interrupts it (`EINTR`; io_uring's task-work
+/// notifications in this process can cause one), as `read_to_end` does by itself.
+pub fn read_some<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> usize {
+    loop {
+        match r.read(buf) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+/// Both I/O shells (prefer [`per_shell!`], which makes one test per shell).
 pub const BACKENDS: [IoMode; 2] = [IoMode::Epoll, IoMode::Uring];

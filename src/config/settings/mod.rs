@@ -35,9 +35,14 @@ use crate::config::{Config, IoMode};
 
 pub use keys::{Key, KEYS};
 pub use sections::{
-    ApiSettings, AuthSettings, LimitSettings, LogFormat, PermissionSettings, Secret,
-    SecuritySettings, TlsSettings,
+    default_max_connections, fd_reserve, fd_soft_limit, max_connections_for_fd_limit, ApiSettings,
+    AuthSettings, LimitSettings, LogFormat, PermissionSettings, Secret, SecuritySettings,
+    TlsSettings, DEFAULT_BURST, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MESSAGES_PER_SECOND,
 };
+
+/// The start of the placeholder secrets in `ringhub.example.toml`; a secret starting with it
+/// is the example's, known to everyone.
+pub const EXAMPLE_SECRET_PREFIX: &str = "change-me";
 
 /// Why settings could not be loaded or are invalid. Every variant displays as one line.
 #[derive(Debug, Error)]
@@ -377,10 +382,43 @@ impl Settings {
             .map_err(|e| invalid("(engine)", "-".into(), &e.to_string()))
     }
 
-    /// Things worth a warning at start (logged by the binary): e.g. auth on with no origin
-    /// allowlist, or a short HS256 secret.
+    /// Things worth a warning at start (logged by the binary, printed by `check-config`): e.g.
+    /// auth on with no origin allowlist, a short HS256 secret, the example file's placeholder
+    /// secrets, or limits turned off.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
+        for (key, secret) in [
+            ("auth.jwt_secret", &self.auth.jwt_secret),
+            ("api.key", &self.api.key),
+        ] {
+            if secret
+                .as_ref()
+                .is_some_and(|s| s.expose().trim().starts_with(EXAMPLE_SECRET_PREFIX))
+            {
+                w.push(format!(
+                    "{key} is the placeholder from ringhub.example.toml (\"{EXAMPLE_SECRET_PREFIX}...\"): \
+                     anyone can forge it; set a long random secret"
+                ));
+            }
+        }
+        if self.limits.max_connections == 0 {
+            w.push(
+                "limits.max_connections = 0: no connection cap; past the descriptor limit accept() \
+                 fails instead of answering 503"
+                    .to_string(),
+            );
+        } else if let Some(soft) = fd_soft_limit() {
+            if self.limits.max_connections as u64 > soft {
+                w.push(format!(
+                    "limits.max_connections ({}) exceeds the open-file limit ({soft}): raise \
+                     `ulimit -n` or lower it",
+                    self.limits.max_connections
+                ));
+            }
+        }
+        if self.limits.messages_per_second == 0 {
+            w.push("limits.messages_per_second = 0: no message rate limit".to_string());
+        }
         if self.auth.enabled() && self.security.allowed_origins.is_empty() {
             w.push(
                 "security.allowed_origins is empty: any web page may open authenticated connections \
@@ -451,6 +489,17 @@ impl fmt::Display for Settings {
                 let short = key.name.rsplit('.').next().unwrap_or(key.name);
                 match (key.get)(self) {
                     Some(_) if key.secret => writeln!(f, "{short} = \"***\"")?,
+                    Some(v)
+                        if key.name == "limits.max_connections"
+                            && self.limits.max_connections == default_max_connections() =>
+                    {
+                        let soft = fd_soft_limit().unwrap_or(1024);
+                        writeln!(
+                            f,
+                            "{short} = {v} # default: open-file limit {soft} less a reserve of {}",
+                            fd_reserve(soft)
+                        )?
+                    }
                     Some(v) => writeln!(f, "{short} = {v}")?,
                     None if key.name == "auth.anonymous" => {
                         let (on, why) = (

@@ -100,10 +100,60 @@ pub struct SecuritySettings {
     pub deny_ips: Vec<IpNet>,
 }
 
-/// `[limits]`: resource limits. `0` means unlimited where noted.
+/// Default `limits.messages_per_second`: generous for people and apps (a chat client sends a
+/// few per second), yet a bound on what one connection can make a hub fan out.
+pub const DEFAULT_MESSAGES_PER_SECOND: u32 = 1000;
+/// Default `limits.burst` above the rate.
+pub const DEFAULT_BURST: u32 = 2000;
+/// Default `limits.max_connections_per_ip` (an IPv4 address or an IPv6 /64): room for a large
+/// NAT or office behind one address; a reverse proxy on the same host needs 0 or more.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1000;
+
+/// The soft `RLIMIT_NOFILE` of this process (`None` if unknown; `u64::MAX` for unlimited).
+pub fn fd_soft_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) };
+    (rc == 0).then_some(if r.rlim_cur == libc::RLIM_INFINITY {
+        u64::MAX
+    } else {
+        r.rlim_cur
+    })
+}
+
+/// Descriptors kept for everything but client sockets (listeners, io_uring, eventfds, log and
+/// key files, the HTTP API): 5 % of the limit, at least 64.
+pub fn fd_reserve(soft: u64) -> u64 {
+    (soft / 20).max(64)
+}
+
+/// The default `limits.max_connections` for a descriptor limit `soft`: the limit less
+/// [`fd_reserve`] (each connection holds one descriptor), at least 1 and at most 2^32 - 1 —
+/// so that connections past what the process can hold get a clean 503 instead of `accept`
+/// failing with `EMFILE`.
+pub fn max_connections_for_fd_limit(soft: u64) -> usize {
+    let n = if soft > fd_reserve(soft) {
+        soft - fd_reserve(soft)
+    } else {
+        soft / 2
+    };
+    n.clamp(1, u32::MAX as u64) as usize
+}
+
+/// The default `limits.max_connections` for this process (1024 descriptors assumed if the limit
+/// cannot be read).
+pub fn default_max_connections() -> usize {
+    max_connections_for_fd_limit(fd_soft_limit().unwrap_or(1024))
+}
+
+/// `[limits]`: resource limits. `0` means unlimited where noted. The defaults are on: a
+/// connection cap derived from the descriptor limit, a per-IP cap and a message rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LimitSettings {
-    /// Open connections in total (0 = unlimited).
+    /// Open connections in total (0 = unlimited; default [`default_max_connections`]).
     pub max_connections: usize,
     /// Open connections from one IP address (0 = unlimited).
     pub max_connections_per_ip: usize,
@@ -122,10 +172,10 @@ pub struct LimitSettings {
 impl Default for LimitSettings {
     fn default() -> Self {
         Self {
-            max_connections: 0,
-            max_connections_per_ip: 0,
-            messages_per_second: 0,
-            burst: 50,
+            max_connections: default_max_connections(),
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            messages_per_second: DEFAULT_MESSAGES_PER_SECOND,
+            burst: DEFAULT_BURST,
             max_subscriptions: 1000,
             max_handshake_bytes: 8192,
             handshake_timeout: Duration::from_secs(10),

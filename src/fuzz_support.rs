@@ -1,0 +1,238 @@
+//! Entry points for the fuzz targets (`fuzz/`), the proptest properties and the corpus replay
+//! test: each takes arbitrary bytes from the network or an operator, drives one sans-IO parser the
+//! way the server does, and checks invariants with `assert!`. None may panic on any input other
+//! than through a broken invariant. Not a stable API.
+
+use crate::config::settings::{Secret, Settings};
+use crate::policy::auth::{token_from_request, Authenticator};
+use crate::proto::frame as decode;
+use crate::proto::handshake as http;
+use decode::{Assembler, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+
+/// The message limit the frame target runs with (small, so the limits are reachable).
+pub const FRAME_MAX: usize = 4096;
+
+/// What [`frames`] saw: complete messages, control frames, and how the stream ended.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct FrameOutcome {
+    /// Complete data messages (opcode, payload).
+    pub messages: Vec<(u8, Vec<u8>)>,
+    /// Pings, pongs and closes seen.
+    pub controls: usize,
+    /// The close code and reason of a protocol failure, if the stream failed.
+    pub failed: Option<(u16, &'static str)>,
+    /// Bytes consumed.
+    pub consumed: usize,
+}
+
+/// Decodes a client byte stream as the connection reader does: frame headers, unmasking,
+/// control frames, close payloads and message reassembly under [`FRAME_MAX`].
+pub fn frames(data: &[u8]) -> FrameOutcome {
+    let mut buf = data.to_vec();
+    let mut asm = Assembler::new(FRAME_MAX);
+    let mut out = FrameOutcome::default();
+    let mut at = 0;
+    loop {
+        let h = match decode::head(&buf[at..], FRAME_MAX) {
+            Ok(Some(h)) if h.total() <= buf.len() - at => h,
+            Ok(_) => break,
+            Err(f) => {
+                out.failed = Some(f);
+                break;
+            }
+        };
+        assert!(h.len <= FRAME_MAX, "a frame over the limit was accepted");
+        let payload = h.unmask(&mut buf[at..at + h.total()]);
+        at += h.total();
+        match h.opcode {
+            OP_PING | OP_PONG => {
+                assert!(payload.len() <= 125);
+                out.controls += 1;
+            }
+            OP_CLOSE => {
+                out.controls += 1;
+                if let Err(f) = decode::close_code(payload) {
+                    out.failed = Some(f);
+                }
+                break;
+            }
+            op => match asm.push(op, h.fin, payload) {
+                Err(f) => {
+                    out.failed = Some(f);
+                    break;
+                }
+                Ok(None) => {}
+                Ok(Some((op, msg))) => {
+                    assert!(
+                        msg.len() <= FRAME_MAX,
+                        "a message over the limit was delivered"
+                    );
+                    if op == OP_TEXT {
+                        assert!(std::str::from_utf8(msg).is_ok(), "invalid UTF-8 delivered");
+                    }
+                    out.messages.push((op, msg.to_vec()));
+                    asm.reset();
+                }
+            },
+        }
+    }
+    if let Some((code, reason)) = out.failed {
+        assert!(
+            matches!(code, 1002 | 1007 | 1008 | 1009),
+            "close code {code}"
+        );
+        assert!(
+            reason.len() <= 123,
+            "a close reason must fit a control frame"
+        );
+    }
+    out.consumed = at;
+    out
+}
+
+/// Parses a client envelope as a shard does, and encodes the replies it could cause: every
+/// error frame stays small, whatever the input.
+pub fn envelope(data: &[u8]) {
+    use crate::proto::envelope as env;
+    let bound =
+        2 * crate::proto::pattern::MAX_TOPIC_LEN + crate::proto::error::MAX_ERROR_MESSAGE + 256;
+    match env::parse(data) {
+        Err(e) => {
+            let f = env::error(e.id, "", crate::ErrorCode::BadRequest, &e.message);
+            assert!(f.len() <= bound, "parse error frame of {} bytes", f.len());
+        }
+        Ok(e) => {
+            let topic = &*e.topic;
+            let f = env::error(e.id, topic, crate::ErrorCode::BadRequest, "x");
+            assert!(f.len() <= bound, "error frame of {} bytes", f.len());
+            let msg = match crate::proto::pattern::Pattern::parse(topic) {
+                Ok(_) => format!("no handler for topic {}", crate::proto::error::quote(topic)),
+                Err(e) => e.to_string(),
+            };
+            let f = env::error(e.id, topic, crate::ErrorCode::HandlerNotFound, &msg);
+            assert!(f.len() <= bound, "error frame of {} bytes", f.len());
+            let data = e.data.map(|d| d.get().as_bytes());
+            let p = env::publication(topic, &e.event, data);
+            // The frame's payload is an envelope that round-trips topic, event and data. (Parsed
+            // with the envelope parser: `data` may hold numbers like 1e999 that are valid JSON
+            // but out of range for serde_json::Value.)
+            let at = match p[1] & 0x7f {
+                126 => 4,
+                127 => 10,
+                _ => 2,
+            };
+            let back = env::parse(&p[at..]).expect("publication is a valid envelope");
+            assert_eq!(back.topic, e.topic);
+            assert_eq!(back.event, e.event);
+            assert_eq!(back.data.map(|d| d.get()), e.data.map(|d| d.get()));
+        }
+    }
+}
+
+/// Parses an HTTP request head and runs every check the server makes on one: the upgrade, the
+/// SSE topics, the token lookup.
+pub fn http_head(data: &[u8]) {
+    match http::parse_head(data, http::MAX_HEAD) {
+        Err(e) => {
+            assert!((400..=599).contains(&e.status));
+            let r = e.response();
+            assert!(r.starts_with(b"HTTP/1.1 "));
+            assert!(
+                e.message.len() <= 512,
+                "error message of {} bytes",
+                e.message.len()
+            );
+        }
+        Ok(None) => assert!(data.len() < http::MAX_HEAD),
+        Ok(Some((head, used))) => {
+            assert!(used <= data.len());
+            if let Ok(resp) = http::accept_upgrade(&head) {
+                assert!(resp.starts_with(b"HTTP/1.1 101 "));
+                assert!(head.version >= 1 && head.method == "GET");
+            }
+            if let Err(e) = http::sse_topics(&head, 16) {
+                assert!(
+                    e.message.len() <= 512,
+                    "error message of {} bytes",
+                    e.message.len()
+                );
+            } else {
+                assert!(http::sse_topics(&head, 16).unwrap().len() <= 16);
+            }
+            let _ = token_from_request(head.query.as_deref(), head.header("Authorization"));
+            let _ = head.query_param("token");
+        }
+    }
+}
+
+/// The HS256 secret the JWT target verifies with.
+pub const JWT_SECRET: &str = "fuzz-secret-0123456789abcdef0123";
+
+thread_local! {
+    static AUTH: Authenticator =
+        Authenticator::from_keys(Some(&Secret::new(JWT_SECRET)), None, false)
+            .expect("HS256 authenticator");
+}
+
+/// Verifies `data` as a connection token with a fixed HS256 key, as the upgrade does. Only a
+/// token signed with [`JWT_SECRET`] (the fuzzer cannot forge one) may be accepted.
+pub fn jwt(data: &[u8]) {
+    let token = String::from_utf8_lossy(data);
+    AUTH.with(|a| {
+        if let Ok(id) = a.authenticate(Some(&token)) {
+            if let Some(u) = &id.user {
+                assert!(!u.is_empty() && u.len() <= crate::policy::auth::MAX_USER_LEN);
+            }
+        }
+        // Also through the request paths a token arrives by.
+        let q = format!("token={token}");
+        let _ = token_from_request(Some(&q), None);
+        let _ = token_from_request(None, Some(&format!("Bearer {token}")));
+    });
+}
+
+/// Loads TOML text as a settings file. When it loads and names no file (so validation reads
+/// nothing from disk) it is validated, and the printed effective configuration — what
+/// `check-config` shows — must read back as the same settings.
+pub fn settings(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut s = Settings::default();
+    if s.merge_toml(text, "fuzz.toml").is_err() {
+        return;
+    }
+    let _ = s.warnings();
+    let files = s.auth.jwt_public_key_file.is_some()
+        || s.tls.cert_file.is_some()
+        || s.tls.key_file.is_some();
+    if !files && s.validate().is_ok() {
+        let _ = s.engine_config();
+        let _ = crate::policy::guard::Guard::from_settings(&s);
+    }
+    let secrets = s.auth.jwt_secret.is_some() || s.api.key.is_some();
+    if !secrets {
+        let printed = s.to_string();
+        let mut back = Settings::default();
+        back.merge_toml(&printed, "printed")
+            .unwrap_or_else(|e| panic!("printed settings do not re-read: {e}\n{printed}"));
+        assert_eq!(
+            back, s,
+            "printed settings read back differently:\n{printed}"
+        );
+    }
+}
+
+/// A fuzz entry point with its name.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target by name (the corpus directories under `fuzz/corpus/`).
+pub const TARGETS: [Target; 5] = [
+    ("frames", |d| {
+        frames(d);
+    }),
+    ("envelope", envelope),
+    ("http_head", http_head),
+    ("jwt", jwt),
+    ("settings", settings),
+];

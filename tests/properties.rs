@@ -1,0 +1,138 @@
+//! Property tests for the parsers that face the network, where a coverage fuzzer is weak: inputs
+//! with structure (valid frames split arbitrarily, headers with arbitrary values) and exact
+//! expectations.
+
+use proptest::prelude::*;
+use ringhub::error::{quote, MAX_QUOTE};
+use ringhub::fuzz_support::{self as fz, FRAME_MAX};
+
+/// A masked client frame.
+fn frame(op: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![(fin as u8) << 7 | op];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+/// Splits `msg` into fragments at the given cut points (as frames, first opcode `op`).
+fn fragments(op: u8, msg: &[u8], cuts: &[usize], mask: [u8; 4]) -> Vec<u8> {
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (msg.len() + 1)).collect();
+    points.sort_unstable();
+    points.dedup();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut first = true;
+    for p in points.into_iter().chain([msg.len()]) {
+        let last = p == msg.len();
+        out.extend(frame(
+            if first { op } else { 0 },
+            last,
+            &msg[start..p],
+            mask,
+        ));
+        first = false;
+        start = p;
+        if last {
+            break;
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        for (_, run) in fz::TARGETS {
+            run(&data);
+        }
+    }
+
+    #[test]
+    fn fragmented_messages_reassemble(
+        text in "\\PC{0,200}",
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+        mask in any::<[u8; 4]>(),
+        ping_between in any::<bool>(),
+    ) {
+        let mut stream = fragments(1, text.as_bytes(), &cuts, mask);
+        if ping_between {
+            // A control frame may come between fragments (RFC 6455 §5.4).
+            let f = frame(1, false, b"", mask);
+            let mut s = f;
+            s.extend(frame(9, true, b"p", mask));
+            s.extend(frame(0, true, text.as_bytes(), mask));
+            stream = s;
+        }
+        let out = fz::frames(&stream);
+        prop_assert_eq!(out.failed, None);
+        prop_assert_eq!(out.consumed, stream.len());
+        prop_assert_eq!(out.messages, vec![(1u8, text.into_bytes())]);
+    }
+
+    #[test]
+    fn endless_empty_continuations_are_cut(n in 1025usize..3000, mask in any::<[u8; 4]>()) {
+        let mut stream = frame(2, false, b"x", mask);
+        for _ in 0..n {
+            stream.extend(frame(0, false, b"", mask));
+        }
+        let out = fz::frames(&stream);
+        prop_assert_eq!(out.failed, Some((1009, "too many fragments in one message")));
+        prop_assert!(out.messages.is_empty());
+    }
+
+    #[test]
+    fn oversized_messages_are_refused(extra in 1usize..100, cuts in proptest::collection::vec(any::<usize>(), 0..6)) {
+        let msg = vec![b'a'; FRAME_MAX + extra];
+        let out = fz::frames(&fragments(2, &msg, &cuts, [9, 8, 7, 6]));
+        prop_assert_eq!(out.failed.map(|f| f.0), Some(1009));
+    }
+
+    #[test]
+    fn quote_is_short_and_escaped(s in "\\PC{0,300}|[\\x00-\\x1f\"\\\\]{0,100}") {
+        let q = quote(&s);
+        prop_assert!(q.chars().count() <= MAX_QUOTE * 10 + 40, "{}", q);
+        prop_assert!(!q.chars().any(|c| c.is_control()), "{:?}", q);
+        if s.chars().count() <= MAX_QUOTE {
+            prop_assert!(!q.contains('…'));
+        }
+    }
+
+    #[test]
+    fn content_length_digits_parse_exactly(n in any::<u32>(), pad in "[ \\t]{0,3}") {
+        let req = format!("POST /api/v1/publish HTTP/1.1\r\nContent-Length:{pad}{n}{pad}\r\n\r\n");
+        fz::http_head(req.as_bytes());
+        let twice = format!("POST / HTTP/1.1\r\nContent-Length: {n}\r\nContent-Length: {n}\r\n\r\n");
+        fz::http_head(twice.as_bytes());
+    }
+
+    #[test]
+    fn header_values_never_panic(
+        name in "[A-Za-z-]{1,20}",
+        value in "[\\x20-\\x7e]{0,80}",
+        version in "1\\.[01]",
+    ) {
+        let req = format!(
+            "GET /ws?topics=a,b&token=t HTTP/{version}\r\n{name}: {value}\r\nUpgrade: websocket\r\nConnection: upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        fz::http_head(req.as_bytes());
+    }
+
+    #[test]
+    fn envelopes_with_any_strings(topic in "\\PC{0,400}", event in "\\PC{0,20}", id in any::<Option<u64>>()) {
+        let v = serde_json::json!({"topic": topic, "event": event, "id": id, "data": [1, "x"]});
+        fz::envelope(v.to_string().as_bytes());
+    }
+}
