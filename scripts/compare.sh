@@ -81,7 +81,10 @@ start_server() {
     ringhub-uring|ringhub-epoll)
       [ "$RINGHUB_OK" = 1 ] || return 1
       PROTOCOL=ringhub
-      "${pin[@]}" "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 1 --io "${name#ringhub-}" \
+      # The peers have no limits: measure ringhub without its default rate limit and caps too.
+      RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
+        RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
+        "${pin[@]}" "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 1 --io "${name#ringhub-}" \
         --echo-path /echo >"$OUT_DIR/$name.server.log" 2>&1 &
       ;;
     bun)

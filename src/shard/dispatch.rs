@@ -91,6 +91,7 @@ impl ShardState {
         msg: &str,
     ) {
         self.hub.stats[self.index].error(code);
+        tracing::debug!(conn = %id, ?code, msg, "error reply");
         self.enqueue(id, envelope::error(req, topic, code, msg));
     }
 

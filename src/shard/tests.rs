@@ -199,3 +199,28 @@ fn eof_after_the_close_releases_the_entry_and_closes_the_fd() {
     assert_eq!(io, vec![IoReq::Close(7)]);
     assert_eq!(st.len(), 0);
 }
+
+#[test]
+fn a_burst_split_at_every_boundary_is_decoded_without_errors() {
+    let hub = Arc::new(HubShared::for_bench_pubsub(1));
+    let mut burst = Vec::new();
+    for i in 0..64 {
+        let env = format!(r#"{{"topic":"t","event":"m","data":"{i:0>60}"}}"#);
+        burst.extend(frame(1, env.as_bytes()));
+    }
+    for split in [1, 7, 100, 333, 1000, 4096] {
+        let mut st = ShardState::new(0, hub.clone());
+        let publisher = upgraded(&mut st);
+        let sub = upgraded(&mut st);
+        st.on_input(sub, &mut frame(1, br#"{"event":"subscribe","topic":"t"}"#));
+        written(&mut st, sub);
+        for chunk in burst.chunks(split) {
+            st.on_input(publisher, &mut chunk.to_vec());
+        }
+        let to_pub = written(&mut st, publisher);
+        assert!(to_pub.is_empty(), "split {split}: {}", String::from_utf8_lossy(&to_pub));
+        let got = written(&mut st, sub);
+        let n = got.windows(7).filter(|w| w == b"\"event\"").count();
+        assert_eq!(n, 64, "split {split}");
+    }
+}
