@@ -218,7 +218,11 @@ fn a_burst_split_at_every_boundary_is_decoded_without_errors() {
             st.on_input(publisher, &mut chunk.to_vec());
         }
         let to_pub = written(&mut st, publisher);
-        assert!(to_pub.is_empty(), "split {split}: {}", String::from_utf8_lossy(&to_pub));
+        assert!(
+            to_pub.is_empty(),
+            "split {split}: {}",
+            String::from_utf8_lossy(&to_pub)
+        );
         let got = written(&mut st, sub);
         let n = got.windows(7).filter(|w| w == b"\"event\"").count();
         assert_eq!(n, 64, "split {split}");

@@ -4,14 +4,14 @@
 //! connection with output gets one `sendmsg` over iovecs of its queued frames.
 
 use std::io;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
-use super::{apply_io, RateLog, Stopping};
+use super::{apply_io, FdReserve, RateLog, Stopping};
 use crate::shard::shared::HubShared;
 use crate::shard::ShardState;
 
@@ -41,6 +41,7 @@ pub(crate) fn run(
     let (mut dirty, mut io, mut iov, mut cut) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
+    let mut reserve = FdReserve::new();
     let mut accept_retry: Option<Instant> = None;
     loop {
         let now = Instant::now();
@@ -63,7 +64,7 @@ pub(crate) fn run(
             match ev.token() {
                 LISTENER => {
                     if let Some(l) = listener.as_ref() {
-                        accept_retry = accept_all(&mut st, l, &poll, &mut accept_log);
+                        accept_retry = accept_all(&mut st, l, &poll, &mut accept_log, &mut reserve);
                     }
                 }
                 WAKE => inbox.clear_eventfd(),
@@ -80,7 +81,7 @@ pub(crate) fn run(
         }
         if accept_retry.is_some_and(|t| Instant::now() >= t) {
             if let Some(l) = listener.as_ref() {
-                accept_retry = accept_all(&mut st, l, &poll, &mut accept_log);
+                accept_retry = accept_all(&mut st, l, &poll, &mut accept_log, &mut reserve);
             }
         }
         while let Some(msg) = inbox.pop() {
@@ -118,6 +119,7 @@ fn accept_all(
     l: &mio::net::TcpListener,
     poll: &Poll,
     log: &mut RateLog,
+    reserve: &mut FdReserve,
 ) -> Option<Instant> {
     loop {
         match l.accept() {
@@ -138,8 +140,14 @@ fn accept_all(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
                 let now = Instant::now();
+                let shed = match e.raw_os_error() {
+                    Some(errno) if FdReserve::is_exhaustion(errno) => {
+                        reserve.shed(l.as_raw_fd(), 64)
+                    }
+                    _ => 0,
+                };
                 if let Some(skipped) = log.allow(now) {
-                    tracing::warn!(error = %e, skipped, "accept failed; pausing accepts for 100 ms");
+                    tracing::warn!(error = %e, shed, skipped, "accept failed; clients waiting were answered 503; pausing accepts for 100 ms");
                 }
                 return Some(now + Duration::from_millis(100));
             }

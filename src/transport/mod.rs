@@ -176,3 +176,74 @@ impl RateLog {
         Some(std::mem::take(&mut self.suppressed))
     }
 }
+
+/// A spare descriptor held for the moment the process runs out: at `EMFILE`/`ENFILE` the shell
+/// gives it up, accepts the waiting clients one at a time, answers each `503` and closes it,
+/// then takes the spare again — so clients at the limit get an answer instead of hanging in the
+/// backlog (the classic trick; libuv and nginx users know it).
+pub(crate) struct FdReserve(RawFd);
+
+/// What a client shed at the descriptor limit reads.
+const SHED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 30\r\nConnection: close\r\nRetry-After: 1\r\n\r\nserver at its descriptor limit";
+
+impl FdReserve {
+    pub(crate) fn new() -> Self {
+        Self(Self::open())
+    }
+
+    fn open() -> RawFd {
+        // SAFETY: opens /dev/null read-only; the descriptor is owned by the reserve.
+        unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) }
+    }
+
+    /// Whether an accept error means the process or system is out of descriptors.
+    pub(crate) fn is_exhaustion(errno: i32) -> bool {
+        matches!(errno, libc::EMFILE | libc::ENFILE)
+    }
+
+    /// Answers up to `max` waiting clients on listener `lfd` with 503; returns how many.
+    pub(crate) fn shed(&mut self, lfd: RawFd, max: usize) -> usize {
+        let mut n = 0;
+        if self.0 >= 0 {
+            // SAFETY: closes our own spare descriptor.
+            unsafe { libc::close(self.0) };
+            self.0 = -1;
+        }
+        while n < max {
+            // SAFETY: a non-blocking accept on the listener we own; the new descriptor is
+            // written to once (a best-effort response to a client we refuse) and closed.
+            let fd = unsafe {
+                libc::accept4(
+                    lfd,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                break;
+            }
+            unsafe {
+                libc::send(
+                    fd,
+                    SHED_RESPONSE.as_ptr().cast(),
+                    SHED_RESPONSE.len(),
+                    libc::MSG_NOSIGNAL,
+                );
+                libc::close(fd);
+            }
+            n += 1;
+        }
+        self.0 = Self::open();
+        n
+    }
+}
+
+impl Drop for FdReserve {
+    fn drop(&mut self) {
+        if self.0 >= 0 {
+            // SAFETY: closes our own spare descriptor.
+            unsafe { libc::close(self.0) };
+        }
+    }
+}

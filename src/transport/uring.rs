@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
-use super::{apply_io, RateLog, Stopping};
+use super::{apply_io, FdReserve, RateLog, Stopping};
 use crate::shard::shared::HubShared;
 use crate::shard::ShardState;
 
@@ -227,6 +227,7 @@ pub(crate) fn run(
     let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
+    let mut reserve = FdReserve::new();
     let mut accept_retry: Option<Instant> = None;
     let mut accepting = true;
     loop {
@@ -307,9 +308,14 @@ pub(crate) fn run(
                         lp.arm_recv(&mut st, slot);
                     } else if res != -libc::ECANCELED {
                         let now = Instant::now();
+                        let shed = if FdReserve::is_exhaustion(-res) && listener.is_some() {
+                            reserve.shed(lfd, 64)
+                        } else {
+                            0
+                        };
                         if let Some(skipped) = accept_log.allow(now) {
                             let e = io::Error::from_raw_os_error(-res);
-                            tracing::warn!(error = %e, skipped, "accept failed; pausing accepts for 100 ms");
+                            tracing::warn!(error = %e, shed, skipped, "accept failed; clients waiting were answered 503; pausing accepts for 100 ms");
                         }
                         accept_retry = Some(now + Duration::from_millis(100));
                     }
