@@ -445,5 +445,47 @@ fn invalid_config_is_one_line_and_exit_2() {
         !shown.contains("a-very-long-secret") && !shown.contains("xyz"),
         "secrets must be masked: {shown}"
     );
+    // The example file as shipped: effective limits printed, no warning; with its placeholder
+    // secret uncommented, a warning (that does not print the secret).
+    let example = include_str!("../ringhub.example.toml");
+    let ex = dir.join("example.toml");
+    std::fs::write(&ex, example).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+        .arg("check-config")
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let expect = format!(
+        "max_connections = {} # default",
+        ringhub::settings::default_max_connections()
+    );
+    assert!(shown.contains(&expect), "{expect:?} in {shown}");
+    assert!(shown.contains("messages_per_second = 1000\n"), "{shown}");
+    assert!(shown.contains("max_connections_per_ip = 1000\n"), "{shown}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let placeholder = example.replace(
+        "# jwt_secret = \"change-me-to-a-long-random-string\"",
+        "jwt_secret = \"change-me-to-a-long-random-string\"",
+    );
+    assert_ne!(placeholder, example, "the example has the placeholder line");
+    std::fs::write(&ex, placeholder).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+        .arg("check-config")
+        .arg(&ex)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let warned = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warned.contains("warning: auth.jwt_secret is the placeholder"),
+        "{warned}"
+    );
+    assert!(!warned.contains("change-me-to-a-long"), "{warned}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -42,18 +42,12 @@ pub struct ParseError {
 pub fn parse(payload: &[u8]) -> Result<Envelope<'_>, ParseError> {
     serde_json::from_slice::<Envelope<'_>>(payload).map_err(|e| ParseError {
         // serde's messages quote offending values (`invalid type: string "…"`): keep them short.
-        message: format!("invalid envelope: {}", shorten(&e.to_string())),
+        message: format!(
+            "invalid envelope: {}",
+            crate::proto::error::shorten(&e.to_string())
+        ),
         id: recover_id(payload),
     })
-}
-
-/// Cuts a parser message that may quote peer input to a short, bounded text.
-fn shorten(message: &str) -> String {
-    const MAX: usize = 2 * crate::proto::error::MAX_QUOTE;
-    match message.char_indices().nth(MAX) {
-        None => message.to_string(),
-        Some((at, _)) => format!("{}…", &message[..at]),
-    }
 }
 
 /// Best-effort recovery of `id` from an envelope that failed to parse, so the error can carry it.

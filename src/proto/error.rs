@@ -132,6 +132,15 @@ pub fn quote(input: &str) -> String {
     out
 }
 
+/// Cuts a parser's message (serde's, which quotes offending values such as
+/// `invalid type: string "…"`) to at most `2 * MAX_QUOTE` characters, ending in `…` when cut.
+pub fn shorten(message: &str) -> String {
+    match message.char_indices().nth(2 * MAX_QUOTE) {
+        None => message.to_string(),
+        Some((at, _)) => format!("{}…", &message[..at]),
+    }
+}
+
 /// Cuts `message` to at most [`MAX_ERROR_MESSAGE`] bytes (on a character boundary, ending in `…`).
 pub fn clamp_message(message: &str) -> std::borrow::Cow<'_, str> {
     if message.len() <= MAX_ERROR_MESSAGE {
@@ -186,6 +195,18 @@ mod tests {
         // Exactly MAX_QUOTE characters is not cut.
         let exact = "y".repeat(MAX_QUOTE);
         assert_eq!(quote(&exact), format!("\"{exact}\""));
+    }
+
+    #[test]
+    fn parser_messages_are_shortened() {
+        assert_eq!(shorten("expected value"), "expected value");
+        let long = format!("invalid type: string \"{}\"", "z".repeat(5000));
+        let s = shorten(&long);
+        assert_eq!(s.chars().count(), 2 * MAX_QUOTE + 1);
+        assert!(s.ends_with('…'));
+        let e: serde_json::Error =
+            serde_json::from_str::<u64>(&format!("\"{}\"", "q".repeat(9999))).unwrap_err();
+        assert!(shorten(&e.to_string()).len() < 200);
     }
 
     #[test]

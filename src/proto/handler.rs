@@ -56,8 +56,10 @@ impl<'a> Message<'a> {
     /// Deserialises `data` into `T`; a mismatch is a `bad_request` error for the client.
     pub fn data<T: Deserialize<'a>>(&self) -> Result<T, HandlerError> {
         let raw = self.data.map_or("null", RawValue::get);
-        serde_json::from_str(raw)
-            .map_err(|e| HandlerError::bad_request(format!("invalid data: {e}")))
+        serde_json::from_str(raw).map_err(|e| {
+            let e = crate::proto::error::shorten(&e.to_string());
+            HandlerError::bad_request(format!("invalid data: {e}"))
+        })
     }
 }
 
