@@ -127,7 +127,7 @@ pub async fn subscriber(
     sh.phases.wait_for(Phase::Running).await;
     let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
-    let cls = Classifier::new(sh.ctx.ringhub);
+    let mut cls = Classifier::new(sh.ctx.ringhub);
     let window = if sh.args.max {
         sh.args.window as u64
     } else {
@@ -265,7 +265,7 @@ async fn drain_publisher(
     acc: Rc<RefCell<ThreadResult>>,
     pongs: Rc<RefCell<Vec<Vec<u8>>>>,
 ) {
-    let cls = Classifier::new(sh.ctx.ringhub);
+    let mut cls = Classifier::new(sh.ctx.ringhub);
     'conn: while rd.fill().await.is_ok() {
         loop {
             match rd.next_buffered() {

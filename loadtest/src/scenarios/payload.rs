@@ -119,31 +119,56 @@ pub enum Incoming<'a> {
 
 /// Classifies a frame from a ringhub server (`{"topic":..,"data":"..."}`, replies, errors)
 /// or, for raw servers, treats the whole frame as the payload.
+///
+/// Locating `"data":"` in every delivered frame was a visible share of the generator's time,
+/// so the classifier remembers the bytes in front of the payload of the last data frame (for
+/// one subscriber they are the same in every publication of its topic) and checks new frames
+/// against that prefix first: one short comparison instead of a search. The result is always
+/// the same as the search's: the prefix ends at the first `"data":"` of the frame it was taken
+/// from, so a frame that starts with it has its first `"data":"` at the same place.
 pub struct Classifier {
     ringhub: bool,
     data: Finder<'static>,
+    prefix: Vec<u8>,
 }
+
+/// `{"event":` — the start of replies and errors, which are never data.
+const EVENT: &[u8] = b"{\"event\":";
+const DATA: &[u8] = b"\"data\":\"";
 
 impl Classifier {
     pub fn new(ringhub: bool) -> Classifier {
         Classifier {
             ringhub,
-            data: Finder::new(b"\"data\":\""),
+            data: Finder::new(DATA),
+            prefix: Vec::new(),
         }
     }
 
-    pub fn classify<'a>(&self, frame: &'a [u8]) -> Incoming<'a> {
+    pub fn classify<'a>(&mut self, frame: &'a [u8]) -> Incoming<'a> {
         if !self.ringhub {
             return Incoming::Data(frame);
+        }
+        if !self.prefix.is_empty() && frame.starts_with(&self.prefix) {
+            return Incoming::Data(&frame[self.prefix.len()..]);
         }
         if frame.starts_with(b"{\"event\":\"error\"") {
             return Incoming::Error;
         }
-        if frame.starts_with(b"{\"event\":") {
+        if frame.starts_with(EVENT) {
             return Incoming::Reply;
         }
         match self.data.find(frame) {
-            Some(i) => Incoming::Data(&frame[i + 8..]),
+            Some(i) => {
+                let end = i + DATA.len();
+                // The frame does not start with `{"event":`, so neither does a prefix longer
+                // than that: a reply or an error never matches it.
+                if end > EVENT.len() && end <= 256 {
+                    self.prefix.clear();
+                    self.prefix.extend_from_slice(&frame[..end]);
+                }
+                Incoming::Data(&frame[end..])
+            }
             None => Incoming::Malformed,
         }
     }
@@ -179,5 +204,76 @@ mod tests {
             }
         }
         assert_eq!(get_hex(b"0123456789abcdef"), Some(0x0123_4567_89ab_cdef));
+    }
+
+    /// What the classifier answered before it learned prefixes: a search in every frame.
+    fn reference(frame: &[u8]) -> Option<(u8, &[u8])> {
+        if frame.starts_with(b"{\"event\":\"error\"") {
+            return Some((b'e', frame));
+        }
+        if frame.starts_with(b"{\"event\":") {
+            return Some((b'r', frame));
+        }
+        memchr::memmem::find(frame, DATA).map(|i| (b'd', &frame[i + 8..]))
+    }
+
+    fn kind(i: Incoming<'_>) -> Option<(u8, &[u8])> {
+        match i {
+            Incoming::Data(d) => Some((b'd', d)),
+            Incoming::Reply => Some((b'r', b"")),
+            Incoming::Error => Some((b'e', b"")),
+            Incoming::Malformed => None,
+        }
+    }
+
+    #[test]
+    fn learned_prefix_answers_like_a_search() {
+        let t0 = Template::ringhub_publish("t0", 48);
+        let t1 = Template::ringhub_publish("t12", 48);
+        let frames: Vec<Vec<u8>> = vec![
+            t0.bytes.clone(),
+            t1.bytes.clone(),
+            br#"{"event":"reply","id":1,"topic":"t0"}"#.to_vec(),
+            br#"{"event":"error","code":"bad","data":"x"}"#.to_vec(),
+            br#"{"event":"m","topic":"t0","data":"0123"}"#.to_vec(),
+            br#"{"topic":"t0","event":"m","data":"#.to_vec(),
+            br#"{"topic":"t0","event":"m","data":""}"#.to_vec(),
+            br#"{"topic":"t0","event":"m"}"#.to_vec(),
+            br#""data":"abc"#.to_vec(),
+            br#"{"topic":"t0","event":"m","x":"\"data\":\"","data":"z"}"#.to_vec(),
+            b"".to_vec(),
+        ];
+        // Every ordered pair, then every frame after each other one as the learning frame.
+        for a in &frames {
+            for b in &frames {
+                let mut c = Classifier::new(true);
+                for f in [a, b, a, b] {
+                    let got = kind(c.classify(f));
+                    let want = reference(f).map(|(k, d)| (k, if k == b'd' { d } else { &b""[..] }));
+                    assert_eq!(
+                        got,
+                        want,
+                        "after {:?}: {:?}",
+                        String::from_utf8_lossy(a),
+                        String::from_utf8_lossy(f)
+                    );
+                }
+            }
+        }
+        let mut c = Classifier::new(true);
+        let mut buf = t0.bytes.clone();
+        for seq in 0..3 {
+            let h = Header {
+                stream: 0,
+                seq,
+                ts_ns: seq * 7,
+            };
+            t0.fill(&mut buf, &h);
+            match c.classify(&buf) {
+                Incoming::Data(d) => assert_eq!(Header::parse(d), Some(h)),
+                _ => panic!("not data"),
+            }
+        }
+        assert_eq!(c.prefix, &t0.bytes[..t0.offset]);
     }
 }
