@@ -126,7 +126,7 @@ for run in $(seq "$RUNS"); do
         >"$out/table.txt" 2>"$out/compare.log"; then
       log "run $run $id: compare.sh failed (see $out/compare.log)"
     fi
-    sed -n '/^server /,/^results:/p' "$out/table.txt" | grep -v '^results:' >&2 || true
+    sed -n '/^server  *msgs\/s/,/^results:/p' "$out/table.txt" | grep -v '^results:' >&2 || true
   done <<<"$MATRIX"
 done
 

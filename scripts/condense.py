@@ -78,6 +78,8 @@ def record(j):
     if j.get("published_per_s") is not None and j.get("config", {}).get("rate") is not None:
         r["published_per_s"] = rnd(j.get("published_per_s"), 1)
         r["max_send_lag_us"] = j.get("max_send_lag_us")
+        if (j.get("send_lag_us") or {}).get("p99") is not None:
+            r["send_lag_p99_us"] = rnd(j["send_lag_us"]["p99"])
     c = j.get("counts") or {}
     for k in ("missing", "duplicates", "disconnects", "failed"):
         if c.get(k):
@@ -301,8 +303,16 @@ def markdown(title, meta, groups, refs, json_name):
         if lags:
             worst = max(lags, key=lambda t: t[1])
             pubs = med([x.get("published_per_s") for r in g["runs"] for x in r["servers"].values()])
+            p99s = [(n, x.get("send_lag_p99_us")) for r in g["runs"] for n, x in r["servers"].items()
+                     if x.get("send_lag_p99_us") is not None]
+            extra = ""
+            if p99s:
+                w99 = max(p99s, key=lambda t: t[1])
+                extra = f"; worst send-lag p99 in the measured window {f_us(w99[1])} ({w99[0]})"
             L += ["", f"Open loop: published/s median {pubs}; largest publisher lag behind schedule "
-                  f"{f_us(worst[1])} ({worst[0]})."]
+                  f"{f_us(worst[1])} ({worst[0]}){extra}. Latency is timed from the actual send, so "
+                  "a send lag near the p99 means the generator or the machine, not only the server, "
+                  "shaped the tail."]
         bad = [(r["run"], n, x.get("failures") or ["not ok"]) for r in g["runs"]
                for n, x in r["servers"].items() if not x.get("ok", True)]
         for run, n, fl in bad:
