@@ -7,14 +7,15 @@
 #   e.g. scripts/compare.sh fanout --subscribers 1000 --payload 64 --max --duration 10
 #
 # Environment:
-#   SERVERS      servers to run (default: "ringhub-uring ringhub-epoll bun node-ws tungstenite")
+#   SERVERS      servers to run (default: "ringhub-uring ringhub-epoll bun node-ws tungstenite uws")
+#   UWS_BIN      uWebSockets peer binary for server `uws` (run as `$UWS_BIN PORT`); unset: skipped
 #   SERVER_CPU   core the server is pinned to (default 0); LOAD_CPU for the loadtest (default 1)
 #   OUT_DIR      where per-server JSON/logs go (default: a new /tmp/ringhub-compare.* dir)
 #   BASE_PORT    first port to use (default 9400); CARGO_TARGET_DIR as usual
 #   NO_BUILD=1   skip the cargo builds
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCENARIO=$1
 shift
@@ -24,7 +25,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 PEERS=$ROOT/scripts/peers
-SERVERS=${SERVERS:-"ringhub-uring ringhub-epoll bun node-ws tungstenite"}
+SERVERS=${SERVERS:-"ringhub-uring ringhub-epoll bun node-ws tungstenite uws"}
+UWS_BIN=${UWS_BIN:-}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-9400}
@@ -97,6 +99,11 @@ start_server() {
     tungstenite)
       "${pin[@]}" "$BIN/ringhub-peer-tungstenite" --listen "127.0.0.1:$port" --mode "$mode" \
         --threads 1 >"$OUT_DIR/$name.server.log" 2>&1 &
+      ;;
+    uws)
+      if [ -z "$UWS_BIN" ]; then log "uws: UWS_BIN is not set (path to the uWebSockets peer binary)"; return 1; fi
+      if [ ! -x "$UWS_BIN" ]; then log "uws: UWS_BIN=$UWS_BIN is not an executable"; return 1; fi
+      "${pin[@]}" "$UWS_BIN" "$port" >"$OUT_DIR/$name.server.log" 2>&1 &
       ;;
     *) log "unknown server $name"; return 1 ;;
   esac

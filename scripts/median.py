@@ -63,7 +63,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dirs", nargs="+")
     ap.add_argument("--ref", default="bun")
-    ap.add_argument("--servers", default="ringhub-uring ringhub-epoll bun node-ws tungstenite")
+    ap.add_argument("--servers", default="ringhub-uring ringhub-epoll bun node-ws tungstenite uws")
     a = ap.parse_args()
     names = a.servers.split()
     rows = []

@@ -4,8 +4,10 @@
     scripts/plot.py RESULT.json... [-o fanout.svg] [--title TEXT]
 
 Reads ringhub-loadtest `--json` files of the fanout scenario (as written by
-scripts/compare.sh / scripts/sweep.sh); one line per `label`. When several files hold the same
-label and subscriber count (repeated runs), the point is their median. No dependencies.
+scripts/compare.sh / scripts/sweep.sh), or condensed campaign files written by
+scripts/condense.py (every run of every fanout scenario in it; `--scenarios ID,..`, `--runs N,..`
+and `--servers NAME,..` keep only those); one line per `label`. When several files hold the same label and
+subscriber count (repeated runs), the point is their median. No dependencies.
 """
 import argparse
 import json
@@ -20,7 +22,7 @@ W, H = 760, 460
 L, R, T, B = 90, 190, 50, 60  # margins
 
 
-def load(paths):
+def load(paths, scenarios=None, runs_kept=None, servers=None):
     runs = defaultdict(lambda: defaultdict(list))
     for p in paths:
         try:
@@ -28,6 +30,20 @@ def load(paths):
                 d = json.load(f)
         except (OSError, ValueError) as e:
             print(f"plot: skipping {p}: {e}", file=sys.stderr)
+            continue
+        if "scenarios" in d and "campaign" in d:  # condensed by scripts/condense.py
+            for g in d["scenarios"]:
+                subs = (g.get("config") or {}).get("subscribers")
+                if g.get("scenario") != "fanout" or not subs or (scenarios and g["id"] not in scenarios):
+                    continue
+                for r in g["runs"]:
+                    if runs_kept and r["run"] not in runs_kept:
+                        continue
+                    for label, x in r["servers"].items():
+                        if servers and label not in servers:
+                            continue
+                        if x.get("msgs_per_s") is not None:
+                            runs[label][subs].append(x["msgs_per_s"])
             continue
         if d.get("scenario") != "fanout":
             continue
@@ -108,9 +124,14 @@ def main():
     ap.add_argument("files", nargs="+")
     ap.add_argument("-o", "--output", default="fanout.svg")
     ap.add_argument("--title", default="ringhub fan-out: delivered msgs/s vs subscribers")
+    ap.add_argument("--scenarios", help="condensed files: only these scenario ids (comma list)")
+    ap.add_argument("--runs", help="condensed files: only these run numbers (comma list)")
+    ap.add_argument("--servers", help="condensed files: only these servers (comma list)")
     a = ap.parse_args()
     with open(a.output, "w") as f:
-        f.write(svg(load(a.files), a.title))
+        f.write(svg(load(a.files, a.scenarios and a.scenarios.split(","),
+                         a.runs and [int(x) for x in a.runs.split(",")],
+                         a.servers and a.servers.split(",")), a.title))
     print(f"plot: wrote {a.output}")
 
 

@@ -328,9 +328,11 @@ fn report(
 ) -> Report {
     let a = &sh.args;
     let mut lat = Latency::new();
+    let mut lag_hist = Latency::new();
     let mut t = ThreadResult::default();
     for r in &results {
         lat.merge(&r.latency);
+        lag_hist.merge(&r.send_lag);
         t.delivered += r.delivered;
         t.in_window += r.in_window;
         t.duplicates += r.duplicates;
@@ -402,8 +404,11 @@ fn report(
         );
     }
     let lag = sh.max_lag_ns.load(Ordering::Relaxed);
+    let lag_summary = lag_hist.summary();
     if a.rate.is_some() {
         rep.row("max send lag", fmt_us(lag as f64 / 1000.0));
+        rep.row("send lag", lag_summary.line());
+        rep.set("send_lag_us", lag_summary.to_json());
     }
     if a.verify {
         if t.missing > 0 {

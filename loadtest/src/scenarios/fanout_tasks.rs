@@ -19,6 +19,9 @@ use tokio::sync::Semaphore;
 #[derive(Default)]
 pub struct ThreadResult {
     pub latency: Latency,
+    /// Open loop: how late each publication sent in the measured window left, against its
+    /// schedule (coordinated omission: latency is timed from the actual send).
+    pub send_lag: Latency,
     pub delivered: u64,
     pub in_window: u64,
     pub duplicates: u64,
@@ -127,7 +130,7 @@ pub async fn subscriber(
     sh.phases.wait_for(Phase::Running).await;
     let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
-    let cls = Classifier::new(sh.ctx.ringhub);
+    let mut cls = Classifier::new(sh.ctx.ringhub);
     let window = if sh.args.max {
         sh.args.window as u64
     } else {
@@ -265,7 +268,7 @@ async fn drain_publisher(
     acc: Rc<RefCell<ThreadResult>>,
     pongs: Rc<RefCell<Vec<Vec<u8>>>>,
 ) {
-    let cls = Classifier::new(sh.ctx.ringhub);
+    let mut cls = Classifier::new(sh.ctx.ringhub);
     'conn: while rd.fill().await.is_ok() {
         loop {
             match rd.next_buffered() {
@@ -301,7 +304,8 @@ pub async fn publisher(
         return;
     };
     let pongs = Rc::new(RefCell::new(Vec::new()));
-    let reader = tokio::task::spawn_local(drain_publisher(sh.clone(), rd, acc, pongs.clone()));
+    let reader =
+        tokio::task::spawn_local(drain_publisher(sh.clone(), rd, acc.clone(), pongs.clone()));
     let _abort = AbortOnDrop(reader);
     sh.ready.fetch_add(1, Ordering::Relaxed);
     sh.phases.wait_for(Phase::Running).await;
@@ -318,6 +322,7 @@ pub async fn publisher(
         })
         .collect();
     let start = sh.start_ns.load(Ordering::Relaxed);
+    let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let end = sh.measure_end_ns.load(Ordering::Relaxed);
     let end_at = tokio::time::Instant::from_std(stats::epoch() + Duration::from_nanos(end));
     // Open loop: nanoseconds between two messages of one stream.
@@ -353,9 +358,14 @@ pub async fn publisher(
                 next_due = next_due.min(start + ((seq + n) as f64 * interval) as u64);
                 n
             };
+            let record_lag = !sh.args.max && now >= m_start;
             for _ in 0..allowed {
                 if sh.args.max {
                     st.slots[(seq % window) as usize].store(0, Ordering::Relaxed);
+                }
+                if record_lag {
+                    let sched = start + (seq as f64 * interval) as u64;
+                    acc.borrow_mut().send_lag.record(now.saturating_sub(sched));
                 }
                 let h = Header {
                     stream: s as u32,
