@@ -146,7 +146,10 @@ fn load(cli: &Cli, file: Option<&Path>) -> Result<Settings, Box<dyn Error>> {
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let (writer, guard) = tracing_appender::non_blocking(std::io::stdout());
+    // The writer's queue is allocated (and touched) up front: 16k lines is ample for bursts.
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(16 * 1024)
+        .finish(std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))

@@ -135,6 +135,7 @@ impl Builder {
     pub fn build(self) -> Result<Server, ServerError> {
         self.config.validate()?;
         let mut router = PatternMap::new();
+        let blocking_routes = self.routes.iter().any(|r| r.2);
         for (pattern, handler, blocking) in self.routes {
             let p = Pattern::parse(&pattern)
                 .map_err(|e| ServerError::Config(format!("handler pattern '{pattern}': {e}")))?;
@@ -153,6 +154,7 @@ impl Builder {
         Ok(Server {
             config: self.config,
             router,
+            blocking: blocking_routes,
         })
     }
 }
@@ -161,6 +163,8 @@ impl Builder {
 pub struct Server {
     config: Config,
     router: PatternMap<Route>,
+    /// Whether any handler runs on the pool (no pool threads or queue otherwise).
+    blocking: bool,
 }
 
 /// Which backend the shards actually run.
@@ -237,14 +241,16 @@ impl Server {
                 addr: self.config.listen,
                 source,
             })?;
-        let (pool_tx, pool_rx) = crossbeam_channel::bounded(65_536);
+        // The pool exists only for blocking handlers; its bounded queue's slots are allocated
+        // and touched up front, so it is sized for bursts, not for every message of a second.
+        let (pool_tx, pool_rx) = crossbeam_channel::bounded(if self.blocking { 8_192 } else { 1 });
         let (api_tx, api_rx) = tokio::sync::mpsc::unbounded_channel();
         let hub = Arc::new(HubShared {
             shards: n,
             router: self.router,
             inboxes: (0..n).map(|_| Inbox::default()).collect(),
             stats: (0..n).map(|_| ShardStats::default()).collect(),
-            pool: Some(pool_tx),
+            pool: self.blocking.then_some(pool_tx),
             api: Some(api_tx),
             stopping: AtomicBool::new(false),
             config: self.config,
@@ -259,7 +265,12 @@ impl Server {
         };
         let (pool_stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut pool = Vec::new();
-        for i in 0..hub.config.handler_threads.max(1) {
+        let workers = if self.blocking {
+            hub.config.handler_threads.max(1)
+        } else {
+            0
+        };
+        for i in 0..workers {
             let (hub, rx, stop) = (hub.clone(), pool_rx.clone(), stop_rx.clone());
             let t = std::thread::Builder::new()
                 .name(format!("ringhub-pool-{i}"))

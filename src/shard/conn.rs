@@ -43,7 +43,7 @@ impl ShardState {
     /// is closed through the usual path.
     pub(crate) fn accept(&mut self, fd: RawFd, remote: SocketAddr) -> u32 {
         self.generation = self.generation.wrapping_add(1);
-        let (gen, now) = (self.generation, self.now);
+        let (gen, now) = (self.generation, self.stamp);
         let slot = self.conns.vacant_key() as u32;
         let id = ConnId::new(self.index, slot, gen);
         let guard = &self.hub.config.guard;
@@ -99,14 +99,14 @@ impl ShardState {
         if let Some(u) = &user {
             self.users.entry(u.clone()).or_default().push(id);
         }
-        let took = self.now;
+        let took = self.stamp;
         let Some(c) = self.conn_mut(id) else { return };
         c.phase = phase;
         c.user = user;
         c.perms = permissions;
         c.limiter = limiter.map(Box::new);
         c.set(flag::COUNTED);
-        let took = took.duration_since(c.accepted);
+        let took = took.since(c.accepted);
         let stats = self.stats();
         stats.handshake(101, took);
         stats
@@ -116,7 +116,7 @@ impl ShardState {
 
     /// Bytes received on `slot` (unmasked in place).
     pub(crate) fn on_input(&mut self, slot: u32, data: &mut [u8]) {
-        let now = self.now;
+        let now = self.stamp;
         let Some(c) = self.conns.get_mut(slot as usize) else {
             return;
         };
@@ -469,12 +469,12 @@ impl ShardState {
 
     /// Answers an HTTP error and closes once it is written.
     pub(super) fn http_error(&mut self, id: ConnId, e: &HttpError) {
-        let now = self.now;
+        let now = self.stamp;
         let Some(c) = self.conn_mut(id) else { return };
         if !matches!(c.phase, Phase::Head | Phase::Body(..) | Phase::Api) {
             return;
         }
-        let took = now.duration_since(c.accepted);
+        let took = now.since(c.accepted);
         c.phase = Phase::Discard;
         tracing::debug!(peer = %c.remote, status = e.status, reason = %e.message, "HTTP request refused");
         self.stats().handshake(e.status, took);
@@ -484,13 +484,13 @@ impl ShardState {
 
     /// The API thread's response for `id`.
     pub(super) fn http_response(&mut self, id: ConnId, bytes: Bytes) {
-        let now = self.now;
+        let now = self.stamp;
         let Some(c) = self.conn_mut(id) else { return };
         if !matches!(c.phase, Phase::Api) {
             return;
         }
         c.phase = Phase::Discard;
-        let took = now.duration_since(c.accepted);
+        let took = now.since(c.accepted);
         let status = bytes
             .get(9..12)
             .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())

@@ -91,9 +91,9 @@ pub(crate) struct ConnEntry {
     /// A fragmented message being reassembled: allocated only while one is.
     asm: Option<Box<Assembler>>,
     /// When the connection began closing; nothing is queued after its close frame.
-    closing: Option<Instant>,
-    last_seen: Instant,
-    accepted: Instant,
+    closing: Option<Stamp>,
+    last_seen: Stamp,
+    accepted: Stamp,
     subs: Vec<Box<str>>,
     /// Last publication delivered, to send each publication once per connection even when
     /// several of its patterns match.
@@ -135,6 +135,24 @@ impl ConnEntry {
     }
 }
 
+/// A coarse timestamp: milliseconds since the shard started, 4 bytes in every entry instead of
+/// an `Instant`'s 16 (non-zero, so an `Option` of it is 4 bytes too). Only differences under
+/// 49 days are taken, which every timeout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(std::num::NonZeroU32);
+
+impl Stamp {
+    fn at(epoch: Instant, now: Instant) -> Self {
+        let ms = now.duration_since(epoch).as_millis() as u32;
+        Stamp(std::num::NonZeroU32::new(ms | 1).unwrap_or(std::num::NonZeroU32::MIN))
+    }
+
+    /// Time from `earlier` to `self`.
+    fn since(self, earlier: Stamp) -> Duration {
+        Duration::from_millis(u64::from(self.0.get().wrapping_sub(earlier.0.get())))
+    }
+}
+
 /// What the shell must do with a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoReq {
@@ -167,7 +185,11 @@ pub(crate) struct ShardState {
     next_token: u64,
     generation: u32,
     pub_seq: u64,
+    /// The shard's clock, set by the shell once per iteration; `stamp` is the same instant as
+    /// entries store it.
     now: Instant,
+    epoch: Instant,
+    stamp: Stamp,
     /// Connections with output to flush at the end of this loop iteration (corking).
     dirty: Vec<u32>,
     /// Socket work for the shell.
@@ -199,6 +221,8 @@ impl ShardState {
             generation: 0,
             pub_seq: 0,
             now,
+            epoch: now,
+            stamp: Stamp::at(now, now),
             dirty: Vec::new(),
             io: Vec::new(),
             plain: Vec::new(),
@@ -215,6 +239,7 @@ impl ShardState {
     /// Sets the coarse clock (once per loop iteration).
     pub(crate) fn set_now(&mut self, now: Instant) {
         self.now = now;
+        self.stamp = Stamp::at(self.epoch, now);
     }
 
     /// Whether listeners should close (the drain delay is over).
@@ -312,14 +337,14 @@ impl ShardState {
     /// quiet connections, closes idle ones, times out handshakes, cuts stuck closes, ends the
     /// drain delay. One pass over the slab per tick instead of a timer per connection.
     pub(crate) fn tick(&mut self) {
-        let now = self.now;
-        if now.duration_since(self.last_tick) < self.tick_interval() {
+        if self.now.duration_since(self.last_tick) < self.tick_interval() {
             return;
         }
-        self.last_tick = now;
-        if self.drain_until.is_some_and(|t| now >= t) {
+        self.last_tick = self.now;
+        if self.drain_until.is_some_and(|t| self.now >= t) {
             self.shut_down();
         }
+        let now = self.stamp;
         let cfg = &self.hub.config;
         let (ping, idle, close_to, hs) = (
             cfg.ping_interval,
@@ -332,7 +357,7 @@ impl ShardState {
         let mut pings = Vec::new();
         for (slot, c) in self.conns.iter_mut() {
             if let Some(since) = c.closing {
-                if !c.has(flag::FORCED) && now.duration_since(since) >= close_to {
+                if !c.has(flag::FORCED) && now.since(since) >= close_to {
                     c.set(flag::FORCED);
                     self.io.push(IoReq::Cut(slot as u32));
                 }
@@ -340,7 +365,7 @@ impl ShardState {
             }
             match c.phase {
                 Phase::Head | Phase::Body(..) => {
-                    if now.duration_since(c.accepted) >= hs {
+                    if now.since(c.accepted) >= hs {
                         late.push(c.id);
                     }
                     continue;
@@ -348,7 +373,7 @@ impl ShardState {
                 Phase::Api | Phase::Discard => continue,
                 Phase::Sse => {
                     // SSE clients never send: no idle timeout, a heartbeat comment instead.
-                    if now.duration_since(c.last_seen) >= SSE_HEARTBEAT {
+                    if now.since(c.last_seen) >= SSE_HEARTBEAT {
                         c.last_seen = now;
                         pings.push(c.id);
                     }
@@ -356,7 +381,7 @@ impl ShardState {
                 }
                 Phase::Ws(_) => {}
             }
-            let quiet = now.duration_since(c.last_seen);
+            let quiet = now.since(c.last_seen);
             if quiet >= idle {
                 idle_ids.push(c.id);
             } else if quiet >= ping && !c.has(flag::PING_SENT) {

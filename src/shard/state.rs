@@ -68,7 +68,7 @@ impl ShardState {
 
     /// Marks the connection closing and drops its subscriptions so nothing more is delivered.
     pub(super) fn begin_close(&mut self, id: ConnId) {
-        let now = self.now;
+        let now = self.stamp;
         let Some(c) = self.conn_mut(id) else { return };
         if c.closing.is_none() {
             c.closing = Some(now);
