@@ -49,7 +49,12 @@ impl ShardState {
         let guard = &self.hub.config.guard;
         let tls = guard.tls.as_ref().and_then(|cfg| {
             rustls::ServerConnection::new(cfg.clone())
-                .map(Box::new)
+                .map(|mut t| {
+                    // The connection's queue bound applies before frames reach rustls, and a
+                    // flush hands it everything queued: its own 64 KiB cap would cut the stream.
+                    t.set_buffer_limit(None);
+                    Box::new(t)
+                })
                 .map_err(|e| tracing::warn!(error = %e, "TLS session could not be created"))
                 .ok()
         });

@@ -71,7 +71,8 @@ pub(crate) fn run(
                 Token(t) => {
                     let slot = t as u32;
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                        read_all(&mut st, slot, &mut rbuf);
+                        let closed = ev.is_read_closed() || ev.is_error();
+                        read_all(&mut st, slot, &mut rbuf, closed);
                     }
                     if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
                         st.on_writable(slot);
@@ -100,6 +101,9 @@ pub(crate) fn run(
         if st.is_shutting_down() {
             if let Some(mut l) = listener.take() {
                 let _ = poll.registry().deregister(&mut l);
+                // Out of LISTEN at once: clients waiting in the backlog are refused.
+                // SAFETY: shuts down our own listening socket, closed right after.
+                unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
                 stopping.begin(Instant::now(), hub.config.shutdown_timeout);
             }
             if stopping.check(&mut st, Instant::now()) {
@@ -155,8 +159,10 @@ fn accept_all(
     }
 }
 
-/// Reads until the socket is drained (edge-triggered), decoding from the shared buffer.
-fn read_all(st: &mut ShardState, slot: u32, buf: &mut [u8]) {
+/// Reads until the socket is drained (edge-triggered), decoding from the shared buffer. A short
+/// read means drained — unless the event also reported the peer's FIN (`closed`), which no
+/// later edge would report again: then read on to the EOF.
+fn read_all(st: &mut ShardState, slot: u32, buf: &mut [u8], closed: bool) {
     loop {
         if !st.wants_input(slot) {
             return;
@@ -167,7 +173,7 @@ fn read_all(st: &mut ShardState, slot: u32, buf: &mut [u8]) {
         if n > 0 {
             let n = n as usize;
             st.on_input(slot, &mut buf[..n]);
-            if n < buf.len() {
+            if n < buf.len() && !closed {
                 return;
             }
         } else if n == 0 {

@@ -338,8 +338,12 @@ pub(crate) fn run(
             lp.arm_accept(lfd);
         }
         if st.is_shutting_down() {
-            if listener.take().is_some() {
-                // The pending multishot accept holds the listening socket until cancelled.
+            if let Some(l) = listener.take() {
+                // The pending multishot accept holds a reference to the listening socket: take
+                // it out of LISTEN now (the accept completes with an error), then cancel.
+                // SAFETY: shuts down the listener we still own; it is closed right after.
+                unsafe { libc::shutdown(l.as_raw_fd(), libc::SHUT_RDWR) };
+                drop(l);
                 let e = opcode::AsyncCancel::new(ACCEPT).build().user_data(CANCEL);
                 lp.push(e);
                 stopping.begin(Instant::now(), hub.config.shutdown_timeout);
