@@ -52,7 +52,11 @@ fn spawn(io: &str) -> (Child, String) {
 
 /// Sends a request and returns what the server answered before closing.
 fn ask(addr: &str, req: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut s = match TcpStream::connect(addr) {
+        Ok(s) => s,
+        // Possible while the server is at its limit and its backlog is full.
+        Err(e) => return format!("connect failed: {e}"),
+    };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let _ = s.write_all(req.as_bytes());
     let mut out = String::new();

@@ -230,6 +230,17 @@ impl FdReserve {
                     SHED_RESPONSE.len(),
                     libc::MSG_NOSIGNAL,
                 );
+                // Read what the client already sent: closing with unread input would reset
+                // the connection and could destroy the answer before the client reads it.
+                let mut sink = [0u8; 2048];
+                for _ in 0..8 {
+                    let r =
+                        libc::recv(fd, sink.as_mut_ptr().cast(), sink.len(), libc::MSG_DONTWAIT);
+                    if r <= 0 {
+                        break;
+                    }
+                }
+                libc::shutdown(fd, libc::SHUT_WR);
                 libc::close(fd);
             }
             n += 1;

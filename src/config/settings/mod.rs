@@ -403,8 +403,8 @@ impl Settings {
         }
         if self.limits.max_connections == 0 {
             w.push(
-                "limits.max_connections = 0: no connection cap; past the descriptor limit accept() \
-                 fails instead of answering 503"
+                "limits.max_connections = 0: no connection cap; at the descriptor limit new clients \
+                 are only shed with a bare 503 and health probes share their fate"
                     .to_string(),
             );
         } else if let Some(soft) = fd_soft_limit() {
