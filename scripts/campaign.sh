@@ -19,6 +19,9 @@
 #   CAMPAIGN      name (default campaign-<UTC date-time>); CAMPAIGN_DIR (default /tmp/ringhub-campaign/<name>)
 #   RESULTS_DIR   where the condensed .json/.md go (default docs/benchmarks)
 #   REFS          reference servers for the ratios (default "bun,uws")
+#   PRIO          compare.sh scheduling (default here: rt = SCHED_FIFO for server and loadtest; with
+#                 other load on the machine, even niced builds, closed-loop results were 3x lower
+#                 without it); none | nice | rt
 #   NO_BUILD=1    skip the cargo build; everything compare.sh reads (UWS_BIN, SERVER_CPU, LOAD_CPU,
 #                 CARGO_TARGET_DIR, BASE_PORT) is passed through
 set -euo pipefail
@@ -30,6 +33,7 @@ PAYLOAD=${PAYLOAD:-64}
 FANOUT_WINDOW=${FANOUT_WINDOW:-64}
 IDLE_HOLD=${IDLE_HOLD:-5}
 export SERVERS=${SERVERS:-"ringhub-uring ringhub-epoll bun uws"}
+export PRIO=${PRIO:-rt}
 CAMPAIGN=${CAMPAIGN:-campaign-$(date -u +%Y%m%d-%H%M)}
 CAMPAIGN_DIR=${CAMPAIGN_DIR:-/tmp/ringhub-campaign/$CAMPAIGN}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/docs/benchmarks}
@@ -57,7 +61,7 @@ if [ "${1:-}" = --list ]; then
   echo "$MATRIX" | awk -F'|' '{printf "%-22s compare.sh %s\n", $1, $3}'
   exit 0
 fi
-[ $# -eq 0 ] || { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -eq 0 ] || { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 selected() { [ -z "${SCENARIOS:-}" ] || [[ " $SCENARIOS " == *" $1 "* ]]; }
 if [ -n "${SCENARIOS:-}" ]; then
@@ -93,19 +97,20 @@ commands=()
 port_base=${BASE_PORT:-9400}
 while IFS='|' read -r id title args; do
   selected "$id" || continue
-  commands+=("SERVERS=\"$SERVERS\" NO_BUILD=1 scripts/compare.sh $args   # $id")
+  commands+=("PRIO=$PRIO SERVERS=\"$SERVERS\" NO_BUILD=1 scripts/compare.sh $args   # $id")
 done <<<"$MATRIX"
 jq -n --arg name "$CAMPAIGN" --arg started "$(date -u +%FT%TZ)" --argjson runs "$RUNS" \
   --arg servers "$SERVERS" --arg commit "$commit" \
   --arg kernel "$(uname -r)" --arg cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
   --arg nproc "$(nproc)" --arg rustc "$(ver rustc --version)" --arg bun "$(ver "$bun_bin" --version)" \
   --arg uws "${uws_version:-${UWS_BIN:-not run}}" \
-  --arg pin "server taskset -c ${SERVER_CPU:-0}, loadtest taskset -c ${LOAD_CPU:-1}" \
+  --arg pin "server taskset -c ${SERVER_CPU:-0}, loadtest taskset -c ${LOAD_CPU:-1}, PRIO=$PRIO" \
+  --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" \
   --arg lt "$(ver "$TARGET_DIR/release/ringhub-loadtest" --version)" \
   --arg matrix "$MATRIX" --args '
   { name: $name, started: $started, runs: $runs, servers: $servers, commit: $commit,
     env: {kernel: $kernel, cpu: $cpu, nproc: $nproc, rustc: $rustc, bun: $bun, uws: $uws,
-          pinning: $pin, loadtest: $lt},
+          pinning: $pin, loadtest: $lt, "load average at start": $load},
     commands: $ARGS.positional,
     scenarios: [$matrix | split("\n")[] | select(length > 0) | split("|")
                 | {id: .[0], title: .[1], command: ("compare.sh " + .[2])}] }' \

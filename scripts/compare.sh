@@ -10,12 +10,15 @@
 #   SERVERS      servers to run (default: "ringhub-uring ringhub-epoll bun node-ws tungstenite uws")
 #   UWS_BIN      uWebSockets peer binary for server `uws` (run as `$UWS_BIN PORT`); unset: skipped
 #   SERVER_CPU   core the server is pinned to (default 0); LOAD_CPU for the loadtest (default 1)
+#   PRIO         scheduling of server and loadtest: none (default) | rt (chrt -f 10, SCHED_FIFO:
+#                other load on the machine, even niced builds, cannot delay their wake-ups) |
+#                nice (nice -n -20)
 #   OUT_DIR      where per-server JSON/logs go (default: a new /tmp/ringhub-compare.* dir)
 #   BASE_PORT    first port to use (default 9400); CARGO_TARGET_DIR as usual
 #   NO_BUILD=1   skip the cargo builds
 set -euo pipefail
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 SCENARIO=$1
 shift
@@ -30,6 +33,13 @@ UWS_BIN=${UWS_BIN:-}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-9400}
+PRIO=${PRIO:-none}
+case "$PRIO" in
+  none) PRIO_CMD=() ;;
+  rt) PRIO_CMD=(chrt -f 10) ;;
+  nice) PRIO_CMD=(nice -n -20) ;;
+  *) echo "compare: PRIO must be none, rt or nice" >&2; exit 2 ;;
+esac
 OUT_DIR=${OUT_DIR:-$(mktemp -d /tmp/ringhub-compare.XXXXXX)}
 mkdir -p "$OUT_DIR"
 CLK_TCK=$(getconf CLK_TCK)
@@ -78,7 +88,7 @@ start_server() {
   local name=$1 port=$2 mode=broadcast
   case "$SCENARIO" in echo) mode=echo ;; esac
   PROTOCOL=raw
-  local pin=(taskset -c "$SERVER_CPU")
+  local pin=(taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}")
   case "$name" in
     ringhub-uring|ringhub-epoll)
       [ "$RINGHUB_OK" = 1 ] || return 1
@@ -124,6 +134,9 @@ start_server() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Task-busy ticks (user + nice + system + steal; irq and softirq time, which the kernel
+# charges to no task, are left out) and total ticks of one core from /proc/stat ("busy total").
+core_ticks() { awk -v c="cpu$1" '$1 == c {t = 0; for (i = 2; i <= 9; i++) t += $i; print $2 + $3 + $4 + $9, t}' /proc/stat; }
 status_kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
 
 # --- runs ----------------------------------------------------------------------------
@@ -140,12 +153,16 @@ for name in $SERVERS; do
   [ "$SCENARIO" = idle ] && extra=(--server-pid "$SERVER_PID")
   log "$name: running $SCENARIO (server on core $SERVER_CPU, loadtest on core $LOAD_CPU)"
   t0=$(cpu_ticks "$SERVER_PID")
+  read -r sb0 st0 < <(core_ticks "$SERVER_CPU")
+  read -r lb0 lt0 < <(core_ticks "$LOAD_CPU")
   set +e
-  taskset -c "$LOAD_CPU" "$BIN/ringhub-loadtest" "$SCENARIO" --target "127.0.0.1:$port" \
+  taskset -c "$LOAD_CPU" "${PRIO_CMD[@]}" "$BIN/ringhub-loadtest" "$SCENARIO" --target "127.0.0.1:$port" \
     --protocol "$PROTOCOL" --label "$name" --json "$json" "${extra[@]}" "$@" \
     | tee "$OUT_DIR/$name.txt" >&2
   rc=${PIPESTATUS[0]}
   set -e
+  read -r sb1 st1 < <(core_ticks "$SERVER_CPU")
+  read -r lb1 lt1 < <(core_ticks "$LOAD_CPU")
   if kill -0 "$SERVER_PID" 2>/dev/null; then
     t1=$(cpu_ticks "$SERVER_PID")
     rss=$(status_kb "$SERVER_PID" VmRSS)
@@ -159,8 +176,18 @@ for name in $SERVERS; do
   if [ -f "$json" ]; then
     cpu=$(awk -v a="$t0" -v b="$t1" -v t="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / t}')
     tmp=$(mktemp)
+    # Other load on the two cores during the run: busy ticks of the core minus the server's
+    # (resp. the loadtest's) own CPU time, as a share of the core.
+    other=$(awk -v sb="$((sb1 - sb0))" -v st="$((st1 - st0))" -v lb="$((lb1 - lb0))" -v lt="$((lt1 - lt0))" \
+      -v srv="$(awk -v a="$t0" -v b="$t1" 'BEGIN {print b - a}')" -v tck="$CLK_TCK" \
+      -v ltcpu="$(jq -r '.loadtest_cpu_s // 0' "$json")" 'BEGIN {
+        s = st > 0 ? (sb - srv) / st : 0; l = lt > 0 ? (lb - ltcpu * tck) / lt : 0;
+        if (s < 0) s = 0; if (l < 0) l = 0;
+        printf "{\"server_core\": %.3f, \"loadtest_core\": %.3f}", s, l }')
     jq --argjson cpu "$cpu" --argjson rss "${rss:-0}" --argjson hwm "${hwm:-0}" --argjson rc "$rc" \
-      '.server = {cpu_s: $cpu, rss_kb: $rss, hwm_kb: $hwm, loadtest_exit: $rc}' "$json" >"$tmp"
+      --argjson other "$other" --arg prio "$PRIO" \
+      '.server = {cpu_s: $cpu, rss_kb: $rss, hwm_kb: $hwm, loadtest_exit: $rc}
+       | .machine = {other_load: $other, prio: $prio}' "$json" >"$tmp"
     mv "$tmp" "$json"
   else
     log "$name: loadtest produced no result (exit $rc)"
@@ -170,10 +197,11 @@ done
 # --- table ---------------------------------------------------------------------------
 echo
 echo "scenario: $SCENARIO $*"
-echo "server pinned to core $SERVER_CPU (taskset -c $SERVER_CPU), ringhub-loadtest to core $LOAD_CPU (taskset -c $LOAD_CPU)"
+echo "server pinned to core $SERVER_CPU (taskset -c $SERVER_CPU), ringhub-loadtest to core $LOAD_CPU (taskset -c $LOAD_CPU), PRIO=$PRIO"
+echo "other = CPU share of the server's / the loadtest's core used by other tasks during the run (with PRIO=rt they only get what the two leave idle)"
 echo "server CPU s = utime+stime over the whole loadtest run (connect, warmup, measure, drain); RSS = peak VmHWM"
 echo "CPU ns/msg = server CPU s / messages delivered (fanout) or echoed (echo) over the same whole run; LT CPU = loadtest CPU share of its core"
-printf '%-15s %14s %11s %11s %9s %11s %12s %7s  %s\n' server msgs/s p50 p99 "CPU s" "CPU ns/msg" "peak RSS" "LT CPU" note
+printf '%-15s %14s %11s %11s %9s %11s %12s %7s %11s  %s\n' server msgs/s p50 p99 "CPU s" "CPU ns/msg" "peak RSS" "LT CPU" other note
 for name in $SERVERS; do
   json=$OUT_DIR/$name.json
   if [ ! -f "$json" ]; then
@@ -188,10 +216,11 @@ for name in $SERVERS; do
            | if $n > 0 then (.server.cpu_s / $n * 1e9 | round | tostring) else "-" end),
           ((.server.hwm_kb / 1024) | . * 10 | round / 10 | tostring) + " MB",
           (if (.loadtest_wall_s // 0) > 0 then (.loadtest_cpu_s / .loadtest_wall_s * 100 | round | tostring) + "%" else "-" end),
+          (if .machine.other_load then ((.machine.other_load.server_core * 100 | round | tostring) + "%/" + (.machine.other_load.loadtest_core * 100 | round | tostring) + "%") else "-" end),
           (if .ok then "" else "FAILED: " + (.failures | join("; ")) end)
           + (if .rss_per_conn_kb then "RSS/conn " + (.rss_per_conn_kb * 100 | round / 100 | tostring) + " kB" else "" end)]
          | @tsv' "$json" |
-    awk -F'\t' '{printf "%-15s %14s %11s %11s %9s %11s %12s %7s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+    awk -F'\t' '{printf "%-15s %14s %11s %11s %9s %11s %12s %7s %11s  %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10}'
 done
 
 echo

@@ -13,7 +13,9 @@ the run's printed table (RUN/table.txt, RUN.table or RUN/table) when there is on
 
 Per run and server: msgs/s, p50, p99 (µs), server CPU s, server CPU ns per message (CPU s over
 the whole loadtest run ÷ messages delivered, echoed or handshakes), peak RSS (VmHWM, kB),
-loadtest CPU share of its core (LT CPU), RSS growth per connection (idle), ok/failures.
+loadtest CPU share of its core (LT CPU), RSS growth per connection (idle), ok/failures, and
+(compare.sh runs since PRIO/other-load support) the share of the busier of the two cores that
+anything else used during the run ("other").
 Ratios are taken WITHIN a run (server ÷ reference in the same run), then the median over runs.
 No third-party dependencies.
 """
@@ -73,6 +75,11 @@ def record(j):
         if j.get("loadtest_wall_s") else None,
         "ok": j.get("ok", True),
     }
+    ol = (j.get("machine") or {}).get("other_load")
+    if ol:
+        r["other_load"] = rnd(max(ol.get("server_core", 0), ol.get("loadtest_core", 0)), 3)
+    if (j.get("machine") or {}).get("prio"):
+        r["prio"] = j["machine"]["prio"]
     if j.get("rss_per_conn_kb") is not None:
         r["rss_per_conn_kb"] = j["rss_per_conn_kb"]
     if j.get("published_per_s") is not None and j.get("config", {}).get("rate") is not None:
@@ -173,7 +180,7 @@ def condense(root, refs, meta):
             rs = [r["servers"].get(n) for r in g["runs"]]
             m = {}
             for k in ("msgs_per_s", "p50_us", "p99_us", "server_cpu_s", "cpu_ns_per_msg",
-                      "peak_rss_kb", "lt_cpu", "rss_per_conn_kb"):
+                      "peak_rss_kb", "lt_cpu", "rss_per_conn_kb", "other_load"):
                 v = med([x.get(k) for x in rs if x])
                 if v is not None:
                     m[k] = round(v, 3)
@@ -249,8 +256,12 @@ def markdown(title, meta, groups, refs, json_name):
     L += ["Cells are medians over the runs (each run's value in brackets). CPU/msg = server CPU "
           "(utime+stime over the whole loadtest run: connect, warm-up, measure, drain) ÷ messages "
           "delivered/echoed (per handshake for connect). LT CPU = the load generator's share of its "
-          "core (near 100%: the generator may be the limit). Ratios are server ÷ reference taken "
-          "within each run, then the median.", ""]
+          "core (near 100%: the generator may be the limit). other = the larger of the two cores' "
+          "(server's, generator's) share used by other tasks during the run: without PRIO=rt a "
+          "high value means the run was disturbed (wake-ups of the server and the generator waited "
+          "behind other tasks; closed-loop rates dropped 3× that way); with PRIO=rt other tasks "
+          "only get the time the server and the generator leave idle. Ratios are server ÷ "
+          "reference taken within each run, then the median.", ""]
     for g in groups:
         head = g.get("title") or g["id"]
         L.append(f"## {head}")
@@ -262,6 +273,12 @@ def markdown(title, meta, groups, refs, json_name):
         cols = ["server", "msgs/s (runs)", "p50", "p99", "CPU/msg ns", "peak RSS", "LT CPU"]
         if idle:
             cols = ["server", "RSS/conn kB (runs)", "peak RSS", "LT CPU"]
+        has_other = any("other_load" in m for m in g["median"].values())
+        prios = sorted({x.get("prio") for r in g["runs"] for x in r["servers"].values() if x.get("prio")})
+        if prios:
+            L += [f"PRIO: {', '.join(prios)}", ""]
+        if has_other:
+            cols.append("other")
         active = [r for r in refs if r in g["ratios_within_run"]]
         for ref in active:
             for _, lab in ratio_metrics(g.get("scenario")):
@@ -284,6 +301,8 @@ def markdown(title, meta, groups, refs, json_name):
                        f"{m['cpu_ns_per_msg']:.0f}" if m.get("cpu_ns_per_msg") is not None else "–"]
             row.append(f"{m['peak_rss_kb'] / 1024:.1f} MB" if m.get("peak_rss_kb") else "–")
             row.append(f"{100 * m['lt_cpu']:.0f}%" if m.get("lt_cpu") is not None else "–")
+            if has_other:
+                row.append(f"{100 * m['other_load']:.0f}%" if m.get("other_load") is not None else "–")
             for ref in active:
                 rr = g["ratios_within_run"][ref].get(n, {})
                 for k, lab in ratio_metrics(g.get("scenario")):

@@ -179,6 +179,9 @@ async fn worker(sh: Arc<Shared>, tid: usize) -> Result<ThreadResult> {
     let total = nsubs + sh.args.publishers;
     let sem = Arc::new(tokio::sync::Semaphore::new(sh.ctx.per_thread_concurrency()));
     let acc = std::rc::Rc::new(std::cell::RefCell::new(ThreadResult::default()));
+    if sh.args.max {
+        acc.borrow_mut().init_window(&sh, tid, threads);
+    }
     let mut set = tokio::task::JoinSet::new();
     let mut tracks = Vec::new();
     for c in (tid..total).step_by(threads) {
