@@ -468,7 +468,7 @@ impl ShardState {
     fn push_raw(&mut self, id: ConnId, bytes: Bytes) {
         let Some(c) = self.conn_mut(id) else { return };
         c.queued += bytes.len();
-        c.out.push_back(bytes);
+        c.out.push_back(super::Frame::new(bytes));
         self.mark_dirty(id.slot());
     }
 

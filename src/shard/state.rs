@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::inbox::ShardMsg;
-use super::{flag, ConnEntry, PendingInterest, ShardState};
+use super::{flag, ConnEntry, Frame, PendingInterest, ShardState};
 use crate::proto::envelope;
 use crate::proto::error::{ErrorCode, HandlerError};
 use crate::proto::pattern::Pattern;
@@ -25,7 +25,7 @@ impl ShardState {
             return;
         }
         c.queued += frame.len();
-        c.out.push_back(frame);
+        c.out.push_back(Frame::new(frame));
         self.mark_dirty(id.slot());
     }
 
@@ -61,7 +61,7 @@ impl ShardState {
             return;
         }
         c.queued += frame.len();
-        c.out.push_back(frame);
+        c.out.push_back(Frame::new(frame));
         self.mark_dirty(id.slot());
         self.begin_close(id);
     }
@@ -139,6 +139,7 @@ impl ShardState {
         let mut slow: Vec<ConnId> = Vec::new();
         let conns = &mut self.conns;
         let dirty = &mut self.dirty;
+        let shared = Frame::new(frame.clone());
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
@@ -158,7 +159,7 @@ impl ShardState {
                     continue;
                 }
                 c.queued += frame.len();
-                c.out.push_back(frame.clone());
+                c.out.push_back(shared.clone());
                 if c.flags & flag::DIRTY == 0 {
                     c.flags |= flag::DIRTY;
                     dirty.push(slot);
