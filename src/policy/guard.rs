@@ -91,7 +91,7 @@ impl Guard {
         let l = &s.limits;
         let tls = match (&s.tls.cert_file, &s.tls.key_file) {
             (Some(cert), Some(key)) => {
-                Some(crate::transport::tls::server_config(cert, key).map_err(GuardError::Tls)?)
+                Some(super::tls::server_config(cert, key).map_err(GuardError::Tls)?)
             }
             _ => None,
         };

@@ -5,3 +5,4 @@ pub mod auth;
 pub mod guard;
 pub mod ratelimit;
 pub mod security;
+pub mod tls;

@@ -219,10 +219,11 @@ impl Assembler {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn masked(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    /// A client frame as a browser sends it (masked), for tests across the crate.
+    pub(crate) fn masked(op: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [1, 2, 3, 4];
         let mut f = vec![(fin as u8) << 7 | op];
         match payload.len() {

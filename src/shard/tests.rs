@@ -9,24 +9,9 @@ fn shard() -> ShardState {
     ShardState::new(0, Arc::new(HubShared::for_bench(1)))
 }
 
-/// A masked client frame.
+/// A whole masked client frame.
 fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [7, 1, 9, 3];
-    let mut f = vec![0x80 | op];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    crate::proto::frame::tests::masked(op, true, payload)
 }
 
 const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";

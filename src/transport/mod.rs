@@ -6,7 +6,6 @@
 
 mod bufring;
 pub(crate) mod epoll;
-pub(crate) mod tls;
 pub(crate) mod uring;
 
 use std::io;

@@ -1,6 +1,6 @@
-//! TLS configuration. rustls is sans-IO: each connection's `ServerConnection` lives in its slab
-//! entry and the shard feeds it the bytes either shell received (`shard::conn`), so TLS works the
-//! same on io_uring and epoll.
+//! TLS configuration (certificate and key → rustls `ServerConfig`). rustls is sans-IO: each
+//! connection's `ServerConnection` lives in its slab entry and the shard feeds it the bytes either
+//! shell received (`shard::conn`), so TLS works the same on io_uring and epoll.
 
 use std::path::Path;
 use std::sync::Arc;
