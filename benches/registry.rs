@@ -2,7 +2,8 @@
 //! - `Registry::subscribe` + `unsubscribe` of one connection to one pattern (a new pattern, so
 //!   the pattern entry is created and removed; and a pattern that already has 100 subscribers),
 //!   with 10,000 other patterns registered;
-//! - the shard-level lifecycle: `Shard::register` + the two `task_done`s that remove it, alone and
+//! - the shard-level lifecycle: a connection registered in the shard's slab and removed as the
+//!   shell removes it once its socket is done, alone and
 //!   with one subscription taken through the shard's real `subscribe` path and dropped on close.
 //!
 //! `cargo bench --bench registry`

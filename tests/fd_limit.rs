@@ -57,7 +57,7 @@ fn ask(addr: &str, req: &str) -> String {
         // Possible while the server is at its limit and its backlog is full.
         Err(e) => return format!("connect failed: {e}"),
     };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let _ = s.write_all(req.as_bytes());
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
