@@ -2,9 +2,12 @@
 //! with structure (valid frames split arbitrarily, headers with arbitrary values) and exact
 //! expectations.
 
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use proptest::prelude::*;
+use ringhub::auth::{AuthError, Authenticator};
 use ringhub::error::{quote, MAX_QUOTE};
 use ringhub::fuzz_support::{self as fz, FRAME_MAX};
+use ringhub::settings::Secret;
 
 /// A masked client frame.
 fn frame(op: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
@@ -134,5 +137,56 @@ proptest! {
     fn envelopes_with_any_strings(topic in "\\PC{0,400}", event in "\\PC{0,20}", id in any::<Option<u64>>()) {
         let v = serde_json::json!({"topic": topic, "event": event, "id": id, "data": [1, "x"]});
         fz::envelope(v.to_string().as_bytes());
+    }
+
+    /// Signed tokens (which a coverage fuzzer cannot forge) with arbitrary claims: the claim
+    /// rules hold whatever the values, and `crit` is always refused.
+    #[test]
+    fn signed_tokens_with_any_claims(
+        sub in proptest::option::of("\\PC{0,140}|[a*:\\x00-\\x1f]{0,4}"),
+        exp_delta in -100_000i64..100_000,
+        subscribe in proptest::option::of(proptest::collection::vec("[a-z:*]{0,6}", 0..4)),
+        crit in any::<bool>(),
+    ) {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let mut claims = serde_json::json!({"exp": now + exp_delta});
+        if let Some(s) = &sub {
+            claims["sub"] = s.clone().into();
+        }
+        if let Some(l) = &subscribe {
+            claims["subscribe"] = l.clone().into();
+        }
+        let mut h = Header::new(Algorithm::HS256);
+        if crit {
+            h.crit = Some(vec!["exp".into()]);
+        }
+        let key = EncodingKey::from_secret(fz::JWT_SECRET.as_bytes());
+        let token = encode(&h, &claims, &key).unwrap();
+        let auth = Authenticator::from_keys(Some(&Secret::new(fz::JWT_SECRET)), None, false).unwrap();
+        let r = auth.authenticate(Some(&token));
+        fz::jwt(token.as_bytes());
+        if crit {
+            prop_assert_eq!(r, Err(AuthError::CriticalExtension));
+        } else if exp_delta < -30 {
+            prop_assert_eq!(r, Err(AuthError::Expired));
+        } else if let Ok(id) = r {
+            let ok_sub = |s: &str| {
+                !s.is_empty() && s.len() <= 128 && !s.contains('*') && !s.chars().any(char::is_control)
+            };
+            prop_assert!(sub.as_deref().is_none_or(ok_sub));
+            prop_assert_eq!(id.user.as_deref(), sub.as_deref());
+            for p in id.subscribe.iter().flatten() {
+                prop_assert!(ringhub::pattern::Pattern::parse(p).is_ok());
+            }
+        } else {
+            let bad_sub = sub.as_deref().is_some_and(|s| {
+                s.is_empty() || s.len() > 128 || s.contains('*') || s.chars().any(char::is_control)
+            });
+            let bad_pattern = subscribe
+                .iter()
+                .flatten()
+                .any(|p| ringhub::pattern::Pattern::parse(p).is_err());
+            prop_assert!(bad_sub || bad_pattern || exp_delta < 30, "refused: {:?}", r);
+        }
     }
 }
