@@ -29,8 +29,8 @@ case $IOS in both) IOS="uring epoll" ;; uring|epoll) ;; *) echo "soak: --io urin
 # Tunables (environment). Bounds are justified in scripts/README.md.
 WARMUP=${SOAK_WARMUP:-6}              # seconds of the same load mix before the RSS baseline
 SETTLE=${SOAK_SETTLE:-15}             # seconds sampled after the load stops
-RSS_SLACK_PCT=${SOAK_RSS_SLACK_PCT:-20}   # final RSS may exceed the baseline by this much ...
-RSS_SLACK_MB=${SOAK_RSS_SLACK_MB:-8}      # ... or by this many MiB, whichever is larger
+RSS_SLACK_PCT=${SOAK_RSS_SLACK_PCT:-25}   # final RSS may exceed the baseline by this much ...
+RSS_SLACK_MB=${SOAK_RSS_SLACK_MB:-12}     # ... or by this many MiB, whichever is larger
 FD_SLACK=${SOAK_FD_SLACK:-0}          # descriptors allowed above the baseline at the end
 QUEUE=${SOAK_OUTBOUND_QUEUE:-262144}  # small outbound queue, so slow consumers are cut quickly
 PORT=${SOAK_PORT:-9501}

@@ -26,6 +26,7 @@ import base64
 import json
 import os
 import random
+import select
 import socket
 import ssl
 import struct
@@ -236,6 +237,23 @@ def run_feed(a):
     counts = {"sent": 0, "connects": 0, "connect_errors": 0, "received_bytes": 0}
     data = "x" * a.payload
     msg = text({"event": "soak", "topic": "soak", "data": data})
+
+    def drain(s):
+        """Reads whatever is waiting without blocking (one thread only: SSL sockets are not
+        safe to read and write from two threads). False once the server closed."""
+        while select.select([s], [], [], 0)[0] or (a.tls and s.pending()):
+            s.settimeout(0.05)
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ssl.SSLWantReadError, BlockingIOError):
+                return True
+            finally:
+                s.settimeout(5.0)
+            if not chunk:
+                return False
+            counts["received_bytes"] += len(chunk)
+        return True
+
     while time.time() < a.until:
         try:
             s, _ = connect("127.0.0.1", a.port, a.tls)
@@ -245,40 +263,25 @@ def run_feed(a):
             time.sleep(0.5)
             continue
         counts["connects"] += 1
-        stop = threading.Event()
-
-        def drain():
-            s.settimeout(0.5)
-            while not stop.is_set():
-                try:
-                    chunk = s.recv(65536)
-                except socket.timeout:
-                    continue
-                except (OSError, ssl.SSLError):
-                    return
-                if not chunk:
-                    return
-                counts["received_bytes"] += len(chunk)
-
-        t = threading.Thread(target=drain, daemon=True)
-        t.start()
         interval, nxt = 1.0 / a.rate, time.time()
         try:
-            while time.time() < a.until and t.is_alive():
+            while time.time() < a.until:
                 s.sendall(msg)
                 counts["sent"] += 1
+                if not drain(s):
+                    counts["last_error"] = "server closed the feeder"
+                    break
                 nxt += interval
                 d = nxt - time.time()
                 if d > 0:
                     time.sleep(d)
                 elif d < -1.0:
                     nxt = time.time()  # open loop, but do not burst to catch up after a stall
-            s.sendall(close_frame())
-            time.sleep(0.3)
+            else:
+                s.sendall(close_frame())
+                time.sleep(0.3)
         except (OSError, ssl.SSLError) as e:
-            counts["last_error"] = str(e)[:120]
-        stop.set()
-        t.join(2)
+            counts["last_error"] = f"{type(e).__name__}: {e}"[:120]
         s.close()
     return counts, counts["connects"] > 0
 

@@ -55,7 +55,7 @@ def main():
     for s, d in servers.items():
         r0 = d.get("rss_baseline_kb")
         if isinstance(r0, int):
-            bound = max(r0 * (100 + summ.get("rss_slack_pct", 20)) / 100, r0 + summ.get("rss_slack_mb", 8) * 1024)
+            bound = max(r0 * (100 + summ.get("rss_slack_pct", 25)) / 100, r0 + summ.get("rss_slack_mb", 12) * 1024)
             refs["rss"][s] = bound / 1024
         if isinstance(d.get("fd_baseline"), int):
             refs["fds"][s] = d["fd_baseline"]
