@@ -25,6 +25,7 @@ use crate::ConnId;
 mod conn;
 mod dispatch;
 pub(crate) mod inbox;
+mod output;
 pub(crate) mod shared;
 mod state;
 
