@@ -273,6 +273,16 @@ impl ShardState {
         std::mem::swap(&mut self.dirty, into);
     }
 
+    /// Puts back connections a flush could not take this iteration (still marked dirty).
+    pub(crate) fn requeue_dirty(&mut self, slots: &[u32]) {
+        self.dirty.extend_from_slice(slots);
+    }
+
+    /// Whether connections wait for a flush (the loop must not sleep).
+    pub(crate) fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
     /// Takes the socket work for the shell.
     pub(crate) fn take_io(&mut self, into: &mut Vec<IoReq>) {
         std::mem::swap(&mut self.io, into);

@@ -34,6 +34,8 @@ const CANCEL: u64 = 5 << KIND_SHIFT;
 
 /// Submission queue entries; the completion queue is four times larger.
 const SQ_ENTRIES: u32 = 4096;
+/// Sends submitted per loop iteration, at most (a quarter of the completion queue).
+const MAX_SENDS: usize = SQ_ENTRIES as usize;
 /// The provided-buffer ring: buffers of this size, this many per shard.
 const BUF_SIZE: usize = 16 * 1024;
 const BUF_COUNT: u16 = 256;
@@ -149,9 +151,18 @@ impl Loop {
     }
 
     /// One send per connection with output (corked: all of them go in the next submit).
+    ///
+    /// At most [`MAX_SENDS`] per iteration: their completions must fit the completion queue
+    /// (the kernel refuses submissions while it overflows); the rest wait for the next
+    /// iteration, which then does not sleep.
     fn flush(&mut self, st: &mut ShardState, dirty: &mut Vec<u32>) {
         st.take_dirty(dirty);
-        for slot in dirty.drain(..) {
+        let mut sends = 0;
+        for (i, &slot) in dirty.iter().enumerate() {
+            if sends == MAX_SENDS {
+                st.requeue_dirty(&dirty[i..]);
+                break;
+            }
             let Some(fd) = st.fd(slot) else { continue };
             let mut s = self.pool.pop().unwrap_or_else(|| {
                 Box::new(SendSlot {
@@ -179,7 +190,9 @@ impl Loop {
                 *ops += 1;
             }
             self.push(e);
+            sends += 1;
         }
+        dirty.clear();
     }
 
     fn send_done(&mut self, slot: u32) {
@@ -239,7 +252,7 @@ pub(crate) fn run(
         for t in [accept_retry, stopping.wake_at()].into_iter().flatten() {
             wake = wake.min(t);
         }
-        let wait = if inbox.arm() {
+        let wait = if inbox.arm() && !st.has_dirty() {
             wake.saturating_duration_since(now)
         } else {
             Duration::ZERO
