@@ -213,3 +213,28 @@ fn a_burst_split_at_every_boundary_is_decoded_without_errors() {
         assert_eq!(n, 64, "split {split}");
     }
 }
+
+#[test]
+fn a_request_body_that_does_not_arrive_in_time_gets_408() {
+    let mut st = shard();
+    let start = std::time::Instant::now();
+    st.set_now(start);
+    let slot = st.accept(-1, ([127, 0, 0, 1], 1).into());
+    let mut req =
+        b"POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"topic\""
+            .to_vec();
+    st.on_input(slot, &mut req);
+    assert!(
+        written(&mut st, slot).is_empty(),
+        "waits for the rest of the body"
+    );
+    let late = start + st.hub.config.handshake_timeout + std::time::Duration::from_secs(2);
+    st.set_now(late);
+    st.tick();
+    let resp = written(&mut st, slot);
+    assert!(
+        resp.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&resp)
+    );
+}
