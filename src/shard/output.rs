@@ -76,22 +76,27 @@ impl ShardState {
         }
         let sse = matches!(c.phase, Phase::Sse);
         let mut frames = 0;
+        // SSE events render straight into the output buffer; only TLS needs them in a scratch
+        // buffer first (allocated once per flush, and only then).
         let mut scratch = Vec::new();
         while let Some(f) = c.out.pop_front() {
             c.queued -= f.len();
             frames += 1;
-            let bytes: &[u8] = if sse && f.first().is_some_and(|b| b & 0x80 != 0) {
-                scratch.clear();
-                crate::proto::sse::render(&f, &mut scratch);
-                &scratch
-            } else {
-                &f
-            };
+            let event = sse && f.first().is_some_and(|b| b & 0x80 != 0);
             match c.tls.as_mut() {
                 Some(tls) => {
+                    let bytes: &[u8] = if event {
+                        scratch.clear();
+                        crate::proto::sse::render(&f, &mut scratch);
+                        &scratch
+                    } else {
+                        &f
+                    };
+                    // Cannot fail: the session has no buffer limit (see `accept`).
                     let _ = tls.writer().write_all(bytes);
                 }
-                None => c.wbuf.extend_from_slice(bytes),
+                None if event => crate::proto::sse::render(&f, &mut c.wbuf),
+                None => c.wbuf.extend_from_slice(&f),
             }
         }
         if let Some(tls) = c.tls.as_mut() {
