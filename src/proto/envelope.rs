@@ -113,12 +113,17 @@ pub fn publication(topic: &str, event: &str, data: Option<&[u8]>) -> Bytes {
     put_json_str(b, topic);
     b.put_slice(b",\"event\":");
     put_json_str(b, event);
+    close_with_data(b, data);
+    f.finish(1)
+}
+
+/// Ends an envelope: `,"data":D` when there is data (the client's bytes, as they are), then `}`.
+fn close_with_data(b: &mut BytesMut, data: Option<&[u8]>) {
     if let Some(d) = data {
         b.put_slice(b",\"data\":");
         b.put_slice(d);
     }
     b.put_u8(b'}');
-    f.finish(1)
 }
 
 /// Encodes `{"event":"reply","id":N,"topic":T[,"data":D]}` as a complete text frame.
@@ -129,11 +134,7 @@ pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
     b.put_slice(itoa::Buffer::new().format(id).as_bytes());
     b.put_slice(b",\"topic\":");
     put_json_str(b, topic);
-    if let Some(d) = data {
-        b.put_slice(b",\"data\":");
-        b.put_slice(d);
-    }
-    b.put_u8(b'}');
+    close_with_data(b, data);
     f.finish(1)
 }
 
