@@ -33,6 +33,7 @@ pub mod policy;
 pub mod proto;
 mod runtime;
 mod shard;
+pub mod store;
 mod transport;
 
 // The stable public paths (`ringhub::envelope`, `ringhub::auth`, ...) of the layered modules.

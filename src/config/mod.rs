@@ -1,7 +1,10 @@
 //! Engine settings. The library takes them through [`crate::Builder`]; the binary fills them from
 //! its command line.
 
+mod messaging;
 pub mod settings;
+
+pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -76,6 +79,16 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Authentication, permissions, origin and IP checks, caps, rate limits, TLS.
     pub guard: crate::policy::guard::Guard,
+    /// Topic namespaces (`[[topics]]`): history, presence, join/leave per pattern.
+    pub topics: Vec<Namespace>,
+    /// Where history and inboxes are kept (`[store]`).
+    pub store: StoreConfig,
+    /// Durable user messages (`[inbox]`).
+    pub inbox: InboxConfig,
+    /// Serve the chat demo at `/` and the admin dashboard at `/admin` (`[ui] enabled`).
+    pub ui: bool,
+    /// This node's name in client ids (`"<node>.<n>"`); empty = a random one at start.
+    pub node: String,
 }
 
 impl Default for Config {
@@ -100,6 +113,11 @@ impl Default for Config {
             stats_interval: Duration::from_secs(60),
             api_key: None,
             guard: crate::policy::guard::Guard::default(),
+            topics: Vec::new(),
+            store: StoreConfig::default(),
+            inbox: InboxConfig::default(),
+            node: String::new(),
+            ui: true,
         }
     }
 }
@@ -141,6 +159,24 @@ impl Config {
         }
         if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {
             return bad("echo-path must differ from the WebSocket path");
+        }
+        Namespaces::new(&self.topics).map_err(ServerError::Config)?;
+        if self.store.max_recover == 0 {
+            return bad("store max_recover must be at least 1");
+        }
+        if self.inbox.ack_timeout.is_zero() || self.inbox.max_attempts == 0 {
+            return bad("inbox ack_timeout and max_attempts must be positive");
+        }
+        if self.inbox.max_messages == 0 || self.inbox.ttl.is_zero() {
+            return bad("inbox max_messages and ttl must be positive");
+        }
+        if !self.node.is_empty()
+            && !self
+                .node
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return bad("node must be letters, digits, '-' or '_'");
         }
         Ok(())
     }

@@ -17,16 +17,23 @@ pub enum ErrorCode {
     RateLimited,
     /// The server failed; the message says why.
     Internal,
+    /// The feature is not enabled for this topic (no history, no presence), or a backend it
+    /// needs is down.
+    NotAvailable,
+    /// A request asks for more than the server gives at once.
+    TooMany,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (for metrics).
-    pub const ALL: [ErrorCode; 5] = [
+    pub const ALL: [ErrorCode; 7] = [
         ErrorCode::BadRequest,
         ErrorCode::HandlerNotFound,
         ErrorCode::Forbidden,
         ErrorCode::RateLimited,
         ErrorCode::Internal,
+        ErrorCode::NotAvailable,
+        ErrorCode::TooMany,
     ];
 
     /// The code's wire spelling.
@@ -37,6 +44,8 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::Internal => "internal",
+            ErrorCode::NotAvailable => "not_available",
+            ErrorCode::TooMany => "too_many",
         }
     }
 }

@@ -26,7 +26,7 @@ pub struct ShardStats {
     pub(crate) bytes_in: AtomicU64,
     pub(crate) messages_out: AtomicU64,
     pub(crate) bytes_out: AtomicU64,
-    pub(crate) errors: [AtomicU64; 5],
+    pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
     pub(crate) handshake_results: [AtomicU64; HANDSHAKE_RESULTS.len()],

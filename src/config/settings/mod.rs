@@ -460,6 +460,8 @@ impl Settings {
             api_key: self.api.key.as_ref().map(|k| k.expose().to_string()),
             // Building the guard reads key files and can fail: see `Guard::from_settings`.
             guard: crate::policy::guard::Guard::default(),
+            // Filled in by the settings branch ([[topics]], [store], [inbox], node).
+            ..Config::default()
         }
     }
 }

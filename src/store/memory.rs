@@ -1,0 +1,1 @@
+//! The in-memory [`Store`](super::Store). (Placeholder: implemented in the store branch.)

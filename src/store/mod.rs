@@ -1,0 +1,286 @@
+//! Durable state behind the messaging features: per-topic history (epoch + gapless offsets) and
+//! per-user inboxes of durable messages with ack state.
+//!
+//! A [`Store`] is driven by **one** thread, the store thread (`runtime::store`), which owns it:
+//! every method takes `&mut self`, nothing is shared, and the thread gives the store its
+//! operations in one total order. The thread groups operations: it applies a batch, calls
+//! [`Store::commit`] once, and only then lets anyone see the results (subscribers receive the
+//! publications, the API answers). So a store needs no locks and gets group commit for free.
+//!
+//! # Guarantees every implementation gives
+//! - **Offsets.** Per topic, [`Store::append`] returns offsets 1, 2, 3, … with no gap and no
+//!   repeat for as long as the topic's epoch is unchanged. Per user, [`Store::inbox_put`] does the
+//!   same for inbox offsets.
+//! - **Epoch.** A stream's epoch is an opaque string that changes exactly when continuity can no
+//!   longer be proven: the stream was created (first use, or its data was lost or wiped). Offsets
+//!   start again at 1 with a new epoch.
+//! - **Durability.** After [`Store::commit`] returns `Ok`, everything applied before it survives
+//!   what the implementation promises: `memory` survives nothing (a restart is a new epoch for
+//!   every stream), `redb` survives a process kill and (with fsync) a power loss.
+//! - **Reads see writes.** A read returns everything applied before it, committed or not (the
+//!   store thread never exposes uncommitted results outside).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub mod memory;
+pub mod redb;
+
+/// Where a stream is: its epoch and its latest offset (0 before the first publication).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPos {
+    /// Changes whenever continuity cannot be proven.
+    pub epoch: Arc<str>,
+    /// The latest offset assigned (0 when empty).
+    pub offset: u64,
+}
+
+/// How much history a topic keeps (from its `[[topics]]` namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Publications kept; older ones are trimmed on append.
+    pub size: usize,
+    /// Publications older than this are no longer served (zero = no age limit).
+    pub ttl: Duration,
+}
+
+/// One stored publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    /// Its offset in the topic's stream.
+    pub offset: u64,
+    /// The event name.
+    pub event: Box<str>,
+    /// The raw JSON of `data`, as published (none when absent).
+    pub data: Option<Bytes>,
+    /// When it was appended (ms since the Unix epoch).
+    pub time_ms: u64,
+}
+
+/// The answer to a history read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRead {
+    /// The stream's position at the time of the read.
+    pub pos: StreamPos,
+    /// Publications, oldest first.
+    pub publications: Vec<Publication>,
+    /// Whether `publications` holds **every** publication after the requested offset up to
+    /// `pos.offset`: false when some were trimmed (size or TTL), when more than `limit` exist, or
+    /// when the requested offset is beyond the top.
+    pub complete: bool,
+}
+
+/// A durable message's life: `pending` (stored, written to no connection yet), `delivered`
+/// (written to at least one connection, not acknowledged), then one of the final states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Stored; not yet written to any connection.
+    Pending,
+    /// Written to at least one connection; not acknowledged yet.
+    Delivered,
+    /// Acknowledged by one of the user's connections: never delivered again.
+    Acked,
+    /// Not acknowledged within the inbox TTL; removed.
+    Expired,
+    /// Pushed out of a full inbox (`max_messages`); removed.
+    Dropped,
+}
+
+impl MessageStatus {
+    /// The wire spelling (`"pending"`, `"delivered"`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageStatus::Pending => "pending",
+            MessageStatus::Delivered => "delivered",
+            MessageStatus::Acked => "acked",
+            MessageStatus::Expired => "expired",
+            MessageStatus::Dropped => "dropped",
+        }
+    }
+    /// Whether the message has left the inbox for good.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            MessageStatus::Acked | MessageStatus::Expired | MessageStatus::Dropped
+        )
+    }
+}
+
+/// A durable message to store in a user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage<'a> {
+    /// The topic it is delivered on; `None` means `user:<id>`.
+    pub topic: Option<&'a str>,
+    /// The event name.
+    pub event: &'a str,
+    /// Raw JSON data.
+    pub data: Option<&'a [u8]>,
+}
+
+/// A message in a user's inbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxMessage {
+    /// Its id, unique in the store (and positive).
+    pub id: u64,
+    /// Its offset in the user's inbox: gapless per user, from 1.
+    pub offset: u64,
+    /// The topic to deliver it on (`None` = `user:<id>`).
+    pub topic: Option<Box<str>>,
+    /// The event name.
+    pub event: Box<str>,
+    /// Raw JSON data.
+    pub data: Option<Bytes>,
+    /// When it was stored (ms since the Unix epoch).
+    pub created_ms: u64,
+    /// Times it was written to a connection.
+    pub attempts: u32,
+}
+
+/// How much an inbox keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    /// Messages kept per user; storing one more drops the oldest (status `dropped`).
+    pub max_messages: usize,
+    /// Unacknowledged messages older than this expire (status `expired`).
+    pub ttl: Duration,
+}
+
+/// What is known of a durable message (`GET /api/v1/messages/M`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    /// The message id.
+    pub id: u64,
+    /// Its user.
+    pub user: Box<str>,
+    /// Its inbox offset.
+    pub offset: u64,
+    /// Where it is in its life.
+    pub status: MessageStatus,
+    /// Times it was written to a connection.
+    pub attempts: u32,
+    /// When it was stored (ms since the Unix epoch).
+    pub created_ms: u64,
+}
+
+/// A message reached a final status (for the `on_delivery` hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The message id.
+    pub id: u64,
+    /// Its user.
+    pub user: Box<str>,
+    /// Its inbox offset.
+    pub offset: u64,
+    /// The new (final) status.
+    pub status: MessageStatus,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing storage failed (disk, database); the operation did not happen.
+    #[error("store I/O failed: {0}")]
+    Io(String),
+    /// Stored data could not be decoded.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
+    /// The store cannot be reached (a remote store that is down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The stable wire code of the error.
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            StoreError::Unavailable(_) => crate::ErrorCode::NotAvailable,
+            _ => crate::ErrorCode::Internal,
+        }
+    }
+}
+
+/// Durable history and inboxes. See the [module docs](self) for the guarantees.
+pub trait Store: Send + 'static {
+    /// A short name for logs (`"memory"`, `"redb"`).
+    fn name(&self) -> &'static str;
+
+    /// Appends a publication to `topic`'s stream (creating the stream, with a fresh epoch, on
+    /// first use), trims it to `limits.size`, and returns the position **of this publication**.
+    fn append(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        event: &str,
+        data: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<StreamPos, StoreError>;
+
+    /// The stream's current position (creating the stream, with a fresh epoch, if unknown).
+    fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError>;
+
+    /// The latest `limit` publications with an offset above `after`, oldest first, skipping
+    /// those older than `limits.ttl`. See [`HistoryRead::complete`].
+    fn read(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<HistoryRead, StoreError>;
+
+    /// Stores a durable message for `user` (status `pending`); drops the oldest messages beyond
+    /// `limits.max_messages` and returns them as `dropped` changes.
+    fn inbox_put(
+        &mut self,
+        user: &str,
+        msg: NewMessage<'_>,
+        limits: InboxLimits,
+        now_ms: u64,
+    ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError>;
+
+    /// Records that the message at `offset` was written to `times` more connections (status
+    /// `delivered`, attempts increased). Unknown or final messages are ignored.
+    fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError>;
+
+    /// Acknowledges the message at `offset`: it leaves the inbox with status `acked`. `None` when
+    /// there is no such unacknowledged message (already acked, expired, dropped, or never stored).
+    fn inbox_ack(&mut self, user: &str, offset: u64) -> Result<Option<StatusChange>, StoreError>;
+
+    /// The user's unacknowledged messages, in offset order (expired ones excluded).
+    fn inbox_list(&mut self, user: &str, now_ms: u64) -> Result<Vec<InboxMessage>, StoreError>;
+
+    /// Expires unacknowledged messages older than `limits.ttl` (they leave their inboxes with
+    /// status `expired`, returned), and forgets the statuses of messages that reached a final
+    /// status more than `limits.ttl` ago.
+    fn expire(&mut self, limits: InboxLimits, now_ms: u64)
+        -> Result<Vec<StatusChange>, StoreError>;
+
+    /// What is known of message `id` (`None` if unknown or forgotten).
+    fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError>;
+
+    /// Makes every operation applied so far durable (as far as the implementation promises);
+    /// the store thread calls it once per batch.
+    fn commit(&mut self) -> Result<(), StoreError>;
+}
+
+/// A fresh random epoch: 8 hex digits from the OS's random source mixed with the clock.
+pub fn new_epoch() -> Arc<str> {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:08x}", h.finish() as u32).into()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

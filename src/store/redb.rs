@@ -1,0 +1,1 @@
+//! The redb [`Store`](super::Store). (Placeholder: implemented in the store branch.)
