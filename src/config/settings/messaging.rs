@@ -74,6 +74,29 @@ fn topics_v(list: &[Namespace]) -> Option<Value> {
     Some(Value::Array(list.iter().map(entry).collect::<Option<_>>()?))
 }
 
+/// Writes `topics = [...]` for `check-config`: one inline table per line, `pattern` first.
+pub(super) fn write_topics(
+    f: &mut std::fmt::Formatter<'_>,
+    list: &[Namespace],
+) -> std::fmt::Result {
+    if list.is_empty() {
+        return writeln!(f, "topics = []");
+    }
+    writeln!(f, "topics = [")?;
+    for n in list {
+        writeln!(
+            f,
+            "  {{ pattern = {}, history_size = {}, history_ttl = \"{}\", presence = {}, join_leave = {} }},",
+            Value::String(n.pattern.clone()),
+            n.history_size,
+            humantime::format_duration(n.history_ttl),
+            n.presence,
+            n.join_leave
+        )?;
+    }
+    writeln!(f, "]")
+}
+
 /// What `topics` allows, for error messages.
 const TOPICS_EXPECTED: &str =
     "an array of [[topics]] tables (in RINGHUB_TOPICS: a JSON array of objects, \"\" for none)";

@@ -75,6 +75,9 @@ impl fmt::Display for Settings {
                 let short = key.name.rsplit('.').next().unwrap_or(key.name);
                 match (key.get)(self) {
                     Some(_) if key.secret => writeln!(f, "{short} = \"***\"")?,
+                    Some(_) if key.name == "topics" => {
+                        super::messaging::write_topics(f, &self.topics)?
+                    }
                     Some(v)
                         if key.name == "limits.max_connections"
                             && self.limits.max_connections == default_max_connections() =>
