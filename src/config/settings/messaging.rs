@@ -112,6 +112,7 @@ pub(super) const KEYS: &[Key] = &[
     key!(
         "topics",
         "an array of [[topics]] tables (in RINGHUB_TOPICS: a JSON array of objects)",
+        // `Settings::set_raw` calls `topics` itself, for errors that name the entry's key.
         |s, r| s.topics = topics(r, "").map_err(|e| Some(e.to_string()))?,
         |s| topics_v(&s.topics)
     ),
@@ -173,7 +174,11 @@ fn invalid(key: String, value: String, expected: String, origin: &str) -> Settin
         key,
         value,
         expected,
-        origin: format!(" {origin}"),
+        origin: if origin.is_empty() {
+            String::new()
+        } else {
+            format!(" {origin}")
+        },
     }
 }
 
