@@ -3,3 +3,6 @@
 pub(crate) mod control;
 pub(crate) mod hub;
 pub(crate) mod pool;
+pub mod hooks;
+pub(crate) mod store;
+pub(crate) mod messaging;
