@@ -353,7 +353,7 @@ export class Client extends Emitter {
           s.state = 'unsubscribed'
         }
         s._rej(e)
-        s._oops(e)
+        ;(s._has('error') ? s : this)._emit('error', e)
       },
     )
   }

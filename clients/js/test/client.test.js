@@ -14,6 +14,7 @@ const open = (o = {}) => {
 const connected = (c) => (c.state === 'connected' ? Promise.resolve() : next(c, 'state', (s) => s === 'connected'))
 let v2 = false
 let history = false
+let presence = false
 
 before(async () => {
   srv = await Server.start()
@@ -21,7 +22,11 @@ before(async () => {
   await connected(c)
   v2 = await isV2(c)
   history = await hasHistory(c)
-  console.log(`# server config: ${srv.variant.name}; protocol v2: ${v2}; history on chat:*: ${history}`)
+  presence = await c.presenceStats('chat:probe').then(
+    () => true,
+    () => false,
+  )
+  console.log(`# server config: ${srv.variant.name}; v2: ${v2}; history on chat:*: ${history}; presence: ${presence}`)
 })
 
 after(async () => {
@@ -162,7 +167,7 @@ test('non-durable send reaches client.on("message") without a subscription', asy
 })
 
 test('recovery of publications made while disconnected (v2 history)', async (t) => {
-  if (!history) return t.skip('server has no history on chat:* yet (protocol v2 not merged)')
+  if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
   let gate = null
   const a = open({ getToken: async () => (await gate, jwt('erin')) })
   const seen = []
@@ -197,7 +202,7 @@ test('recovery of publications made while disconnected (v2 history)', async (t) 
 })
 
 test('recovery under concurrent publishing: no gap, no duplicate (v2 history)', async (t) => {
-  if (!history) return t.skip('server has no history on chat:* yet (protocol v2 not merged)')
+  if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
   const a = open({ token: jwt('frank') })
   const seen = []
   const sub = a.subscribe('chat:busy', (m) => seen.push(m.offset))
@@ -221,7 +226,7 @@ test('recovery under concurrent publishing: no gap, no duplicate (v2 history)', 
 })
 
 test('de-duplication: every frame received twice is delivered once (v2 history and durable)', async (t) => {
-  if (!history) return t.skip('server has no history on chat:* yet (protocol v2 not merged)')
+  if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
   // A network that duplicates every frame, in front of the real server.
   class DupWS extends WebSocket {
     set onmessage(fn) {
@@ -246,7 +251,7 @@ test('de-duplication: every frame received twice is delivered once (v2 history a
 test('durable user message: handled once, acknowledged automatically (v2 inbox)', async (t) => {
   const probe = await srv.api('POST', '/api/v1/send', { user: 'nobody-probe', event: 'p', durable: true })
   if (!(probe.body.data && probe.body.data.message_id != null))
-    return t.skip('server has no durable messages yet (protocol v2 not merged)')
+    return t.skip('server has no durable messages (send durable answers no message_id)')
   let raw = 0
   class TapWS extends WebSocket {
     set onmessage(fn) {
@@ -279,7 +284,7 @@ test('durable user message: handled once, acknowledged automatically (v2 inbox)'
 test('durable user message: autoAck false, redelivery on reconnect is de-duplicated (v2 inbox)', async (t) => {
   const probe = await srv.api('POST', '/api/v1/send', { user: 'nobody-probe', event: 'p', durable: true })
   if (!(probe.body.data && probe.body.data.message_id != null))
-    return t.skip('server has no durable messages yet (protocol v2 not merged)')
+    return t.skip('server has no durable messages (send durable answers no message_id)')
   let raw = 0
   class TapWS extends WebSocket {
     set onmessage(fn) {
@@ -304,7 +309,7 @@ test('durable user message: autoAck false, redelivery on reconnect is de-duplica
 })
 
 test('info, presence, presence_stats, history (v2)', async (t) => {
-  if (!v2) return t.skip('server does not answer info yet (protocol v2 not merged)')
+  if (!presence) return t.skip(`no presence on chat:* (config used: ${srv.variant.name})`)
   const a = open({ token: jwt('judy') })
   const sub = a.subscribe('chat:pres')
   await sub.ready
@@ -327,7 +332,7 @@ test('info, presence, presence_stats, history (v2)', async (t) => {
 })
 
 test('join and leave events (v2)', async (t) => {
-  if (!v2) return t.skip('server does not answer info yet (protocol v2 not merged)')
+  if (!presence) return t.skip(`no join/leave on chat:* (config used: ${srv.variant.name})`)
   const a = open({ token: jwt('kim') })
   const sub = a.subscribe('chat:jl')
   await sub.ready
@@ -342,7 +347,7 @@ test('join and leave events (v2)', async (t) => {
 })
 
 test('exclude_sender (v2)', async (t) => {
-  if (!v2) return t.skip('server does not answer info yet (protocol v2 not merged)')
+  if (!v2) return t.skip('server does not speak protocol v2 (info answers no client id)')
   const a = open()
   const b = open()
   const mine = []

@@ -65,9 +65,9 @@ backend = "redb"
 path = "${join(dir, 'data')}"
 `
 const VARIANTS = [
-  { name: 'v2 (topics + redb store)', text: (d) => BASE + TOPICS + STORE(d), topics: true, store: true },
-  { name: 'v2 (topics)', text: () => BASE + TOPICS, topics: true, store: false },
-  { name: 'v1', text: () => BASE, topics: false, store: false },
+  { name: '[[topics]] + redb [store]', text: (d) => BASE + TOPICS + STORE(d), topics: true, store: true },
+  { name: '[[topics]], default store', text: () => BASE + TOPICS, topics: true, store: false },
+  { name: 'no [[topics]] (refused by the server)', text: () => BASE, topics: false, store: false },
 ]
 let chosen = null
 
