@@ -225,7 +225,7 @@ test('recovery under concurrent publishing: no gap, no duplicate (v2 history)', 
   assert.deepEqual(seen, seen.map((_, i) => seen[0] + i))
 })
 
-test('de-duplication: every frame received twice is delivered once (v2 history and durable)', async (t) => {
+test('de-duplication: every frame received twice is delivered once (v2 history)', async (t) => {
   if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
   // A network that duplicates every frame, in front of the real server.
   class DupWS extends WebSocket {
@@ -246,6 +246,26 @@ test('de-duplication: every frame received twice is delivered once (v2 history a
   await m
   assert.equal(seen.length, 5)
   assert.deepEqual(seen, seen.map((_, i) => seen[0] + i))
+})
+
+test('since with an unknown epoch: recovery_failed, then live delivery from the current offset (v2 history)', async (t) => {
+  if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
+  const a = open()
+  await connected(a)
+  for (let i = 0; i < 3; i++) await a.publish('chat:rf', 'm', i)
+  const seen = []
+  const sub = a.subscribe('chat:rf', (m) => seen.push(m), { since: { epoch: 'no-such-epoch', offset: 1 } })
+  const failed = next(sub, 'recovery_failed')
+  const d = await sub.ready
+  assert.equal(d.recovered, false)
+  assert.deepEqual(d.publications, [])
+  assert.equal((await failed).offset, d.offset)
+  assert.equal(sub.epoch, d.epoch)
+  assert.equal(sub.offset, d.offset)
+  await a.publish('chat:rf', 'm', 'live')
+  await until(() => seen.length === 1)
+  assert.equal(seen[0].data, 'live')
+  assert.equal(seen[0].offset, d.offset + 1)
 })
 
 test('durable user message: handled once, acknowledged automatically (v2 inbox)', async (t) => {
