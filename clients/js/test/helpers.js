@@ -70,13 +70,22 @@ const VARIANTS = [
   { name: 'no [[topics]] (refused by the server)', text: () => BASE, topics: false, store: false },
 ]
 let chosen = null
+/** History in memory: a restart starts new epochs. */
+export const MEMORY = { name: '[[topics]] + memory [store]', text: () => BASE + TOPICS + '\n[store]\nbackend = "memory"\n', topics: true }
 
 export class Server {
   /** Starts a server on a free port (or `port`), waiting for /healthz. */
-  static async start(port) {
+  static async start(port, variant) {
     const s = new Server()
     s.dir = mkdtempSync(join(tmpdir(), 'ringhub-js-'))
     s.port = port || (await freePort())
+    if (variant) {
+      // One given configuration, e.g. MEMORY; throws if the server refuses it.
+      s.variant = variant
+      writeFileSync(join(s.dir, 'ringhub.toml'), variant.text(s.dir))
+      await s._spawn()
+      return s
+    }
     const list = chosen ? [chosen] : VARIANTS
     let last
     for (const v of list) {

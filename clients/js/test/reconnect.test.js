@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { connect } from '../src/index.js'
-import { Server, next, until, states, FAST, freePort, hasHistory } from './helpers.js'
+import { Server, MEMORY, next, until, states, FAST, freePort, hasHistory } from './helpers.js'
 
 test('reconnect after the server is killed and restarted on the same port; resubscribes and recovers', async () => {
   const srv = await Server.start()
@@ -51,6 +51,45 @@ test('reconnect after the server is killed and restarted on the same port; resub
     assert.equal(r.body.data.delivered, 1)
     await got
     assert.equal(seen.at(-1), 'after')
+  } finally {
+    c.close()
+    await srv.stop()
+  }
+})
+
+test('restart with a memory store: new epoch, recovery_failed, restarted offsets still delivered', async (t) => {
+  let srv
+  try {
+    srv = await Server.start(0, MEMORY)
+  } catch (e) {
+    return t.skip('server refuses [[topics]] / [store] settings: ' + e.message.split('\n')[0].slice(0, 120))
+  }
+  const c = connect(srv.url, { reconnect: FAST })
+  c.on('error', () => {})
+  try {
+    await next(c, 'state', (s) => s === 'connected')
+    if (!(await hasHistory(c))) return t.skip('server keeps no history on chat:*')
+    const seen = []
+    const sub = c.subscribe('chat:mem', (m) => seen.push(m))
+    await sub.ready
+    for (let i = 0; i < 5; i++) await c.publish('chat:mem', 'm', i)
+    await until(() => seen.length === 5)
+    const epoch = sub.epoch
+    assert.equal(sub.offset, seen[4].offset)
+    const down = next(c, 'state', (s) => s === 'reconnecting')
+    await srv.kill()
+    await down
+    const failed = next(sub, 'recovery_failed')
+    await srv.restart()
+    const d = await failed
+    assert.notEqual(d.epoch, epoch)
+    assert.equal(sub.epoch, d.epoch)
+    // Offsets start again at 1, below the last delivered of the old epoch: still delivered.
+    await c.publish('chat:mem', 'm', 'new')
+    await until(() => seen.length === 6)
+    assert.equal(seen[5].data, 'new')
+    assert.equal(seen[5].offset, d.offset + 1)
+    assert.ok(seen[5].offset <= seen[4].offset)
   } finally {
     c.close()
     await srv.stop()
