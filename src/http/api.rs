@@ -99,7 +99,9 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
     let known = ENDPOINTS.iter().find(|(p, _)| *p == path);
     match known {
         None => return Response::err(404, "no such endpoint"),
-        Some((_, m)) if *m != method => return Response::err(405, "wrong method for this endpoint"),
+        Some((_, m)) if *m != method => {
+            return Response::err(405, "wrong method for this endpoint")
+        }
         Some(_) => {}
     }
     if method == "POST" && head.header("Content-Length").is_none() {
@@ -185,7 +187,9 @@ async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     }
     let b: Batch<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
     if b.commands.len() > MAX_BATCH {
-        return Err(ApiError::bad(format!("at most {MAX_BATCH} commands per batch")));
+        return Err(ApiError::bad(format!(
+            "at most {MAX_BATCH} commands per batch"
+        )));
     }
     let mut results = Vec::with_capacity(b.commands.len());
     for c in &b.commands {
@@ -231,10 +235,6 @@ async fn history(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
         })
         .collect();
     Ok(json!({"epoch": &*r.pos.epoch, "offset": r.pos.offset, "publications": pubs}))
-}
-
-pub(crate) fn bad(e: impl std::fmt::Display) -> Response {
-    Response::err(400, &format!("invalid request: {e}"))
 }
 
 pub(crate) async fn scatter(
@@ -296,7 +296,9 @@ async fn send(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
         };
         let data = b.data.as_ref().map(|d| d.get().as_bytes());
         let r = messaging::send_durable(hub, user, &b.event, data).await?;
-        return Ok(json!({"message_id": r.message_id, "offset": r.offset, "delivered": r.delivered}));
+        return Ok(
+            json!({"message_id": r.message_id, "offset": r.offset, "delivered": r.delivered}),
+        );
     }
     let mut users = b.users.unwrap_or_default();
     users.extend(b.user);

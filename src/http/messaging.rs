@@ -60,7 +60,11 @@ impl ApiError {
         Self::new(status, e.message)
     }
     fn from_store(e: StoreError) -> Self {
-        let status = if matches!(e, StoreError::Unavailable(_)) { 503 } else { 500 };
+        let status = if matches!(e, StoreError::Unavailable(_)) {
+            503
+        } else {
+            500
+        };
         Self::new(status, e.to_string())
     }
 }
@@ -198,7 +202,8 @@ pub(crate) async fn send_durable(
         data: data.map(Bytes::copy_from_slice),
         reply: tx,
     };
-    hub.submit_store(job, true).map_err(ApiError::from_handler)?;
+    hub.submit_store(job, true)
+        .map_err(ApiError::from_handler)?;
     let (message_id, (offset, shard_waits)) = wait(rx).await?;
     Ok(SendReceipt {
         message_id,
@@ -275,7 +280,11 @@ fn presence_json(list: &[PresenceEntry], stats: bool) -> Value {
         .iter()
         .map(|e| {
             let mut v = json!({"client": e.client, "user": e.user.as_deref().unwrap_or("")});
-            if let Some(m) = e.meta.as_deref().and_then(|m| serde_json::from_str::<Value>(m).ok()) {
+            if let Some(m) = e
+                .meta
+                .as_deref()
+                .and_then(|m| serde_json::from_str::<Value>(m).ok())
+            {
                 v["meta"] = m;
             }
             v
@@ -325,7 +334,8 @@ pub(crate) async fn history(
         }),
         to: HistoryTo::Api(tx),
     };
-    hub.submit_store(job, false).map_err(ApiError::from_handler)?;
+    hub.submit_store(job, false)
+        .map_err(ApiError::from_handler)?;
     wait(rx).await
 }
 
@@ -347,7 +357,8 @@ pub(crate) async fn inbox(
         user: user.into(),
         reply: tx,
     };
-    hub.submit_store(job, false).map_err(ApiError::from_handler)?;
+    hub.submit_store(job, false)
+        .map_err(ApiError::from_handler)?;
     wait(rx).await
 }
 
@@ -432,9 +443,12 @@ pub(crate) async fn status_endpoint(hub: &HubShared, id: &str) -> Result<Value, 
     let id: u64 = id
         .parse()
         .map_err(|_| ApiError::bad("message id must be a number"))?;
-    let info = status(hub, id)
-        .await?
-        .ok_or_else(|| ApiError::new(404, "no such message (unknown, or forgotten after the inbox ttl)"))?;
+    let info = status(hub, id).await?.ok_or_else(|| {
+        ApiError::new(
+            404,
+            "no such message (unknown, or forgotten after the inbox ttl)",
+        )
+    })?;
     Ok(json!({
         "message_id": info.id,
         "user": &*info.user,
@@ -445,12 +459,19 @@ pub(crate) async fn status_endpoint(hub: &HubShared, id: &str) -> Result<Value, 
 }
 
 /// `GET /api/v1/inbox?user=U`.
-pub(crate) async fn inbox_endpoint(hub: &HubShared, query: Option<&str>) -> Result<Value, ApiError> {
+pub(crate) async fn inbox_endpoint(
+    hub: &HubShared,
+    query: Option<&str>,
+) -> Result<Value, ApiError> {
     let user = query
         .into_iter()
         .flat_map(|q| q.split('&'))
         .find_map(|kv| kv.strip_prefix("user="))
-        .map(|u| percent_encoding::percent_decode_str(u).decode_utf8_lossy().into_owned())
+        .map(|u| {
+            percent_encoding::percent_decode_str(u)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::bad("give ?user=<id>"))?;
     let list = inbox(hub, &user).await?;

@@ -57,9 +57,13 @@ pub(crate) fn run(
                     stats,
                 } => {
                     tokio::task::spawn_local(async move {
-                        let frame = crate::http::messaging::presence_frame(&hub, &topic, rid, stats).await;
+                        let frame =
+                            crate::http::messaging::presence_frame(&hub, &topic, rid, stats).await;
                         if let (Some(inbox), Some(frame)) = (hub.inboxes.get(conn.shard()), frame) {
-                            inbox.push(ShardMsg::Conn(conn, crate::shard::inbox::Action::Send(frame)));
+                            inbox.push(ShardMsg::Conn(
+                                conn,
+                                crate::shard::inbox::Action::Send(frame),
+                            ));
                         }
                     });
                 }

@@ -11,15 +11,15 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::{Config, IoMode, Namespaces};
-use crate::runtime::hooks::Hooks;
-use crate::store::Store;
 use crate::proto::envelope;
 use crate::proto::error::{HandlerError, ServerError};
 use crate::proto::handler::{Handler, Layered, Middleware};
 use crate::proto::pattern::{validate_topic, Pattern, PatternMap};
 use crate::proto::stats::{ShardStats, StatsSnapshot};
+use crate::runtime::hooks::Hooks;
 use crate::shard::inbox::{Inbox, ShardMsg};
 use crate::shard::shared::{HubShared, Route};
+use crate::store::Store;
 use crate::transport;
 
 /// Namespace for [`RingHub::builder`].

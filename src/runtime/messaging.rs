@@ -96,7 +96,10 @@ impl Builder {
     /// let builder = ringhub::RingHub::builder()
     ///     .on_disconnect(|d: &ringhub::hooks::DisconnectInfo<'_>| tracing::info!(client = d.client, "gone"));
     /// ```
-    pub fn on_disconnect(mut self, f: impl Fn(&DisconnectInfo<'_>) + Send + Sync + 'static) -> Self {
+    pub fn on_disconnect(
+        mut self,
+        f: impl Fn(&DisconnectInfo<'_>) + Send + Sync + 'static,
+    ) -> Self {
         self.hooks.on_disconnect = Some(Arc::new(f));
         self
     }

@@ -37,8 +37,8 @@ fn run(hub: &HubShared, job: Job) {
     let Ok(env) = envelope::parse(&job.payload) else {
         return;
     };
-    let msg =
-        Message::new(&env.topic, &env.event, env.data, env.id).with_exclude_sender(env.exclude_sender);
+    let msg = Message::new(&env.topic, &env.event, env.data, env.id)
+        .with_exclude_sender(env.exclude_sender);
     let mut fx = Remote {
         hub,
         conn: job.conn,

@@ -132,7 +132,10 @@ enum Out {
     Pub(StoredPub, PubReply, u64),
     /// A frame (or a recovery answer) for one connection.
     Conn(ConnId, Action),
-    History(oneshot::Sender<Result<HistoryRead, StoreError>>, HistoryRead),
+    History(
+        oneshot::Sender<Result<HistoryRead, StoreError>>,
+        HistoryRead,
+    ),
     Durable {
         user: Arc<str>,
         offset: u64,
@@ -387,12 +390,8 @@ impl Sequencer {
             .append(&p.topic, ns.limits(), &p.event, p.data.as_deref(), now)
         {
             Ok(pos) => {
-                let frame = envelope::stored_publication(
-                    &p.topic,
-                    &p.event,
-                    p.data.as_deref(),
-                    pos.offset,
-                );
+                let frame =
+                    envelope::stored_publication(&p.topic, &p.event, p.data.as_deref(), pos.offset);
                 let sp = StoredPub {
                     topic: p.topic,
                     frame,
@@ -539,9 +538,8 @@ impl Sequencer {
                     flush(&mut run);
                     if let Some(hook) = &hub.hooks.on_delivery {
                         for c in &changes {
-                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                hook(c)
-                            }));
+                            let _ =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(c)));
                         }
                     }
                     let gone: Arc<[(Arc<str>, u64)]> = changes
@@ -575,7 +573,12 @@ impl Sequencer {
                 }
                 Out::Conn(conn, Action::Recovered { topic, .. }) => {
                     // Release the connection's held topic with an error instead of a position.
-                    let frame = Some(envelope::error(None, &topic, ErrorCode::Internal, &e.to_string()));
+                    let frame = Some(envelope::error(
+                        None,
+                        &topic,
+                        ErrorCode::Internal,
+                        &e.to_string(),
+                    ));
                     push_conn(&hub, conn, Action::Recovered { topic, frame });
                 }
                 Out::Conn(conn, Action::InboxSync(user, _)) => {

@@ -63,8 +63,12 @@ struct AckData {
 fn data_as<'a, T: Deserialize<'a> + Default>(data: Option<&'a RawValue>) -> Result<T, String> {
     match data.map(RawValue::get) {
         None | Some("null") => Ok(T::default()),
-        Some(raw) => serde_json::from_str(raw)
-            .map_err(|e| format!("invalid data: {}", crate::proto::error::shorten(&e.to_string()))),
+        Some(raw) => serde_json::from_str(raw).map_err(|e| {
+            format!(
+                "invalid data: {}",
+                crate::proto::error::shorten(&e.to_string())
+            )
+        }),
     }
 }
 
@@ -92,11 +96,17 @@ impl ShardState {
             .map_or((false, false), |n| (n.has_history(), n.join_leave));
         if since.is_some() {
             let refusal = if !exact {
-                Some((ErrorCode::BadRequest, "since needs an exact topic, not a pattern"))
+                Some((
+                    ErrorCode::BadRequest,
+                    "since needs an exact topic, not a pattern",
+                ))
             } else if !history {
                 Some((ErrorCode::NotAvailable, "this topic keeps no history"))
             } else if req.is_none() {
-                Some((ErrorCode::BadRequest, "since needs a request id (the reply carries the publications)"))
+                Some((
+                    ErrorCode::BadRequest,
+                    "since needs a request id (the reply carries the publications)",
+                ))
             } else {
                 None
             };
@@ -135,14 +145,14 @@ impl ShardState {
                 self.hold(id, t.clone());
             }
             let job = StoreJob::Subscribe {
-                topic: t.clone(),
+                topic: t,
                 conn: id,
                 rid: req,
                 since: since.map(Since::from),
             };
-            if let Err(e) = self.hub.submit_store(job, false) {
-                self.release(id, &t);
-                self.error(id, req, topic, e.code, &e.message);
+            match token.and_then(|k| self.pending.get_mut(&k)) {
+                Some(p) => p.then.push(job),
+                None => self.submit_held(job),
             }
             return;
         }
@@ -157,6 +167,22 @@ impl ShardState {
                     self.enqueue(id, envelope::reply(rid, topic, None));
                 }
             }
+        }
+    }
+
+    /// Sends a held subscribe to the store; on failure releases the hold with an error.
+    pub(super) fn submit_held(&mut self, job: StoreJob) {
+        let StoreJob::Subscribe {
+            topic, conn, rid, ..
+        } = &job
+        else {
+            let _ = self.hub.submit_store(job, false);
+            return;
+        };
+        let (topic, conn, rid) = (topic.clone(), *conn, *rid);
+        if let Err(e) = self.hub.submit_store(job, false) {
+            self.release(conn, &topic);
+            self.error(conn, rid, &topic, e.code, &e.message);
         }
     }
 
@@ -202,13 +228,25 @@ impl ShardState {
             Err(m) => return self.error(id, req, topic, ErrorCode::BadRequest, &m),
         };
         let Some(rid) = req else {
-            return self.error(id, req, topic, ErrorCode::BadRequest, "history needs a request id");
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::BadRequest,
+                "history needs a request id",
+            );
         };
         if let Err(e) = crate::proto::pattern::validate_topic(topic) {
             return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
         }
         if self.hub.namespaces.history(topic).is_none() {
-            return self.error(id, req, topic, ErrorCode::NotAvailable, "this topic keeps no history");
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::NotAvailable,
+                "this topic keeps no history",
+            );
         }
         let max = self.hub.config.store.max_recover;
         let limit = d.limit.unwrap_or(50);
@@ -228,12 +266,24 @@ impl ShardState {
     }
 
     /// `presence` / `presence_stats`: gathered from every shard by the API thread.
-    pub(super) fn client_presence(&mut self, id: ConnId, topic: &str, req: Option<u64>, stats: bool) {
+    pub(super) fn client_presence(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        req: Option<u64>,
+        stats: bool,
+    ) {
         if let Err(e) = crate::proto::pattern::validate_topic(topic) {
             return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
         }
         if !self.hub.namespaces.get(topic).is_some_and(|n| n.presence) {
-            return self.error(id, req, topic, ErrorCode::NotAvailable, "presence is not enabled for this topic");
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::NotAvailable,
+                "presence is not enabled for this topic",
+            );
         }
         let job = ControlJob::Presence {
             conn: id,
@@ -242,7 +292,13 @@ impl ShardState {
             stats,
         };
         if !self.hub.submit_api(job) {
-            self.error(id, req, topic, ErrorCode::Internal, "presence is unavailable");
+            self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::Internal,
+                "presence is unavailable",
+            );
         }
     }
 
@@ -261,12 +317,30 @@ impl ShardState {
     }
 
     /// `ack` of a durable message, from any connection of its user.
-    pub(super) fn client_ack(&mut self, id: ConnId, topic: &str, req: Option<u64>, data: Option<&RawValue>) {
+    pub(super) fn client_ack(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        req: Option<u64>,
+        data: Option<&RawValue>,
+    ) {
         let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
-            return self.error(id, req, topic, ErrorCode::Forbidden, "ack needs an authenticated user");
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::Forbidden,
+                "ack needs an authenticated user",
+            );
         };
         if topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX) != Some(&*user) {
-            return self.error(id, req, topic, ErrorCode::Forbidden, "ack is for your own user:<id> topic");
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::Forbidden,
+                "ack is for your own user:<id> topic",
+            );
         }
         let offset = match data.map(|d| serde_json::from_str::<AckData>(d.get())) {
             Some(Ok(a)) => a.offset,
@@ -302,13 +376,22 @@ impl ShardState {
 
     /// Announces `leave` if `pattern` is an exact topic of a namespace with join/leave.
     pub(super) fn announce_leave(&mut self, id: ConnId, pattern: &str) {
-        if !pattern.ends_with('*') && self.hub.namespaces.get(pattern).is_some_and(|n| n.join_leave) {
+        if !pattern.ends_with('*')
+            && self
+                .hub
+                .namespaces
+                .get(pattern)
+                .is_some_and(|n| n.join_leave)
+        {
             self.announce(id, pattern, "leave");
         }
     }
 
     /// Local connections subscribed to exactly `topic`.
-    pub(super) fn presence(&self, topic: &str) -> Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)> {
+    pub(super) fn presence(
+        &self,
+        topic: &str,
+    ) -> Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)> {
         let Ok(p) = Pattern::parse(topic) else {
             return Vec::new();
         };
@@ -363,7 +446,9 @@ impl ShardState {
         for t in topics {
             match self.subscribe(id, t) {
                 Ok(_) => self.join_if_announced(id, t),
-                Err(e) => tracing::debug!(conn = %id, topic = t.as_str(), error = %e.message, "server-side subscription refused"),
+                Err(e) => {
+                    tracing::debug!(conn = %id, topic = t.as_str(), error = %e.message, "server-side subscription refused")
+                }
             }
         }
         let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
@@ -428,9 +513,9 @@ impl ShardState {
         };
         let mut k = 0;
         for id in ids {
-            let live = self
-                .conn_mut(id)
-                .is_some_and(|c| c.closing.is_none() && matches!(c.phase, super::Phase::Ws(super::ConnKind::PubSub)));
+            let live = self.conn_mut(id).is_some_and(|c| {
+                c.closing.is_none() && matches!(c.phase, super::Phase::Ws(super::ConnKind::PubSub))
+            });
             if live && !self.is_held(id, INBOX) {
                 self.enqueue(id, frame.clone());
                 k += 1;

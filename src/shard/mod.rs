@@ -178,6 +178,10 @@ struct PendingInterest {
     waiters: Vec<(ConnId, u64, Box<str>)>,
     /// SSE streams held until the change is acknowledged.
     held: Vec<ConnId>,
+    /// Store requests sent once the change is acknowledged: a subscribe to a topic with
+    /// history is answered only when every shard routes the topic's other events (join/leave)
+    /// here too.
+    then: Vec<crate::runtime::store::StoreJob>,
 }
 
 /// The state of a shard.

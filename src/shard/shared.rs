@@ -10,13 +10,13 @@ use bytes::Bytes;
 use super::inbox::Inbox;
 use crate::config::{Config, Namespaces};
 use crate::proto::error::{ErrorCode, HandlerError};
-use crate::runtime::hooks::Hooks;
-use crate::proto::handler::Outgoing;
-use crate::runtime::store::{PubJob, PubReply, StoreJob};
 use crate::proto::handler::Handler;
+use crate::proto::handler::Outgoing;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::PatternMap;
 use crate::proto::stats::ShardStats;
+use crate::runtime::hooks::Hooks;
+use crate::runtime::store::{PubJob, PubReply, StoreJob};
 use crate::ConnId;
 
 /// A routed handler with its middleware already applied.

@@ -129,25 +129,42 @@ impl ShardState {
         for (conn, rid, topic) in p.waiters {
             self.enqueue(conn, envelope::reply(rid, &topic, None));
         }
+        for job in p.then {
+            self.submit_held(job);
+        }
     }
 
     /// Delivers a publication to this shard's subscribers of `topic`, once per connection, but
     /// not to `exclude`.
-    pub(super) fn deliver_local(&mut self, topic: &str, frame: &Bytes, exclude: Option<ConnId>) -> usize {
+    pub(super) fn deliver_local(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<ConnId>,
+    ) -> usize {
         self.pub_seq += 1;
         self.deliver_seq(topic, frame, exclude, false, self.pub_seq)
     }
 
     /// Delivers a publication the store thread sequenced: connections whose subscribe to
     /// `topic` waits for the store's answer are skipped (the answer covers it).
-    pub(super) fn deliver_stored(&mut self, topic: &str, frame: &Bytes, exclude: Option<ConnId>) -> usize {
+    pub(super) fn deliver_stored(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<ConnId>,
+    ) -> usize {
         self.pub_seq += 1;
         self.deliver_seq(topic, frame, exclude, true, self.pub_seq)
     }
 
     /// Delivers one publication to several topics: each connection receives it once, through
     /// the first of the topics it is subscribed to.
-    pub(super) fn deliver_many(&mut self, frames: &[(Arc<str>, Bytes)], exclude: Option<ConnId>) -> usize {
+    pub(super) fn deliver_many(
+        &mut self,
+        frames: &[(Arc<str>, Bytes)],
+        exclude: Option<ConnId>,
+    ) -> usize {
         self.pub_seq += 1;
         let seq = self.pub_seq;
         frames
@@ -191,7 +208,9 @@ impl ShardState {
                 }
                 if check_held
                     && c.flags & flag::HELD != 0
-                    && held.get(&c.id).is_some_and(|ts| ts.iter().any(|t| **t == *topic))
+                    && held
+                        .get(&c.id)
+                        .is_some_and(|ts| ts.iter().any(|t| **t == *topic))
                 {
                     continue;
                 }
@@ -266,6 +285,7 @@ impl ShardState {
                     remaining: self.hub.shards - 1,
                     waiters: Vec::new(),
                     held: Vec::new(),
+                    then: Vec::new(),
                 },
             );
             self.pending_by_pattern.insert(pattern.into(), token);

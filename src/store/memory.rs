@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::{
     new_epoch, now_ms, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo,
-    MessageStatus, NewMessage, Publication, Store, StoreError, StatusChange, StreamPos,
+    MessageStatus, NewMessage, Publication, StatusChange, Store, StoreError, StreamPos,
 };
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -391,11 +391,7 @@ impl Store for MemoryStore {
             return Ok(Vec::new());
         }
         let cutoff = now_ms.saturating_sub(ms(limits.ttl));
-        let old: Vec<u64> = self
-            .live
-            .range(..(cutoff, 0))
-            .map(|&(_, id)| id)
-            .collect();
+        let old: Vec<u64> = self.live.range(..(cutoff, 0)).map(|&(_, id)| id).collect();
         let changes = old
             .into_iter()
             .filter_map(|id| self.finish(id, MessageStatus::Expired, now_ms))

@@ -123,7 +123,12 @@ pub(super) fn decode_stream(b: &[u8]) -> Result<(u64, &str), StoreError> {
 }
 
 /// History entry: time, event, data.
-pub(super) fn encode_publication(out: &mut Vec<u8>, time_ms: u64, event: &str, data: Option<&[u8]>) {
+pub(super) fn encode_publication(
+    out: &mut Vec<u8>,
+    time_ms: u64,
+    event: &str,
+    data: Option<&[u8]>,
+) {
     out.clear();
     out.extend_from_slice(&time_ms.to_le_bytes());
     put_str(out, event);
@@ -272,7 +277,10 @@ mod tests {
         };
         encode_status(&mut buf, &s);
         let d = decode_status(&buf).unwrap();
-        assert_eq!((d.user, d.offset, d.status, d.attempts), ("u", 4, MessageStatus::Delivered, 2));
+        assert_eq!(
+            (d.user, d.offset, d.status, d.attempts),
+            ("u", 4, MessageStatus::Delivered, 2)
+        );
         buf[8] = 9;
         assert!(decode_status(&buf).is_err());
     }

@@ -42,7 +42,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 use super::memory::{Offer, ReadAcc};
 use super::{
     new_epoch, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
-    Store, StoreError, StatusChange, StreamPos,
+    StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -330,7 +330,10 @@ impl RedbStore {
     ) -> Result<HistoryRead, StoreError> {
         self.load_stream(topic)?;
         let pos = self.stream_pos(topic)?;
-        let first_kept = self.streams.get(topic).map_or(pos.offset + 1, |m| m.first_kept);
+        let first_kept = self
+            .streams
+            .get(topic)
+            .map_or(pos.offset + 1, |m| m.first_kept);
         let mut acc = ReadAcc::new(limits, pos.offset, first_kept, after, limit, now_ms);
         if after < pos.offset {
             with_table!(self, HISTORY, |t| {
@@ -393,7 +396,9 @@ impl Store for RedbStore {
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        let r = self.load_stream(topic).and_then(|()| self.stream_pos(topic));
+        let r = self
+            .load_stream(topic)
+            .and_then(|()| self.stream_pos(topic));
         self.track(r)
     }
 
