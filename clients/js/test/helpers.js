@@ -70,6 +70,9 @@ const VARIANTS = [
   { name: 'no [[topics]] (refused by the server)', text: () => BASE, topics: false, store: false },
 ]
 let chosen = null
+// Servers still running when this process exits (a crashed test file) are killed with it.
+const live = new Set()
+process.on('exit', () => live.forEach((p) => p.kill('SIGKILL')))
 /** History in memory: a restart starts new epochs. */
 export const MEMORY = { name: '[[topics]] + memory [store]', text: () => BASE + TOPICS + '\n[store]\nbackend = "memory"\n', topics: true }
 
@@ -116,6 +119,8 @@ export class Server {
     const p = (this.proc = spawn(serverBin(), args, { cwd: this.dir, stdio: ['ignore', 'ignore', 'pipe'] }))
     this.log = ''
     p.stderr.on('data', (d) => (this.log += d))
+    live.add(p)
+    p.on('exit', () => live.delete(p))
     let exited = false
     this.exit = new Promise((r) => p.on('exit', (code, sig) => ((exited = true), r({ code, sig }))))
     const deadline = Date.now() + 20000
