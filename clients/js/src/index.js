@@ -431,7 +431,8 @@ export class Client extends Emitter {
   _durable(m) {
     const { topic: t, offset: o } = m
     let b = this._box.get(t)
-    if (!b) this._box.set(t, (b = { top: 0, s: new Map() }))
+    // A new inbox epoch (the server lost its inboxes): offsets restart, so does de-duplication.
+    if (!b || b.e !== m.epoch) this._box.set(t, (b = { top: 0, s: new Map(), e: m.epoch }))
     const st = b.s.get(o)
     // A copy (redelivery): acknowledged again if it was, dropped if its handling is under way.
     if (o <= b.top && st !== 2) return st === 1 && this._ack(t, o)
