@@ -126,6 +126,7 @@ impl BenchInbox {
         self.inbox.push(ShardMsg::Publish {
             topic: topic.clone(),
             frame: frame.clone(),
+            exclude: None,
         });
     }
 

@@ -70,6 +70,16 @@ struct Cli {
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
+    /// Where history and inboxes are kept: memory (lost on restart) or redb (on disk)
+    /// [default: redb].
+    #[arg(long, value_name = "BACKEND")]
+    store: Option<String>,
+    /// Directory of the redb store [default: ./ringhub-data].
+    #[arg(long, value_name = "DIR")]
+    store_path: Option<String>,
+    /// This node's name in client ids: letters, digits, '-' or '_' [default: random at start].
+    #[arg(long, value_name = "NAME")]
+    node: Option<String>,
     /// Do not pin shard threads to cores.
     #[arg(long)]
     no_pin: bool,
@@ -114,6 +124,9 @@ impl Cli {
             ("drain_delay", &self.drain_delay, "--drain-delay"),
             ("stats_interval", &self.stats_interval, "--stats-interval"),
             ("log_format", &self.log_format, "--log-format"),
+            ("store.backend", &self.store, "--store"),
+            ("store.path", &self.store_path, "--store-path"),
+            ("node", &self.node, "--node"),
         ];
         let mut out: Vec<_> = flags
             .into_iter()
@@ -139,8 +152,6 @@ fn load(cli: &Cli, file: Option<&Path>) -> Result<Settings, Box<dyn Error>> {
     Ok(s)
 }
 
-/// Settings this build validates but the engine does not apply yet; starting with them would
-/// silently run without the protection the operator asked for, so the server refuses.
 /// Logs go through a background writer thread: a shard never blocks on a slow stdout (lines are
 /// dropped, not waited for, if the writer falls far behind). Keep the guard alive to flush.
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {

@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use super::messaging::{self, respond, ApiError};
 use crate::proto::envelope;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::validate_topic;
@@ -26,7 +27,7 @@ pub(crate) struct Response {
 }
 
 impl Response {
-    fn ok(data: Value) -> Self {
+    pub(crate) fn ok(data: Value) -> Self {
         Self::json(200, json!({"success": true, "data": data}))
     }
     pub(crate) fn err(status: u16, error: &str) -> Self {
@@ -88,42 +89,155 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
     )) {
         return Response::err(401, "missing or wrong API key (Authorization: Bearer KEY)");
     }
-    let post = |m: &str| m == "POST";
-    match head.path.as_str() {
-        "/api/v1/online" if method == "GET" => online(hub).await,
-        "/api/v1/stats" if method == "GET" => {
+    let path = head.path.as_str();
+    if let Some(id) = path.strip_prefix("/api/v1/messages/") {
+        if method != "GET" {
+            return Response::err(405, "use GET");
+        }
+        return respond(messaging::status_endpoint(hub, id).await);
+    }
+    let known = ENDPOINTS.iter().find(|(p, _)| *p == path);
+    match known {
+        None => return Response::err(404, "no such endpoint"),
+        Some((_, m)) if *m != method => {
+            return Response::err(405, "wrong method for this endpoint")
+        }
+        Some(_) => {}
+    }
+    if method == "POST" && head.header("Content-Length").is_none() {
+        return Response::err(411, "Content-Length required");
+    }
+    match path {
+        "/api/v1/online" => online(hub).await,
+        "/api/v1/stats" => {
             let shards: Vec<_> = hub.stats.iter().map(crate::ShardStats::snapshot).collect();
             let total = shards
                 .iter()
                 .fold(crate::StatsSnapshot::default(), |a, b| a + *b);
             Response::ok(json!({"total": total, "shards": shards}))
         }
-        "/api/v1/publish" | "/api/v1/send" | "/api/v1/broadcast" | "/api/v1/disconnect"
-            if post(method) =>
-        {
-            if head.header("Content-Length").is_none() {
-                return Response::err(411, "Content-Length required");
-            }
-            match head.path.as_str() {
-                "/api/v1/publish" => publish(hub, &body).await,
-                "/api/v1/send" => send(hub, &body).await,
-                "/api/v1/broadcast" => broadcast(hub, &body).await,
-                _ => disconnect(hub, &body).await,
-            }
-        }
-        "/api/v1/online" | "/api/v1/stats" | "/api/v1/publish" | "/api/v1/send"
-        | "/api/v1/broadcast" | "/api/v1/disconnect" => {
-            Response::err(405, "wrong method for this endpoint")
-        }
-        _ => Response::err(404, "no such endpoint"),
+        "/api/v1/inbox" => respond(messaging::inbox_endpoint(hub, head.query.as_deref()).await),
+        "/api/v1/batch" => respond(batch(hub, &body).await),
+        _ => respond(command(hub, &path["/api/v1/".len()..], &body).await),
     }
 }
 
-fn bad(e: impl std::fmt::Display) -> Response {
-    Response::err(400, &format!("invalid request: {e}"))
+/// Every endpoint under `/api/v1/` with its method (`/api/v1/messages/M` aside).
+const ENDPOINTS: &[(&str, &str)] = &[
+    ("/api/v1/online", "GET"),
+    ("/api/v1/stats", "GET"),
+    ("/api/v1/inbox", "GET"),
+    ("/api/v1/publish", "POST"),
+    ("/api/v1/send", "POST"),
+    ("/api/v1/broadcast", "POST"),
+    ("/api/v1/disconnect", "POST"),
+    ("/api/v1/subscribe", "POST"),
+    ("/api/v1/unsubscribe", "POST"),
+    ("/api/v1/history", "POST"),
+    ("/api/v1/presence", "POST"),
+    ("/api/v1/batch", "POST"),
+];
+
+/// One POST command by name: an endpoint, or a command of a batch.
+async fn command(hub: &HubShared, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    match name {
+        "publish" => messaging::publish_endpoint(hub, body).await,
+        "send" => send(hub, body).await,
+        "broadcast" => broadcast(hub, body).await,
+        "disconnect" => disconnect(hub, body).await,
+        "subscribe" => messaging::subscription_endpoint(hub, body, true).await,
+        "unsubscribe" => messaging::subscription_endpoint(hub, body, false).await,
+        "history" => history(hub, body).await,
+        "presence" => {
+            #[derive(Deserialize)]
+            struct P {
+                topic: String,
+            }
+            let p: P = serde_json::from_slice(body).map_err(ApiError::bad)?;
+            let list = messaging::presence(hub, &p.topic).await?;
+            let clients: Vec<Value> = list
+                .iter()
+                .map(|e| json!({"client": e.client, "user": e.user.as_deref().unwrap_or("")}))
+                .collect();
+            Ok(json!({ "clients": clients }))
+        }
+        other => Err(ApiError::bad(format!(
+            "unknown method '{}'",
+            crate::proto::error::shorten(other)
+        ))),
+    }
 }
 
-async fn scatter(
+/// Most commands in one batch.
+const MAX_BATCH: usize = 1000;
+
+/// `POST /api/v1/batch`: each command in order, one result each; a failure does not stop the
+/// others.
+async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
+    #[derive(Deserialize)]
+    struct Cmd<'a> {
+        method: String,
+        #[serde(borrow)]
+        params: &'a RawValue,
+    }
+    #[derive(Deserialize)]
+    struct Batch<'a> {
+        #[serde(borrow)]
+        commands: Vec<Cmd<'a>>,
+    }
+    let b: Batch<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
+    if b.commands.len() > MAX_BATCH {
+        return Err(ApiError::bad(format!(
+            "at most {MAX_BATCH} commands per batch"
+        )));
+    }
+    let mut results = Vec::with_capacity(b.commands.len());
+    for c in &b.commands {
+        let r = if c.method == "batch" {
+            Err(ApiError::bad("a batch cannot contain a batch"))
+        } else {
+            command(hub, &c.method, c.params.get().as_bytes()).await
+        };
+        results.push(match r {
+            Ok(data) => json!({"success": true, "data": data}),
+            Err(e) => json!({"success": false, "error": e.message}),
+        });
+    }
+    Ok(json!({ "results": results }))
+}
+
+async fn history(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
+    #[derive(Deserialize)]
+    struct SinceB {
+        epoch: String,
+        offset: u64,
+    }
+    #[derive(Deserialize)]
+    struct H {
+        topic: String,
+        #[serde(default)]
+        limit: Option<usize>,
+        #[serde(default)]
+        since: Option<SinceB>,
+    }
+    let h: H = serde_json::from_slice(body).map_err(ApiError::bad)?;
+    let since = h.since.map(|s| (s.epoch, s.offset));
+    let r = messaging::history(hub, &h.topic, h.limit.unwrap_or(50), since).await?;
+    let pubs: Vec<Value> = r
+        .publications
+        .iter()
+        .map(|p| {
+            let data = p
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_slice::<Value>(d).ok());
+            json!({"event": &*p.event, "data": data, "offset": p.offset})
+        })
+        .collect();
+    Ok(json!({"epoch": &*r.pos.epoch, "offset": r.pos.offset, "publications": pubs}))
+}
+
+pub(crate) async fn scatter(
     hub: &HubShared,
     mut make: impl FnMut() -> ApiOp,
 ) -> Result<Vec<ApiReply>, Response> {
@@ -148,47 +262,17 @@ async fn scatter(
         .unwrap_or_else(|_| Err(Response::err(503, "shards did not answer in time")))
 }
 
-fn count(replies: Result<Vec<ApiReply>, Response>, field: &str) -> Response {
+fn count(replies: Result<Vec<ApiReply>, Response>, field: &str) -> Result<Value, ApiError> {
     match replies {
-        Err(r) => r,
+        Err(r) => Err(ApiError::new(r.status, "shards did not answer")),
         Ok(rs) => {
             let n: usize = rs
                 .iter()
                 .map(|r| if let ApiReply::Count(n) = r { *n } else { 0 })
                 .sum();
-            Response::ok(json!({ field: n }))
+            Ok(json!({ field: n }))
         }
     }
-}
-
-#[derive(Deserialize)]
-struct PublishBody<'a> {
-    #[serde(borrow)]
-    topic: std::borrow::Cow<'a, str>,
-    #[serde(borrow)]
-    event: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-}
-
-async fn publish(hub: &HubShared, body: &[u8]) -> Response {
-    let p: PublishBody<'_> = match serde_json::from_slice(body) {
-        Ok(p) => p,
-        Err(e) => return bad(e),
-    };
-    if let Err(e) = validate_topic(&p.topic) {
-        return bad(e);
-    }
-    let frame = envelope::publication(&p.topic, &p.event, p.data.map(|d| d.get().as_bytes()));
-    let topic: Arc<str> = p.topic.as_ref().into();
-    count(
-        scatter(hub, || ApiOp::Publish {
-            topic: topic.clone(),
-            frame: frame.clone(),
-        })
-        .await,
-        "delivered",
-    )
 }
 
 #[derive(Deserialize)]
@@ -198,20 +282,31 @@ struct SendBody {
     topic: Option<String>,
     event: String,
     data: Option<Box<RawValue>>,
+    #[serde(default)]
+    durable: bool,
 }
 
-async fn send(hub: &HubShared, body: &[u8]) -> Response {
-    let b: SendBody = match serde_json::from_slice(body) {
-        Ok(b) => b,
-        Err(e) => return bad(e),
-    };
+async fn send(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
+    let b: SendBody = serde_json::from_slice(body).map_err(ApiError::bad)?;
+    if b.durable {
+        let (Some(user), None, None) = (b.user.as_deref(), &b.users, &b.topic) else {
+            return Err(ApiError::bad(
+                "a durable send takes one `user` and no `topic` (it is delivered on user:<id>)",
+            ));
+        };
+        let data = b.data.as_ref().map(|d| d.get().as_bytes());
+        let r = messaging::send_durable(hub, user, &b.event, data).await?;
+        return Ok(
+            json!({"message_id": r.message_id, "offset": r.offset, "delivered": r.delivered}),
+        );
+    }
     let mut users = b.users.unwrap_or_default();
     users.extend(b.user);
     if users.is_empty() {
-        return bad("give `user` or `users`");
+        return Err(ApiError::bad("give `user` or `users`"));
     }
     if let Some(Err(e)) = b.topic.as_deref().map(validate_topic) {
-        return bad(e);
+        return Err(ApiError::bad(e));
     }
     let req = Arc::new(SendReq {
         users,
@@ -232,15 +327,10 @@ struct BroadcastBody<'a> {
     data: Option<&'a RawValue>,
 }
 
-async fn broadcast(hub: &HubShared, body: &[u8]) -> Response {
-    let b: BroadcastBody<'_> = match serde_json::from_slice(body) {
-        Ok(b) => b,
-        Err(e) => return bad(e),
-    };
+async fn broadcast(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
+    let b: BroadcastBody<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
     let topic = b.topic.as_deref().unwrap_or("broadcast");
-    if let Err(e) = validate_topic(topic) {
-        return bad(e);
-    }
+    validate_topic(topic).map_err(ApiError::bad)?;
     let frame = envelope::publication(topic, &b.event, b.data.map(|d| d.get().as_bytes()));
     count(
         scatter(hub, || ApiOp::Broadcast(frame.clone())).await,
@@ -248,15 +338,12 @@ async fn broadcast(hub: &HubShared, body: &[u8]) -> Response {
     )
 }
 
-async fn disconnect(hub: &HubShared, body: &[u8]) -> Response {
+async fn disconnect(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     #[derive(Deserialize)]
     struct D {
         user: String,
     }
-    let d: D = match serde_json::from_slice(body) {
-        Ok(d) => d,
-        Err(e) => return bad(e),
-    };
+    let d: D = serde_json::from_slice(body).map_err(ApiError::bad)?;
     let user: Arc<str> = d.user.into();
     count(
         scatter(hub, || ApiOp::Disconnect(user.clone())).await,

@@ -88,6 +88,8 @@ pub struct Identity {
     pub subscribe: Option<Vec<String>>,
     /// The token's `publish` claim; `None` = use the `[permissions]` default.
     pub publish: Option<Vec<String>>,
+    /// The token's `topics` claim: subscribed at connect (protocol v2 rooms).
+    pub topics: Option<Vec<String>>,
 }
 
 impl Identity {
@@ -102,6 +104,7 @@ struct Claims {
     sub: Option<String>,
     subscribe: Option<Vec<String>>,
     publish: Option<Vec<String>>,
+    topics: Option<Vec<String>>,
 }
 
 /// A configured key with the validation rules that go with it.
@@ -316,6 +319,7 @@ fn identity(c: Claims) -> Result<Identity, AuthError> {
         user: c.sub.map(Arc::from),
         subscribe: c.subscribe,
         publish: c.publish,
+        topics: c.topics,
     })
 }
 

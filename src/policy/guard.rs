@@ -73,6 +73,8 @@ pub(crate) struct Admitted {
     pub user: Option<Arc<str>>,
     pub permissions: Permissions,
     pub limiter: Option<ConnLimiter>,
+    /// Topics to subscribe at connect (the token's `topics` claim).
+    pub topics: Vec<String>,
 }
 
 impl Guard {
@@ -82,6 +84,7 @@ impl Guard {
             user: None,
             permissions: self.permissions.clone(),
             limiter: None,
+            topics: Vec::new(),
         }
     }
 
@@ -135,8 +138,8 @@ impl Guard {
         if !self.origins.allows(head.header("Origin")) {
             return Err(HttpError::new(403, "origin not allowed"));
         }
-        let (user, permissions) = match &self.auth {
-            None => (None, self.permissions.clone()),
+        let (user, permissions, topics) = match &self.auth {
+            None => (None, self.permissions.clone(), Vec::new()),
             Some(auth) => {
                 let token = token_from_request(head.query.as_deref(), head.header("Authorization"));
                 let id = auth
@@ -146,7 +149,7 @@ impl Guard {
                     .permissions
                     .with_claims(id.subscribe.as_deref(), id.publish.as_deref())
                     .map_err(|e| HttpError::new(401, format!("unauthorized: {e}")))?;
-                (id.user, perms)
+                (id.user, perms, id.topics.unwrap_or_default())
             }
         };
         let limiter = self
@@ -156,6 +159,7 @@ impl Guard {
             user,
             permissions,
             limiter,
+            topics,
         })
     }
 }

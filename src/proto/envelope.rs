@@ -23,6 +23,9 @@ pub struct Envelope<'a> {
     /// A request id the server answers with exactly one `reply` or `error`.
     #[serde(default)]
     pub id: Option<u64>,
+    /// Deliver a publication to every subscriber but the sender (protocol v2).
+    #[serde(default)]
+    pub exclude_sender: bool,
 }
 
 /// Why an envelope could not be parsed; carries the request id when it was readable.
@@ -114,6 +117,37 @@ pub fn publication(topic: &str, event: &str, data: Option<&[u8]>) -> Bytes {
     b.put_slice(b",\"event\":");
     put_json_str(b, event);
     close_with_data(b, data);
+    f.finish(1)
+}
+
+/// Encodes `{"topic":T,"event":E,"data":D,"offset":O}`: a publication on a topic with history.
+pub fn stored_publication(topic: &str, event: &str, data: Option<&[u8]>, offset: u64) -> Bytes {
+    tail_frame(topic, event, data, offset, false)
+}
+
+/// Encodes `{"topic":T,"event":E,"data":D,"offset":O,"ack":true}`: a durable user message.
+pub fn durable(topic: &str, event: &str, data: Option<&[u8]>, offset: u64) -> Bytes {
+    tail_frame(topic, event, data, offset, true)
+}
+
+fn tail_frame(topic: &str, event: &str, data: Option<&[u8]>, offset: u64, ack: bool) -> Bytes {
+    let hint = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 64;
+    let mut f = FrameBuilder::with_capacity(hint);
+    let b = f.payload();
+    b.put_slice(b"{\"topic\":");
+    put_json_str(b, topic);
+    b.put_slice(b",\"event\":");
+    put_json_str(b, event);
+    if let Some(d) = data {
+        b.put_slice(b",\"data\":");
+        b.put_slice(d);
+    }
+    b.put_slice(b",\"offset\":");
+    b.put_slice(itoa::Buffer::new().format(offset).as_bytes());
+    if ack {
+        b.put_slice(b",\"ack\":true");
+    }
+    b.put_u8(b'}');
     f.finish(1)
 }
 

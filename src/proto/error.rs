@@ -185,6 +185,9 @@ pub enum ServerError {
     /// A thread could not be spawned.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
+    /// The store could not be opened.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 #[cfg(test)]

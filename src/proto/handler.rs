@@ -20,6 +20,7 @@ pub struct Message<'a> {
     pub(crate) event: &'a str,
     pub(crate) data: Option<&'a RawValue>,
     pub(crate) id: Option<u64>,
+    pub(crate) exclude_sender: bool,
 }
 
 impl<'a> Message<'a> {
@@ -35,7 +36,17 @@ impl<'a> Message<'a> {
             event,
             data,
             id,
+            exclude_sender: false,
         }
+    }
+    /// The same message with its `exclude_sender` flag set as given.
+    pub fn with_exclude_sender(mut self, exclude: bool) -> Self {
+        self.exclude_sender = exclude;
+        self
+    }
+    /// Whether the client asked that its publication skip its own connection.
+    pub fn exclude_sender(&self) -> bool {
+        self.exclude_sender
     }
     /// The topic the message was sent on.
     pub fn topic(&self) -> &'a str {
@@ -63,13 +74,27 @@ impl<'a> Message<'a> {
     }
 }
 
+/// A publication a handler makes, before routing decides how it travels: encoded at once for a
+/// topic without history, or sequenced by the store thread (which adds its offset) for one with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Outgoing<'a> {
+    pub topic: &'a str,
+    pub event: &'a str,
+    pub data: Option<&'a [u8]>,
+    /// Skip the message's own connection.
+    pub exclude_sender: bool,
+    /// The request id to answer once the publication is stored (topics with history).
+    pub reply_id: Option<u64>,
+}
+
 /// Where a [`Context`]'s actions go: straight into the shard for inline handlers, through the
 /// shard's inbox for handlers on the pool.
 pub(crate) trait Effects {
     /// Queues a complete frame to the message's connection.
     fn to_conn(&mut self, frame: Bytes);
-    /// Delivers a complete publication frame for `topic` to every subscriber on every shard.
-    fn publish(&mut self, topic: &str, frame: Bytes);
+    /// Delivers a publication to every subscriber on every shard. Returns true when the request
+    /// (`reply_id`) will be answered later, by the store thread.
+    fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, HandlerError>;
     /// Subscribes the message's connection to a validated pattern.
     fn subscribe(&mut self, pattern: &str) -> HandlerResult;
     /// Unsubscribes the message's connection.
@@ -155,9 +180,40 @@ impl Context<'_> {
         event: &str,
         data: Option<&RawValue>,
     ) -> HandlerResult {
+        self.publish_out(topic, event, data, false)
+    }
+
+    /// Like [`publish_raw`](Self::publish_raw), but every subscriber except this connection
+    /// receives it (Socket.IO's `socket.broadcast.to(room)`).
+    pub fn broadcast_raw(
+        &mut self,
+        topic: &str,
+        event: &str,
+        data: Option<&RawValue>,
+    ) -> HandlerResult {
+        self.publish_out(topic, event, data, true)
+    }
+
+    fn publish_out(
+        &mut self,
+        topic: &str,
+        event: &str,
+        data: Option<&RawValue>,
+        exclude_sender: bool,
+    ) -> HandlerResult {
         validate_topic(topic).map_err(|e| HandlerError::bad_request(e.to_string()))?;
-        let frame = envelope::publication(topic, event, data.map(|d| d.get().as_bytes()));
-        self.fx.publish(topic, frame);
+        // The request's own topic: its reply can wait for the store and carry the offset.
+        let reply_id = self.id.filter(|_| !self.replied && topic == self.topic);
+        let deferred = self.fx.publish(Outgoing {
+            topic,
+            event,
+            data: data.map(|d| d.get().as_bytes()),
+            exclude_sender,
+            reply_id,
+        })?;
+        if deferred {
+            self.replied = true;
+        }
         Ok(())
     }
 
@@ -294,7 +350,11 @@ impl Invoke for HandlerRef<'_> {
 /// The default pub/sub handler the server binary registers on `*`: forwards the message to every
 /// subscriber of its topic, `data` untouched.
 pub fn pubsub(ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
-    ctx.publish_raw(msg.topic, msg.event, msg.data)
+    if msg.exclude_sender {
+        ctx.broadcast_raw(msg.topic, msg.event, msg.data)
+    } else {
+        ctx.publish_raw(msg.topic, msg.event, msg.data)
+    }
 }
 
 #[cfg(test)]
@@ -311,8 +371,10 @@ mod tests {
         fn to_conn(&mut self, frame: Bytes) {
             self.to_conn.push(frame);
         }
-        fn publish(&mut self, topic: &str, frame: Bytes) {
-            self.published.push((topic.to_string(), frame));
+        fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, HandlerError> {
+            let frame = envelope::publication(p.topic, p.event, p.data);
+            self.published.push((p.topic.to_string(), frame));
+            Ok(false)
         }
         fn subscribe(&mut self, _: &str) -> HandlerResult {
             Ok(())

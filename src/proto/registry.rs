@@ -82,6 +82,11 @@ impl Registry {
         self.subs.for_each_match(topic, f);
     }
 
+    /// The local subscribers of exactly this pattern.
+    pub fn subscribers(&self, pattern: Pattern<'_>) -> Option<&Subscribers> {
+        self.subs.get(pattern)
+    }
+
     /// Number of local subscribers of exactly this pattern.
     pub fn subscriber_count(&self, pattern: Pattern<'_>) -> usize {
         self.subs.get(pattern).map_or(0, IndexSet::len)

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::shard::inbox::ShardMsg;
-use crate::shard::shared::{ApiJob, HubShared};
+use crate::shard::shared::{ControlJob, HubShared};
 
 /// Serves jobs until `stop` fires or is dropped (after the shards have exited).
 pub(crate) fn run(
     hub: Arc<HubShared>,
-    mut jobs: UnboundedReceiver<ApiJob>,
+    mut jobs: UnboundedReceiver<ControlJob>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -37,16 +37,40 @@ pub(crate) fn run(
                 },
             };
             let hub = hub.clone();
-            tokio::task::spawn_local(async move {
-                let resp = crate::http::api::handle(&hub, &job.head, job.body).await;
-                let shard = job.conn.shard();
-                if let Some(inbox) = hub.inboxes.get(shard) {
-                    inbox.push(ShardMsg::HttpResponse(
-                        job.conn,
-                        bytes::Bytes::from(resp.into_bytes()),
-                    ));
+            match job {
+                ControlJob::Http(job) => {
+                    tokio::task::spawn_local(async move {
+                        let resp = crate::http::api::handle(&hub, &job.head, job.body).await;
+                        let shard = job.conn.shard();
+                        if let Some(inbox) = hub.inboxes.get(shard) {
+                            inbox.push(ShardMsg::HttpResponse(
+                                job.conn,
+                                bytes::Bytes::from(resp.into_bytes()),
+                            ));
+                        }
+                    });
                 }
-            });
+                ControlJob::Presence {
+                    conn,
+                    rid,
+                    topic,
+                    stats,
+                } => {
+                    tokio::task::spawn_local(async move {
+                        let frame =
+                            crate::http::messaging::presence_frame(&hub, &topic, rid, stats).await;
+                        if let (Some(inbox), Some(frame)) = (hub.inboxes.get(conn.shard()), frame) {
+                            inbox.push(ShardMsg::Conn(
+                                conn,
+                                crate::shard::inbox::Action::Send(frame),
+                            ));
+                        }
+                    });
+                }
+                ControlJob::Call(f) => {
+                    tokio::task::spawn_local(f(hub));
+                }
+            }
         }
     });
 }

@@ -10,14 +10,16 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::config::{Config, IoMode};
+use crate::config::{Config, IoMode, Namespaces};
 use crate::proto::envelope;
 use crate::proto::error::{HandlerError, ServerError};
 use crate::proto::handler::{Handler, Layered, Middleware};
 use crate::proto::pattern::{validate_topic, Pattern, PatternMap};
 use crate::proto::stats::{ShardStats, StatsSnapshot};
+use crate::runtime::hooks::Hooks;
 use crate::shard::inbox::{Inbox, ShardMsg};
 use crate::shard::shared::{HubShared, Route};
+use crate::store::Store;
 use crate::transport;
 
 /// Namespace for [`RingHub::builder`].
@@ -30,15 +32,19 @@ impl RingHub {
             config: Config::default(),
             routes: Vec::new(),
             middleware: Vec::new(),
+            hooks: Hooks::default(),
+            store: None,
         }
     }
 }
 
 /// Configures and builds a [`Server`].
 pub struct Builder {
-    config: Config,
+    pub(super) config: Config,
     routes: Vec<(String, Arc<dyn Handler>, bool)>,
     middleware: Vec<Arc<dyn Middleware>>,
+    pub(super) hooks: Hooks,
+    pub(super) store: Option<Box<dyn Store>>,
 }
 
 impl Builder {
@@ -155,6 +161,8 @@ impl Builder {
             config: self.config,
             router,
             blocking: blocking_routes,
+            hooks: self.hooks,
+            store: self.store,
         })
     }
 }
@@ -165,6 +173,8 @@ pub struct Server {
     router: PatternMap<Route>,
     /// Whether any handler runs on the pool (no pool threads or queue otherwise).
     blocking: bool,
+    hooks: Hooks,
+    store: Option<Box<dyn Store>>,
 }
 
 /// Which backend the shards actually run.
@@ -245,6 +255,17 @@ impl Server {
         // and touched up front, so it is sized for bursts, not for every message of a second.
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(if self.blocking { 8_192 } else { 1 });
         let (api_tx, api_rx) = tokio::sync::mpsc::unbounded_channel();
+        let namespaces = Namespaces::new(&self.config.topics).map_err(ServerError::Config)?;
+        let store = match self.store {
+            Some(s) => s,
+            None => crate::runtime::messaging::open_store(&self.config.store)?,
+        };
+        let (store_tx, store_rx) = crossbeam_channel::unbounded();
+        let node: Arc<str> = if self.config.node.is_empty() {
+            crate::store::new_epoch()[..6].into()
+        } else {
+            self.config.node.as_str().into()
+        };
         let hub = Arc::new(HubShared {
             shards: n,
             router: self.router,
@@ -253,8 +274,19 @@ impl Server {
             pool: self.blocking.then_some(pool_tx),
             api: Some(api_tx),
             stopping: AtomicBool::new(false),
+            namespaces,
+            store: Some(store_tx),
+            node,
+            hooks: self.hooks,
             config: self.config,
         });
+        let store_thread = {
+            let seq = crate::runtime::store::Sequencer::new(store, hub.clone(), store_rx);
+            std::thread::Builder::new()
+                .name("ringhub-store".into())
+                .spawn(move || seq.run())
+                .map_err(ServerError::Thread)?
+        };
         let (api_stop, api_stop_rx) = tokio::sync::oneshot::channel();
         let api = {
             let hub = hub.clone();
@@ -313,6 +345,7 @@ impl Server {
             pool_stop,
             api: Some(api),
             api_stop: Some(api_stop),
+            store_thread: Some(store_thread),
         })
     }
 }
@@ -345,13 +378,14 @@ fn choose_backend(mode: IoMode) -> Result<Backend, ServerError> {
 
 /// A running server.
 pub struct ServerHandle {
-    hub: Arc<HubShared>,
+    pub(super) hub: Arc<HubShared>,
     local_addr: SocketAddr,
     threads: Vec<JoinHandle<()>>,
     pool: Vec<JoinHandle<()>>,
     pool_stop: crossbeam_channel::Sender<()>,
     api: Option<JoinHandle<()>>,
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    store_thread: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -374,6 +408,17 @@ impl ServerHandle {
     ) -> Result<(), HandlerError> {
         validate_topic(topic).map_err(|e| HandlerError::bad_request(e.to_string()))?;
         let data: Box<RawValue> = serde_json::value::to_raw_value(data)?;
+        let out = crate::proto::handler::Outgoing {
+            topic,
+            event,
+            data: Some(data.get().as_bytes()),
+            exclude_sender: false,
+            reply_id: None,
+        };
+        // A topic with history is sequenced (and stored) by the store thread first.
+        if let Some(r) = self.hub.publish_stored(&out, None) {
+            return r.map(drop);
+        }
         let frame = envelope::publication(topic, event, Some(data.get().as_bytes()));
         crate::shard::publish_external(&self.hub, topic, frame);
         Ok(())
@@ -410,6 +455,14 @@ impl ServerHandle {
         // Disconnecting the stop channel ends the workers once queued jobs are done.
         drop(self.pool_stop);
         for t in self.pool.drain(..) {
+            let _ = t.join();
+        }
+        // The store commits what is queued and stops; then the API thread, which may wait for
+        // its answers.
+        if let Some(tx) = &self.hub.store {
+            let _ = tx.send(crate::runtime::store::StoreJob::Stop);
+        }
+        if let Some(t) = self.store_thread.take() {
             let _ = t.join();
         }
         drop(self.api_stop.take());

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::proto::envelope;
 use crate::proto::error::HandlerResult;
-use crate::proto::handler::{Context, Effects, Message};
+use crate::proto::handler::{Context, Effects, Message, Outgoing};
 use crate::shard::inbox::{Action, ShardMsg};
 use crate::shard::shared::{HubShared, Job};
 use crate::ConnId;
@@ -37,7 +37,8 @@ fn run(hub: &HubShared, job: Job) {
     let Ok(env) = envelope::parse(&job.payload) else {
         return;
     };
-    let msg = Message::new(&env.topic, &env.event, env.data, env.id);
+    let msg = Message::new(&env.topic, &env.event, env.data, env.id)
+        .with_exclude_sender(env.exclude_sender);
     let mut fx = Remote {
         hub,
         conn: job.conn,
@@ -78,11 +79,16 @@ impl Effects for Remote<'_> {
     fn to_conn(&mut self, frame: Bytes) {
         self.act(Action::Send(frame));
     }
-    fn publish(&mut self, topic: &str, frame: Bytes) {
+    fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, crate::HandlerError> {
+        if let Some(r) = self.hub.publish_stored(&p, Some(self.conn)) {
+            return r;
+        }
         self.act(Action::Publish {
-            topic: topic.into(),
-            frame,
+            topic: p.topic.into(),
+            frame: envelope::publication(p.topic, p.event, p.data),
+            exclude: p.exclude_sender.then_some(self.conn),
         });
+        Ok(false)
     }
     fn subscribe(&mut self, pattern: &str) -> HandlerResult {
         self.act(Action::Subscribe(pattern.into()));

@@ -93,6 +93,7 @@ impl ShardState {
             user,
             permissions,
             limiter,
+            ..
         } = admitted;
         if let Some(u) = &user {
             self.users.entry(u.clone()).or_default().push(id);
@@ -388,10 +389,17 @@ impl ShardState {
             return Err(HttpError::new(404, format!("no route for {}", head.path)));
         };
         let response = http::accept_upgrade(&head)?;
-        let admitted = cfg.guard.admit(&head)?;
+        let mut admitted = cfg.guard.admit(&head)?;
+        if kind == ConnKind::PubSub {
+            self.connect_hook(id, &head, &mut admitted)?;
+        }
         self.take_permit(id)?;
+        let topics = std::mem::take(&mut admitted.topics);
         self.upgrade(id, Phase::Ws(kind), admitted);
         self.push_raw(id, Bytes::from(response));
+        if kind == ConnKind::PubSub {
+            self.connected(id, &topics);
+        }
         if let Some(c) = self.conn_mut(id) {
             let user = c.user.as_deref().unwrap_or("-");
             tracing::debug!(conn = %id, peer = %c.remote, user, "connected");
@@ -437,6 +445,41 @@ impl ShardState {
 
     /// The connection caps apply to WebSocket and SSE clients only: health, metrics and the
     /// API keep answering at the cap.
+    /// Runs `on_connect`: a refusal is a 403 with the hook's message; an outcome may replace
+    /// the user, add topics and attach metadata.
+    fn connect_hook(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        admitted: &mut Admitted,
+    ) -> Result<(), HttpError> {
+        let Some(hook) = self.hub.hooks.on_connect.clone() else {
+            return Ok(());
+        };
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        let remote = c.remote;
+        let client = self.hub.client_id(id);
+        let info = crate::runtime::hooks::ConnectInfo {
+            client: &client,
+            user: admitted.user.as_deref(),
+            remote,
+            path: &head.path,
+            query: head.query.as_deref(),
+        };
+        let outcome = crate::runtime::hooks::guarded(|| hook(&info))
+            .map_err(|e| HttpError::new(403, format!("refused: {}", e.message)))?;
+        if let Some(u) = outcome.user {
+            admitted.user = Some(u.into());
+        }
+        admitted.topics.extend(outcome.topics);
+        if let Some(meta) = outcome.meta {
+            self.meta.insert(id, meta.to_string().into());
+        }
+        Ok(())
+    }
+
     fn take_permit(&mut self, id: ConnId) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let Some(c) = self.conn_mut(id) else {
@@ -452,7 +495,10 @@ impl ShardState {
             head,
             body,
         };
-        if !self.hub.submit_api(job) {
+        if !self
+            .hub
+            .submit_api(crate::shard::shared::ControlJob::Http(job))
+        {
             self.http_error(id, &HttpError::new(503, "API unavailable"));
         }
     }

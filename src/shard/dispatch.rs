@@ -12,7 +12,7 @@ use crate::policy::ratelimit::Verdict;
 use crate::policy::security::SecurityError;
 use crate::proto::envelope;
 use crate::proto::error::{ErrorCode, HandlerError, HandlerResult};
-use crate::proto::handler::{Context, Effects, Message};
+use crate::proto::handler::{Context, Effects, Message, Outgoing};
 use crate::proto::pattern::Pattern;
 use crate::ConnId;
 
@@ -28,7 +28,20 @@ impl ShardState {
     /// Serves one HTTP API operation for this shard's connections.
     pub(super) fn api(&mut self, op: ApiOp) -> ApiReply {
         match op {
-            ApiOp::Publish { topic, frame } => ApiReply::Count(self.deliver_local(&topic, &frame)),
+            ApiOp::Publish { frames, exclude } => {
+                ApiReply::Count(self.deliver_many(&frames, exclude))
+            }
+            ApiOp::Stored(p) => ApiReply::Count(self.deliver_stored(&p.topic, &p.frame, p.exclude)),
+            ApiOp::Durable {
+                user,
+                offset,
+                frame,
+            } => ApiReply::Count(self.deliver_durable(&user, offset, frame)),
+            ApiOp::Subscription { target, topic, add } => {
+                ApiReply::Count(self.server_subscription(&target, &topic, add))
+            }
+            ApiOp::Presence(topic) => ApiReply::Presence(self.presence(&topic)),
+            ApiOp::Barrier => ApiReply::Count(0),
             ApiOp::Broadcast(frame) => {
                 let ids: Vec<ConnId> = self
                     .conns
@@ -119,8 +132,11 @@ impl ShardState {
         }
         let user = c.user.as_deref();
         let checked = match event {
-            "subscribe" => c.perms.can_subscribe(user, topic),
-            "unsubscribe" | "" => Ok(()),
+            "subscribe" | "history" | "presence" | "presence_stats" => {
+                c.perms.can_subscribe(user, topic)
+            }
+            // `ack` is checked against the connection's own user topic where it is served.
+            "unsubscribe" | "" | "ack" | "info" => Ok(()),
             _ => c.perms.can_publish(user, topic),
         };
         checked.map_err(|e| match e {
@@ -147,19 +163,12 @@ impl ShardState {
             }
         }
         match &*env.event {
-            "subscribe" => match self.subscribe(id, topic) {
-                Err(e) => self.error(id, req, topic, e.code, &e.message),
-                Ok(Some(token)) => {
-                    if let (Some(rid), Some(p)) = (req, self.pending.get_mut(&token)) {
-                        p.waiters.push((id, rid, topic.into()));
-                    }
-                }
-                Ok(None) => {
-                    if let Some(rid) = req {
-                        self.enqueue(id, envelope::reply(rid, topic, None));
-                    }
-                }
-            },
+            "subscribe" => self.client_subscribe(id, topic, req, env.data),
+            "history" => self.client_history(id, topic, req, env.data),
+            "presence" => self.client_presence(id, topic, req, false),
+            "presence_stats" => self.client_presence(id, topic, req, true),
+            "ack" => self.client_ack(id, topic, req, env.data),
+            "info" => self.client_info(id, topic, req),
             "unsubscribe" => {
                 if let Err(e) = Pattern::parse(topic) {
                     return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
@@ -198,7 +207,8 @@ impl ShardState {
                     }
                     return;
                 }
-                let msg = Message::new(topic, event, env.data, req);
+                let msg = Message::new(topic, event, env.data, req)
+                    .with_exclude_sender(env.exclude_sender);
                 let mut fx = Inline { st: self, conn: id };
                 let mut ctx = Context {
                     conn: id,
@@ -224,7 +234,18 @@ impl ShardState {
     pub(super) fn conn_action(&mut self, id: ConnId, action: Action) {
         match action {
             Action::Send(frame) => self.enqueue(id, frame),
-            Action::Publish { topic, frame } => self.publish(&topic, frame),
+            Action::Publish {
+                topic,
+                frame,
+                exclude,
+            } => self.publish(&topic, frame, exclude),
+            Action::Recovered { topic, frame } => {
+                self.release(id, &topic);
+                if let Some(f) = frame {
+                    self.enqueue(id, f);
+                }
+            }
+            Action::InboxSync(user, frames) => self.inbox_sync(id, &user, frames),
             Action::Subscribe(p) => {
                 let _ = self.subscribe(id, &p);
             }
@@ -244,8 +265,14 @@ impl Effects for Inline<'_> {
     fn to_conn(&mut self, frame: Bytes) {
         self.st.enqueue(self.conn, frame);
     }
-    fn publish(&mut self, topic: &str, frame: Bytes) {
-        self.st.publish(topic, frame);
+    fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, HandlerError> {
+        if let Some(r) = self.st.hub.publish_stored(&p, Some(self.conn)) {
+            return r;
+        }
+        let frame = envelope::publication(p.topic, p.event, p.data);
+        let exclude = p.exclude_sender.then_some(self.conn);
+        self.st.publish(p.topic, frame, exclude);
+        Ok(false)
     }
     fn subscribe(&mut self, pattern: &str) -> HandlerResult {
         self.st.subscribe(self.conn, pattern).map(drop)

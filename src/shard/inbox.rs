@@ -17,8 +17,21 @@ use crate::ConnId;
 pub(crate) enum Action {
     /// Queue this frame to the connection.
     Send(Bytes),
-    /// Publish this frame (fan out from the connection's shard).
-    Publish { topic: Arc<str>, frame: Bytes },
+    /// Publish this frame (fan out from the connection's shard), skipping `exclude`.
+    Publish {
+        topic: Arc<str>,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+    },
+    /// The store answered a subscribe to a topic with history: queue the reply (if any) and
+    /// resume the topic's publications to the connection.
+    Recovered {
+        topic: Arc<str>,
+        frame: Option<Bytes>,
+    },
+    /// The unacknowledged durable messages of the connection's user, in offset order: queue
+    /// them and resume live durable deliveries to the connection.
+    InboxSync(Arc<str>, Vec<(u64, Bytes)>),
     /// Subscribe the connection.
     Subscribe(Box<str>),
     /// Unsubscribe the connection.
@@ -30,8 +43,12 @@ pub(crate) enum Action {
 /// A cross-shard operation requested through the HTTP API.
 #[derive(Debug)]
 pub(crate) enum ApiOp {
-    /// Deliver a publication to local subscribers; reply with the count.
-    Publish { topic: Arc<str>, frame: Bytes },
+    /// Deliver a publication (one frame per topic) to local subscribers, each once, but not
+    /// to `exclude`; reply with the count.
+    Publish {
+        frames: Arc<[(Arc<str>, Bytes)]>,
+        exclude: Option<ConnId>,
+    },
     /// Send `{topic, event, data}` to these users' connections (topic defaults to `user:<id>`).
     Send(Arc<SendReq>),
     /// Send a frame to every connection.
@@ -40,6 +57,41 @@ pub(crate) enum ApiOp {
     Disconnect(Arc<str>),
     /// List local users and their connection counts.
     Online,
+    /// Deliver a stored publication (topic with history) and reply with the count.
+    Stored(StoredPub),
+    /// Write a durable message to the user's local connections; reply with the count.
+    Durable {
+        user: Arc<str>,
+        offset: u64,
+        frame: Bytes,
+    },
+    /// Subscribe (`add`) or unsubscribe the matching connections, silently.
+    Subscription {
+        target: Target,
+        topic: Arc<str>,
+        add: bool,
+    },
+    /// List the local connections subscribed to exactly this topic.
+    Presence(Arc<str>),
+    /// Nothing: answered after every earlier message of the inbox was applied.
+    Barrier,
+}
+
+/// Which connections a server-side operation applies to.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// Every connection of the user.
+    User(Arc<str>),
+    /// One connection.
+    Client(ConnId),
+}
+
+/// A publication on a topic with history, as the store thread hands it to the shards.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredPub {
+    pub topic: Arc<str>,
+    pub frame: Bytes,
+    pub exclude: Option<ConnId>,
 }
 
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
@@ -52,6 +104,8 @@ pub(crate) enum ApiReply {
     Count(usize),
     /// Users with their connection counts, and anonymous connections.
     Online(Vec<(Arc<str>, usize)>, usize),
+    /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
+    Presence(Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>),
 }
 
 /// A validated `send` request.
@@ -66,8 +120,16 @@ pub(crate) struct SendReq {
 /// Messages between shards, and from the pool, the API thread and the outside to a shard.
 #[derive(Debug)]
 pub(crate) enum ShardMsg {
-    /// A publication to deliver to this shard's local subscribers.
-    Publish { topic: Arc<str>, frame: Bytes },
+    /// A publication to deliver to this shard's local subscribers (but `exclude`).
+    Publish {
+        topic: Arc<str>,
+        frame: Bytes,
+        exclude: Option<ConnId>,
+    },
+    /// Publications on topics with history, in offset order, from the store thread.
+    Stored(Arc<[StoredPub]>),
+    /// Durable messages that left their inboxes (acked, expired, dropped): stop retrying them.
+    InboxGone(Arc<[(Arc<str>, u64)]>),
     /// Shard `shard` gained (`add`) or lost its first/last subscriber to `pattern`. With `ack`,
     /// the receiver answers `InterestAck(ack)` to `shard` once the table is updated.
     Interest {

@@ -25,6 +25,7 @@ use crate::ConnId;
 mod conn;
 mod dispatch;
 pub(crate) mod inbox;
+mod messaging;
 mod output;
 pub(crate) mod shared;
 mod state;
@@ -124,6 +125,8 @@ mod flag {
     pub const COUNTED: u8 = 32;
     /// The close deadline passed and the socket was cut.
     pub const FORCED: u8 = 64;
+    /// Has entries in `ShardState::held` (waits for the store on some topic).
+    pub const HELD: u8 = 128;
 }
 
 impl ConnEntry {
@@ -175,6 +178,10 @@ struct PendingInterest {
     waiters: Vec<(ConnId, u64, Box<str>)>,
     /// SSE streams held until the change is acknowledged.
     held: Vec<ConnId>,
+    /// Store requests sent once the change is acknowledged: a subscribe to a topic with
+    /// history is answered only when every shard routes the topic's other events (join/leave)
+    /// here too.
+    then: Vec<crate::runtime::store::StoreJob>,
 }
 
 /// The state of a shard.
@@ -207,6 +214,14 @@ pub(crate) struct ShardState {
     /// Listeners closed, every connection told 1001.
     shutting_down: bool,
     last_tick: Instant,
+    /// Topics whose stored publications a connection must not receive yet: its subscribe
+    /// waits for the store's answer, which covers them (`""` = its user's durable messages,
+    /// until the inbox sync arrives). See `runtime::store`.
+    held: HashMap<ConnId, Vec<Arc<str>>>,
+    /// Durable messages written to local connections and not yet acknowledged, per user.
+    durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, messaging::PendingDurable>>,
+    /// Application metadata from `on_connect`, shown in presence.
+    meta: HashMap<ConnId, Arc<str>>,
 }
 
 impl ShardState {
@@ -235,6 +250,9 @@ impl ShardState {
             drain_until: None,
             shutting_down: false,
             last_tick: now,
+            held: HashMap::new(),
+            durable: HashMap::new(),
+            meta: HashMap::new(),
         }
     }
 
@@ -291,9 +309,19 @@ impl ShardState {
     /// Applies one inbox message.
     pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
         match msg {
-            ShardMsg::Publish { topic, frame } => {
-                self.deliver_local(&topic, &frame);
+            ShardMsg::Publish {
+                topic,
+                frame,
+                exclude,
+            } => {
+                self.deliver_local(&topic, &frame, exclude);
             }
+            ShardMsg::Stored(batch) => {
+                for p in batch.iter() {
+                    self.deliver_stored(&p.topic, &p.frame, p.exclude);
+                }
+            }
+            ShardMsg::InboxGone(list) => self.inbox_gone(&list),
             ShardMsg::Interest {
                 pattern,
                 shard,
@@ -418,6 +446,9 @@ impl ShardState {
                 &crate::proto::handshake::HttpError::new(408, "request not received in time"),
             );
         }
+        if !self.durable.is_empty() {
+            self.retry_durable();
+        }
     }
 
     /// How often [`tick`](Self::tick) must run.
@@ -466,12 +497,12 @@ impl ShardState {
 
     /// Benchmarks only: [`ShardState::publish`] (interest lookup, remote inboxes, local fan-out).
     pub(crate) fn bench_publish(&mut self, topic: &str, frame: Bytes) {
-        self.publish(topic, frame);
+        self.publish(topic, frame, None);
     }
 
     /// Benchmarks only: [`ShardState::deliver_local`].
     pub(crate) fn bench_deliver_local(&mut self, topic: &str, frame: &Bytes) {
-        self.deliver_local(topic, frame);
+        self.deliver_local(topic, frame, None);
     }
 
     /// Benchmarks only: removes a connection as the shell does once its socket is done.
@@ -505,6 +536,7 @@ pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
         inbox.push(ShardMsg::Publish {
             topic: t.clone(),
             frame: frame.clone(),
+            exclude: None,
         });
     }
 }

@@ -217,11 +217,25 @@ impl ShardState {
                 ids.retain(|i| *i != c.id);
                 if ids.is_empty() {
                     self.users.remove(u);
+                    self.durable.remove(u);
                 }
             }
         }
+        self.forget(c.id);
         if c.has(flag::COUNTED) {
             tracing::debug!(conn = %c.id, "disconnected");
+            if let Some(hook) = self.hub.hooks.on_disconnect.clone() {
+                let client = self.hub.client_id(c.id);
+                let info = crate::runtime::hooks::DisconnectInfo {
+                    client: &client,
+                    user: c.user.as_deref(),
+                    remote: c.remote,
+                };
+                let _ = crate::runtime::hooks::guarded(|| {
+                    hook(&info);
+                    Ok(())
+                });
+            }
             self.stats()
                 .connections
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

@@ -8,11 +8,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::inbox::Inbox;
-use crate::config::Config;
+use crate::config::{Config, Namespaces};
+use crate::proto::error::{ErrorCode, HandlerError};
 use crate::proto::handler::Handler;
+use crate::proto::handler::Outgoing;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::PatternMap;
 use crate::proto::stats::ShardStats;
+use crate::runtime::hooks::Hooks;
+use crate::runtime::store::{PubJob, PubReply, StoreJob};
 use crate::ConnId;
 
 /// A routed handler with its middleware already applied.
@@ -38,6 +42,24 @@ pub(crate) struct ApiJob {
     pub body: Bytes,
 }
 
+/// A job for the API thread: an HTTP request, a client request that gathers from every shard,
+/// or a library call of [`ServerHandle`](crate::ServerHandle).
+pub(crate) enum ControlJob {
+    Http(ApiJob),
+    /// `presence` / `presence_stats` from a client: answered to `conn`.
+    Presence {
+        conn: ConnId,
+        rid: Option<u64>,
+        topic: Arc<str>,
+        stats: bool,
+    },
+    /// Runs on the API thread's runtime.
+    Call(Box<dyn FnOnce(Arc<HubShared>) -> LocalFuture + Send>),
+}
+
+/// A future run on the API thread (not `Send`: the thread runs a `LocalSet`).
+pub(crate) type LocalFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
 /// State shared by every shard, the pool and the API thread.
 pub(crate) struct HubShared {
     pub config: Config,
@@ -46,8 +68,15 @@ pub(crate) struct HubShared {
     pub inboxes: Box<[Inbox]>,
     pub stats: Box<[ShardStats]>,
     pub(crate) pool: Option<crossbeam_channel::Sender<Job>>,
-    pub(crate) api: Option<tokio::sync::mpsc::UnboundedSender<ApiJob>>,
+    pub(crate) api: Option<tokio::sync::mpsc::UnboundedSender<ControlJob>>,
     pub(crate) stopping: AtomicBool,
+    /// `[[topics]]`, compiled.
+    pub(crate) namespaces: Namespaces,
+    /// The store thread's queue.
+    pub(crate) store: Option<crossbeam_channel::Sender<StoreJob>>,
+    /// This node's name in client ids.
+    pub(crate) node: Arc<str>,
+    pub(crate) hooks: Hooks,
 }
 
 impl HubShared {
@@ -65,9 +94,68 @@ impl HubShared {
         })
     }
 
-    /// Hands an HTTP request to the API thread; false if it is gone.
-    pub(crate) fn submit_api(&self, job: ApiJob) -> bool {
+    /// Hands a job to the API thread; false if it is gone.
+    pub(crate) fn submit_api(&self, job: ControlJob) -> bool {
         self.api.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Hands a job to the store thread. Publications and durable sends (`bounded`) are refused
+    /// while the queue is over [`MAX_QUEUED`](crate::runtime::store::MAX_QUEUED).
+    pub(crate) fn submit_store(&self, job: StoreJob, bounded: bool) -> Result<(), HandlerError> {
+        let tx = self
+            .store
+            .as_ref()
+            .ok_or_else(|| HandlerError::new(ErrorCode::NotAvailable, "no store"))?;
+        if bounded && tx.len() >= crate::runtime::store::MAX_QUEUED {
+            return Err(HandlerError::new(
+                ErrorCode::TooMany,
+                "store queue full: try again later",
+            ));
+        }
+        tx.send(job)
+            .map_err(|_| HandlerError::new(ErrorCode::NotAvailable, "store stopped"))
+    }
+
+    /// Hands a publication on a topic with history to the store thread (which answers the
+    /// request, if any, once it is stored); `None` when the topic keeps no history.
+    pub(crate) fn publish_stored(
+        &self,
+        p: &Outgoing<'_>,
+        conn: Option<ConnId>,
+    ) -> Option<Result<bool, HandlerError>> {
+        self.namespaces.history(p.topic)?;
+        let reply = match (conn, p.reply_id) {
+            (Some(c), Some(r)) => PubReply::Conn(c, r),
+            _ => PubReply::None,
+        };
+        let deferred = matches!(reply, PubReply::Conn(..));
+        let job = PubJob {
+            topic: p.topic.into(),
+            event: p.event.into(),
+            data: p.data.map(Bytes::copy_from_slice),
+            exclude: if p.exclude_sender { conn } else { None },
+            reply,
+        };
+        Some(
+            self.submit_store(StoreJob::Publish(Box::new(job)), true)
+                .map(|()| deferred),
+        )
+    }
+
+    /// The client id of a connection: `"<node>.<hex>"`, a string, so JavaScript keeps it exact.
+    pub(crate) fn client_id(&self, id: ConnId) -> String {
+        format!("{}.{:x}", self.node, id.raw())
+    }
+
+    /// The connection behind a client id of this node.
+    pub(crate) fn parse_client(&self, client: &str) -> Option<ConnId> {
+        let (node, n) = client.rsplit_once('.')?;
+        if node != &*self.node {
+            return None;
+        }
+        let raw = u64::from_str_radix(n, 16).ok()?;
+        let id = ConnId::from_raw(raw);
+        (id.shard() < self.shards).then_some(id)
     }
 
     /// Benchmarks only: like [`for_bench`](Self::for_bench) with the pub/sub handler on `*`.
@@ -96,6 +184,10 @@ impl HubShared {
             pool: None,
             api: None,
             stopping: AtomicBool::new(false),
+            namespaces: Namespaces::default(),
+            store: None,
+            node: "bench".into(),
+            hooks: Hooks::default(),
         }
     }
 }

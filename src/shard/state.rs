@@ -76,6 +76,7 @@ impl ShardState {
         let subs = std::mem::take(&mut c.subs);
         for p in subs {
             self.drop_subscription(id, &p);
+            self.announce_leave(id, &p);
         }
     }
 
@@ -128,17 +129,65 @@ impl ShardState {
         for (conn, rid, topic) in p.waiters {
             self.enqueue(conn, envelope::reply(rid, &topic, None));
         }
+        for job in p.then {
+            self.submit_held(job);
+        }
     }
 
-    /// Delivers a publication to this shard's subscribers of `topic`, once per connection.
-    pub(super) fn deliver_local(&mut self, topic: &str, frame: &Bytes) -> usize {
+    /// Delivers a publication to this shard's subscribers of `topic`, once per connection, but
+    /// not to `exclude`.
+    pub(super) fn deliver_local(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<ConnId>,
+    ) -> usize {
         self.pub_seq += 1;
-        let mut delivered = 0;
+        self.deliver_seq(topic, frame, exclude, false, self.pub_seq)
+    }
+
+    /// Delivers a publication the store thread sequenced: connections whose subscribe to
+    /// `topic` waits for the store's answer are skipped (the answer covers it).
+    pub(super) fn deliver_stored(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<ConnId>,
+    ) -> usize {
+        self.pub_seq += 1;
+        self.deliver_seq(topic, frame, exclude, true, self.pub_seq)
+    }
+
+    /// Delivers one publication to several topics: each connection receives it once, through
+    /// the first of the topics it is subscribed to.
+    pub(super) fn deliver_many(
+        &mut self,
+        frames: &[(Arc<str>, Bytes)],
+        exclude: Option<ConnId>,
+    ) -> usize {
+        self.pub_seq += 1;
         let seq = self.pub_seq;
+        frames
+            .iter()
+            .map(|(t, f)| self.deliver_seq(t, f, exclude, false, seq))
+            .sum()
+    }
+
+    fn deliver_seq(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<ConnId>,
+        stored: bool,
+        seq: u64,
+    ) -> usize {
+        let mut delivered = 0;
         let limit = self.hub.config.outbound_queue;
         let mut slow: Vec<ConnId> = Vec::new();
         let conns = &mut self.conns;
         let dirty = &mut self.dirty;
+        let held = &self.held;
+        let check_held = stored && !held.is_empty();
         let shared = Frame::new(frame.clone());
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
@@ -152,6 +201,17 @@ impl ShardState {
                 }
                 c.stamp = seq;
                 if owner.is_some() && c.user.as_deref() != owner {
+                    continue;
+                }
+                if exclude == Some(c.id) {
+                    continue;
+                }
+                if check_held
+                    && c.flags & flag::HELD != 0
+                    && held
+                        .get(&c.id)
+                        .is_some_and(|ts| ts.iter().any(|t| **t == *topic))
+                {
                     continue;
                 }
                 if c.queued + frame.len() > limit {
@@ -174,7 +234,7 @@ impl ShardState {
     }
 
     /// Publishes to every shard interested in `topic`, then locally.
-    pub(super) fn publish(&mut self, topic: &str, frame: Bytes) {
+    pub(super) fn publish(&mut self, topic: &str, frame: Bytes, exclude: Option<ConnId>) {
         let mut mask = self.interest.shards_for(topic) & !(1u64 << self.index);
         if mask != 0 {
             let t: Arc<str> = topic.into();
@@ -184,10 +244,11 @@ impl ShardState {
                 self.hub.inboxes[i].push(ShardMsg::Publish {
                     topic: t.clone(),
                     frame: frame.clone(),
+                    exclude,
                 });
             }
         }
-        self.deliver_local(topic, &frame);
+        self.deliver_local(topic, &frame, exclude);
     }
 
     /// Subscribes; returns the interest token to wait for when other shards must learn first.
@@ -224,6 +285,7 @@ impl ShardState {
                     remaining: self.hub.shards - 1,
                     waiters: Vec::new(),
                     held: Vec::new(),
+                    then: Vec::new(),
                 },
             );
             self.pending_by_pattern.insert(pattern.into(), token);
@@ -238,6 +300,7 @@ impl ShardState {
         c.subs.retain(|s| &**s != pattern);
         if c.subs.len() != before {
             self.drop_subscription(id, pattern);
+            self.announce_leave(id, pattern);
         }
     }
 }

@@ -95,7 +95,7 @@ fn fan_out_is_corked_one_flush_per_connection_sharing_one_frame() {
     dirty.clear();
     let pubf = envelope::publication("t", "m", Some(b"1"));
     for _ in 0..3 {
-        st.deliver_local("t", &pubf);
+        st.deliver_local("t", &pubf, None);
     }
     st.take_dirty(&mut dirty);
     dirty.sort();

@@ -1,1 +1,423 @@
-//! The in-memory [`Store`](super::Store). (Placeholder: implemented in the store branch.)
+//! The in-memory [`Store`]: history rings and inboxes in plain maps. It survives nothing: a
+//! restart is a new epoch for every stream and empty inboxes.
+//!
+//! # Layout
+//! - **Streams.** Per topic a [`VecDeque`] of publications (trimmed to `limits.size` on append),
+//!   the epoch drawn at creation and the top offset. The map is keyed by `Box<str>` and looked up
+//!   by `&str`, so an append to a known topic allocates only for the event and the data.
+//! - **Inboxes.** Per user a [`BTreeMap`] offset → message and the next offset; a global next
+//!   message id (from 1); a status table id → what is known of the message; two ordered indexes,
+//!   live messages by creation time (for [`Store::expire`]) and final ones by the time they became
+//!   final (to forget them after the TTL).
+//!
+//! # Time
+//! `inbox_ack` has no `now_ms` argument, so an ack's final time is the wall clock ([`now_ms`]).
+//! An inbox TTL of zero means messages never expire (like a zero history TTL).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{
+    new_epoch, now_ms, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo,
+    MessageStatus, NewMessage, Publication, StatusChange, Store, StoreError, StreamPos,
+};
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// One topic's stream.
+struct Stream {
+    epoch: Arc<str>,
+    top: u64,
+    ring: VecDeque<Publication>,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Stream {
+            epoch: new_epoch(),
+            top: 0,
+            ring: VecDeque::new(),
+        }
+    }
+
+    fn pos(&self) -> StreamPos {
+        StreamPos {
+            epoch: self.epoch.clone(),
+            offset: self.top,
+        }
+    }
+}
+
+/// A stored inbox message (its status and attempts live in the status table).
+struct Stored {
+    id: u64,
+    topic: Option<Box<str>>,
+    event: Box<str>,
+    data: Option<Bytes>,
+    created_ms: u64,
+    expires_ms: u64,
+}
+
+#[derive(Default)]
+struct Inbox {
+    /// The offset the next message gets (offsets start at 1).
+    next: u64,
+    msgs: BTreeMap<u64, Stored>,
+}
+
+/// The status table's row.
+struct Info {
+    user: Arc<str>,
+    offset: u64,
+    status: MessageStatus,
+    attempts: u32,
+    created_ms: u64,
+    /// When the status became final.
+    final_ms: u64,
+}
+
+/// Ms of a duration, saturating.
+pub(crate) fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// When a message stored at `now` with this TTL expires (`u64::MAX` = never).
+pub(crate) fn expiry(now: u64, ttl: std::time::Duration) -> u64 {
+    if ttl.is_zero() {
+        u64::MAX
+    } else {
+        now.saturating_add(ms(ttl))
+    }
+}
+
+/// The in-memory store. See the [module docs](self).
+#[derive(Default)]
+pub struct MemoryStore {
+    streams: Map<Box<str>, Stream>,
+    inboxes: Map<Arc<str>, Inbox>,
+    /// The id the next message gets, minus one (ids start at 1).
+    last_id: u64,
+    statuses: Map<u64, Info>,
+    /// Live (pending or delivered) messages by (created, id).
+    live: BTreeSet<(u64, u64)>,
+    /// Final statuses by (final time, id).
+    finals: BTreeSet<(u64, u64)>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn stream(&mut self, topic: &str) -> &mut Stream {
+        if !self.streams.contains_key(topic) {
+            self.streams.insert(topic.into(), Stream::new());
+        }
+        // Just ensured.
+        self.streams.get_mut(topic).expect("stream present")
+    }
+
+    /// Moves a live message to a final status; returns the change.
+    fn finish(&mut self, id: u64, status: MessageStatus, at_ms: u64) -> Option<StatusChange> {
+        let info = self.statuses.get_mut(&id)?;
+        if info.status.is_final() {
+            return None;
+        }
+        self.live.remove(&(info.created_ms, id));
+        info.status = status;
+        info.final_ms = at_ms;
+        self.finals.insert((at_ms, id));
+        if let Some(inbox) = self.inboxes.get_mut(&*info.user) {
+            inbox.msgs.remove(&info.offset);
+        }
+        Some(StatusChange {
+            id,
+            user: (*info.user).into(),
+            offset: info.offset,
+            status,
+        })
+    }
+}
+
+/// Shared by both stores: builds a history read from candidates offered newest first (every
+/// publication with an offset above `after`, from the top down).
+pub(crate) struct ReadAcc {
+    cutoff: u64,
+    limit: usize,
+    complete: bool,
+    publications: Vec<Publication>,
+}
+
+/// What to do with a candidate offered to a [`ReadAcc`].
+#[derive(PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Decode it and [`ReadAcc::push`] it.
+    Take,
+    /// Older than the TTL: go on with the next one.
+    Skip,
+    /// `limit` reached: stop.
+    Stop,
+}
+
+impl ReadAcc {
+    /// Starts a read of the stream at `top` whose oldest kept offset is `first_kept`.
+    pub(crate) fn new(
+        limits: HistoryLimits,
+        top: u64,
+        first_kept: u64,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Self {
+        ReadAcc {
+            cutoff: if limits.ttl.is_zero() {
+                0
+            } else {
+                now_ms.saturating_sub(ms(limits.ttl))
+            },
+            limit,
+            complete: after <= top && after.saturating_add(1) >= first_kept,
+            publications: Vec::new(),
+        }
+    }
+
+    /// Judges the next (older) candidate, appended at `time_ms`.
+    pub(crate) fn offer(&mut self, time_ms: u64) -> Offer {
+        if time_ms < self.cutoff {
+            self.complete = false;
+            Offer::Skip
+        } else if self.publications.len() >= self.limit {
+            self.complete = false;
+            Offer::Stop
+        } else {
+            Offer::Take
+        }
+    }
+
+    /// Keeps a taken candidate.
+    pub(crate) fn push(&mut self, p: Publication) {
+        self.publications.push(p);
+    }
+
+    /// The answer, oldest first.
+    pub(crate) fn finish(mut self, pos: StreamPos) -> HistoryRead {
+        self.publications.reverse();
+        HistoryRead {
+            pos,
+            publications: self.publications,
+            complete: self.complete,
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    fn append(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        event: &str,
+        data: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<StreamPos, StoreError> {
+        let s = self.stream(topic);
+        s.top += 1;
+        s.ring.push_back(Publication {
+            offset: s.top,
+            event: event.into(),
+            data: data.map(Bytes::copy_from_slice),
+            time_ms: now_ms,
+        });
+        while s.ring.len() > limits.size {
+            s.ring.pop_front();
+        }
+        Ok(s.pos())
+    }
+
+    fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
+        Ok(self.stream(topic).pos())
+    }
+
+    fn read(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<HistoryRead, StoreError> {
+        let s = self.stream(topic);
+        let first_kept = s.ring.front().map_or(s.top + 1, |p| p.offset);
+        // Offsets in the ring are contiguous.
+        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first_kept))
+            .unwrap_or(usize::MAX);
+        let mut acc = ReadAcc::new(limits, s.top, first_kept, after, limit, now_ms);
+        for p in s.ring.iter().skip(skip).rev() {
+            match acc.offer(p.time_ms) {
+                Offer::Take => acc.push(p.clone()),
+                Offer::Skip => continue,
+                Offer::Stop => break,
+            }
+        }
+        Ok(acc.finish(s.pos()))
+    }
+
+    fn inbox_put(
+        &mut self,
+        user: &str,
+        msg: NewMessage<'_>,
+        limits: InboxLimits,
+        now_ms: u64,
+    ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
+        self.last_id += 1;
+        let id = self.last_id;
+        let (key, inbox) = match self.inboxes.get_key_value(user) {
+            Some((k, _)) => {
+                let k = k.clone();
+                let inbox = self.inboxes.get_mut(user).expect("inbox present");
+                (k, inbox)
+            }
+            None => {
+                let k: Arc<str> = user.into();
+                (k.clone(), self.inboxes.entry(k).or_default())
+            }
+        };
+        inbox.next = inbox.next.max(1);
+        let offset = inbox.next;
+        inbox.next += 1;
+        let message = InboxMessage {
+            id,
+            offset,
+            topic: msg.topic.map(Into::into),
+            event: msg.event.into(),
+            data: msg.data.map(Bytes::copy_from_slice),
+            created_ms: now_ms,
+            attempts: 0,
+        };
+        inbox.msgs.insert(
+            offset,
+            Stored {
+                id,
+                topic: message.topic.clone(),
+                event: message.event.clone(),
+                data: message.data.clone(),
+                created_ms: now_ms,
+                expires_ms: expiry(now_ms, limits.ttl),
+            },
+        );
+        let excess = inbox.msgs.len().saturating_sub(limits.max_messages);
+        let oldest: Vec<u64> = inbox.msgs.values().take(excess).map(|m| m.id).collect();
+        self.statuses.insert(
+            id,
+            Info {
+                user: key,
+                offset,
+                status: MessageStatus::Pending,
+                attempts: 0,
+                created_ms: now_ms,
+                final_ms: 0,
+            },
+        );
+        self.live.insert((now_ms, id));
+        let dropped = oldest
+            .into_iter()
+            .filter_map(|id| self.finish(id, MessageStatus::Dropped, now_ms))
+            .collect();
+        Ok((message, dropped))
+    }
+
+    fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError> {
+        let Some(id) = self
+            .inboxes
+            .get(user)
+            .and_then(|i| i.msgs.get(&offset))
+            .map(|m| m.id)
+        else {
+            return Ok(());
+        };
+        if let Some(info) = self.statuses.get_mut(&id) {
+            if !info.status.is_final() && times > 0 {
+                info.status = MessageStatus::Delivered;
+                info.attempts = info.attempts.saturating_add(times);
+            }
+        }
+        Ok(())
+    }
+
+    fn inbox_ack(&mut self, user: &str, offset: u64) -> Result<Option<StatusChange>, StoreError> {
+        let Some(id) = self
+            .inboxes
+            .get(user)
+            .and_then(|i| i.msgs.get(&offset))
+            .map(|m| m.id)
+        else {
+            return Ok(None);
+        };
+        Ok(self.finish(id, MessageStatus::Acked, now_ms()))
+    }
+
+    fn inbox_list(&mut self, user: &str, now_ms: u64) -> Result<Vec<InboxMessage>, StoreError> {
+        let Some(inbox) = self.inboxes.get(user) else {
+            return Ok(Vec::new());
+        };
+        Ok(inbox
+            .msgs
+            .iter()
+            .filter(|(_, m)| m.expires_ms > now_ms)
+            .map(|(&offset, m)| InboxMessage {
+                id: m.id,
+                offset,
+                topic: m.topic.clone(),
+                event: m.event.clone(),
+                data: m.data.clone(),
+                created_ms: m.created_ms,
+                attempts: self.statuses.get(&m.id).map_or(0, |i| i.attempts),
+            })
+            .collect())
+    }
+
+    fn expire(
+        &mut self,
+        limits: InboxLimits,
+        now_ms: u64,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        if limits.ttl.is_zero() {
+            return Ok(Vec::new());
+        }
+        let cutoff = now_ms.saturating_sub(ms(limits.ttl));
+        let old: Vec<u64> = self.live.range(..(cutoff, 0)).map(|&(_, id)| id).collect();
+        let changes = old
+            .into_iter()
+            .filter_map(|id| self.finish(id, MessageStatus::Expired, now_ms))
+            .collect();
+        while let Some(&(at, id)) = self.finals.first() {
+            if at >= cutoff {
+                break;
+            }
+            self.finals.pop_first();
+            self.statuses.remove(&id);
+        }
+        Ok(changes)
+    }
+
+    fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {
+        Ok(self.statuses.get(&id).map(|i| MessageInfo {
+            id,
+            user: (*i.user).into(),
+            offset: i.offset,
+            status: i.status,
+            attempts: i.attempts,
+            created_ms: i.created_ms,
+        }))
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

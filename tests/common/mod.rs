@@ -209,3 +209,48 @@ pub fn read_some<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> usize {
 
 /// Both I/O shells (prefer [`per_shell!`], which makes one test per shell).
 pub const BACKENDS: [IoMode; 2] = [IoMode::Epoll, IoMode::Uring];
+
+/// One blocking HTTP request; returns (status, body as JSON or `Null`).
+pub fn http_json(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(GUARD * 2)).unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// A request with an id; returns the reply's (or error's) envelope.
+pub async fn request<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    v: Value,
+) -> Value {
+    let id = v["id"].clone();
+    send(ws, v).await;
+    loop {
+        let m = recv(ws).await;
+        if m["id"] == id && (m["event"] == "reply" || m["event"] == "error") {
+            return m;
+        }
+    }
+}

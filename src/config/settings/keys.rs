@@ -32,10 +32,10 @@ impl Raw<'_> {
 }
 
 /// Why a value was refused beyond the key's `expected` text, if there is more to say.
-type Why = Option<String>;
+pub(super) type Why = Option<String>;
 
 /// One setting.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Key {
     /// Dotted name: `listen` at the top level, `limits.burst` in a section.
     pub name: &'static str,
@@ -69,7 +69,7 @@ impl Key {
     }
 }
 
-fn text(r: Raw<'_>) -> Result<&str, Why> {
+pub(super) fn text(r: Raw<'_>) -> Result<&str, Why> {
     match r {
         Raw::Text(t) => Ok(t.trim()),
         Raw::Toml(Value::String(s)) => Ok(s.as_str()),
@@ -77,7 +77,7 @@ fn text(r: Raw<'_>) -> Result<&str, Why> {
     }
 }
 
-fn uint(r: Raw<'_>, min: u64, max: u64) -> Result<u64, Why> {
+pub(super) fn uint(r: Raw<'_>, min: u64, max: u64) -> Result<u64, Why> {
     let n = match r {
         Raw::Toml(Value::Integer(i)) => u64::try_from(*i).map_err(|_| None)?,
         Raw::Text(t) => t.trim().parse::<u64>().map_err(|_| None)?,
@@ -90,7 +90,7 @@ fn uint(r: Raw<'_>, min: u64, max: u64) -> Result<u64, Why> {
     }
 }
 
-fn boolean(r: Raw<'_>) -> Result<bool, Why> {
+pub(super) fn boolean(r: Raw<'_>) -> Result<bool, Why> {
     match r {
         Raw::Toml(Value::Boolean(b)) => Ok(*b),
         Raw::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
@@ -102,7 +102,7 @@ fn boolean(r: Raw<'_>) -> Result<bool, Why> {
     }
 }
 
-fn duration(r: Raw<'_>, allow_zero: bool) -> Result<Duration, Why> {
+pub(super) fn duration(r: Raw<'_>, allow_zero: bool) -> Result<Duration, Why> {
     let d = humantime::parse_duration(text(r)?).map_err(|_| None)?;
     if d.is_zero() && !allow_zero {
         return Err(None);
@@ -182,13 +182,13 @@ fn networks(r: Raw<'_>) -> Result<Vec<IpNet>, Why> {
         .collect()
 }
 
-fn int_v(n: impl TryInto<i64>) -> Option<Value> {
+pub(super) fn int_v(n: impl TryInto<i64>) -> Option<Value> {
     Some(Value::Integer(n.try_into().unwrap_or(i64::MAX)))
 }
-fn str_v(s: impl ToString) -> Option<Value> {
+pub(super) fn str_v(s: impl ToString) -> Option<Value> {
     Some(Value::String(s.to_string()))
 }
-fn dur_v(d: Duration) -> Option<Value> {
+pub(super) fn dur_v(d: Duration) -> Option<Value> {
     str_v(humantime::format_duration(d))
 }
 fn list_v<T: ToString>(l: &[T]) -> Option<Value> {
@@ -218,12 +218,31 @@ macro_rules! key {
     };
 }
 
-const MAX_U32: u64 = u32::MAX as u64;
+pub(super) use key;
+
+pub(super) const MAX_U32: u64 = u32::MAX as u64;
 const MAX_SIZE: u64 = 1 << 40;
 
-/// Every setting, top-level keys first, then section by section (the order `check-config`
-/// prints them in).
-pub static KEYS: &[Key] = &[
+/// Every setting: these, then the messaging ones ([`super::messaging::KEYS`]). `check-config`
+/// prints them section by section, in this order within a section.
+pub static KEYS: &[Key] = &ALL;
+
+static ALL: [Key; CORE.len() + super::messaging::KEYS.len()] = concat(CORE, super::messaging::KEYS);
+
+/// `a` then `b`, as an array of `N = a.len() + b.len()` keys (a static cannot join slices).
+const fn concat<const N: usize>(a: &[Key], b: &[Key]) -> [Key; N] {
+    assert!(a.len() + b.len() == N && N > 0);
+    let mut out = [a[0]; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
+
+/// The settings of the transport, the guard and the process.
+const CORE: &[Key] = &[
     key!(
         "listen",
         "an address like 0.0.0.0:8080 or [::]:8080",

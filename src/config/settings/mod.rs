@@ -20,20 +20,22 @@
 //! Secrets are never printed: not by [`Display`](std::fmt::Display), `Debug`, nor in errors.
 
 mod keys;
+mod messaging;
+mod report;
 mod sections;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Config, IoMode};
+use crate::config::{Config, InboxConfig, IoMode, Namespace, StoreConfig};
 
 pub use keys::{Key, KEYS};
+pub use messaging::{default_store, UiSettings};
 pub use sections::{
     default_max_connections, fd_reserve, fd_soft_limit, max_connections_for_fd_limit, ApiSettings,
     AuthSettings, LimitSettings, LogFormat, PermissionSettings, Secret, SecuritySettings,
@@ -138,6 +140,16 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// `[tls]`.
     pub tls: TlsSettings,
+    /// This node's name in client ids (`node`); empty = a random one at start.
+    pub node: String,
+    /// `[[topics]]`: history, presence and join/leave per topic pattern.
+    pub topics: Vec<Namespace>,
+    /// `[store]` (default [`default_store`]: redb, unlike the library's in-memory default).
+    pub store: StoreConfig,
+    /// `[inbox]`: durable user messages.
+    pub inbox: InboxConfig,
+    /// `[ui]`.
+    pub ui: UiSettings,
 }
 
 impl Default for Settings {
@@ -167,12 +179,17 @@ impl Default for Settings {
             security: SecuritySettings::default(),
             limits: l,
             tls: TlsSettings::default(),
+            node: c.node,
+            topics: c.topics,
+            store: default_store(),
+            inbox: c.inbox,
+            ui: UiSettings::default(),
         }
     }
 }
 
 /// The TOML sections, in print order (the empty name is the top level).
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 10] = [
     "",
     "auth",
     "api",
@@ -180,6 +197,9 @@ const SECTIONS: [&str; 7] = [
     "security",
     "limits",
     "tls",
+    "store",
+    "inbox",
+    "ui",
 ];
 
 impl Settings {
@@ -296,6 +316,11 @@ impl Settings {
                 known: known.join(", "),
             });
         };
+        if key.name == "topics" {
+            // Its errors name the entry and key inside it, e.g. `topics[1].pattern`.
+            self.topics = messaging::topics(raw, &origin)?;
+            return Ok(());
+        }
         (key.set)(self, raw).map_err(|why| {
             let mut e = key.invalid(raw.show(key.secret), &origin);
             if let (Some(why), SettingsError::Invalid { expected, .. }) = (why, &mut e) {
@@ -377,64 +402,10 @@ impl Settings {
                 })?;
             }
         }
+        self.validate_messaging()?;
         self.engine_config()
             .validate()
             .map_err(|e| invalid("(engine)", "-".into(), &e.to_string()))
-    }
-
-    /// Things worth a warning at start (logged by the binary, printed by `check-config`): e.g.
-    /// auth on with no origin allowlist, a short HS256 secret, the example file's placeholder
-    /// secrets, or limits turned off.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut w = Vec::new();
-        for (key, secret) in [
-            ("auth.jwt_secret", &self.auth.jwt_secret),
-            ("api.key", &self.api.key),
-        ] {
-            if secret
-                .as_ref()
-                .is_some_and(|s| s.expose().trim().starts_with(EXAMPLE_SECRET_PREFIX))
-            {
-                w.push(format!(
-                    "{key} is the placeholder from ringhub.example.toml (\"{EXAMPLE_SECRET_PREFIX}...\"): \
-                     anyone can forge it; set a long random secret"
-                ));
-            }
-        }
-        if self.limits.max_connections == 0 {
-            w.push(
-                "limits.max_connections = 0: no connection cap; at the descriptor limit new clients \
-                 are only shed with a bare 503 and health probes share their fate"
-                    .to_string(),
-            );
-        } else if let Some(soft) = fd_soft_limit() {
-            if self.limits.max_connections as u64 > soft {
-                w.push(format!(
-                    "limits.max_connections ({}) exceeds the open-file limit ({soft}): raise \
-                     `ulimit -n` or lower it",
-                    self.limits.max_connections
-                ));
-            }
-        }
-        if self.limits.messages_per_second == 0 {
-            w.push("limits.messages_per_second = 0: no message rate limit".to_string());
-        }
-        if self.auth.enabled() && self.security.allowed_origins.is_empty() {
-            w.push(
-                "security.allowed_origins is empty: any web page may open authenticated connections \
-                 (cross-site WebSocket hijacking); list the allowed origins"
-                    .to_string(),
-            );
-        }
-        if self
-            .auth
-            .jwt_secret
-            .as_ref()
-            .is_some_and(|s| s.expose().len() < 32)
-        {
-            w.push("auth.jwt_secret is shorter than 32 bytes, weak for HS256".to_string());
-        }
-        w
     }
 
     /// The engine's [`Config`] for these settings.
@@ -460,8 +431,11 @@ impl Settings {
             api_key: self.api.key.as_ref().map(|k| k.expose().to_string()),
             // Building the guard reads key files and can fail: see `Guard::from_settings`.
             guard: crate::policy::guard::Guard::default(),
-            // Filled in by the settings branch ([[topics]], [store], [inbox], node).
-            ..Config::default()
+            topics: self.topics.clone(),
+            store: self.store.clone(),
+            inbox: self.inbox,
+            ui: self.ui.enabled,
+            node: self.node.clone(),
         }
     }
 }
@@ -477,43 +451,5 @@ fn check_pem(path: &Path, label: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("no '-----BEGIN ...{label}-----' line"))
-    }
-}
-
-/// The effective configuration as TOML, every key listed, secrets shown as `"***"`.
-impl fmt::Display for Settings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for section in SECTIONS {
-            if !section.is_empty() {
-                writeln!(f, "\n[{section}]")?;
-            }
-            for key in KEYS.iter().filter(|k| k.section() == section) {
-                let short = key.name.rsplit('.').next().unwrap_or(key.name);
-                match (key.get)(self) {
-                    Some(_) if key.secret => writeln!(f, "{short} = \"***\"")?,
-                    Some(v)
-                        if key.name == "limits.max_connections"
-                            && self.limits.max_connections == default_max_connections() =>
-                    {
-                        let soft = fd_soft_limit().unwrap_or(1024);
-                        writeln!(
-                            f,
-                            "{short} = {v} # default: open-file limit {soft} less a reserve of {}",
-                            fd_reserve(soft)
-                        )?
-                    }
-                    Some(v) => writeln!(f, "{short} = {v}")?,
-                    None if key.name == "auth.anonymous" => {
-                        let (on, why) = (
-                            self.auth.anonymous_allowed(),
-                            if self.auth.enabled() { "a" } else { "no" },
-                        );
-                        writeln!(f, "# {short} = (not set: {on} as {why} JWT key is set)")?
-                    }
-                    None => writeln!(f, "# {short} = (not set)")?,
-                }
-            }
-        }
-        Ok(())
     }
 }

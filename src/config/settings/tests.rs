@@ -2,6 +2,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// `node`, `[[topics]]`, `[store]`, `[inbox]`, `[ui]`.
+mod messaging;
+
 fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -264,7 +267,9 @@ fn example_file_lists_every_key_with_its_default() {
         };
         let listed = body.lines().any(|l| {
             let l = l.trim_start_matches('#').trim_start();
-            l.starts_with(&format!("{short} =")) || l.starts_with(&format!("{short}="))
+            l.starts_with(&format!("{short} ="))
+                || l.starts_with(&format!("{short}="))
+                || l == format!("[[{short}]]")
         });
         assert!(listed, "{} is not in ringhub.example.toml", k.name);
     }

@@ -1,0 +1,288 @@
+//! The messaging settings: `node`, `[[topics]]`, `[store]`, `[inbox]` and `[ui]`, their keys,
+//! and the parsing of `[[topics]]` entries (a TOML array of tables in the file, a JSON array of
+//! objects in `RINGHUB_TOPICS`).
+
+use std::path::PathBuf;
+
+use toml::Value;
+
+use super::keys::{
+    boolean, dur_v, duration, int_v, key, str_v, text, uint, Key, Raw, Why, MAX_U32,
+};
+use super::{Settings, SettingsError};
+use crate::config::{Namespace, Namespaces, StoreBackend, StoreConfig};
+use crate::proto::pattern::Pattern;
+
+/// `[ui]`: the built-in web pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UiSettings {
+    /// Serve the chat demo at `/` and the admin dashboard at `/admin` (default true).
+    pub enabled: bool,
+}
+
+impl Default for UiSettings {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// The server binary's `[store]` when none is configured: redb under `./ringhub-data`, so
+/// history and inboxes survive a restart. (The library's [`StoreConfig::default`] is in memory.)
+pub fn default_store() -> StoreConfig {
+    StoreConfig {
+        backend: StoreBackend::Redb,
+        ..StoreConfig::default()
+    }
+}
+
+/// Longest `node` name.
+const MAX_NODE_LEN: usize = 64;
+
+/// The keys of one `[[topics]]` entry.
+const TOPIC_FIELDS: [&str; 5] = [
+    "pattern",
+    "history_size",
+    "history_ttl",
+    "presence",
+    "join_leave",
+];
+
+fn node(r: Raw<'_>) -> Result<String, Why> {
+    let t = text(r)?;
+    let ok = t.len() <= MAX_NODE_LEN
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| t.to_string()).ok_or(None)
+}
+
+fn store_path(r: Raw<'_>) -> Result<PathBuf, Why> {
+    let t = text(r)?;
+    (!t.is_empty()).then(|| PathBuf::from(t)).ok_or(None)
+}
+
+/// The entries as TOML (inline tables), so that the printed configuration reads back.
+fn topics_v(list: &[Namespace]) -> Option<Value> {
+    let entry = |n: &Namespace| {
+        let mut t = toml::Table::new();
+        t.insert("pattern".into(), Value::String(n.pattern.clone()));
+        t.insert("history_size".into(), int_v(n.history_size)?);
+        t.insert("history_ttl".into(), dur_v(n.history_ttl)?);
+        t.insert("presence".into(), Value::Boolean(n.presence));
+        t.insert("join_leave".into(), Value::Boolean(n.join_leave));
+        Some(Value::Table(t))
+    };
+    Some(Value::Array(list.iter().map(entry).collect::<Option<_>>()?))
+}
+
+/// Writes `topics = [...]` for `check-config`: one inline table per line, `pattern` first.
+pub(super) fn write_topics(
+    f: &mut std::fmt::Formatter<'_>,
+    list: &[Namespace],
+) -> std::fmt::Result {
+    if list.is_empty() {
+        return writeln!(f, "topics = []");
+    }
+    writeln!(f, "topics = [")?;
+    for n in list {
+        writeln!(
+            f,
+            "  {{ pattern = {}, history_size = {}, history_ttl = \"{}\", presence = {}, join_leave = {} }},",
+            Value::String(n.pattern.clone()),
+            n.history_size,
+            humantime::format_duration(n.history_ttl),
+            n.presence,
+            n.join_leave
+        )?;
+    }
+    writeln!(f, "]")
+}
+
+/// What `topics` allows, for error messages.
+const TOPICS_EXPECTED: &str =
+    "an array of [[topics]] tables (in RINGHUB_TOPICS: a JSON array of objects, \"\" for none)";
+
+/// The messaging keys (appended to [`super::KEYS`]).
+pub(super) const KEYS: &[Key] = &[
+    key!(
+        "node",
+        "letters, digits, '-' or '_' (at most 64), or \"\" for a random name at start",
+        |s, r| s.node = node(r)?,
+        |s| (!s.node.is_empty()).then(|| Value::String(s.node.clone()))
+    ),
+    key!(
+        "topics",
+        "an array of [[topics]] tables (in RINGHUB_TOPICS: a JSON array of objects)",
+        // `Settings::set_raw` calls `topics` itself, for errors that name the entry's key.
+        |s, r| s.topics = topics(r, "").map_err(|e| Some(e.to_string()))?,
+        |s| topics_v(&s.topics)
+    ),
+    key!(
+        "store.backend",
+        "memory or redb",
+        |s, r| s.store.backend = text(r)?.parse::<StoreBackend>().map_err(|_| None)?,
+        |s| str_v(match s.store.backend {
+            StoreBackend::Memory => "memory",
+            StoreBackend::Redb => "redb",
+        })
+    ),
+    key!(
+        "store.path",
+        "a non-empty directory path",
+        |s, r| s.store.path = store_path(r)?,
+        |s| str_v(s.store.path.display())
+    ),
+    key!(
+        "store.max_recover",
+        "a positive integer",
+        |s, r| s.store.max_recover = uint(r, 1, MAX_U32)? as usize,
+        |s| int_v(s.store.max_recover)
+    ),
+    key!(
+        "inbox.ack_timeout",
+        "a positive duration like 10s",
+        |s, r| s.inbox.ack_timeout = duration(r, false)?,
+        |s| dur_v(s.inbox.ack_timeout)
+    ),
+    key!(
+        "inbox.max_attempts",
+        "a positive integer",
+        |s, r| s.inbox.max_attempts = uint(r, 1, MAX_U32)? as u32,
+        |s| int_v(s.inbox.max_attempts)
+    ),
+    key!(
+        "inbox.max_messages",
+        "a positive integer",
+        |s, r| s.inbox.max_messages = uint(r, 1, MAX_U32)? as usize,
+        |s| int_v(s.inbox.max_messages)
+    ),
+    key!(
+        "inbox.ttl",
+        "a positive duration like 7days",
+        |s, r| s.inbox.ttl = duration(r, false)?,
+        |s| dur_v(s.inbox.ttl)
+    ),
+    key!(
+        "ui.enabled",
+        "true or false",
+        |s, r| s.ui.enabled = boolean(r)?,
+        |s| Some(Value::Boolean(s.ui.enabled))
+    ),
+];
+
+fn invalid(key: String, value: String, expected: String, origin: &str) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        value,
+        expected,
+        origin: if origin.is_empty() {
+            String::new()
+        } else {
+            format!(" {origin}")
+        },
+    }
+}
+
+/// Parses `topics`: a TOML array of tables, or (from text) a JSON array of objects. Errors name
+/// the entry and its key, e.g. `topics[1].pattern`; `origin` is like `in ringhub.toml`.
+pub(super) fn topics(raw: Raw<'_>, origin: &str) -> Result<Vec<Namespace>, SettingsError> {
+    let whole = |why: Option<String>| {
+        let expected = match why {
+            Some(why) => format!("{TOPICS_EXPECTED}: {why}"),
+            None => TOPICS_EXPECTED.to_string(),
+        };
+        invalid("topics".into(), raw.show(false), expected, origin)
+    };
+    let value: Value = match raw {
+        Raw::Toml(v) => v.clone(),
+        Raw::Text(t) if t.trim().is_empty() => Value::Array(Vec::new()),
+        Raw::Text(t) => serde_json::from_str(t).map_err(|e| whole(Some(e.to_string())))?,
+    };
+    let Value::Array(items) = value else {
+        return Err(whole(None));
+    };
+    let mut list: Vec<Namespace> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let Value::Table(t) = item else {
+            let expected = format!("a table of {}", TOPIC_FIELDS.join(", "));
+            return Err(invalid(
+                format!("topics[{i}]"),
+                item.to_string(),
+                expected,
+                origin,
+            ));
+        };
+        if let Some(k) = t.keys().find(|k| !TOPIC_FIELDS.contains(&k.as_str())) {
+            return Err(SettingsError::Unknown {
+                key: format!("topics[{i}].{k}"),
+                origin: origin.trim_start_matches("in ").to_string(),
+                known: TOPIC_FIELDS.join(", "),
+            });
+        }
+        let field = |name: &str, expected: &str, why: Why| {
+            let value = t
+                .get(name)
+                .map_or("(not set)".into(), |v| Raw::Toml(v).show(false));
+            let expected = match why {
+                Some(why) => format!("{expected}: {why}"),
+                None => expected.to_string(),
+            };
+            invalid(format!("topics[{i}].{name}"), value, expected, origin)
+        };
+        const PATTERN: &str = "a topic pattern (exact, or ending in '*')";
+        let pattern = match t.get("pattern") {
+            Some(Value::String(p)) => p.clone(),
+            _ => return Err(field("pattern", PATTERN, None)),
+        };
+        Pattern::parse(&pattern).map_err(|e| field("pattern", PATTERN, Some(e.to_string())))?;
+        if let Some(j) = list.iter().position(|n| n.pattern == pattern) {
+            let expected = "a pattern no other [[topics]] entry has";
+            return Err(field(
+                "pattern",
+                expected,
+                Some(format!("topics[{j}] has it")),
+            ));
+        }
+        let mut ns = Namespace {
+            pattern,
+            ..Namespace::default()
+        };
+        if let Some(v) = t.get("history_size") {
+            let n = uint(Raw::Toml(v), 0, MAX_U32);
+            ns.history_size = n
+                .map_err(|w| field("history_size", "a non-negative integer (0 = no history)", w))?
+                as usize;
+        }
+        if let Some(v) = t.get("history_ttl") {
+            ns.history_ttl = duration(Raw::Toml(v), true)
+                .map_err(|w| field("history_ttl", "a duration like 10m (0s = no age limit)", w))?;
+        }
+        if let Some(v) = t.get("presence") {
+            ns.presence =
+                boolean(Raw::Toml(v)).map_err(|w| field("presence", "true or false", w))?;
+        }
+        if let Some(v) = t.get("join_leave") {
+            ns.join_leave =
+                boolean(Raw::Toml(v)).map_err(|w| field("join_leave", "true or false", w))?;
+        }
+        list.push(ns);
+    }
+    // The engine's own check, which the server runs at start.
+    Namespaces::new(&list).map_err(|e| whole(Some(e)))?;
+    Ok(list)
+}
+
+impl Settings {
+    /// The messaging checks of [`Settings::validate`] that single keys cannot make.
+    pub(super) fn validate_messaging(&self) -> Result<(), SettingsError> {
+        let path = &self.store.path;
+        if self.store.backend == StoreBackend::Redb && path.exists() && !path.is_dir() {
+            return Err(SettingsError::Invalid {
+                key: "store.path".into(),
+                value: format!("{:?}", path.display().to_string()),
+                expected: "a directory (or a path where one can be created), not a file".into(),
+                origin: String::new(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! The messaging settings: TOML, environment and flags, precedence, and the `[[topics]]` errors.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{env, err};
+use crate::config::settings::*;
+use crate::config::{Config, Namespace};
+
+#[test]
+fn messaging_keys_parse_from_toml() {
+    let mut s = Settings::default();
+    s.merge_toml(
+        r#"
+        node = "eu-1"
+        [[topics]]
+        pattern = "chat:*"
+        history_size = 100
+        history_ttl = "10m"
+        presence = true
+        join_leave = true
+        [[topics]]
+        pattern = "news"
+        [store]
+        backend = "memory"
+        path = "/var/lib/ringhub"
+        max_recover = 50
+        [inbox]
+        ack_timeout = "3s"
+        max_attempts = 2
+        max_messages = 10
+        ttl = "1h"
+        [ui]
+        enabled = false
+        "#,
+        "f.toml",
+    )
+    .expect("valid file");
+    s.validate().expect("valid");
+    let chat = Namespace {
+        pattern: "chat:*".into(),
+        history_size: 100,
+        history_ttl: Duration::from_secs(600),
+        presence: true,
+        join_leave: true,
+    };
+    let news = Namespace {
+        pattern: "news".into(),
+        history_size: 0,
+        history_ttl: Duration::ZERO,
+        presence: false,
+        join_leave: false,
+    };
+    let c = s.engine_config();
+    assert_eq!(c.topics, [chat, news]);
+    assert_eq!(c.node, "eu-1");
+    assert!(!c.ui);
+    assert_eq!(c.store.backend, crate::config::StoreBackend::Memory);
+    assert_eq!(c.store.path, PathBuf::from("/var/lib/ringhub"));
+    assert_eq!(c.store.max_recover, 50);
+    let i = c.inbox;
+    assert_eq!((i.ack_timeout, i.max_attempts), (Duration::from_secs(3), 2));
+    assert_eq!((i.max_messages, i.ttl), (10, Duration::from_secs(3600)));
+    // check-config's output reads back as the same settings.
+    let mut back = Settings::default();
+    back.merge_toml(&s.to_string(), "printed")
+        .expect("re-reads");
+    assert_eq!(back, s);
+}
+
+#[test]
+fn binary_defaults_to_redb_and_the_library_to_memory() {
+    use crate::config::StoreBackend;
+    let s = Settings::default();
+    assert_eq!(s.store.backend, StoreBackend::Redb);
+    assert_eq!(s.engine_config().store.backend, StoreBackend::Redb);
+    assert_eq!(s.store.path, PathBuf::from("./ringhub-data"));
+    assert_eq!(Config::default().store.backend, StoreBackend::Memory);
+    let c = s.engine_config();
+    assert!(c.topics.is_empty() && c.node.is_empty() && c.ui);
+    assert_eq!(c.inbox, crate::config::InboxConfig::default());
+    assert!(s.to_string().contains("\n[store]\nbackend = \"redb\"\n"));
+}
+
+#[test]
+fn store_and_node_precedence_file_env_flag() {
+    let file = "node = \"file\"\n[store]\nbackend = \"memory\"\npath = \"/f\"\n";
+    let mut s = Settings::default();
+    s.merge_toml(file, "f.toml").expect("valid");
+    assert_eq!(
+        (s.node.as_str(), s.store.path.to_str()),
+        ("file", Some("/f"))
+    );
+    let vars = [
+        ("RINGHUB_NODE", "env"),
+        ("RINGHUB_STORE_BACKEND", "redb"),
+        ("RINGHUB_STORE_PATH", "/e"),
+        ("RINGHUB_STORE_MAX_RECOVER", "7"),
+        ("RINGHUB_INBOX_MAX_ATTEMPTS", "9"),
+        ("RINGHUB_UI_ENABLED", "false"),
+    ];
+    s.apply_env(env(&vars)).expect("valid env");
+    assert_eq!(
+        (s.node.as_str(), s.store.path.to_str()),
+        ("env", Some("/e"))
+    );
+    assert_eq!(s.store.backend, crate::config::StoreBackend::Redb);
+    assert_eq!((s.store.max_recover, s.inbox.max_attempts), (7, 9));
+    assert!(!s.ui.enabled);
+    s.set("node", "flag", "--node").expect("valid");
+    s.set("store.backend", "memory", "--store").expect("valid");
+    s.set("store.path", "/g", "--store-path").expect("valid");
+    assert_eq!(
+        (s.node.as_str(), s.store.path.to_str()),
+        ("flag", Some("/g"))
+    );
+    assert_eq!(s.store.backend, crate::config::StoreBackend::Memory);
+    let e = err(s.set("store.backend", "disk", "--store"));
+    assert_eq!(
+        e,
+        r#"invalid value for store.backend: "disk" (expected memory or redb) in --store"#
+    );
+    assert!(err(s.set("node", "a.b", "--node")).starts_with("invalid value for node: \"a.b\""));
+    let e = err(s.merge_toml("[store]\nmax_recover = 0", "f.toml"));
+    assert!(
+        e.starts_with("invalid value for store.max_recover: 0"),
+        "{e}"
+    );
+    let e = err(s.merge_toml("[inbox]\nttl = \"0s\"", "f.toml"));
+    assert!(e.starts_with("invalid value for inbox.ttl"), "{e}");
+}
+
+#[test]
+fn topics_from_env_json_and_their_errors() {
+    let json = r#"[{"pattern": "chat:*", "history_size": 5, "presence": true}]"#;
+    let mut s = Settings::default();
+    s.merge_toml("[[topics]]\npattern = \"old\"", "f.toml")
+        .expect("valid");
+    s.apply_env(env(&[("RINGHUB_TOPICS", json)]))
+        .expect("valid");
+    assert_eq!(
+        s.topics.len(),
+        1,
+        "the variable replaces the file's entries"
+    );
+    assert_eq!((s.topics[0].history_size, s.topics[0].presence), (5, true));
+    s.apply_env(env(&[("RINGHUB_TOPICS", "")]))
+        .expect("empty = none");
+    assert!(s.topics.is_empty());
+    let e = err(s.apply_env(env(&[("RINGHUB_TOPICS", "[{")])));
+    assert!(e.starts_with("invalid value for topics: \"[{\""), "{e}");
+    assert!(e.ends_with("in RINGHUB_TOPICS"), "{e}");
+    let toml = |t: &str| Settings::default().merge_toml(t, "f.toml");
+    let e = err(toml("[[topics]]\npattern = \"a*b\""));
+    assert!(
+        e.starts_with(r#"invalid value for topics[0].pattern: "a*b" (expected a topic pattern"#),
+        "{e}"
+    );
+    let e = err(toml(
+        "[[topics]]\npattern = \"x*\"\n[[topics]]\npattern = \"x*\"",
+    ));
+    assert_eq!(
+        e,
+        "invalid value for topics[1].pattern: \"x*\" (expected a pattern no other [[topics]] \
+         entry has: topics[0] has it) in f.toml"
+    );
+    let e = err(toml("[[topics]]\npattern = \"x\"\nhistroy_size = 3"));
+    assert_eq!(
+        e,
+        "unknown setting topics[0].histroy_size in f.toml (expected one of: pattern, \
+         history_size, history_ttl, presence, join_leave)"
+    );
+    let e = err(toml("[[topics]]\nhistory_size = 3"));
+    assert!(
+        e.starts_with("invalid value for topics[0].pattern: (not set)"),
+        "{e}"
+    );
+    let e = err(toml("[[topics]]\npattern = \"x\"\nhistory_ttl = \"soon\""));
+    assert!(
+        e.starts_with("invalid value for topics[0].history_ttl: \"soon\""),
+        "{e}"
+    );
+    let e = err(toml("[topics]\npattern = \"x\""));
+    assert!(e.starts_with("invalid value for topics: "), "{e}");
+}

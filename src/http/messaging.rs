@@ -1,0 +1,496 @@
+//! Protocol v2 operations that gather from every shard or wait for the store: publish (to one
+//! or many topics, with history), durable sends, presence, server-side subscriptions, history,
+//! message status, inboxes, batch. Shared by the HTTP API, client `presence` requests and the
+//! library's [`ServerHandle`](crate::ServerHandle); they all run on the API thread.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::api::{scatter, Response};
+use crate::proto::envelope;
+use crate::proto::error::ErrorCode;
+use crate::proto::pattern::validate_topic;
+use crate::runtime::store::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
+use crate::shard::inbox::{ApiOp, ApiReply, Target};
+use crate::shard::shared::HubShared;
+use crate::store::{HistoryRead, InboxMessage, MessageInfo, MessageStatus, StoreError};
+use crate::ConnId;
+
+/// An operation's failure: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status the API answers with.
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn bad(e: impl std::fmt::Display) -> Self {
+        Self::new(400, format!("invalid request: {e}"))
+    }
+    fn from_handler(e: crate::HandlerError) -> Self {
+        let status = match e.code {
+            ErrorCode::TooMany | ErrorCode::RateLimited => 429,
+            ErrorCode::NotAvailable => 503,
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Forbidden => 403,
+            _ => 500,
+        };
+        Self::new(status, e.message)
+    }
+    fn from_store(e: StoreError) -> Self {
+        let status = if matches!(e, StoreError::Unavailable(_)) {
+            503
+        } else {
+            500
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+/// Turns an operation's result into the API's JSON answer.
+pub(crate) fn respond(r: Result<Value, ApiError>) -> Response {
+    match r {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(e.status, &e.message),
+    }
+}
+
+/// The receipt of a durable send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendReceipt {
+    /// The message id (for `GET /api/v1/messages/M`).
+    pub message_id: u64,
+    /// Its offset in the user's inbox.
+    pub offset: u64,
+    /// Connections it was written to at once (0 when the user is offline).
+    pub delivered: usize,
+}
+
+/// One connection in a presence list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    /// The client id.
+    pub client: String,
+    /// Its user (`None` when anonymous).
+    pub user: Option<String>,
+    /// Metadata from `on_connect`, as JSON text.
+    pub meta: Option<String>,
+}
+
+async fn wait<T>(rx: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        Ok(Ok(r)) => r.map_err(ApiError::from_store),
+        Ok(Err(_)) => Err(ApiError::new(503, "the store is not answering")),
+        Err(_) => Err(ApiError::new(503, "the store did not answer in time")),
+    }
+}
+
+async fn sum_counts(waits: Vec<oneshot::Receiver<ApiReply>>) -> usize {
+    let mut n = 0;
+    for rx in waits {
+        if let Ok(Ok(ApiReply::Count(k))) = tokio::time::timeout(Duration::from_secs(5), rx).await {
+            n += k;
+        }
+    }
+    n
+}
+
+fn counts(replies: Vec<ApiReply>) -> usize {
+    replies
+        .iter()
+        .map(|r| if let ApiReply::Count(n) = r { *n } else { 0 })
+        .sum()
+}
+
+async fn gather(hub: &HubShared, make: impl FnMut() -> ApiOp) -> Result<Vec<ApiReply>, ApiError> {
+    scatter(hub, make)
+        .await
+        .map_err(|r| ApiError::new(r.status, "shards did not answer"))
+}
+
+/// Publishes one publication to `topics`: topics without history are delivered once per
+/// connection; each topic with history is stored (its own stream, with its own offset) first.
+/// Returns the connections reached and the offsets assigned.
+pub(crate) async fn publish(
+    hub: &HubShared,
+    topics: &[String],
+    event: &str,
+    data: Option<&[u8]>,
+    exclude: Option<ConnId>,
+) -> Result<(usize, Vec<(String, u64)>), ApiError> {
+    if topics.is_empty() {
+        return Err(ApiError::bad("give `topic` or `topics`"));
+    }
+    for t in topics {
+        validate_topic(t).map_err(ApiError::bad)?;
+    }
+    let (stored, plain): (Vec<&String>, Vec<&String>) = topics
+        .iter()
+        .partition(|t| hub.namespaces.history(t).is_some());
+    let mut delivered = 0;
+    let mut offsets = Vec::new();
+    let mut waits = Vec::new();
+    for t in stored {
+        let (tx, rx) = oneshot::channel();
+        let job = PubJob {
+            topic: t.as_str().into(),
+            event: event.into(),
+            data: data.map(Bytes::copy_from_slice),
+            exclude,
+            reply: PubReply::Api(tx),
+        };
+        hub.submit_store(StoreJob::Publish(Box::new(job)), true)
+            .map_err(ApiError::from_handler)?;
+        waits.push((t.clone(), rx));
+    }
+    if !plain.is_empty() {
+        let frames: Arc<[(Arc<str>, Bytes)]> = plain
+            .iter()
+            .map(|t| (Arc::from(t.as_str()), envelope::publication(t, event, data)))
+            .collect();
+        let replies = gather(hub, || ApiOp::Publish {
+            frames: frames.clone(),
+            exclude,
+        })
+        .await?;
+        delivered += counts(replies);
+    }
+    for (t, rx) in waits {
+        let (offset, shard_waits): Counted = wait(rx).await?;
+        delivered += sum_counts(shard_waits).await;
+        offsets.push((t, offset));
+    }
+    Ok((delivered, offsets))
+}
+
+/// Stores a durable message for `user`, then writes it to the user's connections.
+pub(crate) async fn send_durable(
+    hub: &HubShared,
+    user: &str,
+    event: &str,
+    data: Option<&[u8]>,
+) -> Result<SendReceipt, ApiError> {
+    if user.is_empty() {
+        return Err(ApiError::bad("`user` is empty"));
+    }
+    let (tx, rx) = oneshot::channel();
+    let job = StoreJob::InboxPut {
+        user: user.into(),
+        event: event.into(),
+        data: data.map(Bytes::copy_from_slice),
+        reply: tx,
+    };
+    hub.submit_store(job, true)
+        .map_err(ApiError::from_handler)?;
+    let (message_id, (offset, shard_waits)) = wait(rx).await?;
+    Ok(SendReceipt {
+        message_id,
+        offset,
+        delivered: sum_counts(shard_waits).await,
+    })
+}
+
+/// An at-most-once message to one user's connections; returns how many were reached.
+pub(crate) async fn send_plain(
+    hub: &HubShared,
+    user: &str,
+    event: &str,
+    data: Option<&[u8]>,
+) -> Result<usize, ApiError> {
+    let data = match data {
+        Some(d) => Some(
+            RawValue::from_string(String::from_utf8_lossy(d).into_owned())
+                .map_err(ApiError::bad)?,
+        ),
+        None => None,
+    };
+    let req = Arc::new(crate::shard::inbox::SendReq {
+        users: vec![user.to_string()],
+        topic: None,
+        event: event.to_string(),
+        data,
+    });
+    Ok(counts(gather(hub, || ApiOp::Send(req.clone())).await?))
+}
+
+/// The connections subscribed to exactly `topic`, on every shard.
+pub(crate) async fn presence(hub: &HubShared, topic: &str) -> Result<Vec<PresenceEntry>, ApiError> {
+    validate_topic(topic).map_err(ApiError::bad)?;
+    let t: Arc<str> = topic.into();
+    let replies = gather(hub, || ApiOp::Presence(t.clone())).await?;
+    let mut out = Vec::new();
+    for r in replies {
+        if let ApiReply::Presence(list) = r {
+            out.extend(list.into_iter().map(|(id, user, meta)| PresenceEntry {
+                client: hub.client_id(id),
+                user: user.map(|u| u.to_string()),
+                meta: meta.map(|m| m.to_string()),
+            }));
+        }
+    }
+    Ok(out)
+}
+
+/// The answer to a client's `presence` / `presence_stats`.
+pub(crate) async fn presence_frame(
+    hub: &HubShared,
+    topic: &str,
+    rid: Option<u64>,
+    stats: bool,
+) -> Option<Bytes> {
+    let rid = rid?;
+    Some(match presence(hub, topic).await {
+        Ok(list) => {
+            let body = presence_json(&list, stats).to_string();
+            envelope::reply(rid, topic, Some(body.as_bytes()))
+        }
+        Err(e) => envelope::error(Some(rid), topic, ErrorCode::Internal, &e.message),
+    })
+}
+
+fn presence_json(list: &[PresenceEntry], stats: bool) -> Value {
+    if stats {
+        let users: std::collections::HashSet<&str> =
+            list.iter().filter_map(|e| e.user.as_deref()).collect();
+        return json!({"clients": list.len(), "users": users.len()});
+    }
+    let clients: Vec<Value> = list
+        .iter()
+        .map(|e| {
+            let mut v = json!({"client": e.client, "user": e.user.as_deref().unwrap_or("")});
+            if let Some(m) = e
+                .meta
+                .as_deref()
+                .and_then(|m| serde_json::from_str::<Value>(m).ok())
+            {
+                v["meta"] = m;
+            }
+            v
+        })
+        .collect();
+    json!({ "clients": clients })
+}
+
+/// Subscribes (or unsubscribes) every matching connection, then waits until every shard has
+/// applied the interest changes (a second, empty round behind them in every inbox).
+pub(crate) async fn subscription(
+    hub: &HubShared,
+    target: Target,
+    topic: &str,
+    add: bool,
+) -> Result<usize, ApiError> {
+    crate::proto::pattern::Pattern::parse(topic).map_err(ApiError::bad)?;
+    let t: Arc<str> = topic.into();
+    let replies = gather(hub, || ApiOp::Subscription {
+        target: target.clone(),
+        topic: t.clone(),
+        add,
+    })
+    .await?;
+    gather(hub, || ApiOp::Barrier).await?;
+    Ok(counts(replies))
+}
+
+/// The latest publications of a topic with history.
+pub(crate) async fn history(
+    hub: &HubShared,
+    topic: &str,
+    limit: usize,
+    since: Option<(String, u64)>,
+) -> Result<HistoryRead, ApiError> {
+    validate_topic(topic).map_err(ApiError::bad)?;
+    if hub.namespaces.history(topic).is_none() {
+        return Err(ApiError::new(404, "this topic keeps no history"));
+    }
+    let (tx, rx) = oneshot::channel();
+    let job = StoreJob::History {
+        topic: topic.into(),
+        limit: limit.min(hub.config.store.max_recover),
+        since: since.map(|(e, o)| Since {
+            epoch: e.into(),
+            offset: o,
+        }),
+        to: HistoryTo::Api(tx),
+    };
+    hub.submit_store(job, false)
+        .map_err(ApiError::from_handler)?;
+    wait(rx).await
+}
+
+/// What is known of a durable message.
+pub(crate) async fn status(hub: &HubShared, id: u64) -> Result<Option<MessageInfo>, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    hub.submit_store(StoreJob::Status { id, reply: tx }, false)
+        .map_err(ApiError::from_handler)?;
+    wait(rx).await
+}
+
+/// A user's unacknowledged durable messages.
+pub(crate) async fn inbox(
+    hub: &HubShared,
+    user: &str,
+) -> Result<Vec<(InboxMessage, MessageStatus)>, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    let job = StoreJob::Inbox {
+        user: user.into(),
+        reply: tx,
+    };
+    hub.submit_store(job, false)
+        .map_err(ApiError::from_handler)?;
+    wait(rx).await
+}
+
+// ---- HTTP endpoints -------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct PublishBody<'a> {
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default)]
+    topics: Option<Vec<String>>,
+    event: String,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    exclude_client: Option<String>,
+}
+
+/// `POST /api/v1/publish`.
+pub(crate) async fn publish_endpoint(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
+    let p: PublishBody<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
+    let mut topics = p.topics.unwrap_or_default();
+    topics.extend(p.topic);
+    let exclude = match p.exclude_client.as_deref() {
+        None => None,
+        Some(c) => Some(
+            hub.parse_client(c)
+                .ok_or_else(|| ApiError::bad("`exclude_client` is not a client id of this node"))?,
+        ),
+    };
+    let data = p.data.map(|d| d.get().as_bytes());
+    let (delivered, offsets) = publish(hub, &topics, &p.event, data, exclude).await?;
+    let mut v = json!({ "delivered": delivered });
+    match offsets.as_slice() {
+        [] => {}
+        [(_, o)] if topics.len() == 1 => v["offset"] = json!(o),
+        many => {
+            v["offsets"] = many
+                .iter()
+                .map(|(t, o)| (t.clone(), json!(o)))
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        }
+    }
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+struct TargetBody {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    client: Option<String>,
+    topic: String,
+}
+
+/// `POST /api/v1/subscribe` and `/unsubscribe`.
+pub(crate) async fn subscription_endpoint(
+    hub: &HubShared,
+    body: &[u8],
+    add: bool,
+) -> Result<Value, ApiError> {
+    let b: TargetBody = serde_json::from_slice(body).map_err(ApiError::bad)?;
+    let target = match (b.user, b.client) {
+        (Some(u), None) => Target::User(u.into()),
+        (None, Some(c)) => Target::Client(
+            hub.parse_client(&c)
+                .ok_or_else(|| ApiError::bad("`client` is not a client id of this node"))?,
+        ),
+        _ => return Err(ApiError::bad("give exactly one of `user` and `client`")),
+    };
+    let n = subscription(hub, target, &b.topic, add).await?;
+    Ok(if add {
+        json!({ "subscribed": n })
+    } else {
+        json!({ "unsubscribed": n })
+    })
+}
+
+/// `GET /api/v1/messages/M`.
+pub(crate) async fn status_endpoint(hub: &HubShared, id: &str) -> Result<Value, ApiError> {
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::bad("message id must be a number"))?;
+    let info = status(hub, id).await?.ok_or_else(|| {
+        ApiError::new(
+            404,
+            "no such message (unknown, or forgotten after the inbox ttl)",
+        )
+    })?;
+    Ok(json!({
+        "message_id": info.id,
+        "user": &*info.user,
+        "offset": info.offset,
+        "status": info.status.as_str(),
+        "attempts": info.attempts,
+    }))
+}
+
+/// `GET /api/v1/inbox?user=U`.
+pub(crate) async fn inbox_endpoint(
+    hub: &HubShared,
+    query: Option<&str>,
+) -> Result<Value, ApiError> {
+    let user = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|kv| kv.strip_prefix("user="))
+        .map(|u| {
+            percent_encoding::percent_decode_str(u)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ApiError::bad("give ?user=<id>"))?;
+    let list = inbox(hub, &user).await?;
+    let messages: Vec<Value> = list
+        .iter()
+        .map(|(m, st)| {
+            let data = m
+                .data
+                .as_deref()
+                .and_then(|d| serde_json::from_slice::<Value>(d).ok());
+            json!({
+                "message_id": m.id,
+                "offset": m.offset,
+                "event": &*m.event,
+                "data": data,
+                "attempts": m.attempts,
+                "status": st.as_str(),
+            })
+        })
+        .collect();
+    Ok(json!({ "messages": messages }))
+}

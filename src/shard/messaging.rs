@@ -1,0 +1,587 @@
+//! Protocol v2 on a shard: subscriptions to topics with history (held until the store answers),
+//! history and presence requests, join/leave, durable user messages (delivery, acks, retries),
+//! server-side subscriptions, and what happens when a connection arrives.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::inbox::Target;
+use super::shared::ControlJob;
+use super::{flag, ShardState, Stamp};
+use crate::proto::envelope;
+use crate::proto::error::ErrorCode;
+use crate::proto::pattern::Pattern;
+use crate::runtime::hooks::{guarded, SubscribeInfo};
+use crate::runtime::store::{HistoryTo, Since, StoreJob};
+use crate::ConnId;
+
+/// A durable message written to local connections, waiting for an ack.
+pub(crate) struct PendingDurable {
+    frame: Bytes,
+    sent: Stamp,
+    attempts: u32,
+}
+
+#[derive(Deserialize)]
+struct SinceIn {
+    epoch: String,
+    offset: u64,
+}
+
+impl From<SinceIn> for Since {
+    fn from(s: SinceIn) -> Self {
+        Since {
+            epoch: s.epoch.into(),
+            offset: s.offset,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+struct SubscribeData {
+    #[serde(default)]
+    since: Option<SinceIn>,
+}
+
+#[derive(Deserialize, Default)]
+struct HistoryData {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    since: Option<SinceIn>,
+}
+
+#[derive(Deserialize)]
+struct AckData {
+    offset: u64,
+}
+
+/// Reads `data` as `T`; absent (or `null`) data is `T::default()`.
+fn data_as<'a, T: Deserialize<'a> + Default>(data: Option<&'a RawValue>) -> Result<T, String> {
+    match data.map(RawValue::get) {
+        None | Some("null") => Ok(T::default()),
+        Some(raw) => serde_json::from_str(raw).map_err(|e| {
+            format!(
+                "invalid data: {}",
+                crate::proto::error::shorten(&e.to_string())
+            )
+        }),
+    }
+}
+
+/// The held-topic marker for "this connection's user's durable messages".
+const INBOX: &str = "";
+
+impl ShardState {
+    /// `subscribe`, with protocol v2's history position and `since` recovery.
+    pub(super) fn client_subscribe(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        req: Option<u64>,
+        data: Option<&RawValue>,
+    ) {
+        let since = match data_as::<SubscribeData>(data) {
+            Ok(d) => d.since,
+            Err(m) => return self.error(id, req, topic, ErrorCode::BadRequest, &m),
+        };
+        let exact = !topic.ends_with('*');
+        let (history, join_leave) = self
+            .hub
+            .namespaces
+            .get(topic)
+            .map_or((false, false), |n| (n.has_history(), n.join_leave));
+        if since.is_some() {
+            let refusal = if !exact {
+                Some((
+                    ErrorCode::BadRequest,
+                    "since needs an exact topic, not a pattern",
+                ))
+            } else if !history {
+                Some((ErrorCode::NotAvailable, "this topic keeps no history"))
+            } else if req.is_none() {
+                Some((
+                    ErrorCode::BadRequest,
+                    "since needs a request id (the reply carries the publications)",
+                ))
+            } else {
+                None
+            };
+            if let Some((code, msg)) = refusal {
+                return self.error(id, req, topic, code, msg);
+            }
+        }
+        if let Some(hook) = self.hub.hooks.on_subscribe.clone() {
+            let Some(c) = self.conn_mut(id) else { return };
+            let user = c.user.clone();
+            let client = self.hub.client_id(id);
+            let info = SubscribeInfo {
+                client: &client,
+                user: user.as_deref(),
+                topic,
+            };
+            if let Err(e) = guarded(|| hook(&info)) {
+                return self.error(id, req, topic, e.code, &e.message);
+            }
+        }
+        let fresh = !self
+            .conn_mut(id)
+            .is_some_and(|c| c.subs.iter().any(|s| &**s == topic));
+        let token = match self.subscribe(id, topic) {
+            Ok(t) => t,
+            Err(e) => return self.error(id, req, topic, e.code, &e.message),
+        };
+        if fresh && exact && join_leave {
+            self.announce(id, topic, "join");
+        }
+        if history && exact && (req.is_some() || since.is_some()) {
+            // Publications of this topic stored before the store answers are covered by the
+            // answer (position or recovery): hold them back from this connection until then.
+            let t: Arc<str> = topic.into();
+            if fresh || since.is_some() {
+                self.hold(id, t.clone());
+            }
+            let job = StoreJob::Subscribe {
+                topic: t,
+                conn: id,
+                rid: req,
+                since: since.map(Since::from),
+            };
+            match token.and_then(|k| self.pending.get_mut(&k)) {
+                Some(p) => p.then.push(job),
+                None => self.submit_held(job),
+            }
+            return;
+        }
+        match token {
+            Some(token) => {
+                if let (Some(rid), Some(p)) = (req, self.pending.get_mut(&token)) {
+                    p.waiters.push((id, rid, topic.into()));
+                }
+            }
+            None => {
+                if let Some(rid) = req {
+                    self.enqueue(id, envelope::reply(rid, topic, None));
+                }
+            }
+        }
+    }
+
+    /// Sends a held subscribe to the store; on failure releases the hold with an error.
+    pub(super) fn submit_held(&mut self, job: StoreJob) {
+        let StoreJob::Subscribe {
+            topic, conn, rid, ..
+        } = &job
+        else {
+            let _ = self.hub.submit_store(job, false);
+            return;
+        };
+        let (topic, conn, rid) = (topic.clone(), *conn, *rid);
+        if let Err(e) = self.hub.submit_store(job, false) {
+            self.release(conn, &topic);
+            self.error(conn, rid, &topic, e.code, &e.message);
+        }
+    }
+
+    /// Holds back stored publications of `topic` from `id` until the store's answer.
+    fn hold(&mut self, id: ConnId, topic: Arc<str>) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.set(flag::HELD);
+        self.held.entry(id).or_default().push(topic);
+    }
+
+    /// Ends a [`hold`](Self::hold).
+    pub(super) fn release(&mut self, id: ConnId, topic: &str) {
+        let Some(list) = self.held.get_mut(&id) else {
+            return;
+        };
+        if let Some(i) = list.iter().position(|t| &**t == topic) {
+            list.swap_remove(i);
+        }
+        if list.is_empty() {
+            self.held.remove(&id);
+            if let Some(c) = self.conn_mut(id) {
+                c.clear(flag::HELD);
+            }
+        }
+    }
+
+    fn is_held(&self, id: ConnId, topic: &str) -> bool {
+        self.held
+            .get(&id)
+            .is_some_and(|l| l.iter().any(|t| &**t == topic))
+    }
+
+    /// `history`: answered by the store thread.
+    pub(super) fn client_history(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        req: Option<u64>,
+        data: Option<&RawValue>,
+    ) {
+        let d = match data_as::<HistoryData>(data) {
+            Ok(d) => d,
+            Err(m) => return self.error(id, req, topic, ErrorCode::BadRequest, &m),
+        };
+        let Some(rid) = req else {
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::BadRequest,
+                "history needs a request id",
+            );
+        };
+        if let Err(e) = crate::proto::pattern::validate_topic(topic) {
+            return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
+        }
+        if self.hub.namespaces.history(topic).is_none() {
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::NotAvailable,
+                "this topic keeps no history",
+            );
+        }
+        let max = self.hub.config.store.max_recover;
+        let limit = d.limit.unwrap_or(50);
+        if limit > max {
+            let msg = format!("limit is at most {max}");
+            return self.error(id, req, topic, ErrorCode::TooMany, &msg);
+        }
+        let job = StoreJob::History {
+            topic: topic.into(),
+            limit,
+            since: d.since.map(Since::from),
+            to: HistoryTo::Conn(id, rid),
+        };
+        if let Err(e) = self.hub.submit_store(job, false) {
+            self.error(id, req, topic, e.code, &e.message);
+        }
+    }
+
+    /// `presence` / `presence_stats`: gathered from every shard by the API thread.
+    pub(super) fn client_presence(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        req: Option<u64>,
+        stats: bool,
+    ) {
+        if let Err(e) = crate::proto::pattern::validate_topic(topic) {
+            return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
+        }
+        if !self.hub.namespaces.get(topic).is_some_and(|n| n.presence) {
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::NotAvailable,
+                "presence is not enabled for this topic",
+            );
+        }
+        let job = ControlJob::Presence {
+            conn: id,
+            rid: req,
+            topic: topic.into(),
+            stats,
+        };
+        if !self.hub.submit_api(job) {
+            self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::Internal,
+                "presence is unavailable",
+            );
+        }
+    }
+
+    /// `info`: the connection's client id, user and node.
+    pub(super) fn client_info(&mut self, id: ConnId, topic: &str, req: Option<u64>) {
+        let Some(rid) = req else { return };
+        let Some(c) = self.conn_mut(id) else { return };
+        let user = c.user.clone();
+        let body = serde_json::json!({
+            "client": self.hub.client_id(id),
+            "user": user.as_deref().unwrap_or(""),
+            "node": &*self.hub.node,
+        })
+        .to_string();
+        self.enqueue(id, envelope::reply(rid, topic, Some(body.as_bytes())));
+    }
+
+    /// `ack` of a durable message, from any connection of its user.
+    pub(super) fn client_ack(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        req: Option<u64>,
+        data: Option<&RawValue>,
+    ) {
+        let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::Forbidden,
+                "ack needs an authenticated user",
+            );
+        };
+        if topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX) != Some(&*user) {
+            return self.error(
+                id,
+                req,
+                topic,
+                ErrorCode::Forbidden,
+                "ack is for your own user:<id> topic",
+            );
+        }
+        let offset = match data.map(|d| serde_json::from_str::<AckData>(d.get())) {
+            Some(Ok(a)) => a.offset,
+            _ => {
+                let msg = "ack needs data {\"offset\": N}";
+                return self.error(id, req, topic, ErrorCode::BadRequest, msg);
+            }
+        };
+        if let Some(m) = self.durable.get_mut(&user) {
+            m.remove(&offset);
+        }
+        let job = StoreJob::Ack {
+            user,
+            offset,
+            conn: id,
+            rid: req,
+        };
+        if let Err(e) = self.hub.submit_store(job, false) {
+            self.error(id, req, topic, e.code, &e.message);
+        }
+    }
+
+    /// `join` / `leave` to the other subscribers of `topic`.
+    pub(super) fn announce(&mut self, id: ConnId, topic: &str, event: &str) {
+        let Some(c) = self.conns.get(id.slot() as usize).filter(|c| c.id == id) else {
+            return;
+        };
+        let user = c.user.as_deref().unwrap_or("");
+        let data = serde_json::json!({"client": self.hub.client_id(id), "user": user}).to_string();
+        let frame = envelope::publication(topic, event, Some(data.as_bytes()));
+        self.publish(topic, frame, Some(id));
+    }
+
+    /// Announces `leave` if `pattern` is an exact topic of a namespace with join/leave.
+    pub(super) fn announce_leave(&mut self, id: ConnId, pattern: &str) {
+        if !pattern.ends_with('*')
+            && self
+                .hub
+                .namespaces
+                .get(pattern)
+                .is_some_and(|n| n.join_leave)
+        {
+            self.announce(id, pattern, "leave");
+        }
+    }
+
+    /// Local connections subscribed to exactly `topic`.
+    pub(super) fn presence(
+        &self,
+        topic: &str,
+    ) -> Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)> {
+        let Ok(p) = Pattern::parse(topic) else {
+            return Vec::new();
+        };
+        let Some(set) = self.registry.subscribers(p) else {
+            return Vec::new();
+        };
+        set.iter()
+            .filter_map(|&slot| self.conns.get(slot as usize))
+            .filter(|c| c.closing.is_none())
+            .map(|c| (c.id, c.user.clone(), self.meta.get(&c.id).cloned()))
+            .collect()
+    }
+
+    /// `/api/v1/subscribe` and `/unsubscribe`: silently, for every matching local connection.
+    pub(super) fn server_subscription(&mut self, target: &Target, topic: &str, add: bool) -> usize {
+        let ids: Vec<ConnId> = match target {
+            Target::User(u) => self.users.get(u).cloned().unwrap_or_default(),
+            Target::Client(c) if c.shard() == self.index => vec![*c],
+            Target::Client(_) => Vec::new(),
+        };
+        let mut n = 0;
+        for id in ids {
+            let Some(c) = self.conn_mut(id) else { continue };
+            if c.closing.is_some() {
+                continue;
+            }
+            let had = c.subs.iter().any(|s| &**s == topic);
+            if add {
+                if self.subscribe(id, topic).is_ok() {
+                    n += 1;
+                    if !had {
+                        self.join_if_announced(id, topic);
+                    }
+                }
+            } else if had {
+                self.unsubscribe(id, topic);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn join_if_announced(&mut self, id: ConnId, topic: &str) {
+        if !topic.ends_with('*') && self.hub.namespaces.get(topic).is_some_and(|n| n.join_leave) {
+            self.announce(id, topic, "join");
+        }
+    }
+
+    /// A WebSocket connection was accepted: server-side topics (JWT `topics` claim,
+    /// `on_connect`), then its user's unacknowledged durable messages.
+    pub(super) fn connected(&mut self, id: ConnId, topics: &[String]) {
+        for t in topics {
+            match self.subscribe(id, t) {
+                Ok(_) => self.join_if_announced(id, t),
+                Err(e) => {
+                    tracing::debug!(conn = %id, topic = t.as_str(), error = %e.message, "server-side subscription refused")
+                }
+            }
+        }
+        let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
+            return;
+        };
+        if self.hub.store.is_none() {
+            return;
+        }
+        self.hold(id, INBOX.into());
+        if self
+            .hub
+            .submit_store(StoreJob::InboxSync { user, conn: id }, false)
+            .is_err()
+        {
+            self.release(id, INBOX);
+        }
+    }
+
+    /// The store's list of unacknowledged messages for a new connection.
+    pub(super) fn inbox_sync(&mut self, id: ConnId, user: &Arc<str>, frames: Vec<(u64, Bytes)>) {
+        self.release(id, INBOX);
+        if self.conn_mut(id).is_none_or(|c| c.closing.is_some()) {
+            return;
+        }
+        let now = self.stamp;
+        for (offset, frame) in frames {
+            self.enqueue(id, frame.clone());
+            self.durable
+                .entry(user.clone())
+                .or_default()
+                .entry(offset)
+                .or_insert(PendingDurable {
+                    frame,
+                    sent: now,
+                    attempts: 1,
+                });
+            self.report_delivered(user, offset, 1);
+        }
+    }
+
+    /// A new durable message: written to the user's local connections now.
+    pub(super) fn deliver_durable(&mut self, user: &Arc<str>, offset: u64, frame: Bytes) -> usize {
+        let k = self.write_durable(user, &frame);
+        if k > 0 {
+            let now = self.stamp;
+            self.durable.entry(user.clone()).or_default().insert(
+                offset,
+                PendingDurable {
+                    frame,
+                    sent: now,
+                    attempts: 1,
+                },
+            );
+            self.report_delivered(user, offset, k as u32);
+        }
+        k
+    }
+
+    fn write_durable(&mut self, user: &Arc<str>, frame: &Bytes) -> usize {
+        let Some(ids) = self.users.get(user).cloned() else {
+            return 0;
+        };
+        let mut k = 0;
+        for id in ids {
+            let live = self.conn_mut(id).is_some_and(|c| {
+                c.closing.is_none() && matches!(c.phase, super::Phase::Ws(super::ConnKind::PubSub))
+            });
+            if live && !self.is_held(id, INBOX) {
+                self.enqueue(id, frame.clone());
+                k += 1;
+            }
+        }
+        k
+    }
+
+    fn report_delivered(&self, user: &Arc<str>, offset: u64, times: u32) {
+        let job = StoreJob::Delivered {
+            user: user.clone(),
+            offset,
+            times,
+        };
+        let _ = self.hub.submit_store(job, false);
+    }
+
+    /// Messages that left their inboxes: no more retries.
+    pub(super) fn inbox_gone(&mut self, list: &[(Arc<str>, u64)]) {
+        for (user, offset) in list {
+            if let Some(m) = self.durable.get_mut(user) {
+                m.remove(offset);
+                if m.is_empty() {
+                    self.durable.remove(user);
+                }
+            }
+        }
+    }
+
+    /// Writes again, in offset order, the durable messages not acknowledged within
+    /// `ack_timeout`, up to `max_attempts`; users gone from this shard are forgotten (their
+    /// next connection gets everything from the store).
+    pub(super) fn retry_durable(&mut self) {
+        let cfg = self.hub.config.inbox;
+        let now = self.stamp;
+        let mut resend: Vec<(Arc<str>, u64, Bytes)> = Vec::new();
+        let users = &self.users;
+        self.durable.retain(|user, msgs| {
+            if !users.contains_key(user) {
+                return false;
+            }
+            msgs.retain(|offset, p| {
+                if now.since(p.sent) < cfg.ack_timeout {
+                    return true;
+                }
+                if p.attempts >= cfg.max_attempts {
+                    return false;
+                }
+                p.attempts += 1;
+                p.sent = now;
+                resend.push((user.clone(), *offset, p.frame.clone()));
+                true
+            });
+            !msgs.is_empty()
+        });
+        for (user, offset, frame) in resend {
+            let k = self.write_durable(&user, &frame);
+            if k > 0 {
+                self.report_delivered(&user, offset, k as u32);
+            }
+        }
+    }
+
+    /// Forgets a removed connection's holds and metadata.
+    pub(super) fn forget(&mut self, id: ConnId) {
+        self.held.remove(&id);
+        self.meta.remove(&id);
+    }
+}

@@ -1,1 +1,0 @@
-//! The redb [`Store`](super::Store). (Placeholder: implemented in the store branch.)
