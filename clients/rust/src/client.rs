@@ -233,15 +233,17 @@ impl Client {
     }
 
     /// Publishes without waiting (at most once): fails with [`Error::Disconnected`] when not
-    /// connected.
+    /// connected ([`Error::Closed`] once closed).
     pub fn publish<T: Serialize + ?Sized>(
         &self,
         topic: &str,
         event: &str,
         data: &T,
     ) -> Result<(), Error> {
-        if *self.inner.state.borrow() != ConnectionState::Connected {
-            return Err(Error::Disconnected);
+        match *self.inner.state.borrow() {
+            ConnectionState::Connected => {}
+            ConnectionState::Closed => return Err(Error::Closed),
+            _ => return Err(Error::Disconnected),
         }
         let data = to_raw(data)?;
         let mut b = Vec::with_capacity(32 + topic.len() + event.len() + data.get().len());
