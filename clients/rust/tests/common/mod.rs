@@ -17,12 +17,16 @@ pub const SECRET: &str = "client-test-secret-that-is-long-enough";
 /// A pub/sub builder on `addr` (port 0 for any) with two shards and the API key `k`. A
 /// connection's user is the `user` query parameter (`/ws?user=alice`).
 pub fn builder(addr: SocketAddr) -> Builder {
+    configure(RingHub::builder(), addr)
+}
+
+/// [`builder`]'s settings applied to `b` (which may carry a whole `Config` already).
+pub fn configure(b: Builder, addr: SocketAddr) -> Builder {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
-    RingHub::builder()
-        .listen(addr)
+    b.listen(addr)
         .shards(2)
         .io(IoMode::Epoll)
         .api_key("k")
