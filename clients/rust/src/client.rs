@@ -296,14 +296,19 @@ impl Client {
     ) -> Result<Option<Box<RawValue>>, Error> {
         let mut b = Vec::with_capacity(48 + topic.len() + data.map_or(0, |d| d.get().len()));
         let inner = &self.inner;
-        call(&inner.tx, &inner.ids, inner.opts.request_timeout, |id, reply| {
-            codec::encode(&mut b, event, topic, Some(id), data.map(RawValue::get));
-            Command::Send {
-                frame: String::from_utf8(b).expect("the codec writes UTF-8"),
-                id: Some(id),
-                reply: Some(reply),
-            }
-        })
+        call(
+            &inner.tx,
+            &inner.ids,
+            inner.opts.request_timeout,
+            |id, reply| {
+                codec::encode(&mut b, event, topic, Some(id), data.map(RawValue::get));
+                Command::Send {
+                    frame: String::from_utf8(b).expect("the codec writes UTF-8"),
+                    id: Some(id),
+                    reply: Some(reply),
+                }
+            },
+        )
         .await
     }
 

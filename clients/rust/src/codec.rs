@@ -137,7 +137,12 @@ pub fn encode_with(
 }
 
 /// Appends a subscribe request, with `data: {"since": {"epoch", "offset"}}` when recovering.
-pub fn encode_subscribe(out: &mut Vec<u8>, topic: &str, id: Option<u64>, since: Option<(&str, u64)>) {
+pub fn encode_subscribe(
+    out: &mut Vec<u8>,
+    topic: &str,
+    id: Option<u64>,
+    since: Option<(&str, u64)>,
+) {
     out.extend_from_slice(b"{\"event\":\"subscribe\",\"topic\":");
     push_str(out, topic);
     if let Some(id) = id {
@@ -297,7 +302,10 @@ mod tests {
             k(r#"{"event":"error","topic":"t","data":{"code":"bad_request","message":"x"}}"#),
             Kind::Error
         );
-        assert_eq!(k(r#"{"event":"error","topic":"t","data":5}"#), Kind::Publication);
+        assert_eq!(
+            k(r#"{"event":"error","topic":"t","data":5}"#),
+            Kind::Publication
+        );
         assert_eq!(
             k(r#"{"event":"n","topic":"user:a","offset":7,"ack":true}"#),
             Kind::UserMessage

@@ -24,8 +24,8 @@
 //!   (by offset), and are acknowledged when handed out unless [`Options::manual_ack`] is set.
 #![warn(missing_docs)]
 
-pub mod codec;
 mod client;
+pub mod codec;
 mod command;
 mod error;
 mod messages;

@@ -353,7 +353,10 @@ mod tests {
         let s = r.subs.get_mut("t").unwrap();
         (s.pending, s.pending_since) = (Some(9), true);
         let e = Err(Error::server("not_available", "no history"));
-        assert_eq!(r.subscribe_reply("t", 9, e), AfterReply::ResubscribeWithoutSince);
+        assert_eq!(
+            r.subscribe_reply("t", 9, e),
+            AfterReply::ResubscribeWithoutSince
+        );
         assert_eq!(offsets(&mut rx), ["failed"]);
     }
 

@@ -286,7 +286,8 @@ impl Task {
         codec::encode_subscribe(&mut b, topic, Some(id), since);
         sub.pending_since = since.is_some();
         sub.pending = Some(id);
-        self.pending.insert(id, Pending::Subscribe(topic.to_string()));
+        self.pending
+            .insert(id, Pending::Subscribe(topic.to_string()));
         self.out.push(utf8(b));
         id
     }

@@ -20,12 +20,16 @@ async fn subscribe_publish_round_trip() {
     let mut wild = guard(a.subscribe("news:*")).await.unwrap();
     assert_eq!(exact.topic(), "chat:a");
 
-    b.publish("chat:a", "message", &json!({"text": "hi"})).unwrap();
+    b.publish("chat:a", "message", &json!({"text": "hi"}))
+        .unwrap();
     let p = next_pub(&mut exact).await;
     assert_eq!((p.topic.as_str(), p.event.as_str()), ("chat:a", "message"));
     assert_eq!(p.data.get(), r#"{"text":"hi"}"#);
     assert_eq!(p.offset, None);
-    assert_eq!(p.data::<serde_json::Value>().unwrap(), json!({"text": "hi"}));
+    assert_eq!(
+        p.data::<serde_json::Value>().unwrap(),
+        json!({"text": "hi"})
+    );
 
     // Acknowledged publish (v1: no offset), the sender's own subscription, ordering.
     for n in 0..20 {
@@ -36,7 +40,9 @@ async fn subscribe_publish_round_trip() {
     }
 
     // A wildcard subscription sees each topic's name; a publication without data is `null`.
-    guard(b.request_raw("sports", "news:today", None)).await.unwrap();
+    guard(b.request_raw("sports", "news:today", None))
+        .await
+        .unwrap();
     let p = next_pub(&mut wild).await;
     assert_eq!((p.topic.as_str(), p.data.get()), ("news:today", "null"));
 
@@ -74,7 +80,9 @@ async fn request_reply_and_error_codes() {
             .handle("chat:*", ringhub::pubsub),
     );
     let c = connect(&h, "").await;
-    let r = guard(c.request("calc", "rpc:sum", &[1, 2, 4])).await.unwrap();
+    let r = guard(c.request("calc", "rpc:sum", &[1, 2, 4]))
+        .await
+        .unwrap();
     assert_eq!(r.unwrap().get(), "7");
 
     assert_eq!(
@@ -118,14 +126,21 @@ fn gated() -> (mpsc::Sender<()>, impl ringhub::Handler) {
 #[tokio::test]
 async fn request_timeout_then_late_reply_is_ignored() {
     let (open, handler) = gated();
-    let h = start(builder(any_port()).handle_blocking("slow", handler).pubsub());
+    let h = start(
+        builder(any_port())
+            .handle_blocking("slow", handler)
+            .pubsub(),
+    );
     let c = guard(Client::connect(
         url(&h, ""),
         opts().request_timeout(Duration::from_millis(100)),
     ))
     .await
     .unwrap();
-    assert_eq!(c.request("ask", "slow", &1).await.unwrap_err(), Error::Timeout);
+    assert_eq!(
+        c.request("ask", "slow", &1).await.unwrap_err(),
+        Error::Timeout
+    );
     open.send(()).unwrap(); // the late reply arrives and is dropped
     open.send(()).unwrap(); // lets the next request through
     let r = guard(c.request("ask", "slow", &2)).await;
@@ -140,7 +155,11 @@ async fn request_timeout_then_late_reply_is_ignored() {
 #[tokio::test]
 async fn in_flight_request_fails_with_disconnected() {
     let (open, handler) = gated();
-    let h = start(builder(any_port()).handle_blocking("slow", handler).pubsub());
+    let h = start(
+        builder(any_port())
+            .handle_blocking("slow", handler)
+            .pubsub(),
+    );
     let c = connect(&h, "").await;
     let pending = {
         let c = c.clone();
@@ -150,7 +169,10 @@ async fn in_flight_request_fails_with_disconnected() {
     // after it proves it was written.
     guard(c.request_raw("subscribe", "x", None)).await.unwrap();
     h.shutdown();
-    assert_eq!(guard(pending).await.unwrap().unwrap_err(), Error::Disconnected);
+    assert_eq!(
+        guard(pending).await.unwrap().unwrap_err(),
+        Error::Disconnected
+    );
     wait_state(&c, ConnectionState::Reconnecting).await;
     assert_eq!(c.publish("x", "e", &1).unwrap_err(), Error::Disconnected);
     open.send(()).unwrap();
@@ -167,7 +189,10 @@ async fn close_ends_subscriptions_and_calls() {
     assert_eq!(*c.state().borrow(), ConnectionState::Closed);
     assert!(guard(sub.recv()).await.is_none());
     assert_eq!(c.publish("t", "e", &1).unwrap_err(), Error::Closed);
-    assert_eq!(guard(c.request("e", "t", &1)).await.unwrap_err(), Error::Closed);
+    assert_eq!(
+        guard(c.request("e", "t", &1)).await.unwrap_err(),
+        Error::Closed
+    );
     assert!(matches!(guard(c.subscribe("u")).await, Err(Error::Closed)));
     stop(h).await;
 }
@@ -175,15 +200,21 @@ async fn close_ends_subscriptions_and_calls() {
 #[tokio::test]
 async fn first_connect_failure_is_reported() {
     let h = start(builder(any_port()).guard(jwt_guard()).pubsub());
-    let e = guard(Client::connect(url(&h, ""), opts())).await.unwrap_err();
+    let e = guard(Client::connect(url(&h, ""), opts()))
+        .await
+        .unwrap_err();
     assert!(matches!(&e, Error::Connect(m) if m.contains("401")), "{e}");
     let ok = guard(Client::connect(url(&h, ""), opts().token(jwt("alice")))).await;
     assert!(ok.is_ok());
     let addr = h.local_addr();
     stop(h).await;
-    let e = guard(Client::connect(format!("ws://{addr}/ws"), opts())).await.unwrap_err();
+    let e = guard(Client::connect(format!("ws://{addr}/ws"), opts()))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Connect(_)), "{e}");
-    let e = guard(Client::connect("not a url", opts())).await.unwrap_err();
+    let e = guard(Client::connect("not a url", opts()))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::Connect(_)), "{e}");
 }
 

@@ -15,7 +15,10 @@ use tokio::sync::Semaphore;
 
 /// A token provider that hands out one token per permit of `gate` (so the test decides when the
 /// client may reconnect) and counts its calls.
-fn gated_tokens(options: Options, user: &'static str) -> (Options, Arc<Semaphore>, Arc<AtomicUsize>) {
+fn gated_tokens(
+    options: Options,
+    user: &'static str,
+) -> (Options, Arc<Semaphore>, Arc<AtomicUsize>) {
     let gate = Arc::new(Semaphore::new(1));
     let calls = Arc::new(AtomicUsize::new(0));
     let (g, c) = (gate.clone(), calls.clone());
@@ -82,7 +85,10 @@ async fn recovers_publications_made_while_away() {
     let c = guard(Client::connect(url(&a, ""), options)).await.unwrap();
     let mut sub = guard(c.subscribe("chat:r")).await.unwrap();
     for n in 1..=3u64 {
-        assert_eq!(guard(c.publish_ack("chat:r", "m", &n)).await.unwrap(), Some(n));
+        assert_eq!(
+            guard(c.publish_ack("chat:r", "m", &n)).await.unwrap(),
+            Some(n)
+        );
     }
     for n in 1..=3u64 {
         assert_eq!(next_pub(&mut sub).await.offset, Some(n));
@@ -92,9 +98,14 @@ async fn recovers_publications_made_while_away() {
     wait_state(&c, ConnectionState::Reconnecting).await;
     // The same store: the epoch survives, so the position the client remembers is valid.
     let b = history_server(addr, Some(&dir));
-    let p = guard(Client::connect(url(&b, ""), opts().token(jwt("bob")))).await.unwrap();
+    let p = guard(Client::connect(url(&b, ""), opts().token(jwt("bob"))))
+        .await
+        .unwrap();
     for n in 4..=6u64 {
-        assert_eq!(guard(p.publish_ack("chat:r", "m", &n)).await.unwrap(), Some(n));
+        assert_eq!(
+            guard(p.publish_ack("chat:r", "m", &n)).await.unwrap(),
+            Some(n)
+        );
     }
     gate.add_permits(1);
     for n in 4..=6u64 {
@@ -106,7 +117,10 @@ async fn recovers_publications_made_while_away() {
         other => panic!("expected Recovered, got {other:?}"),
     }
     wait_state(&c, ConnectionState::Connected).await;
-    assert_eq!(guard(p.publish_ack("chat:r", "m", &7)).await.unwrap(), Some(7));
+    assert_eq!(
+        guard(p.publish_ack("chat:r", "m", &7)).await.unwrap(),
+        Some(7)
+    );
     assert_eq!(next_pub(&mut sub).await.offset, Some(7));
     c.close().await;
     p.close().await;
@@ -129,8 +143,13 @@ async fn reports_recovery_failure_on_a_new_epoch() {
     stop(a).await;
     wait_state(&c, ConnectionState::Reconnecting).await;
     let b = history_server(addr, None);
-    let p = guard(Client::connect(url(&b, ""), opts().token(jwt("bob")))).await.unwrap();
-    assert_eq!(guard(p.publish_ack("chat:f", "m", &1)).await.unwrap(), Some(1));
+    let p = guard(Client::connect(url(&b, ""), opts().token(jwt("bob"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        guard(p.publish_ack("chat:f", "m", &1)).await.unwrap(),
+        Some(1)
+    );
     gate.add_permits(1);
     match next(&mut sub).await {
         Event::RecoveryFailed { epoch, offset } => {
@@ -142,7 +161,10 @@ async fn reports_recovery_failure_on_a_new_epoch() {
     wait_state(&c, ConnectionState::Connected).await;
     // The stream continues from the new position: offset 2 is delivered, not dropped as a
     // duplicate of the old epoch's 2.
-    assert_eq!(guard(p.publish_ack("chat:f", "m", &2)).await.unwrap(), Some(2));
+    assert_eq!(
+        guard(p.publish_ack("chat:f", "m", &2)).await.unwrap(),
+        Some(2)
+    );
     assert_eq!(next_pub(&mut sub).await.offset, Some(2));
     c.close().await;
     stop(b).await;

@@ -35,7 +35,10 @@ async fn history_presence_and_info() {
     let _sa = guard(a.subscribe("chat:p")).await.unwrap();
     let _sb = guard(b.subscribe("chat:p")).await.unwrap();
     for n in 1..=5u64 {
-        assert_eq!(guard(a.publish_ack("chat:p", "m", &n)).await.unwrap(), Some(n));
+        assert_eq!(
+            guard(a.publish_ack("chat:p", "m", &n)).await.unwrap(),
+            Some(n)
+        );
     }
     let hist = guard(a.history("chat:p", Some(2), None)).await.unwrap();
     assert_eq!(hist.position.offset, 5);
@@ -46,7 +49,9 @@ async fn history_presence_and_info() {
         epoch: hist.position.epoch.clone(),
         offset: 3,
     };
-    let hist = guard(a.history("chat:p", None, Some(&since))).await.unwrap();
+    let hist = guard(a.history("chat:p", None, Some(&since)))
+        .await
+        .unwrap();
     assert_eq!(hist.publications.len(), 2);
 
     let info = guard(a.info()).await.unwrap();
@@ -83,13 +88,20 @@ async fn subscribe_since_recovers_and_join_leave_arrive() {
     for n in 1..=4u64 {
         guard(a.publish_ack("chat:s", "m", &n)).await.unwrap();
     }
-    let epoch = guard(a.history("chat:s", Some(1), None)).await.unwrap().position.epoch;
+    let epoch = guard(a.history("chat:s", Some(1), None))
+        .await
+        .unwrap()
+        .position
+        .epoch;
     let mut sub = guard(a.subscribe_since("chat:s", StreamPosition { epoch, offset: 2 }))
         .await
         .unwrap();
     assert_eq!(next_pub(&mut sub).await.offset, Some(3));
     assert_eq!(next_pub(&mut sub).await.offset, Some(4));
-    assert!(matches!(next(&mut sub).await, Event::Recovered { publications: 2 }));
+    assert!(matches!(
+        next(&mut sub).await,
+        Event::Recovered { publications: 2 }
+    ));
 
     let b = connect(&h, "?user=bob").await;
     let sb = guard(b.subscribe("chat:s")).await.unwrap();
@@ -122,9 +134,14 @@ async fn durable_messages_are_acknowledged_automatically() {
     let (h, mut statuses) = inbox_server(Config::default());
     let c = connect(&h, "?user=alice").await;
     let messages = c.messages();
-    let r = guard(h.send_durable("alice", "notice", &json!({"n": 1}))).await.unwrap();
+    let r = guard(h.send_durable("alice", "notice", &json!({"n": 1})))
+        .await
+        .unwrap();
     let m = guard(messages.recv()).await.unwrap();
-    assert_eq!((m.topic.as_str(), m.event.as_str()), ("user:alice", "notice"));
+    assert_eq!(
+        (m.topic.as_str(), m.event.as_str()),
+        ("user:alice", "notice")
+    );
     assert_eq!(m.offset, r.offset);
     assert_eq!(m.data::<serde_json::Value>().unwrap(), json!({"n": 1}));
     let s = guard(statuses.recv()).await.unwrap();
@@ -152,9 +169,12 @@ async fn durable_redeliveries_are_deduplicated_and_acked_by_hand() {
         ..Config::default()
     };
     let (h, mut statuses) = inbox_server(config);
-    let c = guard(Client::connect(url(&h, "?user=alice"), opts().manual_ack(true)))
-        .await
-        .unwrap();
+    let c = guard(Client::connect(
+        url(&h, "?user=alice"),
+        opts().manual_ack(true),
+    ))
+    .await
+    .unwrap();
     let messages = c.messages();
     // A raw connection of the same user sees every write of the message, so it tells when the
     // server has written it again (to the client's connection too, in the same order).

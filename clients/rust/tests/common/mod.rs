@@ -83,7 +83,9 @@ pub fn opts() -> Options {
 }
 
 pub async fn connect(h: &ServerHandle, query: &str) -> Client {
-    guard(Client::connect(url(h, query), opts())).await.expect("connect")
+    guard(Client::connect(url(h, query), opts()))
+        .await
+        .expect("connect")
 }
 
 /// Awaits `f` within [`GUARD`] (a hung test fails instead of hanging).
@@ -106,11 +108,16 @@ pub async fn next_pub(sub: &mut Subscription) -> Publication {
 
 pub async fn wait_state(c: &Client, want: ConnectionState) {
     let mut s = c.state();
-    guard(s.wait_for(|s| *s == want)).await.expect("state channel closed");
+    guard(s.wait_for(|s| *s == want))
+        .await
+        .expect("state channel closed");
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
 }
 
 /// An HS256 token for `sub`, valid ten minutes.
