@@ -27,6 +27,8 @@ use bytes::Bytes;
 
 pub mod memory;
 pub mod redb;
+#[cfg(test)]
+mod tests;
 
 /// Where a stream is: its epoch and its latest offset (0 before the first publication).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -195,6 +195,12 @@ impl RedbStore {
         &self.store_id
     }
 
+    /// Whether a write transaction is open (tests: reads must not open one).
+    #[cfg(test)]
+    pub(crate) fn in_batch(&self) -> bool {
+        self.wtx.is_some()
+    }
+
     /// Notes the outcome of a mutating operation: a failure dooms the batch.
     fn track<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if r.is_err() {

@@ -1,0 +1,160 @@
+//! What only a durable store promises: reopen, rollback of an uncommitted batch, a wiped
+//! directory, a corrupt file.
+
+use super::*;
+
+fn open(dir: &std::path::Path) -> RedbStore {
+    RedbStore::open(dir).unwrap()
+}
+
+#[test]
+fn reopen_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = hl(3, 0);
+    let (epoch, ids, store_id) = {
+        let mut s = open(dir.path());
+        for i in 1..=5u64 {
+            s.append("t", l, "e", Some(b"{}"), T0 + i).unwrap();
+        }
+        let epoch = s.position("t").unwrap().epoch;
+        let (a, _) = s.inbox_put("u", msg("a", b"1"), il(10, 3600), T0).unwrap();
+        let (b, _) = s.inbox_put("u", msg("b", b"2"), il(10, 3600), T0).unwrap();
+        s.inbox_delivered("u", a.offset, 2).unwrap();
+        s.inbox_ack("u", b.offset).unwrap().unwrap();
+        s.commit().unwrap();
+        (epoch, [a.id, b.id], s.store_id().to_owned())
+    };
+    let mut s = open(dir.path());
+    assert_eq!(s.store_id(), store_id);
+    let pos = s.position("t").unwrap();
+    assert_eq!((pos.epoch.clone(), pos.offset), (epoch.clone(), 5));
+    let r = s.read("t", l, 0, 10, T0 + 10).unwrap();
+    assert_eq!((offsets(&r), r.complete), (vec![3, 4, 5], false));
+    let p = s.append("t", l, "e", None, T0 + 6).unwrap();
+    assert_eq!((p.epoch, p.offset), (epoch, 6));
+    let r = s.read("t", l, 3, 10, T0 + 10).unwrap();
+    assert_eq!(
+        (offsets(&r), r.complete),
+        (vec![4, 5, 6], true),
+        "trim after reopen"
+    );
+    let list = s.inbox_list("u", T0).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].id, list[0].attempts, &*list[0].event),
+        (ids[0], 2, "a")
+    );
+    let st = s.status(ids[0]).unwrap().unwrap();
+    assert_eq!((st.status, st.attempts), (MessageStatus::Delivered, 2));
+    assert_eq!(
+        s.status(ids[1]).unwrap().unwrap().status,
+        MessageStatus::Acked
+    );
+    let (c, _) = s.inbox_put("u", msg("c", b"3"), il(10, 3600), T0).unwrap();
+    assert_eq!(
+        (c.id, c.offset),
+        (ids[1] + 1, 3),
+        "ids and offsets continue"
+    );
+}
+
+#[test]
+fn uncommitted_batch_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = hl(100, 0);
+    let (epoch, id) = {
+        let mut s = open(dir.path());
+        s.append("t", l, "e", None, T0).unwrap();
+        s.append("t", l, "e", None, T0).unwrap();
+        let (m, _) = s.inbox_put("u", msg("a", b"1"), il(10, 3600), T0).unwrap();
+        s.commit().unwrap();
+        for _ in 0..3 {
+            s.append("t", l, "e", None, T0).unwrap();
+        }
+        s.append("other", l, "e", None, T0).unwrap();
+        s.inbox_put("u", msg("b", b"2"), il(10, 3600), T0).unwrap();
+        s.inbox_ack("u", m.offset).unwrap().unwrap();
+        assert_eq!(s.position("t").unwrap().offset, 5, "reads see the batch");
+        assert_eq!(s.inbox_list("u", T0).unwrap().len(), 1);
+        (s.position("t").unwrap().epoch, m.id)
+        // Dropped without commit.
+    };
+    let mut s = open(dir.path());
+    assert_eq!(
+        s.position("t").unwrap(),
+        StreamPos {
+            epoch: epoch.clone(),
+            offset: 2
+        }
+    );
+    assert_eq!(s.position("other").unwrap().offset, 0);
+    let list = s.inbox_list("u", T0).unwrap();
+    assert_eq!(list.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id]);
+    assert_eq!(
+        s.status(id).unwrap().unwrap().status,
+        MessageStatus::Pending
+    );
+    assert_eq!(s.append("t", l, "e", None, T0).unwrap().offset, 3);
+    let (m, _) = s.inbox_put("u", msg("c", b"3"), il(10, 3600), T0).unwrap();
+    assert_eq!((m.id, m.offset), (id + 1, 2));
+}
+
+#[test]
+fn commit_without_writes_opens_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.append("t", hl(10, 0), "e", None, T0).unwrap();
+    assert!(s.in_batch());
+    s.commit().unwrap();
+    assert!(!s.in_batch());
+    s.position("t").unwrap();
+    s.read("t", hl(10, 0), 0, 10, T0).unwrap();
+    s.inbox_list("u", T0).unwrap();
+    s.status(1).unwrap();
+    s.inbox_ack("u", 1).unwrap();
+    s.inbox_delivered("u", 1, 1).unwrap();
+    s.expire(il(10, 10), T0).unwrap();
+    assert!(!s.in_batch(), "reads and no-ops open no write transaction");
+    let start = std::time::Instant::now();
+    for _ in 0..1000 {
+        s.commit().unwrap();
+    }
+    assert!(start.elapsed() < std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn wiped_directory_gives_new_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let (epoch, store_id) = {
+        let mut s = open(&path);
+        s.append("t", hl(10, 0), "e", None, T0).unwrap();
+        s.commit().unwrap();
+        (s.position("t").unwrap().epoch, s.store_id().to_owned())
+    };
+    std::fs::remove_dir_all(&path).unwrap();
+    let mut s = open(&path);
+    assert!(path.join(super::super::redb::FILE_NAME).exists());
+    let pos = s.position("t").unwrap();
+    assert_eq!(pos.offset, 0);
+    assert_ne!(pos.epoch, epoch);
+    assert_ne!(s.store_id(), store_id);
+}
+
+#[test]
+fn corrupt_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(super::super::redb::FILE_NAME);
+    std::fs::write(&file, vec![0x5a; 64 * 1024]).unwrap();
+    match RedbStore::open(dir.path()) {
+        Err(StoreError::Corrupt(m)) | Err(StoreError::Io(m)) => {
+            assert!(m.contains("ringhub.redb"), "{m}")
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a garbage file opened"),
+    }
+    // A directory where the file should be.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(super::super::redb::FILE_NAME)).unwrap();
+    assert!(RedbStore::open(dir.path()).is_err());
+}
