@@ -240,6 +240,16 @@ impl Client {
         event: &str,
         data: &T,
     ) -> Result<(), Error> {
+        self.publish_inner(topic, event, data, false)
+    }
+
+    fn publish_inner<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+        exclude_sender: bool,
+    ) -> Result<(), Error> {
         match *self.inner.state.borrow() {
             ConnectionState::Connected => {}
             ConnectionState::Closed => return Err(Error::Closed),
@@ -247,12 +257,23 @@ impl Client {
         }
         let data = to_raw(data)?;
         let mut b = Vec::with_capacity(32 + topic.len() + event.len() + data.get().len());
-        codec::encode(&mut b, event, topic, None, Some(data.get()));
+        codec::encode_with(&mut b, event, topic, None, Some(data.get()), exclude_sender);
         self.send(Command::Send {
             frame: String::from_utf8(b).expect("the codec writes UTF-8"),
             id: None,
             reply: None,
         })
+    }
+
+    /// Like [`publish`](Self::publish), but not delivered to this connection even when it is
+    /// subscribed (`exclude_sender`, protocol v2).
+    pub fn publish_to_others<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        self.publish_inner(topic, event, data, true)
     }
 
     /// Publishes and waits for the server's acceptance; on a topic with history returns the

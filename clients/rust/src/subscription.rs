@@ -45,7 +45,8 @@ pub struct ClientInfo {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Event {
-    /// A publication. On topics with history they come in offset order, without duplicates.
+    /// A publication. On topics with history (exact subscriptions) they come in offset order,
+    /// without duplicates; a wildcard subscription passes them on as they arrive.
     Publication(Publication),
     /// A connection subscribed to the topic (namespaces with `join_leave`).
     Join(ClientInfo),

@@ -117,6 +117,22 @@ async fn subscribe_since_recovers_and_join_leave_arrive() {
     stop(h).await;
 }
 
+#[tokio::test]
+async fn publish_to_others_skips_the_sender() {
+    let h = server();
+    let a = connect(&h, "").await;
+    let b = connect(&h, "").await;
+    let mut sa = guard(a.subscribe("chat:x")).await.unwrap();
+    let mut sb = guard(b.subscribe("chat:x")).await.unwrap();
+    a.publish_to_others("chat:x", "typing", &1).unwrap();
+    assert_eq!(next_pub(&mut sb).await.offset, Some(1));
+    guard(b.publish_ack("chat:x", "m", &2)).await.unwrap();
+    // Offsets are one total order: a's first publication is the second one (b's join first).
+    let p = guard(sa.next_publication()).await.unwrap();
+    assert_eq!((p.event.as_str(), p.offset), ("m", Some(2)));
+    stop(h).await;
+}
+
 /// A server whose durable-message final statuses go to the returned channel.
 fn inbox_server(config: Config) -> (ringhub::ServerHandle, mpsc::UnboundedReceiver<StatusChange>) {
     let (tx, rx) = mpsc::unbounded_channel();
