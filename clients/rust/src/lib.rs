@@ -1,6 +1,6 @@
 //! # ringhub-client
 //!
-//! An async (tokio) client for the [ringhub](../../docs/PROTOCOL.md) WebSocket messaging hub:
+//! An async (tokio) client for the ringhub WebSocket messaging hub (`docs/PROTOCOL.md`):
 //! subscriptions, publications, requests with ids and timeouts, automatic reconnect with
 //! resubscription and recovery of missed publications (protocol v2 history), presence, and
 //! durable user messages acknowledged at least once.
