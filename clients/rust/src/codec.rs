@@ -43,6 +43,9 @@ pub struct Incoming<'a> {
     /// A durable user message that must be acknowledged (protocol v2).
     #[serde(default)]
     pub ack: bool,
+    /// On a durable user message: the server's inbox epoch (offsets restart when it changes).
+    #[serde(borrow, default)]
+    pub epoch: Option<Cow<'a, str>>,
 }
 
 /// What an [`Incoming`] frame is.

@@ -54,6 +54,7 @@ impl Sub {
 
 #[derive(Default)]
 struct InboxState {
+    epoch: Option<String>,
     max_delivered: Option<u64>,
     acked: BTreeSet<u64>,
 }
@@ -260,8 +261,15 @@ impl Router {
 
     /// A durable message: returns it when new (to hand to the application), or the offset to
     /// acknowledge again when it was already acknowledged (the ack was lost).
-    pub(crate) fn user_message(&mut self, topic: &str, offset: u64) -> Inbox {
+    pub(crate) fn user_message(&mut self, topic: &str, epoch: Option<&str>, offset: u64) -> Inbox {
         let st = self.inbox.entry(topic.to_string()).or_default();
+        // A new inbox epoch: the server lost its inboxes and offsets restart.
+        if st.epoch.as_deref() != epoch {
+            *st = InboxState {
+                epoch: epoch.map(str::to_string),
+                ..InboxState::default()
+            };
+        }
         if st.max_delivered.is_some_and(|m| offset <= m) {
             return if st.acked.contains(&offset) {
                 Inbox::Reack
@@ -363,10 +371,12 @@ mod tests {
     #[test]
     fn inbox_dedup_and_reack() {
         let mut r = Router::default();
-        assert_eq!(r.user_message("user:a", 7), Inbox::New);
-        assert_eq!(r.user_message("user:a", 7), Inbox::Duplicate);
+        assert_eq!(r.user_message("user:a", Some("e1"), 7), Inbox::New);
+        assert_eq!(r.user_message("user:a", Some("e1"), 7), Inbox::Duplicate);
         r.acked("user:a", 7);
-        assert_eq!(r.user_message("user:a", 7), Inbox::Reack);
-        assert_eq!(r.user_message("user:a", 8), Inbox::New);
+        assert_eq!(r.user_message("user:a", Some("e1"), 7), Inbox::Reack);
+        assert_eq!(r.user_message("user:a", Some("e1"), 8), Inbox::New);
+        // The server lost its inboxes: offsets restart under a new epoch.
+        assert_eq!(r.user_message("user:a", Some("e2"), 1), Inbox::New);
     }
 }

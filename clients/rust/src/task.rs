@@ -429,7 +429,10 @@ impl Task {
         let Some(offset) = f.offset else {
             return self.router.publication(f);
         };
-        match self.router.user_message(&f.topic, offset) {
+        match self
+            .router
+            .user_message(&f.topic, f.epoch.as_deref(), offset)
+        {
             Inbox::New => {
                 let _ = self.messages.send(UserMessage {
                     topic: f.topic.to_string(),
