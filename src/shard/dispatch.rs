@@ -209,9 +209,12 @@ impl ShardState {
                 }
                 let msg = Message::new(topic, event, env.data, req)
                     .with_exclude_sender(env.exclude_sender);
+                // A shard-local copy: no shared (atomic) count touched per message.
+                let node = self.node.clone();
                 let mut fx = Inline { st: self, conn: id };
                 let mut ctx = Context {
                     conn: id,
+                    node: &node,
                     user,
                     remote,
                     topic,
