@@ -69,13 +69,15 @@ pub(crate) enum StoreJob {
     /// Append and deliver a publication.
     Publish(Box<PubJob>),
     /// A connection subscribed to a topic with history: answer its subscribe with the position
-    /// (and the missed publications after `since`). The shard skips the topic's publications to
-    /// this connection until the answer arrives.
+    /// (and the missed publications after `since`). When `held`, the shard skips the topic's
+    /// publications to this connection until the answer arrives (and the answer ends that hold,
+    /// no other).
     Subscribe {
         topic: Arc<str>,
         conn: ConnId,
         rid: Option<u64>,
         since: Option<Since>,
+        held: bool,
     },
     /// A history request, from a client (`conn`, `rid`) or the library/API (`reply`).
     History {
@@ -204,6 +206,24 @@ impl Sequencer {
         }
     }
 
+    /// Tests only: takes at most `max` queued jobs as one batch and runs it, as [`run`](Self::run)
+    /// does with whatever is queued; returns how many jobs it took.
+    #[cfg(test)]
+    pub(crate) fn run_queued(&mut self, max: usize) -> usize {
+        let mut batch: Vec<StoreJob> = self.jobs.try_iter().take(max).collect();
+        let n = batch.len();
+        if n > 0 {
+            self.run_batch(&mut batch);
+        }
+        n
+    }
+
+    /// Tests only: a topic's epoch, as a client may learn it out of band (HTTP history).
+    #[cfg(test)]
+    pub(crate) fn epoch(&mut self, topic: &str) -> Arc<str> {
+        self.store.position(topic).expect("memory store").epoch
+    }
+
     /// Applies, commits and emits one batch; true after `Stop`.
     pub(crate) fn run_batch(&mut self, batch: &mut Vec<StoreJob>) -> bool {
         let mut stop = false;
@@ -241,10 +261,11 @@ impl Sequencer {
                 conn,
                 rid,
                 since,
+                held,
             } => {
                 let frame = self.subscribe_reply(&topic, rid, since.as_ref(), now);
-                self.outs
-                    .push(Out::Conn(conn, Action::Recovered { topic, frame }));
+                let action = Action::Recovered { topic, frame, held };
+                self.outs.push(Out::Conn(conn, action));
             }
             StoreJob::History {
                 topic,
@@ -573,7 +594,7 @@ impl Sequencer {
                 Out::Durable { reply, .. } => {
                     let _ = reply.send(Err(clone_err(e)));
                 }
-                Out::Conn(conn, Action::Recovered { topic, .. }) => {
+                Out::Conn(conn, Action::Recovered { topic, held, .. }) => {
                     // Release the connection's held topic with an error instead of a position.
                     let frame = Some(envelope::error(
                         None,
@@ -581,7 +602,7 @@ impl Sequencer {
                         ErrorCode::Internal,
                         &e.to_string(),
                     ));
-                    push_conn(&hub, conn, Action::Recovered { topic, frame });
+                    push_conn(&hub, conn, Action::Recovered { topic, frame, held });
                 }
                 Out::Conn(conn, Action::InboxSync(user, _)) => {
                     push_conn(&hub, conn, Action::InboxSync(user, Vec::new()));

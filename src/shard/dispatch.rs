@@ -242,8 +242,10 @@ impl ShardState {
                 frame,
                 exclude,
             } => self.publish(&topic, frame, exclude),
-            Action::Recovered { topic, frame } => {
-                self.release(id, &topic);
+            Action::Recovered { topic, frame, held } => {
+                if held {
+                    self.release(id, &topic);
+                }
                 if let Some(f) = frame {
                     self.enqueue(id, f);
                 }

@@ -545,4 +545,6 @@ pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
 }
 
 #[cfg(test)]
+mod seq_tests;
+#[cfg(test)]
 mod tests;
