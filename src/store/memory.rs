@@ -81,11 +81,19 @@ struct Stored {
     expires_ms: u64,
 }
 
-#[derive(Default)]
 struct Inbox {
     /// The offset the next message gets (offsets start at 1).
     next: u64,
     msgs: BTreeMap<u64, Stored>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Inbox {
+            next: 1,
+            msgs: BTreeMap::new(),
+        }
+    }
 }
 
 /// The status table's row.
@@ -305,7 +313,6 @@ impl Store for MemoryStore {
                 (k.clone(), self.inboxes.entry(k).or_default())
             }
         };
-        inbox.next = inbox.next.max(1);
         let offset = inbox.next;
         inbox.next += 1;
         let message = InboxMessage {
