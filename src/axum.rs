@@ -60,7 +60,7 @@ const MAX_RELAY: usize = 64 * 1024;
 /// ```no_run
 /// use std::net::SocketAddr;
 ///
-/// #[tokio::main]
+/// #[tokio::main(flavor = "current_thread")]
 /// async fn main() -> Result<(), Box<dyn std::error::Error>> {
 ///     // The hub: its shards also listen on a port of their own.
 ///     let hub = ringhub::RingHub::builder()

@@ -55,7 +55,11 @@ async fn raw(addr: SocketAddr, req: &str) -> String {
             .unwrap_or(0);
         out.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&out);
-        if n == 0 || text.split_once("\r\n\r\n").is_some_and(|(_, b)| !b.is_empty()) {
+        if n == 0
+            || text
+                .split_once("\r\n\r\n")
+                .is_some_and(|(_, b)| !b.is_empty())
+        {
             return text.into_owned();
         }
     }
@@ -109,7 +113,7 @@ async fn both_ways(io: IoMode) {
     // An upgrade that is not one: the engine's answer, through axum.
     let bad = raw(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(bad.starts_with("HTTP/1.1 426"), "{bad}");
-    drop(via_axum);
+    drop((via_axum, native));
     h.shutdown();
     h.join();
 }
@@ -137,7 +141,11 @@ async fn door(io: IoMode) {
     assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
     let missing = raw(addr, &upgrade_req("/ws")).await;
     assert!(missing.starts_with("HTTP/1.1 401"), "{missing}");
-    let mallory = raw(addr, &upgrade_req(&format!("/ws?token={}", token("mallory")))).await;
+    let mallory = raw(
+        addr,
+        &upgrade_req(&format!("/ws?token={}", token("mallory"))),
+    )
+    .await;
     assert!(mallory.starts_with("HTTP/1.1 403"), "{mallory}");
     assert!(mallory.contains("not you"), "{mallory}");
     let mut alice = connect_to(addr, &format!("/ws?token={}", token("alice"))).await;
@@ -149,7 +157,7 @@ async fn door(io: IoMode) {
         recv(&mut alice).await,
         json!({"topic":"hello:alice","event":"hi"})
     );
-    drop(alice);
+    drop((alice, bob));
     h.shutdown();
     h.join();
 }
@@ -216,6 +224,7 @@ async fn sse(io: IoMode) {
         assert!(t0.elapsed() < GUARD, "SSE connection never closed");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    drop(p);
     h.shutdown();
     h.join();
 }

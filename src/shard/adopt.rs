@@ -137,7 +137,10 @@ impl ShardState {
     }
 
     fn attach(&mut self, id: ConnId, fd: RawFd, mut admitted: Admitted, pre_read: Bytes) {
-        let Some(c) = self.conn_mut(id).filter(|c| c.fd < 0 && c.closing.is_none()) else {
+        let Some(c) = self
+            .conn_mut(id)
+            .filter(|c| c.fd < 0 && c.closing.is_none())
+        else {
             // Dropped meanwhile (shutdown): the socket is ours to close.
             // SAFETY: the descriptor was handed over to this shard and nothing else uses it.
             unsafe { libc::close(fd) };

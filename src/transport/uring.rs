@@ -236,7 +236,8 @@ pub(crate) fn run(
     lp.arm_accept(lfd);
     lp.arm_wake(efd);
     let mut st = ShardState::new(index, hub.clone());
-    let (mut dirty, mut io, mut cut, mut adopted) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut dirty, mut io, mut cut, mut adopted) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
