@@ -121,7 +121,11 @@ where
     Endpoint: FromRef<S>,
 {
     let ep = Endpoint::from_ref(&ep);
-    upgrade(&ep, req).await.unwrap_or_else(|e| refusal(&e))
+    upgrade(&ep, req).await.unwrap_or_else(|e| {
+        // Counted as the native path counts refused handshakes (its 101s count on the shard).
+        ep.hub.stats[ep.pick()].handshake(e.status, Duration::ZERO);
+        refusal(&e)
+    })
 }
 
 /// The Server-Sent Events endpoint (what [`router`] mounts at `/sse`): `?topics=a,b`, as on

@@ -55,11 +55,12 @@ async fn raw(addr: SocketAddr, req: &str) -> String {
             .unwrap_or(0);
         out.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&out);
-        if n == 0
-            || text
-                .split_once("\r\n\r\n")
-                .is_some_and(|(_, b)| !b.is_empty())
-        {
+        // A 101 has no body: the socket now belongs to a shard, which says nothing first.
+        let switched = text.starts_with("HTTP/1.1 101") && text.contains("\r\n\r\n");
+        let body = text
+            .split_once("\r\n\r\n")
+            .is_some_and(|(_, b)| !b.is_empty());
+        if n == 0 || switched || body {
             return text.into_owned();
         }
     }
@@ -229,3 +230,36 @@ async fn sse(io: IoMode) {
     h.join();
 }
 per_shell!(async fn sse);
+
+/// The connection caps count adopted connections: a client through axum holds its slot (the
+/// next upgrade through axum gets 429, as a native one does) until it goes.
+async fn caps(io: IoMode) {
+    let mut s = ringhub::settings::Settings::default();
+    s.set("limits.max_connections_per_ip", "1", "test").unwrap();
+    s.validate().unwrap();
+    let guard = ringhub::guard::Guard::from_settings(&s).unwrap();
+    let Some(h) = start(hub(io).guard(guard)) else {
+        return;
+    };
+    let addr = serve_axum(&h).await;
+    let mut first = connect_to(addr, "/ws").await;
+    subscribe(&mut first, "t", 1).await;
+    let second = raw(addr, &upgrade_req("/ws")).await;
+    assert!(second.starts_with("HTTP/1.1 429"), "{second}");
+    let sse = raw(addr, "GET /sse?topics=t HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(sse.starts_with("HTTP/1.1 429"), "{sse}");
+    drop(first);
+    // The slot comes back once the shard has seen the close.
+    let t0 = std::time::Instant::now();
+    loop {
+        let r = raw(addr, &upgrade_req("/ws")).await;
+        if r.starts_with("HTTP/1.1 101") {
+            break;
+        }
+        assert!(t0.elapsed() < GUARD, "slot never released: {r}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    h.shutdown();
+    h.join();
+}
+per_shell!(async fn caps);

@@ -129,7 +129,6 @@ impl ShardState {
             if matches!(e.status, 401 | 403) {
                 tracing::info!(peer = %remote, status = e.status, reason = %e.message, "upgrade refused");
             }
-            self.stats().handshake(e.status, std::time::Duration::ZERO);
             self.drop_reservation(id);
             return Err(e);
         }
