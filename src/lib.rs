@@ -27,6 +27,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod config;
 mod http;
 pub mod policy;

@@ -399,6 +399,12 @@ impl ServerHandle {
         self.local_addr
     }
 
+    /// The state every shard shares (for embedding adapters such as `crate::axum`).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
+    pub(crate) fn shared(&self) -> &Arc<HubShared> {
+        &self.hub
+    }
+
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.hub.shards

@@ -447,7 +447,7 @@ impl ShardState {
     /// API keep answering at the cap.
     /// Runs `on_connect`: a refusal is a 403 with the hook's message; an outcome may replace
     /// the user, add topics and attach metadata.
-    fn connect_hook(
+    pub(super) fn connect_hook(
         &mut self,
         id: ConnId,
         head: &RequestHead,
@@ -480,7 +480,7 @@ impl ShardState {
         Ok(())
     }
 
-    fn take_permit(&mut self, id: ConnId) -> Result<(), HttpError> {
+    pub(super) fn take_permit(&mut self, id: ConnId) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
@@ -504,7 +504,7 @@ impl ShardState {
     }
 
     /// Queues bytes as they are (HTTP responses), bypassing the queue bound.
-    fn push_raw(&mut self, id: ConnId, bytes: Bytes) {
+    pub(super) fn push_raw(&mut self, id: ConnId, bytes: Bytes) {
         let Some(c) = self.conn_mut(id) else { return };
         c.queued += bytes.len();
         c.out.push_back(super::Frame::new(bytes));

@@ -150,6 +150,9 @@ pub(crate) enum ShardMsg {
     Api(ApiOp, tokio::sync::oneshot::Sender<ApiReply>),
     /// The response to an HTTP request of this connection, served by the API thread.
     HttpResponse(ConnId, Bytes),
+    /// A socket (or a reservation for one) from an embedding server (the `axum` feature).
+    #[cfg(feature = "axum")]
+    Adopt(Box<crate::shard::Adoption>),
     /// Begin the graceful shutdown: answer 503 to new clients for the drain delay, then stop
     /// accepting, close every connection with 1001, drain, exit.
     Shutdown,

@@ -22,6 +22,8 @@ use crate::proto::registry::{Interest, Registry};
 use crate::proto::stats::ShardStats;
 use crate::ConnId;
 
+#[cfg(feature = "axum")]
+mod adopt;
 mod conn;
 mod dispatch;
 pub(crate) mod inbox;
@@ -30,6 +32,8 @@ mod output;
 pub(crate) mod shared;
 mod state;
 
+#[cfg(feature = "axum")]
+pub(crate) use adopt::Adoption;
 use inbox::ShardMsg;
 use shared::HubShared;
 
@@ -224,6 +228,9 @@ pub(crate) struct ShardState {
     meta: HashMap<ConnId, Arc<str>>,
     /// The node's name, shard-local (handlers' `Context::client_id`).
     node: std::rc::Rc<str>,
+    /// Sockets adopted from an embedding server since the shell last looked: it must watch them
+    /// as it watches accepted ones.
+    adopted: Vec<u32>,
 }
 
 impl ShardState {
@@ -256,6 +263,7 @@ impl ShardState {
             durable: HashMap::new(),
             meta: HashMap::new(),
             node: std::rc::Rc::from(&*hub.node),
+            adopted: Vec::new(),
         }
     }
 
@@ -304,6 +312,12 @@ impl ShardState {
         !self.dirty.is_empty()
     }
 
+    /// Takes the slots of sockets adopted since the last call (see `ShardMsg::Adopt`): the shell
+    /// arms a receive on each (io_uring) or registers it (epoll), as for an accepted socket.
+    pub(crate) fn take_adopted(&mut self, into: &mut Vec<u32>) {
+        std::mem::swap(&mut self.adopted, into);
+    }
+
     /// Takes the socket work for the shell.
     pub(crate) fn take_io(&mut self, into: &mut Vec<IoReq>) {
         std::mem::swap(&mut self.io, into);
@@ -348,6 +362,8 @@ impl ShardState {
                 let _ = reply.send(self.api(op));
             }
             ShardMsg::HttpResponse(id, bytes) => self.http_response(id, bytes),
+            #[cfg(feature = "axum")]
+            ShardMsg::Adopt(a) => self.adopt(*a),
             ShardMsg::Shutdown => {
                 let delay = self.hub.config.drain_delay;
                 if delay.is_zero() {
@@ -371,6 +387,8 @@ impl ShardState {
             .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_))))
             .collect();
         for (id, ws) in ids {
+            #[cfg(feature = "axum")]
+            self.drop_reservation(id);
             if ws {
                 self.close(id, 1001, "server shutting down");
             } else {

@@ -39,6 +39,7 @@ pub(crate) fn run(
     let mut events = Events::with_capacity(1024);
     let mut rbuf = vec![0u8; READ_BUF];
     let (mut dirty, mut io, mut iov, mut cut) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut adopted = Vec::new();
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
     let mut reserve = FdReserve::new();
@@ -88,6 +89,11 @@ pub(crate) fn run(
         while let Some(msg) = inbox.pop() {
             st.handle_msg(msg);
         }
+        // Sockets adopted from an embedding server: registered like accepted ones.
+        st.take_adopted(&mut adopted);
+        for slot in adopted.drain(..) {
+            register(&mut st, &poll, slot);
+        }
         st.tick();
         flush(&mut st, &mut dirty, &mut iov);
         apply_io(&mut st, &mut io, &mut cut);
@@ -131,14 +137,7 @@ fn accept_all(
                 let _ = stream.set_nodelay(true);
                 let fd: RawFd = stream.into_raw_fd();
                 let slot = st.accept(fd, peer);
-                let reg = poll.registry().register(
-                    &mut SourceFd(&fd),
-                    Token(slot as usize),
-                    Interest::READABLE | Interest::WRITABLE,
-                );
-                if reg.is_err() {
-                    st.on_send_error(slot);
-                }
+                register(st, poll, slot);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -156,6 +155,20 @@ fn accept_all(
                 return Some(now + Duration::from_millis(100));
             }
         }
+    }
+}
+
+/// Watches a new connection's socket (edge-triggered, both directions); a socket that cannot
+/// be registered is cut.
+fn register(st: &mut ShardState, poll: &Poll, slot: u32) {
+    let Some(fd) = st.fd(slot) else { return };
+    let reg = poll.registry().register(
+        &mut SourceFd(&fd),
+        Token(slot as usize),
+        Interest::READABLE | Interest::WRITABLE,
+    );
+    if reg.is_err() {
+        st.on_send_error(slot);
     }
 }
 

@@ -236,7 +236,8 @@ pub(crate) fn run(
     lp.arm_accept(lfd);
     lp.arm_wake(efd);
     let mut st = ShardState::new(index, hub.clone());
-    let (mut dirty, mut io, mut cut) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut dirty, mut io, mut cut, mut adopted) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
@@ -343,6 +344,13 @@ pub(crate) fn run(
         lp.bufs.commit();
         while let Some(msg) = inbox.pop() {
             st.handle_msg(msg);
+        }
+        // Sockets adopted from an embedding server: watched like accepted ones.
+        st.take_adopted(&mut adopted);
+        for slot in adopted.drain(..) {
+            if st.wants_input(slot) {
+                lp.arm_recv(&mut st, slot);
+            }
         }
         st.tick();
         if !accepting && listener.is_some() && accept_retry.is_none_or(|t| Instant::now() >= t) {
