@@ -27,6 +27,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod cluster;
 pub mod config;
 mod http;
 pub mod policy;
