@@ -455,3 +455,44 @@ async fn two_redis_instances(io: IoMode) {
     stop(nodes);
 }
 per_shell!(async fn two_redis_instances);
+
+/// Measurement, not a check (`cargo test --test cluster -- --ignored --nocapture`): N
+/// publications from node A's library handle to one subscriber on node B; prints
+/// publications/s end to end and how many publications each Redis round trip carried.
+#[tokio::test]
+#[ignore]
+async fn measure_cross_node_throughput() {
+    let Some(redis) = Redis::start() else { return };
+    let urls = [redis.url()];
+    let (Some(a), Some(b)) = (
+        node(IoMode::Epoll, "a", &urls),
+        node(IoMode::Epoll, "b", &urls),
+    ) else {
+        return;
+    };
+    for n in [&a, &b] {
+        wait_for(|| ready(n.local_addr()).0 == 200, "node ready").await;
+    }
+    let mut sub = connect(&b, "/ws").await;
+    subscribe(&mut sub, "bench", 1).await;
+    const N: u64 = 20_000;
+    let t0 = Instant::now();
+    let reader = tokio::spawn(async move {
+        for _ in 0..N {
+            recv(&mut sub).await;
+        }
+    });
+    for i in 0..N {
+        a.publish("bench", "m", &i).unwrap();
+    }
+    reader.await.unwrap();
+    let secs = t0.elapsed().as_secs_f64();
+    let (pipelines, cmds) = (counter(&a, "pipelines"), counter(&a, "pipelined_commands"));
+    println!(
+        "{N} publications A→B in {secs:.3}s = {:.0}/s; {cmds} Redis commands in {pipelines} pipelines \
+         ({:.1} commands per round trip; 1 PUBLISH per publication)",
+        N as f64 / secs,
+        cmds as f64 / pipelines.max(1) as f64
+    );
+    stop(vec![a, b]);
+}

@@ -21,6 +21,7 @@
 //! it dropped and counted), and is retried with exponential backoff and full jitter; once back,
 //! every subscription is restored.
 
+mod inbound;
 mod manager;
 mod publisher;
 
