@@ -230,6 +230,11 @@ async fn publish_reaches_every_node_once_in_order(io: IoMode) {
             assert_eq!(recv(ws).await, publication("room:9", "w", json!(9)));
         }
     }
+    // Glob metacharacters in a wildcard pattern are matched literally in Redis.
+    let mut glob = connect(&nodes[2], "/ws").await;
+    subscribe(&mut glob, "g[1]?*", 1).await;
+    send(&mut b, publication("g[1]?x", "g", json!(1))).await;
+    assert_eq!(recv(&mut glob).await, publication("g[1]?x", "g", json!(1)));
     // The API's publish (on C) and the library's (on B) reach every node too.
     api(
         nodes[2].local_addr(),

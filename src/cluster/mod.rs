@@ -276,6 +276,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn control_ops_round_trip_with_raw_data() {
+        let op = ControlOp::Send {
+            users: vec!["ann".into()],
+            topic: None,
+            event: "dm".into(),
+            data: Some(RawValue::from_string(r#"{"a": [1, "x"]}"#.into()).unwrap()),
+        };
+        let json = serde_json::to_vec(&op).unwrap();
+        let ControlOp::Send { users, data, .. } = serde_json::from_slice(&json).unwrap() else {
+            panic!("not a send");
+        };
+        assert_eq!(users, ["ann"]);
+        assert_eq!(data.unwrap().get(), r#"{"a": [1, "x"]}"#);
+        let back: ControlOp =
+            serde_json::from_str(r#"{"subscription":{"client":"b.1f","topic":"t","add":true}}"#)
+                .unwrap();
+        assert!(matches!(back, ControlOp::Subscription { add: true, .. }));
+        assert!(serde_json::from_str::<ControlOp>(r#"{"nope":{}}"#).is_err());
+    }
+
+    #[test]
     fn glob_escape_escapes_metacharacters() {
         assert_eq!(glob_escape("a*b?c[d]e\\f"), "a\\*b\\?c\\[d\\]e\\\\f");
         assert_eq!(glob_escape("chat:"), "chat:");

@@ -105,8 +105,12 @@ pub(crate) enum ApiReply {
     /// Users with their connection counts, and anonymous connections.
     Online(Vec<(Arc<str>, usize)>, usize),
     /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
-    Presence(Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>),
+    Presence(Vec<PresenceItem>),
 }
+
+/// One local connection in a presence list: its id, user (`None` if anonymous) and metadata
+/// JSON from `on_connect`.
+pub(crate) type PresenceItem = (ConnId, Option<Arc<str>>, Option<Arc<str>>);
 
 /// A validated `send` request.
 #[derive(Debug)]

@@ -8,21 +8,18 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::publisher::{self, channel, Link};
 use super::{redact, Cmd, Out, Receivers, Setup, Shared, HEARTBEAT};
-use crate::cluster::wire::{self, Decoded, Dedup};
-use crate::cluster::{glob_escape, instance_for, ClusterStats, ControlOp};
-use crate::proto::envelope;
-use crate::proto::pattern::{validate_topic, Pattern};
+use crate::cluster::wire::Dedup;
+use crate::cluster::{glob_escape, instance_for, ClusterStats};
+use crate::proto::pattern::Pattern;
 use crate::proto::registry::Interest;
-use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, Target};
+use crate::shard::inbox::ShardMsg;
 use crate::shard::shared::HubShared;
 
 /// Time allowed to connect (TCP + handshake) to an instance.
@@ -256,7 +253,7 @@ impl Manager {
                 }
                 ClusterStats::add(&self.shared.stats.redis_errors, 1);
                 let attempt = self.insts[i].attempt;
-                if attempt == 0 || attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     tracing::warn!(url = %redact(&self.setup.urls[i]), error = %why, attempt, "cluster: cannot connect to Redis; retrying");
                 }
                 self.set_reason(i, &why);

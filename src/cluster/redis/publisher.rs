@@ -70,6 +70,7 @@ pub(crate) async fn run(
             continue;
         };
         pipe.clear();
+        // Commands in the pipeline, and how many of them are publications.
         let (mut cmds, mut sent) = (0u64, 0u64);
         for out in batch.drain(..) {
             match out {
@@ -80,6 +81,7 @@ pub(crate) async fn run(
                         .arg(payload)
                         .ignore();
                     sent += 1;
+                    cmds += 1;
                 }
                 Out::Many { seq, frames } => {
                     let refs: Vec<(&str, &[u8])> =
@@ -93,10 +95,10 @@ pub(crate) async fn run(
                         sent += 1;
                         cmds += 1;
                     }
-                    cmds = cmds.saturating_sub(1);
                 }
                 Out::Control(payload) => {
                     pipe.cmd("PUBLISH").arg(&ctl).arg(payload).ignore();
+                    cmds += 1;
                 }
                 Out::Register { key, value } => {
                     pipe.cmd("SET")
@@ -105,9 +107,12 @@ pub(crate) async fn run(
                         .arg("EX")
                         .arg(ttl)
                         .ignore();
+                    cmds += 1;
                 }
             }
-            cmds += 1;
+        }
+        if cmds == 0 {
+            continue;
         }
         match pipe.query_async::<()>(&mut conn).await {
             Ok(()) => {
