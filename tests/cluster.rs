@@ -346,6 +346,22 @@ async fn api_operations_cross_nodes(io: IoMode) {
             other => panic!("expected a 4000 close, got {other:?}"),
         }
     }
+    // A node that stops leaves the list at once (its entry is deleted, not left to expire).
+    let mut nodes = nodes;
+    let c = nodes.pop().unwrap();
+    stop(vec![c]);
+    let names = || {
+        let (_, v) = http_json(a, "GET", "/api/v1/nodes", Some(KEY), None);
+        v["data"]["nodes"]
+            .as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|n| n["node"].as_str().map(String::from))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    wait_for(|| names() == ["a", "b"], "node c gone from /api/v1/nodes").await;
     stop(nodes);
 }
 per_shell!(async fn api_operations_cross_nodes);
