@@ -29,6 +29,7 @@
 
 #[cfg(feature = "axum")]
 pub mod axum;
+mod cluster;
 pub mod config;
 mod http;
 pub mod policy;

@@ -4,6 +4,7 @@
 mod messaging;
 pub mod settings;
 
+pub use crate::cluster::{ClusterConfig, ClusterStats};
 pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
 
 use std::net::SocketAddr;
@@ -87,8 +88,11 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// Serve the chat demo at `/` and the admin dashboard at `/admin` (`[ui] enabled`).
     pub ui: bool,
-    /// This node's name in client ids (`"<node>.<n>"`); empty = a random one at start.
+    /// This node's name in client ids (`"<node>.<n>"`); empty = a random one at start. In a
+    /// cluster, every node needs its own (it identifies the node's publications and entry).
     pub node: String,
+    /// Other nodes, through Redis (`[cluster]`); none by default (a single node).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -117,6 +121,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             inbox: InboxConfig::default(),
             node: String::new(),
+            cluster: ClusterConfig::default(),
             ui: true,
         }
     }
@@ -177,6 +182,9 @@ impl Config {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             return bad("node must be letters, digits, '-' or '_'");
+        }
+        if self.cluster.prefix.is_empty() {
+            return bad("cluster prefix must not be empty");
         }
         Ok(())
     }

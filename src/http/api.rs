@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::messaging::{self, respond, ApiError};
+use crate::cluster::ControlOp;
 use crate::proto::envelope;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::validate_topic;
@@ -62,12 +63,22 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
     match (method, head.path.as_str()) {
         ("GET", "/healthz") => return Response::ok(json!("ok")),
         ("GET", "/readyz") if hub.is_stopping() => return Response::err(503, "shutting down"),
-        ("GET", "/readyz") => return Response::ok(json!("ready")),
+        ("GET", "/readyz") => {
+            return match hub.broker.health() {
+                Ok(()) => Response::ok(json!("ready")),
+                Err(reason) => Response::err(503, &reason),
+            }
+        }
         ("GET", "/metrics") => {
             return Response {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
-                body: crate::http::metrics::render(&hub.stats, hub.is_stopping()).into_bytes(),
+                body: crate::http::metrics::render(
+                    &hub.stats,
+                    hub.is_stopping(),
+                    hub.broker.stats(),
+                )
+                .into_bytes(),
             }
         }
         (_, "/healthz" | "/readyz" | "/metrics") => return Response::err(405, "use GET"),
@@ -117,6 +128,7 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
             Response::ok(json!({"total": total, "shards": shards}))
         }
         "/api/v1/inbox" => respond(messaging::inbox_endpoint(hub, head.query.as_deref()).await),
+        "/api/v1/nodes" => respond(nodes(hub).await),
         "/api/v1/batch" => respond(batch(hub, &body).await),
         _ => respond(command(hub, &path["/api/v1/".len()..], &body).await),
     }
@@ -127,6 +139,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("/api/v1/online", "GET"),
     ("/api/v1/stats", "GET"),
     ("/api/v1/inbox", "GET"),
+    ("/api/v1/nodes", "GET"),
     ("/api/v1/publish", "POST"),
     ("/api/v1/send", "POST"),
     ("/api/v1/broadcast", "POST"),
@@ -308,6 +321,14 @@ async fn send(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     if let Some(Err(e)) = b.topic.as_deref().map(validate_topic) {
         return Err(ApiError::bad(e));
     }
+    if hub.clustered {
+        hub.broker.control(ControlOp::Send {
+            users: users.clone(),
+            topic: b.topic.clone(),
+            event: b.event.clone(),
+            data: b.data.clone(),
+        });
+    }
     let req = Arc::new(SendReq {
         users,
         topic: b.topic,
@@ -332,6 +353,13 @@ async fn broadcast(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     let topic = b.topic.as_deref().unwrap_or("broadcast");
     validate_topic(topic).map_err(ApiError::bad)?;
     let frame = envelope::publication(topic, &b.event, b.data.map(|d| d.get().as_bytes()));
+    if hub.clustered {
+        hub.broker.control(ControlOp::Broadcast {
+            topic: topic.to_string(),
+            event: b.event.to_string(),
+            data: b.data.map(RawValue::to_owned),
+        });
+    }
     count(
         scatter(hub, || ApiOp::Broadcast(frame.clone())).await,
         "delivered",
@@ -344,6 +372,11 @@ async fn disconnect(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
         user: String,
     }
     let d: D = serde_json::from_slice(body).map_err(ApiError::bad)?;
+    if hub.clustered {
+        hub.broker.control(ControlOp::Disconnect {
+            user: d.user.clone(),
+        });
+    }
     let user: Arc<str> = d.user.into();
     count(
         scatter(hub, || ApiOp::Disconnect(user.clone())).await,
@@ -372,4 +405,26 @@ async fn online(hub: &HubShared) -> Response {
         .collect();
     let total: usize = users.values().sum::<usize>() + anonymous;
     Response::ok(json!({"users": list, "anonymous": anonymous, "connections": total}))
+}
+
+/// `GET /api/v1/nodes`: the live nodes of the cluster (their registrations in Redis), or this
+/// node alone.
+async fn nodes(hub: &HubShared) -> Result<Value, ApiError> {
+    let Some(rx) = hub.broker.nodes() else {
+        let connections: i64 = hub
+            .stats
+            .iter()
+            .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        return Ok(json!({"nodes": [{
+            "node": &*hub.node,
+            "connections": connections,
+            "shards": hub.shards,
+        }]}));
+    };
+    match tokio::time::timeout(Duration::from_secs(5), rx).await {
+        Ok(Ok(Ok(list))) => Ok(json!({ "nodes": list })),
+        Ok(Ok(Err(e))) => Err(ApiError::new(503, format!("cluster: {e}"))),
+        _ => Err(ApiError::new(503, "cluster: no answer")),
+    }
 }

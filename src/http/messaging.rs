@@ -170,6 +170,9 @@ pub(crate) async fn publish(
             .iter()
             .map(|t| (Arc::from(t.as_str()), envelope::publication(t, event, data)))
             .collect();
+        if hub.clustered {
+            hub.broker.publish(&frames);
+        }
         let replies = gather(hub, || ApiOp::Publish {
             frames: frames.clone(),
             exclude,
@@ -226,6 +229,14 @@ pub(crate) async fn send_plain(
         ),
         None => None,
     };
+    if hub.clustered {
+        hub.broker.control(crate::cluster::ControlOp::Send {
+            users: vec![user.to_string()],
+            topic: None,
+            event: event.to_string(),
+            data: data.clone(),
+        });
+    }
     let req = Arc::new(crate::shard::inbox::SendReq {
         users: vec![user.to_string()],
         topic: None,
@@ -302,6 +313,14 @@ pub(crate) async fn subscription(
     add: bool,
 ) -> Result<usize, ApiError> {
     crate::proto::pattern::Pattern::parse(topic).map_err(ApiError::bad)?;
+    if let (true, Target::User(u)) = (hub.clustered, &target) {
+        hub.broker.control(crate::cluster::ControlOp::Subscription {
+            user: Some(u.to_string()),
+            client: None,
+            topic: topic.to_string(),
+            add,
+        });
+    }
     let t: Arc<str> = topic.into();
     let replies = gather(hub, || ApiOp::Subscription {
         target: target.clone(),
@@ -424,10 +443,22 @@ pub(crate) async fn subscription_endpoint(
     let b: TargetBody = serde_json::from_slice(body).map_err(ApiError::bad)?;
     let target = match (b.user, b.client) {
         (Some(u), None) => Target::User(u.into()),
-        (None, Some(c)) => Target::Client(
-            hub.parse_client(&c)
-                .ok_or_else(|| ApiError::bad("`client` is not a client id of this node"))?,
-        ),
+        (None, Some(c)) => match hub.parse_client(&c) {
+            Some(id) => Target::Client(id),
+            // Another node's client: that node applies it (the count stays this node's: 0).
+            None if hub.clustered && c.split_once('.').is_some() => {
+                crate::proto::pattern::Pattern::parse(&b.topic).map_err(ApiError::bad)?;
+                hub.broker.control(crate::cluster::ControlOp::Subscription {
+                    user: None,
+                    client: Some(c),
+                    topic: b.topic.clone(),
+                    add,
+                });
+                let field = if add { "subscribed" } else { "unsubscribed" };
+                return Ok(json!({ field: 0 }));
+            }
+            None => return Err(ApiError::bad("`client` is not a client id of this node")),
+        },
         _ => return Err(ApiError::bad("give exactly one of `user` and `client`")),
     };
     let n = subscription(hub, target, &b.topic, add).await?;

@@ -45,7 +45,11 @@ impl EncodeMetric for ConstHistogram {
 }
 
 /// Renders every counter of every shard.
-pub(crate) fn render(stats: &[ShardStats], shutting_down: bool) -> String {
+pub(crate) fn render(
+    stats: &[ShardStats],
+    shutting_down: bool,
+    cluster: Option<&crate::cluster::ClusterStats>,
+) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();
     let total = snaps
@@ -157,6 +161,18 @@ pub(crate) fn render(stats: &[ShardStats], shutting_down: bool) -> String {
     let ready = Gauge::<i64>::default();
     ready.set(i64::from(!shutting_down));
     reg.register("ready", "1 while accepting, 0 during shutdown drain", ready);
+    if let Some(c) = cluster {
+        let sub = reg.sub_registry_with_prefix("cluster");
+        for (name, help, value, counter) in c.list() {
+            if counter {
+                sub.register(name, help, ConstCounter::new(value));
+            } else {
+                let g = Gauge::<i64>::default();
+                g.set(value as i64);
+                sub.register(name, help, g);
+            }
+        }
+    }
 
     let mut out = String::new();
     // Writing into a String cannot fail.
@@ -178,7 +194,7 @@ mod tests {
         stats[1].error(crate::ErrorCode::Forbidden);
         stats[0].handshake(101, std::time::Duration::from_micros(300));
         stats[0].handshake(401, std::time::Duration::ZERO);
-        let text = render(&stats, false);
+        let text = render(&stats, false, None);
         assert!(
             text.contains("ringhub_connections{shard=\"1\"} 3"),
             "{text}"

@@ -271,7 +271,10 @@ impl Server {
         } else {
             self.config.node.as_str().into()
         };
+        let broker = crate::cluster::broker_for(&self.config.cluster, &node)?;
         let hub = Arc::new(HubShared {
+            clustered: broker.clustered(),
+            broker,
             shards: n,
             router: self.router,
             inboxes: (0..n).map(|_| Inbox::default()).collect(),
@@ -285,6 +288,7 @@ impl Server {
             hooks: self.hooks,
             config: self.config,
         });
+        hub.broker.start(hub.clone())?;
         let store_thread = {
             let seq = crate::runtime::store::Sequencer::new(store, hub.clone(), store_rx);
             std::thread::Builder::new()
@@ -476,6 +480,8 @@ impl ServerHandle {
         if let Some(t) = self.store_thread.take() {
             let _ = t.join();
         }
+        // Shards and the store are gone: nothing hands the broker work any more.
+        self.hub.broker.stop();
         drop(self.api_stop.take());
         if let Some(t) = self.api.take() {
             let _ = t.join();

@@ -553,6 +553,9 @@ impl ShardState {
 /// Publishes from outside any connection (library handle): every shard delivers locally.
 pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
     let t: Arc<str> = topic.into();
+    if hub.clustered {
+        hub.broker.publish(&[(t.clone(), frame.clone())]);
+    }
     for inbox in hub.inboxes.iter() {
         inbox.push(ShardMsg::Publish {
             topic: t.clone(),

@@ -77,6 +77,10 @@ pub(crate) struct HubShared {
     /// This node's name in client ids.
     pub(crate) node: Arc<str>,
     pub(crate) hooks: Hooks,
+    /// How publications, interest and API operations reach other nodes.
+    pub(crate) broker: Arc<dyn crate::cluster::Broker>,
+    /// `broker.clustered()`, read on every publication.
+    pub(crate) clustered: bool,
 }
 
 impl HubShared {
@@ -189,6 +193,8 @@ impl HubShared {
             store: None,
             node: "bench".into(),
             hooks: Hooks::default(),
+            broker: Arc::new(crate::cluster::local::LocalBroker),
+            clustered: false,
         }
     }
 }

@@ -89,11 +89,15 @@ impl ShardState {
         }
     }
 
-    pub(super) fn broadcast_interest(&self, pattern: &str, add: bool, ack: Option<u64>) {
-        if self.hub.shards < 2 {
-            return;
+    /// Tells the other shards and the cluster broker that this shard gained (`add`) its first
+    /// or lost its last subscriber of `pattern`; returns how many acknowledgements of `ack`
+    /// will come back.
+    pub(super) fn broadcast_interest(&self, pattern: &str, add: bool, ack: Option<u64>) -> usize {
+        if self.hub.shards < 2 && !self.hub.clustered {
+            return 0;
         }
         let pattern: Arc<str> = pattern.into();
+        let mut acks = 0;
         for (i, inbox) in self.hub.inboxes.iter().enumerate() {
             if i != self.index {
                 inbox.push(ShardMsg::Interest {
@@ -102,8 +106,15 @@ impl ShardState {
                     add,
                     ack,
                 });
+                acks += usize::from(ack.is_some());
             }
         }
+        // The broker answers once the node's subscription in the cluster is confirmed, so a
+        // subscribe reply means "later publications reach me" on every node.
+        if self.hub.clustered && self.hub.broker.interest(&pattern, self.index, add, ack) {
+            acks += 1;
+        }
+        acks
     }
 
     pub(super) fn interest_acked(&mut self, token: u64) {
@@ -233,9 +244,12 @@ impl ShardState {
         delivered
     }
 
-    /// Publishes to every shard interested in `topic`, then locally.
+    /// Publishes to the cluster (other nodes), every shard interested in `topic`, then locally.
     pub(super) fn publish(&mut self, topic: &str, frame: Bytes, exclude: Option<ConnId>) {
         let mut mask = self.interest.shards_for(topic) & !(1u64 << self.index);
+        if self.hub.clustered {
+            self.hub.broker.publish(&[(topic.into(), frame.clone())]);
+        }
         if mask != 0 {
             let t: Arc<str> = topic.into();
             while mask != 0 {
@@ -275,14 +289,19 @@ impl ShardState {
             ));
         }
         c.subs.push(pattern.into());
-        if self.registry.subscribe(p, id.slot()) == Subscribed::First && self.hub.shards > 1 {
+        if self.registry.subscribe(p, id.slot()) == Subscribed::First
+            && (self.hub.shards > 1 || self.hub.clustered)
+        {
             let token = self.next_token;
             self.next_token += 1;
-            self.broadcast_interest(pattern, true, Some(token));
+            let remaining = self.broadcast_interest(pattern, true, Some(token));
+            if remaining == 0 {
+                return Ok(None);
+            }
             self.pending.insert(
                 token,
                 PendingInterest {
-                    remaining: self.hub.shards - 1,
+                    remaining,
                     waiters: Vec::new(),
                     held: Vec::new(),
                     then: Vec::new(),

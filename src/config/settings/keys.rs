@@ -111,7 +111,7 @@ pub(super) fn duration(r: Raw<'_>, allow_zero: bool) -> Result<Duration, Why> {
 }
 
 /// A TOML array of strings, or comma-separated text (empty text is the empty list).
-fn list(r: Raw<'_>) -> Result<Vec<String>, Why> {
+pub(super) fn list(r: Raw<'_>) -> Result<Vec<String>, Why> {
     match r {
         Raw::Text(t) => Ok(t
             .split(',')
@@ -191,7 +191,7 @@ pub(super) fn str_v(s: impl ToString) -> Option<Value> {
 pub(super) fn dur_v(d: Duration) -> Option<Value> {
     str_v(humantime::format_duration(d))
 }
-fn list_v<T: ToString>(l: &[T]) -> Option<Value> {
+pub(super) fn list_v<T: ToString>(l: &[T]) -> Option<Value> {
     Some(Value::Array(
         l.iter().map(|s| Value::String(s.to_string())).collect(),
     ))

@@ -1,4 +1,4 @@
-//! The messaging settings: `node`, `[[topics]]`, `[store]`, `[inbox]` and `[ui]`, their keys,
+//! The messaging settings: `node`, `[[topics]]`, `[store]`, `[inbox]`, `[cluster]` and `[ui]`, their keys,
 //! and the parsing of `[[topics]]` entries (a TOML array of tables in the file, a JSON array of
 //! objects in `RINGHUB_TOPICS`).
 
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use toml::Value;
 
 use super::keys::{
-    boolean, dur_v, duration, int_v, key, str_v, text, uint, Key, Raw, Why, MAX_U32,
+    boolean, dur_v, duration, int_v, key, list, list_v, str_v, text, uint, Key, Raw, Why, MAX_U32,
 };
 use super::{Settings, SettingsError};
 use crate::config::{Namespace, Namespaces, StoreBackend, StoreConfig};
@@ -52,6 +52,28 @@ fn node(r: Raw<'_>) -> Result<String, Why> {
     let ok = t.len() <= MAX_NODE_LEN
         && t.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| t.to_string()).ok_or(None)
+}
+
+/// Redis URLs: `redis://[user:password@]host[:port][/db]` (or `unix://`), each at most once.
+fn redis_urls(r: Raw<'_>) -> Result<Vec<String>, Why> {
+    let l = list(r)?;
+    for (i, u) in l.iter().enumerate() {
+        let shown = crate::cluster::redis::redact(u);
+        if !(u.starts_with("redis://") || u.starts_with("unix://")) {
+            return Err(Some(format!("{shown:?} is not a redis:// URL")));
+        }
+        ::redis::Client::open(u.as_str()).map_err(|e| Some(format!("{shown:?}: {e}")))?;
+        if l[..i].contains(u) {
+            return Err(Some(format!("{shown:?} is given twice")));
+        }
+    }
+    Ok(l)
+}
+
+fn prefix(r: Raw<'_>) -> Result<String, Why> {
+    let t = text(r)?;
+    let ok = !t.is_empty() && t.len() <= 64 && !t.bytes().any(|b| b.is_ascii_whitespace());
     ok.then(|| t.to_string()).ok_or(None)
 }
 
@@ -160,6 +182,25 @@ pub(super) const KEYS: &[Key] = &[
         "a positive duration like 7days",
         |s, r| s.inbox.ttl = duration(r, false)?,
         |s| dur_v(s.inbox.ttl)
+    ),
+    key!(
+        "cluster.redis",
+        "a list of redis:// URLs (several: topics are spread over them), empty for a single node",
+        |s, r| s.cluster.redis = redis_urls(r)?,
+        // Passwords in URLs are never printed.
+        |s| list_v(
+            &s.cluster
+                .redis
+                .iter()
+                .map(|u| crate::cluster::redis::redact(u))
+                .collect::<Vec<_>>()
+        )
+    ),
+    key!(
+        "cluster.prefix",
+        "a non-empty name without spaces (at most 64), shared by the nodes of one cluster",
+        |s, r| s.cluster.prefix = prefix(r)?,
+        |s| str_v(&s.cluster.prefix)
     ),
     key!(
         "ui.enabled",

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::config::{Config, InboxConfig, IoMode, Namespace, StoreConfig};
+use crate::config::{ClusterConfig, Config, InboxConfig, IoMode, Namespace, StoreConfig};
 
 pub use keys::{Key, KEYS};
 pub use messaging::{default_store, UiSettings};
@@ -148,6 +148,8 @@ pub struct Settings {
     pub store: StoreConfig,
     /// `[inbox]`: durable user messages.
     pub inbox: InboxConfig,
+    /// `[cluster]`: other nodes through Redis.
+    pub cluster: ClusterConfig,
     /// `[ui]`.
     pub ui: UiSettings,
 }
@@ -183,13 +185,14 @@ impl Default for Settings {
             topics: c.topics,
             store: default_store(),
             inbox: c.inbox,
+            cluster: c.cluster,
             ui: UiSettings::default(),
         }
     }
 }
 
 /// The TOML sections, in print order (the empty name is the top level).
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 11] = [
     "",
     "auth",
     "api",
@@ -199,6 +202,7 @@ const SECTIONS: [&str; 10] = [
     "tls",
     "store",
     "inbox",
+    "cluster",
     "ui",
 ];
 
@@ -436,6 +440,7 @@ impl Settings {
             inbox: self.inbox,
             ui: self.ui.enabled,
             node: self.node.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 }

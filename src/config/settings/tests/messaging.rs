@@ -183,3 +183,45 @@ fn topics_from_env_json_and_their_errors() {
     let e = err(toml("[topics]\npattern = \"x\""));
     assert!(e.starts_with("invalid value for topics: "), "{e}");
 }
+
+#[test]
+fn cluster_keys_from_toml_env_and_their_errors() {
+    let mut s = Settings::default();
+    assert!(s.cluster.redis.is_empty());
+    assert_eq!(s.cluster.prefix, "ringhub");
+    s.merge_toml(
+        "[cluster]\nredis = [\"redis://10.0.0.1:6379\"]\nprefix = \"eu\"\n",
+        "f.toml",
+    )
+    .expect("valid file");
+    assert_eq!(s.cluster.redis, ["redis://10.0.0.1:6379"]);
+    // The environment wins over the file; a comma-separated list.
+    s.apply_env(env(&[(
+        "RINGHUB_CLUSTER_REDIS",
+        "redis://a:6379, redis://b:6380/2",
+    )]))
+    .expect("valid env");
+    s.validate().expect("valid");
+    let c = s.engine_config();
+    assert_eq!(c.cluster.redis, ["redis://a:6379", "redis://b:6380/2"]);
+    assert_eq!(c.cluster.prefix, "eu");
+    // Printed back (passwords masked) and read again.
+    let mut back = Settings::default();
+    back.merge_toml(&s.to_string(), "printed")
+        .expect("re-reads");
+    assert_eq!(back, s);
+
+    let e = err(s.set("cluster.redis", "http://x", "--x"));
+    assert!(
+        e.contains("cluster.redis") && e.contains("not a redis:// URL"),
+        "{e}"
+    );
+    let e = err(s.set("cluster.redis", "redis://a:1,redis://a:1", "--x"));
+    assert!(e.contains("given twice"), "{e}");
+    let e = err(s.set("cluster.prefix", "", "--x"));
+    assert!(e.contains("cluster.prefix"), "{e}");
+    // A password in a URL is not printed with the configuration.
+    s.set("cluster.redis", "redis://u:hunter2@h:1", "--x")
+        .unwrap();
+    assert!(!s.to_string().contains("hunter2"));
+}

@@ -1,0 +1,310 @@
+//! The Redis broker: N nodes joined through one or more Redis instances.
+//!
+//! One thread per node (`ringhub-cluster`) runs a small single-threaded tokio runtime with, per
+//! Redis instance, one multiplexed connection for commands and one subscriber connection:
+//!
+//! - shards hand publications over a bounded queue per instance (`try_send`: a shard never
+//!   waits); the instance's publisher task takes everything queued at each wake-up and writes
+//!   it as one pipeline — one `PUBLISH <prefix>:t:<topic> <payload>` per publication, the
+//!   payload being the origin node, a per-node sequence number and the encoded frames
+//!   ([`super::wire`]);
+//! - interest changes from the shards keep a per-pattern shard mask: the node `SUBSCRIBE`s an
+//!   exact topic (on the instance that owns it) or `PSUBSCRIBE`s a wildcard pattern (on every
+//!   instance) when the mask becomes non-zero, unsubscribes when it becomes zero, and
+//!   acknowledges a shard's change once Redis confirmed it;
+//! - messages from the subscriber connections are decoded, de-duplicated, stripped of the
+//!   node's own, and queued to the shards whose interest matches;
+//! - every node subscribes `<prefix>:ctl` (on the first instance) for cluster-wide API
+//!   operations and keeps `<prefix>:node:<name>` alive (TTL 10 s, refreshed every 3 s).
+//!
+//! A lost connection marks the instance down (`/readyz` 503 with the reason, publications for
+//! it dropped and counted), and is retried with exponential backoff and full jitter; once back,
+//! every subscription is restored.
+
+mod inbound;
+mod manager;
+mod publisher;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{instance_for, Broker, ClusterConfig, ClusterStats, ControlOp};
+use crate::proto::error::ServerError;
+use crate::shard::shared::HubShared;
+
+/// Publications queued per instance before new ones are dropped.
+const QUEUE: usize = 65_536;
+/// How long a node's registration lives without a refresh.
+pub(crate) const NODE_TTL: Duration = Duration::from_secs(10);
+/// How often it is refreshed.
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(3);
+
+/// What a publisher task writes to its instance.
+pub(crate) enum Out {
+    /// One publication on one topic.
+    One {
+        seq: u64,
+        topic: Arc<str>,
+        frame: Bytes,
+    },
+    /// One publication on several topics: published on each topic's channel that this
+    /// instance owns, with every frame in the payload (receivers deliver it once).
+    Many {
+        seq: u64,
+        frames: Arc<[(Arc<str>, Bytes)]>,
+    },
+    /// A control operation on `<prefix>:ctl`.
+    Control(Vec<u8>),
+    /// The node's registration.
+    Register { key: String, value: String },
+}
+
+/// From the shards and the API thread to the cluster thread.
+pub(crate) enum Cmd {
+    Interest {
+        pattern: Arc<str>,
+        shard: usize,
+        add: bool,
+        ack: Option<u64>,
+    },
+    Control(ControlOp),
+    Nodes(oneshot::Sender<Result<Vec<Value>, String>>),
+    Stop,
+}
+
+/// State the broker handle and the cluster thread share.
+pub(crate) struct Shared {
+    pub stats: ClusterStats,
+    /// Per instance: connected.
+    pub up: Box<[AtomicBool]>,
+    /// Per instance: why it is down (empty when up).
+    pub reasons: Mutex<Vec<String>>,
+    /// Millisecond clock of the last "dropped" log line (at most one a second).
+    last_drop_log: AtomicU64,
+    started: std::time::Instant,
+}
+
+impl Shared {
+    /// Counts `n` dropped publications and logs it at most once a second.
+    pub(crate) fn dropped(&self, n: u64, why: &str) {
+        ClusterStats::add(&self.stats.publishes_dropped, n);
+        let now = self.started.elapsed().as_millis() as u64 + 1000;
+        let last = self.last_drop_log.load(Ordering::Relaxed);
+        if now >= last + 1000
+            && self
+                .last_drop_log
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let total = self.stats.publishes_dropped.load(Ordering::Relaxed);
+            tracing::warn!(
+                dropped_total = total,
+                "cluster: publications not sent to other nodes ({why})"
+            );
+        }
+    }
+}
+
+/// The queues the cluster thread takes at start.
+pub(crate) struct Receivers {
+    pub pubs: Vec<mpsc::Receiver<Out>>,
+    pub cmds: mpsc::UnboundedReceiver<Cmd>,
+}
+
+/// Settings the cluster thread needs.
+pub(crate) struct Setup {
+    pub urls: Vec<String>,
+    pub prefix: String,
+    pub node: Arc<str>,
+}
+
+/// The broker handle kept in the hub.
+pub struct RedisBroker {
+    setup: Arc<Setup>,
+    seq: AtomicU64,
+    pubs: Vec<mpsc::Sender<Out>>,
+    cmds: mpsc::UnboundedSender<Cmd>,
+    receivers: Mutex<Option<Receivers>>,
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl RedisBroker {
+    /// Checks the URLs; nothing connects before [`Broker::start`].
+    pub(crate) fn new(config: &ClusterConfig, node: Arc<str>) -> Result<Self, ServerError> {
+        for url in &config.redis {
+            redis::Client::open(url.as_str()).map_err(|e| {
+                ServerError::Config(format!("cluster.redis: invalid URL '{url}': {e}"))
+            })?;
+        }
+        if config.prefix.is_empty() {
+            return Err(ServerError::Config(
+                "cluster.prefix must not be empty".into(),
+            ));
+        }
+        let n = config.redis.len();
+        let (mut pubs, mut pub_rx) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            pubs.push(tx);
+            pub_rx.push(rx);
+        }
+        let (cmds, cmd_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            stats: ClusterStats::default(),
+            up: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            reasons: Mutex::new(vec!["not connected yet".to_string(); n]),
+            last_drop_log: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+        });
+        Ok(Self {
+            setup: Arc::new(Setup {
+                urls: config.redis.clone(),
+                prefix: config.prefix.clone(),
+                node,
+            }),
+            seq: AtomicU64::new(1),
+            pubs,
+            cmds,
+            receivers: Mutex::new(Some(Receivers {
+                pubs: pub_rx,
+                cmds: cmd_rx,
+            })),
+            shared,
+            thread: Mutex::new(None),
+        })
+    }
+
+    fn send(&self, i: usize, out: Out, n: u64) {
+        if !self.shared.up[i].load(Ordering::Relaxed) {
+            return self.shared.dropped(n, "Redis unreachable");
+        }
+        match self.pubs[i].try_send(out) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.shared.dropped(n, "queue full"),
+            Err(mpsc::error::TrySendError::Closed(_)) => self.shared.dropped(n, "stopped"),
+        }
+    }
+}
+
+impl Broker for RedisBroker {
+    fn clustered(&self) -> bool {
+        true
+    }
+
+    fn start(&self, hub: Arc<HubShared>) -> Result<(), ServerError> {
+        let Some(rx) = self.receivers.lock().ok().and_then(|mut r| r.take()) else {
+            return Err(ServerError::Config("cluster broker started twice".into()));
+        };
+        let (setup, shared, pub_tx) = (self.setup.clone(), self.shared.clone(), self.pubs.clone());
+        let t = std::thread::Builder::new()
+            .name("ringhub-cluster".into())
+            .spawn(move || manager::run(setup, shared, hub, rx, pub_tx))
+            .map_err(ServerError::Thread)?;
+        if let Ok(mut slot) = self.thread.lock() {
+            *slot = Some(t);
+        }
+        Ok(())
+    }
+
+    fn publish(&self, frames: &[(Arc<str>, Bytes)]) {
+        let n = self.pubs.len();
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        match frames {
+            [] => {}
+            [(topic, frame)] => {
+                let out = Out::One {
+                    seq,
+                    topic: topic.clone(),
+                    frame: frame.clone(),
+                };
+                self.send(instance_for(topic, n), out, 1);
+            }
+            _ => {
+                let all: Arc<[(Arc<str>, Bytes)]> = frames.into();
+                let mut mask = 0u64;
+                for (t, _) in frames {
+                    mask |= 1 << instance_for(t, n).min(63);
+                }
+                while mask != 0 {
+                    let i = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    let out = Out::Many {
+                        seq,
+                        frames: all.clone(),
+                    };
+                    self.send(i, out, 1);
+                }
+            }
+        }
+    }
+
+    fn interest(&self, pattern: &Arc<str>, shard: usize, add: bool, ack: Option<u64>) -> bool {
+        self.cmds
+            .send(Cmd::Interest {
+                pattern: pattern.clone(),
+                shard,
+                add,
+                ack,
+            })
+            .is_ok()
+            && ack.is_some()
+    }
+
+    fn control(&self, op: ControlOp) {
+        let _ = self.cmds.send(Cmd::Control(op));
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if self.shared.up.iter().all(|u| u.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+        let reasons = self
+            .shared
+            .reasons
+            .lock()
+            .map_or_else(|_| vec!["unknown".to_string()], |r| r.clone());
+        let down: Vec<String> = self
+            .setup
+            .urls
+            .iter()
+            .zip(reasons)
+            .zip(self.shared.up.iter())
+            .filter(|(_, up)| !up.load(Ordering::Relaxed))
+            .map(|((url, why), _)| format!("redis {} unreachable: {why}", redact(url)))
+            .collect();
+        Err(format!("cluster: {}", down.join("; ")))
+    }
+
+    fn nodes(&self) -> Option<oneshot::Receiver<Result<Vec<Value>, String>>> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.cmds.send(Cmd::Nodes(tx));
+        Some(rx)
+    }
+
+    fn stats(&self) -> Option<&ClusterStats> {
+        Some(&self.shared.stats)
+    }
+
+    fn stop(&self) {
+        let _ = self.cmds.send(Cmd::Stop);
+        let t = self.thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A URL without its password, for logs and `/readyz`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}

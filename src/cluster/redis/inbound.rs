@@ -1,0 +1,261 @@
+//! The cluster thread's inbound side and bookkeeping: messages from the subscriber
+//! connections (publications to the shards, other nodes' API operations), control operations
+//! sent, and the node's registration (`<prefix>:node:<name>`, `GET /api/v1/nodes`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::manager::{Manager, RESPONSE_TIMEOUT};
+use super::Out;
+use crate::cluster::wire::{self, Decoded};
+use crate::cluster::{glob_escape, ClusterStats, ControlOp};
+use crate::proto::envelope;
+use crate::proto::pattern::{validate_topic, Pattern};
+use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, Target};
+
+impl Manager {
+    /// A message from a subscriber connection.
+    pub(super) fn message(&mut self, msg: &redis::Msg) {
+        let Some(env) = wire::decode(msg.get_payload_bytes()) else {
+            tracing::debug!(
+                channel = msg.get_channel_name(),
+                "cluster: malformed message ignored"
+            );
+            return;
+        };
+        if env.origin == self.setup.node.as_bytes() {
+            return;
+        }
+        let stats = &self.shared.stats;
+        if !self.dedup.first(env.origin, env.seq) {
+            ClusterStats::add(&stats.duplicates, 1);
+            return;
+        }
+        match env.body {
+            Decoded::Publication(frames) => {
+                ClusterStats::add(&stats.publishes_received, 1);
+                let mut mask = 0u64;
+                for (t, _) in &frames {
+                    mask |= self.interest.shards_for(t);
+                }
+                if mask == 0 {
+                    return;
+                }
+                if let [(t, f)] = frames[..] {
+                    let topic: Arc<str> = t.into();
+                    let frame = Bytes::copy_from_slice(f);
+                    self.each_shard(mask, |_| ShardMsg::Publish {
+                        topic: topic.clone(),
+                        frame: frame.clone(),
+                        exclude: None,
+                    });
+                } else {
+                    let all: Arc<[(Arc<str>, Bytes)]> = frames
+                        .iter()
+                        .map(|(t, f)| (Arc::from(*t), Bytes::copy_from_slice(f)))
+                        .collect();
+                    self.each_shard(mask, |_| {
+                        let (tx, _) = oneshot::channel();
+                        ShardMsg::Api(
+                            ApiOp::Publish {
+                                frames: all.clone(),
+                                exclude: None,
+                            },
+                            tx,
+                        )
+                    });
+                }
+            }
+            Decoded::Control(json) => {
+                ClusterStats::add(&stats.control_received, 1);
+                match serde_json::from_slice::<ControlOp>(json) {
+                    Ok(op) => self.apply(op),
+                    Err(e) => tracing::debug!(error = %e, "cluster: malformed control operation"),
+                }
+            }
+        }
+    }
+
+    fn each_shard(&self, mask: u64, mut make: impl FnMut(usize) -> ShardMsg) {
+        let mut m = mask;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            if let Some(inbox) = self.hub.inboxes.get(i) {
+                inbox.push(make(i));
+            }
+        }
+    }
+
+    /// Applies another node's API operation on every local shard.
+    fn apply(&self, op: ControlOp) {
+        let api = match op {
+            ControlOp::Send {
+                users,
+                topic,
+                event,
+                data,
+            } => {
+                if topic.as_deref().is_some_and(|t| validate_topic(t).is_err()) {
+                    return;
+                }
+                let req = Arc::new(SendReq {
+                    users,
+                    topic,
+                    event,
+                    data,
+                });
+                Box::new(move || ApiOp::Send(req.clone())) as Box<dyn Fn() -> ApiOp>
+            }
+            ControlOp::Broadcast { topic, event, data } => {
+                if validate_topic(&topic).is_err() {
+                    return;
+                }
+                let frame = envelope::publication(
+                    &topic,
+                    &event,
+                    data.as_deref().map(|d| d.get().as_bytes()),
+                );
+                Box::new(move || ApiOp::Broadcast(frame.clone()))
+            }
+            ControlOp::Disconnect { user } => {
+                let user: Arc<str> = user.into();
+                Box::new(move || ApiOp::Disconnect(user.clone()))
+            }
+            ControlOp::Subscription {
+                user,
+                client,
+                topic,
+                add,
+            } => {
+                if Pattern::parse(&topic).is_err() {
+                    return;
+                }
+                let target = match (user, client) {
+                    (Some(u), None) => Target::User(u.into()),
+                    (None, Some(c)) => match self.hub.parse_client(&c) {
+                        Some(id) => Target::Client(id),
+                        None => return,
+                    },
+                    _ => return,
+                };
+                let topic: Arc<str> = topic.into();
+                Box::new(move || ApiOp::Subscription {
+                    target: target.clone(),
+                    topic: topic.clone(),
+                    add,
+                })
+            }
+        };
+        for inbox in self.hub.inboxes.iter() {
+            let (tx, _) = oneshot::channel();
+            inbox.push(ShardMsg::Api(api(), tx));
+        }
+    }
+
+    pub(super) fn send_control(&mut self, op: &ControlOp) {
+        let Ok(json) = serde_json::to_vec(op) else {
+            return;
+        };
+        self.ctl_seq += 1;
+        let payload = wire::control(&self.setup.node, self.ctl_seq, &json);
+        if self.shared.up[0].load(Ordering::Relaxed)
+            && self.out[0].try_send(Out::Control(payload)).is_ok()
+        {
+            ClusterStats::add(&self.shared.stats.control_sent, 1);
+        } else {
+            tracing::warn!("cluster: Redis unreachable; an API operation reached this node only");
+        }
+    }
+
+    /// Refreshes `<prefix>:node:<name>`.
+    pub(super) fn register(&self) {
+        if !self.shared.up[0].load(Ordering::Relaxed) {
+            return;
+        }
+        let connections: i64 = self
+            .hub
+            .stats
+            .iter()
+            .map(|s| s.connections.load(Ordering::Relaxed))
+            .sum();
+        let value = json!({
+            "node": &*self.setup.node,
+            "connections": connections,
+            "shards": self.hub.shards,
+            "started": self.started_unix,
+            "version": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string();
+        let _ = self.out[0].try_send(Out::Register {
+            key: self.node_key(),
+            value,
+        });
+    }
+
+    pub(super) async fn unregister(&self) {
+        let conn = self.insts[0].link.borrow().conn.clone();
+        if let Some(mut c) = conn {
+            let mut del = redis::cmd("DEL");
+            del.arg(self.node_key());
+            let _ = tokio::time::timeout(Duration::from_millis(500), del.query_async::<()>(&mut c))
+                .await;
+        }
+    }
+
+    /// Lists the registrations (`SCAN` + `MGET` on the first instance).
+    pub(super) fn nodes(&self, tx: oneshot::Sender<Result<Vec<Value>, String>>) {
+        let conn = self.insts[0].link.borrow().conn.clone();
+        let Some(mut c) = conn else {
+            let _ = tx.send(Err("Redis unreachable".into()));
+            return;
+        };
+        let pattern = format!("{}:node:*", glob_escape(&self.setup.prefix));
+        tokio::task::spawn_local(async move {
+            let list = async {
+                let mut keys: Vec<String> = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(200)
+                        .query_async(&mut c)
+                        .await?;
+                    keys.extend(batch);
+                    cursor = next;
+                    if cursor == 0 || keys.len() > 10_000 {
+                        break;
+                    }
+                }
+                if keys.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let values: Vec<Option<String>> =
+                    redis::cmd("MGET").arg(&keys).query_async(&mut c).await?;
+                Ok::<_, redis::RedisError>(values)
+            };
+            let r = match tokio::time::timeout(RESPONSE_TIMEOUT, list).await {
+                Ok(Ok(values)) => {
+                    let mut v: Vec<Value> = values
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|s| serde_json::from_str(&s).ok())
+                        .collect();
+                    v.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));
+                    Ok(v)
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("Redis did not answer in time".into()),
+            };
+            let _ = tx.send(r);
+        });
+    }
+}

@@ -1,0 +1,531 @@
+//! The cluster thread: connections and reconnects, Redis subscriptions following the shards'
+//! interest, received messages to the shards, control operations, the node's registration.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::publisher::{self, channel, Link};
+use super::{redact, Cmd, Out, Receivers, Setup, Shared, HEARTBEAT};
+use crate::cluster::wire::Dedup;
+use crate::cluster::{glob_escape, instance_for, ClusterStats};
+use crate::proto::pattern::Pattern;
+use crate::proto::registry::Interest;
+use crate::shard::inbox::ShardMsg;
+use crate::shard::shared::HubShared;
+
+/// Time allowed to connect (TCP + handshake) to an instance.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed for an answer (a pipeline, a subscribe confirmation).
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reconnect backoff: first step and ceiling (full jitter below them).
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What the cluster thread's tasks report to the manager.
+pub(crate) enum Ev {
+    Up {
+        i: usize,
+        gen: u64,
+        conn: MultiplexedConnection,
+        pubsub: PubSub,
+    },
+    ConnectFailed {
+        i: usize,
+        gen: u64,
+        why: String,
+    },
+    Down {
+        i: usize,
+        gen: u64,
+        why: String,
+    },
+    Msg(redis::Msg),
+    SubDone {
+        key: Arc<str>,
+        sgen: u64,
+    },
+}
+
+pub(super) struct Inst {
+    client: redis::Client,
+    pub(super) link: Rc<RefCell<Link>>,
+    sink: Option<PubSubSink>,
+    reader: Option<JoinHandle<()>>,
+    attempt: u32,
+    ever_up: bool,
+}
+
+/// One pattern the node is subscribed to in Redis.
+struct Sub {
+    /// Local shards with subscribers.
+    mask: u64,
+    /// Identifies this subscription's confirmations (a pattern dropped and taken again gets a
+    /// new one).
+    sgen: u64,
+    /// Subscribe confirmations still awaited.
+    pending: u32,
+    /// Shards' interest tokens acknowledged once `pending` is 0.
+    waiters: Vec<(usize, u64)>,
+}
+
+pub(super) struct Manager {
+    pub(super) setup: Arc<Setup>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) hub: Arc<HubShared>,
+    pub(super) insts: Vec<Inst>,
+    subs: HashMap<Arc<str>, Sub>,
+    pub(super) interest: Interest,
+    pub(super) dedup: Dedup,
+    ev: mpsc::UnboundedSender<Ev>,
+    pub(super) out: Vec<mpsc::Sender<Out>>,
+    next_sgen: u64,
+    pub(super) ctl_seq: u64,
+    rng: u64,
+    pub(super) started_unix: u64,
+}
+
+/// The cluster thread's body.
+pub(crate) fn run(
+    setup: Arc<Setup>,
+    shared: Arc<Shared>,
+    hub: Arc<HubShared>,
+    rx: Receivers,
+    out: Vec<mpsc::Sender<Out>>,
+) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cluster: cannot start the runtime; this node stays alone");
+            return;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let (ev, mut ev_rx) = mpsc::unbounded_channel();
+        let Receivers { pubs, mut cmds } = rx;
+        let mut insts = Vec::new();
+        for (i, (url, prx)) in setup.urls.iter().zip(pubs).enumerate() {
+            let client = match redis::Client::open(url.as_str()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(url = %redact(url), error = %e, "cluster: invalid Redis URL");
+                    return;
+                }
+            };
+            let link = Rc::new(RefCell::new(Link { conn: None, gen: 0 }));
+            tokio::task::spawn_local(publisher::run(
+                i,
+                prx,
+                link.clone(),
+                setup.clone(),
+                shared.clone(),
+                ev.clone(),
+            ));
+            insts.push(Inst {
+                client,
+                link,
+                sink: None,
+                reader: None,
+                attempt: 0,
+                ever_up: false,
+            });
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut m = Manager {
+            setup,
+            shared,
+            hub,
+            insts,
+            subs: HashMap::new(),
+            interest: Interest::new(),
+            dedup: Dedup::new(),
+            ev,
+            out,
+            next_sgen: 1,
+            ctl_seq: 1,
+            rng: (seed.as_nanos() as u64) | 1,
+            started_unix: seed.as_secs(),
+        };
+        for i in 0..m.insts.len() {
+            m.connect(i, Duration::ZERO);
+        }
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                cmd = cmds.recv() => match cmd {
+                    None | Some(Cmd::Stop) => break,
+                    Some(c) => m.command(c),
+                },
+                Some(e) = ev_rx.recv() => m.event(e),
+                _ = beat.tick() => m.register(),
+            }
+        }
+        m.unregister().await;
+    });
+}
+
+impl Manager {
+    fn n(&self) -> usize {
+        self.insts.len()
+    }
+
+    pub(super) fn node_key(&self) -> String {
+        format!("{}:node:{}", self.setup.prefix, self.setup.node)
+    }
+
+    /// Connects instance `i` after `delay`; reports `Up` or `ConnectFailed`.
+    fn connect(&mut self, i: usize, delay: Duration) {
+        let client = self.insts[i].client.clone();
+        let gen = self.insts[i].link.borrow().gen;
+        let ev = self.ev.clone();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(delay).await;
+            let r = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                let conn = client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await?;
+                let pubsub = client.get_async_pubsub().await?;
+                Ok::<_, redis::RedisError>((conn, pubsub))
+            })
+            .await;
+            let _ = ev.send(match r {
+                Ok(Ok((conn, pubsub))) => Ev::Up {
+                    i,
+                    gen,
+                    conn,
+                    pubsub,
+                },
+                Ok(Err(e)) => Ev::ConnectFailed {
+                    i,
+                    gen,
+                    why: e.to_string(),
+                },
+                Err(_) => Ev::ConnectFailed {
+                    i,
+                    gen,
+                    why: "connect timed out".into(),
+                },
+            });
+        });
+    }
+
+    /// Exponential backoff with full jitter: uniform in [0, min(max, base·2^attempt)].
+    fn backoff(&mut self, attempt: u32) -> Duration {
+        let cap = BACKOFF_BASE
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(BACKOFF_MAX);
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let ms = cap.as_millis() as u64;
+        Duration::from_millis(self.rng % (ms + 1)).max(Duration::from_millis(10))
+    }
+
+    fn event(&mut self, e: Ev) {
+        match e {
+            Ev::Up {
+                i,
+                gen,
+                conn,
+                pubsub,
+            } => self.up(i, gen, conn, pubsub),
+            Ev::ConnectFailed { i, gen, why } => {
+                if self.insts[i].link.borrow().gen != gen {
+                    return;
+                }
+                ClusterStats::add(&self.shared.stats.redis_errors, 1);
+                let attempt = self.insts[i].attempt;
+                if attempt.is_multiple_of(10) {
+                    tracing::warn!(url = %redact(&self.setup.urls[i]), error = %why, attempt, "cluster: cannot connect to Redis; retrying");
+                }
+                self.set_reason(i, &why);
+                self.insts[i].attempt += 1;
+                let d = self.backoff(attempt);
+                self.connect(i, d);
+            }
+            Ev::Down { i, gen, why } => self.down(i, gen, &why),
+            Ev::Msg(msg) => self.message(&msg),
+            Ev::SubDone { key, sgen } => {
+                let Some(sub) = self.subs.get_mut(&key) else {
+                    return;
+                };
+                if sub.sgen != sgen {
+                    return;
+                }
+                sub.pending = sub.pending.saturating_sub(1);
+                if sub.pending == 0 {
+                    let waiters = std::mem::take(&mut sub.waiters);
+                    self.ack_all(waiters);
+                }
+            }
+        }
+    }
+
+    fn set_reason(&self, i: usize, why: &str) {
+        if let Ok(mut r) = self.shared.reasons.lock() {
+            r[i] = why.to_string();
+        }
+    }
+
+    fn up(&mut self, i: usize, gen: u64, conn: MultiplexedConnection, pubsub: PubSub) {
+        let new_gen = {
+            let mut l = self.insts[i].link.borrow_mut();
+            if l.gen != gen {
+                return;
+            }
+            l.gen += 1;
+            l.conn = Some(conn);
+            l.gen
+        };
+        let (sink, mut stream) = pubsub.split();
+        let ev = self.ev.clone();
+        let reader = tokio::task::spawn_local(async move {
+            while let Some(msg) = stream.next().await {
+                if ev.send(Ev::Msg(msg)).is_err() {
+                    return;
+                }
+            }
+            let _ = ev.send(Ev::Down {
+                i,
+                gen: new_gen,
+                why: "subscriber connection closed".into(),
+            });
+        });
+        let inst = &mut self.insts[i];
+        inst.sink = Some(sink);
+        inst.reader = Some(reader);
+        inst.attempt = 0;
+        let url = redact(&self.setup.urls[i]);
+        if inst.ever_up {
+            ClusterStats::add(&self.shared.stats.reconnects, 1);
+            tracing::info!(url = %url, "cluster: reconnected to Redis; restoring subscriptions");
+        } else {
+            tracing::info!(url = %url, node = %self.setup.node, "cluster: connected to Redis");
+        }
+        inst.ever_up = true;
+        self.set_reason(i, "");
+        self.shared.up[i].store(true, Ordering::Relaxed);
+        let all = self.shared.up.iter().all(|u| u.load(Ordering::Relaxed));
+        self.shared
+            .stats
+            .connected
+            .store(u64::from(all), Ordering::Relaxed);
+        if i == 0 {
+            let ctl = format!("{}:ctl", self.setup.prefix);
+            self.spawn_subscribe(0, ctl, false, None);
+            self.register();
+        }
+        let keys: Vec<Arc<str>> = self.subs.keys().cloned().collect();
+        for key in keys {
+            if self.targets(&key).contains(&i) {
+                let sgen = self.subs[&key].sgen;
+                if self.issue(i, &key, true, Some(sgen)) {
+                    if let Some(s) = self.subs.get_mut(&key) {
+                        s.pending += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn down(&mut self, i: usize, gen: u64, why: &str) {
+        {
+            let mut l = self.insts[i].link.borrow_mut();
+            if l.gen != gen {
+                return;
+            }
+            l.gen += 1;
+            l.conn = None;
+        }
+        let inst = &mut self.insts[i];
+        inst.sink = None;
+        if let Some(r) = inst.reader.take() {
+            r.abort();
+        }
+        self.shared.up[i].store(false, Ordering::Relaxed);
+        self.shared.stats.connected.store(0, Ordering::Relaxed);
+        ClusterStats::add(&self.shared.stats.redis_errors, 1);
+        tracing::warn!(url = %redact(&self.setup.urls[i]), error = %why, "cluster: lost Redis; serving local traffic only until it is back");
+        self.set_reason(i, why);
+        let d = self.backoff(0);
+        self.insts[i].attempt = 1;
+        self.connect(i, d);
+    }
+
+    /// The instances a pattern is subscribed on: every one for a wildcard, the owner for a
+    /// topic.
+    fn targets(&self, key: &str) -> Vec<usize> {
+        if key.ends_with('*') {
+            (0..self.n()).collect()
+        } else {
+            vec![instance_for(key, self.n())]
+        }
+    }
+
+    /// The Redis channel (exact topic) or glob (wildcard) of a pattern.
+    fn redis_name(&self, key: &str) -> (String, bool) {
+        match key.strip_suffix('*') {
+            Some(prefix) => (
+                format!("{}*", glob_escape(&channel(&self.setup.prefix, prefix))),
+                true,
+            ),
+            None => (channel(&self.setup.prefix, key), false),
+        }
+    }
+
+    /// Subscribes (`add`) or unsubscribes `key` on instance `i`; with `sgen`, reports the
+    /// confirmation as `SubDone`. False when the instance is down.
+    fn issue(&mut self, i: usize, key: &Arc<str>, add: bool, sgen: Option<u64>) -> bool {
+        let (name, glob) = self.redis_name(key);
+        if add {
+            let done = sgen.map(|s| (key.clone(), s));
+            self.spawn_subscribe(i, name, glob, done)
+        } else {
+            let Some(mut sink) = self.insts[i].sink.clone() else {
+                return false;
+            };
+            tokio::task::spawn_local(async move {
+                let r = if glob {
+                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.punsubscribe(name)).await
+                } else {
+                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(name)).await
+                };
+                if !matches!(r, Ok(Ok(()))) {
+                    tracing::debug!("cluster: unsubscribe not confirmed");
+                }
+            });
+            true
+        }
+    }
+
+    fn spawn_subscribe(
+        &mut self,
+        i: usize,
+        name: String,
+        glob: bool,
+        done: Option<(Arc<str>, u64)>,
+    ) -> bool {
+        let Some(mut sink) = self.insts[i].sink.clone() else {
+            return false;
+        };
+        let ev = self.ev.clone();
+        let shared = self.shared.clone();
+        tokio::task::spawn_local(async move {
+            let r = if glob {
+                tokio::time::timeout(RESPONSE_TIMEOUT, sink.psubscribe(&name)).await
+            } else {
+                tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&name)).await
+            };
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    ClusterStats::add(&shared.stats.redis_errors, 1);
+                    tracing::warn!(channel = %name, error = %e, "cluster: Redis subscribe failed");
+                }
+                Err(_) => {
+                    ClusterStats::add(&shared.stats.redis_errors, 1);
+                    tracing::warn!(channel = %name, "cluster: Redis subscribe not confirmed in time");
+                }
+            }
+            if let Some((key, sgen)) = done {
+                let _ = ev.send(Ev::SubDone { key, sgen });
+            }
+        });
+        true
+    }
+
+    fn ack_all(&self, waiters: Vec<(usize, u64)>) {
+        for (shard, token) in waiters {
+            if let Some(inbox) = self.hub.inboxes.get(shard) {
+                inbox.push(ShardMsg::InterestAck(token));
+            }
+        }
+    }
+
+    fn command(&mut self, c: Cmd) {
+        match c {
+            Cmd::Interest {
+                pattern,
+                shard,
+                add,
+                ack,
+            } => self.interest_change(pattern, shard, add, ack),
+            Cmd::Control(op) => self.send_control(&op),
+            Cmd::Nodes(tx) => self.nodes(tx),
+            Cmd::Stop => {}
+        }
+    }
+
+    fn interest_change(&mut self, pattern: Arc<str>, shard: usize, add: bool, ack: Option<u64>) {
+        let bit = 1u64 << shard.min(63);
+        let Ok(p) = Pattern::parse(&pattern) else {
+            self.ack_all(ack.map(|t| (shard, t)).into_iter().collect());
+            return;
+        };
+        if add {
+            self.interest.add(p, shard);
+            let next = &mut self.next_sgen;
+            let sub = self.subs.entry(pattern.clone()).or_insert_with(|| {
+                *next += 1;
+                Sub {
+                    mask: 0,
+                    sgen: *next,
+                    pending: 0,
+                    waiters: Vec::new(),
+                }
+            });
+            let fresh = sub.mask == 0;
+            sub.mask |= bit;
+            sub.waiters.extend(ack.map(|t| (shard, t)));
+            let sgen = sub.sgen;
+            if fresh {
+                for i in self.targets(&pattern) {
+                    if self.issue(i, &pattern, true, Some(sgen)) {
+                        if let Some(s) = self.subs.get_mut(&pattern) {
+                            s.pending += 1;
+                        }
+                    }
+                }
+            }
+            if let Some(s) = self.subs.get_mut(&pattern) {
+                if s.pending == 0 {
+                    let w = std::mem::take(&mut s.waiters);
+                    self.ack_all(w);
+                }
+            }
+        } else {
+            self.interest.remove(p, shard);
+            let Some(sub) = self.subs.get_mut(&pattern) else {
+                return;
+            };
+            sub.mask &= !bit;
+            if sub.mask != 0 {
+                return;
+            }
+            if let Some(sub) = self.subs.remove(&pattern) {
+                self.ack_all(sub.waiters);
+            }
+            for i in self.targets(&pattern) {
+                self.issue(i, &pattern, false, None);
+            }
+        }
+    }
+}
