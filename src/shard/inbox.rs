@@ -57,6 +57,8 @@ pub(crate) enum ApiOp {
     Disconnect(Arc<str>),
     /// List local users and their connection counts.
     Online,
+    /// List the patterns with local subscribers and their counts.
+    Topics,
     /// Deliver a stored publication (topic with history) and reply with the count.
     Stored(StoredPub),
     /// Write a durable message to the user's local connections; reply with the count.
@@ -105,8 +107,13 @@ pub(crate) enum ApiReply {
     /// Users with their connection counts, and anonymous connections.
     Online(Vec<(Arc<str>, usize)>, usize),
     /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
-    Presence(Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>),
+    Presence(PresenceList),
+    /// Patterns (topics or `prefix*`) with their local subscriber counts.
+    Topics(Vec<(String, usize)>),
 }
+
+/// Presence entries of one shard: connection, user, `on_connect` metadata.
+pub(crate) type PresenceList = Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>;
 
 /// A validated `send` request.
 #[derive(Debug)]

@@ -391,7 +391,7 @@ impl ShardState {
     pub(super) fn presence(
         &self,
         topic: &str,
-    ) -> Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)> {
+    ) -> super::inbox::PresenceList {
         let Ok(p) = Pattern::parse(topic) else {
             return Vec::new();
         };

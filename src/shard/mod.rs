@@ -24,6 +24,7 @@ use crate::ConnId;
 
 mod conn;
 mod dispatch;
+pub(crate) mod events;
 pub(crate) mod inbox;
 mod messaging;
 mod output;

@@ -77,6 +77,8 @@ pub(crate) struct HubShared {
     /// This node's name in client ids.
     pub(crate) node: Arc<str>,
     pub(crate) hooks: Hooks,
+    /// Recent errors, cuts and disconnects for the admin dashboard.
+    pub(crate) events: super::events::RecentEvents,
 }
 
 impl HubShared {
@@ -188,6 +190,7 @@ impl HubShared {
             store: None,
             node: "bench".into(),
             hooks: Hooks::default(),
+            events: Default::default(),
         }
     }
 }
