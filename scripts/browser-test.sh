@@ -8,10 +8,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=${RINGHUB_BIN:-target/release/ringhub}
-LOADTEST=${RINGHUB_LOADTEST:-target/release/ringhub-loadtest}
-[[ -x $BIN ]] || cargo build --release --bin ringhub -p ringhub -q
-[[ -x $LOADTEST ]] || cargo build --release -p ringhub-loadtest -q
+# The pages are embedded at compile time: build (a no-op when up to date) unless told a binary.
+target=${CARGO_TARGET_DIR:-target}
+[[ -n ${RINGHUB_BIN:-} ]] || cargo build --release --bin ringhub -p ringhub -q
+[[ -n ${RINGHUB_LOADTEST:-} ]] || cargo build --release -p ringhub-loadtest -q
+BIN=${RINGHUB_BIN:-$target/release/ringhub}
+LOADTEST=${RINGHUB_LOADTEST:-$target/release/ringhub-loadtest}
 
 if [[ ! -x ${CHROMIUM:-/usr/bin/chromium} ]]; then
   sudo=""

@@ -55,13 +55,15 @@ function signedIn() {
   if (!timer) poll()
 }
 
-function makeChart(el, shards, title) {
+// `floor`: the least top of the y axis, so that noise (the dashboard's own API calls count as
+// messages out) stays near the bottom instead of filling the chart.
+function makeChart(el, shards, floor) {
   const opts = {
     width: Math.max(300, el.clientWidth),
     height: 220,
-    title,
     legend: { show: true },
-    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+    axes: [{}, { size: 70 }],
+    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(floor, max * 1.1)] } },
     series: [{}, ...Array.from({ length: shards }, (_, i) => ({ label: 'shard ' + i, stroke: COLORS[i % COLORS.length], width: 2 }))],
   }
   return new uPlot(opts, [[], ...Array.from({ length: shards }, () => [])], el)
@@ -81,8 +83,8 @@ function record(stats) {
     series.rate = []
     charts = {
       shards: shards.length,
-      conns: makeChart($('chart-conns'), shards.length),
-      rate: makeChart($('chart-rate'), shards.length),
+      conns: makeChart($('chart-conns'), shards.length, 10),
+      rate: makeChart($('chart-rate'), shards.length, 100),
     }
   }
   const dt = prev ? (now - prev.at) / 1000 : 0
