@@ -62,7 +62,7 @@ impl Response {
 /// Serves one API request; the shard read its body (`Content-Length` bytes) already.
 pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> Response {
     let method = head.method.as_str();
-    if hub.config.ui && crate::http::ui::is_ui_path(&head.path) {
+    if crate::http::ui::serves(&hub.config, &head.path) {
         return crate::http::ui::serve(head);
     }
     match (method, head.path.as_str()) {

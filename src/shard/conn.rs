@@ -369,7 +369,7 @@ impl ShardState {
     fn try_route(&mut self, id: ConnId, head: RequestHead) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let cfg = &hub.config;
-        if is_api_path(&head.path) || (cfg.ui && crate::http::ui::is_ui_path(&head.path)) {
+        if is_api_path(&head.path) || crate::http::ui::serves(cfg, &head.path) {
             let need = body_len(&head, cfg.max_message_size)?;
             let Some(c) = self.conn_mut(id) else {
                 return Ok(());

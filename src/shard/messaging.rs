@@ -388,10 +388,7 @@ impl ShardState {
     }
 
     /// Local connections subscribed to exactly `topic`.
-    pub(super) fn presence(
-        &self,
-        topic: &str,
-    ) -> super::inbox::PresenceList {
+    pub(super) fn presence(&self, topic: &str) -> super::inbox::PresenceList {
         let Ok(p) = Pattern::parse(topic) else {
             return Vec::new();
         };

@@ -268,6 +268,8 @@ test('admin: the dashboard follows the server under load', async () => {
     )
     // The chart moved: its lines climbed into the top half of the plot, where they were not.
     await page.waitForFunction(CHART_HIGH + ' >= 20', null, WAIT)
+    const shown = await page.evaluate(() => Number(document.querySelector('#chart-rate').dataset.points))
+    await page.waitForFunction((n) => Number(document.querySelector('#chart-rate').dataset.points) >= n, shown + 3, WAIT)
     const high = await page.evaluate(CHART_HIGH)
     assert.ok(high >= 20 && idleHigh <= 5, `chart columns in the top half: ${idleHigh} idle, ${high} under load`)
     await page.screenshot({ path: `${OUT}/admin-${IO}.png`, fullPage: true })
@@ -283,6 +285,14 @@ test('admin: the dashboard follows the server under load', async () => {
     await page.waitForFunction(() => /delivered to 1, offset \d+/.test(document.querySelector('#pub-result').textContent), null, WAIT)
     await chat.page.waitForFunction(
       () => [...document.querySelectorAll('#messages .text')].some((e) => e.textContent === 'from the dashboard'),
+      null,
+      WAIT,
+    )
+
+    // An error reply shows in the recent events.
+    await chat.page.evaluate(() => window.ringhubChat.client.publish('bad*topic', 'x').catch(() => {}))
+    await page.waitForFunction(
+      () => [...document.querySelectorAll('#events li')].some((li) => li.textContent.includes('bad_request')),
       null,
       WAIT,
     )
