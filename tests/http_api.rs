@@ -261,3 +261,93 @@ fn sse_topic_cap(io: ringhub::IoMode) {
 }
 
 per_shell!(fn sse_topic_cap);
+
+/// The whole response (head and body) to one GET with extra header lines.
+fn get_raw(addr: SocketAddr, path: &str, headers: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(GUARD)).unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:9\r\n{headers}\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The built-in pages: embedded, with types, caching and a same-origin policy; the admin
+/// endpoints behind them (`topics`, `events`); `[ui] enabled = false` turns them into 404s.
+async fn ui_pages(io: ringhub::IoMode) {
+    let Some(h) = start(builder(io).api_key("k3y").pubsub()) else {
+        return;
+    };
+    let a = h.local_addr();
+    let page = get_raw(a, "/", "");
+    assert!(page.starts_with("HTTP/1.1 200 "), "{page}");
+    assert!(page.contains("Content-Type: text/html; charset=utf-8\r\n"));
+    assert!(page.contains("Cache-Control: no-cache\r\n"));
+    assert!(page.contains(
+        "Content-Security-Policy: default-src 'none'; script-src 'self'; style-src 'self'"
+    ));
+    assert!(page.contains("connect-src 'self' ws://127.0.0.1:9 wss://127.0.0.1:9;"));
+    assert!(page.contains("/assets/chat.js"));
+    let admin = get_raw(a, "/admin", "");
+    assert!(admin.starts_with("HTTP/1.1 200 ") && admin.contains("/assets/admin.js"));
+    let js = get_raw(a, "/assets/ringhub-client.js", "");
+    assert!(js.contains("Content-Type: text/javascript; charset=utf-8\r\n"));
+    let body = js.split_once("\r\n\r\n").unwrap().1;
+    assert_eq!(body, include_str!("../clients/js/src/index.js"));
+    let etag = js
+        .lines()
+        .find_map(|l| l.strip_prefix("ETag: "))
+        .expect("an ETag")
+        .to_string();
+    let again = get_raw(
+        a,
+        "/assets/ringhub-client.js",
+        &format!("If-None-Match: {etag}\r\n"),
+    );
+    assert!(again.starts_with("HTTP/1.1 304 "), "{again}");
+    assert!(get_raw(a, "/assets/uPlot.iife.min.js", "").starts_with("HTTP/1.1 200 "));
+    assert!(get_raw(a, "/assets/nope.js", "").starts_with("HTTP/1.1 404 "));
+    assert_eq!(http(a, "POST", "/", None, None).0, 405);
+
+    // Topics with their subscriber counts, summed over shards; recent events.
+    let mut s1 = connect(&h, "/ws").await;
+    let mut s2 = connect(&h, "/ws").await;
+    subscribe(&mut s1, "room:1", 1).await;
+    subscribe(&mut s2, "room:1", 1).await;
+    subscribe(&mut s2, "room:*", 2).await;
+    let (st, v) = json_body(http(a, "GET", "/api/v1/topics", Some("k3y"), None));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v["data"]["topics"],
+        json!([{"topic": "room:*", "subscribers": 1}, {"topic": "room:1", "subscribers": 2}])
+    );
+    assert_eq!(http(a, "GET", "/api/v1/topics", None, None).0, 401);
+    send(&mut s1, json!({"event": "x", "topic": "a*b", "id": 9})).await;
+    assert_eq!(recv(&mut s1).await["event"], "error");
+    let (st, v) = json_body(http(a, "GET", "/api/v1/events", Some("k3y"), None));
+    assert_eq!(st, 200, "{v}");
+    let events = v["data"]["events"].as_array().unwrap();
+    let last = events.last().expect("the error is recorded");
+    assert_eq!(last["kind"], "error");
+    assert!(last["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("bad_request: "));
+    assert!(last["client"].as_str().unwrap().contains('.'));
+    drop((s1, s2));
+    h.shutdown();
+    h.join();
+
+    let Some(h) = start(builder(io).ui(false).pubsub()) else {
+        return;
+    };
+    for path in ["/", "/admin", "/assets/ringhub-client.js"] {
+        let r = get_raw(h.local_addr(), path, "");
+        assert!(r.starts_with("HTTP/1.1 404 "), "{path}: {r}");
+    }
+    h.shutdown();
+    h.join();
+}
+
+per_shell!(async fn ui_pages);

@@ -23,8 +23,10 @@ use crate::shard::shared::HubShared;
 /// An HTTP response.
 pub(crate) struct Response {
     pub status: u16,
-    content_type: &'static str,
-    body: Vec<u8>,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Vec<u8>,
+    /// Further header lines, each ending in `\r\n`.
+    pub(crate) headers: String,
 }
 
 impl Response {
@@ -39,16 +41,18 @@ impl Response {
             status,
             content_type: "application/json",
             body: v.to_string().into_bytes(),
+            headers: String::new(),
         }
     }
     /// Serialises status line, headers and body.
     pub(crate) fn into_bytes(self) -> Vec<u8> {
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
             self.status,
             crate::proto::handshake::reason(self.status),
             self.content_type,
-            self.body.len()
+            self.body.len(),
+            self.headers
         )
         .into_bytes();
         out.extend_from_slice(&self.body);
@@ -56,10 +60,12 @@ impl Response {
     }
 }
 
-/// Whether this path is served by [`handle`].
 /// Serves one API request; the shard read its body (`Content-Length` bytes) already.
 pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> Response {
     let method = head.method.as_str();
+    if crate::http::ui::serves(&hub.config, &head.path) {
+        return crate::http::ui::serve(head);
+    }
     match (method, head.path.as_str()) {
         ("GET", "/healthz") => return Response::ok(json!("ok")),
         ("GET", "/readyz") if hub.is_stopping() => return Response::err(503, "shutting down"),
@@ -79,6 +85,7 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
                     hub.broker.stats(),
                 )
                 .into_bytes(),
+                headers: String::new(),
             }
         }
         (_, "/healthz" | "/readyz" | "/metrics") => return Response::err(405, "use GET"),
@@ -127,6 +134,8 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
                 .fold(crate::StatsSnapshot::default(), |a, b| a + *b);
             Response::ok(json!({"total": total, "shards": shards}))
         }
+        "/api/v1/topics" => respond(topics(hub).await),
+        "/api/v1/events" => Response::ok(hub.events.to_json()),
         "/api/v1/inbox" => respond(messaging::inbox_endpoint(hub, head.query.as_deref()).await),
         "/api/v1/nodes" => respond(nodes(hub).await),
         "/api/v1/batch" => respond(batch(hub, &body).await),
@@ -140,6 +149,8 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("/api/v1/stats", "GET"),
     ("/api/v1/inbox", "GET"),
     ("/api/v1/nodes", "GET"),
+    ("/api/v1/topics", "GET"),
+    ("/api/v1/events", "GET"),
     ("/api/v1/publish", "POST"),
     ("/api/v1/send", "POST"),
     ("/api/v1/broadcast", "POST"),
@@ -427,4 +438,24 @@ async fn nodes(hub: &HubShared) -> Result<Value, ApiError> {
         Ok(Ok(Err(e))) => Err(ApiError::new(503, format!("cluster: {e}"))),
         _ => Err(ApiError::new(503, "cluster: no answer")),
     }
+}
+
+/// `GET /api/v1/topics`: every pattern with subscribers, summed over the shards, by pattern.
+async fn topics(hub: &HubShared) -> Result<Value, ApiError> {
+    let replies = scatter(hub, || ApiOp::Topics)
+        .await
+        .map_err(|r| ApiError::new(r.status, "shards did not answer"))?;
+    let mut all: std::collections::BTreeMap<String, usize> = Default::default();
+    for r in replies {
+        if let ApiReply::Topics(list) = r {
+            for (p, n) in list {
+                *all.entry(p).or_default() += n;
+            }
+        }
+    }
+    let list: Vec<Value> = all
+        .into_iter()
+        .map(|(t, n)| json!({"topic": t, "subscribers": n}))
+        .collect();
+    Ok(json!({ "topics": list }))
 }

@@ -1,5 +1,7 @@
-//! The HTTP side on the WebSocket port: the publishing API, health and readiness, metrics.
+//! The HTTP side on the WebSocket port: the publishing API, health and readiness, metrics, and
+//! the built-in web pages (chat demo, admin dashboard).
 
 pub(crate) mod api;
 pub(crate) mod messaging;
 pub(crate) mod metrics;
+pub(crate) mod ui;

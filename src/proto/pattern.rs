@@ -224,6 +224,15 @@ impl<V> PatternMap<V> {
         }
     }
 
+    /// Every pattern with its value, in no particular order: `(pattern text, value)`, a
+    /// prefix pattern written with its trailing `*`.
+    pub fn iter(&self) -> impl Iterator<Item = (String, &V)> + '_ {
+        let text = |k: &[u8]| String::from_utf8_lossy(k).into_owned();
+        let exact = self.exact.iter().map(move |(k, v)| (text(k), v));
+        let prefix = self.prefix.iter().map(move |(k, v)| (text(k) + "*", v));
+        exact.chain(prefix)
+    }
+
     /// The best match for `topic`: the exact pattern, else the longest matching prefix.
     #[inline]
     pub fn best_match(&self, topic: &str) -> Option<&V> {

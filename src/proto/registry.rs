@@ -92,6 +92,12 @@ impl Registry {
         self.subs.get(pattern).map_or(0, IndexSet::len)
     }
 
+    /// Every pattern with local subscribers and their number (for the admin API; not on the
+    /// delivery path).
+    pub fn iter(&self) -> impl Iterator<Item = (String, usize)> + '_ {
+        self.subs.iter().map(|(p, set)| (p, set.len()))
+    }
+
     /// Number of patterns with at least one local subscriber.
     pub fn pattern_count(&self) -> usize {
         self.subs.len()

@@ -53,6 +53,11 @@ impl Builder {
         self.config = config;
         self
     }
+    /// Serve the chat demo at `/` and the admin dashboard at `/admin` (default true).
+    pub fn ui(mut self, enabled: bool) -> Self {
+        self.config.ui = enabled;
+        self
+    }
     /// Address to listen on.
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.config.listen = addr;
@@ -286,6 +291,7 @@ impl Server {
             store: Some(store_tx),
             node,
             hooks: self.hooks,
+            events: Default::default(),
             config: self.config,
         });
         hub.broker.start(hub.clone())?;

@@ -8,6 +8,7 @@ use std::os::fd::RawFd;
 
 use bytes::Bytes;
 
+use super::events::EventKind;
 use super::{flag, ConnEntry, ConnKind, Phase, ShardState};
 use crate::policy::guard::Admitted;
 use crate::proto::envelope;
@@ -328,6 +329,11 @@ impl ShardState {
     fn fail(&mut self, id: ConnId, (code, reason): Fail, used: usize) -> usize {
         ShardStats::add(&self.stats().protocol_errors, 1);
         tracing::debug!(conn = %id, code, reason, "protocol error");
+        self.note(
+            id,
+            EventKind::ProtocolError,
+            &format!("closed with {code}: {reason}"),
+        );
         self.close(id, code, reason);
         if let Some(c) = self.conn_mut(id) {
             c.phase = Phase::Discard;
@@ -363,7 +369,7 @@ impl ShardState {
     fn try_route(&mut self, id: ConnId, head: RequestHead) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let cfg = &hub.config;
-        if is_api_path(&head.path) {
+        if is_api_path(&head.path) || crate::http::ui::serves(cfg, &head.path) {
             let need = body_len(&head, cfg.max_message_size)?;
             let Some(c) = self.conn_mut(id) else {
                 return Ok(());

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::events::EventKind;
 use super::inbox::{Action, ApiOp, ApiReply, CLOSE_DISCONNECTED};
 use super::shared::Job;
 use super::ShardState;
@@ -75,6 +76,7 @@ impl ShardState {
                 let ids = self.users.get(&user).cloned().unwrap_or_default();
                 for id in &ids {
                     self.close(*id, CLOSE_DISCONNECTED, "disconnected by server");
+                    self.note(*id, EventKind::Disconnected, "closed with 4000 by the API");
                 }
                 ApiReply::Count(ids.len())
             }
@@ -92,6 +94,7 @@ impl ShardState {
                     .count();
                 ApiReply::Online(list, counted - named)
             }
+            ApiOp::Topics => ApiReply::Topics(self.registry.iter().collect()),
         }
     }
 
@@ -105,6 +108,7 @@ impl ShardState {
     ) {
         self.hub.stats[self.index].error(code);
         tracing::debug!(conn = %id, ?code, msg, "error reply");
+        self.note(id, EventKind::Error, &format!("{}: {msg}", code.as_str()));
         self.enqueue(id, envelope::error(req, topic, code, msg));
     }
 

@@ -58,6 +58,8 @@ pub(crate) enum ApiOp {
     Disconnect(Arc<str>),
     /// List local users and their connection counts.
     Online,
+    /// List the patterns with local subscribers and their counts.
+    Topics,
     /// Deliver a stored publication (topic with history) and reply with the count.
     Stored(StoredPub),
     /// Write a durable message to the user's local connections; reply with the count.
@@ -98,9 +100,6 @@ pub(crate) struct StoredPub {
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
 pub const CLOSE_DISCONNECTED: u16 = 4000;
 
-/// A presence entry: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
-pub(crate) type PresenceRow = (ConnId, Option<Arc<str>>, Option<Arc<str>>);
-
 /// What one shard answers.
 #[derive(Debug)]
 pub(crate) enum ApiReply {
@@ -109,8 +108,14 @@ pub(crate) enum ApiReply {
     /// Users with their connection counts, and anonymous connections.
     Online(Vec<(Arc<str>, usize)>, usize),
     /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
-    Presence(Vec<PresenceRow>),
+    Presence(PresenceList),
+    /// Patterns (topics or `prefix*`) with their local subscriber counts.
+    Topics(Vec<(String, usize)>),
 }
+
+/// Presence entries of one shard: connection, user (`None` if anonymous), `on_connect`
+/// metadata (JSON).
+pub(crate) type PresenceList = Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>;
 
 /// A validated `send` request.
 #[derive(Debug)]

@@ -399,7 +399,7 @@ impl ShardState {
     }
 
     /// Local connections subscribed to exactly `topic`.
-    pub(super) fn presence(&self, topic: &str) -> Vec<super::inbox::PresenceRow> {
+    pub(super) fn presence(&self, topic: &str) -> super::inbox::PresenceList {
         let Ok(p) = Pattern::parse(topic) else {
             return Vec::new();
         };

@@ -26,6 +26,7 @@ use crate::ConnId;
 mod adopt;
 mod conn;
 mod dispatch;
+pub(crate) mod events;
 pub(crate) mod inbox;
 mod messaging;
 mod output;

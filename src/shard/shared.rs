@@ -81,6 +81,8 @@ pub(crate) struct HubShared {
     pub(crate) broker: Arc<dyn crate::cluster::Broker>,
     /// `broker.clustered()`, read on every publication.
     pub(crate) clustered: bool,
+    /// Recent errors, cuts and disconnects for the admin dashboard.
+    pub(crate) events: super::events::RecentEvents,
 }
 
 impl HubShared {
@@ -195,6 +197,7 @@ impl HubShared {
             hooks: Hooks::default(),
             broker: Arc::new(crate::cluster::local::LocalBroker),
             clustered: false,
+            events: Default::default(),
         }
     }
 }

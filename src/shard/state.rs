@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::events::EventKind;
 use super::inbox::ShardMsg;
 use super::{flag, ConnEntry, Frame, PendingInterest, ShardState};
 use crate::proto::envelope;
@@ -49,6 +50,20 @@ impl ShardState {
             .slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.close(id, 1008, "slow consumer");
+        self.note(
+            id,
+            EventKind::SlowConsumer,
+            "outbound queue full: closed with 1008",
+        );
+    }
+
+    /// Records a notable event about `id` for the admin dashboard (never on delivery).
+    pub(super) fn note(&mut self, id: ConnId, kind: EventKind, detail: &str) {
+        let user = self.conn_mut(id).and_then(|c| c.user.clone());
+        let client = self.hub.client_id(id);
+        self.hub
+            .events
+            .record(kind, client, user.as_deref(), detail);
     }
 
     pub(super) fn close(&mut self, id: ConnId, code: u16, reason: &str) {

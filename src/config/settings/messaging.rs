@@ -35,6 +35,19 @@ pub fn default_store() -> StoreConfig {
     }
 }
 
+/// The server binary's `[[topics]]` when none is configured: the namespace the built-in chat
+/// demo (`GET /`) needs — `chat:*` with 100 publications of history, presence and join/leave.
+/// Any `[[topics]]` entry in the file (or `RINGHUB_TOPICS`, `""` for none) replaces it.
+pub fn default_topics() -> Vec<Namespace> {
+    vec![Namespace {
+        pattern: "chat:*".into(),
+        history_size: 100,
+        presence: true,
+        join_leave: true,
+        ..Namespace::default()
+    }]
+}
+
 /// Longest `node` name.
 const MAX_NODE_LEN: usize = 64;
 

@@ -35,7 +35,7 @@ use thiserror::Error;
 use crate::config::{ClusterConfig, Config, InboxConfig, IoMode, Namespace, StoreConfig};
 
 pub use keys::{Key, KEYS};
-pub use messaging::{default_store, UiSettings};
+pub use messaging::{default_store, default_topics, UiSettings};
 pub use sections::{
     default_max_connections, fd_reserve, fd_soft_limit, max_connections_for_fd_limit, ApiSettings,
     AuthSettings, LimitSettings, LogFormat, PermissionSettings, Secret, SecuritySettings,
@@ -142,7 +142,8 @@ pub struct Settings {
     pub tls: TlsSettings,
     /// This node's name in client ids (`node`); empty = a random one at start.
     pub node: String,
-    /// `[[topics]]`: history, presence and join/leave per topic pattern.
+    /// `[[topics]]`: history, presence and join/leave per topic pattern (default
+    /// [`default_topics`]: `chat:*` for the chat demo, unlike the library's none).
     pub topics: Vec<Namespace>,
     /// `[store]` (default [`default_store`]: redb, unlike the library's in-memory default).
     pub store: StoreConfig,
@@ -182,7 +183,7 @@ impl Default for Settings {
             limits: l,
             tls: TlsSettings::default(),
             node: c.node,
-            topics: c.topics,
+            topics: default_topics(),
             store: default_store(),
             inbox: c.inbox,
             cluster: c.cluster,

@@ -77,7 +77,27 @@ fn binary_defaults_to_redb_and_the_library_to_memory() {
     assert_eq!(s.store.path, PathBuf::from("./ringhub-data"));
     assert_eq!(Config::default().store.backend, StoreBackend::Memory);
     let c = s.engine_config();
-    assert!(c.topics.is_empty() && c.node.is_empty() && c.ui);
+    assert!(c.node.is_empty() && c.ui);
+    // The chat demo's namespace, and nothing else, unless [[topics]] are configured.
+    assert_eq!(c.topics, default_topics());
+    let chat = &c.topics[0];
+    assert_eq!(chat.pattern, "chat:*");
+    assert_eq!(
+        (chat.history_size, chat.presence, chat.join_leave),
+        (100, true, true)
+    );
+    assert!(Config::default().topics.is_empty());
+    assert!(s.to_string().contains(
+        "topics = [\n  { pattern = \"chat:*\", history_size = 100, history_ttl = \"0s\", presence = true, join_leave = true },\n]"
+    ));
+    let mut own = Settings::default();
+    own.merge_toml("[[topics]]\npattern = \"news\"\nhistory_size = 5", "f.toml")
+        .expect("valid");
+    assert_eq!(own.topics.len(), 1);
+    assert_eq!(own.topics[0].pattern, "news");
+    let mut none = Settings::default();
+    none.apply_env([("RINGHUB_TOPICS", "")]).expect("valid");
+    assert!(none.topics.is_empty());
     assert_eq!(c.inbox, crate::config::InboxConfig::default());
     assert!(s.to_string().contains("\n[store]\nbackend = \"redb\"\n"));
 }
