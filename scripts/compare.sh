@@ -96,7 +96,7 @@ start_server() {
       # The peers have no limits: measure ringhub without its default rate limit and caps too.
       RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
         RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
-        "${pin[@]}" "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 1 --io "${name#ringhub-}" \
+        "${pin[@]}" "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 1 --io "${name#ringhub-}" --store memory \
         --echo-path /echo >"$OUT_DIR/$name.server.log" 2>&1 &
       ;;
     bun)

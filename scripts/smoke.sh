@@ -12,7 +12,7 @@ for io in uring epoll; do
   # Every client is 127.0.0.1 and publishers run closed-loop: turn the default per-IP cap and
   # message rate off explicitly (they would cut this load test, as intended in production).
   RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 \
-  timeout 120 ./target/release/ringhub --listen 127.0.0.1:$port --shards 2 --io "$io" --stats-interval 0s \
+  timeout 120 ./target/release/ringhub --listen 127.0.0.1:$port --shards 2 --io "$io" --stats-interval 0s --store memory \
     >"target/smoke-$io.log" 2>&1 &
   pid=$!
   rc=0

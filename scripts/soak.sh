@@ -80,7 +80,7 @@ start_server() {
   env RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 \
     RINGHUB_OUTBOUND_QUEUE="$QUEUE" RINGHUB_API_KEY="$API_KEY" "$@" \
     timeout -s INT $((DURATION + WARMUP + SETTLE + 300)) \
-    "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 2 --io "$IO" --stats-interval 0s \
+    "$BIN/ringhub" --listen "127.0.0.1:$port" --shards 2 --io "$IO" --stats-interval 0s --store memory \
     >"$OUT/server-$IO-$name.log" 2>&1 &
   local tpid=$! p=""
   PIDS+=("$tpid")

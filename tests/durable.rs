@@ -50,12 +50,14 @@ fn server_with(io: IoMode, cfg: InboxConfig) -> Option<(ServerHandle, Deliveries
             let _ = tx.lock().unwrap().send((c.id, c.status));
         })
         .pubsub();
-    let mut c = ringhub::Config::default();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.shards = 2;
-    c.io = io;
-    c.api_key = Some("k".into());
-    c.inbox = cfg;
+    let c = ringhub::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        shards: 2,
+        io,
+        api_key: Some("k".into()),
+        inbox: cfg,
+        ..ringhub::Config::default()
+    };
     b = b.config(c);
     start(b).map(|h| (h, rx))
 }

@@ -13,12 +13,21 @@ const LIMIT: u64 = 48;
 
 fn spawn(io: &str) -> (Child, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringhub"));
-    cmd.args(["--listen", "127.0.0.1:0", "--shards", "1", "--io", io])
-        .args(["--stats-interval", "0s"])
-        .env("RINGHUB_LIMITS_MAX_CONNECTIONS", "0")
-        .env("RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP", "0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--io",
+        io,
+        "--store",
+        "memory",
+    ])
+    .args(["--stats-interval", "0s"])
+    .env("RINGHUB_LIMITS_MAX_CONNECTIONS", "0")
+    .env("RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP", "0")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     // SAFETY: setrlimit is async-signal-safe; it runs in the child between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

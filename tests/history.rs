@@ -431,3 +431,39 @@ async fn rooms(io: IoMode) {
     h.join();
 }
 per_shell!(async fn rooms);
+
+async fn claim_topics_subscribe_at_connect(io: IoMode) {
+    const SECRET: &str = "claim-topics-secret-long-enough-for-hs256!";
+    let mut s = ringhub::settings::Settings::default();
+    s.set("auth.jwt_secret", SECRET, "test").unwrap();
+    s.validate().unwrap();
+    let guard = ringhub::guard::Guard::from_settings(&s).unwrap();
+    let Some(h) = start(builder(io).guard(guard).topic(ns("room:*", 0)).pubsub()) else {
+        return;
+    };
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "kim", "exp": exp, "topics": ["room:7", "room:8"]}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut a = connect(&h, &format!("/ws?token={token}")).await;
+    // Subscribed without asking: presence shows it, and publications arrive.
+    let list = h.presence("room:7").await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].user.as_deref(), Some("kim"));
+    h.publish("room:8", "hello", &1).unwrap();
+    let m = recv(&mut a).await;
+    assert_eq!(
+        (m["topic"].as_str(), m["event"].as_str()),
+        (Some("room:8"), Some("hello"))
+    );
+    h.shutdown();
+    h.join();
+}
+per_shell!(async fn claim_topics_subscribe_at_connect);

@@ -32,7 +32,13 @@ async fn oversize_closes_with_1009(io: ringhub::IoMode) {
 }
 
 async fn slow_consumer_closed_with_1008(io: ringhub::IoMode) {
-    let Some(h) = start(builder(io).outbound_queue(64 * 1024).pubsub()) else {
+    // The slow client reads nothing until the end: the close deadline must outlast the whole
+    // run (on a loaded machine it can take longer than the default 5 s), or the server cuts it.
+    let b = builder(io)
+        .outbound_queue(64 * 1024)
+        .close_timeout(Duration::from_secs(600))
+        .pubsub();
+    let Some(h) = start(b) else {
         return;
     };
     let mut slow = connect(&h, "/ws").await;

@@ -31,7 +31,10 @@ fn spawn(dir: &std::path::Path, io: &str) -> Node {
     cmd.args(["--listen", "127.0.0.1:0", "--shards", "2", "--io", io])
         .args(["--stats-interval", "0s", "--store", "redb", "--store-path"])
         .arg(dir)
-        .env("RINGHUB_TOPICS", r#"[{"pattern": "chat:*", "history_size": 100}]"#)
+        .env(
+            "RINGHUB_TOPICS",
+            r#"[{"pattern": "chat:*", "history_size": 100}]"#,
+        )
         .env("RINGHUB_AUTH_JWT_SECRET", SECRET)
         .env("RINGHUB_AUTH_ANONYMOUS", "true")
         .env("RINGHUB_API_KEY", "k")
@@ -106,7 +109,11 @@ async fn survives_kill_9(io: &str) {
     assert_eq!(st, 200, "{v}");
     // Publications a client saw.
     let mut a = ws(&node.addr, "").await;
-    send(&mut a, json!({"event": "subscribe", "topic": "chat:k", "id": 1})).await;
+    send(
+        &mut a,
+        json!({"event": "subscribe", "topic": "chat:k", "id": 1}),
+    )
+    .await;
     let epoch = recv(&mut a).await["data"]["epoch"].clone();
     for n in 1..=5 {
         send(&mut a, json!({"event": "m", "topic": "chat:k", "data": n})).await;

@@ -122,15 +122,22 @@ pub fn publication(topic: &str, event: &str, data: Option<&[u8]>) -> Bytes {
 
 /// Encodes `{"topic":T,"event":E,"data":D,"offset":O}`: a publication on a topic with history.
 pub fn stored_publication(topic: &str, event: &str, data: Option<&[u8]>, offset: u64) -> Bytes {
-    tail_frame(topic, event, data, offset, false)
+    tail_frame(topic, event, data, offset, None)
 }
 
-/// Encodes `{"topic":T,"event":E,"data":D,"offset":O,"ack":true}`: a durable user message.
-pub fn durable(topic: &str, event: &str, data: Option<&[u8]>, offset: u64) -> Bytes {
-    tail_frame(topic, event, data, offset, true)
+/// Encodes `{"topic":T,"event":E,"data":D,"offset":O,"epoch":X,"ack":true}`: a durable user
+/// message (`epoch` is the inbox store's: offsets restart when it changes).
+pub fn durable(topic: &str, event: &str, data: Option<&[u8]>, offset: u64, epoch: &str) -> Bytes {
+    tail_frame(topic, event, data, offset, Some(epoch))
 }
 
-fn tail_frame(topic: &str, event: &str, data: Option<&[u8]>, offset: u64, ack: bool) -> Bytes {
+fn tail_frame(
+    topic: &str,
+    event: &str,
+    data: Option<&[u8]>,
+    offset: u64,
+    ack_epoch: Option<&str>,
+) -> Bytes {
     let hint = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 64;
     let mut f = FrameBuilder::with_capacity(hint);
     let b = f.payload();
@@ -144,7 +151,9 @@ fn tail_frame(topic: &str, event: &str, data: Option<&[u8]>, offset: u64, ack: b
     }
     b.put_slice(b",\"offset\":");
     b.put_slice(itoa::Buffer::new().format(offset).as_bytes());
-    if ack {
+    if let Some(epoch) = ack_epoch {
+        b.put_slice(b",\"epoch\":");
+        put_json_str(b, epoch);
         b.put_slice(b",\"ack\":true");
     }
     b.put_u8(b'}');

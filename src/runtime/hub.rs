@@ -89,6 +89,11 @@ impl Builder {
         self.config.drain_delay = delay;
         self
     }
+    /// Time a closing connection gets to finish the close handshake before its socket is cut.
+    pub fn close_timeout(mut self, timeout: Duration) -> Self {
+        self.config.close_timeout = timeout;
+        self
+    }
     /// Ping interval and idle timeout.
     pub fn keepalive(mut self, ping_interval: Duration, idle_timeout: Duration) -> Self {
         self.config.ping_interval = ping_interval;

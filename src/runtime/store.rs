@@ -162,6 +162,7 @@ pub(crate) struct Sequencer {
     jobs: crossbeam_channel::Receiver<StoreJob>,
     outs: Vec<Out>,
     last_expire: Instant,
+    inbox_epoch: Arc<str>,
 }
 
 impl Sequencer {
@@ -171,6 +172,7 @@ impl Sequencer {
         jobs: crossbeam_channel::Receiver<StoreJob>,
     ) -> Self {
         Self {
+            inbox_epoch: store.inbox_epoch(),
             store,
             hub,
             jobs,
@@ -291,7 +293,7 @@ impl Sequencer {
                         if !dropped.is_empty() {
                             self.outs.push(Out::Gone(dropped));
                         }
-                        let frame = durable_frame(&user, &m);
+                        let frame = durable_frame(&user, &m, &self.inbox_epoch);
                         self.outs.push(Out::Durable {
                             user,
                             offset: m.offset,
@@ -309,7 +311,7 @@ impl Sequencer {
                 let frames = match self.store.inbox_list(&user, now) {
                     Ok(list) => list
                         .iter()
-                        .map(|m| (m.offset, durable_frame(&user, m)))
+                        .map(|m| (m.offset, durable_frame(&user, m, &self.inbox_epoch)))
                         .collect(),
                     Err(e) => {
                         tracing::warn!(error = %e, user = &*user, "store: reading an inbox failed");
@@ -657,11 +659,12 @@ fn publications_json(out: &mut Vec<u8>, pubs: &[crate::store::Publication]) {
     out.push(b']');
 }
 
-/// The frame of a durable message: `{"topic":"user:U","event":E,"data":D,"offset":O,"ack":true}`.
-pub(crate) fn durable_frame(user: &str, m: &InboxMessage) -> Bytes {
+/// The frame of a durable message:
+/// `{"topic":"user:U","event":E,"data":D,"offset":O,"epoch":X,"ack":true}`.
+pub(crate) fn durable_frame(user: &str, m: &InboxMessage, epoch: &str) -> Bytes {
     let topic = match &m.topic {
         Some(t) => t.to_string(),
         None => format!("user:{user}"),
     };
-    envelope::durable(&topic, &m.event, m.data.as_deref(), m.offset)
+    envelope::durable(&topic, &m.event, m.data.as_deref(), m.offset, epoch)
 }

@@ -97,6 +97,9 @@ pub(crate) struct StoredPub {
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
 pub const CLOSE_DISCONNECTED: u16 = 4000;
 
+/// One presence entry: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
+pub(crate) type PresenceRow = (ConnId, Option<Arc<str>>, Option<Arc<str>>);
+
 /// What one shard answers.
 #[derive(Debug)]
 pub(crate) enum ApiReply {
@@ -105,7 +108,7 @@ pub(crate) enum ApiReply {
     /// Users with their connection counts, and anonymous connections.
     Online(Vec<(Arc<str>, usize)>, usize),
     /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
-    Presence(Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>),
+    Presence(Vec<PresenceRow>),
 }
 
 /// A validated `send` request.

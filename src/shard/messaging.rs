@@ -388,10 +388,7 @@ impl ShardState {
     }
 
     /// Local connections subscribed to exactly `topic`.
-    pub(super) fn presence(
-        &self,
-        topic: &str,
-    ) -> Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)> {
+    pub(super) fn presence(&self, topic: &str) -> Vec<super::inbox::PresenceRow> {
         let Ok(p) = Pattern::parse(topic) else {
             return Vec::new();
         };

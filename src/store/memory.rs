@@ -104,12 +104,17 @@ pub struct MemoryStore {
     live: BTreeSet<(u64, u64)>,
     /// Final statuses by (final time, id).
     finals: BTreeSet<(u64, u64)>,
+    /// Drawn at creation: a memory store's inboxes start empty at every start.
+    epoch: Option<Arc<str>>,
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            epoch: Some(super::new_epoch()),
+            ..Self::default()
+        }
     }
 
     fn stream(&mut self, topic: &str) -> &mut Stream {
@@ -216,6 +221,10 @@ impl ReadAcc {
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn inbox_epoch(&self) -> Arc<str> {
+        self.epoch.clone().unwrap_or_else(|| "memory".into())
     }
 
     fn append(

@@ -208,6 +208,11 @@ pub trait Store: Send + 'static {
     /// A short name for logs (`"memory"`, `"redb"`).
     fn name(&self) -> &'static str;
 
+    /// The epoch of the store's inboxes: changes exactly when their data was lost (a memory
+    /// store at every start, redb when its file is new). Inbox offsets restart with it, so
+    /// clients de-duplicating durable messages by offset reset when it changes.
+    fn inbox_epoch(&self) -> Arc<str>;
+
     /// Appends a publication to `topic`'s stream (creating the stream, with a fresh epoch, on
     /// first use), trims it to `limits.size`, and returns the position **of this publication**.
     fn append(

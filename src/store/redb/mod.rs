@@ -389,6 +389,10 @@ impl Store for RedbStore {
         "redb"
     }
 
+    fn inbox_epoch(&self) -> Arc<str> {
+        self.store_id.as_ref().into()
+    }
+
     fn append(
         &mut self,
         topic: &str,
