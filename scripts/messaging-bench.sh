@@ -8,6 +8,11 @@
 #
 #   scripts/messaging-bench.sh                       # everything, 3 runs
 #   RUNS=1 DURATION=2 WARMUP=1 PARTS="recover" scripts/messaging-bench.sh
+#   # what BENCHMARKS.md reports: two invocations, condensed together
+#   NO_BUILD=1 RUNS=3 DURATION=5 WARMUP=1 PARTS="history durable recover" scripts/messaging-bench.sh
+#   NO_BUILD=1 RUNS=3 DURATION=5 WARMUP=1 PARTS=fanout EV2_BIN=/work/target-bench9-ev2/release/ringhub \
+#     NAME=messaging-fanout RESULT_NAME=messaging MERGE_DIRS=/tmp/ringhub-messaging/messaging \
+#     scripts/messaging-bench.sh
 #   scripts/messaging-bench.sh --list                # the cases and their loadtest arguments
 #
 # Groups (PARTS, default all four):
@@ -28,11 +33,12 @@
 #   SERVER_CPU (0), LOAD_CPU (1), BASE_PORT (9600)
 #   EV2_BIN       the engine-v2 ringhub binary for group fanout; unset or missing: only this build
 #                 (git worktree add /tmp/ev2 5a7d70a && cd /tmp/ev2 &&
-#                  CARGO_TARGET_DIR=/work/target-ev2 cargo build --release -p ringhub --bin ringhub)
+#                  CARGO_TARGET_DIR=/work/target-bench9-ev2 cargo build --release -p ringhub --bin ringhub)
 #   STORE_DIR     where the redb stores go (default /tmp/ringhub-messaging/store; must be a real
 #                 disk, not tmpfs, or fsync is free); each server start gets a fresh one
-#   NAME          result name (default messaging); OUT_DIR raw results (default /tmp/ringhub-messaging/NAME)
-#   RESULTS_DIR   where NAME.md / NAME.json go (default docs/benchmarks)
+#   NAME          run name (default messaging); OUT_DIR raw results (default /tmp/ringhub-messaging/NAME)
+#   RESULTS_DIR   where RESULT_NAME.md / .json go (default docs/benchmarks; RESULT_NAME default NAME)
+#   MERGE_DIRS    raw result dirs of earlier runs (e.g. other PARTS) condensed together with this one
 #   CARGO_TARGET_DIR as usual; NO_BUILD=1 skips `cargo build --release -p ringhub -p ringhub-loadtest`
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -54,6 +60,8 @@ NAME=${NAME:-messaging}
 OUT_DIR=${OUT_DIR:-/tmp/ringhub-messaging/$NAME}
 STORE_DIR=${STORE_DIR:-/tmp/ringhub-messaging/store}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/docs/benchmarks}
+RESULT_NAME=${RESULT_NAME:-$NAME}
+MERGE_DIRS=${MERGE_DIRS:-}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 EV2_BIN=${EV2_BIN:-}
@@ -109,7 +117,7 @@ if [ "${1:-}" = --list ]; then
   matrix | awk -F'|' '{printf "%-26s %-4s %-7s ringhub-loadtest %s\n", $1, $2, $3, $4}'
   exit 0
 fi
-[ $# -eq 0 ] || { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -eq 0 ] || { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 if [ -n "$EV2_BIN" ] && [ ! -x "$EV2_BIN" ]; then
   echo "messaging-bench: EV2_BIN=$EV2_BIN is not an executable" >&2
   exit 2
@@ -229,5 +237,7 @@ rm -rf "$STORE_DIR"
 
 tmp=$(mktemp)
 jq --arg f "$(date -u +%FT%TZ)" '.finished = $f' "$OUT_DIR/meta.json" >"$tmp" && mv "$tmp" "$OUT_DIR/meta.json"
-python3 "$ROOT/scripts/messaging_condense.py" "$OUT_DIR" -o "$RESULTS_DIR/$NAME.json" --md "$RESULTS_DIR/$NAME.md"
-log "condensed: $RESULTS_DIR/$NAME.md and $RESULTS_DIR/$NAME.json"
+# shellcheck disable=SC2086 # MERGE_DIRS is a list of directories
+python3 "$ROOT/scripts/messaging_condense.py" $MERGE_DIRS "$OUT_DIR" \
+  -o "$RESULTS_DIR/$RESULT_NAME.json" --md "$RESULTS_DIR/$RESULT_NAME.md"
+log "condensed: $RESULTS_DIR/$RESULT_NAME.md and $RESULTS_DIR/$RESULT_NAME.json"

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Condenses a scripts/messaging-bench.sh run directory into JSON (every run's key numbers)
-and Markdown (medians of the runs, ratios taken within each run, then their median).
+"""Condenses scripts/messaging-bench.sh run directories into JSON (every run's key numbers)
+and Markdown (medians of the runs, ratios taken within each run, then their median). Several
+directories (e.g. parts run at different times) are merged; each one's metadata is listed.
 
-    scripts/messaging_condense.py /tmp/ringhub-messaging/messaging -o out.json --md out.md
+    scripts/messaging_condense.py /tmp/ringhub-messaging/messaging [DIR ...] -o out.json --md out.md
 """
 import argparse
 import glob
@@ -12,8 +13,16 @@ import re
 import statistics
 
 
-def load(run_dir):
-    meta = json.load(open(os.path.join(run_dir, "meta.json")))
+def load(run_dirs):
+    metas, cases = [], {}
+    for run_dir in run_dirs:
+        meta = json.load(open(os.path.join(run_dir, "meta.json")))
+        metas.append(meta)
+        cases.update(load_cases(run_dir, meta))
+    return metas, cases
+
+
+def load_cases(run_dir, meta):
     cases = {}
     for c in meta["cases"]:
         runs = {}
@@ -21,7 +30,7 @@ def load(run_dir):
             j = json.load(open(f))
             runs[j.get("run") or int(re.search(r"run-(\d+)", f).group(1))] = j
         cases[c["id"]] = {"case": c, "runs": runs}
-    return meta, cases
+    return cases
 
 
 def med(xs):
@@ -127,14 +136,15 @@ def runs_str(vals, f=fmt_rate):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("run_dir")
+    ap.add_argument("run_dir", nargs="+")
     ap.add_argument("-o", "--json", required=True)
     ap.add_argument("--md", required=True)
     a = ap.parse_args()
-    meta, cases = load(a.run_dir)
+    metas, cases = load(a.run_dir)
+    meta = metas[0]
     ids = list(cases)
 
-    out = {"meta": meta, "cases": {}}
+    out = {"meta": metas, "cases": {}}
     for cid, c in cases.items():
         out["cases"][cid] = {
             "args": c["case"]["args"],
@@ -144,16 +154,15 @@ def main():
         }
 
     md = [f"# Messaging (protocol v2) — `{meta['name']}`", ""]
-    md.append(
-        f"Commit {meta['commit']}, engine-v2 reference {meta.get('ev2_commit')}, `--io {meta['io']}`, "
-        f"one shard; {meta['runs']} run(s) per case, interleaved; {meta['env']['pinning']}. "
-        f"Machine: {meta['env']['cpu']}, {meta['env']['nproc']} CPUs, Linux {meta['env']['kernel']}, "
-        f"{meta['env']['rustc']}; redb store on {meta['env']['store filesystem']}. "
-        f"Started {meta['started']}, finished {meta.get('finished', '?')}; load average at start "
-        f"{meta['env']['load average at start']}."
-    )
-    md += ["", f"Command: `{meta['command']}`", "",
-           f"Topics: `RINGHUB_TOPICS='{meta['topics']}'`", "",
+    for m in metas:
+        md.append(
+            f"- `{m['command']}`: commit {m['commit']}, engine-v2 reference {m.get('ev2_commit')}, "
+            f"`--io {m['io']}`, one shard; {m['runs']} run(s) per case, interleaved; "
+            f"{m['env']['pinning']}; started {m['started']}, finished {m.get('finished', '?')}, "
+            f"load average at start {m['env']['load average at start']}.")
+    md += ["", f"Machine: {meta['env']['cpu']}, {meta['env']['nproc']} CPUs, Linux {meta['env']['kernel']}, "
+           f"{meta['env']['rustc']}; redb store on {meta['env']['store filesystem']}. "
+           f"Topics: `RINGHUB_TOPICS='{meta['topics']}'`.", "",
            "Cells are medians over the runs (every run in parentheses where useful); ratios are taken "
            "within each run, then the median. Server CPU covers the whole loadtest run (setup, "
            "warm-up, measurement, drain) and the server process's every thread (shard + store), "
@@ -258,10 +267,11 @@ def main():
         md.append("")
 
     failed = [(cid, r, j.get("failures")) for cid in ids for r, j in cases[cid]["runs"].items() if not j.get("ok")]
-    missing = [(cid, len(cases[cid]["runs"])) for cid in ids if len(cases[cid]["runs"]) < meta["runs"]]
+    want = {c["id"]: m["runs"] for m in metas for c in m["cases"]}
+    missing = [(cid, len(cases[cid]["runs"]), want[cid]) for cid in ids if len(cases[cid]["runs"]) < want[cid]]
     md += ["## Failed or missing runs", ""]
     md += [f"- {c} run {r}: {f}" for c, r, f in failed] or ["- none failed"]
-    md += [f"- {c}: only {n} of {meta['runs']} runs produced a result" for c, n in missing]
+    md += [f"- {c}: only {n} of {w} runs produced a result" for c, n, w in missing]
     md.append("")
 
     json.dump(out, open(a.json, "w"), indent=1)
