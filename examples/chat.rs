@@ -25,7 +25,7 @@ struct Say {
 fn log(ctx: &mut Context<'_>, msg: &Message<'_>, next: Next<'_>) -> HandlerResult {
     let start = Instant::now();
     let result = next.run(ctx, msg);
-    tracing::info!(conn = %ctx.conn_id(), topic = msg.topic(), event = msg.event(), ok = result.is_ok(), took = ?start.elapsed(), "handled");
+    tracing::info!(client = %ctx.client_id(), topic = msg.topic(), event = msg.event(), ok = result.is_ok(), took = ?start.elapsed(), "handled");
     result
 }
 
@@ -38,7 +38,7 @@ fn chat(ctx: &mut Context<'_>, msg: &Message<'_>) -> HandlerResult {
     ctx.publish(
         msg.topic(),
         "said",
-        &serde_json::json!({"from": ctx.conn_id().raw(), "text": say.text}),
+        &serde_json::json!({"from": ctx.client_id(), "text": say.text}),
     )
 }
 

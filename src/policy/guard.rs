@@ -1,6 +1,6 @@
 //! The door policy: who may connect (IP lists, connection caps), who may upgrade (origin, JWT),
 //! and what each connection may then do (permissions, rate limits). Built once from
-//! [`Settings`](crate::config::settings::Settings), shared read-only by every shard.
+//! [`Settings`], shared read-only by every shard.
 
 use std::net::IpAddr;
 use std::sync::Arc;

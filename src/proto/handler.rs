@@ -104,6 +104,8 @@ pub(crate) trait Effects {
 /// The per-message context: who sent it and what the handler may do in response.
 pub struct Context<'a> {
     pub(crate) conn: ConnId,
+    /// This node's name (client ids are `"<node>.<hex>"`).
+    pub(crate) node: &'a str,
     pub(crate) user: Option<Arc<str>>,
     pub(crate) remote: SocketAddr,
     pub(crate) topic: &'a str,
@@ -116,6 +118,11 @@ impl Context<'_> {
     /// The connection the message came from.
     pub fn conn_id(&self) -> ConnId {
         self.conn
+    }
+    /// The connection's client id as clients see it (`info`, presence, join/leave): a string,
+    /// unique in the cluster, safe for JavaScript (unlike [`ConnId::raw`] above 2^53).
+    pub fn client_id(&self) -> String {
+        format!("{}.{:x}", self.node, self.conn.raw())
     }
     /// The authenticated user of the connection, if any.
     pub fn user(&self) -> Option<&str> {
@@ -388,6 +395,7 @@ mod tests {
         let msg = Message::new("chat:a", "say", Some(&data), id);
         let mut ctx = Context {
             conn: ConnId::from_raw(7),
+            node: "test",
             user: None,
             remote: "127.0.0.1:1".parse().unwrap(),
             topic: "chat:a",

@@ -45,6 +45,7 @@ fn run(hub: &HubShared, job: Job) {
     };
     let mut ctx = Context {
         conn: job.conn,
+        node: &hub.node,
         user: job.user,
         remote: job.remote,
         topic: &env.topic,

@@ -209,9 +209,12 @@ impl ShardState {
                 }
                 let msg = Message::new(topic, event, env.data, req)
                     .with_exclude_sender(env.exclude_sender);
+                // A shard-local copy: no shared (atomic) count touched per message.
+                let node = self.node.clone();
                 let mut fx = Inline { st: self, conn: id };
                 let mut ctx = Context {
                     conn: id,
+                    node: &node,
                     user,
                     remote,
                     topic,
@@ -239,8 +242,10 @@ impl ShardState {
                 frame,
                 exclude,
             } => self.publish(&topic, frame, exclude),
-            Action::Recovered { topic, frame } => {
-                self.release(id, &topic);
+            Action::Recovered { topic, frame, held } => {
+                if held {
+                    self.release(id, &topic);
+                }
                 if let Some(f) = frame {
                     self.enqueue(id, f);
                 }

@@ -23,11 +23,12 @@ pub(crate) enum Action {
         frame: Bytes,
         exclude: Option<ConnId>,
     },
-    /// The store answered a subscribe to a topic with history: queue the reply (if any) and
-    /// resume the topic's publications to the connection.
+    /// The store answered a subscribe to a topic with history: queue the reply (if any) and,
+    /// if that subscribe `held` the topic's publications back, end its hold.
     Recovered {
         topic: Arc<str>,
         frame: Option<Bytes>,
+        held: bool,
     },
     /// The unacknowledged durable messages of the connection's user, in offset order: queue
     /// them and resume live durable deliveries to the connection.
@@ -97,7 +98,7 @@ pub(crate) struct StoredPub {
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
 pub const CLOSE_DISCONNECTED: u16 = 4000;
 
-/// One presence entry: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
+/// A presence entry: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
 pub(crate) type PresenceRow = (ConnId, Option<Arc<str>>, Option<Arc<str>>);
 
 /// What one shard answers.

@@ -140,8 +140,12 @@ impl ShardState {
         if history && exact && (req.is_some() || since.is_some()) {
             // Publications of this topic stored before the store answers are covered by the
             // answer (position or recovery): hold them back from this connection until then.
+            // A plain subscribe of a connection already subscribed holds nothing back (its
+            // answer is a position, which the live stream has reached when it arrives), so its
+            // answer must not end the hold of another subscribe still waiting for the store.
             let t: Arc<str> = topic.into();
-            if fresh || since.is_some() {
+            let held = fresh || since.is_some();
+            if held {
                 self.hold(id, t.clone());
             }
             let job = StoreJob::Subscribe {
@@ -149,6 +153,7 @@ impl ShardState {
                 conn: id,
                 rid: req,
                 since: since.map(Since::from),
+                held,
             };
             match token.and_then(|k| self.pending.get_mut(&k)) {
                 Some(p) => p.then.push(job),
@@ -173,15 +178,21 @@ impl ShardState {
     /// Sends a held subscribe to the store; on failure releases the hold with an error.
     pub(super) fn submit_held(&mut self, job: StoreJob) {
         let StoreJob::Subscribe {
-            topic, conn, rid, ..
+            topic,
+            conn,
+            rid,
+            held,
+            ..
         } = &job
         else {
             let _ = self.hub.submit_store(job, false);
             return;
         };
-        let (topic, conn, rid) = (topic.clone(), *conn, *rid);
+        let (topic, conn, rid, held) = (topic.clone(), *conn, *rid, *held);
         if let Err(e) = self.hub.submit_store(job, false) {
-            self.release(conn, &topic);
+            if held {
+                self.release(conn, &topic);
+            }
             self.error(conn, rid, &topic, e.code, &e.message);
         }
     }

@@ -222,6 +222,8 @@ pub(crate) struct ShardState {
     durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, messaging::PendingDurable>>,
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
+    /// The node's name, shard-local (handlers' `Context::client_id`).
+    node: std::rc::Rc<str>,
 }
 
 impl ShardState {
@@ -229,7 +231,7 @@ impl ShardState {
         let now = Instant::now();
         ShardState {
             index,
-            hub,
+            hub: hub.clone(),
             // Reserved, not touched: pages of the slab cost memory only once entries use them,
             // and a reservation spares the copy (and the freed old copy) of each doubling.
             conns: Slab::with_capacity(16 * 1024),
@@ -253,6 +255,7 @@ impl ShardState {
             held: HashMap::new(),
             durable: HashMap::new(),
             meta: HashMap::new(),
+            node: std::rc::Rc::from(&*hub.node),
         }
     }
 
@@ -541,5 +544,7 @@ pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
     }
 }
 
+#[cfg(test)]
+mod seq_tests;
 #[cfg(test)]
 mod tests;

@@ -142,7 +142,8 @@ impl HubShared {
         )
     }
 
-    /// The client id of a connection: `"<node>.<hex>"`, a string, so JavaScript keeps it exact.
+    /// The client id of a connection: `"<node>.<hex>"`, a string, so JavaScript keeps it exact
+    /// (the same as `Context::client_id`).
     pub(crate) fn client_id(&self, id: ConnId) -> String {
         format!("{}.{:x}", self.node, id.raw())
     }

@@ -42,6 +42,27 @@ impl Stream {
         }
     }
 
+    /// Appends a publication, trims to `limits.size`, returns its position.
+    fn push(
+        &mut self,
+        limits: HistoryLimits,
+        event: &str,
+        data: Option<&[u8]>,
+        now_ms: u64,
+    ) -> StreamPos {
+        self.top += 1;
+        self.ring.push_back(Publication {
+            offset: self.top,
+            event: event.into(),
+            data: data.map(Bytes::copy_from_slice),
+            time_ms: now_ms,
+        });
+        while self.ring.len() > limits.size {
+            self.ring.pop_front();
+        }
+        self.pos()
+    }
+
     fn pos(&self) -> StreamPos {
         StreamPos {
             epoch: self.epoch.clone(),
@@ -60,11 +81,19 @@ struct Stored {
     expires_ms: u64,
 }
 
-#[derive(Default)]
 struct Inbox {
     /// The offset the next message gets (offsets start at 1).
     next: u64,
     msgs: BTreeMap<u64, Stored>,
+}
+
+impl Default for Inbox {
+    fn default() -> Self {
+        Inbox {
+            next: 1,
+            msgs: BTreeMap::new(),
+        }
+    }
 }
 
 /// The status table's row.
@@ -235,18 +264,14 @@ impl Store for MemoryStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        let s = self.stream(topic);
-        s.top += 1;
-        s.ring.push_back(Publication {
-            offset: s.top,
-            event: event.into(),
-            data: data.map(Bytes::copy_from_slice),
-            time_ms: now_ms,
-        });
-        while s.ring.len() > limits.size {
-            s.ring.pop_front();
+        // One hash on the hot path: a known topic is looked up by `&str`.
+        if let Some(s) = self.streams.get_mut(topic) {
+            return Ok(s.push(limits, event, data, now_ms));
         }
-        Ok(s.pos())
+        let mut s = Stream::new();
+        let pos = s.push(limits, event, data, now_ms);
+        self.streams.insert(topic.into(), s);
+        Ok(pos)
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
@@ -297,7 +322,6 @@ impl Store for MemoryStore {
                 (k.clone(), self.inboxes.entry(k).or_default())
             }
         };
-        inbox.next = inbox.next.max(1);
         let offset = inbox.next;
         inbox.next += 1;
         let message = InboxMessage {
@@ -378,7 +402,7 @@ impl Store for MemoryStore {
         Ok(inbox
             .msgs
             .iter()
-            .filter(|(_, m)| m.expires_ms > now_ms)
+            .filter(|(_, m)| m.expires_ms >= now_ms)
             .map(|(&offset, m)| InboxMessage {
                 id: m.id,
                 offset,

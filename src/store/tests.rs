@@ -202,6 +202,10 @@ fn inbox_list_order_and_expiry(s: &mut dyn Store) {
         list.iter().map(|m| m.offset).collect::<Vec<_>>(),
         vec![1, 2, 3, 4]
     );
+    // Exactly at the TTL a message is not older than it yet (as `expire` sees it).
+    let list = s.inbox_list("u", T0 + 10_000).unwrap();
+    assert_eq!(list.len(), 4);
+    assert!(s.expire(l, T0 + 10_000).unwrap().is_empty());
     // At T0 + 11.5 s, offsets 1 and 2 are past their TTL even before `expire` ran.
     let list = s.inbox_list("u", T0 + 11_500).unwrap();
     assert_eq!(

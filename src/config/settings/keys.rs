@@ -223,7 +223,7 @@ pub(super) use key;
 pub(super) const MAX_U32: u64 = u32::MAX as u64;
 const MAX_SIZE: u64 = 1 << 40;
 
-/// Every setting: these, then the messaging ones ([`super::messaging::KEYS`]). `check-config`
+/// Every setting: these, then the messaging ones (`messaging::KEYS`). `check-config`
 /// prints them section by section, in this order within a section.
 pub static KEYS: &[Key] = &ALL;
 

@@ -212,7 +212,7 @@ impl RedbStore {
             for item in t.range((user, 0)..=(user, u64::MAX)).map_err(err)? {
                 let (k, v) = item.map_err(err)?;
                 let e = codec::decode_inbox(v.value())?;
-                if e.expires_ms <= now_ms {
+                if e.expires_ms < now_ms {
                     continue;
                 }
                 out.push(InboxMessage {

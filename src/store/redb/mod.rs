@@ -23,7 +23,7 @@
 //! | `finals` | (final time, id) | — (final statuses, to forget them) |
 //! | `meta` | name | `next_id`, `store_id` |
 //!
-//! Values are encoded by hand ([`codec`]). Stream metas (epoch, top, oldest kept offset) are
+//! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
 //! cached after first use and written once per batch, at `commit`.
 //!
 //! # Time

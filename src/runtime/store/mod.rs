@@ -17,14 +17,17 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::proto::envelope;
-use crate::proto::error::ErrorCode;
-use crate::shard::inbox::{Action, ApiOp, ApiReply, ShardMsg, StoredPub};
+use crate::shard::inbox::{Action, ApiReply, StoredPub};
 use crate::shard::shared::HubShared;
 use crate::store::{
     HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange, Store,
     StoreError,
 };
 use crate::ConnId;
+
+mod emit;
+pub(crate) use emit::durable_frame;
+use emit::{position_json, publications_json, reply_error};
 
 /// Jobs queued beyond this refuse new publications and durable sends with `too_many`.
 pub(crate) const MAX_QUEUED: usize = 200_000;
@@ -69,13 +72,15 @@ pub(crate) enum StoreJob {
     /// Append and deliver a publication.
     Publish(Box<PubJob>),
     /// A connection subscribed to a topic with history: answer its subscribe with the position
-    /// (and the missed publications after `since`). The shard skips the topic's publications to
-    /// this connection until the answer arrives.
+    /// (and the missed publications after `since`). When `held`, the shard skips the topic's
+    /// publications to this connection until the answer arrives (and the answer ends that hold,
+    /// no other).
     Subscribe {
         topic: Arc<str>,
         conn: ConnId,
         rid: Option<u64>,
         since: Option<Since>,
+        held: bool,
     },
     /// A history request, from a client (`conn`, `rid`) or the library/API (`reply`).
     History {
@@ -130,8 +135,10 @@ pub(crate) enum HistoryTo {
 /// Results of one batch, emitted after its commit, in job order.
 enum Out {
     Pub(StoredPub, PubReply, u64),
-    /// A frame (or a recovery answer) for one connection.
+    /// A frame for one connection.
     Conn(ConnId, Action),
+    /// The answer to a subscribe (request id kept for an error when the commit fails).
+    Subscribed(ConnId, Option<u64>, Action),
     History(
         oneshot::Sender<Result<HistoryRead, StoreError>>,
         HistoryRead,
@@ -204,6 +211,24 @@ impl Sequencer {
         }
     }
 
+    /// Tests only: takes at most `max` queued jobs as one batch and runs it, as [`run`](Self::run)
+    /// does with whatever is queued; returns how many jobs it took.
+    #[cfg(test)]
+    pub(crate) fn run_queued(&mut self, max: usize) -> usize {
+        let mut batch: Vec<StoreJob> = self.jobs.try_iter().take(max).collect();
+        let n = batch.len();
+        if n > 0 {
+            self.run_batch(&mut batch);
+        }
+        n
+    }
+
+    /// Tests only: a topic's epoch, as a client may learn it out of band (HTTP history).
+    #[cfg(test)]
+    pub(crate) fn epoch(&mut self, topic: &str) -> Arc<str> {
+        self.store.position(topic).expect("memory store").epoch
+    }
+
     /// Applies, commits and emits one batch; true after `Stop`.
     pub(crate) fn run_batch(&mut self, batch: &mut Vec<StoreJob>) -> bool {
         let mut stop = false;
@@ -241,10 +266,11 @@ impl Sequencer {
                 conn,
                 rid,
                 since,
+                held,
             } => {
                 let frame = self.subscribe_reply(&topic, rid, since.as_ref(), now);
-                self.outs
-                    .push(Out::Conn(conn, Action::Recovered { topic, frame }));
+                let action = Action::Recovered { topic, frame, held };
+                self.outs.push(Out::Subscribed(conn, rid, action));
             }
             StoreJob::History {
                 topic,
@@ -469,202 +495,4 @@ impl Sequencer {
             Err(e) => envelope::error(Some(rid), topic, e.code(), &e.to_string()),
         })
     }
-
-    /// Emits the batch's results in order: runs of publications go to every shard as one
-    /// message.
-    fn emit(&mut self) {
-        let outs = std::mem::take(&mut self.outs);
-        let mut run: Vec<StoredPub> = Vec::new();
-        let hub = self.hub.clone();
-        let flush = |run: &mut Vec<StoredPub>| {
-            if run.is_empty() {
-                return;
-            }
-            let batch: Arc<[StoredPub]> = std::mem::take(run).into();
-            for inbox in hub.inboxes.iter() {
-                inbox.push(ShardMsg::Stored(batch.clone()));
-            }
-        };
-        for out in outs {
-            match out {
-                Out::Pub(sp, PubReply::None, _) => run.push(sp),
-                Out::Pub(sp, PubReply::Conn(conn, rid), offset) => {
-                    let frame = envelope::reply(
-                        rid,
-                        &sp.topic,
-                        Some(format!("{{\"offset\":{offset}}}").as_bytes()),
-                    );
-                    run.push(sp);
-                    flush(&mut run);
-                    push_conn(&hub, conn, Action::Send(frame));
-                }
-                Out::Pub(sp, PubReply::Api(tx), offset) => {
-                    flush(&mut run);
-                    let mut waits = Vec::with_capacity(hub.inboxes.len());
-                    for inbox in hub.inboxes.iter() {
-                        let (t, r) = oneshot::channel();
-                        inbox.push(ShardMsg::Api(ApiOp::Stored(sp.clone()), t));
-                        waits.push(r);
-                    }
-                    let _ = tx.send(Ok((offset, waits)));
-                }
-                Out::Conn(conn, action) => {
-                    flush(&mut run);
-                    push_conn(&hub, conn, action);
-                }
-                Out::History(tx, r) => {
-                    let _ = tx.send(Ok(r));
-                }
-                Out::Durable {
-                    user,
-                    offset,
-                    frame,
-                    id,
-                    reply,
-                } => {
-                    flush(&mut run);
-                    let mut waits = Vec::with_capacity(hub.inboxes.len());
-                    for inbox in hub.inboxes.iter() {
-                        let (t, r) = oneshot::channel();
-                        let op = ApiOp::Durable {
-                            user: user.clone(),
-                            offset,
-                            frame: frame.clone(),
-                        };
-                        inbox.push(ShardMsg::Api(op, t));
-                        waits.push(r);
-                    }
-                    let _ = reply.send(Ok((id, (offset, waits))));
-                }
-                Out::Gone(changes) => {
-                    flush(&mut run);
-                    if let Some(hook) = &hub.hooks.on_delivery {
-                        for c in &changes {
-                            let _ =
-                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(c)));
-                        }
-                    }
-                    let gone: Arc<[(Arc<str>, u64)]> = changes
-                        .into_iter()
-                        .map(|c| (Arc::from(&*c.user), c.offset))
-                        .collect();
-                    for inbox in hub.inboxes.iter() {
-                        inbox.push(ShardMsg::InboxGone(gone.clone()));
-                    }
-                }
-                Out::Status(tx, info) => {
-                    let _ = tx.send(Ok(info));
-                }
-                Out::Inbox(tx, list) => {
-                    let _ = tx.send(Ok(list));
-                }
-            }
-        }
-        flush(&mut run);
-    }
-
-    /// The commit failed: nothing of the batch is shown; everyone waiting gets the error.
-    fn fail(&mut self, e: &StoreError) {
-        tracing::error!(error = %e, "store commit failed: the batch's publications and durable messages are refused");
-        let hub = self.hub.clone();
-        for out in std::mem::take(&mut self.outs) {
-            match out {
-                Out::Pub(sp, reply, _) => reply_error(&hub, &sp.topic, reply, clone_err(e)),
-                Out::Durable { reply, .. } => {
-                    let _ = reply.send(Err(clone_err(e)));
-                }
-                Out::Conn(conn, Action::Recovered { topic, .. }) => {
-                    // Release the connection's held topic with an error instead of a position.
-                    let frame = Some(envelope::error(
-                        None,
-                        &topic,
-                        ErrorCode::Internal,
-                        &e.to_string(),
-                    ));
-                    push_conn(&hub, conn, Action::Recovered { topic, frame });
-                }
-                Out::Conn(conn, Action::InboxSync(user, _)) => {
-                    push_conn(&hub, conn, Action::InboxSync(user, Vec::new()));
-                }
-                Out::Conn(conn, action) => push_conn(&hub, conn, action),
-                Out::History(tx, _) => {
-                    let _ = tx.send(Err(clone_err(e)));
-                }
-                Out::Status(tx, _) => {
-                    let _ = tx.send(Err(clone_err(e)));
-                }
-                Out::Inbox(tx, _) => {
-                    let _ = tx.send(Err(clone_err(e)));
-                }
-                Out::Gone(_) => {}
-            }
-        }
-    }
-}
-
-fn clone_err(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Io(m) => StoreError::Io(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-    }
-}
-
-fn reply_error(hub: &HubShared, topic: &str, reply: PubReply, e: StoreError) {
-    match reply {
-        PubReply::None => tracing::warn!(error = %e, topic, "store: publication refused"),
-        PubReply::Conn(conn, rid) => {
-            let frame = envelope::error(Some(rid), topic, e.code(), &e.to_string());
-            push_conn(hub, conn, Action::Send(frame));
-        }
-        PubReply::Api(tx) => {
-            let _ = tx.send(Err(e));
-        }
-    }
-}
-
-fn push_conn(hub: &HubShared, conn: ConnId, action: Action) {
-    if let Some(inbox) = hub.inboxes.get(conn.shard()) {
-        inbox.push(ShardMsg::Conn(conn, action));
-    }
-}
-
-/// `{"epoch":E,"offset":N}`.
-fn position_json(out: &mut Vec<u8>, epoch: &str, offset: u64) {
-    out.extend_from_slice(b"{\"epoch\":");
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, epoch);
-    out.extend_from_slice(b",\"offset\":");
-    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
-    out.push(b'}');
-}
-
-/// `,"publications":[{"event":E,"data":D,"offset":O},...]`.
-fn publications_json(out: &mut Vec<u8>, pubs: &[crate::store::Publication]) {
-    out.extend_from_slice(b",\"publications\":[");
-    for (i, p) in pubs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"event\":");
-        let _ = serde_json::to_writer(&mut *out, &*p.event);
-        if let Some(d) = &p.data {
-            out.extend_from_slice(b",\"data\":");
-            out.extend_from_slice(d);
-        }
-        out.extend_from_slice(b",\"offset\":");
-        out.extend_from_slice(itoa::Buffer::new().format(p.offset).as_bytes());
-        out.push(b'}');
-    }
-    out.push(b']');
-}
-
-/// The frame of a durable message:
-/// `{"topic":"user:U","event":E,"data":D,"offset":O,"epoch":X,"ack":true}`.
-pub(crate) fn durable_frame(user: &str, m: &InboxMessage, epoch: &str) -> Bytes {
-    let topic = match &m.topic {
-        Some(t) => t.to_string(),
-        None => format!("user:{user}"),
-    };
-    envelope::durable(&topic, &m.event, m.data.as_deref(), m.offset, epoch)
 }
