@@ -1,5 +1,5 @@
 //! `ringhub-loadtest`: a loopback-only WebSocket load generator for ringhub and the peer
-//! servers it is compared with. Scenarios: fanout, echo, connect, idle.
+//! servers it is compared with. Scenarios: fanout, echo, connect, idle, durable, recover.
 
 mod client;
 mod runner;
@@ -8,7 +8,7 @@ mod stats;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use scenarios::{connect, echo, fanout, idle, Ctx};
+use scenarios::{connect, durable, echo, fanout, idle, recover, Ctx};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -67,6 +67,10 @@ enum Scenario {
     Connect(connect::ConnectArgs),
     /// Hold idle connections; server RSS per connection.
     Idle(idle::IdleArgs),
+    /// Durable user messages: HTTP sends/s with `"durable": true` (protocol v2).
+    Durable(durable::DurableArgs),
+    /// Time to recover missed publications with `subscribe` + `since` (protocol v2).
+    Recover(recover::RecoverArgs),
 }
 
 /// File descriptors a scenario needs (connections plus headroom).
@@ -76,6 +80,8 @@ fn fds_needed(s: &Scenario) -> u64 {
         Scenario::Echo(a) => a.connections,
         Scenario::Connect(a) => a.concurrency,
         Scenario::Idle(a) => a.count,
+        Scenario::Durable(a) => a.concurrency + a.connected,
+        Scenario::Recover(_) => 2,
     };
     conns as u64 + 64
 }
@@ -128,6 +134,8 @@ fn real_main() -> Result<bool> {
         Scenario::Echo(a) => echo::run(&ctx, a)?,
         Scenario::Connect(a) => connect::run(&ctx, a)?,
         Scenario::Idle(a) => idle::run(&ctx, a)?,
+        Scenario::Durable(a) => durable::run(&ctx, a)?,
+        Scenario::Recover(a) => recover::run(&ctx, a)?,
     };
     let (wall, cpu) = (wall0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     report.row(

@@ -52,6 +52,16 @@ pub struct FanoutArgs {
     /// Exit non-zero if any message was missing or duplicated after the drain.
     #[arg(long)]
     pub verify: bool,
+    /// Topic names are PREFIX0, PREFIX1, ... (ringhub protocol), e.g. `hist:t` for topics
+    /// configured with history (their publications carry an `offset` after `data`, which the
+    /// classifier ignores like any trailing field).
+    #[arg(long, default_value = "t")]
+    pub topic_prefix: String,
+    /// Check that every delivery carries `"offset":N` after its data, N increasing by one
+    /// per subscriber (topics with history, one stream per topic); violations are counted
+    /// and fail `--verify`.
+    #[arg(long)]
+    pub offsets: bool,
 }
 
 /// One (publisher, topic) sequence.
@@ -135,6 +145,9 @@ fn build_shared(ctx: &Ctx, args: &FanoutArgs) -> Result<Shared> {
     }
     if args.window == 0 {
         bail!("--window must be at least 1");
+    }
+    if args.offsets && (!ctx.ringhub || p.max(t) != t) {
+        bail!("--offsets needs the ringhub protocol and one stream per topic (--publishers <= --topics)");
     }
     let nstreams = p.max(t);
     let nsubs_of = |topic: usize| (s / t + usize::from(topic < s % t)) as u32;
@@ -344,6 +357,7 @@ fn report(
         t.server_errors += r.server_errors;
         t.malformed += r.malformed;
         t.disconnects += r.disconnects;
+        t.offset_errors += r.offset_errors;
     }
     let dur = secs(a.duration).as_secs_f64();
     let delivered_rate = t.in_window as f64 / dur;
@@ -413,7 +427,21 @@ fn report(
         rep.row("send lag", lag_summary.line());
         rep.set("send_lag_us", lag_summary.to_json());
     }
+    if a.offsets {
+        rep.row(
+            "offsets",
+            if t.offset_errors == 0 {
+                "every delivery had the next offset".to_string()
+            } else {
+                format!("{} deliveries without the next offset", t.offset_errors)
+            },
+        );
+    }
     if a.verify {
+        if t.offset_errors > 0 {
+            rep.failures
+                .push(format!("{} offset errors", t.offset_errors));
+        }
         if t.missing > 0 {
             rep.failures
                 .push(format!("{} deliveries missing", t.missing));
@@ -436,6 +464,7 @@ fn report(
             "duplicates": t.duplicates, "missing": t.missing, "out_of_order": t.out_of_order,
             "server_errors": t.server_errors, "malformed": t.malformed,
             "disconnects": t.disconnects, "in_window": t.in_window,
+            "offset_errors": t.offset_errors,
         }),
     );
     rep.set(
@@ -444,6 +473,7 @@ fn report(
             "subscribers": a.subscribers, "topics": a.topics, "publishers": a.publishers,
             "payload": a.payload, "rate": a.rate, "max": a.max, "window": a.window,
             "duration_s": a.duration, "warmup_s": a.warmup, "threads": sh.ctx.threads,
+            "topic_prefix": a.topic_prefix, "offsets": a.offsets,
         }),
     );
     rep.set("drained", drained);

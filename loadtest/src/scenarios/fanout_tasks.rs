@@ -30,6 +30,8 @@ pub struct ThreadResult {
     pub server_errors: u64,
     pub malformed: u64,
     pub disconnects: u64,
+    /// `--offsets`: deliveries whose `offset` was missing or not the previous one plus 1.
+    pub offset_errors: u64,
     /// `--max`: per stream, this thread's subscribers of the stream's topic.
     pub local_subs: Vec<u32>,
     /// `--max`: per stream and window slot, deliveries to this thread's subscribers not yet
@@ -95,8 +97,13 @@ async fn open(sh: &Shared, conn: usize, sem: &Semaphore) -> Option<(WsReader, Ws
 }
 
 /// Sends `subscribe` and waits for its reply (ringhub protocol).
-async fn subscribe(rd: &mut WsReader, wr: &mut WsWriter, topic: usize) -> Result<(), String> {
-    let msg = format!("{{\"event\":\"subscribe\",\"topic\":\"t{topic}\",\"id\":1}}");
+async fn subscribe(
+    rd: &mut WsReader,
+    wr: &mut WsWriter,
+    prefix: &str,
+    topic: usize,
+) -> Result<(), String> {
+    let msg = format!("{{\"event\":\"subscribe\",\"topic\":\"{prefix}{topic}\",\"id\":1}}");
     wr.push(OpCode::Text, msg.as_bytes());
     wr.flush()
         .await
@@ -137,7 +144,7 @@ pub async fn subscriber(
     let topics = sh.args.topics;
     let topic = idx % topics;
     if sh.ctx.ringhub {
-        if let Err(e) = subscribe(&mut rd, &mut wr, topic).await {
+        if let Err(e) = subscribe(&mut rd, &mut wr, &sh.args.topic_prefix, topic).await {
             sh.fail(format!("subscriber {idx}: {e}"));
             return;
         }
@@ -155,6 +162,8 @@ pub async fn subscriber(
         0
     };
     let mut pongs: Vec<Vec<u8>> = Vec::new();
+    let (check_offsets, payload_len) = (sh.args.offsets, sh.args.payload);
+    let mut last_offset: Option<u64> = None;
     loop {
         if let Err(e) = rd.fill().await {
             if sh.phases.get() < Phase::Done {
@@ -206,6 +215,15 @@ pub async fn subscriber(
                     _ => continue,
                 };
                 a.delivered += 1;
+                if check_offsets {
+                    match body.get(payload_len..).and_then(parse_offset) {
+                        Some(o) if last_offset.is_none_or(|l| o == l + 1) => last_offset = Some(o),
+                        other => {
+                            a.offset_errors += 1;
+                            last_offset = other.or(last_offset);
+                        }
+                    }
+                }
                 let Some(h) = Header::parse(body) else {
                     a.malformed += 1;
                     continue;
@@ -246,6 +264,21 @@ pub async fn subscriber(
             }
         }
     }
+}
+
+/// The `N` of a frame tail `","offset":N}` (what follows the data string of a publication on
+/// a topic with history).
+fn parse_offset(tail: &[u8]) -> Option<u64> {
+    let digits = tail.strip_prefix(b"\",\"offset\":")?;
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > 19 {
+        return None;
+    }
+    Some(
+        digits[..n]
+            .iter()
+            .fold(0u64, |v, d| v * 10 + u64::from(d - b'0')),
+    )
 }
 
 /// `--max`: counts one delivery of a stream's message. When every subscriber of this thread
@@ -344,7 +377,10 @@ pub async fn publisher(
         .iter()
         .map(|&s| {
             if sh.ctx.ringhub {
-                Template::ringhub_publish(&format!("t{}", sh.streams[s].topic), sh.args.payload)
+                Template::ringhub_publish(
+                    &format!("{}{}", sh.args.topic_prefix, sh.streams[s].topic),
+                    sh.args.payload,
+                )
             } else {
                 Template::raw(sh.args.payload)
             }
@@ -433,5 +469,17 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_offset;
+
+    #[test]
+    fn offsets_after_the_data_string() {
+        assert_eq!(parse_offset(br#"","offset":17}"#), Some(17));
+        assert_eq!(parse_offset(br#"","offset":}"#), None);
+        assert_eq!(parse_offset(br#""}"#), None);
     }
 }

@@ -1,11 +1,13 @@
 //! The load scenarios and what they share.
 
 pub mod connect;
+pub mod durable;
 pub mod echo;
 pub mod fanout;
 pub mod fanout_tasks;
 pub mod idle;
 pub mod payload;
+pub mod recover;
 
 use crate::client::{Sources, Target};
 use std::sync::Mutex;

@@ -1,0 +1,501 @@
+//! `durable`: durable user messages (protocol v2). `--concurrency` HTTP `POST /api/v1/send`
+//! requests with `"durable": true` are kept in flight, each on its own TCP connection (the
+//! server answers `Connection: close`), to users `u0 ..= u{N-1}` in turn; users
+//! `u0 ..= u{C-1}` are connected (one WebSocket each, with an HS256 token) and acknowledge
+//! every message they receive, the others are offline. Reports answered sends/s and the
+//! send latency (TCP connect → complete answer), plus what the connected users received.
+
+use super::{secs, Ctx, FirstError};
+use crate::client::{self, Target};
+use crate::runner::{self, Padded, Phase, Phases};
+use crate::stats::{self, fmt_rate, Latency, Report};
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine;
+use clap::Args;
+use fastwebsockets::OpCode;
+use hmac::{Hmac, Mac};
+use memchr::memmem;
+use serde_json::json;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Args, Debug, Clone)]
+pub struct DurableArgs {
+    /// HTTP send requests in flight (one TCP connection each), over all threads.
+    #[arg(long, short = 'c', default_value_t = 128)]
+    pub concurrency: usize,
+    /// Users the sends go to, in turn: u0 ..= u{N-1}.
+    #[arg(long, default_value_t = 10_000)]
+    pub users: usize,
+    /// Connected users (u0 ..= u{C-1}): one WebSocket each, acknowledging every message.
+    #[arg(long, default_value_t = 100)]
+    pub connected: usize,
+    /// HS256 secret the server checks tokens with (needed when --connected > 0).
+    #[arg(long)]
+    pub jwt_secret: Option<String>,
+    /// API key (sent as `Authorization: Bearer KEY`).
+    #[arg(long, default_value = "bench")]
+    pub api_key: String,
+    /// Size of the `data` string of each message, in bytes.
+    #[arg(long, short = 'b', default_value_t = 64)]
+    pub payload: usize,
+    /// Send without `"durable": true` (at-most-once, v1), for comparison.
+    #[arg(long)]
+    pub plain: bool,
+    /// Measured seconds (after warmup).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Warmup seconds (sending, but not measured).
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Seconds one request may take before it counts as failed.
+    #[arg(long, default_value_t = 10.0)]
+    pub request_timeout: f64,
+}
+
+struct Shared {
+    ctx: Ctx,
+    args: DurableArgs,
+    phases: Phases,
+    measure_start_ns: std::sync::atomic::AtomicU64,
+    measure_end_ns: std::sync::atomic::AtomicU64,
+    ready: AtomicUsize,
+    failed: AtomicUsize,
+    first_error: FirstError,
+    /// Per thread: answered sends (all phases), for the progress line.
+    answered: Vec<Padded>,
+}
+
+#[derive(Default)]
+struct ThreadResult {
+    latency: Latency,
+    ok: u64,
+    in_window: u64,
+    delivered_at_once: u64,
+    http_errors: u64,
+    io_errors: u64,
+    received: u64,
+    acks: u64,
+    ws_errors: u64,
+}
+
+/// An HS256 JWT for user `sub`, valid for a day.
+fn token(secret: &str, sub: &str) -> Result<String> {
+    let b64 = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs()
+        + 86_400;
+    let head = b64.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let claims = b64.encode(json!({"sub": sub, "exp": exp}).to_string());
+    let signing = format!("{head}.{claims}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|e| anyhow!("jwt secret: {e}"))?;
+    mac.update(signing.as_bytes());
+    Ok(format!(
+        "{signing}.{}",
+        b64.encode(mac.finalize().into_bytes())
+    ))
+}
+
+/// The `N` after `"offset":` in a frame.
+fn offset_of(frame: &[u8]) -> Option<u64> {
+    let i = memmem::find(frame, b"\"offset\":")? + 9;
+    let digits = &frame[i..];
+    let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+    (n > 0 && n < 20).then(|| {
+        digits[..n]
+            .iter()
+            .fold(0u64, |v, d| v * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// One connected user: acknowledges every durable message it receives.
+async fn user(sh: Arc<Shared>, u: usize, acc: Rc<RefCell<ThreadResult>>) {
+    let secret = sh.args.jwt_secret.as_deref().unwrap_or_default();
+    let tok = match token(secret, &format!("u{u}")) {
+        Ok(t) => t,
+        Err(e) => return sh.fail(format!("user u{u}: {e:#}")),
+    };
+    let target = Target {
+        path: format!("{}?token={tok}", sh.ctx.target.path),
+        ..sh.ctx.target.clone()
+    };
+    let (mut rd, mut wr) =
+        match client::connect(&target, sh.ctx.sources.pick(u), sh.ctx.connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => return sh.fail(format!("user u{u}: {e:#}")),
+        };
+    sh.ready.fetch_add(1, Ordering::Relaxed);
+    let topic = format!("user:u{u}");
+    loop {
+        if rd.fill().await.is_err() {
+            if sh.phases.get() < Phase::Done {
+                acc.borrow_mut().ws_errors += 1;
+            }
+            return;
+        }
+        let closed = {
+            let mut a = acc.borrow_mut();
+            let mut closed = false;
+            while let Ok(Some((op, frame))) = rd.next_buffered() {
+                match op {
+                    OpCode::Text if frame.starts_with(b"{\"event\":\"error\"") => {
+                        a.ws_errors += 1;
+                        sh.first_error
+                            .set(String::from_utf8_lossy(frame).into_owned());
+                    }
+                    OpCode::Text => {
+                        a.received += 1;
+                        if memmem::find(frame, b"\"ack\":true").is_some() {
+                            if let Some(o) = offset_of(frame) {
+                                let ack = format!(
+                                "{{\"event\":\"ack\",\"topic\":\"{topic}\",\"data\":{{\"offset\":{o}}}}}"
+                            );
+                                wr.push(OpCode::Text, ack.as_bytes());
+                                a.acks += 1;
+                            }
+                        }
+                    }
+                    OpCode::Ping => wr.push(OpCode::Pong, frame),
+                    OpCode::Close => closed = true,
+                    _ => {}
+                }
+            }
+            closed
+        };
+        if closed || wr.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One send: connect, write the request, read the answer to EOF; `Ok(delivered)` on
+/// HTTP 200 with `"success":true`.
+async fn send_one(
+    sh: &Shared,
+    src: std::net::IpAddr,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+) -> Result<u64> {
+    let mut s = client::tcp_connect(&sh.ctx.target, src).await?;
+    s.write_all(req).await?;
+    buf.clear();
+    s.read_to_end(buf).await?;
+    let mut headers = [httparse::EMPTY_HEADER; 16];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head = match resp.parse(buf)? {
+        httparse::Status::Complete(n) => n,
+        httparse::Status::Partial => bail!("incomplete HTTP answer"),
+    };
+    let body = &buf[head..];
+    if resp.code != Some(200) || memmem::find(body, b"\"success\":true").is_none() {
+        bail!(
+            "HTTP {}: {}",
+            resp.code.unwrap_or(0),
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+    }
+    let delivered = memmem::find(body, b"\"delivered\":")
+        .and_then(|i| body.get(i + 12))
+        .is_some_and(|b| b.is_ascii_digit() && *b != b'0');
+    Ok(u64::from(delivered))
+}
+
+/// One in-flight slot: sends back to back until the measured window ends.
+async fn sender(
+    sh: Arc<Shared>,
+    tid: usize,
+    slot: usize,
+    next: Rc<RefCell<usize>>,
+    acc: Rc<RefCell<ThreadResult>>,
+) {
+    let a = &sh.args;
+    let data: String = (0..a.payload)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    let timeout = secs(a.request_timeout);
+    let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
+    let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
+    let mut buf = Vec::with_capacity(512);
+    let mut n = 0usize;
+    while sh.phases.get() == Phase::Running {
+        let u = {
+            let mut nx = next.borrow_mut();
+            let u = *nx;
+            *nx = (u + sh.ctx.threads) % a.users;
+            u
+        };
+        let body = format!(
+            "{{\"user\":\"u{u}\",\"event\":\"m\",\"data\":\"{data}\"{}}}",
+            if a.plain { "" } else { ",\"durable\":true" }
+        );
+        let req = format!(
+            "POST /api/v1/send HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            sh.ctx.target.host,
+            a.api_key,
+            body.len()
+        );
+        let src = sh.ctx.sources.pick(slot + n * 7);
+        n += 1;
+        let t0 = stats::now_ns();
+        let r = tokio::time::timeout(timeout, send_one(&sh, src, req.as_bytes(), &mut buf)).await;
+        let t1 = stats::now_ns();
+        let mut acc = acc.borrow_mut();
+        match r {
+            Ok(Ok(d)) => {
+                acc.ok += 1;
+                runner::bump(&sh.answered[tid], 1);
+                if t0 >= m_start && t1 < m_end {
+                    acc.in_window += 1;
+                    acc.delivered_at_once += d;
+                    acc.latency.record(t1 - t0);
+                }
+            }
+            Ok(Err(e)) if format!("{e:#}").starts_with("HTTP") => {
+                acc.http_errors += 1;
+                sh.first_error.set(format!("{e:#}"));
+            }
+            Ok(Err(e)) => {
+                acc.io_errors += 1;
+                sh.first_error.set(format!("{e:#}"));
+            }
+            Err(_) => {
+                acc.io_errors += 1;
+                sh.first_error.set("request timed out".into());
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_error.set(what);
+    }
+}
+
+async fn worker(sh: Arc<Shared>, tid: usize) -> Result<ThreadResult> {
+    let acc = Rc::new(RefCell::new(ThreadResult::default()));
+    let mut set = tokio::task::JoinSet::new();
+    for u in (tid..sh.args.connected).step_by(sh.ctx.threads) {
+        set.spawn_local(user(sh.clone(), u, acc.clone()));
+    }
+    sh.phases.wait_for(Phase::Running).await;
+    let next = Rc::new(RefCell::new(tid % sh.args.users));
+    let mut senders = tokio::task::JoinSet::new();
+    for slot in (tid..sh.args.concurrency).step_by(sh.ctx.threads) {
+        senders.spawn_local(sender(sh.clone(), tid, slot, next.clone(), acc.clone()));
+    }
+    tokio::select! {
+        _ = async { while senders.join_next().await.is_some() {} } => {}
+        _ = sh.phases.wait_for(Phase::Done) => senders.abort_all(),
+    }
+    // Let the connected users receive and acknowledge what was answered last.
+    sh.phases.wait_for(Phase::Done).await;
+    set.abort_all();
+    while set.join_next().await.is_some() {}
+    let r = std::mem::take(&mut *acc.borrow_mut());
+    Ok(r)
+}
+
+pub fn run(ctx: &Ctx, args: &DurableArgs) -> Result<Report> {
+    if args.concurrency == 0 || args.users == 0 {
+        bail!("--concurrency and --users must be at least 1");
+    }
+    if args.connected > args.users {
+        bail!("--connected exceeds --users");
+    }
+    if args.connected > 0 && args.jwt_secret.is_none() {
+        bail!("--connected > 0 needs --jwt-secret (users connect with HS256 tokens)");
+    }
+    let pad = || (0..ctx.threads).map(|_| Padded::default()).collect();
+    let sh = Arc::new(Shared {
+        ctx: ctx.clone(),
+        args: args.clone(),
+        phases: Phases::default(),
+        measure_start_ns: u64::MAX.into(),
+        measure_end_ns: u64::MAX.into(),
+        ready: AtomicUsize::new(0),
+        failed: AtomicUsize::new(0),
+        first_error: FirstError::default(),
+        answered: pad(),
+    });
+    let w = sh.clone();
+    let handles = runner::spawn_workers(ctx.threads, move |tid| worker(w.clone(), tid));
+    let pb = runner::spinner();
+    let ready = runner::wait_until(
+        &pb,
+        Instant::now() + ctx.setup_timeout,
+        || sh.ready.load(Ordering::Relaxed) + sh.failed.load(Ordering::Relaxed) >= args.connected,
+        || {
+            format!(
+                "connecting users: {}/{}",
+                sh.ready.load(Ordering::Relaxed),
+                args.connected
+            )
+        },
+    );
+    if !ready || sh.failed.load(Ordering::Relaxed) > 0 {
+        sh.phases.set(Phase::Done);
+        pb.finish_and_clear();
+        let _ = runner::join_workers(handles);
+        let why = sh.first_error.get().unwrap_or_else(|| "timed out".into());
+        bail!("setup failed: first error: {why}");
+    }
+    // Replays of earlier runs' unacknowledged messages reach reconnected users now.
+    std::thread::sleep(Duration::from_millis(200));
+    let start = stats::now_ns();
+    let m_start = start + secs(args.warmup).as_nanos() as u64;
+    let m_end = m_start + secs(args.duration).as_nanos() as u64;
+    sh.measure_start_ns.store(m_start, Ordering::Relaxed);
+    sh.measure_end_ns.store(m_end, Ordering::Relaxed);
+    sh.phases.set(Phase::Running);
+    let at = |ns: u64| stats::epoch() + Duration::from_nanos(ns);
+    let mut last = (Instant::now(), 0u64);
+    let mut msg = |label: &str| {
+        let (now, n) = (Instant::now(), runner::sum(&sh.answered));
+        let dt = now.duration_since(last.0).as_secs_f64();
+        let r = if dt > 0.0 {
+            (n - last.1) as f64 / dt
+        } else {
+            0.0
+        };
+        if dt >= 0.5 {
+            last = (now, n);
+        }
+        format!("{label}: {} sends/s", fmt_rate(r))
+    };
+    runner::wait_until(&pb, at(m_start), || false, || msg("warmup"));
+    runner::wait_until(&pb, at(m_end), || false, || msg("measuring"));
+    sh.phases.set(Phase::Draining);
+    // Requests still in flight finish (bounded by the request timeout); then the users get
+    // a moment for the last deliveries and acks.
+    std::thread::sleep(Duration::from_millis(500));
+    sh.phases.set(Phase::Done);
+    pb.finish_and_clear();
+    let results = runner::join_workers(handles).context("durable workers")?;
+    Ok(report(&sh, results))
+}
+
+fn report(sh: &Shared, results: Vec<ThreadResult>) -> Report {
+    let a = &sh.args;
+    let mut lat = Latency::new();
+    let mut t = ThreadResult::default();
+    for r in &results {
+        lat.merge(&r.latency);
+        t.ok += r.ok;
+        t.in_window += r.in_window;
+        t.delivered_at_once += r.delivered_at_once;
+        t.http_errors += r.http_errors;
+        t.io_errors += r.io_errors;
+        t.received += r.received;
+        t.acks += r.acks;
+        t.ws_errors += r.ws_errors;
+    }
+    let dur = secs(a.duration).as_secs_f64();
+    let rate = t.in_window as f64 / dur;
+    let l = lat.summary();
+    let mut rep = Report::new("durable");
+    rep.row(
+        "setup",
+        format!(
+            "{} sends in flight, {} users ({} connected, acking), {} B data, {}, {} thread(s)",
+            a.concurrency,
+            a.users,
+            a.connected,
+            a.payload,
+            if a.plain {
+                "plain (not durable)"
+            } else {
+                "durable"
+            },
+            sh.ctx.threads
+        ),
+    );
+    rep.row(
+        "measured",
+        format!("{:.1}s after {:.1}s warmup", a.duration, a.warmup),
+    );
+    rep.row("sends/s", fmt_rate(rate));
+    rep.row("latency", l.line());
+    rep.row(
+        "answered",
+        format!(
+            "{} in all, {} in the window ({} written at once to a connected user)",
+            fmt_rate(t.ok as f64),
+            fmt_rate(t.in_window as f64),
+            fmt_rate(t.delivered_at_once as f64)
+        ),
+    );
+    rep.row(
+        "users",
+        format!(
+            "{} messages received, {} acks sent",
+            fmt_rate(t.received as f64),
+            fmt_rate(t.acks as f64)
+        ),
+    );
+    if t.http_errors + t.io_errors + t.ws_errors > 0 {
+        rep.row(
+            "errors",
+            format!(
+                "{} HTTP, {} connection/timeouts, {} WebSocket; first: {}",
+                t.http_errors,
+                t.io_errors,
+                t.ws_errors,
+                sh.first_error.get().unwrap_or_default()
+            ),
+        );
+        rep.failures.push(format!(
+            "{} failed sends, {} WebSocket errors",
+            t.http_errors + t.io_errors,
+            t.ws_errors
+        ));
+    }
+    rep.set("msgs_per_s", rate);
+    rep.set("sends_per_s", rate);
+    rep.set("latency_us", l.to_json());
+    rep.set(
+        "counts",
+        json!({
+            "ok": t.ok, "in_window": t.in_window, "delivered_at_once": t.delivered_at_once,
+            "http_errors": t.http_errors, "io_errors": t.io_errors, "received": t.received,
+            "acks": t.acks, "ws_errors": t.ws_errors,
+        }),
+    );
+    rep.set(
+        "config",
+        json!({
+            "concurrency": a.concurrency, "users": a.users, "connected": a.connected,
+            "payload": a.payload, "durable": !a.plain, "duration_s": a.duration,
+            "warmup_s": a.warmup, "threads": sh.ctx.threads,
+        }),
+    );
+    rep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_and_token() {
+        let f = br#"{"topic":"user:u1","event":"m","data":"x","offset":42,"ack":true}"#;
+        assert_eq!(offset_of(f), Some(42));
+        assert_eq!(offset_of(br#"{"offset":}"#), None);
+        let t = token("secret", "u1").expect("token");
+        let parts: Vec<&str> = t.split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(parts[1])
+            .expect("base64");
+        let v: serde_json::Value = serde_json::from_slice(&claims).expect("json");
+        assert_eq!(v["sub"], "u1");
+    }
+}
