@@ -149,6 +149,16 @@ function renderEvents(data) {
   $('events').replaceChildren(...items)
 }
 
+// One row per live node (a cluster lists every node registered in Redis; one node lists itself).
+function renderNodes(data) {
+  const rows = data.nodes.map((n) => {
+    const tr = el('tr')
+    tr.append(el('td', '', String(n.node)), el('td', '', String(n.connections ?? '')), el('td', '', String(n.shards ?? '')))
+    return tr
+  })
+  $('nodes').replaceChildren(...rows)
+}
+
 async function showPresence(topic) {
   const ul = $('presence')
   try {
@@ -171,6 +181,8 @@ async function poll() {
     record(stats)
     renderTopics(topics.topics)
     renderEvents(events)
+    // Apart: a cluster whose Redis is down answers 503 here, which must not blank the rest.
+    api('GET', '/api/v1/nodes').then(renderNodes, () => $('nodes').replaceChildren())
     $('status').textContent = 'live'
     $('status').dataset.state = 'connected'
   } catch (e) {
