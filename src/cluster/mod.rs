@@ -26,7 +26,7 @@ pub(crate) mod wire;
 /// `[cluster]`: how this node reaches the others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
-    /// Redis URLs (`redis://host:port[/db]`). Empty: a single node ([`local::LocalBroker`]).
+    /// Redis URLs (`redis://host:port[/db]`). Empty: a single node (the local broker).
     /// With several, exact topics are spread over them by consistent hashing (the same list,
     /// in the same order, on every node) and wildcard patterns are subscribed on every one.
     pub redis: Vec<String>,

@@ -19,7 +19,7 @@ use std::time::Instant;
 
 #[derive(Args, Debug, Clone)]
 pub struct RecoverArgs {
-    /// Topic (must match a [[topics]] pattern with history_size >= --missed).
+    /// Topic (must match a `[[topics]]` pattern with history_size >= --missed).
     #[arg(long, default_value = "rec:t0")]
     pub topic: String,
     /// Publications missed while disconnected (at most the server's max_recover).
