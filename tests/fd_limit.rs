@@ -2,11 +2,15 @@
 //! descriptor) instead of leaving them hanging in the backlog, and recovers once descriptors free
 //! up. The server runs as a child process with a small `RLIMIT_NOFILE`, on each shell.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::wait_listening;
 
 /// Descriptors the child may open.
 const LIMIT: u64 = 48;
@@ -42,20 +46,7 @@ fn spawn(io: &str) -> (Child, String) {
         });
     }
     let mut child = cmd.spawn().expect("spawn ringhub");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("ringhub exited before listening")
-            .expect("read log");
-        if let Some(at) = line.find("listening addr=") {
-            let rest = &line[at + "listening addr=".len()..];
-            break rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-    };
-    // Keep draining the log so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
+    let addr = wait_listening(&mut child);
     (child, addr)
 }
 

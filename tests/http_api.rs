@@ -8,35 +8,6 @@ use std::net::SocketAddr;
 use common::*;
 use serde_json::{json, Value};
 
-/// One HTTP request; returns (status, body).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Option<&Value>,
-) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(GUARD)).unwrap();
-    let body = body.map(Value::to_string).unwrap_or_default();
-    let auth = key
-        .map(|k| format!("Authorization: Bearer {k}\r\n"))
-        .unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn json_body(r: (u16, String)) -> (u16, Value) {
     (r.0, serde_json::from_str(&r.1).unwrap_or(Value::Null))
 }
@@ -51,10 +22,17 @@ async fn api(io: ringhub::IoMode) {
 
     // Refusals: no key, wrong key, wrong method, unknown endpoint, bad JSON, bad topic, no length.
     assert_eq!(
-        json_body(http(a, "POST", "/api/v1/publish", None, Some(&json!({})))).0,
+        json_body(http_raw(
+            a,
+            "POST",
+            "/api/v1/publish",
+            None,
+            Some(&json!({}))
+        ))
+        .0,
         401
     );
-    let (st, v) = json_body(http(
+    let (st, v) = json_body(http_raw(
         a,
         "POST",
         "/api/v1/publish",
@@ -62,9 +40,15 @@ async fn api(io: ringhub::IoMode) {
         Some(&json!({})),
     ));
     assert_eq!((st, v["success"].clone()), (401, json!(false)));
-    assert_eq!(http(a, "GET", "/api/v1/publish", Some("k3y"), None).0, 405);
-    assert_eq!(http(a, "GET", "/api/v1/nothing", Some("k3y"), None).0, 404);
-    let (st, v) = json_body(http(
+    assert_eq!(
+        http_raw(a, "GET", "/api/v1/publish", Some("k3y"), None).0,
+        405
+    );
+    assert_eq!(
+        http_raw(a, "GET", "/api/v1/nothing", Some("k3y"), None).0,
+        404
+    );
+    let (st, v) = json_body(http_raw(
         a,
         "POST",
         "/api/v1/publish",
@@ -78,13 +62,19 @@ async fn api(io: ringhub::IoMode) {
     );
     let bad_topic = json!({"topic": "a*", "event": "e"});
     assert_eq!(
-        http(a, "POST", "/api/v1/publish", Some("k3y"), Some(&bad_topic)).0,
+        http_raw(a, "POST", "/api/v1/publish", Some("k3y"), Some(&bad_topic)).0,
         400
     );
 
     // Publish reaches the subscriber and reports deliveries.
     let p = json!({"topic": "news", "event": "flash", "data": {"x": [1, 2]}});
-    let (st, v) = json_body(http(a, "POST", "/api/v1/publish", Some("k3y"), Some(&p)));
+    let (st, v) = json_body(http_raw(
+        a,
+        "POST",
+        "/api/v1/publish",
+        Some("k3y"),
+        Some(&p),
+    ));
     assert_eq!(
         (st, v),
         (200, json!({"success": true, "data": {"delivered": 1}}))
@@ -97,7 +87,13 @@ async fn api(io: ringhub::IoMode) {
     // Broadcast reaches every connection.
     let mut other = connect(&h, "/ws").await;
     let b = json!({"event": "notice", "data": "hi"});
-    let (st, v) = json_body(http(a, "POST", "/api/v1/broadcast", Some("k3y"), Some(&b)));
+    let (st, v) = json_body(http_raw(
+        a,
+        "POST",
+        "/api/v1/broadcast",
+        Some("k3y"),
+        Some(&b),
+    ));
     assert_eq!((st, v["data"]["delivered"].clone()), (200, json!(2)));
     assert_eq!(
         recv(&mut sub).await,
@@ -109,7 +105,7 @@ async fn api(io: ringhub::IoMode) {
     );
 
     // Anonymous connections: online lists none by name; send/disconnect to unknown users reach 0.
-    let (st, v) = json_body(http(a, "GET", "/api/v1/online", Some("k3y"), None));
+    let (st, v) = json_body(http_raw(a, "GET", "/api/v1/online", Some("k3y"), None));
     assert_eq!(st, 200);
     assert_eq!(
         v["data"],
@@ -117,25 +113,32 @@ async fn api(io: ringhub::IoMode) {
     );
     let s = json!({"users": ["ghost"], "event": "e"});
     assert_eq!(
-        json_body(http(a, "POST", "/api/v1/send", Some("k3y"), Some(&s))).1["data"]["delivered"],
+        json_body(http_raw(a, "POST", "/api/v1/send", Some("k3y"), Some(&s))).1["data"]
+            ["delivered"],
         0
     );
     let d = json!({"user": "ghost"});
     assert_eq!(
-        json_body(http(a, "POST", "/api/v1/disconnect", Some("k3y"), Some(&d))).1["data"]
-            ["disconnected"],
+        json_body(http_raw(
+            a,
+            "POST",
+            "/api/v1/disconnect",
+            Some("k3y"),
+            Some(&d)
+        ))
+        .1["data"]["disconnected"],
         0
     );
 
     // Stats and metrics after traffic.
-    let (st, v) = json_body(http(a, "GET", "/api/v1/stats", Some("k3y"), None));
+    let (st, v) = json_body(http_raw(a, "GET", "/api/v1/stats", Some("k3y"), None));
     assert_eq!(st, 200);
     assert_eq!(v["data"]["shards"].as_array().unwrap().len(), 2);
     assert!(
         v["data"]["total"]["messages_out"].as_u64().unwrap() >= 4,
         "{v}"
     );
-    let (st, text) = http(a, "GET", "/metrics", None, None);
+    let (st, text) = http_raw(a, "GET", "/metrics", None, None);
     assert_eq!(st, 200);
     assert!(text.contains("ringhub_connections{shard=\"0\"}"), "{text}");
     assert!(
@@ -154,11 +157,11 @@ async fn api(io: ringhub::IoMode) {
 
     // Probes.
     assert_eq!(
-        json_body(http(a, "GET", "/healthz", None, None)),
+        json_body(http_raw(a, "GET", "/healthz", None, None)),
         (200, json!({"success": true, "data": "ok"}))
     );
     assert_eq!(
-        json_body(http(a, "GET", "/readyz", None, None)),
+        json_body(http_raw(a, "GET", "/readyz", None, None)),
         (200, json!({"success": true, "data": "ready"}))
     );
     drop((sub, other));
@@ -171,7 +174,7 @@ per_shell!(async fn api);
 #[test]
 fn api_is_off_without_a_key() {
     let h = start(builder(ringhub::IoMode::Epoll).pubsub()).unwrap();
-    let (st, v) = json_body(http(
+    let (st, v) = json_body(http_raw(
         h.local_addr(),
         "POST",
         "/api/v1/publish",
@@ -308,7 +311,7 @@ async fn ui_pages(io: ringhub::IoMode) {
     assert!(again.starts_with("HTTP/1.1 304 "), "{again}");
     assert!(get_raw(a, "/assets/uPlot.iife.min.js", "").starts_with("HTTP/1.1 200 "));
     assert!(get_raw(a, "/assets/nope.js", "").starts_with("HTTP/1.1 404 "));
-    assert_eq!(http(a, "POST", "/", None, None).0, 405);
+    assert_eq!(http_raw(a, "POST", "/", None, None).0, 405);
 
     // Topics with their subscriber counts, summed over shards; recent events.
     let mut s1 = connect(&h, "/ws").await;
@@ -316,16 +319,16 @@ async fn ui_pages(io: ringhub::IoMode) {
     subscribe(&mut s1, "room:1", 1).await;
     subscribe(&mut s2, "room:1", 1).await;
     subscribe(&mut s2, "room:*", 2).await;
-    let (st, v) = json_body(http(a, "GET", "/api/v1/topics", Some("k3y"), None));
+    let (st, v) = json_body(http_raw(a, "GET", "/api/v1/topics", Some("k3y"), None));
     assert_eq!(st, 200, "{v}");
     assert_eq!(
         v["data"]["topics"],
         json!([{"topic": "room:*", "subscribers": 1}, {"topic": "room:1", "subscribers": 2}])
     );
-    assert_eq!(http(a, "GET", "/api/v1/topics", None, None).0, 401);
+    assert_eq!(http_raw(a, "GET", "/api/v1/topics", None, None).0, 401);
     send(&mut s1, json!({"event": "x", "topic": "a*b", "id": 9})).await;
     assert_eq!(recv(&mut s1).await["event"], "error");
-    let (st, v) = json_body(http(a, "GET", "/api/v1/events", Some("k3y"), None));
+    let (st, v) = json_body(http_raw(a, "GET", "/api/v1/events", Some("k3y"), None));
     assert_eq!(st, 200, "{v}");
     let events = v["data"]["events"].as_array().unwrap();
     let last = events.last().expect("the error is recorded");

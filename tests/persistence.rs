@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -42,19 +41,7 @@ fn spawn(dir: &std::path::Path, io: &str) -> Node {
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn ringhub");
-    let out = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(out).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("ringhub exited before listening")
-            .expect("read log");
-        if let Some(at) = line.find("listening addr=") {
-            let rest = &line[at + "listening addr=".len()..];
-            break rest.split_whitespace().next().unwrap_or("").to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = wait_listening(&mut child);
     Node { child, addr }
 }
 

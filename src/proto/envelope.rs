@@ -111,13 +111,17 @@ pub fn put_json_str(out: &mut BytesMut, s: &str) {
 pub fn publication(topic: &str, event: &str, data: Option<&[u8]>) -> Bytes {
     let hint = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 32;
     let mut f = FrameBuilder::with_capacity(hint);
-    let b = f.payload();
+    open_publication(f.payload(), topic, event);
+    close_with_data(f.payload(), data);
+    f.finish(1)
+}
+
+/// Starts a publication envelope: `{"topic":T,"event":E`.
+fn open_publication(b: &mut BytesMut, topic: &str, event: &str) {
     b.put_slice(b"{\"topic\":");
     put_json_str(b, topic);
     b.put_slice(b",\"event\":");
     put_json_str(b, event);
-    close_with_data(b, data);
-    f.finish(1)
 }
 
 /// Encodes `{"topic":T,"event":E,"data":D,"offset":O}`: a publication on a topic with history.
@@ -141,10 +145,7 @@ fn tail_frame(
     let hint = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 64;
     let mut f = FrameBuilder::with_capacity(hint);
     let b = f.payload();
-    b.put_slice(b"{\"topic\":");
-    put_json_str(b, topic);
-    b.put_slice(b",\"event\":");
-    put_json_str(b, event);
+    open_publication(b, topic, event);
     if let Some(d) = data {
         b.put_slice(b",\"data\":");
         b.put_slice(d);

@@ -210,14 +210,14 @@ pub fn read_some<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> usize {
 /// Both I/O shells (prefer [`per_shell!`], which makes one test per shell).
 pub const BACKENDS: [IoMode; 2] = [IoMode::Epoll, IoMode::Uring];
 
-/// One blocking HTTP request; returns (status, body as JSON or `Null`).
-pub fn http_json(
+/// One blocking HTTP request; returns (status, body).
+pub fn http_raw(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
     key: Option<&str>,
     body: Option<&Value>,
-) -> (u16, Value) {
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(GUARD * 2)).unwrap();
@@ -237,7 +237,39 @@ pub fn http_json(
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
+    (status, body)
+}
+
+/// One blocking HTTP request; returns (status, body as JSON or `Null`).
+pub fn http_json(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let (status, body) = http_raw(addr, method, path, key, body);
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// Reads a child ringhub's log until its "listening addr=" line; returns the address and keeps
+/// draining the log in a thread (so the child never blocks on a full pipe).
+pub fn wait_listening(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(out).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("ringhub exited before listening")
+            .expect("read log");
+        if let Some(at) = line.find("listening addr=") {
+            let rest = &line[at + "listening addr=".len()..];
+            break rest.split_whitespace().next().unwrap_or("").to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    addr
 }
 
 /// A request with an id; returns the reply's (or error's) envelope.
