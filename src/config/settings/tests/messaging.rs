@@ -240,8 +240,14 @@ fn cluster_keys_from_toml_env_and_their_errors() {
     assert!(e.contains("given twice"), "{e}");
     let e = err(s.set("cluster.prefix", "", "--x"));
     assert!(e.contains("cluster.prefix"), "{e}");
-    // A password in a URL is not printed with the configuration.
+    // A password in a URL is not printed with the configuration, nor in an error.
     s.set("cluster.redis", "redis://u:hunter2@h:1", "--x")
         .unwrap();
     assert!(!s.to_string().contains("hunter2"));
+    let e = err(s.set(
+        "cluster.redis",
+        "redis://u:hunter2@h:1,redis://u:hunter2@h:1",
+        "--x",
+    ));
+    assert!(e.contains("given twice") && !e.contains("hunter2"), "{e}");
 }
