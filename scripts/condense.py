@@ -26,6 +26,10 @@ import re
 import statistics as st
 import sys
 
+# The number helpers every condenser shares.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from median import f_rate, f_us, med  # noqa: E402
+
 ORDER = ["ringhub", "ringhub-uring", "ringhub-epoll", "bun", "uws", "node-ws", "tungstenite"]
 
 
@@ -132,9 +136,6 @@ def find_runs(root):
     return out
 
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return st.median(xs) if xs else None
 
 
 def ratio_metrics(scenario):
@@ -212,24 +213,8 @@ def condense(root, refs, meta):
     return out
 
 
-def f_rate(v):
-    if v is None:
-        return "–"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f} M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f} k"
-    return f"{v:.0f}"
 
 
-def f_us(v):
-    if v is None:
-        return "–"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f} s"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f} ms"
-    return f"{v:.0f} µs"
 
 
 def f_x(v):

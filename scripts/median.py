@@ -49,13 +49,13 @@ def f_rate(v):
     return f"{v:.0f}"
 
 
-def f_us(v):
+def f_us(v, ms_digits=1):
     if v is None:
         return "–"
     if v >= 1e6:
         return f"{v / 1e6:.2f} s"
     if v >= 1e3:
-        return f"{v / 1e3:.1f} ms"
+        return f"{v / 1e3:.{ms_digits}f} ms"
     return f"{v:.0f} µs"
 
 

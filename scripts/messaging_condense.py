@@ -11,6 +11,15 @@ import json
 import os
 import re
 import statistics
+import sys
+
+# The number helpers every condenser shares.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from median import f_rate as fmt_rate, f_us, med  # noqa: E402
+
+
+def fmt_us(v):
+    return f_us(v, ms_digits=2)
 
 
 def load(run_dirs):
@@ -33,9 +42,6 @@ def load_cases(run_dir, meta):
     return cases
 
 
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
 
 
 def key_numbers(j):
@@ -80,24 +86,8 @@ def key_numbers(j):
     return out
 
 
-def fmt_rate(v):
-    if v is None:
-        return "–"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f} M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f} k"
-    return f"{v:.0f}"
 
 
-def fmt_us(v):
-    if v is None:
-        return "–"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f} s"
-    if v >= 1e3:
-        return f"{v / 1e3:.2f} ms"
-    return f"{v:.0f} µs"
 
 
 def fmt_ratio(v):
