@@ -43,6 +43,9 @@ pub struct Key {
     pub expected: &'static str,
     /// Whether the value is a secret (masked everywhere).
     pub secret: bool,
+    /// Whether a refused value is quoted in the error (not for secrets, nor for values that may
+    /// carry one, like a Redis URL's password: their checks quote them redacted).
+    pub(crate) quote_refused: bool,
     pub(crate) set: fn(&mut Settings, Raw<'_>) -> Result<(), Why>,
     pub(crate) get: fn(&Settings) -> Option<Value>,
 }
@@ -209,6 +212,7 @@ macro_rules! key {
             name: $name,
             expected: $expected,
             secret: $secret,
+            quote_refused: !$secret,
             set: |$s: &mut Settings, $r: Raw<'_>| -> Result<(), Why> {
                 $set;
                 Ok(())

@@ -196,7 +196,10 @@ pub(super) const KEYS: &[Key] = &[
         |s, r| s.inbox.ttl = duration(r, false)?,
         |s| dur_v(s.inbox.ttl)
     ),
-    key!(
+    // A URL may carry a password: a refused one is quoted only redacted (by `redis_urls`).
+    Key {
+        quote_refused: false,
+        ..key!(
         "cluster.redis",
         "a list of redis:// URLs (several: topics are spread over them), empty for a single node",
         |s, r| s.cluster.redis = redis_urls(r)?,
@@ -208,7 +211,8 @@ pub(super) const KEYS: &[Key] = &[
                 .map(|u| crate::cluster::redis::redact(u))
                 .collect::<Vec<_>>()
         )
-    ),
+        )
+    },
     key!(
         "cluster.prefix",
         "a non-empty name without spaces (at most 64), shared by the nodes of one cluster",

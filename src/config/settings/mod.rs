@@ -327,9 +327,7 @@ impl Settings {
             return Ok(());
         }
         (key.set)(self, raw).map_err(|why| {
-            // Redis URLs may carry a password: a refused one is shown only redacted, in `why`.
-            let hide = key.secret || key.name == "cluster.redis";
-            let mut e = key.invalid(raw.show(hide), &origin);
+            let mut e = key.invalid(raw.show(!key.quote_refused), &origin);
             if let (Some(why), SettingsError::Invalid { expected, .. }) = (why, &mut e) {
                 expected.push_str(": ");
                 expected.push_str(&why);
