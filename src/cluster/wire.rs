@@ -4,7 +4,14 @@
 //! 'R' kind  origin-len origin  seq (u64 BE)  body
 //!      'P': u16 count, then per topic: u16 topic-len, topic, u32 frame-len, frame
 //!      'C': a control operation as JSON
+//!      'S': u16 topic-len, topic, u16 event-len, event, u32 data-len (u32::MAX: none), data,
+//!           u64 exclude (a connection id of the origin, 0: none), then `<epoch>:<offset>`
+//!           in ASCII — appended by the Redis script that assigned them (see `store::redis`)
 //! ```
+//!
+//! 'S' is a publication on a topic with history: the Redis store's append script publishes it
+//! in the same atomic step that assigns its offset, so every node (the origin included) receives
+//! a topic's stored publications in offset order, and builds the frame itself.
 //!
 //! The frames are the publication's WebSocket frames exactly as the origin encoded them, so a
 //! receiving node queues them to its connections without re-encoding.
@@ -12,6 +19,7 @@
 const MAGIC: u8 = b'R';
 const PUBLICATION: u8 = b'P';
 const CONTROL: u8 = b'C';
+const STORED: u8 = b'S';
 
 /// A decoded message.
 #[derive(Debug, PartialEq, Eq)]
@@ -20,6 +28,21 @@ pub(crate) enum Decoded<'a> {
     Publication(Vec<(&'a str, &'a [u8])>),
     /// A control operation (JSON).
     Control(&'a [u8]),
+    /// A publication on a topic with history, with the offset its stream assigned.
+    Stored(StoredWire<'a>),
+}
+
+/// The body of an 'S' message.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct StoredWire<'a> {
+    pub topic: &'a str,
+    pub event: &'a str,
+    pub data: Option<&'a [u8]>,
+    /// The origin's connection to skip (`exclude_sender`), 0 for none.
+    pub exclude: u64,
+    /// The stream's epoch when the offset was assigned.
+    pub epoch: &'a str,
+    pub offset: u64,
 }
 
 /// A message with its origin node and sequence number.
@@ -52,6 +75,36 @@ pub(crate) fn publication(origin: &str, seq: u64, frames: &[(&str, &[u8])]) -> V
         out.extend_from_slice(&(f.len() as u32).to_be_bytes());
         out.extend_from_slice(f);
     }
+    out
+}
+
+/// Encodes a stored publication **without its position**: the Redis script that assigns the
+/// offset appends `<epoch>:<offset>` before publishing.
+pub(crate) fn stored(
+    origin: &str,
+    seq: u64,
+    topic: &str,
+    event: &str,
+    data: Option<&[u8]>,
+    exclude: u64,
+) -> Vec<u8> {
+    let size = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 40;
+    let mut out = Vec::with_capacity(size + origin.len());
+    header(&mut out, STORED, origin, seq);
+    let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic);
+    let event = &event.as_bytes()[..event.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(event.len() as u16).to_be_bytes());
+    out.extend_from_slice(event);
+    match data {
+        Some(d) => {
+            out.extend_from_slice(&(d.len().min(u32::MAX as usize - 1) as u32).to_be_bytes());
+            out.extend_from_slice(d);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
+    }
+    out.extend_from_slice(&exclude.to_be_bytes());
     out
 }
 
@@ -119,6 +172,31 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
             Decoded::Publication(frames)
         }
         CONTROL => Decoded::Control(r.0),
+        STORED => {
+            let tl = r.u16()?;
+            let topic = std::str::from_utf8(r.take(tl)?).ok()?;
+            let el = r.u16()?;
+            let event = std::str::from_utf8(r.take(el)?).ok()?;
+            let data = match r.u32()? {
+                n if n == u32::MAX as usize => None,
+                n => Some(r.take(n)?),
+            };
+            let exclude = r.u64()?;
+            let tail = std::str::from_utf8(r.0).ok()?;
+            let (epoch, digits) = tail.rsplit_once(':')?;
+            if epoch.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            Decoded::Stored(StoredWire {
+                topic,
+                event,
+                data,
+                exclude,
+                epoch,
+                offset: digits.parse().ok()?,
+            })
+        }
         _ => return None,
     };
     Some(Envelope { origin, seq, body })
@@ -196,6 +274,38 @@ mod tests {
             e.body,
             Decoded::Control(br#"{"op":"disconnect","user":"u"}"#)
         );
+    }
+
+    #[test]
+    fn stored_round_trip_with_the_offset_appended() {
+        let mut p = stored("n1", 9, "chat:a", "msg", Some(br#"{"x":1}"#), 77);
+        assert!(decode(&p).is_none(), "no offset yet");
+        p.extend_from_slice(b"e1f2:1234");
+        let e = decode(&p).unwrap();
+        assert_eq!((e.origin, e.seq), (&b"n1"[..], 9));
+        assert_eq!(
+            e.body,
+            Decoded::Stored(StoredWire {
+                topic: "chat:a",
+                event: "msg",
+                data: Some(br#"{"x":1}"#),
+                exclude: 77,
+                epoch: "e1f2",
+                offset: 1234,
+            })
+        );
+        let mut q = stored("n1", 10, "t", "e", None, 0);
+        q.extend_from_slice(b"ab:1");
+        let Decoded::Stored(w) = decode(&q).unwrap().body else {
+            panic!("not stored")
+        };
+        assert_eq!((w.data, w.offset), (None, 1));
+        let mut bad = stored("n1", 10, "t", "e", None, 0);
+        bad.extend_from_slice(b"ab:1x");
+        assert!(decode(&bad).is_none());
+        let mut no_epoch = stored("n1", 10, "t", "e", None, 0);
+        no_epoch.extend_from_slice(b"12");
+        assert!(decode(&no_epoch).is_none());
     }
 
     #[test]

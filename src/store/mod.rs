@@ -179,6 +179,22 @@ pub struct StatusChange {
     pub status: MessageStatus,
 }
 
+/// One publication to append, as [`Store::append_batch`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct AppendReq<'a> {
+    /// The topic (its stream).
+    pub topic: &'a str,
+    /// Its history limits.
+    pub limits: HistoryLimits,
+    /// The event name.
+    pub event: &'a str,
+    /// Raw JSON data.
+    pub data: Option<&'a [u8]>,
+    /// The publishing connection to skip ([`ConnId::raw`](crate::ConnId::raw), 0: none): only a
+    /// store that [delivers](Store::delivers) needs it.
+    pub exclude: u64,
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -223,6 +239,26 @@ pub trait Store: Send + 'static {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError>;
+
+    /// Appends several publications, in order, as [`append`](Self::append) would one by one
+    /// (a remote store sends them in one round trip). One result per request, in order.
+    fn append_batch(
+        &mut self,
+        reqs: &[AppendReq<'_>],
+        now_ms: u64,
+    ) -> Vec<Result<StreamPos, StoreError>> {
+        reqs.iter()
+            .map(|r| self.append(r.topic, r.limits, r.event, r.data, now_ms))
+            .collect()
+    }
+
+    /// Whether the store itself delivers each appended publication to every node, this one
+    /// included, in offset order (the Redis store publishes it in the same atomic step as the
+    /// append). Then the store thread does not hand publications to the shards; they arrive
+    /// through the cluster broker.
+    fn delivers(&self) -> bool {
+        false
+    }
 
     /// The stream's current position (creating the stream, with a fresh epoch, if unknown).
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError>;

@@ -71,6 +71,8 @@ impl Manager {
                     });
                 }
             }
+            // Stored publications reach the shards in `stored` (not yet wired).
+            Decoded::Stored(_) => {}
             Decoded::Control(json) => {
                 ClusterStats::add(&stats.control_received, 1);
                 match serde_json::from_slice::<ControlOp>(json) {
