@@ -119,6 +119,21 @@ pub(crate) enum ControlOp {
         topic: String,
         add: bool,
     },
+    /// A durable message stored (in the shared Redis store) for `user`: written to the user's
+    /// connections on every node, which retry it until it is acknowledged.
+    Durable {
+        user: String,
+        offset: u64,
+        #[serde(default)]
+        topic: Option<String>,
+        event: String,
+        #[serde(default)]
+        data: Option<Box<RawValue>>,
+        /// The inbox store's epoch.
+        epoch: String,
+    },
+    /// Durable messages that left their inboxes (acked, expired, dropped): no more retries.
+    InboxGone { gone: Vec<(String, u64)> },
 }
 
 /// The `ringhub_cluster_*` counters.

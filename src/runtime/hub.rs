@@ -279,6 +279,7 @@ impl Server {
         let broker = crate::cluster::broker_for(&self.config.cluster, &node)?;
         let hub = Arc::new(HubShared {
             clustered: broker.clustered(),
+            remote_store: store.delivers(),
             broker,
             shards: n,
             router: self.router,

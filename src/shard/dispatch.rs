@@ -32,7 +32,7 @@ impl ShardState {
             ApiOp::Publish { frames, exclude } => {
                 ApiReply::Count(self.deliver_many(&frames, exclude))
             }
-            ApiOp::Stored(p) => ApiReply::Count(self.deliver_stored(&p.topic, &p.frame, p.exclude)),
+            ApiOp::Stored(p) => ApiReply::Count(self.deliver_stored(&p)),
             ApiOp::Durable {
                 user,
                 offset,
@@ -246,11 +246,15 @@ impl ShardState {
                 frame,
                 exclude,
             } => self.publish(&topic, frame, exclude),
-            Action::Recovered { topic, frame, held } => {
+            Action::Recovered {
+                topic,
+                frame,
+                held,
+                pos,
+            } => {
                 if held {
-                    self.release(id, &topic);
-                }
-                if let Some(f) = frame {
+                    self.release_answered(id, &topic, frame, pos);
+                } else if let Some(f) = frame {
                     self.enqueue(id, f);
                 }
             }

@@ -29,6 +29,8 @@ pub(crate) enum Action {
         topic: Arc<str>,
         frame: Option<Bytes>,
         held: bool,
+        /// The stream's position the answer covers (epoch, top offset), when known.
+        pos: Option<(Arc<str>, u64)>,
     },
     /// The unacknowledged durable messages of the connection's user, in offset order: queue
     /// them and resume live durable deliveries to the connection.
@@ -95,6 +97,9 @@ pub(crate) struct StoredPub {
     pub topic: Arc<str>,
     pub frame: Bytes,
     pub exclude: Option<ConnId>,
+    /// Its stream's epoch and its offset.
+    pub epoch: Arc<str>,
+    pub offset: u64,
 }
 
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).

@@ -4,26 +4,18 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::inbox::Target;
 use super::shared::ControlJob;
-use super::{flag, ShardState, Stamp};
+use super::ShardState;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
 use crate::proto::pattern::Pattern;
 use crate::runtime::hooks::{guarded, SubscribeInfo};
 use crate::runtime::store::{HistoryTo, Since, StoreJob};
 use crate::ConnId;
-
-/// A durable message written to local connections, waiting for an ack.
-pub(crate) struct PendingDurable {
-    frame: Bytes,
-    sent: Stamp,
-    attempts: u32,
-}
 
 #[derive(Deserialize)]
 struct SinceIn {
@@ -54,13 +46,10 @@ struct HistoryData {
     since: Option<SinceIn>,
 }
 
-#[derive(Deserialize)]
-struct AckData {
-    offset: u64,
-}
-
 /// Reads `data` as `T`; absent (or `null`) data is `T::default()`.
-fn data_as<'a, T: Deserialize<'a> + Default>(data: Option<&'a RawValue>) -> Result<T, String> {
+pub(super) fn data_as<'a, T: Deserialize<'a> + Default>(
+    data: Option<&'a RawValue>,
+) -> Result<T, String> {
     match data.map(RawValue::get) {
         None | Some("null") => Ok(T::default()),
         Some(raw) => serde_json::from_str(raw).map_err(|e| {
@@ -73,7 +62,7 @@ fn data_as<'a, T: Deserialize<'a> + Default>(data: Option<&'a RawValue>) -> Resu
 }
 
 /// The held-topic marker for "this connection's user's durable messages".
-const INBOX: &str = "";
+pub(super) const INBOX: &str = "";
 
 impl ShardState {
     /// `subscribe`, with protocol v2's history position and `since` recovery.
@@ -197,35 +186,6 @@ impl ShardState {
         }
     }
 
-    /// Holds back stored publications of `topic` from `id` until the store's answer.
-    fn hold(&mut self, id: ConnId, topic: Arc<str>) {
-        let Some(c) = self.conn_mut(id) else { return };
-        c.set(flag::HELD);
-        self.held.entry(id).or_default().push(topic);
-    }
-
-    /// Ends a [`hold`](Self::hold).
-    pub(super) fn release(&mut self, id: ConnId, topic: &str) {
-        let Some(list) = self.held.get_mut(&id) else {
-            return;
-        };
-        if let Some(i) = list.iter().position(|t| &**t == topic) {
-            list.swap_remove(i);
-        }
-        if list.is_empty() {
-            self.held.remove(&id);
-            if let Some(c) = self.conn_mut(id) {
-                c.clear(flag::HELD);
-            }
-        }
-    }
-
-    fn is_held(&self, id: ConnId, topic: &str) -> bool {
-        self.held
-            .get(&id)
-            .is_some_and(|l| l.iter().any(|t| &**t == topic))
-    }
-
     /// `history`: answered by the store thread.
     pub(super) fn client_history(
         &mut self,
@@ -327,53 +287,6 @@ impl ShardState {
         self.enqueue(id, envelope::reply(rid, topic, Some(body.as_bytes())));
     }
 
-    /// `ack` of a durable message, from any connection of its user.
-    pub(super) fn client_ack(
-        &mut self,
-        id: ConnId,
-        topic: &str,
-        req: Option<u64>,
-        data: Option<&RawValue>,
-    ) {
-        let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
-            return self.error(
-                id,
-                req,
-                topic,
-                ErrorCode::Forbidden,
-                "ack needs an authenticated user",
-            );
-        };
-        if topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX) != Some(&*user) {
-            return self.error(
-                id,
-                req,
-                topic,
-                ErrorCode::Forbidden,
-                "ack is for your own user:<id> topic",
-            );
-        }
-        let offset = match data.map(|d| serde_json::from_str::<AckData>(d.get())) {
-            Some(Ok(a)) => a.offset,
-            _ => {
-                let msg = "ack needs data {\"offset\": N}";
-                return self.error(id, req, topic, ErrorCode::BadRequest, msg);
-            }
-        };
-        if let Some(m) = self.durable.get_mut(&user) {
-            m.remove(&offset);
-        }
-        let job = StoreJob::Ack {
-            user,
-            offset,
-            conn: id,
-            rid: req,
-        };
-        if let Err(e) = self.hub.submit_store(job, false) {
-            self.error(id, req, topic, e.code, &e.message);
-        }
-    }
-
     /// `join` / `leave` to the other subscribers of `topic`.
     pub(super) fn announce(&mut self, id: ConnId, topic: &str, event: &str) {
         let Some(c) = self.conns.get(id.slot() as usize).filter(|c| c.id == id) else {
@@ -472,118 +385,6 @@ impl ShardState {
             .is_err()
         {
             self.release(id, INBOX);
-        }
-    }
-
-    /// The store's list of unacknowledged messages for a new connection.
-    pub(super) fn inbox_sync(&mut self, id: ConnId, user: &Arc<str>, frames: Vec<(u64, Bytes)>) {
-        self.release(id, INBOX);
-        if self.conn_mut(id).is_none_or(|c| c.closing.is_some()) {
-            return;
-        }
-        let now = self.stamp;
-        for (offset, frame) in frames {
-            self.enqueue(id, frame.clone());
-            self.durable
-                .entry(user.clone())
-                .or_default()
-                .entry(offset)
-                .or_insert(PendingDurable {
-                    frame,
-                    sent: now,
-                    attempts: 1,
-                });
-            self.report_delivered(user, offset, 1);
-        }
-    }
-
-    /// A new durable message: written to the user's local connections now.
-    pub(super) fn deliver_durable(&mut self, user: &Arc<str>, offset: u64, frame: Bytes) -> usize {
-        let k = self.write_durable(user, &frame);
-        if k > 0 {
-            let now = self.stamp;
-            self.durable.entry(user.clone()).or_default().insert(
-                offset,
-                PendingDurable {
-                    frame,
-                    sent: now,
-                    attempts: 1,
-                },
-            );
-            self.report_delivered(user, offset, k as u32);
-        }
-        k
-    }
-
-    fn write_durable(&mut self, user: &Arc<str>, frame: &Bytes) -> usize {
-        let Some(ids) = self.users.get(user).cloned() else {
-            return 0;
-        };
-        let mut k = 0;
-        for id in ids {
-            let live = self.conn_mut(id).is_some_and(|c| {
-                c.closing.is_none() && matches!(c.phase, super::Phase::Ws(super::ConnKind::PubSub))
-            });
-            if live && !self.is_held(id, INBOX) {
-                self.enqueue(id, frame.clone());
-                k += 1;
-            }
-        }
-        k
-    }
-
-    fn report_delivered(&self, user: &Arc<str>, offset: u64, times: u32) {
-        let job = StoreJob::Delivered {
-            user: user.clone(),
-            offset,
-            times,
-        };
-        let _ = self.hub.submit_store(job, false);
-    }
-
-    /// Messages that left their inboxes: no more retries.
-    pub(super) fn inbox_gone(&mut self, list: &[(Arc<str>, u64)]) {
-        for (user, offset) in list {
-            if let Some(m) = self.durable.get_mut(user) {
-                m.remove(offset);
-                if m.is_empty() {
-                    self.durable.remove(user);
-                }
-            }
-        }
-    }
-
-    /// Writes again, in offset order, the durable messages not acknowledged within
-    /// `ack_timeout`, up to `max_attempts`; users gone from this shard are forgotten (their
-    /// next connection gets everything from the store).
-    pub(super) fn retry_durable(&mut self) {
-        let cfg = self.hub.config.inbox;
-        let now = self.stamp;
-        let mut resend: Vec<(Arc<str>, u64, Bytes)> = Vec::new();
-        let users = &self.users;
-        self.durable.retain(|user, msgs| {
-            if !users.contains_key(user) {
-                return false;
-            }
-            msgs.retain(|offset, p| {
-                if now.since(p.sent) < cfg.ack_timeout {
-                    return true;
-                }
-                if p.attempts >= cfg.max_attempts {
-                    return false;
-                }
-                p.attempts += 1;
-                p.sent = now;
-                resend.push((user.clone(), *offset, p.frame.clone()));
-                true
-            });
-            !msgs.is_empty()
-        });
-        for (user, offset, frame) in resend {
-            let k = self.write_durable(&user, &frame);
-            if k > 0 {
-                self.report_delivered(&user, offset, k as u32);
-            }
         }
     }
 

@@ -26,7 +26,9 @@ use crate::ConnId;
 mod adopt;
 mod conn;
 mod dispatch;
+mod durable;
 pub(crate) mod events;
+mod hold;
 pub(crate) mod inbox;
 mod messaging;
 mod output;
@@ -221,10 +223,10 @@ pub(crate) struct ShardState {
     last_tick: Instant,
     /// Topics whose stored publications a connection must not receive yet: its subscribe
     /// waits for the store's answer, which covers them (`""` = its user's durable messages,
-    /// until the inbox sync arrives). See `runtime::store`.
-    held: HashMap<ConnId, Vec<Arc<str>>>,
+    /// until the inbox sync arrives). See `hold` and `runtime::store`.
+    held: HashMap<ConnId, Vec<hold::Hold>>,
     /// Durable messages written to local connections and not yet acknowledged, per user.
-    durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, messaging::PendingDurable>>,
+    durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, durable::PendingDurable>>,
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
     /// The node's name, shard-local (handlers' `Context::client_id`).
@@ -336,7 +338,7 @@ impl ShardState {
             }
             ShardMsg::Stored(batch) => {
                 for p in batch.iter() {
-                    self.deliver_stored(&p.topic, &p.frame, p.exclude);
+                    self.deliver_stored(p);
                 }
             }
             ShardMsg::InboxGone(list) => self.inbox_gone(&list),

@@ -81,6 +81,9 @@ pub(crate) struct HubShared {
     pub(crate) broker: Arc<dyn crate::cluster::Broker>,
     /// `broker.clustered()`, read on every publication.
     pub(crate) clustered: bool,
+    /// The store delivers stored publications itself, through the broker (`Store::delivers`):
+    /// shards judge held connections by offset (see `shard::hold`).
+    pub(crate) remote_store: bool,
     /// Recent errors, cuts and disconnects for the admin dashboard.
     pub(crate) events: super::events::RecentEvents,
 }
@@ -197,6 +200,7 @@ impl HubShared {
             hooks: Hooks::default(),
             broker: Arc::new(crate::cluster::local::LocalBroker),
             clustered: false,
+            remote_store: false,
             events: Default::default(),
         }
     }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::events::EventKind;
-use super::inbox::ShardMsg;
+use super::hold::Verdict;
+use super::inbox::{ShardMsg, StoredPub};
 use super::{flag, ConnEntry, Frame, PendingInterest, ShardState};
 use crate::proto::envelope;
 use crate::proto::error::{ErrorCode, HandlerError};
@@ -169,19 +170,15 @@ impl ShardState {
         exclude: Option<ConnId>,
     ) -> usize {
         self.pub_seq += 1;
-        self.deliver_seq(topic, frame, exclude, false, self.pub_seq)
+        self.deliver_seq(topic, frame, exclude, None, self.pub_seq)
     }
 
-    /// Delivers a publication the store thread sequenced: connections whose subscribe to
-    /// `topic` waits for the store's answer are skipped (the answer covers it).
-    pub(super) fn deliver_stored(
-        &mut self,
-        topic: &str,
-        frame: &Bytes,
-        exclude: Option<ConnId>,
-    ) -> usize {
+    /// Delivers a publication the store sequenced: connections whose subscribe to its topic
+    /// waits for the store's answer are skipped or, in a cluster, judged by offset (see `hold`).
+    pub(super) fn deliver_stored(&mut self, p: &StoredPub) -> usize {
         self.pub_seq += 1;
-        self.deliver_seq(topic, frame, exclude, true, self.pub_seq)
+        let pos = self.hub.remote_store.then_some((&p.epoch, p.offset));
+        self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), self.pub_seq)
     }
 
     /// Delivers one publication to several topics: each connection receives it once, through
@@ -195,16 +192,17 @@ impl ShardState {
         let seq = self.pub_seq;
         frames
             .iter()
-            .map(|(t, f)| self.deliver_seq(t, f, exclude, false, seq))
+            .map(|(t, f)| self.deliver_seq(t, f, exclude, None, seq))
             .sum()
     }
 
+    /// `stored`: `Some` for a stored publication, with its (epoch, offset) in a cluster.
     fn deliver_seq(
         &mut self,
         topic: &str,
         frame: &Bytes,
         exclude: Option<ConnId>,
-        stored: bool,
+        stored: Option<Option<(&Arc<str>, u64)>>,
         seq: u64,
     ) -> usize {
         let mut delivered = 0;
@@ -212,8 +210,10 @@ impl ShardState {
         let mut slow: Vec<ConnId> = Vec::new();
         let conns = &mut self.conns;
         let dirty = &mut self.dirty;
-        let held = &self.held;
-        let check_held = stored && !held.is_empty();
+        let held = &mut self.held;
+        let check_held = stored.is_some() && !held.is_empty();
+        let pos = stored.flatten();
+        let mut ended: Vec<ConnId> = Vec::new();
         let shared = Frame::new(frame.clone());
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
@@ -232,13 +232,14 @@ impl ShardState {
                 if exclude == Some(c.id) {
                     continue;
                 }
-                if check_held
-                    && c.flags & flag::HELD != 0
-                    && held
-                        .get(&c.id)
-                        .is_some_and(|ts| ts.iter().any(|t| **t == *topic))
-                {
-                    continue;
+                if check_held && c.flags & flag::HELD != 0 {
+                    if let Some(holds) = held.get_mut(&c.id) {
+                        match super::hold::verdict(holds, topic, pos, frame) {
+                            Verdict::Deliver => {}
+                            Verdict::Skip => continue,
+                            Verdict::DeliverAndEnd => ended.push(c.id),
+                        }
+                    }
                 }
                 if c.queued + frame.len() > limit {
                     slow.push(c.id);
@@ -255,6 +256,9 @@ impl ShardState {
         });
         for id in slow {
             self.slow_consumer(id);
+        }
+        for id in ended {
+            self.end_answered(id, topic);
         }
         delivered
     }

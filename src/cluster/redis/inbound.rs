@@ -16,7 +16,8 @@ use crate::cluster::wire::{self, Decoded};
 use crate::cluster::{glob_escape, ClusterStats, ControlOp};
 use crate::proto::envelope;
 use crate::proto::pattern::{validate_topic, Pattern};
-use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, Target};
+use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, StoredPub, Target};
+use crate::ConnId;
 
 impl Manager {
     /// A message from a subscriber connection.
@@ -71,8 +72,25 @@ impl Manager {
                     });
                 }
             }
-            // Stored publications reach the shards in `stored` (not yet wired).
-            Decoded::Stored(_) => {}
+            Decoded::Stored(w) => {
+                ClusterStats::add(&stats.publishes_received, 1);
+                let mask = self.interest.shards_for(w.topic);
+                if mask == 0 {
+                    return;
+                }
+                // The exclusion is a connection of the origin node: it means nothing elsewhere.
+                let own = env.origin.strip_suffix(b"~s") == Some(self.setup.node.as_bytes());
+                let exclude = (own && w.exclude != 0).then(|| ConnId::from_raw(w.exclude));
+                let sp = StoredPub {
+                    topic: w.topic.into(),
+                    frame: envelope::stored_publication(w.topic, w.event, w.data, w.offset),
+                    exclude,
+                    epoch: w.epoch.into(),
+                    offset: w.offset,
+                };
+                let batch: Arc<[StoredPub]> = Arc::new([sp]);
+                self.each_shard(mask, |_| ShardMsg::Stored(batch.clone()));
+            }
             Decoded::Control(json) => {
                 ClusterStats::add(&stats.control_received, 1);
                 match serde_json::from_slice::<ControlOp>(json) {
@@ -152,6 +170,35 @@ impl Manager {
                     topic: topic.clone(),
                     add,
                 })
+            }
+            ControlOp::Durable {
+                user,
+                offset,
+                topic,
+                event,
+                data,
+                epoch,
+            } => {
+                let topic = topic.unwrap_or_else(|| format!("user:{user}"));
+                if validate_topic(&topic).is_err() {
+                    return;
+                }
+                let data = data.as_deref().map(|d| d.get().as_bytes());
+                let frame = envelope::durable(&topic, &event, data, offset, &epoch);
+                let user: Arc<str> = user.into();
+                Box::new(move || ApiOp::Durable {
+                    user: user.clone(),
+                    offset,
+                    frame: frame.clone(),
+                })
+            }
+            ControlOp::InboxGone { gone } => {
+                let gone: Arc<[(Arc<str>, u64)]> =
+                    gone.into_iter().map(|(u, o)| (u.into(), o)).collect();
+                for inbox in self.hub.inboxes.iter() {
+                    inbox.push(ShardMsg::InboxGone(gone.clone()));
+                }
+                return;
             }
         };
         for inbox in self.hub.inboxes.iter() {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{Out, PubReply, Sequencer};
+use crate::cluster::ControlOp;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
 use crate::shard::inbox::{Action, ApiOp, ShardMsg, StoredPub};
@@ -33,6 +34,17 @@ impl Sequencer {
         for out in outs {
             match out {
                 Out::Pub(sp, PubReply::None, _) => run.push(sp),
+                Out::Replied(_, PubReply::None, _) => {}
+                Out::Replied(topic, PubReply::Conn(conn, rid), offset) => {
+                    flush(&mut run);
+                    let body = format!("{{\"offset\":{offset}}}");
+                    let frame = envelope::reply(rid, &topic, Some(body.as_bytes()));
+                    push_conn(&hub, conn, Action::Send(frame));
+                }
+                Out::Replied(_, PubReply::Api(tx), offset) => {
+                    // Delivered through the broker on every node: nothing to count here.
+                    let _ = tx.send(Ok((offset, Vec::new())));
+                }
                 Out::Pub(sp, PubReply::Conn(conn, rid), offset) => {
                     let frame = envelope::reply(
                         rid,
@@ -66,8 +78,12 @@ impl Sequencer {
                     frame,
                     id,
                     reply,
+                    wire,
                 } => {
                     flush(&mut run);
+                    if let Some(op) = wire {
+                        hub.broker.control(op);
+                    }
                     let mut waits = Vec::with_capacity(hub.inboxes.len());
                     for inbox in hub.inboxes.iter() {
                         let (t, r) = oneshot::channel();
@@ -88,6 +104,13 @@ impl Sequencer {
                             let _ =
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(c)));
                         }
+                    }
+                    if hub.remote_store {
+                        let gone = changes
+                            .iter()
+                            .map(|c| (c.user.to_string(), c.offset))
+                            .collect();
+                        hub.broker.control(ControlOp::InboxGone { gone });
                     }
                     let gone: Arc<[(Arc<str>, u64)]> = changes
                         .into_iter()
@@ -115,6 +138,7 @@ impl Sequencer {
         for out in std::mem::take(&mut self.outs) {
             match out {
                 Out::Pub(sp, reply, _) => reply_error(&hub, &sp.topic, reply, clone_err(e)),
+                Out::Replied(topic, reply, _) => reply_error(&hub, &topic, reply, clone_err(e)),
                 Out::Durable { reply, .. } => {
                     let _ = reply.send(Err(clone_err(e)));
                 }
@@ -126,7 +150,13 @@ impl Sequencer {
                         ErrorCode::Internal,
                         &e.to_string(),
                     ));
-                    push_conn(&hub, conn, Action::Recovered { topic, frame, held });
+                    let action = Action::Recovered {
+                        topic,
+                        frame,
+                        held,
+                        pos: None,
+                    };
+                    push_conn(&hub, conn, action);
                 }
                 Out::Subscribed(conn, _, action) => push_conn(&hub, conn, action),
                 Out::Conn(conn, Action::InboxSync(user, _)) => {

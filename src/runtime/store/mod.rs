@@ -14,14 +14,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
+use crate::cluster::ControlOp;
 use crate::proto::envelope;
 use crate::shard::inbox::{Action, ApiReply, StoredPub};
 use crate::shard::shared::HubShared;
 use crate::store::{
-    HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange, Store,
-    StoreError,
+    AppendReq, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange,
+    Store, StoreError,
 };
 use crate::ConnId;
 
@@ -135,6 +137,8 @@ pub(crate) enum HistoryTo {
 /// Results of one batch, emitted after its commit, in job order.
 enum Out {
     Pub(StoredPub, PubReply, u64),
+    /// A publication the store delivers itself (a cluster): only its reply is left.
+    Replied(Arc<str>, PubReply, u64),
     /// A frame for one connection.
     Conn(ConnId, Action),
     /// The answer to a subscribe (request id kept for an error when the commit fails).
@@ -149,6 +153,8 @@ enum Out {
         frame: Bytes,
         id: u64,
         reply: oneshot::Sender<Result<(u64, Counted), StoreError>>,
+        /// In a cluster: the same message for the other nodes.
+        wire: Option<ControlOp>,
     },
     /// Messages that left inboxes (acked, expired, dropped): shards stop retrying them.
     Gone(Vec<StatusChange>),
@@ -233,13 +239,21 @@ impl Sequencer {
     pub(crate) fn run_batch(&mut self, batch: &mut Vec<StoreJob>) -> bool {
         let mut stop = false;
         let now = crate::store::now_ms();
+        let mut run: Vec<PubJob> = Vec::new();
         for job in batch.drain(..) {
-            if matches!(job, StoreJob::Stop) {
-                stop = true;
-                continue;
+            match job {
+                StoreJob::Publish(p) => {
+                    run.push(*p);
+                    continue;
+                }
+                StoreJob::Stop => stop = true,
+                job => {
+                    self.publish_run(&mut run, now);
+                    self.apply(job, now);
+                }
             }
-            self.apply(job, now);
         }
+        self.publish_run(&mut run, now);
         if self.last_expire.elapsed() >= Duration::from_secs(1) {
             self.last_expire = Instant::now();
             match self.store.expire(self.hub.config.inbox.limits(), now) {
@@ -260,7 +274,7 @@ impl Sequencer {
 
     fn apply(&mut self, job: StoreJob, now: u64) {
         match job {
-            StoreJob::Publish(p) => self.publish(*p, now),
+            StoreJob::Publish(p) => self.publish_run(&mut vec![*p], now),
             StoreJob::Subscribe {
                 topic,
                 conn,
@@ -268,8 +282,13 @@ impl Sequencer {
                 since,
                 held,
             } => {
-                let frame = self.subscribe_reply(&topic, rid, since.as_ref(), now);
-                let action = Action::Recovered { topic, frame, held };
+                let (frame, pos) = self.subscribe_reply(&topic, rid, since.as_ref(), now);
+                let action = Action::Recovered {
+                    topic,
+                    frame,
+                    held,
+                    pos,
+                };
                 self.outs.push(Out::Subscribed(conn, rid, action));
             }
             StoreJob::History {
@@ -320,12 +339,23 @@ impl Sequencer {
                             self.outs.push(Out::Gone(dropped));
                         }
                         let frame = durable_frame(&user, &m, &self.inbox_epoch);
+                        let wire = self.hub.remote_store.then(|| ControlOp::Durable {
+                            user: user.to_string(),
+                            offset: m.offset,
+                            topic: m.topic.as_deref().map(str::to_string),
+                            event: m.event.to_string(),
+                            data: m.data.as_deref().and_then(|d| {
+                                RawValue::from_string(String::from_utf8_lossy(d).into_owned()).ok()
+                            }),
+                            epoch: self.inbox_epoch.to_string(),
+                        });
                         self.outs.push(Out::Durable {
                             user,
                             offset: m.offset,
                             frame,
                             id: m.id,
                             reply,
+                            wire,
                         });
                     }
                     Err(e) => {
@@ -408,26 +438,52 @@ impl Sequencer {
         }
     }
 
-    fn publish(&mut self, p: PubJob, now: u64) {
-        let Some(ns) = self.hub.namespaces.history(&p.topic) else {
-            // Configuration is fixed at start, so a shard only sends topics with history.
+    /// Appends a run of publications in one [`Store::append_batch`] (one round trip for a
+    /// remote store) and records their results in order. When the store delivers publications
+    /// itself (a cluster), only the replies are left to emit.
+    fn publish_run(&mut self, run: &mut Vec<PubJob>, now: u64) {
+        if run.is_empty() {
             return;
+        }
+        // Configuration is fixed at start, so a shard only sends topics with history.
+        run.retain(|p| self.hub.namespaces.history(&p.topic).is_some());
+        let results = {
+            let reqs: Vec<AppendReq<'_>> = run
+                .iter()
+                .filter_map(|p| {
+                    Some(AppendReq {
+                        topic: &p.topic,
+                        limits: self.hub.namespaces.history(&p.topic)?.limits(),
+                        event: &p.event,
+                        data: p.data.as_deref(),
+                        exclude: p.exclude.map_or(0, ConnId::raw),
+                    })
+                })
+                .collect();
+            self.store.append_batch(&reqs, now)
         };
-        match self
-            .store
-            .append(&p.topic, ns.limits(), &p.event, p.data.as_deref(), now)
-        {
-            Ok(pos) => {
-                let frame =
-                    envelope::stored_publication(&p.topic, &p.event, p.data.as_deref(), pos.offset);
-                let sp = StoredPub {
-                    topic: p.topic,
-                    frame,
-                    exclude: p.exclude,
-                };
-                self.outs.push(Out::Pub(sp, p.reply, pos.offset));
+        let delivers = self.store.delivers();
+        for (p, r) in run.drain(..).zip(results) {
+            match r {
+                Ok(pos) if delivers => self.outs.push(Out::Replied(p.topic, p.reply, pos.offset)),
+                Ok(pos) => {
+                    let frame = envelope::stored_publication(
+                        &p.topic,
+                        &p.event,
+                        p.data.as_deref(),
+                        pos.offset,
+                    );
+                    let sp = StoredPub {
+                        topic: p.topic,
+                        frame,
+                        exclude: p.exclude,
+                        epoch: pos.epoch,
+                        offset: pos.offset,
+                    };
+                    self.outs.push(Out::Pub(sp, p.reply, pos.offset));
+                }
+                Err(e) => reply_error(&self.hub, &p.topic, p.reply, e),
             }
-            Err(e) => reply_error(&self.hub, &p.topic, p.reply, e),
         }
     }
 
@@ -451,15 +507,19 @@ impl Sequencer {
         self.store.read(topic, limits, after, limit, now)
     }
 
-    /// The subscribe reply: position, and the recovery when `since` was given.
+    /// The subscribe reply (position, and the recovery when `since` was given) and the
+    /// position it covers.
     fn subscribe_reply(
         &mut self,
         topic: &str,
         rid: Option<u64>,
         since: Option<&Since>,
         now: u64,
-    ) -> Option<Bytes> {
-        let limits = self.hub.namespaces.history(topic)?.limits();
+    ) -> (Option<Bytes>, Option<(Arc<str>, u64)>) {
+        let Some(ns) = self.hub.namespaces.history(topic) else {
+            return (None, None);
+        };
+        let limits = ns.limits();
         let max = self.hub.config.store.max_recover;
         let answer = self.store.position(topic).and_then(|pos| {
             let Some(s) = since else {
@@ -475,8 +535,14 @@ impl Sequencer {
                 (r.pos, Some((false, Vec::new())))
             })
         });
-        let rid = rid?;
-        Some(match answer {
+        let covered = answer
+            .as_ref()
+            .ok()
+            .map(|(pos, _)| (pos.epoch.clone(), pos.offset));
+        let Some(rid) = rid else {
+            return (None, covered);
+        };
+        let frame = match answer {
             Ok((pos, rec)) => {
                 let mut body = Vec::with_capacity(64);
                 position_json(&mut body, &pos.epoch, pos.offset);
@@ -493,6 +559,7 @@ impl Sequencer {
                 envelope::reply(rid, topic, Some(&body))
             }
             Err(e) => envelope::error(Some(rid), topic, e.code(), &e.to_string()),
-        })
+        };
+        (Some(frame), covered)
     }
 }

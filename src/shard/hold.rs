@@ -1,0 +1,165 @@
+//! Holds: a connection whose subscribe to a topic with history waits for the store's answer
+//! must not receive that topic's stored publications yet, and must receive, after the answer,
+//! exactly those the answer does not cover.
+//!
+//! **One node** (the store thread emits publications): the answer reaches the shard behind
+//! every publication emitted before it, through the same FIFO inbox, so whatever arrives while
+//! the hold lasts is covered by the answer and is skipped; everything after has a larger offset.
+//!
+//! **A cluster** (a store that [delivers](crate::store::Store::delivers) publications itself,
+//! through Redis pub/sub): publications and the answer travel on different Redis connections, so
+//! either may overtake the other. What arrives while the hold waits is kept (offset and frame);
+//! the answer's position (epoch, top offset) then decides: kept publications above the top (or
+//! of another epoch) are queued after the answer, the rest are covered and dropped. If none was
+//! above the top, the hold stays *answered*: the stream of one topic reaches a node in offset
+//! order, so later arrivals at or below the top are late copies of covered publications
+//! (dropped) and the first one above it ends the hold.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{flag, ShardState};
+use crate::ConnId;
+
+/// One held topic of one connection.
+pub(crate) struct Hold {
+    pub(super) topic: Arc<str>,
+    /// Cluster only: stored publications that arrived while waiting (epoch, offset, frame).
+    kept: Vec<(Arc<str>, u64, Bytes)>,
+    /// Cluster only: the answer's position, once it arrived with nothing above it yet.
+    answered: Option<(Arc<str>, u64)>,
+}
+
+/// What the delivery loop does with a stored publication for a held connection.
+pub(super) enum Verdict {
+    /// Not held for this topic: deliver.
+    Deliver,
+    /// Covered by the answer, or kept for later: do not queue now.
+    Skip,
+    /// Above an answered hold's top: deliver, and the hold is over.
+    DeliverAndEnd,
+}
+
+/// Checks (and in a cluster, records) a stored publication against a connection's holds.
+/// `pos` is the publication's (epoch, offset) when the store delivers (a cluster).
+pub(super) fn verdict(
+    holds: &mut [Hold],
+    topic: &str,
+    pos: Option<(&Arc<str>, u64)>,
+    frame: &Bytes,
+) -> Verdict {
+    let Some(h) = holds.iter_mut().find(|h| *h.topic == *topic) else {
+        return Verdict::Deliver;
+    };
+    let Some((epoch, offset)) = pos else {
+        return Verdict::Skip;
+    };
+    match &h.answered {
+        None => {
+            h.kept.push((epoch.clone(), offset, frame.clone()));
+            Verdict::Skip
+        }
+        Some((e, top)) if **e == **epoch && offset <= *top => Verdict::Skip,
+        Some(_) => Verdict::DeliverAndEnd,
+    }
+}
+
+impl ShardState {
+    /// Holds back stored publications of `topic` from `id` until the store's answer. An
+    /// answered hold of the same topic (cluster) is superseded: the new answer will filter.
+    pub(super) fn hold(&mut self, id: ConnId, topic: Arc<str>) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.set(flag::HELD);
+        let list = self.held.entry(id).or_default();
+        list.retain(|h| h.answered.is_none() || h.topic != topic);
+        list.push(Hold {
+            topic,
+            kept: Vec::new(),
+            answered: None,
+        });
+    }
+
+    /// Ends a [`hold`](Self::hold) (the first waiting one of `topic`) without an answer:
+    /// whatever it kept is queued as it is.
+    pub(super) fn release(&mut self, id: ConnId, topic: &str) {
+        if let Some(h) = self.take_hold(id, topic) {
+            for (_, _, frame) in h.kept {
+                self.enqueue(id, frame);
+            }
+        }
+    }
+
+    /// Ends a hold with the store's answer: `frame` (the reply) first, then (cluster) the kept
+    /// publications the answer's position `pos` does not cover.
+    pub(super) fn release_answered(
+        &mut self,
+        id: ConnId,
+        topic: &str,
+        frame: Option<Bytes>,
+        pos: Option<(Arc<str>, u64)>,
+    ) {
+        let hold = self.take_hold(id, topic);
+        if let Some(f) = frame {
+            self.enqueue(id, f);
+        }
+        let Some(h) = hold else { return };
+        let Some((epoch, top)) = pos.filter(|_| self.hub.remote_store) else {
+            for (_, _, f) in h.kept {
+                self.enqueue(id, f);
+            }
+            return;
+        };
+        let mut passed = false;
+        for (e, offset, f) in h.kept {
+            if passed || *e != *epoch || offset > top {
+                passed = true;
+                self.enqueue(id, f);
+            }
+        }
+        if !passed && self.conn_mut(id).is_some() {
+            let Some(c) = self.conn_mut(id) else { return };
+            c.set(flag::HELD);
+            self.held.entry(id).or_default().push(Hold {
+                topic: topic.into(),
+                kept: Vec::new(),
+                answered: Some((epoch, top)),
+            });
+        }
+    }
+
+    /// Removes an answered hold the delivery loop found passed.
+    pub(super) fn end_answered(&mut self, id: ConnId, topic: &str) {
+        let Some(list) = self.held.get_mut(&id) else {
+            return;
+        };
+        list.retain(|h| h.answered.is_none() || *h.topic != *topic);
+        self.drop_empty_hold(id);
+    }
+
+    fn take_hold(&mut self, id: ConnId, topic: &str) -> Option<Hold> {
+        let list = self.held.get_mut(&id)?;
+        let i = list
+            .iter()
+            .position(|h| h.answered.is_none() && *h.topic == *topic)?;
+        let h = list.swap_remove(i);
+        self.drop_empty_hold(id);
+        Some(h)
+    }
+
+    fn drop_empty_hold(&mut self, id: ConnId) {
+        if self.held.get(&id).is_some_and(Vec::is_empty) {
+            self.held.remove(&id);
+            if let Some(c) = self.conn_mut(id) {
+                c.clear(flag::HELD);
+            }
+        }
+    }
+
+    /// Whether `id` waits for the store's answer on `topic`.
+    pub(super) fn is_held(&self, id: ConnId, topic: &str) -> bool {
+        self.held
+            .get(&id)
+            .is_some_and(|l| l.iter().any(|h| h.answered.is_none() && *h.topic == *topic))
+    }
+}
