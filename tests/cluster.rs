@@ -6,9 +6,9 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::redis::Redis;
 use common::*;
 use ringhub::config::ClusterConfig;
 use ringhub::settings::Settings;
@@ -19,90 +19,6 @@ const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 const KEY: &str = "k";
 /// Deadline for conditions polled across nodes (a reconnect included).
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// A `redis-server` of this test, killed on drop.
-struct Redis {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Redis {
-    /// Starts one on a free port; `None` (after a note) when redis-server is not installed.
-    fn start() -> Option<Redis> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            assert!(
-                !on_ci(),
-                "redis-server is not installed on CI (CI=true): the cluster tests cannot run"
-            );
-            eprintln!("note: skipping a cluster test: redis-server is not installed");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Some(Redis::on(port))
-    }
-
-    /// Starts one on `port` and waits until it answers.
-    fn on(port: u16) -> Redis {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server");
-        let r = Redis {
-            child: Some(child),
-            port,
-        };
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            let ok = redis::Client::open(r.url())
-                .and_then(|c| c.get_connection())
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-                .is_ok();
-            if ok {
-                return r;
-            }
-            assert!(Instant::now() < until, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Channels subscribed on this instance.
-    fn channels(&self) -> Vec<String> {
-        let mut c = redis::Client::open(self.url())
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        redis::cmd("PUBSUB").arg("CHANNELS").query(&mut c).unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A node named `name` with two shards, joined through `urls`.
 fn node(io: IoMode, name: &str, urls: &[String]) -> Option<ServerHandle> {

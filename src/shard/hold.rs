@@ -163,3 +163,59 @@ impl ShardState {
             .is_some_and(|l| l.iter().any(|h| h.answered.is_none() && *h.topic == *topic))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn waiting(topic: &str) -> Hold {
+        Hold {
+            topic: topic.into(),
+            kept: Vec::new(),
+            answered: None,
+        }
+    }
+
+    #[test]
+    fn one_node_skips_everything_while_waiting() {
+        let mut holds = vec![waiting("t")];
+        let f = Bytes::from_static(b"x");
+        assert!(matches!(verdict(&mut holds, "t", None, &f), Verdict::Skip));
+        assert!(matches!(verdict(&mut holds, "u", None, &f), Verdict::Deliver));
+        assert!(holds[0].kept.is_empty(), "one node keeps nothing");
+    }
+
+    #[test]
+    fn cluster_keeps_while_waiting_then_filters_by_the_answer() {
+        let e: Arc<str> = "e1".into();
+        let f = Bytes::from_static(b"x");
+        let mut holds = vec![waiting("t")];
+        for o in [4, 5] {
+            assert!(matches!(
+                verdict(&mut holds, "t", Some((&e, o)), &f),
+                Verdict::Skip
+            ));
+        }
+        assert_eq!(
+            holds[0].kept.iter().map(|k| k.1).collect::<Vec<_>>(),
+            [4, 5]
+        );
+        // Answered at top 6: late copies at or below it are covered, the first above ends it.
+        holds[0].answered = Some((e.clone(), 6));
+        holds[0].kept.clear();
+        assert!(matches!(
+            verdict(&mut holds, "t", Some((&e, 6)), &f),
+            Verdict::Skip
+        ));
+        assert!(matches!(
+            verdict(&mut holds, "t", Some((&e, 7)), &f),
+            Verdict::DeliverAndEnd
+        ));
+        // Another epoch (Redis lost its data): nothing of it is covered.
+        let e2: Arc<str> = "e2".into();
+        assert!(matches!(
+            verdict(&mut holds, "t", Some((&e2, 1)), &f),
+            Verdict::DeliverAndEnd
+        ));
+    }
+}

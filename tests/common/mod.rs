@@ -2,6 +2,8 @@
 //! tokio-tungstenite (an independent client implementation).
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
