@@ -181,7 +181,10 @@ mod tests {
         let mut holds = vec![waiting("t")];
         let f = Bytes::from_static(b"x");
         assert!(matches!(verdict(&mut holds, "t", None, &f), Verdict::Skip));
-        assert!(matches!(verdict(&mut holds, "u", None, &f), Verdict::Deliver));
+        assert!(matches!(
+            verdict(&mut holds, "u", None, &f),
+            Verdict::Deliver
+        ));
         assert!(holds[0].kept.is_empty(), "one node keeps nothing");
     }
 

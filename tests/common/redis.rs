@@ -62,7 +62,14 @@ impl Redis {
             Some(dir) => {
                 std::fs::create_dir_all(dir).unwrap();
                 cmd.arg("--dir").arg(dir);
-                cmd.args(["--save", "", "--appendonly", "yes", "--appendfsync", "always"]);
+                cmd.args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "always",
+                ]);
             }
             None => {
                 cmd.args(["--save", "", "--appendonly", "no"]);
