@@ -311,6 +311,19 @@ async fn redis_outage_and_recovery(io: IoMode) {
         recv(&mut on_a).await,
         publication("live", "local", json!(1))
     );
+    // A publisher that asks is told its publication stayed on this node.
+    let mut asking = connect(&nodes[0], "/ws").await;
+    let r = request(
+        &mut asking,
+        json!({"topic": "live", "event": "local", "data": 3, "id": 9}),
+    )
+    .await;
+    assert_eq!(r["event"], "error", "{r}");
+    assert_eq!(r["data"]["code"], "not_available", "{r}");
+    assert_eq!(
+        recv(&mut on_a).await,
+        publication("live", "local", json!(3))
+    );
     // A client can still subscribe (the reply does not wait for Redis).
     let mut late = connect(&nodes[1], "/ws").await;
     subscribe(&mut late, "later", 2).await;

@@ -89,7 +89,7 @@ impl Effects for Remote<'_> {
             frame: envelope::publication(p.topic, p.event, p.data),
             exclude: p.exclude_sender.then_some(self.conn),
         });
-        Ok(false)
+        self.hub.cluster_down().map_or(Ok(false), Err)
     }
     fn subscribe(&mut self, pattern: &str) -> HandlerResult {
         self.act(Action::Subscribe(pattern.into()));

@@ -285,7 +285,7 @@ impl Effects for Inline<'_> {
         let frame = envelope::publication(p.topic, p.event, p.data);
         let exclude = p.exclude_sender.then_some(self.conn);
         self.st.publish(p.topic, frame, exclude);
-        Ok(false)
+        self.st.hub.cluster_down().map_or(Ok(false), Err)
     }
     fn subscribe(&mut self, pattern: &str) -> HandlerResult {
         self.st.subscribe(self.conn, pattern).map(drop)

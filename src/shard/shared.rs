@@ -94,6 +94,21 @@ impl HubShared {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// After a publication was delivered on this node: the error telling its publisher that it
+    /// did not reach the other nodes, while the cluster is unreachable (`None` when it did, or
+    /// on a single node).
+    pub(crate) fn cluster_down(&self) -> Option<HandlerError> {
+        if !self.clustered {
+            return None;
+        }
+        self.broker.health().err().map(|why| {
+            HandlerError::new(
+                ErrorCode::NotAvailable,
+                format!("published on this node only: the cluster is unreachable ({why})"),
+            )
+        })
+    }
+
     /// Hands a job to the pool without blocking the shard.
     pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
         let pool = self.pool.as_ref().ok_or("no handler pool")?;
