@@ -5,8 +5,11 @@
 //! test per publication). [`redis::RedisBroker`] joins N nodes through one or more Redis
 //! instances (`[cluster] redis = [...]`): every publication on a topic without history is one
 //! Redis `PUBLISH`, a node subscribes in Redis only to the patterns its connections want, and
-//! API operations (`send`, `broadcast`, `disconnect`, server-side `subscribe`/`unsubscribe`) go
-//! to every node on a control channel.
+//! API operations (`send`, `broadcast`, `disconnect`, server-side `subscribe`/`unsubscribe`,
+//! durable messages and their removals) go to every node on a control channel. Publications on
+//! topics with history do not pass through [`Broker::publish`]: the Redis store's append script
+//! publishes them (wire kind `'S'`), and the broker delivers them to every node, the origin
+//! included, in offset order.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;

@@ -65,7 +65,78 @@ pub(super) fn verdict(
     }
 }
 
+/// Close code for connections that missed stored publications (a gap in a topic's stream after
+/// the node lost Redis for a moment, or a new epoch): reconnect and recover with `since`.
+pub const CLOSE_INSUFFICIENT_STATE: u16 = 4010;
+
 impl ShardState {
+    /// Cluster: checks a stored publication against the last one this shard saw of its topic.
+    /// Returns false for a repeat (not to deliver). A gap or another epoch means the shard's
+    /// subscribers missed publications (the subscriber connection to Redis was lost for a
+    /// moment): those not waiting on a store answer are closed with
+    /// [`CLOSE_INSUFFICIENT_STATE`], so their clients recover instead of silently missing them.
+    pub(super) fn check_stream(&mut self, topic: &Arc<str>, epoch: &Arc<str>, offset: u64) -> bool {
+        let gap = match self.streams.get_mut(&**topic) {
+            Some((e, last)) if **e == **epoch && offset <= *last => return false,
+            Some((e, last)) => {
+                let gap = **e != **epoch || offset != *last + 1;
+                *e = epoch.clone();
+                *last = offset;
+                gap
+            }
+            None => {
+                self.streams.insert(topic.clone(), (epoch.clone(), offset));
+                false
+            }
+        };
+        if gap {
+            self.insufficient_state(topic);
+        }
+        true
+    }
+
+    fn insufficient_state(&mut self, topic: &str) {
+        let Ok(p) = crate::proto::pattern::Pattern::parse(topic) else {
+            return;
+        };
+        let Some(set) = self.registry.subscribers(p) else {
+            return;
+        };
+        let ids: Vec<ConnId> = set
+            .iter()
+            .filter_map(|&slot| self.conns.get(slot as usize))
+            .map(|c| c.id)
+            .collect();
+        for id in ids {
+            let waits = self
+                .held
+                .get(&id)
+                .is_some_and(|l| l.iter().any(|h| *h.topic == *topic));
+            if !waits {
+                tracing::debug!(conn = %id, topic, "missed stored publications: closing");
+                self.close(
+                    id,
+                    CLOSE_INSUFFICIENT_STATE,
+                    "missed publications: reconnect and recover with since",
+                );
+            }
+        }
+    }
+
+    /// Forgets what this shard saw of the topics `pattern` covers (it lost its last subscriber
+    /// of it, so it will not receive them any more).
+    pub(super) fn forget_streams(&mut self, pattern: &str) {
+        if self.streams.is_empty() {
+            return;
+        }
+        match pattern.strip_suffix('*') {
+            Some(prefix) => self.streams.retain(|t, _| !t.starts_with(prefix)),
+            None => {
+                self.streams.remove(pattern);
+            }
+        }
+    }
+
     /// Holds back stored publications of `topic` from `id` until the store's answer. An
     /// answered hold of the same topic (cluster) is superseded: the new answer will filter.
     pub(super) fn hold(&mut self, id: ConnId, topic: Arc<str>) {

@@ -225,6 +225,8 @@ pub(crate) struct ShardState {
     /// waits for the store's answer, which covers them (`""` = its user's durable messages,
     /// until the inbox sync arrives). See `hold` and `runtime::store`.
     held: HashMap<ConnId, Vec<hold::Hold>>,
+    /// Cluster: the last (epoch, offset) seen per topic with history, to detect gaps.
+    streams: HashMap<Arc<str>, (Arc<str>, u64)>,
     /// Durable messages written to local connections and not yet acknowledged, per user.
     durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, durable::PendingDurable>>,
     /// Application metadata from `on_connect`, shown in presence.
@@ -263,6 +265,7 @@ impl ShardState {
             shutting_down: false,
             last_tick: now,
             held: HashMap::new(),
+            streams: HashMap::new(),
             durable: HashMap::new(),
             meta: HashMap::new(),
             node: std::rc::Rc::from(&*hub.node),

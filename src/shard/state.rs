@@ -102,6 +102,7 @@ impl ShardState {
         };
         if self.registry.unsubscribe(p, id.slot()) == Unsubscribed::Last {
             self.broadcast_interest(pattern, false, None);
+            self.forget_streams(pattern);
         }
     }
 
@@ -176,6 +177,9 @@ impl ShardState {
     /// Delivers a publication the store sequenced: connections whose subscribe to its topic
     /// waits for the store's answer are skipped or, in a cluster, judged by offset (see `hold`).
     pub(super) fn deliver_stored(&mut self, p: &StoredPub) -> usize {
+        if self.hub.remote_store && !self.check_stream(&p.topic, &p.epoch, p.offset) {
+            return 0;
+        }
         self.pub_seq += 1;
         let pos = self.hub.remote_store.then_some((&p.epoch, p.offset));
         self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), self.pub_seq)
