@@ -172,6 +172,48 @@ async fn offsets_are_identical_on_every_node(io: IoMode) {
 }
 per_shell!(async fn offsets_are_identical_on_every_node);
 
+/// Two Redis instances: topics with history are spread over both (each topic's stream and
+/// channel on the instance that owns it); every topic keeps its own gapless offsets, the same
+/// on every node.
+async fn two_instances_share_the_topics(io: IoMode) {
+    let (Some(r1), Some(r2)) = (Redis::start(), Redis::start()) else {
+        return;
+    };
+    let urls = format!("{},{}", r1.url(), r2.url());
+    let Some(nodes) = nodes(io, &urls, &["a", "b"]).await else {
+        return;
+    };
+    let topics: Vec<String> = (0..8).map(|i| format!("chat:s{i}")).collect();
+    let mut on_b = connect(&nodes[1], "/ws").await;
+    for (i, t) in topics.iter().enumerate() {
+        sub_pos(&mut on_b, t, i as u64 + 1).await;
+    }
+    let mut on_a = connect(&nodes[0], "/ws").await;
+    for round in 0..3u64 {
+        for t in &topics {
+            send(&mut on_a, publish_msg(t, json!(round), None)).await;
+        }
+    }
+    let mut seen: std::collections::HashMap<String, Vec<u64>> = Default::default();
+    for _ in 0..3 * topics.len() {
+        let m = recv(&mut on_b).await;
+        let t = m["topic"].as_str().unwrap().to_string();
+        seen.entry(t)
+            .or_default()
+            .push(m["offset"].as_u64().unwrap());
+    }
+    for t in &topics {
+        assert_eq!(seen[t], [1, 2, 3], "{t}");
+    }
+    // Both instances hold streams.
+    for r in [&r1, &r2] {
+        let keys: Vec<String> = ::redis::cmd("KEYS").arg("*").query(&mut r.conn()).unwrap();
+        assert!(!keys.is_empty(), "an instance holds nothing: {keys:?}");
+    }
+    stop(nodes);
+}
+per_shell!(async fn two_instances_share_the_topics);
+
 /// A client that saw offsets up to K on node C reconnects to node B with `since` while a
 /// publisher on A keeps publishing: it gets every later publication exactly once, in order,
 /// whichever way the recovery and the live stream interleave.
