@@ -12,6 +12,7 @@ use common::*;
 use ringhub::settings::Settings;
 use ringhub::{Config, IoMode, RingHub, ServerHandle};
 use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite;
 
 const SECRET: &str = "cluster-store-secret-0123456789abcdef";
 const KEY: &str = "k";
@@ -315,9 +316,12 @@ async fn durable_send_to_a_user_on_another_node(io: IoMode) {
 }
 per_shell!(async fn durable_send_to_a_user_on_another_node);
 
-/// Redis (AOF, `appendfsync always`) is killed and restarted while a publisher keeps
-/// publishing: every publication that was answered with an offset is still in the history
-/// afterwards, under the same epoch, and live traffic resumes without restarting a node.
+/// Redis (AOF, `appendfsync always`) is killed while a publisher keeps publishing, then
+/// started again: publications while it is down are refused (`not_available`), every one that
+/// was answered with an offset is still in the history afterwards under the same epoch, live
+/// traffic resumes without restarting a node, and a subscriber that stayed connected throughout
+/// either received every stored publication in order or was told (4010) to recover — never a
+/// silent gap.
 async fn redis_restart_loses_nothing_acknowledged(io: IoMode) {
     let dir = std::env::temp_dir().join(format!("ringhub-aof-{}-{:?}", std::process::id(), io));
     let _ = std::fs::remove_dir_all(&dir);
@@ -327,34 +331,42 @@ async fn redis_restart_loses_nothing_acknowledged(io: IoMode) {
     let Some(nodes) = nodes(io, &redis.url(), &["a", "b", "c"]).await else {
         return;
     };
+    let mut steady = connect(&nodes[2], "/ws").await;
+    let (epoch, _) = sub_pos(&mut steady, "chat:aof", 1).await;
     let mut publisher = connect(&nodes[0], "/ws").await;
     let mut acked: Vec<(u64, u64)> = Vec::new();
     let mut refused = 0;
-    let mut epoch = None;
-    for i in 1..=60u64 {
-        if i == 30 {
-            redis.restart();
+    // 1-20 with Redis up, 21-30 with Redis down, then from the restart on until 10 more were
+    // stored (the store waits half a second after a failed connect before trying again).
+    let until = Instant::now() + DEADLINE;
+    let mut i = 0u64;
+    while acked.len() < 30 {
+        i += 1;
+        if i == 21 {
+            redis.kill();
+        }
+        if i == 31 {
+            redis.revive();
         }
         let r = request(&mut publisher, publish_msg("chat:aof", json!(i), Some(i))).await;
         match r["event"].as_str() {
             Some("reply") => acked.push((i, r["data"]["offset"].as_u64().unwrap())),
             _ => {
                 assert_eq!(r["data"]["code"], "not_available", "{r}");
+                assert!(i >= 21, "refused before Redis went down: {r}");
                 refused += 1;
+                if i > 30 {
+                    assert!(Instant::now() < until, "the store did not reconnect");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
             }
         }
-        if i == 1 {
-            let (st, v) = http_json(
-                nodes[1].local_addr(),
-                "POST",
-                "/api/v1/history",
-                Some(KEY),
-                Some(&json!({"topic": "chat:aof", "limit": 1})),
-            );
-            assert_eq!(st, 200, "{v}");
-            epoch = Some(v["data"]["epoch"].clone());
-        }
     }
+    assert!(
+        refused >= 10,
+        "every publish while Redis was down is refused"
+    );
+    assert!(acked.iter().all(|&(i, _)| !(21..=30).contains(&i)));
     for n in &nodes {
         let addr = n.local_addr();
         wait_for(|| ready(addr), "ready after the Redis restart").await;
@@ -367,34 +379,65 @@ async fn redis_restart_loses_nothing_acknowledged(io: IoMode) {
         Some(&json!({"topic": "chat:aof", "limit": 1000})),
     );
     assert_eq!(st, 200, "{v}");
-    assert_eq!(Some(v["data"]["epoch"].clone()), epoch, "same epoch: {v}");
+    assert_eq!(v["data"]["epoch"], epoch, "same epoch: {v}");
     let stored: Vec<(u64, u64)> = v["data"]["publications"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| (p["data"].as_u64().unwrap(), p["offset"].as_u64().unwrap()))
         .collect();
-    for a in &acked {
-        assert!(stored.contains(a), "acknowledged {a:?} lost: {stored:?}");
-    }
-    eprintln!(
-        "acked {}, refused while Redis was down {refused}",
-        acked.len()
+    assert_eq!(
+        stored, acked,
+        "exactly the acknowledged publications, in order"
     );
     // Live traffic across nodes resumes (the subscription is restored a moment after
     // readiness: probe until it arrives).
     let mut on_c = connect(&nodes[2], "/ws").await;
     sub_pos(&mut on_c, "chat:aof", 1).await;
     let until = Instant::now() + DEADLINE;
-    loop {
-        send(&mut publisher, publish_msg("chat:aof", json!(0), None)).await;
+    let mut probes = 0u64;
+    let last = loop {
+        let r = request(&mut publisher, publish_msg("chat:aof", json!(0), Some(100))).await;
+        let offset = r["data"]["offset"].as_u64().expect("probe stored");
+        probes += 1;
         let got = tokio::time::timeout(Duration::from_millis(200), recv(&mut on_c)).await;
         if let Ok(m) = got {
             assert_eq!(m["topic"], "chat:aof");
-            break;
+            break offset;
         }
         assert!(Instant::now() < until, "no live traffic after the restart");
+    };
+    // The subscriber that stayed: a gapless prefix of the stream, then maybe a 4010 close.
+    let mut offsets = Vec::new();
+    let closed = loop {
+        match tokio::time::timeout(GUARD, futures_util::StreamExt::next(&mut steady)).await {
+            Ok(Some(Ok(tungstenite::Message::Text(t)))) => {
+                let m: Value = serde_json::from_str(&t).unwrap();
+                let o = m["offset"].as_u64().unwrap();
+                offsets.push(o);
+                if o == last {
+                    break None;
+                }
+            }
+            Ok(Some(Ok(tungstenite::Message::Close(f)))) => break f.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => {}
+            other => panic!("steady subscriber: {other:?}"),
+        }
+    };
+    assert_eq!(
+        offsets,
+        (1..=offsets.len() as u64).collect::<Vec<_>>(),
+        "no gap"
+    );
+    match closed {
+        None => assert_eq!(offsets.len() as u64, last),
+        Some(code) => assert_eq!(code, 4010),
     }
+    eprintln!(
+        "acked {}, refused {refused}, probes {probes}, steady subscriber: {} then {closed:?}",
+        acked.len(),
+        offsets.len()
+    );
     stop(nodes);
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);

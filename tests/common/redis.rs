@@ -103,8 +103,14 @@ impl Redis {
     /// the same persistence: what it kept is what its AOF had.
     pub fn restart(&mut self) {
         self.kill();
-        let fresh = Redis::spawn(self.port, self.aof.clone());
-        *self = fresh;
+        self.revive();
+    }
+
+    /// Starts a killed server again on the same port with the same persistence.
+    pub fn revive(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        let mut fresh = Redis::spawn(self.port, self.aof.clone());
+        self.child = fresh.child.take();
     }
 
     pub fn url(&self) -> String {
