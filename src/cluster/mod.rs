@@ -277,6 +277,24 @@ pub(crate) fn instance_for(key: &str, n: usize) -> usize {
     b as usize
 }
 
+/// A random starting point for a sequence number a node stamps on what it sends. Receivers
+/// de-duplicate by (origin, sequence) over a short window, so a node restarted under the same
+/// name must not start where its previous life did, and its publication and control sequences
+/// must not overlap: publications take the lower half of the range (`control == false`),
+/// control operations the upper half.
+pub(crate) fn random_seq(control: bool) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    // Room for 2^61 messages before either half wraps into the other.
+    let base = h.finish() >> 2;
+    if control {
+        base | (1 << 63)
+    } else {
+        base
+    }
+}
+
 /// Escapes Redis glob metacharacters (`*?[]\`) so `s` matches itself in a `PSUBSCRIBE`.
 pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
@@ -312,6 +330,15 @@ mod tests {
                 .unwrap();
         assert!(matches!(back, ControlOp::Subscription { add: true, .. }));
         assert!(serde_json::from_str::<ControlOp>(r#"{"nope":{}}"#).is_err());
+    }
+
+    #[test]
+    fn sequences_start_apart() {
+        let (p, c) = (random_seq(false), random_seq(true));
+        assert_eq!(p >> 62, 0, "publications in the lower half, with room");
+        assert_eq!(c >> 63, 1, "control operations in the upper half");
+        // A restart starts elsewhere (equal only with probability 2^-62).
+        assert_ne!(random_seq(false), random_seq(false));
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl RedisBroker {
                 prefix: config.prefix.clone(),
                 node,
             }),
-            seq: AtomicU64::new(1),
+            seq: AtomicU64::new(super::random_seq(false)),
             pubs,
             cmds,
             receivers: Mutex::new(Some(Receivers {

@@ -156,7 +156,7 @@ pub(crate) fn run(
             ev,
             out,
             next_sgen: 1,
-            ctl_seq: 1,
+            ctl_seq: crate::cluster::random_seq(true),
             rng: (seed.as_nanos() as u64) | 1,
             started_unix: seed.as_secs(),
         };
