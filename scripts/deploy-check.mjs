@@ -5,6 +5,7 @@
 //   node --experimental-websocket scripts/deploy-check.mjs sse    https://127.0.0.1:PORT
 //   node --experimental-websocket scripts/deploy-check.mjs drain  wss://127.0.0.1:PORT/ws NODE PID
 //   node --experimental-websocket scripts/deploy-check.mjs refused wss://127.0.0.1:PORT/ws
+//   node --experimental-websocket scripts/deploy-check.mjs spread wss://127.0.0.1:PORT/ws
 //
 // Every wait has a deadline and fails the check when it passes; nothing sleeps to synchronise.
 // Prints "ok: ..." lines; exits 1 with "FAIL: ..." on the first failure.
@@ -60,9 +61,10 @@ class Conn {
   opened () {
     return waitFor('the upgrade', (done) => {
       if (this.ws.readyState === 1) return done(true)
-      this.ws.onopen = () => done(true)
-      const prev = this.ws.onclose
-      this.ws.onclose = (e) => { prev(e); done(false) }
+      // Node 20's WebSocket reports a refused upgrade (non-101) with `error` and no `close`.
+      this.ws.addEventListener('open', () => done(true))
+      this.ws.addEventListener('error', () => done(false))
+      this.ws.addEventListener('close', () => done(false))
     })
   }
 
@@ -181,12 +183,17 @@ async function drain () {
   for (const c of [...byNode.values(), ...extra]) c.close()
 }
 
+async function spread () {
+  const { byNode, extra } = await oneOnEach(url)
+  for (const c of [...byNode.values(), ...extra]) c.close()
+}
+
 async function refused () {
   const c = new Conn(url)
   if (await c.opened()) fail('upgrade through the proxy accepted while every node is unready')
   console.log('ok: new client refused by the proxy while every node\'s /readyz is 503')
 }
 
-const modes = { cross, sse, drain, refused }
+const modes = { cross, sse, drain, refused, spread }
 if (!modes[mode]) fail(`unknown mode ${mode}`)
 modes[mode]().then(() => process.exit(0), (e) => fail(e.message))

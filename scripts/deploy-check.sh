@@ -60,10 +60,11 @@ redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --d
 REDIS_PID=$!
 PIDS+=("$REDIS_PID")
 poll 10 redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 || die "redis-server did not start"
+echo "ok: redis-server on :$REDIS_PORT"
 
-P1=$(free_port)
-P2=$(free_port)
 NODE_PIDS=("" "")
+P1=""
+P2=""
 start_node() { # index, port
   local i=$1 port=$2
   RINGHUB_CLUSTER_REDIS=redis://127.0.0.1:$REDIS_PORT \
@@ -75,10 +76,18 @@ start_node() { # index, port
   PIDS+=("$!")
   poll 20 is_status 200 "http://127.0.0.1:$port/readyz" || die "hub-$i not ready"
 }
-start_node 1 "$P1"
-start_node 2 "$P2"
-echo "ok: redis on :$REDIS_PORT, hub-1 on :$P1, hub-2 on :$P2 ready (/readyz 200)"
-grep -h "I/O backend" "$TMP"/hub-1.log | head -n 1 | sed 's/^/   /'
+# A fresh pair of nodes for each proxy (new ports, nothing remembered from the last one).
+start_nodes() {
+  P1=$(free_port)
+  P2=$(free_port)
+  start_node 1 "$P1"
+  start_node 2 "$P2"
+  echo "ok: hub-1 on :$P1 and hub-2 on :$P2 joined through redis :$REDIS_PORT, ready (/readyz 200)"
+  grep -h "I/O backend" "$TMP/hub-1.log" | tail -n 1 | sed 's/^.*INFO /   /; s/^.*WARN /   /'
+}
+stop_nodes() {
+  for p in "${NODE_PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+}
 
 openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 \
   -keyout "$TMP/key.pem" -out "$TMP/cert.pem" >/dev/null 2>&1 || die "openssl"
@@ -90,7 +99,10 @@ TOKEN=deploy-check-secret-$RANDOM
 client() { NODE_TLS_REJECT_UNAUTHORIZED=0 node --no-warnings --experimental-websocket \
   "$ROOT/scripts/deploy-check.mjs" "$@"; }
 
-# Drains hub-2 through the proxy, then starts it again for the next proxy.
+# Drains hub-2 through the proxy, starts it again (same name, as a rolling restart does), and
+# checks that publications cross nodes in both directions again. That last check is recorded
+# and the run goes on (the next proxy gets fresh nodes), so one failure does not hide the rest.
+FAILED=()
 drain_and_restart() {
   local ws=$1
   client drain "$ws" hub-2 "${NODE_PIDS[1]}" || die "drain through $2"
@@ -99,11 +111,25 @@ drain_and_restart() {
   grep -q "shutdown complete" "$TMP/hub-2.log" || die "hub-2 did not log 'shutdown complete'"
   echo "ok: hub-2 exited cleanly after SIGTERM ('shutdown complete')"
   start_node 2 "$P2"
+  # The proxy takes the restarted node back after its fail_timeout (nginx) or `rise` checks
+  # (HAProxy): poll until connections land on both nodes, then publish once each way.
+  poll 30 client spread "$ws" >/dev/null 2>&1 || die "$2 did not route to the restarted hub-2"
+  if client cross "$ws" >"$TMP/after-restart.out" 2>&1; then
+    echo "ok: after hub-2's restart (same node name) publications cross nodes both ways through $2"
+  else
+    local dup
+    dup=$(curl -s "http://127.0.0.1:$P1/metrics" | awk '/^ringhub_cluster_duplicates_total / { print $2 }')
+    echo "FAIL: after hub-2's restart (same node name), publications do not cross nodes through $2:"
+    sed 's/^/     /' "$TMP/after-restart.out" | tail -n 3
+    echo "     hub-1 ringhub_cluster_duplicates_total = $dup (publications dropped as duplicates)"
+    FAILED+=("restart through $2")
+  fi
 }
 
 # --- nginx -----------------------------------------------------------------------------------
 check_nginx() {
   command -v nginx >/dev/null || die "nginx is not installed (apt-get install nginx-light)"
+  start_nodes
   local http tls conf=$TMP/nginx.conf
   http=$(free_port)
   tls=$(free_port)
@@ -142,12 +168,14 @@ check_nginx() {
   echo "ok: nginx access log records /ws without the token"
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  echo "ok: nginx passed"
+  stop_nodes
+  echo "ok: nginx done"
 }
 
 # --- HAProxy ---------------------------------------------------------------------------------
 check_haproxy() {
   command -v haproxy >/dev/null || die "haproxy is not installed (apt-get install haproxy)"
+  start_nodes
   local http tls conf=$TMP/haproxy.cfg
   http=$(free_port)
   tls=$(free_port)
@@ -172,9 +200,6 @@ check_haproxy() {
   echo "ok: haproxy on :$tls (TLS) — plain /ws answered 426 by a node, http redirects, /readyz hidden"
   client cross "$WS" || die "cross-node through haproxy"
   client sse "https://127.0.0.1:$tls" || die "SSE through haproxy"
-  drain_and_restart "$WS" haproxy
-  # Both nodes must be back up in HAProxy (rise 2 x inter 2s) before the Redis check.
-  poll 15 client cross "$WS" >/dev/null || die "hub-2 not back behind haproxy"
   # Redis down: every node's /readyz says why with 503, HAProxy marks them down and refuses new
   # clients; Redis back: the nodes reconnect by themselves and HAProxy lets clients in again.
   kill "$REDIS_PID"
@@ -189,15 +214,19 @@ check_haproxy() {
   PIDS+=("$REDIS_PID")
   poll 30 is_status 200 "http://127.0.0.1:$P1/readyz" || die "hub-1 not ready after Redis came back"
   poll 30 is_status 200 "http://127.0.0.1:$P2/readyz" || die "hub-2 not ready after Redis came back"
-  poll 15 is_status 426 "https://127.0.0.1:$tls/ws" || die "haproxy did not route again"
+  # HAProxy takes each node back after `rise` passing checks.
+  poll 30 client spread "$WS" >/dev/null 2>&1 || die "haproxy did not route to both nodes again"
   client cross "$WS" || die "cross-node after the Redis restart"
   echo "ok: after Redis restarted, nodes reconnected without a restart and publications cross nodes again"
+  drain_and_restart "$WS" haproxy
   grep -q "/ws" "$TMP/haproxy.log" || die "haproxy log is empty"
   if grep -q "$TOKEN" "$TMP/haproxy.log"; then die "haproxy logged the token"; fi
   echo "ok: haproxy log records /ws without the token"
+  curl -s "http://127.0.0.1:$P1/metrics" | grep '^ringhub_cluster_' | sed 's/^/   hub-1 /'
   kill "$pid"
   wait "$pid" 2>/dev/null || true
-  echo "ok: haproxy passed"
+  stop_nodes
+  echo "ok: haproxy done"
 }
 
 for p in $PROXIES; do
@@ -207,5 +236,8 @@ for p in $PROXIES; do
     *) die "unknown proxy $p" ;;
   esac
 done
-curl -s "http://127.0.0.1:$P1/metrics" | grep '^ringhub_cluster_' | sed 's/^/   hub-1 /'
+if ((${#FAILED[@]})); then
+  echo "FAIL: ${#FAILED[@]} check(s) failed: ${FAILED[*]}"
+  exit 1
+fi
 echo "ok: all checks passed ($PROXIES)"
