@@ -9,6 +9,7 @@
 #
 #   scripts/deploy-check.sh                 # both proxies
 #   PROXIES=nginx scripts/deploy-check.sh   # one
+#   IO=epoll scripts/deploy-check.sh        # nodes on epoll (default: auto)
 #
 # Prints "ok: ..." per check; exits non-zero at the first failure. Everything it started is
 # stopped on exit (by process id).
@@ -69,7 +70,7 @@ start_node() { # index, port
   local i=$1 port=$2
   RINGHUB_CLUSTER_REDIS=redis://127.0.0.1:$REDIS_PORT \
   RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
-    "$BIN" --listen "127.0.0.1:$port" --node "hub-$i" --store memory --shards 1 \
+    "$BIN" --listen "127.0.0.1:$port" --node "hub-$i" --store memory --shards 1 --io "${IO:-auto}" \
       --drain-delay 5s --shutdown-timeout 5s --stats-interval 0s \
       >>"$TMP/hub-$i.log" 2>&1 &
   NODE_PIDS[$((i - 1))]=$!
