@@ -6,6 +6,7 @@
 //   node --experimental-websocket scripts/deploy-check.mjs drain  wss://127.0.0.1:PORT/ws NODE PID
 //   node --experimental-websocket scripts/deploy-check.mjs refused wss://127.0.0.1:PORT/ws
 //   node --experimental-websocket scripts/deploy-check.mjs spread wss://127.0.0.1:PORT/ws
+//   node --experimental-websocket scripts/deploy-check.mjs history wss://127.0.0.1:PORT/ws
 //
 // Every wait has a deadline and fails the check when it passes; nothing sleeps to synchronise.
 // Prints "ok: ..." lines; exits 1 with "FAIL: ..." on the first failure.
@@ -79,11 +80,12 @@ class Conn {
     return r.data.node
   }
 
-  async subscribe (topic) {
+  async subscribe (topic, data) {
     const id = Math.floor(Math.random() * 1e9)
-    this.send({ event: 'subscribe', topic, id })
+    this.send(data ? { event: 'subscribe', topic, id, data } : { event: 'subscribe', topic, id })
     const r = await this.next(`the subscribe reply on ${topic}`, (m) => m.id === id)
     if (r.event !== 'reply') fail(`subscribe ${topic}: ${JSON.stringify(r)}`)
+    return r
   }
 
   close () { try { this.ws.close(1000) } catch {} }
@@ -183,6 +185,46 @@ async function drain () {
   for (const c of [...byNode.values(), ...extra]) c.close()
 }
 
+// Topics with history across nodes (needs the Redis store): a publication made on one node
+// reaches a subscriber on the other with the offset its publisher was told, and a client that
+// reconnects to the other node recovers it with `since`. The default namespace `chat:*` keeps
+// history (100 publications).
+async function history () {
+  const { byNode, extra } = await oneOnEach(url)
+  const [[na, a], [nb, b]] = [...byNode]
+  const topic = `chat:deploy-${Date.now()}`
+  const sub = await b.subscribe(topic)
+  const epoch = sub.data?.epoch
+  if (!epoch) fail(`subscribe to ${topic} on ${nb}: no epoch (is chat:* a history namespace?): ${JSON.stringify(sub)}`)
+  const token = Math.random().toString(36).slice(2)
+  const id = Math.floor(Math.random() * 1e9)
+  a.send({ topic, event: 'check', data: { token }, id })
+  const ack = await a.next('the publish reply with its offset', (m) => m.id === id)
+  const offset = ack.data?.offset
+  if (ack.event !== 'reply' || !Number.isInteger(offset)) fail(`publish on ${na}: ${JSON.stringify(ack)}`)
+  const got = await b.next(`the stored publication on ${nb}`, (m) => m.topic === topic && m.event === 'check')
+  if (got.closed || got.data?.token !== token || got.offset !== offset) {
+    fail(`expected token ${token} at offset ${offset} on ${nb}, got ${JSON.stringify(got)}`)
+  }
+  console.log(`ok: history topic: published on ${na} (offset ${offset}), received on ${nb} with the same offset`)
+  // Reconnect through the proxy until the new connection is on the publisher's node, and recover.
+  let c
+  for (let i = 0; i < 12 && !c; i++) {
+    const t = new Conn(url)
+    if (!(await t.opened())) fail('upgrade through the proxy refused')
+    if ((await t.node()) === na) c = t
+    else extra.push(t)
+  }
+  if (!c) fail(`12 connections through the proxy never landed on ${na}`)
+  const rec = await c.subscribe(topic, { since: { epoch, offset: offset - 1 } })
+  const pubs = rec.data?.publications || []
+  if (rec.data?.recovered !== true || !pubs.some((p) => p.offset === offset && p.data?.token === token)) {
+    fail(`recovery on ${na} with since ${epoch}:${offset - 1}: ${JSON.stringify(rec)}`)
+  }
+  console.log(`ok: history topic: a client recovering on ${na} with since got it back (recovered: true)`)
+  for (const x of [a, b, c, ...extra]) x.close()
+}
+
 async function spread () {
   const { byNode, extra } = await oneOnEach(url)
   for (const c of [...byNode.values(), ...extra]) c.close()
@@ -194,6 +236,6 @@ async function refused () {
   console.log('ok: new client refused by the proxy while every node\'s /readyz is 503')
 }
 
-const modes = { cross, sse, drain, refused, spread }
+const modes = { cross, sse, drain, refused, spread, history }
 if (!modes[mode]) fail(`unknown mode ${mode}`)
 modes[mode]().then(() => process.exit(0), (e) => fail(e.message))
