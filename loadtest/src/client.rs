@@ -54,6 +54,21 @@ impl Target {
     }
 }
 
+/// A comma-separated list of targets (`--sub-targets`), each like `--target`; an empty
+/// list is refused so that a typo cannot silently fall back to one server.
+pub fn parse_targets(list: &str, path: &str) -> Result<Vec<Target>> {
+    let targets = list
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| Target::parse(t, path))
+        .collect::<Result<Vec<_>>>()?;
+    if targets.is_empty() {
+        bail!("empty target list {list:?}");
+    }
+    Ok(targets)
+}
+
 /// Client source addresses: 127.0.0.1 ..= 127.0.0.N for IPv4 loopback targets,
 /// so that many connections do not exhaust one address's ephemeral ports.
 #[derive(Clone, Debug)]
@@ -439,4 +454,22 @@ pub fn ensure_fd_limit(needed: u64) -> Result<u64> {
         );
     }
     Ok(have)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_lists() {
+        let t = parse_targets("127.0.0.1:9001, ws://127.0.0.1:9002/x,127.0.0.1:9003", "/ws")
+            .expect("three loopback targets");
+        let ports: Vec<u16> = t.iter().map(|t| t.addr.port()).collect();
+        assert_eq!(ports, [9001, 9002, 9003]);
+        assert_eq!(t[0].path, "/ws");
+        assert_eq!(t[1].path, "/x");
+        assert!(parse_targets(" , ", "/ws").is_err());
+        assert!(parse_targets("127.0.0.1:9001,10.1.2.3:80", "/ws").is_err());
+        assert!(parse_targets("127.0.0.1", "/ws").is_err());
+    }
 }

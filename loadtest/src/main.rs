@@ -23,7 +23,9 @@ struct Cli {
     /// Request path (default: /echo for echo, /ws otherwise).
     #[arg(long, global = true)]
     path: Option<String>,
-    /// `ringhub`: JSON envelope + subscribe handshake; `raw`: broadcast/echo peers.
+    /// `ringhub`: JSON envelope + subscribe handshake; `raw`: broadcast/echo peers;
+    /// `socketio`: socket.io v4 over WebSocket (fanout only, against
+    /// scripts/peers/socketio-cluster-server.js).
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Ringhub)]
     protocol: Protocol,
     /// Worker threads, each with its own current-thread runtime (default: usable CPUs).
@@ -55,6 +57,7 @@ struct Cli {
 enum Protocol {
     Ringhub,
     Raw,
+    Socketio,
 }
 
 #[derive(Subcommand, Debug)]
@@ -112,8 +115,13 @@ fn cpu_seconds() -> f64 {
 fn real_main() -> Result<bool> {
     let cli = Cli::parse();
     stats::epoch();
+    let socketio = cli.protocol == Protocol::Socketio;
+    if socketio && !matches!(cli.scenario, Scenario::Fanout(_)) {
+        anyhow::bail!("--protocol socketio is for the fanout scenario only");
+    }
     let default_path = match cli.scenario {
         Scenario::Echo(_) => "/echo",
+        _ if socketio => scenarios::join::SOCKETIO_PATH,
         _ => "/ws",
     };
     let target = client::Target::parse(&cli.target, cli.path.as_deref().unwrap_or(default_path))?;
@@ -124,6 +132,7 @@ fn real_main() -> Result<bool> {
         target,
         threads,
         ringhub: cli.protocol == Protocol::Ringhub,
+        socketio,
         connect_timeout: scenarios::secs(cli.connect_timeout),
         connect_concurrency: cli.connect_concurrency.max(1),
         setup_timeout: scenarios::secs(cli.setup_timeout),

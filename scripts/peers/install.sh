@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 bun=node_modules/@oven/bun-linux-x64/bin/bun
-if [ -x "$bun" ] && [ -f node_modules/ws/package.json ] && [ node_modules -nt package.json ]; then
+if [ -x "$bun" ] && [ -f node_modules/ws/package.json ] && [ -f node_modules/socket.io/package.json ] && [ node_modules -nt package.json ]; then
   exit 0
 fi
 echo "installing peer npm packages into $(pwd)/node_modules" >&2

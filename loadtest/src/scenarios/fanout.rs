@@ -7,6 +7,8 @@
 
 use super::fanout_tasks::{publisher, subscriber, ThreadResult};
 use super::{secs, Ctx, FirstError};
+use super::payload::Dialect;
+use crate::client::{self, Target};
 use crate::runner::{self, Padded, Phase, Phases};
 use crate::stats::{self, fmt_rate, fmt_us, Latency, Report};
 use anyhow::{bail, Result};
@@ -62,6 +64,12 @@ pub struct FanoutArgs {
     /// and fail `--verify`.
     #[arg(long)]
     pub offsets: bool,
+    /// Subscribers connect to these servers instead of `--target` (comma-separated, same
+    /// form as `--target`; subscriber i to entry i mod N); publishers stay on `--target`.
+    /// Latency is then also reported apart for subscribers on the publisher's server
+    /// ("same node") and on the others ("cross node").
+    #[arg(long)]
+    pub sub_targets: Option<String>,
 }
 
 /// One (publisher, topic) sequence.
@@ -82,6 +90,8 @@ pub struct Stream {
 pub struct Shared {
     pub ctx: Ctx,
     pub args: FanoutArgs,
+    /// `--sub-targets` (empty: every subscriber on `ctx.target`).
+    pub sub_targets: Vec<Target>,
     pub streams: Vec<Stream>,
     pub pub_streams: Vec<Vec<usize>>,
     pub pub_notify: Vec<Notify>,
@@ -105,6 +115,18 @@ impl Shared {
         self.first_error.set(what);
     }
 
+    /// Where subscriber `idx` connects, and whether that is another server than the
+    /// publishers' (a cross-node delivery in a cluster).
+    pub fn sub_target(&self, idx: usize) -> (&Target, bool) {
+        match self.sub_targets.len() {
+            0 => (&self.ctx.target, false),
+            n => {
+                let t = &self.sub_targets[idx % n];
+                (t, t.addr != self.ctx.target.addr)
+            }
+        }
+    }
+
     pub fn published_total(&self) -> u64 {
         self.streams
             .iter()
@@ -125,7 +147,7 @@ fn build_shared(ctx: &Ctx, args: &FanoutArgs) -> Result<Shared> {
     if s == 0 || t == 0 || p == 0 {
         bail!("--subscribers, --topics and --publishers must be at least 1");
     }
-    if !ctx.ringhub && t != 1 {
+    if ctx.dialect() == Dialect::Raw && t != 1 {
         bail!("--protocol raw broadcasts to every connection: --topics must be 1");
     }
     if t > s {
@@ -149,6 +171,10 @@ fn build_shared(ctx: &Ctx, args: &FanoutArgs) -> Result<Shared> {
     if args.offsets && (!ctx.ringhub || p.max(t) != t) {
         bail!("--offsets needs the ringhub protocol and one stream per topic (--publishers <= --topics)");
     }
+    let sub_targets = match &args.sub_targets {
+        Some(list) => client::parse_targets(list, &ctx.target.path)?,
+        None => Vec::new(),
+    };
     let nstreams = p.max(t);
     let nsubs_of = |topic: usize| (s / t + usize::from(topic < s % t)) as u32;
     let window = if args.max { args.window } else { 0 };
@@ -166,6 +192,7 @@ fn build_shared(ctx: &Ctx, args: &FanoutArgs) -> Result<Shared> {
     Ok(Shared {
         ctx: ctx.clone(),
         args: args.clone(),
+        sub_targets,
         streams,
         pub_streams: (0..p)
             .map(|pi| (0..nstreams).filter(|i| i % p == pi).collect())
@@ -344,10 +371,13 @@ fn report(
 ) -> Report {
     let a = &sh.args;
     let mut lat = Latency::new();
+    let (mut same, mut cross) = (Latency::new(), Latency::new());
     let mut lag_hist = Latency::new();
     let mut t = ThreadResult::default();
     for r in &results {
         lat.merge(&r.latency);
+        same.merge(&r.latency_same);
+        cross.merge(&r.latency_cross);
         lag_hist.merge(&r.send_lag);
         t.delivered += r.delivered;
         t.in_window += r.in_window;
@@ -391,6 +421,13 @@ fn report(
     rep.row("delivered/s", fmt_rate(delivered_rate));
     rep.row("published/s", fmt_rate(publish_rate));
     rep.row("latency", l.line());
+    if !sh.sub_targets.is_empty() {
+        let (s, c) = (same.summary(), cross.summary());
+        rep.row("latency same node", s.line());
+        rep.row("latency cross node", c.line());
+        rep.set("latency_same_us", s.to_json());
+        rep.set("latency_cross_us", c.to_json());
+    }
     rep.row("published", fmt_rate(published as f64));
     rep.row("expected", fmt_rate(expected as f64));
     rep.row(
@@ -474,6 +511,7 @@ fn report(
             "payload": a.payload, "rate": a.rate, "max": a.max, "window": a.window,
             "duration_s": a.duration, "warmup_s": a.warmup, "threads": sh.ctx.threads,
             "topic_prefix": a.topic_prefix, "offsets": a.offsets,
+            "sub_targets": sh.sub_targets.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>(),
         }),
     );
     rep.set("drained", drained);

@@ -2,8 +2,9 @@
 //! publishers (open-loop schedule or closed-loop window, coalesced writes).
 
 use super::fanout::Shared;
+use super::join;
 use super::payload::{Classifier, Header, Incoming, Template};
-use crate::client::{self, WsReader, WsWriter};
+use crate::client::{self, Target, WsReader, WsWriter};
 use crate::runner::{self, Phase};
 use crate::stats::{self, Latency};
 use fastwebsockets::OpCode;
@@ -19,6 +20,9 @@ use tokio::sync::Semaphore;
 #[derive(Default)]
 pub struct ThreadResult {
     pub latency: Latency,
+    /// With `--sub-targets`: deliveries to subscribers on the publisher's server / on others.
+    pub latency_same: Latency,
+    pub latency_cross: Latency,
     /// Open loop: how late each publication sent in the measured window left, against its
     /// schedule (coordinated omission: latency is timed from the actual send).
     pub send_lag: Latency,
@@ -84,49 +88,29 @@ impl Track {
 }
 
 /// Connects (bounded by the semaphore) or records the failure.
-async fn open(sh: &Shared, conn: usize, sem: &Semaphore) -> Option<(WsReader, WsWriter)> {
+/// socket.io connections also connect the default namespace here.
+async fn open(
+    sh: &Shared,
+    target: &Target,
+    conn: usize,
+    sem: &Semaphore,
+) -> Option<(WsReader, WsWriter)> {
     let _permit = sem.acquire().await.ok()?;
     let src = sh.ctx.sources.pick(conn);
-    match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await {
-        Ok(c) => Some(c),
+    let (mut rd, mut wr) = match client::connect(target, src, sh.ctx.connect_timeout).await {
+        Ok(c) => c,
         Err(e) => {
             sh.fail(format!("connection {conn}: {e:#}"));
-            None
+            return None;
+        }
+    };
+    if sh.ctx.socketio {
+        if let Err(e) = join::socketio_connect(&mut rd, &mut wr).await {
+            sh.fail(format!("connection {conn}: {e}"));
+            return None;
         }
     }
-}
-
-/// Sends `subscribe` and waits for its reply (ringhub protocol).
-async fn subscribe(
-    rd: &mut WsReader,
-    wr: &mut WsWriter,
-    prefix: &str,
-    topic: usize,
-) -> Result<(), String> {
-    let msg = format!("{{\"event\":\"subscribe\",\"topic\":\"{prefix}{topic}\",\"id\":1}}");
-    wr.push(OpCode::Text, msg.as_bytes());
-    wr.flush()
-        .await
-        .map_err(|e| format!("send subscribe: {e}"))?;
-    loop {
-        let (op, payload) = rd
-            .next()
-            .await
-            .map_err(|e| format!("await subscribe reply: {e:#}"))?;
-        match op {
-            OpCode::Text | OpCode::Binary => {
-                let text = String::from_utf8_lossy(payload);
-                if text.contains("\"event\":\"error\"") {
-                    return Err(format!("subscribe rejected: {text}"));
-                }
-                if text.contains("\"event\":\"reply\"") && text.contains("\"id\":1") {
-                    return Ok(());
-                }
-            }
-            OpCode::Close => return Err("server closed before the subscribe reply".into()),
-            _ => {}
-        }
-    }
+    Some((rd, wr))
 }
 
 /// One subscriber connection: receives until the run is `Done` (then it is aborted).
@@ -138,16 +122,24 @@ pub async fn subscriber(
     acc: Rc<RefCell<ThreadResult>>,
     track: Rc<RefCell<Track>>,
 ) {
-    let Some((mut rd, mut wr)) = open(&sh, idx, &sem).await else {
+    let (target, cross) = sh.sub_target(idx);
+    let split = !sh.sub_targets.is_empty();
+    let Some((mut rd, mut wr)) = open(&sh, target, idx, &sem).await else {
         return;
     };
     let topics = sh.args.topics;
     let topic = idx % topics;
-    if sh.ctx.ringhub {
-        if let Err(e) = subscribe(&mut rd, &mut wr, &sh.args.topic_prefix, topic).await {
-            sh.fail(format!("subscriber {idx}: {e}"));
-            return;
-        }
+    let name = format!("{}{topic}", sh.args.topic_prefix);
+    let joined = if sh.ctx.ringhub {
+        join::ringhub_subscribe(&mut rd, &mut wr, &name).await
+    } else if sh.ctx.socketio {
+        join::socketio_subscribe(&mut rd, &mut wr, &name).await
+    } else {
+        Ok(())
+    };
+    if let Err(e) = joined {
+        sh.fail(format!("subscriber {idx}: {e}"));
+        return;
     }
     let per_topic = sh.streams.iter().filter(|s| s.topic == topic).count();
     track.borrow_mut().0 = (0..per_topic).map(|_| StreamTrack::default()).collect();
@@ -155,13 +147,14 @@ pub async fn subscriber(
     sh.phases.wait_for(Phase::Running).await;
     let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
-    let mut cls = Classifier::new(sh.ctx.ringhub);
+    let mut cls = Classifier::new(sh.ctx.dialect());
     let window = if sh.args.max {
         sh.args.window as u64
     } else {
         0
     };
     let mut pongs: Vec<Vec<u8>> = Vec::new();
+    let mut heartbeats = 0usize;
     let (check_offsets, payload_len) = (sh.args.offsets, sh.args.payload);
     let mut last_offset: Option<u64> = None;
     loop {
@@ -193,6 +186,10 @@ pub async fn subscriber(
                     OpCode::Text | OpCode::Binary => match cls.classify(payload) {
                         Incoming::Data(d) => d,
                         Incoming::Reply => continue,
+                        Incoming::Heartbeat => {
+                            heartbeats += 1;
+                            continue;
+                        }
                         Incoming::Error => {
                             a.server_errors += 1;
                             sh.first_error
@@ -248,16 +245,27 @@ pub async fn subscriber(
                 }
                 if in_window {
                     counted += 1;
-                    a.latency.record(now.saturating_sub(h.ts_ns));
+                    let ns = now.saturating_sub(h.ts_ns);
+                    a.latency.record(ns);
+                    if split {
+                        if cross {
+                            a.latency_cross.record(ns);
+                        } else {
+                            a.latency_same.record(ns);
+                        }
+                    }
                 }
             }
             a.in_window += counted;
         }
         runner::bump(&sh.unique[tid], fresh);
         runner::bump(&sh.in_window[tid], counted);
-        if !pongs.is_empty() {
+        if !pongs.is_empty() || heartbeats > 0 {
             for p in pongs.drain(..) {
                 wr.push(OpCode::Pong, &p);
+            }
+            for _ in 0..std::mem::take(&mut heartbeats) {
+                wr.push(OpCode::Text, b"3");
             }
             if wr.flush().await.is_err() {
                 return;
@@ -330,17 +338,20 @@ async fn drain_publisher(
     acc: Rc<RefCell<ThreadResult>>,
     pongs: Rc<RefCell<Vec<Vec<u8>>>>,
 ) {
-    let mut cls = Classifier::new(sh.ctx.ringhub);
+    let mut cls = Classifier::new(sh.ctx.dialect());
     'conn: while rd.fill().await.is_ok() {
         loop {
             match rd.next_buffered() {
-                Ok(Some((OpCode::Text | OpCode::Binary, payload))) => {
-                    if let Incoming::Error = cls.classify(payload) {
+                Ok(Some((OpCode::Text | OpCode::Binary, payload))) => match cls.classify(payload) {
+                    Incoming::Error => {
                         acc.borrow_mut().server_errors += 1;
                         sh.first_error
                             .set(String::from_utf8_lossy(payload).into_owned());
                     }
-                }
+                    // Answered like a pong: the writer sends `3` for an empty entry.
+                    Incoming::Heartbeat => pongs.borrow_mut().push(Vec::new()),
+                    _ => {}
+                },
                 Ok(Some((OpCode::Ping, payload))) => pongs.borrow_mut().push(payload.to_vec()),
                 Ok(Some((OpCode::Close, _))) | Err(_) => break 'conn,
                 Ok(Some(_)) => {}
@@ -362,7 +373,7 @@ pub async fn publisher(
     sem: Arc<Semaphore>,
     acc: Rc<RefCell<ThreadResult>>,
 ) {
-    let Some((rd, mut wr)) = open(&sh, conn, &sem).await else {
+    let Some((rd, mut wr)) = open(&sh, &sh.ctx.target, conn, &sem).await else {
         return;
     };
     let pongs = Rc::new(RefCell::new(Vec::new()));
@@ -376,11 +387,11 @@ pub async fn publisher(
     let templates: Vec<Template> = mine
         .iter()
         .map(|&s| {
+            let topic = format!("{}{}", sh.args.topic_prefix, sh.streams[s].topic);
             if sh.ctx.ringhub {
-                Template::ringhub_publish(
-                    &format!("{}{}", sh.args.topic_prefix, sh.streams[s].topic),
-                    sh.args.payload,
-                )
+                Template::ringhub_publish(&topic, sh.args.payload)
+            } else if sh.ctx.socketio {
+                Template::socketio_publish(&topic, sh.args.payload)
             } else {
                 Template::raw(sh.args.payload)
             }
@@ -405,7 +416,11 @@ pub async fn publisher(
             break;
         }
         for pong in pongs.borrow_mut().drain(..) {
-            wr.push(OpCode::Pong, &pong);
+            if sh.ctx.socketio && pong.is_empty() {
+                wr.push(OpCode::Text, b"3");
+            } else {
+                wr.push(OpCode::Pong, &pong);
+            }
         }
         let mut next_due = u64::MAX;
         for (k, &s) in mine.iter().enumerate() {

@@ -6,6 +6,7 @@ pub mod echo;
 pub mod fanout;
 pub mod fanout_tasks;
 pub mod idle;
+pub mod join;
 pub mod payload;
 pub mod recover;
 
@@ -21,12 +22,23 @@ pub struct Ctx {
     pub threads: usize,
     /// `true` for the ringhub envelope protocol, `false` for raw broadcast/echo peers.
     pub ringhub: bool,
+    /// socket.io v4 (fanout only; `ringhub` is then false).
+    pub socketio: bool,
     pub connect_timeout: Duration,
     pub connect_concurrency: usize,
     pub setup_timeout: Duration,
 }
 
 impl Ctx {
+    /// What subscribers and publishers read.
+    pub fn dialect(&self) -> payload::Dialect {
+        match (self.ringhub, self.socketio) {
+            (true, _) => payload::Dialect::Ringhub,
+            (false, true) => payload::Dialect::SocketIo,
+            (false, false) => payload::Dialect::Raw,
+        }
+    }
+
     /// Connection concurrency allowed per worker thread.
     pub fn per_thread_concurrency(&self) -> usize {
         (self.connect_concurrency / self.threads).max(1)

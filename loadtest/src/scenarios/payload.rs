@@ -191,6 +191,19 @@ impl Template {
         }
     }
 
+    /// A socket.io `publish` event (`42["publish","<topic>","<payload>"]`) that the socket.io
+    /// peer re-emits to the room as `42["m","<payload>"]`.
+    pub fn socketio_publish(topic: &str, size: usize) -> Template {
+        let prefix = format!("42[\"publish\",\"{topic}\",\"");
+        let mut bytes = prefix.clone().into_bytes();
+        bytes.extend_from_slice(&Template::raw(size).bytes);
+        bytes.extend_from_slice(b"\"]");
+        Template {
+            bytes,
+            offset: prefix.len(),
+        }
+    }
+
     /// Copies the template into `dst` with `h` filled in.
     pub fn fill(&self, dst: &mut [u8], h: &Header) {
         dst.copy_from_slice(&self.bytes);
@@ -204,7 +217,23 @@ pub enum Incoming<'a> {
     Reply,
     Error,
     Malformed,
+    /// An Engine.IO heartbeat (`2`): answer with the text `3`.
+    Heartbeat,
 }
+
+/// The wire dialect a [`Classifier`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// ringhub's JSON envelope.
+    Ringhub,
+    /// Raw broadcast peers: the whole frame is the payload.
+    Raw,
+    /// socket.io v4 (Engine.IO v4): publications are `42["m","<payload>"]`.
+    SocketIo,
+}
+
+/// How a socket.io publication starts (event `m`, one string argument).
+const SIO_DATA: &[u8] = b"42[\"m\",\"";
 
 /// Classifies a frame from a ringhub server (`{"topic":..,"data":"..."}`, replies, errors)
 /// or, for raw servers, treats the whole frame as the payload.
@@ -216,7 +245,7 @@ pub enum Incoming<'a> {
 /// the same as the search's: the prefix ends at the first `"data":"` of the frame it was taken
 /// from, so a frame that starts with it has its first `"data":"` at the same place.
 pub struct Classifier {
-    ringhub: bool,
+    dialect: Dialect,
     data: Finder<'static>,
     prefix: Vec<u8>,
 }
@@ -226,17 +255,19 @@ const EVENT: &[u8] = b"{\"event\":";
 const DATA: &[u8] = b"\"data\":\"";
 
 impl Classifier {
-    pub fn new(ringhub: bool) -> Classifier {
+    pub fn new(dialect: Dialect) -> Classifier {
         Classifier {
-            ringhub,
+            dialect,
             data: Finder::new(DATA),
             prefix: Vec::new(),
         }
     }
 
     pub fn classify<'a>(&mut self, frame: &'a [u8]) -> Incoming<'a> {
-        if !self.ringhub {
-            return Incoming::Data(frame);
+        match self.dialect {
+            Dialect::Ringhub => {}
+            Dialect::Raw => return Incoming::Data(frame),
+            Dialect::SocketIo => return classify_socketio(frame),
         }
         if !self.prefix.is_empty() && frame.starts_with(&self.prefix) {
             return Incoming::Data(&frame[self.prefix.len()..]);
@@ -263,6 +294,20 @@ impl Classifier {
     }
 }
 
+/// socket.io frames: a publication, the heartbeat, an error (`44…` connect error) or
+/// anything else the protocol sends (open packet, acks), which is a reply.
+fn classify_socketio(frame: &[u8]) -> Incoming<'_> {
+    if let Some(d) = frame.strip_prefix(SIO_DATA) {
+        return Incoming::Data(d);
+    }
+    match frame {
+        b"2" => Incoming::Heartbeat,
+        [b'4', b'4', ..] => Incoming::Error,
+        [b'0' | b'4', ..] => Incoming::Reply,
+        _ => Incoming::Malformed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,7 +324,7 @@ mod tests {
         t.fill(&mut buf, &h);
         let v: serde_json::Value = serde_json::from_slice(&buf).expect("valid JSON");
         assert_eq!(v["data"].as_str().map(str::len), Some(64));
-        match Classifier::new(true).classify(&buf) {
+        match Classifier::new(Dialect::Ringhub).classify(&buf) {
             Incoming::Data(d) => assert_eq!(Header::parse(d), Some(h)),
             _ => panic!("not data"),
         }
@@ -287,7 +332,7 @@ mod tests {
         for bad in [b'g', b'/', b':', b'`', b'A', b' ', 0xc3] {
             let mut b = buf.clone();
             b[t.offset + 5] = bad;
-            match Classifier::new(true).classify(&b) {
+            match Classifier::new(Dialect::Ringhub).classify(&b) {
                 Incoming::Data(d) => assert_eq!(Header::parse(d), None, "byte {bad:#x}"),
                 _ => panic!("not data"),
             }
@@ -355,6 +400,7 @@ mod tests {
             Incoming::Reply => Some((b'r', b"")),
             Incoming::Error => Some((b'e', b"")),
             Incoming::Malformed => None,
+            Incoming::Heartbeat => Some((b'h', b"")),
         }
     }
 
@@ -378,7 +424,7 @@ mod tests {
         // Every ordered pair, then every frame after each other one as the learning frame.
         for a in &frames {
             for b in &frames {
-                let mut c = Classifier::new(true);
+                let mut c = Classifier::new(Dialect::Ringhub);
                 for f in [a, b, a, b] {
                     let got = kind(c.classify(f));
                     let want = reference(f).map(|(k, d)| (k, if k == b'd' { d } else { &b""[..] }));
@@ -392,7 +438,7 @@ mod tests {
                 }
             }
         }
-        let mut c = Classifier::new(true);
+        let mut c = Classifier::new(Dialect::Ringhub);
         let mut buf = t0.bytes.clone();
         for seq in 0..3 {
             let h = Header {
@@ -407,5 +453,36 @@ mod tests {
             }
         }
         assert_eq!(c.prefix, &t0.bytes[..t0.offset]);
+    }
+
+    #[test]
+    fn socketio_publication_round_trip() {
+        let t = Template::socketio_publish("t0", 64);
+        let mut buf = t.bytes.clone();
+        let h = Header {
+            stream: 3,
+            seq: 99,
+            ts_ns: 12_345,
+        };
+        t.fill(&mut buf, &h);
+        let v: serde_json::Value = serde_json::from_slice(&buf[2..]).expect("valid JSON");
+        assert_eq!(v[0], "publish");
+        assert_eq!(v[1], "t0");
+        // What the peer emits to the room: the same payload as event `m`.
+        let emitted = format!("42{}", serde_json::json!(["m", v[2]]));
+        let mut c = Classifier::new(Dialect::SocketIo);
+        match c.classify(emitted.as_bytes()) {
+            Incoming::Data(d) => assert_eq!(Header::parse(d), Some(h)),
+            _ => panic!("not data"),
+        }
+        assert!(matches!(c.classify(b"2"), Incoming::Heartbeat));
+        assert!(matches!(c.classify(b"431[]"), Incoming::Reply));
+        assert!(matches!(c.classify(br#"0{"sid":"x"}"#), Incoming::Reply));
+        assert!(matches!(
+            c.classify(br#"44{"message":"no"}"#),
+            Incoming::Error
+        ));
+        assert!(matches!(c.classify(b"3"), Incoming::Malformed));
+        assert!(matches!(c.classify(b""), Incoming::Malformed));
     }
 }

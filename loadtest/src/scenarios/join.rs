@@ -1,0 +1,101 @@
+//! Joining a topic before the measurement starts, per protocol: ringhub's `subscribe` with
+//! its reply, and socket.io's namespace connect + a `subscribe` event acknowledged by the
+//! server (`scripts/peers/socketio-cluster-server.js` joins the room named by the topic).
+//!
+//! socket.io (Engine.IO v4 over a bare WebSocket, `?EIO=4&transport=websocket`): the server
+//! opens with `0{...}`, the client connects the default namespace with `40` and gets
+//! `40{...}`; events are `42[...]`, an event with ack id 1 is `421[...]`, its answer `431[...]`;
+//! the server's heartbeat is the text `2`, answered with `3`. The load generator speaks exactly
+//! this much of it: one topic per connection, no binary attachments.
+
+use crate::client::{WsReader, WsWriter};
+use fastwebsockets::OpCode;
+
+/// The request path of a socket.io WebSocket connection (no long-polling upgrade).
+pub const SOCKETIO_PATH: &str = "/socket.io/?EIO=4&transport=websocket";
+
+/// Sends ringhub's `subscribe` and waits for its reply.
+pub async fn ringhub_subscribe(
+    rd: &mut WsReader,
+    wr: &mut WsWriter,
+    topic: &str,
+) -> Result<(), String> {
+    let msg = format!("{{\"event\":\"subscribe\",\"topic\":\"{topic}\",\"id\":1}}");
+    wr.push(OpCode::Text, msg.as_bytes());
+    wr.flush()
+        .await
+        .map_err(|e| format!("send subscribe: {e}"))?;
+    wait_text(rd, wr, |text| {
+        if text.contains("\"event\":\"error\"") {
+            return Err(format!("subscribe rejected: {text}"));
+        }
+        Ok(text.contains("\"event\":\"reply\"") && text.contains("\"id\":1"))
+    })
+    .await
+}
+
+/// Connects socket.io's default namespace (`40` → `40{...}`); every socket.io connection,
+/// publisher or subscriber, does this first.
+pub async fn socketio_connect(rd: &mut WsReader, wr: &mut WsWriter) -> Result<(), String> {
+    // The Engine.IO open packet comes first, unasked.
+    wait_text(rd, wr, |t| Ok(t.starts_with('0'))).await?;
+    wr.push(OpCode::Text, b"40");
+    wr.flush()
+        .await
+        .map_err(|e| format!("send namespace connect: {e}"))?;
+    wait_text(rd, wr, |t| {
+        if t.starts_with("44") {
+            return Err(format!("namespace connect refused: {t}"));
+        }
+        Ok(t.starts_with("40"))
+    })
+    .await
+}
+
+/// Joins the room `topic` with an acknowledged `subscribe` event (after [`socketio_connect`]).
+pub async fn socketio_subscribe(
+    rd: &mut WsReader,
+    wr: &mut WsWriter,
+    topic: &str,
+) -> Result<(), String> {
+    let msg = format!("421[\"subscribe\",\"{topic}\"]");
+    wr.push(OpCode::Text, msg.as_bytes());
+    wr.flush()
+        .await
+        .map_err(|e| format!("send subscribe: {e}"))?;
+    wait_text(rd, wr, |t| Ok(t.starts_with("431"))).await
+}
+
+/// Reads frames until `done` says yes (or fails); answers Engine.IO heartbeats on the way.
+async fn wait_text(
+    rd: &mut WsReader,
+    wr: &mut WsWriter,
+    mut done: impl FnMut(&str) -> Result<bool, String>,
+) -> Result<(), String> {
+    loop {
+        let (op, payload) = rd
+            .next()
+            .await
+            .map_err(|e| format!("await reply: {e:#}"))?;
+        match op {
+            OpCode::Text | OpCode::Binary => {
+                let text = String::from_utf8_lossy(payload).into_owned();
+                if text == "2" {
+                    wr.push(OpCode::Text, b"3");
+                    wr.flush().await.map_err(|e| format!("send pong: {e}"))?;
+                    continue;
+                }
+                if done(&text)? {
+                    return Ok(());
+                }
+            }
+            OpCode::Ping => {
+                let p = payload.to_vec();
+                wr.push(OpCode::Pong, &p);
+                wr.flush().await.map_err(|e| format!("send pong: {e}"))?;
+            }
+            OpCode::Close => return Err("server closed before the reply".into()),
+            _ => {}
+        }
+    }
+}
