@@ -4,7 +4,7 @@
 # RUNS times, interleaved (run 1 of every case, then run 2, ...). Each run starts its topology
 # afresh: a redis-server of its own on a free port (--save "" --appendonly no: no persistence,
 # throughput runs), then the node(s); all of them pinned to SERVER_CPU, ringhub-loadtest to
-# LOAD_CPU (both at nice -20 with the default PRIO=nice, see PRIO below). Redis `INFO
+# LOAD_CPU (both under SCHED_FIFO with PRIO=rt, as scripts/campaign.sh does). Redis `INFO
 # commandstats` is read before and after the load generator runs (commands per publication),
 # and every process's CPU time (per thread for ringhub: shard vs cluster thread). scripts/cluster_condense.py then writes
 # docs/benchmarks/<NAME>.md and .json (medians of the runs, ratios within each run).
@@ -31,9 +31,11 @@
 #
 # Environment:
 #   RUNS (3), DURATION (5 measured seconds), WARMUP (1), PAYLOAD (64), IO (epoll), NODES (3)
-#   PRIO          none | nice | rt (default nice: nice -n -20 for servers, Redis and loadtest;
-#                 rt = chrt -f 10 livelocks Node: its main thread spins on V8 helper threads that
-#                 a SCHED_FIFO peer on the same core never lets run, so socket.io never starts)
+#   PRIO          none | nice | rt (default rt: chrt -f 10 for servers, Redis and loadtest;
+#                 nice: nice -n -20, which left W = 1 at a tenth of its rate beside other builds)
+#   NODE_FLAGS    flags of the socket.io processes (default with PRIO=rt: --single-threaded,
+#                 no V8 helper threads: under SCHED_FIFO on one core Node's main thread spins
+#                 waiting for a helper thread that its FIFO peers never let run, and never starts)
 #   SERVER_CPU (0: every node and Redis), LOAD_CPU (1), BASE_PORT (9700)
 #   NAME (cluster), OUT_DIR raw results (/tmp/ringhub-cluster/NAME), RESULTS_DIR (docs/benchmarks)
 #   REDIS_SERVER (redis-server), NODE (node), CARGO_TARGET_DIR as usual; NO_BUILD=1 skips cargo
@@ -45,7 +47,7 @@ WARMUP=${WARMUP:-1}
 PAYLOAD=${PAYLOAD:-64}
 IO=${IO:-epoll}
 NODES=${NODES:-3}
-PRIO=${PRIO:-nice}
+PRIO=${PRIO:-rt}
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 BASE_PORT=${BASE_PORT:-9700}
@@ -62,6 +64,7 @@ OUT_DIR=${OUT_DIR:-/tmp/ringhub-cluster/$NAME}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/docs/benchmarks}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 NODE=${NODE:-node}
+NODE_FLAGS=${NODE_FLAGS-$([ "$PRIO" = rt ] && echo --single-threaded || true)}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET_DIR/release
 STORE_DIR=$OUT_DIR/store
@@ -172,7 +175,8 @@ start_topology() {
   for i in $(seq "$n"); do
     while ! free_port "$port"; do port=$((port + 1)); done
     if [ "$kind" = sio ]; then
-      on_server_cpu "$NODE" "$SIO_SERVER" "$port" ${REDIS_PORT:+"redis://127.0.0.1:$REDIS_PORT"} \
+      # shellcheck disable=SC2086 # NODE_FLAGS is a word list
+      on_server_cpu "$NODE" $NODE_FLAGS "$SIO_SERVER" "$port" ${REDIS_PORT:+"redis://127.0.0.1:$REDIS_PORT"} \
         </dev/null >"$logp.node$i.log" 2>&1 &
       NAMES+=(sio)
     else
@@ -222,7 +226,7 @@ jq -n --arg name "$NAME" --arg started "$(date -u +%FT%TZ)" --argjson runs "$RUN
   --arg commit "$commit" --arg io "$IO" --argjson nodes "$NODES" \
   --arg kernel "$(uname -r)" --arg cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" \
   --arg nproc "$(nproc)" --arg rustc "$(rustc --version 2>/dev/null || true)" \
-  --arg redis "$("$REDIS_SERVER" --version | head -1)" --arg node "$("$NODE" --version)" --arg sio "$sio_version" \
+  --arg redis "$("$REDIS_SERVER" --version | head -1)" --arg node "$("$NODE" --version) $NODE_FLAGS" --arg sio "$sio_version" \
   --arg pin "nodes and Redis taskset -c $SERVER_CPU, loadtest taskset -c $LOAD_CPU, PRIO=$PRIO" \
   --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg topics "$TOPICS" --arg hist_store "${HIST_STORE:-server default}" \
   --arg matrix "$(cat "$OUT_DIR/matrix.txt")" \
