@@ -25,6 +25,11 @@
 #   socketio  the fanout and latency cases against socket.io 4 (scripts/peers/
 #             socketio-cluster-server.js): NODES processes with @socket.io/redis-adapter on one
 #             Redis, and one process without adapter
+#   redis     what one Redis sustains here: redis-benchmark PUBLISH of a 160-byte message (about
+#             a ringhub cluster message with a 64 B payload) from NODES pipelined connections
+#             (-P 64) to a channel with NODES subscribers (redis-cli, standing in for the nodes);
+#             Redis alone on SERVER_CPU, redis-benchmark and the subscribers on LOAD_CPU; the
+#             subscribers must still be there at the end (subscribers_after)
 #   history   publications/s to hist:t0 (history_size 100) in cluster mode vs t0 (no history),
 #             HIST_SUBS (3) subscribers spread over the nodes, --offsets checked, W in WINDOWS.
 #             The store is the server's choice in cluster mode (HIST_STORE=NAME forces --store)
@@ -37,7 +42,8 @@
 #                 no V8 helper threads: under SCHED_FIFO on one core Node's main thread spins
 #                 waiting for a helper thread that its FIFO peers never let run, and never starts)
 #   SERVER_CPU (0: every node and Redis), LOAD_CPU (1), BASE_PORT (9700)
-#   NAME (cluster), OUT_DIR raw results (/tmp/ringhub-cluster/NAME), RESULTS_DIR (docs/benchmarks)
+#   NAME (cluster), OUT_DIR raw results (/tmp/ringhub-cluster/NAME), RESULTS_DIR (docs/benchmarks),
+#   RESULT_NAME (NAME), MERGE_DIRS raw result dirs of earlier runs condensed together with this one
 #   REDIS_SERVER (redis-server), NODE (node), CARGO_TARGET_DIR as usual; NO_BUILD=1 skips cargo
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,6 +68,8 @@ HIST_STORE=${HIST_STORE:-}
 NAME=${NAME:-cluster}
 OUT_DIR=${OUT_DIR:-/tmp/ringhub-cluster/$NAME}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/docs/benchmarks}
+RESULT_NAME=${RESULT_NAME:-$NAME}
+MERGE_DIRS=${MERGE_DIRS:-}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 NODE=${NODE:-node}
 NODE_FLAGS=${NODE_FLAGS-$([ "$PRIO" = rt ] && echo --single-threaded || true)}
@@ -103,6 +111,7 @@ matrix() {
             echo "latency-r$r-$topo|$topo|memory|fanout --subscribers $LAT_SUBS --rate $r $T"
           done
         done ;;
+      redis) ;;  # not a loadtest case: see redis_publish below
       history)
         for w in $WINDOWS; do
           echo "nohist-s$HIST_SUBS-w$w-ringhub-$NODES|ringhub-$NODES|memory|fanout --subscribers $HIST_SUBS --max --window $w $T"
@@ -238,10 +247,52 @@ jq -n --arg name "$NAME" --arg started "$(date -u +%FT%TZ)" --argjson runs "$RUN
    cases: [$matrix | split("\n")[] | select(length > 0) | split("|")
            | {id: .[0], topology: .[1], store: .[2], args: .[3]}]}' >"$OUT_DIR/meta.json"
 
+# redis_publish RUN PORT: PUBLISH/s one Redis sustains (part redis), into $OUT_DIR/redis-publish
+redis_publish() {
+  local run=$1 port=$2 dir=$OUT_DIR/redis-publish i out
+  mkdir -p "$dir"
+  while ! free_port "$port"; do port=$((port + 1)); done
+  REDIS_PORT=$port
+  on_server_cpu "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --client-output-buffer-limit "pubsub 256mb 256mb 0" </dev/null >"$dir/run-$run.redis.log" 2>&1 &
+  PIDS+=($!) NAMES+=(redis)
+  wait_listening "$!" "$port" "$dir/run-$run.redis.log" || { stop_all; return 1; }
+  for i in $(seq "$NODES"); do
+    (exec taskset -c "$LOAD_CPU" "${PRIO_CMD[@]}" redis-cli -p "$port" SUBSCRIBE rh:t:t0 </dev/null >/dev/null 2>&1) &
+    PIDS+=($!) NAMES+=(subscriber)
+  done
+  for _ in $(seq 50); do
+    [ "$(redis-cli -p "$port" PUBSUB NUMSUB rh:t:t0 | tail -1)" = "$NODES" ] && break
+    sleep 0.1
+  done
+  cpu_snapshot >"$dir/run-$run.cpu0"
+  local t0 t1
+  t0=$(date +%s.%N)
+  out=$(taskset -c "$LOAD_CPU" "${PRIO_CMD[@]}" redis-benchmark -p "$port" -c "$NODES" -P 64 \
+    -n "${REDIS_REQUESTS:-1000000}" --csv PUBLISH rh:t:t0 "$(head -c 160 /dev/zero | tr '\0' x)" </dev/null)
+  t1=$(date +%s.%N)
+  cpu_snapshot >"$dir/run-$run.cpu1"
+  after=$(redis-cli -p "$port" PUBSUB NUMSUB rh:t:t0 | tail -1)
+  echo "$out" >"$dir/run-$run.csv"
+  stop_all
+  REDIS_PORT=""
+  jq -n --argjson run "$run" --arg csv "$out" --argjson nodes "$NODES" --argjson after "${after:-0}" \
+    --argjson share "$(awk -v t0="$t0" -v t1="$t1" -v k="$CLK_TCK" '$1 == "redis0" && $2 == "total" {
+      if (FILENAME ~ /cpu0$/) a = $3; else b = $3 } END {printf "%.3f", (b - a) / k / (t1 - t0)}' \
+      "$dir/run-$run.cpu0" "$dir/run-$run.cpu1")" '
+    {run: $run, redis_cpu_share: $share, subscribers: $nodes, subscribers_after: $after, pipeline: 64, connections: $nodes, payload_bytes: 160,
+     publish_per_s: ($csv | split("\n")[1] | split(",")[1] | gsub("\""; "") | tonumber)}' >"$dir/run-$run.json"
+  log "run $run/$RUNS redis PUBLISH: $(jq -r '"\(.publish_per_s | floor)/s, Redis at \(.redis_cpu_share * 100 | floor)% of its core, subscribers at the end: \(.subscribers_after)"' "$dir/run-$run.json")"
+}
+
 # --- runs ----------------------------------------------------------------------------------
 port=$BASE_PORT
 log "$NAME: $RUNS run(s) of $(wc -l <"$OUT_DIR/matrix.txt") cases; raw results in $OUT_DIR"
 for run in $(seq "$RUNS"); do
+  if [[ " $PARTS " == *" redis "* ]]; then
+    port=$((port + 10))
+    redis_publish "$run" "$port" || log "run $run redis PUBLISH: failed"
+  fi
   while IFS='|' read -r id topo store args; do
     port=$((port + 10))
     [ "$port" -lt 60000 ] || port=$BASE_PORT
@@ -288,5 +339,7 @@ rm -rf "$STORE_DIR"
 
 tmp=$(mktemp)
 jq --arg f "$(date -u +%FT%TZ)" '.finished = $f' "$OUT_DIR/meta.json" >"$tmp" && mv "$tmp" "$OUT_DIR/meta.json"
-python3 "$ROOT/scripts/cluster_condense.py" "$OUT_DIR" -o "$RESULTS_DIR/$NAME.json" --md "$RESULTS_DIR/$NAME.md"
-log "condensed: $RESULTS_DIR/$NAME.md and $RESULTS_DIR/$NAME.json"
+# shellcheck disable=SC2086 # MERGE_DIRS is a list of directories
+python3 "$ROOT/scripts/cluster_condense.py" $MERGE_DIRS "$OUT_DIR" \
+  -o "$RESULTS_DIR/$RESULT_NAME.json" --md "$RESULTS_DIR/$RESULT_NAME.md"
+log "condensed: $RESULTS_DIR/$RESULT_NAME.md and $RESULTS_DIR/$RESULT_NAME.json"

@@ -127,6 +127,8 @@ def load(run_dirs):
     metas, cases = [], {}
     for d in run_dirs:
         meta = json.load(open(os.path.join(d, "meta.json")))
+        meta["redis_publish"] = [json.load(open(f)) for f in
+                                 sorted(glob.glob(os.path.join(d, "redis-publish", "run-*.json")))]
         metas.append(meta)
         for c in meta["cases"]:
             runs = {}
@@ -200,10 +202,12 @@ def fpct(v):
 def condense(a):
     metas, cases = load(a.run_dir)
     meta = metas[0]
-    n = meta["nodes"]
     ids = list(cases)
     out = {"meta": metas, "cases": {cid: {"case": c["case"], "runs": {str(r): k for r, k in sorted(c["runs"].items())}}
                                     for cid, c in cases.items()}}
+    if not meta["cases"] and len(metas) > 1:
+        meta = metas[1]
+    n = meta["nodes"]
     md = [f"# Cluster (Redis) — `{meta['name']}`", ""]
     for m in metas:
         md.append(f"- `{m['command']}`: commit {m['commit']}, `--io {m['io']}`, one shard per node; "
@@ -299,6 +303,18 @@ def condense(a):
                       f"{fus1(stat(cases, nh, 'redis_cpu_us_per_publication')[0])} / {fus1(stat(cases, h, 'redis_cpu_us_per_publication')[0])} | "
                       f"{errs} / {miss} |")
         md.append("")
+
+    rp = [r for m in metas for r in m["redis_publish"]]
+    if rp:
+        r0 = rp[0]
+        md += ["## PUBLISH/s one Redis sustains here (`redis-benchmark`)", "",
+               f"`redis-benchmark -c {r0['connections']} -P {r0['pipeline']} PUBLISH rh:t:t0 <{r0['payload_bytes']} bytes>` "
+               f"with {r0['subscribers']} `redis-cli SUBSCRIBE` clients (the nodes' stand-ins); Redis alone on "
+               "its core, the benchmark client and the subscribers on the other.", "",
+               f"- PUBLISH/s: **{f_rate(med([r['publish_per_s'] for r in rp]))}** "
+               f"({', '.join(f_rate(r['publish_per_s']) for r in rp)}); Redis at "
+               f"{', '.join(fpct(r['redis_cpu_share']) for r in rp)} of its core; subscribers still "
+               f"connected at the end: {', '.join(str(r['subscribers_after']) for r in rp)}.", ""]
 
     md += ["## Where the time goes (CPU seconds over the whole run, medians)", "",
            "| case | servers | Redis | per thread (summed over nodes) | Redis commands (calls, run 1) |",
