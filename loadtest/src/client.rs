@@ -462,8 +462,11 @@ mod tests {
 
     #[test]
     fn target_lists() {
-        let t = parse_targets("127.0.0.1:9001, ws://127.0.0.1:9002/x,127.0.0.1:9003", "/ws")
-            .expect("three loopback targets");
+        let t = parse_targets(
+            "127.0.0.1:9001, ws://127.0.0.1:9002/x,127.0.0.1:9003",
+            "/ws",
+        )
+        .expect("three loopback targets");
         let ports: Vec<u16> = t.iter().map(|t| t.addr.port()).collect();
         assert_eq!(ports, [9001, 9002, 9003]);
         assert_eq!(t[0].path, "/ws");

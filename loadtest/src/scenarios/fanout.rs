@@ -6,8 +6,8 @@
 //! listens on topic `i % T`.
 
 use super::fanout_tasks::{publisher, subscriber, ThreadResult};
-use super::{secs, Ctx, FirstError};
 use super::payload::Dialect;
+use super::{secs, Ctx, FirstError};
 use crate::client::{self, Target};
 use crate::runner::{self, Padded, Phase, Phases};
 use crate::stats::{self, fmt_rate, fmt_us, Latency, Report};

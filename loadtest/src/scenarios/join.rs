@@ -73,10 +73,7 @@ async fn wait_text(
     mut done: impl FnMut(&str) -> Result<bool, String>,
 ) -> Result<(), String> {
     loop {
-        let (op, payload) = rd
-            .next()
-            .await
-            .map_err(|e| format!("await reply: {e:#}"))?;
+        let (op, payload) = rd.next().await.map_err(|e| format!("await reply: {e:#}"))?;
         match op {
             OpCode::Text | OpCode::Binary => {
                 let text = String::from_utf8_lossy(payload).into_owned();
