@@ -16,7 +16,9 @@
 //!   start again at 1 with a new epoch.
 //! - **Durability.** After [`Store::commit`] returns `Ok`, everything applied before it survives
 //!   what the implementation promises: `memory` survives nothing (a restart is a new epoch for
-//!   every stream), `redb` survives a process kill and (with fsync) a power loss.
+//!   every stream), `redb` survives a process kill and (with fsync) a power loss, `redis`
+//!   survives what the Redis server's persistence keeps (AOF) — its data lost, every stream
+//!   gets a new epoch.
 //! - **Reads see writes.** A read returns everything applied before it, committed or not (the
 //!   store thread never exposes uncommitted results outside).
 
@@ -27,6 +29,7 @@ use bytes::Bytes;
 
 pub mod memory;
 pub mod redb;
+pub mod redis;
 #[cfg(test)]
 mod tests;
 
@@ -221,7 +224,7 @@ impl StoreError {
 
 /// Durable history and inboxes. See the [module docs](self) for the guarantees.
 pub trait Store: Send + 'static {
-    /// A short name for logs (`"memory"`, `"redb"`).
+    /// A short name for logs (`"memory"`, `"redb"`, `"redis"`).
     fn name(&self) -> &'static str;
 
     /// The epoch of the store's inboxes: changes exactly when their data was lost (a memory

@@ -1,0 +1,19 @@
+-- Appends one publication and publishes it to the cluster, atomically.
+-- ARGV: 2 size (MAXLEN), 3 ttl ms (0: none), 4 now ms, 5 event, 6 '1' when there is data,
+--       7 data, 8 cluster payload without its position, 9 the topic's channel.
+-- Returns {epoch, offset}.
+local epoch, top = meta()
+local off = top + 1
+local id = string.format('%d-0', off)
+-- XADD first: should it fail, no offset was consumed (scripts are not rolled back).
+if ARGV[6] == '1' then
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4], 'd', ARGV[7])
+else
+  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4])
+end
+redis.call('HSET', KEYS[2], 'o', off)
+if ARGV[3] ~= '0' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[9], ARGV[8] .. epoch .. ':' .. string.format('%d', off))
+return {epoch, off}

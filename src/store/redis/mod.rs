@@ -1,0 +1,257 @@
+//! The Redis [`Store`]: history, inboxes and statuses kept in Redis 7, shared by every node of a
+//! cluster, so recovery, history, durable sends and acks behave as on one node whichever node a
+//! client reaches.
+//!
+//! Every operation is one Lua script (or one plain read) on one instance, so it is atomic
+//! against every other node's operations; the store thread's connection is blocking with 3 s
+//! timeouts ([`conn`](self) module docs: a dead Redis fails operations with
+//! [`StoreError::Unavailable`] — wire code `not_available` — and is retried lazily).
+//!
+//! # Key layout (`P` = the cluster prefix, `[cluster] prefix`)
+//! On the topic's instance, `cluster::instance_for(topic, n)` — the one whose pub/sub channel
+//! the Redis broker uses for the topic:
+//! - `P:h:<topic>` — a stream; entry id `<offset>-0`, fields `e` event, `t` append time (ms),
+//!   `d` data (absent when none). `XADD MAXLEN <size>` trims it; with a history TTL it gets
+//!   `PEXPIRE <ttl>` at each append (and reads skip entries whose `t` is older than the TTL).
+//! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset. Never expires: an idle topic keeps its
+//!   epoch. When it is missing (first use, or data lost), the next operation creates it with a
+//!   fresh epoch and an empty stream.
+//! - the channel `P:t:<topic>` — each append `PUBLISH`es the cluster message (`wire::stored`, with
+//!   `<epoch>:<offset>` appended by the script) in the same script.
+//!
+//! On the user's instance, `instance_for("user:<user>", n)`:
+//! - `P:io:<user>` — the user's last inbox offset (`INCR`);
+//! - `P:ib:<user>` — a sorted set of the user's live messages: member id, score offset;
+//! - `P:msg:<id>` — a hash per message: `u` user, `o` offset, `s` status (`p`ending,
+//!   `d`elivered, `a`cked, e`x`pired, d`r`opped), `n` attempts, `c` created, `x` expiry, `e`
+//!   event, `tp` topic, `d` data (the body fields are deleted when the message becomes final);
+//! - `P:mid` — the instance's message counter: id = `INCR P:mid` × n + k (k the instance), unique
+//!   cluster-wide, and `id % n` is where [`Store::status`] finds it;
+//! - `P:live` — a sorted set of live messages by creation time, and `P:finals` of final ones by
+//!   when they became final: `expire` takes what is past the TTL from both in one script, so each
+//!   expired message is reported by exactly one node however many run `expire`.
+//!
+//! On every instance, `P:inbox_epoch` (`SET NX` at connect, read back): the inbox epoch is these
+//! values joined with `.`, the same on every node, and new when any instance lost its data
+//! before the node started.
+//!
+//! # Commands per append
+//! One `EVALSHA` (pipelined with the rest of the batch, one round trip per instance), running
+//! `HMGET` + `XADD` + `HSET` + `PUBLISH` (+ `PEXPIRE` with a TTL; + `DEL`, `HSET` when the stream
+//! is new).
+//!
+//! # Durability
+//! [`Store::commit`] does nothing: every operation is applied in Redis when it returns. What
+//! survives a Redis crash is Redis's persistence: `appendonly yes` with `appendfsync everysec`
+//! loses at most a second, `always` nothing; without persistence a restart loses everything and
+//! every stream gets a new epoch (clients learn `recovered: false`).
+
+mod conn;
+mod history;
+mod inbox;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use conn::Instance;
+
+use super::{
+    AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
+    StatusChange, Store, StoreError, StreamPos,
+};
+use crate::cluster::instance_for;
+
+pub(crate) use history::channel;
+
+/// Connect, read and write timeout of a store connection.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The Redis store. See the [module docs](self).
+pub struct RedisStore {
+    inst: Vec<Instance>,
+    /// The cluster prefix (`P`).
+    prefix: String,
+    /// The origin of the cluster messages this store publishes: `<node>~s`, so the node's own
+    /// broker does not take them for its own publications (it delivers them too).
+    origin: String,
+    /// The sequence number of the last cluster message (random start: a restarted node is not
+    /// mistaken for its previous life by the receivers' de-duplication).
+    seq: u64,
+    inbox_epoch: Arc<str>,
+}
+
+impl RedisStore {
+    /// Connects to every instance of `urls` (the cluster's, in the same order on every node),
+    /// loads the scripts and reads the inbox epoch. Fails with [`StoreError::Unavailable`] when
+    /// an instance cannot be reached: a node does not start without its store.
+    pub fn connect(urls: &[String], prefix: &str, node: &str) -> Result<RedisStore, StoreError> {
+        Self::connect_with(urls, prefix, node, TIMEOUT)
+    }
+
+    /// [`connect`](Self::connect) with another timeout (tests).
+    pub(crate) fn connect_with(
+        urls: &[String],
+        prefix: &str,
+        node: &str,
+        timeout: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        if urls.is_empty() {
+            return Err(StoreError::Unavailable(
+                "the Redis store needs at least one Redis URL".into(),
+            ));
+        }
+        let inst = urls
+            .iter()
+            .map(|u| Instance::new(u, timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut s = RedisStore {
+            inst,
+            prefix: prefix.to_string(),
+            origin: format!("{node}~s"),
+            seq: random_u64(),
+            inbox_epoch: "".into(),
+        };
+        s.inbox_epoch = s.read_inbox_epoch()?;
+        Ok(s)
+    }
+
+    /// `SET NX` then `GET` of `P:inbox_epoch` on every instance, joined.
+    fn read_inbox_epoch(&mut self) -> Result<Arc<str>, StoreError> {
+        let key = format!("{}:inbox_epoch", self.prefix);
+        let mut parts = Vec::with_capacity(self.inst.len());
+        for i in &mut self.inst {
+            let mut set = ::redis::cmd("SET");
+            set.arg(&key).arg(&*super::new_epoch()).arg("NX");
+            i.query::<::redis::Value>(&set)?;
+            let got: Option<String> = i.query(::redis::cmd("GET").arg(&key))?;
+            parts.push(got.ok_or_else(|| {
+                StoreError::Unavailable(format!("{key} vanished right after it was set"))
+            })?);
+        }
+        Ok(parts.join(".").into())
+    }
+
+    fn topic_instance(&self, topic: &str) -> usize {
+        instance_for(topic, self.inst.len())
+    }
+
+    fn user_instance(&self, user: &str) -> usize {
+        if self.inst.len() == 1 {
+            return 0;
+        }
+        instance_for(&format!("user:{user}"), self.inst.len())
+    }
+
+    /// Drops every connection, as if each had failed (tests).
+    #[cfg(test)]
+    pub(crate) fn disconnect(&mut self) {
+        self.inst.iter_mut().for_each(Instance::disconnect);
+    }
+}
+
+/// A random u64 from the OS-seeded hasher and the clock.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+impl Store for RedisStore {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn inbox_epoch(&self) -> Arc<str> {
+        self.inbox_epoch.clone()
+    }
+
+    fn append(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        event: &str,
+        data: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<StreamPos, StoreError> {
+        let req = AppendReq {
+            topic,
+            limits,
+            event,
+            data,
+            exclude: 0,
+        };
+        self.append_one(&req, now_ms)
+    }
+
+    fn append_batch(
+        &mut self,
+        reqs: &[AppendReq<'_>],
+        now_ms: u64,
+    ) -> Vec<Result<StreamPos, StoreError>> {
+        self.append_many(reqs, now_ms)
+    }
+
+    fn delivers(&self) -> bool {
+        true
+    }
+
+    fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
+        self.position_of(topic)
+    }
+
+    fn read(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<HistoryRead, StoreError> {
+        self.read_history(topic, limits, after, limit, now_ms)
+    }
+
+    fn inbox_put(
+        &mut self,
+        user: &str,
+        msg: NewMessage<'_>,
+        limits: InboxLimits,
+        now_ms: u64,
+    ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
+        self.put(user, msg, limits, now_ms)
+    }
+
+    fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError> {
+        self.delivered(user, offset, times)
+    }
+
+    fn inbox_ack(&mut self, user: &str, offset: u64) -> Result<Option<StatusChange>, StoreError> {
+        self.ack(user, offset)
+    }
+
+    fn inbox_list(&mut self, user: &str, now_ms: u64) -> Result<Vec<InboxMessage>, StoreError> {
+        self.list(user, now_ms)
+    }
+
+    fn expire(
+        &mut self,
+        limits: InboxLimits,
+        now_ms: u64,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        self.expire_all(limits, now_ms)
+    }
+
+    fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {
+        self.message_status(id)
+    }
+
+    /// Nothing to do: every operation was applied in Redis when it returned (durability is
+    /// Redis's persistence, see the [module docs](self)).
+    fn commit(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
