@@ -1,10 +1,12 @@
-//! The conformance suite every [`Store`] passes (run against `memory` and `redb`), the redb-only
-//! durability tests, and a model-based property test of the memory store's history.
+//! The conformance suite every [`Store`] passes (run against `memory`, `redb` and `redis` — each
+//! Redis test on its own `redis-server`), the redb-only durability tests, the Redis-only tests
+//! (cluster behaviour and faults), and a model-based property test of the memory store's history.
 
 use std::time::Duration;
 
 use super::memory::MemoryStore;
 use super::redb::RedbStore;
+use super::redis::RedisStore;
 use super::*;
 
 const T0: u64 = 1_700_000_000_000;
@@ -323,7 +325,7 @@ fn status_each_state(s: &mut dyn Store) {
     );
 }
 
-/// Runs each named suite function against a fresh store of both kinds.
+/// Runs each named suite function against a fresh store of each kind.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod memory_store {
@@ -340,6 +342,16 @@ macro_rules! conformance {
                 let mut s = super::RedbStore::open(dir.path()).unwrap();
                 super::$name(&mut s);
                 s.commit().unwrap();
+            })*
+        }
+        mod redis_store {
+            $(#[test]
+            fn $name() {
+                let Some(r) = super::redis_server::RedisServer::start() else {
+                    return;
+                };
+                let mut s = super::RedisStore::connect(&[r.url()], "rh", "n1").unwrap();
+                super::$name(&mut s);
             })*
         }
     };
@@ -359,3 +371,5 @@ conformance!(
 
 mod model;
 mod redb_only;
+mod redis_only;
+mod redis_server;

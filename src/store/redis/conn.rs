@@ -262,12 +262,6 @@ impl Instance {
     pub(super) fn query<T: ::redis::FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, StoreError> {
         self.run(|conn, _| cmd.query(conn))
     }
-
-    /// Drops the connection (tests: as if it had failed).
-    #[cfg(test)]
-    pub(super) fn disconnect(&mut self) {
-        self.conn = None;
-    }
 }
 
 /// The same error again (one failure reported for every call of a pipeline).

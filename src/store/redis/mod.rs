@@ -141,12 +141,6 @@ impl RedisStore {
         }
         instance_for(&format!("user:{user}"), self.inst.len())
     }
-
-    /// Drops every connection, as if each had failed (tests).
-    #[cfg(test)]
-    pub(crate) fn disconnect(&mut self) {
-        self.inst.iter_mut().for_each(Instance::disconnect);
-    }
 }
 
 /// A random u64 from the OS-seeded hasher and the clock.

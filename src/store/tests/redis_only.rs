@@ -1,0 +1,327 @@
+//! What only the Redis store promises: data loss gives new epochs, several instances share the
+//! work, appends reach the cluster channel with their position, several nodes share one
+//! sequence per topic, expiry is reported once cluster-wide, and a dead Redis fails operations
+//! quickly with `Unavailable` and is used again once back.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use super::redis_server::RedisServer;
+use super::*;
+use crate::cluster::wire::{self, Decoded};
+
+const PREFIX: &str = "rh";
+const DEADLINE: Duration = Duration::from_secs(10);
+
+fn store(r: &RedisServer, node: &str) -> RedisStore {
+    RedisStore::connect(&[r.url()], PREFIX, node).unwrap()
+}
+
+#[test]
+fn flushall_gives_new_epochs() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r, "n1");
+    let l = hl(10, 0);
+    s.append("t", l, "e", None, T0).unwrap();
+    let before = s.append("t", l, "e", None, T0).unwrap();
+    assert_eq!(before.offset, 2);
+    ::redis::cmd("FLUSHALL").exec(&mut r.conn()).unwrap();
+    let after = s.position("t").unwrap();
+    assert_eq!(after.offset, 0);
+    assert_ne!(after.epoch, before.epoch, "lost data is a new epoch");
+    let p = s.append("t", l, "e", None, T0).unwrap();
+    assert_eq!((p.epoch, p.offset), (after.epoch.clone(), 1));
+    let read = s.read("t", l, 0, 10, T0).unwrap();
+    assert_eq!((offsets(&read), read.complete), (vec![1], true));
+    // Scripts flushed under the open connection: EVALSHA falls back to EVAL.
+    ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .exec(&mut r.conn())
+        .unwrap();
+    assert_eq!(s.append("t", l, "e", None, T0).unwrap().offset, 2);
+    let req = AppendReq {
+        topic: "t",
+        limits: l,
+        event: "e",
+        data: None,
+        exclude: 0,
+    };
+    ::redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .exec(&mut r.conn())
+        .unwrap();
+    let got: Vec<u64> = s
+        .append_batch(&[req, req], T0)
+        .into_iter()
+        .map(|p| p.unwrap().offset)
+        .collect();
+    assert_eq!(got, vec![3, 4]);
+}
+
+#[test]
+fn two_instances_spread_topics_and_ids() {
+    let (Some(a), Some(b)) = (RedisServer::start(), RedisServer::start()) else {
+        return;
+    };
+    let urls = [a.url(), b.url()];
+    let mut s = RedisStore::connect(&urls, PREFIX, "n1").unwrap();
+    let mut conns = [a.conn(), b.conn()];
+    let mut on = [0usize; 2];
+    for i in 0..40 {
+        let topic = format!("room:{i}");
+        s.append(&topic, hl(10, 0), "e", None, T0).unwrap();
+        let k = crate::cluster::instance_for(&topic, 2);
+        let key = format!("{PREFIX}:h:{topic}");
+        for (j, c) in conns.iter_mut().enumerate() {
+            let n: u64 = ::redis::cmd("XLEN").arg(&key).query(c).unwrap();
+            assert_eq!(n, u64::from(j == k), "{topic} on instance {j}");
+        }
+        on[k] += 1;
+    }
+    assert!(on[0] > 5 && on[1] > 5, "topics spread: {on:?}");
+    let mut ids = BTreeSet::new();
+    for i in 0..40 {
+        let user = format!("u{i}");
+        let (m, _) = s.inbox_put(&user, msg("e", b"1"), il(10, 60), T0).unwrap();
+        assert_eq!(m.offset, 1);
+        let k = crate::cluster::instance_for(&format!("user:{user}"), 2);
+        assert_eq!(m.id % 2, k as u64, "the id names the user's instance");
+        assert!(ids.insert(m.id), "id {} repeated", m.id);
+        let st = s.status(m.id).unwrap().unwrap();
+        assert_eq!((&*st.user, st.offset), (user.as_str(), 1));
+    }
+    assert!(ids.iter().any(|id| id % 2 == 0) && ids.iter().any(|id| id % 2 == 1));
+    // Inbox epochs of both instances, the same for another node.
+    let other = RedisStore::connect(&urls, PREFIX, "n2").unwrap();
+    assert_eq!(other.inbox_epoch(), s.inbox_epoch());
+    assert_eq!(s.inbox_epoch().split('.').count(), 2);
+}
+
+#[test]
+fn append_publishes_with_its_position() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r, "n1");
+    let mut sub = r.conn();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe(super::super::redis::channel(PREFIX, "chat:a"))
+        .unwrap();
+    ps.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let l = hl(10, 0);
+    let first = s.append("chat:a", l, "msg", Some(br#"{"x":1}"#), T0).unwrap();
+    let req = AppendReq {
+        topic: "chat:a",
+        limits: l,
+        event: "ev2",
+        data: None,
+        exclude: 77,
+    };
+    let second = s.append_batch(&[req], T0).pop().unwrap().unwrap();
+    let until = Instant::now() + DEADLINE;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        assert!(Instant::now() < until, "publications not received: {got:?}");
+        if let Ok(m) = ps.get_message() {
+            got.push(m.get_payload_bytes().to_vec());
+        }
+    }
+    let mut seqs = Vec::new();
+    for (payload, pos, event, data, exclude) in [
+        (&got[0], &first, "msg", Some(&br#"{"x":1}"#[..]), 0),
+        (&got[1], &second, "ev2", None, 77),
+    ] {
+        let e = wire::decode(payload).expect("a valid cluster message");
+        assert_eq!(e.origin, b"n1~s");
+        seqs.push(e.seq);
+        let Decoded::Stored(w) = e.body else {
+            panic!("not a stored publication: {:?}", e.body)
+        };
+        assert_eq!((w.topic, w.event, w.data, w.exclude), ("chat:a", event, data, exclude));
+        assert_eq!((w.epoch, w.offset), (&*pos.epoch, pos.offset));
+    }
+    assert_eq!(seqs[1], seqs[0].wrapping_add(1));
+    assert_eq!((first.offset, second.offset), (1, 2));
+}
+
+#[test]
+fn two_nodes_share_gapless_offsets() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let urls = [r.url()];
+    let run = |node: &'static str| {
+        let urls = urls.clone();
+        std::thread::spawn(move || {
+            let mut s = RedisStore::connect(&urls, PREFIX, node).unwrap();
+            let mut got = Vec::new();
+            for i in 0..100 {
+                if i % 2 == 0 {
+                    got.push(s.append("t", hl(1000, 0), "e", None, T0).unwrap());
+                } else {
+                    let req = AppendReq {
+                        topic: "t",
+                        limits: hl(1000, 0),
+                        event: "e",
+                        data: None,
+                        exclude: 0,
+                    };
+                    for p in s.append_batch(&[req, req, req], T0) {
+                        got.push(p.unwrap());
+                    }
+                }
+            }
+            got
+        })
+    };
+    let (a, b) = (run("a"), run("b"));
+    let mut all = a.join().unwrap();
+    all.extend(b.join().unwrap());
+    let epochs: BTreeSet<_> = all.iter().map(|p| p.epoch.clone()).collect();
+    assert_eq!(epochs.len(), 1, "one epoch for every node");
+    let seen: BTreeSet<u64> = all.iter().map(|p| p.offset).collect();
+    assert_eq!(seen.len(), all.len(), "no offset twice");
+    assert_eq!(seen, (1..=all.len() as u64).collect(), "no gap");
+    let read = store(&r, "c").read("t", hl(1000, 0), 0, 1000, T0).unwrap();
+    assert_eq!(offsets(&read), (1..=all.len() as u64).collect::<Vec<_>>());
+}
+
+#[test]
+fn expire_on_two_nodes_reports_each_message_once() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let l = il(1000, 10);
+    let mut s = store(&r, "a");
+    let mut ids = BTreeSet::new();
+    for i in 0..300 {
+        let (m, _) = s
+            .inbox_put(&format!("u{}", i % 7), msg("e", b"1"), l, T0)
+            .unwrap();
+        ids.insert(m.id);
+    }
+    let run = |node: &'static str| {
+        let urls = [r.url()];
+        std::thread::spawn(move || {
+            let mut s = RedisStore::connect(&urls, PREFIX, node).unwrap();
+            let mut got = Vec::new();
+            for step in 0..20 {
+                got.extend(s.expire(l, T0 + 10_001 + step).unwrap());
+            }
+            got
+        })
+    };
+    let (a, b) = (run("a"), run("b"));
+    let mut all = a.join().unwrap();
+    all.extend(b.join().unwrap());
+    assert!(all.iter().all(|c| c.status == MessageStatus::Expired));
+    let reported: Vec<u64> = all.iter().map(|c| c.id).collect();
+    let once: BTreeSet<u64> = reported.iter().copied().collect();
+    assert_eq!(once.len(), reported.len(), "a message reported twice");
+    assert_eq!(once, ids, "every message reported");
+    assert_eq!(
+        s.status(*ids.first().unwrap()).unwrap().unwrap().status,
+        MessageStatus::Expired
+    );
+}
+
+#[test]
+fn inbox_is_shared_by_nodes() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&r, "a"), store(&r, "b"));
+    let l = il(10, 60);
+    let (m1, _) = a.inbox_put("u", msg("e", b"1"), l, T0).unwrap();
+    let (m2, _) = b.inbox_put("u", msg("e", b"2"), l, T0).unwrap();
+    assert_eq!((m1.offset, m2.offset), (1, 2));
+    b.inbox_delivered("u", 1, 1).unwrap();
+    let ack = b.inbox_ack("u", 1).unwrap().unwrap();
+    assert_eq!(ack.id, m1.id);
+    assert_eq!(a.inbox_ack("u", 1).unwrap(), None, "acked on the other node");
+    let list = a.inbox_list("u", T0).unwrap();
+    assert_eq!(list.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m2.id]);
+    assert_eq!(a.status(m1.id).unwrap().unwrap().attempts, 1);
+}
+
+fn unavailable<T: std::fmt::Debug>(r: Result<T, StoreError>) {
+    match r {
+        Err(e @ StoreError::Unavailable(_)) => {
+            assert_eq!(e.code(), crate::ErrorCode::NotAvailable)
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[test]
+fn redis_down_fails_fast_and_back_works() {
+    let Some(mut r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r, "n1");
+    let l = hl(10, 0);
+    let before = s.append("t", l, "e", None, T0).unwrap();
+    r.kill();
+    unavailable(s.append("t", l, "e", None, T0));
+    unavailable(s.position("t"));
+    unavailable(s.read("t", l, 0, 10, T0));
+    unavailable(s.inbox_put("u", msg("e", b"1"), il(10, 60), T0));
+    unavailable(s.inbox_list("u", T0));
+    unavailable(s.status(1));
+    unavailable(s.expire(il(10, 60), T0));
+    let req = AppendReq {
+        topic: "t",
+        limits: l,
+        event: "e",
+        data: None,
+        exclude: 0,
+    };
+    for res in s.append_batch(&[req, req], T0) {
+        unavailable(res);
+    }
+    // Back on the same port, without the data: the store reconnects by itself, and the lost
+    // stream has a new epoch.
+    let _back = RedisServer::on(r.port);
+    let until = Instant::now() + DEADLINE;
+    let p = loop {
+        match s.append("t", l, "e", None, T0) {
+            Ok(p) => break p,
+            Err(StoreError::Unavailable(_)) if Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("Redis is back but the store still fails: {e}"),
+        }
+    };
+    assert_eq!(p.offset, 1);
+    assert_ne!(p.epoch, before.epoch);
+}
+
+#[test]
+fn restart_under_an_open_connection_is_retried_once() {
+    let Some(mut r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r, "n1");
+    s.append("t", hl(10, 0), "e", None, T0).unwrap();
+    r.kill();
+    let _back = RedisServer::on(r.port);
+    // The store's connection is to the dead process: the first operation finds it closed and
+    // runs on a fresh one.
+    assert_eq!(s.position("t").unwrap().offset, 0);
+}
+
+#[test]
+fn silent_server_times_out() {
+    // Accepts connections (the kernel does) and never answers.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}/", l.local_addr().unwrap());
+    let timeout = Duration::from_millis(200);
+    match RedisStore::connect_with(&[url], PREFIX, "n1", timeout) {
+        Err(e @ StoreError::Unavailable(_)) => assert!(e.to_string().contains("127.0.0.1")),
+        Err(e) => panic!("expected Unavailable, got {e}"),
+        Ok(_) => panic!("connected to a server that never answers"),
+    }
+}
