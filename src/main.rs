@@ -70,8 +70,8 @@ struct Cli {
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
-    /// Where history and inboxes are kept: memory (lost on restart) or redb (on disk)
-    /// [default: redb].
+    /// Where history and inboxes are kept: memory (lost on restart), redb (on disk) or redis
+    /// (the cluster's Redis, shared by every node) [default: redis with cluster.redis, else redb].
     #[arg(long, value_name = "BACKEND")]
     store: Option<String>,
     /// Directory of the redb store [default: ./ringhub-data].

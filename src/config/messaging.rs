@@ -111,6 +111,9 @@ pub enum StoreBackend {
     Memory,
     /// redb on disk under `path`: survives `kill -9` (fsync per group commit).
     Redb,
+    /// Redis, at the `[cluster] redis` URLs: history and inboxes shared by every node of a
+    /// cluster (offsets gapless cluster-wide); survives what Redis's persistence keeps.
+    Redis,
 }
 
 impl std::str::FromStr for StoreBackend {
@@ -119,8 +122,9 @@ impl std::str::FromStr for StoreBackend {
         match s {
             "memory" => Ok(StoreBackend::Memory),
             "redb" => Ok(StoreBackend::Redb),
+            "redis" => Ok(StoreBackend::Redis),
             _ => Err(format!(
-                "unknown store backend '{s}' (expected memory or redb)"
+                "unknown store backend '{s}' (expected memory, redb or redis)"
             )),
         }
     }
@@ -129,7 +133,8 @@ impl std::str::FromStr for StoreBackend {
 /// `[store]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    /// The backend. The server binary defaults to `redb`; the library to `memory`.
+    /// The backend. The server binary defaults to `redb` (`redis` when `[cluster] redis` is
+    /// set); the library to `memory`. `redis` needs `[cluster] redis`.
     pub backend: StoreBackend,
     /// Directory of the redb database (`ringhub.redb` inside it).
     pub path: PathBuf,

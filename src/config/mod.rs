@@ -186,6 +186,9 @@ impl Config {
         if self.cluster.prefix.is_empty() {
             return bad("cluster prefix must not be empty");
         }
+        if self.store.backend == StoreBackend::Redis && self.cluster.redis.is_empty() {
+            return bad("the redis store needs the cluster's Redis URLs (cluster redis)");
+        }
         Ok(())
     }
 }

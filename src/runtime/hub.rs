@@ -266,16 +266,20 @@ impl Server {
         let (pool_tx, pool_rx) = crossbeam_channel::bounded(if self.blocking { 8_192 } else { 1 });
         let (api_tx, api_rx) = tokio::sync::mpsc::unbounded_channel();
         let namespaces = Namespaces::new(&self.config.topics).map_err(ServerError::Config)?;
-        let store = match self.store {
-            Some(s) => s,
-            None => crate::runtime::messaging::open_store(&self.config.store)?,
-        };
-        let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let node: Arc<str> = if self.config.node.is_empty() {
             crate::store::new_epoch()[..6].into()
         } else {
             self.config.node.as_str().into()
         };
+        let store = match self.store {
+            Some(s) => s,
+            None => crate::runtime::messaging::open_store(
+                &self.config.store,
+                &self.config.cluster,
+                &node,
+            )?,
+        };
+        let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let broker = crate::cluster::broker_for(&self.config.cluster, &node)?;
         let hub = Arc::new(HubShared {
             clustered: broker.clustered(),

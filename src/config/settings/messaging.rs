@@ -90,6 +90,15 @@ fn prefix(r: Raw<'_>) -> Result<String, Why> {
     ok.then(|| t.to_string()).ok_or(None)
 }
 
+/// The spelling of a backend in settings.
+pub(super) fn backend_name(b: StoreBackend) -> &'static str {
+    match b {
+        StoreBackend::Memory => "memory",
+        StoreBackend::Redb => "redb",
+        StoreBackend::Redis => "redis",
+    }
+}
+
 fn store_path(r: Raw<'_>) -> Result<PathBuf, Why> {
     let t = text(r)?;
     (!t.is_empty()).then(|| PathBuf::from(t)).ok_or(None)
@@ -153,12 +162,16 @@ pub(super) const KEYS: &[Key] = &[
     ),
     key!(
         "store.backend",
-        "memory or redb",
-        |s, r| s.store.backend = text(r)?.parse::<StoreBackend>().map_err(|_| None)?,
-        |s| str_v(match s.store.backend {
-            StoreBackend::Memory => "memory",
-            StoreBackend::Redb => "redb",
-        })
+        "memory, redb or redis",
+        |s, r| {
+            s.store.backend = text(r)?.parse::<StoreBackend>().map_err(|_| None)?;
+            s.store_backend_given = true;
+        },
+        // Not given: printed as a comment naming the default chosen (see `report`).
+        |s| s
+            .store_backend_given
+            .then(|| str_v(backend_name(s.store.backend)))
+            .flatten()
     ),
     key!(
         "store.path",
@@ -331,9 +344,42 @@ pub(super) fn topics(raw: Raw<'_>, origin: &str) -> Result<Vec<Namespace>, Setti
 
 impl Settings {
     /// The messaging checks of [`Settings::validate`] that single keys cannot make.
+    /// The store backend used: `store.backend` if given, else `redis` when `cluster.redis` is
+    /// set, else `redb`.
+    pub fn store_backend(&self) -> StoreBackend {
+        if !self.store_backend_given && !self.cluster.redis.is_empty() {
+            StoreBackend::Redis
+        } else {
+            self.store.backend
+        }
+    }
+
+    /// The warning for a cluster whose nodes keep history and inboxes each on their own.
+    pub(super) fn store_warning(&self) -> Option<String> {
+        let backend = self.store_backend();
+        (backend != StoreBackend::Redis && !self.cluster.redis.is_empty()).then(|| {
+            let name = backend_name(backend);
+            format!(
+                "store.backend = \"{name}\" with cluster.redis set: history and durable inboxes \
+                 are per node (a topic gets different offsets on each node, a client reconnecting \
+                 to another node does not recover); use store.backend = \"redis\""
+            )
+        })
+    }
+
     pub(super) fn validate_messaging(&self) -> Result<(), SettingsError> {
+        if self.store_backend() == StoreBackend::Redis && self.cluster.redis.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "store.backend".into(),
+                value: "\"redis\"".into(),
+                expected: "memory or redb unless cluster.redis lists the Redis URLs (the redis \
+                           store keeps its data there)"
+                    .into(),
+                origin: String::new(),
+            });
+        }
         let path = &self.store.path;
-        if self.store.backend == StoreBackend::Redb && path.exists() && !path.is_dir() {
+        if self.store_backend() == StoreBackend::Redb && path.exists() && !path.is_dir() {
             return Err(SettingsError::Invalid {
                 key: "store.path".into(),
                 value: format!("{:?}", path.display().to_string()),

@@ -146,7 +146,12 @@ pub struct Settings {
     /// [`default_topics`]: `chat:*` for the chat demo, unlike the library's none).
     pub topics: Vec<Namespace>,
     /// `[store]` (default [`default_store`]: redb, unlike the library's in-memory default).
+    /// Its backend as given; [`Settings::store_backend`] is the one used.
     pub store: StoreConfig,
+    /// Whether `store.backend` was given (file, environment or flag). When it was not, a
+    /// non-empty `cluster.redis` selects the Redis store: a cluster whose nodes each kept their
+    /// own history would give one topic different offsets on each node.
+    pub store_backend_given: bool,
     /// `[inbox]`: durable user messages.
     pub inbox: InboxConfig,
     /// `[cluster]`: other nodes through Redis.
@@ -185,6 +190,7 @@ impl Default for Settings {
             node: c.node,
             topics: default_topics(),
             store: default_store(),
+            store_backend_given: false,
             inbox: c.inbox,
             cluster: c.cluster,
             ui: UiSettings::default(),
@@ -437,7 +443,10 @@ impl Settings {
             // Building the guard reads key files and can fail: see `Guard::from_settings`.
             guard: crate::policy::guard::Guard::default(),
             topics: self.topics.clone(),
-            store: self.store.clone(),
+            store: StoreConfig {
+                backend: self.store_backend(),
+                ..self.store.clone()
+            },
             inbox: self.inbox,
             ui: self.ui.enabled,
             node: self.node.clone(),

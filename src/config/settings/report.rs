@@ -60,6 +60,7 @@ impl Settings {
         {
             w.push("auth.jwt_secret is shorter than 32 bytes, weak for HS256".to_string());
         }
+        w.extend(self.store_warning());
         w
     }
 }
@@ -99,6 +100,15 @@ impl fmt::Display for Settings {
                             if self.auth.enabled() { "a" } else { "no" },
                         );
                         writeln!(f, "# {short} = (not set: {on} as {why} JWT key is set)")?
+                    }
+                    None if key.name == "store.backend" => {
+                        let name = super::messaging::backend_name(self.store_backend());
+                        let why = if self.cluster.redis.is_empty() {
+                            "as cluster.redis is empty"
+                        } else {
+                            "as cluster.redis is set"
+                        };
+                        writeln!(f, "# {short} = (not set: \"{name}\" {why})")?
                     }
                     None => writeln!(f, "# {short} = (not set)")?,
                 }

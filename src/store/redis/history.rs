@@ -3,11 +3,11 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use ::redis::Value;
+use bytes::Bytes;
 
 use super::conn::{copy, val, Arg, Call, Script};
-use super::RedisStore;
+use super::{channel, RedisStore};
 use crate::store::memory::ms;
 use crate::store::{
     new_epoch, AppendReq, HistoryLimits, HistoryRead, Publication, StoreError, StreamPos,
@@ -18,12 +18,6 @@ use crate::store::{
 const MAX_AFTER: u64 = 1 << 52;
 /// Larger read limits are read as this (the script fetches at most 1000 entries per step).
 const MAX_LIMIT: usize = 1 << 30;
-
-/// The topic's cluster channel: the one the Redis broker subscribes for it
-/// (`cluster::redis::publisher::channel`), on the same instance.
-pub(crate) fn channel(prefix: &str, topic: &str) -> String {
-    format!("{prefix}:t:{topic}")
-}
 
 fn num(n: u64) -> Arg<'static> {
     Cow::Owned(n.to_string().into_bytes())

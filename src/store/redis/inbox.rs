@@ -2,8 +2,8 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
 use ::redis::Value;
+use bytes::Bytes;
 
 use super::conn::{val, Arg, Call, Script};
 use super::RedisStore;
@@ -165,7 +165,11 @@ impl RedisStore {
         }
     }
 
-    pub(super) fn list(&mut self, user: &str, now_ms: u64) -> Result<Vec<InboxMessage>, StoreError> {
+    pub(super) fn list(
+        &mut self,
+        user: &str,
+        now_ms: u64,
+    ) -> Result<Vec<InboxMessage>, StoreError> {
         let k = self.user_instance(user);
         let call = Call {
             script: Script::List,
@@ -197,7 +201,12 @@ impl RedisStore {
             let call = Call {
                 script: Script::Expire,
                 keys: 0,
-                args: vec![self.key_prefix(), num(cutoff), num(now_ms), num(EXPIRE_STEP)],
+                args: vec![
+                    self.key_prefix(),
+                    num(cutoff),
+                    num(now_ms),
+                    num(EXPIRE_STEP),
+                ],
             };
             loop {
                 let v = match self.inst[k].eval(&call) {

@@ -112,7 +112,9 @@ fn append_publishes_with_its_position() {
     ps.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let l = hl(10, 0);
-    let first = s.append("chat:a", l, "msg", Some(br#"{"x":1}"#), T0).unwrap();
+    let first = s
+        .append("chat:a", l, "msg", Some(br#"{"x":1}"#), T0)
+        .unwrap();
     let req = AppendReq {
         topic: "chat:a",
         limits: l,
@@ -140,7 +142,10 @@ fn append_publishes_with_its_position() {
         let Decoded::Stored(w) = e.body else {
             panic!("not a stored publication: {:?}", e.body)
         };
-        assert_eq!((w.topic, w.event, w.data, w.exclude), ("chat:a", event, data, exclude));
+        assert_eq!(
+            (w.topic, w.event, w.data, w.exclude),
+            ("chat:a", event, data, exclude)
+        );
         assert_eq!((w.epoch, w.offset), (&*pos.epoch, pos.offset));
     }
     assert_eq!(seqs[1], seqs[0].wrapping_add(1));
@@ -241,7 +246,11 @@ fn inbox_is_shared_by_nodes() {
     b.inbox_delivered("u", 1, 1).unwrap();
     let ack = b.inbox_ack("u", 1).unwrap().unwrap();
     assert_eq!(ack.id, m1.id);
-    assert_eq!(a.inbox_ack("u", 1).unwrap(), None, "acked on the other node");
+    assert_eq!(
+        a.inbox_ack("u", 1).unwrap(),
+        None,
+        "acked on the other node"
+    );
     let list = a.inbox_list("u", T0).unwrap();
     assert_eq!(list.iter().map(|m| m.id).collect::<Vec<_>>(), vec![m2.id]);
     assert_eq!(a.status(m1.id).unwrap().unwrap().attempts, 1);

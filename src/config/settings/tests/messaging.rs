@@ -99,7 +99,68 @@ fn binary_defaults_to_redb_and_the_library_to_memory() {
     none.apply_env([("RINGHUB_TOPICS", "")]).expect("valid");
     assert!(none.topics.is_empty());
     assert_eq!(c.inbox, crate::config::InboxConfig::default());
-    assert!(s.to_string().contains("\n[store]\nbackend = \"redb\"\n"));
+    assert!(s
+        .to_string()
+        .contains("\n[store]\n# backend = (not set: \"redb\" as cluster.redis is empty)\n"));
+}
+
+#[test]
+fn cluster_redis_selects_the_redis_store_unless_one_is_given() {
+    use crate::config::StoreBackend;
+    let mut s = Settings::default();
+    s.set("cluster.redis", "redis://127.0.0.1:6379", "--x")
+        .unwrap();
+    s.validate().expect("valid");
+    assert_eq!(s.store_backend(), StoreBackend::Redis);
+    assert_eq!(s.engine_config().store.backend, StoreBackend::Redis);
+    assert!(s.warnings().iter().all(|w| !w.contains("per node")));
+    let printed = s.to_string();
+    assert!(
+        printed.contains("# backend = (not set: \"redis\" as cluster.redis is set)"),
+        "{printed}"
+    );
+    let mut back = Settings::default();
+    back.merge_toml(&printed, "printed").expect("re-reads");
+    assert_eq!(back, s);
+    // Given explicitly, another backend stays, with a warning.
+    for (given, backend) in [
+        ("redb", StoreBackend::Redb),
+        ("memory", StoreBackend::Memory),
+    ] {
+        let mut t = s.clone();
+        t.set("store.backend", given, "--store").unwrap();
+        t.validate().expect("allowed");
+        assert_eq!(t.engine_config().store.backend, backend);
+        let w = t.warnings();
+        assert!(
+            w.iter()
+                .any(|w| w.contains("per node") && w.contains(given)),
+            "{w:?}"
+        );
+    }
+    // The environment spells it too.
+    let mut e = Settings::default();
+    e.apply_env(env(&[("RINGHUB_STORE_BACKEND", "redis")]))
+        .expect("parses");
+    assert_eq!(e.store.backend, StoreBackend::Redis);
+    // redis without the URLs is refused, by the settings and by the engine.
+    let msg = err(e.validate());
+    assert!(
+        msg.contains("store.backend") && msg.contains("cluster.redis"),
+        "{msg}"
+    );
+    let c = Config {
+        store: crate::config::StoreConfig {
+            backend: StoreBackend::Redis,
+            ..Default::default()
+        },
+        ..Config::default()
+    };
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("cluster redis"));
 }
 
 #[test]
@@ -138,7 +199,7 @@ fn store_and_node_precedence_file_env_flag() {
     let e = err(s.set("store.backend", "disk", "--store"));
     assert_eq!(
         e,
-        r#"invalid value for store.backend: "disk" (expected memory or redb) in --store"#
+        r#"invalid value for store.backend: "disk" (expected memory, redb or redis) in --store"#
     );
     assert!(err(s.set("node", "a.b", "--node")).starts_with("invalid value for node: \"a.b\""));
     let e = err(s.merge_toml("[store]\nmax_recover = 0", "f.toml"));
