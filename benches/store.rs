@@ -4,7 +4,10 @@
 //! - `redb/append_batch_1000_commit`: the same 1,000 appends, then one group commit (fsync);
 //! - `redb/append_1_commit`: one append and its commit, the cost of an fsync per publication;
 //! - `redb/inbox_put_batch_100_commit`: 100 `inbox_put`s over 100 users (inboxes capped at 100,
-//!   so older messages are dropped in steady state), then one commit.
+//!   so older messages are dropped in steady state), then one commit;
+//! - `redis/append_64_one_by_one` and `redis/append_batch_64`: 64 appends over the 10 topics to
+//!   a local `redis-server` (started by the bench on a free port, no persistence), one round
+//!   trip each vs one pipelined `append_batch` (skipped with a note without `redis-server`).
 //!
 //! `cargo bench --bench store` (redb writes under the system temp directory).
 
@@ -16,7 +19,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringhub::store::memory::MemoryStore;
 use ringhub::store::redb::RedbStore;
-use ringhub::store::{HistoryLimits, InboxLimits, NewMessage, Store};
+use ringhub::store::redis::RedisStore;
+use ringhub::store::{AppendReq, HistoryLimits, InboxLimits, NewMessage, Store};
 
 const DATA: [u8; 64] = [b'7'; 64];
 
@@ -94,7 +98,86 @@ fn bench(c: &mut Criterion) {
             redb.commit().expect("commit");
         })
     });
+    redis(&mut g, &topics, &mut now);
     g.finish();
+}
+
+/// A `redis-server` of the bench, killed on drop.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A store on a fresh local `redis-server`, or `None` (after a note) without one.
+fn redis_store() -> Option<(Server, RedisStore)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()?
+        .local_addr()
+        .ok()?
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn();
+    let Ok(child) = child else {
+        eprintln!("note: redis-server not installed: the redis store benches are skipped");
+        return None;
+    };
+    let server = Server(child);
+    let urls = [format!("redis://127.0.0.1:{port}/")];
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match RedisStore::connect(&urls, "bench", "b1") {
+            Ok(s) => return Some((server, s)),
+            Err(e) if std::time::Instant::now() > until => panic!("redis-server: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+fn redis(
+    g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    topics: &[String],
+    now: &mut u64,
+) {
+    let Some((_server, mut s)) = redis_store() else {
+        return;
+    };
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("redis/append_64_one_by_one", |b| {
+        b.iter(|| {
+            for i in 0..64 {
+                *now += 1;
+                let t = &topics[i % topics.len()];
+                black_box(
+                    s.append(t, limits(), "message", Some(&DATA), *now)
+                        .expect("append"),
+                );
+            }
+        })
+    });
+    let reqs: Vec<AppendReq<'_>> = (0..64)
+        .map(|i| AppendReq {
+            topic: &topics[i % topics.len()],
+            limits: limits(),
+            event: "message",
+            data: Some(&DATA),
+            exclude: 0,
+        })
+        .collect();
+    g.bench_function("redis/append_batch_64", |b| {
+        b.iter(|| {
+            *now += 1;
+            for r in s.append_batch(&reqs, *now) {
+                black_box(r.expect("append"));
+            }
+        })
+    });
 }
 
 criterion_group! { name = benches; config = common::config(); targets = bench }
