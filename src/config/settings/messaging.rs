@@ -372,8 +372,8 @@ impl Settings {
             return Err(SettingsError::Invalid {
                 key: "store.backend".into(),
                 value: "\"redis\"".into(),
-                expected: "memory or redb unless cluster.redis lists the Redis URLs (the redis \
-                           store keeps its data there)"
+                expected: "memory or redb while cluster.redis is empty: the redis store keeps \
+                           its data in the cluster's Redis"
                     .into(),
                 origin: String::new(),
             });
