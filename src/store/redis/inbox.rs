@@ -9,8 +9,8 @@ use super::conn::{val, Arg, Call, Script};
 use super::RedisStore;
 use crate::store::memory::{expiry, ms};
 use crate::store::{
-    now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange,
-    StoreError,
+    new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage,
+    StatusChange, StoreError,
 };
 
 /// Most messages one `expire` script call expires (and final statuses it forgets): the script
@@ -103,10 +103,12 @@ impl RedisStore {
                 Cow::Borrowed(msg.topic.unwrap_or_default().as_bytes()),
                 flag(msg.data.is_some()),
                 Cow::Borrowed(msg.data.unwrap_or_default()),
+                Cow::Owned(new_epoch().as_bytes().to_vec()),
             ],
         };
         let v = self.inst[k].eval(&call)?;
         let a = val::array(&v, "an inbox put")?;
+        self.saw_inbox_epoch(k, val::text(val::at(a, 2, "inbox epoch")?, "inbox epoch")?);
         let message = InboxMessage {
             id: val::u64(val::at(a, 0, "id")?, "id")?,
             offset: val::u64(val::at(a, 1, "offset")?, "offset")?,
@@ -116,7 +118,7 @@ impl RedisStore {
             created_ms: now_ms,
             attempts: 0,
         };
-        let dropped = a[2..]
+        let dropped = a[3..]
             .iter()
             .map(|c| change(c, MessageStatus::Dropped))
             .collect::<Result<_, _>>()?;
@@ -174,11 +176,17 @@ impl RedisStore {
         let call = Call {
             script: Script::List,
             keys: 0,
-            args: vec![self.key_prefix(), Cow::Borrowed(user.as_bytes())],
+            args: vec![
+                self.key_prefix(),
+                Cow::Borrowed(user.as_bytes()),
+                Cow::Owned(new_epoch().as_bytes().to_vec()),
+            ],
         };
         let v = self.inst[k].eval(&call)?;
+        let a = val::array(&v, "an inbox")?;
+        self.saw_inbox_epoch(k, val::text(val::at(a, 0, "inbox epoch")?, "inbox epoch")?);
         let mut out = Vec::new();
-        for row in val::array(&v, "an inbox")? {
+        for row in val::array(val::at(a, 1, "inbox rows")?, "inbox rows")? {
             out.extend(listed(row, now_ms)?);
         }
         Ok(out)

@@ -31,3 +31,12 @@ local function at_offset(user, offset)
   local r = redis.call('ZRANGE', P .. 'ib:' .. user, offset, offset, 'BYSCORE', 'LIMIT', 0, 1)
   return r[1]
 end
+
+-- This instance's part of the inbox epoch (<prefix>:inbox_epoch), set to `candidate` when
+-- missing: the instance lost its data, so inbox offsets restart and clients must learn it.
+local function inbox_epoch(candidate)
+  local e = redis.call('GET', P .. 'inbox_epoch')
+  if e then return e end
+  redis.call('SET', P .. 'inbox_epoch', candidate)
+  return candidate
+end

@@ -32,8 +32,10 @@
 //!   expired message is reported by exactly one node however many run `expire`.
 //!
 //! On every instance, `P:inbox_epoch` (`SET NX` at connect, read back): the inbox epoch is these
-//! values joined with `.`, the same on every node, and new when any instance lost its data
-//! before the node started.
+//! values joined with `.`, the same on every node. When an instance lost its data, the next
+//! `inbox_put` or `inbox_list` on it (on any node) sets a fresh value in the same script, and
+//! every node's [`Store::inbox_epoch`] changes as soon as one of its own puts or lists sees it —
+//! before the first frame with a restarted offset, as long as the caller asks after the put.
 //!
 //! # Commands per append
 //! One `EVALSHA` (pipelined with the rest of the batch, one round trip per instance), running
@@ -81,6 +83,9 @@ pub struct RedisStore {
     /// The sequence number of the last cluster message (random start: a restarted node is not
     /// mistaken for its previous life by the receivers' de-duplication).
     seq: u64,
+    /// Per instance, its `P:inbox_epoch` as last seen.
+    inbox_parts: Vec<String>,
+    /// `inbox_parts` joined with `.`.
     inbox_epoch: Arc<str>,
 }
 
@@ -113,14 +118,28 @@ impl RedisStore {
             prefix: prefix.to_string(),
             origin: format!("{node}~s"),
             seq: random_u64(),
+            inbox_parts: Vec::new(),
             inbox_epoch: "".into(),
         };
-        s.inbox_epoch = s.read_inbox_epoch()?;
+        s.inbox_parts = s.read_inbox_epoch()?;
+        s.inbox_epoch = s.inbox_parts.join(".").into();
         Ok(s)
     }
 
-    /// `SET NX` then `GET` of `P:inbox_epoch` on every instance, joined.
-    fn read_inbox_epoch(&mut self) -> Result<Arc<str>, StoreError> {
+    /// Instance `k`'s part of the inbox epoch as a script just read it.
+    fn saw_inbox_epoch(&mut self, k: usize, part: &str) {
+        if self.inbox_parts.get(k).is_some_and(|p| p != part) {
+            tracing::warn!(
+                instance = k,
+                "redis store: the inbox epoch changed (Redis lost its data): inbox offsets restart"
+            );
+            self.inbox_parts[k] = part.to_string();
+            self.inbox_epoch = self.inbox_parts.join(".").into();
+        }
+    }
+
+    /// `SET NX` then `GET` of `P:inbox_epoch` on every instance.
+    fn read_inbox_epoch(&mut self) -> Result<Vec<String>, StoreError> {
         let key = format!("{}:inbox_epoch", self.prefix);
         let mut parts = Vec::with_capacity(self.inst.len());
         for i in &mut self.inst {
@@ -132,7 +151,7 @@ impl RedisStore {
                 StoreError::Unavailable(format!("{key} vanished right after it was set"))
             })?);
         }
-        Ok(parts.join(".").into())
+        Ok(parts)
     }
 
     fn topic_instance(&self, topic: &str) -> usize {

@@ -61,6 +61,31 @@ fn flushall_gives_new_epochs() {
 }
 
 #[test]
+fn flushall_gives_a_new_inbox_epoch_on_every_node() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&r, "a"), store(&r, "b"));
+    let before = a.inbox_epoch();
+    assert_eq!(b.inbox_epoch(), before);
+    let l = il(10, 60);
+    a.inbox_put("u", msg("e", b"1"), l, T0).unwrap();
+    assert_eq!(a.inbox_put("u", msg("e", b"2"), l, T0).unwrap().0.offset, 2);
+    assert_eq!(a.inbox_epoch(), before, "unchanged while the data is there");
+    ::redis::cmd("FLUSHALL").exec(&mut r.conn()).unwrap();
+    // The put that restarts the offsets also sees (and sets) the new epoch.
+    let (m, _) = a.inbox_put("u", msg("e", b"3"), l, T0).unwrap();
+    assert_eq!(m.offset, 1);
+    let after = a.inbox_epoch();
+    assert_ne!(after, before);
+    // The other node learns it from its next list, before it writes any frame from it.
+    let listed = b.inbox_list("u", T0).unwrap();
+    assert_eq!(listed.iter().map(|m| m.offset).collect::<Vec<_>>(), [1]);
+    assert_eq!(b.inbox_epoch(), after);
+    assert_eq!(store(&r, "c").inbox_epoch(), after, "a new node reads it");
+}
+
+#[test]
 fn two_instances_spread_topics_and_ids() {
     let (Some(a), Some(b)) = (RedisServer::start(), RedisServer::start()) else {
         return;
