@@ -4,7 +4,7 @@
 //!
 //! Every operation is one Lua script (or one plain read) on one instance, so it is atomic
 //! against every other node's operations; the store thread's connection is blocking with 3 s
-//! timeouts ([`conn`](self) module docs: a dead Redis fails operations with
+//! timeouts (see the `conn` module: a dead Redis fails operations with
 //! [`StoreError::Unavailable`] — wire code `not_available` — and is retried lazily).
 //!
 //! # Key layout (`P` = the cluster prefix, `[cluster] prefix`)
