@@ -20,11 +20,15 @@ use crate::cluster::{glob_escape, query, wire, ClusterStats, ControlOp, Gathered
 /// How long the asking node waits for the other nodes' parts.
 const GATHER: Duration = Duration::from_secs(1);
 
-/// Open queries of this node: id → where their answers go.
+/// Where a query's answers go: `(node, its part)`.
+type Answers = mpsc::UnboundedSender<(String, Value)>;
+
+/// Open queries of this node: id → where their answers go (shared with the gathering tasks,
+/// which remove theirs when done; all on the cluster thread).
 #[derive(Default)]
 pub(crate) struct Pending {
     next: u64,
-    open: Rc<RefCell<HashMap<u64, mpsc::UnboundedSender<(String, Value)>>>>,
+    open: Rc<RefCell<HashMap<u64, Answers>>>,
 }
 
 /// The channel on which `node` receives the answers to its queries.
