@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::{Broker, ClusterStats, ControlOp};
+use super::{Broker, ClusterStats, ControlOp, Gathered, QueryKind, Reply};
 use crate::proto::error::ServerError;
 use crate::shard::shared::HubShared;
 
@@ -33,6 +33,13 @@ impl Broker for LocalBroker {
         None
     }
     fn stats(&self) -> Option<&ClusterStats> {
+        None
+    }
+    fn presence_change(&self, _topic: &str, _client: String, _entry: Option<String>) {}
+    fn presence(&self, _topic: &str) -> Option<Reply<Vec<String>>> {
+        None
+    }
+    fn query(&self, _kind: QueryKind) -> Option<Reply<Gathered>> {
         None
     }
     fn stop(&self) {}

@@ -13,6 +13,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,7 @@ use crate::proto::error::ServerError;
 use crate::shard::shared::HubShared;
 
 pub mod local;
+pub(crate) mod query;
 pub mod redis;
 pub(crate) mod wire;
 
@@ -36,6 +38,10 @@ pub struct ClusterConfig {
     /// Prefix of every Redis channel and key (`<prefix>:t:<topic>`, `<prefix>:ctl`,
     /// `<prefix>:node:<name>`): nodes with the same prefix form one cluster.
     pub prefix: String,
+    /// How long a presence entry outlives its node's last refresh (`[cluster] presence_ttl`,
+    /// default 30 s). Each node refreshes its entries every third of it, so a node that dies
+    /// without unsubscribing (`kill -9`) leaves every presence list within this time.
+    pub presence_ttl: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -43,6 +49,7 @@ impl Default for ClusterConfig {
         Self {
             redis: Vec::new(),
             prefix: "ringhub".into(),
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -85,8 +92,41 @@ pub(crate) trait Broker: Send + Sync {
     fn nodes(&self) -> Option<tokio::sync::oneshot::Receiver<Result<Vec<Value>, String>>>;
     /// Counters for `/metrics` (`None`: nothing to report).
     fn stats(&self) -> Option<&ClusterStats>;
+    /// A local connection (`client` id) entered (`entry`: its presence JSON) or left (`None`)
+    /// the presence of `topic`, a topic with `presence = true`. Called on the shards: queued
+    /// to the broker's thread, never waited for.
+    fn presence_change(&self, topic: &str, client: String, entry: Option<String>);
+    /// The cluster-wide presence entries (JSON texts) of `topic` (`None`: only this node's
+    /// shards know it — the caller gathers them).
+    fn presence(&self, topic: &str) -> Option<Reply<Vec<String>>>;
+    /// Asks every other live node for its part of `kind` (`None`: there are no others).
+    fn query(&self, kind: QueryKind) -> Option<Reply<Gathered>>;
     /// Stops the broker's threads (after the shards stopped).
     fn stop(&self);
+}
+
+/// An answer the broker's thread sends back later, or the reason it cannot.
+pub(crate) type Reply<T> = tokio::sync::oneshot::Receiver<Result<T, String>>;
+
+/// What a scatter-gather [`Broker::query`] asks every node for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum QueryKind {
+    /// `GET /api/v1/online`: connections by user.
+    Online,
+    /// `GET /api/v1/stats`: the node's counters.
+    Stats,
+    /// `GET /api/v1/topics`: subscribed patterns with their connections.
+    Topics,
+}
+
+/// The other nodes' answers to a query: the node's own part is computed by the caller.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    /// `(node, its part)` of every node that answered in time.
+    pub answers: Vec<(String, Value)>,
+    /// Live nodes (registered in Redis) that did not answer in time.
+    pub missing: Vec<String>,
 }
 
 /// A cluster-wide API operation, as it travels on the control channel.
@@ -137,6 +177,14 @@ pub(crate) enum ControlOp {
     },
     /// Durable messages that left their inboxes (acked, expired, dropped): no more retries.
     InboxGone { gone: Vec<(String, u64)> },
+    /// A scatter-gather request: every node answers its part on `<prefix>:reply:<from>`.
+    Query {
+        id: u64,
+        from: String,
+        kind: QueryKind,
+    },
+    /// A node's part of query `id`.
+    Answer { id: u64, node: String, data: Value },
 }
 
 /// The `ringhub_cluster_*` counters.
@@ -164,6 +212,9 @@ pub struct ClusterStats {
     pub pipelined_commands: AtomicU64,
     /// 1 while every Redis instance is connected.
     pub connected: AtomicU64,
+    /// Presence writes not sent (Redis unreachable or the queue full): an add is written again
+    /// by the next refresh, a removal expires with the presence TTL.
+    pub presence_dropped: AtomicU64,
 }
 
 impl ClusterStats {
@@ -240,6 +291,12 @@ impl ClusterStats {
                 "1 while every Redis instance is connected",
                 g(&self.connected),
                 false,
+            ),
+            (
+                "presence_dropped",
+                "Presence writes not sent to Redis (unreachable or queue full)",
+                g(&self.presence_dropped),
+                true,
             ),
         ]
     }

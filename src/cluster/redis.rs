@@ -23,7 +23,9 @@
 
 mod inbound;
 mod manager;
+mod presence;
 mod publisher;
+mod query;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,9 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{instance_for, Broker, ClusterConfig, ClusterStats, ControlOp};
+use super::{
+    instance_for, Broker, ClusterConfig, ClusterStats, ControlOp, Gathered, QueryKind, Reply,
+};
 use crate::proto::error::ServerError;
 use crate::shard::shared::HubShared;
 
@@ -63,6 +67,14 @@ pub(crate) enum Out {
     Control(Vec<u8>),
     /// The node's registration.
     Register { key: String, value: String },
+    /// Presence entries written or removed.
+    Presence(presence::Write),
+    /// A presence read, run once the writes queued before it are written.
+    PresenceRead(Arc<str>, oneshot::Sender<presence::Entries>),
+    /// A node's answer to a query, on the asking node's reply channel.
+    Reply { channel: String, payload: Vec<u8> },
+    /// Answered once everything queued before it is written (on stop).
+    Flush(oneshot::Sender<()>),
 }
 
 /// From the shards and the API thread to the cluster thread.
@@ -75,6 +87,14 @@ pub(crate) enum Cmd {
     },
     Control(ControlOp),
     Nodes(oneshot::Sender<Result<Vec<Value>, String>>),
+    /// A local connection entered (`Some(entry)`) or left a topic's presence.
+    Presence {
+        topic: Arc<str>,
+        client: String,
+        entry: Option<String>,
+    },
+    PresenceRead(Arc<str>, oneshot::Sender<presence::Entries>),
+    Query(QueryKind, oneshot::Sender<Result<Gathered, String>>),
     Stop,
 }
 
@@ -122,6 +142,7 @@ pub(crate) struct Setup {
     pub urls: Vec<String>,
     pub prefix: String,
     pub node: Arc<str>,
+    pub presence_ttl: Duration,
 }
 
 /// The broker handle kept in the hub.
@@ -168,6 +189,7 @@ impl RedisBroker {
                 urls: config.redis.clone(),
                 prefix: config.prefix.clone(),
                 node,
+                presence_ttl: config.presence_ttl,
             }),
             seq: AtomicU64::new(super::random_seq(false)),
             pubs,
@@ -290,6 +312,34 @@ impl Broker for RedisBroker {
 
     fn stats(&self) -> Option<&ClusterStats> {
         Some(&self.shared.stats)
+    }
+
+    fn presence_change(&self, topic: &str, client: String, entry: Option<String>) {
+        let _ = self.cmds.send(Cmd::Presence {
+            topic: topic.into(),
+            client,
+            entry,
+        });
+    }
+
+    fn presence(&self, topic: &str) -> Option<Reply<Vec<String>>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.cmds.send(Cmd::PresenceRead(topic.into(), tx)) {
+            if let Cmd::PresenceRead(_, tx) = e.0 {
+                let _ = tx.send(Err("cluster stopped".into()));
+            }
+        }
+        Some(rx)
+    }
+
+    fn query(&self, kind: QueryKind) -> Option<Reply<Gathered>> {
+        let (tx, rx) = oneshot::channel();
+        if let Err(e) = self.cmds.send(Cmd::Query(kind, tx)) {
+            if let Cmd::Query(_, tx) = e.0 {
+                let _ = tx.send(Err("cluster stopped".into()));
+            }
+        }
+        Some(rx)
     }
 
     fn stop(&self) {

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::messaging::{self, respond, ApiError};
-use crate::cluster::ControlOp;
+use crate::cluster::{ControlOp, QueryKind};
 use crate::proto::envelope;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::validate_topic;
@@ -126,15 +126,9 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
         return Response::err(411, "Content-Length required");
     }
     match path {
-        "/api/v1/online" => online(hub).await,
-        "/api/v1/stats" => {
-            let shards: Vec<_> = hub.stats.iter().map(crate::ShardStats::snapshot).collect();
-            let total = shards
-                .iter()
-                .fold(crate::StatsSnapshot::default(), |a, b| a + *b);
-            Response::ok(json!({"total": total, "shards": shards}))
-        }
-        "/api/v1/topics" => respond(topics(hub).await),
+        "/api/v1/online" => respond(gathered(hub, QueryKind::Online).await),
+        "/api/v1/stats" => respond(gathered(hub, QueryKind::Stats).await),
+        "/api/v1/topics" => respond(gathered(hub, QueryKind::Topics).await),
         "/api/v1/events" => Response::ok(hub.events.to_json()),
         "/api/v1/inbox" => respond(messaging::inbox_endpoint(hub, head.query.as_deref()).await),
         "/api/v1/nodes" => respond(nodes(hub).await),
@@ -395,27 +389,12 @@ async fn disconnect(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     )
 }
 
-async fn online(hub: &HubShared) -> Response {
-    let replies = match scatter(hub, || ApiOp::Online).await {
-        Ok(r) => r,
-        Err(resp) => return resp,
-    };
-    let mut users: std::collections::BTreeMap<Arc<str>, usize> = Default::default();
-    let mut anonymous = 0;
-    for r in replies {
-        if let ApiReply::Online(list, anon) = r {
-            anonymous += anon;
-            for (u, n) in list {
-                *users.entry(u).or_default() += n;
-            }
-        }
-    }
-    let list: Vec<Value> = users
-        .iter()
-        .map(|(u, n)| json!({"user": &**u, "connections": n}))
-        .collect();
-    let total: usize = users.values().sum::<usize>() + anonymous;
-    Response::ok(json!({"users": list, "anonymous": anonymous, "connections": total}))
+/// `GET /api/v1/online`, `/stats`, `/topics`: this node's shards, or every live node of the
+/// cluster (see `cluster::query`).
+async fn gathered(hub: &HubShared, kind: QueryKind) -> Result<Value, ApiError> {
+    crate::cluster::query::gather(hub, kind)
+        .await
+        .map_err(|e| ApiError::new(503, e))
 }
 
 /// `GET /api/v1/nodes`: the live nodes of the cluster (their registrations in Redis), or this
@@ -438,24 +417,4 @@ async fn nodes(hub: &HubShared) -> Result<Value, ApiError> {
         Ok(Ok(Err(e))) => Err(ApiError::new(503, format!("cluster: {e}"))),
         _ => Err(ApiError::new(503, "cluster: no answer")),
     }
-}
-
-/// `GET /api/v1/topics`: every pattern with subscribers, summed over the shards, by pattern.
-async fn topics(hub: &HubShared) -> Result<Value, ApiError> {
-    let replies = scatter(hub, || ApiOp::Topics)
-        .await
-        .map_err(|r| ApiError::new(r.status, "shards did not answer"))?;
-    let mut all: std::collections::BTreeMap<String, usize> = Default::default();
-    for r in replies {
-        if let ApiReply::Topics(list) = r {
-            for (p, n) in list {
-                *all.entry(p).or_default() += n;
-            }
-        }
-    }
-    let list: Vec<Value> = all
-        .into_iter()
-        .map(|(t, n)| json!({"topic": t, "subscribers": n}))
-        .collect();
-    Ok(json!({ "topics": list }))
 }

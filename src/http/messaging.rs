@@ -246,9 +246,27 @@ pub(crate) async fn send_plain(
     Ok(counts(gather(hub, || ApiOp::Send(req.clone())).await?))
 }
 
-/// The connections subscribed to exactly `topic`, on every shard.
+/// The connections subscribed to exactly `topic`: in a cluster, for a topic with
+/// `presence = true`, every node's (from Redis, see `cluster::redis::presence`); otherwise this
+/// node's shards'.
 pub(crate) async fn presence(hub: &HubShared, topic: &str) -> Result<Vec<PresenceEntry>, ApiError> {
     validate_topic(topic).map_err(ApiError::bad)?;
+    let tracked = hub.namespaces.get(topic).is_some_and(|n| n.presence);
+    if let Some(rx) = tracked.then(|| hub.broker.presence(topic)).flatten() {
+        return match tokio::time::timeout(Duration::from_secs(5), rx).await {
+            Ok(Ok(Ok(entries))) => {
+                let mut list: Vec<PresenceEntry> =
+                    entries.iter().filter_map(|e| parse_entry(e)).collect();
+                list.sort_by(|a, b| a.client.cmp(&b.client));
+                Ok(list)
+            }
+            Ok(Ok(Err(e))) => Err(ApiError::new(503, format!("cluster: {e}"))),
+            _ => Err(ApiError::new(
+                503,
+                "cluster: presence did not answer in time",
+            )),
+        };
+    }
     let t: Arc<str> = topic.into();
     let replies = gather(hub, || ApiOp::Presence(t.clone())).await?;
     let mut out = Vec::new();
@@ -264,6 +282,25 @@ pub(crate) async fn presence(hub: &HubShared, topic: &str) -> Result<Vec<Presenc
     Ok(out)
 }
 
+/// An entry of a cluster's presence hash (written by `shard::presence`); `None` when it is not
+/// one (Redis data is not trusted).
+fn parse_entry(json: &str) -> Option<PresenceEntry> {
+    #[derive(Deserialize)]
+    struct E {
+        client: String,
+        #[serde(default)]
+        user: String,
+        #[serde(default)]
+        meta: Option<Box<RawValue>>,
+    }
+    let e: E = serde_json::from_str(json).ok()?;
+    Some(PresenceEntry {
+        client: e.client,
+        user: (!e.user.is_empty()).then_some(e.user),
+        meta: e.meta.map(|m| m.get().to_string()),
+    })
+}
+
 /// The answer to a client's `presence` / `presence_stats`.
 pub(crate) async fn presence_frame(
     hub: &HubShared,
@@ -277,7 +314,14 @@ pub(crate) async fn presence_frame(
             let body = presence_json(&list, stats).to_string();
             envelope::reply(rid, topic, Some(body.as_bytes()))
         }
-        Err(e) => envelope::error(Some(rid), topic, ErrorCode::Internal, &e.message),
+        Err(e) => {
+            let code = if e.status == 503 {
+                ErrorCode::NotAvailable
+            } else {
+                ErrorCode::Internal
+            };
+            envelope::error(Some(rid), topic, code, &e.message)
+        }
     })
 }
 

@@ -12,7 +12,6 @@ use super::shared::ControlJob;
 use super::ShardState;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
-use crate::proto::pattern::Pattern;
 use crate::runtime::hooks::{guarded, SubscribeInfo};
 use crate::runtime::store::{HistoryTo, Since, StoreJob};
 use crate::ConnId;
@@ -78,11 +77,11 @@ impl ShardState {
             Err(m) => return self.error(id, req, topic, ErrorCode::BadRequest, &m),
         };
         let exact = !topic.ends_with('*');
-        let (history, join_leave) = self
+        let history = self
             .hub
             .namespaces
             .get(topic)
-            .map_or((false, false), |n| (n.has_history(), n.join_leave));
+            .is_some_and(|n| n.has_history());
         if since.is_some() {
             let refusal = if !exact {
                 Some((
@@ -123,8 +122,8 @@ impl ShardState {
             Ok(t) => t,
             Err(e) => return self.error(id, req, topic, e.code, &e.message),
         };
-        if fresh && exact && join_leave {
-            self.announce(id, topic, "join");
+        if fresh && exact {
+            self.joined(id, topic);
         }
         if history && exact && (req.is_some() || since.is_some()) {
             // Publications of this topic stored before the store answers are covered by the
@@ -287,45 +286,6 @@ impl ShardState {
         self.enqueue(id, envelope::reply(rid, topic, Some(body.as_bytes())));
     }
 
-    /// `join` / `leave` to the other subscribers of `topic`.
-    pub(super) fn announce(&mut self, id: ConnId, topic: &str, event: &str) {
-        let Some(c) = self.conns.get(id.slot() as usize).filter(|c| c.id == id) else {
-            return;
-        };
-        let user = c.user.as_deref().unwrap_or("");
-        let data = serde_json::json!({"client": self.hub.client_id(id), "user": user}).to_string();
-        let frame = envelope::publication(topic, event, Some(data.as_bytes()));
-        self.publish(topic, frame, Some(id));
-    }
-
-    /// Announces `leave` if `pattern` is an exact topic of a namespace with join/leave.
-    pub(super) fn announce_leave(&mut self, id: ConnId, pattern: &str) {
-        if !pattern.ends_with('*')
-            && self
-                .hub
-                .namespaces
-                .get(pattern)
-                .is_some_and(|n| n.join_leave)
-        {
-            self.announce(id, pattern, "leave");
-        }
-    }
-
-    /// Local connections subscribed to exactly `topic`.
-    pub(super) fn presence(&self, topic: &str) -> super::inbox::PresenceList {
-        let Ok(p) = Pattern::parse(topic) else {
-            return Vec::new();
-        };
-        let Some(set) = self.registry.subscribers(p) else {
-            return Vec::new();
-        };
-        set.iter()
-            .filter_map(|&slot| self.conns.get(slot as usize))
-            .filter(|c| c.closing.is_none())
-            .map(|c| (c.id, c.user.clone(), self.meta.get(&c.id).cloned()))
-            .collect()
-    }
-
     /// `/api/v1/subscribe` and `/unsubscribe`: silently, for every matching local connection.
     pub(super) fn server_subscription(&mut self, target: &Target, topic: &str, add: bool) -> usize {
         let ids: Vec<ConnId> = match target {
@@ -353,12 +313,6 @@ impl ShardState {
             }
         }
         n
-    }
-
-    fn join_if_announced(&mut self, id: ConnId, topic: &str) {
-        if !topic.ends_with('*') && self.hub.namespaces.get(topic).is_some_and(|n| n.join_leave) {
-            self.announce(id, topic, "join");
-        }
     }
 
     /// A WebSocket connection was accepted: server-side topics (JWT `topics` claim,

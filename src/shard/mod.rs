@@ -32,6 +32,7 @@ mod hold;
 pub(crate) mod inbox;
 mod messaging;
 mod output;
+mod presence;
 pub(crate) mod shared;
 mod state;
 

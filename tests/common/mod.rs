@@ -15,6 +15,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub mod cluster;
+
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Guard against a hung test; never used to assert speed.

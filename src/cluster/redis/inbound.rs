@@ -94,6 +94,9 @@ impl Manager {
             Decoded::Control(json) => {
                 ClusterStats::add(&stats.control_received, 1);
                 match serde_json::from_slice::<ControlOp>(json) {
+                    Ok(op @ (ControlOp::Query { .. } | ControlOp::Answer { .. })) => {
+                        self.query_message(op)
+                    }
                     Ok(op) => self.apply(op),
                     Err(e) => tracing::debug!(error = %e, "cluster: malformed control operation"),
                 }
@@ -200,6 +203,8 @@ impl Manager {
                 }
                 return;
             }
+            // Handled by `query_message`.
+            ControlOp::Query { .. } | ControlOp::Answer { .. } => return,
         };
         for inbox in self.hub.inboxes.iter() {
             let (tx, _) = oneshot::channel();

@@ -91,6 +91,10 @@ pub(super) struct Manager {
     pub(super) ctl_seq: u64,
     rng: u64,
     pub(super) started_unix: u64,
+    /// This node's presence entries (rewritten every third of the TTL).
+    pub(super) presence: super::presence::Tracker,
+    /// Scatter-gather queries of this node waiting for answers.
+    pub(super) queries: super::query::Pending,
 }
 
 /// The cluster thread's body.
@@ -159,12 +163,16 @@ pub(crate) fn run(
             ctl_seq: crate::cluster::random_seq(true),
             rng: (seed.as_nanos() as u64) | 1,
             started_unix: seed.as_secs(),
+            presence: Default::default(),
+            queries: Default::default(),
         };
         for i in 0..m.insts.len() {
             m.connect(i, Duration::ZERO);
         }
         let mut beat = tokio::time::interval(HEARTBEAT);
         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut presence = tokio::time::interval(Manager::presence_period(m.setup.presence_ttl));
+        presence.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
@@ -173,8 +181,10 @@ pub(crate) fn run(
                 },
                 Some(e) = ev_rx.recv() => m.event(e),
                 _ = beat.tick() => m.register(),
+                _ = presence.tick() => m.presence_refresh(),
             }
         }
+        m.presence_stop().await;
         m.unregister().await;
     });
 }
@@ -331,8 +341,12 @@ impl Manager {
         if i == 0 {
             let ctl = format!("{}:ctl", self.setup.prefix);
             self.spawn_subscribe(0, ctl, false, None);
+            let reply = super::query::reply_channel(&self.setup.prefix, &self.setup.node);
+            self.spawn_subscribe(0, reply, false, None);
             self.register();
         }
+        // Redis may have restarted empty: this node's presence entries are written again.
+        self.presence_refresh_on(Some(i));
         let keys: Vec<Arc<str>> = self.subs.keys().cloned().collect();
         for key in keys {
             if self.targets(&key).contains(&i) {
@@ -470,6 +484,13 @@ impl Manager {
             } => self.interest_change(pattern, shard, add, ack),
             Cmd::Control(op) => self.send_control(&op),
             Cmd::Nodes(tx) => self.nodes(tx),
+            Cmd::Presence {
+                topic,
+                client,
+                entry,
+            } => self.presence_change(topic, client, entry),
+            Cmd::PresenceRead(topic, tx) => self.presence_read(topic, tx),
+            Cmd::Query(kind, tx) => self.query(kind, tx),
             Cmd::Stop => {}
         }
     }

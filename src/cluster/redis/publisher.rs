@@ -10,6 +10,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
 use super::manager::Ev;
+use super::presence;
 use super::{Out, Setup, Shared, NODE_TTL};
 use crate::cluster::{instance_for, wire, ClusterStats};
 
@@ -63,6 +64,9 @@ pub(crate) async fn run(
             (l.conn.clone(), l.gen)
         };
         let Some(mut conn) = conn else {
+            // Reads and flushes are answered (as failed / at once); writes are dropped.
+            let (reads, _) = side_requests(&mut batch);
+            presence::spawn_reads(None, &setup.prefix, reads);
             batch.clear();
             if pubs > 0 {
                 shared.dropped(pubs, "Redis unreachable");
@@ -72,6 +76,7 @@ pub(crate) async fn run(
         pipe.clear();
         // Commands in the pipeline, and how many of them are publications.
         let (mut cmds, mut sent) = (0u64, 0u64);
+        let (reads, flushes) = side_requests(&mut batch);
         for out in batch.drain(..) {
             match out {
                 Out::One { seq, topic, frame } => {
@@ -109,12 +114,28 @@ pub(crate) async fn run(
                         .ignore();
                     cmds += 1;
                 }
+                Out::Presence(w) => cmds += presence::write(&mut pipe, &setup.prefix, w),
+                Out::Reply { channel, payload } => {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                    cmds += 1;
+                }
+                Out::PresenceRead(..) | Out::Flush(_) => {}
             }
         }
         if cmds == 0 {
+            presence::spawn_reads(Some(conn), &setup.prefix, reads);
+            for f in flushes {
+                let _ = f.send(());
+            }
             continue;
         }
-        match pipe.query_async::<()>(&mut conn).await {
+        let r = pipe.query_async::<()>(&mut conn).await;
+        // Behind this pipeline: reads see its writes; a flush means "written".
+        presence::spawn_reads(Some(conn), &setup.prefix, reads);
+        for f in flushes {
+            let _ = f.send(());
+        }
+        match r {
             Ok(()) => {
                 let s = &shared.stats;
                 ClusterStats::add(&s.publishes_sent, sent);
@@ -138,4 +159,26 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// A presence read waiting for its pipeline.
+type Read = (Arc<str>, tokio::sync::oneshot::Sender<presence::Entries>);
+
+/// Takes the presence reads and flushes out of `batch` (they are not pipeline commands).
+fn side_requests(batch: &mut Vec<Out>) -> (Vec<Read>, Vec<tokio::sync::oneshot::Sender<()>>) {
+    let (mut reads, mut flushes) = (Vec::new(), Vec::new());
+    if !batch
+        .iter()
+        .any(|o| matches!(o, Out::PresenceRead(..) | Out::Flush(_)))
+    {
+        return (reads, flushes);
+    }
+    for o in std::mem::take(batch) {
+        match o {
+            Out::PresenceRead(topic, tx) => reads.push((topic, tx)),
+            Out::Flush(tx) => flushes.push(tx),
+            o => batch.push(o),
+        }
+    }
+    (reads, flushes)
 }

@@ -60,6 +60,14 @@ const TOPIC_FIELDS: [&str; 5] = [
     "join_leave",
 ];
 
+/// `cluster.presence_ttl`: at least a second (entries are refreshed every third of it).
+fn presence_ttl(r: Raw<'_>) -> Result<std::time::Duration, Why> {
+    let d = duration(r, false)?;
+    (d >= std::time::Duration::from_secs(1))
+        .then_some(d)
+        .ok_or(None)
+}
+
 fn node(r: Raw<'_>) -> Result<String, Why> {
     let t = text(r)?;
     let ok = t.len() <= MAX_NODE_LEN
@@ -231,6 +239,12 @@ pub(super) const KEYS: &[Key] = &[
         "a non-empty name without spaces (at most 64), shared by the nodes of one cluster",
         |s, r| s.cluster.prefix = prefix(r)?,
         |s| str_v(&s.cluster.prefix)
+    ),
+    key!(
+        "cluster.presence_ttl",
+        "a duration of at least 1s like 30s",
+        |s, r| s.cluster.presence_ttl = presence_ttl(r)?,
+        |s| dur_v(s.cluster.presence_ttl)
     ),
     key!(
         "ui.enabled",

@@ -301,6 +301,11 @@ fn cluster_keys_from_toml_env_and_their_errors() {
     assert!(e.contains("given twice"), "{e}");
     let e = err(s.set("cluster.prefix", "", "--x"));
     assert!(e.contains("cluster.prefix"), "{e}");
+    assert_eq!(s.cluster.presence_ttl, std::time::Duration::from_secs(30));
+    s.set("cluster.presence_ttl", "2s", "--x").unwrap();
+    assert_eq!(s.cluster.presence_ttl, std::time::Duration::from_secs(2));
+    let e = err(s.set("cluster.presence_ttl", "500ms", "--x"));
+    assert!(e.contains("cluster.presence_ttl"), "{e}");
     // A password in a URL is not printed with the configuration, nor in an error.
     s.set("cluster.redis", "redis://u:hunter2@h:1", "--x")
         .unwrap();
