@@ -335,6 +335,9 @@ impl Sequencer {
                     .inbox_put(&user, msg, self.hub.config.inbox.limits(), now)
                 {
                     Ok((m, dropped)) => {
+                        // A remote store's inbox epoch changes when Redis lost its data, seen by
+                        // the very put that restarted the offsets.
+                        self.inbox_epoch = self.store.inbox_epoch();
                         if !dropped.is_empty() {
                             self.outs.push(Out::Gone(dropped));
                         }
@@ -364,7 +367,9 @@ impl Sequencer {
                 }
             }
             StoreJob::InboxSync { user, conn } => {
-                let frames = match self.store.inbox_list(&user, now) {
+                let listed = self.store.inbox_list(&user, now);
+                self.inbox_epoch = self.store.inbox_epoch();
+                let frames = match listed {
                     Ok(list) => list
                         .iter()
                         .map(|m| (m.offset, durable_frame(&user, m, &self.inbox_epoch)))
