@@ -6,12 +6,17 @@ local epoch, top = meta()
 local off = top + 1
 local id = string.format('%d-0', off)
 -- XADD first: should it fail, no offset was consumed (scripts are not rolled back).
+-- Approximate trimming ('~': whole radix-tree nodes, far cheaper than exact trimming on every
+-- append); reads serve nothing below 'l' (set below), so the limit is exact there.
 if ARGV[6] == '1' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4], 'd', ARGV[7])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4], 'd', ARGV[7])
 else
-  redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4])
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4])
 end
-redis.call('HSET', KEYS[2], 'o', off)
+-- 'l': the oldest offset still kept, as exact trimming would have left it (reads serve nothing
+-- older; it only moves up, as trimmed entries never come back).
+local low = math.max(tonumber(redis.call('HGET', KEYS[2], 'l')) or 1, off - tonumber(ARGV[2]) + 1)
+redis.call('HSET', KEYS[2], 'o', off, 'l', low)
 if ARGV[3] ~= '0' then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end

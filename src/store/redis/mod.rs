@@ -11,9 +11,11 @@
 //! On the topic's instance, `cluster::instance_for(topic, n)` — the one whose pub/sub channel
 //! the Redis broker uses for the topic:
 //! - `P:h:<topic>` — a stream; entry id `<offset>-0`, fields `e` event, `t` append time (ms),
-//!   `d` data (absent when none). `XADD MAXLEN <size>` trims it; with a history TTL it gets
+//!   `d` data (absent when none). `XADD MAXLEN ~ <size>` trims it approximately (whole stream
+//!   nodes: up to ~100 entries more are kept; exact trimming on every append cost 1.6× the
+//!   script's time) and reads serve nothing older than `l`; with a history TTL it gets
 //!   `PEXPIRE <ttl>` at each append (and reads skip entries whose `t` is older than the TTL).
-//! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset. Never expires: an idle topic keeps its
+//! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset, `l` the oldest offset exact trimming would have kept. Never expires: an idle topic keeps its
 //!   epoch. When it is missing (first use, or data lost), the next operation creates it with a
 //!   fresh epoch and an empty stream.
 //! - the channel `P:t:<topic>` — each append `PUBLISH`es the cluster message (`wire::stored`, with

@@ -1,5 +1,7 @@
 -- A history read, consistent with the position it reports (one script).
 -- ARGV: 2 after, 3 limit, 4 cutoff ms (entries appended before it are skipped; 0: none).
+-- Appends trim approximately: entries older than `l` (the oldest offset exact trimming would
+-- have kept, in the meta hash) may still be there and are treated as trimmed.
 -- Returns {epoch, top, complete (1/0), entries newest first as XREVRANGE gives them}.
 -- Mirrors the memory store's ReadAcc: candidates are judged newest first; an entry older than
 -- the cutoff is skipped, and once `limit` are taken any further candidate stops the read; both
@@ -13,10 +15,14 @@ local head = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
 if head[1] then
   first = tonumber(string.match(head[1][1], '^(%d+)')) or first
 end
+local low = tonumber(redis.call('HGET', KEYS[2], 'l'))
+if low then
+  first = math.max(first, low)
+end
 local complete = after <= top and after + 1 >= first
 local out = {}
 local max = '+'
-local min = string.format('%d-0', after + 1)
+local min = string.format('%d-0', math.max(after + 1, first))
 local chunk = math.min(limit + 1, 1000)
 local done = false
 while not done do
