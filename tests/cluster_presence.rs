@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
@@ -265,20 +264,15 @@ async fn killed_nodes_presence_expires_within_the_ttl() {
         return;
     };
     wait_for(|| ready(a.local_addr()).0 == 200, "node a ready").await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--io", "epoll"])
-        .args(["--stats-interval", "0s", "--store", "memory"])
-        .env("RINGHUB_NODE", "doomed")
-        .env("RINGHUB_CLUSTER_REDIS", redis.url())
-        .env("RINGHUB_CLUSTER_PRESENCE_TTL", TTL)
-        .env("RINGHUB_AUTH_JWT_SECRET", SECRET)
-        .env("RINGHUB_AUTH_ANONYMOUS", "true")
-        .env("RINGHUB_LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn ringhub");
-    let addr: SocketAddr = wait_listening(&mut child).parse().unwrap();
+    let mut doomed = BinNode::spawn(
+        "doomed",
+        &redis.url(),
+        &[
+            ("RINGHUB_STORE_BACKEND", "memory"),
+            ("RINGHUB_CLUSTER_PRESENCE_TTL", TTL),
+        ],
+    );
+    let addr = doomed.addr;
     wait_for(|| ready(addr).0 == 200, "the child node ready").await;
     let url = format!("ws://{addr}/ws?token={}", token("dan"));
     let (mut dan, _) = tokio_tungstenite::connect_async(url)
@@ -302,8 +296,8 @@ async fn killed_nodes_presence_expires_within_the_ttl() {
     .await;
     // Still listed right before the kill.
     assert_eq!(users_of(&a).await, both);
-    child.kill().expect("kill -9");
-    child.wait().unwrap();
+    doomed.child.kill().expect("kill -9");
+    doomed.child.wait().unwrap();
     drop(dan);
     let only_ann: BTreeSet<String> = ["ann".to_string()].into();
     until_eq(

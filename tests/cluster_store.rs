@@ -4,95 +4,29 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use common::cluster::*;
 use common::redis::Redis;
 use common::*;
-use ringhub::settings::Settings;
-use ringhub::{Config, IoMode, RingHub, ServerHandle};
+use ringhub::{IoMode, ServerHandle};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite;
 
-const SECRET: &str = "cluster-store-secret-0123456789abcdef";
-const KEY: &str = "k";
 const TOPICS: &str = r#"[{"pattern": "chat:*", "history_size": 1000}]"#;
-/// Deadline for conditions polled across nodes (a Redis restart included).
-const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A node named `name` with two shards on the Redis store at `url`.
-fn node(io: IoMode, name: &str, url: &str) -> Option<ServerHandle> {
-    let mut s = Settings::default();
-    s.set("auth.jwt_secret", SECRET, "test").unwrap();
-    s.set("auth.anonymous", "true", "test").unwrap();
-    s.set("store.backend", "redis", "test").unwrap();
-    s.set("cluster.redis", url, "test").unwrap();
-    s.set("topics", TOPICS, "test").unwrap();
-    s.set("node", name, "test").unwrap();
-    s.validate().unwrap();
-    let guard = ringhub::guard::Guard::from_settings(&s).unwrap();
-    let config = Config {
-        api_key: Some(KEY.into()),
-        ..s.engine_config()
-    };
-    start(
-        RingHub::builder()
-            .config(config)
-            .listen("127.0.0.1:0".parse().unwrap())
-            .shards(2)
-            .io(io)
-            .handler_threads(2)
-            .guard(guard)
-            .pubsub(),
-    )
-}
-
-async fn nodes(io: IoMode, url: &str, names: &[&str]) -> Option<Vec<ServerHandle>> {
+/// Nodes with two shards each on the Redis store at `urls`, ready.
+async fn nodes(io: IoMode, urls: &[String], names: &[&str]) -> Option<Vec<ServerHandle>> {
     let mut v = Vec::new();
     for name in names {
-        v.push(node(io, name, url)?);
+        let settings = [("store.backend", "redis"), ("topics", TOPICS)];
+        v.push(node_with(io, name, urls, &settings)?);
     }
     for n in &v {
         let addr = n.local_addr();
-        wait_for(|| ready(addr), "node ready").await;
+        wait_for(|| ready(addr).0 == 200, "node ready").await;
     }
     Some(v)
-}
-
-fn stop(nodes: Vec<ServerHandle>) {
-    for n in &nodes {
-        n.shutdown();
-    }
-    for n in nodes {
-        n.join();
-    }
-}
-
-fn ready(addr: SocketAddr) -> bool {
-    http_json(addr, "GET", "/readyz", None, None).0 == 200
-}
-
-/// Polls `cond` until it holds (panics with `what` at the deadline).
-async fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let until = Instant::now() + DEADLINE;
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-fn token(user: &str) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &json!({"sub": user, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
 }
 
 async fn ws_to(addr: SocketAddr, path: &str) -> Ws {
@@ -138,7 +72,7 @@ async fn take(ws: &mut Ws, topic: &str, n: usize) -> Vec<(u64, Value)> {
 /// A, B and C receive every publication once, in the same order, with the same offsets 1..2N.
 async fn offsets_are_identical_on_every_node(io: IoMode) {
     let Some(redis) = Redis::start() else { return };
-    let Some(nodes) = nodes(io, &redis.url(), &["a", "b", "c"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a", "b", "c"]).await else {
         return;
     };
     let mut subs = Vec::new();
@@ -180,8 +114,7 @@ async fn two_instances_share_the_topics(io: IoMode) {
     let (Some(r1), Some(r2)) = (Redis::start(), Redis::start()) else {
         return;
     };
-    let urls = format!("{},{}", r1.url(), r2.url());
-    let Some(nodes) = nodes(io, &urls, &["a", "b"]).await else {
+    let Some(nodes) = nodes(io, &[r1.url(), r2.url()], &["a", "b"]).await else {
         return;
     };
     let topics: Vec<String> = (0..8).map(|i| format!("chat:s{i}")).collect();
@@ -220,7 +153,7 @@ per_shell!(async fn two_instances_share_the_topics);
 /// whichever way the recovery and the live stream interleave.
 async fn reconnect_to_another_node_recovers(io: IoMode) {
     let Some(redis) = Redis::start() else { return };
-    let Some(nodes) = nodes(io, &redis.url(), &["a", "b", "c"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a", "b", "c"]).await else {
         return;
     };
     let mut on_c = connect(&nodes[2], "/ws").await;
@@ -275,7 +208,7 @@ per_shell!(async fn reconnect_to_another_node_recovers);
 /// next connection on node C.
 async fn durable_send_to_a_user_on_another_node(io: IoMode) {
     let Some(redis) = Redis::start() else { return };
-    let Some(nodes) = nodes(io, &redis.url(), &["a", "b", "c"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a", "b", "c"]).await else {
         return;
     };
     let a = nodes[0].local_addr();
@@ -328,7 +261,7 @@ async fn redis_restart_loses_nothing_acknowledged(io: IoMode) {
     let Some(mut redis) = Redis::start_aof(dir.clone()) else {
         return;
     };
-    let Some(nodes) = nodes(io, &redis.url(), &["a", "b", "c"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a", "b", "c"]).await else {
         return;
     };
     let mut steady = connect(&nodes[2], "/ws").await;
@@ -369,7 +302,7 @@ async fn redis_restart_loses_nothing_acknowledged(io: IoMode) {
     assert!(acked.iter().all(|&(i, _)| !(21..=30).contains(&i)));
     for n in &nodes {
         let addr = n.local_addr();
-        wait_for(|| ready(addr), "ready after the Redis restart").await;
+        wait_for(|| ready(addr).0 == 200, "ready after the Redis restart").await;
     }
     let (st, v) = http_json(
         nodes[2].local_addr(),
@@ -444,49 +377,23 @@ async fn redis_restart_loses_nothing_acknowledged(io: IoMode) {
 }
 per_shell!(async fn redis_restart_loses_nothing_acknowledged);
 
-/// The binary as a node of the cluster, killed with `kill -9`.
-struct BinNode {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for BinNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn bin_node(name: &str, url: &str) -> BinNode {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringhub"));
-    cmd.args(["--listen", "127.0.0.1:0", "--shards", "1", "--io", "epoll"])
-        .args(["--stats-interval", "0s", "--node", name])
-        .env("RINGHUB_CLUSTER_REDIS", url)
-        .env("RINGHUB_STORE_BACKEND", "redis")
-        .env("RINGHUB_TOPICS", TOPICS)
-        .env("RINGHUB_AUTH_JWT_SECRET", SECRET)
-        .env("RINGHUB_AUTH_ANONYMOUS", "true")
-        .env("RINGHUB_API_KEY", KEY)
-        .env("RINGHUB_LOG_FORMAT", "text")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = cmd.spawn().expect("spawn ringhub");
-    let addr = wait_listening(&mut child)
-        .parse()
-        .expect("listening address");
-    BinNode { child, addr }
-}
-
 /// A node process killed with `kill -9`: its client reconnects to another node and recovers
 /// what was published meanwhile from the history in Redis.
 #[tokio::test]
 async fn killed_node_clients_recover_elsewhere() {
     let Some(redis) = Redis::start() else { return };
-    let Some(nodes) = nodes(IoMode::Epoll, &redis.url(), &["a", "b"]).await else {
+    let Some(nodes) = nodes(IoMode::Epoll, &[redis.url()], &["a", "b"]).await else {
         return;
     };
-    let mut c = bin_node("c", &redis.url());
-    wait_for(|| ready(c.addr), "binary node ready").await;
+    let mut c = BinNode::spawn(
+        "c",
+        &redis.url(),
+        &[
+            ("RINGHUB_STORE_BACKEND", "redis"),
+            ("RINGHUB_TOPICS", TOPICS),
+        ],
+    );
+    wait_for(|| ready(c.addr).0 == 200, "binary node ready").await;
     let mut on_c = ws_to(c.addr, "/ws").await;
     let (epoch, _) = sub_pos(&mut on_c, "chat:k", 1).await;
     let mut publisher = connect(&nodes[0], "/ws").await;

@@ -2,6 +2,7 @@
 //! test's own `redis-server`): nodes, the API, tokens, and polling with a deadline.
 
 use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ringhub::config::ClusterConfig;
@@ -21,7 +22,8 @@ pub fn node(io: IoMode, name: &str, urls: &[String]) -> Option<ServerHandle> {
     node_with(io, name, urls, &[])
 }
 
-/// Like [`node`], with further settings `(key, value)`.
+/// Like [`node`], with further settings `(key, value)` (applied last: they may replace the
+/// memory store).
 pub fn node_with(
     io: IoMode,
     name: &str,
@@ -29,14 +31,14 @@ pub fn node_with(
     settings: &[(&str, &str)],
 ) -> Option<ServerHandle> {
     let mut s = Settings::default();
-    for (k, v) in settings {
-        s.set(k, v, "test").unwrap();
-    }
     s.set("auth.jwt_secret", SECRET, "test").unwrap();
     s.set("auth.anonymous", "true", "test").unwrap();
     s.set("store.backend", "memory", "test").unwrap();
     s.set("cluster.redis", &urls.join(","), "test").unwrap();
     s.set("node", name, "test").unwrap();
+    for (k, v) in settings {
+        s.set(k, v, "test").unwrap();
+    }
     s.validate().unwrap();
     let guard = ringhub::guard::Guard::from_settings(&s).unwrap();
     let config = Config {
@@ -76,6 +78,42 @@ pub async fn three_with(
         wait_for(|| ready(n.local_addr()).0 == 200, "node ready").await;
     }
     Some(nodes)
+}
+
+/// The server binary as a node of the cluster at `url` (one epoll shard), killed on drop; the
+/// tests kill it with `kill -9` (`child.kill()`).
+pub struct BinNode {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl BinNode {
+    /// Starts it with further environment `(RINGHUB_KEY, value)` and waits for its listening line.
+    pub fn spawn(name: &str, url: &str, env: &[(&str, &str)]) -> BinNode {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringhub"));
+        cmd.args(["--listen", "127.0.0.1:0", "--shards", "1", "--io", "epoll"])
+            .args(["--stats-interval", "0s", "--node", name])
+            .env("RINGHUB_CLUSTER_REDIS", url)
+            .env("RINGHUB_AUTH_JWT_SECRET", SECRET)
+            .env("RINGHUB_AUTH_ANONYMOUS", "true")
+            .env("RINGHUB_API_KEY", KEY)
+            .env("RINGHUB_LOG_FORMAT", "text")
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn ringhub");
+        let addr = super::wait_listening(&mut child)
+            .parse()
+            .expect("listening address");
+        BinNode { child, addr }
+    }
+}
+
+impl Drop for BinNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub fn stop(nodes: Vec<ServerHandle>) {
