@@ -357,3 +357,27 @@ async fn measure_cross_node_throughput() {
     );
     stop(vec![a, b]);
 }
+
+/// Two live nodes under one name are detected (each would skip the other's publications as
+/// its own): a registration refresh finds the other's token, logs an error and counts it.
+#[tokio::test]
+async fn duplicate_node_names_are_detected() {
+    let Some(redis) = Redis::start() else { return };
+    let urls = [redis.url()];
+    let (Some(one), Some(two)) = (
+        node(IoMode::Epoll, "twin", &urls),
+        node(IoMode::Epoll, "twin", &urls),
+    ) else {
+        return;
+    };
+    for n in [&one, &two] {
+        let addr = n.local_addr();
+        wait_for(|| ready(addr).0 == 200, "node ready").await;
+    }
+    wait_for(
+        || counter(&one, "duplicate_names") + counter(&two, "duplicate_names") > 0,
+        "the duplicate name detected",
+    )
+    .await;
+    stop(vec![one, two]);
+}

@@ -212,6 +212,8 @@ pub struct ClusterStats {
     pub pipelined_commands: AtomicU64,
     /// 1 while every Redis instance is connected.
     pub connected: AtomicU64,
+    /// Registration refreshes that found another live process under this node's name.
+    pub duplicate_names: AtomicU64,
     /// Presence writes not sent (Redis unreachable or the queue full): an add is written again
     /// by the next refresh, a removal expires with the presence TTL.
     pub presence_dropped: AtomicU64,
@@ -291,6 +293,12 @@ impl ClusterStats {
                 "1 while every Redis instance is connected",
                 g(&self.connected),
                 false,
+            ),
+            (
+                "duplicate_names",
+                "Registration refreshes that found another live node with this node's name",
+                g(&self.duplicate_names),
+                true,
             ),
             (
                 "presence_dropped",

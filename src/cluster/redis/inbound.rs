@@ -227,8 +227,11 @@ impl Manager {
         }
     }
 
-    /// Refreshes `<prefix>:node:<name>`.
-    pub(super) fn register(&self) {
+    /// Refreshes `<prefix>:node:<name>`. Before writing, reads what is there: another process's
+    /// token on a refresh (not the first write, which may find a crashed predecessor's) means
+    /// two live nodes share the name — logged and counted (`duplicate_names`), since each would
+    /// skip the other's publications as its own.
+    pub(super) fn register(&mut self) {
         if !self.shared.up[0].load(Ordering::Relaxed) {
             return;
         }
@@ -244,11 +247,43 @@ impl Manager {
             "shards": self.hub.shards,
             "started": self.started_unix,
             "version": env!("CARGO_PKG_VERSION"),
+            "instance": &self.instance,
         })
         .to_string();
-        let _ = self.out[0].try_send(Out::Register {
-            key: self.node_key(),
-            value,
+        self.registrations += 1;
+        let check = self.registrations > 1;
+        let key = self.node_key();
+        let out = self.out[0].clone();
+        let conn = self.insts[0].link.borrow().conn.clone();
+        let (shared, node, instance) = (
+            self.shared.clone(),
+            self.setup.node.clone(),
+            self.instance.clone(),
+        );
+        tokio::task::spawn_local(async move {
+            if let (true, Some(mut c)) = (check, conn) {
+                let mut get = redis::cmd("GET");
+                get.arg(&key);
+                let found = tokio::time::timeout(
+                    RESPONSE_TIMEOUT,
+                    get.query_async::<Option<String>>(&mut c),
+                )
+                .await;
+                if let Ok(Ok(Some(v))) = found {
+                    let other = serde_json::from_str::<Value>(&v)
+                        .ok()
+                        .and_then(|j| j["instance"].as_str().map(str::to_string));
+                    if other.is_some_and(|o| o != instance) {
+                        ClusterStats::add(&shared.stats.duplicate_names, 1);
+                        tracing::error!(
+                            node = &*node,
+                            "another live node uses this node name: give every node its own \
+                             `node` (each skips the other's publications as its own)"
+                        );
+                    }
+                }
+            }
+            let _ = out.try_send(Out::Register { key, value });
         });
     }
 

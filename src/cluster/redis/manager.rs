@@ -91,6 +91,11 @@ pub(super) struct Manager {
     pub(super) ctl_seq: u64,
     rng: u64,
     pub(super) started_unix: u64,
+    /// A random token of this process in its registration: another token found there on a
+    /// refresh means another live node has the same name.
+    pub(super) instance: String,
+    /// Registrations written so far (the first may find a crashed predecessor's).
+    pub(super) registrations: u64,
     /// This node's presence entries (rewritten every third of the TTL).
     pub(super) presence: super::presence::Tracker,
     /// Scatter-gather queries of this node waiting for answers.
@@ -163,6 +168,8 @@ pub(crate) fn run(
             ctl_seq: crate::cluster::random_seq(true),
             rng: (seed.as_nanos() as u64) | 1,
             started_unix: seed.as_secs(),
+            instance: format!("{:016x}", crate::cluster::random_seq(false)),
+            registrations: 0,
             presence: Default::default(),
             queries: Default::default(),
         };
