@@ -342,6 +342,12 @@ pub(crate) fn instance_for(key: &str, n: usize) -> usize {
     b as usize
 }
 
+/// The Redis channel of a topic's publications: the broker subscribes it and publishes plain
+/// publications on it; the Redis store's append script publishes stored ones on it.
+pub(crate) fn topic_channel(prefix: &str, topic: &str) -> String {
+    format!("{prefix}:t:{topic}")
+}
+
 /// A random starting point for a sequence number a node stamps on what it sends. Receivers
 /// de-duplicate by (origin, sequence) over a short window, so a node restarted under the same
 /// name must not start where its previous life did, and its publication and control sequences

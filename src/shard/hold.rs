@@ -188,7 +188,7 @@ impl ShardState {
                 self.enqueue(id, f);
             }
         }
-        if !passed && self.conn_mut(id).is_some() {
+        if !passed {
             let Some(c) = self.conn_mut(id) else { return };
             c.set(flag::HELD);
             self.held.entry(id).or_default().push(Hold {

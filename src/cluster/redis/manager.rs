@@ -13,8 +13,9 @@ use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::publisher::{self, channel, Link};
+use super::publisher::{self, Link};
 use super::{redact, Cmd, Out, Receivers, Setup, Shared, HEARTBEAT};
+use crate::cluster::topic_channel;
 use crate::cluster::wire::Dedup;
 use crate::cluster::{glob_escape, instance_for, ClusterStats};
 use crate::proto::pattern::Pattern;
@@ -405,10 +406,13 @@ impl Manager {
     fn redis_name(&self, key: &str) -> (String, bool) {
         match key.strip_suffix('*') {
             Some(prefix) => (
-                format!("{}*", glob_escape(&channel(&self.setup.prefix, prefix))),
+                format!(
+                    "{}*",
+                    glob_escape(&topic_channel(&self.setup.prefix, prefix))
+                ),
                 true,
             ),
-            None => (channel(&self.setup.prefix, key), false),
+            None => (topic_channel(&self.setup.prefix, key), false),
         }
     }
 

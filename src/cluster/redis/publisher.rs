@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::manager::Ev;
 use super::presence;
 use super::{Out, Setup, Shared, NODE_TTL};
-use crate::cluster::{instance_for, wire, ClusterStats};
+use crate::cluster::{instance_for, topic_channel, wire, ClusterStats};
 
 /// Commands written in one pipeline at most.
 const MAX_BATCH: usize = 4096;
@@ -22,11 +22,6 @@ pub(crate) struct Link {
     pub conn: Option<MultiplexedConnection>,
     /// Bumped at every connect and loss, so stale failures are ignored.
     pub gen: u64,
-}
-
-/// The Redis channel of a topic.
-pub(crate) fn channel(prefix: &str, topic: &str) -> String {
-    format!("{prefix}:t:{topic}")
 }
 
 /// Whether an error means the connection is gone (as opposed to one command refused).
@@ -82,7 +77,7 @@ pub(crate) async fn run(
                 Out::One { seq, topic, frame } => {
                     let payload = wire::publication(&setup.node, seq, &[(&topic, &frame)]);
                     pipe.cmd("PUBLISH")
-                        .arg(channel(&setup.prefix, &topic))
+                        .arg(topic_channel(&setup.prefix, &topic))
                         .arg(payload)
                         .ignore();
                     sent += 1;
@@ -94,7 +89,7 @@ pub(crate) async fn run(
                     let payload = wire::publication(&setup.node, seq, &refs);
                     for (t, _) in frames.iter().filter(|(t, _)| instance_for(t, n) == i) {
                         pipe.cmd("PUBLISH")
-                            .arg(channel(&setup.prefix, t))
+                            .arg(topic_channel(&setup.prefix, t))
                             .arg(&payload[..])
                             .ignore();
                         sent += 1;

@@ -22,8 +22,8 @@ use crate::proto::envelope;
 use crate::shard::inbox::{Action, ApiReply, StoredPub};
 use crate::shard::shared::HubShared;
 use crate::store::{
-    AppendReq, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange,
-    Store, StoreError,
+    AppendReq, HistoryLimits, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage,
+    StatusChange, Store, StoreError,
 };
 use crate::ConnId;
 
@@ -451,24 +451,29 @@ impl Sequencer {
             return;
         }
         // Configuration is fixed at start, so a shard only sends topics with history.
-        run.retain(|p| self.hub.namespaces.history(&p.topic).is_some());
+        let ns = &self.hub.namespaces;
+        let jobs: Vec<(PubJob, HistoryLimits)> = run
+            .drain(..)
+            .filter_map(|p| {
+                let limits = ns.history(&p.topic)?.limits();
+                Some((p, limits))
+            })
+            .collect();
         let results = {
-            let reqs: Vec<AppendReq<'_>> = run
+            let reqs: Vec<AppendReq<'_>> = jobs
                 .iter()
-                .filter_map(|p| {
-                    Some(AppendReq {
-                        topic: &p.topic,
-                        limits: self.hub.namespaces.history(&p.topic)?.limits(),
-                        event: &p.event,
-                        data: p.data.as_deref(),
-                        exclude: p.exclude.map_or(0, ConnId::raw),
-                    })
+                .map(|(p, limits)| AppendReq {
+                    topic: &p.topic,
+                    limits: *limits,
+                    event: &p.event,
+                    data: p.data.as_deref(),
+                    exclude: p.exclude.map_or(0, ConnId::raw),
                 })
                 .collect();
             self.store.append_batch(&reqs, now)
         };
         let delivers = self.store.delivers();
-        for (p, r) in run.drain(..).zip(results) {
+        for ((p, _), r) in jobs.into_iter().zip(results) {
             match r {
                 Ok(pos) if delivers => self.outs.push(Out::Replied(p.topic, p.reply, pos.offset)),
                 Ok(pos) => {

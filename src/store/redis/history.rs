@@ -7,7 +7,7 @@ use ::redis::Value;
 use bytes::Bytes;
 
 use super::conn::{copy, val, Arg, Call, Script};
-use super::{channel, RedisStore};
+use super::RedisStore;
 use crate::store::memory::ms;
 use crate::store::{
     new_epoch, AppendReq, HistoryLimits, HistoryRead, Publication, StoreError, StreamPos,
@@ -87,7 +87,7 @@ impl RedisStore {
             r.exclude,
         );
         let [stream, meta] = self.stream_keys(r.topic);
-        let channel = channel(&self.prefix, r.topic);
+        let channel = crate::cluster::topic_channel(&self.prefix, r.topic);
         Call {
             script: Script::Append,
             keys: 2,

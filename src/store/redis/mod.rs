@@ -65,12 +65,6 @@ use super::{
 };
 use crate::cluster::instance_for;
 
-/// The topic's cluster channel: the one the Redis broker subscribes for it
-/// (`cluster::redis::publisher::channel`), on the same instance.
-pub(crate) fn channel(prefix: &str, topic: &str) -> String {
-    format!("{prefix}:t:{topic}")
-}
-
 /// Connect, read and write timeout of a store connection.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
 

@@ -132,7 +132,7 @@ fn append_publishes_with_its_position() {
     let mut s = store(&r, "n1");
     let mut sub = r.conn();
     let mut ps = sub.as_pubsub();
-    ps.subscribe(super::super::redis::channel(PREFIX, "chat:a"))
+    ps.subscribe(crate::cluster::topic_channel(PREFIX, "chat:a"))
         .unwrap();
     ps.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
