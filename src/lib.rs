@@ -48,7 +48,7 @@ pub use config::{Config, IoMode};
 pub use error::{ErrorCode, HandlerError, HandlerResult, ServerError};
 pub use handler::{chain, pubsub, Context, Handler, Message, Middleware, Next};
 pub use proto::stats::{ShardStats, StatsSnapshot};
-pub use runtime::hooks;
+pub use shard::hooks;
 pub use runtime::hub::{Builder, RingHub, Server, ServerHandle};
 pub use runtime::messaging::{ApiError, BatchResult, BatchSender, PresenceEntry, SendReceipt};
 

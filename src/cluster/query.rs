@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::QueryKind;
-use crate::http::api::scatter;
+use crate::shard::gather::scatter;
 use crate::shard::inbox::{ApiOp, ApiReply};
 use crate::shard::shared::HubShared;
 
@@ -30,7 +30,7 @@ pub(crate) async fn local_part(hub: &HubShared, kind: QueryKind) -> Result<Value
             Ok(json!({"total": total, "shards": shards}))
         }
         QueryKind::Online => {
-            let replies = scatter(hub, || ApiOp::Online)
+            let replies = scatter(&hub.inboxes, || ApiOp::Online)
                 .await
                 .map_err(|_| "shards did not answer".to_string())?;
             let mut users: BTreeMap<Arc<str>, usize> = BTreeMap::new();
@@ -51,7 +51,7 @@ pub(crate) async fn local_part(hub: &HubShared, kind: QueryKind) -> Result<Value
             Ok(json!({"users": list, "anonymous": anonymous, "connections": total}))
         }
         QueryKind::Topics => {
-            let replies = scatter(hub, || ApiOp::Topics)
+            let replies = scatter(&hub.inboxes, || ApiOp::Topics)
                 .await
                 .map_err(|_| "shards did not answer".to_string())?;
             let mut all: BTreeMap<String, usize> = BTreeMap::new();

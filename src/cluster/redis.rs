@@ -40,6 +40,7 @@ use super::{
     instance_for, Broker, ClusterConfig, ClusterStats, ControlOp, Gathered, QueryKind, Reply,
 };
 use crate::proto::error::ServerError;
+pub(crate) use crate::proto::wire::redact;
 use crate::shard::shared::HubShared;
 
 /// Publications queued per instance before new ones are dropped.
@@ -348,13 +349,5 @@ impl Broker for RedisBroker {
         if let Some(t) = t {
             let _ = t.join();
         }
-    }
-}
-
-/// A URL without its password, for logs and `/readyz`.
-pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
     }
 }

@@ -1,10 +1,11 @@
 //! Engine settings. The library takes them through [`crate::Builder`]; the binary fills them from
 //! its command line.
 
+mod cluster;
 mod messaging;
 pub mod settings;
 
-pub use crate::cluster::{ClusterConfig, ClusterStats};
+pub use cluster::ClusterConfig;
 pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
 
 use std::net::SocketAddr;
@@ -127,7 +128,21 @@ impl Default for Config {
     }
 }
 
+/// Whether `path` belongs to the web pages.
+pub(crate) fn is_ui_path(path: &str) -> bool {
+    matches!(path, "/" | "/admin") || path.starts_with("/assets/")
+}
+
 impl Config {
+    /// Whether the pages serve `path` under this config: `[ui] enabled`, and not a path the
+    /// operator gave the WebSocket or echo route (`ws_path = "/"` keeps `/` a WebSocket endpoint).
+    pub(crate) fn serves_ui(&self, path: &str) -> bool {
+        self.ui
+            && is_ui_path(path)
+            && path != self.ws_path
+            && self.echo_path.as_deref() != Some(path)
+    }
+
     /// The shard count after resolving 0 to the number of CPUs.
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {

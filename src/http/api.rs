@@ -10,14 +10,13 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 
 use super::messaging::{self, respond, ApiError};
 use crate::cluster::{ControlOp, QueryKind};
 use crate::proto::envelope;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::validate_topic;
-use crate::shard::inbox::{ApiOp, ApiReply, SendReq, ShardMsg};
+use crate::shard::inbox::{ApiOp, ApiReply, SendReq};
 use crate::shard::shared::HubShared;
 
 /// An HTTP response.
@@ -63,7 +62,7 @@ impl Response {
 /// Serves one API request; the shard read its body (`Content-Length` bytes) already.
 pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> Response {
     let method = head.method.as_str();
-    if crate::http::ui::serves(&hub.config, &head.path) {
+    if hub.config.serves_ui(&head.path) {
         return crate::http::ui::serve(head);
     }
     match (method, head.path.as_str()) {
@@ -257,27 +256,11 @@ async fn history(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
 
 pub(crate) async fn scatter(
     hub: &HubShared,
-    mut make: impl FnMut() -> ApiOp,
+    make: impl FnMut() -> ApiOp,
 ) -> Result<Vec<ApiReply>, Response> {
-    let mut waiting = Vec::with_capacity(hub.inboxes.len());
-    for inbox in hub.inboxes.iter() {
-        let (tx, rx) = oneshot::channel();
-        inbox.push(ShardMsg::Api(make(), tx));
-        waiting.push(rx);
-    }
-    let gather = async {
-        let mut out = Vec::with_capacity(waiting.len());
-        for rx in waiting {
-            out.push(
-                rx.await
-                    .map_err(|_| Response::err(503, "a shard is not answering"))?,
-            );
-        }
-        Ok(out)
-    };
-    tokio::time::timeout(Duration::from_secs(5), gather)
+    crate::shard::gather::scatter(&hub.inboxes, make)
         .await
-        .unwrap_or_else(|_| Err(Response::err(503, "shards did not answer in time")))
+        .map_err(|why| Response::err(503, why))
 }
 
 fn count(replies: Result<Vec<ApiReply>, Response>, field: &str) -> Result<Value, ApiError> {

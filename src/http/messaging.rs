@@ -16,7 +16,7 @@ use super::api::{scatter, Response};
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
 use crate::proto::pattern::validate_topic;
-use crate::runtime::store::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
+use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
 use crate::shard::inbox::{ApiOp, ApiReply, Target};
 use crate::shard::shared::HubShared;
 use crate::store::{HistoryRead, InboxMessage, MessageInfo, MessageStatus, StoreError};

@@ -60,19 +60,6 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// Whether `path` belongs to the web pages.
-pub(crate) fn is_ui_path(path: &str) -> bool {
-    matches!(path, "/" | "/admin") || path.starts_with("/assets/")
-}
-
-/// Whether the pages serve `path` under `config`: `[ui] enabled`, and not a path the operator
-/// gave the WebSocket or echo route (`ws_path = "/"` keeps `/` a WebSocket endpoint).
-pub(crate) fn serves(config: &crate::config::Config, path: &str) -> bool {
-    config.ui
-        && is_ui_path(path)
-        && path != config.ws_path
-        && config.echo_path.as_deref() != Some(path)
-}
 
 /// A strong validator: FNV-1a of the content, so a new binary invalidates cached copies.
 fn etag(body: &[u8]) -> String {
@@ -150,14 +137,15 @@ mod tests {
 
     #[test]
     fn paths_and_policy() {
+        use crate::config::is_ui_path;
         assert!(is_ui_path("/") && is_ui_path("/admin") && is_ui_path("/assets/x.js"));
         assert!(!is_ui_path("/ws") && !is_ui_path("/admin/") && !is_ui_path("/api/v1/stats"));
         let mut c = crate::config::Config::default();
-        assert!(serves(&c, "/"));
+        assert!(c.serves_ui("/"));
         c.ws_path = "/".into();
-        assert!(!serves(&c, "/") && serves(&c, "/admin"));
+        assert!(!c.serves_ui("/") && c.serves_ui("/admin"));
         c.ui = false;
-        assert!(!serves(&c, "/admin"));
+        assert!(!c.serves_ui("/admin"));
         let p = csp(Some("127.0.0.1:8080"));
         assert!(p.contains("connect-src 'self' ws://127.0.0.1:8080 wss://127.0.0.1:8080;"));
         assert!(!csp(Some("evil\r\nX: y")).contains("evil"));

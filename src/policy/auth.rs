@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::config::settings::{AuthSettings, Secret};
+use crate::policy::settings::{AuthSettings, Secret};
 use crate::proto::pattern::Pattern;
 
 /// Longest token accepted, in bytes (longer ones are [`AuthError::Malformed`]).

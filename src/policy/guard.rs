@@ -1,13 +1,16 @@
 //! The door policy: who may connect (IP lists, connection caps), who may upgrade (origin, JWT),
-//! and what each connection may then do (permissions, rate limits). Built once from
-//! [`Settings`], shared read-only by every shard.
+//! and what each connection may then do (permissions, rate limits). Built once from the door's
+//! settings sections (`Guard::from_settings` in `config` takes the whole settings), shared
+//! read-only by every shard.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::config::settings::Settings;
+use crate::policy::settings::{
+    AuthSettings, LimitSettings, PermissionSettings, SecuritySettings, TlsSettings,
+};
 use crate::policy::auth::{token_from_request, AuthError, Authenticator};
 use crate::policy::ratelimit::{ConnLimiter, ConnLimits, ConnPermit, UserLimiter};
 use crate::policy::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
@@ -88,11 +91,16 @@ impl Guard {
         }
     }
 
-    /// Builds the policy from validated settings (reads key and certificate files).
-    pub fn from_settings(s: &Settings) -> Result<Self, GuardError> {
-        let auth = Authenticator::new(&s.auth)?;
-        let l = &s.limits;
-        let tls = match (&s.tls.cert_file, &s.tls.key_file) {
+    /// Builds the policy from validated settings sections (reads key and certificate files).
+    pub fn from_sections(
+        auth: &AuthSettings,
+        permissions: &PermissionSettings,
+        security: &SecuritySettings,
+        l: &LimitSettings,
+        tls: &TlsSettings,
+    ) -> Result<Self, GuardError> {
+        let auth = Authenticator::new(auth)?;
+        let tls = match (&tls.cert_file, &tls.key_file) {
             (Some(cert), Some(key)) => {
                 Some(super::tls::server_config(cert, key).map_err(GuardError::Tls)?)
             }
@@ -101,9 +109,9 @@ impl Guard {
         let caps = l.max_connections > 0 || l.max_connections_per_ip > 0;
         Ok(Self {
             auth: (auth.enabled() || !auth.anonymous_allowed()).then(|| Arc::new(auth)),
-            permissions: Permissions::new(&s.permissions.subscribe, &s.permissions.publish)?,
-            origins: OriginPolicy::new(&s.security.allowed_origins)?,
-            ips: IpFilter::new(&s.security.allow_ips, &s.security.deny_ips),
+            permissions: Permissions::new(&permissions.subscribe, &permissions.publish)?,
+            origins: OriginPolicy::new(&security.allowed_origins)?,
+            ips: IpFilter::new(&security.allow_ips, &security.deny_ips),
             conn_limits: caps.then(|| ConnLimits::new(l.max_connections, l.max_connections_per_ip)),
             rate: (l.messages_per_second > 0).then_some((l.messages_per_second, l.burst)),
             user_rate: UserLimiter::from_limits(l).map(Arc::new),

@@ -5,4 +5,5 @@ pub mod auth;
 pub mod guard;
 pub mod ratelimit;
 pub mod security;
+pub mod settings;
 pub mod tls;

@@ -27,7 +27,7 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use thiserror::Error;
 
-use crate::config::settings::LimitSettings;
+use crate::policy::settings::LimitSettings;
 
 /// Invalid limiter parameters, or a connection refused by [`ConnLimits`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

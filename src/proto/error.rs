@@ -185,9 +185,10 @@ pub enum ServerError {
     /// A thread could not be spawned.
     #[error("cannot start thread: {0}")]
     Thread(std::io::Error),
-    /// The store could not be opened.
+    /// The store could not be opened (the store layer's error, as text: this layer sits below
+    /// the store).
     #[error("cannot open the store: {0}")]
-    Store(#[from] crate::store::StoreError),
+    Store(String),
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The sans-IO protocol core: topic patterns, subscriptions, envelopes, WebSocket frames, the
-//! HTTP handshake, errors, the handler API and counters. Plain data structures with no sockets,
+//! HTTP handshake, errors, the handler API, counters, and the node-to-node wire format with its
+//! Redis channel naming (used by the cluster and the Redis store alike). Plain data structures with no sockets,
 //! no runtime and no clock of their own; everything above builds on them.
 
 pub mod envelope;
@@ -11,3 +12,4 @@ pub mod pattern;
 pub mod registry;
 pub(crate) mod sse;
 pub mod stats;
+pub(crate) mod wire;

@@ -16,7 +16,7 @@ use crate::proto::error::{HandlerError, ServerError};
 use crate::proto::handler::{Handler, Layered, Middleware};
 use crate::proto::pattern::{validate_topic, Pattern, PatternMap};
 use crate::proto::stats::{ShardStats, StatsSnapshot};
-use crate::runtime::hooks::Hooks;
+use crate::shard::hooks::Hooks;
 use crate::shard::inbox::{Inbox, ShardMsg};
 use crate::shard::shared::{HubShared, Route};
 use crate::store::Store;
@@ -486,7 +486,7 @@ impl ServerHandle {
         // The store commits what is queued and stops; then the API thread, which may wait for
         // its answers.
         if let Some(tx) = &self.hub.store {
-            let _ = tx.send(crate::runtime::store::StoreJob::Stop);
+            let _ = tx.send(crate::shard::jobs::StoreJob::Stop);
         }
         if let Some(t) = self.store_thread.take() {
             let _ = t.join();

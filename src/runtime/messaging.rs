@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::hooks::{ConnectInfo, ConnectOutcome, DisconnectInfo, StatusChange, SubscribeInfo};
+use crate::shard::hooks::{ConnectInfo, ConnectOutcome, DisconnectInfo, StatusChange, SubscribeInfo};
 use super::hub::{Builder, ServerHandle};
 use crate::config::{ClusterConfig, Namespace, StoreBackend, StoreConfig};
 use crate::http::messaging as ops;

@@ -1,7 +1,6 @@
 //! Threads: the shards' event loops, the handler pool, and the server's entry points.
 
 pub(crate) mod control;
-pub mod hooks;
 pub(crate) mod hub;
 pub(crate) mod messaging;
 pub(crate) mod pool;

@@ -369,7 +369,7 @@ impl ShardState {
     fn try_route(&mut self, id: ConnId, head: RequestHead) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let cfg = &hub.config;
-        if is_api_path(&head.path) || crate::http::ui::serves(cfg, &head.path) {
+        if is_api_path(&head.path) || cfg.serves_ui(&head.path) {
             let need = body_len(&head, cfg.max_message_size)?;
             let Some(c) = self.conn_mut(id) else {
                 return Ok(());
@@ -467,14 +467,14 @@ impl ShardState {
         };
         let remote = c.remote;
         let client = self.hub.client_id(id);
-        let info = crate::runtime::hooks::ConnectInfo {
+        let info = super::hooks::ConnectInfo {
             client: &client,
             user: admitted.user.as_deref(),
             remote,
             path: &head.path,
             query: head.query.as_deref(),
         };
-        let outcome = crate::runtime::hooks::guarded(|| hook(&info))
+        let outcome = super::hooks::guarded(|| hook(&info))
             .map_err(|e| HttpError::new(403, format!("refused: {}", e.message)))?;
         if let Some(u) = outcome.user {
             admitted.user = Some(u.into());
@@ -581,5 +581,22 @@ fn body_len(head: &RequestHead, max: usize) -> Result<usize, HttpError> {
     match head.content_length {
         Some(n) if n > max => Err(HttpError::new(413, "body larger than max_message_size")),
         n => Ok(n.unwrap_or(0)),
+    }
+}
+
+#[cfg(test)]
+impl ShardState {
+    /// Tests only: takes the frames queued to `id` (not yet written).
+    pub(crate) fn take_queued(&mut self, id: ConnId) -> Vec<bytes::Bytes> {
+        let Some(c) = self.conn_mut(id) else {
+            return Vec::new();
+        };
+        c.queued = 0;
+        c.out.drain(..).map(|f| (*f).clone()).collect()
+    }
+
+    /// Tests only: how many frames wait in `id`'s queue.
+    pub(crate) fn queued_frames(&mut self, id: ConnId) -> usize {
+        self.conn_mut(id).map_or(0, |c| c.out.len())
     }
 }

@@ -151,7 +151,7 @@ impl ShardState {
         })
     }
 
-    pub(super) fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
+    pub(crate) fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
         let env = match envelope::parse(payload) {
             Ok(e) => e,
             Err(e) => return self.error(id, e.id, "", ErrorCode::BadRequest, &e.message),

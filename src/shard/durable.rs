@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use super::messaging::INBOX;
 use super::{ShardState, Stamp};
 use crate::proto::error::ErrorCode;
-use crate::runtime::store::StoreJob;
+use super::jobs::StoreJob;
 use crate::ConnId;
 
 /// A durable message written to local connections, waiting for an ack.

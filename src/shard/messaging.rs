@@ -12,8 +12,8 @@ use super::shared::ControlJob;
 use super::ShardState;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
-use crate::runtime::hooks::{guarded, SubscribeInfo};
-use crate::runtime::store::{HistoryTo, Since, StoreJob};
+use super::hooks::{guarded, SubscribeInfo};
+use super::jobs::{HistoryTo, Since, StoreJob};
 use crate::ConnId;
 
 #[derive(Deserialize)]

@@ -24,12 +24,16 @@ use crate::ConnId;
 
 #[cfg(feature = "axum")]
 mod adopt;
+pub(crate) mod broker;
 mod conn;
 mod dispatch;
 mod durable;
 pub(crate) mod events;
+pub(crate) mod gather;
+pub mod hooks;
 mod hold;
 pub(crate) mod inbox;
+pub(crate) mod jobs;
 mod messaging;
 mod output;
 mod presence;
@@ -189,7 +193,7 @@ struct PendingInterest {
     /// Store requests sent once the change is acknowledged: a subscribe to a topic with
     /// history is answered only when every shard routes the topic's other events (join/leave)
     /// here too.
-    then: Vec<crate::runtime::store::StoreJob>,
+    then: Vec<crate::shard::jobs::StoreJob>,
 }
 
 /// The state of a shard.
@@ -572,7 +576,5 @@ pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
     }
 }
 
-#[cfg(test)]
-mod seq_tests;
 #[cfg(test)]
 mod tests;

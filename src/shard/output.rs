@@ -226,12 +226,12 @@ impl ShardState {
             tracing::debug!(conn = %c.id, "disconnected");
             if let Some(hook) = self.hub.hooks.on_disconnect.clone() {
                 let client = self.hub.client_id(c.id);
-                let info = crate::runtime::hooks::DisconnectInfo {
+                let info = super::hooks::DisconnectInfo {
                     client: &client,
                     user: c.user.as_deref(),
                     remote: c.remote,
                 };
-                let _ = crate::runtime::hooks::guarded(|| {
+                let _ = super::hooks::guarded(|| {
                     hook(&info);
                     Ok(())
                 });

@@ -15,8 +15,8 @@ use crate::proto::handler::Outgoing;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::PatternMap;
 use crate::proto::stats::ShardStats;
-use crate::runtime::hooks::Hooks;
-use crate::runtime::store::{PubJob, PubReply, StoreJob};
+use super::hooks::Hooks;
+use super::jobs::{PubJob, PubReply, StoreJob, MAX_QUEUED};
 use crate::ConnId;
 
 /// A routed handler with its middleware already applied.
@@ -78,7 +78,7 @@ pub(crate) struct HubShared {
     pub(crate) node: Arc<str>,
     pub(crate) hooks: Hooks,
     /// How publications, interest and API operations reach other nodes.
-    pub(crate) broker: Arc<dyn crate::cluster::Broker>,
+    pub(crate) broker: Arc<dyn super::broker::Broker>,
     /// `broker.clustered()`, read on every publication.
     pub(crate) clustered: bool,
     /// The store delivers stored publications itself, through the broker (`Store::delivers`):
@@ -124,13 +124,13 @@ impl HubShared {
     }
 
     /// Hands a job to the store thread. Publications and durable sends (`bounded`) are refused
-    /// while the queue is over [`MAX_QUEUED`](crate::runtime::store::MAX_QUEUED).
+    /// while the queue is over [`MAX_QUEUED`](MAX_QUEUED).
     pub(crate) fn submit_store(&self, job: StoreJob, bounded: bool) -> Result<(), HandlerError> {
         let tx = self
             .store
             .as_ref()
             .ok_or_else(|| HandlerError::new(ErrorCode::NotAvailable, "no store"))?;
-        if bounded && tx.len() >= crate::runtime::store::MAX_QUEUED {
+        if bounded && tx.len() >= MAX_QUEUED {
             return Err(HandlerError::new(
                 ErrorCode::TooMany,
                 "store queue full: try again later",
@@ -213,7 +213,7 @@ impl HubShared {
             store: None,
             node: "bench".into(),
             hooks: Hooks::default(),
-            broker: Arc::new(crate::cluster::local::LocalBroker),
+            broker: Arc::new(super::broker::local::LocalBroker),
             clustered: false,
             remote_store: false,
             events: Default::default(),

@@ -198,6 +198,13 @@ pub struct AppendReq<'a> {
     pub exclude: u64,
 }
 
+/// A store that cannot be opened stops the server with its reason.
+impl From<StoreError> for crate::proto::error::ServerError {
+    fn from(e: StoreError) -> Self {
+        crate::proto::error::ServerError::Store(e.to_string())
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

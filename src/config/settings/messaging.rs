@@ -80,7 +80,7 @@ fn node(r: Raw<'_>) -> Result<String, Why> {
 fn redis_urls(r: Raw<'_>) -> Result<Vec<String>, Why> {
     let l = list(r)?;
     for (i, u) in l.iter().enumerate() {
-        let shown = crate::cluster::redis::redact(u);
+        let shown = crate::proto::wire::redact(u);
         if !(u.starts_with("redis://") || u.starts_with("unix://")) {
             return Err(Some(format!("{shown:?} is not a redis:// URL")));
         }
@@ -229,7 +229,7 @@ pub(super) const KEYS: &[Key] = &[
             &s.cluster
                 .redis
                 .iter()
-                .map(|u| crate::cluster::redis::redact(u))
+                .map(|u| crate::proto::wire::redact(u))
                 .collect::<Vec<_>>()
         )
         )

@@ -22,7 +22,6 @@
 mod keys;
 mod messaging;
 mod report;
-mod sections;
 #[cfg(test)]
 mod tests;
 
@@ -36,11 +35,21 @@ use crate::config::{ClusterConfig, Config, InboxConfig, IoMode, Namespace, Store
 
 pub use keys::{Key, KEYS};
 pub use messaging::{default_store, default_topics, UiSettings};
-pub use sections::{
+pub use crate::policy::settings::{
     default_max_connections, fd_reserve, fd_soft_limit, max_connections_for_fd_limit, ApiSettings,
-    AuthSettings, LimitSettings, LogFormat, PermissionSettings, Secret, SecuritySettings,
+    AuthSettings, LimitSettings, PermissionSettings, Secret, SecuritySettings,
     TlsSettings, DEFAULT_BURST, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MESSAGES_PER_SECOND,
 };
+
+/// Log output format (`log_format`, `--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// The start of the placeholder secrets in `ringhub.example.toml`; a secret starting with it
 /// is the example's, known to everyone.
@@ -466,5 +475,12 @@ fn check_pem(path: &Path, label: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("no '-----BEGIN ...{label}-----' line"))
+    }
+}
+
+impl crate::policy::guard::Guard {
+    /// Builds the door policy from validated settings (reads key and certificate files).
+    pub fn from_settings(s: &Settings) -> Result<Self, crate::policy::guard::GuardError> {
+        Self::from_sections(&s.auth, &s.permissions, &s.security, &s.limits, &s.tls)
     }
 }

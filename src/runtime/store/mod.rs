@@ -19,120 +19,23 @@ use tokio::sync::oneshot;
 
 use crate::cluster::ControlOp;
 use crate::proto::envelope;
-use crate::shard::inbox::{Action, ApiReply, StoredPub};
+use crate::shard::inbox::{Action, StoredPub};
 use crate::shard::shared::HubShared;
 use crate::store::{
     AppendReq, HistoryLimits, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage,
     StatusChange, Store, StoreError,
 };
 use crate::ConnId;
+use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
 
 mod emit;
+#[cfg(test)]
+mod seq_tests;
 pub(crate) use emit::durable_frame;
 use emit::{position_json, publications_json, reply_error};
 
-/// Jobs queued beyond this refuse new publications and durable sends with `too_many`.
-pub(crate) const MAX_QUEUED: usize = 200_000;
-
 /// Most jobs applied per commit.
 const MAX_BATCH: usize = 8_192;
-
-/// A recovery position sent by a client.
-#[derive(Debug, Clone)]
-pub(crate) struct Since {
-    pub epoch: Box<str>,
-    pub offset: u64,
-}
-
-/// Who waits for the outcome of a publication.
-#[derive(Debug)]
-pub(crate) enum PubReply {
-    /// Nobody.
-    None,
-    /// A client request: `reply` with `{"offset": O}` or an `error`.
-    Conn(ConnId, u64),
-    /// The HTTP API: the offset and one receiver per shard for the delivery counts.
-    Api(oneshot::Sender<Result<Counted, StoreError>>),
-}
-
-/// A stored item and the per-shard delivery counts to await.
-pub(crate) type Counted = (u64, Vec<oneshot::Receiver<ApiReply>>);
-
-/// A publication for a topic with history.
-#[derive(Debug)]
-pub(crate) struct PubJob {
-    pub topic: Arc<str>,
-    pub event: Box<str>,
-    pub data: Option<Bytes>,
-    pub exclude: Option<ConnId>,
-    pub reply: PubReply,
-}
-
-/// Work for the store thread.
-#[derive(Debug)]
-pub(crate) enum StoreJob {
-    /// Append and deliver a publication.
-    Publish(Box<PubJob>),
-    /// A connection subscribed to a topic with history: answer its subscribe with the position
-    /// (and the missed publications after `since`). When `held`, the shard skips the topic's
-    /// publications to this connection until the answer arrives (and the answer ends that hold,
-    /// no other).
-    Subscribe {
-        topic: Arc<str>,
-        conn: ConnId,
-        rid: Option<u64>,
-        since: Option<Since>,
-        held: bool,
-    },
-    /// A history request, from a client (`conn`, `rid`) or the library/API (`reply`).
-    History {
-        topic: Arc<str>,
-        limit: usize,
-        since: Option<Since>,
-        to: HistoryTo,
-    },
-    /// Store a durable message for `user`, then deliver it.
-    InboxPut {
-        user: Arc<str>,
-        event: Box<str>,
-        data: Option<Bytes>,
-        reply: oneshot::Sender<Result<(u64, Counted), StoreError>>,
-    },
-    /// A new connection of `user`: send it every unacknowledged message.
-    InboxSync { user: Arc<str>, conn: ConnId },
-    /// A connection acknowledged a durable message.
-    Ack {
-        user: Arc<str>,
-        offset: u64,
-        conn: ConnId,
-        rid: Option<u64>,
-    },
-    /// A shard wrote a durable message to `times` connections.
-    Delivered {
-        user: Arc<str>,
-        offset: u64,
-        times: u32,
-    },
-    /// What is known of a message.
-    Status {
-        id: u64,
-        reply: oneshot::Sender<Result<Option<MessageInfo>, StoreError>>,
-    },
-    /// A user's unacknowledged messages with their statuses.
-    Inbox {
-        user: Arc<str>,
-        reply: oneshot::Sender<Result<Vec<(InboxMessage, MessageStatus)>, StoreError>>,
-    },
-    /// Commit and exit.
-    Stop,
-}
-
-/// Where a history answer goes.
-#[derive(Debug)]
-pub(crate) enum HistoryTo {
-    Conn(ConnId, u64),
-    Api(oneshot::Sender<Result<HistoryRead, StoreError>>),
-}
 
 /// Results of one batch, emitted after its commit, in job order.
 enum Out {

@@ -119,7 +119,7 @@ fn is_busy(e: &RedisError) -> bool {
 impl Instance {
     /// An instance at `url` (the connection is opened on first use).
     pub(super) fn new(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let shown = crate::cluster::redis::redact(url);
+        let shown = crate::proto::wire::redact(url);
         let client = ::redis::Client::open(url)
             .map_err(|e| StoreError::Unavailable(format!("redis {shown}: {e}")))?;
         Ok(Instance {

@@ -63,7 +63,7 @@ use super::{
     AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
     StatusChange, Store, StoreError, StreamPos,
 };
-use crate::cluster::instance_for;
+use crate::proto::wire::instance_for;
 
 /// Connect, read and write timeout of a store connection.
 pub const TIMEOUT: Duration = Duration::from_secs(3);

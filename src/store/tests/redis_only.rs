@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::redis_server::RedisServer;
 use super::*;
-use crate::cluster::wire::{self, Decoded};
+use crate::proto::wire::{self, Decoded};
 
 const PREFIX: &str = "rh";
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -97,7 +97,7 @@ fn two_instances_spread_topics_and_ids() {
     for i in 0..40 {
         let topic = format!("room:{i}");
         s.append(&topic, hl(10, 0), "e", None, T0).unwrap();
-        let k = crate::cluster::instance_for(&topic, 2);
+        let k = crate::proto::wire::instance_for(&topic, 2);
         let key = format!("{PREFIX}:h:{topic}");
         for (j, c) in conns.iter_mut().enumerate() {
             let n: u64 = ::redis::cmd("XLEN").arg(&key).query(c).unwrap();
@@ -111,7 +111,7 @@ fn two_instances_spread_topics_and_ids() {
         let user = format!("u{i}");
         let (m, _) = s.inbox_put(&user, msg("e", b"1"), il(10, 60), T0).unwrap();
         assert_eq!(m.offset, 1);
-        let k = crate::cluster::instance_for(&format!("user:{user}"), 2);
+        let k = crate::proto::wire::instance_for(&format!("user:{user}"), 2);
         assert_eq!(m.id % 2, k as u64, "the id names the user's instance");
         assert!(ids.insert(m.id), "id {} repeated", m.id);
         let st = s.status(m.id).unwrap().unwrap();
@@ -132,7 +132,7 @@ fn append_publishes_with_its_position() {
     let mut s = store(&r, "n1");
     let mut sub = r.conn();
     let mut ps = sub.as_pubsub();
-    ps.subscribe(crate::cluster::topic_channel(PREFIX, "chat:a"))
+    ps.subscribe(crate::proto::wire::topic_channel(PREFIX, "chat:a"))
         .unwrap();
     ps.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();

@@ -1,20 +1,12 @@
-//! The section structs of [`Settings`](super::Settings) and the small types they use.
+//! The door's settings sections (`[auth]`, `[api]`, `[permissions]`, `[security]`, `[limits]`,
+//! `[tls]`) and the small types they use: defined by the policy that enforces them, parsed and
+//! validated by `config::settings` (a layer above), which re-exports them.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
-
-/// Log output format (`log_format`, `--log-format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// A secret string (JWT secret, API key): `Debug` prints `"***"`; read it with [`Secret::expose`].
 #[derive(Clone, PartialEq, Eq)]

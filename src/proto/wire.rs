@@ -253,6 +253,41 @@ fn fnv(b: &[u8]) -> u64 {
     h
 }
 
+/// The instance of `n` that owns `key`: jump consistent hashing (Lamping & Veach) over a stable
+/// FNV-1a hash, so every node maps a topic to the same instance, and adding an instance moves
+/// only about 1/n of the topics.
+pub(crate) fn instance_for(key: &str, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let (mut b, mut j): (i64, i64) = (-1, 0);
+    while j < n as i64 {
+        b = j;
+        h = h.wrapping_mul(2_862_933_555_777_941_757).wrapping_add(1);
+        j = ((b + 1) as f64 * ((1u64 << 31) as f64 / ((h >> 33) + 1) as f64)) as i64;
+    }
+    b as usize
+}
+
+/// The Redis channel of a topic's publications: the broker subscribes it and publishes plain
+/// publications on it; the Redis store's append script publishes stored ones on it.
+pub(crate) fn topic_channel(prefix: &str, topic: &str) -> String {
+    format!("{prefix}:t:{topic}")
+}
+
+/// A URL without its password, for logs and `/readyz`.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +382,25 @@ mod tests {
         }
         // Pushed out of the window.
         assert!(d.first(b"a", 1));
+    }
+
+    #[test]
+    fn instance_for_is_stable_and_spreads() {
+        assert_eq!(instance_for("anything", 1), 0);
+        let mut counts = [0usize; 3];
+        for i in 0..3000 {
+            let t = format!("topic:{i}");
+            let k = instance_for(&t, 3);
+            assert_eq!(k, instance_for(&t, 3));
+            counts[k] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 700), "{counts:?}");
+        // Going from 3 to 4 instances moves about a quarter of the topics, all to the new one.
+        let moved = (0..3000)
+            .map(|i| format!("topic:{i}"))
+            .filter(|t| instance_for(t, 3) != instance_for(t, 4))
+            .inspect(|t| assert_eq!(instance_for(t, 4), 3))
+            .count();
+        assert!((500..1000).contains(&moved), "{moved}");
     }
 }

@@ -15,11 +15,12 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-use super::shared::HubShared;
-use super::ShardState;
+use super::Sequencer;
+use crate::shard::jobs::StoreJob;
+use crate::shard::shared::HubShared;
+use crate::shard::ShardState;
 use crate::config::{Namespace, Namespaces};
 use crate::policy::guard::Guard;
-use crate::runtime::store::{Sequencer, StoreJob};
 use crate::store::memory::MemoryStore;
 use crate::ConnId;
 
@@ -100,22 +101,6 @@ struct Conn {
     marks: Vec<(usize, Mark)>,
     /// What the client knows of each topic: epoch and last offset seen.
     seen: [Option<(String, u64)>; 2],
-}
-
-impl ShardState {
-    /// Tests only: takes the frames queued to `id` (not yet written).
-    fn take_queued(&mut self, id: ConnId) -> Vec<bytes::Bytes> {
-        let Some(c) = self.conn_mut(id) else {
-            return Vec::new();
-        };
-        c.queued = 0;
-        c.out.drain(..).map(|f| (*f).clone()).collect()
-    }
-
-    /// Tests only: how many frames wait in `id`'s queue.
-    fn queued_frames(&mut self, id: ConnId) -> usize {
-        self.conn_mut(id).map_or(0, |c| c.out.len())
-    }
 }
 
 /// The JSON payload of one unmasked server text frame.
