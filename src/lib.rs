@@ -48,9 +48,9 @@ pub use config::{Config, IoMode};
 pub use error::{ErrorCode, HandlerError, HandlerResult, ServerError};
 pub use handler::{chain, pubsub, Context, Handler, Message, Middleware, Next};
 pub use proto::stats::{ShardStats, StatsSnapshot};
-pub use shard::hooks;
 pub use runtime::hub::{Builder, RingHub, Server, ServerHandle};
 pub use runtime::messaging::{ApiError, BatchResult, BatchSender, PresenceEntry, SendReceipt};
+pub use shard::hooks;
 
 /// Identifies a connection across the whole server: its shard, its slot there, and a generation
 /// so that a stale id never reaches a later connection in the same slot.

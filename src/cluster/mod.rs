@@ -13,26 +13,33 @@
 
 use std::sync::Arc;
 
-
 use crate::proto::error::ServerError;
+use crate::shard::shared::HubShared;
 
 pub(crate) mod query;
 pub mod redis;
+pub(crate) use crate::config::ClusterConfig;
 pub(crate) use crate::proto::wire::{self, instance_for, topic_channel};
 pub(crate) use crate::shard::broker::{
     local, Broker, ClusterStats, ControlOp, Gathered, QueryKind, Reply,
 };
-pub(crate) use crate::config::ClusterConfig;
 
-/// The broker for `config`: Redis when URLs are given, else the single-node one.
+/// Starts a broker's threads once the hub that holds it exists (remote publications go to its
+/// shards).
+pub(crate) type Starter = Box<dyn FnOnce(Arc<HubShared>) -> Result<(), ServerError> + Send>;
+
+/// The broker for `config` and what starts it: Redis when URLs are given, else the single
+/// node (nothing to start).
 pub(crate) fn broker_for(
     config: &ClusterConfig,
     node: &Arc<str>,
-) -> Result<Arc<dyn Broker>, ServerError> {
+) -> Result<(Arc<dyn Broker>, Starter), ServerError> {
     if config.redis.is_empty() {
-        return Ok(Arc::new(local::LocalBroker));
+        return Ok((Arc::new(local::LocalBroker), Box::new(|_| Ok(()))));
     }
-    Ok(Arc::new(redis::RedisBroker::new(config, node.clone())?))
+    let broker = Arc::new(redis::RedisBroker::new(config, node.clone())?);
+    let start = broker.clone();
+    Ok((broker, Box::new(move |hub| start.start(hub))))
 }
 
 /// A random starting point for a sequence number a node stamps on what it sends. Receivers

@@ -21,11 +21,9 @@
 //! it dropped and counted), and is retried with exponential backoff and full jitter; once back,
 //! every subscription is restored.
 
-mod inbound;
 mod manager;
 mod presence;
 mod publisher;
-mod query;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +40,34 @@ use super::{
 use crate::proto::error::ServerError;
 pub(crate) use crate::proto::wire::redact;
 use crate::shard::shared::HubShared;
+
+/// Time allowed for an answer (a pipeline, a subscribe confirmation).
+pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the cluster thread's tasks report to the manager.
+pub(crate) enum Ev {
+    Up {
+        i: usize,
+        gen: u64,
+        conn: redis::aio::MultiplexedConnection,
+        pubsub: redis::aio::PubSub,
+    },
+    ConnectFailed {
+        i: usize,
+        gen: u64,
+        why: String,
+    },
+    Down {
+        i: usize,
+        gen: u64,
+        why: String,
+    },
+    Msg(redis::Msg),
+    SubDone {
+        key: Arc<str>,
+        sgen: u64,
+    },
+}
 
 /// Publications queued per instance before new ones are dropped.
 const QUEUE: usize = 65_536;
@@ -216,12 +242,9 @@ impl RedisBroker {
     }
 }
 
-impl Broker for RedisBroker {
-    fn clustered(&self) -> bool {
-        true
-    }
-
-    fn start(&self, hub: Arc<HubShared>) -> Result<(), ServerError> {
+impl RedisBroker {
+    /// Starts the broker's thread; remote publications go to `hub`'s shards.
+    pub(crate) fn start(&self, hub: Arc<HubShared>) -> Result<(), ServerError> {
         let Some(rx) = self.receivers.lock().ok().and_then(|mut r| r.take()) else {
             return Err(ServerError::Config("cluster broker started twice".into()));
         };
@@ -234,6 +257,12 @@ impl Broker for RedisBroker {
             *slot = Some(t);
         }
         Ok(())
+    }
+}
+
+impl Broker for RedisBroker {
+    fn clustered(&self) -> bool {
+        true
     }
 
     fn publish(&self, frames: &[(Arc<str>, Bytes)]) {

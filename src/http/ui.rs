@@ -60,7 +60,6 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-
 /// A strong validator: FNV-1a of the content, so a new binary invalidates cached copies.
 fn etag(body: &[u8]) -> String {
     let h = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {

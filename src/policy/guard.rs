@@ -8,12 +8,12 @@ use std::sync::Arc;
 
 use thiserror::Error;
 
-use crate::policy::settings::{
-    AuthSettings, LimitSettings, PermissionSettings, SecuritySettings, TlsSettings,
-};
 use crate::policy::auth::{token_from_request, AuthError, Authenticator};
 use crate::policy::ratelimit::{ConnLimiter, ConnLimits, ConnPermit, UserLimiter};
 use crate::policy::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
+use crate::policy::settings::{
+    AuthSettings, LimitSettings, PermissionSettings, SecuritySettings, TlsSettings,
+};
 use crate::proto::handshake::{HttpError, RequestHead};
 
 /// Why the policy could not be built from the settings.

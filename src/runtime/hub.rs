@@ -273,14 +273,12 @@ impl Server {
         };
         let store = match self.store {
             Some(s) => s,
-            None => crate::runtime::messaging::open_store(
-                &self.config.store,
-                &self.config.cluster,
-                &node,
-            )?,
+            None => {
+                crate::runtime::store::open_store(&self.config.store, &self.config.cluster, &node)?
+            }
         };
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
-        let broker = crate::cluster::broker_for(&self.config.cluster, &node)?;
+        let (broker, start_broker) = crate::cluster::broker_for(&self.config.cluster, &node)?;
         let hub = Arc::new(HubShared {
             clustered: broker.clustered(),
             remote_store: store.delivers(),
@@ -299,7 +297,7 @@ impl Server {
             events: Default::default(),
             config: self.config,
         });
-        hub.broker.start(hub.clone())?;
+        start_broker(hub.clone())?;
         let store_thread = {
             let seq = crate::runtime::store::Sequencer::new(store, hub.clone(), store_rx);
             std::thread::Builder::new()

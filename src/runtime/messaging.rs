@@ -10,33 +10,17 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use crate::shard::hooks::{ConnectInfo, ConnectOutcome, DisconnectInfo, StatusChange, SubscribeInfo};
 use super::hub::{Builder, ServerHandle};
-use crate::config::{ClusterConfig, Namespace, StoreBackend, StoreConfig};
+use crate::config::{Namespace, StoreBackend};
 use crate::http::messaging as ops;
 pub use crate::http::messaging::{ApiError, PresenceEntry, SendReceipt};
-use crate::proto::error::{HandlerError, ServerError};
+use crate::proto::error::HandlerError;
+use crate::shard::hooks::{
+    ConnectInfo, ConnectOutcome, DisconnectInfo, StatusChange, SubscribeInfo,
+};
 use crate::shard::inbox::Target;
 use crate::shard::shared::{ControlJob, HubShared};
 use crate::store::{HistoryRead, Store};
-
-/// Opens the configured store; the Redis store joins the cluster's Redis instances (`urls`,
-/// `prefix`, in the cluster's order) as `node`.
-pub(crate) fn open_store(
-    cfg: &StoreConfig,
-    cluster: &ClusterConfig,
-    node: &str,
-) -> Result<Box<dyn Store>, ServerError> {
-    Ok(match cfg.backend {
-        StoreBackend::Memory => Box::new(crate::store::memory::MemoryStore::new()),
-        StoreBackend::Redb => Box::new(crate::store::redb::RedbStore::open(&cfg.path)?),
-        StoreBackend::Redis => Box::new(crate::store::redis::RedisStore::connect(
-            &cluster.redis,
-            &cluster.prefix,
-            node,
-        )?),
-    })
-}
 
 impl Builder {
     /// Adds a topic namespace (`[[topics]]`): history, presence and join/leave for topics

@@ -11,10 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::proto::error::ServerError;
-use crate::shard::shared::HubShared;
-
-/// Carries a node's publications, interest and API operations to the other nodes.
+/// Carries a node's publications, interest and API operations to the other nodes. The cluster
+/// layer starts an implementation's threads with the hub (`cluster::broker_for`): the shard
+/// layer only calls it.
 ///
 /// Guarantees of an implementation that reaches other nodes (`cluster::redis::RedisBroker`):
 ///
@@ -37,8 +36,6 @@ use crate::shard::shared::HubShared;
 pub(crate) trait Broker: Send + Sync {
     /// Whether publications leave the node at all (false: the shards skip the broker).
     fn clustered(&self) -> bool;
-    /// Starts the broker's threads; remote publications go to `hub`'s shards.
-    fn start(&self, hub: Arc<HubShared>) -> Result<(), ServerError>;
     /// Hands over one publication (one frame per topic; a connection gets it once).
     fn publish(&self, frames: &[(Arc<str>, Bytes)]);
     /// Shard `shard` gained (`add`) its first or lost its last local subscriber of `pattern`.
@@ -270,7 +267,6 @@ impl ClusterStats {
     }
 }
 
-
 /// The single node.
 pub mod local {
     use std::sync::Arc;
@@ -279,8 +275,6 @@ pub mod local {
     use serde_json::Value;
 
     use super::{Broker, ClusterStats, ControlOp, Gathered, QueryKind, Reply};
-    use crate::proto::error::ServerError;
-    use crate::shard::shared::HubShared;
 
     /// One node alone: today's behaviour. Every method is a no-op, and the shards do not even call
     /// them (`clustered()` is false).
@@ -290,9 +284,6 @@ pub mod local {
     impl Broker for LocalBroker {
         fn clustered(&self) -> bool {
             false
-        }
-        fn start(&self, _hub: Arc<HubShared>) -> Result<(), ServerError> {
-            Ok(())
         }
         fn publish(&self, _frames: &[(Arc<str>, Bytes)]) {}
         fn interest(&self, _p: &Arc<str>, _shard: usize, _add: bool, _ack: Option<u64>) -> bool {

@@ -7,10 +7,10 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::jobs::StoreJob;
 use super::messaging::INBOX;
 use super::{ShardState, Stamp};
 use crate::proto::error::ErrorCode;
-use super::jobs::StoreJob;
 use crate::ConnId;
 
 /// A durable message written to local connections, waiting for an ack.

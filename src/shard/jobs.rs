@@ -110,4 +110,3 @@ pub(crate) enum HistoryTo {
     Conn(ConnId, u64),
     Api(oneshot::Sender<Result<HistoryRead, StoreError>>),
 }
-

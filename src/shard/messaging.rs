@@ -7,13 +7,13 @@ use std::sync::Arc;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::hooks::{guarded, SubscribeInfo};
 use super::inbox::Target;
+use super::jobs::{HistoryTo, Since, StoreJob};
 use super::shared::ControlJob;
 use super::ShardState;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
-use super::hooks::{guarded, SubscribeInfo};
-use super::jobs::{HistoryTo, Since, StoreJob};
 use crate::ConnId;
 
 #[derive(Deserialize)]

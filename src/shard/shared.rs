@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::hooks::Hooks;
 use super::inbox::Inbox;
+use super::jobs::{PubJob, PubReply, StoreJob, MAX_QUEUED};
 use crate::config::{Config, Namespaces};
 use crate::proto::error::{ErrorCode, HandlerError};
 use crate::proto::handler::Handler;
@@ -15,8 +17,6 @@ use crate::proto::handler::Outgoing;
 use crate::proto::handshake::RequestHead;
 use crate::proto::pattern::PatternMap;
 use crate::proto::stats::ShardStats;
-use super::hooks::Hooks;
-use super::jobs::{PubJob, PubReply, StoreJob, MAX_QUEUED};
 use crate::ConnId;
 
 /// A routed handler with its middleware already applied.

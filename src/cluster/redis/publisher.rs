@@ -9,9 +9,8 @@ use std::sync::Arc;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
-use super::manager::Ev;
 use super::presence;
-use super::{Out, Setup, Shared, NODE_TTL};
+use super::{Ev, Out, Setup, Shared, NODE_TTL};
 use crate::cluster::{instance_for, topic_channel, wire, ClusterStats};
 
 /// Commands written in one pipeline at most.

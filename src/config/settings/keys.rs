@@ -227,26 +227,8 @@ pub(super) use key;
 pub(super) const MAX_U32: u64 = u32::MAX as u64;
 const MAX_SIZE: u64 = 1 << 40;
 
-/// Every setting: these, then the messaging ones (`messaging::KEYS`). `check-config`
-/// prints them section by section, in this order within a section.
-pub static KEYS: &[Key] = &ALL;
-
-static ALL: [Key; CORE.len() + super::messaging::KEYS.len()] = concat(CORE, super::messaging::KEYS);
-
-/// `a` then `b`, as an array of `N = a.len() + b.len()` keys (a static cannot join slices).
-const fn concat<const N: usize>(a: &[Key], b: &[Key]) -> [Key; N] {
-    assert!(a.len() + b.len() == N && N > 0);
-    let mut out = [a[0]; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
-        i += 1;
-    }
-    out
-}
-
 /// The settings of the transport, the guard and the process.
-const CORE: &[Key] = &[
+pub(super) const CORE: &[Key] = &[
     key!(
         "listen",
         "an address like 0.0.0.0:8080 or [::]:8080",

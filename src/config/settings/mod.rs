@@ -33,13 +33,13 @@ use thiserror::Error;
 
 use crate::config::{ClusterConfig, Config, InboxConfig, IoMode, Namespace, StoreConfig};
 
-pub use keys::{Key, KEYS};
-pub use messaging::{default_store, default_topics, UiSettings};
 pub use crate::policy::settings::{
     default_max_connections, fd_reserve, fd_soft_limit, max_connections_for_fd_limit, ApiSettings,
-    AuthSettings, LimitSettings, PermissionSettings, Secret, SecuritySettings,
-    TlsSettings, DEFAULT_BURST, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MESSAGES_PER_SECOND,
+    AuthSettings, LimitSettings, PermissionSettings, Secret, SecuritySettings, TlsSettings,
+    DEFAULT_BURST, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MESSAGES_PER_SECOND,
 };
+pub use keys::Key;
+pub use messaging::{default_store, default_topics, UiSettings};
 
 /// Log output format (`log_format`, `--log-format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,6 +49,24 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Every setting: the core ones (`keys`), then the messaging ones (`messaging::KEYS`). `check-config`
+/// prints them section by section, in this order within a section.
+pub static KEYS: &[Key] = &ALL;
+
+static ALL: [Key; keys::CORE.len() + messaging::KEYS.len()] = concat(keys::CORE, messaging::KEYS);
+
+/// `a` then `b`, as an array of `N = a.len() + b.len()` keys (a static cannot join slices).
+const fn concat<const N: usize>(a: &[Key], b: &[Key]) -> [Key; N] {
+    assert!(a.len() + b.len() == N && N > 0);
+    let mut out = [a[0]; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
 }
 
 /// The start of the placeholder secrets in `ringhub.example.toml`; a secret starting with it

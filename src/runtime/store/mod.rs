@@ -20,15 +20,17 @@ use tokio::sync::oneshot;
 use crate::cluster::ControlOp;
 use crate::proto::envelope;
 use crate::shard::inbox::{Action, StoredPub};
+use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
 use crate::shard::shared::HubShared;
 use crate::store::{
     AppendReq, HistoryLimits, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage,
     StatusChange, Store, StoreError,
 };
 use crate::ConnId;
-use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
 
 mod emit;
+mod open;
+pub(crate) use open::open_store;
 #[cfg(test)]
 mod seq_tests;
 pub(crate) use emit::durable_frame;

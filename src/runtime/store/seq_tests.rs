@@ -16,11 +16,11 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::Sequencer;
+use crate::config::{Namespace, Namespaces};
+use crate::policy::guard::Guard;
 use crate::shard::jobs::StoreJob;
 use crate::shard::shared::HubShared;
 use crate::shard::ShardState;
-use crate::config::{Namespace, Namespaces};
-use crate::policy::guard::Guard;
 use crate::store::memory::MemoryStore;
 use crate::ConnId;
 

@@ -78,14 +78,8 @@ impl RedisStore {
     /// The append script's call for one publication (its cluster payload numbered here).
     fn append_call<'a>(&mut self, r: &AppendReq<'a>, now_ms: u64) -> Call<'a> {
         self.seq = self.seq.wrapping_add(1);
-        let payload = crate::proto::wire::stored(
-            &self.origin,
-            self.seq,
-            r.topic,
-            r.event,
-            r.data,
-            r.exclude,
-        );
+        let payload =
+            crate::proto::wire::stored(&self.origin, self.seq, r.topic, r.event, r.data, r.exclude);
         let [stream, meta] = self.stream_keys(r.topic);
         let channel = crate::proto::wire::topic_channel(&self.prefix, r.topic);
         Call {

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::manager::{Manager, RESPONSE_TIMEOUT};
-use super::Out;
+use super::Manager;
+use crate::cluster::redis::{Out, RESPONSE_TIMEOUT};
 use crate::cluster::wire::{self, Decoded};
 use crate::cluster::{glob_escape, ClusterStats, ControlOp};
 use crate::proto::envelope;

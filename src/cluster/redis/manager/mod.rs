@@ -13,8 +13,12 @@ use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod inbound;
+mod presence;
+mod query;
+
 use super::publisher::{self, Link};
-use super::{redact, Cmd, Out, Receivers, Setup, Shared, HEARTBEAT};
+use super::{redact, Cmd, Ev, Out, Receivers, Setup, Shared, HEARTBEAT, RESPONSE_TIMEOUT};
 use crate::cluster::topic_channel;
 use crate::cluster::wire::Dedup;
 use crate::cluster::{glob_escape, instance_for, ClusterStats};
@@ -25,36 +29,9 @@ use crate::shard::shared::HubShared;
 
 /// Time allowed to connect (TCP + handshake) to an instance.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time allowed for an answer (a pipeline, a subscribe confirmation).
-pub(super) const RESPONSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect backoff: first step and ceiling (full jitter below them).
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What the cluster thread's tasks report to the manager.
-pub(crate) enum Ev {
-    Up {
-        i: usize,
-        gen: u64,
-        conn: MultiplexedConnection,
-        pubsub: PubSub,
-    },
-    ConnectFailed {
-        i: usize,
-        gen: u64,
-        why: String,
-    },
-    Down {
-        i: usize,
-        gen: u64,
-        why: String,
-    },
-    Msg(redis::Msg),
-    SubDone {
-        key: Arc<str>,
-        sgen: u64,
-    },
-}
 
 pub(super) struct Inst {
     client: redis::Client,
@@ -100,7 +77,7 @@ pub(super) struct Manager {
     /// This node's presence entries (rewritten every third of the TTL).
     pub(super) presence: super::presence::Tracker,
     /// Scatter-gather queries of this node waiting for answers.
-    pub(super) queries: super::query::Pending,
+    pub(super) queries: query::Pending,
 }
 
 /// The cluster thread's body.
@@ -349,7 +326,7 @@ impl Manager {
         if i == 0 {
             let ctl = format!("{}:ctl", self.setup.prefix);
             self.spawn_subscribe(0, ctl, false, None);
-            let reply = super::query::reply_channel(&self.setup.prefix, &self.setup.node);
+            let reply = query::reply_channel(&self.setup.prefix, &self.setup.node);
             self.spawn_subscribe(0, reply, false, None);
             self.register();
         }

@@ -13,8 +13,8 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use super::manager::{Manager, RESPONSE_TIMEOUT};
-use super::Out;
+use super::Manager;
+use crate::cluster::redis::{Out, RESPONSE_TIMEOUT};
 use crate::cluster::{glob_escape, query, wire, ClusterStats, ControlOp, Gathered, QueryKind};
 
 /// How long the asking node waits for the other nodes' parts.
