@@ -76,12 +76,12 @@ pub(crate) async fn local_part(hub: &HubShared, kind: QueryKind) -> Result<Value
 /// be asked: then only this node's part).
 pub(crate) async fn gather(hub: &HubShared, kind: QueryKind) -> Result<Value, String> {
     // Asked first, so the other nodes work while this one computes its part.
-    let remote = hub.broker.query(kind);
+    let remote = hub.cluster.broker.query(kind);
     let own = local_part(hub, kind).await?;
     let Some(rx) = remote else {
         return Ok(own);
     };
-    let mut parts = vec![(hub.node.to_string(), own)];
+    let mut parts = vec![(hub.cluster.node.to_string(), own)];
     let (missing, error) = match tokio::time::timeout(WAIT, rx).await {
         Ok(Ok(Ok(g))) => {
             parts.extend(g.answers);

@@ -69,7 +69,7 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
         ("GET", "/healthz") => return Response::ok(json!("ok")),
         ("GET", "/readyz") if hub.is_stopping() => return Response::err(503, "shutting down"),
         ("GET", "/readyz") => {
-            return match hub.broker.health() {
+            return match hub.cluster.broker.health() {
                 Ok(()) => Response::ok(json!("ready")),
                 Err(reason) => Response::err(503, &reason),
             }
@@ -81,7 +81,7 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
                 body: crate::http::metrics::render(
                     &hub.stats,
                     hub.is_stopping(),
-                    hub.broker.stats(),
+                    hub.cluster.broker.stats(),
                 )
                 .into_bytes(),
                 headers: String::new(),
@@ -309,8 +309,8 @@ async fn send(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     if let Some(Err(e)) = b.topic.as_deref().map(validate_topic) {
         return Err(ApiError::bad(e));
     }
-    if hub.clustered {
-        hub.broker.control(ControlOp::Send {
+    if hub.cluster.clustered {
+        hub.cluster.broker.control(ControlOp::Send {
             users: users.clone(),
             topic: b.topic.clone(),
             event: b.event.clone(),
@@ -341,8 +341,8 @@ async fn broadcast(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     let topic = b.topic.as_deref().unwrap_or("broadcast");
     validate_topic(topic).map_err(ApiError::bad)?;
     let frame = envelope::publication(topic, &b.event, b.data.map(|d| d.get().as_bytes()));
-    if hub.clustered {
-        hub.broker.control(ControlOp::Broadcast {
+    if hub.cluster.clustered {
+        hub.cluster.broker.control(ControlOp::Broadcast {
             topic: topic.to_string(),
             event: b.event.to_string(),
             data: b.data.map(RawValue::to_owned),
@@ -360,8 +360,8 @@ async fn disconnect(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
         user: String,
     }
     let d: D = serde_json::from_slice(body).map_err(ApiError::bad)?;
-    if hub.clustered {
-        hub.broker.control(ControlOp::Disconnect {
+    if hub.cluster.clustered {
+        hub.cluster.broker.control(ControlOp::Disconnect {
             user: d.user.clone(),
         });
     }
@@ -383,14 +383,14 @@ async fn gathered(hub: &HubShared, kind: QueryKind) -> Result<Value, ApiError> {
 /// `GET /api/v1/nodes`: the live nodes of the cluster (their registrations in Redis), or this
 /// node alone.
 async fn nodes(hub: &HubShared) -> Result<Value, ApiError> {
-    let Some(rx) = hub.broker.nodes() else {
+    let Some(rx) = hub.cluster.broker.nodes() else {
         let connections: i64 = hub
             .stats
             .iter()
             .map(|s| s.connections.load(std::sync::atomic::Ordering::Relaxed))
             .sum();
         return Ok(json!({"nodes": [{
-            "node": &*hub.node,
+            "node": &*hub.cluster.node,
             "connections": connections,
             "shards": hub.shards,
         }]}));

@@ -170,8 +170,8 @@ pub(crate) async fn publish(
             .iter()
             .map(|t| (Arc::from(t.as_str()), envelope::publication(t, event, data)))
             .collect();
-        if hub.clustered {
-            hub.broker.publish(&frames);
+        if hub.cluster.clustered {
+            hub.cluster.broker.publish(&frames);
         }
         let replies = gather(hub, || ApiOp::Publish {
             frames: frames.clone(),
@@ -229,8 +229,8 @@ pub(crate) async fn send_plain(
         ),
         None => None,
     };
-    if hub.clustered {
-        hub.broker.control(crate::cluster::ControlOp::Send {
+    if hub.cluster.clustered {
+        hub.cluster.broker.control(crate::cluster::ControlOp::Send {
             users: vec![user.to_string()],
             topic: None,
             event: event.to_string(),
@@ -252,7 +252,10 @@ pub(crate) async fn send_plain(
 pub(crate) async fn presence(hub: &HubShared, topic: &str) -> Result<Vec<PresenceEntry>, ApiError> {
     validate_topic(topic).map_err(ApiError::bad)?;
     let tracked = hub.namespaces.get(topic).is_some_and(|n| n.presence);
-    if let Some(rx) = tracked.then(|| hub.broker.presence(topic)).flatten() {
+    if let Some(rx) = tracked
+        .then(|| hub.cluster.broker.presence(topic))
+        .flatten()
+    {
         return match tokio::time::timeout(Duration::from_secs(5), rx).await {
             Ok(Ok(Ok(entries))) => {
                 let mut list: Vec<PresenceEntry> =
@@ -357,13 +360,15 @@ pub(crate) async fn subscription(
     add: bool,
 ) -> Result<usize, ApiError> {
     crate::proto::pattern::Pattern::parse(topic).map_err(ApiError::bad)?;
-    if let (true, Target::User(u)) = (hub.clustered, &target) {
-        hub.broker.control(crate::cluster::ControlOp::Subscription {
-            user: Some(u.to_string()),
-            client: None,
-            topic: topic.to_string(),
-            add,
-        });
+    if let (true, Target::User(u)) = (hub.cluster.clustered, &target) {
+        hub.cluster
+            .broker
+            .control(crate::cluster::ControlOp::Subscription {
+                user: Some(u.to_string()),
+                client: None,
+                topic: topic.to_string(),
+                add,
+            });
     }
     let t: Arc<str> = topic.into();
     let replies = gather(hub, || ApiOp::Subscription {
@@ -490,14 +495,16 @@ pub(crate) async fn subscription_endpoint(
         (None, Some(c)) => match hub.parse_client(&c) {
             Some(id) => Target::Client(id),
             // Another node's client: that node applies it (the count stays this node's: 0).
-            None if hub.clustered && c.split_once('.').is_some() => {
+            None if hub.cluster.clustered && c.split_once('.').is_some() => {
                 crate::proto::pattern::Pattern::parse(&b.topic).map_err(ApiError::bad)?;
-                hub.broker.control(crate::cluster::ControlOp::Subscription {
-                    user: None,
-                    client: Some(c),
-                    topic: b.topic.clone(),
-                    add,
-                });
+                hub.cluster
+                    .broker
+                    .control(crate::cluster::ControlOp::Subscription {
+                        user: None,
+                        client: Some(c),
+                        topic: b.topic.clone(),
+                        add,
+                    });
                 let field = if add { "subscribed" } else { "unsubscribed" };
                 return Ok(json!({ field: 0 }));
             }

@@ -18,7 +18,7 @@ use crate::proto::pattern::{validate_topic, Pattern, PatternMap};
 use crate::proto::stats::{ShardStats, StatsSnapshot};
 use crate::shard::hooks::Hooks;
 use crate::shard::inbox::{Inbox, ShardMsg};
-use crate::shard::shared::{HubShared, Route};
+use crate::shard::shared::{HubShared, Links, NodeLink, Route};
 use crate::store::Store;
 use crate::transport;
 
@@ -280,22 +280,26 @@ impl Server {
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let (broker, start_broker) = crate::cluster::broker_for(&self.config.cluster, &node)?;
         let hub = Arc::new(HubShared {
-            clustered: broker.clustered(),
-            remote_store: store.delivers(),
-            broker,
             shards: n,
             router: self.router,
             inboxes: (0..n).map(|_| Inbox::default()).collect(),
             stats: (0..n).map(|_| ShardStats::default()).collect(),
-            pool: self.blocking.then_some(pool_tx),
-            api: Some(api_tx),
             stopping: AtomicBool::new(false),
             namespaces,
-            store: Some(store_tx),
-            node,
             hooks: self.hooks,
             events: Default::default(),
             config: self.config,
+            links: Links {
+                pool: self.blocking.then_some(pool_tx),
+                api: Some(api_tx),
+                store: Some(store_tx),
+            },
+            cluster: NodeLink {
+                clustered: broker.clustered(),
+                remote_store: store.delivers(),
+                broker,
+                node,
+            },
         });
         start_broker(hub.clone())?;
         let store_thread = {
@@ -483,14 +487,14 @@ impl ServerHandle {
         }
         // The store commits what is queued and stops; then the API thread, which may wait for
         // its answers.
-        if let Some(tx) = &self.hub.store {
+        if let Some(tx) = &self.hub.links.store {
             let _ = tx.send(crate::shard::jobs::StoreJob::Stop);
         }
         if let Some(t) = self.store_thread.take() {
             let _ = t.join();
         }
         // Shards and the store are gone: nothing hands the broker work any more.
-        self.hub.broker.stop();
+        self.hub.cluster.broker.stop();
         drop(self.api_stop.take());
         if let Some(t) = self.api.take() {
             let _ = t.join();

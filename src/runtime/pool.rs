@@ -45,7 +45,7 @@ fn run(hub: &HubShared, job: Job) {
     };
     let mut ctx = Context {
         conn: job.conn,
-        node: &hub.node,
+        node: &hub.cluster.node,
         user: job.user,
         remote: job.remote,
         topic: &env.topic,

@@ -83,7 +83,7 @@ impl ShardState {
         // In a cluster, messages stored after the list was read may have reached this shard
         // before the list (they travel apart): the shard knows them, the list does not.
         let later: Vec<Bytes> = match self.durable.get(user) {
-            Some(m) if self.hub.remote_store => m
+            Some(m) if self.hub.cluster.remote_store => m
                 .iter()
                 .filter(|(o, _)| frames.iter().all(|(f, _)| f != *o))
                 .map(|(_, p)| p.frame.clone())
@@ -122,7 +122,7 @@ impl ShardState {
         // A connection of the user waiting for its inbox sync (cluster): keep the message so
         // the sync can add it if the list misses it.
         let waiting = k == 0
-            && self.hub.remote_store
+            && self.hub.cluster.remote_store
             && self
                 .users
                 .get(user)

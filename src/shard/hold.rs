@@ -175,7 +175,7 @@ impl ShardState {
             self.enqueue(id, f);
         }
         let Some(h) = hold else { return };
-        let Some((epoch, top)) = pos.filter(|_| self.hub.remote_store) else {
+        let Some((epoch, top)) = pos.filter(|_| self.hub.cluster.remote_store) else {
             for (_, _, f) in h.kept {
                 self.enqueue(id, f);
             }

@@ -280,7 +280,7 @@ impl ShardState {
         let body = serde_json::json!({
             "client": self.hub.client_id(id),
             "user": user.as_deref().unwrap_or(""),
-            "node": &*self.hub.node,
+            "node": &*self.hub.cluster.node,
         })
         .to_string();
         self.enqueue(id, envelope::reply(rid, topic, Some(body.as_bytes())));
@@ -329,7 +329,7 @@ impl ShardState {
         let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
             return;
         };
-        if self.hub.store.is_none() {
+        if self.hub.links.store.is_none() {
             return;
         }
         self.hold(id, INBOX.into());

@@ -273,7 +273,7 @@ impl ShardState {
             streams: HashMap::new(),
             durable: HashMap::new(),
             meta: HashMap::new(),
-            node: std::rc::Rc::from(&*hub.node),
+            node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
         }
     }
@@ -564,8 +564,8 @@ impl ShardState {
 /// Publishes from outside any connection (library handle): every shard delivers locally.
 pub(crate) fn publish_external(hub: &HubShared, topic: &str, frame: Bytes) {
     let t: Arc<str> = topic.into();
-    if hub.clustered {
-        hub.broker.publish(&[(t.clone(), frame.clone())]);
+    if hub.cluster.clustered {
+        hub.cluster.broker.publish(&[(t.clone(), frame.clone())]);
     }
     for inbox in hub.inboxes.iter() {
         inbox.push(ShardMsg::Publish {

@@ -31,8 +31,9 @@ impl ShardState {
             return;
         };
         let (join_leave, presence) = (ns.join_leave, ns.presence);
-        if presence && self.hub.clustered {
+        if presence && self.hub.cluster.clustered {
             self.hub
+                .cluster
                 .broker
                 .presence_change(pattern, self.hub.client_id(id), None);
         }
@@ -49,9 +50,10 @@ impl ShardState {
             return;
         };
         let (join_leave, presence) = (ns.join_leave, ns.presence);
-        if presence && self.hub.clustered {
+        if presence && self.hub.cluster.clustered {
             if let Some(entry) = self.presence_entry(id) {
                 self.hub
+                    .cluster
                     .broker
                     .presence_change(topic, self.hub.client_id(id), Some(entry));
             }

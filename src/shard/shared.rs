@@ -60,23 +60,44 @@ pub(crate) enum ControlJob {
 /// A future run on the API thread (not `Send`: the thread runs a `LocalSet`).
 pub(crate) type LocalFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 
-/// State shared by every shard, the pool and the API thread.
+/// State shared by every shard, the pool and the API thread, grouped by who needs what: the
+/// top level is what a shard reads on the hot path (configuration, routes, namespaces, hooks,
+/// the shards' inboxes and counters); [`Links`] are the queues the runtime wires once to the
+/// other threads; [`NodeLink`] is how this node reaches the others.
 pub(crate) struct HubShared {
     pub config: Config,
     pub shards: usize,
     pub router: PatternMap<Route>,
     pub inboxes: Box<[Inbox]>,
     pub stats: Box<[ShardStats]>,
-    pub(crate) pool: Option<crossbeam_channel::Sender<Job>>,
-    pub(crate) api: Option<tokio::sync::mpsc::UnboundedSender<ControlJob>>,
     pub(crate) stopping: AtomicBool,
     /// `[[topics]]`, compiled.
     pub(crate) namespaces: Namespaces,
+    pub(crate) hooks: Hooks,
+    /// Recent errors, cuts and disconnects for the admin dashboard.
+    pub(crate) events: super::events::RecentEvents,
+    /// Queues to the pool, the API thread and the store thread.
+    pub(crate) links: Links,
+    /// This node among the others.
+    pub(crate) cluster: NodeLink,
+}
+
+/// The queues the runtime wires once at start (`None`: that thread does not run — benches,
+/// sans-IO tests).
+#[derive(Default)]
+pub(crate) struct Links {
+    /// The blocking-handler pool.
+    pub(crate) pool: Option<crossbeam_channel::Sender<Job>>,
+    /// The API thread.
+    pub(crate) api: Option<tokio::sync::mpsc::UnboundedSender<ControlJob>>,
     /// The store thread's queue.
     pub(crate) store: Option<crossbeam_channel::Sender<StoreJob>>,
+}
+
+/// How this node reaches the others: its name and its broker.
+pub(crate) struct NodeLink {
     /// This node's name in client ids.
     pub(crate) node: Arc<str>,
-    pub(crate) hooks: Hooks,
     /// How publications, interest and API operations reach other nodes.
     pub(crate) broker: Arc<dyn super::broker::Broker>,
     /// `broker.clustered()`, read on every publication.
@@ -84,8 +105,18 @@ pub(crate) struct HubShared {
     /// The store delivers stored publications itself, through the broker (`Store::delivers`):
     /// shards judge held connections by offset (see `shard::hold`).
     pub(crate) remote_store: bool,
-    /// Recent errors, cuts and disconnects for the admin dashboard.
-    pub(crate) events: super::events::RecentEvents,
+}
+
+impl NodeLink {
+    /// A single node named `node`, with the local broker.
+    pub(crate) fn single(node: Arc<str>) -> Self {
+        Self {
+            node,
+            broker: Arc::new(super::broker::local::LocalBroker),
+            clustered: false,
+            remote_store: false,
+        }
+    }
 }
 
 impl HubShared {
@@ -98,10 +129,10 @@ impl HubShared {
     /// did not reach the other nodes, while the cluster is unreachable (`None` when it did, or
     /// on a single node).
     pub(crate) fn cluster_down(&self) -> Option<HandlerError> {
-        if !self.clustered {
+        if !self.cluster.clustered {
             return None;
         }
-        self.broker.health().err().map(|why| {
+        self.cluster.broker.health().err().map(|why| {
             HandlerError::new(
                 ErrorCode::NotAvailable,
                 format!("published on this node only: the cluster is unreachable ({why})"),
@@ -111,7 +142,7 @@ impl HubShared {
 
     /// Hands a job to the pool without blocking the shard.
     pub(crate) fn submit(&self, job: Job) -> Result<(), String> {
-        let pool = self.pool.as_ref().ok_or("no handler pool")?;
+        let pool = self.links.pool.as_ref().ok_or("no handler pool")?;
         pool.try_send(job).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => "handler pool overloaded".to_string(),
             crossbeam_channel::TrySendError::Disconnected(_) => "handler pool stopped".to_string(),
@@ -120,13 +151,17 @@ impl HubShared {
 
     /// Hands a job to the API thread; false if it is gone.
     pub(crate) fn submit_api(&self, job: ControlJob) -> bool {
-        self.api.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+        self.links
+            .api
+            .as_ref()
+            .is_some_and(|tx| tx.send(job).is_ok())
     }
 
     /// Hands a job to the store thread. Publications and durable sends (`bounded`) are refused
     /// while the queue is over [`MAX_QUEUED`](MAX_QUEUED).
     pub(crate) fn submit_store(&self, job: StoreJob, bounded: bool) -> Result<(), HandlerError> {
         let tx = self
+            .links
             .store
             .as_ref()
             .ok_or_else(|| HandlerError::new(ErrorCode::NotAvailable, "no store"))?;
@@ -169,13 +204,13 @@ impl HubShared {
     /// The client id of a connection: `"<node>.<hex>"`, a string, so JavaScript keeps it exact
     /// (the same as `Context::client_id`).
     pub(crate) fn client_id(&self, id: ConnId) -> String {
-        format!("{}.{:x}", self.node, id.raw())
+        format!("{}.{:x}", self.cluster.node, id.raw())
     }
 
     /// The connection behind a client id of this node.
     pub(crate) fn parse_client(&self, client: &str) -> Option<ConnId> {
         let (node, n) = client.rsplit_once('.')?;
-        if node != &*self.node {
+        if node != &*self.cluster.node {
             return None;
         }
         let raw = u64::from_str_radix(n, 16).ok()?;
@@ -206,17 +241,12 @@ impl HubShared {
             router: PatternMap::new(),
             inboxes: (0..shards).map(|_| Inbox::default()).collect(),
             stats: (0..shards).map(|_| ShardStats::default()).collect(),
-            pool: None,
-            api: None,
             stopping: AtomicBool::new(false),
             namespaces: Namespaces::default(),
-            store: None,
-            node: "bench".into(),
             hooks: Hooks::default(),
-            broker: Arc::new(super::broker::local::LocalBroker),
-            clustered: false,
-            remote_store: false,
             events: Default::default(),
+            links: Links::default(),
+            cluster: NodeLink::single("bench".into()),
         }
     }
 }

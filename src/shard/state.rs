@@ -110,7 +110,7 @@ impl ShardState {
     /// or lost its last subscriber of `pattern`; returns how many acknowledgements of `ack`
     /// will come back.
     pub(super) fn broadcast_interest(&self, pattern: &str, add: bool, ack: Option<u64>) -> usize {
-        if self.hub.shards < 2 && !self.hub.clustered {
+        if self.hub.shards < 2 && !self.hub.cluster.clustered {
             return 0;
         }
         let pattern: Arc<str> = pattern.into();
@@ -128,7 +128,13 @@ impl ShardState {
         }
         // The broker answers once the node's subscription in the cluster is confirmed, so a
         // subscribe reply means "later publications reach me" on every node.
-        if self.hub.clustered && self.hub.broker.interest(&pattern, self.index, add, ack) {
+        if self.hub.cluster.clustered
+            && self
+                .hub
+                .cluster
+                .broker
+                .interest(&pattern, self.index, add, ack)
+        {
             acks += 1;
         }
         acks
@@ -177,11 +183,15 @@ impl ShardState {
     /// Delivers a publication the store sequenced: connections whose subscribe to its topic
     /// waits for the store's answer are skipped or, in a cluster, judged by offset (see `hold`).
     pub(super) fn deliver_stored(&mut self, p: &StoredPub) -> usize {
-        if self.hub.remote_store && !self.check_stream(&p.topic, &p.epoch, p.offset) {
+        if self.hub.cluster.remote_store && !self.check_stream(&p.topic, &p.epoch, p.offset) {
             return 0;
         }
         self.pub_seq += 1;
-        let pos = self.hub.remote_store.then_some((&p.epoch, p.offset));
+        let pos = self
+            .hub
+            .cluster
+            .remote_store
+            .then_some((&p.epoch, p.offset));
         self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), self.pub_seq)
     }
 
@@ -270,8 +280,11 @@ impl ShardState {
     /// Publishes to the cluster (other nodes), every shard interested in `topic`, then locally.
     pub(super) fn publish(&mut self, topic: &str, frame: Bytes, exclude: Option<ConnId>) {
         let mut mask = self.interest.shards_for(topic) & !(1u64 << self.index);
-        if self.hub.clustered {
-            self.hub.broker.publish(&[(topic.into(), frame.clone())]);
+        if self.hub.cluster.clustered {
+            self.hub
+                .cluster
+                .broker
+                .publish(&[(topic.into(), frame.clone())]);
         }
         if mask != 0 {
             let t: Arc<str> = topic.into();
@@ -313,7 +326,7 @@ impl ShardState {
         }
         c.subs.push(pattern.into());
         if self.registry.subscribe(p, id.slot()) == Subscribed::First
-            && (self.hub.shards > 1 || self.hub.clustered)
+            && (self.hub.shards > 1 || self.hub.cluster.clustered)
         {
             let token = self.next_token;
             self.next_token += 1;

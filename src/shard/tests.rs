@@ -244,7 +244,7 @@ fn a_request_body_that_does_not_arrive_in_time_gets_408() {
 #[test]
 fn a_gap_in_a_stored_stream_closes_its_subscribers() {
     let mut hub = HubShared::for_bench(1);
-    hub.remote_store = true;
+    hub.cluster.remote_store = true;
     let mut st = ShardState::new(0, Arc::new(hub));
     let slot = upgraded(&mut st);
     st.on_input(

@@ -82,7 +82,7 @@ impl Sequencer {
                 } => {
                     flush(&mut run);
                     if let Some(op) = wire {
-                        hub.broker.control(op);
+                        hub.cluster.broker.control(op);
                     }
                     let mut waits = Vec::with_capacity(hub.inboxes.len());
                     for inbox in hub.inboxes.iter() {
@@ -105,12 +105,12 @@ impl Sequencer {
                                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(c)));
                         }
                     }
-                    if hub.remote_store {
+                    if hub.cluster.remote_store {
                         let gone = changes
                             .iter()
                             .map(|c| (c.user.to_string(), c.offset))
                             .collect();
-                        hub.broker.control(ControlOp::InboxGone { gone });
+                        hub.cluster.broker.control(ControlOp::InboxGone { gone });
                     }
                     let gone: Arc<[(Arc<str>, u64)]> = changes
                         .into_iter()

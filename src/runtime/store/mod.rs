@@ -247,7 +247,7 @@ impl Sequencer {
                             self.outs.push(Out::Gone(dropped));
                         }
                         let frame = durable_frame(&user, &m, &self.inbox_epoch);
-                        let wire = self.hub.remote_store.then(|| ControlOp::Durable {
+                        let wire = self.hub.cluster.remote_store.then(|| ControlOp::Durable {
                             user: user.to_string(),
                             offset: m.offset,
                             topic: m.topic.as_deref().map(str::to_string),

@@ -142,7 +142,7 @@ impl Hub {
             ..Namespace::default()
         }])
         .expect("valid namespaces");
-        hub.store = Some(tx);
+        hub.links.store = Some(tx);
         let hub = Arc::new(hub);
         let mut seq = Sequencer::new(Box::new(MemoryStore::new()), hub.clone(), rx);
         let epochs = TOPICS.map(|t| seq.epoch(t).to_string());
