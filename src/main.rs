@@ -27,62 +27,65 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Configuration file (TOML); defaults to $RINGHUB_CONFIG when set.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:8080].
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR")]
     listen: Option<String>,
     /// Shard threads, one pinned reactor each (0 = one per CPU) [default: 0].
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     shards: Option<String>,
     /// I/O backend: auto (io_uring, else epoll), uring, or epoll [default: auto].
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, global = true, value_name = "MODE")]
     io: Option<String>,
     /// Serve an echo route at this path (for conformance tests).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     echo_path: Option<String>,
     /// Largest message a client may send, in bytes; larger closes the connection with 1009
     /// [default: 1048576].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES")]
     max_message_size: Option<String>,
     /// Ping a connection after this much silence (e.g. 500ms, 30s) [default: 30s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     ping_interval: Option<String>,
     /// Drop a connection silent for this long [default: 90s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     idle_timeout: Option<String>,
     /// Bytes queued to one connection before it is closed as a slow consumer (1008)
     /// [default: 4194304].
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, global = true, value_name = "BYTES")]
     outbound_queue: Option<String>,
     /// Worker threads for blocking handlers [default: 4].
-    #[arg(long, value_name = "N")]
+    #[arg(long, global = true, value_name = "N")]
     handler_threads: Option<String>,
     /// Time graceful shutdown waits for connections to close [default: 10s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     shutdown_timeout: Option<String>,
     /// On SIGTERM, time /readyz answers 503 before listeners close [default: 0s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     drain_delay: Option<String>,
     /// Interval of the stats line in the log (0s disables it) [default: 60s].
-    #[arg(long, value_name = "DURATION")]
+    #[arg(long, global = true, value_name = "DURATION")]
     stats_interval: Option<String>,
     /// Log format: text or json [default: text].
-    #[arg(long, value_name = "FORMAT")]
+    #[arg(long, global = true, value_name = "FORMAT")]
     log_format: Option<String>,
     /// Where history and inboxes are kept: memory (lost on restart), redb (on disk) or redis
     /// (the cluster's Redis, shared by every node) [default: redis with cluster.redis, else redb].
-    #[arg(long, value_name = "BACKEND")]
+    #[arg(long, global = true, value_name = "BACKEND")]
     store: Option<String>,
     /// Directory of the redb store [default: ./ringhub-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     store_path: Option<String>,
     /// This node's name in client ids: letters, digits, '-' or '_' [default: random at start].
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, global = true, value_name = "NAME")]
     node: Option<String>,
     /// Do not pin shard threads to cores.
-    #[arg(long)]
+    #[arg(long, global = true)]
     no_pin: bool,
+    /// Not a flag: answered with a pointer to `--listen` (people try `--port` first).
+    #[arg(long, global = true, hide = true, num_args = 0..=1, default_missing_value = "PORT")]
+    port: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,6 +96,73 @@ enum Command {
         /// The configuration file to check.
         file: PathBuf,
     },
+    /// Print an HS256 connection token (JWT) for tests and development, signed with --secret or
+    /// else the configured auth.jwt_secret (carrying auth.issuer and auth.audience when set).
+    Token(TokenArgs),
+}
+
+/// `ringhub token`.
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The user id (`sub` claim); omit it for an anonymous token.
+    #[arg(long, value_name = "USER")]
+    sub: Option<String>,
+    /// HS256 secret [default: auth.jwt_secret from --config / RINGHUB_AUTH_JWT_SECRET].
+    #[arg(long, value_name = "SECRET")]
+    secret: Option<String>,
+    /// Lifetime of the token (`exp` = now + TTL), e.g. 10m, 1h, 7d.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    ttl: String,
+    /// More claims as a JSON object, e.g. '{"subscribe":["chat:*"],"publish":["chat:*"]}'.
+    #[arg(long, value_name = "JSON")]
+    claims: Option<String>,
+}
+
+impl TokenArgs {
+    /// The signed token, or why not.
+    fn mint(&self, settings: &Settings) -> Result<String, Box<dyn Error>> {
+        let secret = match (&self.secret, &settings.auth.jwt_secret) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => s.expose().to_string(),
+            (None, None) => {
+                return Err("no secret: give --secret SECRET, or set auth.jwt_secret \
+                    (RINGHUB_AUTH_JWT_SECRET or --config FILE)"
+                    .into())
+            }
+        };
+        if secret.is_empty() {
+            return Err("--secret is empty".into());
+        }
+        let ttl = humantime::parse_duration(&self.ttl)
+            .map_err(|e| format!("invalid value for --ttl: {:?} ({e})", self.ttl))?;
+        let mut claims = match &self.claims {
+            None => serde_json::Map::new(),
+            Some(text) => match serde_json::from_str(text) {
+                Ok(serde_json::Value::Object(m)) => m,
+                _ => return Err(format!("--claims must be a JSON object, got {text:?}").into()),
+            },
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        claims.insert("iat".into(), now.into());
+        claims.insert("exp".into(), (now + ttl.as_secs()).into());
+        if let Some(sub) = &self.sub {
+            claims.insert("sub".into(), sub.as_str().into());
+        }
+        // A token the configured server accepts: it requires these when they are set.
+        if let Some(iss) = &settings.auth.issuer {
+            claims.entry("iss").or_insert_with(|| iss.as_str().into());
+        }
+        if let Some(aud) = &settings.auth.audience {
+            claims.entry("aud").or_insert_with(|| aud.as_str().into());
+        }
+        Ok(jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )?)
+    }
 }
 
 impl Cli {
@@ -174,12 +244,19 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(port) = &cli.port {
+        eprintln!(
+            "ringhub: there is no --port flag: give the address with --listen, \
+             e.g. --listen 0.0.0.0:{port} (or 127.0.0.1:{port} for this host only)"
+        );
+        return ExitCode::from(2);
+    }
     let env_file = std::env::var_os("RINGHUB_CONFIG")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     let file = match &cli.command {
         Some(Command::CheckConfig { file }) => Some(file.clone()),
-        None => cli.config.clone().or(env_file),
+        Some(Command::Token(_)) | None => cli.config.clone().or(env_file),
     };
     let settings = match load(&cli, file.as_deref()) {
         Ok(s) => s,
@@ -201,6 +278,18 @@ fn main() -> ExitCode {
         );
         let _ = write!(out, "{settings}");
         return ExitCode::SUCCESS;
+    }
+    if let Some(Command::Token(t)) = &cli.command {
+        return match t.mint(&settings) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("ringhub token: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
 
     let _log_guard = init_logging(settings.log_format);

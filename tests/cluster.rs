@@ -1,7 +1,7 @@
 //! Three in-process nodes joined through Redis (each test starts its own `redis-server` on a
 //! free port): publications and API operations across nodes, Redis lost and restarted, topics
-//! spread over two Redis instances. Skipped with a note when `redis-server` is not installed,
-//! except on CI (`CI=true`), where that fails.
+//! spread over two Redis instances. Without `redis-server` installed they fail, saying so,
+//! unless `RINGHUB_SKIP_REDIS_TESTS=1` (see `common::redis`).
 
 mod common;
 

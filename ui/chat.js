@@ -81,6 +81,18 @@ function renderTyping(cur) {
   $('typing').textContent = who.length ? `${who.join(', ')} ${who.length > 1 ? 'are' : 'is'} typing…` : ''
 }
 
+// Data of an event that is not a chat message, readable: `text` first, then `key: value`.
+function describe(d) {
+  if (d == null) return ''
+  if (typeof d !== 'object') return String(d)
+  if (Array.isArray(d)) return d.map(describe).join(', ')
+  const rest = Object.entries(d)
+    .filter(([k]) => k !== 'text')
+    .map(([k, v]) => `${k}: ${v !== null && typeof v === 'object' ? JSON.stringify(v) : v}`)
+  const text = d.text != null ? String(d.text) : ''
+  return rest.length ? `${text}${text ? ' ' : ''}(${rest.join(', ')})` : text
+}
+
 // Shows a publication of chat:<room> once, in offset order (history, live and recovered
 // publications may arrive in any interleaving).
 function show(cur, p) {
@@ -100,8 +112,9 @@ function show(cur, p) {
     li.className = 'system'
     li.append(el('span', 'text', `${d.name || '?'} joined`))
   } else {
-    li.className = 'system'
-    li.append(el('span', 'text', `${p.event}: ${JSON.stringify(p.data ?? null)}`))
+    // Anything else (e.g. published through the API): its event name and its data in words.
+    li.className = 'system event'
+    li.append(el('span', 'ev', p.event), el('span', 'text', describe(p.data)))
   }
   if (p.offset != null) li.append(el('span', 'off', '#' + p.offset))
   const ol = $('messages')

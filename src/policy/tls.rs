@@ -17,6 +17,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         return Err(format!("{}: no certificate found", cert.display()));
     }
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    // ring, not aws-lc-rs (rustls' default): no C/CMake build. rustls 0.23.48 deprecates
+    // ring's provider because it has no post-quantum key exchange; that is accepted here.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

@@ -84,7 +84,7 @@ async function cuttable(ctx) {
 }
 
 async function openChat(name, room, o = {}) {
-  const ctx = await browser.newContext({ viewport: { width: 1000, height: 700 } })
+  const ctx = await browser.newContext({ viewport: o.viewport || { width: 1000, height: 700 } })
   if (o.cuttable) ctx.net = await cuttable(ctx)
   const page = await ctx.newPage()
   page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`))
@@ -160,6 +160,44 @@ test('chat: two pages talk, see each other in presence, and see typing', async (
   } finally {
     await alice.ctx.close()
     await bob.ctx.close()
+  }
+})
+
+test('chat: usable on a 390 px phone, other events in words, a favicon', async () => {
+  const room = 'p' + uid()
+  const missing = []
+  const ctx0 = { viewport: { width: 390, height: 800 } }
+  const phone = await openChat('pat', room, ctx0)
+  const { page } = phone
+  page.on('response', (r) => r.status() === 404 && missing.push(r.url()))
+  try {
+    // Nothing wider than the screen; the message box and Send inside it.
+    const box = await page.evaluate(() => {
+      const r = (sel) => document.querySelector(sel).getBoundingClientRect()
+      return { sw: document.documentElement.scrollWidth, vw: innerWidth, vh: innerHeight, send: r('#send-btn'), text: r('#text') }
+    })
+    assert.ok(box.sw <= box.vw, `page ${box.sw} px wide in a ${box.vw} px viewport`)
+    for (const k of ['send', 'text']) {
+      const b = box[k]
+      assert.ok(b.left >= 0 && b.right <= box.vw && b.top >= 0 && b.bottom <= box.vh, `${k} off-screen: ${JSON.stringify(b)}`)
+    }
+    await say(page, 'from my phone')
+    await page.waitForFunction(() => document.querySelector('#messages').textContent.includes('from my phone'), null, WAIT)
+    // An event that is not a chat message (here from the API): its name and its data in words.
+    await api('POST', '/api/v1/publish', { topic: 'chat:' + room, event: 'notice', data: { text: 'maintenance at 5', level: 'info' } })
+    await page.waitForFunction(() => document.querySelector('#messages li.event'), null, WAIT)
+    const shown = await page.textContent('#messages li.event')
+    assert.match(shown, /^notice\s*maintenance at 5 \(level: info\)/)
+    assert.ok(!shown.includes('{'), `raw JSON shown: ${shown}`)
+    await page.screenshot({ path: `${OUT}/chat-390-${IO}.png` })
+    // The icon is inline (the CSP allows data: images): no request for /favicon.ico.
+    const icon = await page.$eval('link[rel=icon]', (l) => l.href)
+    assert.ok(icon.startsWith('data:image/svg+xml,'), icon)
+    await page.reload()
+    await page.waitForLoadState('load')
+    assert.deepEqual(missing, [])
+  } finally {
+    await phone.ctx.close()
   }
 })
 

@@ -13,6 +13,10 @@ export class RinghubError extends Error {
   }
 }
 
+// What to do when the runtime has no WebSocket (Node 20 hides it behind a flag).
+const NO_WS =
+  'no global WebSocket: on Node 20 run `node --experimental-websocket`, use Node >= 22, or pass one: connect(url, { WebSocket }) (e.g. from the `ws` package)'
+
 const fromServer = (d) => new RinghubError((d && d.code) || 'error', d && d.message, d)
 
 class Emitter {
@@ -95,7 +99,9 @@ export class Client extends Emitter {
     const t = o.transport || 'auto'
     /** `websocket` or `sse` (receive-only). */
     this.transport = t === 'sse' || (t === 'auto' && !this._W) ? 'sse' : 'websocket'
-    if (!this._W && this.transport === 'websocket') throw new RinghubError('not_available', 'no WebSocket')
+    if (!this._W && this.transport === 'websocket') throw new RinghubError('not_available', NO_WS)
+    // A fallback nobody asked for: say so now, not at the first publish.
+    if (!this._W && t === 'auto') console.warn('ringhub-client: using SSE, which is receive-only: ' + (this._why = NO_WS))
     // Started on the next tick, so listeners attached right after connect() see `connecting`.
     this._timer = setTimeout(() => this._open(), 0)
   }
@@ -260,7 +266,8 @@ export class Client extends Emitter {
   }
 
   _rq(f, timeout) {
-    if (this.transport === 'sse') return Promise.reject(new RinghubError('not_available', 'SSE is receive-only'))
+    if (this.transport === 'sse')
+      return Promise.reject(new RinghubError('not_available', 'SSE is receive-only' + (this._why ? ' (' + this._why + ')' : '')))
     if (this.state === 'closed') return Promise.reject(new RinghubError('closed', 'client closed'))
     const id = (f.id = ++this._id)
     return new Promise((res, rej) => {

@@ -402,3 +402,30 @@ test('SSE transport: receive-only', async () => {
   assert.equal((await got2).data, 2)
   assert.equal((await got1).data, 1)
 })
+
+test('no global WebSocket (Node 20 without the flag): a warning and errors that say what to do', async () => {
+  const saved = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket')
+  const W = globalThis.WebSocket
+  const warn = console.warn
+  const warned = []
+  console.warn = (...a) => warned.push(a.join(' '))
+  Object.defineProperty(globalThis, 'WebSocket', { value: undefined, configurable: true, writable: true })
+  try {
+    const a = open()
+    assert.equal(a.transport, 'sse')
+    assert.equal(warned.length, 1)
+    assert.match(warned[0], /SSE, which is receive-only/)
+    for (const fix of ['--experimental-websocket', 'Node >= 22', 'WebSocket']) assert.ok(warned[0].includes(fix), warned[0])
+    await assert.rejects(a.publish('t', 'e', 1), (e) => e.code === 'not_available' && e.message.includes('--experimental-websocket'))
+    assert.throws(() => connect(srv.url, { transport: 'websocket' }), (e) => e.code === 'not_available' && e.message.includes('--experimental-websocket'))
+    // A WebSocket passed in is used: no warning, publishing works.
+    const b = open({ WebSocket: W })
+    assert.equal(b.transport, 'websocket')
+    await b.publish('nows:1', 'e', 1)
+    assert.equal(warned.length, 1)
+  } finally {
+    if (saved) Object.defineProperty(globalThis, 'WebSocket', saved)
+    else delete globalThis.WebSocket
+    console.warn = warn
+  }
+})

@@ -385,6 +385,9 @@ fn report(
         t.out_of_order += r.out_of_order;
         t.missing += r.missing;
         t.server_errors += r.server_errors;
+        for (code, n) in &r.error_codes {
+            *t.error_codes.entry(code.clone()).or_default() += n;
+        }
         t.malformed += r.malformed;
         t.disconnects += r.disconnects;
         t.offset_errors += r.offset_errors;
@@ -457,6 +460,22 @@ fn report(
             ),
         );
     }
+    if !t.error_codes.is_empty() {
+        let list: Vec<String> = t
+            .error_codes
+            .iter()
+            .map(|(c, n)| format!("{c} ×{n}"))
+            .collect();
+        rep.row("server said", list.join(", "));
+        if t.error_codes.contains_key("rate_limited") || t.error_codes.contains_key("close 1008") {
+            rep.row(
+                "hint",
+                "the server's default limits (1000 msgs/s per connection, 1000 connections per \
+                 IP) refuse a load test: start it with RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 \
+                 RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 (see loadtest/README.md)",
+            );
+        }
+    }
     let lag = sh.max_lag_ns.load(Ordering::Relaxed);
     let lag_summary = lag_hist.summary();
     if a.rate.is_some() {
@@ -501,7 +520,7 @@ fn report(
             "duplicates": t.duplicates, "missing": t.missing, "out_of_order": t.out_of_order,
             "server_errors": t.server_errors, "malformed": t.malformed,
             "disconnects": t.disconnects, "in_window": t.in_window,
-            "offset_errors": t.offset_errors,
+            "offset_errors": t.offset_errors, "error_codes": t.error_codes,
         }),
     );
     rep.set(

@@ -9,7 +9,7 @@ use crate::runner::{self, Phase};
 use crate::stats::{self, Latency};
 use fastwebsockets::OpCode;
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,6 +32,9 @@ pub struct ThreadResult {
     pub out_of_order: u64,
     pub missing: u64,
     pub server_errors: u64,
+    /// Per server error code (`rate_limited`, ...) and close code (`close 1008`): what the
+    /// server said when it refused something, so a failed run explains itself.
+    pub error_codes: BTreeMap<String, u64>,
     pub malformed: u64,
     pub disconnects: u64,
     /// `--offsets`: deliveries whose `offset` was missing or not the previous one plus 1.
@@ -192,6 +195,7 @@ pub async fn subscriber(
                         }
                         Incoming::Error => {
                             a.server_errors += 1;
+                            count_code(&mut a.error_codes, error_code(payload));
                             sh.first_error
                                 .set(String::from_utf8_lossy(payload).into_owned());
                             continue;
@@ -207,6 +211,7 @@ pub async fn subscriber(
                     }
                     OpCode::Close => {
                         a.disconnects += 1;
+                        count_code(&mut a.error_codes, close_code(payload));
                         return;
                     }
                     _ => continue,
@@ -330,6 +335,29 @@ impl StreamTrack {
     }
 }
 
+/// The `code` of an error envelope (`{"event":"error",...,"data":{"code":"rate_limited",...}}`).
+pub fn error_code(frame: &[u8]) -> String {
+    let code = serde_json::from_slice::<serde_json::Value>(frame)
+        .ok()
+        .and_then(|v| {
+            let c = v.pointer("/data/code").or_else(|| v.get("code"))?;
+            c.as_str().map(String::from)
+        });
+    code.unwrap_or_else(|| "error (no code)".into())
+}
+
+/// A close frame's status code, as `close 1008`.
+pub fn close_code(payload: &[u8]) -> String {
+    match payload {
+        [a, b, ..] => format!("close {}", u16::from_be_bytes([*a, *b])),
+        _ => "close (no code)".into(),
+    }
+}
+
+fn count_code(codes: &mut BTreeMap<String, u64>, code: String) {
+    *codes.entry(code).or_default() += 1;
+}
+
 /// Reads and discards what a publisher receives (raw peers broadcast to it too);
 /// counts server errors and answers pings through `pongs`.
 async fn drain_publisher(
@@ -344,7 +372,10 @@ async fn drain_publisher(
             match rd.next_buffered() {
                 Ok(Some((OpCode::Text | OpCode::Binary, payload))) => match cls.classify(payload) {
                     Incoming::Error => {
-                        acc.borrow_mut().server_errors += 1;
+                        let mut a = acc.borrow_mut();
+                        a.server_errors += 1;
+                        count_code(&mut a.error_codes, error_code(payload));
+                        drop(a);
                         sh.first_error
                             .set(String::from_utf8_lossy(payload).into_owned());
                     }
@@ -353,7 +384,13 @@ async fn drain_publisher(
                     _ => {}
                 },
                 Ok(Some((OpCode::Ping, payload))) => pongs.borrow_mut().push(payload.to_vec()),
-                Ok(Some((OpCode::Close, _))) | Err(_) => break 'conn,
+                Ok(Some((OpCode::Close, payload))) => {
+                    if sh.phases.get() < Phase::Done {
+                        count_code(&mut acc.borrow_mut().error_codes, close_code(payload));
+                    }
+                    break 'conn;
+                }
+                Err(_) => break 'conn,
                 Ok(Some(_)) => {}
                 Ok(None) => break,
             }

@@ -98,6 +98,16 @@ pub enum SettingsError {
         /// The keys allowed at that place.
         known: String,
     },
+    /// A TOML table that is no section (`[autth]`).
+    #[error("unknown section [{name}] in {origin} (expected one of: {known})")]
+    UnknownSection {
+        /// The table's name as written.
+        name: String,
+        /// The file it came from.
+        origin: String,
+        /// The sections, and the nearest one.
+        known: String,
+    },
     /// The configuration file could not be read.
     #[error("cannot read {path}: {message}")]
     Read {
@@ -185,6 +195,9 @@ pub struct Settings {
     pub cluster: ClusterConfig,
     /// `[ui]`.
     pub ui: UiSettings,
+    /// `RINGHUB_*` variables that name no setting (a typo is otherwise silently ignored): each
+    /// is a warning naming the closest known variable.
+    ignored_env: Vec<String>,
 }
 
 impl Default for Settings {
@@ -221,6 +234,7 @@ impl Default for Settings {
             inbox: c.inbox,
             cluster: c.cluster,
             ui: UiSettings::default(),
+            ignored_env: Vec::new(),
         }
     }
 }
@@ -288,6 +302,10 @@ impl Settings {
                         self.set_raw(&key, keys::Raw::Toml(v), origin)?;
                     }
                 }
+                // `[autth]`: a section, not a key; name the sections.
+                toml::Value::Table(_) if !KEYS.iter().any(|k| k.name == name) => {
+                    return Err(unknown_section(name, origin));
+                }
                 _ => self.set_raw(name, keys::Raw::Toml(value), origin)?,
             }
         }
@@ -295,7 +313,8 @@ impl Settings {
     }
 
     /// Applies every `RINGHUB_<SECTION>_<KEY>` variable of `vars` (e.g. `std::env::vars_os()`).
-    /// Variables with the prefix that name no setting (such as `RINGHUB_CONFIG`) are ignored.
+    /// Variables with the prefix that name no setting are ignored; those that are not one of the
+    /// tools' own ([`TOOL_ENV`], such as `RINGHUB_CONFIG`) are listed by [`Settings::warnings`].
     pub fn apply_env<I, K, V>(&mut self, vars: I) -> Result<(), SettingsError>
     where
         I: IntoIterator<Item = (K, V)>,
@@ -307,6 +326,9 @@ impl Settings {
                 continue;
             };
             let Some(key) = KEYS.iter().find(|k| k.env_name() == name) else {
+                if name.starts_with("RINGHUB_") && !TOOL_ENV.contains(&name) {
+                    self.ignored_env.push(name.to_string());
+                }
                 continue;
             };
             let origin = format!("in {name}");
@@ -348,10 +370,16 @@ impl Settings {
                 .filter(|k| k.section() == section)
                 .map(|k| k.name)
                 .collect();
+            let mut list = known.join(", ");
+            if let Some(near) = report::closest(name, known.iter()) {
+                list.push_str(&format!("; did you mean {near}?"));
+            } else if name == "port" {
+                list.push_str("; the port is part of listen, e.g. listen = \"0.0.0.0:8080\"");
+            }
             return Err(SettingsError::Unknown {
                 key: name.to_string(),
                 origin: origin.trim_start_matches("in ").to_string(),
-                known: known.join(", "),
+                known: list,
             });
         };
         if key.name == "topics" {
@@ -479,6 +507,35 @@ impl Settings {
             node: self.node.clone(),
             cluster: self.cluster.clone(),
         }
+    }
+}
+
+/// `RINGHUB_*` variables that are not settings but are read by the binary (`RINGHUB_CONFIG`)
+/// or by the repository's tests and scripts; they draw no warning.
+pub const TOOL_ENV: &[&str] = &[
+    "RINGHUB_CONFIG",
+    "RINGHUB_BIN",
+    "RINGHUB_LOADTEST",
+    "RINGHUB_URL",
+    "RINGHUB_SKIP_REDIS_TESTS",
+];
+
+/// The error for a table `[name]` that is no section.
+fn unknown_section(name: &str, origin: &str) -> SettingsError {
+    let sections: Vec<&str> = SECTIONS.iter().copied().filter(|s| !s.is_empty()).collect();
+    let mut known = sections
+        .iter()
+        .map(|s| format!("[{s}]"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    known.push_str(", [[topics]]");
+    if let Some(near) = report::closest(name, sections.iter().copied().chain(["topics"])) {
+        known.push_str(&format!("; did you mean [{near}]?"));
+    }
+    SettingsError::UnknownSection {
+        name: name.to_string(),
+        origin: origin.trim_start_matches("in ").to_string(),
+        known,
     }
 }
 

@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::{
     default_max_connections, fd_reserve, fd_soft_limit, Settings, EXAMPLE_SECRET_PREFIX, KEYS,
-    SECTIONS,
+    SECTIONS, TOOL_ENV,
 };
 
 impl Settings {
@@ -61,8 +61,61 @@ impl Settings {
             w.push("auth.jwt_secret is shorter than 32 bytes, weak for HS256".to_string());
         }
         w.extend(self.store_warning());
+        for name in &self.ignored_env {
+            // Compared without the shared prefix, which would make any two names look close.
+            let strip = |n: &str| n.trim_start_matches("RINGHUB_").to_string();
+            let known = KEYS.iter().map(|k| strip(&k.env_name()));
+            let known = known.chain(TOOL_ENV.iter().map(|t| strip(t)));
+            let hint = match closest(&strip(name), known) {
+                Some(near) => format!("did you mean RINGHUB_{near}?"),
+                None => "ringhub.example.toml lists every setting".to_string(),
+            };
+            w.push(format!("{name} is not a setting and is ignored ({hint})"));
+        }
         w
     }
+}
+
+/// The candidate nearest to `name` by edit distance (case-insensitive), if it is near enough
+/// to be a typo of it: at most a third of the name's length away.
+pub(super) fn closest<S: AsRef<str>>(
+    name: &str,
+    candidates: impl IntoIterator<Item = S>,
+) -> Option<S> {
+    let name = name.to_ascii_lowercase();
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&name, &c.as_ref().to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance, counting an adjacent transposition (`KYE` for `KEY`) as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    // d[i][j]: distance between a[..i] and b[..j].
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The effective configuration as TOML, every key listed, secrets shown as `"***"`.

@@ -201,6 +201,67 @@ fn cross_key_validation() {
 }
 
 #[test]
+fn a_misspelled_section_lists_the_sections() {
+    let mut s = Settings::default();
+    let e = err(s.merge_toml("[autth]\njwt_secret = \"x\"", "f.toml"));
+    assert!(e.starts_with("unknown section [autth] in f.toml"), "{e}");
+    for section in SECTIONS.iter().filter(|s| !s.is_empty()) {
+        assert!(
+            e.contains(&format!("[{section}]")),
+            "{section} missing: {e}"
+        );
+    }
+    assert!(
+        e.contains("[[topics]]") && e.ends_with("did you mean [auth]?)"),
+        "{e}"
+    );
+    let e = err(s.merge_toml("[[topic]]\npattern = \"a*\"", "f.toml"));
+    assert!(e.ends_with("did you mean topics?)"), "{e}");
+    // A key in a known section: its keys, and the nearest.
+    let e = err(s.merge_toml("[limits]\nbrust = 3", "f.toml"));
+    assert!(e.ends_with("did you mean limits.burst?)"), "{e}");
+    let e = err(s.merge_toml("port = 3", "f.toml"));
+    assert!(e.contains("the port is part of listen"), "{e}");
+}
+
+#[test]
+fn misspelled_environment_variables_are_warned_about() {
+    let s = Settings::load(
+        None,
+        env(&[
+            ("RINGHUB_API_KYE", "k"),
+            ("RINGHUB_LIMITS_BRUST", "3"),
+            ("RINGHUB_WHATEVER_ELSE", "1"),
+            ("RINGHUB_CONFIG", "x.toml"),
+            ("RINGHUB_BIN", "/x"),
+            ("RINGHUB_API_KEY", "k2"),
+            ("PATH", "/bin"),
+        ]),
+    )
+    .expect("loads");
+    let w = s.warnings();
+    let has = |needle: &str| w.iter().any(|w| w.contains(needle));
+    assert!(
+        has("RINGHUB_API_KYE is not a setting and is ignored (did you mean RINGHUB_API_KEY?)"),
+        "{w:?}"
+    );
+    assert!(has("did you mean RINGHUB_LIMITS_BURST?"), "{w:?}");
+    assert!(
+        has("RINGHUB_WHATEVER_ELSE is not a setting and is ignored (ringhub.example.toml"),
+        "{w:?}"
+    );
+    assert!(
+        !has("RINGHUB_CONFIG") && !has("RINGHUB_BIN") && !has("PATH"),
+        "{w:?}"
+    );
+    assert_eq!(
+        w.iter().filter(|w| w.contains("not a setting")).count(),
+        3,
+        "{w:?}"
+    );
+}
+
+#[test]
 fn warnings_for_open_origins_and_short_secrets() {
     let mut s = Settings::default();
     assert!(s.warnings().is_empty());

@@ -138,10 +138,20 @@ impl RedbStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match err(e) {
-            StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
-            StoreError::Io(m) => StoreError::Io(format!("{}: {m}", path.display())),
-            other => other,
+        let db = Database::create(&path).map_err(|e| {
+            let locked = matches!(e, redb::DatabaseError::DatabaseAlreadyOpen);
+            match err(e) {
+                // The lock is per file: typically a second server started in the same directory.
+                StoreError::Io(m) if locked => StoreError::Io(format!(
+                "{}: {m} Another process (e.g. a second ringhub started in the same directory) \
+                 has this store open: give this server its own directory with --store-path DIR \
+                 ([store] path), or keep nothing with --store memory",
+                path.display()
+            )),
+                StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
+                StoreError::Io(m) => StoreError::Io(format!("{}: {m}", path.display())),
+                other => other,
+            }
         })?;
         // Create every table (reads open them in read transactions) and the meta rows.
         let tx = db.begin_write().map_err(err)?;
