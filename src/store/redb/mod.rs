@@ -24,7 +24,10 @@
 //! | `meta` | name | `next_id`, `store_id` |
 //!
 //! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
-//! cached after first use and written once per batch, at `commit`.
+//! cached after first use and written once per batch, at `commit`. Only appends write a stream:
+//! reads of a topic never written store and cache nothing (its epoch is
+//! [`unwritten_epoch`](super::unwritten_epoch) of the store id), so read-only clients cannot grow
+//! the file.
 //!
 //! # Time
 //! As in the memory store: an ack's final time is the wall clock, an inbox TTL of zero never
@@ -41,7 +44,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 
 use super::memory::{Offer, ReadAcc};
 use super::{
-    new_epoch, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
+    first_message_id, new_epoch, now_ms, unwritten_epoch, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
     StatusChange, Store, StoreError, StreamPos,
 };
 
@@ -135,6 +138,11 @@ fn wtx<'a>(
 impl RedbStore {
     /// Opens (or creates) the store in `dir`, creating the directory and its `ringhub.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_at(dir, now_ms())
+    }
+
+    /// [`open`](Self::open) at wall-clock time `now_ms` (a new file's first message id).
+    pub(crate) fn open_at(dir: &Path, now_ms: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
@@ -154,9 +162,18 @@ impl RedbStore {
             tx.open_table(LIVE).map_err(err)?;
             tx.open_table(FINALS).map_err(err)?;
             let mut meta = tx.open_table(META).map_err(err)?;
-            let next_id = match meta.get("next_id").map_err(err)? {
-                Some(v) => codec::Reader::new(v.value(), "meta next_id").u64()?,
-                None => 1,
+            let stored_next = match meta.get("next_id").map_err(err)? {
+                Some(v) => Some(codec::Reader::new(v.value(), "meta next_id").u64()?),
+                None => None,
+            };
+            let next_id = match stored_next {
+                Some(n) => n,
+                None => {
+                    // A new file: the ids of a lost one are never handed out again.
+                    let n = first_message_id(now_ms);
+                    meta.insert("next_id", &n.to_le_bytes()[..]).map_err(err)?;
+                    n
+                }
             };
             let stored: Option<Box<str>> = match meta.get("store_id").map_err(err)? {
                 Some(v) => Some(
@@ -201,6 +218,12 @@ impl RedbStore {
         self.wtx.is_some()
     }
 
+    /// How many stream metas are cached (tests: reads of unknown topics cache nothing).
+    #[cfg(test)]
+    pub(crate) fn cached_streams(&self) -> usize {
+        self.streams.len()
+    }
+
     /// Notes the outcome of a mutating operation: a failure dooms the batch.
     fn track<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if r.is_err() {
@@ -224,14 +247,15 @@ impl RedbStore {
     fn read_next_id(&self) -> Result<u64, StoreError> {
         with_table!(self, META, |t| match t.get("next_id").map_err(err)? {
             Some(v) => codec::Reader::new(v.value(), "meta next_id").u64(),
-            None => Ok(1),
+            None => Ok(self.next_id),
         })
     }
 
-    /// Makes sure `topic`'s meta is cached (loading it, or creating the stream).
-    fn load_stream(&mut self, topic: &str) -> Result<(), StoreError> {
+    /// Makes sure `topic`'s meta is cached when the stream was ever written; false (and nothing
+    /// stored or cached) when it never was: reads of unknown topics must not grow the store.
+    fn load_stream(&mut self, topic: &str) -> Result<bool, StoreError> {
         if self.streams.contains_key(topic) {
-            return Ok(());
+            return Ok(true);
         }
         let stored = with_table!(self, STREAMS, |t| match t.get(topic).map_err(err)? {
             Some(v) => {
@@ -240,36 +264,32 @@ impl RedbStore {
             }
             None => None,
         });
-        let meta = match stored {
-            Some((top, epoch)) => {
-                let first = with_table!(self, HISTORY, |t| {
-                    let mut r = t.range((topic, 0)..=(topic, u64::MAX)).map_err(err)?;
-                    match r.next() {
-                        Some(item) => Some(item.map_err(err)?.0.value().1),
-                        None => None,
-                    }
-                });
-                StreamMeta {
-                    epoch,
-                    top,
-                    first_kept: first.unwrap_or(top + 1),
-                    dirty: false,
-                }
+        let Some((top, epoch)) = stored else {
+            return Ok(false);
+        };
+        let first = with_table!(self, HISTORY, |t| {
+            let mut r = t.range((topic, 0)..=(topic, u64::MAX)).map_err(err)?;
+            match r.next() {
+                Some(item) => Some(item.map_err(err)?.0.value().1),
+                None => None,
             }
-            None => {
-                // A new stream: written at commit, so the batch needs its transaction.
-                wtx(&self.db, &mut self.wtx)?;
-                self.dirty_streams.push(topic.into());
-                StreamMeta {
-                    epoch: new_epoch(),
-                    top: 0,
-                    first_kept: 1,
-                    dirty: true,
-                }
-            }
+        });
+        let meta = StreamMeta {
+            epoch,
+            top,
+            first_kept: first.unwrap_or(top + 1),
+            dirty: false,
         };
         self.streams.insert(topic.into(), meta);
-        Ok(())
+        Ok(true)
+    }
+
+    /// The position of a stream that was never written.
+    fn unwritten(&self, topic: &str) -> StreamPos {
+        StreamPos {
+            epoch: unwritten_epoch(&self.store_id, topic),
+            offset: 0,
+        }
     }
 
     fn stream_pos(&self, topic: &str) -> Result<StreamPos, StoreError> {
@@ -291,7 +311,16 @@ impl RedbStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        self.load_stream(topic)?;
+        if !self.load_stream(topic)? {
+            // The first append: the stream keeps the epoch its reads reported.
+            let meta = StreamMeta {
+                epoch: unwritten_epoch(&self.store_id, topic),
+                top: 0,
+                first_kept: 1,
+                dirty: false,
+            };
+            self.streams.insert(topic.into(), meta);
+        }
         let m = self
             .streams
             .get_mut(topic)
@@ -334,7 +363,10 @@ impl RedbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
-        self.load_stream(topic)?;
+        if !self.load_stream(topic)? {
+            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
+            return Ok(acc.finish(self.unwritten(topic)));
+        }
         let pos = self.stream_pos(topic)?;
         let first_kept = self
             .streams
@@ -406,10 +438,11 @@ impl Store for RedbStore {
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        let r = self
-            .load_stream(topic)
-            .and_then(|()| self.stream_pos(topic));
-        self.track(r)
+        match self.load_stream(topic) {
+            Ok(true) => self.stream_pos(topic),
+            Ok(false) => Ok(self.unwritten(topic)),
+            Err(e) => Err(e),
+        }
     }
 
     fn read(

@@ -9,7 +9,7 @@ use super::conn::{val, Arg, Call, Script};
 use super::RedisStore;
 use crate::store::memory::{expiry, ms};
 use crate::store::{
-    new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage,
+    first_message_id, new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage,
     StatusChange, StoreError,
 };
 
@@ -104,6 +104,7 @@ impl RedisStore {
                 flag(msg.data.is_some()),
                 Cow::Borrowed(msg.data.unwrap_or_default()),
                 Cow::Owned(new_epoch().as_bytes().to_vec()),
+                num(first_message_id(now_ms)),
             ],
         };
         let v = self.inst[k].eval(&call)?;

@@ -158,3 +158,70 @@ fn corrupt_file_is_an_error() {
     std::fs::create_dir(dir.path().join(super::super::redb::FILE_NAME)).unwrap();
     assert!(RedbStore::open(dir.path()).is_err());
 }
+
+#[test]
+fn a_wiped_file_never_reuses_message_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    let old = {
+        let mut s = RedbStore::open_at(&path, T0).unwrap();
+        let ids: Vec<u64> = (0..3)
+            .map(|_| s.inbox_put("alice", msg("e", b"1"), il(10, 60), T0).unwrap().0.id)
+            .collect();
+        s.commit().unwrap();
+        ids
+    };
+    std::fs::remove_dir_all(&path).unwrap();
+    // A millisecond later (any restart takes longer).
+    let mut s = RedbStore::open_at(&path, T0 + 1).unwrap();
+    let (m, _) = s.inbox_put("bob", msg("e", b"2"), il(10, 60), T0 + 1).unwrap();
+    assert!(
+        old.iter().all(|&id| id < m.id),
+        "a new file reuses an id: {old:?} then {}",
+        m.id
+    );
+    for id in old {
+        assert_eq!(s.status(id).unwrap(), None, "id {id} answers another message");
+    }
+}
+
+/// Bytes of the store's file.
+fn file_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join(super::super::redb::FILE_NAME))
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn reads_of_unknown_topics_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    s.append("known", hl(10, 0), "e", None, T0).unwrap();
+    s.commit().unwrap();
+    let before = file_len(dir.path());
+    let mut epochs = Vec::new();
+    for i in 0..3000 {
+        let topic = format!("never:{i}");
+        let pos = s.position(&topic).unwrap();
+        let r = s.read(&topic, hl(10, 0), 0, 50, T0).unwrap();
+        assert_eq!((r.pos.offset, r.complete), (0, true));
+        assert_eq!(r.pos.epoch, pos.epoch, "reads agree on the epoch");
+        s.read("known", hl(10, 0), 0, 50, T0).unwrap();
+        assert!(!s.in_batch(), "a read opened a write transaction");
+        s.commit().unwrap();
+        if i < 3 {
+            epochs.push(pos.epoch);
+        }
+    }
+    assert_eq!(file_len(dir.path()), before, "reads grew the file");
+    assert_eq!(s.cached_streams(), 1, "reads grew the stream cache");
+    // The first append keeps the epoch the reads reported, also after a reopen.
+    let p = s.append("never:0", hl(10, 0), "e", None, T0).unwrap();
+    assert_eq!((p.epoch.clone(), p.offset), (epochs[0].clone(), 1));
+    s.commit().unwrap();
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(s.position("never:0").unwrap().epoch, epochs[0]);
+    assert_eq!(s.position("never:1").unwrap().epoch, epochs[1]);
+    assert_ne!(epochs[0], epochs[1], "each stream has its own epoch");
+}
