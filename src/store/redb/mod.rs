@@ -142,15 +142,69 @@ impl RedbStore {
     }
 
     /// [`open`](Self::open) at wall-clock time `now_ms` (a new file's first message id).
+    ///
+    /// A damaged file is an error naming the file and what to do, never a panic: redb panics on
+    /// some damage (a zeroed header page), so opening, the integrity check and the first reads
+    /// run under `catch_unwind`, and the whole file is checked (`check_integrity`) before use.
     pub(crate) fn open_at(dir: &Path, now_ms: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| match err(e) {
-            StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
-            StoreError::Io(m) => StoreError::Io(format!("{}: {m}", path.display())),
-            other => other,
-        })?;
+        let was = std::fs::metadata(&path).ok().map(|m| m.len());
+        let damaged = |why: String| {
+            StoreError::Corrupt(format!(
+                "{}: {why}. The store file is damaged: restore it from a backup, or move it \
+                 away to start with an empty store (every stream and inbox then starts a new \
+                 epoch)",
+                path.display()
+            ))
+        };
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_file(&path, now_ms)
+        }));
+        let store = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(StoreError::Corrupt(m))) => return Err(damaged(m)),
+            Ok(Err(StoreError::Io(m))) => {
+                return Err(StoreError::Io(format!("{}: {m}", path.display())))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(damaged(format!("redb failed reading it ({what})")));
+            }
+        };
+        match was {
+            None => tracing::warn!(
+                file = %path.display(),
+                "store: no database file: created a new one; every stream and inbox starts a new epoch"
+            ),
+            Some(0) => tracing::warn!(
+                file = %path.display(),
+                "store: the database file was EMPTY (0 bytes): started a new store; every stream \
+                 and inbox starts a new epoch and earlier data is gone (restore a backup if you \
+                 expected it)"
+            ),
+            Some(_) => {}
+        }
+        Ok(store)
+    }
+
+    /// Opens the file, checks it whole, and reads its meta.
+    fn open_file(path: &Path, now_ms: u64) -> Result<Self, StoreError> {
+        let mut db = Database::create(path).map_err(err)?;
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                file = %path.display(),
+                "store: the database failed its integrity check and was repaired"
+            ),
+            Err(e) => return Err(err(e)),
+        }
         // Create every table (reads open them in read transactions) and the meta rows.
         let tx = db.begin_write().map_err(err)?;
         let (next_id, store_id) = {

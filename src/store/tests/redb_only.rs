@@ -225,3 +225,63 @@ fn reads_of_unknown_topics_store_nothing() {
     assert_eq!(s.position("never:1").unwrap().epoch, epochs[1]);
     assert_ne!(epochs[0], epochs[1], "each stream has its own epoch");
 }
+
+/// A store file with history and inbox messages, closed.
+fn written_store(dir: &std::path::Path) -> std::path::PathBuf {
+    let mut s = open(dir);
+    for i in 0..200u64 {
+        let data = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200));
+        s.append(&format!("t{}", i % 7), hl(100, 0), "e", Some(data.as_bytes()), T0)
+            .unwrap();
+        s.inbox_put("u", msg("e", data.as_bytes()), il(1000, 3600), T0)
+            .unwrap();
+    }
+    s.commit().unwrap();
+    dir.join(super::super::redb::FILE_NAME)
+}
+
+#[test]
+fn damaged_files_are_clean_errors_not_panics() {
+    const PAGE: usize = 4096;
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage); 5] = [
+        ("page 1 zeroed", |b| b[PAGE..2 * PAGE].fill(0)),
+        ("page 1 filled", |b| b[PAGE..2 * PAGE].fill(0xff)),
+        ("page 2 zeroed", |b| b[2 * PAGE..3 * PAGE].fill(0)),
+        ("page 2 filled", |b| b[2 * PAGE..3 * PAGE].fill(0xff)),
+        ("second half zeroed", |b| {
+            let n = b.len();
+            b[n / 2..].fill(0);
+        }),
+    ];
+    for (what, damage) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let file = written_store(dir.path());
+        let mut bytes = std::fs::read(&file).unwrap();
+        assert!(bytes.len() > 4 * PAGE, "{what}: file too small");
+        damage(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        let opened = std::panic::catch_unwind(|| RedbStore::open(dir.path()));
+        match opened {
+            Err(_) => panic!("{what}: opening panicked"),
+            Ok(Err(e)) => {
+                let m = e.to_string();
+                assert!(m.contains("ringhub.redb") && m.contains("backup"), "{what}: {m}");
+            }
+            // Repaired (or the damage missed live data): it must then work.
+            Ok(Ok(mut s)) => {
+                s.position("t1").unwrap();
+                s.inbox_list("u", T0).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn an_empty_file_starts_a_new_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = written_store(dir.path());
+    std::fs::write(&file, b"").unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(s.position("t1").unwrap().offset, 0);
+}
