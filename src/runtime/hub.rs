@@ -284,6 +284,7 @@ impl Server {
         let hub = Arc::new(HubShared {
             clustered: broker.clustered(),
             remote_store: store.delivers(),
+            store_fault: std::sync::Mutex::new(None),
             broker,
             shards: n,
             router: self.router,

@@ -86,6 +86,9 @@ pub(crate) struct HubShared {
     pub(crate) remote_store: bool,
     /// Recent errors, cuts and disconnects for the admin dashboard.
     pub(crate) events: super::events::RecentEvents,
+    /// Why the store is unusable, while it is ([`Store::health`](crate::store::Store::health),
+    /// set by the store thread): `/readyz` answers 503 with it.
+    pub(crate) store_fault: std::sync::Mutex<Option<String>>,
 }
 
 impl HubShared {
@@ -216,6 +219,7 @@ impl HubShared {
             broker: Arc::new(crate::cluster::local::LocalBroker),
             clustered: false,
             remote_store: false,
+            store_fault: std::sync::Mutex::new(None),
             events: Default::default(),
         }
     }

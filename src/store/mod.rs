@@ -216,8 +216,9 @@ impl StoreError {
     /// The stable wire code of the error.
     pub fn code(&self) -> crate::ErrorCode {
         match self {
-            StoreError::Unavailable(_) => crate::ErrorCode::NotAvailable,
-            _ => crate::ErrorCode::Internal,
+            // The storage failed (disk full, a lost connection): worth retrying later.
+            StoreError::Unavailable(_) | StoreError::Io(_) => crate::ErrorCode::NotAvailable,
+            StoreError::Corrupt(_) => crate::ErrorCode::Internal,
         }
     }
 }
@@ -306,6 +307,12 @@ pub trait Store: Send + 'static {
 
     /// What is known of message `id` (`None` if unknown or forgotten).
     fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError>;
+
+    /// Whether the store works: `Err(why)` while it is known to be unusable (a redb file after an
+    /// I/O error, until it reopens); `/readyz` answers 503 with the reason.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
 
     /// Makes every operation applied so far durable (as far as the implementation promises);
     /// the store thread calls it once per batch.

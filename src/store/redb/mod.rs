@@ -39,6 +39,7 @@ mod inbox;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 
@@ -119,7 +120,25 @@ pub struct RedbStore {
     store_id: Box<str>,
     /// Reused encoding buffer.
     scratch: Vec<u8>,
+    /// The database file (to reopen it).
+    path: std::path::PathBuf,
+    /// Why the database is unusable since an I/O error (disk full…), when it is: redb refuses
+    /// everything after one until reopened, so operations fail with `Unavailable` and the store
+    /// reopens the file (with backoff) until that works.
+    broken: Option<Broken>,
+    /// The first wait before reopening a broken database (doubles up to [`MAX_BACKOFF`]).
+    backoff: Duration,
 }
+
+/// A broken database: why, and when to try reopening it.
+struct Broken {
+    why: String,
+    retry_at: Instant,
+    wait: Duration,
+}
+
+/// The longest wait between two reopen attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Opens the batch's write transaction if needed.
 fn wtx<'a>(
@@ -258,6 +277,9 @@ impl RedbStore {
             next_id_dirty: false,
             store_id,
             scratch: Vec::with_capacity(256),
+            path: path.to_path_buf(),
+            broken: None,
+            backoff: Duration::from_millis(500),
         })
     }
 
@@ -283,7 +305,82 @@ impl RedbStore {
         if r.is_err() {
             self.failed = true;
         }
-        r
+        self.note(r)
+    }
+
+    /// Notes the outcome of any operation: an I/O error breaks the database (redb refuses every
+    /// later operation until it is reopened), reported as `Unavailable` (wire `not_available`).
+    fn note<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        match r {
+            Err(StoreError::Io(why)) => {
+                if self.broken.is_none() {
+                    tracing::error!(
+                        file = %self.path.display(),
+                        error = %why,
+                        "store: an I/O error broke the database (disk full?): operations fail \
+                         with not_available and readiness fails until it reopens"
+                    );
+                    self.broken = Some(Broken {
+                        why: why.clone(),
+                        retry_at: Instant::now() + self.backoff,
+                        wait: self.backoff,
+                    });
+                }
+                Err(StoreError::Unavailable(format!("store I/O failed: {why}")))
+            }
+            r => r,
+        }
+    }
+
+    /// Fails while the database is broken, reopening it when the backoff allows.
+    fn usable(&mut self) -> Result<(), StoreError> {
+        let Some(b) = &mut self.broken else {
+            return Ok(());
+        };
+        if Instant::now() < b.retry_at {
+            return Err(StoreError::Unavailable(format!(
+                "store I/O failed, reopening: {}",
+                b.why
+            )));
+        }
+        // Drop the transaction and the handle first: redb locks the file per handle.
+        self.wtx = None;
+        let placeholder = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(err)?;
+        drop(std::mem::replace(&mut self.db, placeholder));
+        match Self::open_file(&self.path, now_ms()) {
+            Ok(fresh) => {
+                tracing::warn!(file = %self.path.display(), "store: the database reopened");
+                let backoff = self.backoff;
+                *self = fresh;
+                self.backoff = backoff;
+                Ok(())
+            }
+            Err(e) => {
+                let b = self.broken.get_or_insert(Broken {
+                    why: String::new(),
+                    retry_at: Instant::now(),
+                    wait: self.backoff,
+                });
+                b.wait = (b.wait * 2).min(MAX_BACKOFF);
+                b.retry_at = Instant::now() + b.wait;
+                b.why = e.to_string();
+                Err(StoreError::Unavailable(format!(
+                    "store I/O failed, reopening failed: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Tests: reopen attempts without waiting.
+    #[cfg(test)]
+    pub(crate) fn set_backoff(&mut self, d: Duration) {
+        self.backoff = d;
+        if let Some(b) = &mut self.broken {
+            b.retry_at = Instant::now() + d;
+            b.wait = d;
+        }
     }
 
     /// Forgets everything cached about uncommitted state (after a rollback).
@@ -487,16 +584,19 @@ impl Store for RedbStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
+        self.usable()?;
         let r = self.append_inner(topic, limits, event, data, now_ms);
         self.track(r)
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        match self.load_stream(topic) {
+        self.usable()?;
+        let r = match self.load_stream(topic) {
             Ok(true) => self.stream_pos(topic),
             Ok(false) => Ok(self.unwritten(topic)),
             Err(e) => Err(e),
-        }
+        };
+        self.note(r)
     }
 
     fn read(
@@ -507,6 +607,7 @@ impl Store for RedbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
+        self.usable()?;
         let r = self.read_inner(topic, limits, after, limit, now_ms);
         self.track(r)
     }
@@ -518,22 +619,27 @@ impl Store for RedbStore {
         limits: InboxLimits,
         now_ms: u64,
     ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
+        self.usable()?;
         let r = self.put_inner(user, msg, limits, now_ms);
         self.track(r)
     }
 
     fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError> {
+        self.usable()?;
         let r = self.delivered_inner(user, offset, times);
         self.track(r)
     }
 
     fn inbox_ack(&mut self, user: &str, offset: u64) -> Result<Option<StatusChange>, StoreError> {
+        self.usable()?;
         let r = self.ack_inner(user, offset);
         self.track(r)
     }
 
     fn inbox_list(&mut self, user: &str, now_ms: u64) -> Result<Vec<InboxMessage>, StoreError> {
-        self.list_inner(user, now_ms)
+        self.usable()?;
+        let r = self.list_inner(user, now_ms);
+        self.note(r)
     }
 
     fn expire(
@@ -541,12 +647,22 @@ impl Store for RedbStore {
         limits: InboxLimits,
         now_ms: u64,
     ) -> Result<Vec<StatusChange>, StoreError> {
+        self.usable()?;
         let r = self.expire_inner(limits, now_ms);
         self.track(r)
     }
 
     fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {
-        self.status_inner(id)
+        self.usable()?;
+        let r = self.status_inner(id);
+        self.note(r)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &self.broken {
+            None => Ok(()),
+            Some(b) => Err(format!("store {}: {}", self.path.display(), b.why)),
+        }
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
@@ -564,6 +680,6 @@ impl Store for RedbStore {
         if r.is_err() {
             self.reset();
         }
-        r
+        self.note(r)
     }
 }

@@ -285,3 +285,70 @@ fn an_empty_file_starts_a_new_store() {
     let mut s = open(dir.path());
     assert_eq!(s.position("t1").unwrap().offset, 0);
 }
+
+/// A tmpfs of `size` mounted on `dir`, unmounted on drop (needs root: `None` elsewhere).
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_not_available_and_the_store_reopens_when_space_returns() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(dir.path(), "4m") else {
+        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        return;
+    };
+    let mut s = open(&dir.path().join("store"));
+    s.set_backoff(std::time::Duration::ZERO);
+    let l = hl(10_000, 0);
+    s.append("t", l, "e", Some(b"1"), T0).unwrap();
+    s.commit().unwrap();
+    // Fill what is left with a file we can delete later.
+    let filler = dir.path().join("filler");
+    {
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f.write_all(&[0u8; 16 * 1024]).is_ok() {}
+    }
+    let big = vec![b'7'; 64 * 1024];
+    let mut failure = None;
+    for _ in 0..200 {
+        let r = s
+            .append("t", l, "e", Some(&big), T0)
+            .and_then(|_| s.commit());
+        if let Err(e) = r {
+            failure = Some(e);
+            break;
+        }
+    }
+    let e = failure.expect("the disk never filled");
+    assert_eq!(e.code(), crate::ErrorCode::NotAvailable, "{e}");
+    assert!(s.health().is_err(), "a broken store reports itself");
+    // Space returns: the store reopens by itself and works again.
+    std::fs::remove_file(&filler).unwrap();
+    let before = s.position("t").unwrap().offset;
+    let p = s.append("t", l, "e", Some(b"2"), T0).unwrap();
+    s.commit().unwrap();
+    assert_eq!(p.offset, before + 1);
+    assert!(s.health().is_ok());
+    assert_eq!(s.position("t").unwrap().offset, before + 1);
+}
