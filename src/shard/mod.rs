@@ -31,6 +31,7 @@ pub(crate) mod events;
 mod hold;
 pub(crate) mod inbox;
 mod messaging;
+pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod presence;
 pub(crate) mod shared;

@@ -36,6 +36,8 @@
 mod codec;
 mod inbox;
 
+pub(crate) use codec::fuzz_decode_all;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;

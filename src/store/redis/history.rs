@@ -218,3 +218,16 @@ impl RedisStore {
         })
     }
 }
+
+/// Fuzzing: `v` as a position, a stream entry, and a history read's answer.
+pub(super) fn fuzz_decode(v: &Value) {
+    let _ = position(v);
+    let _ = publication(v);
+    if let Ok(a) = val::array(v, "a history read") {
+        if let Ok(entries) = val::at(a, 3, "entries").and_then(|e| val::array(e, "entries")) {
+            for e in entries {
+                let _ = publication(e);
+            }
+        }
+    }
+}

@@ -267,3 +267,17 @@ impl RedisStore {
         }))
     }
 }
+
+/// Fuzzing: `v` as a status change, an inbox row, and an inbox put's answer.
+pub(super) fn fuzz_decode(v: &Value) {
+    let _ = change(v, MessageStatus::Acked);
+    let _ = listed(v, 0);
+    if let Ok(a) = val::array(v, "an inbox put") {
+        for x in a.iter().skip(3) {
+            let _ = change(x, MessageStatus::Dropped);
+        }
+        for row in a {
+            let _ = listed(row, u64::MAX);
+        }
+    }
+}

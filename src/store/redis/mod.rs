@@ -273,3 +273,9 @@ impl Store for RedisStore {
         Ok(())
     }
 }
+
+/// Fuzzing: reads `v` as every Redis answer the store decodes (nothing may panic).
+pub(crate) fn fuzz_decode(v: &::redis::Value) {
+    history::fuzz_decode(v);
+    inbox::fuzz_decode(v);
+}
