@@ -249,6 +249,7 @@ fn damaged_store_is_a_clean_exit(io: &str) {
     }
     let file = dir.join("ringhub.redb");
     let good = std::fs::read(&file).unwrap();
+    let mut refused = 0;
     let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
         ("page 1 zeroed", |b| b[PAGE..2 * PAGE].fill(0)),
         ("page 2 filled", |b| b[2 * PAGE..3 * PAGE].fill(0xff)),
@@ -278,10 +279,12 @@ fn damaged_store_is_a_clean_exit(io: &str) {
             .map_while(Result::ok)
             .any(|l| l.contains("listening addr="));
         if started {
+            eprintln!("{what}: repaired, started");
             let _ = child.kill();
             let _ = child.wait();
             continue;
         }
+        refused += 1;
         let mut err = String::new();
         child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         let code = child.wait().unwrap().code();
@@ -289,6 +292,7 @@ fn damaged_store_is_a_clean_exit(io: &str) {
         assert_eq!(code, Some(1), "{what}: {err}");
         assert!(err.contains("ringhub.redb"), "{what}: the error names the file: {err}");
     }
+    assert!(refused > 0, "every damage was repaired: the error path went untested");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
