@@ -223,11 +223,29 @@ pub fn settings(data: &[u8]) {
     }
 }
 
+/// Decodes arbitrary bytes as every value the stores read back: the redb store's hand-rolled
+/// encodings (stream metas, history entries, inbox entries, status rows — each that decodes must
+/// re-encode to the same bytes) and, parsed as a RESP reply, every Redis script answer the Redis
+/// store decodes. Stored data can be damaged; decoding it must fail cleanly, never panic.
+pub fn store_codecs(data: &[u8]) {
+    crate::store::redb::fuzz_decode_all(data);
+    if let Ok(v) = ::redis::parse_redis_value(data) {
+        crate::store::redis::fuzz_decode(&v);
+    }
+}
+
+/// Parses a client envelope as a shard does and then its `data` as the v2 request its event
+/// names (`subscribe` with `since`, `history`, `ack`, `presence`…), as the shard reads them;
+/// every error frame the request can cause stays small.
+pub fn v2_requests(data: &[u8]) {
+    crate::shard::fuzz_v2_request(data);
+}
+
 /// A fuzz entry point with its name.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name (the corpus directories under `fuzz/corpus/`).
-pub const TARGETS: [Target; 5] = [
+pub const TARGETS: [Target; 7] = [
     ("frames", |d| {
         frames(d);
     }),
@@ -235,4 +253,6 @@ pub const TARGETS: [Target; 5] = [
     ("http_head", http_head),
     ("jwt", jwt),
     ("settings", settings),
+    ("store_codecs", store_codecs),
+    ("v2_requests", v2_requests),
 ];

@@ -158,3 +158,183 @@ async fn survives_kill_9_uring() {
         survives_kill_9("uring").await;
     }
 }
+
+fn temp_store(what: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!(
+        "ringhub-{what}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ))
+}
+
+/// Bytes of the store file in `dir`.
+fn store_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("ringhub.redb")).unwrap().len()
+}
+
+/// Issue 21 (7): history requests and subscribe/unsubscribe pairs on never-published topics
+/// grew the redb file without bound (20,000 history requests: 74 kB → 3.3 MB).
+async fn reads_do_not_grow_the_store(io: &str) {
+    let dir = temp_store("reads");
+    let node = spawn(&dir, io);
+    let mut a = ws(&node.addr, "").await;
+    send(
+        &mut a,
+        json!({"event": "m", "topic": "chat:known", "id": 1, "data": 1}),
+    )
+    .await;
+    assert_eq!(recv(&mut a).await["data"]["offset"], 1);
+    let before = store_len(&dir);
+    let mut epoch = None;
+    for i in 0..1500u64 {
+        let topic = format!("chat:never-{i}");
+        let id = 10 + 3 * i;
+        let r = request(
+            &mut a,
+            json!({"event": "history", "topic": topic, "id": id}),
+        )
+        .await;
+        assert_eq!(r["data"]["offset"], 0, "{r}");
+        if i == 0 {
+            epoch = Some(r["data"]["epoch"].clone());
+        }
+        let r = request(
+            &mut a,
+            json!({"event": "subscribe", "topic": topic, "id": id + 1}),
+        )
+        .await;
+        assert_eq!(r["data"]["offset"], 0, "{r}");
+        request(
+            &mut a,
+            json!({"event": "unsubscribe", "topic": topic, "id": id + 2}),
+        )
+        .await;
+    }
+    assert_eq!(
+        store_len(&dir),
+        before,
+        "read-only requests grew the store file"
+    );
+    // The first publication keeps the epoch the reads reported: a reader recovers across it.
+    let r = request(
+        &mut a,
+        json!({"event": "m", "topic": "chat:never-0", "id": 9, "data": 2}),
+    )
+    .await;
+    assert_eq!(r["data"]["offset"], 1, "{r}");
+    let r = request(
+        &mut a,
+        json!({"event": "subscribe", "topic": "chat:never-0", "id": 8,
+               "data": {"since": {"epoch": epoch.unwrap(), "offset": 0}}}),
+    )
+    .await;
+    assert_eq!(r["data"]["recovered"], true, "{r}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn reads_do_not_grow_the_store_epoll() {
+    reads_do_not_grow_the_store("epoll").await;
+}
+
+#[tokio::test]
+async fn reads_do_not_grow_the_store_uring() {
+    if shell_available(ringhub::IoMode::Uring) {
+        reads_do_not_grow_the_store("uring").await;
+    }
+}
+
+/// Issue 21 (5): a slightly damaged store file made the binary panic at start (exit 101).
+fn damaged_store_is_a_clean_exit(io: &str) {
+    const PAGE: usize = 4096;
+    let dir = temp_store("damaged");
+    {
+        let node = spawn(&dir, io);
+        let addr: std::net::SocketAddr = node.addr.parse().unwrap();
+        for n in 0..20 {
+            let (st, v) = http_json(
+                addr,
+                "POST",
+                "/api/v1/send",
+                Some("k"),
+                Some(&json!({"user": "zoe", "event": "note", "data": {"n": n}, "durable": true})),
+            );
+            assert_eq!(st, 200, "{v}");
+        }
+        kill9(node);
+    }
+    let file = dir.join("ringhub.redb");
+    let good = std::fs::read(&file).unwrap();
+    let mut refused = 0;
+    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+        ("page 1 zeroed", |b| b[PAGE..2 * PAGE].fill(0)),
+        ("page 2 filled", |b| b[2 * PAGE..3 * PAGE].fill(0xff)),
+        ("second half zeroed", |b| {
+            let n = b.len();
+            b[n / 2..].fill(0);
+        }),
+    ];
+    for (what, damage) in cases {
+        let mut bytes = good.clone();
+        damage(&mut bytes);
+        std::fs::write(&file, &bytes).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringhub"))
+            .args(["--listen", "127.0.0.1:0", "--shards", "1", "--io", io])
+            .args(["--stats-interval", "0s", "--store", "redb", "--store-path"])
+            .arg(&dir)
+            .env("RINGHUB_LOG_FORMAT", "text")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ringhub");
+        // It either exits or starts listening (redb repaired the damage): the log tells which.
+        use std::io::{BufRead, Read};
+        let log = std::io::BufReader::new(child.stdout.take().unwrap());
+        let started = log
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("listening addr="));
+        if started {
+            eprintln!("{what}: repaired, started");
+            let _ = child.kill();
+            let _ = child.wait();
+            continue;
+        }
+        refused += 1;
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let code = child.wait().unwrap().code();
+        assert_ne!(code, Some(101), "{what}: panicked: {err}");
+        assert_eq!(code, Some(1), "{what}: {err}");
+        assert!(
+            err.contains("ringhub.redb"),
+            "{what}: the error names the file: {err}"
+        );
+    }
+    assert!(
+        refused > 0,
+        "every damage was repaired: the error path went untested"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn damaged_store_is_a_clean_exit_epoll() {
+    damaged_store_is_a_clean_exit("epoll");
+}
+
+#[test]
+fn damaged_store_is_a_clean_exit_uring() {
+    if shell_available(ringhub::IoMode::Uring) {
+        damaged_store_is_a_clean_exit("uring");
+    }
+}

@@ -69,10 +69,11 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
         ("GET", "/healthz") => return Response::ok(json!("ok")),
         ("GET", "/readyz") if hub.is_stopping() => return Response::err(503, "shutting down"),
         ("GET", "/readyz") => {
-            return match hub.cluster.broker.health() {
-                Ok(()) => Response::ok(json!("ready")),
-                Err(reason) => Response::err(503, &reason),
-            }
+            let store = hub.store_fault.lock().ok().and_then(|f| f.clone());
+            return match (hub.cluster.broker.health(), store) {
+                (Err(reason), _) | (Ok(()), Some(reason)) => Response::err(503, &reason),
+                (Ok(()), None) => Response::ok(json!("ready")),
+            };
         }
         ("GET", "/metrics") => {
             return Response {

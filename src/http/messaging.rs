@@ -60,7 +60,7 @@ impl ApiError {
         Self::new(status, e.message)
     }
     fn from_store(e: StoreError) -> Self {
-        let status = if matches!(e, StoreError::Unavailable(_)) {
+        let status = if matches!(e, StoreError::Unavailable(_) | StoreError::Io(_)) {
             503
         } else {
             500

@@ -288,6 +288,7 @@ impl Server {
             namespaces,
             hooks: self.hooks,
             events: Default::default(),
+            store_fault: std::sync::Mutex::new(None),
             config: self.config,
             links: Links {
                 pool: self.blocking.then_some(pool_tx),

@@ -21,8 +21,8 @@ pub(crate) struct PendingDurable {
 }
 
 #[derive(Deserialize)]
-struct AckData {
-    offset: u64,
+pub(super) struct AckData {
+    pub(super) offset: u64,
 }
 
 impl ShardState {

@@ -60,6 +60,49 @@ pub(super) fn data_as<'a, T: Deserialize<'a> + Default>(
     }
 }
 
+/// Fuzzing: parses `payload` as a client envelope and its `data` as the v2 request its event
+/// names, the way the shard does; every error frame it can cause stays within its bound.
+pub(crate) fn fuzz_v2_request(payload: &[u8]) {
+    let bound =
+        2 * crate::proto::pattern::MAX_TOPIC_LEN + crate::proto::error::MAX_ERROR_MESSAGE + 256;
+    let Ok(e) = envelope::parse(payload) else {
+        return;
+    };
+    let refused = |m: &str| {
+        let f = envelope::error(e.id, &e.topic, ErrorCode::BadRequest, m);
+        assert!(f.len() <= bound, "error frame of {} bytes", f.len());
+    };
+    match &*e.event {
+        "subscribe" => match data_as::<SubscribeData>(e.data) {
+            Ok(d) => {
+                if let Some(s) = d.since {
+                    let _ = Since::from(s);
+                }
+            }
+            Err(m) => refused(&m),
+        },
+        "history" => match data_as::<HistoryData>(e.data) {
+            Ok(d) => {
+                let _ = (d.limit, d.since.map(Since::from));
+            }
+            Err(m) => refused(&m),
+        },
+        "ack" => {
+            if !matches!(
+                e.data
+                    .map(|d| serde_json::from_str::<super::durable::AckData>(d.get())),
+                Some(Ok(_))
+            ) {
+                refused("ack needs data {\"offset\": N}");
+            }
+        }
+        _ => {}
+    }
+    if let Err(err) = crate::proto::pattern::validate_topic(&e.topic) {
+        refused(&err.to_string());
+    }
+}
+
 /// The held-topic marker for "this connection's user's durable messages".
 pub(super) const INBOX: &str = "";
 

@@ -35,6 +35,7 @@ pub mod hooks;
 pub(crate) mod inbox;
 pub(crate) mod jobs;
 mod messaging;
+pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod presence;
 pub(crate) mod shared;

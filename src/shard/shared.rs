@@ -76,6 +76,9 @@ pub(crate) struct HubShared {
     pub(crate) hooks: Hooks,
     /// Recent errors, cuts and disconnects for the admin dashboard.
     pub(crate) events: super::events::RecentEvents,
+    /// Why the store is unusable, while it is ([`Store::health`](crate::store::Store::health),
+    /// set by the store thread): `/readyz` answers 503 with it.
+    pub(crate) store_fault: std::sync::Mutex<Option<String>>,
     /// Queues to the pool, the API thread and the store thread.
     pub(crate) links: Links,
     /// This node among the others.
@@ -244,6 +247,7 @@ impl HubShared {
             stopping: AtomicBool::new(false),
             namespaces: Namespaces::default(),
             hooks: Hooks::default(),
+            store_fault: std::sync::Mutex::new(None),
             events: Default::default(),
             links: Links::default(),
             cluster: NodeLink::single("bench".into()),

@@ -34,9 +34,9 @@ struct Stream {
 }
 
 impl Stream {
-    fn new() -> Self {
+    fn new(epoch: Arc<str>) -> Self {
         Stream {
-            epoch: new_epoch(),
+            epoch,
             top: 0,
             ring: VecDeque::new(),
         }
@@ -122,11 +122,10 @@ pub(crate) fn expiry(now: u64, ttl: std::time::Duration) -> u64 {
 }
 
 /// The in-memory store. See the [module docs](self).
-#[derive(Default)]
 pub struct MemoryStore {
     streams: Map<Box<str>, Stream>,
     inboxes: Map<Arc<str>, Inbox>,
-    /// The id the next message gets, minus one (ids start at 1).
+    /// The id the last message got (see [`first_message_id`](super::first_message_id)).
     last_id: u64,
     statuses: Map<u64, Info>,
     /// Live (pending or delivered) messages by (created, id).
@@ -134,24 +133,41 @@ pub struct MemoryStore {
     /// Final statuses by (final time, id).
     finals: BTreeSet<(u64, u64)>,
     /// Drawn at creation: a memory store's inboxes start empty at every start.
-    epoch: Option<Arc<str>>,
+    epoch: Arc<str>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
         Self {
-            epoch: Some(super::new_epoch()),
-            ..Self::default()
+            streams: Map::default(),
+            inboxes: Map::default(),
+            last_id: super::first_message_id(now_ms()) - 1,
+            statuses: Map::default(),
+            live: BTreeSet::new(),
+            finals: BTreeSet::new(),
+            epoch: new_epoch(),
         }
     }
 
-    fn stream(&mut self, topic: &str) -> &mut Stream {
-        if !self.streams.contains_key(topic) {
-            self.streams.insert(topic.into(), Stream::new());
+    /// How many streams are stored (tests).
+    #[cfg(test)]
+    pub(crate) fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The position of a stream that was never written (reads store nothing).
+    fn unwritten(&self, topic: &str) -> StreamPos {
+        StreamPos {
+            epoch: super::unwritten_epoch(&self.epoch, topic),
+            offset: 0,
         }
-        // Just ensured.
-        self.streams.get_mut(topic).expect("stream present")
     }
 
     /// Moves a live message to a final status; returns the change.
@@ -253,7 +269,7 @@ impl Store for MemoryStore {
     }
 
     fn inbox_epoch(&self) -> Arc<str> {
-        self.epoch.clone().unwrap_or_else(|| "memory".into())
+        self.epoch.clone()
     }
 
     fn append(
@@ -268,14 +284,17 @@ impl Store for MemoryStore {
         if let Some(s) = self.streams.get_mut(topic) {
             return Ok(s.push(limits, event, data, now_ms));
         }
-        let mut s = Stream::new();
+        let mut s = Stream::new(super::unwritten_epoch(&self.epoch, topic));
         let pos = s.push(limits, event, data, now_ms);
         self.streams.insert(topic.into(), s);
         Ok(pos)
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        Ok(self.stream(topic).pos())
+        Ok(match self.streams.get(topic) {
+            Some(s) => s.pos(),
+            None => self.unwritten(topic),
+        })
     }
 
     fn read(
@@ -286,7 +305,10 @@ impl Store for MemoryStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
-        let s = self.stream(topic);
+        let Some(s) = self.streams.get(topic) else {
+            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
+            return Ok(acc.finish(self.unwritten(topic)));
+        };
         let first_kept = s.ring.front().map_or(s.top + 1, |p| p.offset);
         // Offsets in the ring are contiguous.
         let skip = usize::try_from(after.saturating_add(1).saturating_sub(first_kept))

@@ -223,8 +223,9 @@ impl StoreError {
     /// The stable wire code of the error.
     pub fn code(&self) -> crate::ErrorCode {
         match self {
-            StoreError::Unavailable(_) => crate::ErrorCode::NotAvailable,
-            _ => crate::ErrorCode::Internal,
+            // The storage failed (disk full, a lost connection): worth retrying later.
+            StoreError::Unavailable(_) | StoreError::Io(_) => crate::ErrorCode::NotAvailable,
+            StoreError::Corrupt(_) => crate::ErrorCode::Internal,
         }
     }
 }
@@ -314,6 +315,12 @@ pub trait Store: Send + 'static {
     /// What is known of message `id` (`None` if unknown or forgotten).
     fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError>;
 
+    /// Whether the store works: `Err(why)` while it is known to be unusable (a redb file after an
+    /// I/O error, until it reopens); `/readyz` answers 503 with the reason.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Makes every operation applied so far durable (as far as the implementation promises);
     /// the store thread calls it once per batch.
     fn commit(&mut self) -> Result<(), StoreError>;
@@ -329,6 +336,33 @@ pub fn new_epoch() -> Arc<str> {
             .map_or(0, |d| d.as_nanos()),
     );
     format!("{:08x}", h.finish() as u32).into()
+}
+
+/// The epoch of a stream that was never written, derived from the store's own epoch (which
+/// changes when the store loses its data) and the topic: reads report it without storing
+/// anything, and the first append keeps it, so a client that saw the empty stream recovers across
+/// that append. A store must never forget one stream while keeping the rest of its data.
+pub fn unwritten_epoch(store_epoch: &str, topic: &str) -> Arc<str> {
+    // FNV-1a: stable across builds and versions (the epoch is persisted by the first append).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in store_epoch
+        .bytes()
+        .chain(std::iter::once(0xff))
+        .chain(topic.bytes())
+    {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:08x}", (h ^ (h >> 32)) as u32).into()
+}
+
+/// The first message id of a store that starts without any (new, or its data lost): ids stay
+/// unique across such losses — a lost store's ids are never handed out again, so
+/// `GET /api/v1/messages/M` never answers for another user's message. Wall-clock milliseconds
+/// × 256: a store would have to average more than 256,000 ids a second since its previous start
+/// to catch up; ~2^49 today, so still exact as a JavaScript number (2^53) with up to 16 Redis
+/// instances multiplying it (see the Redis store).
+pub fn first_message_id(now_ms: u64) -> u64 {
+    now_ms.saturating_mul(256).max(1)
 }
 
 /// Milliseconds since the Unix epoch.

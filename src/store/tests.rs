@@ -62,7 +62,10 @@ fn epochs(s: &mut dyn Store) {
     assert_eq!(r.pos.offset, 0);
     assert!(r.complete && r.publications.is_empty());
     let b = s.append("b", l, "e", None, T0).unwrap();
-    assert_eq!(b.epoch, r.pos.epoch, "a read creates the stream");
+    assert_eq!(
+        b.epoch, r.pos.epoch,
+        "the first append keeps the epoch a read reported"
+    );
     assert_ne!(b.epoch, e, "each stream has its own epoch");
     s.commit().unwrap();
     assert_eq!(s.position("a").unwrap().epoch, e);
@@ -368,6 +371,17 @@ conformance!(
     expire_and_forget,
     status_each_state,
 );
+
+#[test]
+fn memory_reads_of_unknown_topics_store_nothing() {
+    let mut s = MemoryStore::new();
+    for i in 0..1000 {
+        let topic = format!("never:{i}");
+        s.position(&topic).unwrap();
+        s.read(&topic, hl(10, 0), 0, 50, T0).unwrap();
+    }
+    assert_eq!(s.stream_count(), 0);
+}
 
 mod model;
 mod redb_only;

@@ -81,6 +81,8 @@ pub(crate) struct Sequencer {
     outs: Vec<Out>,
     last_expire: Instant,
     inbox_epoch: Arc<str>,
+    /// The store's health as last published to `hub.store_fault`.
+    fault: Option<String>,
 }
 
 impl Sequencer {
@@ -96,6 +98,18 @@ impl Sequencer {
             jobs,
             outs: Vec::new(),
             last_expire: Instant::now(),
+            fault: None,
+        }
+    }
+
+    /// Publishes the store's health for `/readyz` when it changed.
+    fn publish_health(&mut self) {
+        let now = self.store.health().err();
+        if now != self.fault {
+            if let Ok(mut f) = self.hub.store_fault.lock() {
+                f.clone_from(&now);
+            }
+            self.fault = now;
         }
     }
 
@@ -168,12 +182,14 @@ impl Sequencer {
             }
         }
         if self.outs.is_empty() {
+            self.publish_health();
             return stop;
         }
         match self.store.commit() {
             Ok(()) => self.emit(),
             Err(e) => self.fail(&e),
         }
+        self.publish_health();
         stop
     }
 

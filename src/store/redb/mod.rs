@@ -24,7 +24,10 @@
 //! | `meta` | name | `next_id`, `store_id` |
 //!
 //! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
-//! cached after first use and written once per batch, at `commit`.
+//! cached after first use and written once per batch, at `commit`. Only appends write a stream:
+//! reads of a topic never written store and cache nothing (its epoch is
+//! [`unwritten_epoch`](super::unwritten_epoch) of the store id), so read-only clients cannot grow
+//! the file.
 //!
 //! # Time
 //! As in the memory store: an ack's final time is the wall clock, an inbox TTL of zero never
@@ -33,16 +36,19 @@
 mod codec;
 mod inbox;
 
+pub(crate) use codec::fuzz_decode_all;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::memory::{Offer, ReadAcc};
 use super::{
-    new_epoch, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
-    StatusChange, Store, StoreError, StreamPos,
+    first_message_id, new_epoch, now_ms, unwritten_epoch, HistoryLimits, HistoryRead, InboxLimits,
+    InboxMessage, MessageInfo, NewMessage, StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -116,7 +122,25 @@ pub struct RedbStore {
     store_id: Box<str>,
     /// Reused encoding buffer.
     scratch: Vec<u8>,
+    /// The database file (to reopen it).
+    path: std::path::PathBuf,
+    /// Why the database is unusable since an I/O error (disk full…), when it is: redb refuses
+    /// everything after one until reopened, so operations fail with `Unavailable` and the store
+    /// reopens the file (with backoff) until that works.
+    broken: Option<Broken>,
+    /// The first wait before reopening a broken database (doubles up to [`MAX_BACKOFF`]).
+    backoff: Duration,
 }
+
+/// A broken database: why, and when to try reopening it.
+struct Broken {
+    why: String,
+    retry_at: Instant,
+    wait: Duration,
+}
+
+/// The longest wait between two reopen attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Opens the batch's write transaction if needed.
 fn wtx<'a>(
@@ -135,24 +159,84 @@ fn wtx<'a>(
 impl RedbStore {
     /// Opens (or creates) the store in `dir`, creating the directory and its `ringhub.redb`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_at(dir, now_ms())
+    }
+
+    /// [`open`](Self::open) at wall-clock time `now_ms` (a new file's first message id).
+    ///
+    /// A damaged file is an error naming the file and what to do, never a panic: redb panics on
+    /// some damage (a zeroed header page), so opening, the integrity check and the first reads
+    /// run under `catch_unwind`, and the whole file is checked (`check_integrity`) before use.
+    pub(crate) fn open_at(dir: &Path, now_ms: u64) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Io(format!("creating {}: {e}", dir.display())))?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| {
+        let was = std::fs::metadata(&path).ok().map(|m| m.len());
+        let damaged = |why: String| {
+            StoreError::Corrupt(format!(
+                "{}: {why}. The store file is damaged: restore it from a backup, or move it \
+                 away to start with an empty store (every stream and inbox then starts a new \
+                 epoch)",
+                path.display()
+            ))
+        };
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::open_file(&path, now_ms)
+        }));
+        let store = match opened {
+            Ok(Ok(s)) => s,
+            Ok(Err(StoreError::Corrupt(m))) => return Err(damaged(m)),
+            Ok(Err(StoreError::Io(m))) => {
+                return Err(StoreError::Io(format!("{}: {m}", path.display())))
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                return Err(damaged(format!("redb failed reading it ({what})")));
+            }
+        };
+        match was {
+            None => tracing::warn!(
+                file = %path.display(),
+                "store: no database file: created a new one; every stream and inbox starts a new epoch"
+            ),
+            Some(0) => tracing::warn!(
+                file = %path.display(),
+                "store: the database file was EMPTY (0 bytes): started a new store; every stream \
+                 and inbox starts a new epoch and earlier data is gone (restore a backup if you \
+                 expected it)"
+            ),
+            Some(_) => {}
+        }
+        Ok(store)
+    }
+
+    /// Opens the file, checks it whole, and reads its meta.
+    fn open_file(path: &Path, now_ms: u64) -> Result<Self, StoreError> {
+        let mut db = Database::create(path).map_err(|e| {
             let locked = matches!(e, redb::DatabaseError::DatabaseAlreadyOpen);
             match err(e) {
                 // The lock is per file: typically a second server started in the same directory.
                 StoreError::Io(m) if locked => StoreError::Io(format!(
-                "{}: {m} Another process (e.g. a second ringhub started in the same directory) \
-                 has this store open: give this server its own directory with --store-path DIR \
-                 ([store] path), or keep nothing with --store memory",
-                path.display()
-            )),
-                StoreError::Corrupt(m) => StoreError::Corrupt(format!("{}: {m}", path.display())),
-                StoreError::Io(m) => StoreError::Io(format!("{}: {m}", path.display())),
+                    "{m} Another process (e.g. a second ringhub started in the same directory) \
+                     has this store open: give this server its own directory with --store-path \
+                     DIR ([store] path), or keep nothing with --store memory"
+                )),
                 other => other,
             }
         })?;
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                file = %path.display(),
+                "store: the database failed its integrity check and was repaired"
+            ),
+            Err(e) => return Err(err(e)),
+        }
         // Create every table (reads open them in read transactions) and the meta rows.
         let tx = db.begin_write().map_err(err)?;
         let (next_id, store_id) = {
@@ -164,9 +248,18 @@ impl RedbStore {
             tx.open_table(LIVE).map_err(err)?;
             tx.open_table(FINALS).map_err(err)?;
             let mut meta = tx.open_table(META).map_err(err)?;
-            let next_id = match meta.get("next_id").map_err(err)? {
-                Some(v) => codec::Reader::new(v.value(), "meta next_id").u64()?,
-                None => 1,
+            let stored_next = match meta.get("next_id").map_err(err)? {
+                Some(v) => Some(codec::Reader::new(v.value(), "meta next_id").u64()?),
+                None => None,
+            };
+            let next_id = match stored_next {
+                Some(n) => n,
+                None => {
+                    // A new file: the ids of a lost one are never handed out again.
+                    let n = first_message_id(now_ms);
+                    meta.insert("next_id", &n.to_le_bytes()[..]).map_err(err)?;
+                    n
+                }
             };
             let stored: Option<Box<str>> = match meta.get("store_id").map_err(err)? {
                 Some(v) => Some(
@@ -197,6 +290,9 @@ impl RedbStore {
             next_id_dirty: false,
             store_id,
             scratch: Vec::with_capacity(256),
+            path: path.to_path_buf(),
+            broken: None,
+            backoff: Duration::from_millis(500),
         })
     }
 
@@ -211,12 +307,93 @@ impl RedbStore {
         self.wtx.is_some()
     }
 
+    /// How many stream metas are cached (tests: reads of unknown topics cache nothing).
+    #[cfg(test)]
+    pub(crate) fn cached_streams(&self) -> usize {
+        self.streams.len()
+    }
+
     /// Notes the outcome of a mutating operation: a failure dooms the batch.
     fn track<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
         if r.is_err() {
             self.failed = true;
         }
-        r
+        self.note(r)
+    }
+
+    /// Notes the outcome of any operation: an I/O error breaks the database (redb refuses every
+    /// later operation until it is reopened), reported as `Unavailable` (wire `not_available`).
+    fn note<T>(&mut self, r: Result<T, StoreError>) -> Result<T, StoreError> {
+        match r {
+            Err(StoreError::Io(why)) => {
+                if self.broken.is_none() {
+                    tracing::error!(
+                        file = %self.path.display(),
+                        error = %why,
+                        "store: an I/O error broke the database (disk full?): operations fail \
+                         with not_available and readiness fails until it reopens"
+                    );
+                    self.broken = Some(Broken {
+                        why: why.clone(),
+                        retry_at: Instant::now() + self.backoff,
+                        wait: self.backoff,
+                    });
+                }
+                Err(StoreError::Unavailable(format!("store I/O failed: {why}")))
+            }
+            r => r,
+        }
+    }
+
+    /// Fails while the database is broken, reopening it when the backoff allows.
+    fn usable(&mut self) -> Result<(), StoreError> {
+        let Some(b) = &mut self.broken else {
+            return Ok(());
+        };
+        if Instant::now() < b.retry_at {
+            return Err(StoreError::Unavailable(format!(
+                "store I/O failed, reopening: {}",
+                b.why
+            )));
+        }
+        // Drop the transaction and the handle first: redb locks the file per handle.
+        self.wtx = None;
+        let placeholder = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(err)?;
+        drop(std::mem::replace(&mut self.db, placeholder));
+        match Self::open_file(&self.path, now_ms()) {
+            Ok(fresh) => {
+                tracing::warn!(file = %self.path.display(), "store: the database reopened");
+                let backoff = self.backoff;
+                *self = fresh;
+                self.backoff = backoff;
+                Ok(())
+            }
+            Err(e) => {
+                let b = self.broken.get_or_insert(Broken {
+                    why: String::new(),
+                    retry_at: Instant::now(),
+                    wait: self.backoff,
+                });
+                b.wait = (b.wait * 2).min(MAX_BACKOFF);
+                b.retry_at = Instant::now() + b.wait;
+                b.why = e.to_string();
+                Err(StoreError::Unavailable(format!(
+                    "store I/O failed, reopening failed: {e}"
+                )))
+            }
+        }
+    }
+
+    /// Tests: reopen attempts without waiting.
+    #[cfg(test)]
+    pub(crate) fn set_backoff(&mut self, d: Duration) {
+        self.backoff = d;
+        if let Some(b) = &mut self.broken {
+            b.retry_at = Instant::now() + d;
+            b.wait = d;
+        }
     }
 
     /// Forgets everything cached about uncommitted state (after a rollback).
@@ -234,14 +411,15 @@ impl RedbStore {
     fn read_next_id(&self) -> Result<u64, StoreError> {
         with_table!(self, META, |t| match t.get("next_id").map_err(err)? {
             Some(v) => codec::Reader::new(v.value(), "meta next_id").u64(),
-            None => Ok(1),
+            None => Ok(self.next_id),
         })
     }
 
-    /// Makes sure `topic`'s meta is cached (loading it, or creating the stream).
-    fn load_stream(&mut self, topic: &str) -> Result<(), StoreError> {
+    /// Makes sure `topic`'s meta is cached when the stream was ever written; false (and nothing
+    /// stored or cached) when it never was: reads of unknown topics must not grow the store.
+    fn load_stream(&mut self, topic: &str) -> Result<bool, StoreError> {
         if self.streams.contains_key(topic) {
-            return Ok(());
+            return Ok(true);
         }
         let stored = with_table!(self, STREAMS, |t| match t.get(topic).map_err(err)? {
             Some(v) => {
@@ -250,36 +428,32 @@ impl RedbStore {
             }
             None => None,
         });
-        let meta = match stored {
-            Some((top, epoch)) => {
-                let first = with_table!(self, HISTORY, |t| {
-                    let mut r = t.range((topic, 0)..=(topic, u64::MAX)).map_err(err)?;
-                    match r.next() {
-                        Some(item) => Some(item.map_err(err)?.0.value().1),
-                        None => None,
-                    }
-                });
-                StreamMeta {
-                    epoch,
-                    top,
-                    first_kept: first.unwrap_or(top + 1),
-                    dirty: false,
-                }
+        let Some((top, epoch)) = stored else {
+            return Ok(false);
+        };
+        let first = with_table!(self, HISTORY, |t| {
+            let mut r = t.range((topic, 0)..=(topic, u64::MAX)).map_err(err)?;
+            match r.next() {
+                Some(item) => Some(item.map_err(err)?.0.value().1),
+                None => None,
             }
-            None => {
-                // A new stream: written at commit, so the batch needs its transaction.
-                wtx(&self.db, &mut self.wtx)?;
-                self.dirty_streams.push(topic.into());
-                StreamMeta {
-                    epoch: new_epoch(),
-                    top: 0,
-                    first_kept: 1,
-                    dirty: true,
-                }
-            }
+        });
+        let meta = StreamMeta {
+            epoch,
+            top,
+            first_kept: first.unwrap_or(top + 1),
+            dirty: false,
         };
         self.streams.insert(topic.into(), meta);
-        Ok(())
+        Ok(true)
+    }
+
+    /// The position of a stream that was never written.
+    fn unwritten(&self, topic: &str) -> StreamPos {
+        StreamPos {
+            epoch: unwritten_epoch(&self.store_id, topic),
+            offset: 0,
+        }
     }
 
     fn stream_pos(&self, topic: &str) -> Result<StreamPos, StoreError> {
@@ -301,7 +475,16 @@ impl RedbStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        self.load_stream(topic)?;
+        if !self.load_stream(topic)? {
+            // The first append: the stream keeps the epoch its reads reported.
+            let meta = StreamMeta {
+                epoch: unwritten_epoch(&self.store_id, topic),
+                top: 0,
+                first_kept: 1,
+                dirty: false,
+            };
+            self.streams.insert(topic.into(), meta);
+        }
         let m = self
             .streams
             .get_mut(topic)
@@ -344,7 +527,10 @@ impl RedbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
-        self.load_stream(topic)?;
+        if !self.load_stream(topic)? {
+            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
+            return Ok(acc.finish(self.unwritten(topic)));
+        }
         let pos = self.stream_pos(topic)?;
         let first_kept = self
             .streams
@@ -411,15 +597,19 @@ impl Store for RedbStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
+        self.usable()?;
         let r = self.append_inner(topic, limits, event, data, now_ms);
         self.track(r)
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        let r = self
-            .load_stream(topic)
-            .and_then(|()| self.stream_pos(topic));
-        self.track(r)
+        self.usable()?;
+        let r = match self.load_stream(topic) {
+            Ok(true) => self.stream_pos(topic),
+            Ok(false) => Ok(self.unwritten(topic)),
+            Err(e) => Err(e),
+        };
+        self.note(r)
     }
 
     fn read(
@@ -430,6 +620,7 @@ impl Store for RedbStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
+        self.usable()?;
         let r = self.read_inner(topic, limits, after, limit, now_ms);
         self.track(r)
     }
@@ -441,22 +632,27 @@ impl Store for RedbStore {
         limits: InboxLimits,
         now_ms: u64,
     ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
+        self.usable()?;
         let r = self.put_inner(user, msg, limits, now_ms);
         self.track(r)
     }
 
     fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError> {
+        self.usable()?;
         let r = self.delivered_inner(user, offset, times);
         self.track(r)
     }
 
     fn inbox_ack(&mut self, user: &str, offset: u64) -> Result<Option<StatusChange>, StoreError> {
+        self.usable()?;
         let r = self.ack_inner(user, offset);
         self.track(r)
     }
 
     fn inbox_list(&mut self, user: &str, now_ms: u64) -> Result<Vec<InboxMessage>, StoreError> {
-        self.list_inner(user, now_ms)
+        self.usable()?;
+        let r = self.list_inner(user, now_ms);
+        self.note(r)
     }
 
     fn expire(
@@ -464,12 +660,22 @@ impl Store for RedbStore {
         limits: InboxLimits,
         now_ms: u64,
     ) -> Result<Vec<StatusChange>, StoreError> {
+        self.usable()?;
         let r = self.expire_inner(limits, now_ms);
         self.track(r)
     }
 
     fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {
-        self.status_inner(id)
+        self.usable()?;
+        let r = self.status_inner(id);
+        self.note(r)
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &self.broken {
+            None => Ok(()),
+            Some(b) => Err(format!("store {}: {}", self.path.display(), b.why)),
+        }
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
@@ -487,6 +693,6 @@ impl Store for RedbStore {
         if r.is_err() {
             self.reset();
         }
-        r
+        self.note(r)
     }
 }

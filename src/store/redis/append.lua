@@ -2,7 +2,7 @@
 -- ARGV: 2 size (MAXLEN), 3 ttl ms (0: none), 4 now ms, 5 event, 6 '1' when there is data,
 --       7 data, 8 cluster payload without its position, 9 the topic's channel.
 -- Returns {epoch, offset}.
-local epoch, top = meta()
+local epoch, top = meta(true)
 local off = top + 1
 local id = string.format('%d-0', off)
 -- XADD first: should it fail, no offset was consumed (scripts are not rolled back).

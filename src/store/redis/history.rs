@@ -67,11 +67,13 @@ fn publication(v: &Value) -> Result<Publication, StoreError> {
 }
 
 impl RedisStore {
-    /// The stream key and the meta key of a topic.
-    fn stream_keys(&self, topic: &str) -> [Arg<'static>; 2] {
+    /// The keys of the history scripts: the topic's stream and meta, and the instance's epoch
+    /// (see `meta.lua`).
+    fn stream_keys(&self, topic: &str) -> [Arg<'static>; 3] {
         [
             Cow::Owned(format!("{}:h:{topic}", self.prefix).into_bytes()),
             Cow::Owned(format!("{}:hm:{topic}", self.prefix).into_bytes()),
+            Cow::Owned(format!("{}:inbox_epoch", self.prefix).into_bytes()),
         ]
     }
 
@@ -80,14 +82,15 @@ impl RedisStore {
         self.seq = self.seq.wrapping_add(1);
         let payload =
             crate::proto::wire::stored(&self.origin, self.seq, r.topic, r.event, r.data, r.exclude);
-        let [stream, meta] = self.stream_keys(r.topic);
+        let [stream, meta, epoch_key] = self.stream_keys(r.topic);
         let channel = crate::proto::wire::topic_channel(&self.prefix, r.topic);
         Call {
             script: Script::Append,
-            keys: 2,
+            keys: 3,
             args: vec![
                 stream,
                 meta,
+                epoch_key,
                 Cow::Owned(new_epoch().as_bytes().to_vec()),
                 num(r.limits.size as u64),
                 num(ms(r.limits.ttl)),
@@ -145,11 +148,16 @@ impl RedisStore {
     }
 
     pub(super) fn position_of(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        let [stream, meta] = self.stream_keys(topic);
+        let [stream, meta, epoch_key] = self.stream_keys(topic);
         let call = Call {
             script: Script::Position,
-            keys: 2,
-            args: vec![stream, meta, Cow::Owned(new_epoch().as_bytes().to_vec())],
+            keys: 3,
+            args: vec![
+                stream,
+                meta,
+                epoch_key,
+                Cow::Owned(new_epoch().as_bytes().to_vec()),
+            ],
         };
         let k = self.topic_instance(topic);
         position(&self.inst[k].eval(&call)?)
@@ -168,13 +176,14 @@ impl RedisStore {
         } else {
             now_ms.saturating_sub(ms(limits.ttl))
         };
-        let [stream, meta] = self.stream_keys(topic);
+        let [stream, meta, epoch_key] = self.stream_keys(topic);
         let call = Call {
             script: Script::Read,
-            keys: 2,
+            keys: 3,
             args: vec![
                 stream,
                 meta,
+                epoch_key,
                 Cow::Owned(new_epoch().as_bytes().to_vec()),
                 num(after.min(MAX_AFTER)),
                 num(limit.min(MAX_LIMIT) as u64),
@@ -201,5 +210,18 @@ impl RedisStore {
             publications,
             complete,
         })
+    }
+}
+
+/// Fuzzing: `v` as a position, a stream entry, and a history read's answer.
+pub(super) fn fuzz_decode(v: &Value) {
+    let _ = position(v);
+    let _ = publication(v);
+    if let Ok(a) = val::array(v, "a history read") {
+        if let Ok(entries) = val::at(a, 3, "entries").and_then(|e| val::array(e, "entries")) {
+            for e in entries {
+                let _ = publication(e);
+            }
+        }
     }
 }

@@ -9,8 +9,8 @@ use super::conn::{val, Arg, Call, Script};
 use super::RedisStore;
 use crate::store::memory::{expiry, ms};
 use crate::store::{
-    new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage,
-    StatusChange, StoreError,
+    first_message_id, new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus,
+    NewMessage, StatusChange, StoreError,
 };
 
 /// Most messages one `expire` script call expires (and final statuses it forgets): the script
@@ -104,6 +104,7 @@ impl RedisStore {
                 flag(msg.data.is_some()),
                 Cow::Borrowed(msg.data.unwrap_or_default()),
                 Cow::Owned(new_epoch().as_bytes().to_vec()),
+                num(first_message_id(now_ms)),
             ],
         };
         let v = self.inst[k].eval(&call)?;
@@ -264,5 +265,19 @@ impl RedisStore {
             attempts: u32::try_from(val::u64(field(3)?, "attempts")?).unwrap_or(u32::MAX),
             created_ms: val::u64(field(4)?, "created")?,
         }))
+    }
+}
+
+/// Fuzzing: `v` as a status change, an inbox row, and an inbox put's answer.
+pub(super) fn fuzz_decode(v: &Value) {
+    let _ = change(v, MessageStatus::Acked);
+    let _ = listed(v, 0);
+    if let Ok(a) = val::array(v, "an inbox put") {
+        for x in a.iter().skip(3) {
+            let _ = change(x, MessageStatus::Dropped);
+        }
+        for row in a {
+            let _ = listed(row, u64::MAX);
+        }
     }
 }

@@ -15,9 +15,11 @@
 //!   nodes: up to ~100 entries more are kept; exact trimming on every append cost 1.6× the
 //!   script's time) and reads serve nothing older than `l`; with a history TTL it gets
 //!   `PEXPIRE <ttl>` at each append (and reads skip entries whose `t` is older than the TTL).
-//! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset, `l` the oldest offset exact trimming would have kept. Never expires: an idle topic keeps its
-//!   epoch. When it is missing (first use, or data lost), the next operation creates it with a
-//!   fresh epoch and an empty stream.
+//! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset, `l` the oldest offset exact trimming
+//!   would have kept. Never expires: an idle topic keeps its epoch. When it is missing (never
+//!   written, or data lost), reads report an epoch derived from the instance's `P:inbox_epoch`
+//!   and the topic without writing anything (read-only clients cannot grow Redis), and the first
+//!   append creates it with that epoch and an empty stream.
 //! - the channel `P:t:<topic>` — each append `PUBLISH`es the cluster message (`wire::stored`, with
 //!   `<epoch>:<offset>` appended by the script) in the same script.
 //!
@@ -28,12 +30,15 @@
 //!   `d`elivered, `a`cked, e`x`pired, d`r`opped), `n` attempts, `c` created, `x` expiry, `e`
 //!   event, `tp` topic, `d` data (the body fields are deleted when the message becomes final);
 //! - `P:mid` — the instance's message counter: id = `INCR P:mid` × n + k (k the instance), unique
-//!   cluster-wide, and `id % n` is where [`Store::status`] finds it;
+//!   cluster-wide, and `id % n` is where [`Store::status`] finds it; when missing (new, or the
+//!   instance lost its data) it starts at [`first_message_id`](crate::store::first_message_id)
+//!   of the time, so ids are never reused after a loss;
 //! - `P:live` — a sorted set of live messages by creation time, and `P:finals` of final ones by
 //!   when they became final: `expire` takes what is past the TTL from both in one script, so each
 //!   expired message is reported by exactly one node however many run `expire`.
 //!
-//! On every instance, `P:inbox_epoch` (`SET NX` at connect, read back): the inbox epoch is these
+//! On every instance, `P:inbox_epoch` (`SET NX` at connect, read back; also the seed of unwritten
+//! streams' epochs): the inbox epoch is these
 //! values joined with `.`, the same on every node. When an instance lost its data, the next
 //! `inbox_put` or `inbox_list` on it (on any node) sets a fresh value in the same script, and
 //! every node's [`Store::inbox_epoch`] changes as soon as one of its own puts or lists sees it —
@@ -267,4 +272,10 @@ impl Store for RedisStore {
     fn commit(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
+}
+
+/// Fuzzing: reads `v` as every Redis answer the store decodes (nothing may panic).
+pub(crate) fn fuzz_decode(v: &::redis::Value) {
+    history::fuzz_decode(v);
+    inbox::fuzz_decode(v);
 }

@@ -1,3 +1,3 @@
--- The stream's position, created if unknown. Returns {epoch, top offset}.
-local epoch, top = meta()
+-- The stream's position (an unknown stream is not written). Returns {epoch, top offset}.
+local epoch, top = meta(false)
 return {epoch, top}

@@ -6,8 +6,12 @@
 -- Mirrors the memory store's ReadAcc: candidates are judged newest first; an entry older than
 -- the cutoff is skipped, and once `limit` are taken any further candidate stops the read; both
 -- make the answer incomplete.
-local epoch, top = meta()
+local epoch, top = meta(false)
 local after = tonumber(ARGV[2])
+if top == 0 then
+  -- Never written (or lost): nothing to serve, and nothing written.
+  return {epoch, 0, after == 0 and 1 or 0, {}}
+end
 local limit = tonumber(ARGV[3])
 local cutoff = tonumber(ARGV[4])
 local first = top + 1
