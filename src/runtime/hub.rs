@@ -297,6 +297,7 @@ impl Server {
             node,
             hooks: self.hooks,
             events: Default::default(),
+            store_stats: Default::default(),
             config: self.config,
         });
         hub.broker.start(hub.clone())?;

@@ -86,6 +86,8 @@ pub(crate) struct HubShared {
     pub(crate) remote_store: bool,
     /// Recent errors, cuts and disconnects for the admin dashboard.
     pub(crate) events: super::events::RecentEvents,
+    /// What the store thread did, for `/metrics`.
+    pub(crate) store_stats: crate::runtime::store::StoreStats,
 }
 
 impl HubShared {
@@ -217,6 +219,7 @@ impl HubShared {
             clustered: false,
             remote_store: false,
             events: Default::default(),
+            store_stats: Default::default(),
         }
     }
 }

@@ -10,6 +10,8 @@
 //! `ShardState::recovering`). Nothing here ever runs on a shard's loop, so a slow disk slows
 //! history publications, never a shard.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,6 +30,7 @@ use crate::store::{
 use crate::ConnId;
 
 mod emit;
+mod retry;
 pub(crate) use emit::durable_frame;
 use emit::{position_json, publications_json, reply_error};
 
@@ -98,8 +101,16 @@ pub(crate) enum StoreJob {
         data: Option<Bytes>,
         reply: oneshot::Sender<Result<(u64, Counted), StoreError>>,
     },
-    /// A new connection of `user`: send it every unacknowledged message.
-    InboxSync { user: Arc<str>, conn: ConnId },
+    /// A new connection of `user`: send it every unacknowledged message. Skipped when `gone`
+    /// (the connection closed before the store got to it).
+    InboxSync {
+        user: Arc<str>,
+        conn: ConnId,
+        gone: Arc<AtomicBool>,
+    },
+    /// The cluster's control channel came back (messages sent meanwhile may not have reached
+    /// this node): send `shard` the unacknowledged messages of `user`, who has connections there.
+    InboxResync { user: Arc<str>, shard: usize },
     /// A connection acknowledged a durable message.
     Ack {
         user: Arc<str>,
@@ -107,10 +118,10 @@ pub(crate) enum StoreJob {
         conn: ConnId,
         rid: Option<u64>,
     },
-    /// A shard wrote a durable message to `times` connections.
+    /// A shard wrote these durable messages to `times` connections each.
     Delivered {
         user: Arc<str>,
-        offset: u64,
+        offsets: Vec<u64>,
         times: u32,
     },
     /// What is known of a message.
@@ -141,6 +152,8 @@ enum Out {
     Replied(Arc<str>, PubReply, u64),
     /// A frame for one connection.
     Conn(ConnId, Action),
+    /// A user's unacknowledged messages for a shard's resync (see [`StoreJob::InboxResync`]).
+    Resync(usize, Arc<str>, InboxFrames),
     /// The answer to a subscribe (request id kept for an error when the commit fails).
     Subscribed(ConnId, Option<u64>, Action),
     History(
@@ -176,6 +189,47 @@ pub(crate) struct Sequencer {
     outs: Vec<Out>,
     last_expire: Instant,
     inbox_epoch: Arc<str>,
+    /// Inbox lists read in this batch, per user, shared by every sync of the user in the batch
+    /// (a reconnect storm costs one read per batch, not one per connection). Dropped when the
+    /// batch changes the user's inbox.
+    lists: HashMap<Arc<str>, InboxFrames>,
+    /// Deliveries reported in this batch, summed per message: written once, at its end.
+    delivered: HashMap<(Arc<str>, u64), u32>,
+    /// Acks the store refused for want of an answer (Redis away), retried until it confirms.
+    acks: retry::AckRetry,
+}
+
+/// A user's unacknowledged messages as frames, in offset order.
+pub(crate) type InboxFrames = Arc<[(u64, Bytes)]>;
+
+/// What the store thread did, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct StoreStats {
+    /// Inbox syncs answered with a list read for them.
+    pub syncs_read: AtomicU64,
+    /// Inbox syncs answered with a list another sync of the same batch read.
+    pub syncs_shared: AtomicU64,
+    /// Inbox syncs skipped: the connection was gone.
+    pub syncs_skipped: AtomicU64,
+    /// Connections refused because the store's queue was full.
+    pub refused: AtomicU64,
+    /// Acks kept for a retry (the store did not answer).
+    pub acks_retried: AtomicU64,
+}
+
+impl StoreStats {
+    /// `(name, help, value, is_counter)` for `/metrics`, given the store queue's length.
+    pub(crate) fn list(&self, queued: usize) -> [(&'static str, &'static str, u64, bool); 6] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("queue", "Jobs waiting for the store thread", queued as u64, false),
+            ("inbox_syncs_read", "Inbox syncs answered with a list read for them", g(&self.syncs_read), true),
+            ("inbox_syncs_shared", "Inbox syncs answered with the list of another sync of the same batch", g(&self.syncs_shared), true),
+            ("inbox_syncs_skipped", "Inbox syncs skipped: the connection had closed", g(&self.syncs_skipped), true),
+            ("refused_connections", "Inbox syncs refused because the store queue was full (connection closed with 1013)", g(&self.refused), true),
+            ("acks_retried", "Acks kept and retried because the store did not answer", g(&self.acks_retried), true),
+        ]
+    }
 }
 
 impl Sequencer {
@@ -191,6 +245,9 @@ impl Sequencer {
             jobs,
             outs: Vec::new(),
             last_expire: Instant::now(),
+            lists: HashMap::new(),
+            delivered: HashMap::new(),
+            acks: retry::AckRetry::default(),
         }
     }
 
@@ -254,8 +311,11 @@ impl Sequencer {
             }
         }
         self.publish_run(&mut run, now);
+        self.lists.clear();
+        self.write_delivered();
         if self.last_expire.elapsed() >= Duration::from_secs(1) {
             self.last_expire = Instant::now();
+            self.retry_acks();
             match self.store.expire(self.hub.config.inbox.limits(), now) {
                 Ok(gone) if !gone.is_empty() => self.outs.push(Out::Gone(gone)),
                 Ok(_) => {}
@@ -330,6 +390,7 @@ impl Sequencer {
                     event: &event,
                     data: data.as_deref(),
                 };
+                self.lists.remove(&user);
                 match self
                     .store
                     .inbox_put(&user, msg, self.hub.config.inbox.limits(), now)
@@ -366,21 +427,25 @@ impl Sequencer {
                     }
                 }
             }
-            StoreJob::InboxSync { user, conn } => {
-                let listed = self.store.inbox_list(&user, now);
-                self.inbox_epoch = self.store.inbox_epoch();
-                let frames = match listed {
-                    Ok(list) => list
-                        .iter()
-                        .map(|m| (m.offset, durable_frame(&user, m, &self.inbox_epoch)))
-                        .collect(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, user = &*user, "store: reading an inbox failed");
-                        Vec::new()
-                    }
+            StoreJob::InboxSync { user, conn, gone } => {
+                let stats = &self.hub.store_stats;
+                if gone.load(Ordering::Relaxed) {
+                    stats.syncs_skipped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let counter = if self.lists.contains_key(&user) {
+                    &stats.syncs_shared
+                } else {
+                    &stats.syncs_read
                 };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let frames = self.inbox_frames(&user, now);
                 self.outs
                     .push(Out::Conn(conn, Action::InboxSync(user, frames)));
+            }
+            StoreJob::InboxResync { user, shard } => {
+                let frames = self.inbox_frames(&user, now);
+                self.outs.push(Out::Resync(shard, user, frames));
             }
             StoreJob::Ack {
                 user,
@@ -388,12 +453,23 @@ impl Sequencer {
                 conn,
                 rid,
             } => {
+                self.lists.remove(&user);
                 let topic = format!("user:{user}");
                 match self.store.inbox_ack(&user, offset) {
                     Ok(change) => {
                         if let Some(c) = change {
                             self.outs.push(Out::Gone(vec![c]));
                         }
+                        if let Some(rid) = rid {
+                            let frame = envelope::reply(rid, &topic, None);
+                            self.outs.push(Out::Conn(conn, Action::Send(frame)));
+                        }
+                    }
+                    Err(StoreError::Unavailable(why)) => {
+                        // The store did not answer (it may even apply the ack later): the ack
+                        // is kept and retried until the store confirms it, so it is accepted.
+                        tracing::warn!(error = %why, user = &*user, offset, "store: an ack is kept for a retry");
+                        self.acks.keep(user, offset, &self.hub.store_stats);
                         if let Some(rid) = rid {
                             let frame = envelope::reply(rid, &topic, None);
                             self.outs.push(Out::Conn(conn, Action::Send(frame)));
@@ -407,11 +483,11 @@ impl Sequencer {
             }
             StoreJob::Delivered {
                 user,
-                offset,
+                offsets,
                 times,
             } => {
-                if let Err(e) = self.store.inbox_delivered(&user, offset, times) {
-                    tracing::warn!(error = %e, "store: recording a delivery failed");
+                for offset in offsets {
+                    *self.delivered.entry((user.clone(), offset)).or_default() += times;
                 }
             }
             StoreJob::Status { id, reply } => match self.store.status(id) {
