@@ -39,7 +39,13 @@ fn send_durable(addr: std::net::SocketAddr, user: &str, n: u64) -> (u16, Value) 
 }
 
 fn status(addr: std::net::SocketAddr, id: &Value) -> Value {
-    let (st, v) = http_json(addr, "GET", &format!("/api/v1/messages/{id}"), Some(KEY), None);
+    let (st, v) = http_json(
+        addr,
+        "GET",
+        &format!("/api/v1/messages/{id}"),
+        Some(KEY),
+        None,
+    );
     if st == 200 {
         v["data"]["status"].clone()
     } else {
@@ -64,7 +70,9 @@ async fn next_durable(ws: &mut Ws, wait: Duration) -> Option<(u64, Value)> {
 /// lands (status `acked`). Before: control messages dropped while A's cluster link was down
 /// never reached B (`pending`, 0 attempts, no retry) until the user reconnected.
 async fn durable_sends_across_a_redis_restart_reach_the_connected_user(io: IoMode) {
-    let Some(mut redis) = Redis::start() else { return };
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
     let Some(nodes) = nodes(io, &redis.url(), &["a", "b"]).await else {
         return;
     };
@@ -73,7 +81,11 @@ async fn durable_sends_across_a_redis_restart_reach_the_connected_user(io: IoMod
     let (st, v) = send_durable(a, "bob", 0);
     assert_eq!(st, 200, "{v}");
     let (first, _) = next_durable(&mut bob, GUARD).await.expect("first message");
-    let r = request(&mut bob, json!({"event": "ack", "topic": "user:bob", "id": 1, "data": {"offset": first}})).await;
+    let r = request(
+        &mut bob,
+        json!({"event": "ack", "topic": "user:bob", "id": 1, "data": {"offset": first}}),
+    )
+    .await;
     assert_eq!(r["event"], "reply", "{r}");
 
     redis.kill();
@@ -110,10 +122,18 @@ async fn durable_sends_across_a_redis_restart_reach_the_connected_user(io: IoMod
         got.push(data.as_u64().expect("data"));
         rid += 1;
         // Not `request`: it would skip the durable messages arriving before the reply.
-        send(&mut bob, json!({"event": "ack", "topic": "user:bob", "id": rid, "data": {"offset": offset}})).await;
+        send(
+            &mut bob,
+            json!({"event": "ack", "topic": "user:bob", "id": rid, "data": {"offset": offset}}),
+        )
+        .await;
     }
     for (n, id) in &answered {
-        wait_for(|| status(a, id) == "acked", &format!("message {n} ({id}) acked")).await;
+        wait_for(
+            || status(a, id) == "acked",
+            &format!("message {n} ({id}) acked"),
+        )
+        .await;
     }
     let _ = b;
     stop(nodes);
@@ -156,9 +176,14 @@ async fn acks_made_while_redis_is_stopped_land(io: IoMode) {
             .expect("open")
             .expect("frame");
         let Ok(text) = m.into_text() else { continue };
-        let Ok(m) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(m) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         if m["event"] == "reply" || m["event"] == "error" {
-            assert_eq!(m["event"], "reply", "an ack kept for a retry is accepted: {m}");
+            assert_eq!(
+                m["event"], "reply",
+                "an ack kept for a retry is accepted: {m}"
+            );
             replies += 1;
         }
     }
@@ -206,7 +231,11 @@ async fn a_publish_answered_not_available_is_never_stored(io: IoMode) {
     let a = nodes[0].local_addr();
     let mut publisher = connect(&nodes[0], "/ws").await;
     let mut watcher = connect(&nodes[0], "/ws").await;
-    let r = request(&mut watcher, json!({"event": "subscribe", "topic": "chat:x", "id": 1})).await;
+    let r = request(
+        &mut watcher,
+        json!({"event": "subscribe", "topic": "chat:x", "id": 1}),
+    )
+    .await;
     assert_eq!(r["event"], "reply", "{r}");
     let publish = |n: u64| json!({"event": "m", "topic": "chat:x", "data": n, "id": n});
     let r = request(&mut publisher, publish(1)).await;
@@ -224,8 +253,15 @@ async fn a_publish_answered_not_available_is_never_stored(io: IoMode) {
         "the stopped append decided",
     )
     .await;
-    let stored: Vec<Value> = history(a, "chat:x").iter().map(|p| p["data"].clone()).collect();
-    assert_eq!(stored, vec![json!(1)], "the failed publish is not in the history");
+    let stored: Vec<Value> = history(a, "chat:x")
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
+    assert_eq!(
+        stored,
+        vec![json!(1)],
+        "the failed publish is not in the history"
+    );
     // The client's retry is stored once, and the watcher sees 1 then the retry, nothing else.
     let until = Instant::now() + DEADLINE;
     loop {
@@ -237,7 +273,10 @@ async fn a_publish_answered_not_available_is_never_stored(io: IoMode) {
         assert!(Instant::now() < until, "the store did not come back: {r}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stored: Vec<Value> = history(a, "chat:x").iter().map(|p| p["data"].clone()).collect();
+    let stored: Vec<Value> = history(a, "chat:x")
+        .iter()
+        .map(|p| p["data"].clone())
+        .collect();
     assert_eq!(stored, vec![json!(1), json!(2)]);
     let mut seen = Vec::new();
     while seen.len() < 2 {

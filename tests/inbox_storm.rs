@@ -52,7 +52,13 @@ fn config(io: IoMode, outbound_queue: usize) -> ringhub::Config {
 
 fn send_durable(h: &ServerHandle, user: &str, n: usize) -> Value {
     let body = json!({"user": user, "event": "note", "data": {"n": n, "pad": "x".repeat(1000)}, "durable": true});
-    let (st, v) = http_json(h.local_addr(), "POST", "/api/v1/send", Some("k"), Some(&body));
+    let (st, v) = http_json(
+        h.local_addr(),
+        "POST",
+        "/api/v1/send",
+        Some("k"),
+        Some(&body),
+    );
     assert_eq!(st, 200, "{v}");
     v["data"].clone()
 }
@@ -146,7 +152,9 @@ async fn syncs_of_closed_connections_are_skipped(io: IoMode) {
         })
         .pubsub();
     let Some(h) = start(b) else { return };
-    let ids: Vec<Value> = (0..PENDING).map(|n| send_durable(&h, "victim", n)).collect();
+    let ids: Vec<Value> = (0..PENDING)
+        .map(|n| send_durable(&h, "victim", n))
+        .collect();
     // Block the store thread: an ack's `on_delivery` runs there.
     send_durable(&h, "blocker", 0);
     let mut blocker = connect(&h, "/ws?user=blocker").await;
@@ -211,10 +219,16 @@ per_shell!(async fn syncs_of_closed_connections_are_skipped);
 /// keeps answering, its queue drains to 0, every sync is accounted for (read, shared or
 /// skipped), and a connection afterwards still gets the whole inbox.
 async fn a_reconnect_storm_leaves_the_store_answering(io: IoMode) {
-    let Some(h) = start(users(builder(io)).config(config(io, 4 * 1024 * 1024)).pubsub()) else {
+    let Some(h) = start(
+        users(builder(io))
+            .config(config(io, 4 * 1024 * 1024))
+            .pubsub(),
+    ) else {
         return;
     };
-    let ids: Vec<Value> = (0..PENDING).map(|n| send_durable(&h, "victim", n)).collect();
+    let ids: Vec<Value> = (0..PENDING)
+        .map(|n| send_durable(&h, "victim", n))
+        .collect();
     const LOOPS: u64 = 4;
     const CYCLES: u64 = 60;
     let addr = h.local_addr();

@@ -83,9 +83,7 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
                     &hub.stats,
                     hub.is_stopping(),
                     hub.broker.stats(),
-                    hub.store
-                        .as_ref()
-                        .map(|tx| hub.store_stats.list(tx.len())),
+                    hub.store.as_ref().map(|tx| hub.store_stats.list(tx.len())),
                 )
                 .into_bytes(),
                 headers: String::new(),

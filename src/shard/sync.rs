@@ -41,10 +41,7 @@ impl ShardState {
         };
         if let Err(e) = self.hub.submit_store(job, true) {
             self.release(id, INBOX);
-            self.hub
-                .store_stats
-                .refused
-                .fetch_add(1, Ordering::Relaxed);
+            self.hub.store_stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(conn = %id, error = %e.message, "inbox sync refused: closing with 1013");
             self.close(id, 1013, "the store is busy: reconnect later");
             return;
@@ -93,8 +90,7 @@ impl ShardState {
         else {
             return self.cancel_sync(id);
         };
-        let Some((user, frames, mut pos)) = self.syncs.get(&id).and_then(|c| c.list.clone())
-        else {
+        let Some((user, frames, mut pos)) = self.syncs.get(&id).and_then(|c| c.list.clone()) else {
             return;
         };
         let now = self.stamp;

@@ -152,9 +152,7 @@ fn is_stale(e: &RedisError) -> bool {
 fn is_busy(e: &RedisError) -> bool {
     matches!(
         e.code(),
-        Some(
-            "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "STALE"
-        )
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "STALE")
     )
 }
 
