@@ -97,6 +97,8 @@ async fn connect_abort(addr: std::net::SocketAddr, user: &str) {
         .expect("connect timed out")
         .expect("connect");
     if let tokio_tungstenite::MaybeTlsStream::Plain(s) = ws.get_ref() {
+        // A zero linger never blocks: the drop sends a RST at once (the storm's abort).
+        #[allow(deprecated)]
         let _ = s.set_linger(Some(Duration::ZERO));
     }
     drop(ws);
