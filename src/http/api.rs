@@ -83,6 +83,10 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
                     &hub.stats,
                     hub.is_stopping(),
                     hub.cluster.broker.stats(),
+                    hub.links
+                        .store
+                        .as_ref()
+                        .map(|tx| hub.store_stats.list(tx.len())),
                 )
                 .into_bytes(),
                 headers: String::new(),

@@ -49,6 +49,7 @@ pub(crate) fn render(
     stats: &[ShardStats],
     shutting_down: bool,
     cluster: Option<&crate::cluster::ClusterStats>,
+    store: Option<[(&str, &str, u64, bool); 6]>,
 ) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();
@@ -174,6 +175,19 @@ pub(crate) fn render(
         }
     }
 
+    if let Some(list) = store {
+        let sub = reg.sub_registry_with_prefix("store");
+        for (name, help, value, counter) in list {
+            if counter {
+                sub.register(name, help, ConstCounter::new(value));
+            } else {
+                let g = Gauge::<i64>::default();
+                g.set(value as i64);
+                sub.register(name, help, g);
+            }
+        }
+    }
+
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
@@ -194,7 +208,7 @@ mod tests {
         stats[1].error(crate::ErrorCode::Forbidden);
         stats[0].handshake(101, std::time::Duration::from_micros(300));
         stats[0].handshake(401, std::time::Duration::ZERO);
-        let text = render(&stats, false, None);
+        let text = render(&stats, false, None, None);
         assert!(
             text.contains("ringhub_connections{shard=\"1\"} 3"),
             "{text}"

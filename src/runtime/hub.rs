@@ -289,6 +289,7 @@ impl Server {
             hooks: self.hooks,
             events: Default::default(),
             store_fault: std::sync::Mutex::new(None),
+            store_stats: Default::default(),
             config: self.config,
             links: Links {
                 pool: self.blocking.then_some(pool_tx),

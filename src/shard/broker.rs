@@ -134,6 +134,9 @@ pub(crate) enum ControlOp {
     },
     /// Durable messages that left their inboxes (acked, expired, dropped): no more retries.
     InboxGone { gone: Vec<(String, u64)> },
+    /// A node's control channel came back: durable messages it stored meanwhile may not have
+    /// reached the other nodes, so every node resyncs its connected users' inboxes.
+    InboxResync {},
     /// A scatter-gather request: every node answers its part on `<prefix>:reply:<from>`.
     Query {
         id: u64,

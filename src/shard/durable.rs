@@ -20,6 +20,26 @@ pub(crate) struct PendingDurable {
     attempts: u32,
 }
 
+impl PendingDurable {
+    pub(super) fn new(frame: Bytes, sent: Stamp, attempts: u32) -> Self {
+        PendingDurable {
+            frame,
+            sent,
+            attempts,
+        }
+    }
+
+    /// Written (again) now: its ack is due an `ack_timeout` from now.
+    pub(super) fn written(&mut self, now: Stamp) {
+        self.attempts = self.attempts.max(1);
+        self.sent = now;
+    }
+
+    pub(super) fn frame(&self) -> Bytes {
+        self.frame.clone()
+    }
+}
+
 #[derive(Deserialize)]
 pub(super) struct AckData {
     pub(super) offset: u64,
@@ -73,41 +93,6 @@ impl ShardState {
         }
     }
 
-    /// The store's list of unacknowledged messages for a new connection.
-    pub(super) fn inbox_sync(&mut self, id: ConnId, user: &Arc<str>, frames: Vec<(u64, Bytes)>) {
-        self.release(id, INBOX);
-        if self.conn_mut(id).is_none_or(|c| c.closing.is_some()) {
-            return;
-        }
-        let now = self.stamp;
-        // In a cluster, messages stored after the list was read may have reached this shard
-        // before the list (they travel apart): the shard knows them, the list does not.
-        let later: Vec<Bytes> = match self.durable.get(user) {
-            Some(m) if self.hub.cluster.remote_store => m
-                .iter()
-                .filter(|(o, _)| frames.iter().all(|(f, _)| f != *o))
-                .map(|(_, p)| p.frame.clone())
-                .collect(),
-            _ => Vec::new(),
-        };
-        for (offset, frame) in frames {
-            self.enqueue(id, frame.clone());
-            self.durable
-                .entry(user.clone())
-                .or_default()
-                .entry(offset)
-                .or_insert(PendingDurable {
-                    frame,
-                    sent: now,
-                    attempts: 1,
-                });
-            self.report_delivered(user, offset, 1);
-        }
-        for frame in later {
-            self.enqueue(id, frame);
-        }
-    }
-
     /// A new durable message: written to the user's local connections now.
     pub(super) fn deliver_durable(&mut self, user: &Arc<str>, offset: u64, frame: Bytes) -> usize {
         if self
@@ -119,10 +104,9 @@ impl ShardState {
             return 0;
         }
         let k = self.write_durable(user, &frame);
-        // A connection of the user waiting for its inbox sync (cluster): keep the message so
-        // the sync can add it if the list misses it.
+        // A connection of the user waiting for (or still writing) its inbox sync: keep the
+        // message so the sync adds it if the list misses it.
         let waiting = k == 0
-            && self.hub.cluster.remote_store
             && self
                 .users
                 .get(user)
@@ -162,12 +146,7 @@ impl ShardState {
     }
 
     fn report_delivered(&self, user: &Arc<str>, offset: u64, times: u32) {
-        let job = StoreJob::Delivered {
-            user: user.clone(),
-            offset,
-            times,
-        };
-        let _ = self.hub.submit_store(job, false);
+        self.report_delivered_many(user, vec![offset], times);
     }
 
     /// Messages that left their inboxes: no more retries.

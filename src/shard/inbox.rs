@@ -34,7 +34,7 @@ pub(crate) enum Action {
     },
     /// The unacknowledged durable messages of the connection's user, in offset order: queue
     /// them and resume live durable deliveries to the connection.
-    InboxSync(Arc<str>, Vec<(u64, Bytes)>),
+    InboxSync(Arc<str>, crate::shard::jobs::InboxFrames),
     /// Subscribe the connection.
     Subscribe(Box<str>),
     /// Unsubscribe the connection.
@@ -144,6 +144,12 @@ pub(crate) enum ShardMsg {
     Stored(Arc<[StoredPub]>),
     /// Durable messages that left their inboxes (acked, expired, dropped): stop retrying them.
     InboxGone(Arc<[(Arc<str>, u64)]>),
+    /// The cluster's control channel came back: ask the store for the inboxes of every local
+    /// user (durable messages sent meanwhile may not have reached this node).
+    ResyncInboxes,
+    /// The unacknowledged messages of a local user, for [`ResyncInboxes`](Self::ResyncInboxes):
+    /// those this shard does not know yet are delivered.
+    InboxResync(Arc<str>, crate::shard::jobs::InboxFrames),
     /// Shard `shard` gained (`add`) or lost its first/last subscriber to `pattern`. With `ack`,
     /// the receiver answers `InterestAck(ack)` to `shard` once the table is updated.
     Interest {

@@ -2,6 +2,7 @@
 //! Defined here, below the runtime that runs the sequencer, so the shard and HTTP layers name
 //! what they ask for without depending on who answers it.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -75,8 +76,16 @@ pub(crate) enum StoreJob {
         data: Option<Bytes>,
         reply: oneshot::Sender<Result<(u64, Counted), StoreError>>,
     },
-    /// A new connection of `user`: send it every unacknowledged message.
-    InboxSync { user: Arc<str>, conn: ConnId },
+    /// A new connection of `user`: send it every unacknowledged message. Skipped when `gone`
+    /// (the connection closed before the store got to it).
+    InboxSync {
+        user: Arc<str>,
+        conn: ConnId,
+        gone: Arc<AtomicBool>,
+    },
+    /// The cluster's control channel came back (messages sent meanwhile may not have reached
+    /// this node): send `shard` the unacknowledged messages of `user`, who has connections there.
+    InboxResync { user: Arc<str>, shard: usize },
     /// A connection acknowledged a durable message.
     Ack {
         user: Arc<str>,
@@ -84,10 +93,10 @@ pub(crate) enum StoreJob {
         conn: ConnId,
         rid: Option<u64>,
     },
-    /// A shard wrote a durable message to `times` connections.
+    /// A shard wrote these durable messages to `times` connections each.
     Delivered {
         user: Arc<str>,
-        offset: u64,
+        offsets: Vec<u64>,
         times: u32,
     },
     /// What is known of a message.
@@ -109,4 +118,37 @@ pub(crate) enum StoreJob {
 pub(crate) enum HistoryTo {
     Conn(ConnId, u64),
     Api(oneshot::Sender<Result<HistoryRead, StoreError>>),
+}
+
+/// A user's unacknowledged messages as frames, in offset order.
+pub(crate) type InboxFrames = Arc<[(u64, Bytes)]>;
+
+/// What the store thread did, for `/metrics`.
+#[derive(Debug, Default)]
+pub(crate) struct StoreStats {
+    /// Inbox syncs answered with a list read for them.
+    pub syncs_read: AtomicU64,
+    /// Inbox syncs answered with a list another sync of the same batch read.
+    pub syncs_shared: AtomicU64,
+    /// Inbox syncs skipped: the connection was gone.
+    pub syncs_skipped: AtomicU64,
+    /// Connections refused because the store's queue was full.
+    pub refused: AtomicU64,
+    /// Acks kept for a retry (the store did not answer).
+    pub acks_retried: AtomicU64,
+}
+
+impl StoreStats {
+    /// `(name, help, value, is_counter)` for `/metrics`, given the store queue's length.
+    pub(crate) fn list(&self, queued: usize) -> [(&'static str, &'static str, u64, bool); 6] {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            ("queue", "Jobs waiting for the store thread", queued as u64, false),
+            ("inbox_syncs_read", "Inbox syncs answered with a list read for them", g(&self.syncs_read), true),
+            ("inbox_syncs_shared", "Inbox syncs answered with the list of another sync of the same batch", g(&self.syncs_shared), true),
+            ("inbox_syncs_skipped", "Inbox syncs skipped: the connection had closed", g(&self.syncs_skipped), true),
+            ("refused_connections", "Inbox syncs refused because the store queue was full (connection closed with 1013)", g(&self.refused), true),
+            ("acks_retried", "Acks kept and retried because the store did not answer", g(&self.acks_retried), true),
+        ]
+    }
 }

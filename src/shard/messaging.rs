@@ -375,19 +375,13 @@ impl ShardState {
         if self.hub.links.store.is_none() {
             return;
         }
-        self.hold(id, INBOX.into());
-        if self
-            .hub
-            .submit_store(StoreJob::InboxSync { user, conn: id }, false)
-            .is_err()
-        {
-            self.release(id, INBOX);
-        }
+        self.start_sync(id, user);
     }
 
     /// Forgets a removed connection's holds and metadata.
     pub(super) fn forget(&mut self, id: ConnId) {
         self.held.remove(&id);
         self.meta.remove(&id);
+        self.cancel_sync(id);
     }
 }

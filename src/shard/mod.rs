@@ -40,6 +40,7 @@ mod output;
 mod presence;
 pub(crate) mod shared;
 mod state;
+mod sync;
 
 #[cfg(feature = "axum")]
 pub(crate) use adopt::Adoption;
@@ -235,6 +236,9 @@ pub(crate) struct ShardState {
     streams: HashMap<Arc<str>, (Arc<str>, u64)>,
     /// Durable messages written to local connections and not yet acknowledged, per user.
     durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, durable::PendingDurable>>,
+    /// Connections whose inbox sync is not finished (waiting for the store, or being written
+    /// page by page as the outbound queue drains).
+    syncs: HashMap<ConnId, sync::InboxCursor>,
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
     /// The node's name, shard-local (handlers' `Context::client_id`).
@@ -273,6 +277,7 @@ impl ShardState {
             held: HashMap::new(),
             streams: HashMap::new(),
             durable: HashMap::new(),
+            syncs: HashMap::new(),
             meta: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
@@ -351,6 +356,8 @@ impl ShardState {
                 }
             }
             ShardMsg::InboxGone(list) => self.inbox_gone(&list),
+            ShardMsg::ResyncInboxes => self.resync_inboxes(),
+            ShardMsg::InboxResync(user, frames) => self.inbox_resync(&user, &frames),
             ShardMsg::Interest {
                 pattern,
                 shard,

@@ -146,6 +146,14 @@ impl ShardState {
             }
             ShardStats::add(&stats.messages_out, frames);
         }
+        if !self.syncs.is_empty() {
+            // The queue drained: the next page of an inbox sync, if one waits.
+            let id = c.id;
+            self.sync_resume(id);
+        }
+        let Some(c) = self.conns.get_mut(slot as usize) else {
+            return false;
+        };
         let more = !c.out.is_empty()
             || c.wsent < c.wbuf.len()
             || c.tls.as_ref().is_some_and(|t| t.wants_write())

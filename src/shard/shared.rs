@@ -79,6 +79,8 @@ pub(crate) struct HubShared {
     /// Why the store is unusable, while it is ([`Store::health`](crate::store::Store::health),
     /// set by the store thread): `/readyz` answers 503 with it.
     pub(crate) store_fault: std::sync::Mutex<Option<String>>,
+    /// What the store thread did, for `/metrics`.
+    pub(crate) store_stats: super::jobs::StoreStats,
     /// Queues to the pool, the API thread and the store thread.
     pub(crate) links: Links,
     /// This node among the others.
@@ -251,6 +253,7 @@ impl HubShared {
             events: Default::default(),
             links: Links::default(),
             cluster: NodeLink::single("bench".into()),
+            store_stats: Default::default(),
         }
     }
 }

@@ -90,6 +90,7 @@ impl ShardState {
             c.closing = Some(now);
         }
         let subs = std::mem::take(&mut c.subs);
+        self.cancel_sync(id);
         for p in subs {
             self.drop_subscription(id, &p);
             self.announce_leave(id, &p);

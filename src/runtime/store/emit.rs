@@ -72,6 +72,12 @@ impl Sequencer {
                 Out::History(tx, r) => {
                     let _ = tx.send(Ok(r));
                 }
+                Out::Resync(shard, user, frames) => {
+                    flush(&mut run);
+                    if let Some(inbox) = hub.inboxes.get(shard) {
+                        inbox.push(ShardMsg::InboxResync(user, frames));
+                    }
+                }
                 Out::Durable {
                     user,
                     offset,
@@ -160,8 +166,9 @@ impl Sequencer {
                 }
                 Out::Subscribed(conn, _, action) => push_conn(&hub, conn, action),
                 Out::Conn(conn, Action::InboxSync(user, _)) => {
-                    push_conn(&hub, conn, Action::InboxSync(user, Vec::new()));
+                    push_conn(&hub, conn, Action::InboxSync(user, Arc::from([])));
                 }
+                Out::Resync(..) => {}
                 Out::Conn(conn, action) => push_conn(&hub, conn, action),
                 Out::History(tx, _) => {
                     let _ = tx.send(Err(clone_err(e)));

@@ -10,6 +10,8 @@
 //! `ShardState::recovering`). Nothing here ever runs on a shard's loop, so a slow disk slows
 //! history publications, never a shard.
 
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +22,7 @@ use tokio::sync::oneshot;
 use crate::cluster::ControlOp;
 use crate::proto::envelope;
 use crate::shard::inbox::{Action, StoredPub};
-use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
+use crate::shard::jobs::{Counted, HistoryTo, InboxFrames, PubJob, PubReply, Since, StoreJob};
 use crate::shard::shared::HubShared;
 use crate::store::{
     AppendReq, HistoryLimits, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage,
@@ -31,6 +33,7 @@ use crate::ConnId;
 mod emit;
 mod open;
 pub(crate) use open::open_store;
+mod retry;
 #[cfg(test)]
 mod seq_tests;
 pub(crate) use emit::durable_frame;
@@ -46,6 +49,8 @@ enum Out {
     Replied(Arc<str>, PubReply, u64),
     /// A frame for one connection.
     Conn(ConnId, Action),
+    /// A user's unacknowledged messages for a shard's resync (see [`StoreJob::InboxResync`]).
+    Resync(usize, Arc<str>, InboxFrames),
     /// The answer to a subscribe (request id kept for an error when the commit fails).
     Subscribed(ConnId, Option<u64>, Action),
     History(
@@ -83,6 +88,14 @@ pub(crate) struct Sequencer {
     inbox_epoch: Arc<str>,
     /// The store's health as last published to `hub.store_fault`.
     fault: Option<String>,
+    /// Inbox lists read in this batch, per user, shared by every sync of the user in the batch
+    /// (a reconnect storm costs one read per batch, not one per connection). Dropped when the
+    /// batch changes the user's inbox.
+    lists: HashMap<Arc<str>, InboxFrames>,
+    /// Deliveries reported in this batch, summed per message: written once, at its end.
+    delivered: HashMap<(Arc<str>, u64), u32>,
+    /// Acks the store refused for want of an answer (Redis away), retried until it confirms.
+    acks: retry::AckRetry,
 }
 
 impl Sequencer {
@@ -98,6 +111,9 @@ impl Sequencer {
             jobs,
             outs: Vec::new(),
             last_expire: Instant::now(),
+            lists: HashMap::new(),
+            delivered: HashMap::new(),
+            acks: retry::AckRetry::default(),
             fault: None,
         }
     }
@@ -173,8 +189,11 @@ impl Sequencer {
             }
         }
         self.publish_run(&mut run, now);
+        self.lists.clear();
+        self.write_delivered();
         if self.last_expire.elapsed() >= Duration::from_secs(1) {
             self.last_expire = Instant::now();
+            self.retry_acks();
             match self.store.expire(self.hub.config.inbox.limits(), now) {
                 Ok(gone) if !gone.is_empty() => self.outs.push(Out::Gone(gone)),
                 Ok(_) => {}
@@ -251,6 +270,7 @@ impl Sequencer {
                     event: &event,
                     data: data.as_deref(),
                 };
+                self.lists.remove(&user);
                 match self
                     .store
                     .inbox_put(&user, msg, self.hub.config.inbox.limits(), now)
@@ -287,21 +307,25 @@ impl Sequencer {
                     }
                 }
             }
-            StoreJob::InboxSync { user, conn } => {
-                let listed = self.store.inbox_list(&user, now);
-                self.inbox_epoch = self.store.inbox_epoch();
-                let frames = match listed {
-                    Ok(list) => list
-                        .iter()
-                        .map(|m| (m.offset, durable_frame(&user, m, &self.inbox_epoch)))
-                        .collect(),
-                    Err(e) => {
-                        tracing::warn!(error = %e, user = &*user, "store: reading an inbox failed");
-                        Vec::new()
-                    }
+            StoreJob::InboxSync { user, conn, gone } => {
+                let stats = &self.hub.store_stats;
+                if gone.load(Ordering::Relaxed) {
+                    stats.syncs_skipped.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let counter = if self.lists.contains_key(&user) {
+                    &stats.syncs_shared
+                } else {
+                    &stats.syncs_read
                 };
+                counter.fetch_add(1, Ordering::Relaxed);
+                let frames = self.inbox_frames(&user, now);
                 self.outs
                     .push(Out::Conn(conn, Action::InboxSync(user, frames)));
+            }
+            StoreJob::InboxResync { user, shard } => {
+                let frames = self.inbox_frames(&user, now);
+                self.outs.push(Out::Resync(shard, user, frames));
             }
             StoreJob::Ack {
                 user,
@@ -309,12 +333,23 @@ impl Sequencer {
                 conn,
                 rid,
             } => {
+                self.lists.remove(&user);
                 let topic = format!("user:{user}");
                 match self.store.inbox_ack(&user, offset) {
                     Ok(change) => {
                         if let Some(c) = change {
                             self.outs.push(Out::Gone(vec![c]));
                         }
+                        if let Some(rid) = rid {
+                            let frame = envelope::reply(rid, &topic, None);
+                            self.outs.push(Out::Conn(conn, Action::Send(frame)));
+                        }
+                    }
+                    Err(StoreError::Unavailable(why)) => {
+                        // The store did not answer (it may even apply the ack later): the ack
+                        // is kept and retried until the store confirms it, so it is accepted.
+                        tracing::warn!(error = %why, user = &*user, offset, "store: an ack is kept for a retry");
+                        self.acks.keep(user, offset, &self.hub.store_stats);
                         if let Some(rid) = rid {
                             let frame = envelope::reply(rid, &topic, None);
                             self.outs.push(Out::Conn(conn, Action::Send(frame)));
@@ -328,11 +363,11 @@ impl Sequencer {
             }
             StoreJob::Delivered {
                 user,
-                offset,
+                offsets,
                 times,
             } => {
-                if let Err(e) = self.store.inbox_delivered(&user, offset, times) {
-                    tracing::warn!(error = %e, "store: recording a delivery failed");
+                for offset in offsets {
+                    *self.delivered.entry((user.clone(), offset)).or_default() += times;
                 }
             }
             StoreJob::Status { id, reply } => match self.store.status(id) {

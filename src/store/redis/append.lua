@@ -1,7 +1,13 @@
 -- Appends one publication and publishes it to the cluster, atomically.
 -- ARGV: 2 size (MAXLEN), 3 ttl ms (0: none), 4 now ms, 5 event, 6 '1' when there is data,
 --       7 data, 8 cluster payload without its position, 9 the topic's channel.
--- Returns {epoch, offset}.
+--       10 deadline (ms, Redis's clock): past it, the node stopped waiting for this answer.
+-- Returns {epoch, offset}, or the error STALE when run after its deadline (nothing applied:
+-- the publisher was, or will be, told the append failed).
+local t = redis.call('TIME')
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[10]) then
+  return redis.error_reply('STALE the append reached Redis after its deadline: not applied')
+end
 local epoch, top = meta(true)
 local off = top + 1
 local id = string.format('%d-0', off)

@@ -64,7 +64,8 @@ pub(super) struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn cmd(&self, sha: Option<&str>) -> Cmd {
+    /// The command; an append also carries its deadline (see [`Clock`]).
+    fn cmd(&self, sha: Option<&str>, clock: &Clock) -> Cmd {
         let mut c = match sha {
             Some(sha) => {
                 let mut c = ::redis::cmd("EVALSHA");
@@ -81,7 +82,44 @@ impl Call<'_> {
         for a in &self.args {
             c.arg(&a[..]);
         }
+        if self.script == Script::Append {
+            c.arg(clock.deadline());
+        }
         c
+    }
+}
+
+/// The instance's clock as this node sees it, for an append's deadline: the script refuses an
+/// append that Redis runs so late that this node may already have given up waiting for it
+/// (its read timed out and the publisher was answered `not_available`). A stopped Redis
+/// (SIGSTOP, a long fork, a stalled VM) that resumes later would otherwise apply, and publish,
+/// an append that was answered as failed.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Clock {
+    /// Redis's `TIME` minus this node's clock, in ms, measured at connect.
+    offset_ms: i64,
+    /// The connection's read timeout, in ms.
+    timeout_ms: i64,
+}
+
+impl Clock {
+    /// Reads Redis's `TIME` on a fresh connection: the offset is known within half the round
+    /// trip.
+    fn measure(conn: &mut Connection, timeout: Duration) -> ::redis::RedisResult<Clock> {
+        let t0 = crate::store::now_ms() as i64;
+        let (secs, micros): (i64, i64) = ::redis::cmd("TIME").query(conn)?;
+        let t1 = crate::store::now_ms() as i64;
+        Ok(Clock {
+            offset_ms: secs * 1000 + micros / 1000 - (t0 + t1) / 2,
+            timeout_ms: timeout.as_millis() as i64,
+        })
+    }
+
+    /// The last moment (Redis's clock, ms) an append sent now may be applied: a quarter of
+    /// the timeout before this node gives up, which leaves the answer time to arrive and
+    /// covers the error of the offset (half a round trip).
+    fn deadline(&self) -> i64 {
+        crate::store::now_ms() as i64 + self.offset_ms + self.timeout_ms - self.timeout_ms / 4
     }
 }
 
@@ -96,6 +134,8 @@ pub(super) struct Instance {
     /// Until when operations fail without a connect attempt, and why.
     cooling: Option<(Instant, String)>,
     timeout: Duration,
+    /// The connection's clock (for append deadlines).
+    clock: Clock,
 }
 
 /// Whether an error means the connection is unusable (as opposed to one command refused).
@@ -112,7 +152,7 @@ fn is_stale(e: &RedisError) -> bool {
 fn is_busy(e: &RedisError) -> bool {
     matches!(
         e.code(),
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY")
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "STALE")
     )
 }
 
@@ -129,6 +169,7 @@ impl Instance {
             shas: Vec::new(),
             cooling: None,
             timeout,
+            clock: Clock::default(),
         })
     }
 
@@ -156,9 +197,10 @@ impl Instance {
             }
         }
         match self.open() {
-            Ok((conn, shas)) => {
+            Ok((conn, shas, clock)) => {
                 self.conn = Some(conn);
                 self.shas = shas;
+                self.clock = clock;
                 self.cooling = None;
                 Ok(())
             }
@@ -174,7 +216,7 @@ impl Instance {
         }
     }
 
-    fn open(&self) -> ::redis::RedisResult<(Connection, Vec<String>)> {
+    fn open(&self) -> ::redis::RedisResult<(Connection, Vec<String>, Clock)> {
         let mut conn = self.client.get_connection_with_timeout(self.timeout)?;
         conn.set_read_timeout(Some(self.timeout))?;
         conn.set_write_timeout(Some(self.timeout))?;
@@ -183,21 +225,22 @@ impl Instance {
             pipe.cmd("SCRIPT").arg("LOAD").arg(s.concat());
         }
         let shas: Vec<String> = pipe.query(&mut conn)?;
-        Ok((conn, shas))
+        let clock = Clock::measure(&mut conn, self.timeout)?;
+        Ok((conn, shas, clock))
     }
 
     /// Runs `f` on the connection (opened if needed); on a closed connection, once more on a
     /// fresh one.
     pub(super) fn run<T>(
         &mut self,
-        mut f: impl FnMut(&mut Connection, &[String]) -> ::redis::RedisResult<T>,
+        mut f: impl FnMut(&mut Connection, &[String], &Clock) -> ::redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         for attempt in 0..2 {
             self.ensure()?;
             let Some(conn) = self.conn.as_mut() else {
                 break;
             };
-            match f(conn, &self.shas) {
+            match f(conn, &self.shas, &self.clock) {
                 Ok(v) => return Ok(v),
                 Err(e) if attempt == 0 && is_stale(&e) => {
                     self.conn = None;
@@ -213,10 +256,10 @@ impl Instance {
 
     /// One script call (EVALSHA; EVAL when Redis no longer knows the script).
     pub(super) fn eval(&mut self, call: &Call<'_>) -> Result<Value, StoreError> {
-        self.run(|conn, shas| {
+        self.run(|conn, shas, clock| {
             let sha = shas.get(call.script as usize).map(String::as_str);
-            match call.cmd(sha).query::<Value>(conn) {
-                Err(e) if e.code() == Some("NOSCRIPT") => call.cmd(None).query(conn),
+            match call.cmd(sha, clock).query::<Value>(conn) {
+                Err(e) if e.code() == Some("NOSCRIPT") => call.cmd(None, clock).query(conn),
                 r => r,
             }
         })
@@ -224,12 +267,12 @@ impl Instance {
 
     /// Several script calls in one round trip (a pipeline), one result each, in order.
     pub(super) fn eval_many(&mut self, calls: &[Call<'_>]) -> Vec<Result<Value, StoreError>> {
-        let answer = self.run(|conn, shas| {
+        let answer = self.run(|conn, shas, clock| {
             let mut pipe = ::redis::pipe();
             pipe.ignore_errors();
             for call in calls {
                 let sha = shas.get(call.script as usize).map(String::as_str);
-                pipe.add_command(call.cmd(sha));
+                pipe.add_command(call.cmd(sha, clock));
             }
             pipe.query::<Vec<Value>>(conn)
         });
@@ -260,7 +303,7 @@ impl Instance {
 
     /// A plain command (not a script).
     pub(super) fn query<T: ::redis::FromRedisValue>(&mut self, cmd: &Cmd) -> Result<T, StoreError> {
-        self.run(|conn, _| cmd.query(conn))
+        self.run(|conn, _, _| cmd.query(conn))
     }
 }
 

@@ -203,6 +203,12 @@ impl Manager {
                 }
                 return;
             }
+            ControlOp::InboxResync {} => {
+                for inbox in self.hub.inboxes.iter() {
+                    inbox.push(ShardMsg::ResyncInboxes);
+                }
+                return;
+            }
             // Handled by `query_message`.
             ControlOp::Query { .. } | ControlOp::Answer { .. } => return,
         };

@@ -21,7 +21,7 @@ use super::publisher::{self, Link};
 use super::{redact, Cmd, Ev, Out, Receivers, Setup, Shared, HEARTBEAT, RESPONSE_TIMEOUT};
 use crate::cluster::topic_channel;
 use crate::cluster::wire::Dedup;
-use crate::cluster::{glob_escape, instance_for, ClusterStats};
+use crate::cluster::{glob_escape, instance_for, ClusterStats, ControlOp};
 use crate::proto::pattern::Pattern;
 use crate::proto::registry::Interest;
 use crate::shard::inbox::ShardMsg;
@@ -54,6 +54,10 @@ struct Sub {
     /// Shards' interest tokens acknowledged once `pending` is 0.
     waiters: Vec<(usize, u64)>,
 }
+
+/// The `SubDone` key of the control channel's subscription after a reconnect (no pattern
+/// starts with a NUL byte).
+const RESYNC_KEY: &str = "\0resync";
 
 pub(super) struct Manager {
     pub(super) setup: Arc<Setup>,
@@ -258,6 +262,7 @@ impl Manager {
             }
             Ev::Down { i, gen, why } => self.down(i, gen, &why),
             Ev::Msg(msg) => self.message(&msg),
+            Ev::SubDone { key, .. } if &*key == RESYNC_KEY => self.resync_inboxes(),
             Ev::SubDone { key, sgen } => {
                 let Some(sub) = self.subs.get_mut(&key) else {
                     return;
@@ -272,6 +277,18 @@ impl Manager {
                 }
             }
         }
+    }
+
+    /// The control channel is back after a loss: control messages (durable messages among them)
+    /// were dropped meanwhile, here or on the nodes that could not reach Redis. Every connected
+    /// user's inbox is read again from the store on this node, and the other nodes are told to
+    /// do the same.
+    fn resync_inboxes(&mut self) {
+        tracing::info!("cluster: control channel back; resyncing the inboxes of connected users");
+        for inbox in self.hub.inboxes.iter() {
+            inbox.push(ShardMsg::ResyncInboxes);
+        }
+        self.send_control(&ControlOp::InboxResync {});
     }
 
     fn set_reason(&self, i: usize, why: &str) {
@@ -305,6 +322,7 @@ impl Manager {
             });
         });
         let inst = &mut self.insts[i];
+        let again = inst.ever_up;
         inst.sink = Some(sink);
         inst.reader = Some(reader);
         inst.attempt = 0;
@@ -325,7 +343,10 @@ impl Manager {
             .store(u64::from(all), Ordering::Relaxed);
         if i == 0 {
             let ctl = format!("{}:ctl", self.setup.prefix);
-            self.spawn_subscribe(0, ctl, false, None);
+            // After a loss, once the control channel is back: durable messages sent meanwhile
+            // may have reached no other node (see `resync_inboxes`).
+            let done = again.then(|| (Arc::from(RESYNC_KEY), 0));
+            self.spawn_subscribe(0, ctl, false, done);
             let reply = query::reply_channel(&self.setup.prefix, &self.setup.node);
             self.spawn_subscribe(0, reply, false, None);
             self.register();
