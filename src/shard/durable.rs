@@ -8,7 +8,6 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::jobs::StoreJob;
-use super::messaging::INBOX;
 use super::{ShardState, Stamp};
 use crate::proto::error::ErrorCode;
 use crate::ConnId;
@@ -44,6 +43,9 @@ impl PendingDurable {
 pub(super) struct AckData {
     pub(super) offset: u64,
 }
+
+/// The held-topic marker for "this connection's user's durable messages".
+pub(super) const INBOX: &str = "";
 
 impl ShardState {
     /// `ack` of a durable message, from any connection of its user.

@@ -12,6 +12,9 @@ use serde_json::value::RawValue;
 
 use crate::ConnId;
 
+/// A user's unacknowledged messages as frames, in offset order.
+pub(crate) type InboxFrames = Arc<[(u64, Bytes)]>;
+
 /// What a connection's owner shard is asked to do on behalf of a handler on the pool.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -34,7 +37,7 @@ pub(crate) enum Action {
     },
     /// The unacknowledged durable messages of the connection's user, in offset order: queue
     /// them and resume live durable deliveries to the connection.
-    InboxSync(Arc<str>, crate::shard::jobs::InboxFrames),
+    InboxSync(Arc<str>, InboxFrames),
     /// Subscribe the connection.
     Subscribe(Box<str>),
     /// Unsubscribe the connection.
@@ -149,7 +152,7 @@ pub(crate) enum ShardMsg {
     ResyncInboxes,
     /// The unacknowledged messages of a local user, for [`ResyncInboxes`](Self::ResyncInboxes):
     /// those this shard does not know yet are delivered.
-    InboxResync(Arc<str>, crate::shard::jobs::InboxFrames),
+    InboxResync(Arc<str>, InboxFrames),
     /// Shard `shard` gained (`add`) or lost its first/last subscriber to `pattern`. With `ack`,
     /// the receiver answers `InterestAck(ack)` to `shard` once the table is updated.
     Interest {

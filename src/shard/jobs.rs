@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use crate::shard::inbox::ApiReply;
+pub(crate) use crate::shard::inbox::InboxFrames;
 use crate::store::{HistoryRead, InboxMessage, MessageInfo, MessageStatus, StoreError};
 use crate::ConnId;
 
@@ -119,9 +120,6 @@ pub(crate) enum HistoryTo {
     Conn(ConnId, u64),
     Api(oneshot::Sender<Result<HistoryRead, StoreError>>),
 }
-
-/// A user's unacknowledged messages as frames, in offset order.
-pub(crate) type InboxFrames = Arc<[(u64, Bytes)]>;
 
 /// What the store thread did, for `/metrics`.
 #[derive(Debug, Default)]

@@ -103,9 +103,6 @@ pub(crate) fn fuzz_v2_request(payload: &[u8]) {
     }
 }
 
-/// The held-topic marker for "this connection's user's durable messages".
-pub(super) const INBOX: &str = "";
-
 impl ShardState {
     /// `subscribe`, with protocol v2's history position and `since` recovery.
     pub(super) fn client_subscribe(

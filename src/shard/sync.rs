@@ -13,8 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::durable::PendingDurable;
+use super::durable::INBOX;
 use super::jobs::{InboxFrames, StoreJob};
-use super::messaging::INBOX;
 use super::ShardState;
 use crate::ConnId;
 
