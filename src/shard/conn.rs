@@ -231,18 +231,18 @@ impl ShardState {
                         }
                     }
                 }
-                Phase::Body(_, need) => {
-                    let need = *need;
+                Phase::Body(pending) => {
+                    let need = pending.1;
                     if buf.len() - at < need {
                         c.inbuf.reserve(need);
                         return at;
                     }
                     let body = Bytes::copy_from_slice(&buf[at..at + need]);
                     at += need;
-                    let Phase::Body(head, _) = std::mem::replace(&mut c.phase, Phase::Api) else {
+                    let Phase::Body(pending) = std::mem::replace(&mut c.phase, Phase::Api) else {
                         unreachable!("matched above")
                     };
-                    self.submit_api(id, *head, body);
+                    self.submit_api(id, pending.0, body);
                 }
                 Phase::Api | Phase::Sse | Phase::Discard => return buf.len(),
                 Phase::Ws(kind) => {
@@ -373,7 +373,7 @@ impl ShardState {
                 c.phase = Phase::Api;
                 self.submit_api(id, head, Bytes::new());
             } else {
-                c.phase = Phase::Body(Box::new(head), need);
+                c.phase = Phase::Body(Box::new((head, need)));
             }
             return Ok(());
         }

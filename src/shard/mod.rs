@@ -57,8 +57,9 @@ pub(crate) enum ConnKind {
 pub(crate) enum Phase {
     /// Reading the HTTP request head (bytes so far in `inbuf`).
     Head,
-    /// Reading an API request's body of `need` bytes (so far in `inbuf`).
-    Body(Box<crate::proto::handshake::RequestHead>, usize),
+    /// Reading an API request's body of `need` bytes (so far in `inbuf`); one box for both
+    /// keeps the phase, in every entry, at 16 bytes.
+    Body(Box<(crate::proto::handshake::RequestHead, usize)>),
     /// The request is with the API thread; input is ignored.
     Api,
     /// WebSocket frames.
