@@ -17,6 +17,17 @@ use ringhub::RingHub;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process, unless `MIMALLOC_ALLOW_THP` is set:
+/// mimalloc asks for them on its arena, and then memory grows in 2 MiB steps, one whenever a
+/// shard's connection slab or a buffer first reaches a new huge page: 210 bytes per connection
+/// at 10,000 for each step, two to four steps at that scale (BENCHMARKS.md, "Idle connections").
+fn no_huge_pages() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // SAFETY: a prctl with integer arguments only; it fails harmlessly on old kernels.
+        unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+    }
+}
+
 /// Thread-per-core WebSocket pub/sub hub. Clients connect to ws://ADDR/ws.
 ///
 /// Flags override `RINGHUB_*` environment variables, which override the --config file; see
@@ -243,6 +254,7 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
 }
 
 fn main() -> ExitCode {
+    no_huge_pages();
     let cli = Cli::parse();
     if let Some(port) = &cli.port {
         eprintln!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::policy::auth::{token_from_request, AuthError, Authenticator};
-use crate::policy::ratelimit::{ConnLimiter, ConnLimits, ConnPermit, UserLimiter};
+use crate::policy::ratelimit::{ConnLimits, UserLimiter};
 use crate::policy::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
 use crate::policy::settings::{
     AuthSettings, LimitSettings, PermissionSettings, SecuritySettings, TlsSettings,
@@ -75,18 +75,16 @@ impl Default for Guard {
 pub(crate) struct Admitted {
     pub user: Option<Arc<str>>,
     pub permissions: Permissions,
-    pub limiter: Option<ConnLimiter>,
     /// Topics to subscribe at connect (the token's `topics` claim).
     pub topics: Vec<String>,
 }
 
 impl Guard {
-    /// Admits without looking at a request (anonymous, default permissions, no rate limit).
+    /// Admits without looking at a request (anonymous, default permissions).
     pub(crate) fn admit_anonymous(&self) -> Admitted {
         Admitted {
             user: None,
             permissions: self.permissions.clone(),
-            limiter: None,
             topics: Vec::new(),
         }
     }
@@ -129,18 +127,6 @@ impl Guard {
         }
     }
 
-    /// Takes a slot in the connection caps for a WebSocket or SSE client; the permit holds it
-    /// until dropped.
-    pub(crate) fn acquire_slot(&self, ip: IpAddr) -> Result<Option<ConnPermit>, HttpError> {
-        match &self.conn_limits {
-            None => Ok(None),
-            Some(l) => l
-                .acquire(ip)
-                .map(Some)
-                .map_err(|e| HttpError::new(e.http_status(), e.to_string())),
-        }
-    }
-
     /// Checks an upgrade (WebSocket or SSE): origin, then token.
     pub(crate) fn admit(&self, head: &RequestHead) -> Result<Admitted, HttpError> {
         if !self.origins.allows(head.header("Origin")) {
@@ -160,13 +146,11 @@ impl Guard {
                 (id.user, perms, id.topics.unwrap_or_default())
             }
         };
-        let limiter = self
-            .rate
-            .and_then(|(rate, burst)| ConnLimiter::new(rate, burst).ok());
+        // The connection's rate limiter is built by its shard at its first message (`rate`):
+        // an idle connection holds none.
         Ok(Admitted {
             user,
             permissions,
-            limiter,
             topics,
         })
     }

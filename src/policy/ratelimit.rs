@@ -228,6 +228,17 @@ impl ConnLimits {
     /// Counts a new connection from `ip`, or refuses it when a limit is reached (answer the
     /// upgrade with [`RateLimitError::http_status`]). Keep the permit as long as the connection.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<ConnPermit, RateLimitError> {
+        let slot = self.count(ip)?;
+        Ok(ConnPermit {
+            limits: self.clone(),
+            key: (slot == Counted::TotalAndIp).then(|| ip_key(ip)),
+        })
+    }
+
+    /// What [`acquire`](Self::acquire) does, without a permit: the caller keeps what was
+    /// counted (a shard keeps it in two bits of the connection's entry instead of a boxed
+    /// permit) and gives it back with [`uncount`](Self::uncount) for the same address.
+    pub(crate) fn count(&self, ip: IpAddr) -> Result<Counted, RateLimitError> {
         let max = if self.max_total == 0 {
             usize::MAX
         } else {
@@ -238,21 +249,37 @@ impl ConnLimits {
                 (n < max).then_some(n + 1)
             })
             .map_err(|_| RateLimitError::TooManyConnections)?;
-        let mut permit = ConnPermit {
-            limits: self.clone(),
-            key: None,
-        };
         if self.max_per_ip > 0 {
             let key = ip_key(ip);
             let mut map = self.shard(key);
             let n = map.entry(key).or_insert(0);
             if *n >= self.max_per_ip {
-                return Err(RateLimitError::TooManyFromIp); // the permit's drop releases the total
+                drop(map);
+                self.uncount(ip, Counted::Total);
+                return Err(RateLimitError::TooManyFromIp);
             }
             *n += 1;
-            permit.key = Some(key);
+            return Ok(Counted::TotalAndIp);
         }
-        Ok(permit)
+        Ok(Counted::Total)
+    }
+
+    /// Releases what [`count`](Self::count) counted for `ip`.
+    pub(crate) fn uncount(&self, ip: IpAddr, counted: Counted) {
+        if counted == Counted::TotalAndIp {
+            self.release_ip(ip_key(ip));
+        }
+        self.total.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn release_ip(&self, key: IpAddr) {
+        let mut map = self.shard(key);
+        if let Some(n) = map.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&key);
+            }
+        }
     }
 
     /// Connections open now.
@@ -275,16 +302,19 @@ impl ConnLimits {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         if let Some(key) = self.key {
-            let mut map = self.limits.shard(key);
-            if let Some(n) = map.get_mut(&key) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&key);
-                }
-            }
+            self.limits.release_ip(key);
         }
         self.limits.total.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// What [`ConnLimits::count`] counted for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// The total only (no per-IP limit).
+    Total,
+    /// The total and the address's count.
+    TotalAndIp,
 }
 
 /// The per-IP counting key: the IPv4 address, or the /64 of an IPv6 address.

@@ -278,7 +278,11 @@ fn is_own_topic(user: Option<&str>, topic: &str) -> bool {
 ///   wildcard never reveals another user's private topic. The check costs one prefix test per
 ///   publication, and a string compare per recipient only for `user:` topics.
 #[derive(Debug, Clone)]
-pub struct Permissions {
+pub struct Permissions(Arc<Grants>);
+
+/// Both lists behind one pointer: every connection holds a `Permissions`, 8 bytes of its entry.
+#[derive(Debug)]
+struct Grants {
     subscribe: Arc<[Grant]>,
     publish: Arc<[Grant]>,
 }
@@ -291,10 +295,10 @@ impl Permissions {
                 .map(|p| Grant::parse(p.as_ref()))
                 .collect::<Result<Arc<[Grant]>, _>>()
         };
-        Ok(Self {
+        Ok(Self(Arc::new(Grants {
             subscribe: parse(subscribe)?,
             publish: parse(publish)?,
-        })
+        })))
     }
 
     /// These permissions (the defaults) with each list replaced by the token's claim when it
@@ -311,10 +315,13 @@ impl Permissions {
                 .collect::<Result<Arc<[Grant]>, _>>(),
             None => Ok(default.clone()),
         };
-        Ok(Self {
-            subscribe: pick(subscribe, &self.subscribe)?,
-            publish: pick(publish, &self.publish)?,
-        })
+        if subscribe.is_none() && publish.is_none() {
+            return Ok(self.clone());
+        }
+        Ok(Self(Arc::new(Grants {
+            subscribe: pick(subscribe, &self.0.subscribe)?,
+            publish: pick(publish, &self.0.publish)?,
+        })))
     }
 
     /// Whether `user` (None = anonymous) may subscribe to `pattern` (see the type's rules).
@@ -332,7 +339,7 @@ impl Permissions {
             }
             _ => {}
         }
-        if self.subscribe.iter().any(|g| g.covers(requested)) {
+        if self.0.subscribe.iter().any(|g| g.covers(requested)) {
             Ok(())
         } else {
             Err(SecurityError::NotGranted)
@@ -352,7 +359,7 @@ impl Permissions {
         if topic.starts_with(PRIVATE_PREFIX) {
             return Err(SecurityError::PrivateTopic);
         }
-        if self.publish.iter().any(|g| g.pattern().matches(topic)) {
+        if self.0.publish.iter().any(|g| g.pattern().matches(topic)) {
             Ok(())
         } else {
             Err(SecurityError::NotGranted)

@@ -62,7 +62,6 @@ impl ShardState {
             user: None,
             perms,
             limiter: None,
-            _permit: None,
             tls,
             out: Default::default(),
             queued: 0,
@@ -91,10 +90,7 @@ impl ShardState {
     /// An upgraded connection (WebSocket or SSE) joins the shard's users and counters.
     pub(super) fn upgrade(&mut self, id: ConnId, phase: Phase, admitted: Admitted) {
         let Admitted {
-            user,
-            permissions,
-            limiter,
-            ..
+            user, permissions, ..
         } = admitted;
         if let Some(u) = &user {
             self.users.entry(u.clone()).or_default().push(id);
@@ -104,8 +100,7 @@ impl ShardState {
         c.phase = phase;
         c.user = user;
         c.perms = permissions;
-        c.limiter = limiter.map(Box::new);
-        c.set(flag::COUNTED);
+        c.set(flag::COUNTED | flag::FRESH);
         let took = took.since(c.accepted);
         let stats = self.stats();
         stats.handshake(101, took);
@@ -236,18 +231,18 @@ impl ShardState {
                         }
                     }
                 }
-                Phase::Body(_, need) => {
-                    let need = *need;
+                Phase::Body(pending) => {
+                    let need = pending.1;
                     if buf.len() - at < need {
                         c.inbuf.reserve(need);
                         return at;
                     }
                     let body = Bytes::copy_from_slice(&buf[at..at + need]);
                     at += need;
-                    let Phase::Body(head, _) = std::mem::replace(&mut c.phase, Phase::Api) else {
+                    let Phase::Body(pending) = std::mem::replace(&mut c.phase, Phase::Api) else {
                         unreachable!("matched above")
                     };
-                    self.submit_api(id, *head, body);
+                    self.submit_api(id, pending.0, body);
                 }
                 Phase::Api | Phase::Sse | Phase::Discard => return buf.len(),
                 Phase::Ws(kind) => {
@@ -378,7 +373,7 @@ impl ShardState {
                 c.phase = Phase::Api;
                 self.submit_api(id, head, Bytes::new());
             } else {
-                c.phase = Phase::Body(Box::new(head), need);
+                c.phase = Phase::Body(Box::new((head, need)));
             }
             return Ok(());
         }
@@ -491,7 +486,16 @@ impl ShardState {
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
-        c._permit = hub.config.guard.acquire_slot(c.remote.ip())?.map(Box::new);
+        let Some(limits) = &hub.config.guard.conn_limits else {
+            return Ok(());
+        };
+        use crate::policy::ratelimit::Counted;
+        // Counted as a permit would be, kept as two bits (released in `release_if_done`).
+        match limits.count(c.remote.ip()) {
+            Ok(Counted::Total) => c.set(flag::CAPPED),
+            Ok(Counted::TotalAndIp) => c.set(flag::CAPPED | flag::CAPPED_IP),
+            Err(e) => return Err(HttpError::new(e.http_status(), e.to_string())),
+        }
         Ok(())
     }
 

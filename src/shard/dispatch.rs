@@ -118,6 +118,15 @@ impl ShardState {
         let Some(c) = conns.get_mut(id.slot() as usize).filter(|c| c.id == id) else {
             return Ok(());
         };
+        if c.limiter.is_none() {
+            // Built at the first message, not at the upgrade: an idle connection holds none. A
+            // new limiter's bucket is full, as one built at the upgrade would be by now.
+            c.limiter = hub.config.guard.rate.and_then(|(rate, burst)| {
+                crate::policy::ratelimit::ConnLimiter::new(rate, burst)
+                    .ok()
+                    .map(Box::new)
+            });
+        }
         if let Some(limiter) = c.limiter.as_mut() {
             let verdict = match (&hub.config.guard.user_rate, &c.user) {
                 (Some(users), Some(user)) => limiter.check_user(users, user),

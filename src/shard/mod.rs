@@ -63,8 +63,9 @@ pub(crate) enum ConnKind {
 pub(crate) enum Phase {
     /// Reading the HTTP request head (bytes so far in `inbuf`).
     Head,
-    /// Reading an API request's body of `need` bytes (so far in `inbuf`).
-    Body(Box<crate::proto::handshake::RequestHead>, usize),
+    /// Reading an API request's body of `need` bytes (so far in `inbuf`); one box for both
+    /// keeps the phase, in every entry, at 16 bytes.
+    Body(Box<(crate::proto::handshake::RequestHead, usize)>),
     /// The request is with the API thread; input is ignored.
     Api,
     /// WebSocket frames.
@@ -85,10 +86,9 @@ pub(crate) struct ConnEntry {
     user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
     perms: crate::policy::security::Permissions,
-    /// Its message rate limiter, when limits are on (boxed: most of an entry otherwise).
+    /// Its message rate limiter, when limits are on: built at its first message (boxed: most
+    /// of an entry otherwise). Its slot in the connection caps is two bits of `flags`.
     limiter: Option<Box<crate::policy::ratelimit::ConnLimiter>>,
-    /// Holds the connection's slot in the caps until dropped.
-    _permit: Option<Box<crate::policy::ratelimit::ConnPermit>>,
     /// TLS state (rustls is sans-IO), boxed: most connections never have it.
     tls: Option<Box<rustls::ServerConnection>>,
     /// Frames to write, shared with every other local recipient: a shard-local (non-atomic)
@@ -120,38 +120,59 @@ pub(crate) struct ConnEntry {
     hold: u16,
     /// Operations the shell has in flight on the socket (io_uring); the entry lives until 0.
     pub(crate) ops: u8,
-    flags: u8,
+    flags: u16,
 }
 
 /// `ConnEntry::flags` bits.
 mod flag {
     /// In the shard's dirty list.
-    pub const DIRTY: u8 = 1;
+    pub const DIRTY: u16 = 1;
     /// A send is in flight (or, on epoll, waiting for the socket to become writable).
-    pub const SENDING: u8 = 2;
+    pub const SENDING: u16 = 2;
     /// The write side is shut down.
-    pub const WR_SHUT: u8 = 4;
+    pub const WR_SHUT: u16 = 4;
     /// No more input will come (EOF, error, or cut).
-    pub const RD_EOF: u8 = 8;
+    pub const RD_EOF: u16 = 8;
     /// A ping was sent and not yet answered by any traffic.
-    pub const PING_SENT: u8 = 16;
+    pub const PING_SENT: u16 = 16;
     /// Counted in `connections` (upgraded).
-    pub const COUNTED: u8 = 32;
+    pub const COUNTED: u16 = 32;
     /// The close deadline passed and the socket was cut.
-    pub const FORCED: u8 = 64;
+    pub const FORCED: u16 = 64;
     /// Has entries in `ShardState::held` (waits for the store on some topic).
-    pub const HELD: u8 = 128;
+    pub const HELD: u16 = 128;
+    /// Holds a slot in the connection caps' total (`limits.max_connections`).
+    pub const CAPPED: u16 = 256;
+    /// Holds a slot in its address's count too (`limits.max_connections_per_ip`).
+    pub const CAPPED_IP: u16 = 512;
+    /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
+    /// is freed once it drains, so an idle connection holds none.
+    pub const FRESH: u16 = 1024;
 }
 
 impl ConnEntry {
-    fn has(&self, f: u8) -> bool {
+    fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
-    fn set(&mut self, f: u8) {
+    fn set(&mut self, f: u16) {
         self.flags |= f;
     }
-    fn clear(&mut self, f: u8) {
+    fn clear(&mut self, f: u16) {
         self.flags &= !f;
+    }
+
+    /// Gives back its slot in the connection caps, if it holds one.
+    fn uncap(&mut self, guard: &crate::policy::guard::Guard) {
+        use crate::policy::ratelimit::Counted;
+        if let (true, Some(limits)) = (self.has(flag::CAPPED), &guard.conn_limits) {
+            let counted = if self.has(flag::CAPPED_IP) {
+                Counted::TotalAndIp
+            } else {
+                Counted::Total
+            };
+            limits.uncount(self.remote.ip(), counted);
+        }
+        self.clear(flag::CAPPED | flag::CAPPED_IP);
     }
 }
 
@@ -566,6 +587,17 @@ impl ShardState {
         }
         self.dirty.clear();
         frames
+    }
+}
+
+impl Drop for ShardState {
+    /// Connections still open when the shard stops give back their slots in the caps, as their
+    /// permits did when dropped.
+    fn drop(&mut self) {
+        let guard = &self.hub.config.guard;
+        for (_, c) in self.conns.iter_mut() {
+            c.uncap(guard);
+        }
     }
 }
 

@@ -146,6 +146,11 @@ impl ShardState {
             }
             ShardStats::add(&stats.messages_out, frames);
         }
+        if c.has(flag::FRESH) && c.out.is_empty() {
+            // The upgrade's response is out: an idle connection keeps no queue buffer.
+            c.clear(flag::FRESH);
+            c.out = Default::default();
+        }
         if !self.syncs.is_empty() {
             // The queue drained: the next page of an inbox sync, if one waits.
             let id = c.id;
@@ -219,7 +224,8 @@ impl ShardState {
         if !done {
             return;
         }
-        let c = self.conns.remove(slot as usize);
+        let mut c = self.conns.remove(slot as usize);
+        c.uncap(&self.hub.config.guard);
         if let Some(u) = &c.user {
             if let Some(ids) = self.users.get_mut(u) {
                 ids.retain(|i| *i != c.id);
