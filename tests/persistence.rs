@@ -181,23 +181,43 @@ async fn reads_do_not_grow_the_store(io: &str) {
     let dir = temp_store("reads");
     let node = spawn(&dir, io);
     let mut a = ws(&node.addr, "").await;
-    send(&mut a, json!({"event": "m", "topic": "chat:known", "id": 1, "data": 1})).await;
+    send(
+        &mut a,
+        json!({"event": "m", "topic": "chat:known", "id": 1, "data": 1}),
+    )
+    .await;
     assert_eq!(recv(&mut a).await["data"]["offset"], 1);
     let before = store_len(&dir);
     let mut epoch = None;
     for i in 0..1500u64 {
         let topic = format!("chat:never-{i}");
         let id = 10 + 3 * i;
-        let r = request(&mut a, json!({"event": "history", "topic": topic, "id": id})).await;
+        let r = request(
+            &mut a,
+            json!({"event": "history", "topic": topic, "id": id}),
+        )
+        .await;
         assert_eq!(r["data"]["offset"], 0, "{r}");
         if i == 0 {
             epoch = Some(r["data"]["epoch"].clone());
         }
-        let r = request(&mut a, json!({"event": "subscribe", "topic": topic, "id": id + 1})).await;
+        let r = request(
+            &mut a,
+            json!({"event": "subscribe", "topic": topic, "id": id + 1}),
+        )
+        .await;
         assert_eq!(r["data"]["offset"], 0, "{r}");
-        request(&mut a, json!({"event": "unsubscribe", "topic": topic, "id": id + 2})).await;
+        request(
+            &mut a,
+            json!({"event": "unsubscribe", "topic": topic, "id": id + 2}),
+        )
+        .await;
     }
-    assert_eq!(store_len(&dir), before, "read-only requests grew the store file");
+    assert_eq!(
+        store_len(&dir),
+        before,
+        "read-only requests grew the store file"
+    );
     // The first publication keeps the epoch the reads reported: a reader recovers across it.
     let r = request(
         &mut a,
@@ -250,7 +270,8 @@ fn damaged_store_is_a_clean_exit(io: &str) {
     let file = dir.join("ringhub.redb");
     let good = std::fs::read(&file).unwrap();
     let mut refused = 0;
-    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage); 3] = [
         ("page 1 zeroed", |b| b[PAGE..2 * PAGE].fill(0)),
         ("page 2 filled", |b| b[2 * PAGE..3 * PAGE].fill(0xff)),
         ("second half zeroed", |b| {
@@ -286,13 +307,24 @@ fn damaged_store_is_a_clean_exit(io: &str) {
         }
         refused += 1;
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
         let code = child.wait().unwrap().code();
         assert_ne!(code, Some(101), "{what}: panicked: {err}");
         assert_eq!(code, Some(1), "{what}: {err}");
-        assert!(err.contains("ringhub.redb"), "{what}: the error names the file: {err}");
+        assert!(
+            err.contains("ringhub.redb"),
+            "{what}: the error names the file: {err}"
+        );
     }
-    assert!(refused > 0, "every damage was repaired: the error path went untested");
+    assert!(
+        refused > 0,
+        "every damage was repaired: the error path went untested"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -62,7 +62,10 @@ fn epochs(s: &mut dyn Store) {
     assert_eq!(r.pos.offset, 0);
     assert!(r.complete && r.publications.is_empty());
     let b = s.append("b", l, "e", None, T0).unwrap();
-    assert_eq!(b.epoch, r.pos.epoch, "the first append keeps the epoch a read reported");
+    assert_eq!(
+        b.epoch, r.pos.epoch,
+        "the first append keeps the epoch a read reported"
+    );
     assert_ne!(b.epoch, e, "each stream has its own epoch");
     s.commit().unwrap();
     assert_eq!(s.position("a").unwrap().epoch, e);

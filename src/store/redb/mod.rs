@@ -47,8 +47,8 @@ use redb::{Database, Durability, ReadableTable, TableDefinition, WriteTransactio
 
 use super::memory::{Offer, ReadAcc};
 use super::{
-    first_message_id, new_epoch, now_ms, unwritten_epoch, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
-    StatusChange, Store, StoreError, StreamPos,
+    first_message_id, new_epoch, now_ms, unwritten_epoch, HistoryLimits, HistoryRead, InboxLimits,
+    InboxMessage, MessageInfo, NewMessage, StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");

@@ -9,8 +9,8 @@ use super::conn::{val, Arg, Call, Script};
 use super::RedisStore;
 use crate::store::memory::{expiry, ms};
 use crate::store::{
-    first_message_id, new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage,
-    StatusChange, StoreError,
+    first_message_id, new_epoch, now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus,
+    NewMessage, StatusChange, StoreError,
 };
 
 /// Most messages one `expire` script call expires (and final statuses it forgets): the script

@@ -166,7 +166,12 @@ fn a_wiped_file_never_reuses_message_ids() {
     let old = {
         let mut s = RedbStore::open_at(&path, T0).unwrap();
         let ids: Vec<u64> = (0..3)
-            .map(|_| s.inbox_put("alice", msg("e", b"1"), il(10, 60), T0).unwrap().0.id)
+            .map(|_| {
+                s.inbox_put("alice", msg("e", b"1"), il(10, 60), T0)
+                    .unwrap()
+                    .0
+                    .id
+            })
             .collect();
         s.commit().unwrap();
         ids
@@ -174,14 +179,20 @@ fn a_wiped_file_never_reuses_message_ids() {
     std::fs::remove_dir_all(&path).unwrap();
     // A millisecond later (any restart takes longer).
     let mut s = RedbStore::open_at(&path, T0 + 1).unwrap();
-    let (m, _) = s.inbox_put("bob", msg("e", b"2"), il(10, 60), T0 + 1).unwrap();
+    let (m, _) = s
+        .inbox_put("bob", msg("e", b"2"), il(10, 60), T0 + 1)
+        .unwrap();
     assert!(
         old.iter().all(|&id| id < m.id),
         "a new file reuses an id: {old:?} then {}",
         m.id
     );
     for id in old {
-        assert_eq!(s.status(id).unwrap(), None, "id {id} answers another message");
+        assert_eq!(
+            s.status(id).unwrap(),
+            None,
+            "id {id} answers another message"
+        );
     }
 }
 
@@ -231,8 +242,14 @@ fn written_store(dir: &std::path::Path) -> std::path::PathBuf {
     let mut s = open(dir);
     for i in 0..200u64 {
         let data = format!("{{\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200));
-        s.append(&format!("t{}", i % 7), hl(100, 0), "e", Some(data.as_bytes()), T0)
-            .unwrap();
+        s.append(
+            &format!("t{}", i % 7),
+            hl(100, 0),
+            "e",
+            Some(data.as_bytes()),
+            T0,
+        )
+        .unwrap();
         s.inbox_put("u", msg("e", data.as_bytes()), il(1000, 3600), T0)
             .unwrap();
     }
@@ -266,7 +283,10 @@ fn damaged_files_are_clean_errors_not_panics() {
             Err(_) => panic!("{what}: opening panicked"),
             Ok(Err(e)) => {
                 let m = e.to_string();
-                assert!(m.contains("ringhub.redb") && m.contains("backup"), "{what}: {m}");
+                assert!(
+                    m.contains("ringhub.redb") && m.contains("backup"),
+                    "{what}: {m}"
+                );
             }
             // Repaired (or the damage missed live data): it must then work.
             Ok(Ok(mut s)) => {
