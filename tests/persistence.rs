@@ -270,7 +270,8 @@ fn damaged_store_is_a_clean_exit(io: &str) {
     let file = dir.join("ringhub.redb");
     let good = std::fs::read(&file).unwrap();
     let mut refused = 0;
-    let cases: [(&str, fn(&mut Vec<u8>)); 3] = [
+    type Damage = fn(&mut Vec<u8>);
+    let cases: [(&str, Damage); 3] = [
         ("page 1 zeroed", |b| b[PAGE..2 * PAGE].fill(0)),
         ("page 2 filled", |b| b[2 * PAGE..3 * PAGE].fill(0xff)),
         ("second half zeroed", |b| {

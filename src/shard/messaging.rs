@@ -88,11 +88,10 @@ pub(crate) fn fuzz_v2_request(payload: &[u8]) {
             Err(m) => refused(&m),
         },
         "ack" => {
-            if !matches!(
-                e.data
-                    .map(|d| serde_json::from_str::<super::durable::AckData>(d.get())),
-                Some(Ok(_))
-            ) {
+            let ok = e
+                .data
+                .map(|d| serde_json::from_str::<super::durable::AckData>(d.get()));
+            if !matches!(ok, Some(Ok(_))) {
                 refused("ack needs data {\"offset\": N}");
             }
         }
