@@ -6,6 +6,7 @@
 
 mod bufring;
 pub(crate) mod epoll;
+mod portcheck;
 pub(crate) mod uring;
 
 use std::io;
@@ -27,7 +28,7 @@ pub(crate) fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<std::
         )?;
         // SO_REUSEADDR (not REUSEPORT): ignores connections in TIME_WAIT, not a live listener.
         probe.set_reuse_address(true)?;
-        if let Err(e) = probe.bind(&addr.into()) {
+        if let Err(e) = portcheck::bind_past_leftover(addr.port(), || probe.bind(&addr.into())) {
             return Err(if e.kind() == io::ErrorKind::AddrInUse {
                 io::Error::new(
                     io::ErrorKind::AddrInUse,
