@@ -195,8 +195,10 @@ pub(crate) async fn send_durable(
     event: &str,
     data: Option<&[u8]>,
 ) -> Result<SendReceipt, ApiError> {
-    if user.is_empty() {
-        return Err(ApiError::bad("`user` is empty"));
+    if !crate::policy::auth::valid_user(user) {
+        return Err(ApiError::bad(
+            "invalid_user: a user is 1 to 128 bytes without '*' or control characters",
+        ));
     }
     let (tx, rx) = oneshot::channel();
     let job = StoreJob::InboxPut {

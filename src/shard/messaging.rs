@@ -219,7 +219,8 @@ impl ShardState {
             );
         }
         let max = self.hub.config.store.max_recover;
-        let limit = d.limit.unwrap_or(50);
+        // The default never exceeds what the server allows.
+        let limit = d.limit.unwrap_or(50.min(max));
         if limit > max {
             let msg = format!("limit is at most {max}");
             return self.error(id, req, topic, ErrorCode::TooMany, &msg);
@@ -274,6 +275,13 @@ impl ShardState {
 
     /// `info`: the connection's client id, user and node.
     pub(super) fn client_info(&mut self, id: ConnId, topic: &str, req: Option<u64>) {
+        if topic.len() > crate::proto::pattern::MAX_TOPIC_LEN {
+            let msg = format!(
+                "topic is longer than {} bytes",
+                crate::proto::pattern::MAX_TOPIC_LEN
+            );
+            return self.error(id, req, topic, ErrorCode::BadRequest, &msg);
+        }
         let Some(rid) = req else { return };
         let Some(c) = self.conn_mut(id) else { return };
         let user = c.user.clone();
