@@ -397,6 +397,7 @@ pub(crate) async fn history(
             epoch: e.into(),
             offset: o,
         }),
+        until: None,
         to: HistoryTo::Api(tx),
     };
     hub.submit_store(job, false)

@@ -43,6 +43,9 @@ struct HistoryData {
     limit: Option<usize>,
     #[serde(default)]
     since: Option<SinceIn>,
+    /// The rest of a paged answer (the `next` of a reply with `more`).
+    #[serde(default)]
+    until: Option<u64>,
 }
 
 /// Reads `data` as `T`; absent (or `null`) data is `T::default()`.
@@ -229,6 +232,7 @@ impl ShardState {
             topic: topic.into(),
             limit,
             since: d.since.map(Since::from),
+            until: d.until,
             to: HistoryTo::Conn(id, rid),
         };
         if let Err(e) = self.hub.submit_store(job, false) {
