@@ -25,6 +25,7 @@ fn ns(pattern: &str, history: usize) -> Namespace {
 fn server(io: IoMode) -> Option<ringhub::ServerHandle> {
     let mut cfg = Config::default();
     cfg.store.max_recover = 10;
+    cfg.max_subscriptions = 2;
     start(
         RingHub::builder()
             .config(cfg)
@@ -33,6 +34,16 @@ fn server(io: IoMode) -> Option<ringhub::ServerHandle> {
             .io(io)
             .handler_threads(2)
             .api_key("k")
+            .on_connect(|c: &ringhub::hooks::ConnectInfo<'_>| {
+                let user = c
+                    .query
+                    .and_then(|q| q.strip_prefix("user="))
+                    .map(str::to_string);
+                Ok(ringhub::hooks::ConnectOutcome {
+                    user,
+                    ..Default::default()
+                })
+            })
             .topic(ns("chat:*", 100))
             .topic(ns("room:*", 0))
             .pubsub(),
@@ -153,6 +164,90 @@ fn raw_auth(h: &ringhub::ServerHandle, auth: &str) -> (u16, String) {
             .as_bytes(),
     )
     .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    (
+        out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
+        out,
+    )
+}
+
+/// Item 12: JSON nested deeper than the bound is refused (WebSocket publish and HTTP API), not
+/// stored and served.
+async fn deep_json_refused(io: IoMode) {
+    let Some(h) = server(io) else { return };
+    let deep = format!("{}1{}", "[".repeat(200_000), "]".repeat(200_000));
+    let mut ws = connect(&h, "/ws").await;
+    let frame = format!(r#"{{"event":"m","topic":"chat:d","id":1,"data":{deep}}}"#);
+    futures_util::SinkExt::send(
+        &mut ws,
+        tokio_tungstenite::tungstenite::Message::Text(frame),
+    )
+    .await
+    .unwrap();
+    let r = recv(&mut ws).await;
+    assert_eq!(r["event"], "error", "{io:?}");
+    assert_eq!(r["data"]["code"], "bad_request", "{io:?}: {r}");
+    // 64 levels are fine.
+    let ok = json!({"event": "m", "topic": "chat:d", "id": 2,
+                    "data": serde_json::from_str::<Value>(&format!("{}1{}", "[".repeat(63), "]".repeat(63))).unwrap()});
+    assert_eq!(request(&mut ws, ok).await["event"], "reply", "{io:?}");
+    let body = format!(r#"{{"topic":"chat:d","event":"m","data":{deep}}}"#);
+    let (st, _) = raw_post(&h, "/api/v1/publish", &body);
+    assert_eq!(st, 400, "{io:?}");
+    let body = format!(r#"{{"user":"bob","event":"m","durable":true,"data":{deep}}}"#);
+    let (st, _) = raw_post(&h, "/api/v1/send", &body);
+    assert_eq!(st, 400, "{io:?}");
+    let r = request(
+        &mut ws,
+        json!({"event": "history", "topic": "chat:d", "id": 3}),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["publications"].as_array().map(Vec::len),
+        Some(1),
+        "{io:?}"
+    );
+    h.shutdown();
+    h.join();
+}
+per_shell!(async fn deep_json_refused);
+
+/// Item 12: `POST /api/v1/subscribe` past a connection's subscription limit says why.
+async fn api_subscribe_says_why(io: IoMode) {
+    let Some(h) = server(io) else { return };
+    let mut ws = connect(&h, "/ws?user=dave").await;
+    subscribe(&mut ws, "a", 1).await;
+    subscribe(&mut ws, "b", 2).await;
+    let (st, v) = post(
+        &h,
+        "/api/v1/subscribe",
+        json!({"user": "dave", "topic": "c"}),
+    );
+    assert_eq!(st, 200, "{io:?}: {v}");
+    assert_eq!(v["data"]["subscribed"], 0, "{io:?}: {v}");
+    let refused = &v["data"]["refused"][0];
+    assert!(refused["client"].is_string(), "{io:?}: {v}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("subscription"),
+        "{io:?}: {v}"
+    );
+    h.shutdown();
+    h.join();
+}
+per_shell!(async fn api_subscribe_says_why);
+
+fn raw_post(h: &ringhub::ServerHandle, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     (

@@ -127,6 +127,13 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
     if method == "POST" && head.header("Content-Length").is_none() {
         return Response::err(411, "Content-Length required");
     }
+    // `data` sits at most 4 levels down (a batch command's params).
+    if !envelope::within_depth(&body, envelope::MAX_DEPTH + 4) {
+        return Response::err(
+            400,
+            &format!("data is nested deeper than {} levels", envelope::MAX_DEPTH),
+        );
+    }
     match path {
         "/api/v1/online" => respond(gathered(hub, QueryKind::Online).await),
         "/api/v1/stats" => respond(gathered(hub, QueryKind::Stats).await),

@@ -43,7 +43,8 @@ impl ShardState {
                 frame,
             } => ApiReply::Count(self.deliver_durable(&user, offset, frame)),
             ApiOp::Subscription { target, topic, add } => {
-                ApiReply::Count(self.server_subscription(&target, &topic, add))
+                let (n, refused) = self.server_subscription(&target, &topic, add);
+                ApiReply::Subscribed(n, refused)
             }
             ApiOp::Presence(topic) => ApiReply::Presence(self.presence(&topic)),
             ApiOp::Barrier => ApiReply::Count(0),

@@ -299,13 +299,20 @@ impl ShardState {
     }
 
     /// `/api/v1/subscribe` and `/unsubscribe`: silently, for every matching local connection.
-    pub(super) fn server_subscription(&mut self, target: &Target, topic: &str, add: bool) -> usize {
+    /// Returns the connections changed and those refused, with the reason (client id, why).
+    pub(super) fn server_subscription(
+        &mut self,
+        target: &Target,
+        topic: &str,
+        add: bool,
+    ) -> (usize, Vec<(String, String)>) {
         let ids: Vec<ConnId> = match target {
             Target::User(u) => self.users.get(u).cloned().unwrap_or_default(),
             Target::Client(c) if c.shard() == self.index => vec![*c],
             Target::Client(_) => Vec::new(),
         };
         let mut n = 0;
+        let mut refused = Vec::new();
         for id in ids {
             let Some(c) = self.conn_mut(id) else { continue };
             if c.closing.is_some() {
@@ -313,18 +320,21 @@ impl ShardState {
             }
             let had = c.subs.iter().any(|s| &**s == topic);
             if add {
-                if self.subscribe(id, topic).is_ok() {
-                    n += 1;
-                    if !had {
-                        self.join_if_announced(id, topic);
+                match self.subscribe(id, topic) {
+                    Ok(_) => {
+                        n += 1;
+                        if !had {
+                            self.join_if_announced(id, topic);
+                        }
                     }
+                    Err(e) => refused.push((self.hub.client_id(id).to_string(), e.message)),
                 }
             } else if had {
                 self.unsubscribe(id, topic);
                 n += 1;
             }
         }
-        n
+        (n, refused)
     }
 
     /// A WebSocket connection was accepted: server-side topics (JWT `topics` claim,
