@@ -101,10 +101,12 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
             "the HTTP API is disabled: configure an API key ([api] key)",
         );
     };
+    // RFC 7235: the scheme is case-insensitive.
     let given = head
         .header("Authorization")
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, k)| k.trim_start());
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         given.as_bytes(),
         key.as_bytes(),
@@ -128,6 +130,13 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
     }
     if method == "POST" && head.header("Content-Length").is_none() {
         return Response::err(411, "Content-Length required");
+    }
+    // `data` sits at most 4 levels down (a batch command's params).
+    if !envelope::within_depth(&body, envelope::MAX_DEPTH + 4) {
+        return Response::err(
+            400,
+            &format!("data is nested deeper than {} levels", envelope::MAX_DEPTH),
+        );
     }
     match path {
         "/api/v1/online" => respond(gathered(hub, QueryKind::Online).await),
@@ -205,7 +214,7 @@ async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     #[derive(Deserialize)]
     struct Batch<'a> {
         #[serde(borrow)]
-        commands: Vec<Cmd<'a>>,
+        commands: Vec<&'a RawValue>,
     }
     let b: Batch<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
     if b.commands.len() > MAX_BATCH {
@@ -214,11 +223,12 @@ async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
         )));
     }
     let mut results = Vec::with_capacity(b.commands.len());
-    for c in &b.commands {
-        let r = if c.method == "batch" {
-            Err(ApiError::bad("a batch cannot contain a batch"))
-        } else {
-            command(hub, &c.method, c.params.get().as_bytes()).await
+    for raw in &b.commands {
+        // One malformed entry (`null`, no `method`) fails alone.
+        let r = match serde_json::from_str::<Cmd<'_>>(raw.get()) {
+            Err(e) => Err(ApiError::bad(format!("invalid command: {e}"))),
+            Ok(c) if c.method == "batch" => Err(ApiError::bad("a batch cannot contain a batch")),
+            Ok(c) => command(hub, &c.method, c.params.get().as_bytes()).await,
         };
         results.push(match r {
             Ok(data) => json!({"success": true, "data": data}),
@@ -311,6 +321,11 @@ async fn send(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     if users.is_empty() {
         return Err(ApiError::bad("give `user` or `users`"));
     }
+    if !users.iter().all(|u| crate::policy::auth::valid_user(u)) {
+        return Err(ApiError::bad(
+            "invalid_user: a user is 1 to 128 bytes without '*' or control characters",
+        ));
+    }
     if let Some(Err(e)) = b.topic.as_deref().map(validate_topic) {
         return Err(ApiError::bad(e));
     }
@@ -345,6 +360,12 @@ async fn broadcast(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     let b: BroadcastBody<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
     let topic = b.topic.as_deref().unwrap_or("broadcast");
     validate_topic(topic).map_err(ApiError::bad)?;
+    // A broadcast reaches every connection; a private topic would leak to all of them.
+    if topic.starts_with("user:") {
+        return Err(ApiError::bad(
+            "broadcast reaches every connection: a user: topic is refused (use /api/v1/send)",
+        ));
+    }
     let frame = envelope::publication(topic, &b.event, b.data.map(|d| d.get().as_bytes()));
     if hub.cluster.clustered {
         hub.cluster.broker.control(ControlOp::Broadcast {

@@ -120,7 +120,10 @@ async fn sum_counts(waits: Vec<oneshot::Receiver<ApiReply>>) -> usize {
 fn counts(replies: Vec<ApiReply>) -> usize {
     replies
         .iter()
-        .map(|r| if let ApiReply::Count(n) = r { *n } else { 0 })
+        .map(|r| match r {
+            ApiReply::Count(n) | ApiReply::Subscribed(n, _) => *n,
+            _ => 0,
+        })
         .sum()
 }
 
@@ -195,8 +198,10 @@ pub(crate) async fn send_durable(
     event: &str,
     data: Option<&[u8]>,
 ) -> Result<SendReceipt, ApiError> {
-    if user.is_empty() {
-        return Err(ApiError::bad("`user` is empty"));
+    if !crate::policy::auth::valid_user(user) {
+        return Err(ApiError::bad(
+            "invalid_user: a user is 1 to 128 bytes without '*' or control characters",
+        ));
     }
     let (tx, rx) = oneshot::channel();
     let job = StoreJob::InboxPut {
@@ -358,7 +363,7 @@ pub(crate) async fn subscription(
     target: Target,
     topic: &str,
     add: bool,
-) -> Result<usize, ApiError> {
+) -> Result<(usize, Vec<(String, String)>), ApiError> {
     crate::proto::pattern::Pattern::parse(topic).map_err(ApiError::bad)?;
     if let (true, Target::User(u)) = (hub.cluster.clustered, &target) {
         hub.cluster
@@ -378,7 +383,14 @@ pub(crate) async fn subscription(
     })
     .await?;
     gather(hub, || ApiOp::Barrier).await?;
-    Ok(counts(replies))
+    let refused = replies
+        .iter()
+        .flat_map(|r| match r {
+            ApiReply::Subscribed(_, list) => list.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((counts(replies), refused))
 }
 
 /// The latest publications of a topic with history.
@@ -400,6 +412,7 @@ pub(crate) async fn history(
             epoch: e.into(),
             offset: o,
         }),
+        until: None,
         to: HistoryTo::Api(tx),
     };
     hub.submit_store(job, false)
@@ -512,8 +525,15 @@ pub(crate) async fn subscription_endpoint(
         },
         _ => return Err(ApiError::bad("give exactly one of `user` and `client`")),
     };
-    let n = subscription(hub, target, &b.topic, add).await?;
-    Ok(if add {
+    let (n, refused) = subscription(hub, target, &b.topic, add).await?;
+    Ok(if add && !refused.is_empty() {
+        // Say why a connection was not subscribed (its subscription limit, say).
+        let refused: Vec<Value> = refused
+            .into_iter()
+            .map(|(client, reason)| json!({"client": client, "error": reason}))
+            .collect();
+        json!({ "subscribed": n, "refused": refused })
+    } else if add {
         json!({ "subscribed": n })
     } else {
         json!({ "unsubscribed": n })

@@ -298,13 +298,18 @@ fn map_error(e: jsonwebtoken::errors::Error) -> AuthError {
     }
 }
 
+/// Whether `user` is a user id a token can carry: 1 to [`MAX_USER_LEN`] bytes, no `*`, no
+/// control character. The API applies the same rule to the users it addresses.
+pub fn valid_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= MAX_USER_LEN
+        && !user.contains('*')
+        && !user.chars().any(char::is_control)
+}
+
 fn identity(c: Claims) -> Result<Identity, AuthError> {
     if let Some(sub) = &c.sub {
-        if sub.is_empty()
-            || sub.len() > MAX_USER_LEN
-            || sub.contains('*')
-            || sub.chars().any(char::is_control)
-        {
+        if !valid_user(sub) {
             return Err(AuthError::InvalidClaims(
                 "sub must be 1 to 128 bytes without '*'".into(),
             ));

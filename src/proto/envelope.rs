@@ -43,6 +43,12 @@ pub struct ParseError {
 /// measured against this (see BENCHMARKS.md): its in-place parse rewrites the buffer, so keeping
 /// `data` raw would need a copy of every frame plus re-serialisation.
 pub fn parse(payload: &[u8]) -> Result<Envelope<'_>, ParseError> {
+    if !within_depth(payload, MAX_DEPTH + 1) {
+        return Err(ParseError {
+            message: format!("data is nested deeper than {MAX_DEPTH} levels"),
+            id: None,
+        });
+    }
     serde_json::from_slice::<Envelope<'_>>(payload).map_err(|e| ParseError {
         // serde's messages quote offending values (`invalid type: string "…"`): keep them short.
         message: format!(
@@ -51,6 +57,40 @@ pub fn parse(payload: &[u8]) -> Result<Envelope<'_>, ParseError> {
         ),
         id: recover_id(payload),
     })
+}
+
+/// Deepest nesting of arrays and objects accepted in `data` (WebSocket and HTTP API): deeper
+/// JSON would be stored and served to clients whose parsers recurse (and overflow) on it.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `json` nests arrays and objects at most `max` deep (brackets inside strings do not
+/// count). A linear scan that does not validate: the parser that follows does.
+pub fn within_depth(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for &b in json {
+        if in_str {
+            if esc {
+                esc = false;
+            } else if b == b'\\' {
+                esc = true;
+            } else if b == b'"' {
+                in_str = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Best-effort recovery of `id` from an envelope that failed to parse, so the error can carry it.

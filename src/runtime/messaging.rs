@@ -189,7 +189,9 @@ impl ServerHandle {
     pub async fn subscribe_user(&self, user: &str, topic: &str) -> Result<usize, ApiError> {
         let (user, topic) = (Arc::<str>::from(user), topic.to_string());
         self.call(move |hub| async move {
-            ops::subscription(&hub, Target::User(user), &topic, true).await
+            ops::subscription(&hub, Target::User(user), &topic, true)
+                .await
+                .map(|(n, _)| n)
         })
         .await
     }
@@ -198,7 +200,9 @@ impl ServerHandle {
     pub async fn unsubscribe_user(&self, user: &str, topic: &str) -> Result<usize, ApiError> {
         let (user, topic) = (Arc::<str>::from(user), topic.to_string());
         self.call(move |hub| async move {
-            ops::subscription(&hub, Target::User(user), &topic, false).await
+            ops::subscription(&hub, Target::User(user), &topic, false)
+                .await
+                .map(|(n, _)| n)
         })
         .await
     }

@@ -25,6 +25,10 @@ enum Refusal {
     Close,
 }
 
+/// Events only the server sends: a client publishing them could impersonate a join, a leave, a
+/// reply or an error to the other subscribers.
+pub(crate) const RESERVED_EVENTS: [&str; 4] = ["reply", "error", "join", "leave"];
+
 impl ShardState {
     /// Serves one HTTP API operation for this shard's connections.
     pub(super) fn api(&mut self, op: ApiOp) -> ApiReply {
@@ -39,7 +43,8 @@ impl ShardState {
                 frame,
             } => ApiReply::Count(self.deliver_durable(&user, offset, frame)),
             ApiOp::Subscription { target, topic, add } => {
-                ApiReply::Count(self.server_subscription(&target, &topic, add))
+                let (n, refused) = self.server_subscription(&target, &topic, add);
+                ApiReply::Subscribed(n, refused)
             }
             ApiOp::Presence(topic) => ApiReply::Presence(self.presence(&topic)),
             ApiOp::Barrier => ApiReply::Count(0),
@@ -192,6 +197,10 @@ impl ShardState {
                 }
             }
             "" => self.error(id, req, topic, ErrorCode::BadRequest, "event is empty"),
+            event if RESERVED_EVENTS.contains(&event) => {
+                let msg = format!("event {event:?} is reserved for the server");
+                self.error(id, req, topic, ErrorCode::Forbidden, &msg)
+            }
             event => {
                 if let Err(e) = crate::proto::pattern::validate_topic(topic) {
                     return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());

@@ -113,6 +113,9 @@ pub const CLOSE_DISCONNECTED: u16 = 4000;
 pub(crate) enum ApiReply {
     /// Connections reached.
     Count(usize),
+    /// Connections subscribed, and the ones refused: (client id, why), e.g. the subscription
+    /// limit.
+    Subscribed(usize, Vec<(String, String)>),
     /// Users with their connection counts, and anonymous connections.
     Online(Vec<(Arc<str>, usize)>, usize),
     /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.

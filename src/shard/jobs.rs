@@ -68,6 +68,8 @@ pub(crate) enum StoreJob {
         topic: Arc<str>,
         limit: usize,
         since: Option<Since>,
+        /// A page of a longer answer: only publications up to this offset.
+        until: Option<u64>,
         to: HistoryTo,
     },
     /// Store a durable message for `user`, then deliver it.

@@ -43,6 +43,9 @@ struct HistoryData {
     limit: Option<usize>,
     #[serde(default)]
     since: Option<SinceIn>,
+    /// The rest of a paged answer (the `next` of a reply with `more`).
+    #[serde(default)]
+    until: Option<u64>,
 }
 
 /// Reads `data` as `T`; absent (or `null`) data is `T::default()`.
@@ -258,7 +261,8 @@ impl ShardState {
             );
         }
         let max = self.hub.config.store.max_recover;
-        let limit = d.limit.unwrap_or(50);
+        // The default never exceeds what the server allows.
+        let limit = d.limit.unwrap_or(50.min(max));
         if limit > max {
             let msg = format!("limit is at most {max}");
             return self.error(id, req, topic, ErrorCode::TooMany, &msg);
@@ -267,6 +271,7 @@ impl ShardState {
             topic: topic.into(),
             limit,
             since: d.since.map(Since::from),
+            until: d.until,
             to: HistoryTo::Conn(id, rid),
         };
         if let Err(e) = self.hub.submit_store(job, false) {
@@ -313,6 +318,13 @@ impl ShardState {
 
     /// `info`: the connection's client id, user and node.
     pub(super) fn client_info(&mut self, id: ConnId, topic: &str, req: Option<u64>) {
+        if topic.len() > crate::proto::pattern::MAX_TOPIC_LEN {
+            let msg = format!(
+                "topic is longer than {} bytes",
+                crate::proto::pattern::MAX_TOPIC_LEN
+            );
+            return self.error(id, req, topic, ErrorCode::BadRequest, &msg);
+        }
         let Some(rid) = req else { return };
         let Some(c) = self.conn_mut(id) else { return };
         let user = c.user.clone();
@@ -326,13 +338,20 @@ impl ShardState {
     }
 
     /// `/api/v1/subscribe` and `/unsubscribe`: silently, for every matching local connection.
-    pub(super) fn server_subscription(&mut self, target: &Target, topic: &str, add: bool) -> usize {
+    /// Returns the connections changed and those refused, with the reason (client id, why).
+    pub(super) fn server_subscription(
+        &mut self,
+        target: &Target,
+        topic: &str,
+        add: bool,
+    ) -> (usize, Vec<(String, String)>) {
         let ids: Vec<ConnId> = match target {
             Target::User(u) => self.users.get(u).cloned().unwrap_or_default(),
             Target::Client(c) if c.shard() == self.index => vec![*c],
             Target::Client(_) => Vec::new(),
         };
         let mut n = 0;
+        let mut refused = Vec::new();
         for id in ids {
             let Some(c) = self.conn_mut(id) else { continue };
             if c.closing.is_some() {
@@ -340,18 +359,21 @@ impl ShardState {
             }
             let had = c.subs.iter().any(|s| &**s == topic);
             if add {
-                if self.subscribe(id, topic).is_ok() {
-                    n += 1;
-                    if !had {
-                        self.join_if_announced(id, topic);
+                match self.subscribe(id, topic) {
+                    Ok(_) => {
+                        n += 1;
+                        if !had {
+                            self.join_if_announced(id, topic);
+                        }
                     }
+                    Err(e) => refused.push((self.hub.client_id(id).to_string(), e.message)),
                 }
             } else if had {
                 self.unsubscribe(id, topic);
                 n += 1;
             }
         }
-        n
+        (n, refused)
     }
 
     /// A WebSocket connection was accepted: server-side topics (JWT `topics` claim,

@@ -206,6 +206,15 @@ impl ShardState {
         self.release_if_done(slot);
     }
 
+    /// Whether bytes meant for `slot` are still unwritten (a cut now would truncate a frame).
+    pub(crate) fn unsent(&self, slot: u32) -> bool {
+        self.conns.get(slot as usize).is_some_and(|c| {
+            !c.out.is_empty()
+                || c.wsent < c.wbuf.len()
+                || c.tls.as_ref().is_some_and(|t| t.wants_write())
+        })
+    }
+
     /// Queues `slot` for the end-of-iteration flush.
     pub(crate) fn flush_later(&mut self, slot: u32) {
         self.mark_dirty(slot);

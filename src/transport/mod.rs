@@ -6,6 +6,7 @@
 
 mod bufring;
 pub(crate) mod epoll;
+mod portcheck;
 pub(crate) mod uring;
 
 use std::io;
@@ -27,7 +28,7 @@ pub(crate) fn bind_listeners(addr: SocketAddr, n: usize) -> io::Result<Vec<std::
         )?;
         // SO_REUSEADDR (not REUSEPORT): ignores connections in TIME_WAIT, not a live listener.
         probe.set_reuse_address(true)?;
-        if let Err(e) = probe.bind(&addr.into()) {
+        if let Err(e) = portcheck::bind_past_leftover(addr.port(), || probe.bind(&addr.into())) {
             return Err(if e.kind() == io::ErrorKind::AddrInUse {
                 io::Error::new(
                     io::ErrorKind::AddrInUse,
@@ -97,6 +98,24 @@ pub(crate) fn apply_io(st: &mut ShardState, reqs: &mut Vec<IoReq>, cut: &mut Vec
                 }
                 IoReq::Cut(slot) => {
                     if let Some(fd) = st.fd(slot).filter(|fd| *fd >= 0) {
+                        if st.unsent(slot) {
+                            // A frame is unfinished (the peer stopped reading past the close
+                            // deadline): end with a reset, not a FIN that would pass the cut
+                            // stream off as complete. Linger 0 makes the final close() send RST.
+                            let lg = libc::linger {
+                                l_onoff: 1,
+                                l_linger: 0,
+                            };
+                            unsafe {
+                                libc::setsockopt(
+                                    fd,
+                                    libc::SOL_SOCKET,
+                                    libc::SO_LINGER,
+                                    (&lg as *const libc::linger).cast(),
+                                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                                )
+                            };
+                        }
                         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                         cut.push(slot);
                     }

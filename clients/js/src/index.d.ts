@@ -109,6 +109,8 @@ export interface PublishOptions extends RequestOptions {
 export interface HistoryOptions extends RequestOptions {
   limit?: number
   since?: StreamPosition
+  /** Only publications up to this offset (a paged reply's `next.until`). */
+  until?: number
 }
 
 export interface SubscribeOptions {

@@ -296,11 +296,24 @@ export class Client extends Emitter {
     return this._rq(f, o.timeout)
   }
 
+  /** The history, every page of it: a reply with `more` is followed by its `next` request. */
   history(topic, o = {}) {
-    return this.request('history', topic, { limit: o.limit, since: o.since }, o).then((d) => {
-      for (const p of (d && d.publications) || []) p.topic = topic
-      return d
-    })
+    const all = []
+    const page = (data) =>
+      this.request('history', topic, data, o).then((d) => {
+        for (const p of (d && d.publications) || []) {
+          p.topic = topic
+          all.push(p)
+        }
+        if (d && d.more && d.next) return page(d.next)
+        if (d) {
+          d.publications = all
+          delete d.more
+          delete d.next
+        }
+        return d
+      })
+    return page({ limit: o.limit, since: o.since, until: o.until })
   }
 
   presence(topic) {
@@ -368,6 +381,16 @@ export class Client extends Emitter {
   _subOk(s, d, since) {
     const t = s.topic
     if (this._subs.get(t) !== s) return
+    if (since && d && d.recovered && d.more && d.next) {
+      // A paged recovery: the other pages come through history, before the live publications
+      // buffered meanwhile; if they cannot be had, the recovery failed.
+      const done = (extra) => this._subOk(s, { ...d, more: undefined, next: undefined, ...extra }, since)
+      this.history(t, { since: d.next.since, until: d.next.until }).then(
+        (h) => done({ publications: [...(d.publications || []), ...h.publications] }),
+        () => done({ recovered: false, publications: [] }),
+      )
+      return
+    }
     if (d && d.epoch != null) {
       const p = this._pos.get(t)
       if (since && d.recovered) {

@@ -201,6 +201,41 @@ test('recovery of publications made while disconnected (v2 history)', async (t) 
   assert.equal(seen[5].offset, offs.at(-1) + 1)
 })
 
+test('large history and recovery come in pages, all of them (v2 history)', async (t) => {
+  if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
+  let gate = null
+  const a = open({ getToken: async () => (await gate, jwt('pagey')) })
+  const seen = []
+  const sub = a.subscribe('chat:pages', (m) => seen.push(m))
+  await sub.ready
+  await a.publish('chat:pages', 'm', 0)
+  await until(() => seen.length === 1)
+  let open_
+  gate = new Promise((r) => (open_ = r))
+  const dropped = next(a, 'state', (s) => s === 'reconnecting')
+  await srv.api('POST', '/api/v1/disconnect', { user: 'pagey' })
+  await dropped
+  // Six 900 KB publications: more than the 4 MiB outbound queue in one reply.
+  const big = 'b'.repeat(900000)
+  for (const i of [1, 2, 3, 4, 5, 6]) {
+    const r = await srv.api('POST', '/api/v1/publish', { topic: 'chat:pages', event: 'm', data: { i, big } })
+    assert.equal(r.status, 200)
+  }
+  const rec = next(sub, 'recovered')
+  open_()
+  await rec
+  assert.deepEqual(
+    seen.map((m) => (m.data.i === undefined ? m.data : m.data.i)),
+    [0, 1, 2, 3, 4, 5, 6],
+  )
+  const h = await a.history('chat:pages', { limit: 50 })
+  assert.deepEqual(
+    h.publications.map((p) => p.offset),
+    seen.map((m) => m.offset),
+  )
+  assert.equal(h.more, undefined)
+})
+
 test('recovery under concurrent publishing: no gap, no duplicate (v2 history)', async (t) => {
   if (!history) return t.skip(`server keeps no history on chat:* (config used: ${srv.variant.name})`)
   const a = open({ token: jwt('frank') })

@@ -37,7 +37,7 @@ mod retry;
 #[cfg(test)]
 mod seq_tests;
 pub(crate) use emit::durable_frame;
-use emit::{position_json, publications_json, reply_error};
+use emit::{position_json, publications_page, reply_error};
 
 /// Most jobs applied per commit.
 const MAX_BATCH: usize = 8_192;
@@ -235,9 +235,20 @@ impl Sequencer {
                 topic,
                 limit,
                 since,
+                until,
                 to,
             } => {
-                let read = self.history(&topic, limit, since.as_ref(), now);
+                let read = match until {
+                    // The rest of a paged answer: everything after `since` up to `until`.
+                    Some(u) => {
+                        let max = self.hub.config.store.max_recover;
+                        self.history(&topic, max, since.as_ref(), now).map(|mut r| {
+                            r.publications.retain(|p| p.offset <= u);
+                            r
+                        })
+                    }
+                    None => self.history(&topic, limit, since.as_ref(), now),
+                };
                 match (to, read) {
                     (HistoryTo::Api(tx), Ok(r)) => self.outs.push(Out::History(tx, r)),
                     (HistoryTo::Api(tx), Err(e)) => {
@@ -249,7 +260,8 @@ impl Sequencer {
                                 let mut body = Vec::with_capacity(64);
                                 position_json(&mut body, &r.pos.epoch, r.pos.offset);
                                 body.pop();
-                                publications_json(&mut body, &r.publications);
+                                let budget = reply_budget(&self.hub);
+                                publications_page(&mut body, &r.publications, budget, &r.pos.epoch);
                                 body.push(b'}');
                                 envelope::reply(rid, &topic, Some(&body))
                             }
@@ -519,7 +531,8 @@ impl Sequencer {
                     } else {
                         b",\"recovered\":false"
                     });
-                    publications_json(&mut body, &pubs);
+                    let budget = reply_budget(&self.hub);
+                    publications_page(&mut body, &pubs, budget, &pos.epoch);
                     body.push(b'}');
                 }
                 envelope::reply(rid, topic, Some(&body))
@@ -528,4 +541,10 @@ impl Sequencer {
         };
         (Some(frame), covered)
     }
+}
+
+/// Bytes of publications one reply to a connection carries: half its outbound queue, so a
+/// history or recovery reply never cuts the reader as a slow consumer by itself.
+fn reply_budget(hub: &HubShared) -> usize {
+    hub.config.outbound_queue / 2
 }
