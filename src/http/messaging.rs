@@ -12,70 +12,16 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-use super::api::{scatter, Response};
+use super::response::ApiError;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
 use crate::proto::pattern::validate_topic;
+use crate::shard::gather::scatter;
 use crate::shard::inbox::{ApiOp, ApiReply, Target};
 use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
 use crate::shard::shared::HubShared;
 use crate::store::{HistoryRead, InboxMessage, MessageInfo, MessageStatus, StoreError};
 use crate::ConnId;
-
-/// An operation's failure: an HTTP status and a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    /// The HTTP status the API answers with.
-    pub status: u16,
-    /// What went wrong.
-    pub message: String,
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message, self.status)
-    }
-}
-
-impl std::error::Error for ApiError {}
-
-impl ApiError {
-    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-        }
-    }
-    pub(crate) fn bad(e: impl std::fmt::Display) -> Self {
-        Self::new(400, format!("invalid request: {e}"))
-    }
-    fn from_handler(e: crate::HandlerError) -> Self {
-        let status = match e.code {
-            ErrorCode::TooMany | ErrorCode::RateLimited => 429,
-            ErrorCode::NotAvailable => 503,
-            ErrorCode::BadRequest => 400,
-            ErrorCode::Forbidden => 403,
-            _ => 500,
-        };
-        Self::new(status, e.message)
-    }
-    fn from_store(e: StoreError) -> Self {
-        let status = if matches!(e, StoreError::Unavailable(_) | StoreError::Io(_)) {
-            503
-        } else {
-            500
-        };
-        Self::new(status, e.to_string())
-    }
-}
-
-/// Turns an operation's result into the API's JSON answer.
-pub(crate) fn respond(r: Result<Value, ApiError>) -> Response {
-    match r {
-        Ok(v) => Response::ok(v),
-        Err(e) => Response::err(e.status, &e.message),
-    }
-}
 
 /// The receipt of a durable send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,9 +74,9 @@ fn counts(replies: Vec<ApiReply>) -> usize {
 }
 
 async fn gather(hub: &HubShared, make: impl FnMut() -> ApiOp) -> Result<Vec<ApiReply>, ApiError> {
-    scatter(hub, make)
+    scatter(&hub.inboxes, make)
         .await
-        .map_err(|r| ApiError::new(r.status, "shards did not answer"))
+        .map_err(|why| ApiError::new(503, format!("shards did not answer: {why}")))
 }
 
 /// Publishes one publication to `topics`: topics without history are delivered once per
@@ -441,158 +387,4 @@ pub(crate) async fn inbox(
     hub.submit_store(job, false)
         .map_err(ApiError::from_handler)?;
     wait(rx).await
-}
-
-// ---- HTTP endpoints -------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-struct PublishBody<'a> {
-    #[serde(default)]
-    topic: Option<String>,
-    #[serde(default)]
-    topics: Option<Vec<String>>,
-    event: String,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    exclude_client: Option<String>,
-}
-
-/// `POST /api/v1/publish`.
-pub(crate) async fn publish_endpoint(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
-    let p: PublishBody<'_> = serde_json::from_slice(body).map_err(ApiError::bad)?;
-    let mut topics = p.topics.unwrap_or_default();
-    topics.extend(p.topic);
-    let exclude = match p.exclude_client.as_deref() {
-        None => None,
-        Some(c) => Some(
-            hub.parse_client(c)
-                .ok_or_else(|| ApiError::bad("`exclude_client` is not a client id of this node"))?,
-        ),
-    };
-    let data = p.data.map(|d| d.get().as_bytes());
-    let (delivered, offsets) = publish(hub, &topics, &p.event, data, exclude).await?;
-    let mut v = json!({ "delivered": delivered });
-    match offsets.as_slice() {
-        [] => {}
-        [(_, o)] if topics.len() == 1 => v["offset"] = json!(o),
-        many => {
-            v["offsets"] = many
-                .iter()
-                .map(|(t, o)| (t.clone(), json!(o)))
-                .collect::<serde_json::Map<_, _>>()
-                .into()
-        }
-    }
-    Ok(v)
-}
-
-#[derive(Deserialize)]
-struct TargetBody {
-    #[serde(default)]
-    user: Option<String>,
-    #[serde(default)]
-    client: Option<String>,
-    topic: String,
-}
-
-/// `POST /api/v1/subscribe` and `/unsubscribe`.
-pub(crate) async fn subscription_endpoint(
-    hub: &HubShared,
-    body: &[u8],
-    add: bool,
-) -> Result<Value, ApiError> {
-    let b: TargetBody = serde_json::from_slice(body).map_err(ApiError::bad)?;
-    let target = match (b.user, b.client) {
-        (Some(u), None) => Target::User(u.into()),
-        (None, Some(c)) => match hub.parse_client(&c) {
-            Some(id) => Target::Client(id),
-            // Another node's client: that node applies it (the count stays this node's: 0).
-            None if hub.cluster.clustered && c.split_once('.').is_some() => {
-                crate::proto::pattern::Pattern::parse(&b.topic).map_err(ApiError::bad)?;
-                hub.cluster
-                    .broker
-                    .control(crate::cluster::ControlOp::Subscription {
-                        user: None,
-                        client: Some(c),
-                        topic: b.topic.clone(),
-                        add,
-                    });
-                let field = if add { "subscribed" } else { "unsubscribed" };
-                return Ok(json!({ field: 0 }));
-            }
-            None => return Err(ApiError::bad("`client` is not a client id of this node")),
-        },
-        _ => return Err(ApiError::bad("give exactly one of `user` and `client`")),
-    };
-    let (n, refused) = subscription(hub, target, &b.topic, add).await?;
-    Ok(if add && !refused.is_empty() {
-        // Say why a connection was not subscribed (its subscription limit, say).
-        let refused: Vec<Value> = refused
-            .into_iter()
-            .map(|(client, reason)| json!({"client": client, "error": reason}))
-            .collect();
-        json!({ "subscribed": n, "refused": refused })
-    } else if add {
-        json!({ "subscribed": n })
-    } else {
-        json!({ "unsubscribed": n })
-    })
-}
-
-/// `GET /api/v1/messages/M`.
-pub(crate) async fn status_endpoint(hub: &HubShared, id: &str) -> Result<Value, ApiError> {
-    let id: u64 = id
-        .parse()
-        .map_err(|_| ApiError::bad("message id must be a number"))?;
-    let info = status(hub, id).await?.ok_or_else(|| {
-        ApiError::new(
-            404,
-            "no such message (unknown, or forgotten after the inbox ttl)",
-        )
-    })?;
-    Ok(json!({
-        "message_id": info.id,
-        "user": &*info.user,
-        "offset": info.offset,
-        "status": info.status.as_str(),
-        "attempts": info.attempts,
-    }))
-}
-
-/// `GET /api/v1/inbox?user=U`.
-pub(crate) async fn inbox_endpoint(
-    hub: &HubShared,
-    query: Option<&str>,
-) -> Result<Value, ApiError> {
-    let user = query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|kv| kv.strip_prefix("user="))
-        .map(|u| {
-            percent_encoding::percent_decode_str(u)
-                .decode_utf8_lossy()
-                .into_owned()
-        })
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::bad("give ?user=<id>"))?;
-    let list = inbox(hub, &user).await?;
-    let messages: Vec<Value> = list
-        .iter()
-        .map(|(m, st)| {
-            let data = m
-                .data
-                .as_deref()
-                .and_then(|d| serde_json::from_slice::<Value>(d).ok());
-            json!({
-                "message_id": m.id,
-                "offset": m.offset,
-                "event": &*m.event,
-                "data": data,
-                "attempts": m.attempts,
-                "status": st.as_str(),
-            })
-        })
-        .collect();
-    Ok(json!({ "messages": messages }))
 }

@@ -2,6 +2,11 @@
 //! the built-in web pages (chat demo, admin dashboard).
 
 pub(crate) mod api;
+mod messages;
 pub(crate) mod messaging;
 pub(crate) mod metrics;
+mod nodes;
+mod publish;
+pub(crate) mod response;
 pub(crate) mod ui;
+mod users;

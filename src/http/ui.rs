@@ -3,7 +3,7 @@
 //! (`include_str!` / `include_bytes!`): no files to deploy, no build step. Served by the API
 //! thread like the other HTTP paths, with a Content-Security-Policy that allows only this origin.
 
-use super::api::Response;
+use super::response::Response;
 use crate::proto::handshake::RequestHead;
 
 /// One embedded file.

@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 use super::hub::{Builder, ServerHandle};
 use crate::config::{Namespace, StoreBackend};
 use crate::http::messaging as ops;
-pub use crate::http::messaging::{ApiError, PresenceEntry, SendReceipt};
+pub use crate::http::messaging::{PresenceEntry, SendReceipt};
+pub use crate::http::response::ApiError;
 use crate::proto::error::HandlerError;
 use crate::shard::hooks::{
     ConnectInfo, ConnectOutcome, DisconnectInfo, StatusChange, SubscribeInfo,

@@ -1,0 +1,102 @@
+//! What every endpoint answers with: the HTTP [`Response`], and [`ApiError`], an operation's
+//! failure as a status and a message (also what the library's calls return).
+
+use serde_json::{json, Value};
+
+use crate::proto::error::ErrorCode;
+use crate::store::StoreError;
+
+/// An HTTP response.
+pub(crate) struct Response {
+    pub status: u16,
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Vec<u8>,
+    /// Further header lines, each ending in `\r\n`.
+    pub(crate) headers: String,
+}
+
+impl Response {
+    pub(crate) fn ok(data: Value) -> Self {
+        Self::json(200, json!({"success": true, "data": data}))
+    }
+    pub(crate) fn err(status: u16, error: &str) -> Self {
+        Self::json(status, json!({"success": false, "error": error}))
+    }
+    pub(crate) fn json(status: u16, v: Value) -> Self {
+        Self {
+            status,
+            content_type: "application/json",
+            body: v.to_string().into_bytes(),
+            headers: String::new(),
+        }
+    }
+    /// Serialises status line, headers and body.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+            self.status,
+            crate::proto::handshake::reason(self.status),
+            self.content_type,
+            self.body.len(),
+            self.headers
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+/// An operation's failure: an HTTP status and a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status the API answers with.
+    pub status: u16,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    pub(crate) fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn bad(e: impl std::fmt::Display) -> Self {
+        Self::new(400, format!("invalid request: {e}"))
+    }
+    pub(crate) fn from_handler(e: crate::HandlerError) -> Self {
+        let status = match e.code {
+            ErrorCode::TooMany | ErrorCode::RateLimited => 429,
+            ErrorCode::NotAvailable => 503,
+            ErrorCode::BadRequest => 400,
+            ErrorCode::Forbidden => 403,
+            _ => 500,
+        };
+        Self::new(status, e.message)
+    }
+    pub(crate) fn from_store(e: StoreError) -> Self {
+        let status = if matches!(e, StoreError::Unavailable(_) | StoreError::Io(_)) {
+            503
+        } else {
+            500
+        };
+        Self::new(status, e.to_string())
+    }
+}
+
+/// Turns an operation's result into the API's JSON answer.
+pub(crate) fn respond(r: Result<Value, ApiError>) -> Response {
+    match r {
+        Ok(v) => Response::ok(v),
+        Err(e) => Response::err(e.status, &e.message),
+    }
+}
