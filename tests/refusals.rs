@@ -255,3 +255,22 @@ fn raw_post(h: &ringhub::ServerHandle, path: &str, body: &str) -> (u16, String) 
         out,
     )
 }
+
+/// Item 12: wrong API keys are throttled per address: 401 for the first ten, then 429 (even for
+/// the right key, or a guesser would learn it from the difference); probes still answer.
+async fn wrong_api_keys_throttled(io: IoMode) {
+    let Some(h) = server(io) else { return };
+    for i in 0..10 {
+        let (st, out) = raw_auth(&h, &format!("Bearer wrong{i}"));
+        assert_eq!(st, 401, "{io:?}: try {i}: {out:?}");
+    }
+    let (st, _) = raw_auth(&h, "Bearer wrong-again");
+    assert_eq!(st, 429, "{io:?}");
+    let (st, _) = raw_auth(&h, "Bearer k");
+    assert_eq!(st, 429, "{io:?}: the right key during the penalty");
+    let (st, _) = http_raw(h.local_addr(), "GET", "/healthz", None, None);
+    assert_eq!(st, 200, "{io:?}");
+    h.shutdown();
+    h.join();
+}
+per_shell!(async fn wrong_api_keys_throttled);

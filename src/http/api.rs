@@ -17,7 +17,13 @@ use crate::proto::handshake::RequestHead;
 use crate::shard::shared::HubShared;
 
 /// Serves one API request; the shard read its body (`Content-Length` bytes) already.
-pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> Response {
+pub(crate) async fn handle(
+    hub: &HubShared,
+    head: &RequestHead,
+    body: Bytes,
+    peer: std::net::IpAddr,
+    keys: &std::cell::RefCell<super::keyguard::KeyGuard>,
+) -> Response {
     let method = head.method.as_str();
     if hub.config.serves_ui(&head.path) {
         return crate::http::ui::serve(head);
@@ -64,10 +70,15 @@ pub(crate) async fn handle(hub: &HubShared, head: &RequestHead, body: Bytes) -> 
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map_or("", |(_, k)| k.trim_start());
+    let now = std::time::Instant::now();
+    if keys.borrow_mut().blocked(peer, now) {
+        return Response::err(429, "too many wrong API keys from this address: try later");
+    }
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         given.as_bytes(),
         key.as_bytes(),
     )) {
+        keys.borrow_mut().failed(peer, now);
         return Response::err(401, "missing or wrong API key (Authorization: Bearer KEY)");
     }
     let path = head.path.as_str();

@@ -28,6 +28,9 @@ pub(crate) fn run(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
+        let keys = std::rc::Rc::new(std::cell::RefCell::new(
+            crate::http::keyguard::KeyGuard::default(),
+        ));
         loop {
             let job = tokio::select! {
                 _ = &mut stop => break,
@@ -39,8 +42,11 @@ pub(crate) fn run(
             let hub = hub.clone();
             match job {
                 ControlJob::Http(job) => {
+                    let keys = keys.clone();
                     tokio::task::spawn_local(async move {
-                        let resp = crate::http::api::handle(&hub, &job.head, job.body).await;
+                        let resp =
+                            crate::http::api::handle(&hub, &job.head, job.body, job.peer, &keys)
+                                .await;
                         let shard = job.conn.shard();
                         if let Some(inbox) = hub.inboxes.get(shard) {
                             inbox.push(ShardMsg::HttpResponse(

@@ -500,10 +500,14 @@ impl ShardState {
     }
 
     fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let Some(peer) = self.conn_mut(id).map(|c| c.remote.ip()) else {
+            return;
+        };
         let job = crate::shard::shared::ApiJob {
             conn: id,
             head,
             body,
+            peer,
         };
         if !self
             .hub

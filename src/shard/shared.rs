@@ -40,6 +40,8 @@ pub(crate) struct ApiJob {
     pub conn: ConnId,
     pub head: RequestHead,
     pub body: Bytes,
+    /// The client's address (wrong API keys are throttled per address).
+    pub peer: std::net::IpAddr,
 }
 
 /// A job for the API thread: an HTTP request, a client request that gathers from every shard,
