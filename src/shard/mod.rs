@@ -198,12 +198,18 @@ impl Stamp {
 pub(crate) type Frame = std::rc::Rc<Bytes>;
 
 /// What the shell must do with a socket.
+///
+/// Shutdowns name the connection, not its slot: a request is applied at the end of the loop
+/// iteration, and by then the entry may be gone and its slot taken by a connection accepted in
+/// the same iteration (io_uring handles a send error, the peer's reset and an accept in one
+/// batch of completions). A request for a connection that is gone is dropped (see
+/// [`ShardState::live_fd`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IoReq {
     /// Shut down the write side (the close frame or response is out).
-    ShutWr(u32),
+    ShutWr(ConnId),
     /// Shut down both sides: a cut (close deadline, write error, shutdown deadline).
-    Cut(u32),
+    Cut(ConnId),
     /// Close the descriptor: the entry is gone.
     Close(RawFd),
 }
@@ -335,6 +341,14 @@ impl ShardState {
         self.conns.get(slot as usize).map(|c| c.fd)
     }
 
+    /// The descriptor of connection `id` if it is still open (not of a later one in its slot).
+    pub(crate) fn live_fd(&self, id: ConnId) -> Option<RawFd> {
+        self.conns
+            .get(id.slot() as usize)
+            .filter(|c| c.id == id && c.fd >= 0)
+            .map(|c| c.fd)
+    }
+
     /// Takes the connections to flush, for the end of the loop iteration.
     pub(crate) fn take_dirty(&mut self, into: &mut Vec<u32>) {
         std::mem::swap(&mut self.dirty, into);
@@ -460,11 +474,11 @@ impl ShardState {
         let mut idle_ids = Vec::new();
         let mut late = Vec::new();
         let mut pings = Vec::new();
-        for (slot, c) in self.conns.iter_mut() {
+        for (_, c) in self.conns.iter_mut() {
             if let Some(since) = c.closing {
                 if !c.has(flag::FORCED) && now.since(since) >= close_to {
                     c.set(flag::FORCED);
-                    self.io.push(IoReq::Cut(slot as u32));
+                    self.io.push(IoReq::Cut(c.id));
                 }
                 continue;
             }

@@ -60,7 +60,7 @@ impl ShardState {
         }
         if c.closing.is_some() {
             c.set(flag::WR_SHUT);
-            self.io.push(IoReq::ShutWr(slot));
+            self.io.push(IoReq::ShutWr(c.id));
             self.release_if_done(slot);
         }
         false
@@ -199,7 +199,7 @@ impl ShardState {
             c.wsent = 0;
             c.set(flag::WR_SHUT);
             if !c.has(flag::RD_EOF) {
-                self.io.push(IoReq::Cut(slot));
+                self.io.push(IoReq::Cut(id));
             }
         }
         self.begin_close(id);
@@ -280,7 +280,7 @@ impl ShardState {
             if let Some(c) = self.conns.get_mut(slot as usize) {
                 if !c.has(flag::FORCED) {
                     c.set(flag::FORCED);
-                    self.io.push(IoReq::Cut(slot));
+                    self.io.push(IoReq::Cut(c.id));
                 }
             }
         }

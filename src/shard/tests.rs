@@ -272,7 +272,7 @@ fn eof_after_the_close_releases_the_entry_and_closes_the_fd() {
     assert_eq!(&echo[..4], &[0x88, 2, 0x03, 0xe8], "close echoed");
     let mut io = Vec::new();
     st.take_io(&mut io);
-    assert_eq!(io, vec![IoReq::ShutWr(slot)]);
+    assert_eq!(io, vec![IoReq::ShutWr(st.slot_id(slot).unwrap())]);
     assert_eq!(st.len(), 1, "waits for the peer's EOF");
     st.on_eof(slot);
     st.take_io(&mut io);

@@ -90,15 +90,16 @@ pub(crate) fn apply_io(st: &mut ShardState, reqs: &mut Vec<IoReq>, cut: &mut Vec
         for r in reqs.drain(..) {
             // SAFETY (all three): the descriptors belong to live entries of this shard (the
             // entry is removed only together with its `Close`), so none was closed or reused.
+            // A shutdown is looked up by connection id: its slot may hold a newer connection.
             match r {
-                IoReq::ShutWr(slot) => {
-                    if let Some(fd) = st.fd(slot).filter(|fd| *fd >= 0) {
+                IoReq::ShutWr(id) => {
+                    if let Some(fd) = st.live_fd(id) {
                         unsafe { libc::shutdown(fd, libc::SHUT_WR) };
                     }
                 }
-                IoReq::Cut(slot) => {
-                    if let Some(fd) = st.fd(slot).filter(|fd| *fd >= 0) {
-                        if st.unsent(slot) {
+                IoReq::Cut(id) => {
+                    if let Some(fd) = st.live_fd(id) {
+                        if st.unsent(id.slot()) {
                             // A frame is unfinished (the peer stopped reading past the close
                             // deadline): end with a reset, not a FIN that would pass the cut
                             // stream off as complete. Linger 0 makes the final close() send RST.
@@ -117,7 +118,7 @@ pub(crate) fn apply_io(st: &mut ShardState, reqs: &mut Vec<IoReq>, cut: &mut Vec
                             };
                         }
                         unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-                        cut.push(slot);
+                        cut.push(id.slot());
                     }
                 }
                 IoReq::Close(fd) => unsafe {
@@ -274,5 +275,51 @@ impl Drop for FdReserve {
             // SAFETY: closes our own spare descriptor.
             unsafe { libc::close(self.0) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+
+    use super::apply_io;
+    use crate::shard::shared::HubShared;
+    use crate::shard::ShardState;
+
+    const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    /// One io_uring batch of completions, in the order the reconnect storm produced it: the
+    /// send to an aborted client fails (a cut is requested), its receive ends with the reset
+    /// (the entry is released), and an accept in the same batch takes the freed slot. The cut,
+    /// applied at the end of the iteration, must not shut down the new connection's socket —
+    /// before, it did, and that client read EOF instead of its 101.
+    #[test]
+    fn a_cut_of_a_connection_gone_spares_the_next_one_in_its_slot() {
+        let mut st = ShardState::new(0, Arc::new(HubShared::for_bench(1)));
+        let (old, _old_peer) = UnixStream::pair().unwrap();
+        let (new, new_peer) = UnixStream::pair().unwrap();
+        let slot = st.accept(old.into_raw_fd(), ([127, 0, 0, 1], 1).into());
+        st.on_input(slot, &mut UPGRADE.to_vec());
+        let mut iov = Vec::new();
+        assert!(st.next_send(slot, &mut iov), "the 101 goes out");
+        st.on_send_error(slot);
+        st.on_eof(slot);
+        let new_fd = new.into_raw_fd();
+        assert_eq!(st.accept(new_fd, ([127, 0, 0, 1], 2).into()), slot);
+        let (mut reqs, mut cut) = (Vec::new(), Vec::new());
+        apply_io(&mut st, &mut reqs, &mut cut);
+        assert!(cut.is_empty(), "cut {cut:?}");
+        new_peer.set_nonblocking(true).unwrap();
+        let read = (&new_peer).read(&mut [0u8; 16]).map_err(|e| e.kind());
+        assert_eq!(
+            read,
+            Err(std::io::ErrorKind::WouldBlock),
+            "the new connection's socket is open (Ok(0) is the EOF of a shutdown)"
+        );
+        // SAFETY: the new connection's descriptor, owned by the test's state, closed once.
+        unsafe { libc::close(new_fd) };
     }
 }
