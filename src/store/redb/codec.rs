@@ -65,7 +65,8 @@ impl<'a> Reader<'a> {
     /// An optional byte string that takes the rest (flag byte, then the bytes).
     pub(super) fn rest_opt(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
         match self.u8()? {
-            0 => Ok(None),
+            0 if self.bytes.is_empty() => Ok(None),
+            0 => Err(self.corrupt("bytes after an absent value")),
             1 => Ok(Some(std::mem::take(&mut self.bytes))),
             _ => Err(self.corrupt("bad option flag")),
         }
