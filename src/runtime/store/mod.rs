@@ -184,6 +184,14 @@ impl Sequencer {
                 StoreJob::Stop => stop = true,
                 job => {
                     self.publish_run(&mut run, now);
+                    // Deliveries are summed over the batch, but a job that reads or changes a
+                    // message's status must see the ones reported before it.
+                    if matches!(
+                        job,
+                        StoreJob::Status { .. } | StoreJob::Inbox { .. } | StoreJob::Ack { .. }
+                    ) {
+                        self.write_delivered();
+                    }
                     self.apply(job, now);
                 }
             }
