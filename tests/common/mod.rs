@@ -2,6 +2,7 @@
 //! tokio-tungstenite (an independent client implementation).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod redis;
 
 use std::time::Duration;
