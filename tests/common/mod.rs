@@ -137,7 +137,12 @@ macro_rules! per_shell {
 }
 
 pub async fn connect(h: &ServerHandle, path: &str) -> Ws {
-    let url = format!("ws://{}{}", h.local_addr(), path);
+    connect_addr(h.local_addr(), path).await
+}
+
+/// Like [`connect`], to a server known by its address (the binary).
+pub async fn connect_addr(addr: std::net::SocketAddr, path: &str) -> Ws {
+    let url = format!("ws://{addr}{path}");
     let (ws, _) = tokio::time::timeout(GUARD, tokio_tungstenite::connect_async(url))
         .await
         .expect("connect timed out")
