@@ -137,13 +137,7 @@ async fn durable_sends_across_a_redis_restart_reach_the_connected_user(io: IoMod
         )
         .await;
     }
-    for (n, id) in &answered {
-        wait_for(
-            || status(a, id) == "acked",
-            &format!("message {n} ({id}) acked"),
-        )
-        .await;
-    }
+    all_acked(a, &answered).await;
     let _ = b;
     stop(nodes);
 }
@@ -166,19 +160,7 @@ async fn durable_sends_stored_while_the_control_channel_is_down_reach_the_connec
         return;
     };
     let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
-    let mut alice = connect(&nodes[1], &format!("/ws?token={}", token("alice"))).await;
-    // The cluster carries a durable send from A to B while both instances are up.
-    let (st, v) = send_durable(a, "alice", 0);
-    assert_eq!(st, 200, "{v}");
-    let (first, data) = next_durable(&mut alice, GUARD)
-        .await
-        .expect("first message");
-    assert_eq!(data, 0);
-    send(
-        &mut alice,
-        json!({"event": "ack", "topic": "user:alice", "id": 1, "data": {"offset": first}}),
-    )
-    .await;
+    let mut alice = alice_on_b(&nodes).await;
 
     ctl.kill();
     // Both nodes know the control channel is gone: nothing queued for it can still go out.
@@ -186,13 +168,7 @@ async fn durable_sends_stored_while_the_control_channel_is_down_reach_the_connec
     let answered = send_five(a, "alice");
     ctl.revive();
     receive_and_ack(&mut alice, "alice", &answered).await;
-    for (n, id) in &answered {
-        wait_for(
-            || status(a, id) == "acked",
-            &format!("message {n} ({id}) acked"),
-        )
-        .await;
-    }
+    all_acked(a, &answered).await;
     stop(nodes);
 }
 per_shell!(async fn durable_sends_stored_while_the_control_channel_is_down_reach_the_connected_user);
@@ -214,8 +190,23 @@ async fn durable_sends_stored_while_the_sender_was_cut_off_reach_the_user_on_ano
         return;
     };
     let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
+    let mut alice = alice_on_b(&nodes).await;
+
+    relay.cut();
+    wait_for(|| ready(a).0 == 503, "node A not ready").await;
+    assert_eq!(ready(b).0, 200, "B keeps its link");
+    let answered = send_five(a, "alice");
+    relay.restore();
+    receive_and_ack(&mut alice, "alice", &answered).await;
+    all_acked(a, &answered).await;
+    stop(nodes);
+}
+per_shell!(async fn durable_sends_stored_while_the_sender_was_cut_off_reach_the_user_on_another_node);
+
+/// Alice connected to node B, once the cluster carried a durable send from A to her (acked).
+async fn alice_on_b(nodes: &[ServerHandle]) -> Ws {
     let mut alice = connect(&nodes[1], &format!("/ws?token={}", token("alice"))).await;
-    let (st, v) = send_durable(a, "alice", 0);
+    let (st, v) = send_durable(nodes[0].local_addr(), "alice", 0);
     assert_eq!(st, 200, "{v}");
     let (first, data) = next_durable(&mut alice, GUARD)
         .await
@@ -226,23 +217,19 @@ async fn durable_sends_stored_while_the_sender_was_cut_off_reach_the_user_on_ano
         json!({"event": "ack", "topic": "user:alice", "id": 1, "data": {"offset": first}}),
     )
     .await;
+    alice
+}
 
-    relay.cut();
-    wait_for(|| ready(a).0 == 503, "node A not ready").await;
-    assert_eq!(ready(b).0, 200, "B keeps its link");
-    let answered = send_five(a, "alice");
-    relay.restore();
-    receive_and_ack(&mut alice, "alice", &answered).await;
-    for (n, id) in &answered {
+/// Waits until every message of `answered` is `acked` (asked at `addr`).
+async fn all_acked(addr: std::net::SocketAddr, answered: &[(u64, Value)]) {
+    for (n, id) in answered {
         wait_for(
-            || status(a, id) == "acked",
+            || status(addr, id) == "acked",
             &format!("message {n} ({id}) acked"),
         )
         .await;
     }
-    stop(nodes);
 }
-per_shell!(async fn durable_sends_stored_while_the_sender_was_cut_off_reach_the_user_on_another_node);
 
 /// Five durable sends to `user` through `addr`, each stored (200) but not yet delivered:
 /// (data, message id).
