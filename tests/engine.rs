@@ -532,17 +532,7 @@ async fn tls_connect(
     files: &TlsFiles,
     addr: SocketAddr,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(files.cert.cert.der().clone()).unwrap();
-    // Deprecated in rustls 0.23.48 (no post-quantum key exchange): ring is what the server uses.
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let connector = tls_connector(files.cert.cert.der().clone());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio::time::timeout(LONG_GUARD, connector.connect(name, tcp))

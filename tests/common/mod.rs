@@ -70,6 +70,23 @@ pub fn ns(pattern: &str, history: usize) -> Namespace {
     }
 }
 
+/// A TLS client trusting only `cert` (the test's self-signed certificate).
+pub fn tls_connector(
+    cert: rustls::pki_types::CertificateDer<'static>,
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    // Deprecated in rustls 0.23.48 (no post-quantum key exchange): ring is what the server uses.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+}
+
 /// Starts the server, or returns `None` when io_uring is forced but unavailable here — except
 /// on CI (`CI=true`), where that is a failure: CI must test both shells.
 pub fn start(b: Builder) -> Option<ServerHandle> {
