@@ -26,7 +26,7 @@
 //! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
 //! cached after first use and written once per batch, at `commit`. Only appends write a stream:
 //! reads of a topic never written store and cache nothing (its epoch is
-//! [`unwritten_epoch`] of the store id), so read-only clients cannot grow
+//! [`unwritten_epoch`](super::unwritten_epoch) of the store id), so read-only clients cannot grow
 //! the file.
 //!
 //! # Time
