@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::*;
+use common::proxy::Relay;
 use common::redis::Redis;
 use common::*;
 use ringhub::{IoMode, ServerHandle};
@@ -15,16 +16,22 @@ use serde_json::{json, Value};
 
 const TOPICS: &str = r#"[{"pattern": "chat:*", "history_size": 1000}]"#;
 
-/// Nodes with two shards each on the Redis store at `url`, ready.
-async fn nodes(io: IoMode, url: &str, names: &[&str]) -> Option<Vec<ServerHandle>> {
+/// Nodes with two shards each on the Redis store at `urls`, ready.
+async fn nodes(io: IoMode, urls: &[String], names: &[&str]) -> Option<Vec<ServerHandle>> {
+    let each: Vec<(&str, &[String])> = names.iter().map(|n| (*n, urls)).collect();
+    nodes_each(io, &each).await
+}
+
+/// Like [`nodes`], each node reaching Redis at its own URLs (same instances, other routes).
+async fn nodes_each(io: IoMode, each: &[(&str, &[String])]) -> Option<Vec<ServerHandle>> {
     let mut v = Vec::new();
-    for name in names {
+    for (name, urls) in each {
         let settings = [
             ("store.backend", "redis"),
             ("topics", TOPICS),
             ("inbox.ack_timeout", "3s"),
         ];
-        v.push(node_with(io, name, &[url.to_string()], &settings)?);
+        v.push(node_with(io, name, urls, &settings)?);
     }
     for n in &v {
         let addr = n.local_addr();
@@ -68,12 +75,14 @@ async fn next_durable(ws: &mut Ws, wait: Duration) -> Option<(u64, Value)> {
 /// Redis is killed and started again (empty) while node A takes durable sends for a user who
 /// stays connected to node B: every send answered 200 reaches B's connection, and every ack
 /// lands (status `acked`). Before: control messages dropped while A's cluster link was down
-/// never reached B (`pending`, 0 attempts, no retry) until the user reconnected.
+/// never reached B (`pending`, 0 attempts, no retry) until the user reconnected. (Here the
+/// store and the control channel come back together, so this passes without the inbox resync
+/// too; the two tests below pin it.)
 async fn durable_sends_across_a_redis_restart_reach_the_connected_user(io: IoMode) {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let Some(nodes) = nodes(io, &redis.url(), &["a", "b"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a", "b"]).await else {
         return;
     };
     let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
@@ -128,24 +137,148 @@ async fn durable_sends_across_a_redis_restart_reach_the_connected_user(io: IoMod
         )
         .await;
     }
-    for (n, id) in &answered {
-        wait_for(
-            || status(a, id) == "acked",
-            &format!("message {n} ({id}) acked"),
-        )
-        .await;
-    }
+    all_acked(a, &answered).await;
     let _ = b;
     stop(nodes);
 }
 per_shell!(async fn durable_sends_across_a_redis_restart_reach_the_connected_user);
+
+/// Two Redis instances: the control channel lives on the first, alice's inbox on the second
+/// (`instance_for("user:alice", 2) == 1`). With the first killed, durable sends to alice are
+/// stored (200 + id) but the control message that would carry them to her connection on B is
+/// lost, and B does not track them (no `ack_timeout` retry). Only the inbox resync when the
+/// control channel comes back can deliver them. Before: `pending`, 0 attempts, until she
+/// reconnected.
+async fn durable_sends_stored_while_the_control_channel_is_down_reach_the_connected_user(
+    io: IoMode,
+) {
+    let Some(mut ctl) = Redis::start() else {
+        return;
+    };
+    let Some(inbox) = Redis::start() else { return };
+    let Some(nodes) = nodes(io, &[ctl.url(), inbox.url()], &["a", "b"]).await else {
+        return;
+    };
+    let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
+    let mut alice = alice_on_b(&nodes).await;
+
+    ctl.kill();
+    // Both nodes know the control channel is gone: nothing queued for it can still go out.
+    wait_for(|| ready(a).0 == 503 && ready(b).0 == 503, "nodes not ready").await;
+    let answered = send_five(a, "alice");
+    ctl.revive();
+    receive_and_ack(&mut alice, "alice", &answered).await;
+    all_acked(a, &answered).await;
+    stop(nodes);
+}
+per_shell!(async fn durable_sends_stored_while_the_control_channel_is_down_reach_the_connected_user);
+
+/// Only the sending node loses Redis: A reaches the control instance through a relay the
+/// test cuts, B keeps its link. A stores durable sends for alice (her inbox is on the second
+/// instance, which A still reaches) and drops their control messages; B never lost anything,
+/// so only A's `InboxResync` broadcast, when its control channel is back, makes B read alice's
+/// inbox again. Before: `pending`, 0 attempts, on B's live connection.
+async fn durable_sends_stored_while_the_sender_was_cut_off_reach_the_user_on_another_node(
+    io: IoMode,
+) {
+    let Some(ctl) = Redis::start() else { return };
+    let Some(inbox) = Redis::start() else { return };
+    let relay = Relay::to(format!("127.0.0.1:{}", ctl.port).parse().unwrap());
+    let via_relay = [relay.url(), inbox.url()];
+    let direct = [ctl.url(), inbox.url()];
+    let Some(nodes) = nodes_each(io, &[("a", &via_relay), ("b", &direct)]).await else {
+        return;
+    };
+    let (a, b) = (nodes[0].local_addr(), nodes[1].local_addr());
+    let mut alice = alice_on_b(&nodes).await;
+
+    relay.cut();
+    wait_for(|| ready(a).0 == 503, "node A not ready").await;
+    assert_eq!(ready(b).0, 200, "B keeps its link");
+    let answered = send_five(a, "alice");
+    relay.restore();
+    receive_and_ack(&mut alice, "alice", &answered).await;
+    all_acked(a, &answered).await;
+    stop(nodes);
+}
+per_shell!(async fn durable_sends_stored_while_the_sender_was_cut_off_reach_the_user_on_another_node);
+
+/// Alice connected to node B, once the cluster carried a durable send from A to her (acked).
+async fn alice_on_b(nodes: &[ServerHandle]) -> Ws {
+    let mut alice = connect(&nodes[1], &format!("/ws?token={}", token("alice"))).await;
+    let (st, v) = send_durable(nodes[0].local_addr(), "alice", 0);
+    assert_eq!(st, 200, "{v}");
+    let (first, data) = next_durable(&mut alice, GUARD)
+        .await
+        .expect("first message");
+    assert_eq!(data, 0);
+    send(
+        &mut alice,
+        json!({"event": "ack", "topic": "user:alice", "id": 1, "data": {"offset": first}}),
+    )
+    .await;
+    alice
+}
+
+/// Waits until every message of `answered` is `acked` (asked at `addr`).
+async fn all_acked(addr: std::net::SocketAddr, answered: &[(u64, Value)]) {
+    for (n, id) in answered {
+        wait_for(
+            || status(addr, id) == "acked",
+            &format!("message {n} ({id}) acked"),
+        )
+        .await;
+    }
+}
+
+/// Five durable sends to `user` through `addr`, each stored (200) but not yet delivered:
+/// (data, message id).
+fn send_five(addr: std::net::SocketAddr, user: &str) -> Vec<(u64, Value)> {
+    let mut answered = Vec::new();
+    for n in 1..=5 {
+        let (st, v) = send_durable(addr, user, n);
+        assert_eq!(
+            st, 200,
+            "the user's inbox is on the instance still reachable (instance_for changed?): {v}"
+        );
+        answered.push((n, v["data"]["message_id"].clone()));
+    }
+    for (n, id) in &answered {
+        assert_eq!(status(addr, id), "pending", "message {n}");
+    }
+    answered
+}
+
+/// Reads `user`'s connection until every message of `answered` arrived, acking each.
+async fn receive_and_ack(ws: &mut Ws, user: &str, answered: &[(u64, Value)]) {
+    let want: Vec<u64> = answered.iter().map(|(n, _)| *n).collect();
+    let mut got: Vec<u64> = Vec::new();
+    let mut rid = 10;
+    let until = Instant::now() + DEADLINE;
+    while !want.iter().all(|n| got.contains(n)) {
+        assert!(
+            Instant::now() < until,
+            "{user} got {got:?} of {want:?} (stored while the control channel was down)"
+        );
+        let Some((offset, data)) = next_durable(ws, Duration::from_millis(500)).await else {
+            continue;
+        };
+        got.push(data.as_u64().expect("data"));
+        rid += 1;
+        send(
+            ws,
+            json!({"event": "ack", "topic": format!("user:{user}"), "id": rid, "data": {"offset": offset}}),
+        )
+        .await;
+    }
+}
 
 /// Redis is stopped (SIGSTOP) while a connected user acks the messages it received: the acks
 /// the store could not record are kept and retried, so once Redis resumes every message is
 /// `acked`. Before: acks that met the store's connect cool-down were dropped (`pending`).
 async fn acks_made_while_redis_is_stopped_land(io: IoMode) {
     let Some(redis) = Redis::start() else { return };
-    let Some(nodes) = nodes(io, &redis.url(), &["a"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a"]).await else {
         return;
     };
     let a = nodes[0].local_addr();
@@ -225,7 +358,7 @@ fn history(addr: std::net::SocketAddr, topic: &str) -> Vec<Value> {
 /// client retrying the failed publish would duplicate it. Before: stored and delivered.
 async fn a_publish_answered_not_available_is_never_stored(io: IoMode) {
     let Some(redis) = Redis::start() else { return };
-    let Some(nodes) = nodes(io, &redis.url(), &["a"]).await else {
+    let Some(nodes) = nodes(io, &[redis.url()], &["a"]).await else {
         return;
     };
     let a = nodes[0].local_addr();

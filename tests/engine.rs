@@ -12,7 +12,7 @@ use common::*;
 use futures_util::StreamExt;
 use ringhub::guard::Guard;
 use ringhub::settings::Settings;
-use ringhub::{Builder, Config, IoMode, RingHub, ServerError, ServerHandle};
+use ringhub::{Builder, Config, IoMode, ServerError, ServerHandle};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
@@ -20,17 +20,6 @@ use tokio_tungstenite::tungstenite::Message as WsMsg;
 /// A longer guard for the heavy tests (floods, thousands of clients, drain delay) on a loaded
 /// machine; still only a hang guard.
 const LONG_GUARD: Duration = Duration::from_secs(30);
-
-/// Like `common::builder`, but starting from a whole `Config` (for settings without a builder
-/// method, e.g. `handshake_timeout`).
-fn builder_with(io: IoMode, cfg: Config) -> Builder {
-    RingHub::builder()
-        .config(cfg)
-        .listen("127.0.0.1:0".parse().unwrap())
-        .shards(2)
-        .io(io)
-        .handler_threads(2)
-}
 
 /// A pub/sub server (API key "k") whose door policy comes from settings pairs.
 fn server_with(
@@ -543,17 +532,7 @@ async fn tls_connect(
     files: &TlsFiles,
     addr: SocketAddr,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(files.cert.cert.der().clone()).unwrap();
-    // Deprecated in rustls 0.23.48 (no post-quantum key exchange): ring is what the server uses.
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let connector = tls_connector(files.cert.cert.der().clone());
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     tokio::time::timeout(LONG_GUARD, connector.connect(name, tcp))

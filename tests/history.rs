@@ -4,37 +4,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use ringhub::config::Namespace;
-use ringhub::hooks::{ConnectInfo, ConnectOutcome};
-use ringhub::{Builder, IoMode};
+use ringhub::IoMode;
 use serde_json::{json, Value};
-
-fn ns(pattern: &str, history: usize) -> Namespace {
-    Namespace {
-        pattern: pattern.into(),
-        history_size: history,
-        history_ttl: Duration::ZERO,
-        presence: true,
-        join_leave: true,
-    }
-}
-
-/// `?user=NAME` becomes the connection's user (through `on_connect`).
-fn users(b: Builder) -> Builder {
-    b.on_connect(|c: &ConnectInfo<'_>| {
-        let user = c
-            .query
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("user=")))
-            .map(str::to_string);
-        Ok(ConnectOutcome {
-            user,
-            ..Default::default()
-        })
-    })
-}
 
 fn server(io: IoMode) -> Option<ringhub::ServerHandle> {
     start(

@@ -10,28 +10,11 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringhub::config::InboxConfig;
-use ringhub::hooks::{ConnectInfo, ConnectOutcome};
-use ringhub::{Builder, IoMode, ServerHandle};
+use ringhub::{IoMode, ServerHandle};
 use serde_json::{json, Value};
 
 /// Inbox messages of the tests (about 1 KiB of data each).
 const PENDING: usize = 200;
-
-fn users(b: Builder) -> Builder {
-    b.on_connect(|c: &ConnectInfo<'_>| {
-        let user = c
-            .query
-            .unwrap_or("")
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("user="))
-            .map(str::to_string);
-        Ok(ConnectOutcome {
-            user,
-            topics: Vec::new(),
-            meta: None,
-        })
-    })
-}
 
 fn config(io: IoMode, outbound_queue: usize) -> ringhub::Config {
     ringhub::Config {

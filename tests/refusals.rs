@@ -3,22 +3,9 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-use ringhub::config::Namespace;
-use ringhub::{Config, IoMode, RingHub};
+use ringhub::{Config, IoMode};
 use serde_json::{json, Value};
-
-fn ns(pattern: &str, history: usize) -> Namespace {
-    Namespace {
-        pattern: pattern.into(),
-        history_size: history,
-        history_ttl: Duration::ZERO,
-        presence: true,
-        join_leave: true,
-    }
-}
 
 /// API key "k"; `chat:*` with history, presence and join/leave; `room:*` join/leave without
 /// history; `max_recover` 10.
@@ -27,23 +14,8 @@ fn server(io: IoMode) -> Option<ringhub::ServerHandle> {
     cfg.store.max_recover = 10;
     cfg.max_subscriptions = 2;
     start(
-        RingHub::builder()
-            .config(cfg)
-            .listen("127.0.0.1:0".parse().unwrap())
-            .shards(2)
-            .io(io)
-            .handler_threads(2)
+        users(builder_with(io, cfg))
             .api_key("k")
-            .on_connect(|c: &ringhub::hooks::ConnectInfo<'_>| {
-                let user = c
-                    .query
-                    .and_then(|q| q.strip_prefix("user="))
-                    .map(str::to_string);
-                Ok(ringhub::hooks::ConnectOutcome {
-                    user,
-                    ..Default::default()
-                })
-            })
             .topic(ns("chat:*", 100))
             .topic(ns("room:*", 0))
             .pubsub(),
@@ -157,18 +129,9 @@ per_shell!(async fn api_small_refusals);
 
 /// `GET /api/v1/stats` with this `Authorization` header value.
 fn raw_auth(h: &ringhub::ServerHandle, auth: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
-    s.write_all(
-        format!("GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n")
-            .as_bytes(),
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    (
-        out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
-        out,
+    http_exchange(
+        h.local_addr(),
+        &format!("GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n"),
     )
 }
 
@@ -241,19 +204,11 @@ async fn api_subscribe_says_why(io: IoMode) {
 per_shell!(async fn api_subscribe_says_why);
 
 fn raw_post(h: &ringhub::ServerHandle, path: &str, body: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    (
-        out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0),
-        out,
-    )
+    http_exchange(h.local_addr(), &req)
 }
 
 /// Item 12: wrong API keys are throttled per address: 401 for the first ten, then 429 (even for

@@ -348,17 +348,7 @@ async fn tls(io: IoMode) {
     ) else {
         return;
     };
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    // Deprecated in rustls 0.23.48 (no post-quantum key exchange): ring is what the server uses.
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let connector = tls_connector(cert.cert.der().clone());
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let open = || async {
         let tcp = tokio::net::TcpStream::connect(h.local_addr())
@@ -407,17 +397,22 @@ async fn tls(io: IoMode) {
 
 per_shell!(async fn tls);
 
+/// `ringhub check-config FILE`'s exit status and output.
+fn check_config(file: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+        .arg("check-config")
+        .arg(file)
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn invalid_config_is_one_line_and_exit_2() {
     let dir = std::env::temp_dir().join(format!("ringhub-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[limits]\nburst = \"lots\"\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .arg("check-config")
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = check_config(&file);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -431,11 +426,7 @@ fn invalid_config_is_one_line_and_exit_2() {
         "[auth]\njwt_secret = \"a-very-long-secret-value-0123456789\"\n[api]\nkey = \"xyz\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .arg("check-config")
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = check_config(&good);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -452,11 +443,7 @@ fn invalid_config_is_one_line_and_exit_2() {
     let example = include_str!("../ringhub.example.toml");
     let ex = dir.join("example.toml");
     std::fs::write(&ex, example).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .arg("check-config")
-        .arg(&ex)
-        .output()
-        .unwrap();
+    let out = check_config(&ex);
     assert_eq!(out.status.code(), Some(0));
     let shown = String::from_utf8_lossy(&out.stdout);
     let expect = format!(
@@ -477,11 +464,7 @@ fn invalid_config_is_one_line_and_exit_2() {
     );
     assert_ne!(placeholder, example, "the example has the placeholder line");
     std::fs::write(&ex, placeholder).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .arg("check-config")
-        .arg(&ex)
-        .output()
-        .unwrap();
+    let out = check_config(&ex);
     assert_eq!(out.status.code(), Some(0));
     let warned = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -2,12 +2,15 @@
 //! tokio-tungstenite (an independent client implementation).
 #![allow(dead_code)]
 
+pub mod proxy;
 pub mod redis;
 
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use ringhub::{Builder, IoMode, RingHub, ServerError, ServerHandle};
+use ringhub::config::Namespace;
+use ringhub::hooks::{ConnectInfo, ConnectOutcome};
+use ringhub::{Builder, Config, IoMode, RingHub, ServerError, ServerHandle};
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -29,6 +32,59 @@ pub fn builder(io: IoMode) -> Builder {
         .shards(2)
         .io(io)
         .handler_threads(2)
+}
+
+/// Like [`builder`], starting from a whole `Config` (for settings without a builder method).
+pub fn builder_with(io: IoMode, cfg: Config) -> Builder {
+    RingHub::builder()
+        .config(cfg)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .shards(2)
+        .io(io)
+        .handler_threads(2)
+}
+
+/// `?user=NAME` (among other query pairs) becomes the connection's user (through `on_connect`).
+pub fn users(b: Builder) -> Builder {
+    b.on_connect(|c: &ConnectInfo<'_>| {
+        let user = c
+            .query
+            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("user=")))
+            .map(str::to_string);
+        Ok(ConnectOutcome {
+            user,
+            ..Default::default()
+        })
+    })
+}
+
+/// A namespace of topics `pattern` keeping `history` publications (no TTL), with presence and
+/// join/leave events.
+pub fn ns(pattern: &str, history: usize) -> Namespace {
+    Namespace {
+        pattern: pattern.into(),
+        history_size: history,
+        history_ttl: Duration::ZERO,
+        presence: true,
+        join_leave: true,
+    }
+}
+
+/// A TLS client trusting only `cert` (the test's self-signed certificate).
+pub fn tls_connector(
+    cert: rustls::pki_types::CertificateDer<'static>,
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert).unwrap();
+    // Deprecated in rustls 0.23.48 (no post-quantum key exchange): ring is what the server uses.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
 }
 
 /// Starts the server, or returns `None` when io_uring is forced but unavailable here — except
@@ -136,7 +192,12 @@ macro_rules! per_shell {
 }
 
 pub async fn connect(h: &ServerHandle, path: &str) -> Ws {
-    let url = format!("ws://{}{}", h.local_addr(), path);
+    connect_addr(h.local_addr(), path).await
+}
+
+/// Like [`connect`], to a server known by its address (the binary).
+pub async fn connect_addr(addr: std::net::SocketAddr, path: &str) -> Ws {
+    let url = format!("ws://{addr}{path}");
     let (ws, _) = tokio::time::timeout(GUARD, tokio_tungstenite::connect_async(url))
         .await
         .expect("connect timed out")
@@ -214,6 +275,18 @@ pub fn read_some<R: std::io::Read>(r: &mut R, buf: &mut [u8]) -> usize {
 /// Both I/O shells (prefer [`per_shell!`], which makes one test per shell).
 pub const BACKENDS: [IoMode; 2] = [IoMode::Epoll, IoMode::Uring];
 
+/// Writes the raw request `req` and reads the response to its end: (status, whole response).
+pub fn http_exchange(addr: std::net::SocketAddr, req: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(GUARD * 2)).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
 /// One blocking HTTP request; returns (status, body).
 pub fn http_raw(
     addr: std::net::SocketAddr,
@@ -222,9 +295,6 @@ pub fn http_raw(
     key: Option<&str>,
     body: Option<&Value>,
 ) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(GUARD * 2)).unwrap();
     let body = body.map(Value::to_string).unwrap_or_default();
     let auth = key
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
@@ -233,10 +303,7 @@ pub fn http_raw(
         "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let (status, out) = http_exchange(addr, &req);
     let body = out
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

@@ -1,0 +1,153 @@
+//! The history half of [`RedbStore`]: stream metas, appends and reads.
+
+use std::sync::Arc;
+
+use redb::ReadableTable;
+
+use super::codec;
+use super::{err, with_table, wtx, RedbStore, StreamMeta, HISTORY, STREAMS};
+use crate::store::memory::{Offer, ReadAcc};
+use crate::store::{unwritten_epoch, HistoryLimits, HistoryRead, StoreError, StreamPos};
+
+impl RedbStore {
+    /// Makes sure `topic`'s meta is cached when the stream was ever written; false (and nothing
+    /// stored or cached) when it never was: reads of unknown topics must not grow the store.
+    pub(super) fn load_stream(&mut self, topic: &str) -> Result<bool, StoreError> {
+        if self.streams.contains_key(topic) {
+            return Ok(true);
+        }
+        let stored = with_table!(self, STREAMS, |t| match t.get(topic).map_err(err)? {
+            Some(v) => {
+                let (top, epoch) = codec::decode_stream(v.value())?;
+                Some((top, Arc::<str>::from(epoch)))
+            }
+            None => None,
+        });
+        let Some((top, epoch)) = stored else {
+            return Ok(false);
+        };
+        let first = with_table!(self, HISTORY, |t| {
+            let mut r = t.range((topic, 0)..=(topic, u64::MAX)).map_err(err)?;
+            match r.next() {
+                Some(item) => Some(item.map_err(err)?.0.value().1),
+                None => None,
+            }
+        });
+        let meta = StreamMeta {
+            epoch,
+            top,
+            first_kept: first.unwrap_or(top + 1),
+            dirty: false,
+        };
+        self.streams.insert(topic.into(), meta);
+        Ok(true)
+    }
+
+    /// The position of a stream that was never written.
+    pub(super) fn unwritten(&self, topic: &str) -> StreamPos {
+        StreamPos {
+            epoch: unwritten_epoch(&self.store_id, topic),
+            offset: 0,
+        }
+    }
+
+    pub(super) fn stream_pos(&self, topic: &str) -> Result<StreamPos, StoreError> {
+        let m = self
+            .streams
+            .get(topic)
+            .ok_or_else(|| StoreError::Io("redb: stream meta not cached".into()))?;
+        Ok(StreamPos {
+            epoch: m.epoch.clone(),
+            offset: m.top,
+        })
+    }
+
+    pub(super) fn append_inner(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        event: &str,
+        data: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<StreamPos, StoreError> {
+        if !self.load_stream(topic)? {
+            // The first append: the stream keeps the epoch its reads reported.
+            let meta = StreamMeta {
+                epoch: unwritten_epoch(&self.store_id, topic),
+                top: 0,
+                first_kept: 1,
+                dirty: false,
+            };
+            self.streams.insert(topic.into(), meta);
+        }
+        let m = self
+            .streams
+            .get_mut(topic)
+            .ok_or_else(|| StoreError::Io("redb: stream meta not cached".into()))?;
+        let tx = wtx(&self.db, &mut self.wtx)?;
+        let offset = m.top + 1;
+        codec::encode_publication(&mut self.scratch, now_ms, event, data);
+        let mut t = tx.open_table(HISTORY).map_err(err)?;
+        t.insert((topic, offset), self.scratch.as_slice())
+            .map_err(err)?;
+        m.top = offset;
+        if !m.dirty {
+            m.dirty = true;
+            self.dirty_streams.push(topic.into());
+        }
+        let size = u64::try_from(limits.size).unwrap_or(u64::MAX);
+        let keep_from = (offset + 1).saturating_sub(size).max(1);
+        if m.first_kept < keep_from {
+            if keep_from - m.first_kept <= 32 {
+                for o in m.first_kept..keep_from {
+                    t.remove((topic, o)).map_err(err)?;
+                }
+            } else {
+                t.retain_in((topic, m.first_kept)..(topic, keep_from), |_, _| false)
+                    .map_err(err)?;
+            }
+            m.first_kept = keep_from;
+        }
+        Ok(StreamPos {
+            epoch: m.epoch.clone(),
+            offset,
+        })
+    }
+
+    pub(super) fn read_inner(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<HistoryRead, StoreError> {
+        if !self.load_stream(topic)? {
+            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
+            return Ok(acc.finish(self.unwritten(topic)));
+        }
+        let pos = self.stream_pos(topic)?;
+        let first_kept = self
+            .streams
+            .get(topic)
+            .map_or(pos.offset + 1, |m| m.first_kept);
+        let mut acc = ReadAcc::new(limits, pos.offset, first_kept, after, limit, now_ms);
+        if after < pos.offset {
+            with_table!(self, HISTORY, |t| {
+                let range = t
+                    .range((topic, after + 1)..=(topic, pos.offset))
+                    .map_err(err)?;
+                for item in range.rev() {
+                    let (k, v) = item.map_err(err)?;
+                    let bytes = v.value();
+                    match acc.offer(codec::publication_time(bytes)?) {
+                        Offer::Take => acc.push(codec::decode_publication(k.value().1, bytes)?),
+                        Offer::Skip => continue,
+                        Offer::Stop => break,
+                    }
+                }
+            });
+        }
+        Ok(acc.finish(pos))
+    }
+}
