@@ -117,6 +117,10 @@ impl ShardState {
         };
         c.last_seen = now;
         c.clear(flag::PING_SENT);
+        if c.has(flag::KEPT) && c.inbuf.is_empty() && matches!(c.phase, Phase::Head) {
+            // The next request on a kept-alive connection: its head timeout starts now.
+            c.accepted = now;
+        }
         if c.tls.is_some() {
             self.tls_input(slot, data);
         } else {
@@ -244,7 +248,22 @@ impl ShardState {
                     };
                     self.submit_api(id, pending.0, body);
                 }
-                Phase::Api | Phase::Sse | Phase::Discard => return buf.len(),
+                // Pipelined requests wait (in `inbuf`) for the answer to the one in flight:
+                // one request per connection at the API thread keeps the answers in order.
+                // Up to one request's worth (the largest head and body) is kept; a client that
+                // sends more without reading its answers is cut.
+                Phase::Api => {
+                    let cfg = &self.hub.config;
+                    if buf.len() - at <= cfg.guard.max_handshake_bytes + cfg.max_message_size {
+                        return at;
+                    }
+                    tracing::debug!(conn = %id, "pipelined past one request's worth: closed");
+                    c.phase = Phase::Discard;
+                    self.begin_close(id);
+                    self.mark_dirty(slot);
+                    return buf.len();
+                }
+                Phase::Sse | Phase::Discard => return buf.len(),
                 Phase::Ws(kind) => {
                     let kind = *kind;
                     return at + self.frames(id, kind, &mut buf[at..]);
@@ -366,6 +385,7 @@ impl ShardState {
         let cfg = &hub.config;
         if is_api_path(&head.path) || cfg.serves_ui(&head.path) {
             let need = body_len(&head, cfg.max_message_size)?;
+            self.decide_keep_alive(id, &head);
             let Some(c) = self.conn_mut(id) else {
                 return Ok(());
             };
@@ -489,6 +509,10 @@ impl ShardState {
         let Some(limits) = &hub.config.guard.conn_limits else {
             return Ok(());
         };
+        if c.has(flag::CAPPED) {
+            // Taken already, by a kept-alive request before this upgrade.
+            return Ok(());
+        }
         use crate::policy::ratelimit::Counted;
         // Counted as a permit would be, kept as two bits (released in `release_if_done`).
         match limits.count(c.remote.ip()) {
@@ -499,15 +523,47 @@ impl ShardState {
         Ok(())
     }
 
-    fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
-        let Some(peer) = self.conn_mut(id).map(|c| c.remote.ip()) else {
+    /// Whether the connection stays open after this request's response: the client asks for it,
+    /// keep-alive is on, the server is not stopping, and the connection holds (or now takes) a
+    /// slot in the connection caps. At the caps the request is still answered, then closed.
+    fn decide_keep_alive(&mut self, id: ConnId, head: &RequestHead) {
+        let hub = self.hub.clone();
+        let Some(c) = self.conn_mut(id) else { return };
+        c.clear(flag::KEEP_ALIVE);
+        if !head.wants_keep_alive()
+            || hub.config.http_keepalive_timeout.is_zero()
+            || hub.is_stopping()
+        {
             return;
+        }
+        if self.take_permit(id).is_ok() {
+            if let Some(c) = self.conn_mut(id) {
+                c.set(flag::KEEP_ALIVE);
+                if head.version == 0 {
+                    c.set(flag::HTTP10);
+                } else {
+                    c.clear(flag::HTTP10);
+                }
+            }
+        }
+    }
+
+    fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        use crate::shard::shared::KeepAlive;
+        let keep = match (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10)) {
+            (false, _) => KeepAlive::Close,
+            (true, true) => KeepAlive::Http10,
+            (true, false) => KeepAlive::Http11,
         };
         let job = crate::shard::shared::ApiJob {
             conn: id,
             head,
             body,
-            peer,
+            peer: c.remote.ip(),
+            keep,
         };
         if !self
             .hub
@@ -540,13 +596,17 @@ impl ShardState {
         self.begin_close(id);
     }
 
-    /// The API thread's response for `id`.
+    /// The API thread's response for `id`: then the connection closes, or, kept alive, reads
+    /// the next request — perhaps one that is already here (pipelined).
     pub(super) fn http_response(&mut self, id: ConnId, bytes: Bytes) {
         let now = self.stamp;
+        let stopping = self.hub.is_stopping();
         let Some(c) = self.conn_mut(id) else { return };
         if !matches!(c.phase, Phase::Api) {
             return;
         }
+        let keep = c.has(flag::KEEP_ALIVE) && !stopping;
+        c.clear(flag::KEEP_ALIVE);
         c.phase = Phase::Discard;
         let took = now.since(c.accepted);
         let status = bytes
@@ -556,8 +616,34 @@ impl ShardState {
         if status >= 400 {
             self.stats().handshake(status, took);
         }
+        if !keep {
+            self.push_raw(id, bytes);
+            self.begin_close(id);
+            return;
+        }
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = Phase::Head;
+        // FRESH: the queue's buffer goes once the response is out, so an idle kept-alive
+        // connection holds no more than an idle WebSocket.
+        c.set(flag::KEPT | flag::FRESH);
+        c.accepted = now;
+        c.last_seen = now;
+        let pipelined = std::mem::take(&mut c.inbuf);
         self.push_raw(id, bytes);
-        self.begin_close(id);
+        if !pipelined.is_empty() {
+            self.resume_input(id.slot(), pipelined);
+        }
+    }
+
+    /// Processes input that waited in `inbuf` (the phase changed), keeping what is left.
+    fn resume_input(&mut self, slot: u32, mut buf: Vec<u8>) {
+        let used = self.process(slot, &mut buf);
+        buf.drain(..used);
+        if let Some(c) = self.conns.get_mut(slot as usize) {
+            if !buf.is_empty() && c.inbuf.is_empty() {
+                c.inbuf = buf;
+            }
+        }
     }
 
     /// No more input on `slot`: EOF, a read error, or a cut.

@@ -148,6 +148,13 @@ mod flag {
     /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
     /// is freed once it drains, so an idle connection holds none.
     pub const FRESH: u16 = 1024;
+    /// The HTTP request with the API thread is answered with the connection kept open.
+    pub const KEEP_ALIVE: u16 = 2048;
+    /// Kept alive after an HTTP response: waits for the next request (the idle keep-alive
+    /// timeout applies while nothing of it has arrived).
+    pub const KEPT: u16 = 4096;
+    /// That request came as HTTP/1.0 (keep-alive is then said in the response).
+    pub const HTTP10: u16 = 8192;
 }
 
 impl ConnEntry {
@@ -465,13 +472,15 @@ impl ShardState {
         }
         let now = self.stamp;
         let cfg = &self.hub.config;
-        let (ping, idle, close_to, hs) = (
+        let (ping, idle, close_to, hs, kept) = (
             cfg.ping_interval,
             cfg.idle_timeout,
             cfg.close_timeout,
             cfg.handshake_timeout,
+            cfg.http_keepalive_timeout,
         );
         let mut idle_ids = Vec::new();
+        let mut idle_http = Vec::new();
         let mut late = Vec::new();
         let mut pings = Vec::new();
         for (_, c) in self.conns.iter_mut() {
@@ -483,6 +492,13 @@ impl ShardState {
                 continue;
             }
             match c.phase {
+                Phase::Head if c.has(flag::KEPT) && c.inbuf.is_empty() => {
+                    // Between requests: `accepted` is when the last response was queued.
+                    if now.since(c.accepted) >= kept {
+                        idle_http.push(c.id);
+                    }
+                    continue;
+                }
                 Phase::Head | Phase::Body(..) => {
                     if now.since(c.accepted) >= hs {
                         late.push(c.id);
@@ -515,6 +531,15 @@ impl ShardState {
             tracing::debug!(conn = %id, "idle timeout");
             self.close(id, 1001, "idle timeout");
         }
+        for id in idle_http {
+            // Closed without an answer (RFC 9112 §9.6): no request is in progress.
+            tracing::debug!(conn = %id, "HTTP keep-alive timeout");
+            if let Some(c) = self.conn_mut(id) {
+                c.phase = Phase::Discard;
+            }
+            self.begin_close(id);
+            self.mark_dirty(id.slot());
+        }
         for id in late {
             self.http_error(
                 id,
@@ -533,6 +558,7 @@ impl ShardState {
             .min(c.idle_timeout)
             .min(c.close_timeout)
             .min(c.handshake_timeout)
+            .min(c.http_keepalive_timeout.max(Duration::from_millis(1)))
             / 4)
         .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }

@@ -42,6 +42,19 @@ pub(crate) struct ApiJob {
     pub body: Bytes,
     /// The client's address (wrong API keys are throttled per address).
     pub peer: std::net::IpAddr,
+    /// Whether the shard keeps the connection open after this response.
+    pub keep: KeepAlive,
+}
+
+/// How a connection continues after an HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeepAlive {
+    /// Closed once the response is written.
+    Close,
+    /// Kept open for an HTTP/1.0 client that asked (`Connection: keep-alive` in the answer).
+    Http10,
+    /// Kept open for an HTTP/1.1 client (the default; no header needed).
+    Http11,
 }
 
 /// A job for the API thread: an HTTP request, a client request that gathers from every shard,
