@@ -160,7 +160,7 @@ fn raw_auth(h: &ringhub::ServerHandle, auth: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
     s.write_all(
-        format!("GET /api/v1/stats HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n")
+        format!("GET /api/v1/stats HTTP/1.1\r\nConnection: close\r\nHost: x\r\nAuthorization: {auth}\r\n\r\n")
             .as_bytes(),
     )
     .unwrap();
@@ -244,7 +244,7 @@ fn raw_post(h: &ringhub::ServerHandle, path: &str, body: &str) -> (u16, String) 
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(h.local_addr()).unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nConnection: close\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).unwrap();
