@@ -158,6 +158,10 @@ mod flag {
 }
 
 impl ConnEntry {
+    /// A kept-alive HTTP connection with nothing of its next request yet.
+    fn between_requests(&self) -> bool {
+        matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf.is_empty()
+    }
     fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
@@ -442,16 +446,18 @@ impl ShardState {
             return;
         }
         self.shutting_down = true;
-        let ids: Vec<(ConnId, bool)> = self
+        let ids: Vec<(ConnId, bool, bool)> = self
             .conns
             .iter()
-            .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_))))
+            .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_)), c.between_requests()))
             .collect();
-        for (id, ws) in ids {
+        for (id, ws, idle_http) in ids {
             #[cfg(feature = "axum")]
             self.drop_reservation(id);
             if ws {
                 self.close(id, 1001, "server shutting down");
+            } else if idle_http {
+                self.close_idle_http(id);
             } else {
                 self.begin_close(id);
                 self.mark_dirty(id.slot());
@@ -492,7 +498,7 @@ impl ShardState {
                 continue;
             }
             match c.phase {
-                Phase::Head if c.has(flag::KEPT) && c.inbuf.is_empty() => {
+                Phase::Head if c.between_requests() => {
                     // Between requests: `accepted` is when the last response was queued.
                     if now.since(c.accepted) >= kept {
                         idle_http.push(c.id);
@@ -532,13 +538,8 @@ impl ShardState {
             self.close(id, 1001, "idle timeout");
         }
         for id in idle_http {
-            // Closed without an answer (RFC 9112 §9.6): no request is in progress.
             tracing::debug!(conn = %id, "HTTP keep-alive timeout");
-            if let Some(c) = self.conn_mut(id) {
-                c.phase = Phase::Discard;
-            }
-            self.begin_close(id);
-            self.mark_dirty(id.slot());
+            self.close_idle_http(id);
         }
         for id in late {
             self.http_error(
@@ -549,6 +550,17 @@ impl ShardState {
         if !self.durable.is_empty() {
             self.retry_durable();
         }
+    }
+
+    /// Closes a kept-alive HTTP connection between requests, without an answer (RFC 9112
+    /// §9.6) and without waiting for the client's end: nothing is in progress either way.
+    fn close_idle_http(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = Phase::Discard;
+        c.set(flag::FORCED);
+        self.begin_close(id);
+        self.io.push(IoReq::Cut(id));
+        self.mark_dirty(id.slot());
     }
 
     /// How often [`tick`](Self::tick) must run.
