@@ -57,6 +57,21 @@ pub(crate) enum KeepAlive {
     Http11,
 }
 
+thread_local! {
+    /// Store jobs held back by [`collect_store_jobs`] on this thread.
+    static COLLECTED: std::cell::RefCell<Option<Vec<StoreJob>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, holding back the store jobs it submits on this thread: they are returned, to go to
+/// the store thread as one [`StoreJob::Many`] (so in one batch, one commit).
+pub(crate) fn collect_store_jobs<R>(f: impl FnOnce() -> R) -> (R, Vec<StoreJob>) {
+    let outer = COLLECTED.replace(Some(Vec::new()));
+    let r = f();
+    let jobs = COLLECTED.replace(outer).unwrap_or_default();
+    (r, jobs)
+}
+
 /// A job for the API thread: an HTTP request, a client request that gathers from every shard,
 /// or a library call of [`ServerHandle`](crate::ServerHandle).
 pub(crate) enum ControlJob {
@@ -180,6 +195,15 @@ impl HubShared {
     /// Hands a job to the store thread. Publications and durable sends (`bounded`) are refused
     /// while the queue is over [`MAX_QUEUED`](MAX_QUEUED).
     pub(crate) fn submit_store(&self, job: StoreJob, bounded: bool) -> Result<(), HandlerError> {
+        let Some(job) = COLLECTED.with_borrow_mut(|c| match c {
+            Some(jobs) => {
+                jobs.push(job);
+                None
+            }
+            None => Some(job),
+        }) else {
+            return Ok(());
+        };
         let tx = self
             .links
             .store
