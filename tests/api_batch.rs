@@ -44,7 +44,9 @@ fn one_commit(io: IoMode) {
     let mut cmds = Vec::new();
     for i in 0..40 {
         cmds.push(json!({"method": "send", "params": {"user": format!("u{i}"), "event": "e", "data": i, "durable": true}}));
-        cmds.push(json!({"method": "publish", "params": {"topic": "chat:a", "event": "e", "data": i}}));
+        cmds.push(
+            json!({"method": "publish", "params": {"topic": "chat:a", "event": "e", "data": i}}),
+        );
     }
     cmds.push(json!({"method": "nope", "params": {}}));
     let (st, v) = http_json(
@@ -60,7 +62,11 @@ fn one_commit(io: IoMode) {
     let mut ids = Vec::new();
     for (i, pair) in results[..80].chunks(2).enumerate() {
         assert_eq!(pair[0]["success"], json!(true), "{}", pair[0]);
-        ids.push(pair[0]["data"]["message_id"].as_u64().expect("a message id"));
+        ids.push(
+            pair[0]["data"]["message_id"]
+                .as_u64()
+                .expect("a message id"),
+        );
         assert_eq!(pair[1]["success"], json!(true), "{}", pair[1]);
         assert_eq!(
             pair[1]["data"]["offset"].as_u64(),
@@ -71,7 +77,11 @@ fn one_commit(io: IoMode) {
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in order: {ids:?}");
     assert_eq!(results[80]["success"], json!(false));
-    assert_eq!(commits(&h) - before, 1, "the batch's stored commands in one commit");
+    assert_eq!(
+        commits(&h) - before,
+        1,
+        "the batch's stored commands in one commit"
+    );
     h.shutdown();
     h.join();
 }

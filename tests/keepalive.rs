@@ -9,11 +9,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use ringhub::settings::Settings;
 use ringhub::guard::Guard;
+use ringhub::settings::Settings;
 use ringhub::{Builder, IoMode, ServerHandle};
 
-fn server(io: IoMode, settings: &[(&str, &str)], more: impl FnOnce(Builder) -> Builder) -> Option<ServerHandle> {
+fn server(
+    io: IoMode,
+    settings: &[(&str, &str)],
+    more: impl FnOnce(Builder) -> Builder,
+) -> Option<ServerHandle> {
     let mut s = Settings::default();
     for (k, v) in settings {
         s.set(k, v, "test").unwrap();
@@ -45,7 +49,9 @@ struct Answer {
 
 impl Answer {
     fn closes(&self) -> bool {
-        self.head.to_ascii_lowercase().contains("\r\nconnection: close\r\n")
+        self.head
+            .to_ascii_lowercase()
+            .contains("\r\nconnection: close\r\n")
     }
 }
 
@@ -108,7 +114,9 @@ const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
 /// Several requests, one after the other, on one connection; every route kind (probe,
 /// metrics, API) answers without closing it.
 fn sequential(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut s = open(h.local_addr());
     let mut buf = Vec::new();
     for req in [
@@ -130,7 +138,9 @@ per_shell!(fn sequential);
 
 /// Pipelined requests (all written before any answer is read) are answered in order.
 fn pipelined(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut s = open(h.local_addr());
     let mut all = String::new();
     let topics: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
@@ -163,14 +173,19 @@ per_shell!(fn pipelined);
 
 /// `Connection: close` gets its answer, said to close, then EOF.
 fn connection_close(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut s = open(h.local_addr());
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let mut buf = Vec::new();
     let a = answer(&mut s, &mut buf).unwrap();
     assert!(a.status == 200 && a.closes(), "{a:?}");
-    assert!(answer(&mut s, &mut buf).is_none(), "closed after the answer");
+    assert!(
+        answer(&mut s, &mut buf).is_none(),
+        "closed after the answer"
+    );
     drop(s);
     stop(h);
 }
@@ -179,7 +194,9 @@ per_shell!(fn connection_close);
 
 /// HTTP/1.0 closes unless the client asks for keep-alive; then the answer says so.
 fn http_1_0(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut s = open(h.local_addr());
     let mut buf = Vec::new();
     s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
@@ -235,7 +252,9 @@ per_shell!(fn idle_timeout);
 /// A malformed request after good ones gets its 400 and the close, after the earlier answers;
 /// another connection is unaffected.
 fn malformed_second(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut other = open(h.local_addr());
     let mut obuf = Vec::new();
     other.write_all(HEALTH.as_bytes()).unwrap();
@@ -243,7 +262,10 @@ fn malformed_second(io: IoMode) {
 
     let mut s = open(h.local_addr());
     let mut buf = Vec::new();
-    let req = format!("{}GET / HTTP/1.1\r\nBad Header\r\n\r\n{HEALTH}", publish("a", ""));
+    let req = format!(
+        "{}GET / HTTP/1.1\r\nBad Header\r\n\r\n{HEALTH}",
+        publish("a", "")
+    );
     s.write_all(req.as_bytes()).unwrap();
     assert_eq!(answer(&mut s, &mut buf).unwrap().status, 200);
     let bad = answer(&mut s, &mut buf).unwrap();
@@ -260,7 +282,9 @@ per_shell!(fn malformed_second);
 
 /// A body that arrives in pieces, on the second request of a connection.
 fn body_in_pieces(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut s = open(h.local_addr());
     let mut buf = Vec::new();
     s.write_all(HEALTH.as_bytes()).unwrap();
@@ -273,7 +297,10 @@ fn body_in_pieces(io: IoMode) {
         s.flush().unwrap();
     }
     let a = answer(&mut s, &mut buf).unwrap();
-    assert!(a.status == 200 && a.body.contains("\"success\":true"), "{a:?}");
+    assert!(
+        a.status == 200 && a.body.contains("\"success\":true"),
+        "{a:?}"
+    );
     stop(h);
 }
 
@@ -282,7 +309,9 @@ per_shell!(fn body_in_pieces);
 /// The throttle on wrong API keys holds on one kept-alive connection: the eleventh try is
 /// refused with 429 even with the right key.
 fn key_throttle(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
     let mut s = open(h.local_addr());
     let mut buf = Vec::new();
     let wrong = "GET /api/v1/stats HTTP/1.1\r\nAuthorization: Bearer nope\r\n\r\n";
@@ -314,7 +343,10 @@ fn counts_against_caps(io: IoMode) {
     let mut sbuf = Vec::new();
     s.write_all(HEALTH.as_bytes()).unwrap();
     let a = answer(&mut s, &mut sbuf).unwrap();
-    assert!(a.status == 200 && a.closes(), "answered at the cap, then closed: {a:?}");
+    assert!(
+        a.status == 200 && a.closes(),
+        "answered at the cap, then closed: {a:?}"
+    );
     assert!(answer(&mut s, &mut sbuf).is_none());
 
     let upgrade = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -329,7 +361,11 @@ fn counts_against_caps(io: IoMode) {
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         assert!(fill(&mut kept, &mut buf));
     }
-    assert!(buf.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&buf));
+    assert!(
+        buf.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     drop((kept, s, ws));
     stop(h);
 }
@@ -338,8 +374,12 @@ per_shell!(fn counts_against_caps);
 
 /// After plain requests, the same connection upgrades to a WebSocket and works.
 async fn upgrade_after_requests(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else { return };
-    let tcp = tokio::net::TcpStream::connect(h.local_addr()).await.unwrap();
+    let Some(h) = server(io, &[], |b| b) else {
+        return;
+    };
+    let tcp = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
     let mut tcp = tcp;
     let mut buf = Vec::new();
     for _ in 0..2 {
@@ -361,7 +401,9 @@ async fn upgrade_after_requests(io: IoMode) {
                 }
             }
             let mut chunk = [0u8; 1024];
-            let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut chunk).await.unwrap();
+            let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut chunk)
+                .await
+                .unwrap();
             assert!(n > 0, "kept open");
             buf.extend_from_slice(&chunk[..n]);
         }
@@ -369,7 +411,11 @@ async fn upgrade_after_requests(io: IoMode) {
     let url = format!("ws://{}/ws", h.local_addr());
     let (mut ws, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
     subscribe(&mut ws, "up", 1).await;
-    send(&mut ws, serde_json::json!({"topic":"up","event":"e","data":1})).await;
+    send(
+        &mut ws,
+        serde_json::json!({"topic":"up","event":"e","data":1}),
+    )
+    .await;
     assert_eq!(
         recv(&mut ws).await,
         serde_json::json!({"topic":"up","event":"e","data":1})
@@ -413,7 +459,11 @@ fn tls(io: IoMode) {
     s.write_all(HEALTH.as_bytes()).unwrap();
     let a = answer(&mut s, &mut buf).unwrap();
     assert!(a.status == 200 && !a.closes(), "{a:?}");
-    let two = format!("{}{}", publish("a", ""), publish("b", "Connection: close\r\n"));
+    let two = format!(
+        "{}{}",
+        publish("a", ""),
+        publish("b", "Connection: close\r\n")
+    );
     s.write_all(two.as_bytes()).unwrap();
     assert_eq!(answer(&mut s, &mut buf).unwrap().status, 200);
     let last = answer(&mut s, &mut buf).unwrap();

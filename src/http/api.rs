@@ -191,9 +191,7 @@ async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
             Ok(c) => Ok(c),
         })
         .collect();
-    let together = |c: &Result<Cmd<'_>, ApiError>| {
-        matches!(c, Ok(c) if matches!(c.method.as_str(), "publish" | "send"))
-    };
+    let together = |c: &Result<Cmd<'_>, ApiError>| matches!(c, Ok(c) if matches!(c.method.as_str(), "publish" | "send"));
     let mut results = Vec::with_capacity(cmds.len());
     let mut i = 0;
     while i < cmds.len() {

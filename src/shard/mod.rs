@@ -38,6 +38,7 @@ mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod presence;
+mod request;
 pub(crate) mod shared;
 mod state;
 mod sync;
