@@ -79,7 +79,11 @@ fn hub(io: IoMode) -> Builder {
 async fn both_ways(io: IoMode) {
     let Some(h) = start(hub(io)) else { return };
     let addr = serve_axum(&h).await;
-    let hello = raw(addr, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let hello = raw(
+        addr,
+        "GET /hello HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert!(hello.ends_with("hello"), "{hello}");
     // Several through axum: the shards are picked round-robin, so both shards adopt some.
     let mut via_axum = Vec::new();
@@ -112,7 +116,11 @@ async fn both_ways(io: IoMode) {
     }
     assert_eq!(h.stats().connections, 4);
     // An upgrade that is not one: the engine's answer, through axum.
-    let bad = raw(addr, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let bad = raw(
+        addr,
+        "GET /ws HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert!(bad.starts_with("HTTP/1.1 426"), "{bad}");
     drop((via_axum, native));
     h.shutdown();
@@ -214,9 +222,17 @@ async fn sse(io: IoMode) {
         assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&got));
         got.extend_from_slice(&buf[..n]);
     }
-    let bad = raw(addr, "GET /sse?topics=a*b HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let bad = raw(
+        addr,
+        "GET /sse?topics=a*b HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
-    let none = raw(addr, "GET /sse HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let none = raw(
+        addr,
+        "GET /sse HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n",
+    )
+    .await;
     assert!(none.starts_with("HTTP/1.1 400"), "{none}");
     // The stream's end reaches the shard: the connection is counted out.
     drop(stream);

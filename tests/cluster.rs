@@ -106,7 +106,7 @@ fn counter(h: &ServerHandle, name: &str) -> u64 {
     let addr = h.local_addr();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     use std::io::{Read, Write};
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);

@@ -54,7 +54,7 @@ fn http_raw(addr: SocketAddr, req: &str) -> String {
 fn get(addr: SocketAddr, path: &str) -> String {
     http_raw(
         addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n"),
+        &format!("GET {path} HTTP/1.1\r\nConnection: close\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n"),
     )
 }
 

@@ -178,11 +178,17 @@ fn http_refusals_get_proper_responses(io: ringhub::IoMode) {
         };
         let a = h.local_addr();
         assert_eq!(
-            http_status(a, "GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"),
+            http_status(
+                a,
+                "GET /nope HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n"
+            ),
             "HTTP/1.1 404 Not Found"
         );
         assert_eq!(
-            http_status(a, "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n"),
+            http_status(
+                a,
+                "GET /ws HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n"
+            ),
             "HTTP/1.1 426 Upgrade Required"
         );
         let post = "POST /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
@@ -287,7 +293,7 @@ fn strict_http(io: ringhub::IoMode) {
         "Content-Length: 2_5\r\n",
     ] {
         let req = format!(
-            "POST /api/v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n{cl}\r\n{body}"
+            "POST /api/v1/publish HTTP/1.1\r\nConnection: close\r\nHost: x\r\nAuthorization: Bearer k\r\n{cl}\r\n{body}"
         );
         let r = http_response(a, &req);
         assert!(r.starts_with("HTTP/1.1 400 "), "{cl:?}: {r}");

@@ -70,7 +70,10 @@ fn at_the_limit(io: &str) {
     let held: Vec<TcpStream> = (0..LIMIT as usize + 16)
         .map(|_| TcpStream::connect(&addr).expect("connect"))
         .collect();
-    let answer = ask(&addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let answer = ask(
+        &addr,
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n",
+    );
     assert!(
         answer.starts_with("HTTP/1.1 503") && answer.contains("descriptor limit"),
         "{io}: a client past the limit is answered: {answer:?}"
@@ -79,7 +82,11 @@ fn at_the_limit(io: &str) {
     // Descriptors free up as the server sees the silent clients go: it serves again. Each try
     // gets an answer (503 while it still sheds), so this loop is bounded by answers, not time.
     let ok = (0..200).any(|_| {
-        ask(&addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").starts_with("HTTP/1.1 200")
+        ask(
+            &addr,
+            "GET /healthz HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n",
+        )
+        .starts_with("HTTP/1.1 200")
     });
     assert!(ok, "{io}: serves again after descriptors free up");
     child.kill().ok();

@@ -269,7 +269,8 @@ per_shell!(fn sse_topic_cap);
 fn get_raw(addr: SocketAddr, path: &str, headers: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(GUARD)).unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:9\r\n{headers}\r\n");
+    let req =
+        format!("GET {path} HTTP/1.1\r\nConnection: close\r\nHost: 127.0.0.1:9\r\n{headers}\r\n");
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);

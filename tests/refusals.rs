@@ -205,7 +205,7 @@ per_shell!(async fn api_subscribe_says_why);
 
 fn raw_post(h: &ringhub::ServerHandle, path: &str, body: &str) -> (u16, String) {
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nConnection: close\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
     http_exchange(h.local_addr(), &req)

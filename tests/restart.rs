@@ -24,7 +24,7 @@ fn spawn(io: &str, listen: &str) -> Child {
 
 fn healthz(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);

@@ -199,7 +199,7 @@ fn http_post(addr: SocketAddr, path: &str, body: &Value) -> Value {
     http_raw(
         addr,
         format!(
-            "POST {path} HTTP/1.1\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{b}",
+            "POST {path} HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{b}",
             b.len()
         ),
     )
@@ -208,7 +208,7 @@ fn http_post(addr: SocketAddr, path: &str, body: &Value) -> Value {
 fn http_get(addr: SocketAddr, path: &str) -> Value {
     http_raw(
         addr,
-        format!("GET {path} HTTP/1.1\r\nAuthorization: Bearer k\r\n\r\n"),
+        format!("GET {path} HTTP/1.1\r\nConnection: close\r\nAuthorization: Bearer k\r\n\r\n"),
     )
 }
 
@@ -380,7 +380,7 @@ async fn tls(io: IoMode) {
     let mut s = open().await;
     tokio::io::AsyncWriteExt::write_all(
         &mut s,
-        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nConnection: close\r\nHost: localhost\r\n\r\n",
     )
     .await
     .unwrap();

@@ -68,6 +68,9 @@ pub struct Config {
     pub handler_threads: usize,
     /// Time allowed for the HTTP upgrade request to arrive.
     pub handshake_timeout: Duration,
+    /// How long an HTTP connection (API, probes, metrics, pages) stays open waiting for its
+    /// next request; zero answers one request per connection.
+    pub http_keepalive_timeout: Duration,
     /// Time a closing connection gets to finish the close handshake before its socket is cut.
     pub close_timeout: Duration,
     /// Time graceful shutdown waits for connections to drain.
@@ -112,6 +115,7 @@ impl Default for Config {
             max_subscriptions: 1000,
             handler_threads: 4,
             handshake_timeout: Duration::from_secs(10),
+            http_keepalive_timeout: Duration::from_secs(60),
             close_timeout: Duration::from_secs(5),
             shutdown_timeout: Duration::from_secs(10),
             drain_delay: Duration::ZERO,

@@ -159,7 +159,10 @@ async fn command(hub: &HubShared, name: &str, body: &[u8]) -> Result<Value, ApiE
 const MAX_BATCH: usize = 1000;
 
 /// `POST /api/v1/batch`: each command in order, one result each; a failure does not stop the
-/// others.
+/// others. A run of consecutive `publish` and `send` commands goes out together: each is
+/// started in order (so they reach the shards and the store in order), the stored ones (history
+/// publications, durable sends) to the store thread as one job — one commit — and then the run
+/// is awaited. Any other command waits for everything before it.
 async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
     #[derive(Deserialize)]
     struct Cmd<'a> {
@@ -178,18 +181,84 @@ async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
             "at most {MAX_BATCH} commands per batch"
         )));
     }
-    let mut results = Vec::with_capacity(b.commands.len());
-    for raw in &b.commands {
-        // One malformed entry (`null`, no `method`) fails alone.
-        let r = match serde_json::from_str::<Cmd<'_>>(raw.get()) {
+    // One malformed entry (`null`, no `method`) fails alone.
+    let cmds: Vec<Result<Cmd<'_>, ApiError>> = b
+        .commands
+        .iter()
+        .map(|raw| match serde_json::from_str::<Cmd<'_>>(raw.get()) {
             Err(e) => Err(ApiError::bad(format!("invalid command: {e}"))),
             Ok(c) if c.method == "batch" => Err(ApiError::bad("a batch cannot contain a batch")),
+            Ok(c) => Ok(c),
+        })
+        .collect();
+    let together = |c: &Result<Cmd<'_>, ApiError>| matches!(c, Ok(c) if matches!(c.method.as_str(), "publish" | "send"));
+    let mut results = Vec::with_capacity(cmds.len());
+    let mut i = 0;
+    while i < cmds.len() {
+        let run = cmds[i..].iter().take_while(|c| together(c)).count();
+        if run > 1 {
+            let run_cmds = cmds[i..i + run]
+                .iter()
+                .filter_map(|c| c.as_ref().ok())
+                .map(|c| (c.method.as_str(), c.params.get().as_bytes()));
+            results.extend(started_together(hub, run_cmds).await);
+            i += run;
+            continue;
+        }
+        results.push(match &cmds[i] {
+            Err(e) => Err(e.clone()),
             Ok(c) => command(hub, &c.method, c.params.get().as_bytes()).await,
-        };
-        results.push(match r {
+        });
+        i += 1;
+    }
+    let results: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
             Ok(data) => json!({"success": true, "data": data}),
             Err(e) => json!({"success": false, "error": e.message}),
+        })
+        .collect();
+    Ok(json!({ "results": results }))
+}
+
+/// Starts every command (up to its first wait) in order, with the store jobs they submit sent
+/// as one; then waits for each.
+async fn started_together<'a>(
+    hub: &'a HubShared,
+    cmds: impl Iterator<Item = (&'a str, &'a [u8])>,
+) -> Vec<Result<Value, ApiError>> {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::Poll;
+    type Started<'a> = Pin<Box<dyn Future<Output = Result<Value, ApiError>> + 'a>>;
+    let mut futs: Vec<Started<'a>> = cmds
+        .map(|(name, params)| Box::pin(command(hub, name, params)) as Started<'a>)
+        .collect();
+    let mut out: Vec<Option<Result<Value, ApiError>>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let ((), jobs) = crate::shard::shared::collect_store_jobs(|| {
+            for (f, o) in futs.iter_mut().zip(out.iter_mut()) {
+                if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                    *o = Some(r);
+                }
+            }
+        });
+        // Refused (store queue full, or stopped): the jobs are dropped, and each command waiting
+        // for one fails with the store's error.
+        if !jobs.is_empty() {
+            if let Err(e) = hub.submit_store(crate::shard::jobs::StoreJob::Many(jobs), true) {
+                tracing::debug!(error = %e, "API batch refused by the store");
+            }
+        }
+        Poll::Ready(())
+    })
+    .await;
+    let mut results = Vec::with_capacity(out.len());
+    for (f, o) in futs.into_iter().zip(out) {
+        results.push(match o {
+            Some(r) => r,
+            None => f.await,
         });
     }
-    Ok(json!({ "results": results }))
+    results
 }

@@ -49,7 +49,7 @@ pub(crate) fn render(
     stats: &[ShardStats],
     shutting_down: bool,
     cluster: Option<&crate::cluster::ClusterStats>,
-    store: Option<[(&str, &str, u64, bool); 6]>,
+    store: Option<[(&str, &str, u64, bool); 7]>,
 ) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();

@@ -30,10 +30,18 @@ impl Response {
             headers: String::new(),
         }
     }
-    /// Serialises status line, headers and body.
-    pub(crate) fn into_bytes(self) -> Vec<u8> {
+    /// Serialises status line, headers and body. `keep` is how the connection continues:
+    /// closed (`Connection: close`), or kept open — said explicitly to an HTTP/1.0 client, for
+    /// which closing is the default.
+    pub(crate) fn into_bytes(self, keep: crate::shard::shared::KeepAlive) -> Vec<u8> {
+        use crate::shard::shared::KeepAlive;
+        let connection = match keep {
+            KeepAlive::Close => "Connection: close\r\n",
+            KeepAlive::Http10 => "Connection: keep-alive\r\n",
+            KeepAlive::Http11 => "",
+        };
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{connection}\r\n",
             self.status,
             crate::proto::handshake::reason(self.status),
             self.content_type,

@@ -159,6 +159,9 @@ pub struct LimitSettings {
     pub max_handshake_bytes: usize,
     /// Time allowed for the HTTP upgrade request to arrive.
     pub handshake_timeout: Duration,
+    /// How long an HTTP connection stays open waiting for its next request (0 = one request
+    /// per connection).
+    pub keepalive_timeout: Duration,
 }
 
 impl Default for LimitSettings {
@@ -171,6 +174,7 @@ impl Default for LimitSettings {
             max_subscriptions: 1000,
             max_handshake_bytes: 8192,
             handshake_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -49,6 +49,16 @@ impl RequestHead {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Whether the client asks to keep the connection open after the response (RFC 9112 §9.3):
+    /// HTTP/1.1 unless it sent `Connection: close`, HTTP/1.0 only with `Connection: keep-alive`.
+    pub fn wants_keep_alive(&self) -> bool {
+        if self.version >= 1 {
+            !self.header_has_token("Connection", "close")
+        } else {
+            self.header_has_token("Connection", "keep-alive")
+        }
+    }
+
     fn header_has_token(&self, name: &str, token: &str) -> bool {
         self.headers
             .iter()

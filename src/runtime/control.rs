@@ -47,11 +47,17 @@ pub(crate) fn run(
                         let resp =
                             crate::http::api::handle(&hub, &job.head, job.body, job.peer, &keys)
                                 .await;
+                        // A response started while the server stops closes its connection.
+                        let keep = if hub.is_stopping() {
+                            crate::shard::shared::KeepAlive::Close
+                        } else {
+                            job.keep
+                        };
                         let shard = job.conn.shard();
                         if let Some(inbox) = hub.inboxes.get(shard) {
                             inbox.push(ShardMsg::HttpResponse(
                                 job.conn,
-                                bytes::Bytes::from(resp.into_bytes()),
+                                bytes::Bytes::from(resp.into_bytes(keep)),
                             ));
                         }
                     });

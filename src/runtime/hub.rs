@@ -105,6 +105,12 @@ impl Builder {
         self.config.idle_timeout = idle_timeout;
         self
     }
+    /// How long an HTTP connection stays open for its next request (zero: one request per
+    /// connection). Default 60 s.
+    pub fn http_keepalive_timeout(mut self, timeout: Duration) -> Self {
+        self.config.http_keepalive_timeout = timeout;
+        self
+    }
     /// Sets the door policy: authentication, permissions, origins, IP lists, caps, rate limits,
     /// TLS.
     pub fn guard(mut self, guard: crate::policy::guard::Guard) -> Self {

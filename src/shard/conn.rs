@@ -117,6 +117,10 @@ impl ShardState {
         };
         c.last_seen = now;
         c.clear(flag::PING_SENT);
+        if c.has(flag::KEPT) && c.inbuf.is_empty() && matches!(c.phase, Phase::Head) {
+            // The next request on a kept-alive connection: its head timeout starts now.
+            c.accepted = now;
+        }
         if c.tls.is_some() {
             self.tls_input(slot, data);
         } else {
@@ -207,7 +211,7 @@ impl ShardState {
     }
 
     /// Consumes what it can of `buf` for the connection's phase; returns the bytes used.
-    fn process(&mut self, slot: u32, buf: &mut [u8]) -> usize {
+    pub(super) fn process(&mut self, slot: u32, buf: &mut [u8]) -> usize {
         let mut at = 0;
         loop {
             let Some(c) = self.conns.get_mut(slot as usize) else {
@@ -244,7 +248,22 @@ impl ShardState {
                     };
                     self.submit_api(id, pending.0, body);
                 }
-                Phase::Api | Phase::Sse | Phase::Discard => return buf.len(),
+                // Pipelined requests wait (in `inbuf`) for the answer to the one in flight:
+                // one request per connection at the API thread keeps the answers in order.
+                // Up to one request's worth (the largest head and body) is kept; a client that
+                // sends more without reading its answers is cut.
+                Phase::Api => {
+                    let cfg = &self.hub.config;
+                    if buf.len() - at <= cfg.guard.max_handshake_bytes + cfg.max_message_size {
+                        return at;
+                    }
+                    tracing::debug!(conn = %id, "pipelined past one request's worth: closed");
+                    c.phase = Phase::Discard;
+                    self.begin_close(id);
+                    self.mark_dirty(slot);
+                    return buf.len();
+                }
+                Phase::Sse | Phase::Discard => return buf.len(),
                 Phase::Ws(kind) => {
                     let kind = *kind;
                     return at + self.frames(id, kind, &mut buf[at..]);
@@ -365,7 +384,8 @@ impl ShardState {
         let hub = self.hub.clone();
         let cfg = &hub.config;
         if is_api_path(&head.path) || cfg.serves_ui(&head.path) {
-            let need = body_len(&head, cfg.max_message_size)?;
+            let need = super::request::body_len(&head, cfg.max_message_size)?;
+            self.decide_keep_alive(id, &head);
             let Some(c) = self.conn_mut(id) else {
                 return Ok(());
             };
@@ -489,6 +509,10 @@ impl ShardState {
         let Some(limits) = &hub.config.guard.conn_limits else {
             return Ok(());
         };
+        if c.has(flag::CAPPED) {
+            // Taken already, by a kept-alive request before this upgrade.
+            return Ok(());
+        }
         use crate::policy::ratelimit::Counted;
         // Counted as a permit would be, kept as two bits (released in `release_if_done`).
         match limits.count(c.remote.ip()) {
@@ -497,67 +521,6 @@ impl ShardState {
             Err(e) => return Err(HttpError::new(e.http_status(), e.to_string())),
         }
         Ok(())
-    }
-
-    fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
-        let Some(peer) = self.conn_mut(id).map(|c| c.remote.ip()) else {
-            return;
-        };
-        let job = crate::shard::shared::ApiJob {
-            conn: id,
-            head,
-            body,
-            peer,
-        };
-        if !self
-            .hub
-            .submit_api(crate::shard::shared::ControlJob::Http(job))
-        {
-            self.http_error(id, &HttpError::new(503, "API unavailable"));
-        }
-    }
-
-    /// Queues bytes as they are (HTTP responses), bypassing the queue bound.
-    pub(super) fn push_raw(&mut self, id: ConnId, bytes: Bytes) {
-        let Some(c) = self.conn_mut(id) else { return };
-        c.queued += bytes.len();
-        c.out.push_back(super::Frame::new(bytes));
-        self.mark_dirty(id.slot());
-    }
-
-    /// Answers an HTTP error and closes once it is written.
-    pub(super) fn http_error(&mut self, id: ConnId, e: &HttpError) {
-        let now = self.stamp;
-        let Some(c) = self.conn_mut(id) else { return };
-        if !matches!(c.phase, Phase::Head | Phase::Body(..) | Phase::Api) {
-            return;
-        }
-        let took = now.since(c.accepted);
-        c.phase = Phase::Discard;
-        tracing::debug!(peer = %c.remote, status = e.status, reason = %e.message, "HTTP request refused");
-        self.stats().handshake(e.status, took);
-        self.push_raw(id, Bytes::from(e.response()));
-        self.begin_close(id);
-    }
-
-    /// The API thread's response for `id`.
-    pub(super) fn http_response(&mut self, id: ConnId, bytes: Bytes) {
-        let now = self.stamp;
-        let Some(c) = self.conn_mut(id) else { return };
-        if !matches!(c.phase, Phase::Api) {
-            return;
-        }
-        c.phase = Phase::Discard;
-        let took = now.since(c.accepted);
-        let status = bytes
-            .get(9..12)
-            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
-            .unwrap_or(0);
-        if status >= 400 {
-            self.stats().handshake(status, took);
-        }
-        self.push_raw(id, bytes);
-        self.begin_close(id);
     }
 
     /// No more input on `slot`: EOF, a read error, or a cut.
@@ -577,18 +540,6 @@ impl ShardState {
         self.conns
             .get(slot as usize)
             .is_some_and(|c| !c.has(flag::RD_EOF))
-    }
-}
-
-/// The body length an API request announces (`Content-Length`, validated with the head);
-/// refuses what the API cannot take.
-fn body_len(head: &RequestHead, max: usize) -> Result<usize, HttpError> {
-    if head.header("Transfer-Encoding").is_some() {
-        return Err(HttpError::new(411, "send the body with Content-Length"));
-    }
-    match head.content_length {
-        Some(n) if n > max => Err(HttpError::new(413, "body larger than max_message_size")),
-        n => Ok(n.unwrap_or(0)),
     }
 }
 

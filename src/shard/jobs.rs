@@ -112,6 +112,8 @@ pub(crate) enum StoreJob {
         user: Arc<str>,
         reply: oneshot::Sender<Result<Vec<(InboxMessage, MessageStatus)>, StoreError>>,
     },
+    /// Several jobs that go into one batch, so one commit (the API's `batch` endpoint).
+    Many(Vec<StoreJob>),
     /// Commit and exit.
     Stop,
 }
@@ -136,11 +138,13 @@ pub(crate) struct StoreStats {
     pub refused: AtomicU64,
     /// Acks kept for a retry (the store did not answer).
     pub acks_retried: AtomicU64,
+    /// Batches committed (one commit each).
+    pub commits: AtomicU64,
 }
 
 impl StoreStats {
     /// `(name, help, value, is_counter)` for `/metrics`, given the store queue's length.
-    pub(crate) fn list(&self, queued: usize) -> [(&'static str, &'static str, u64, bool); 6] {
+    pub(crate) fn list(&self, queued: usize) -> [(&'static str, &'static str, u64, bool); 7] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("queue", "Jobs waiting for the store thread", queued as u64, false),
@@ -149,6 +153,7 @@ impl StoreStats {
             ("inbox_syncs_skipped", "Inbox syncs skipped: the connection had closed", g(&self.syncs_skipped), true),
             ("refused_connections", "Inbox syncs refused because the store queue was full (connection closed with 1013)", g(&self.refused), true),
             ("acks_retried", "Acks kept and retried because the store did not answer", g(&self.acks_retried), true),
+            ("commits", "Batches of store jobs committed (one commit, and with redb one fsync, each)", g(&self.commits), true),
         ]
     }
 }

@@ -38,6 +38,7 @@ mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod presence;
+mod request;
 pub(crate) mod shared;
 mod state;
 mod sync;
@@ -148,9 +149,20 @@ mod flag {
     /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
     /// is freed once it drains, so an idle connection holds none.
     pub const FRESH: u16 = 1024;
+    /// The HTTP request with the API thread is answered with the connection kept open.
+    pub const KEEP_ALIVE: u16 = 2048;
+    /// Kept alive after an HTTP response: waits for the next request (the idle keep-alive
+    /// timeout applies while nothing of it has arrived).
+    pub const KEPT: u16 = 4096;
+    /// That request came as HTTP/1.0 (keep-alive is then said in the response).
+    pub const HTTP10: u16 = 8192;
 }
 
 impl ConnEntry {
+    /// A kept-alive HTTP connection with nothing of its next request yet.
+    fn between_requests(&self) -> bool {
+        matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf.is_empty()
+    }
     fn has(&self, f: u16) -> bool {
         self.flags & f != 0
     }
@@ -435,16 +447,18 @@ impl ShardState {
             return;
         }
         self.shutting_down = true;
-        let ids: Vec<(ConnId, bool)> = self
+        let ids: Vec<(ConnId, bool, bool)> = self
             .conns
             .iter()
-            .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_))))
+            .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_)), c.between_requests()))
             .collect();
-        for (id, ws) in ids {
+        for (id, ws, idle_http) in ids {
             #[cfg(feature = "axum")]
             self.drop_reservation(id);
             if ws {
                 self.close(id, 1001, "server shutting down");
+            } else if idle_http {
+                self.close_idle_http(id);
             } else {
                 self.begin_close(id);
                 self.mark_dirty(id.slot());
@@ -465,13 +479,15 @@ impl ShardState {
         }
         let now = self.stamp;
         let cfg = &self.hub.config;
-        let (ping, idle, close_to, hs) = (
+        let (ping, idle, close_to, hs, kept) = (
             cfg.ping_interval,
             cfg.idle_timeout,
             cfg.close_timeout,
             cfg.handshake_timeout,
+            cfg.http_keepalive_timeout,
         );
         let mut idle_ids = Vec::new();
+        let mut idle_http = Vec::new();
         let mut late = Vec::new();
         let mut pings = Vec::new();
         for (_, c) in self.conns.iter_mut() {
@@ -483,6 +499,13 @@ impl ShardState {
                 continue;
             }
             match c.phase {
+                Phase::Head if c.between_requests() => {
+                    // Between requests: `accepted` is when the last response was queued.
+                    if now.since(c.accepted) >= kept {
+                        idle_http.push(c.id);
+                    }
+                    continue;
+                }
                 Phase::Head | Phase::Body(..) => {
                     if now.since(c.accepted) >= hs {
                         late.push(c.id);
@@ -515,6 +538,10 @@ impl ShardState {
             tracing::debug!(conn = %id, "idle timeout");
             self.close(id, 1001, "idle timeout");
         }
+        for id in idle_http {
+            tracing::debug!(conn = %id, "HTTP keep-alive timeout");
+            self.close_idle_http(id);
+        }
         for id in late {
             self.http_error(
                 id,
@@ -526,6 +553,17 @@ impl ShardState {
         }
     }
 
+    /// Closes a kept-alive HTTP connection between requests, without an answer (RFC 9112
+    /// §9.6) and without waiting for the client's end: nothing is in progress either way.
+    fn close_idle_http(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = Phase::Discard;
+        c.set(flag::FORCED);
+        self.begin_close(id);
+        self.io.push(IoReq::Cut(id));
+        self.mark_dirty(id.slot());
+    }
+
     /// How often [`tick`](Self::tick) must run.
     pub(crate) fn tick_interval(&self) -> Duration {
         let c = &self.hub.config;
@@ -533,6 +571,7 @@ impl ShardState {
             .min(c.idle_timeout)
             .min(c.close_timeout)
             .min(c.handshake_timeout)
+            .min(c.http_keepalive_timeout.max(Duration::from_millis(1)))
             / 4)
         .clamp(Duration::from_millis(5), Duration::from_secs(1))
     }

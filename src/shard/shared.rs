@@ -42,6 +42,34 @@ pub(crate) struct ApiJob {
     pub body: Bytes,
     /// The client's address (wrong API keys are throttled per address).
     pub peer: std::net::IpAddr,
+    /// Whether the shard keeps the connection open after this response.
+    pub keep: KeepAlive,
+}
+
+/// How a connection continues after an HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeepAlive {
+    /// Closed once the response is written.
+    Close,
+    /// Kept open for an HTTP/1.0 client that asked (`Connection: keep-alive` in the answer).
+    Http10,
+    /// Kept open for an HTTP/1.1 client (the default; no header needed).
+    Http11,
+}
+
+thread_local! {
+    /// Store jobs held back by [`collect_store_jobs`] on this thread.
+    static COLLECTED: std::cell::RefCell<Option<Vec<StoreJob>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f`, holding back the store jobs it submits on this thread: they are returned, to go to
+/// the store thread as one [`StoreJob::Many`] (so in one batch, one commit).
+pub(crate) fn collect_store_jobs<R>(f: impl FnOnce() -> R) -> (R, Vec<StoreJob>) {
+    let outer = COLLECTED.replace(Some(Vec::new()));
+    let r = f();
+    let jobs = COLLECTED.replace(outer).unwrap_or_default();
+    (r, jobs)
 }
 
 /// A job for the API thread: an HTTP request, a client request that gathers from every shard,
@@ -167,6 +195,15 @@ impl HubShared {
     /// Hands a job to the store thread. Publications and durable sends (`bounded`) are refused
     /// while the queue is over [`MAX_QUEUED`](MAX_QUEUED).
     pub(crate) fn submit_store(&self, job: StoreJob, bounded: bool) -> Result<(), HandlerError> {
+        let Some(job) = COLLECTED.with_borrow_mut(|c| match c {
+            Some(jobs) => {
+                jobs.push(job);
+                None
+            }
+            None => Some(job),
+        }) else {
+            return Ok(());
+        };
         let tx = self
             .links
             .store

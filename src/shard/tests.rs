@@ -373,3 +373,55 @@ fn a_gap_in_a_stored_stream_closes_its_subscribers() {
     assert_eq!(out[0], 0x88, "a close frame, not offset 4");
     assert_eq!(u16::from_be_bytes([out[2], out[3]]), 4010);
 }
+
+/// A kept-alive HTTP connection between requests costs what an idle WebSocket does: its slab
+/// entry, no read, write or queue buffer beside it (idle keep-alive connections count against
+/// the same memory budget).
+#[test]
+fn a_kept_alive_http_connection_allocates_nothing_between_requests() {
+    let mut hub = HubShared::for_bench(1);
+    hub.config.guard =
+        crate::policy::guard::Guard::from_settings(&crate::config::settings::Settings::default())
+            .expect("default policy");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    hub.links.api = Some(tx);
+    let mut st = ShardState::new(0, Arc::new(hub));
+    let mut served = |st: &mut ShardState| {
+        let slot = st.accept(-1, ([127, 0, 0, 1], 1).into());
+        st.on_input(
+            slot,
+            &mut b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        );
+        let Ok(crate::shard::shared::ControlJob::Http(job)) = rx.try_recv() else {
+            panic!("the request went to the API thread");
+        };
+        assert_eq!(job.keep, crate::shard::shared::KeepAlive::Http11);
+        st.http_response(
+            job.conn,
+            bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+        );
+        assert!(written(st, slot).starts_with(b"HTTP/1.1 200"));
+        st.take_dirty(&mut Vec::new());
+        slot
+    };
+    // The first connections warm what the shard keeps per address (the per-IP count) and the
+    // API channel's blocks (allocated per 32 jobs, then reused).
+    for _ in 0..100 {
+        served(&mut st);
+    }
+    let before = heap::live();
+    let mut slot = 0;
+    for _ in 0..100 {
+        slot = served(&mut st);
+    }
+    assert_eq!(
+        (heap::live() - before) as f64 / 100.0,
+        0.0,
+        "heap bytes per kept-alive connection"
+    );
+    let c = &st.conns[slot as usize];
+    assert!(matches!(c.phase, Phase::Head) && c.has(flag::KEPT));
+    assert_eq!(c.inbuf.capacity(), 0, "no read buffer while idle");
+    assert_eq!(c.wbuf.capacity(), 0, "no write buffer while idle");
+    assert_eq!(c.out.capacity(), 0, "no queue buffer while idle");
+}

@@ -280,6 +280,13 @@ pub fn http_exchange(addr: std::net::SocketAddr, req: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(GUARD * 2)).unwrap();
+    // The answer is read to EOF: ask for it (HTTP/1.1 keeps the connection open otherwise).
+    let req = match req.split_once("\r\n") {
+        Some((line, rest)) if !req.to_ascii_lowercase().contains("\r\nconnection:") => {
+            format!("{line}\r\nConnection: close\r\n{rest}")
+        }
+        _ => req.to_string(),
+    };
     s.write_all(req.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -300,7 +307,7 @@ pub fn http_raw(
         .map(|k| format!("Authorization: Bearer {k}\r\n"))
         .unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     let (status, out) = http_exchange(addr, &req);

@@ -1,6 +1,7 @@
 //! `durable`: durable user messages (protocol v2). `--concurrency` HTTP `POST /api/v1/send`
-//! requests with `"durable": true` are kept in flight, each on its own TCP connection (the
-//! server answers `Connection: close`), to users `u0 ..= u{N-1}` in turn; users
+//! requests with `"durable": true` are kept in flight, each slot on its own kept-alive TCP
+//! connection (`--close`: a new connection per request, `Connection: close`), to users
+//! `u0 ..= u{N-1}` in turn (`--publish TOPIC`: `POST /api/v1/publish` instead); users
 //! `u0 ..= u{C-1}` are connected (one WebSocket each, with an HS256 token) and acknowledge
 //! every message they receive, the others are offline. Reports answered sends/s and the
 //! send latency (TCP connect → complete answer), plus what the connected users received.
@@ -46,6 +47,13 @@ pub struct DurableArgs {
     /// Send without `"durable": true` (at-most-once, v1), for comparison.
     #[arg(long)]
     pub plain: bool,
+    /// One TCP connection per request (`Connection: close`) instead of one kept-alive
+    /// connection per in-flight slot.
+    #[arg(long)]
+    pub close: bool,
+    /// `POST /api/v1/publish` to this topic instead of sends to users.
+    #[arg(long)]
+    pub publish: Option<String>,
     /// Measured seconds (after warmup).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -174,18 +182,26 @@ async fn user(sh: Arc<Shared>, u: usize, acc: Rc<RefCell<ThreadResult>>) {
     }
 }
 
-/// One send: connect, write the request, read the answer to EOF; `Ok(delivered)` on
-/// HTTP 200 with `"success":true`.
+/// One send on the slot's connection (opened first when there is none; dropped after the
+/// answer with `--close`, on an error, or when the server closes): write the request, read
+/// one answer (to EOF with `--close`, else by its `Content-Length`); `Ok(delivered)` on HTTP
+/// 200 with `"success":true`.
 async fn send_one(
     sh: &Shared,
     src: std::net::IpAddr,
     req: &[u8],
     buf: &mut Vec<u8>,
+    conn: &mut Option<tokio::net::TcpStream>,
 ) -> Result<u64> {
-    let mut s = client::tcp_connect(&sh.ctx.target, src).await?;
-    s.write_all(req).await?;
-    buf.clear();
-    s.read_to_end(buf).await?;
+    let s = match conn {
+        Some(s) => s,
+        None => conn.insert(client::tcp_connect(&sh.ctx.target, src).await?),
+    };
+    let r = exchange(s, req, buf, sh.args.close).await;
+    if !matches!(r, Ok(true)) {
+        *conn = None;
+    }
+    r?;
     let mut headers = [httparse::EMPTY_HEADER; 16];
     let mut resp = httparse::Response::new(&mut headers);
     let head = match resp.parse(buf)? {
@@ -206,6 +222,46 @@ async fn send_one(
     Ok(u64::from(delivered))
 }
 
+/// Writes `req` and reads its answer into `buf`; returns whether the connection stays open.
+async fn exchange(
+    s: &mut tokio::net::TcpStream,
+    req: &[u8],
+    buf: &mut Vec<u8>,
+    to_eof: bool,
+) -> Result<bool> {
+    s.write_all(req).await?;
+    buf.clear();
+    if to_eof {
+        s.read_to_end(buf).await?;
+        return Ok(false);
+    }
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(n) = resp.parse(buf)? {
+            let header = |name: &str| {
+                resp.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+            };
+            let len: usize = header("content-length")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| anyhow!("answer without Content-Length"))?;
+            let keep = header("connection").as_deref() != Some("close");
+            while buf.len() < n + len {
+                if s.read_buf(buf).await? == 0 {
+                    bail!("connection closed mid-answer");
+                }
+            }
+            return Ok(keep);
+        }
+        if s.read_buf(buf).await? == 0 {
+            bail!("connection closed before the answer");
+        }
+    }
+}
+
 /// One in-flight slot: sends back to back until the measured window ends.
 async fn sender(
     sh: Arc<Shared>,
@@ -222,6 +278,7 @@ async fn sender(
     let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
     let mut buf = Vec::with_capacity(512);
+    let mut conn = None;
     let mut n = 0usize;
     while sh.phases.get() == Phase::Running {
         let u = {
@@ -230,21 +287,38 @@ async fn sender(
             *nx = (u + sh.ctx.threads) % a.users;
             u
         };
-        let body = format!(
-            "{{\"user\":\"u{u}\",\"event\":\"m\",\"data\":\"{data}\"{}}}",
-            if a.plain { "" } else { ",\"durable\":true" }
-        );
+        let (path, body) = match &a.publish {
+            Some(topic) => (
+                "publish",
+                format!("{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"{data}\"}}"),
+            ),
+            None => (
+                "send",
+                format!(
+                    "{{\"user\":\"u{u}\",\"event\":\"m\",\"data\":\"{data}\"{}}}",
+                    if a.plain { "" } else { ",\"durable\":true" }
+                ),
+            ),
+        };
         let req = format!(
-            "POST /api/v1/send HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "POST /api/v1/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
             sh.ctx.target.host,
             a.api_key,
+            if a.close { "Connection: close\r\n" } else { "" },
             body.len()
         );
         let src = sh.ctx.sources.pick(slot + n * 7);
         n += 1;
         let t0 = stats::now_ns();
-        let r = tokio::time::timeout(timeout, send_one(&sh, src, req.as_bytes(), &mut buf)).await;
+        let r = tokio::time::timeout(
+            timeout,
+            send_one(&sh, src, req.as_bytes(), &mut buf, &mut conn),
+        )
+        .await;
+        if r.is_err() {
+            conn = None;
+        }
         let t1 = stats::now_ns();
         let mut acc = acc.borrow_mut();
         match r {
@@ -405,15 +479,20 @@ fn report(sh: &Shared, results: Vec<ThreadResult>) -> Report {
     rep.row(
         "setup",
         format!(
-            "{} sends in flight, {} users ({} connected, acking), {} B data, {}, {} thread(s)",
+            "{} requests in flight, {} users ({} connected, acking), {} B data, {}, {}, {} thread(s)",
             a.concurrency,
             a.users,
             a.connected,
             a.payload,
-            if a.plain {
-                "plain (not durable)"
+            match (&a.publish, a.plain) {
+                (Some(_), _) => "publishes",
+                (None, true) => "plain sends (not durable)",
+                (None, false) => "durable sends",
+            },
+            if a.close {
+                "a connection per request"
             } else {
-                "durable"
+                "kept-alive connections"
             },
             sh.ctx.threads
         ),

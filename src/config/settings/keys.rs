@@ -451,6 +451,12 @@ pub(super) const CORE: &[Key] = &[
         |s| dur_v(s.limits.handshake_timeout)
     ),
     key!(
+        "limits.keepalive_timeout",
+        "a duration like 60s, or 0s for one HTTP request per connection",
+        |s, r| s.limits.keepalive_timeout = duration(r, true)?,
+        |s| dur_v(s.limits.keepalive_timeout)
+    ),
+    key!(
         "tls.cert_file",
         "a path to a PEM certificate chain, or \"\" for none",
         |s, r| s.tls.cert_file = path_value(r)?,

@@ -490,6 +490,7 @@ impl Settings {
             max_subscriptions: self.limits.max_subscriptions,
             handler_threads: self.handler_threads,
             handshake_timeout: self.limits.handshake_timeout,
+            http_keepalive_timeout: self.limits.keepalive_timeout,
             close_timeout: self.close_timeout,
             shutdown_timeout: self.shutdown_timeout,
             drain_delay: self.drain_delay,

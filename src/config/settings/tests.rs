@@ -447,3 +447,15 @@ fn example_secrets_and_disabled_limits_are_warned_about() {
         "{w}"
     );
 }
+
+#[test]
+fn keepalive_timeout_reaches_the_engine() {
+    let mut s = Settings::default();
+    assert_eq!(
+        s.engine_config().http_keepalive_timeout,
+        Duration::from_secs(60)
+    );
+    s.set("limits.keepalive_timeout", "0s", "test")
+        .expect("zero turns keep-alive off");
+    assert_eq!(s.engine_config().http_keepalive_timeout, Duration::ZERO);
+}

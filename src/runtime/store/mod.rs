@@ -175,6 +175,17 @@ impl Sequencer {
         let mut stop = false;
         let now = crate::store::now_ms();
         let mut run: Vec<PubJob> = Vec::new();
+        if batch.iter().any(|j| matches!(j, StoreJob::Many(_))) {
+            // An API batch's jobs join this batch in their order: one commit for all of them.
+            let mut flat = Vec::with_capacity(batch.len());
+            for job in batch.drain(..) {
+                match job {
+                    StoreJob::Many(jobs) => flat.extend(jobs),
+                    job => flat.push(job),
+                }
+            }
+            *batch = flat;
+        }
         for job in batch.drain(..) {
             match job {
                 StoreJob::Publish(p) => {
@@ -213,7 +224,10 @@ impl Sequencer {
             return stop;
         }
         match self.store.commit() {
-            Ok(()) => self.emit(),
+            Ok(()) => {
+                self.hub.store_stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.emit()
+            }
             Err(e) => self.fail(&e),
         }
         self.publish_health();
@@ -413,6 +427,12 @@ impl Sequencer {
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
+                }
+            }
+            // Flattened by `run_batch` before anything is applied.
+            StoreJob::Many(jobs) => {
+                for job in jobs {
+                    self.apply(job, now);
                 }
             }
             StoreJob::Stop => {}

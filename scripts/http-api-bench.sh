@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# HTTP API requests/s, one connection per request (`Connection: close`, ringhub's only mode
+# before keep-alive) vs kept-alive connections, against the same release build (BENCHMARKS.md,
+# "HTTP API: keep-alive"). Builds nothing: uses target/release/ringhub and ringhub-loadtest.
+#
+#   scripts/http-api-bench.sh                       # 3 runs of every case
+#   RUNS=5 CASES="publish-c1" scripts/http-api-bench.sh
+#
+# Server: one shard on SERVER_CPU (default 0), --io IO (default epoll), limits lifted, API key
+# `bench`, memory store (redb for the durable case, in STORE_DIR: a real disk, or fsync is
+# free). Load generator: one thread on LOAD_CPU (default 1). Every run starts a fresh server.
+# Prints one line per run: case, mode, requests/s, p50, p99.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5}
+WARMUP=${WARMUP:-1}
+IO=${IO:-epoll}
+SERVER_CPU=${SERVER_CPU:-0}
+LOAD_CPU=${LOAD_CPU:-1}
+PORT=${PORT:-9700}
+STORE_DIR=${STORE_DIR:-/tmp/ringhub-http-bench}
+CASES=${CASES:-"publish-c1 publish-c64 durable-c64"}
+SERVER="$TARGET/release/ringhub"
+LOADTEST="$TARGET/release/ringhub-loadtest"
+for b in "$SERVER" "$LOADTEST"; do
+  [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
+done
+
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+start_server() {
+  local store=$1 dir=$STORE_DIR/s$PORT
+  rm -rf "$dir"
+  mkdir -p "$dir"
+  RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
+    RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_API_KEY=bench RINGHUB_UI_ENABLED=false \
+    taskset -c "$SERVER_CPU" "$SERVER" --listen "127.0.0.1:$PORT" --shards 1 --io "$IO" \
+    --store "$store" --store-path "$dir" >"$STORE_DIR/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 100); do
+    kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited: $(tail -3 "$STORE_DIR/server.log")" >&2; exit 1; }
+    if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "server did not listen on $PORT" >&2
+  exit 1
+}
+
+mkdir -p "$STORE_DIR"
+echo "commit $(cd "$ROOT" && git rev-parse --short HEAD), io $IO, server cpu $SERVER_CPU, loadtest cpu $LOAD_CPU"
+for case in $CASES; do
+  case "$case" in
+    publish-c*) store=memory; what="--publish news --connected 0" ;;
+    durable-c*) store=redb; what="--connected 0" ;;
+    *) echo "unknown case $case" >&2; exit 2 ;;
+  esac
+  c=${case##*-c}
+  for mode in close keepalive; do
+    flag=""
+    [ "$mode" = close ] && flag="--close"
+    for run in $(seq "$RUNS"); do
+      start_server "$store"
+      # shellcheck disable=SC2086
+      out=$(taskset -c "$LOAD_CPU" "$LOADTEST" --target "127.0.0.1:$PORT" --threads 1 durable \
+        $what --concurrency "$c" --users 10000 $flag --duration "$DURATION" --warmup "$WARMUP" 2>&1) ||
+        { echo "$out" >&2; exit 1; }
+      stop_server
+      rate=$(echo "$out" | awk -F'  +' '/sends\/s/ {print $NF; exit}')
+      lat=$(echo "$out" | awk '/latency/ {sub(/^ *latency */, ""); print; exit}')
+      echo "$case $mode run $run: $rate req/s; latency $lat"
+    done
+  done
+done

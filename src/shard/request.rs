@@ -1,0 +1,147 @@
+//! A connection's plain HTTP requests (API, probes, metrics, pages): the body's length, the
+//! keep-alive decision, the hand-off to the API thread, and its answer — after which the
+//! connection closes, or reads its next request (HTTP/1.1 keep-alive and pipelining: one
+//! request at a time with the API thread, so the answers keep the requests' order).
+
+use bytes::Bytes;
+
+use super::{flag, Phase, ShardState};
+use crate::proto::handshake::{HttpError, RequestHead};
+use crate::ConnId;
+
+impl ShardState {
+    /// Whether the connection stays open after this request's response: the client asks for it,
+    /// keep-alive is on, the server is not stopping, and the connection holds (or now takes) a
+    /// slot in the connection caps. At the caps the request is still answered, then closed.
+    pub(super) fn decide_keep_alive(&mut self, id: ConnId, head: &RequestHead) {
+        let hub = self.hub.clone();
+        let Some(c) = self.conn_mut(id) else { return };
+        c.clear(flag::KEEP_ALIVE);
+        if !head.wants_keep_alive()
+            || hub.config.http_keepalive_timeout.is_zero()
+            || hub.is_stopping()
+        {
+            return;
+        }
+        if self.take_permit(id).is_ok() {
+            if let Some(c) = self.conn_mut(id) {
+                c.set(flag::KEEP_ALIVE);
+                if head.version == 0 {
+                    c.set(flag::HTTP10);
+                } else {
+                    c.clear(flag::HTTP10);
+                }
+            }
+        }
+    }
+
+    pub(super) fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        use crate::shard::shared::KeepAlive;
+        let keep = match (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10)) {
+            (false, _) => KeepAlive::Close,
+            (true, true) => KeepAlive::Http10,
+            (true, false) => KeepAlive::Http11,
+        };
+        let job = crate::shard::shared::ApiJob {
+            conn: id,
+            head,
+            body,
+            peer: c.remote.ip(),
+            keep,
+        };
+        if !self
+            .hub
+            .submit_api(crate::shard::shared::ControlJob::Http(job))
+        {
+            self.http_error(id, &HttpError::new(503, "API unavailable"));
+        }
+    }
+
+    /// Queues bytes as they are (HTTP responses), bypassing the queue bound.
+    pub(super) fn push_raw(&mut self, id: ConnId, bytes: Bytes) {
+        let Some(c) = self.conn_mut(id) else { return };
+        c.queued += bytes.len();
+        c.out.push_back(super::Frame::new(bytes));
+        self.mark_dirty(id.slot());
+    }
+
+    /// Answers an HTTP error and closes once it is written.
+    pub(super) fn http_error(&mut self, id: ConnId, e: &HttpError) {
+        let now = self.stamp;
+        let Some(c) = self.conn_mut(id) else { return };
+        if !matches!(c.phase, Phase::Head | Phase::Body(..) | Phase::Api) {
+            return;
+        }
+        let took = now.since(c.accepted);
+        c.phase = Phase::Discard;
+        tracing::debug!(peer = %c.remote, status = e.status, reason = %e.message, "HTTP request refused");
+        self.stats().handshake(e.status, took);
+        self.push_raw(id, Bytes::from(e.response()));
+        self.begin_close(id);
+    }
+
+    /// The API thread's response for `id`: then the connection closes, or, kept alive, reads
+    /// the next request — perhaps one that is already here (pipelined).
+    pub(super) fn http_response(&mut self, id: ConnId, bytes: Bytes) {
+        let now = self.stamp;
+        let stopping = self.hub.is_stopping();
+        let Some(c) = self.conn_mut(id) else { return };
+        if !matches!(c.phase, Phase::Api) {
+            return;
+        }
+        let keep = c.has(flag::KEEP_ALIVE) && !stopping;
+        c.clear(flag::KEEP_ALIVE);
+        c.phase = Phase::Discard;
+        let took = now.since(c.accepted);
+        let status = bytes
+            .get(9..12)
+            .and_then(|s| std::str::from_utf8(s).ok()?.parse::<u16>().ok())
+            .unwrap_or(0);
+        if status >= 400 {
+            self.stats().handshake(status, took);
+        }
+        if !keep {
+            self.push_raw(id, bytes);
+            self.begin_close(id);
+            return;
+        }
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = Phase::Head;
+        // FRESH: the queue's buffer goes once the response is out, so an idle kept-alive
+        // connection holds no more than an idle WebSocket.
+        c.set(flag::KEPT | flag::FRESH);
+        c.accepted = now;
+        c.last_seen = now;
+        let pipelined = std::mem::take(&mut c.inbuf);
+        self.push_raw(id, bytes);
+        if !pipelined.is_empty() {
+            self.resume_input(id.slot(), pipelined);
+        }
+    }
+
+    /// Processes input that waited in `inbuf` (the phase changed), keeping what is left.
+    fn resume_input(&mut self, slot: u32, mut buf: Vec<u8>) {
+        let used = self.process(slot, &mut buf);
+        buf.drain(..used);
+        if let Some(c) = self.conns.get_mut(slot as usize) {
+            if !buf.is_empty() && c.inbuf.is_empty() {
+                c.inbuf = buf;
+            }
+        }
+    }
+}
+
+/// The body length an API request announces (`Content-Length`, validated with the head);
+/// refuses what the API cannot take.
+pub(super) fn body_len(head: &RequestHead, max: usize) -> Result<usize, HttpError> {
+    if head.header("Transfer-Encoding").is_some() {
+        return Err(HttpError::new(411, "send the body with Content-Length"));
+    }
+    match head.content_length {
+        Some(n) if n > max => Err(HttpError::new(413, "body larger than max_message_size")),
+        n => Ok(n.unwrap_or(0)),
+    }
+}
