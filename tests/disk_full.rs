@@ -85,6 +85,7 @@ fn until_refused(addr: SocketAddr, path: &str, body: &Value) -> Value {
             continue;
         }
         assert_eq!(st, 503, "{path} on a full disk: {v}");
+        assert_eq!(v["code"], "not_available", "{path} on a full disk: {v}");
         return v;
     }
     panic!("{path}: the disk never filled");

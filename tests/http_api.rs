@@ -41,6 +41,10 @@ async fn api(io: ringhub::IoMode) {
     ));
     assert_eq!((st, v["success"].clone()), (401, json!(false)));
     assert_eq!(
+        v["code"], "unauthorized",
+        "a stable code beside the message: {v}"
+    );
+    assert_eq!(
         http_raw(a, "GET", "/api/v1/publish", Some("k3y"), None).0,
         405
     );
@@ -56,6 +60,7 @@ async fn api(io: ringhub::IoMode) {
         Some(&json!({"topic": 5})),
     ));
     assert_eq!(st, 400);
+    assert_eq!(v["code"], "bad_request", "{v}");
     assert!(
         v["error"].as_str().unwrap().contains("invalid request"),
         "{v}"

@@ -215,7 +215,7 @@ async fn batch(hub: &HubShared, body: &[u8]) -> Result<Value, ApiError> {
         .into_iter()
         .map(|r| match r {
             Ok(data) => json!({"success": true, "data": data}),
-            Err(e) => json!({"success": false, "error": e.message}),
+            Err(e) => json!({"success": false, "code": e.code, "error": e.message}),
         })
         .collect();
     Ok(json!({ "results": results }))

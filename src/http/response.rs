@@ -19,8 +19,12 @@ impl Response {
     pub(crate) fn ok(data: Value) -> Self {
         Self::json(200, json!({"success": true, "data": data}))
     }
+    /// A failure: the message for people, and the stable code of its status for programs.
     pub(crate) fn err(status: u16, error: &str) -> Self {
-        Self::json(status, json!({"success": false, "error": error}))
+        Self::json(
+            status,
+            json!({"success": false, "code": code_for(status), "error": error}),
+        )
     }
     pub(crate) fn json(status: u16, v: Value) -> Self {
         Self {
@@ -54,6 +58,23 @@ impl Response {
     }
 }
 
+/// The stable string code the API answers with for `status` (`"code"` beside `"error"`): the
+/// WebSocket protocol's [`ErrorCode`] names where one fits, so a client handles both alike.
+pub(crate) fn code_for(status: u16) -> &'static str {
+    match status {
+        400 | 411 | 413 | 431 => ErrorCode::BadRequest.as_str(),
+        401 => "unauthorized",
+        403 => ErrorCode::Forbidden.as_str(),
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "timeout",
+        412 => "skipped",
+        429 => ErrorCode::RateLimited.as_str(),
+        503 => ErrorCode::NotAvailable.as_str(),
+        _ => ErrorCode::Internal.as_str(),
+    }
+}
+
 /// An operation's failure: an HTTP status and a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
@@ -61,6 +82,9 @@ pub struct ApiError {
     pub status: u16,
     /// What went wrong.
     pub message: String,
+    /// The stable string code (`"code"` in the API's answer): the handler's [`ErrorCode`] when
+    /// a handler failed, else the one of `status`.
+    pub code: &'static str,
 }
 
 impl std::fmt::Display for ApiError {
@@ -76,6 +100,7 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            code: code_for(status),
         }
     }
     pub(crate) fn bad(e: impl std::fmt::Display) -> Self {
@@ -89,7 +114,10 @@ impl ApiError {
             ErrorCode::Forbidden => 403,
             _ => 500,
         };
-        Self::new(status, e.message)
+        Self {
+            code: e.code.as_str(),
+            ..Self::new(status, e.message)
+        }
     }
     pub(crate) fn from_store(e: StoreError) -> Self {
         let status = if matches!(e, StoreError::Unavailable(_) | StoreError::Io(_)) {
@@ -105,6 +133,9 @@ impl ApiError {
 pub(crate) fn respond(r: Result<Value, ApiError>) -> Response {
     match r {
         Ok(v) => Response::ok(v),
-        Err(e) => Response::err(e.status, &e.message),
+        Err(e) => Response::json(
+            e.status,
+            json!({"success": false, "code": e.code, "error": e.message}),
+        ),
     }
 }
