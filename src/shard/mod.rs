@@ -38,9 +38,11 @@ mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod presence;
+mod route;
 pub(crate) mod shared;
 mod state;
 mod sync;
+mod ws;
 
 #[cfg(feature = "axum")]
 pub(crate) use adopt::Adoption;

@@ -1,0 +1,107 @@
+//! WebSocket frames in: decoding, control frames, reassembly and delivery of whole messages.
+
+use super::{ConnKind, Phase, ShardState};
+use crate::proto::envelope;
+use crate::proto::frame::{self, Assembler, Fail, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT};
+use crate::proto::stats::ShardStats;
+use crate::shard::events::EventKind;
+use crate::ConnId;
+
+impl ShardState {
+    /// Handles every complete frame at the start of `buf`; returns the bytes used.
+    pub(super) fn frames(&mut self, id: ConnId, kind: ConnKind, buf: &mut [u8]) -> usize {
+        let max = self.hub.config.max_message_size;
+        let mut at = 0;
+        loop {
+            let h = match frame::head(&buf[at..], max) {
+                Ok(Some(h)) if h.total() <= buf.len() - at => h,
+                Ok(_) => return at,
+                Err(f) => return self.fail(id, f, buf.len()),
+            };
+            let payload = h.unmask(&mut buf[at..at + h.total()]);
+            at += h.total();
+            match h.opcode {
+                OP_PING => self.enqueue(id, envelope::raw_frame(OP_PONG, payload)),
+                OP_PONG => {}
+                OP_CLOSE => {
+                    return match frame::close_code(payload) {
+                        // Echo the code (RFC 6455 §5.5.1); then the write side is shut down.
+                        Ok(code) => {
+                            let echo = code.map_or_else(Vec::new, |c| c.to_be_bytes().to_vec());
+                            self.close_frame(id, envelope::raw_frame(OP_CLOSE, &echo));
+                            if let Some(c) = self.conn_mut(id) {
+                                c.phase = Phase::Discard;
+                            }
+                            buf.len()
+                        }
+                        Err(f) => self.fail(id, f, buf.len()),
+                    };
+                }
+                op => {
+                    let Some(c) = self.conn_mut(id) else {
+                        return buf.len();
+                    };
+                    if h.fin && c.asm.is_none() {
+                        // The common case, a whole message in one frame: no reassembly state.
+                        match frame::complete(op, payload) {
+                            Ok(()) => self.deliver(id, kind, op, payload),
+                            Err(f) => return self.fail(id, f, buf.len()),
+                        }
+                    } else {
+                        // The assembler borrows the connection; take it out while the message
+                        // is delivered (delivery needs the whole shard).
+                        let mut asm = c
+                            .asm
+                            .take()
+                            .unwrap_or_else(|| Box::new(Assembler::new(max)));
+                        match asm.push(op, h.fin, payload) {
+                            Err(f) => return self.fail(id, f, buf.len()),
+                            Ok(None) => match self.conn_mut(id) {
+                                Some(c) => c.asm = Some(asm),
+                                None => return buf.len(),
+                            },
+                            // Delivered: the assembler (and its buffer) is dropped.
+                            Ok(Some((op, msg))) => self.deliver(id, kind, op, msg),
+                        }
+                    }
+                    // Closed by what it sent (rate limit, slow consumer): the rest is dropped,
+                    // not answered message by message.
+                    if let Some(c) = self.conn_mut(id).filter(|c| c.closing.is_some()) {
+                        c.phase = Phase::Discard;
+                        return buf.len();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A protocol error: close with its code and discard further input.
+    fn fail(&mut self, id: ConnId, (code, reason): Fail, used: usize) -> usize {
+        ShardStats::add(&self.stats().protocol_errors, 1);
+        tracing::debug!(conn = %id, code, reason, "protocol error");
+        self.note(
+            id,
+            EventKind::ProtocolError,
+            &format!("closed with {code}: {reason}"),
+        );
+        self.close(id, code, reason);
+        if let Some(c) = self.conn_mut(id) {
+            c.phase = Phase::Discard;
+        }
+        used
+    }
+
+    fn deliver(&mut self, id: ConnId, kind: ConnKind, op: u8, msg: &[u8]) {
+        let stats = self.stats();
+        ShardStats::add(&stats.messages_in, 1);
+        ShardStats::add(&stats.bytes_in, msg.len() as u64);
+        match (kind, op) {
+            (ConnKind::Echo, op) => self.enqueue(id, envelope::raw_frame(op, msg)),
+            (ConnKind::PubSub, OP_TEXT) => self.dispatch(id, msg),
+            (ConnKind::PubSub, OP_BINARY | _) => {
+                let msg = "binary frames are not supported: send JSON envelopes as text";
+                self.error(id, None, "", crate::ErrorCode::BadRequest, msg);
+            }
+        }
+    }
+}
