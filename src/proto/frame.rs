@@ -328,10 +328,21 @@ pub(crate) mod tests {
         let h = head_ext(&rsv1(0x81), 100, true).unwrap().unwrap();
         assert!(h.rsv1 && h.fin && h.opcode == OP_TEXT);
         assert!(head_ext(&rsv1(0x02), 100, true).unwrap().unwrap().rsv1);
-        assert!(!head_ext(&[0x81, 0x80, 0, 0, 0, 0], 100, true).unwrap().unwrap().rsv1);
-        assert_eq!(fail(&rsv1(0x80), true), (1002, "RSV1 on a continuation frame"));
+        assert!(
+            !head_ext(&[0x81, 0x80, 0, 0, 0, 0], 100, true)
+                .unwrap()
+                .unwrap()
+                .rsv1
+        );
+        assert_eq!(
+            fail(&rsv1(0x80), true),
+            (1002, "RSV1 on a continuation frame")
+        );
         for control in [0x88, 0x89, 0x8A] {
-            assert_eq!(fail(&rsv1(control), true), (1002, "compressed control frame"));
+            assert_eq!(
+                fail(&rsv1(control), true),
+                (1002, "compressed control frame")
+            );
         }
         assert_eq!(fail(&[0xA1, 0x80, 0, 0, 0, 0], true).0, 1002, "rsv2");
         assert_eq!(fail(&[0x91, 0x80, 0, 0, 0, 0], true).0, 1002, "rsv3");
@@ -351,7 +362,10 @@ pub(crate) mod tests {
         assert!(!a.is_compressed());
         a.start_compressed();
         assert_eq!(a.push(OP_TEXT, false, b"1234"), Ok(None));
-        assert_eq!(a.push(OP_CONT, true, b"567"), Err((1009, "message too big")));
+        assert_eq!(
+            a.push(OP_CONT, true, b"567"),
+            Err((1009, "message too big"))
+        );
     }
 
     #[test]

@@ -146,7 +146,7 @@ impl ShardState {
     /// Room for the whole pending frame once its header says how long it is.
     fn reserve_frame(c: &mut ConnEntry, max: usize) {
         if matches!(c.phase, Phase::Ws(_)) {
-            if let Ok(Some(h)) = frame::head(&c.inbuf, max) {
+            if let Ok(Some(h)) = frame::head_ext(&c.inbuf, max, c.deflate_bits() != 0) {
                 c.inbuf.reserve(h.total().saturating_sub(c.inbuf.len()));
             }
         }

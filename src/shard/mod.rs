@@ -150,6 +150,10 @@ mod flag {
     /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
     /// is freed once it drains, so an idle connection holds none.
     pub const FRESH: u16 = 1024;
+    /// permessage-deflate: three bits holding the negotiated server window less 8 (1..=7 for
+    /// 9..=15 bits), 0 when the connection did not negotiate it.
+    pub const DEFLATE_SHIFT: u16 = 11;
+    pub const DEFLATE: u16 = 7 << DEFLATE_SHIFT;
 }
 
 impl ConnEntry {
@@ -161,6 +165,13 @@ impl ConnEntry {
     }
     fn clear(&mut self, f: u16) {
         self.flags &= !f;
+    }
+    /// The server window negotiated for permessage-deflate (9..=15), 0 without it.
+    fn deflate_bits(&self) -> u8 {
+        match (self.flags & flag::DEFLATE) >> flag::DEFLATE_SHIFT {
+            0 => 0,
+            b => b as u8 + 8,
+        }
     }
 
     /// Gives back its slot in the connection caps, if it holds one.
@@ -252,6 +263,10 @@ pub(crate) struct ShardState {
     io: Vec<IoReq>,
     /// Scratch for decrypted TLS input.
     plain: Vec<u8>,
+    /// permessage-deflate for every connection of the shard (no context takeover): the
+    /// compressor of outgoing frames, and the inflater of incoming messages.
+    deflater: crate::proto::deflate::Deflater,
+    inflater: crate::proto::deflate::Inflater,
     /// When the graceful shutdown's drain delay ends (503 to new clients until then).
     drain_until: Option<Instant>,
     /// Listeners closed, every connection told 1001.
@@ -300,6 +315,11 @@ impl ShardState {
             dirty: Vec::new(),
             io: Vec::new(),
             plain: Vec::new(),
+            deflater: crate::proto::deflate::Deflater::new(
+                hub.config.compression.level,
+                hub.config.compression.threshold,
+            ),
+            inflater: Default::default(),
             drain_until: None,
             shutting_down: false,
             last_tick: now,

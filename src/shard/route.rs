@@ -5,6 +5,7 @@ use bytes::Bytes;
 
 use super::{flag, ConnKind, Phase, ShardState};
 use crate::policy::guard::Admitted;
+use crate::proto::deflate;
 use crate::proto::handshake::{self as http, HttpError, RequestHead};
 use crate::ConnId;
 
@@ -53,7 +54,15 @@ impl ShardState {
         } else {
             return Err(HttpError::new(404, format!("no route for {}", head.path)));
         };
-        let response = http::accept_upgrade(&head)?;
+        let mut response = http::accept_upgrade(&head)?;
+        let deflate = cfg
+            .compression
+            .enabled
+            .then(|| deflate::negotiate(head.header_values("Sec-WebSocket-Extensions")))
+            .flatten();
+        if let Some(d) = &deflate {
+            d.add_to(&mut response);
+        }
         let mut admitted = cfg.guard.admit(&head)?;
         if kind == ConnKind::PubSub {
             self.connect_hook(id, &head, &mut admitted)?;
@@ -61,6 +70,9 @@ impl ShardState {
         self.take_permit(id)?;
         let topics = std::mem::take(&mut admitted.topics);
         self.upgrade(id, Phase::Ws(kind), admitted);
+        if let (Some(d), Some(c)) = (deflate, self.conn_mut(id)) {
+            c.set(d.code() << flag::DEFLATE_SHIFT);
+        }
         self.push_raw(id, Bytes::from(response));
         if kind == ConnKind::PubSub {
             self.connected(id, &topics);

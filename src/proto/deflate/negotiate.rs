@@ -29,6 +29,20 @@ impl Agreed {
         h.push_str("\r\n");
         h
     }
+
+    /// Adds the header to a complete `101` response head.
+    pub fn add_to(&self, response: &mut Vec<u8>) {
+        if response.ends_with(b"\r\n\r\n") {
+            response.truncate(response.len() - 2);
+            response.extend_from_slice(self.header().as_bytes());
+            response.extend_from_slice(b"\r\n");
+        }
+    }
+
+    /// The window as stored in a connection's flags: bits less 8 (1..=7).
+    pub fn code(&self) -> u16 {
+        u16::from(self.window_bits - 8)
+    }
 }
 
 /// Picks the first acceptable `permessage-deflate` offer among the values of every
@@ -176,7 +190,9 @@ mod tests {
             "permessage-deflate; server_max_window_bits=8",
         ] {
             assert_eq!(neg(&[bad]), None, "{bad}");
-            let then = neg(&[&format!("{bad}, permessage-deflate; server_max_window_bits=11")]);
+            let then = neg(&[&format!(
+                "{bad}, permessage-deflate; server_max_window_bits=11"
+            )]);
             assert_eq!(bits(then), Some((11, true)), "{bad}");
         }
         // Offers spread over several headers are taken in order.
@@ -186,7 +202,9 @@ mod tests {
         ]);
         assert_eq!(bits(two), Some((9, true)));
         assert_eq!(
-            bits(neg(&["permessage-deflate, permessage-deflate; server_max_window_bits=9"])),
+            bits(neg(&[
+                "permessage-deflate, permessage-deflate; server_max_window_bits=9"
+            ])),
             Some((15, false)),
             "the first acceptable offer wins"
         );
