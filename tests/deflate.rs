@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
@@ -33,17 +33,26 @@ fn on(threshold: usize) -> CompressionConfig {
     }
 }
 
+/// A byte stream: TCP, or TLS over TCP.
+trait Io: Read + Write {}
+impl<T: Read + Write> Io for T {}
+
 /// A blocking WebSocket client that writes and reads frames as they are on the wire.
 struct Raw {
-    s: TcpStream,
+    s: Box<dyn Io>,
     buf: Vec<u8>,
 }
 
 impl Raw {
     /// Upgrades on `path`, offering `ext` if given; returns the client and the response head.
     fn open(h: &ServerHandle, path: &str, ext: Option<&str>) -> (Raw, String) {
-        let mut s = TcpStream::connect(h.local_addr()).unwrap();
+        let s = TcpStream::connect(h.local_addr()).unwrap();
         s.set_read_timeout(Some(common::GUARD)).unwrap();
+        Raw::over(Box::new(s), path, ext)
+    }
+
+    /// [`Raw::open`] over an established stream.
+    fn over(mut s: Box<dyn Io>, path: &str, ext: Option<&str>) -> (Raw, String) {
         let ext = ext.map_or(String::new(), |e| {
             format!("Sec-WebSocket-Extensions: {e}\r\n")
         });
@@ -352,3 +361,69 @@ fn misplaced_rsv1_closes_with_1002(io: IoMode) {
     h.shutdown();
 }
 per_shell!(fn misplaced_rsv1_closes_with_1002);
+
+/// Under TLS: publications come compressed and compressed messages are inflated.
+fn deflate_under_tls(io: IoMode) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("ringhub-deflate-{}-{io:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let mut s = ringhub::settings::Settings::default();
+    s.set(
+        "tls.cert_file",
+        dir.join("cert.pem").to_str().unwrap(),
+        "test",
+    )
+    .unwrap();
+    s.set(
+        "tls.key_file",
+        dir.join("key.pem").to_str().unwrap(),
+        "test",
+    )
+    .unwrap();
+    let guard = ringhub::guard::Guard::from_settings(&s).unwrap();
+    let Some(h) = common::start(
+        common::builder(io)
+            .guard(guard)
+            .echo_path("/echo")
+            .compression(on(100)),
+    ) else {
+        return;
+    };
+    let tls = |path: &str| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.cert.der().clone()).unwrap();
+        #[allow(deprecated)]
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+        let tcp = TcpStream::connect(h.local_addr()).unwrap();
+        tcp.set_read_timeout(Some(common::GUARD)).unwrap();
+        let (c, head) = Raw::over(
+            Box::new(rustls::StreamOwned::new(conn, tcp)),
+            path,
+            Some(OFFER),
+        );
+        assert!(head.contains(AGREED), "{head}");
+        c
+    };
+    let mut sub = tls("/ws");
+    subscribe(&mut sub, "secure");
+    let text = "over TLS, compressed once and shared. ".repeat(30);
+    h.publish("secure", "e", &json!({ "text": text })).unwrap();
+    let (compressed, got) = sub.message();
+    assert!(compressed);
+    assert_eq!(json(&got)["data"]["text"], text);
+    let mut echo = tls("/echo");
+    echo.send(0xC1, &deflate(text.as_bytes()));
+    assert_eq!(echo.message(), (true, text.into_bytes()));
+    h.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}
+per_shell!(fn deflate_under_tls);

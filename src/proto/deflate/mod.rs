@@ -278,7 +278,7 @@ pub(crate) mod tests {
         assert!(bomb.len() < 10_000, "{} bytes", bomb.len());
         let mut inf = Inflater::default();
         let max = 100_000;
-        assert_eq!(inf.inflate(&bomb, max), Err(TOO_BIG));
+        assert_eq!(inf.inflate(&bomb, max).map(<[u8]>::len), Err(TOO_BIG));
         assert!(inf.out.capacity() <= max + 1, "{}", inf.out.capacity());
         // Exactly at the limit is fine.
         let at = client_deflate(&zeros[..max]);
