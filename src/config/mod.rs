@@ -105,7 +105,7 @@ pub struct Config {
 pub struct CompressionConfig {
     /// Accept permessage-deflate offers (default true).
     pub enabled: bool,
-    /// zlib level: 0 (stored) to 9 (smallest, slowest); default 1.
+    /// zlib level: 0 (stored) to 9 (smallest, slowest); default 3.
     pub level: u32,
     /// Payloads shorter than this many bytes are sent uncompressed (default 128).
     pub threshold: usize,
@@ -115,7 +115,7 @@ impl Default for CompressionConfig {
     fn default() -> Self {
         Self {
             enabled: true,
-            level: 1,
+            level: 3,
             threshold: 128,
         }
     }
