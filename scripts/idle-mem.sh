@@ -5,6 +5,7 @@
 #
 #   scripts/idle-mem.sh                 # 10,000 connections, 3 runs per shell
 #   N=2500 RUNS=5 IO="epoll" scripts/idle-mem.sh
+#   DEFLATE=1 scripts/idle-mem.sh       # every connection negotiates permessage-deflate
 #
 # The server runs with its defaults (shards = cores, the embedded redb store, rate limits and
 # connection caps on) from a temporary directory, so its store file lands there; only the
@@ -46,7 +47,7 @@ one_run() { # IO RUN -> prints bytes per connection
     ((SECONDS < end)) || { echo "server did not start" >&2; cat "$dir/server.log" >&2; exit 1; }
     sleep 0.1
   done
-  if ! "$LOADTEST" idle --target "127.0.0.1:$port" --count "$N" --hold "$HOLD" \
+  if ! "$LOADTEST" ${DEFLATE:+--deflate} idle --target "127.0.0.1:$port" --count "$N" --hold "$HOLD" \
     --source-addrs "$SOURCES" --server-pid "$SRV" --json "$dir/idle.json" >"$dir/loadtest.log" 2>&1; then
     echo "load generator failed (--io $io):" >&2
     cat "$dir/loadtest.log" >&2
@@ -63,7 +64,7 @@ print(round((j["rss_after_kb"] - j["rss_before_kb"]) * 1024 / n))
 EOF
 }
 
-echo "RSS growth per idle connection: $N connections, defaults, $RUNS runs per shell"
+echo "RSS growth per idle connection: $N connections, defaults${DEFLATE:+, permessage-deflate}, $RUNS runs per shell"
 for io in $IO; do
   vals=()
   for r in $(seq 1 "$RUNS"); do

@@ -90,6 +90,39 @@ pub fn frames(data: &[u8]) -> FrameOutcome {
     out
 }
 
+/// permessage-deflate on arbitrary bytes: the first byte picks a message limit, the rest is a
+/// compressed message, inflated as a shard does (never more than the limit comes out, failures
+/// are 1007 or 1009); the same bytes as an extension offer negotiate a window of 9..=15 or
+/// nothing; and as a server frame payload they survive compression and inflation unchanged.
+pub fn inflate(data: &[u8]) {
+    use crate::proto::deflate::{negotiate, Deflater, Inflater};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(first) * 64;
+    let mut inf = Inflater::default();
+    match inf.inflate(rest, max) {
+        Ok(msg) => assert!(msg.len() <= max, "inflated past the limit"),
+        Err((code, _)) => assert!(matches!(code, 1007 | 1009), "close code {code}"),
+    }
+    if let Some(a) = negotiate([rest]) {
+        assert!((9..=15).contains(&a.window_bits));
+    }
+    let frame = crate::proto::envelope::raw_frame(2, rest);
+    let mut d = Deflater::new(u32::from(first % 10), 0);
+    let bits = 9 + first % 7;
+    if let Some(z) = d.frame_always(&frame, bits) {
+        let at = match z[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        assert_eq!(z[0], 0xC2, "FIN, RSV1, binary");
+        let back = inf.inflate(&z[at..], rest.len()).expect("inflates");
+        assert_eq!(back, rest, "round trip");
+    }
+}
+
 /// Parses a client envelope as a shard does, and encodes the replies it could cause: every
 /// error frame stays small, whatever the input.
 pub fn envelope(data: &[u8]) {
@@ -245,7 +278,7 @@ pub fn v2_requests(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name (the corpus directories under `fuzz/corpus/`).
-pub const TARGETS: [Target; 7] = [
+pub const TARGETS: [Target; 8] = [
     ("frames", |d| {
         frames(d);
     }),
@@ -255,4 +288,5 @@ pub const TARGETS: [Target; 7] = [
     ("settings", settings),
     ("store_codecs", store_codecs),
     ("v2_requests", v2_requests),
+    ("inflate", inflate),
 ];

@@ -102,7 +102,16 @@ pub struct WsReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
+    /// `--deflate`: the inflater (made at the first compressed frame) and its output.
+    inflater: Option<Box<flate2::Decompress>>,
+    inflated: Vec<u8>,
 }
+
+/// `--deflate`: offer permessage-deflate and inflate what comes compressed.
+pub static DEFLATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Bytes read from every connection's socket (handshakes included): wire bytes in.
+pub static RX_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Frames larger than this are refused.
 const MAX_FRAME: usize = 64 << 20;
@@ -113,6 +122,7 @@ struct FrameInfo {
     header: usize,
     len: usize,
     mask: Option<[u8; 4]>,
+    compressed: bool,
 }
 
 impl WsReader {
@@ -124,6 +134,8 @@ impl WsReader {
             buf,
             start: 0,
             end: leftover.len(),
+            inflater: None,
+            inflated: Vec::new(),
         }
     }
 
@@ -133,7 +145,8 @@ impl WsReader {
         if b.len() < 2 {
             return Ok(Err(2));
         }
-        if b[0] & 0x70 != 0 {
+        let compressed = b[0] & 0x40 != 0;
+        if b[0] & 0x30 != 0 || (compressed && !DEFLATE.load(Ordering::Relaxed)) {
             bail!("frame with reserved bits set (compression is not negotiated)");
         }
         let opcode = OpCode::try_from(b[0] & 0x0f).map_err(|e| anyhow!("{e}"))?;
@@ -176,6 +189,7 @@ impl WsReader {
             header,
             len,
             mask,
+            compressed,
         }))
     }
 
@@ -186,7 +200,38 @@ impl WsReader {
         if let Some(m) = f.mask {
             fastwebsockets::unmask(payload, m);
         }
-        (f.opcode, payload)
+        if !f.compressed {
+            return (f.opcode, payload);
+        }
+        // The server uses no context takeover: each message inflates on its own.
+        let z = self
+            .inflater
+            .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
+        z.reset(false);
+        self.inflated.clear();
+        for input in [&payload[..], &[0u8, 0, 0xff, 0xff][..]] {
+            let start = z.total_in();
+            loop {
+                self.inflated.reserve(payload.len() * 4 + 1024);
+                let at = (z.total_in() - start) as usize;
+                if z.decompress_vec(
+                    &input[at..],
+                    &mut self.inflated,
+                    flate2::FlushDecompress::Sync,
+                )
+                .is_err()
+                {
+                    self.inflated.clear();
+                    break;
+                }
+                if (z.total_in() - start) as usize == input.len()
+                    && self.inflated.len() < self.inflated.capacity()
+                {
+                    break;
+                }
+            }
+        }
+        (f.opcode, &self.inflated)
     }
 
     /// The next complete frame already in the buffer, if any.
@@ -221,6 +266,7 @@ impl WsReader {
         if n == 0 {
             bail!("connection closed by the server");
         }
+        RX_BYTES.fetch_add(n as u64, Ordering::Relaxed);
         self.end += n;
         Ok(())
     }
@@ -372,8 +418,14 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        target.path, target.host
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+        target.path,
+        target.host,
+        if DEFLATE.load(Ordering::Relaxed) {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        }
     );
     stream.write_all(req.as_bytes()).await?;
 
@@ -408,6 +460,13 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
             let want = base64::engine::general_purpose::STANDARD.encode(sha.finalize());
             if accept != want.as_bytes() {
                 bail!("bad Sec-WebSocket-Accept");
+            }
+            let deflate = resp.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("sec-websocket-extensions")
+                    && h.value.starts_with(b"permessage-deflate")
+            });
+            if DEFLATE.load(Ordering::Relaxed) && !deflate {
+                bail!("--deflate: the server did not accept permessage-deflate");
             }
             break len;
         }

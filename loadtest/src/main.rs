@@ -49,6 +49,12 @@ struct Cli {
     /// Server name recorded in the results.
     #[arg(long, global = true, default_value = "server")]
     label: String,
+    /// Offer permessage-deflate (RFC 7692) and inflate compressed frames.
+    #[arg(long, global = true)]
+    deflate: bool,
+    /// Pad payloads with chat-like English words instead of `x` (compresses like real text).
+    #[arg(long, global = true)]
+    words: bool,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -115,6 +121,8 @@ fn cpu_seconds() -> f64 {
 fn real_main() -> Result<bool> {
     let cli = Cli::parse();
     stats::epoch();
+    client::DEFLATE.store(cli.deflate, std::sync::atomic::Ordering::Relaxed);
+    scenarios::payload::WORDS.store(cli.words, std::sync::atomic::Ordering::Relaxed);
     let socketio = cli.protocol == Protocol::Socketio;
     if socketio && !matches!(cli.scenario, Scenario::Fanout(_)) {
         anyhow::bail!("--protocol socketio is for the fanout scenario only");
@@ -157,6 +165,10 @@ fn real_main() -> Result<bool> {
     report.set("loadtest_cpu_s", cpu);
     report.set("loadtest_wall_s", wall);
     report.print(&cli.label);
+    println!(
+        "wire bytes in (all clients): {}",
+        client::RX_BYTES.load(std::sync::atomic::Ordering::Relaxed)
+    );
     if let Some(path) = &cli.json {
         let params = json!({
             "target": ctx.target.addr.to_string(), "path": ctx.target.path,

@@ -97,6 +97,31 @@ pub struct Config {
     pub node: String,
     /// Other nodes, through Redis (`[cluster]`); none by default (a single node).
     pub cluster: ClusterConfig,
+    /// permessage-deflate (`[compression]`).
+    pub compression: CompressionConfig,
+}
+
+/// permessage-deflate (RFC 7692) with the clients that offer it (`[compression]`). Each
+/// message is compressed on its own (no context takeover either way), so a publication is
+/// compressed once per shard and an idle connection holds no compression state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionConfig {
+    /// Accept permessage-deflate offers (default true).
+    pub enabled: bool,
+    /// zlib level: 0 (stored) to 9 (smallest, slowest); default 3.
+    pub level: u32,
+    /// Payloads shorter than this many bytes are sent uncompressed (default 128).
+    pub threshold: usize,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            level: 3,
+            threshold: 128,
+        }
+    }
 }
 
 impl Default for Config {
@@ -127,6 +152,7 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             node: String::new(),
             cluster: ClusterConfig::default(),
+            compression: CompressionConfig::default(),
             ui: true,
         }
     }
@@ -161,6 +187,9 @@ impl Config {
     /// Checks ranges; the server refuses to start on an error.
     pub fn validate(&self) -> Result<(), ServerError> {
         let bad = |m: &str| Err(ServerError::Config(m.to_string()));
+        if self.compression.level > 9 {
+            return bad("compression level must be between 0 and 9");
+        }
         if self.shards > 64 {
             return bad("shards must be between 0 (one per CPU) and 64");
         }

@@ -12,6 +12,8 @@ pub(crate) type Fail = (u16, &'static str);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Head {
     pub fin: bool,
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub rsv1: bool,
     pub opcode: u8,
     mask: [u8; 4],
     /// Header length in bytes.
@@ -29,12 +31,27 @@ pub(crate) const OP_PONG: u8 = 10;
 
 /// Parses the header at the start of `buf`. `Ok(None)`: more bytes are needed.
 /// `max` bounds a single frame's payload (the message limit); larger fails with 1009.
+/// No extension is in use: every reserved bit fails with 1002.
 pub(crate) fn head(buf: &[u8], max: usize) -> Result<Option<Head>, Fail> {
+    head_ext(buf, max, false)
+}
+
+/// [`head`] for a connection that negotiated permessage-deflate when `deflate`: RSV1 is allowed
+/// on the first frame of a data message (RFC 7692 §6), never on a control frame or a
+/// continuation.
+pub(crate) fn head_ext(buf: &[u8], max: usize, deflate: bool) -> Result<Option<Head>, Fail> {
     let [b0, b1, ..] = *buf else { return Ok(None) };
-    if b0 & 0x70 != 0 {
+    let opcode = b0 & 0x0f;
+    let rsv1 = b0 & 0x40 != 0;
+    if b0 & 0x30 != 0 || (rsv1 && !deflate) {
         return Err((1002, "reserved bits set"));
     }
-    let opcode = b0 & 0x0f;
+    if rsv1 && opcode >= OP_CLOSE {
+        return Err((1002, "compressed control frame"));
+    }
+    if rsv1 && opcode == OP_CONT {
+        return Err((1002, "RSV1 on a continuation frame"));
+    }
     let fin = b0 & 0x80 != 0;
     match opcode {
         OP_CONT | OP_TEXT | OP_BINARY => {}
@@ -70,6 +87,7 @@ pub(crate) fn head(buf: &[u8], max: usize) -> Result<Option<Head>, Fail> {
     };
     Ok(Some(Head {
         fin,
+        rsv1,
         opcode,
         mask: [m[0], m[1], m[2], m[3]],
         header: at + 4,
@@ -142,6 +160,8 @@ pub(crate) struct Assembler {
     utf8_ok: usize,
     /// Frames of the message being assembled.
     frames: usize,
+    /// The message is compressed: its UTF-8 is checked once inflated, not here.
+    compressed: bool,
 }
 
 /// A complete message: its opcode and payload.
@@ -156,7 +176,21 @@ impl Assembler {
             buf: Vec::new(),
             utf8_ok: 0,
             frames: 0,
+            compressed: false,
         }
+    }
+
+    /// Marks the message about to start as compressed (its first frame had RSV1): fragments
+    /// are joined as they are, bounded by the limit, and inflated once whole by the caller.
+    pub fn start_compressed(&mut self) {
+        if self.opcode.is_none() {
+            self.compressed = true;
+        }
+    }
+
+    /// Whether the message being assembled (or just completed) is compressed.
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
     }
 
     /// Forgets a delivered fragmented message (the shard drops its assembler instead; the fuzz
@@ -167,12 +201,14 @@ impl Assembler {
             self.utf8_ok = 0;
             self.frames = 0;
         }
+        self.compressed = false;
     }
 
     /// Adds a data frame; returns the whole message when complete (borrowing the frame's
     /// payload when it was not fragmented). Text is checked for UTF-8.
     pub fn push<'a>(&'a mut self, op: u8, fin: bool, payload: &'a [u8]) -> Complete<'a> {
         match (op, self.opcode) {
+            (OP_TEXT | OP_BINARY, None) if fin && self.compressed => Ok(Some((op, payload))),
             (OP_TEXT, None) if fin => match simdutf8::basic::from_utf8(payload) {
                 Ok(_) => Ok(Some((op, payload))),
                 Err(_) => Err((1007, "invalid UTF-8")),
@@ -188,7 +224,7 @@ impl Assembler {
                 if !fin {
                     return Ok(None);
                 }
-                if start == OP_TEXT && self.utf8_ok != self.buf.len() {
+                if start == OP_TEXT && !self.compressed && self.utf8_ok != self.buf.len() {
                     return Err((1007, "invalid UTF-8"));
                 }
                 Ok(Some((start, &self.buf)))
@@ -207,7 +243,7 @@ impl Assembler {
             return Err((1009, "message too big"));
         }
         self.buf.extend_from_slice(payload);
-        if self.opcode == Some(OP_TEXT) {
+        if self.opcode == Some(OP_TEXT) && !self.compressed {
             match std::str::from_utf8(&self.buf[self.utf8_ok..]) {
                 Ok(_) => self.utf8_ok = self.buf.len(),
                 Err(e) if e.error_len().is_none() => self.utf8_ok += e.valid_up_to(),
@@ -281,6 +317,54 @@ pub(crate) mod tests {
             head(&big, 1 << 20).unwrap_err().0,
             1009,
             "4 GiB: refused before allocating"
+        );
+    }
+
+    #[test]
+    fn rsv1_only_on_the_first_frame_of_a_negotiated_data_message() {
+        let rsv1 = |b0: u8| [b0 | 0x40, 0x80, 0, 0, 0, 0];
+        let fail = |f: &[u8], deflate| head_ext(f, 100, deflate).unwrap_err();
+        assert_eq!(fail(&rsv1(0x81), false), (1002, "reserved bits set"));
+        let h = head_ext(&rsv1(0x81), 100, true).unwrap().unwrap();
+        assert!(h.rsv1 && h.fin && h.opcode == OP_TEXT);
+        assert!(head_ext(&rsv1(0x02), 100, true).unwrap().unwrap().rsv1);
+        assert!(
+            !head_ext(&[0x81, 0x80, 0, 0, 0, 0], 100, true)
+                .unwrap()
+                .unwrap()
+                .rsv1
+        );
+        assert_eq!(
+            fail(&rsv1(0x80), true),
+            (1002, "RSV1 on a continuation frame")
+        );
+        for control in [0x88, 0x89, 0x8A] {
+            assert_eq!(
+                fail(&rsv1(control), true),
+                (1002, "compressed control frame")
+            );
+        }
+        assert_eq!(fail(&[0xA1, 0x80, 0, 0, 0, 0], true).0, 1002, "rsv2");
+        assert_eq!(fail(&[0x91, 0x80, 0, 0, 0, 0], true).0, 1002, "rsv3");
+    }
+
+    #[test]
+    fn assembler_joins_compressed_fragments_without_checking_utf8() {
+        let mut a = Assembler::new(6);
+        a.start_compressed();
+        assert!(a.is_compressed());
+        assert_eq!(a.push(OP_TEXT, false, &[0xff, 0xfe]), Ok(None));
+        assert_eq!(
+            a.push(OP_CONT, true, &[0xfd]),
+            Ok(Some((OP_TEXT, &[0xff, 0xfe, 0xfd][..])))
+        );
+        a.reset();
+        assert!(!a.is_compressed());
+        a.start_compressed();
+        assert_eq!(a.push(OP_TEXT, false, b"1234"), Ok(None));
+        assert_eq!(
+            a.push(OP_CONT, true, b"567"),
+            Err((1009, "message too big"))
         );
     }
 

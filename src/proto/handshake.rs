@@ -42,7 +42,10 @@ impl RequestHead {
     }
 
     /// Every value of the headers named `name` (case-insensitive), as raw bytes.
-    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    pub(crate) fn header_values<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
@@ -246,8 +249,8 @@ pub(crate) fn sse_topics(
     Ok(topics)
 }
 
-/// Validates a WebSocket upgrade and returns the `101 Switching Protocols` response.
-/// Compression offers are never accepted (fastwebsockets rejects reserved bits).
+/// Validates a WebSocket upgrade and returns the `101 Switching Protocols` response, with no
+/// extension: a permessage-deflate agreement adds its header ([`crate::proto::deflate`]).
 pub(crate) fn accept_upgrade(req: &RequestHead) -> Result<Vec<u8>, HttpError> {
     if req.method != "GET" {
         return Err(HttpError::new(405, "WebSocket upgrade requires GET"));

@@ -3,6 +3,7 @@
 //! Redis channel naming (used by the cluster and the Redis store alike). Plain data structures with no sockets,
 //! no runtime and no clock of their own; everything above builds on them.
 
+pub(crate) mod deflate;
 pub mod envelope;
 pub mod error;
 pub(crate) mod frame;

@@ -78,6 +78,11 @@ impl Builder {
         self.config.handler_threads = n;
         self
     }
+    /// permessage-deflate with the clients that offer it (`[compression]`).
+    pub fn compression(mut self, c: crate::config::CompressionConfig) -> Self {
+        self.config.compression = c;
+        self
+    }
     /// Largest accepted message in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.max_message_size = bytes;

@@ -39,9 +39,11 @@ pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod presence;
 mod request;
+mod route;
 pub(crate) mod shared;
 mod state;
 mod sync;
+mod ws;
 
 #[cfg(feature = "axum")]
 pub(crate) use adopt::Adoption;
@@ -121,41 +123,45 @@ pub(crate) struct ConnEntry {
     hold: u16,
     /// Operations the shell has in flight on the socket (io_uring); the entry lives until 0.
     pub(crate) ops: u8,
-    flags: u16,
+    flags: u32,
 }
 
 /// `ConnEntry::flags` bits.
 mod flag {
     /// In the shard's dirty list.
-    pub const DIRTY: u16 = 1;
+    pub const DIRTY: u32 = 1;
     /// A send is in flight (or, on epoll, waiting for the socket to become writable).
-    pub const SENDING: u16 = 2;
+    pub const SENDING: u32 = 2;
     /// The write side is shut down.
-    pub const WR_SHUT: u16 = 4;
+    pub const WR_SHUT: u32 = 4;
     /// No more input will come (EOF, error, or cut).
-    pub const RD_EOF: u16 = 8;
+    pub const RD_EOF: u32 = 8;
     /// A ping was sent and not yet answered by any traffic.
-    pub const PING_SENT: u16 = 16;
+    pub const PING_SENT: u32 = 16;
     /// Counted in `connections` (upgraded).
-    pub const COUNTED: u16 = 32;
+    pub const COUNTED: u32 = 32;
     /// The close deadline passed and the socket was cut.
-    pub const FORCED: u16 = 64;
+    pub const FORCED: u32 = 64;
     /// Has entries in `ShardState::held` (waits for the store on some topic).
-    pub const HELD: u16 = 128;
+    pub const HELD: u32 = 128;
     /// Holds a slot in the connection caps' total (`limits.max_connections`).
-    pub const CAPPED: u16 = 256;
+    pub const CAPPED: u32 = 256;
     /// Holds a slot in its address's count too (`limits.max_connections_per_ip`).
-    pub const CAPPED_IP: u16 = 512;
+    pub const CAPPED_IP: u32 = 512;
     /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
     /// is freed once it drains, so an idle connection holds none.
-    pub const FRESH: u16 = 1024;
+    pub const FRESH: u32 = 1024;
     /// The HTTP request with the API thread is answered with the connection kept open.
-    pub const KEEP_ALIVE: u16 = 2048;
+    pub const KEEP_ALIVE: u32 = 2048;
     /// Kept alive after an HTTP response: waits for the next request (the idle keep-alive
     /// timeout applies while nothing of it has arrived).
-    pub const KEPT: u16 = 4096;
+    pub const KEPT: u32 = 4096;
     /// That request came as HTTP/1.0 (keep-alive is then said in the response).
-    pub const HTTP10: u16 = 8192;
+    pub const HTTP10: u32 = 8192;
+    /// permessage-deflate: three bits holding the negotiated server window less 8 (1..=7 for
+    /// 9..=15 bits), 0 when the connection did not negotiate it.
+    pub const DEFLATE_SHIFT: u32 = 14;
+    pub const DEFLATE: u32 = 7 << DEFLATE_SHIFT;
 }
 
 impl ConnEntry {
@@ -163,14 +169,21 @@ impl ConnEntry {
     fn between_requests(&self) -> bool {
         matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf.is_empty()
     }
-    fn has(&self, f: u16) -> bool {
+    fn has(&self, f: u32) -> bool {
         self.flags & f != 0
     }
-    fn set(&mut self, f: u16) {
+    fn set(&mut self, f: u32) {
         self.flags |= f;
     }
-    fn clear(&mut self, f: u16) {
+    fn clear(&mut self, f: u32) {
         self.flags &= !f;
+    }
+    /// The server window negotiated for permessage-deflate (9..=15), 0 without it.
+    fn deflate_bits(&self) -> u8 {
+        match (self.flags & flag::DEFLATE) >> flag::DEFLATE_SHIFT {
+            0 => 0,
+            b => b as u8 + 8,
+        }
     }
 
     /// Gives back its slot in the connection caps, if it holds one.
@@ -262,6 +275,10 @@ pub(crate) struct ShardState {
     io: Vec<IoReq>,
     /// Scratch for decrypted TLS input.
     plain: Vec<u8>,
+    /// permessage-deflate for every connection of the shard (no context takeover): the
+    /// compressor of outgoing frames, and the inflater of incoming messages.
+    deflater: crate::proto::deflate::Deflater,
+    inflater: crate::proto::deflate::Inflater,
     /// When the graceful shutdown's drain delay ends (503 to new clients until then).
     drain_until: Option<Instant>,
     /// Listeners closed, every connection told 1001.
@@ -310,6 +327,11 @@ impl ShardState {
             dirty: Vec::new(),
             io: Vec::new(),
             plain: Vec::new(),
+            deflater: crate::proto::deflate::Deflater::new(
+                hub.config.compression.level,
+                hub.config.compression.threshold,
+            ),
+            inflater: Default::default(),
             drain_until: None,
             shutting_down: false,
             last_tick: now,

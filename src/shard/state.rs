@@ -22,6 +22,12 @@ impl ShardState {
         if c.closing.is_some() {
             return;
         }
+        // A reply or error to one connection: compressed for it alone, over the threshold.
+        let frame = match c.deflate_bits() {
+            0 => frame,
+            bits => self.deflater.frame(&frame, bits).unwrap_or(frame),
+        };
+        let Some(c) = self.conn_mut(id) else { return };
         if c.queued + frame.len() > limit {
             self.slow_consumer(id);
             return;
@@ -230,6 +236,10 @@ impl ShardState {
         let pos = stored.flatten();
         let mut ended: Vec<ConnId> = Vec::new();
         let shared = Frame::new(frame.clone());
+        // The compressed frame, made at the first subscriber that negotiated permessage-deflate
+        // with each window size and shared by the others (`None` inside: sent as it is).
+        let deflater = &mut self.deflater;
+        let mut compressed: [Option<Option<Frame>>; 7] = Default::default();
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
@@ -256,12 +266,20 @@ impl ShardState {
                         }
                     }
                 }
-                if c.queued + frame.len() > limit {
+                let bits = c.deflate_bits();
+                let f = match bits {
+                    0 => &shared,
+                    _ => compressed[usize::from(bits - 9)]
+                        .get_or_insert_with(|| deflater.frame(frame, bits).map(Frame::new))
+                        .as_ref()
+                        .unwrap_or(&shared),
+                };
+                if c.queued + f.len() > limit {
                     slow.push(c.id);
                     continue;
                 }
-                c.queued += frame.len();
-                c.out.push_back(shared.clone());
+                c.queued += f.len();
+                c.out.push_back(f.clone());
                 if c.flags & flag::DIRTY == 0 {
                     c.flags |= flag::DIRTY;
                     dirty.push(slot);

@@ -35,8 +35,22 @@ fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
 }
 
 fn upgraded(st: &mut ShardState) -> u32 {
+    upgraded_with(st, UPGRADE)
+}
+
+/// [`UPGRADE`] offering permessage-deflate.
+fn deflate_upgrade() -> Vec<u8> {
+    let at = UPGRADE.len() - 2;
+    [
+        &UPGRADE[..at],
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+    ]
+    .concat()
+}
+
+fn upgraded_with(st: &mut ShardState, request: &[u8]) -> u32 {
     let slot = st.accept(-1, ([127, 0, 0, 1], 1).into());
-    st.on_input(slot, &mut UPGRADE.to_vec());
+    st.on_input(slot, &mut request.to_vec());
     let resp = written(st, slot);
     assert!(
         resp.starts_with(b"HTTP/1.1 101"),
@@ -134,6 +148,60 @@ fn an_idle_connection_allocates_nothing_beside_its_slab_entry() {
         "heap bytes per idle connection beside its slab entry (rate limiter, cap permit, \
          outbound queue must wait until they are needed)"
     );
+}
+
+#[test]
+fn an_idle_deflate_connection_allocates_nothing_beside_its_slab_entry() {
+    let mut st = default_shard();
+    let offer = deflate_upgrade();
+    let first = upgraded_with(&mut st, &offer);
+    // A compressed message in and a compressed reply out: the shard's inflater and compressor
+    // are made once, for every connection.
+    let sub = br#"{"event":"subscribe","topic":"a-topic-name-long-enough-to-pass-the-threshold-of-128-bytes-so-that-the-reply-is-compressed-too","id":1}"#;
+    let z = crate::proto::deflate::tests::client_deflate(sub);
+    let mut f = frame(1, &z);
+    f[0] |= 0x40;
+    st.on_input(first, &mut f);
+    let reply = written(&mut st, first);
+    assert_eq!(reply[0], 0xC1, "a compressed reply");
+    st.take_dirty(&mut Vec::new());
+    let before = heap::live();
+    for _ in 0..100 {
+        let slot = upgraded_with(&mut st, &offer);
+        assert_ne!(st.conns[slot as usize].deflate_bits(), 0, "negotiated");
+        st.take_dirty(&mut Vec::new());
+    }
+    let per_conn = (heap::live() - before) as f64 / 100.0;
+    assert_eq!(per_conn, 0.0, "heap bytes per idle deflate connection");
+}
+
+#[test]
+fn deflate_subscribers_share_one_compressed_frame() {
+    let mut st = shard();
+    let offer = deflate_upgrade();
+    let slots = [
+        upgraded_with(&mut st, &offer),
+        upgraded_with(&mut st, &offer),
+        upgraded(&mut st),
+    ];
+    let ids = slots.map(|s| st.conns[s as usize].id);
+    for s in slots {
+        st.on_input(s, &mut frame(1, br#"{"event":"subscribe","topic":"t"}"#));
+    }
+    let data = format!("\"{}\"", "compressible ".repeat(40));
+    let pubf = envelope::publication("t", "m", Some(data.as_bytes()));
+    st.deliver_local("t", &pubf, None);
+    let [a, b, plain] = ids.map(|id| st.take_queued(id).pop().unwrap());
+    assert_eq!(a[0], 0xC1, "RSV1 set");
+    assert!(a.len() < pubf.len() / 3);
+    assert_eq!(a.as_ptr(), b.as_ptr(), "one compressed encoding, shared");
+    assert_eq!(plain.as_ptr(), pubf.as_ptr(), "the plain one as before");
+    // Under the threshold: the plain frame for everyone.
+    let small = envelope::publication("t", "m", Some(b"1"));
+    st.deliver_local("t", &small, None);
+    for id in ids {
+        assert_eq!(st.take_queued(id).pop().unwrap().as_ptr(), small.as_ptr());
+    }
 }
 
 #[test]

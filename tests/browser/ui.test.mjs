@@ -343,3 +343,52 @@ test('admin: the dashboard follows the server under load', async () => {
     await ctx.close()
   }
 })
+
+test('permessage-deflate: Chromium negotiates it, and compressed and plain messages flow', async () => {
+  const ctx = await browser.newContext()
+  try {
+    const page = await ctx.newPage()
+    page.on('pageerror', (e) => pageErrors.push(`deflate: ${e.message}`))
+    await page.goto(BASE + '/')
+    const topic = 'deflate' + uid()
+    const got = await page.evaluate(async (topic) => {
+      const url = location.origin.replace(/^http/, 'ws') + '/ws'
+      const open = () =>
+        new Promise((resolve, reject) => {
+          const ws = new WebSocket(url)
+          ws.onopen = () => resolve(ws)
+          ws.onerror = () => reject(new Error('WebSocket failed'))
+        })
+      const next = (ws, pred) =>
+        new Promise((resolve) => {
+          const on = (e) => {
+            const m = JSON.parse(e.data)
+            if (pred(m)) {
+              ws.removeEventListener('message', on)
+              resolve(m)
+            }
+          }
+          ws.addEventListener('message', on)
+        })
+      const [sub, pub] = [await open(), await open()]
+      let wait = next(sub, (m) => m.event === 'reply' && m.id === 1)
+      sub.send(JSON.stringify({ event: 'subscribe', topic, id: 1 }))
+      await wait
+      // Over the compression threshold (sent compressed), then under it (sent plain).
+      const long = 'compressible chat text, said again and again. '.repeat(100)
+      const out = []
+      for (const text of [long, 'hi']) {
+        wait = next(sub, (m) => m.event === 'say')
+        pub.send(JSON.stringify({ event: 'say', topic, data: { text } }))
+        out.push((await wait).data.text === text)
+      }
+      sub.close()
+      pub.close()
+      return { extensions: [sub.extensions, pub.extensions], delivered: out }
+    }, topic)
+    for (const ext of got.extensions) assert.match(ext, /^permessage-deflate/, `negotiated: ${ext}`)
+    assert.deepEqual(got.delivered, [true, true])
+  } finally {
+    await ctx.close()
+  }
+})

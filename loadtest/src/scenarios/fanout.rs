@@ -511,6 +511,7 @@ fn report(
         }
     }
     rep.set("msgs_per_s", delivered_rate);
+    rep.set("delivered_total", t.delivered);
     rep.set("published_per_s", publish_rate);
     rep.set("latency_us", l.to_json());
     rep.set(

@@ -164,6 +164,96 @@ mod sse2 {
     }
 }
 
+/// `--words`: pad with chat-like text instead of `x`.
+pub static WORDS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Fills `dst` with words drawn by a fixed pseudo-random sequence from a small vocabulary:
+/// text that compresses about as well as chat messages do (a run of `x` compresses ~1000:1).
+fn words(dst: &mut [u8]) {
+    const VOCAB: &[&str] = &[
+        "the",
+        "message",
+        "room",
+        "user",
+        "hello",
+        "thanks",
+        "meeting",
+        "tomorrow",
+        "at",
+        "please",
+        "check",
+        "update",
+        "order",
+        "status",
+        "shipped",
+        "price",
+        "delivery",
+        "and",
+        "we",
+        "you",
+        "can",
+        "will",
+        "see",
+        "new",
+        "team",
+        "lunch",
+        "today",
+        "yes",
+        "no",
+        "maybe",
+        "ok",
+        "great",
+        "sounds",
+        "good",
+        "later",
+        "project",
+        "deadline",
+        "friday",
+        "call",
+        "me",
+        "when",
+        "ready",
+        "photo",
+        "link",
+        "sent",
+        "received",
+        "customer",
+        "ticket",
+        "42",
+        "7",
+        "2024",
+        "payment",
+        "confirmed",
+        "sorry",
+        "late",
+        "traffic",
+        "coming",
+        "now",
+        "where",
+        "are",
+        "is",
+        "it",
+        "on",
+        "my",
+        "way",
+        "done",
+        "review",
+        "merge",
+        "build",
+        "green",
+    ];
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let mut text = Vec::with_capacity(dst.len() + 16);
+    while text.len() < dst.len() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.extend_from_slice(VOCAB[(x % VOCAB.len() as u64) as usize].as_bytes());
+        text.push(if x % 11 == 0 { b'.' } else { b' ' });
+    }
+    dst.copy_from_slice(&text[..dst.len()]);
+}
+
 /// A message template: the full frame payload with a header slot at `offset`.
 #[derive(Clone)]
 pub struct Template {
@@ -172,10 +262,13 @@ pub struct Template {
 }
 
 impl Template {
-    /// A raw payload of `size` bytes: header then `x` padding.
+    /// A raw payload of `size` bytes: header then `x` padding (or words, with `--words`).
     pub fn raw(size: usize) -> Template {
         let mut bytes = vec![b'x'; size.max(HEADER_LEN)];
         bytes[..HEADER_LEN].fill(b'0');
+        if WORDS.load(std::sync::atomic::Ordering::Relaxed) {
+            words(&mut bytes[HEADER_LEN..]);
+        }
         Template { bytes, offset: 0 }
     }
 

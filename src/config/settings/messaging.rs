@@ -1,4 +1,5 @@
-//! The messaging settings: `node`, `[[topics]]`, `[store]`, `[inbox]`, `[cluster]` and `[ui]`, their keys,
+//! The messaging settings: `node`, `[[topics]]`, `[store]`, `[inbox]`, `[cluster]`, `[ui]` and
+//! `[compression]`, their keys,
 //! and the parsing of `[[topics]]` entries (a TOML array of tables in the file, a JSON array of
 //! objects in `RINGHUB_TOPICS`).
 
@@ -251,6 +252,24 @@ pub(super) const KEYS: &[Key] = &[
         "true or false",
         |s, r| s.ui.enabled = boolean(r)?,
         |s| Some(Value::Boolean(s.ui.enabled))
+    ),
+    key!(
+        "compression.enabled",
+        "true or false",
+        |s, r| s.compression.enabled = boolean(r)?,
+        |s| Some(Value::Boolean(s.compression.enabled))
+    ),
+    key!(
+        "compression.level",
+        "an integer from 0 (stored) to 9 (smallest)",
+        |s, r| s.compression.level = uint(r, 0, 9)? as u32,
+        |s| int_v(s.compression.level)
+    ),
+    key!(
+        "compression.threshold",
+        "a size in bytes",
+        |s, r| s.compression.threshold = uint(r, 0, MAX_U32)? as usize,
+        |s| int_v(s.compression.threshold)
     ),
 ];
 

@@ -195,6 +195,8 @@ pub struct Settings {
     pub cluster: ClusterConfig,
     /// `[ui]`.
     pub ui: UiSettings,
+    /// `[compression]`: permessage-deflate.
+    pub compression: crate::config::CompressionConfig,
     /// `RINGHUB_*` variables that name no setting (a typo is otherwise silently ignored): each
     /// is a warning naming the closest known variable.
     ignored_env: Vec<String>,
@@ -234,13 +236,14 @@ impl Default for Settings {
             inbox: c.inbox,
             cluster: c.cluster,
             ui: UiSettings::default(),
+            compression: c.compression,
             ignored_env: Vec::new(),
         }
     }
 }
 
 /// The TOML sections, in print order (the empty name is the top level).
-const SECTIONS: [&str; 11] = [
+const SECTIONS: [&str; 12] = [
     "",
     "auth",
     "api",
@@ -252,6 +255,7 @@ const SECTIONS: [&str; 11] = [
     "inbox",
     "cluster",
     "ui",
+    "compression",
 ];
 
 impl Settings {
@@ -507,6 +511,7 @@ impl Settings {
             ui: self.ui.enabled,
             node: self.node.clone(),
             cluster: self.cluster.clone(),
+            compression: self.compression,
         }
     }
 }

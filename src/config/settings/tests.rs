@@ -459,3 +459,25 @@ fn keepalive_timeout_reaches_the_engine() {
         .expect("zero turns keep-alive off");
     assert_eq!(s.engine_config().http_keepalive_timeout, Duration::ZERO);
 }
+
+#[test]
+fn compression_section_is_read_checked_and_reaches_the_engine() {
+    let mut s = Settings::default();
+    assert!(s.engine_config().compression.enabled, "on by default");
+    s.merge_toml(
+        "[compression]\nenabled = false\nlevel = 9\nthreshold = 1024",
+        "f.toml",
+    )
+    .unwrap();
+    s.apply_env(env(&[("RINGHUB_COMPRESSION_LEVEL", "3")]))
+        .unwrap();
+    let c = s.engine_config().compression;
+    assert_eq!((c.enabled, c.level, c.threshold), (false, 3, 1024));
+    let e = err(s.merge_toml("[compression]\nlevel = 10", "f.toml"));
+    assert!(e.contains("compression.level"), "{e}");
+    let e = err(s.merge_toml("[compression]\nwindow = 10", "f.toml"));
+    assert!(
+        e.contains("compression.window"),
+        "unknown keys are refused: {e}"
+    );
+}
