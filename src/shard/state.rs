@@ -229,6 +229,7 @@ impl ShardState {
         let check_held = stored.is_some() && !held.is_empty();
         let pos = stored.flatten();
         let mut ended: Vec<ConnId> = Vec::new();
+        let mut missed: Vec<ConnId> = Vec::new();
         let shared = Frame::new(frame.clone());
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
@@ -253,6 +254,10 @@ impl ShardState {
                             Verdict::Deliver => {}
                             Verdict::Skip => continue,
                             Verdict::DeliverAndEnd => ended.push(c.id),
+                            Verdict::Missed => {
+                                missed.push(c.id);
+                                continue;
+                            }
                         }
                     }
                 }
@@ -274,6 +279,14 @@ impl ShardState {
         }
         for id in ended {
             self.end_answered(id, topic);
+        }
+        for id in missed {
+            self.end_answered(id, topic);
+            self.close(
+                id,
+                super::hold::CLOSE_INSUFFICIENT_STATE,
+                super::hold::MISSED,
+            );
         }
         delivered
     }
