@@ -22,11 +22,10 @@ Every 5 s it samples each server's RSS and descriptors (/proc), /metrics (connec
 out, errors by code) and the latency of a store-backed API call. Writes PREFIX.csv (samples)
 and PREFIX-raw.json (counts); scripts/soak_messaging_report.py turns them into a verdict.
 """
-import argparse, base64, hashlib, hmac, http.client, json, os, random, signal, socket, struct
-import subprocess, sys, threading, time
+import argparse, json, os, random, sys, threading, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from soak_clients import Reader, close_frame, connect, frame, text  # noqa: E402
+from soak_messaging_io import CFG, Ws, api, metrics, proc_rss_fds, restart_redis, upgrade_and_abort  # noqa: E402
 
 A = None
 LOCK = threading.Lock()
@@ -39,67 +38,6 @@ T0 = [time.time()]
 def inc(k, n=1):
     with LOCK:
         C[k] = C.get(k, 0) + n
-
-
-def b64(b):
-    return base64.urlsafe_b64encode(b).rstrip(b"=")
-
-
-def token(user):
-    h = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    p = b64(json.dumps({"sub": user, "exp": int(time.time()) + 7200}).encode())
-    s = b64(hmac.new(A.secret.encode(), h + b"." + p, hashlib.sha256).digest())
-    return (h + b"." + p + b"." + s).decode()
-
-
-def api(method, path, body=None, port=None, timeout=10):
-    c = http.client.HTTPConnection("127.0.0.1", port or random.choice(A.ports), timeout=timeout)
-    try:
-        c.request(method, path, body=json.dumps(body) if body is not None else None,
-                  headers={"Authorization": f"Bearer {A.key}", "Content-Type": "application/json"})
-        r = c.getresponse()
-        return r.status, r.read()
-    finally:
-        c.close()
-
-
-class Ws:
-    """One client connection: blocking socket, reads with a short timeout, answers pings."""
-
-    def __init__(self, user, port=None):
-        self.port = port or random.choice(A.ports)
-        self.s, rest = connect("127.0.0.1", self.port, False, path=f"/ws?token={token(user)}")
-        self.r = Reader(self.s, rest)
-        self.close_code = None
-
-    def send(self, obj):
-        self.s.sendall(text(obj))
-
-    def recv(self, timeout):
-        """A JSON message, None on timeout; raises EOFError when the server closed."""
-        self.s.settimeout(timeout)
-        while True:
-            try:
-                op, p = self.r.next()
-            except socket.timeout:
-                return None
-            if op == 9:
-                self.s.sendall(frame(10, p))
-            elif op == 8:
-                self.close_code = struct.unpack("!H", p[:2])[0] if len(p) >= 2 else 1005
-                raise EOFError
-            elif op == 1:
-                return json.loads(p)
-
-    def close(self, abort=False):
-        try:
-            if abort:
-                self.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            else:
-                self.s.sendall(close_frame(1000))
-        except OSError:
-            pass
-        self.s.close()
 
 
 # --- durable messages ----------------------------------------------------------------------------
@@ -417,24 +355,13 @@ def storm_loop(t0):
         made = [0]
 
         def one(j):
-            user = "victim" if j % 2 else "u0"
-            req = (f"GET /ws?token={token(user)} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n").encode()
             while time.time() < stop and not STOP_LOAD.is_set():
-                s = socket.socket()
                 try:
-                    s.settimeout(5)
-                    s.connect(("127.0.0.1", random.choice(A.ports)))
-                    s.sendall(req)
-                    if s.recv(4096).startswith(b"HTTP/1.1 101"):
+                    if upgrade_and_abort("victim" if j % 2 else "u0", random.choice(A.ports)):
                         with LOCK:
                             made[0] += 1
                 except OSError:
                     inc("storm_errors")
-                finally:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                    s.close()
 
         ts = [threading.Thread(target=one, args=(j,)) for j in range(8)]
         for t in ts:
@@ -448,52 +375,10 @@ def storm_loop(t0):
 def redis_loop(t0):
     nxt = time.time() + random.uniform(30, 60)
     while not STOP_LOAD.wait(max(0, nxt - time.time())):
-        pid = int(open(A.redis_pidfile).read())
-        cwd = os.path.dirname(os.path.abspath(A.redis_pidfile))
-        argv = json.load(open(os.path.join(cwd, "argv.json")))  # written by soak-messaging.sh
         t_k = time.time()
-        os.kill(pid, signal.SIGKILL)
-        while os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().split()[2]:
-            time.sleep(0.05)
-        time.sleep(random.uniform(2, 5))
-        log = open(os.path.join(cwd, "redis.log"), "ab")
-        p = subprocess.Popen(argv, cwd=cwd, stdout=log, stderr=log, start_new_session=True)
-        with open(A.redis_pidfile + ".tmp", "w") as f:
-            f.write(str(p.pid))
-        os.replace(A.redis_pidfile + ".tmp", A.redis_pidfile)
+        restart_redis(A.redis_pidfile, random.uniform(2, 5))
         RESTARTS.append({"killed": t_k - t0, "started": time.time() - t0})
         nxt = time.time() + random.uniform(60, 90)
-
-
-def proc_rss_fds(pid):
-    try:
-        rss = next(int(l.split()[1]) for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS:"))
-        return rss, len(os.listdir(f"/proc/{pid}/fd"))
-    except (OSError, StopIteration):
-        return 0, 0
-
-
-def metrics(port):
-    out = {"connections": 0, "messages_out": 0, "errors": {}}
-    try:
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=3)
-        c.request("GET", "/metrics")
-        body = c.getresponse().read().decode()
-        c.close()
-    except OSError:
-        return None
-    for line in body.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name, _, v = line.rpartition(" ")
-        if name.startswith("ringhub_connections{"):
-            out["connections"] += int(float(v))
-        elif name.startswith("ringhub_messages_out"):
-            out["messages_out"] += int(float(v))
-        elif name.startswith("ringhub_errors_total{"):
-            code = name.split('code="', 1)[1].split('"', 1)[0]
-            out["errors"][code] = out["errors"].get(code, 0) + int(float(v))
-    return out
 
 
 def sampler(t0, csvf, stop):
@@ -552,6 +437,7 @@ def main():
     A = p.parse_args()
     A.ports = [int(x) for x in A.ports.split(",")]
     A.pids = [int(x) for x in A.pids.split(",")]
+    CFG.update(secret=A.secret, key=A.key, ports=A.ports)
     for i in range(A.users):
         USERS[f"u{i}"] = {"answered": {}, "recv": {}, "acked": set(), "epochs": set()}
     for k in range(A.topics):
