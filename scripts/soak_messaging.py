@@ -41,6 +41,7 @@ def inc(k, n=1):
 
 
 # --- durable messages ----------------------------------------------------------------------------
+LATENCY = []  # seconds from a durable send's request to the first receipt
 USERS = {}  # user -> {"answered": {offset: mid}, "recv": {offset: n}, "acked": set(), "epochs": set()}
 
 
@@ -49,6 +50,7 @@ def sender(rate):
     while not STOP_LOAD.is_set():
         n += 1
         u = f"u{random.randrange(A.users)}"
+        t_req = time.time()
         try:
             st, body = api("POST", "/api/v1/send", {"user": u, "event": "note", "data": {"n": n}, "durable": True})
         except OSError as e:
@@ -59,6 +61,7 @@ def sender(rate):
             d = json.loads(body)["data"]
             with LOCK:
                 USERS[u]["answered"][d["offset"]] = d["message_id"]
+                USERS[u]["sent_at"][d["offset"]] = t_req
             inc("send_ok")
         else:
             inc(f"send_{st}")
@@ -88,6 +91,8 @@ def user_session(u, w, t_end, leave_unacked):
                     st["epochs"].add(m["epoch"])
                 seen = st["recv"].get(o, 0)
                 st["recv"][o] = seen + 1
+                if not seen and o in st["sent_at"]:
+                    LATENCY.append(time.time() - st["sent_at"][o])
                 if o in st["acked"]:
                     C["dup_after_ack"] = C.get("dup_after_ack", 0) + 1
                     st.setdefault("dup_after_ack", []).append(o)
@@ -416,6 +421,11 @@ def sampler(t0, csvf, stop):
         stop.wait(5)
 
 
+def pct(xs, q):
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(len(xs) * q / 100))], 2) if xs else None
+
+
 def main():
     global A
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -439,7 +449,7 @@ def main():
     A.pids = [int(x) for x in A.pids.split(",")]
     CFG.update(secret=A.secret, key=A.key, ports=A.ports)
     for i in range(A.users):
-        USERS[f"u{i}"] = {"answered": {}, "recv": {}, "acked": set(), "epochs": set()}
+        USERS[f"u{i}"] = {"answered": {}, "recv": {}, "acked": set(), "epochs": set(), "sent_at": {}}
     for k in range(A.topics):
         TOPICS[f"hist:{k}"] = {"answered": set(), "seen": set(), "from": 0}
     # The storm's victim: 300 pending messages it never acknowledges.
@@ -516,6 +526,8 @@ def main():
             "answered": sum(len(s["answered"]) for s in USERS.values()),
             "acked": sum(len(s["acked"] & set(s["answered"])) for s in USERS.values()),
             "received": sum(len(set(s["recv"]) & set(s["answered"])) for s in USERS.values()),
+            "first_receipt_s": {"n": len(LATENCY), "p50": pct(LATENCY, 50), "p99": pct(LATENCY, 99),
+                                "max": pct(LATENCY, 100), "over_15s": sum(1 for x in LATENCY if x > 15)},
             "received_not_answered": sum(len(set(s["recv"]) - set(s["answered"])) for s in USERS.values()),
             "epochs": sorted({e for s in USERS.values() for e in s["epochs"]}),
             "lost": lost, "unacked_at_end": unacked,

@@ -173,7 +173,7 @@ def main():
                "duration_s": round(le - ls + (ls - raw["t_warmup_start"]), 1),
                "load_window_s": [round(ls, 1), round(le, 1)], "servers": servers,
                "durable": {"answered": d["answered"], "received": d["received"], "acked_replied": d["acked"], "lost": lost,
-                           "unacked_at_end": d["unacked_at_end"],
+                           "unacked_at_end": d["unacked_at_end"], "send_to_first_receipt_s": d["first_receipt_s"],
                            "redelivered_before_ack": c.get("redelivered_unacked", 0), "again_after_ack": dup_after_ack,
                            "received_not_answered": d["received_not_answered"], "epochs": d["epochs"],
                            "lost_detail": d["lost"], "again_after_ack_detail": d["dup_after_ack"]},
@@ -197,7 +197,9 @@ def main():
            f"the server's inboxes empty at the end: {not sd['unacked_at_end']}), **{sd['lost']} lost**, "
            f"{sd['redelivered_before_ack']} written again before an ack (allowed: at-least-once), "
            f"{sd['again_after_ack']} again after the ack was answered, {sd['received_not_answered']} received but not answered 200, "
-           f"inbox epochs {sd['epochs']}.",
+           f"inbox epochs {sd['epochs']}. Send request to first receipt (users are away up to 4 s between sessions): "
+           f"p50 {sd['send_to_first_receipt_s']['p50']} s, p99 {sd['send_to_first_receipt_s']['p99']} s, "
+           f"max {sd['send_to_first_receipt_s']['max']} s, {sd['send_to_first_receipt_s']['over_15s']} over 15 s.",
            f"History: {c.get('publish_ok', 0)} publishes answered 200 on {len(raw['topics'])} topics, "
            f"{c.get('history_recoveries', 0)} `since` recoveries, {c.get('history_unrecoverable', 0)} `recovered: false`, "
            f"{c.get('history_gaps', 0)} gaps, {c.get('history_dup_or_reorder', 0)} duplicates/reorders, "
