@@ -95,7 +95,7 @@ def user_session(u, w, t_end, leave_unacked):
                     LATENCY.append(time.time() - st["sent_at"][o])
                 if o in st["acked"]:
                     C["dup_after_ack"] = C.get("dup_after_ack", 0) + 1
-                    st.setdefault("dup_after_ack", []).append(o)
+                    st.setdefault("dup_after_ack", []).append({"offset": o, "t": round(time.time() - T0[0], 1)})
                 elif seen:
                     C["redelivered_unacked"] = C.get("redelivered_unacked", 0) + 1
                 C["durable_received"] = C.get("durable_received", 0) + 1
