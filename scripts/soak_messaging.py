@@ -91,8 +91,8 @@ def user_session(u, w, t_end, leave_unacked):
                     st["epochs"].add(m["epoch"])
                 seen = st["recv"].get(o, 0)
                 st["recv"][o] = seen + 1
-                if not seen and o in st["sent_at"]:
-                    LATENCY.append(time.time() - st["sent_at"][o])
+                if not seen:
+                    st["recv_at"][o] = time.time()
                 if o in st["acked"]:
                     C["dup_after_ack"] = C.get("dup_after_ack", 0) + 1
                     st.setdefault("dup_after_ack", []).append({"offset": o, "t": round(time.time() - T0[0], 1)})
@@ -449,7 +449,7 @@ def main():
     A.pids = [int(x) for x in A.pids.split(",")]
     CFG.update(secret=A.secret, key=A.key, ports=A.ports)
     for i in range(A.users):
-        USERS[f"u{i}"] = {"answered": {}, "recv": {}, "acked": set(), "epochs": set(), "sent_at": {}}
+        USERS[f"u{i}"] = {"answered": {}, "recv": {}, "acked": set(), "epochs": set(), "sent_at": {}, "recv_at": {}}
     for k in range(A.topics):
         TOPICS[f"hist:{k}"] = {"answered": set(), "seen": set(), "from": 0}
     # The storm's victim: 300 pending messages it never acknowledges.
@@ -499,6 +499,8 @@ def main():
                 pres[f"pres:{k}@{port}"] = len(json.loads(body)["data"]["clients"]) if st == 200 else f"status {st}"
             except (OSError, ValueError, KeyError) as e:
                 pres[f"pres:{k}@{port}"] = str(e)
+    for s in USERS.values():  # a send may be received before its answer reached the sender
+        LATENCY.extend(max(0.0, s["recv_at"][o] - t) for o, t in s["sent_at"].items() if o in s["recv_at"])
     lost, unacked = {}, {}
     for u, s in USERS.items():
         for o in sorted(set(s["answered"]) - set(s["recv"])):
