@@ -13,7 +13,11 @@
 //! of another epoch) are queued after the answer, the rest are covered and dropped. If none was
 //! above the top, the hold stays *answered*: the stream of one topic reaches a node in offset
 //! order, so later arrivals at or below the top are late copies of covered publications
-//! (dropped) and the first one above it ends the hold.
+//! (dropped) and the first one above it ends the hold. Above the top, the connection must get
+//! `top + 1` next, then each following offset of the same epoch: a kept or arriving publication
+//! that skips one (the node's subscriber connection to Redis dropped while the answer was read
+//! on the other connection) or belongs to another epoch closes it with
+//! [`CLOSE_INSUFFICIENT_STATE`] instead, as it does every other subscriber of the topic.
 
 use std::sync::Arc;
 
@@ -39,6 +43,9 @@ pub(super) enum Verdict {
     Skip,
     /// Above an answered hold's top: deliver, and the hold is over.
     DeliverAndEnd,
+    /// Not the one after an answered hold's top (a gap, or another epoch): the connection
+    /// missed publications and is closed with [`CLOSE_INSUFFICIENT_STATE`].
+    Missed,
 }
 
 /// Checks (and in a cluster, records) a stored publication against a connection's holds.
@@ -61,13 +68,17 @@ pub(super) fn verdict(
             Verdict::Skip
         }
         Some((e, top)) if **e == **epoch && offset <= *top => Verdict::Skip,
-        Some(_) => Verdict::DeliverAndEnd,
+        Some((e, top)) if **e == **epoch && offset == *top + 1 => Verdict::DeliverAndEnd,
+        Some(_) => Verdict::Missed,
     }
 }
 
 /// Close code for connections that missed stored publications (a gap in a topic's stream after
 /// the node lost Redis for a moment, or a new epoch): reconnect and recover with `since`.
 pub const CLOSE_INSUFFICIENT_STATE: u16 = 4010;
+
+/// The reason sent with [`CLOSE_INSUFFICIENT_STATE`].
+pub(super) const MISSED: &str = "missed publications: reconnect and recover with since";
 
 impl ShardState {
     /// Cluster: checks a stored publication against the last one this shard saw of its topic.
@@ -114,11 +125,7 @@ impl ShardState {
                 .is_some_and(|l| l.iter().any(|h| *h.topic == *topic));
             if !waits {
                 tracing::debug!(conn = %id, topic, "missed stored publications: closing");
-                self.close(
-                    id,
-                    CLOSE_INSUFFICIENT_STATE,
-                    "missed publications: reconnect and recover with since",
-                );
+                self.close(id, CLOSE_INSUFFICIENT_STATE, MISSED);
             }
         }
     }
@@ -181,14 +188,20 @@ impl ShardState {
             }
             return;
         };
-        let mut passed = false;
+        // Kept publications above the top must continue it without a gap, in its epoch.
+        let mut next = top + 1;
         for (e, offset, f) in h.kept {
-            if passed || *e != *epoch || offset > top {
-                passed = true;
-                self.enqueue(id, f);
+            if *e == *epoch && offset < next {
+                continue; // covered by the answer
             }
+            if *e != *epoch || offset != next {
+                self.close(id, CLOSE_INSUFFICIENT_STATE, MISSED);
+                return;
+            }
+            next += 1;
+            self.enqueue(id, f);
         }
-        if !passed {
+        if next == top + 1 {
             let Some(c) = self.conn_mut(id) else { return };
             c.set(flag::HELD);
             self.held.entry(id).or_default().push(Hold {
@@ -285,11 +298,16 @@ mod tests {
             verdict(&mut holds, "t", Some((&e, 7)), &f),
             Verdict::DeliverAndEnd
         ));
-        // Another epoch (Redis lost its data): nothing of it is covered.
+        // Past the top with a gap, or another epoch (Redis lost its data): the connection
+        // missed publications.
+        assert!(matches!(
+            verdict(&mut holds, "t", Some((&e, 9)), &f),
+            Verdict::Missed
+        ));
         let e2: Arc<str> = "e2".into();
         assert!(matches!(
             verdict(&mut holds, "t", Some((&e2, 1)), &f),
-            Verdict::DeliverAndEnd
+            Verdict::Missed
         ));
     }
 }

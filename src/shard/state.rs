@@ -235,6 +235,7 @@ impl ShardState {
         let check_held = stored.is_some() && !held.is_empty();
         let pos = stored.flatten();
         let mut ended: Vec<ConnId> = Vec::new();
+        let mut missed: Vec<ConnId> = Vec::new();
         let shared = Frame::new(frame.clone());
         // The compressed frame, made at the first subscriber that negotiated permessage-deflate
         // with each window size and shared by the others (`None` inside: sent as it is).
@@ -263,6 +264,10 @@ impl ShardState {
                             Verdict::Deliver => {}
                             Verdict::Skip => continue,
                             Verdict::DeliverAndEnd => ended.push(c.id),
+                            Verdict::Missed => {
+                                missed.push(c.id);
+                                continue;
+                            }
                         }
                     }
                 }
@@ -292,6 +297,14 @@ impl ShardState {
         }
         for id in ended {
             self.end_answered(id, topic);
+        }
+        for id in missed {
+            self.end_answered(id, topic);
+            self.close(
+                id,
+                super::hold::CLOSE_INSUFFICIENT_STATE,
+                super::hold::MISSED,
+            );
         }
         delivered
     }

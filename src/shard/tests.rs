@@ -492,4 +492,89 @@ fn a_kept_alive_http_connection_allocates_nothing_between_requests() {
     assert_eq!(c.inbuf.capacity(), 0, "no read buffer while idle");
     assert_eq!(c.wbuf.capacity(), 0, "no write buffer while idle");
     assert_eq!(c.out.capacity(), 0, "no queue buffer while idle");
+/// Cluster, a connection whose `since` subscribe was answered (top 5) while the node's
+/// subscriber connection to Redis was down: the next publication it sees skips offsets (8).
+/// It must be closed with 4010 like the topic's other subscribers — before, the hold let
+/// offset 8 through and the client saw a silent gap (found by scripts/soak-messaging.sh).
+#[test]
+fn a_gap_after_an_answered_hold_closes_the_connection() {
+    let (mut st, slot, stored) = held_subscriber();
+    for o in 1..=5 {
+        st.handle_msg(stored(o));
+    }
+    written(&mut st, slot);
+    let id = st.conns[slot as usize].id;
+    st.hold(id, "t".into());
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
+    st.handle_msg(stored(8));
+    let out = written(&mut st, slot);
+    assert_eq!(
+        out[0],
+        0x88,
+        "a close frame, not offset 8: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(u16::from_be_bytes([out[2], out[3]]), 4010);
+}
+
+/// Cluster, the same while the answer is still awaited: a kept publication above the answer's
+/// top that does not continue it (top 5, kept 8) closes the connection with 4010 after the
+/// reply; kept ones that continue it (6, 7) are delivered after the reply.
+#[test]
+fn kept_publications_must_continue_the_answer() {
+    let (mut st, slot, stored) = held_subscriber();
+    let id = st.conns[slot as usize].id;
+    st.hold(id, "t".into());
+    st.handle_msg(stored(8));
+    assert!(
+        written(&mut st, slot).is_empty(),
+        "kept while the hold waits"
+    );
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
+    let out = written(&mut st, slot);
+    assert_eq!(
+        out[0],
+        0x88,
+        "a close frame, not offset 8: {}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(u16::from_be_bytes([out[2], out[3]]), 4010);
+
+    let (mut st, slot, stored) = held_subscriber();
+    let id = st.conns[slot as usize].id;
+    st.hold(id, "t".into());
+    st.handle_msg(stored(6));
+    st.handle_msg(stored(7));
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
+    let out = String::from_utf8_lossy(&written(&mut st, slot)).into_owned();
+    assert!(
+        out.contains("\"offset\":6") && out.contains("\"offset\":7"),
+        "{out}"
+    );
+}
+
+/// A cluster shard (the store delivers) with one connection subscribed to `t`, and a maker of
+/// stored publications of `t` in epoch `e1`.
+fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
+    let mut hub = HubShared::for_bench(1);
+    hub.cluster.remote_store = true;
+    let mut st = ShardState::new(0, Arc::new(hub));
+    let slot = upgraded(&mut st);
+    st.on_input(
+        slot,
+        &mut frame(1, br#"{"event":"subscribe","topic":"t","id":1}"#),
+    );
+    written(&mut st, slot);
+    let epoch: Arc<str> = "e1".into();
+    let stored = move |offset: u64| {
+        let sp = inbox::StoredPub {
+            topic: "t".into(),
+            frame: crate::proto::envelope::stored_publication("t", "m", None, offset),
+            exclude: None,
+            epoch: epoch.clone(),
+            offset,
+        };
+        ShardMsg::Stored(Arc::new([sp]))
+    };
+    (st, slot, stored)
 }

@@ -451,6 +451,7 @@ impl Manager {
         };
         let ev = self.ev.clone();
         let shared = self.shared.clone();
+        let gen = self.insts[i].link.borrow().gen;
         tokio::task::spawn_local(async move {
             let r = if glob {
                 tokio::time::timeout(RESPONSE_TIMEOUT, sink.psubscribe(&name)).await
@@ -460,8 +461,13 @@ impl Manager {
             match r {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
+                    // Refused (e.g. `LOADING` right after a restart, or an ACL): the connection
+                    // lives on without the channel, so its subscribers would get nothing until
+                    // the next reconnect. Reconnect now; `up` subscribes everything again.
                     ClusterStats::add(&shared.stats.redis_errors, 1);
-                    tracing::warn!(channel = %name, error = %e, "cluster: Redis subscribe failed");
+                    tracing::warn!(channel = %name, error = %e, "cluster: Redis subscribe failed; reconnecting");
+                    let why = format!("subscribe to {name} refused: {e}");
+                    let _ = ev.send(Ev::Down { i, gen, why });
                 }
                 Err(_) => {
                     ClusterStats::add(&shared.stats.redis_errors, 1);
