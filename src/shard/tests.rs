@@ -492,6 +492,8 @@ fn a_kept_alive_http_connection_allocates_nothing_between_requests() {
     assert_eq!(c.inbuf.capacity(), 0, "no read buffer while idle");
     assert_eq!(c.wbuf.capacity(), 0, "no write buffer while idle");
     assert_eq!(c.out.capacity(), 0, "no queue buffer while idle");
+}
+
 /// Cluster, a connection whose `since` subscribe was answered (top 5) while the node's
 /// subscriber connection to Redis was down: the next publication it sees skips offsets (8).
 /// It must be closed with 4010 like the topic's other subscribers — before, the hold let
