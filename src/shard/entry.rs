@@ -1,0 +1,183 @@
+//! One connection's entry in the shard's slab: its phase, its flags, and the coarse stamps
+//! its timeouts use. Everything a quiet connection holds is here (the size is bounded by unit
+//! tests in `shard::tests`).
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::proto::frame::Assembler;
+use crate::ConnId;
+
+/// What a WebSocket connection does with its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnKind {
+    /// Envelope protocol: subscribe, unsubscribe, handlers.
+    PubSub,
+    /// Echoes every message (conformance route).
+    Echo,
+}
+
+/// Where a connection is in its life.
+pub(crate) enum Phase {
+    /// Reading the HTTP request head (bytes so far in `inbuf`).
+    Head,
+    /// Reading an API request's body of `need` bytes (so far in `inbuf`); one box for both
+    /// keeps the phase, in every entry, at 16 bytes.
+    Body(Box<(crate::proto::handshake::RequestHead, usize)>),
+    /// The request is with the API thread; input is ignored.
+    Api,
+    /// WebSocket frames.
+    Ws(ConnKind),
+    /// A Server-Sent Events stream: input is ignored until EOF.
+    Sse,
+    /// Input is discarded until EOF (after an HTTP error or a protocol-error close).
+    Discard,
+}
+
+/// One connection: protocol state, outbound queue and subscriptions. Everything a quiet
+/// connection holds is here, in one slab entry: no task, no read buffer, no write buffer.
+pub(crate) struct ConnEntry {
+    pub(crate) id: ConnId,
+    pub(crate) fd: RawFd,
+    pub(super) remote: SocketAddr,
+    pub(super) phase: Phase,
+    pub(super) user: Option<Arc<str>>,
+    /// What the connection may subscribe and publish to.
+    pub(super) perms: crate::policy::security::Permissions,
+    /// Its message rate limiter, when limits are on: built at its first message (boxed: most
+    /// of an entry otherwise). Its slot in the connection caps is two bits of `flags`.
+    pub(super) limiter: Option<Box<crate::policy::ratelimit::ConnLimiter>>,
+    /// TLS state (rustls is sans-IO), boxed: most connections never have it.
+    pub(super) tls: Option<Box<rustls::ServerConnection>>,
+    /// Frames to write, shared with every other local recipient: a shard-local (non-atomic)
+    /// reference count per publication, so fanning out to N connections costs N plain
+    /// increments instead of N atomic ones, and 8 bytes of queue per frame.
+    pub(super) out: VecDeque<Frame>,
+    /// Bytes queued in `out` (the slow-consumer bound).
+    pub(super) queued: usize,
+    /// Bytes of `out[0]` already written.
+    pub(super) head_sent: usize,
+    /// Frames at the front of `out` that a send in flight points at: never dropped.
+    pub(super) in_flight: u32,
+    /// Owned output (TLS records, SSE events, HTTP responses) and how much of it is written.
+    pub(super) wbuf: Vec<u8>,
+    pub(super) wsent: usize,
+    /// Bytes of an incomplete frame or request head: allocated only while one is pending.
+    pub(super) inbuf: Vec<u8>,
+    /// A fragmented message being reassembled: allocated only while one is.
+    pub(super) asm: Option<Box<Assembler>>,
+    /// When the connection began closing; nothing is queued after its close frame.
+    pub(super) closing: Option<Stamp>,
+    pub(super) last_seen: Stamp,
+    pub(super) accepted: Stamp,
+    pub(super) subs: Vec<Box<str>>,
+    /// Last publication delivered, to send each publication once per connection even when
+    /// several of its patterns match.
+    pub(super) stamp: u64,
+    /// Interest changes an SSE stream waits for before it starts.
+    pub(super) hold: u16,
+    /// Operations the shell has in flight on the socket (io_uring); the entry lives until 0.
+    pub(crate) ops: u8,
+    pub(super) flags: u32,
+}
+
+/// `ConnEntry::flags` bits.
+pub(super) mod flag {
+    /// In the shard's dirty list.
+    pub const DIRTY: u32 = 1;
+    /// A send is in flight (or, on epoll, waiting for the socket to become writable).
+    pub const SENDING: u32 = 2;
+    /// The write side is shut down.
+    pub const WR_SHUT: u32 = 4;
+    /// No more input will come (EOF, error, or cut).
+    pub const RD_EOF: u32 = 8;
+    /// A ping was sent and not yet answered by any traffic.
+    pub const PING_SENT: u32 = 16;
+    /// Counted in `connections` (upgraded).
+    pub const COUNTED: u32 = 32;
+    /// The close deadline passed and the socket was cut.
+    pub const FORCED: u32 = 64;
+    /// Has entries in `ShardState::held` (waits for the store on some topic).
+    pub const HELD: u32 = 128;
+    /// Holds a slot in the connection caps' total (`limits.max_connections`).
+    pub const CAPPED: u32 = 256;
+    /// Holds a slot in its address's count too (`limits.max_connections_per_ip`).
+    pub const CAPPED_IP: u32 = 512;
+    /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
+    /// is freed once it drains, so an idle connection holds none.
+    pub const FRESH: u32 = 1024;
+    /// The HTTP request with the API thread is answered with the connection kept open.
+    pub const KEEP_ALIVE: u32 = 2048;
+    /// Kept alive after an HTTP response: waits for the next request (the idle keep-alive
+    /// timeout applies while nothing of it has arrived).
+    pub const KEPT: u32 = 4096;
+    /// That request came as HTTP/1.0 (keep-alive is then said in the response).
+    pub const HTTP10: u32 = 8192;
+    /// permessage-deflate: three bits holding the negotiated server window less 8 (1..=7 for
+    /// 9..=15 bits), 0 when the connection did not negotiate it.
+    pub const DEFLATE_SHIFT: u32 = 14;
+    pub const DEFLATE: u32 = 7 << DEFLATE_SHIFT;
+}
+
+impl ConnEntry {
+    /// A kept-alive HTTP connection with nothing of its next request yet.
+    pub(super) fn between_requests(&self) -> bool {
+        matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf.is_empty()
+    }
+    pub(super) fn has(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+    pub(super) fn set(&mut self, f: u32) {
+        self.flags |= f;
+    }
+    pub(super) fn clear(&mut self, f: u32) {
+        self.flags &= !f;
+    }
+    /// The server window negotiated for permessage-deflate (9..=15), 0 without it.
+    pub(super) fn deflate_bits(&self) -> u8 {
+        match (self.flags & flag::DEFLATE) >> flag::DEFLATE_SHIFT {
+            0 => 0,
+            b => b as u8 + 8,
+        }
+    }
+
+    /// Gives back its slot in the connection caps, if it holds one.
+    pub(super) fn uncap(&mut self, guard: &crate::policy::guard::Guard) {
+        use crate::policy::ratelimit::Counted;
+        if let (true, Some(limits)) = (self.has(flag::CAPPED), &guard.conn_limits) {
+            let counted = if self.has(flag::CAPPED_IP) {
+                Counted::TotalAndIp
+            } else {
+                Counted::Total
+            };
+            limits.uncount(self.remote.ip(), counted);
+        }
+        self.clear(flag::CAPPED | flag::CAPPED_IP);
+    }
+}
+
+/// A coarse timestamp: milliseconds since the shard started, 4 bytes in every entry instead of
+/// an `Instant`'s 16 (non-zero, so an `Option` of it is 4 bytes too). Only differences under
+/// 49 days are taken, which every timeout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp(std::num::NonZeroU32);
+
+impl Stamp {
+    pub(super) fn at(epoch: Instant, now: Instant) -> Self {
+        let ms = now.duration_since(epoch).as_millis() as u32;
+        Stamp(std::num::NonZeroU32::new(ms | 1).unwrap_or(std::num::NonZeroU32::MIN))
+    }
+
+    /// Time from `earlier` to `self`.
+    pub(super) fn since(self, earlier: Stamp) -> Duration {
+        Duration::from_millis(u64::from(self.0.get().wrapping_sub(earlier.0.get())))
+    }
+}
+
+/// A queued frame: the encoded bytes behind a shard-local reference count.
+pub(crate) type Frame = std::rc::Rc<Bytes>;
