@@ -82,21 +82,7 @@ impl Raw {
 
     /// Sends one masked frame whose first byte is `b0` (FIN, RSV and opcode bits).
     fn send(&mut self, b0: u8, payload: &[u8]) {
-        let mask = [7, 1, 2, 9];
-        let mut f = vec![b0];
-        match payload.len() {
-            n if n < 126 => f.push(0x80 | n as u8),
-            n if n < 65536 => {
-                f.push(0x80 | 126);
-                f.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                f.push(0x80 | 127);
-                f.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        f.extend_from_slice(&mask);
-        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        let f = common::masked_frame(b0, payload, [7, 1, 2, 9]);
         self.s.write_all(&f).unwrap();
     }
 

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use ringhub::guard::Guard;
-use ringhub::settings::Settings;
-use ringhub::{Builder, Config, IoMode, ServerError, ServerHandle};
+use ringhub::{Config, IoMode, ServerError, ServerHandle};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMsg;
@@ -20,26 +18,6 @@ use tokio_tungstenite::tungstenite::Message as WsMsg;
 /// A longer guard for the heavy tests (floods, thousands of clients, drain delay) on a loaded
 /// machine; still only a hang guard.
 const LONG_GUARD: Duration = Duration::from_secs(30);
-
-/// A pub/sub server (API key "k") whose door policy comes from settings pairs.
-fn server_with(
-    io: IoMode,
-    settings: &[(&str, &str)],
-    more: impl FnOnce(Builder) -> Builder,
-) -> Option<ServerHandle> {
-    let mut s = Settings::default();
-    for (k, v) in settings {
-        s.set(k, v, "test").unwrap();
-    }
-    s.validate().unwrap();
-    let guard = Guard::from_settings(&s).unwrap();
-    start(more(builder(io).guard(guard).api_key("k").pubsub()))
-}
-
-fn stop(h: ServerHandle) {
-    h.shutdown();
-    h.join();
-}
 
 /// Sends a raw request and reads the whole response (to EOF, or the guard).
 fn http_raw(addr: SocketAddr, req: &str) -> String {
@@ -176,7 +154,7 @@ fn handshake_timeout(io: IoMode) {
         status_of(&get(h.local_addr(), "/healthz")),
         "HTTP/1.1 200 OK"
     );
-    stop(h);
+    stop_server(h);
 }
 
 #[test]
@@ -219,7 +197,7 @@ async fn operator_endpoints_at_cap(io: IoMode) {
     // The connected client is unaffected.
     subscribe(&mut ws, "still", 2).await;
     drop(ws);
-    stop(h);
+    stop_server(h);
 }
 
 #[tokio::test]
@@ -291,7 +269,7 @@ async fn slow_consumer_gets_1008(io: IoMode) {
     h.publish("flood", "after", &json!(1)).unwrap();
     assert_eq!(recv(&mut pacer).await["event"], "after");
     drop((slow, pacer));
-    stop(h);
+    stop_server(h);
 }
 
 #[tokio::test]
@@ -319,13 +297,13 @@ fn second_server_refused(io: IoMode) {
         }
         Err(e) => panic!("{io:?}: expected ServerError::Listen, got {e}"),
         Ok(second) => {
-            stop(second);
+            stop_server(second);
             panic!("{io:?}: a second server started on {addr}, which the first one holds");
         }
     }
     // The first one still serves.
     assert_eq!(status_of(&get(addr, "/healthz")), "HTTP/1.1 200 OK");
-    stop(h);
+    stop_server(h);
 }
 
 #[test]
@@ -348,7 +326,7 @@ fn port_free_after_join(io: IoMode) {
     let mut h = Some(h);
     for round in 0..3 {
         let old = h.take().unwrap();
-        stop(old);
+        stop_server(old);
         assert!(
             TcpStream::connect(addr).is_err(),
             "{io:?} round {round}: {addr} still accepts connections after join"
@@ -358,7 +336,7 @@ fn port_free_after_join(io: IoMode) {
             Err(e) => panic!("{io:?} round {round}: restart on {addr} after join failed: {e}"),
         }
     }
-    stop(h.unwrap());
+    stop_server(h.unwrap());
 }
 
 #[test]
@@ -497,7 +475,7 @@ fn rate_limit_closes_once(io: IoMode) {
         st.messages_in
     );
     drop(s);
-    stop(h);
+    stop_server(h);
 }
 
 #[test]
@@ -626,7 +604,7 @@ async fn sse_tls_and_plain(io: IoMode) {
         .unwrap();
     sse_stream(io, "plain", &h, &mut tcp).await;
     drop(tcp);
-    stop(h);
+    stop_server(h);
 
     let files = tls_files(&format!("{io:?}"));
     let Some(h) = server_with(
@@ -646,7 +624,7 @@ async fn sse_tls_and_plain(io: IoMode) {
     let _ = std::fs::remove_dir_all(&files.dir);
     sse_stream(io, "TLS", &h, &mut tls).await;
     drop(tls);
-    stop(h);
+    stop_server(h);
 }
 
 #[tokio::test]
@@ -724,7 +702,7 @@ fn large_messages_echo(io: IoMode) {
     let (_, op, p) = read_frame(&mut s).unwrap();
     assert_eq!((op, close_code(&p)), (0x8, 1000), "{io:?}");
     drop(s);
-    stop(h);
+    stop_server(h);
 }
 
 #[test]
@@ -779,7 +757,7 @@ async fn many_connections(io: IoMode, many: usize) {
         );
     }
     drop(clients);
-    stop(h);
+    stop_server(h);
 }
 
 #[tokio::test]
@@ -831,7 +809,7 @@ async fn large_echo_over_tls(io: IoMode) {
         other => panic!("{io:?}: 200 KB echo over TLS failed: {other:?}"),
     }
     drop(echo);
-    stop(h);
+    stop_server(h);
     let _ = std::fs::remove_dir_all(&files.dir);
 }
 
@@ -889,7 +867,7 @@ async fn tls_publication_burst(io: IoMode) {
         );
     }
     drop(sub);
-    stop(h);
+    stop_server(h);
     let _ = std::fs::remove_dir_all(&files.dir);
 }
 
@@ -996,7 +974,7 @@ async fn departures_release_slots(io: IoMode) {
         all.push(ws);
     }
     drop(all);
-    stop(h);
+    stop_server(h);
 }
 
 #[tokio::test]
@@ -1045,7 +1023,7 @@ fn last_message_then_eof(io: IoMode) {
     }
     drop(clients);
     wait_no_connections(&h, &format!("{io:?}: after {N} hang-ups"));
-    stop(h);
+    stop_server(h);
 }
 
 #[test]

@@ -9,28 +9,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::*;
-use ringhub::guard::Guard;
-use ringhub::settings::Settings;
-use ringhub::{Builder, IoMode, ServerHandle};
-
-fn server(
-    io: IoMode,
-    settings: &[(&str, &str)],
-    more: impl FnOnce(Builder) -> Builder,
-) -> Option<ServerHandle> {
-    let mut s = Settings::default();
-    for (k, v) in settings {
-        s.set(k, v, "test").unwrap();
-    }
-    s.validate().unwrap();
-    let guard = Guard::from_settings(&s).unwrap();
-    start(more(builder(io).guard(guard).api_key("k").pubsub()))
-}
-
-fn stop(h: ServerHandle) {
-    h.shutdown();
-    h.join();
-}
+use ringhub::IoMode;
 
 fn open(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).unwrap();
@@ -114,7 +93,7 @@ const HEALTH: &str = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
 /// Several requests, one after the other, on one connection; every route kind (probe,
 /// metrics, API) answers without closing it.
 fn sequential(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -131,14 +110,14 @@ fn sequential(io: IoMode) {
         assert_eq!(a.status, 200, "{a:?}");
         assert!(!a.closes(), "{a:?}");
     }
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn sequential);
 
 /// Pipelined requests (all written before any answer is read) are answered in order.
 fn pipelined(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -166,14 +145,14 @@ fn pipelined(io: IoMode) {
     }
     want.push(200);
     assert_eq!(statuses, want);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn pipelined);
 
 /// `Connection: close` gets its answer, said to close, then EOF.
 fn connection_close(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -187,14 +166,14 @@ fn connection_close(io: IoMode) {
         "closed after the answer"
     );
     drop(s);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn connection_close);
 
 /// HTTP/1.0 closes unless the client asks for keep-alive; then the answer says so.
 fn http_1_0(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -213,7 +192,7 @@ fn http_1_0(io: IoMode) {
         assert!(a.head.contains("\r\nConnection: keep-alive\r\n"), "{a:?}");
     }
     drop(s);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn http_1_0);
@@ -221,7 +200,7 @@ per_shell!(fn http_1_0);
 /// A kept-alive connection with no request closes after `limits.keepalive_timeout`; a
 /// timeout of zero answers one request per connection.
 fn idle_timeout(io: IoMode) {
-    let Some(h) = server(io, &[], |b| {
+    let Some(h) = server_with(io, &[], |b| {
         b.http_keepalive_timeout(Duration::from_millis(200))
     }) else {
         return;
@@ -233,9 +212,9 @@ fn idle_timeout(io: IoMode) {
     assert!(a.status == 200 && !a.closes(), "{a:?}");
     // The read guard is 10 s: this EOF comes from the idle timeout.
     assert!(answer(&mut s, &mut buf).is_none(), "closed when idle");
-    stop(h);
+    stop_server(h);
 
-    let Some(h) = server(io, &[], |b| b.http_keepalive_timeout(Duration::ZERO)) else {
+    let Some(h) = server_with(io, &[], |b| b.http_keepalive_timeout(Duration::ZERO)) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -244,7 +223,7 @@ fn idle_timeout(io: IoMode) {
     assert!(a.status == 200 && a.closes(), "{a:?}");
     assert!(answer(&mut s, &mut buf).is_none());
     drop(s);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn idle_timeout);
@@ -252,7 +231,7 @@ per_shell!(fn idle_timeout);
 /// A malformed request after good ones gets its 400 and the close, after the earlier answers;
 /// another connection is unaffected.
 fn malformed_second(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut other = open(h.local_addr());
@@ -275,14 +254,14 @@ fn malformed_second(io: IoMode) {
     other.write_all(HEALTH.as_bytes()).unwrap();
     assert_eq!(answer(&mut other, &mut obuf).unwrap().status, 200);
     drop((s, other));
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn malformed_second);
 
 /// A body that arrives in pieces, on the second request of a connection.
 fn body_in_pieces(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -301,7 +280,7 @@ fn body_in_pieces(io: IoMode) {
         a.status == 200 && a.body.contains("\"success\":true"),
         "{a:?}"
     );
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn body_in_pieces);
@@ -309,7 +288,7 @@ per_shell!(fn body_in_pieces);
 /// The throttle on wrong API keys holds on one kept-alive connection: the eleventh try is
 /// refused with 429 even with the right key.
 fn key_throttle(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let mut s = open(h.local_addr());
@@ -321,7 +300,7 @@ fn key_throttle(io: IoMode) {
     }
     s.write_all(publish("a", "").as_bytes()).unwrap();
     assert_eq!(answer(&mut s, &mut buf).unwrap().status, 429);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn key_throttle);
@@ -330,7 +309,7 @@ per_shell!(fn key_throttle);
 /// refused meanwhile, and a request on another connection is answered, then closed; once the
 /// kept-alive connection is gone the slot is free again.
 fn counts_against_caps(io: IoMode) {
-    let Some(h) = server(io, &[("limits.max_connections", "1")], |b| b) else {
+    let Some(h) = server_with(io, &[("limits.max_connections", "1")], |b| b) else {
         return;
     };
     let addr = h.local_addr();
@@ -367,14 +346,14 @@ fn counts_against_caps(io: IoMode) {
         String::from_utf8_lossy(&buf)
     );
     drop((kept, s, ws));
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn counts_against_caps);
 
 /// After plain requests, the same connection upgrades to a WebSocket and works.
 async fn upgrade_after_requests(io: IoMode) {
-    let Some(h) = server(io, &[], |b| b) else {
+    let Some(h) = server_with(io, &[], |b| b) else {
         return;
     };
     let tcp = tokio::net::TcpStream::connect(h.local_addr())
@@ -421,7 +400,7 @@ async fn upgrade_after_requests(io: IoMode) {
         serde_json::json!({"topic":"up","event":"e","data":1})
     );
     drop(ws);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(async fn upgrade_after_requests);
@@ -433,7 +412,7 @@ fn tls(io: IoMode) {
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let Some(h) = server(
+    let Some(h) = server_with(
         io,
         &[
             ("tls.cert_file", cert_path.to_str().unwrap()),
@@ -469,7 +448,7 @@ fn tls(io: IoMode) {
     let last = answer(&mut s, &mut buf).unwrap();
     assert!(last.status == 200 && last.closes(), "{last:?}");
     drop(s);
-    stop(h);
+    stop_server(h);
 }
 
 per_shell!(fn tls);

@@ -2,6 +2,8 @@
 //! with structure (valid frames split arbitrarily, headers with arbitrary values) and exact
 //! expectations.
 
+mod common;
+
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use proptest::prelude::*;
 use ringhub::auth::{AuthError, Authenticator};
@@ -11,21 +13,7 @@ use ringhub::settings::Secret;
 
 /// A masked client frame.
 fn frame(op: u8, fin: bool, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut f = vec![(fin as u8) << 7 | op];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n < 65536 => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    f
+    common::masked_frame((fin as u8) << 7 | op, payload, mask)
 }
 
 /// Splits `msg` into fragments at the given cut points (as frames, first opcode `op`).

@@ -44,6 +44,47 @@ pub fn builder_with(io: IoMode, cfg: Config) -> Builder {
         .handler_threads(2)
 }
 
+/// A pub/sub server (API key "k") whose door policy comes from settings pairs; `more` adds to
+/// the builder. `None` when io_uring is unavailable (see [`start`]).
+pub fn server_with(
+    io: IoMode,
+    settings: &[(&str, &str)],
+    more: impl FnOnce(Builder) -> Builder,
+) -> Option<ServerHandle> {
+    let mut s = ringhub::settings::Settings::default();
+    for (k, v) in settings {
+        s.set(k, v, "test").unwrap();
+    }
+    s.validate().unwrap();
+    let guard = ringhub::guard::Guard::from_settings(&s).unwrap();
+    start(more(builder(io).guard(guard).api_key("k").pubsub()))
+}
+
+/// Shuts the server down and waits for its threads.
+pub fn stop_server(h: ServerHandle) {
+    h.shutdown();
+    h.join();
+}
+
+/// A client frame: first byte `b0` (FIN, RSV bits, opcode), `payload` masked with `mask`.
+pub fn masked_frame(b0: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut f = vec![b0];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n < 65536 => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
 /// `?user=NAME` (among other query pairs) becomes the connection's user (through `on_connect`).
 pub fn users(b: Builder) -> Builder {
     b.on_connect(|c: &ConnectInfo<'_>| {
