@@ -1,8 +1,9 @@
 //! The one HTTP router on the WebSocket port: pages, health and readiness probes, Prometheus
 //! metrics, then the API (`/api/v1/*`, API key in `Authorization: Bearer`) — each endpoint group
 //! in a file of its own (`publish`, `users`, `messages`, `nodes`), over the operations in
-//! `messaging` and the answers in `response`. Nothing below calls back into this file. One
-//! request per connection (`Connection: close`).
+//! `messaging` and the answers in `response`. Nothing below calls back into this file. The shard
+//! keeps the connection alive between requests and hands them over one at a time, so answers
+//! leave in request order (`shard::request`).
 
 use bytes::Bytes;
 use serde::Deserialize;
