@@ -406,26 +406,7 @@ fn a_request_body_that_does_not_arrive_in_time_gets_408() {
 /// topic's offsets closes its subscribers with 4010 so they recover instead of missing it.
 #[test]
 fn a_gap_in_a_stored_stream_closes_its_subscribers() {
-    let mut hub = HubShared::for_bench(1);
-    hub.cluster.remote_store = true;
-    let mut st = ShardState::new(0, Arc::new(hub));
-    let slot = upgraded(&mut st);
-    st.on_input(
-        slot,
-        &mut frame(1, br#"{"event":"subscribe","topic":"t","id":1}"#),
-    );
-    written(&mut st, slot);
-    let epoch: Arc<str> = "e1".into();
-    let stored = |offset: u64| {
-        let sp = inbox::StoredPub {
-            topic: "t".into(),
-            frame: crate::proto::envelope::stored_publication("t", "m", None, offset),
-            exclude: None,
-            epoch: epoch.clone(),
-            offset,
-        };
-        ShardMsg::Stored(Arc::new([sp]))
-    };
+    let (mut st, slot, stored) = held_subscriber();
     let text = |st: &mut ShardState| String::from_utf8_lossy(&written(st, slot)).into_owned();
     st.handle_msg(stored(1));
     st.handle_msg(stored(2));
