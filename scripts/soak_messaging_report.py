@@ -21,17 +21,9 @@ Criteria (per server process):
 import argparse, csv, json, math, statistics
 from html import escape
 
+from soak_plot import nice_max  # same folder: the axis rounding of the other soak's curves
+
 RSS_SLACK_MB = 16
-
-
-def nice_max(v):
-    if v <= 0:
-        return 1.0
-    e = 10 ** math.floor(math.log10(v))
-    for m in (1, 2, 2.5, 5, 10):
-        if m * e >= v:
-            return m * e
-    return 10 * e
 
 
 def svg(rows, raw, nodes, title):
