@@ -4,6 +4,7 @@
 //! input on the echo route, and the refusals (a deflate bomb, RSV1 where it is not allowed).
 
 mod common;
+#[path = "deflate/takeover.rs"]
 mod takeover;
 
 use std::io::{Read, Write};

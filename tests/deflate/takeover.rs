@@ -5,8 +5,7 @@
 
 use super::*;
 
-const KEPT: &str =
-    "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
+const KEPT: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n";
 
 fn kept(threshold: usize) -> CompressionConfig {
     CompressionConfig {
@@ -58,7 +57,12 @@ fn publications_and_replies_decode_with_a_kept_window(io: IoMode) {
         let bad = json!({"event":"subscribe","topic":"a*b","id":i});
         k.send(0x81, bad.to_string().as_bytes());
         let (_, err) = k.message();
-        assert_eq!(json(&err)["event"], "error", "{}", String::from_utf8_lossy(&err));
+        assert_eq!(
+            json(&err)["event"],
+            "error",
+            "{}",
+            String::from_utf8_lossy(&err)
+        );
     }
     assert!(
         kept_bytes * 2 < shared_bytes,
@@ -70,7 +74,9 @@ per_shell!(fn publications_and_replies_decode_with_a_kept_window);
 
 /// The echo route with a kept window: every echo is compressed with it, whatever its size.
 fn echoes_decode_with_a_kept_window(io: IoMode) {
-    let Some(h) = server(io, kept(1000)) else { return };
+    let Some(h) = server(io, kept(1000)) else {
+        return;
+    };
     let (mut c, head) = Raw::open(&h, "/echo", Some(OFFER));
     assert!(head.contains(KEPT), "{head}");
     for i in 0..20 {

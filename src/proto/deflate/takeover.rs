@@ -74,6 +74,7 @@ impl Deflater {
     }
 
     /// How many connections hold a stream of their own.
+    #[cfg(test)]
     pub fn kept_streams(&self) -> usize {
         self.kept.0.len()
     }
@@ -104,7 +105,9 @@ mod tests {
     fn a_kept_window_makes_repeated_messages_smaller_and_still_inflates() {
         let mut d = Deflater::new(3, 100);
         let msg = |i: u32| {
-            format!(r#"{{"topic":"dm:alice","event":"message","data":{{"from":"bob","seq":{i},"text":"are we still on for the meeting tomorrow at ten, the usual room?"}}}}"#)
+            format!(
+                r#"{{"topic":"dm:alice","event":"message","data":{{"from":"bob","seq":{i},"text":"are we still on for the meeting tomorrow at ten, the usual room?"}}}}"#
+            )
         };
         let mut client = Decompress::new(false);
         let mut sizes = Vec::new();
@@ -129,7 +132,10 @@ mod tests {
         assert_eq!(d.kept_streams(), 2);
         // Under the threshold, a control frame, an already compressed frame: left as they are.
         assert_eq!(d.frame_kept(7, &raw_frame(1, b"hi"), 15, false), Ok(None));
-        assert_eq!(d.frame_kept(7, &raw_frame(9, &[b'a'; 120]), 15, false), Ok(None));
+        assert_eq!(
+            d.frame_kept(7, &raw_frame(9, &[b'a'; 120]), 15, false),
+            Ok(None)
+        );
         assert_eq!(d.frame_kept(7, &other, 15, false), Ok(None));
         // ... and the window is unaffected by them.
         let m = msg(9);

@@ -36,7 +36,11 @@ fn kept_connections_get_frames_of_their_own_and_others_share_one() {
     for id in ids {
         st.take_queued(id);
     }
-    assert_eq!(st.deflater.kept_streams(), 0, "none before a compressed message");
+    assert_eq!(
+        st.deflater.kept_streams(),
+        0,
+        "none before a compressed message"
+    );
     let data = format!("\"{}\"", "compressible ".repeat(40));
     let pubf = envelope::publication("t", "m", Some(data.as_bytes()));
     for _ in 0..2 {
@@ -48,7 +52,10 @@ fn kept_connections_get_frames_of_their_own_and_others_share_one() {
     assert_eq!(s1[0], s1[1], "shared: each message on its own");
     assert_ne!(k1[0].as_ptr(), k2[0].as_ptr(), "kept: one encoding each");
     assert_eq!(k1, k2, "the same bytes: two windows in the same state");
-    assert!(k1[1].len() * 3 < k1[0].len(), "the second refers to the first");
+    assert!(
+        k1[1].len() * 3 < k1[0].len(),
+        "the second refers to the first"
+    );
     // Closing frees the connection's stream.
     st.on_input(slots[0], &mut frame(8, &1000u16.to_be_bytes()));
     assert_eq!(st.deflater.kept_streams(), 1);
@@ -64,7 +71,10 @@ fn a_kept_window_costs_hundreds_of_kilobytes() {
     for bits in [15u8, 9] {
         let before = heap::live();
         let frames: Vec<_> = (0..10)
-            .map(|k| st.deflater.frame_kept(u64::from(bits) * 100 + k, &pubf, bits, false))
+            .map(|k| {
+                st.deflater
+                    .frame_kept(u64::from(bits) * 100 + k, &pubf, bits, false)
+            })
             .collect();
         drop(frames);
         let per_conn = (heap::live() - before) / 10;
