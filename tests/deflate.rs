@@ -4,6 +4,8 @@
 //! input on the echo route, and the refusals (a deflate bomb, RSV1 where it is not allowed).
 
 mod common;
+#[path = "deflate/takeover.rs"]
+mod takeover;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,6 +32,7 @@ fn on(threshold: usize) -> CompressionConfig {
         enabled: true,
         level: 6,
         threshold,
+        context_takeover: false,
     }
 }
 
@@ -41,6 +44,11 @@ impl<T: Read + Write> Io for T {}
 struct Raw {
     s: Box<dyn Io>,
     buf: Vec<u8>,
+    /// The inflater of a connection whose server keeps its window (it did not answer
+    /// `server_no_context_takeover`): kept from message to message.
+    window: Option<Decompress>,
+    /// The payload length on the wire of the last message.
+    wire: usize,
 }
 
 impl Raw {
@@ -61,7 +69,12 @@ impl Raw {
             "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{ext}\r\n"
         )
         .unwrap();
-        let mut raw = Raw { s, buf: Vec::new() };
+        let mut raw = Raw {
+            s,
+            buf: Vec::new(),
+            window: None,
+            wire: 0,
+        };
         let end = loop {
             if let Some(i) = raw.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
@@ -70,6 +83,9 @@ impl Raw {
         };
         let head = String::from_utf8(raw.buf.drain(..end).collect()).unwrap();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        if head.contains("permessage-deflate") && !head.contains("server_no_context_takeover") {
+            raw.window = Some(Decompress::new(false));
+        }
         (raw, head)
     }
 
@@ -117,10 +133,11 @@ impl Raw {
         let (b0, payload) = self.frame();
         assert_eq!(b0 & 0x80, 0x80, "the server does not fragment");
         assert!(matches!(b0 & 0x0f, 1 | 2), "a data frame, got {b0:#x}");
-        if b0 & 0x40 != 0 {
-            (true, inflate(&payload))
-        } else {
-            (false, payload)
+        self.wire = payload.len();
+        match (b0 & 0x40 != 0, &mut self.window) {
+            (true, Some(w)) => (true, inflate_with(w, &payload)),
+            (true, None) => (true, inflate(&payload)),
+            (false, _) => (false, payload),
         }
     }
 
@@ -136,12 +153,17 @@ impl Raw {
 }
 
 fn inflate(data: &[u8]) -> Vec<u8> {
-    let mut d = Decompress::new(false);
+    inflate_with(&mut Decompress::new(false), data)
+}
+
+/// Inflates one message with `d`, which keeps its window for the next (context takeover).
+fn inflate_with(d: &mut Decompress, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let input = [data, &[0, 0, 0xff, 0xff]].concat();
-    while (d.total_in() as usize) < input.len() || out.len() == out.capacity() {
+    let start = d.total_in();
+    while ((d.total_in() - start) as usize) < input.len() || out.len() == out.capacity() {
         out.reserve(64 * 1024);
-        let at = d.total_in() as usize;
+        let at = (d.total_in() - start) as usize;
         d.decompress_vec(&input[at..], &mut out, FlushDecompress::Sync)
             .unwrap();
     }

@@ -105,6 +105,9 @@ pub struct WsReader {
     /// `--deflate`: the inflater (made at the first compressed frame) and its output.
     inflater: Option<Box<flate2::Decompress>>,
     inflated: Vec<u8>,
+    /// The server keeps its LZ77 window between messages (it did not answer
+    /// `server_no_context_takeover`): the inflater is not reset between messages.
+    takeover: bool,
 }
 
 /// `--deflate`: offer permessage-deflate and inflate what comes compressed.
@@ -126,7 +129,7 @@ struct FrameInfo {
 }
 
 impl WsReader {
-    fn new(stream: OwnedReadHalf, leftover: &[u8]) -> WsReader {
+    fn new(stream: OwnedReadHalf, leftover: &[u8], takeover: bool) -> WsReader {
         let mut buf = vec![0u8; (64 * 1024).max(leftover.len() * 2)];
         buf[..leftover.len()].copy_from_slice(leftover);
         WsReader {
@@ -136,6 +139,7 @@ impl WsReader {
             end: leftover.len(),
             inflater: None,
             inflated: Vec::new(),
+            takeover,
         }
     }
 
@@ -203,11 +207,14 @@ impl WsReader {
         if !f.compressed {
             return (f.opcode, payload);
         }
-        // The server uses no context takeover: each message inflates on its own.
+        // Without context takeover each message inflates on its own; with it, the window of
+        // the previous messages is kept.
         let z = self
             .inflater
             .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
-        z.reset(false);
+        if !self.takeover {
+            z.reset(false);
+        }
         self.inflated.clear();
         for input in [&payload[..], &[0u8, 0, 0xff, 0xff][..]] {
             let start = z.total_in();
@@ -430,6 +437,7 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
     stream.write_all(req.as_bytes()).await?;
 
     let mut buf = Vec::with_capacity(512);
+    let mut takeover = false;
     let header_len = loop {
         if buf.len() > 16 * 1024 {
             bail!("handshake response headers too large");
@@ -461,18 +469,23 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
             if accept != want.as_bytes() {
                 bail!("bad Sec-WebSocket-Accept");
             }
-            let deflate = resp.headers.iter().any(|h| {
+            let agreed = resp.headers.iter().find(|h| {
                 h.name.eq_ignore_ascii_case("sec-websocket-extensions")
                     && h.value.starts_with(b"permessage-deflate")
             });
-            if DEFLATE.load(Ordering::Relaxed) && !deflate {
+            if DEFLATE.load(Ordering::Relaxed) && agreed.is_none() {
                 bail!("--deflate: the server did not accept permessage-deflate");
             }
+            takeover = agreed.is_some_and(|h| {
+                !String::from_utf8_lossy(h.value)
+                    .to_ascii_lowercase()
+                    .contains("server_no_context_takeover")
+            });
             break len;
         }
     };
     let (rd, wr) = stream.into_split();
-    let reader = WsReader::new(rd, &buf[header_len..]);
+    let reader = WsReader::new(rd, &buf[header_len..], takeover);
     let writer = WsWriter {
         stream: wr,
         buf: Vec::with_capacity(4096),

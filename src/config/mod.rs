@@ -102,8 +102,9 @@ pub struct Config {
 }
 
 /// permessage-deflate (RFC 7692) with the clients that offer it (`[compression]`). Each
-/// message is compressed on its own (no context takeover either way), so a publication is
-/// compressed once per shard and an idle connection holds no compression state.
+/// message is compressed on its own (no context takeover either way) unless
+/// `context_takeover` is on, so a publication is compressed once per shard and an idle
+/// connection holds no compression state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompressionConfig {
     /// Accept permessage-deflate offers (default true).
@@ -112,6 +113,12 @@ pub struct CompressionConfig {
     pub level: u32,
     /// Payloads shorter than this many bytes are sent uncompressed (default 128).
     pub threshold: usize,
+    /// Keep the LZ77 window of each client that allows it (its offer leaves out
+    /// `server_no_context_takeover`), for chatty one-to-one streams (default false). Such a
+    /// connection gets its own compressor for its whole life (hundreds of KB once it has
+    /// received a compressed message) and every message to it, publications included, is
+    /// compressed for it alone: see DESIGN.md and BENCHMARKS.md, "Context takeover".
+    pub context_takeover: bool,
 }
 
 impl Default for CompressionConfig {
@@ -120,6 +127,7 @@ impl Default for CompressionConfig {
             enabled: true,
             level: 3,
             threshold: 128,
+            context_takeover: false,
         }
     }
 }

@@ -122,6 +122,9 @@ pub(super) mod flag {
     /// 9..=15 bits), 0 when the connection did not negotiate it.
     pub const DEFLATE_SHIFT: u32 = 14;
     pub const DEFLATE: u32 = 7 << DEFLATE_SHIFT;
+    /// permessage-deflate with server context takeover: the shard's deflater keeps this
+    /// connection's own stream, and every compressed message to it goes through that stream.
+    pub const DEFLATE_KEPT: u32 = 1 << 24;
 }
 
 impl ConnEntry {
@@ -144,6 +147,12 @@ impl ConnEntry {
             0 => 0,
             b => b as u8 + 8,
         }
+    }
+
+    /// The server window, and whether the connection keeps it between messages (context
+    /// takeover); a window of 0 without permessage-deflate.
+    pub(super) fn deflate(&self) -> (u8, bool) {
+        (self.deflate_bits(), self.has(flag::DEFLATE_KEPT))
     }
 
     /// Gives back its slot in the connection caps, if it holds one.

@@ -400,6 +400,7 @@ impl ShardState {
     pub(super) fn forget(&mut self, id: ConnId) {
         self.held.remove(&id);
         self.meta.remove(&id);
+        self.deflater.forget(id.raw());
         self.cancel_sync(id);
     }
 }

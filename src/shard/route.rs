@@ -59,7 +59,10 @@ impl ShardState {
         let deflate = cfg
             .compression
             .enabled
-            .then(|| deflate::negotiate(head.header_values("Sec-WebSocket-Extensions")))
+            .then(|| {
+                let offers = head.header_values("Sec-WebSocket-Extensions");
+                deflate::negotiate(offers, cfg.compression.context_takeover)
+            })
             .flatten();
         if let Some(d) = &deflate {
             d.add_to(&mut response);
@@ -73,6 +76,9 @@ impl ShardState {
         self.upgrade(id, Phase::Ws(kind), admitted);
         if let (Some(d), Some(c)) = (deflate, self.conn_mut(id)) {
             c.set(u32::from(d.code()) << flag::DEFLATE_SHIFT);
+            if d.takeover {
+                c.set(flag::DEFLATE_KEPT);
+            }
         }
         self.push_raw(id, Bytes::from(response));
         if kind == ConnKind::PubSub {

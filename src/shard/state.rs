@@ -22,10 +22,15 @@ impl ShardState {
         if c.closing.is_some() {
             return;
         }
-        // A reply or error to one connection: compressed for it alone, over the threshold.
-        let frame = match c.deflate_bits() {
-            0 => frame,
-            bits => self.deflater.frame(&frame, bits).unwrap_or(frame),
+        // A reply or error to one connection: compressed for it alone, over the threshold
+        // (with context takeover, by its own stream).
+        let frame = match c.deflate() {
+            (0, _) => frame,
+            (bits, false) => self.deflater.frame(&frame, bits).unwrap_or(frame),
+            (bits, true) => match self.deflater.frame_kept(id.raw(), &frame, bits, false) {
+                Ok(f) => f.unwrap_or(frame),
+                Err((code, reason)) => return self.close(id, code, reason),
+            },
         };
         let Some(c) = self.conn_mut(id) else { return };
         if c.queued + frame.len() > limit {
@@ -96,6 +101,8 @@ impl ShardState {
             c.closing = Some(now);
         }
         let subs = std::mem::take(&mut c.subs);
+        // Nothing compressed goes out any more (a close frame is a control frame).
+        self.deflater.forget(id.raw());
         self.cancel_sync(id);
         for p in subs {
             self.drop_subscription(id, &p);
@@ -236,6 +243,7 @@ impl ShardState {
         let pos = stored.flatten();
         let mut ended: Vec<ConnId> = Vec::new();
         let mut missed: Vec<ConnId> = Vec::new();
+        let mut failed: Vec<(ConnId, crate::proto::frame::Fail)> = Vec::new();
         let shared = Frame::new(frame.clone());
         // The compressed frame, made at the first subscriber that negotiated permessage-deflate
         // with each window size and shared by the others (`None` inside: sent as it is).
@@ -271,9 +279,22 @@ impl ShardState {
                         }
                     }
                 }
-                let bits = c.deflate_bits();
+                let (bits, kept) = c.deflate();
+                let own;
                 let f = match bits {
                     0 => &shared,
+                    // Context takeover: compressed for this connection alone, by its stream.
+                    _ if kept => match deflater.frame_kept(c.id.raw(), frame, bits, false) {
+                        Ok(Some(b)) => {
+                            own = Frame::new(b);
+                            &own
+                        }
+                        Ok(None) => &shared,
+                        Err(fail) => {
+                            failed.push((c.id, fail));
+                            continue;
+                        }
+                    },
                     _ => compressed[usize::from(bits - 9)]
                         .get_or_insert_with(|| deflater.frame(frame, bits).map(Frame::new))
                         .as_ref()
@@ -294,6 +315,9 @@ impl ShardState {
         });
         for id in slow {
             self.slow_consumer(id);
+        }
+        for (id, (code, reason)) in failed {
+            self.close(id, code, reason);
         }
         for id in ended {
             self.end_answered(id, topic);

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use super::shared::HubShared;
 use super::*;
 
+mod takeover;
+
 fn shard() -> ShardState {
     ShardState::new(0, Arc::new(HubShared::for_bench(1)))
 }

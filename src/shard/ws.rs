@@ -133,10 +133,13 @@ impl ShardState {
         match (kind, op) {
             (ConnKind::Echo, op) => {
                 let frame = envelope::raw_frame(op, msg);
-                let bits = self.conn_mut(id).map_or(0, |c| c.deflate_bits());
-                let frame = match bits {
-                    0 => frame,
-                    b => self.deflater.frame_always(&frame, b).unwrap_or(frame),
+                let frame = match self.conn_mut(id).map_or((0, false), |c| c.deflate()) {
+                    (0, _) => frame,
+                    (b, false) => self.deflater.frame_always(&frame, b).unwrap_or(frame),
+                    (b, true) => match self.deflater.frame_kept(id.raw(), &frame, b, true) {
+                        Ok(f) => f.unwrap_or(frame),
+                        Err((code, reason)) => return self.close(id, code, reason),
+                    },
                 };
                 self.enqueue(id, frame)
             }

@@ -271,6 +271,12 @@ pub(super) const KEYS: &[Key] = &[
         |s, r| s.compression.threshold = uint(r, 0, MAX_U32)? as usize,
         |s| int_v(s.compression.threshold)
     ),
+    key!(
+        "compression.context_takeover",
+        "true or false",
+        |s, r| s.compression.context_takeover = boolean(r)?,
+        |s| Some(Value::Boolean(s.compression.context_takeover))
+    ),
 ];
 
 fn invalid(key: String, value: String, expected: String, origin: &str) -> SettingsError {

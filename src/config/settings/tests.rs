@@ -473,6 +473,10 @@ fn compression_section_is_read_checked_and_reaches_the_engine() {
         .unwrap();
     let c = s.engine_config().compression;
     assert_eq!((c.enabled, c.level, c.threshold), (false, 3, 1024));
+    assert!(!c.context_takeover, "context takeover is off by default");
+    s.apply_env(env(&[("RINGHUB_COMPRESSION_CONTEXT_TAKEOVER", "true")]))
+        .unwrap();
+    assert!(s.engine_config().compression.context_takeover);
     let e = err(s.merge_toml("[compression]\nlevel = 10", "f.toml"));
     assert!(e.contains("compression.level"), "{e}");
     let e = err(s.merge_toml("[compression]\nwindow = 10", "f.toml"));

@@ -1,12 +1,14 @@
 //! permessage-deflate (RFC 7692), sans-IO: negotiation, the shard's compressor for outgoing
 //! frames and its inflater for incoming messages.
 //!
-//! Neither direction keeps a window between messages (see [`negotiate`]), so both are shared by
-//! every connection of a shard: a publication is compressed once and the compressed frame is
-//! queued to every subscriber that negotiated the same window, and an incoming message is
-//! inflated by the shard's one inflater into a buffer bounded by the message limit.
+//! Neither direction keeps a window between messages by default (see [`negotiate`]), so both
+//! are shared by every connection of a shard: a publication is compressed once and the
+//! compressed frame is queued to every subscriber that negotiated the same window, and an
+//! incoming message is inflated by the shard's one inflater into a buffer bounded by the
+//! message limit. The exception, opt-in, is server context takeover ([`takeover`]).
 
 mod negotiate;
+mod takeover;
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
@@ -26,6 +28,8 @@ pub(crate) struct Deflater {
     level: Compression,
     threshold: usize,
     streams: [Option<Box<Compress>>; 7],
+    /// The own streams of the connections with context takeover.
+    kept: takeover::Kept,
 }
 
 impl Deflater {
@@ -35,6 +39,7 @@ impl Deflater {
             level: Compression::new(level.min(9)),
             threshold,
             streams: Default::default(),
+            kept: takeover::Kept::default(),
         }
     }
 
@@ -61,37 +66,44 @@ impl Deflater {
         let z = self.streams[usize::from(bits - 9)]
             .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(level, false, bits)));
         z.reset();
-        let mut out = Vec::with_capacity(MAX_HEADER + payload.len() / 2 + 64);
-        out.resize(MAX_HEADER, 0);
-        let mut used = 0;
-        loop {
-            if out.len() - MAX_HEADER >= payload.len() && !always {
-                return None;
-            }
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity());
-            }
-            let before = z.total_in();
-            z.compress_vec(&payload[used..], &mut out, FlushCompress::Sync)
-                .ok()?;
-            used += (z.total_in() - before) as usize;
-            // A sync flush is complete when it left output room unused.
-            if used == payload.len() && out.len() < out.capacity() {
-                break;
-            }
-        }
-        if out.ends_with(&TAIL) {
-            out.truncate(out.len() - TAIL.len());
-        }
-        let len = out.len() - MAX_HEADER;
-        if len >= payload.len() && !always {
+        encode(z, op, payload, (!always).then_some(payload.len()))
+    }
+}
+
+/// Compresses `payload` (one whole message) with a sync flush into a frame of opcode `op`,
+/// RSV1 set. `None` when zlib fails or, given a `limit`, as soon as the output reaches it: the
+/// stream then holds part of the message and must be reset before the next.
+fn encode(z: &mut Compress, op: u8, payload: &[u8], limit: Option<usize>) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(MAX_HEADER + payload.len() / 2 + 64);
+    out.resize(MAX_HEADER, 0);
+    let mut used = 0;
+    loop {
+        if limit.is_some_and(|l| out.len() - MAX_HEADER >= l) {
             return None;
         }
-        let head = header(0x80 | 0x40 | op, len);
-        let start = MAX_HEADER - head.len();
-        out[start..MAX_HEADER].copy_from_slice(&head);
-        Some(Bytes::from(out).slice(start..))
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity());
+        }
+        let before = z.total_in();
+        z.compress_vec(&payload[used..], &mut out, FlushCompress::Sync)
+            .ok()?;
+        used += (z.total_in() - before) as usize;
+        // A sync flush is complete when it left output room unused.
+        if used == payload.len() && out.len() < out.capacity() {
+            break;
+        }
     }
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+    let len = out.len() - MAX_HEADER;
+    if limit.is_some_and(|l| len >= l) {
+        return None;
+    }
+    let head = header(0x80 | 0x40 | op, len);
+    let start = MAX_HEADER - head.len();
+    out[start..MAX_HEADER].copy_from_slice(&head);
+    Some(Bytes::from(out).slice(start..))
 }
 
 /// The opcode and payload of an unmasked, unfragmented, uncompressed text or binary frame.

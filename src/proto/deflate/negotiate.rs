@@ -6,6 +6,11 @@
 //! `client_no_context_takeover` (RFC 7692 §7.1.1.2 lets a server ask it of any client), so a
 //! connection never keeps an LZ77 window between messages in either direction: an idle
 //! connection holds no compression state at all.
+//!
+//! Opt-in (`[compression] context_takeover`): a client whose offer leaves out
+//! `server_no_context_takeover` is answered without it too, and the server keeps that
+//! connection's window (see [`super::takeover`] for what it costs). The client is still asked
+//! for `client_no_context_takeover`, so incoming messages keep sharing the shard's inflater.
 
 /// What was agreed with one client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -15,14 +20,18 @@ pub(crate) struct Agreed {
     pub window_bits: u8,
     /// Whether the client asked for a smaller window, which the response must repeat.
     window_asked: bool,
+    /// The server keeps this connection's LZ77 window between messages.
+    pub takeover: bool,
 }
 
 impl Agreed {
     /// The response header line, CRLF included.
     pub fn header(&self) -> String {
-        let mut h = String::from(
-            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-        );
+        let mut h = String::from(if self.takeover {
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover"
+        } else {
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        });
         if self.window_asked {
             h.push_str(&format!("; server_max_window_bits={}", self.window_bits));
         }
@@ -48,15 +57,22 @@ impl Agreed {
 /// Picks the first acceptable `permessage-deflate` offer among the values of every
 /// `Sec-WebSocket-Extensions` header, in order. Malformed offers are skipped (RFC 7692 §5: the
 /// server declines an offer it does not understand rather than failing the handshake).
-pub(crate) fn negotiate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Agreed> {
-    values
+/// `takeover`: keep the window of a client that allows it (see the module's doc).
+pub(crate) fn negotiate<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    takeover: bool,
+) -> Option<Agreed> {
+    let mut agreed = values
         .into_iter()
         .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(','))
-        .find_map(offer)
+        .find_map(offer)?;
+    agreed.takeover &= takeover;
+    Some(agreed)
 }
 
-/// One extension of the list: `Some` when it is an acceptable permessage-deflate offer.
+/// One extension of the list: `Some` when it is an acceptable permessage-deflate offer
+/// (`takeover` then says whether it allows server context takeover).
 fn offer(ext: &str) -> Option<Agreed> {
     let mut parts = ext.split(';').map(str::trim);
     if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
@@ -66,6 +82,7 @@ fn offer(ext: &str) -> Option<Agreed> {
     let mut agreed = Agreed {
         window_bits: 15,
         window_asked: false,
+        takeover: true,
     };
     for p in parts {
         let (name, value) = match p.split_once('=') {
@@ -85,7 +102,8 @@ fn offer(ext: &str) -> Option<Agreed> {
             return None;
         }
         match (i, value) {
-            (0 | 1, None) => {}
+            (0, None) => agreed.takeover = false,
+            (1, None) => {}
             (0 | 1, Some(_)) => return None,
             (2, Some(v)) => {
                 // 8 is valid in an offer, but zlib cannot compress with a 256-byte window:
@@ -130,7 +148,7 @@ mod tests {
     use super::*;
 
     fn neg(headers: &[&str]) -> Option<Agreed> {
-        negotiate(headers.iter().map(|h| h.as_bytes()))
+        negotiate(headers.iter().map(|h| h.as_bytes()), false)
     }
 
     fn bits(a: Option<Agreed>) -> Option<(u8, bool)> {
@@ -207,6 +225,27 @@ mod tests {
             ])),
             Some((15, false)),
             "the first acceptable offer wins"
+        );
+    }
+
+    #[test]
+    fn context_takeover_only_when_allowed_by_both() {
+        let offer = |h: &str, allow| negotiate([h.as_bytes()], allow).unwrap();
+        let kept = offer("permessage-deflate; client_max_window_bits", true);
+        assert!(kept.takeover);
+        assert_eq!(
+            kept.header(),
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n"
+        );
+        assert!(!offer("permessage-deflate", false).takeover, "config off");
+        let refused = offer("permessage-deflate; server_no_context_takeover", true);
+        assert!(!refused.takeover, "the client asked for none");
+        assert!(refused.header().contains("server_no_context_takeover"));
+        let small = offer("permessage-deflate; server_max_window_bits=10", true);
+        assert!(small.takeover);
+        assert_eq!(
+            small.header(),
+            "Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover; server_max_window_bits=10\r\n"
         );
     }
 }
