@@ -30,6 +30,7 @@ fn on(threshold: usize) -> CompressionConfig {
         enabled: true,
         level: 6,
         threshold,
+        ..CompressionConfig::default()
     }
 }
 

@@ -112,6 +112,9 @@ pub struct CompressionConfig {
     pub level: u32,
     /// Payloads shorter than this many bytes are sent uncompressed (default 128).
     pub threshold: usize,
+    /// Delta subscriptions (`delta: "fossil"`): every this-many-th publication of a topic is
+    /// sent full to every subscriber, whatever they last received (default 100; 0 = never).
+    pub delta_full_every: u32,
 }
 
 impl Default for CompressionConfig {
@@ -120,6 +123,7 @@ impl Default for CompressionConfig {
             enabled: true,
             level: 3,
             threshold: 128,
+            delta_full_every: 100,
         }
     }
 }

@@ -122,6 +122,8 @@ pub(super) mod flag {
     /// 9..=15 bits), 0 when the connection did not negotiate it.
     pub const DEFLATE_SHIFT: u32 = 14;
     pub const DEFLATE: u32 = 7 << DEFLATE_SHIFT;
+    /// A delta subscriber of some topic (`shard::delta`): look it up when delivering.
+    pub const DELTA: u32 = 1 << 18;
 }
 
 impl ConnEntry {

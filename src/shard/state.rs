@@ -104,6 +104,7 @@ impl ShardState {
     }
 
     pub(super) fn drop_subscription(&mut self, id: ConnId, pattern: &str) {
+        self.delta_unsubscribe(id, pattern);
         let Ok(p) = Pattern::parse(pattern) else {
             return;
         };
@@ -184,7 +185,7 @@ impl ShardState {
         exclude: Option<ConnId>,
     ) -> usize {
         self.pub_seq += 1;
-        self.deliver_seq(topic, frame, exclude, None, self.pub_seq)
+        self.deliver_seq(topic, frame, exclude, None, None, self.pub_seq)
     }
 
     /// Delivers a publication the store sequenced: connections whose subscribe to its topic
@@ -199,7 +200,8 @@ impl ShardState {
             .cluster
             .remote_store
             .then_some((&p.epoch, p.offset));
-        self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), self.pub_seq)
+        let at = Some((&p.epoch, p.offset));
+        self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), at, self.pub_seq)
     }
 
     /// Delivers one publication to several topics: each connection receives it once, through
@@ -213,17 +215,19 @@ impl ShardState {
         let seq = self.pub_seq;
         frames
             .iter()
-            .map(|(t, f)| self.deliver_seq(t, f, exclude, None, seq))
+            .map(|(t, f)| self.deliver_seq(t, f, exclude, None, None, seq))
             .sum()
     }
 
-    /// `stored`: `Some` for a stored publication, with its (epoch, offset) in a cluster.
+    /// `stored`: `Some` for a stored publication, with its (epoch, offset) in a cluster;
+    /// `at`: its (epoch, offset) wherever it was stored, for delta subscribers.
     fn deliver_seq(
         &mut self,
         topic: &str,
         frame: &Bytes,
         exclude: Option<ConnId>,
         stored: Option<Option<(&Arc<str>, u64)>>,
+        at: Option<(&Arc<str>, u64)>,
         seq: u64,
     ) -> usize {
         let mut delivered = 0;
@@ -241,6 +245,12 @@ impl ShardState {
         // with each window size and shared by the others (`None` inside: sent as it is).
         let deflater = &mut self.deflater;
         let mut compressed: [Option<Option<Frame>>; 7] = Default::default();
+        // Delta subscribers of a topic with history: the delta is made once (see `delta`).
+        let stats = &self.hub.stats[self.index];
+        let every = self.hub.config.compression.delta_full_every;
+        let mut round = at.and_then(|at| {
+            super::delta::Round::start(&mut self.deltas, topic, at, frame, seq, every, stats)
+        });
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
@@ -272,8 +282,13 @@ impl ShardState {
                     }
                 }
                 let bits = c.deflate_bits();
-                let f = match bits {
-                    0 => &shared,
+                let delta = match &mut round {
+                    Some(r) if c.flags & flag::DELTA != 0 => r.frame_for(c.id),
+                    _ => None,
+                };
+                let f = match (bits, delta) {
+                    (_, Some(d)) => d,
+                    (0, None) => &shared,
                     _ => compressed[usize::from(bits - 9)]
                         .get_or_insert_with(|| deflater.frame(frame, bits).map(Frame::new))
                         .as_ref()
@@ -292,6 +307,9 @@ impl ShardState {
                 delivered += 1;
             }
         });
+        if let Some(r) = round {
+            r.finish();
+        }
         for id in slow {
             self.slow_consumer(id);
         }

@@ -271,6 +271,12 @@ pub(super) const KEYS: &[Key] = &[
         |s, r| s.compression.threshold = uint(r, 0, MAX_U32)? as usize,
         |s| int_v(s.compression.threshold)
     ),
+    key!(
+        "compression.delta_full_every",
+        "a count of publications (0 = never)",
+        |s, r| s.compression.delta_full_every = uint(r, 0, MAX_U32)? as u32,
+        |s| int_v(s.compression.delta_full_every)
+    ),
 ];
 
 fn invalid(key: String, value: String, expected: String, origin: &str) -> SettingsError {
