@@ -1,6 +1,8 @@
 //! Applying Fossil deltas (the `delta` of a publication on a delta subscription): the target's
 //! size, `\n`, then `N@O,` (copy `N` bytes of the source from `O`), `N:<N bytes>` (literal)
-//! and `C;` (checksum). Never panics on a malformed delta: every error is an `Err`.
+//! and `C;` (checksum). Never panics on a malformed delta: every error is an `Err`. The
+//! client applies deltas itself; this is public for tools that read the wire directly (the
+//! load generator).
 
 /// Fossil's base-64 digits, lowest first.
 const DIGITS: &[u8; 64] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
@@ -40,8 +42,9 @@ pub(crate) fn checksum(z: &[u8]) -> u32 {
     sum
 }
 
-/// Applies `delta` to `src`; the target may not exceed `max_len` bytes.
-pub(crate) fn apply(src: &[u8], delta: &[u8], max_len: usize) -> Result<Vec<u8>, &'static str> {
+/// Applies `delta` to `src`; the target may not exceed `max_len` bytes. The error says why
+/// the delta was refused (malformed, out of bounds, checksum).
+pub fn apply(src: &[u8], delta: &[u8], max_len: usize) -> Result<Vec<u8>, &'static str> {
     let mut pos = 0;
     let size = get_int(delta, &mut pos)?;
     if delta.get(pos) != Some(&b'\n') {

@@ -33,7 +33,7 @@ mod client;
 pub mod codec;
 mod command;
 mod error;
-mod fossil;
+pub mod fossil;
 mod messages;
 mod options;
 mod router;
