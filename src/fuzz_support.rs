@@ -292,7 +292,10 @@ pub fn delta(data: &[u8]) {
     let enc = encode(src, d);
     assert_eq!(apply(src, &enc, d.len()).as_deref(), Ok(d), "round trip");
     if std::str::from_utf8(d).is_ok() {
-        assert!(std::str::from_utf8(&enc).is_ok(), "a UTF-8 target's delta is UTF-8");
+        assert!(
+            std::str::from_utf8(&enc).is_ok(),
+            "a UTF-8 target's delta is UTF-8"
+        );
     }
     let _ = split_stored(&bytes::Bytes::copy_from_slice(data));
 }

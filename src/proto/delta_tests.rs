@@ -190,3 +190,18 @@ proptest! {
         let _ = apply(&a, &framed, 1 << 16);
     }
 }
+
+/// The example of docs/PROTOCOL.md ("Delta updates").
+#[test]
+fn the_protocol_example() {
+    let a =
+        br#"{"version":42,"score":{"red":3,"blue":5},"clock":"12:04","players":["ana","bo","cy"]}"#;
+    let b =
+        br#"{"version":43,"score":{"red":3,"blue":6},"clock":"12:05","players":["ana","bo","cy"]}"#;
+    let d = encode(a, b);
+    assert_eq!(
+        String::from_utf8(d.clone()).unwrap(),
+        "1L\nC@0,1:3P@D,H:6},\"clock\":\"12:05U@s,3fZ8f5;"
+    );
+    assert_eq!(apply(a, &d, 1 << 10).as_deref(), Ok(&b[..]));
+}

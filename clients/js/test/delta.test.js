@@ -50,7 +50,8 @@ test('applyDelta: copies, literals, checksum, and refusals', () => {
   assert.deepEqual(applyDelta(e.encode('hello world'), delta), target)
   assert.throws(() => applyDelta(e.encode('hello'), delta), /out of bounds|checksum/)
   for (let cut = 0; cut < delta.length; cut++) assert.throws(() => applyDelta(e.encode('hello world'), delta.subarray(0, cut)))
-  assert.throws(() => applyDelta(e.encode('x'), e.encode('zzzzzzzz\n0;')), /too large/)
+  assert.throws(() => applyDelta(e.encode('x'), e.encode('zzzzzz\n0;')), /too large/)
+  assert.throws(() => applyDelta(e.encode('x'), e.encode('zzzzzzzzzzzz\n0;')), /overflow/)
 })
 
 test('delta subscription: every publication rebuilt exactly, deltas on the wire', async () => {

@@ -30,8 +30,9 @@ pub(crate) struct Sub {
     /// Asked for deltas (`delta: "fossil"`).
     pub(crate) delta: bool,
     /// Delta subscriptions: the offset and exact data of the last publication received, the
-    /// base of the next delta.
-    base: Option<(u64, Vec<u8>)>,
+    /// base of the next delta. Cleared at every subscribe request: the server then starts
+    /// with a full publication (and a new epoch may restart the offsets).
+    pub(crate) base: Option<(u64, Vec<u8>)>,
 }
 
 impl Sub {

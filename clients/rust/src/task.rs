@@ -286,6 +286,7 @@ impl Task {
         codec::encode_subscribe_with(&mut b, topic, Some(id), since, sub.delta);
         sub.pending_since = since.is_some();
         sub.pending = Some(id);
+        sub.base = None;
         self.pending
             .insert(id, Pending::Subscribe(topic.to_string()));
         self.out.push(utf8(b));

@@ -20,9 +20,8 @@ fn state(n: u64) -> Value {
     json!({"version": n, "updated": format!("t{n}"), "players": players})
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw(h: &ringhub::ServerHandle) -> Ws {
     let (ws, _) = guard(tokio_tungstenite::connect_async(url(h, "")))

@@ -58,7 +58,11 @@ pub fn state_json(k: u64, size: usize) -> String {
         1_700_000_000_000u64 + k * 50
     );
     for i in 0..n {
-        let x = if i == k % n { (k * 37) % 1000 } else { (i * 13) % 1000 };
+        let x = if i == k % n {
+            (k * 37) % 1000
+        } else {
+            (i * 13) % 1000
+        };
         let hp = if i == (k * 7 + 3) % n { k % 100 } else { 100 };
         s.push_str(&format!(
             "{}{{\"id\":{i},\"name\":\"player-{i}\",\"team\":\"{}\",\"x\":{x},\"y\":{},\"hp\":{hp}}}",
@@ -246,7 +250,10 @@ pub fn run(ctx: &Ctx, args: &DeltaArgs) -> Result<Report> {
         }
     });
     runner::join_workers(handles)?;
-    let (s, e) = (sh.start.lock().unwrap().take(), sh.end.lock().unwrap().take());
+    let (s, e) = (
+        sh.start.lock().unwrap().take(),
+        sh.end.lock().unwrap().take(),
+    );
     let ((b0, c0, t0), (b1, c1, t1)) = s.zip(e).ok_or_else(|| anyhow!("no measurement"))?;
     let deliveries = args.publications * args.subscribers as u64;
     let bytes = (b1 - b0) as f64 / deliveries as f64;
