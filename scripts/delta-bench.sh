@@ -19,7 +19,7 @@ WINDOW=${WINDOW:-16}
 RUNS=${RUNS:-1}
 IO=${IO:-uring}
 FULL_EVERY=${FULL_EVERY:-100}
-SERVER="$TARGET/release/ringhub"
+SERVER=${SERVER:-$TARGET/release/ringhub}
 LOADTEST="$TARGET/release/ringhub-loadtest"
 for b in "$SERVER" "$LOADTEST"; do
   [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
