@@ -274,11 +274,37 @@ pub fn v2_requests(data: &[u8]) {
     crate::shard::fuzz_v2_request(data);
 }
 
+/// Fossil deltas (`proto::delta`): the bytes after the first are cut in two at a point the
+/// first byte picks, a source and a delta: applying never panics and never yields more than
+/// its limit; encoding the source into the rest round-trips, and a UTF-8 target gives a UTF-8
+/// delta; the whole input as a stored frame splits without panicking.
+pub fn delta(data: &[u8]) {
+    use crate::proto::delta::{apply, encode, split_stored};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    let at = usize::from(first).min(rest.len());
+    let (src, d) = rest.split_at(at);
+    let max = 4 * rest.len() + 64;
+    if let Ok(out) = apply(src, d, max) {
+        assert!(out.len() <= max, "applied past the limit");
+    }
+    let enc = encode(src, d);
+    assert_eq!(apply(src, &enc, d.len()).as_deref(), Ok(d), "round trip");
+    if std::str::from_utf8(d).is_ok() {
+        assert!(
+            std::str::from_utf8(&enc).is_ok(),
+            "a UTF-8 target's delta is UTF-8"
+        );
+    }
+    let _ = split_stored(&bytes::Bytes::copy_from_slice(data));
+}
+
 /// A fuzz entry point with its name.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name (the corpus directories under `fuzz/corpus/`).
-pub const TARGETS: [Target; 8] = [
+pub const TARGETS: [Target; 9] = [
     ("frames", |d| {
         frames(d);
     }),
@@ -289,4 +315,5 @@ pub const TARGETS: [Target; 8] = [
     ("store_codecs", store_codecs),
     ("v2_requests", v2_requests),
     ("inflate", inflate),
+    ("delta", delta),
 ];

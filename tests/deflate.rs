@@ -32,7 +32,7 @@ fn on(threshold: usize) -> CompressionConfig {
         enabled: true,
         level: 6,
         threshold,
-        context_takeover: false,
+        ..CompressionConfig::default()
     }
 }
 

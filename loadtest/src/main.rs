@@ -1,5 +1,5 @@
 //! `ringhub-loadtest`: a loopback-only WebSocket load generator for ringhub and the peer
-//! servers it is compared with. Scenarios: fanout, echo, connect, idle, durable, recover.
+//! servers it is compared with. Scenarios: fanout, echo, connect, idle, durable, recover, delta.
 
 mod client;
 mod runner;
@@ -8,7 +8,7 @@ mod stats;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
-use scenarios::{connect, durable, echo, fanout, idle, recover, Ctx};
+use scenarios::{connect, delta, durable, echo, fanout, idle, recover, Ctx};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
@@ -80,6 +80,8 @@ enum Scenario {
     Durable(durable::DurableArgs),
     /// Time to recover missed publications with `subscribe` + `since` (protocol v2).
     Recover(recover::RecoverArgs),
+    /// A state object fanned out as Fossil deltas (`--delta`) or in full (protocol v2).
+    Delta(delta::DeltaArgs),
 }
 
 /// File descriptors a scenario needs (connections plus headroom).
@@ -91,6 +93,7 @@ fn fds_needed(s: &Scenario) -> u64 {
         Scenario::Idle(a) => a.count,
         Scenario::Durable(a) => a.concurrency + a.connected,
         Scenario::Recover(_) => 2,
+        Scenario::Delta(a) => a.subscribers + 1,
     };
     conns as u64 + 64
 }
@@ -153,6 +156,7 @@ fn real_main() -> Result<bool> {
         Scenario::Idle(a) => idle::run(&ctx, a)?,
         Scenario::Durable(a) => durable::run(&ctx, a)?,
         Scenario::Recover(a) => recover::run(&ctx, a)?,
+        Scenario::Delta(a) => delta::run(&ctx, a)?,
     };
     let (wall, cpu) = (wall0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
     report.row(

@@ -119,6 +119,9 @@ pub struct CompressionConfig {
     /// received a compressed message) and every message to it, publications included, is
     /// compressed for it alone: see DESIGN.md and BENCHMARKS.md, "Context takeover".
     pub context_takeover: bool,
+    /// Delta subscriptions (`delta: "fossil"`): every this-many-th publication of a topic is
+    /// sent full to every subscriber, whatever they last received (default 100; 0 = never).
+    pub delta_full_every: u32,
 }
 
 impl Default for CompressionConfig {
@@ -128,6 +131,7 @@ impl Default for CompressionConfig {
             level: 3,
             threshold: 128,
             context_takeover: false,
+            delta_full_every: 100,
         }
     }
 }

@@ -107,6 +107,20 @@ pub(crate) fn render(
         "Messages refused with rate_limited",
         ConstCounter::new(total.rate_limited),
     );
+    let (made, sent) = stats
+        .iter()
+        .map(ShardStats::delta_counts)
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    reg.register(
+        "deltas",
+        "Fossil deltas made: once per publication per shard with delta subscribers",
+        ConstCounter::new(made),
+    );
+    reg.register(
+        "delta_deliveries",
+        "Publications delivered as a delta instead of in full",
+        ConstCounter::new(sent),
+    );
 
     let errors = Family::<Code, prometheus_client::metrics::counter::Counter>::default();
     let handshakes = Family::<Result_, prometheus_client::metrics::counter::Counter>::default();

@@ -4,6 +4,7 @@
 //! no runtime and no clock of their own; everything above builds on them.
 
 pub(crate) mod deflate;
+pub mod delta;
 pub mod envelope;
 pub mod error;
 pub(crate) mod frame;

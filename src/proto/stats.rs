@@ -32,6 +32,10 @@ pub struct ShardStats {
     pub(crate) handshake_results: [AtomicU64; HANDSHAKE_RESULTS.len()],
     pub(crate) handshake_buckets: [AtomicU64; HANDSHAKE_BUCKETS.len()],
     pub(crate) handshake_micros: AtomicU64,
+    /// Fossil deltas made (once per publication per shard, whatever the subscribers).
+    pub(crate) deltas: AtomicU64,
+    /// Publications delivered as a delta rather than in full.
+    pub(crate) delta_deliveries: AtomicU64,
 }
 
 /// A point-in-time copy of counters (one shard's, or the sum).
@@ -99,6 +103,14 @@ impl ShardStats {
     pub fn handshake_latency(&self) -> ([u64; HANDSHAKE_BUCKETS.len()], f64) {
         let counts = std::array::from_fn(|i| self.handshake_buckets[i].load(Relaxed));
         (counts, self.handshake_micros.load(Relaxed) as f64 / 1e6)
+    }
+
+    /// Deltas made, and publications delivered as deltas (`delta: "fossil"` subscribers).
+    pub fn delta_counts(&self) -> (u64, u64) {
+        (
+            self.deltas.load(Relaxed),
+            self.delta_deliveries.load(Relaxed),
+        )
     }
 
     /// Error envelopes sent per code.

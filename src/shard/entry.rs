@@ -125,6 +125,8 @@ pub(super) mod flag {
     /// permessage-deflate with server context takeover: the shard's deflater keeps this
     /// connection's own stream, and every compressed message to it goes through that stream.
     pub const DEFLATE_KEPT: u32 = 1 << 24;
+    /// A delta subscriber of some topic (`shard::delta`): look it up when delivering.
+    pub const DELTA: u32 = 1 << 18;
 }
 
 impl ConnEntry {

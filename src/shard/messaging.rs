@@ -35,6 +35,9 @@ impl From<SinceIn> for Since {
 struct SubscribeData {
     #[serde(default)]
     since: Option<SinceIn>,
+    /// `"fossil"`: publications as deltas against the previous one (see `shard::delta`).
+    #[serde(default)]
+    delta: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -114,8 +117,8 @@ impl ShardState {
         req: Option<u64>,
         data: Option<&RawValue>,
     ) {
-        let since = match data_as::<SubscribeData>(data) {
-            Ok(d) => d.since,
+        let (since, delta) = match data_as::<SubscribeData>(data) {
+            Ok(d) => (d.since, d.delta),
             Err(m) => return self.error(id, req, topic, ErrorCode::BadRequest, &m),
         };
         let exact = !topic.ends_with('*');
@@ -124,6 +127,9 @@ impl ShardState {
             .namespaces
             .get(topic)
             .is_some_and(|n| n.has_history());
+        if let Some((code, msg)) = super::delta::refusal(delta.as_deref(), exact, history) {
+            return self.error(id, req, topic, code, msg);
+        }
         if since.is_some() {
             let refusal = if !exact {
                 Some((
@@ -166,6 +172,10 @@ impl ShardState {
         };
         if fresh && exact {
             self.joined(id, topic);
+        }
+        match delta {
+            Some(_) => self.delta_subscribe(id, topic),
+            None => self.delta_unsubscribe(id, topic),
         }
         if history && exact && (req.is_some() || since.is_some()) {
             // Publications of this topic stored before the store answers are covered by the
@@ -402,5 +412,6 @@ impl ShardState {
         self.meta.remove(&id);
         self.deflater.forget(id.raw());
         self.cancel_sync(id);
+        self.deltas.retain(|_, t| t.forget(id));
     }
 }

@@ -24,6 +24,7 @@ use crate::ConnId;
 mod adopt;
 pub(crate) mod broker;
 mod conn;
+mod delta;
 mod dispatch;
 mod durable;
 mod entry;
@@ -129,6 +130,8 @@ pub(crate) struct ShardState {
     syncs: HashMap<ConnId, sync::InboxCursor>,
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
+    /// Topics with delta subscribers: the previous publication and who received it.
+    deltas: delta::Deltas,
     /// The node's name, shard-local (handlers' `Context::client_id`).
     node: std::rc::Rc<str>,
     /// Sockets adopted from an embedding server since the shell last looked: it must watch them
@@ -172,6 +175,7 @@ impl ShardState {
             durable: HashMap::new(),
             syncs: HashMap::new(),
             meta: HashMap::new(),
+            deltas: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
         }

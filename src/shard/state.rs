@@ -111,6 +111,7 @@ impl ShardState {
     }
 
     pub(super) fn drop_subscription(&mut self, id: ConnId, pattern: &str) {
+        self.delta_unsubscribe(id, pattern);
         let Ok(p) = Pattern::parse(pattern) else {
             return;
         };
@@ -191,7 +192,7 @@ impl ShardState {
         exclude: Option<ConnId>,
     ) -> usize {
         self.pub_seq += 1;
-        self.deliver_seq(topic, frame, exclude, None, self.pub_seq)
+        self.deliver_seq(topic, frame, exclude, None, None, self.pub_seq)
     }
 
     /// Delivers a publication the store sequenced: connections whose subscribe to its topic
@@ -206,7 +207,8 @@ impl ShardState {
             .cluster
             .remote_store
             .then_some((&p.epoch, p.offset));
-        self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), self.pub_seq)
+        let at = Some((&p.epoch, p.offset));
+        self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), at, self.pub_seq)
     }
 
     /// Delivers one publication to several topics: each connection receives it once, through
@@ -220,17 +222,19 @@ impl ShardState {
         let seq = self.pub_seq;
         frames
             .iter()
-            .map(|(t, f)| self.deliver_seq(t, f, exclude, None, seq))
+            .map(|(t, f)| self.deliver_seq(t, f, exclude, None, None, seq))
             .sum()
     }
 
-    /// `stored`: `Some` for a stored publication, with its (epoch, offset) in a cluster.
+    /// `stored`: `Some` for a stored publication, with its (epoch, offset) in a cluster;
+    /// `at`: its (epoch, offset) wherever it was stored, for delta subscribers.
     fn deliver_seq(
         &mut self,
         topic: &str,
         frame: &Bytes,
         exclude: Option<ConnId>,
         stored: Option<Option<(&Arc<str>, u64)>>,
+        at: Option<(&Arc<str>, u64)>,
         seq: u64,
     ) -> usize {
         let mut delivered = 0;
@@ -249,6 +253,12 @@ impl ShardState {
         // with each window size and shared by the others (`None` inside: sent as it is).
         let deflater = &mut self.deflater;
         let mut compressed: [Option<Option<Frame>>; 7] = Default::default();
+        // Delta subscribers of a topic with history: the delta is made once (see `delta`).
+        let stats = &self.hub.stats[self.index];
+        let every = self.hub.config.compression.delta_full_every;
+        let mut round = at.and_then(|at| {
+            super::delta::Round::start(&mut self.deltas, topic, at, frame, seq, every, stats)
+        });
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
@@ -280,9 +290,15 @@ impl ShardState {
                     }
                 }
                 let (bits, kept) = c.deflate();
+                let delta = match &mut round {
+                    Some(r) if c.flags & flag::DELTA != 0 => r.frame_for(c.id),
+                    _ => None,
+                };
                 let own;
-                let f = match bits {
-                    0 => &shared,
+                let f = match (bits, delta) {
+                    // Deltas go uncompressed (small; see PROTOCOL.md "Delta updates").
+                    (_, Some(d)) => d,
+                    (0, None) => &shared,
                     // Context takeover: compressed for this connection alone, by its stream.
                     _ if kept => match deflater.frame_kept(c.id.raw(), frame, bits, false) {
                         Ok(Some(b)) => {
@@ -313,6 +329,9 @@ impl ShardState {
                 delivered += 1;
             }
         });
+        if let Some(r) = round {
+            r.finish();
+        }
         for id in slow {
             self.slow_consumer(id);
         }

@@ -7,19 +7,19 @@ use super::*;
 
 mod takeover;
 
-fn shard() -> ShardState {
+pub(super) fn shard() -> ShardState {
     ShardState::new(0, Arc::new(HubShared::for_bench(1)))
 }
 
 /// A whole masked client frame.
-fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
     crate::proto::frame::tests::masked(op, true, payload)
 }
 
 const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// Everything `next_send` offers for `slot`, concatenated, acknowledged as fully written.
-fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
+pub(super) fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let mut iov = Vec::new();
     while st.next_send(slot, &mut iov) {
@@ -36,7 +36,7 @@ fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
     out
 }
 
-fn upgraded(st: &mut ShardState) -> u32 {
+pub(super) fn upgraded(st: &mut ShardState) -> u32 {
     upgraded_with(st, UPGRADE)
 }
 

@@ -116,6 +116,11 @@ export interface HistoryOptions extends RequestOptions {
 export interface SubscribeOptions {
   /** Recover from this position (exact topics with history). */
   since?: StreamPosition
+  /** Ask for Fossil deltas (`delta: "fossil"`, exact topics with history): publications may
+   * arrive as deltas against the previous one; the client applies them, so handlers always see
+   * full data. A delta that does not apply is reported as an `error` (code `delta_base` or
+   * `delta_failed`) and the subscription recovers: it subscribes again with `since`. */
+  delta?: boolean
 }
 
 /** Error with a stable code: the server's (`bad_request`, `forbidden`, `not_available`, ...) or

@@ -1,7 +1,33 @@
 // ringhub-client: the ringhub client for browsers, Node >= 20 and Bun. No dependencies, no build.
 // Protocol: docs/PROTOCOL.md (versions 1 and 2).
 
+import { applyDelta } from './fossil.js'
+
 const noop = () => {}
+const enc = new TextEncoder()
+const dec = new TextDecoder('utf-8', { fatal: true })
+
+// The index after the JSON string starting at s[i], or -1.
+function skipStr(s, i) {
+  if (s[i] !== '"') return -1
+  for (i++; i < s.length; i++) {
+    if (s[i] === '\\') i++
+    else if (s[i] === '"') return i + 1
+  }
+  return -1
+}
+
+// The exact UTF-8 bytes of `data` in a publication frame as the server writes it,
+// {"topic":T,"event":E,"data":D,"offset":O}: the base of the next delta (null if not found).
+function rawData(raw) {
+  if (typeof raw !== 'string' || !raw.startsWith('{"topic":')) return null
+  let i = skipStr(raw, 9)
+  if (i < 0 || !raw.startsWith(',"event":', i)) return null
+  i = skipStr(raw, i + 9)
+  const end = raw.lastIndexOf(',"offset":')
+  if (i < 0 || !raw.startsWith(',"data":', i) || end <= i + 8) return null
+  return enc.encode(raw.slice(i + 8, end))
+}
 
 /** An error with a stable `code` (the server's, or `timeout`, `disconnected`, `closed`, ...). */
 export class RinghubError extends Error {
@@ -332,6 +358,8 @@ export class Client extends Emitter {
   subscribe(topic, handler, o = {}) {
     if (this._subs.has(topic)) throw new RinghubError('already_subscribed', 'already subscribed to ' + topic)
     const s = new Subscription(this, topic, handler, o.since)
+    /** Fossil deltas asked for (topics with history); applied here, handlers see full data. */
+    s.delta = !!o.delta
     this._subs.set(topic, s)
     if (this.transport === 'sse') this._reopen()
     else if (this.state === 'connected') this._sendSub(s)
@@ -363,7 +391,10 @@ export class Client extends Emitter {
     const since = s.epoch != null && this._pos.has(t) ? { epoch: s.epoch, offset: this._pos.get(t) } : undefined
     // While a recovery is pending, live publications wait behind the recovered ones.
     s._buf = since ? [] : null
-    this._rq({ event: 'subscribe', topic: t, data: since && { since } }).then(
+    // The server sends the first publication after a subscribe in full.
+    s._base = null
+    const data = since || s.delta ? { since, delta: s.delta ? 'fossil' : undefined } : undefined
+    this._rq({ event: 'subscribe', topic: t, data }).then(
       (d) => this._subOk(s, d, since),
       (e) => {
         if (e.code === 'disconnected' || this._subs.get(t) !== s) return
@@ -430,7 +461,35 @@ export class Client extends Emitter {
     }
     if (m.ack) return this._durable(m)
     const s = m.offset != null && this._subs.get(m.topic)
+    if (s && s.delta && !this._rebuild(s, m, raw)) return
     s && s._buf ? s._buf.push(m) : this._take(m)
+  }
+
+  // A delta subscription's publication: a delta is applied to the exact bytes of the previous
+  // publication's data (kept as the base of the next). False when `m` must not be delivered:
+  // a copy, or a delta that does not apply, which makes the subscription recover (subscribe
+  // again with `since`: the server then sends what follows in full).
+  _rebuild(s, m, raw) {
+    const b = s._base
+    if (b && b.o >= m.offset) return false
+    if (m.delta == null) {
+      const bytes = m.data === undefined ? null : rawData(raw)
+      s._base = bytes && { o: m.offset, b: bytes }
+      return true
+    }
+    try {
+      if (!b || b.o + 1 !== m.offset) throw new RinghubError('delta_base', `a delta at offset ${m.offset} without its base`)
+      const out = applyDelta(b.b, enc.encode(m.delta))
+      m.data = JSON.parse(dec.decode(out))
+      delete m.delta
+      s._base = { o: m.offset, b: out }
+      return true
+    } catch (e) {
+      s._base = null
+      s._oops(e instanceof RinghubError ? e : new RinghubError('delta_failed', e.message))
+      if (!s._buf && this.state === 'connected') this._sendSub(s)
+      return false
+    }
   }
 
   _match(t) {

@@ -182,7 +182,16 @@ impl Client {
     /// Subscribes to a topic or pattern (`chat:*`) and returns once the server confirmed it:
     /// every publication made afterwards is delivered. One subscription per topic per client.
     pub async fn subscribe(&self, topic: &str) -> Result<Subscription, Error> {
-        self.subscribe_inner(topic, None).await
+        self.subscribe_inner(topic, None, false).await
+    }
+
+    /// Subscribes to an exact topic with history asking for deltas (`delta: "fossil"`): the
+    /// server may send each publication as a Fossil delta against the previous one, which the
+    /// client applies, so [`Publication::data`](crate::Publication) is always the full data.
+    /// Pays for large payloads that change little between publications (see the protocol's
+    /// "when it pays"). A topic without history is refused (`not_available`).
+    pub async fn subscribe_delta(&self, topic: &str) -> Result<Subscription, Error> {
+        self.subscribe_inner(topic, None, true).await
     }
 
     /// Subscribes and first delivers what was published on `topic` after `since` (a topic with
@@ -193,7 +202,7 @@ impl Client {
         topic: &str,
         since: StreamPosition,
     ) -> Result<Subscription, Error> {
-        self.subscribe_inner(topic, Some((since.epoch, since.offset)))
+        self.subscribe_inner(topic, Some((since.epoch, since.offset)), false)
             .await
     }
 
@@ -201,6 +210,7 @@ impl Client {
         &self,
         topic: &str,
         since: Option<(String, u64)>,
+        delta: bool,
     ) -> Result<Subscription, Error> {
         let gen = self.inner.gens.fetch_add(1, Ordering::Relaxed);
         let (events, rx) = mpsc::unbounded_channel();
@@ -209,6 +219,7 @@ impl Client {
             topic: topic.to_string(),
             gen,
             since,
+            delta,
             events,
             ready,
         })?;

@@ -46,6 +46,10 @@ pub struct Incoming<'a> {
     /// On a durable user message: the server's inbox epoch (offsets restart when it changes).
     #[serde(borrow, default)]
     pub epoch: Option<Cow<'a, str>>,
+    /// On a delta subscription: the publication's data as a Fossil delta against the data
+    /// of the previous publication received on the topic (then `data` is absent).
+    #[serde(borrow, default)]
+    pub delta: Option<Cow<'a, str>>,
 }
 
 /// What an [`Incoming`] frame is.
@@ -146,16 +150,35 @@ pub fn encode_subscribe(
     id: Option<u64>,
     since: Option<(&str, u64)>,
 ) {
+    encode_subscribe_with(out, topic, id, since, false);
+}
+
+/// Like [`encode_subscribe`], adding `"delta": "fossil"` to `data` when `delta` is set:
+/// publications then come as Fossil deltas (topics with history).
+pub fn encode_subscribe_with(
+    out: &mut Vec<u8>,
+    topic: &str,
+    id: Option<u64>,
+    since: Option<(&str, u64)>,
+    delta: bool,
+) {
     out.extend_from_slice(b"{\"event\":\"subscribe\",\"topic\":");
     push_str(out, topic);
     if let Some(id) = id {
         out.extend_from_slice(b",\"id\":");
         push_u64(out, id);
     }
-    if let Some((epoch, offset)) = since {
-        out.extend_from_slice(b",\"data\":");
-        push_since(out, epoch, offset);
-        out.push(b'}');
+    match (since, delta) {
+        (Some((epoch, offset)), _) => {
+            out.extend_from_slice(b",\"data\":");
+            push_since(out, epoch, offset);
+            if delta {
+                out.extend_from_slice(b",\"delta\":\"fossil\"");
+            }
+            out.push(b'}');
+        }
+        (None, true) => out.extend_from_slice(b",\"data\":{\"delta\":\"fossil\"}"),
+        (None, false) => {}
     }
     out.push(b'}');
 }
@@ -279,6 +302,18 @@ mod tests {
         assert_eq!(
             parse(&b),
             json!({"event":"subscribe","topic":"chat:a","id":1,"data":{"since":{"epoch":"ep","offset":37}}})
+        );
+        b.clear();
+        encode_subscribe_with(&mut b, "s", Some(2), Some(("ep", 3)), true);
+        assert_eq!(
+            parse(&b),
+            json!({"event":"subscribe","topic":"s","id":2,"data":{"since":{"epoch":"ep","offset":3},"delta":"fossil"}})
+        );
+        b.clear();
+        encode_subscribe_with(&mut b, "s", None, None, true);
+        assert_eq!(
+            parse(&b),
+            json!({"event":"subscribe","topic":"s","data":{"delta":"fossil"}})
         );
         b.clear();
         encode_subscribe(&mut b, "chat:*", None, None);

@@ -30,6 +30,8 @@ pub(crate) enum Command {
         topic: String,
         gen: u64,
         since: Option<Since>,
+        /// Ask for Fossil deltas (`delta: "fossil"`).
+        delta: bool,
         events: mpsc::UnboundedSender<Event>,
         ready: oneshot::Sender<Result<(), Error>>,
     },

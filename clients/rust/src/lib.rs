@@ -22,12 +22,18 @@
 //!   [`Client::publish`] is at most once and fails at once while disconnected.
 //! - Durable messages (`"ack": true` on `user:<id>`) go to [`Client::messages`], once each
 //!   (by offset), and are acknowledged when handed out unless [`Options::manual_ack`] is set.
+//! - Deltas ([`Client::subscribe_delta`]): publications of a topic with history may arrive as
+//!   Fossil deltas against the previous one; the client applies them and hands out the full
+//!   data. A delta that does not apply (wrong base, corrupt) is not delivered: the client
+//!   resubscribes with `since` (its last delivered offset), and the server sends it again in
+//!   full (recovery), then live publications, the first in full.
 #![warn(missing_docs)]
 
 mod client;
 pub mod codec;
 mod command;
 mod error;
+pub mod fossil;
 mod messages;
 mod options;
 mod router;

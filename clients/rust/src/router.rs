@@ -27,6 +27,12 @@ pub(crate) struct Sub {
     buffer: Vec<Publication>,
     /// The caller of `subscribe`, until the first reply.
     ready: Option<oneshot::Sender<Result<(), Error>>>,
+    /// Asked for deltas (`delta: "fossil"`).
+    pub(crate) delta: bool,
+    /// Delta subscriptions: the offset and exact data of the last publication received, the
+    /// base of the next delta. Cleared at every subscribe request: the server then starts
+    /// with a full publication (and a new epoch may restart the offsets).
+    pub(crate) base: Option<(u64, Vec<u8>)>,
 }
 
 impl Sub {
@@ -50,7 +56,30 @@ impl Sub {
         }
         let _ = self.events.send(Event::Publication(p));
     }
+
+    /// A delta subscription's publication at `offset`: its full data (the delta applied to
+    /// the base), kept as the next base. `Err` when a delta cannot be applied.
+    fn rebuild(&mut self, f: &Incoming<'_>, offset: u64) -> Result<Box<RawValue>, String> {
+        let Some(delta) = &f.delta else {
+            let data = f.data.map_or_else(null, |d| d.to_owned());
+            self.base = f.data.map(|d| (offset, d.get().as_bytes().to_vec()));
+            return Ok(data);
+        };
+        let base = self.base.take();
+        let (at, base) = base.ok_or("a delta without a base")?;
+        if at + 1 != offset {
+            return Err(format!("a delta at offset {offset} on a base at {at}"));
+        }
+        let out = crate::fossil::apply(&base, delta.as_bytes(), MAX_DATA)?;
+        let text = String::from_utf8(out).map_err(|_| "not UTF-8".to_string())?;
+        let data = RawValue::from_string(text).map_err(|e| e.to_string())?;
+        self.base = Some((offset, data.get().as_bytes().to_vec()));
+        Ok(data)
+    }
 }
+
+/// The largest data a delta may rebuild (the server's default message limit is 1 MiB).
+const MAX_DATA: usize = 64 << 20;
 
 #[derive(Default)]
 struct InboxState {
@@ -100,6 +129,7 @@ impl Router {
         topic: String,
         gen: u64,
         since: Option<(String, u64)>,
+        delta: bool,
         events: mpsc::UnboundedSender<Event>,
         ready: oneshot::Sender<Result<(), Error>>,
     ) -> Result<(), oneshot::Sender<Result<(), Error>>> {
@@ -116,6 +146,8 @@ impl Router {
             pending_since: false,
             buffer: Vec::new(),
             ready: Some(ready),
+            delta,
+            base: None,
         };
         self.subs.insert(topic, sub);
         Ok(())
@@ -131,8 +163,10 @@ impl Router {
         }
     }
 
-    /// Routes a publication (or join/leave) to every subscription matching its topic.
-    pub(crate) fn publication(&mut self, f: &Incoming<'_>) {
+    /// Routes a publication (or join/leave) to every subscription matching its topic. Returns
+    /// the delta subscriptions whose delta did not apply: subscribe them again (with `since`).
+    pub(crate) fn publication(&mut self, f: &Incoming<'_>) -> Vec<String> {
+        let mut failed = Vec::new();
         let presence = match (&*f.event, f.offset, f.data) {
             ("join" | "leave", None, Some(d)) => serde_json::from_str::<ClientInfo>(d.get()).ok(),
             _ => None,
@@ -154,10 +188,28 @@ impl Router {
                 let _ = sub.events.send(ev);
                 continue;
             }
+            let data = match f.offset {
+                Some(o) if sub.delta && !Sub::wildcard(pattern) => {
+                    if sub.base.as_ref().is_some_and(|b| b.0 >= o) {
+                        continue; // a copy of one received already
+                    }
+                    match sub.rebuild(f, o) {
+                        Ok(d) => d,
+                        Err(e) => {
+                            tracing::warn!(topic = %f.topic, offset = o, error = %e, "ringhub: delta not applied: recovering");
+                            if sub.pending.is_none() {
+                                failed.push(pattern.clone());
+                            }
+                            continue;
+                        }
+                    }
+                }
+                _ => f.data.map_or_else(null, |d| d.to_owned()),
+            };
             let p = Publication {
                 topic: f.topic.to_string(),
                 event: f.event.to_string(),
-                data: f.data.map_or_else(null, |d| d.to_owned()),
+                data,
                 offset: f.offset,
             };
             if sub.pending.is_some() {
@@ -168,6 +220,7 @@ impl Router {
                 sub.deliver(p);
             }
         }
+        failed
     }
 
     /// Applies the answer to subscribe request `id` of `topic`.
@@ -307,7 +360,7 @@ mod tests {
     fn sub(r: &mut Router, topic: &str) -> mpsc::UnboundedReceiver<Event> {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready, _) = oneshot::channel();
-        assert!(r.add(topic.into(), 1, None, tx, ready).is_ok());
+        assert!(r.add(topic.into(), 1, None, false, tx, ready).is_ok());
         rx
     }
 
@@ -378,5 +431,57 @@ mod tests {
         assert_eq!(r.user_message("user:a", Some("e1"), 8), Inbox::New);
         // The server lost its inboxes: offsets restart under a new epoch.
         assert_eq!(r.user_message("user:a", Some("e2"), 1), Inbox::New);
+    }
+
+    /// A Fossil delta (`N@O,` copies, `N:` literals) with its checksum.
+    fn fossil(size: usize, body: &str, target: &str) -> String {
+        const D: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~";
+        let int = |mut v: u64| {
+            let mut s = Vec::new();
+            loop {
+                s.insert(0, D[(v & 63) as usize]);
+                v >>= 6;
+                if v == 0 {
+                    break String::from_utf8(s).unwrap();
+                }
+            }
+        };
+        let ck = crate::fossil::checksum(target.as_bytes());
+        format!("{}\n{body}{};", int(size as u64), int(u64::from(ck)))
+    }
+
+    #[test]
+    fn deltas_are_applied_and_a_bad_one_asks_to_resubscribe() {
+        let mut r = Router::default();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (ready, _) = oneshot::channel();
+        assert!(r.add("s".into(), 1, None, true, tx, ready).is_ok());
+        let frame = |json: serde_json::Value| {
+            r#"{"topic":"s","event":"m","#.to_string() + &json.to_string()[1..]
+        };
+        let full = frame(serde_json::json!({"data": {"a": 1}, "offset": 1}));
+        assert!(r.publication(&decode(full.as_bytes()).unwrap()).is_empty());
+        // {"a":1} -> {"a":22}: 5 bytes copied, then a literal.
+        let d = fossil(8, "5@0,3:22}", r#"{"a":22}"#);
+        let delta = frame(serde_json::json!({"delta": d, "offset": 2}));
+        assert!(r.publication(&decode(delta.as_bytes()).unwrap()).is_empty());
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| match e {
+                Event::Publication(p) => p.data.get().to_string(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, [r#"{"a":1}"#, r#"{"a":22}"#]);
+        // A delta that skips an offset (or is corrupt) is not delivered: resubscribe.
+        let skip = frame(serde_json::json!({"delta": d, "offset": 4}));
+        assert_eq!(r.publication(&decode(skip.as_bytes()).unwrap()), ["s"]);
+        let bad = frame(serde_json::json!({"delta": "8\n5@0,3:22};", "offset": 3}));
+        assert_eq!(
+            r.publication(&decode(bad.as_bytes()).unwrap()),
+            ["s"],
+            "no base left"
+        );
+        assert!(rx.try_recv().is_err());
+        assert_eq!(r.subs["s"].offset, Some(2), "recovery resumes after 2");
     }
 }

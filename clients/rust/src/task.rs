@@ -283,9 +283,10 @@ impl Task {
             sub.since()
         };
         let mut b = Vec::with_capacity(64 + topic.len());
-        codec::encode_subscribe(&mut b, topic, Some(id), since);
+        codec::encode_subscribe_with(&mut b, topic, Some(id), since, sub.delta);
         sub.pending_since = since.is_some();
         sub.pending = Some(id);
+        sub.base = None;
         self.pending
             .insert(id, Pending::Subscribe(topic.to_string()));
         self.out.push(utf8(b));
@@ -318,9 +319,13 @@ impl Task {
                 topic,
                 gen,
                 since,
+                delta,
                 events,
                 ready,
-            } => match self.router.add(topic.clone(), gen, since, events, ready) {
+            } => match self
+                .router
+                .add(topic.clone(), gen, since, delta, events, ready)
+            {
                 Err(ready) => {
                     let _ = ready.send(Err(Error::AlreadySubscribed(topic)));
                 }
@@ -421,13 +426,22 @@ impl Task {
                 }
             }
             Kind::UserMessage => self.user_message(&f),
-            Kind::Publication => self.router.publication(&f),
+            Kind::Publication => {
+                // A delta that did not apply: recover the publication (and what follows) in
+                // full by subscribing again from the last delivered offset.
+                for topic in self.router.publication(&f) {
+                    self.send_subscribe(&topic);
+                }
+            }
         }
     }
 
     fn user_message(&mut self, f: &Incoming<'_>) {
         let Some(offset) = f.offset else {
-            return self.router.publication(f);
+            for topic in self.router.publication(f) {
+                self.send_subscribe(&topic);
+            }
+            return;
         };
         match self
             .router

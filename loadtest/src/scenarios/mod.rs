@@ -1,6 +1,7 @@
 //! The load scenarios and what they share.
 
 pub mod connect;
+pub mod delta;
 pub mod durable;
 pub mod echo;
 pub mod fanout;

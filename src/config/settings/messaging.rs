@@ -277,6 +277,12 @@ pub(super) const KEYS: &[Key] = &[
         |s, r| s.compression.context_takeover = boolean(r)?,
         |s| Some(Value::Boolean(s.compression.context_takeover))
     ),
+    key!(
+        "compression.delta_full_every",
+        "a count of publications (0 = never)",
+        |s, r| s.compression.delta_full_every = uint(r, 0, MAX_U32)? as u32,
+        |s| int_v(s.compression.delta_full_every)
+    ),
 ];
 
 fn invalid(key: String, value: String, expected: String, origin: &str) -> SettingsError {
