@@ -122,6 +122,8 @@ pub(super) mod flag {
     /// 9..=15 bits), 0 when the connection did not negotiate it.
     pub const DEFLATE_SHIFT: u32 = 14;
     pub const DEFLATE: u32 = 7 << DEFLATE_SHIFT;
+    /// Negotiated the `ringhub.msgpack` subprotocol: binary MessagePack envelopes both ways.
+    pub const MSGPACK: u32 = 1 << 17;
 }
 
 impl ConnEntry {
@@ -144,6 +146,11 @@ impl ConnEntry {
             0 => 0,
             b => b as u8 + 8,
         }
+    }
+
+    /// Whether the connection speaks MessagePack (subprotocol `ringhub.msgpack`).
+    pub(super) fn msgpack(&self) -> bool {
+        self.has(flag::MSGPACK)
     }
 
     /// Gives back its slot in the connection caps, if it holds one.

@@ -7,6 +7,7 @@ use super::{flag, ConnKind, Phase, ShardState};
 use crate::policy::guard::Admitted;
 use crate::proto::deflate;
 use crate::proto::handshake::{self as http, HttpError, RequestHead};
+use crate::proto::msgpack;
 use crate::ConnId;
 
 /// The paths served by the API thread.
@@ -64,6 +65,11 @@ impl ShardState {
         if let Some(d) = &deflate {
             d.add_to(&mut response);
         }
+        let packed = kind == ConnKind::PubSub
+            && msgpack::offered(head.header_values("Sec-WebSocket-Protocol"));
+        if packed {
+            msgpack::add_to(&mut response);
+        }
         let mut admitted = cfg.guard.admit(&head)?;
         if kind == ConnKind::PubSub {
             self.connect_hook(id, &head, &mut admitted)?;
@@ -73,6 +79,9 @@ impl ShardState {
         self.upgrade(id, Phase::Ws(kind), admitted);
         if let (Some(d), Some(c)) = (deflate, self.conn_mut(id)) {
             c.set(u32::from(d.code()) << flag::DEFLATE_SHIFT);
+        }
+        if let Some(c) = self.conn_mut(id).filter(|_| packed) {
+            c.set(flag::MSGPACK);
         }
         self.push_raw(id, Bytes::from(response));
         if kind == ConnKind::PubSub {

@@ -22,6 +22,8 @@ impl ShardState {
         if c.closing.is_some() {
             return;
         }
+        let frame = self.packed_for(id, frame);
+        let Some(c) = self.conn_mut(id) else { return };
         // A reply or error to one connection: compressed for it alone, over the threshold.
         let frame = match c.deflate_bits() {
             0 => frame,
@@ -236,11 +238,11 @@ impl ShardState {
         let pos = stored.flatten();
         let mut ended: Vec<ConnId> = Vec::new();
         let mut missed: Vec<ConnId> = Vec::new();
-        let shared = Frame::new(frame.clone());
-        // The compressed frame, made at the first subscriber that negotiated permessage-deflate
-        // with each window size and shared by the others (`None` inside: sent as it is).
+        // The compressed and MessagePack frames, each made at the first subscriber that needs
+        // it and shared by the others.
+        let mut encodings = super::formats::Encodings::new(frame);
         let deflater = &mut self.deflater;
-        let mut compressed: [Option<Option<Frame>>; 7] = Default::default();
+        let stats = &self.hub.stats[self.index];
         // `user:<id>` topics reach only that user's connections, whatever pattern matched.
         let owner = topic.strip_prefix(crate::policy::security::PRIVATE_PREFIX);
         self.registry.for_each_set(topic, |set| {
@@ -271,14 +273,7 @@ impl ShardState {
                         }
                     }
                 }
-                let bits = c.deflate_bits();
-                let f = match bits {
-                    0 => &shared,
-                    _ => compressed[usize::from(bits - 9)]
-                        .get_or_insert_with(|| deflater.frame(frame, bits).map(Frame::new))
-                        .as_ref()
-                        .unwrap_or(&shared),
-                };
+                let f = encodings.pick(deflater, stats, c.deflate_bits(), c.msgpack());
                 if c.queued + f.len() > limit {
                     slow.push(c.id);
                     continue;

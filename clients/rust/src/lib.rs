@@ -22,6 +22,9 @@
 //!   [`Client::publish`] is at most once and fails at once while disconnected.
 //! - Durable messages (`"ack": true` on `user:<id>`) go to [`Client::messages`], once each
 //!   (by offset), and are acknowledged when handed out unless [`Options::manual_ack`] is set.
+//! - Wire format: JSON text frames, or MessagePack binary frames with
+//!   [`Options::format`]`(`[`Format::MessagePack`]`)` — the same API either way; bytes in `data`
+//!   are the JSON value [`msgpack::bin`] builds.
 #![warn(missing_docs)]
 
 mod client;
@@ -29,6 +32,7 @@ pub mod codec;
 mod command;
 mod error;
 mod messages;
+pub mod msgpack;
 mod options;
 mod router;
 mod subscription;
@@ -37,6 +41,6 @@ mod task;
 pub use client::{Client, History, Info, PresenceStats, StreamPosition};
 pub use error::{Error, ErrorCode};
 pub use messages::{Messages, UserMessage};
-pub use options::{Backoff, Options, TokenFuture, TokenProvider};
+pub use options::{Backoff, Format, Options, TokenFuture, TokenProvider};
 pub use subscription::{ClientInfo, Event, Publication, Subscription};
 pub use task::ConnectionState;
