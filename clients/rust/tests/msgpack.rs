@@ -27,6 +27,14 @@ fn server() -> (ringhub::ServerHandle, mpsc::UnboundedReceiver<StatusChange>) {
     (start(b), rx)
 }
 
+/// The server converted frames to MessagePack: the client really spoke it.
+fn assert_packed(h: &ringhub::ServerHandle) {
+    assert!(
+        h.stats().msgpack_encodings > 0,
+        "no frame was sent as MessagePack"
+    );
+}
+
 async fn packed(h: &ringhub::ServerHandle, query: &str) -> Client {
     guard(Client::connect(
         url(h, query),
@@ -62,6 +70,7 @@ async fn publish_reply_and_bytes_reach_both_formats() {
         .unwrap();
     let p = next_pub(&mut sm).await;
     assert_eq!(bytes_of(&p.data::<Value>().unwrap()), Some(vec![255]));
+    assert_packed(&h);
     stop(h).await;
 }
 
@@ -78,6 +87,7 @@ async fn errors_come_with_their_codes() {
     // The connection goes on.
     let info = guard(m.info()).await.unwrap();
     assert_eq!(info.user, "alice");
+    assert_packed(&h);
     stop(h).await;
 }
 
@@ -118,6 +128,7 @@ async fn history_and_recovery() {
         next(&mut sub).await,
         Event::Recovered { publications: 2 }
     ));
+    assert_packed(&h);
     stop(h).await;
 }
 
@@ -134,5 +145,6 @@ async fn durable_messages_are_acknowledged() {
     assert_eq!(got.data::<Value>().unwrap(), json!({"n": 1}));
     let s = guard(statuses.recv()).await.unwrap();
     assert_eq!((s.id, s.status), (r.message_id, MessageStatus::Acked));
+    assert_packed(&h);
     stop(h).await;
 }
