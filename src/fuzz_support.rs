@@ -123,6 +123,37 @@ pub fn inflate(data: &[u8]) {
     }
 }
 
+/// MessagePack envelopes (subprotocol `ringhub.msgpack`): a client message converted to JSON
+/// as a shard does (valid JSON, or a `bad_request` error frame that stays small), then the JSON
+/// converted back (every converted message converts back, and bytes survive the trip: the
+/// MessagePack value read again equals the first one, up to f32 widening).
+pub fn msgpack(data: &[u8]) {
+    use crate::proto::msgpack as mp;
+    let mut json = Vec::new();
+    match mp::to_json(data, &mut json) {
+        Err(e) => {
+            let f =
+                crate::proto::envelope::error(None, "", crate::ErrorCode::BadRequest, &e.message);
+            assert!(f.len() <= 1024, "error frame of {} bytes", f.len());
+            assert!(mp::frame_from_json(&f).is_some(), "an error frame converts");
+        }
+        Ok(()) => {
+            assert!(
+                serde_json::from_slice::<serde_json::Value>(&json).is_ok(),
+                "not JSON"
+            );
+            let back = mp::from_json(&json).expect("converted JSON converts back");
+            let mut again = Vec::new();
+            mp::to_json(&back, &mut again).expect("re-converted MessagePack converts");
+            assert_eq!(
+                serde_json::from_slice::<serde_json::Value>(&again).ok(),
+                serde_json::from_slice::<serde_json::Value>(&json).ok(),
+                "round trip"
+            );
+        }
+    }
+}
+
 /// Parses a client envelope as a shard does, and encodes the replies it could cause: every
 /// error frame stays small, whatever the input.
 pub fn envelope(data: &[u8]) {
@@ -304,7 +335,7 @@ pub fn delta(data: &[u8]) {
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name (the corpus directories under `fuzz/corpus/`).
-pub const TARGETS: [Target; 9] = [
+pub const TARGETS: [Target; 10] = [
     ("frames", |d| {
         frames(d);
     }),
@@ -316,4 +347,5 @@ pub const TARGETS: [Target; 9] = [
     ("v2_requests", v2_requests),
     ("inflate", inflate),
     ("delta", delta),
+    ("msgpack", msgpack),
 ];

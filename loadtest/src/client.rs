@@ -113,6 +113,10 @@ pub struct WsReader {
 /// `--deflate`: offer permessage-deflate and inflate what comes compressed.
 pub static DEFLATE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// `--msgpack`: offer the `ringhub.msgpack` subprotocol (the server then sends binary
+/// MessagePack frames; what this client sends stays JSON text, which the server still reads).
+pub static MSGPACK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Bytes read from every connection's socket (handshakes included): wire bytes in.
 pub static RX_BYTES: AtomicU64 = AtomicU64::new(0);
 
@@ -425,11 +429,16 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
     let key = base64::engine::general_purpose::STANDARD.encode(nonce);
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{}{}\r\n",
         target.path,
         target.host,
         if DEFLATE.load(Ordering::Relaxed) {
             "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+        } else {
+            ""
+        },
+        if MSGPACK.load(Ordering::Relaxed) {
+            "Sec-WebSocket-Protocol: ringhub.msgpack\r\n"
         } else {
             ""
         }
@@ -437,8 +446,7 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
     stream.write_all(req.as_bytes()).await?;
 
     let mut buf = Vec::with_capacity(512);
-    let mut takeover = false;
-    let header_len = loop {
+    let (header_len, takeover) = loop {
         if buf.len() > 16 * 1024 {
             bail!("handshake response headers too large");
         }
@@ -476,12 +484,19 @@ async fn connect_inner(target: &Target, src: IpAddr) -> Result<(WsReader, WsWrit
             if DEFLATE.load(Ordering::Relaxed) && agreed.is_none() {
                 bail!("--deflate: the server did not accept permessage-deflate");
             }
-            takeover = agreed.is_some_and(|h| {
+            let takeover = agreed.is_some_and(|h| {
                 !String::from_utf8_lossy(h.value)
                     .to_ascii_lowercase()
                     .contains("server_no_context_takeover")
             });
-            break len;
+            let packed = resp.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("sec-websocket-protocol")
+                    && h.value == b"ringhub.msgpack"
+            });
+            if MSGPACK.load(Ordering::Relaxed) && !packed {
+                bail!("--msgpack: the server did not accept the ringhub.msgpack subprotocol");
+            }
+            break (len, takeover);
         }
     };
     let (rd, wr) = stream.into_split();

@@ -52,6 +52,9 @@ struct Cli {
     /// Offer permessage-deflate (RFC 7692) and inflate compressed frames.
     #[arg(long, global = true)]
     deflate: bool,
+    /// Offer the `ringhub.msgpack` subprotocol: publications arrive as MessagePack frames.
+    #[arg(long, global = true)]
+    msgpack: bool,
     /// Pad payloads with chat-like English words instead of `x` (compresses like real text).
     #[arg(long, global = true)]
     words: bool,
@@ -125,6 +128,7 @@ fn real_main() -> Result<bool> {
     let cli = Cli::parse();
     stats::epoch();
     client::DEFLATE.store(cli.deflate, std::sync::atomic::Ordering::Relaxed);
+    client::MSGPACK.store(cli.msgpack, std::sync::atomic::Ordering::Relaxed);
     scenarios::payload::WORDS.store(cli.words, std::sync::atomic::Ordering::Relaxed);
     let socketio = cli.protocol == Protocol::Socketio;
     if socketio && !matches!(cli.scenario, Scenario::Fanout(_)) {

@@ -23,6 +23,11 @@ struct Code {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Format {
+    format: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Result_ {
     result: String,
 }
@@ -120,6 +125,17 @@ pub(crate) fn render(
         "delta_deliveries",
         "Publications delivered as a delta instead of in full",
         ConstCounter::new(sent),
+    );
+    let encodings = Family::<Format, prometheus_client::metrics::counter::Counter>::default();
+    encodings
+        .get_or_create(&Format {
+            format: "msgpack".into(),
+        })
+        .inc_by(total.msgpack_encodings);
+    reg.register(
+        "encodings",
+        "Frames converted to another wire format: once per publication per shard on fan-out, once per frame to one connection",
+        encodings,
     );
 
     let errors = Family::<Code, prometheus_client::metrics::counter::Counter>::default();

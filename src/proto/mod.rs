@@ -10,6 +10,7 @@ pub mod error;
 pub(crate) mod frame;
 pub mod handler;
 pub(crate) mod handshake;
+pub mod msgpack;
 pub mod pattern;
 pub mod registry;
 pub(crate) mod sse;

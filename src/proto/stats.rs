@@ -29,6 +29,9 @@ pub struct ShardStats {
     pub(crate) errors: [AtomicU64; ErrorCode::ALL.len()],
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) slow_consumers: AtomicU64,
+    /// Frames converted to MessagePack: once per publication per shard on fan-out, once per
+    /// frame sent to one MessagePack connection (replies, errors, history, durable messages).
+    pub(crate) msgpack_encodings: AtomicU64,
     pub(crate) handshake_results: [AtomicU64; HANDSHAKE_RESULTS.len()],
     pub(crate) handshake_buckets: [AtomicU64; HANDSHAKE_BUCKETS.len()],
     pub(crate) handshake_micros: AtomicU64,
@@ -63,6 +66,8 @@ pub struct StatsSnapshot {
     pub slow_consumers: u64,
     /// `rate_limited` errors sent.
     pub rate_limited: u64,
+    /// Frames converted to MessagePack (see `ringhub_encodings_total{format="msgpack"}`).
+    pub msgpack_encodings: u64,
 }
 
 impl ShardStats {
@@ -136,6 +141,7 @@ impl ShardStats {
             protocol_errors: self.protocol_errors.load(Relaxed),
             slow_consumers: self.slow_consumers.load(Relaxed),
             rate_limited: self.errors[ErrorCode::RateLimited as usize].load(Relaxed),
+            msgpack_encodings: self.msgpack_encodings.load(Relaxed),
         }
     }
 }
@@ -155,6 +161,7 @@ impl std::ops::Add for StatsSnapshot {
             protocol_errors: self.protocol_errors + o.protocol_errors,
             slow_consumers: self.slow_consumers + o.slow_consumers,
             rate_limited: self.rate_limited + o.rate_limited,
+            msgpack_encodings: self.msgpack_encodings + o.msgpack_encodings,
         }
     }
 }

@@ -127,6 +127,8 @@ pub(super) mod flag {
     pub const DEFLATE_KEPT: u32 = 1 << 24;
     /// A delta subscriber of some topic (`shard::delta`): look it up when delivering.
     pub const DELTA: u32 = 1 << 18;
+    /// Negotiated the `ringhub.msgpack` subprotocol: binary MessagePack envelopes both ways.
+    pub const MSGPACK: u32 = 1 << 17;
 }
 
 impl ConnEntry {
@@ -155,6 +157,11 @@ impl ConnEntry {
     /// takeover); a window of 0 without permessage-deflate.
     pub(super) fn deflate(&self) -> (u8, bool) {
         (self.deflate_bits(), self.has(flag::DEFLATE_KEPT))
+    }
+
+    /// Whether the connection speaks MessagePack (subprotocol `ringhub.msgpack`).
+    pub(super) fn msgpack(&self) -> bool {
+        self.has(flag::MSGPACK)
     }
 
     /// Gives back its slot in the connection caps, if it holds one.

@@ -7,6 +7,7 @@ use super::{flag, ConnKind, Phase, ShardState};
 use crate::policy::guard::Admitted;
 use crate::proto::deflate;
 use crate::proto::handshake::{self as http, HttpError, RequestHead};
+use crate::proto::msgpack;
 use crate::ConnId;
 
 /// The paths served by the API thread.
@@ -67,6 +68,11 @@ impl ShardState {
         if let Some(d) = &deflate {
             d.add_to(&mut response);
         }
+        let packed = kind == ConnKind::PubSub
+            && msgpack::offered(head.header_values("Sec-WebSocket-Protocol"));
+        if packed {
+            msgpack::add_to(&mut response);
+        }
         let mut admitted = cfg.guard.admit(&head)?;
         if kind == ConnKind::PubSub {
             self.connect_hook(id, &head, &mut admitted)?;
@@ -79,6 +85,9 @@ impl ShardState {
             if d.takeover {
                 c.set(flag::DEFLATE_KEPT);
             }
+        }
+        if let Some(c) = self.conn_mut(id).filter(|_| packed) {
+            c.set(flag::MSGPACK);
         }
         self.push_raw(id, Bytes::from(response));
         if kind == ConnKind::PubSub {

@@ -22,6 +22,8 @@ impl ShardState {
         if c.closing.is_some() {
             return;
         }
+        let frame = self.packed_for(id, frame);
+        let Some(c) = self.conn_mut(id) else { return };
         // A reply or error to one connection: compressed for it alone, over the threshold
         // (with context takeover, by its own stream).
         let frame = match c.deflate() {
@@ -248,13 +250,12 @@ impl ShardState {
         let mut ended: Vec<ConnId> = Vec::new();
         let mut missed: Vec<ConnId> = Vec::new();
         let mut failed: Vec<(ConnId, crate::proto::frame::Fail)> = Vec::new();
-        let shared = Frame::new(frame.clone());
-        // The compressed frame, made at the first subscriber that negotiated permessage-deflate
-        // with each window size and shared by the others (`None` inside: sent as it is).
+        // The compressed and MessagePack frames, each made at the first subscriber that needs
+        // it and shared by the others.
+        let mut encodings = super::formats::Encodings::new(frame);
         let deflater = &mut self.deflater;
-        let mut compressed: [Option<Option<Frame>>; 7] = Default::default();
-        // Delta subscribers of a topic with history: the delta is made once (see `delta`).
         let stats = &self.hub.stats[self.index];
+        // Delta subscribers of a topic with history: the delta is made once (see `delta`).
         let every = self.hub.config.compression.delta_full_every;
         let mut round = at.and_then(|at| {
             super::delta::Round::start(&mut self.deltas, topic, at, frame, seq, every, stats)
@@ -290,31 +291,32 @@ impl ShardState {
                     }
                 }
                 let (bits, kept) = c.deflate();
+                let packed = c.msgpack();
+                // Deltas are JSON: MessagePack connections get full publications.
                 let delta = match &mut round {
-                    Some(r) if c.flags & flag::DELTA != 0 => r.frame_for(c.id),
+                    Some(r) if c.flags & flag::DELTA != 0 && !packed => r.frame_for(c.id),
                     _ => None,
                 };
                 let own;
-                let f = match (bits, delta) {
+                let f = match delta {
                     // Deltas go uncompressed (small; see PROTOCOL.md "Delta updates").
-                    (_, Some(d)) => d,
-                    (0, None) => &shared,
+                    Some(d) => d,
                     // Context takeover: compressed for this connection alone, by its stream.
-                    _ if kept => match deflater.frame_kept(c.id.raw(), frame, bits, false) {
-                        Ok(Some(b)) => {
-                            own = Frame::new(b);
-                            &own
+                    None if kept && bits != 0 => {
+                        let base = encodings.pick(deflater, stats, 0, packed).clone();
+                        match deflater.frame_kept(c.id.raw(), &base, bits, false) {
+                            Ok(Some(b)) => {
+                                own = Frame::new(b);
+                                &own
+                            }
+                            Ok(None) => encodings.pick(deflater, stats, 0, packed),
+                            Err(fail) => {
+                                failed.push((c.id, fail));
+                                continue;
+                            }
                         }
-                        Ok(None) => &shared,
-                        Err(fail) => {
-                            failed.push((c.id, fail));
-                            continue;
-                        }
-                    },
-                    _ => compressed[usize::from(bits - 9)]
-                        .get_or_insert_with(|| deflater.frame(frame, bits).map(Frame::new))
-                        .as_ref()
-                        .unwrap_or(&shared),
+                    }
+                    None => encodings.pick(deflater, stats, bits, packed),
                 };
                 if c.queued + f.len() > limit {
                     slow.push(c.id);

@@ -144,6 +144,9 @@ impl ShardState {
                 self.enqueue(id, frame)
             }
             (ConnKind::PubSub, OP_TEXT) => self.dispatch(id, msg),
+            (ConnKind::PubSub, OP_BINARY) if self.conn_mut(id).is_some_and(|c| c.msgpack()) => {
+                self.dispatch_msgpack(id, msg)
+            }
             (ConnKind::PubSub, OP_BINARY | _) => {
                 let msg = "binary frames are not supported: send JSON envelopes as text";
                 self.error(id, None, "", crate::ErrorCode::BadRequest, msg);

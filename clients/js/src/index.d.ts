@@ -71,8 +71,11 @@ export interface WebSocketLike {
   onmessage: ((ev: { data: any }) => any) | null
   onerror: ((ev: any) => any) | null
   onclose: ((ev: { code: number; reason: string }) => any) | null
-  send(data: string): void
+  send(data: string | Uint8Array): void
   close(code?: number, reason?: string): void
+  /** The negotiated subprotocol (`ringhub.msgpack` with `format: 'msgpack'`). */
+  protocol?: string
+  binaryType?: string
 }
 
 export interface ConnectOptions {
@@ -85,7 +88,7 @@ export interface ConnectOptions {
   /** Default timeout of requests, ms (default 10000; 0 = none). */
   requestTimeout?: number
   /** WebSocket constructor (default: the global one), e.g. from the `ws` package. */
-  WebSocket?: new (url: string) => WebSocketLike
+  WebSocket?: new (url: string, protocols?: string[]) => WebSocketLike
   /** EventSource constructor for the SSE transport (default: the global one, else fetch). */
   EventSource?: new (url: string) => any
   /** `auto` (default): WebSocket when available, else SSE. SSE is receive-only. */
@@ -94,6 +97,13 @@ export interface ConnectOptions {
   sseUrl?: string
   /** Acknowledge durable user messages after the handlers (default true). */
   autoAck?: boolean
+  /**
+   * Wire format: `json` (default, text frames) or `msgpack` (binary MessagePack frames, the
+   * subprotocol `ringhub.msgpack`; `data` may then hold `Uint8Array`s, received as such).
+   */
+  format?: 'json' | 'msgpack'
+  /** The MessagePack codec for `format: 'msgpack'` (default: `import('@msgpack/msgpack')`). */
+  msgpack?: { encode(value: unknown): Uint8Array; decode(data: Uint8Array): unknown }
 }
 
 export interface RequestOptions {

@@ -1,4 +1,5 @@
-// ringhub-client: the ringhub client for browsers, Node >= 20 and Bun. No dependencies, no build.
+// ringhub-client: the ringhub client for browsers, Node >= 20 and Bun. No build; no dependencies
+// unless `format: 'msgpack'` is asked for (then @msgpack/msgpack, loaded on first connect).
 // Protocol: docs/PROTOCOL.md (versions 1 and 2).
 
 import { applyDelta } from './fossil.js'
@@ -42,6 +43,8 @@ export class RinghubError extends Error {
 // What to do when the runtime has no WebSocket (Node 20 hides it behind a flag).
 const NO_WS =
   'no global WebSocket: on Node 20 run `node --experimental-websocket`, use Node >= 22, or pass one: connect(url, { WebSocket }) (e.g. from the `ws` package)'
+
+const MSGPACK = 'ringhub.msgpack'
 
 const fromServer = (d) => new RinghubError((d && d.code) || 'error', d && d.message, d)
 
@@ -175,7 +178,13 @@ export class Client extends Emitter {
     if (tok != null) u.searchParams.set('token', tok)
     let ws
     try {
-      ws = this._ws = new this._W(u.href)
+      // MessagePack binary frames: the subprotocol `ringhub.msgpack` (docs/PROTOCOL.md).
+      if (this.o.format === 'msgpack') {
+        this._mp ||= this.o.msgpack || (await import('@msgpack/msgpack'))
+        if (gen !== this._gen) return
+        ws = this._ws = new this._W(u.href, [MSGPACK])
+        ws.binaryType = 'arraybuffer'
+      } else ws = this._ws = new this._W(u.href)
     } catch (e) {
       return this._fail(gen, e)
     }
@@ -286,7 +295,7 @@ export class Client extends Emitter {
 
   _send(f) {
     if (this.state !== 'connected') return this._q.push(f)
-    this._ws.send(JSON.stringify(f))
+    this._ws.send(this._enc(f))
     const r = f.id && this._reqs.get(f.id)
     if (r) r.sent = true
   }
@@ -442,10 +451,15 @@ export class Client extends Emitter {
     if (b) for (const m of b) this._take(m)
   }
 
+  // A frame as the connection speaks it: MessagePack bytes or JSON text.
+  _enc(f) {
+    return this._mp && this._ws && this._ws.protocol === MSGPACK ? this._mp.encode(f) : JSON.stringify(f)
+  }
+
   _msg(raw) {
     let m
     try {
-      m = JSON.parse(raw)
+      m = typeof raw === 'string' ? JSON.parse(raw) : this._mp.decode(new Uint8Array(raw))
     } catch (e) {
       return this._oops(e)
     }
@@ -548,6 +562,6 @@ export class Client extends Emitter {
   }
 
   _ack(topic, offset) {
-    if (this.state === 'connected' && this._ws) this._ws.send(JSON.stringify({ event: 'ack', topic, data: { offset } }))
+    if (this.state === 'connected' && this._ws) this._ws.send(this._enc({ event: 'ack', topic, data: { offset } }))
   }
 }

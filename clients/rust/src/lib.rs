@@ -27,6 +27,9 @@
 //!   data. A delta that does not apply (wrong base, corrupt) is not delivered: the client
 //!   resubscribes with `since` (its last delivered offset), and the server sends it again in
 //!   full (recovery), then live publications, the first in full.
+//! - Wire format: JSON text frames, or MessagePack binary frames with
+//!   [`Options::format`]`(`[`Format::MessagePack`]`)` — the same API either way; bytes in `data`
+//!   are the JSON value [`msgpack::bin`] builds.
 #![warn(missing_docs)]
 
 mod client;
@@ -35,6 +38,7 @@ mod command;
 mod error;
 pub mod fossil;
 mod messages;
+pub mod msgpack;
 mod options;
 mod router;
 mod subscription;
@@ -43,6 +47,6 @@ mod task;
 pub use client::{Client, History, Info, PresenceStats, StreamPosition};
 pub use error::{Error, ErrorCode};
 pub use messages::{Messages, UserMessage};
-pub use options::{Backoff, Options, TokenFuture, TokenProvider};
+pub use options::{Backoff, Format, Options, TokenFuture, TokenProvider};
 pub use subscription::{ClientInfo, Event, Publication, Subscription};
 pub use task::ConnectionState;

@@ -67,6 +67,18 @@ impl Backoff {
     }
 }
 
+/// The envelope encoding on the wire.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// JSON text frames (the protocol's default).
+    #[default]
+    Json,
+    /// MessagePack binary frames (subprotocol `ringhub.msgpack`): fewer bytes, and `data` may
+    /// carry bytes (see [`msgpack::bin`](crate::msgpack::bin)). The client's API is the same.
+    MessagePack,
+}
+
 /// How to connect and behave; build with [`Options::default`] and the setters.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -85,6 +97,8 @@ pub struct Options {
     /// Acknowledge durable user messages only when [`UserMessage::ack`](crate::UserMessage::ack)
     /// is called, instead of when [`Messages::recv`](crate::Messages::recv) hands them out.
     pub manual_ack: bool,
+    /// The envelope encoding (default [`Format::Json`]).
+    pub format: Format,
 }
 
 impl Default for Options {
@@ -96,6 +110,7 @@ impl Default for Options {
             request_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
             manual_ack: false,
+            format: Format::Json,
         }
     }
 }
@@ -109,6 +124,7 @@ impl fmt::Debug for Options {
             .field("request_timeout", &self.request_timeout)
             .field("ping_interval", &self.ping_interval)
             .field("manual_ack", &self.manual_ack)
+            .field("format", &self.format)
             .finish()
     }
 }
@@ -152,6 +168,12 @@ impl Options {
     /// Acknowledge durable user messages by hand.
     pub fn manual_ack(mut self, manual: bool) -> Self {
         self.manual_ack = manual;
+        self
+    }
+
+    /// Speaks `format` on the wire.
+    pub fn format(mut self, format: Format) -> Self {
+        self.format = format;
         self
     }
 

@@ -80,6 +80,14 @@ async fn open(url: String, opts: Arc<Options>) -> Result<Ws, Error> {
             .map_err(|_| Error::Token("the token is not a valid header value".into()))?;
         req.headers_mut().insert(AUTHORIZATION, v);
     }
+    if opts.format == crate::Format::MessagePack {
+        req.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            tokio_tungstenite::tungstenite::http::HeaderValue::from_static(
+                crate::msgpack::SUBPROTOCOL,
+            ),
+        );
+    }
     let connect = tokio_tungstenite::connect_async_with_config(req, None, true);
     match tokio::time::timeout(opts.request_timeout, connect).await {
         Ok(Ok((ws, _))) => Ok(ws),
@@ -197,8 +205,16 @@ impl Task {
         let mut last_rx = Instant::now();
         let mut pinged = false;
         loop {
+            let packed = self.opts.format == crate::Format::MessagePack;
             for frame in self.out.drain(..) {
-                if ws.feed(Message::Text(frame)).await.is_err() {
+                let msg = match packed {
+                    true => match crate::msgpack::from_json(&frame) {
+                        Ok(b) => Message::Binary(b),
+                        Err(_) => Message::Text(frame),
+                    },
+                    false => Message::Text(frame),
+                };
+                if ws.feed(msg).await.is_err() {
                     return ControlFlow::Continue(());
                 }
             }
@@ -215,6 +231,10 @@ impl Task {
                     pinged = false;
                     match msg {
                         Message::Text(t) => self.frame(t.as_bytes()),
+                        Message::Binary(b) => match crate::msgpack::to_json(&b) {
+                            Ok(json) => self.frame(json.as_bytes()),
+                            Err(e) => tracing::debug!(error = %e, "ringhub: undecodable binary frame"),
+                        },
                         Message::Close(c) => {
                             tracing::debug!(close = ?c, "ringhub: server closed the connection");
                             let _ = ws.flush().await; // the close reply

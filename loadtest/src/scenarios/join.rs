@@ -25,11 +25,16 @@ pub async fn ringhub_subscribe(
     wr.flush()
         .await
         .map_err(|e| format!("send subscribe: {e}"))?;
+    // `--msgpack`: the reply is a MessagePack map; its text shows the same words unquoted.
+    let packed = crate::client::MSGPACK.load(std::sync::atomic::Ordering::Relaxed);
     wait_text(rd, wr, |text| {
-        if text.contains("\"event\":\"error\"") {
+        if text.contains("\"event\":\"error\"") || (packed && text.contains("error")) {
             return Err(format!("subscribe rejected: {text}"));
         }
-        Ok(text.contains("\"event\":\"reply\"") && text.contains("\"id\":1"))
+        Ok(
+            (text.contains("\"event\":\"reply\"") && text.contains("\"id\":1"))
+                || (packed && text.contains("reply")),
+        )
     })
     .await
 }

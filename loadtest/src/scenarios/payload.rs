@@ -365,6 +365,9 @@ impl Classifier {
         if !self.prefix.is_empty() && frame.starts_with(&self.prefix) {
             return Incoming::Data(&frame[self.prefix.len()..]);
         }
+        if let Some(0x80..=0x8f) = frame.first() {
+            return classify_msgpack(frame);
+        }
         if frame.starts_with(b"{\"event\":\"error\"") {
             return Incoming::Error;
         }
@@ -387,6 +390,31 @@ impl Classifier {
     }
 }
 
+/// A MessagePack envelope (`--msgpack`): a map whose first key is `event` is a reply or an
+/// error; else the string after the `data` key holds the header, as in JSON.
+fn classify_msgpack(frame: &[u8]) -> Incoming<'_> {
+    let body = &frame[1..];
+    if body.starts_with(b"\xa5event\xa5error") {
+        return Incoming::Error;
+    }
+    if body.starts_with(b"\xa5event") {
+        return Incoming::Reply;
+    }
+    let Some(i) = memchr::memmem::find(body, b"\xa4data") else {
+        return Incoming::Malformed;
+    };
+    let at = i + 5;
+    let skip = match body.get(at) {
+        Some(0xa0..=0xbf) => 1,
+        Some(0xd9) => 2,
+        Some(0xda) => 3,
+        Some(0xdb) => 5,
+        _ => return Incoming::Malformed,
+    };
+    body.get(at + skip..)
+        .map_or(Incoming::Malformed, Incoming::Data)
+}
+
 /// socket.io frames: a publication, the heartbeat, an error (`44…` connect error) or
 /// anything else the protocol sends (open packet, acks), which is a reply.
 fn classify_socketio(frame: &[u8]) -> Incoming<'_> {
@@ -404,6 +432,42 @@ fn classify_socketio(frame: &[u8]) -> Incoming<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msgpack_frames_are_classified() {
+        let h = Header {
+            stream: 3,
+            seq: 42,
+            ts_ns: 123_456_789,
+        };
+        let t = Template::ringhub_publish("t3", 64);
+        let mut json = vec![0u8; t.bytes.len()];
+        t.fill(&mut json, &h);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let data = v["data"].as_str().unwrap().as_bytes();
+        // {"topic":"t3","event":..,"data":<str 8>} as the server converts it.
+        let mut f = vec![0x83, 0xa5];
+        f.extend_from_slice(b"topic\xa2t3\xa5event\xa1e\xa4data\xd9");
+        f.push(data.len() as u8);
+        f.extend_from_slice(data);
+        let mut cls = Classifier::new(Dialect::Ringhub);
+        match cls.classify(&f) {
+            Incoming::Data(d) => assert_eq!(Header::parse(d), Some(h)),
+            _ => panic!("not data"),
+        }
+        assert!(matches!(
+            cls.classify(b"\x83\xa5event\xa5reply\xa2id\x01"),
+            Incoming::Reply
+        ));
+        assert!(matches!(
+            cls.classify(b"\x83\xa5event\xa5error\xa2id\x01"),
+            Incoming::Error
+        ));
+        assert!(matches!(
+            cls.classify(b"\x81\xa1x\xc0"),
+            Incoming::Malformed
+        ));
+    }
 
     #[test]
     fn header_roundtrip_in_template() {

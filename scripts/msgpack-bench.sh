@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# MessagePack subscribers vs JSON subscribers: wire bytes and server CPU per delivery
+# (BENCHMARKS.md, "MessagePack"). Fan-out of one (JSON) publisher to SUBS subscribers of one
+# topic, closed loop with W publications in flight, for each payload size; each case runs with
+# every subscriber on JSON, then on MessagePack (`--msgpack`: the server converts each
+# publication once), each also with permessage-deflate when MODES says so, back to back.
+# Builds nothing: uses target/release/ringhub and ringhub-loadtest.
+#
+#   scripts/msgpack-bench.sh                      # 1,000 subs, 64 B / 1 KB / 16 KB, W = 16 and 64
+#   RUNS=3 IO=epoll SIZES="1024" WINDOWS="64" MODES="json msgpack" scripts/msgpack-bench.sh
+#
+# Payloads are chat-like words (`--words`), not a run of one letter. The server runs with one
+# shard (as the engine campaign does), the memory store and no rate limits. Server CPU is its
+# utime+stime over the whole run (setup included) ÷ deliveries; bytes are every byte the
+# clients read (handshakes included) ÷ deliveries.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+SUBS=${SUBS:-1000}
+SIZES=${SIZES:-"64 1024 16384"}
+WINDOWS=${WINDOWS:-"16 64"}
+RUNS=${RUNS:-1}
+MODES=${MODES:-"json msgpack json+deflate msgpack+deflate"}
+IO=${IO:-uring}
+DURATION=${DURATION:-4}
+WARMUP=${WARMUP:-1}
+LEVEL=${LEVEL:-3}
+THRESHOLD=${THRESHOLD:-128}
+SERVER="$TARGET/release/ringhub"
+LOADTEST="$TARGET/release/ringhub-loadtest"
+for b in "$SERVER" "$LOADTEST"; do
+  [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
+done
+TMP=$(mktemp -d)
+SRV=
+trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+one() { # SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per_s"
+  local size=$1 w=$2 mode=$3 port flag=()
+  [[ $mode == *deflate* ]] && flag+=(--deflate)
+  [[ $mode == msgpack* ]] && flag+=(--msgpack)
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
+    RINGHUB_COMPRESSION_LEVEL=$LEVEL RINGHUB_COMPRESSION_THRESHOLD=$THRESHOLD \
+    "$SERVER" --listen "127.0.0.1:$port" --shards 1 --io "$IO" --store memory --stats-interval 0s \
+    >"$TMP/server.log" 2>&1 &
+  SRV=$!
+  local end=$((SECONDS + 30))
+  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
+    ((SECONDS < end)) || { echo "server did not start" >&2; cat "$TMP/server.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  local t0 t1
+  t0=$(ticks "$SRV")
+  "$LOADTEST" --target "127.0.0.1:$port" --words ${flag[@]+"${flag[@]}"} --json "$TMP/out.json" fanout \
+    --subscribers "$SUBS" --payload "$size" --max --window "$w" --duration "$DURATION" --warmup "$WARMUP" \
+    >"$TMP/lt.log" 2>&1 || { echo "load generator failed:" >&2; cat "$TMP/lt.log" >&2; exit 1; }
+  t1=$(ticks "$SRV")
+  kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
+  local bytes
+  bytes=$(awk -F': ' '/^wire bytes in/ { print $2 }' "$TMP/lt.log")
+  python3 - "$TMP/out.json" "$bytes" "$((t1 - t0))" "$HZ" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+n = j["delivered_total"]
+print(f"{int(sys.argv[2]) / n:.1f} {int(sys.argv[3]) * 1e9 / int(sys.argv[4]) / n:.0f} {j['msgs_per_s']:.0f}")
+PY
+}
+
+echo "fan-out to $SUBS subscribers, --io $IO, level $LEVEL, threshold $THRESHOLD B, $RUNS run(s)"
+printf '%-8s %-4s %-16s %14s %14s %12s\n' payload W mode "bytes/deliv" "CPU ns/deliv" "msgs/s"
+for run in $(seq 1 "$RUNS"); do
+  for size in $SIZES; do
+    for w in $WINDOWS; do
+      for mode in $MODES; do
+        read -r b c r < <(one "$size" "$w" "$mode")
+        printf '%-8s %-4s %-16s %14s %14s %12s\n' "$size" "$w" "$mode" "$b" "$c" "$r"
+      done
+    done
+  done
+done
