@@ -88,15 +88,19 @@ impl ShardState {
     /// [`CLOSE_INSUFFICIENT_STATE`], so their clients recover instead of silently missing them.
     pub(super) fn check_stream(&mut self, topic: &Arc<str>, epoch: &Arc<str>, offset: u64) -> bool {
         let gap = match self.streams.get_mut(&**topic) {
-            Some((e, last)) if **e == **epoch && offset <= *last => return false,
-            Some((e, last)) => {
-                let gap = **e != **epoch || offset != *last + 1;
-                *e = epoch.clone();
-                *last = offset;
+            Some(s) => {
+                let gap = match &s.last {
+                    Some((e, last)) if **e == **epoch && offset <= *last => return false,
+                    Some((e, last)) => **e != **epoch || offset != *last + 1,
+                    None => false,
+                };
+                s.last = Some((epoch.clone(), offset));
+                s.saw(epoch, offset);
                 gap
             }
             None => {
-                self.streams.insert(topic.clone(), (epoch.clone(), offset));
+                let s = super::position::Stream::received(epoch, offset);
+                self.streams.insert(topic.clone(), s);
                 false
             }
         };
@@ -106,7 +110,7 @@ impl ShardState {
         true
     }
 
-    fn insufficient_state(&mut self, topic: &str) {
+    pub(super) fn insufficient_state(&mut self, topic: &str) {
         let Ok(p) = crate::proto::pattern::Pattern::parse(topic) else {
             return;
         };

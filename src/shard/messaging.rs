@@ -167,6 +167,9 @@ impl ShardState {
         if fresh && exact {
             self.joined(id, topic);
         }
+        if history && exact {
+            self.watch_stream(topic);
+        }
         if history && exact && (req.is_some() || since.is_some()) {
             // Publications of this topic stored before the store answers are covered by the
             // answer (position or recovery): hold them back from this connection until then.

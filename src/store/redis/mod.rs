@@ -55,6 +55,7 @@
 //! loses at most a second, `always` nothing; without persistence a restart loses everything and
 //! every stream gets a new epoch (clients learn `recovered: false`).
 
+mod append;
 mod conn;
 mod history;
 mod inbox;
@@ -69,6 +70,10 @@ use super::{
     StatusChange, Store, StoreError, StreamPos,
 };
 use crate::proto::wire::instance_for;
+
+/// Most publications per call of the append script (tests).
+#[cfg(test)]
+pub(crate) const APPEND_CHUNK: usize = append::CHUNK;
 
 /// Connect, read and write timeout of a store connection.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,6 +93,8 @@ pub struct RedisStore {
     inbox_parts: Vec<String>,
     /// `inbox_parts` joined with `.`.
     inbox_epoch: Arc<str>,
+    /// Buffers of the append path, reused.
+    bufs: append::Bufs,
 }
 
 impl RedisStore {
@@ -121,6 +128,7 @@ impl RedisStore {
             seq: random_u64(),
             inbox_parts: Vec::new(),
             inbox_epoch: "".into(),
+            bufs: append::Bufs::default(),
         };
         s.inbox_parts = s.read_inbox_epoch()?;
         s.inbox_epoch = s.inbox_parts.join(".").into();
@@ -203,7 +211,9 @@ impl Store for RedisStore {
             data,
             exclude: 0,
         };
-        self.append_one(&req, now_ms)
+        self.append_many(std::slice::from_ref(&req), now_ms)
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no answer for an append".into())))
     }
 
     fn append_batch(
@@ -220,6 +230,10 @@ impl Store for RedisStore {
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
         self.position_of(topic)
+    }
+
+    fn positions(&mut self, topics: &[&str]) -> Vec<Result<StreamPos, StoreError>> {
+        self.positions_of(topics)
     }
 
     fn read(
