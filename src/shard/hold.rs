@@ -105,12 +105,16 @@ impl ShardState {
             }
         };
         if gap {
-            self.insufficient_state(topic);
+            self.insufficient_state(topic, true);
         }
         true
     }
 
-    pub(super) fn insufficient_state(&mut self, topic: &str) {
+    /// Closes the subscribers of `topic` with [`CLOSE_INSUFFICIENT_STATE`], except those whose
+    /// subscribe waits for the store's answer (it will cover what was missed) and, with
+    /// `spare_answered`, those answered at a position the delivery loop judges (see
+    /// [`verdict`]).
+    pub(super) fn insufficient_state(&mut self, topic: &str, spare_answered: bool) {
         let Ok(p) = crate::proto::pattern::Pattern::parse(topic) else {
             return;
         };
@@ -123,12 +127,13 @@ impl ShardState {
             .map(|c| c.id)
             .collect();
         for id in ids {
-            let waits = self
-                .held
-                .get(&id)
-                .is_some_and(|l| l.iter().any(|h| *h.topic == *topic));
+            let waits = self.held.get(&id).is_some_and(|l| {
+                l.iter()
+                    .any(|h| *h.topic == *topic && (spare_answered || h.answered.is_none()))
+            });
             if !waits {
                 tracing::debug!(conn = %id, topic, "missed stored publications: closing");
+                self.end_answered(id, topic);
                 self.close(id, CLOSE_INSUFFICIENT_STATE, MISSED);
             }
         }

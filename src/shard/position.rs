@@ -12,7 +12,8 @@
 //! yet read from the subscriber connection), so one behind answer proves nothing. The answer is
 //! kept as *due*; when the next check finds the subscribers still not at it, publications
 //! written to Redis at least one interval earlier never arrived: they were missed, and the
-//! topic's subscribers (but those waiting for a store answer, which will cover them) are closed
+//! topic's subscribers (but those waiting for a store answer, which will cover them; those
+//! answered earlier are behind too: `seen` includes their answers) are closed
 //! with [`CLOSE_INSUFFICIENT_STATE`](super::hold::CLOSE_INSUFFICIENT_STATE) to recover with
 //! `since`. So a miss is noticed within about two intervals (plus up to one tick), and the
 //! cost is one job per shard per interval — nothing per publication beyond updating the
@@ -147,7 +148,8 @@ impl ShardState {
                 topic = &*topic,
                 "position check: stored publications were missed (Redis subscriber connection lost?): closing the topic's subscribers with 4010"
             );
-            self.insufficient_state(&topic);
+            // A subscriber answered before is behind too: the answers are in `seen`.
+            self.insufficient_state(&topic, false);
         }
     }
 
@@ -187,6 +189,56 @@ impl ShardState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard::inbox::{Action, ShardMsg};
+    use crate::shard::tests::{held_subscriber, written};
+
+    fn check(top: u64) -> ShardMsg {
+        ShardMsg::Positions(vec![("t".into(), "e1".into(), top)])
+    }
+
+    fn closed_4010(out: &[u8]) -> bool {
+        out.len() >= 4 && out[0] == 0x88 && u16::from_be_bytes([out[2], out[3]]) == 4010
+    }
+
+    /// A shard whose subscriber of `t` got offset 1: a position reported once ahead (in
+    /// flight) that then arrives is fine; one still ahead at the next check closes it.
+    #[test]
+    fn a_subscriber_still_behind_the_store_at_the_next_check_is_closed_with_4010() {
+        let (mut st, slot, stored) = held_subscriber();
+        st.handle_msg(stored(1));
+        st.handle_msg(check(2));
+        st.handle_msg(stored(2));
+        st.handle_msg(check(2));
+        let out = written(&mut st, slot);
+        assert!(!closed_4010(&out), "{}", String::from_utf8_lossy(&out));
+        assert!(String::from_utf8_lossy(&out).contains("\"offset\":2"));
+        st.handle_msg(check(3));
+        assert!(written(&mut st, slot).is_empty(), "in flight, maybe");
+        st.handle_msg(check(3));
+        assert!(closed_4010(&written(&mut st, slot)), "missed");
+    }
+
+    /// A subscriber whose subscribe was answered (top 3, nothing received since: an answered
+    /// hold) is behind the store too when offset 4 never comes.
+    #[test]
+    fn an_answered_subscriber_on_a_quiet_topic_is_closed_too() {
+        let (mut st, slot, _) = held_subscriber();
+        let id = st.conns[slot as usize].id;
+        st.hold(id, "t".into());
+        let recovered = Action::Recovered {
+            topic: "t".into(),
+            frame: None,
+            held: true,
+            pos: Some(("e1".into(), 3)),
+        };
+        st.handle_msg(ShardMsg::Conn(id, recovered));
+        st.handle_msg(check(3));
+        st.handle_msg(check(3));
+        assert!(written(&mut st, slot).is_empty(), "at the store's position");
+        st.handle_msg(check(4));
+        st.handle_msg(check(4));
+        assert!(closed_4010(&written(&mut st, slot)), "missed offset 4");
+    }
 
     fn pos(e: &str, o: u64) -> (Arc<str>, u64) {
         (e.into(), o)

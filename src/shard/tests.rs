@@ -17,7 +17,7 @@ fn frame(op: u8, payload: &[u8]) -> Vec<u8> {
 const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
 
 /// Everything `next_send` offers for `slot`, concatenated, acknowledged as fully written.
-fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
+pub(super) fn written(st: &mut ShardState, slot: u32) -> Vec<u8> {
     let mut out = Vec::new();
     let mut iov = Vec::new();
     while st.next_send(slot, &mut iov) {
@@ -538,7 +538,7 @@ fn kept_publications_must_continue_the_answer() {
 
 /// A cluster shard (the store delivers) with one connection subscribed to `t`, and a maker of
 /// stored publications of `t` in epoch `e1`.
-fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
+pub(super) fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
     let mut hub = HubShared::for_bench(1);
     hub.cluster.remote_store = true;
     let mut st = ShardState::new(0, Arc::new(hub));
