@@ -11,10 +11,10 @@
 //! On the topic's instance, `cluster::instance_for(topic, n)` — the one whose pub/sub channel
 //! the Redis broker uses for the topic:
 //! - `P:h:<topic>` — a stream; entry id `<offset>-0`, fields `e` event, `t` append time (ms),
-//!   `d` data (absent when none). `XADD MAXLEN ~ <size>` trims it approximately (whole stream
-//!   nodes: up to ~100 entries more are kept; exact trimming on every append cost 1.6× the
-//!   script's time) and reads serve nothing older than `l`; with a history TTL it gets
-//!   `PEXPIRE <ttl>` at each append (and reads skip entries whose `t` is older than the TTL).
+//!   `d` data (absent when none). `XTRIM MAXLEN ~ <size>` (once per append call) trims it
+//!   approximately (whole stream nodes: up to ~100 entries more are kept, plus the call's
+//!   own; exact trimming on every append cost 1.6× the script's time) and reads serve nothing
+//!   older than `l`; with a history TTL it gets `PEXPIRE <ttl>` at each append call (and reads skip entries whose `t` is older than the TTL).
 //! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset, `l` the oldest offset exact trimming
 //!   would have kept. Never expires: an idle topic keeps its epoch. When it is missing (never
 //!   written, or data lost), reads report an epoch derived from the instance's `P:inbox_epoch`
@@ -45,9 +45,11 @@
 //! before the first frame with a restarted offset, as long as the caller asks after the put.
 //!
 //! # Commands per append
-//! One `EVALSHA` (pipelined with the rest of the batch, one round trip per instance), running
-//! `HMGET` + `XADD` + `HSET` + `PUBLISH` (+ `PEXPIRE` with a TTL; + `DEL`, `HSET` when the stream
-//! is new).
+//! One `EVALSHA` per batch of the store thread per instance (per 256 publications: a longer
+//! batch is several calls in one pipeline — one round trip per instance either way; see
+//! `append.rs`), the offsets assigned in the script. Inside it, per publication `XADD` +
+//! `PUBLISH`; per topic of the call `HMGET` + `HSET` + `XTRIM` (+ `PEXPIRE` with a TTL; + `DEL`,
+//! `HSET` when the stream is new). The answer is one (epoch, first offset) per topic.
 //!
 //! # Durability
 //! [`Store::commit`] does nothing: every operation is applied in Redis when it returns. What
