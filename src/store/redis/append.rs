@@ -135,12 +135,12 @@ impl Writer<'_> {
     }
 }
 
-/// The append script's answer for `topics` topics: how many publications were applied, why
-/// the next one failed (when not all were), and each topic's epoch and first offset.
-pub(super) fn decode(
-    v: &Value,
-    topics: usize,
-) -> Result<(usize, &str, Vec<(Arc<str>, u64)>), StoreError> {
+/// What one call of the append script answered: how many publications were applied, why
+/// the next one failed (empty when all were), and each topic's epoch and first offset.
+pub(super) type Applied<'v> = (usize, &'v str, Vec<(Arc<str>, u64)>);
+
+/// Decodes the append script's answer for `topics` topics.
+pub(super) fn decode(v: &Value, topics: usize) -> Result<Applied<'_>, StoreError> {
     let a = val::array(v, "an append")?;
     let done = usize::try_from(val::u64(val::at(a, 0, "applied")?, "applied")?)
         .map_err(|_| StoreError::Corrupt("append count".into()))?;
