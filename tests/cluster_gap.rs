@@ -1,11 +1,13 @@
 //! A node that misses stored publications (its subscriber connection to Redis was cut while
 //! its command connection kept working) must subscribe again and close with 4010 every
 //! subscriber of the topic — also one whose subscribe was answered just before, which the
-//! 10-minute messaging soak (`scripts/soak-messaging.sh cluster`) caught seeing a silent gap.
+//! 10-minute messaging soak (`scripts/soak-messaging.sh cluster`) caught seeing a silent gap —
+//! and, thanks to the periodic position check, also when nothing more is published on it.
 
 mod common;
 
 use common::cluster::*;
+use common::proxy::Relay;
 use common::redis::Redis;
 use common::*;
 use ringhub::{IoMode, ServerHandle};
@@ -128,3 +130,78 @@ async fn a_node_that_missed_publications_recovers_and_tells_its_subscribers(io: 
     stop(nodes);
 }
 per_shell!(async fn a_node_that_missed_publications_recovers_and_tells_its_subscribers);
+
+/// The periodic position check (`[cluster] position_check`): node b's links to Redis (its
+/// subscriber connection among them) are cut while node a stores a publication on a topic b's
+/// subscriber follows, and nothing more is published on it. Before the check, b's subscriber
+/// stayed silently behind until the topic's next publication; now b notices within about two
+/// check intervals that the store is ahead of what its subscriber got, and closes it with 4010
+/// so its client recovers with `since` (or, were the node able to, hands it the publication).
+async fn a_quiet_topic_that_missed_a_publication_is_noticed_by_the_position_check(io: IoMode) {
+    let Some(redis) = Redis::start() else { return };
+    let relay = Relay::to(format!("127.0.0.1:{}", redis.port).parse().unwrap());
+    let settings = [
+        ("store.backend", "redis"),
+        ("topics", TOPICS),
+        ("cluster.position_check", "200ms"),
+    ];
+    let Some(a) = node_with(io, "a", &[redis.url()], &settings) else {
+        return;
+    };
+    let Some(b) = node_with(io, "b", &[relay.url()], &settings) else {
+        return;
+    };
+    for n in [&a, &b] {
+        let addr = n.local_addr();
+        wait_for(|| ready(addr).0 == 200, "node ready").await;
+    }
+    let topic = "chat:quiet";
+    let mut sub = connect(&b, "/ws").await;
+    let r = request(
+        &mut sub,
+        json!({"event": "subscribe", "topic": topic, "id": 1}),
+    )
+    .await;
+    let top = r["data"]["offset"].as_u64().expect("offset");
+    let subscribed = || redis.channels().iter().any(|c| c.ends_with(topic));
+    wait_for(subscribed, "b subscribed to the topic's channel").await;
+
+    relay.cut();
+    let b_addr = b.local_addr();
+    wait_for(|| ready(b_addr).0 == 503, "node b lost Redis").await;
+    let d = api(
+        a.local_addr(),
+        "/api/v1/publish",
+        json!({"topic": topic, "event": "m", "data": 1}),
+    );
+    assert_eq!(d["offset"], top + 1, "{d}");
+    relay.restore();
+
+    // Nothing more is published: only the check can tell b's subscriber.
+    let got = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match futures_util::StreamExt::next(&mut sub).await {
+                Some(Ok(tungstenite::Message::Text(t))) => {
+                    let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                    if v["topic"] == topic && v.get("offset").is_some() {
+                        break format!("publication at offset {}", v["offset"]);
+                    }
+                }
+                Some(Ok(tungstenite::Message::Close(f))) => {
+                    break format!("close {:?}", f.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => {}
+                other => panic!("subscriber: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the missed publication went unnoticed");
+    let publication = format!("publication at offset {}", top + 1);
+    assert!(
+        got == "close Some(4010)" || got == publication,
+        "{got} (top was {top})"
+    );
+    stop(vec![a, b]);
+}
+per_shell!(async fn a_quiet_topic_that_missed_a_publication_is_noticed_by_the_position_check);

@@ -16,6 +16,13 @@ pub struct ClusterConfig {
     /// default 30 s). Each node refreshes its entries every third of it, so a node that dies
     /// without unsubscribing (`kill -9`) leaves every presence list within this time.
     pub presence_ttl: Duration,
+    /// How often a node compares, for each topic with history that it has subscribers for, the
+    /// store's latest position with the last one its subscribers got (`[cluster]
+    /// position_check`, default 3 s; `0s`: never). A topic that missed a publication while the
+    /// node's subscriber connection to Redis was down is noticed within about two of these,
+    /// even when nothing more is published on it: its subscribers are closed with 4010 and
+    /// recover. One Redis round trip per check per instance, for all such topics at once.
+    pub position_check: Duration,
 }
 
 impl Default for ClusterConfig {
@@ -24,6 +31,7 @@ impl Default for ClusterConfig {
             redis: Vec::new(),
             prefix: "ringhub".into(),
             presence_ttl: Duration::from_secs(30),
+            position_check: Duration::from_secs(3),
         }
     }
 }

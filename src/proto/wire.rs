@@ -79,7 +79,9 @@ pub(crate) fn publication(origin: &str, seq: u64, frames: &[(&str, &[u8])]) -> V
 }
 
 /// Encodes a stored publication **without its position**: the Redis script that assigns the
-/// offset appends `<epoch>:<offset>` before publishing.
+/// offset appends `<epoch>:<offset>` before publishing. (The store writes it with
+/// [`stored_into`].)
+#[cfg(test)]
 pub(crate) fn stored(
     origin: &str,
     seq: u64,
@@ -90,7 +92,22 @@ pub(crate) fn stored(
 ) -> Vec<u8> {
     let size = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 40;
     let mut out = Vec::with_capacity(size + origin.len());
-    header(&mut out, STORED, origin, seq);
+    stored_into(&mut out, origin, seq, topic, event, data, exclude);
+    out
+}
+
+/// [`stored`] appended to `out` (the Redis store writes it into a buffer it reuses: no
+/// allocation per publication).
+pub(crate) fn stored_into(
+    out: &mut Vec<u8>,
+    origin: &str,
+    seq: u64,
+    topic: &str,
+    event: &str,
+    data: Option<&[u8]>,
+    exclude: u64,
+) {
+    header(out, STORED, origin, seq);
     let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     out.extend_from_slice(topic);
@@ -105,7 +122,6 @@ pub(crate) fn stored(
         None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
     }
     out.extend_from_slice(&exclude.to_be_bytes());
-    out
 }
 
 /// Encodes a control operation.

@@ -270,6 +270,9 @@ impl ShardState {
                 held,
                 pos,
             } => {
+                if let Some(p) = &pos {
+                    self.answered_position(&topic, p);
+                }
                 if held {
                     self.release_answered(id, &topic, frame, pos);
                 } else if let Some(f) = frame {

@@ -88,25 +88,33 @@ impl ShardState {
     /// [`CLOSE_INSUFFICIENT_STATE`], so their clients recover instead of silently missing them.
     pub(super) fn check_stream(&mut self, topic: &Arc<str>, epoch: &Arc<str>, offset: u64) -> bool {
         let gap = match self.streams.get_mut(&**topic) {
-            Some((e, last)) if **e == **epoch && offset <= *last => return false,
-            Some((e, last)) => {
-                let gap = **e != **epoch || offset != *last + 1;
-                *e = epoch.clone();
-                *last = offset;
+            Some(s) => {
+                let gap = match &s.last {
+                    Some((e, last)) if **e == **epoch && offset <= *last => return false,
+                    Some((e, last)) => **e != **epoch || offset != *last + 1,
+                    None => false,
+                };
+                s.last = Some((epoch.clone(), offset));
+                s.saw(epoch, offset);
                 gap
             }
             None => {
-                self.streams.insert(topic.clone(), (epoch.clone(), offset));
+                let s = super::position::Stream::received(epoch, offset);
+                self.streams.insert(topic.clone(), s);
                 false
             }
         };
         if gap {
-            self.insufficient_state(topic);
+            self.insufficient_state(topic, true);
         }
         true
     }
 
-    fn insufficient_state(&mut self, topic: &str) {
+    /// Closes the subscribers of `topic` with [`CLOSE_INSUFFICIENT_STATE`], except those whose
+    /// subscribe waits for the store's answer (it will cover what was missed) and, with
+    /// `spare_answered`, those answered at a position the delivery loop judges (see
+    /// [`verdict`]).
+    pub(super) fn insufficient_state(&mut self, topic: &str, spare_answered: bool) {
         let Ok(p) = crate::proto::pattern::Pattern::parse(topic) else {
             return;
         };
@@ -119,12 +127,13 @@ impl ShardState {
             .map(|c| c.id)
             .collect();
         for id in ids {
-            let waits = self
-                .held
-                .get(&id)
-                .is_some_and(|l| l.iter().any(|h| *h.topic == *topic));
+            let waits = self.held.get(&id).is_some_and(|l| {
+                l.iter()
+                    .any(|h| *h.topic == *topic && (spare_answered || h.answered.is_none()))
+            });
             if !waits {
                 tracing::debug!(conn = %id, topic, "missed stored publications: closing");
+                self.end_answered(id, topic);
                 self.close(id, CLOSE_INSUFFICIENT_STATE, MISSED);
             }
         }

@@ -156,6 +156,9 @@ pub(crate) enum ShardMsg {
     /// The unacknowledged messages of a local user, for [`ResyncInboxes`](Self::ResyncInboxes):
     /// those this shard does not know yet are delivered.
     InboxResync(Arc<str>, InboxFrames),
+    /// The store's latest (epoch, offset) of topics this shard asked about (the position
+    /// check: see `shard::position`); topics the store could not read are left out.
+    Positions(Vec<(Arc<str>, Arc<str>, u64)>),
     /// Shard `shard` gained (`add`) or lost its first/last subscriber to `pattern`. With `ack`,
     /// the receiver answers `InterestAck(ack)` to `shard` once the table is updated.
     Interest {

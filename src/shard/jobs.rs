@@ -112,6 +112,12 @@ pub(crate) enum StoreJob {
         user: Arc<str>,
         reply: oneshot::Sender<Result<Vec<(InboxMessage, MessageStatus)>, StoreError>>,
     },
+    /// The position check (cluster, `[cluster] position_check`): answer `shard` with the
+    /// store's latest position of each of `topics` ([`ShardMsg::Positions`]). The checks of one
+    /// batch are read together: one round trip per Redis instance.
+    ///
+    /// [`ShardMsg::Positions`]: crate::shard::inbox::ShardMsg::Positions
+    Positions { shard: usize, topics: Vec<Arc<str>> },
     /// Several jobs that go into one batch, so one commit (the API's `batch` endpoint).
     Many(Vec<StoreJob>),
     /// Commit and exit.

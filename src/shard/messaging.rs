@@ -177,6 +177,9 @@ impl ShardState {
             Some(_) => self.delta_subscribe(id, topic),
             None => self.delta_unsubscribe(id, topic),
         }
+        if history && exact {
+            self.watch_stream(topic);
+        }
         if history && exact && (req.is_some() || since.is_some()) {
             // Publications of this topic stored before the store answers are covered by the
             // answer (position or recovery): hold them back from this connection until then.

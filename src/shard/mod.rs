@@ -38,6 +38,7 @@ pub(crate) mod jobs;
 mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod output;
+mod position;
 mod presence;
 mod request;
 mod route;
@@ -122,8 +123,10 @@ pub(crate) struct ShardState {
     /// waits for the store's answer, which covers them (`""` = its user's durable messages,
     /// until the inbox sync arrives). See `hold` and `runtime::store`.
     held: HashMap<ConnId, Vec<hold::Hold>>,
-    /// Cluster: the last (epoch, offset) seen per topic with history, to detect gaps.
-    streams: HashMap<Arc<str>, (Arc<str>, u64)>,
+    /// Cluster: per topic with history, the last (epoch, offset) received (to detect gaps)
+    /// and what the position check needs (see `position`).
+    streams: HashMap<Arc<str>, position::Stream>,
+    check: position::Check,
     /// Durable messages written to local connections and not yet acknowledged, per user.
     durable: HashMap<Arc<str>, std::collections::BTreeMap<u64, durable::PendingDurable>>,
     /// Connections whose inbox sync is not finished (waiting for the store, or being written
@@ -173,6 +176,7 @@ impl ShardState {
             last_tick: now,
             held: HashMap::new(),
             streams: HashMap::new(),
+            check: position::Check::new(now),
             durable: HashMap::new(),
             syncs: HashMap::new(),
             meta: HashMap::new(),
@@ -261,6 +265,7 @@ impl ShardState {
                     self.deliver_stored(p);
                 }
             }
+            ShardMsg::Positions(answer) => self.positions_answered(answer),
             ShardMsg::InboxGone(list) => self.inbox_gone(&list),
             ShardMsg::ResyncInboxes => self.resync_inboxes(),
             ShardMsg::InboxResync(user, frames) => self.inbox_resync(&user, &frames),
@@ -410,6 +415,7 @@ impl ShardState {
         if !self.durable.is_empty() {
             self.retry_durable();
         }
+        self.check_positions();
     }
 
     /// Closes a kept-alive HTTP connection between requests, without an answer (RFC 9112
@@ -426,7 +432,13 @@ impl ShardState {
     /// How often [`tick`](Self::tick) must run.
     pub(crate) fn tick_interval(&self) -> Duration {
         let c = &self.hub.config;
+        // A position check is due at most a tick late.
+        let check = match c.cluster.position_check {
+            d if d.is_zero() || !self.hub.cluster.remote_store => Duration::MAX,
+            d => d.saturating_mul(4),
+        };
         (c.ping_interval
+            .min(check)
             .min(c.idle_timeout)
             .min(c.close_timeout)
             .min(c.handshake_timeout)

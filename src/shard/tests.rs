@@ -540,7 +540,7 @@ fn kept_publications_must_continue_the_answer() {
 
 /// A cluster shard (the store delivers) with one connection subscribed to `t`, and a maker of
 /// stored publications of `t` in epoch `e1`.
-fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
+pub(super) fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
     let mut hub = HubShared::for_bench(1);
     hub.cluster.remote_store = true;
     let mut st = ShardState::new(0, Arc::new(hub));

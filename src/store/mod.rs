@@ -274,6 +274,14 @@ pub trait Store: Send + 'static {
     /// The stream's current position (creating the stream, with a fresh epoch, if unknown).
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError>;
 
+    /// The current positions of several streams, one result per topic in order (the
+    /// cluster's periodic position check; a remote store reads them in one round trip per
+    /// instance). Unlike [`position`](Self::position) it may leave an unknown stream
+    /// unwritten, reporting the epoch its first append will have.
+    fn positions(&mut self, topics: &[&str]) -> Vec<Result<StreamPos, StoreError>> {
+        topics.iter().map(|t| self.position(t)).collect()
+    }
+
     /// The latest `limit` publications with an offset above `after`, oldest first, skipping
     /// those older than `limits.ttl`. See [`HistoryRead::complete`].
     fn read(

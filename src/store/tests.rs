@@ -385,5 +385,6 @@ fn memory_reads_of_unknown_topics_store_nothing() {
 
 mod model;
 mod redb_only;
+mod redis_batch;
 mod redis_only;
 mod redis_server;

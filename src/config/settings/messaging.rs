@@ -248,6 +248,12 @@ pub(super) const KEYS: &[Key] = &[
         |s| dur_v(s.cluster.presence_ttl)
     ),
     key!(
+        "cluster.position_check",
+        "a duration like 3s (0s: no periodic position check)",
+        |s, r| s.cluster.position_check = duration(r, true)?,
+        |s| dur_v(s.cluster.position_check)
+    ),
+    key!(
         "ui.enabled",
         "true or false",
         |s, r| s.ui.enabled = boolean(r)?,

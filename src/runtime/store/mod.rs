@@ -30,6 +30,7 @@ use crate::store::{
 };
 use crate::ConnId;
 
+mod check;
 mod emit;
 mod open;
 pub(crate) use open::open_store;
@@ -175,6 +176,7 @@ impl Sequencer {
         let mut stop = false;
         let now = crate::store::now_ms();
         let mut run: Vec<PubJob> = Vec::new();
+        let mut checks = Vec::new();
         if batch.iter().any(|j| matches!(j, StoreJob::Many(_))) {
             // An API batch's jobs join this batch in their order: one commit for all of them.
             let mut flat = Vec::with_capacity(batch.len());
@@ -193,6 +195,7 @@ impl Sequencer {
                     continue;
                 }
                 StoreJob::Stop => stop = true,
+                StoreJob::Positions { shard, topics } => checks.push((shard, topics)),
                 job => {
                     self.publish_run(&mut run, now);
                     // Deliveries are summed over the batch, but a job that reads or changes a
@@ -208,6 +211,9 @@ impl Sequencer {
             }
         }
         self.publish_run(&mut run, now);
+        if !checks.is_empty() {
+            self.check_positions(checks);
+        }
         self.lists.clear();
         self.write_delivered();
         if self.last_expire.elapsed() >= Duration::from_secs(1) {
@@ -435,6 +441,7 @@ impl Sequencer {
                     self.apply(job, now);
                 }
             }
+            StoreJob::Positions { shard, topics } => self.check_positions(vec![(shard, topics)]),
             StoreJob::Stop => {}
         }
     }

@@ -1,30 +1,84 @@
--- Appends one publication and publishes it to the cluster, atomically.
--- ARGV: 2 size (MAXLEN), 3 ttl ms (0: none), 4 now ms, 5 event, 6 '1' when there is data,
---       7 data, 8 cluster payload without its position, 9 the topic's channel.
---       10 deadline (ms, Redis's clock): past it, the node stopped waiting for this answer.
--- Returns {epoch, offset}, or the error STALE when run after its deadline (nothing applied:
--- the publisher was, or will be, told the append failed).
+-- Appends a batch of publications and publishes each to the cluster, atomically and in order:
+-- one call for many publications, on one or more topics of this instance.
+-- KEYS: 1 the instance's epoch; per topic j (1-based) 2j its stream, 2j + 1 its meta hash.
+-- ARGV: 1 a fresh epoch candidate, 2 deadline (ms, Redis's clock): past it, the node stopped
+--       waiting for this answer; 3 now ms; 4 the number of topics T; per topic j, from
+--       5 + 3(j - 1): size (MAXLEN), ttl ms (0: none), its channel; then 4 per publication:
+--       2j (+ 1 when it has data), event, data, cluster payload without its position.
+-- Returns {n, err, epoch_1, first_1, ..., epoch_T, first_T}: the first n publications were
+-- applied; when n is short, err says why publication n + 1 failed (none after it was tried).
+-- Topic j's applied publications got consecutive offsets from first_j, in order (epoch ''
+-- when none was tried). Or the error STALE when run after its deadline (nothing applied: the
+-- publishers were, or will be, told the appends failed).
 local t = redis.call('TIME')
-if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[10]) then
+if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[2]) then
   return redis.error_reply('STALE the append reached Redis after its deadline: not applied')
 end
-local epoch, top = meta(true)
-local off = top + 1
-local id = string.format('%d-0', off)
--- XADD first: should it fail, no offset was consumed (scripts are not rolled back).
--- Approximate trimming ('~': whole radix-tree nodes, far cheaper than exact trimming on every
--- append); reads serve nothing below 'l' (set below), so the limit is exact there.
-if ARGV[6] == '1' then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4], 'd', ARGV[7])
-else
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id, 'e', ARGV[5], 't', ARGV[4])
+local now = ARGV[3]
+local topics = tonumber(ARGV[4])
+local base = 5 + 3 * topics
+local epoch, top, low, first = {}, {}, {}, {}
+local done, err = 0, ''
+for p = base, #ARGV - 3, 4 do
+  local h = tonumber(ARGV[p])
+  local j = math.floor(h / 2)
+  local sk = KEYS[2 * j]
+  if not epoch[j] then
+    local mk = KEYS[2 * j + 1]
+    -- A step that may fail is a pcall: the loop stops there with everything before it
+    -- applied, and each touched topic's meta is still written below.
+    local m = redis.pcall('HMGET', mk, 'e', 'o', 'l')
+    if m.err then
+      err = m.err
+      break
+    end
+    if m[1] then
+      epoch[j], top[j], low[j] = m[1], tonumber(m[2]) or 0, tonumber(m[3]) or 1
+    else
+      epoch[j], top[j] = meta(sk, mk, KEYS[1], true)
+      low[j] = 1
+    end
+    first[j] = top[j] + 1
+  end
+  local off = string.format('%d', top[j] + 1)
+  -- XADD first: should it fail, no offset was consumed (scripts are not rolled back).
+  local r
+  if h % 2 == 1 then
+    r = redis.pcall('XADD', sk, off .. '-0', 'e', ARGV[p + 1], 't', now, 'd', ARGV[p + 2])
+  else
+    r = redis.pcall('XADD', sk, off .. '-0', 'e', ARGV[p + 1], 't', now)
+  end
+  if type(r) == 'table' and r.err then
+    err = r.err
+    break
+  end
+  top[j] = top[j] + 1
+  r = redis.pcall('PUBLISH', ARGV[3 * j + 4], ARGV[p + 3] .. epoch[j] .. ':' .. off)
+  if type(r) == 'table' and r.err then
+    err = r.err
+    break
+  end
+  done = done + 1
 end
--- 'l': the oldest offset still kept, as exact trimming would have left it (reads serve nothing
--- older; it only moves up, as trimmed entries never come back).
-local low = math.max(tonumber(redis.call('HGET', KEYS[2], 'l')) or 1, off - tonumber(ARGV[2]) + 1)
-redis.call('HSET', KEYS[2], 'o', off, 'l', low)
-if ARGV[3] ~= '0' then
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+-- Once per topic: its top, 'l' (the oldest offset still kept as exact trimming would have left
+-- it: reads serve nothing older; it only moves up), approximate trimming ('~': whole radix-tree
+-- nodes, far cheaper than exact trimming), the TTL.
+local out = {done, err}
+for j = 1, topics do
+  if epoch[j] then
+    local size = tonumber(ARGV[3 * j + 2])
+    local ttl = ARGV[3 * j + 3]
+    local l = math.max(low[j], top[j] - size + 1)
+    redis.call('HSET', KEYS[2 * j + 1], 'o', top[j], 'l', l)
+    redis.pcall('XTRIM', KEYS[2 * j], 'MAXLEN', '~', size)
+    if ttl ~= '0' then
+      redis.call('PEXPIRE', KEYS[2 * j], ttl)
+    end
+    out[#out + 1] = epoch[j]
+    out[#out + 1] = first[j]
+  else
+    out[#out + 1] = ''
+    out[#out + 1] = 0
+  end
 end
-redis.call('PUBLISH', ARGV[9], ARGV[8] .. epoch .. ':' .. string.format('%d', off))
-return {epoch, off}
+return out

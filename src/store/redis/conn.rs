@@ -26,6 +26,7 @@ pub(super) const COOL_DOWN: Duration = Duration::from_millis(500);
 pub(super) enum Script {
     Append,
     Position,
+    Positions,
     Read,
     Put,
     Delivered,
@@ -38,9 +39,10 @@ const HISTORY: &str = include_str!("meta.lua");
 const INBOX: &str = include_str!("inbox_lib.lua");
 
 /// The source of each [`Script`]: a shared head (a Lua function) and the script's body.
-const SOURCES: [[&str; 2]; 8] = [
+const SOURCES: [[&str; 2]; 9] = [
     [HISTORY, include_str!("append.lua")],
     [HISTORY, include_str!("position.lua")],
+    [HISTORY, include_str!("positions.lua")],
     [HISTORY, include_str!("read.lua")],
     [INBOX, include_str!("inbox_put.lua")],
     [INBOX, include_str!("inbox_delivered.lua")],
@@ -64,8 +66,8 @@ pub(super) struct Call<'a> {
 }
 
 impl Call<'_> {
-    /// The command; an append also carries its deadline (see [`Clock`]).
-    fn cmd(&self, sha: Option<&str>, clock: &Clock) -> Cmd {
+    /// The command.
+    fn cmd(&self, sha: Option<&str>) -> Cmd {
         let mut c = match sha {
             Some(sha) => {
                 let mut c = ::redis::cmd("EVALSHA");
@@ -82,10 +84,58 @@ impl Call<'_> {
         for a in &self.args {
             c.arg(&a[..]);
         }
-        if self.script == Script::Append {
-            c.arg(clock.deadline());
-        }
         c
+    }
+}
+
+/// Writing commands in RESP straight into a buffer the caller reuses (the append path: no
+/// allocation per argument, unlike a [`Cmd`]).
+pub(super) mod resp {
+    use super::{source, Script};
+
+    /// `*<n>\r\n`: a command of `n` arguments follows.
+    pub(crate) fn array(buf: &mut Vec<u8>, n: usize) {
+        buf.push(b'*');
+        buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        buf.extend_from_slice(b"\r\n");
+    }
+
+    /// One argument made of `parts` joined.
+    pub(crate) fn bulk_parts(buf: &mut Vec<u8>, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        buf.push(b'$');
+        buf.extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+
+    /// One argument.
+    pub(crate) fn bulk(buf: &mut Vec<u8>, b: &[u8]) {
+        bulk_parts(buf, &[b]);
+    }
+
+    /// One integer argument, in decimal.
+    pub(crate) fn num(buf: &mut Vec<u8>, n: impl itoa::Integer) {
+        bulk(buf, itoa::Buffer::new().format(n).as_bytes());
+    }
+
+    /// The head of a script call of `args` further arguments (the key count, the keys and the
+    /// script's arguments): `EVALSHA <sha>`, or `EVAL <source>` without a SHA.
+    pub(crate) fn script(buf: &mut Vec<u8>, script: Script, sha: Option<&str>, args: usize) {
+        array(buf, args + 2);
+        match sha {
+            Some(sha) => {
+                bulk(buf, b"EVALSHA");
+                bulk(buf, sha.as_bytes());
+            }
+            None => {
+                bulk(buf, b"EVAL");
+                bulk(buf, source(script).as_bytes());
+            }
+        }
     }
 }
 
@@ -118,7 +168,7 @@ impl Clock {
     /// The last moment (Redis's clock, ms) an append sent now may be applied: a quarter of
     /// the timeout before this node gives up, which leaves the answer time to arrive and
     /// covers the error of the offset (half a round trip).
-    fn deadline(&self) -> i64 {
+    pub(super) fn deadline(&self) -> i64 {
         crate::store::now_ms() as i64 + self.offset_ms + self.timeout_ms - self.timeout_ms / 4
     }
 }
@@ -150,9 +200,14 @@ fn is_stale(e: &RedisError) -> bool {
 
 /// Server replies that mean "not now" rather than "wrong".
 fn is_busy(e: &RedisError) -> bool {
+    e.code().is_some_and(busy_code)
+}
+
+/// Error codes that mean "not now" rather than "wrong".
+fn busy_code(code: &str) -> bool {
     matches!(
-        e.code(),
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "STALE")
+        code,
+        "LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "CLUSTERDOWN" | "READONLY" | "STALE"
     )
 }
 
@@ -256,49 +311,56 @@ impl Instance {
 
     /// One script call (EVALSHA; EVAL when Redis no longer knows the script).
     pub(super) fn eval(&mut self, call: &Call<'_>) -> Result<Value, StoreError> {
-        self.run(|conn, shas, clock| {
+        self.run(|conn, shas, _| {
             let sha = shas.get(call.script as usize).map(String::as_str);
-            match call.cmd(sha, clock).query::<Value>(conn) {
-                Err(e) if e.code() == Some("NOSCRIPT") => call.cmd(None, clock).query(conn),
+            match call.cmd(sha).query::<Value>(conn) {
+                Err(e) if e.code() == Some("NOSCRIPT") => call.cmd(None).query(conn),
                 r => r,
             }
         })
     }
 
-    /// Several script calls in one round trip (a pipeline), one result each, in order.
-    pub(super) fn eval_many(&mut self, calls: &[Call<'_>]) -> Vec<Result<Value, StoreError>> {
-        let answer = self.run(|conn, shas, clock| {
-            let mut pipe = ::redis::pipe();
-            pipe.ignore_errors();
-            for call in calls {
-                let sha = shas.get(call.script as usize).map(String::as_str);
-                pipe.add_command(call.cmd(sha, clock));
-            }
-            pipe.query::<Vec<Value>>(conn)
-        });
-        let values = match answer {
-            Ok(v) if v.len() == calls.len() => v,
-            Ok(v) => {
-                let e = StoreError::Corrupt(format!(
-                    "redis {}: {} answers to {} commands",
-                    self.shown,
-                    v.len(),
-                    calls.len()
-                ));
-                return calls.iter().map(|_| Err(copy(&e))).collect();
-            }
-            Err(e) => return calls.iter().map(|_| Err(copy(&e))).collect(),
-        };
-        values
-            .into_iter()
-            .zip(calls)
-            .map(|(v, call)| match v {
-                // Scripts flushed under a live connection: this call was not run, run it now.
-                Value::ServerError(e) if e.code() == "NOSCRIPT" => self.eval(call),
-                Value::ServerError(e) => Err(self.fail(&RedisError::from(e))),
-                v => Ok(v),
-            })
-            .collect()
+    /// Sends the `count` commands `encode` writes into `buf` as one pipeline and reads their
+    /// answers (server errors as [`Value::ServerError`], in place). `encode` is given the
+    /// SHA1 of `script` on this connection (`None` when unknown: write `EVAL`) and the clock,
+    /// and may run twice (a closed connection is retried once on a fresh one).
+    pub(super) fn pipeline_raw(
+        &mut self,
+        buf: &mut Vec<u8>,
+        count: usize,
+        script: Script,
+        mut encode: impl FnMut(&mut Vec<u8>, Option<&str>, &Clock),
+    ) -> Result<Vec<Value>, StoreError> {
+        use ::redis::ConnectionLike;
+        let answers = self.run(|conn, shas, clock| {
+            buf.clear();
+            encode(buf, shas.get(script as usize).map(String::as_str), clock);
+            conn.req_packed_commands(buf, 0, count)
+        })?;
+        if answers.len() != count {
+            return Err(StoreError::Corrupt(format!(
+                "redis {}: {} answers to {count} commands",
+                self.shown,
+                answers.len()
+            )));
+        }
+        Ok(answers)
+    }
+
+    /// The error a script reported for one of its steps (`pcall`): like a refused command.
+    pub(super) fn step_error(&self, msg: &str) -> StoreError {
+        let code = msg.split(' ').next().unwrap_or_default();
+        let msg = format!("redis {}: {msg}", self.shown);
+        if busy_code(code) {
+            StoreError::Unavailable(msg)
+        } else {
+            StoreError::Io(msg)
+        }
+    }
+
+    /// The error for a server error answered to one command of a pipeline.
+    pub(super) fn server_error(&mut self, e: ::redis::ServerError) -> StoreError {
+        self.fail(&RedisError::from(e))
     }
 
     /// A plain command (not a script).

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use ::redis::Value;
 use bytes::Bytes;
 
-use super::conn::{copy, val, Arg, Call, Script};
+use super::conn::{copy, resp, val, Arg, Call, Script};
 use super::RedisStore;
 use crate::store::memory::ms;
-use crate::store::{
-    new_epoch, AppendReq, HistoryLimits, HistoryRead, Publication, StoreError, StreamPos,
-};
+use crate::store::{new_epoch, HistoryLimits, HistoryRead, Publication, StoreError, StreamPos};
 
 /// Larger `after` values are read as this: Lua numbers are doubles, exact up to 2^53, and no
 /// stream gets near either.
@@ -23,10 +21,6 @@ fn num(n: u64) -> Arg<'static> {
     Cow::Owned(n.to_string().into_bytes())
 }
 
-fn text(s: &str) -> Arg<'_> {
-    Cow::Borrowed(s.as_bytes())
-}
-
 /// `{epoch, offset}` as the scripts return a position.
 fn position(v: &Value) -> Result<StreamPos, StoreError> {
     let a = val::array(v, "a stream position")?;
@@ -34,6 +28,25 @@ fn position(v: &Value) -> Result<StreamPos, StoreError> {
         epoch: val::text(val::at(a, 0, "epoch")?, "epoch")?.into(),
         offset: val::u64(val::at(a, 1, "offset")?, "offset")?,
     })
+}
+
+/// `{epoch_1, top_1, ...}` as the positions script returns `n` positions.
+fn positions(v: &Value, n: usize) -> Result<Vec<StreamPos>, StoreError> {
+    let a = val::array(v, "stream positions")?;
+    if a.len() != 2 * n {
+        return Err(StoreError::Corrupt(format!(
+            "{} values for {n} stream positions",
+            a.len()
+        )));
+    }
+    a.chunks_exact(2)
+        .map(|p| {
+            Ok(StreamPos {
+                epoch: val::text(&p[0], "epoch")?.into(),
+                offset: val::u64(&p[1], "offset")?,
+            })
+        })
+        .collect()
 }
 
 /// A stream entry `[id, [field, value, ...]]` (id `<offset>-0`).
@@ -77,76 +90,6 @@ impl RedisStore {
         ]
     }
 
-    /// The append script's call for one publication (its cluster payload numbered here).
-    fn append_call<'a>(&mut self, r: &AppendReq<'a>, now_ms: u64) -> Call<'a> {
-        self.seq = self.seq.wrapping_add(1);
-        let payload =
-            crate::proto::wire::stored(&self.origin, self.seq, r.topic, r.event, r.data, r.exclude);
-        let [stream, meta, epoch_key] = self.stream_keys(r.topic);
-        let channel = crate::proto::wire::topic_channel(&self.prefix, r.topic);
-        Call {
-            script: Script::Append,
-            keys: 3,
-            args: vec![
-                stream,
-                meta,
-                epoch_key,
-                Cow::Owned(new_epoch().as_bytes().to_vec()),
-                num(r.limits.size as u64),
-                num(ms(r.limits.ttl)),
-                num(now_ms),
-                text(r.event),
-                Cow::Borrowed(if r.data.is_some() { b"1" } else { b"0" }),
-                Cow::Borrowed(r.data.unwrap_or_default()),
-                Cow::Owned(payload),
-                Cow::Owned(channel.into_bytes()),
-            ],
-        }
-    }
-
-    pub(super) fn append_one(
-        &mut self,
-        req: &AppendReq<'_>,
-        now_ms: u64,
-    ) -> Result<StreamPos, StoreError> {
-        let call = self.append_call(req, now_ms);
-        let k = self.topic_instance(req.topic);
-        position(&self.inst[k].eval(&call)?)
-    }
-
-    /// Every request's script call, pipelined: one round trip per instance.
-    pub(super) fn append_many(
-        &mut self,
-        reqs: &[AppendReq<'_>],
-        now_ms: u64,
-    ) -> Vec<Result<StreamPos, StoreError>> {
-        let n = self.inst.len();
-        // Per instance: the calls and the index of each in `reqs`.
-        let mut groups: Vec<(Vec<Call<'_>>, Vec<usize>)> =
-            (0..n).map(|_| (Vec::new(), Vec::new())).collect();
-        for (i, r) in reqs.iter().enumerate() {
-            let call = self.append_call(r, now_ms);
-            let g = &mut groups[self.topic_instance(r.topic)];
-            g.0.push(call);
-            g.1.push(i);
-        }
-        let mut out: Vec<Option<Result<StreamPos, StoreError>>> =
-            reqs.iter().map(|_| None).collect();
-        for (k, (calls, idx)) in groups.into_iter().enumerate() {
-            if calls.is_empty() {
-                continue;
-            }
-            let results = self.inst[k].eval_many(&calls);
-            for (i, r) in idx.into_iter().zip(results) {
-                out[i] = Some(r.and_then(|v| position(&v)));
-            }
-        }
-        let missing = StoreError::Corrupt("no answer for an append".into());
-        out.into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(copy(&missing))))
-            .collect()
-    }
-
     pub(super) fn position_of(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
         let [stream, meta, epoch_key] = self.stream_keys(topic);
         let call = Call {
@@ -161,6 +104,55 @@ impl RedisStore {
         };
         let k = self.topic_instance(topic);
         position(&self.inst[k].eval(&call)?)
+    }
+
+    /// The positions of `topics` (the position check): per instance, one script call for all
+    /// of its topics. One result per topic, in order.
+    pub(super) fn positions_of(&mut self, topics: &[&str]) -> Vec<Result<StreamPos, StoreError>> {
+        let n = self.inst.len();
+        let mut by_inst: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, t) in topics.iter().enumerate() {
+            by_inst[if n == 1 { 0 } else { self.topic_instance(t) }].push(i);
+        }
+        let mut out: Vec<Option<Result<StreamPos, StoreError>>> =
+            topics.iter().map(|_| None).collect();
+        let mut buf = Vec::new();
+        for (k, idx) in by_inst.iter().enumerate() {
+            if idx.is_empty() {
+                continue;
+            }
+            let p = self.prefix.as_bytes();
+            let answer =
+                self.inst[k].pipeline_raw(&mut buf, 1, Script::Positions, |buf, sha, _| {
+                    resp::script(buf, Script::Positions, sha, 3 + idx.len());
+                    resp::num(buf, 1 + idx.len());
+                    resp::bulk_parts(buf, &[p, b":inbox_epoch"]);
+                    for &i in idx {
+                        resp::bulk_parts(buf, &[p, b":hm:", topics[i].as_bytes()]);
+                    }
+                    resp::bulk(buf, new_epoch().as_bytes());
+                });
+            let decoded = answer.and_then(|mut v| match v.pop() {
+                Some(Value::ServerError(e)) => Err(self.inst[k].server_error(e)),
+                Some(v) => positions(&v, idx.len()),
+                None => Err(StoreError::Corrupt("no answer for positions".into())),
+            });
+            match decoded {
+                Ok(pos) => {
+                    for (&i, p) in idx.iter().zip(pos) {
+                        out[i] = Some(Ok(p));
+                    }
+                }
+                Err(e) => {
+                    for &i in idx {
+                        out[i] = Some(Err(copy(&e)));
+                    }
+                }
+            }
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Corrupt("no position".into()))))
+            .collect()
     }
 
     pub(super) fn read_history(
@@ -216,6 +208,8 @@ impl RedisStore {
 /// Fuzzing: `v` as a position, a stream entry, and a history read's answer.
 pub(super) fn fuzz_decode(v: &Value) {
     let _ = position(v);
+    let _ = positions(v, 1);
+    let _ = super::append::decode(v, 1);
     let _ = publication(v);
     if let Ok(a) = val::array(v, "a history read") {
         if let Ok(entries) = val::at(a, 3, "entries").and_then(|e| val::array(e, "entries")) {

@@ -11,10 +11,10 @@
 //! On the topic's instance, `cluster::instance_for(topic, n)` — the one whose pub/sub channel
 //! the Redis broker uses for the topic:
 //! - `P:h:<topic>` — a stream; entry id `<offset>-0`, fields `e` event, `t` append time (ms),
-//!   `d` data (absent when none). `XADD MAXLEN ~ <size>` trims it approximately (whole stream
-//!   nodes: up to ~100 entries more are kept; exact trimming on every append cost 1.6× the
-//!   script's time) and reads serve nothing older than `l`; with a history TTL it gets
-//!   `PEXPIRE <ttl>` at each append (and reads skip entries whose `t` is older than the TTL).
+//!   `d` data (absent when none). `XTRIM MAXLEN ~ <size>` (once per append call) trims it
+//!   approximately (whole stream nodes: up to ~100 entries more are kept, plus the call's
+//!   own; exact trimming on every append cost 1.6× the script's time) and reads serve nothing
+//!   older than `l`; with a history TTL it gets `PEXPIRE <ttl>` at each append call (and reads skip entries whose `t` is older than the TTL).
 //! - `P:hm:<topic>` — a hash: `e` epoch, `o` top offset, `l` the oldest offset exact trimming
 //!   would have kept. Never expires: an idle topic keeps its epoch. When it is missing (never
 //!   written, or data lost), reads report an epoch derived from the instance's `P:inbox_epoch`
@@ -45,9 +45,11 @@
 //! before the first frame with a restarted offset, as long as the caller asks after the put.
 //!
 //! # Commands per append
-//! One `EVALSHA` (pipelined with the rest of the batch, one round trip per instance), running
-//! `HMGET` + `XADD` + `HSET` + `PUBLISH` (+ `PEXPIRE` with a TTL; + `DEL`, `HSET` when the stream
-//! is new).
+//! One `EVALSHA` per batch of the store thread per instance (per 256 publications: a longer
+//! batch is several calls in one pipeline — one round trip per instance either way; see
+//! `append.rs`), the offsets assigned in the script. Inside it, per publication `XADD` +
+//! `PUBLISH`; per topic of the call `HMGET` + `HSET` + `XTRIM` (+ `PEXPIRE` with a TTL; + `DEL`,
+//! `HSET` when the stream is new). The answer is one (epoch, first offset) per topic.
 //!
 //! # Durability
 //! [`Store::commit`] does nothing: every operation is applied in Redis when it returns. What
@@ -55,6 +57,7 @@
 //! loses at most a second, `always` nothing; without persistence a restart loses everything and
 //! every stream gets a new epoch (clients learn `recovered: false`).
 
+mod append;
 mod conn;
 mod history;
 mod inbox;
@@ -69,6 +72,10 @@ use super::{
     StatusChange, Store, StoreError, StreamPos,
 };
 use crate::proto::wire::instance_for;
+
+/// Most publications per call of the append script (tests).
+#[cfg(test)]
+pub(crate) const APPEND_CHUNK: usize = append::CHUNK;
 
 /// Connect, read and write timeout of a store connection.
 pub const TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,6 +95,8 @@ pub struct RedisStore {
     inbox_parts: Vec<String>,
     /// `inbox_parts` joined with `.`.
     inbox_epoch: Arc<str>,
+    /// Buffers of the append path, reused.
+    bufs: append::Bufs,
 }
 
 impl RedisStore {
@@ -121,6 +130,7 @@ impl RedisStore {
             seq: random_u64(),
             inbox_parts: Vec::new(),
             inbox_epoch: "".into(),
+            bufs: append::Bufs::default(),
         };
         s.inbox_parts = s.read_inbox_epoch()?;
         s.inbox_epoch = s.inbox_parts.join(".").into();
@@ -203,7 +213,9 @@ impl Store for RedisStore {
             data,
             exclude: 0,
         };
-        self.append_one(&req, now_ms)
+        self.append_many(std::slice::from_ref(&req), now_ms)
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("no answer for an append".into())))
     }
 
     fn append_batch(
@@ -220,6 +232,10 @@ impl Store for RedisStore {
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
         self.position_of(topic)
+    }
+
+    fn positions(&mut self, topics: &[&str]) -> Vec<Result<StreamPos, StoreError>> {
+        self.positions_of(topics)
     }
 
     fn read(

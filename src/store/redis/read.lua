@@ -6,7 +6,7 @@
 -- Mirrors the memory store's ReadAcc: candidates are judged newest first; an entry older than
 -- the cutoff is skipped, and once `limit` are taken any further candidate stops the read; both
 -- make the answer incomplete.
-local epoch, top = meta(false)
+local epoch, top = meta(KEYS[1], KEYS[2], KEYS[3], false)
 local after = tonumber(ARGV[2])
 if top == 0 then
   -- Never written (or lost): nothing to serve, and nothing written.

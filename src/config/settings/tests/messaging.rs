@@ -306,6 +306,16 @@ fn cluster_keys_from_toml_env_and_their_errors() {
     assert_eq!(s.cluster.presence_ttl, std::time::Duration::from_secs(2));
     let e = err(s.set("cluster.presence_ttl", "500ms", "--x"));
     assert!(e.contains("cluster.presence_ttl"), "{e}");
+    assert_eq!(s.cluster.position_check, std::time::Duration::from_secs(3));
+    s.set("cluster.position_check", "0s", "--x").unwrap();
+    assert!(s.cluster.position_check.is_zero());
+    s.set("cluster.position_check", "250ms", "--x").unwrap();
+    assert_eq!(
+        s.cluster.position_check,
+        std::time::Duration::from_millis(250)
+    );
+    let e = err(s.set("cluster.position_check", "soon", "--x"));
+    assert!(e.contains("cluster.position_check"), "{e}");
     // A password in a URL is not printed with the configuration, nor in an error.
     s.set("cluster.redis", "redis://u:hunter2@h:1", "--x")
         .unwrap();

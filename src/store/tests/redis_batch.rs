@@ -1,0 +1,197 @@
+//! The Redis store's batched appends: one script call per chunk of publications per instance,
+//! offsets assigned in the script. Interleaved topics keep their own sequences, a run longer
+//! than a call is cut into calls of one pipeline, a failing publication fails it and the rest
+//! of its call without consuming an offset, and every publication reaches the topic's channel
+//! with its position, in order. Also the position check's read of many streams at once.
+
+use std::time::{Duration, Instant};
+
+use super::redis_server::RedisServer;
+use super::*;
+use crate::proto::wire::{self, Decoded};
+
+const PREFIX: &str = "rh";
+
+fn store(r: &RedisServer) -> RedisStore {
+    RedisStore::connect(&[r.url()], PREFIX, "n1").unwrap()
+}
+
+fn req<'a>(topic: &'a str, event: &'a str, data: Option<&'a [u8]>) -> AppendReq<'a> {
+    AppendReq {
+        topic,
+        limits: hl(1000, 0),
+        event,
+        data,
+        exclude: 0,
+    }
+}
+
+#[test]
+fn interleaved_topics_keep_their_own_sequences_in_one_call() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r);
+    s.append("b", hl(1000, 0), "e", None, T0).unwrap();
+    let mut sub = r.conn();
+    let mut ps = sub.as_pubsub();
+    for t in ["a", "b"] {
+        ps.subscribe(wire::topic_channel(PREFIX, t)).unwrap();
+    }
+    ps.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let reqs = [
+        req("a", "a1", Some(b"1")),
+        req("b", "b2", None),
+        req("a", "a2", None),
+        req("a", "a3", Some(b"3")),
+        req("b", "b3", Some(b"[]")),
+    ];
+    let got: Vec<(String, u64)> = s
+        .append_batch(&reqs, T0)
+        .into_iter()
+        .zip(&reqs)
+        .map(|(p, r)| (r.event.to_string(), p.unwrap().offset))
+        .collect();
+    let want = [("a1", 1), ("b2", 2), ("a2", 2), ("a3", 3), ("b3", 3)];
+    assert_eq!(
+        got,
+        want.map(|(e, o)| (e.to_string(), o)).to_vec(),
+        "offsets per topic, in request order"
+    );
+    // What the cluster receives: each publication once, in request order, with its position.
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.len() < reqs.len() {
+        assert!(
+            Instant::now() < until,
+            "publications not received: {seen:?}"
+        );
+        if let Ok(m) = ps.get_message() {
+            let e = wire::decode(m.get_payload_bytes()).expect("a cluster message");
+            let Decoded::Stored(w) = e.body else {
+                panic!("not a stored publication")
+            };
+            seen.push((w.event.to_string(), w.offset, w.data.map(<[u8]>::to_vec)));
+        }
+    }
+    let want: Vec<(String, u64, Option<Vec<u8>>)> = reqs
+        .iter()
+        .zip(want)
+        .map(|(r, (e, o))| (e.to_string(), o, r.data.map(<[u8]>::to_vec)))
+        .collect();
+    assert_eq!(seen, want);
+    let read = s.read("a", hl(1000, 0), 0, 10, T0).unwrap();
+    let events: Vec<&str> = read.publications.iter().map(|p| &*p.event).collect();
+    assert_eq!(
+        (offsets(&read), events),
+        (vec![1, 2, 3], vec!["a1", "a2", "a3"])
+    );
+    assert_eq!(read.publications[0].data.as_deref(), Some(&b"1"[..]));
+    assert_eq!(read.publications[1].data, None);
+}
+
+#[test]
+fn a_run_longer_than_one_call_is_cut_and_stays_gapless() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r);
+    let n = crate::store::redis::APPEND_CHUNK * 2 + 7;
+    let reqs: Vec<AppendReq<'_>> = (0..n)
+        .map(|i| req(if i % 3 == 0 { "x" } else { "y" }, "e", None))
+        .collect();
+    let mut next = [1u64, 1];
+    for (p, r) in s.append_batch(&reqs, T0).into_iter().zip(&reqs) {
+        let k = usize::from(r.topic == "y");
+        assert_eq!(p.unwrap().offset, next[k], "{}", r.topic);
+        next[k] += 1;
+    }
+    // Trimmed to the history size (approximately in Redis, exactly in what is served).
+    let small = hl(10, 0);
+    // Whole stream nodes (100 entries) go: 250 appends leave fewer.
+    let reqs: Vec<AppendReq<'_>> = (0..250)
+        .map(|_| AppendReq {
+            limits: small,
+            ..req("z", "e", None)
+        })
+        .collect();
+    assert!(s.append_batch(&reqs, T0).into_iter().all(|p| p.is_ok()));
+    let read = s.read("z", small, 0, 100, T0).unwrap();
+    assert_eq!(offsets(&read), (241..=250).collect::<Vec<_>>());
+    let len: u64 = ::redis::cmd("XLEN")
+        .arg("rh:h:z")
+        .query(&mut r.conn())
+        .unwrap();
+    assert!(len < 250, "the stream was trimmed: {len} entries");
+}
+
+#[test]
+fn a_failing_publication_fails_the_rest_of_its_call_without_consuming_an_offset() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r);
+    s.append("bad", hl(1000, 0), "e", None, T0).unwrap();
+    // The stream key turns into a string: XADD refuses it (WRONGTYPE).
+    ::redis::cmd("SET")
+        .arg("rh:h:bad")
+        .arg("x")
+        .exec(&mut r.conn())
+        .unwrap();
+    let reqs = [
+        req("ok", "e", None),
+        req("bad", "e", None),
+        req("ok", "e", None),
+    ];
+    let got = s.append_batch(&reqs, T0);
+    assert_eq!(got[0].as_ref().map(|p| p.offset).ok(), Some(1));
+    for g in &got[1..] {
+        let e = g.as_ref().expect_err("not applied");
+        assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+    }
+    assert_eq!(
+        s.position("ok").unwrap().offset,
+        1,
+        "the third was not tried"
+    );
+    assert_eq!(s.position("bad").unwrap().offset, 1, "no offset consumed");
+    ::redis::cmd("DEL")
+        .arg("rh:h:bad")
+        .exec(&mut r.conn())
+        .unwrap();
+    assert_eq!(
+        s.append("bad", hl(1000, 0), "e", None, T0).unwrap().offset,
+        2
+    );
+}
+
+#[test]
+fn positions_of_many_streams_in_one_read_write_nothing() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r);
+    s.append("p", hl(10, 0), "e", None, T0).unwrap();
+    s.append("p", hl(10, 0), "e", None, T0).unwrap();
+    let known = s.position("p").unwrap();
+    let unknown = s.position("q").unwrap();
+    let got: Vec<(Arc<str>, u64)> = s
+        .positions(&["q", "p", "q"])
+        .into_iter()
+        .map(|p| p.map(|p| (p.epoch, p.offset)).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (unknown.epoch.clone(), 0),
+            (known.epoch, 2),
+            (unknown.epoch, 0)
+        ]
+    );
+    let exists: u64 = ::redis::cmd("EXISTS")
+        .arg("rh:hm:q")
+        .query(&mut r.conn())
+        .unwrap();
+    assert_eq!(exists, 0, "an unknown stream is not written");
+}
