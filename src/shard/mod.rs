@@ -28,6 +28,7 @@ mod dispatch;
 mod durable;
 mod entry;
 pub(crate) mod events;
+mod fastapi;
 pub(crate) mod gather;
 mod hold;
 pub mod hooks;
