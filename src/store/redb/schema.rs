@@ -126,3 +126,112 @@ pub(super) fn load_inboxes(db: &Database) -> Result<Inboxes, StoreError> {
     }
     Ok(idx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redb::{codec::InboxEntry, RedbStore, FILE_NAME, META};
+    use crate::store::{InboxLimits, NewMessage, Store};
+
+    const T0: u64 = 1_700_000_000_000;
+
+    /// A store file as schema 1 wrote it: user `u` with live messages 7 (offset 1, delivered
+    /// twice) and 9 (offset 3), message 8 (offset 2) acked; next offset 4.
+    fn schema_1_file(dir: &std::path::Path) {
+        let db = Database::create(dir.join(FILE_NAME)).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut inbox = tx.open_table(INBOX_V1).unwrap();
+            let mut status = tx.open_table(STATUS).unwrap();
+            let mut live = tx.open_table(LIVE_V1).unwrap();
+            let mut users = tx.open_table(USERS).unwrap();
+            let mut meta = tx.open_table(META).unwrap();
+            let mut buf = Vec::new();
+            for (id, offset, st, attempts) in [
+                (7u64, 1u64, MessageStatus::Delivered, 2u32),
+                (8, 2, MessageStatus::Acked, 1),
+                (9, 3, MessageStatus::Pending, 0),
+            ] {
+                if !st.is_final() {
+                    let e = InboxEntry {
+                        id,
+                        created_ms: T0,
+                        expires_ms: T0 + 3_600_000,
+                        topic: None,
+                        event: "e",
+                        data: Some(b"1"),
+                    };
+                    codec::encode_inbox(&mut buf, &e);
+                    inbox.insert(("u", offset), buf.as_slice()).unwrap();
+                    live.insert((T0, id), ()).unwrap();
+                }
+                let row = codec::StatusRow {
+                    user: "u",
+                    offset,
+                    status: st,
+                    attempts,
+                    created_ms: T0,
+                    final_ms: if st.is_final() { T0 + 1 } else { 0 },
+                };
+                codec::encode_status(&mut buf, &row);
+                status.insert(id, buf.as_slice()).unwrap();
+            }
+            users.insert("u", (4, 2)).unwrap();
+            meta.insert("next_id", &10u64.to_le_bytes()[..]).unwrap();
+            meta.insert("store_id", &b"old-store"[..]).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn a_schema_1_file_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        schema_1_file(dir.path());
+        let mut s = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(s.store_id(), "old-store");
+        let list = s.inbox_list("u", T0).unwrap();
+        let got: Vec<(u64, u64, u32)> = list.iter().map(|m| (m.id, m.offset, m.attempts)).collect();
+        assert_eq!(got, [(7, 1, 2), (9, 3, 0)]);
+        assert_eq!(list[0].data.as_deref(), Some(&b"1"[..]));
+        let st = |s: &mut RedbStore, id| s.status(id).unwrap().map(|i| (i.status, i.offset));
+        assert_eq!(st(&mut s, 7), Some((MessageStatus::Delivered, 1)));
+        assert_eq!(st(&mut s, 8), Some((MessageStatus::Acked, 2)));
+        assert_eq!(st(&mut s, 9), Some((MessageStatus::Pending, 3)));
+        let limits = InboxLimits {
+            max_messages: 10,
+            ttl: std::time::Duration::from_secs(3600),
+        };
+        let m = NewMessage {
+            topic: None,
+            event: "n",
+            data: None,
+        };
+        let (new, _) = s.inbox_put("u", m, limits, T0 + 2).unwrap();
+        assert_eq!((new.id, new.offset), (10, 4), "ids and offsets continue");
+        assert_eq!(s.inbox_ack("u", 1).unwrap().map(|c| c.id), Some(7));
+        s.commit().unwrap();
+        drop(s);
+        // Reopened: schema 2 now, nothing migrated twice.
+        let mut s = RedbStore::open(dir.path()).unwrap();
+        let offsets: Vec<u64> = s.inbox_list("u", T0).unwrap().iter().map(|m| m.offset).collect();
+        assert_eq!(offsets, [3, 4]);
+        assert_eq!(st(&mut s, 7), Some((MessageStatus::Acked, 1)));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(RedbStore::open(dir.path()).unwrap());
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let tx = db.begin_write().unwrap();
+            tx.open_table(META)
+                .unwrap()
+                .insert("inbox_schema", &(INBOX_SCHEMA + 1).to_le_bytes()[..])
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let e = RedbStore::open(dir.path()).err().expect("refused");
+        assert!(e.to_string().contains("newer ringhub"), "{e}");
+    }
+}
