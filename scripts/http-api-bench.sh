@@ -25,6 +25,13 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-1}
 IO=${IO:-epoll}
+# PRIO=rt runs server and generator under SCHED_FIFO (as scripts/messaging-bench.sh): on a
+# machine shared with builds, it keeps them off the two measured cores while the pair is busy.
+case "${PRIO:-none}" in
+  none) PRIO_CMD=() ;;
+  rt) PRIO_CMD=(chrt -f 10) ;;
+  *) echo "http-api-bench: PRIO must be none or rt" >&2; exit 2 ;;
+esac
 SERVER_CPU=${SERVER_CPU:-0}
 LOAD_CPU=${LOAD_CPU:-1}
 PORT=${PORT:-9700}
@@ -53,7 +60,7 @@ start_server() {
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
     RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_API_KEY=bench RINGHUB_UI_ENABLED=false \
     RINGHUB_AUTH_JWT_SECRET="$JWT_SECRET" RINGHUB_AUTH_ANONYMOUS=true \
-    taskset -c "$SERVER_CPU" "$SERVER" --listen "127.0.0.1:$PORT" --shards 1 --io "$IO" \
+    taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}" "$SERVER" --listen "127.0.0.1:$PORT" --shards 1 --io "$IO" \
     --store "$store" --store-path "$dir" >"$STORE_DIR/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
@@ -80,17 +87,22 @@ for case in $CASES; do
     [ "$mode" = close ] && flag="--close"
     for run in $(seq "$RUNS"); do
       start_server "$store"
+      cpu0=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
       # shellcheck disable=SC2086
-      out=$(taskset -c "$LOAD_CPU" "$LOADTEST" --target "127.0.0.1:$PORT" --threads 1 durable \
+      out=$(taskset -c "$LOAD_CPU" "${PRIO_CMD[@]}" "$LOADTEST" --target "127.0.0.1:$PORT" --threads 1 durable \
         $what --concurrency "$c" --users 10000 $flag --duration "$DURATION" --warmup "$WARMUP" 2>&1) ||
         { echo "$out" >&2; exit 1; }
       # Store commits over the whole run (warmup included): messages per commit for the durable
       # cases (each commit is one fsync with redb).
+      cpu1=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
       commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^ringhub_store_commits/ {print $2; exit}')
       stop_server
       rate=$(echo "$out" | awk -F'  +' '/sends\/s/ {print $NF; exit}')
+      # Server CPU (all its threads, user + system) per request over warmup + measured window.
+      cpu_us=$(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" -v r="${rate//,/}" \
+        -v d=$((DURATION + WARMUP)) 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / (r * d); else print "?" }')
       lat=$(echo "$out" | awk '/latency/ {sub(/^ *latency */, ""); print; exit}')
-      echo "$case $mode run $run: $rate req/s; latency $lat; store commits ${commits:-?}"
+      echo "$case $mode run $run: $rate req/s; latency $lat; store commits ${commits:-?}; server CPU ${cpu_us} µs/request"
     done
   done
 done
