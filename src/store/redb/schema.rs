@@ -213,7 +213,12 @@ mod tests {
         drop(s);
         // Reopened: schema 2 now, nothing migrated twice.
         let mut s = RedbStore::open(dir.path()).unwrap();
-        let offsets: Vec<u64> = s.inbox_list("u", T0).unwrap().iter().map(|m| m.offset).collect();
+        let offsets: Vec<u64> = s
+            .inbox_list("u", T0)
+            .unwrap()
+            .iter()
+            .map(|m| m.offset)
+            .collect();
         assert_eq!(offsets, [3, 4]);
         assert_eq!(st(&mut s, 7), Some((MessageStatus::Acked, 1)));
     }
