@@ -23,7 +23,6 @@ pub(crate) async fn handle(
     head: &RequestHead,
     body: Bytes,
     peer: std::net::IpAddr,
-    keys: &std::cell::RefCell<super::keyguard::KeyGuard>,
 ) -> Response {
     let method = head.method.as_str();
     if hub.config.serves_ui(&head.path) {
@@ -72,14 +71,15 @@ pub(crate) async fn handle(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map_or("", |(_, k)| k.trim_start());
     let now = std::time::Instant::now();
-    if keys.borrow_mut().blocked(peer, now) {
+    let keys = || hub.api_keys.lock().unwrap_or_else(|p| p.into_inner());
+    if keys().blocked(peer, now) {
         return Response::err(429, "too many wrong API keys from this address: try later");
     }
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         given.as_bytes(),
         key.as_bytes(),
     )) {
-        keys.borrow_mut().failed(peer, now);
+        keys().failed(peer, now);
         return Response::err(401, "missing or wrong API key (Authorization: Bearer KEY)");
     }
     let path = head.path.as_str();

@@ -2,7 +2,6 @@
 //! the built-in web pages (chat demo, admin dashboard).
 
 pub(crate) mod api;
-pub(crate) mod keyguard;
 mod messages;
 pub(crate) mod messaging;
 pub(crate) mod metrics;

@@ -38,23 +38,13 @@ impl Response {
     /// closed (`Connection: close`), or kept open — said explicitly to an HTTP/1.0 client, for
     /// which closing is the default.
     pub(crate) fn into_bytes(self, keep: crate::shard::shared::KeepAlive) -> Vec<u8> {
-        use crate::shard::shared::KeepAlive;
-        let connection = match keep {
-            KeepAlive::Close => "Connection: close\r\n",
-            KeepAlive::Http10 => "Connection: keep-alive\r\n",
-            KeepAlive::Http11 => "",
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}{connection}\r\n",
+        crate::proto::handshake::response_bytes(
             self.status,
-            crate::proto::handshake::reason(self.status),
             self.content_type,
-            self.body.len(),
-            self.headers
+            &self.headers,
+            keep.header(),
+            &self.body,
         )
-        .into_bytes();
-        out.extend_from_slice(&self.body);
-        out
     }
 }
 

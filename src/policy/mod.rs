@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod guard;
+pub(crate) mod keyguard;
 pub mod ratelimit;
 pub mod security;
 pub mod settings;

@@ -132,6 +132,27 @@ impl HttpError {
     }
 }
 
+/// A whole HTTP/1.1 response: status line, `Content-Type`, `Content-Length`, `extra` header
+/// lines and `connection` (each a whole line ending in CRLF, or empty), then `body`. The one
+/// serialiser of API answers, whether the API thread or a shard (a publish it answers itself)
+/// wrote them, so both look alike byte for byte.
+pub(crate) fn response_bytes(
+    status: u16,
+    content_type: &str,
+    extra: &str,
+    connection: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut out = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra}{connection}\r\n",
+        reason(status),
+        body.len(),
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
 /// The reason phrase for `status`.
 pub(crate) fn reason(status: u16) -> &'static str {
     match status {

@@ -28,9 +28,6 @@ pub(crate) fn run(
     };
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
-        let keys = std::rc::Rc::new(std::cell::RefCell::new(
-            crate::http::keyguard::KeyGuard::default(),
-        ));
         loop {
             let job = tokio::select! {
                 _ = &mut stop => break,
@@ -42,11 +39,9 @@ pub(crate) fn run(
             let hub = hub.clone();
             match job {
                 ControlJob::Http(job) => {
-                    let keys = keys.clone();
                     tokio::task::spawn_local(async move {
                         let resp =
-                            crate::http::api::handle(&hub, &job.head, job.body, job.peer, &keys)
-                                .await;
+                            crate::http::api::handle(&hub, &job.head, job.body, job.peer).await;
                         // A response started while the server stops closes its connection.
                         let keep = if hub.is_stopping() {
                             crate::shard::shared::KeepAlive::Close

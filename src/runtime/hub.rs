@@ -301,6 +301,7 @@ impl Server {
             events: Default::default(),
             store_fault: std::sync::Mutex::new(None),
             store_stats: Default::default(),
+            api_keys: Default::default(),
             config: self.config,
             links: Links {
                 pool: self.blocking.then_some(pool_tx),

@@ -29,6 +29,7 @@ mod dispatch;
 mod durable;
 mod entry;
 pub(crate) mod events;
+mod fastapi;
 mod formats;
 pub(crate) mod gather;
 mod hold;

@@ -1,7 +1,8 @@
 //! A connection's plain HTTP requests (API, probes, metrics, pages): the body's length, the
-//! keep-alive decision, the hand-off to the API thread, and its answer — after which the
-//! connection closes, or reads its next request (HTTP/1.1 keep-alive and pipelining: one
-//! request at a time with the API thread, so the answers keep the requests' order).
+//! keep-alive decision, the hand-off to the API thread (or the answer here, for a publish the
+//! shard serves itself: `fastapi`), and the answer — after which the connection closes, or
+//! reads its next request (HTTP/1.1 keep-alive and pipelining: one request at a time, so the
+//! answers keep the requests' order).
 
 use bytes::Bytes;
 
@@ -35,7 +36,17 @@ impl ShardState {
         }
     }
 
+    /// Serves a whole request: here when the shard can (a plain publish), else on the API
+    /// thread. The connection is in [`Phase::Api`] until the answer.
     pub(super) fn submit_api(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        let peer = c.remote.ip();
+        if let Some(json) = self.local_publish(&head, &body, peer) {
+            self.answer_here(id, json);
+            return;
+        }
         let Some(c) = self.conn_mut(id) else {
             return;
         };
@@ -83,14 +94,50 @@ impl ShardState {
         self.begin_close(id);
     }
 
+    /// Answers the request in flight on `id` with 200 and `json`, served on this shard. Called
+    /// while its input is being processed: the caller goes on to the next pipelined request.
+    fn answer_here(&mut self, id: ConnId, json: String) {
+        use crate::shard::shared::KeepAlive;
+        let stopping = self.hub.is_stopping();
+        let Some(c) = self.conn_mut(id) else { return };
+        let keep = match (c.has(flag::KEEP_ALIVE) && !stopping, c.has(flag::HTTP10)) {
+            (false, _) => KeepAlive::Close,
+            (true, true) => KeepAlive::Http10,
+            (true, false) => KeepAlive::Http11,
+        };
+        let bytes = crate::proto::handshake::response_bytes(
+            200,
+            "application/json",
+            "",
+            keep.header(),
+            json.as_bytes(),
+        );
+        self.answered(id, Bytes::from(bytes));
+    }
+
     /// The API thread's response for `id`: then the connection closes, or, kept alive, reads
     /// the next request — perhaps one that is already here (pipelined).
     pub(super) fn http_response(&mut self, id: ConnId, bytes: Bytes) {
+        if !self.answered(id, bytes) {
+            return;
+        }
+        let Some(c) = self.conn_mut(id) else { return };
+        let pipelined = std::mem::take(&mut c.inbuf);
+        if !pipelined.is_empty() {
+            self.resume_input(id.slot(), pipelined);
+        }
+    }
+
+    /// Queues the response to the request in flight on `id`, then closes the connection or
+    /// readies it for the next request; true when it stays open for one.
+    fn answered(&mut self, id: ConnId, bytes: Bytes) -> bool {
         let now = self.stamp;
         let stopping = self.hub.is_stopping();
-        let Some(c) = self.conn_mut(id) else { return };
+        let Some(c) = self.conn_mut(id) else {
+            return false;
+        };
         if !matches!(c.phase, Phase::Api) {
-            return;
+            return false;
         }
         let keep = c.has(flag::KEEP_ALIVE) && !stopping;
         c.clear(flag::KEEP_ALIVE);
@@ -106,20 +153,19 @@ impl ShardState {
         if !keep {
             self.push_raw(id, bytes);
             self.begin_close(id);
-            return;
+            return false;
         }
-        let Some(c) = self.conn_mut(id) else { return };
+        let Some(c) = self.conn_mut(id) else {
+            return false;
+        };
         c.phase = Phase::Head;
         // FRESH: the queue's buffer goes once the response is out, so an idle kept-alive
         // connection holds no more than an idle WebSocket.
         c.set(flag::KEPT | flag::FRESH);
         c.accepted = now;
         c.last_seen = now;
-        let pipelined = std::mem::take(&mut c.inbuf);
         self.push_raw(id, bytes);
-        if !pipelined.is_empty() {
-            self.resume_input(id.slot(), pipelined);
-        }
+        true
     }
 
     /// Processes input that waited in `inbuf` (the phase changed), keeping what is left.

@@ -57,6 +57,17 @@ pub(crate) enum KeepAlive {
     Http11,
 }
 
+impl KeepAlive {
+    /// The `Connection` header line a response carries for this (empty for HTTP/1.1 kept open).
+    pub(crate) fn header(self) -> &'static str {
+        match self {
+            KeepAlive::Close => "Connection: close\r\n",
+            KeepAlive::Http10 => "Connection: keep-alive\r\n",
+            KeepAlive::Http11 => "",
+        }
+    }
+}
+
 thread_local! {
     /// Store jobs held back by [`collect_store_jobs`] on this thread.
     static COLLECTED: std::cell::RefCell<Option<Vec<StoreJob>>> =
@@ -111,6 +122,9 @@ pub(crate) struct HubShared {
     pub(crate) store_fault: std::sync::Mutex<Option<String>>,
     /// What the store thread did, for `/metrics`.
     pub(crate) store_stats: super::jobs::StoreStats,
+    /// Wrong API keys per address (429 after too many), for the API thread and the shards that
+    /// answer an API publish themselves (`shard::fastapi`).
+    pub(crate) api_keys: std::sync::Mutex<crate::policy::keyguard::KeyGuard>,
     /// Queues to the pool, the API thread and the store thread.
     pub(crate) links: Links,
     /// This node among the others.
@@ -293,6 +307,7 @@ impl HubShared {
             links: Links::default(),
             cluster: NodeLink::single("bench".into()),
             store_stats: Default::default(),
+            api_keys: Default::default(),
         }
     }
 }

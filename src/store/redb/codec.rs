@@ -241,6 +241,72 @@ pub(super) fn decode_status(b: &[u8]) -> Result<StatusRow<'_>, StoreError> {
     })
 }
 
+/// A live message: one row of the `messages` table (schema 2), keyed by its id — everything the
+/// inbox, its status and its expiry need, so a put writes this one row.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MessageRow<'a> {
+    pub user: &'a str,
+    pub offset: u64,
+    /// Pending or delivered (a final status moves the message to the `status` table).
+    pub status: MessageStatus,
+    pub attempts: u32,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub topic: Option<&'a str>,
+    pub event: &'a str,
+    pub data: Option<&'a [u8]>,
+}
+
+/// Message row: offset, status, attempts, created, expires, user, topic (flag + string), event,
+/// data.
+pub(super) fn encode_message(out: &mut Vec<u8>, m: &MessageRow<'_>) {
+    out.clear();
+    out.extend_from_slice(&m.offset.to_le_bytes());
+    out.push(status_byte(m.status));
+    out.extend_from_slice(&m.attempts.to_le_bytes());
+    out.extend_from_slice(&m.created_ms.to_le_bytes());
+    out.extend_from_slice(&m.expires_ms.to_le_bytes());
+    put_str(out, m.user);
+    match m.topic {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            put_str(out, t);
+        }
+    }
+    put_str(out, m.event);
+    put_opt(out, m.data);
+}
+
+/// Decodes a message row.
+pub(super) fn decode_message(b: &[u8]) -> Result<MessageRow<'_>, StoreError> {
+    let mut r = Reader::new(b, "message");
+    let offset = r.u64()?;
+    let status = r.status()?;
+    let attempts = r.u32()?;
+    let created_ms = r.u64()?;
+    let expires_ms = r.u64()?;
+    let user = r.str()?;
+    let topic = match r.u8()? {
+        0 => None,
+        1 => Some(r.str()?),
+        _ => return Err(r.corrupt("bad topic flag")),
+    };
+    let event = r.str()?;
+    let data = r.rest_opt()?;
+    Ok(MessageRow {
+        user,
+        offset,
+        status,
+        attempts,
+        created_ms,
+        expires_ms,
+        topic,
+        event,
+        data,
+    })
+}
+
 /// Fuzzing: decodes `b` as every stored value kind (nothing may panic), and checks that what
 /// decodes re-encodes to the same bytes.
 pub(crate) fn fuzz_decode_all(b: &[u8]) {
@@ -261,6 +327,10 @@ pub(crate) fn fuzz_decode_all(b: &[u8]) {
     if let Ok(r) = decode_status(b) {
         encode_status(&mut out, &r);
         assert_eq!(out, b, "status row round trip");
+    }
+    if let Ok(m) = decode_message(b) {
+        encode_message(&mut out, &m);
+        assert_eq!(out, b, "message row round trip");
     }
     let _ = Reader::new(b, "meta next_id").u64();
 }
@@ -308,5 +378,43 @@ mod tests {
         );
         buf[8] = 9;
         assert!(decode_status(&buf).is_err());
+        let m = MessageRow {
+            user: "u",
+            offset: 4,
+            status: MessageStatus::Delivered,
+            attempts: 2,
+            created_ms: 5,
+            expires_ms: 6,
+            topic: None,
+            event: "e",
+            data: Some(b"[1]"),
+        };
+        encode_message(&mut buf, &m);
+        let d = decode_message(&buf).unwrap();
+        assert_eq!(
+            (
+                d.user,
+                d.offset,
+                d.status,
+                d.attempts,
+                d.expires_ms,
+                d.topic,
+                d.event,
+                d.data
+            ),
+            (
+                "u",
+                4,
+                MessageStatus::Delivered,
+                2,
+                6,
+                None,
+                "e",
+                Some(&b"[1]"[..])
+            )
+        );
+        assert!(decode_message(&buf[..buf.len() - 5]).is_err());
+        buf[8] = 9;
+        assert!(decode_message(&buf).is_err());
     }
 }

@@ -1,79 +1,117 @@
 //! The inbox half of [`RedbStore`]: durable messages, their statuses and expiry.
+//!
+//! A live message is one row of `messages` (id → user, offset, status, attempts, times,
+//! content). Which ids each user's inbox holds, by offset, and the live messages by creation
+//! time (for `expire`) are indexes kept in memory ([`Inboxes`]), rebuilt from `messages` when
+//! the file opens (`schema`). So a put writes one row, and with ids increasing that row lands
+//! on the same B-tree leaf as the batch's other puts: a group commit of N puts writes a few
+//! pages, not one per user inbox. A message leaving its inbox (acked, expired, dropped) moves to
+//! `status` (its final status, kept until forgotten) and `finals`; a user's next offset is
+//! written to `users` only when its newest message leaves (the offsets still live say the rest).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use bytes::Bytes;
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::codec::{self, InboxEntry, StatusRow};
-use super::{err, with_table, wtx, RedbStore, FINALS, INBOX, LIVE, STATUS, USERS};
+use super::codec::{self, MessageRow, StatusRow};
+use super::{err, with_table, wtx, RedbStore, FINALS, MESSAGES, STATUS, USERS};
 use crate::store::memory::{expiry, ms};
 use crate::store::{
     now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange,
     StoreError,
 };
 
-/// The inbox tables, opened together in the batch's write transaction.
+/// One user's live messages.
+#[derive(Debug, Default)]
+pub(super) struct UserInbox {
+    /// The offset the next message gets.
+    pub(super) next: u64,
+    /// Live messages: offset → id.
+    pub(super) live: BTreeMap<u64, u64>,
+}
+
+/// The in-memory indexes of the live messages (see the module docs); they always describe the
+/// open write transaction's state, and are rebuilt from the file after a rollback.
+#[derive(Debug, Default)]
+pub(super) struct Inboxes {
+    /// Users with live messages.
+    pub(super) users: HashMap<Box<str>, UserInbox, ahash::RandomState>,
+    /// Live messages by (created, id).
+    pub(super) by_time: BTreeSet<(u64, u64)>,
+}
+
+impl Inboxes {
+    /// Notes live message `id` at `offset` of `user`, created at `created_ms`.
+    pub(super) fn add(&mut self, user: &str, offset: u64, id: u64, created_ms: u64) {
+        let u = match self.users.get_mut(user) {
+            Some(u) => u,
+            None => self.users.entry(user.into()).or_default(),
+        };
+        u.next = u.next.max(offset + 1);
+        u.live.insert(offset, id);
+        self.by_time.insert((created_ms, id));
+    }
+}
+
+/// The tables a message leaving its inbox touches, opened together.
 struct Tables<'t> {
-    inbox: Table<'t, (&'static str, u64), &'static [u8]>,
+    messages: Table<'t, u64, &'static [u8]>,
     users: Table<'t, &'static str, (u64, u64)>,
     status: Table<'t, u64, &'static [u8]>,
-    live: Table<'t, (u64, u64), ()>,
     finals: Table<'t, (u64, u64), ()>,
 }
 
 impl<'t> Tables<'t> {
     fn open(tx: &'t WriteTransaction) -> Result<Self, StoreError> {
         Ok(Tables {
-            inbox: tx.open_table(INBOX).map_err(err)?,
+            messages: tx.open_table(MESSAGES).map_err(err)?,
             users: tx.open_table(USERS).map_err(err)?,
             status: tx.open_table(STATUS).map_err(err)?,
-            live: tx.open_table(LIVE).map_err(err)?,
             finals: tx.open_table(FINALS).map_err(err)?,
         })
     }
 
-    /// Message `id`'s status row, owned (user, row).
-    fn status_row(&self, id: u64) -> Result<Option<(Box<str>, StatusRow<'static>)>, StoreError> {
-        let Some(v) = self.status.get(id).map_err(err)? else {
-            return Ok(None);
-        };
-        let row = codec::decode_status(v.value())?;
-        Ok(Some((row.user.into(), StatusRow { user: "", ..row })))
-    }
-
-    /// Moves live message `id` to a final status (removing it from its inbox).
+    /// Moves live message `id` to a final status: out of `messages` and its inbox.
     fn finish(
         &mut self,
+        idx: &mut Inboxes,
         scratch: &mut Vec<u8>,
         id: u64,
         status: MessageStatus,
         at_ms: u64,
     ) -> Result<Option<StatusChange>, StoreError> {
-        let Some((user, row)) = self.status_row(id)? else {
+        let Some(row) = self.messages.remove(id).map_err(err)? else {
             return Ok(None);
         };
-        if row.status.is_final() {
-            return Ok(None);
-        }
-        self.inbox.remove((&*user, row.offset)).map_err(err)?;
-        self.live.remove((row.created_ms, id)).map_err(err)?;
-        self.finals.insert((at_ms, id), ()).map_err(err)?;
-        let counts = self.users.get(&*user).map_err(err)?.map(|v| v.value());
-        if let Some((next, count)) = counts {
-            self.users
-                .insert(&*user, (next, count.saturating_sub(1)))
-                .map_err(err)?;
-        }
-        let row = StatusRow {
-            user: &user,
+        let m = codec::decode_message(row.value())?;
+        let (user, offset): (Box<str>, u64) = (m.user.into(), m.offset);
+        let final_row = StatusRow {
+            user: m.user,
+            offset,
             status,
+            attempts: m.attempts,
+            created_ms: m.created_ms,
             final_ms: at_ms,
-            ..row
         };
-        codec::encode_status(scratch, &row);
+        codec::encode_status(scratch, &final_row);
+        idx.by_time.remove(&(m.created_ms, id));
+        drop(row);
         self.status.insert(id, scratch.as_slice()).map_err(err)?;
+        self.finals.insert((at_ms, id), ()).map_err(err)?;
+        if let Some(u) = idx.users.get_mut(&*user) {
+            u.live.remove(&offset);
+            if offset + 1 == u.next {
+                // The newest message leaves: its successor's offset must outlive it.
+                self.users.insert(&*user, (u.next, 0)).map_err(err)?;
+            }
+            if u.live.is_empty() {
+                idx.users.remove(&*user);
+            }
+        }
         Ok(Some(StatusChange {
             id,
-            offset: row.offset,
+            offset,
             status,
             user,
         }))
@@ -81,12 +119,9 @@ impl<'t> Tables<'t> {
 }
 
 impl RedbStore {
-    /// The id of the message at `offset` in `user`'s inbox.
-    fn inbox_id(&self, user: &str, offset: u64) -> Result<Option<u64>, StoreError> {
-        with_table!(self, INBOX, |t| match t.get((user, offset)).map_err(err)? {
-            Some(v) => Ok(Some(codec::decode_inbox(v.value())?.id)),
-            None => Ok(None),
-        })
+    /// The id of the live message at `offset` in `user`'s inbox.
+    fn inbox_id(&self, user: &str, offset: u64) -> Option<u64> {
+        self.inboxes.users.get(user)?.live.get(&offset).copied()
     }
 
     pub(super) fn put_inner(
@@ -97,53 +132,61 @@ impl RedbStore {
         now_ms: u64,
     ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
         let tx = wtx(&self.db, &mut self.wtx)?;
-        let mut t = Tables::open(tx)?;
+        if !self.inboxes.users.contains_key(user) {
+            // No live message: the next offset is the one its last message left, if any.
+            let users = tx.open_table(USERS).map_err(err)?;
+            let next = users.get(user).map_err(err)?.map_or(1, |v| v.value().0);
+            let u = self.inboxes.users.entry(user.into()).or_default();
+            u.next = next.max(1);
+        }
         let id = self.next_id;
-        let (offset, count) = t
-            .users
-            .get(user)
-            .map_err(err)?
-            .map_or((1, 0), |v| v.value());
-        let entry = InboxEntry {
-            id,
+        let offset = self.inboxes.users.get(user).map_or(1, |u| u.next);
+        let row = MessageRow {
+            user,
+            offset,
+            status: MessageStatus::Pending,
+            attempts: 0,
             created_ms: now_ms,
             expires_ms: expiry(now_ms, limits.ttl),
             topic: msg.topic,
             event: msg.event,
             data: msg.data,
         };
-        codec::encode_inbox(&mut self.scratch, &entry);
-        t.inbox
-            .insert((user, offset), self.scratch.as_slice())
+        codec::encode_message(&mut self.scratch, &row);
+        tx.open_table(MESSAGES)
+            .map_err(err)?
+            .insert(id, self.scratch.as_slice())
             .map_err(err)?;
-        let row = StatusRow {
-            user,
-            offset,
-            status: MessageStatus::Pending,
-            attempts: 0,
-            created_ms: now_ms,
-            final_ms: 0,
-        };
-        codec::encode_status(&mut self.scratch, &row);
-        t.status.insert(id, self.scratch.as_slice()).map_err(err)?;
-        t.live.insert((now_ms, id), ()).map_err(err)?;
-        t.users.insert(user, (offset + 1, count + 1)).map_err(err)?;
+        self.inboxes.add(user, offset, id, now_ms);
         self.next_id = id + 1;
         self.next_id_dirty = true;
 
-        let max = u64::try_from(limits.max_messages).unwrap_or(u64::MAX);
+        let live = self.inboxes.users.get(user).map_or(0, |u| u.live.len());
         let mut dropped = Vec::new();
-        for _ in 0..(count + 1).saturating_sub(max) {
-            let oldest = {
-                let mut r = t.inbox.range((user, 0)..=(user, u64::MAX)).map_err(err)?;
-                match r.next() {
-                    Some(item) => Some(codec::decode_inbox(item.map_err(err)?.1.value())?.id),
-                    None => None,
+        if live > limits.max_messages {
+            let mut t = Tables::open(tx)?;
+            for _ in 0..live - limits.max_messages {
+                let oldest = self
+                    .inboxes
+                    .users
+                    .get(user)
+                    .and_then(|u| u.live.first_key_value().map(|(_, id)| *id));
+                let Some(old) = oldest else { break };
+                let gone = t.finish(
+                    &mut self.inboxes,
+                    &mut self.scratch,
+                    old,
+                    MessageStatus::Dropped,
+                    now_ms,
+                )?;
+                match gone {
+                    Some(c) => dropped.push(c),
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "message {old} is in {user}'s inbox index but not stored"
+                        )))
+                    }
                 }
-            };
-            let Some(old) = oldest else { break };
-            if let Some(c) = t.finish(&mut self.scratch, old, MessageStatus::Dropped, now_ms)? {
-                dropped.push(c);
             }
         }
         let message = InboxMessage {
@@ -167,25 +210,24 @@ impl RedbStore {
         if times == 0 {
             return Ok(());
         }
-        let Some(id) = self.inbox_id(user, offset)? else {
+        let Some(id) = self.inbox_id(user, offset) else {
             return Ok(());
         };
         let tx = wtx(&self.db, &mut self.wtx)?;
-        let mut t = Tables::open(tx)?;
-        let Some((user, row)) = t.status_row(id)? else {
-            return Ok(());
-        };
-        if row.status.is_final() {
-            return Ok(());
+        let mut messages = tx.open_table(MESSAGES).map_err(err)?;
+        {
+            let Some(v) = messages.get(id).map_err(err)? else {
+                return Ok(());
+            };
+            let m = codec::decode_message(v.value())?;
+            let m = MessageRow {
+                status: MessageStatus::Delivered,
+                attempts: m.attempts.saturating_add(times),
+                ..m
+            };
+            codec::encode_message(&mut self.scratch, &m);
         }
-        let row = StatusRow {
-            user: &user,
-            status: MessageStatus::Delivered,
-            attempts: row.attempts.saturating_add(times),
-            ..row
-        };
-        codec::encode_status(&mut self.scratch, &row);
-        t.status.insert(id, self.scratch.as_slice()).map_err(err)?;
+        messages.insert(id, self.scratch.as_slice()).map_err(err)?;
         Ok(())
     }
 
@@ -194,12 +236,18 @@ impl RedbStore {
         user: &str,
         offset: u64,
     ) -> Result<Option<StatusChange>, StoreError> {
-        let Some(id) = self.inbox_id(user, offset)? else {
+        let Some(id) = self.inbox_id(user, offset) else {
             return Ok(None);
         };
         let tx = wtx(&self.db, &mut self.wtx)?;
         let mut t = Tables::open(tx)?;
-        t.finish(&mut self.scratch, id, MessageStatus::Acked, now_ms())
+        t.finish(
+            &mut self.inboxes,
+            &mut self.scratch,
+            id,
+            MessageStatus::Acked,
+            now_ms(),
+        )
     }
 
     pub(super) fn list_inner(
@@ -207,34 +255,32 @@ impl RedbStore {
         user: &str,
         now_ms: u64,
     ) -> Result<Vec<InboxMessage>, StoreError> {
-        let mut out: Vec<InboxMessage> = with_table!(self, INBOX, |t| {
-            let mut out = Vec::new();
-            for item in t.range((user, 0)..=(user, u64::MAX)).map_err(err)? {
-                let (k, v) = item.map_err(err)?;
-                let e = codec::decode_inbox(v.value())?;
-                if e.expires_ms < now_ms {
+        let Some(u) = self.inboxes.users.get(user) else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<(u64, u64)> = u.live.iter().map(|(o, id)| (*o, *id)).collect();
+        Ok(with_table!(self, MESSAGES, |t| {
+            let mut out = Vec::with_capacity(ids.len());
+            for (offset, id) in ids {
+                let Some(v) = t.get(id).map_err(err)? else {
+                    continue;
+                };
+                let m = codec::decode_message(v.value())?;
+                if m.expires_ms < now_ms {
                     continue;
                 }
                 out.push(InboxMessage {
-                    id: e.id,
-                    offset: k.value().1,
-                    topic: e.topic.map(Into::into),
-                    event: e.event.into(),
-                    data: e.data.map(Bytes::copy_from_slice),
-                    created_ms: e.created_ms,
-                    attempts: 0,
+                    id,
+                    offset,
+                    topic: m.topic.map(Into::into),
+                    event: m.event.into(),
+                    data: m.data.map(Bytes::copy_from_slice),
+                    created_ms: m.created_ms,
+                    attempts: m.attempts,
                 });
             }
             out
-        });
-        with_table!(self, STATUS, |t| {
-            for m in &mut out {
-                if let Some(v) = t.get(m.id).map_err(err)? {
-                    m.attempts = codec::decode_status(v.value())?.attempts;
-                }
-            }
-        });
-        Ok(out)
+        }))
     }
 
     pub(super) fn expire_inner(
@@ -246,13 +292,12 @@ impl RedbStore {
             return Ok(Vec::new());
         }
         let cutoff = now_ms.saturating_sub(ms(limits.ttl));
-        let old_live: Vec<u64> = with_table!(self, LIVE, |t| {
-            let mut ids = Vec::new();
-            for item in t.range(..(cutoff, 0)).map_err(err)? {
-                ids.push(item.map_err(err)?.0.value().1);
-            }
-            ids
-        });
+        let old_live: Vec<u64> = self
+            .inboxes
+            .by_time
+            .range(..(cutoff, 0))
+            .map(|(_, id)| *id)
+            .collect();
         let old_finals: Vec<(u64, u64)> = with_table!(self, FINALS, |t| {
             let mut keys = Vec::new();
             for item in t.range(..(cutoff, 0)).map_err(err)? {
@@ -267,9 +312,14 @@ impl RedbStore {
         let mut t = Tables::open(tx)?;
         let mut changes = Vec::with_capacity(old_live.len());
         for id in old_live {
-            if let Some(c) = t.finish(&mut self.scratch, id, MessageStatus::Expired, now_ms)? {
-                changes.push(c);
-            }
+            let gone = t.finish(
+                &mut self.inboxes,
+                &mut self.scratch,
+                id,
+                MessageStatus::Expired,
+                now_ms,
+            )?;
+            changes.extend(gone);
         }
         for key in old_finals {
             t.finals.remove(key).map_err(err)?;
@@ -279,6 +329,23 @@ impl RedbStore {
     }
 
     pub(super) fn status_inner(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {
+        let live = with_table!(self, MESSAGES, |t| match t.get(id).map_err(err)? {
+            Some(v) => {
+                let m = codec::decode_message(v.value())?;
+                Some(MessageInfo {
+                    id,
+                    user: m.user.into(),
+                    offset: m.offset,
+                    status: m.status,
+                    attempts: m.attempts,
+                    created_ms: m.created_ms,
+                })
+            }
+            None => None,
+        });
+        if live.is_some() {
+            return Ok(live);
+        }
         with_table!(self, STATUS, |t| match t.get(id).map_err(err)? {
             Some(v) => {
                 let row = codec::decode_status(v.value())?;

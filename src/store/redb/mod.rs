@@ -16,12 +16,17 @@
 //! |---|---|---|
 //! | `streams` | topic | top offset, epoch |
 //! | `history` | (topic, offset) | time, event, data |
-//! | `inbox` | (user, offset) | id, created, expiry, topic, event, data |
-//! | `users` | user | (next offset, messages in the inbox) |
-//! | `status` | id | offset, status, attempts, created, final time, user |
-//! | `live` | (created, id) | — (live messages, for `expire`) |
+//! | `messages` | id | a live message: offset, status, attempts, created, expiry, user, topic, event, data |
+//! | `users` | user | (next offset once its newest message left the inbox, unused 0) |
+//! | `status` | id | a final status: offset, status, attempts, created, final time, user |
 //! | `finals` | (final time, id) | — (final statuses, to forget them) |
-//! | `meta` | name | `next_id`, `store_id` |
+//! | `meta` | name | `next_id`, `store_id`, `inbox_schema` |
+//!
+//! Each user's inbox (offset → id) and the live messages by creation time are indexed in
+//! memory, rebuilt from `messages` at open (the `inbox` module): a durable send writes one row.
+//! Files of schema 1 (an `inbox` table keyed by (user, offset), a `status` row per live message
+//! and a `live` table) are migrated when opened; a file of a newer schema is refused (the
+//! `schema` module).
 //!
 //! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
 //! cached after first use and written once per batch, at `commit`. Only appends write a stream:
@@ -37,6 +42,7 @@ mod codec;
 mod history;
 mod inbox;
 mod open;
+mod schema;
 
 pub(crate) use codec::fuzz_decode_all;
 
@@ -53,10 +59,9 @@ use super::{
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const HISTORY: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("history");
-const INBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const USERS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("users");
 const STATUS: TableDefinition<u64, &[u8]> = TableDefinition::new("status");
-const LIVE: TableDefinition<(u64, u64), ()> = TableDefinition::new("live");
 const FINALS: TableDefinition<(u64, u64), ()> = TableDefinition::new("finals");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
@@ -116,6 +121,8 @@ pub struct RedbStore {
     streams: HashMap<Box<str>, StreamMeta, ahash::RandomState>,
     /// Topics whose meta changed in this batch.
     dirty_streams: Vec<Box<str>>,
+    /// Live messages per user inbox and by time, in memory (see the `inbox` module).
+    inboxes: inbox::Inboxes,
     /// The id the next message gets.
     next_id: u64,
     next_id_dirty: bool,

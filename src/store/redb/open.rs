@@ -9,8 +9,7 @@ use redb::{Database, ReadableTable};
 
 use super::codec;
 use super::{
-    err, with_table, RedbStore, FILE_NAME, FINALS, HISTORY, INBOX, LIVE, META, STATUS, STREAMS,
-    USERS,
+    err, with_table, RedbStore, FILE_NAME, FINALS, HISTORY, MESSAGES, META, STATUS, STREAMS, USERS,
 };
 use crate::store::{first_message_id, new_epoch, now_ms, StoreError};
 
@@ -110,16 +109,17 @@ impl RedbStore {
         let (next_id, store_id) = {
             tx.open_table(STREAMS).map_err(err)?;
             tx.open_table(HISTORY).map_err(err)?;
-            tx.open_table(INBOX).map_err(err)?;
+            tx.open_table(MESSAGES).map_err(err)?;
             tx.open_table(USERS).map_err(err)?;
             tx.open_table(STATUS).map_err(err)?;
-            tx.open_table(LIVE).map_err(err)?;
             tx.open_table(FINALS).map_err(err)?;
             let mut meta = tx.open_table(META).map_err(err)?;
             let stored_next = match meta.get("next_id").map_err(err)? {
                 Some(v) => Some(codec::Reader::new(v.value(), "meta next_id").u64()?),
                 None => None,
             };
+            // A new file is written in the current schema; an older one is migrated.
+            super::schema::upgrade(&tx, &mut meta, stored_next.is_none())?;
             let next_id = match stored_next {
                 Some(n) => n,
                 None => {
@@ -148,12 +148,14 @@ impl RedbStore {
             (next_id, store_id)
         };
         tx.commit().map_err(err)?;
+        let inboxes = super::schema::load_inboxes(&db)?;
         Ok(RedbStore {
             db,
             wtx: None,
             failed: false,
             streams: HashMap::default(),
             dirty_streams: Vec::new(),
+            inboxes,
             next_id,
             next_id_dirty: false,
             store_id,
@@ -248,6 +250,14 @@ impl RedbStore {
         self.next_id_dirty = false;
         if let Ok(next) = self.read_next_id() {
             self.next_id = next;
+        }
+        // The indexes described the rolled-back batch: back to what the file holds.
+        match super::schema::load_inboxes(&self.db) {
+            Ok(idx) => self.inboxes = idx,
+            Err(e) => {
+                tracing::error!(error = %e, "store: reloading the inbox index failed");
+                self.inboxes = Default::default();
+            }
         }
     }
 

@@ -12,7 +12,8 @@ pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 /// Addresses tracked at most (expired ones are forgotten first when full).
 const MAX_TRACKED: usize = 10_000;
 
-/// Failure counts of the API thread (one per server).
+/// Failure counts of wrong API keys, one per server (the hub's shared state holds it behind a
+/// mutex: the API thread and the shards that answer a publish themselves both check and count).
 #[derive(Default)]
 pub(crate) struct KeyGuard {
     fails: HashMap<IpAddr, (Instant, u32)>,
