@@ -11,6 +11,7 @@ pub mod handler;
 pub(crate) mod handshake;
 pub mod pattern;
 pub mod registry;
+pub(crate) mod resp;
 pub(crate) mod sse;
 pub mod stats;
 pub(crate) mod wire;

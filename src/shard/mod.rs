@@ -48,7 +48,7 @@ mod ws;
 pub(crate) use adopt::Adoption;
 use entry::flag;
 pub(crate) use entry::{ConnEntry, ConnKind, Frame, Phase, Stamp};
-use inbox::ShardMsg;
+use inbox::{RemotePub, ShardMsg};
 use shared::HubShared;
 
 /// Interval of SSE heartbeat comments.
@@ -254,6 +254,21 @@ impl ShardState {
             ShardMsg::Stored(batch) => {
                 for p in batch.iter() {
                     self.deliver_stored(p);
+                }
+            }
+            ShardMsg::Remote(batch) => {
+                for p in batch {
+                    match p {
+                        RemotePub::One { topic, frame } => {
+                            self.deliver_local(&topic, &frame, None);
+                        }
+                        RemotePub::Many(frames) => {
+                            self.deliver_many(&frames, None);
+                        }
+                        RemotePub::Stored(p) => {
+                            self.deliver_stored(&p);
+                        }
+                    }
                 }
             }
             ShardMsg::InboxGone(list) => self.inbox_gone(&list),

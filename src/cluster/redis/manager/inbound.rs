@@ -6,112 +6,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
 use super::Manager;
 use crate::cluster::redis::{Out, RESPONSE_TIMEOUT};
-use crate::cluster::wire::{self, Decoded};
+use crate::cluster::wire;
 use crate::cluster::{glob_escape, ClusterStats, ControlOp};
 use crate::proto::envelope;
 use crate::proto::pattern::{validate_topic, Pattern};
-use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, StoredPub, Target};
-use crate::ConnId;
+use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, Target};
 
 impl Manager {
-    /// A message from a subscriber connection.
-    pub(super) fn message(&mut self, msg: &redis::Msg) {
-        let Some(env) = wire::decode(msg.get_payload_bytes()) else {
-            tracing::debug!(
-                channel = msg.get_channel_name(),
-                "cluster: malformed message ignored"
-            );
-            return;
-        };
-        if env.origin == self.setup.node.as_bytes() {
-            return;
-        }
-        let stats = &self.shared.stats;
-        if !self.dedup.first(env.origin, env.seq) {
-            ClusterStats::add(&stats.duplicates, 1);
-            return;
-        }
-        match env.body {
-            Decoded::Publication(frames) => {
-                ClusterStats::add(&stats.publishes_received, 1);
-                let mut mask = 0u64;
-                for (t, _) in &frames {
-                    mask |= self.interest.shards_for(t);
-                }
-                if mask == 0 {
-                    return;
-                }
-                if let [(t, f)] = frames[..] {
-                    let topic: Arc<str> = t.into();
-                    let frame = Bytes::copy_from_slice(f);
-                    self.each_shard(mask, |_| ShardMsg::Publish {
-                        topic: topic.clone(),
-                        frame: frame.clone(),
-                        exclude: None,
-                    });
-                } else {
-                    let all: Arc<[(Arc<str>, Bytes)]> = frames
-                        .iter()
-                        .map(|(t, f)| (Arc::from(*t), Bytes::copy_from_slice(f)))
-                        .collect();
-                    self.each_shard(mask, |_| {
-                        let (tx, _) = oneshot::channel();
-                        ShardMsg::Api(
-                            ApiOp::Publish {
-                                frames: all.clone(),
-                                exclude: None,
-                            },
-                            tx,
-                        )
-                    });
-                }
-            }
-            Decoded::Stored(w) => {
-                ClusterStats::add(&stats.publishes_received, 1);
-                let mask = self.interest.shards_for(w.topic);
-                if mask == 0 {
-                    return;
-                }
-                // The exclusion is a connection of the origin node: it means nothing elsewhere.
-                let own = env.origin.strip_suffix(b"~s") == Some(self.setup.node.as_bytes());
-                let exclude = (own && w.exclude != 0).then(|| ConnId::from_raw(w.exclude));
-                let sp = StoredPub {
-                    topic: w.topic.into(),
-                    frame: envelope::stored_publication(w.topic, w.event, w.data, w.offset),
-                    exclude,
-                    epoch: w.epoch.into(),
-                    offset: w.offset,
-                };
-                let batch: Arc<[StoredPub]> = Arc::new([sp]);
-                self.each_shard(mask, |_| ShardMsg::Stored(batch.clone()));
-            }
-            Decoded::Control(json) => {
-                ClusterStats::add(&stats.control_received, 1);
-                match serde_json::from_slice::<ControlOp>(json) {
-                    Ok(op @ (ControlOp::Query { .. } | ControlOp::Answer { .. })) => {
-                        self.query_message(op)
-                    }
-                    Ok(op) => self.apply(op),
-                    Err(e) => tracing::debug!(error = %e, "cluster: malformed control operation"),
-                }
-            }
-        }
-    }
-
-    fn each_shard(&self, mask: u64, mut make: impl FnMut(usize) -> ShardMsg) {
-        let mut m = mask;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if let Some(inbox) = self.hub.inboxes.get(i) {
-                inbox.push(make(i));
-            }
+    /// A control operation from another node (already de-duplicated by the [`Fanin`]).
+    ///
+    /// [`Fanin`]: crate::cluster::redis::recv::Fanin
+    pub(super) fn control_message(&mut self, json: &[u8]) {
+        ClusterStats::add(&self.shared.stats.control_received, 1);
+        match serde_json::from_slice::<ControlOp>(json) {
+            Ok(op @ (ControlOp::Query { .. } | ControlOp::Answer { .. })) => self.query_message(op),
+            Ok(op) => self.apply(op),
+            Err(e) => tracing::debug!(error = %e, "cluster: malformed control operation"),
         }
     }
 
