@@ -339,6 +339,17 @@ pub fn cluster_recv(data: &[u8]) {
     }
 }
 
+/// The payload of the first `message` frame of `data` and the frame's length, as the cluster
+/// thread's RESP parser reads it (for tests that check it against a real `redis-server`).
+pub fn resp_frame(data: &[u8]) -> Option<(Vec<u8>, usize)> {
+    match crate::proto::resp::parse(data) {
+        Ok(Some((crate::proto::resp::Push::Message { payload, .. }, n))) => {
+            Some((payload.to_vec(), n))
+        }
+        _ => None,
+    }
+}
+
 /// A fuzz entry point with its name.
 pub type Target = (&'static str, fn(&[u8]));
 

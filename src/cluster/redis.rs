@@ -419,3 +419,21 @@ impl Broker for RedisBroker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_counts_in_its_own_stripe() {
+        let base = crate::cluster::random_seq(false);
+        let mine: Vec<u64> = (0..3).map(|_| next_seq(base)).collect();
+        assert_eq!((mine[1] - mine[0], mine[2] - mine[1]), (1, 1));
+        let theirs = std::thread::spawn(move || next_seq(base)).join().unwrap();
+        let stripe = |s: u64| (s - base) >> STRIPE_BITS;
+        assert_ne!(stripe(theirs), stripe(mine[0]), "another thread, another stripe");
+        for s in mine.iter().chain([&theirs]) {
+            assert_eq!(s >> 63, 0, "still in the publications' half");
+        }
+    }
+}
