@@ -26,7 +26,9 @@ const READ: usize = 64 << 10;
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("cluster_recv");
     g.throughput(Throughput::Elements(N as u64));
-    let topics_all = ["chat:0", "chat:1", "chat:2", "chat:3", "chat:4", "chat:5", "chat:6", "chat:7"];
+    let topics_all = [
+        "chat:0", "chat:1", "chat:2", "chat:3", "chat:4", "chat:5", "chat:6", "chat:7",
+    ];
     for (shards, topics, payload) in [(1, 1, 64), (4, 8, 64), (1, 1, 1024)] {
         let topics = &topics_all[..topics];
         let stream = resp_publications("n2", 1, N, topics, payload);

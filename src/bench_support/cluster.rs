@@ -17,7 +17,13 @@ use crate::shard::shared::HubShared;
 /// `n` publications of `payload` bytes from node `origin` (sequence numbers from `seq`), spread
 /// round-robin over `topics`, as a Redis subscriber connection receives them on the topics'
 /// channels (`message` frames, RESP2, prefix `rh`): the bytes Redis writes, byte for byte.
-pub fn resp_publications(origin: &str, seq: u64, n: usize, topics: &[&str], payload: usize) -> Vec<u8> {
+pub fn resp_publications(
+    origin: &str,
+    seq: u64,
+    n: usize,
+    topics: &[&str],
+    payload: usize,
+) -> Vec<u8> {
     let frame = crate::proto::envelope::publication("t", "message", Some(&vec![b'7'; payload]));
     let mut out = Vec::new();
     for k in 0..n {
@@ -79,7 +85,10 @@ impl RecvBench {
     /// shard.
     pub fn read(&mut self, bytes: &[u8]) {
         if self.partial.is_empty() {
-            let n = self.fanin.feed(bytes, &self.interest).unwrap_or(bytes.len());
+            let n = self
+                .fanin
+                .feed(bytes, &self.interest)
+                .unwrap_or(bytes.len());
             self.partial.extend_from_slice(&bytes[n..]);
         } else {
             self.partial.extend_from_slice(bytes);

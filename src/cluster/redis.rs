@@ -431,7 +431,11 @@ mod tests {
         assert_eq!((mine[1] - mine[0], mine[2] - mine[1]), (1, 1));
         let theirs = std::thread::spawn(move || next_seq(base)).join().unwrap();
         let stripe = |s: u64| (s - base) >> STRIPE_BITS;
-        assert_ne!(stripe(theirs), stripe(mine[0]), "another thread, another stripe");
+        assert_ne!(
+            stripe(theirs),
+            stripe(mine[0]),
+            "another thread, another stripe"
+        );
         for s in mine.iter().chain([&theirs]) {
             assert_eq!(s >> 63, 0, "still in the publications' half");
         }

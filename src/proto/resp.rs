@@ -397,10 +397,7 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(
-            RespError::Malformed("x").to_string(),
-            "resp_malformed: x"
-        );
+        assert_eq!(RespError::Malformed("x").to_string(), "resp_malformed: x");
         let mut x: u32 = 7;
         for _ in 0..20_000 {
             let len = (x % 48) as usize;

@@ -186,7 +186,10 @@ impl Fanin {
             }
         }
         if self.received != 0 {
-            ClusterStats::add(&stats.publishes_received, std::mem::take(&mut self.received));
+            ClusterStats::add(
+                &stats.publishes_received,
+                std::mem::take(&mut self.received),
+            );
         }
         if self.duplicates != 0 {
             ClusterStats::add(&stats.duplicates, std::mem::take(&mut self.duplicates));

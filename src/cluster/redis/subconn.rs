@@ -73,9 +73,7 @@ async fn command_on<S: AsyncRead + AsyncWrite + Unpin>(
     cmd: &[u8],
     what: &str,
 ) -> Result<(), String> {
-    s.write_all(cmd)
-        .await
-        .map_err(|e| format!("{what}: {e}"))?;
+    s.write_all(cmd).await.map_err(|e| format!("{what}: {e}"))?;
     let mut buf = Vec::with_capacity(256);
     loop {
         match resp::parse(&buf) {

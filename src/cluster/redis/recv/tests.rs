@@ -90,7 +90,11 @@ fn one_read_is_one_batch_per_shard_in_order() {
     buf.extend(message(b'*', "rh:t:a", &stored));
     let many = wire::publication("n2", 3, &[("a", b"x"), ("bq", b"y")]);
     buf.extend(message(b'*', "rh:t:a", &many));
-    buf.extend(message(b'*', "rh:ctl", &wire::control("n2", 7, b"{\"op\":1}")));
+    buf.extend(message(
+        b'*',
+        "rh:ctl",
+        &wire::control("n2", 7, b"{\"op\":1}"),
+    ));
     buf.extend_from_slice(b"*3\r\n$9\r\nsubscribe\r\n$6\r\nrh:t:a\r\n:1\r\n");
     buf.extend(message(b'*', "rh:t:a", b"not a cluster message"));
     buf.extend_from_slice(b"-ERR refused\r\n");
@@ -148,7 +152,11 @@ fn the_origin_keeps_its_exclusion_other_nodes_drop_it() {
 fn frames_split_across_reads_are_decoded_once_complete() {
     let mut stream = Vec::new();
     for seq in 0..20u64 {
-        stream.extend(message(b'*', "rh:t:a", &plain("n2", seq, "a", b"0123456789")));
+        stream.extend(message(
+            b'*',
+            "rh:t:a",
+            &plain("n2", seq, "a", b"0123456789"),
+        ));
     }
     for piece in [1, 2, 7, 33, 100, 1000] {
         let mut s = setup();
