@@ -9,7 +9,11 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use bytes::{Buf, Bytes};
+
 use super::Manager;
+use crate::cluster::redis::recv::Note;
+use crate::cluster::redis::redact;
 use crate::cluster::redis::{Out, RESPONSE_TIMEOUT};
 use crate::cluster::wire;
 use crate::cluster::{glob_escape, ClusterStats, ControlOp};
@@ -18,6 +22,60 @@ use crate::proto::pattern::{validate_topic, Pattern};
 use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, Target};
 
 impl Manager {
+    /// One read of instance `i`'s subscriber connection: publications to the shards (one push
+    /// per shard), then confirmations, refusals and control operations in order. Bytes that
+    /// are not what Redis sends end the connection (it is opened again, and every
+    /// subscription restored).
+    pub(super) fn data(&mut self, i: usize, gen: u64, data: Bytes) {
+        if self.insts[i].link.borrow().gen != gen {
+            return;
+        }
+        let inst = &mut self.insts[i];
+        let fed = if inst.partial.is_empty() {
+            self.fanin.feed(&data, &self.interest).map(|n| {
+                if n < data.len() {
+                    inst.partial.extend_from_slice(&data[n..]);
+                }
+            })
+        } else {
+            inst.partial.extend_from_slice(&data);
+            let r = self.fanin.feed(&inst.partial, &self.interest);
+            r.map(|n| inst.partial.advance(n))
+        };
+        self.fanin.flush(&self.hub.inboxes, &self.shared.stats);
+        let mut broken = fed.err().map(|e| {
+            tracing::warn!(url = %redact(&self.setup.urls[i]), error = %e, "cluster: unreadable data on the Redis subscriber connection; reconnecting");
+            format!("unreadable data from Redis ({e})")
+        });
+        for note in std::mem::take(&mut self.fanin.notes) {
+            match note {
+                Note::Confirmed => {
+                    let done = self.insts[i].waiting.pop_front().and_then(|w| w.done);
+                    if let Some((key, sgen)) = done {
+                        self.sub_done(key, sgen);
+                    }
+                }
+                Note::Refused(e) => {
+                    // Refused (e.g. `LOADING` right after a restart, or an ACL): the connection
+                    // would live on without the channel, so its subscribers would get nothing
+                    // until the next reconnect. Reconnect now; `up` subscribes everything again.
+                    let w = self.insts[i].waiting.pop_front();
+                    let name = w.as_ref().map_or("", |w| w.name.as_str());
+                    ClusterStats::add(&self.shared.stats.redis_errors, 1);
+                    tracing::warn!(channel = %name, error = %e, "cluster: Redis refused a command on the subscriber connection; reconnecting");
+                    broken.get_or_insert_with(|| format!("subscribe to {name} refused: {e}"));
+                    if let Some((key, sgen)) = w.and_then(|w| w.done) {
+                        self.sub_done(key, sgen);
+                    }
+                }
+                Note::Control(json) => self.control_message(&json),
+            }
+        }
+        if let Some(why) = broken {
+            self.down(i, gen, &why);
+        }
+    }
+
     /// A control operation from another node (already de-duplicated by the [`Fanin`]).
     ///
     /// [`Fanin`]: crate::cluster::redis::recv::Fanin

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::BytesMut;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -18,7 +18,7 @@ mod presence;
 mod query;
 
 use super::publisher::{self, Link};
-use super::recv::{Fanin, Note};
+use super::recv::Fanin;
 use super::subconn;
 use super::{redact, Cmd, Ev, Out, Receivers, Setup, Shared, HEARTBEAT, RESPONSE_TIMEOUT};
 use crate::cluster::topic_channel;
@@ -288,7 +288,7 @@ impl Manager {
 
     /// A subscription of `key` was confirmed (or given up on): its shards' interest changes
     /// are acknowledged once every instance it needs answered.
-    fn sub_done(&mut self, key: Arc<str>, sgen: u64) {
+    pub(super) fn sub_done(&mut self, key: Arc<str>, sgen: u64) {
         if &*key == RESYNC_KEY {
             return self.resync_inboxes();
         }
@@ -302,60 +302,6 @@ impl Manager {
         if sub.pending == 0 {
             let waiters = std::mem::take(&mut sub.waiters);
             self.ack_all(waiters);
-        }
-    }
-
-    /// One read of instance `i`'s subscriber connection: publications to the shards (one push
-    /// per shard), then confirmations, refusals and control operations in order. Bytes that
-    /// are not what Redis sends end the connection (it is opened again, and every
-    /// subscription restored).
-    fn data(&mut self, i: usize, gen: u64, data: Bytes) {
-        if self.insts[i].link.borrow().gen != gen {
-            return;
-        }
-        let inst = &mut self.insts[i];
-        let fed = if inst.partial.is_empty() {
-            self.fanin.feed(&data, &self.interest).map(|n| {
-                if n < data.len() {
-                    inst.partial.extend_from_slice(&data[n..]);
-                }
-            })
-        } else {
-            inst.partial.extend_from_slice(&data);
-            let r = self.fanin.feed(&inst.partial, &self.interest);
-            r.map(|n| inst.partial.advance(n))
-        };
-        self.fanin.flush(&self.hub.inboxes, &self.shared.stats);
-        let mut broken = fed.err().map(|e| {
-            tracing::warn!(url = %redact(&self.setup.urls[i]), error = %e, "cluster: unreadable data on the Redis subscriber connection; reconnecting");
-            format!("unreadable data from Redis ({e})")
-        });
-        for note in std::mem::take(&mut self.fanin.notes) {
-            match note {
-                Note::Confirmed => {
-                    let done = self.insts[i].waiting.pop_front().and_then(|w| w.done);
-                    if let Some((key, sgen)) = done {
-                        self.sub_done(key, sgen);
-                    }
-                }
-                Note::Refused(e) => {
-                    // Refused (e.g. `LOADING` right after a restart, or an ACL): the connection
-                    // would live on without the channel, so its subscribers would get nothing
-                    // until the next reconnect. Reconnect now; `up` subscribes everything again.
-                    let w = self.insts[i].waiting.pop_front();
-                    let name = w.as_ref().map_or("", |w| w.name.as_str());
-                    ClusterStats::add(&self.shared.stats.redis_errors, 1);
-                    tracing::warn!(channel = %name, error = %e, "cluster: Redis refused a command on the subscriber connection; reconnecting");
-                    broken.get_or_insert_with(|| format!("subscribe to {name} refused: {e}"));
-                    if let Some((key, sgen)) = w.and_then(|w| w.done) {
-                        self.sub_done(key, sgen);
-                    }
-                }
-                Note::Control(json) => self.control_message(&json),
-            }
-        }
-        if let Some(why) = broken {
-            self.down(i, gen, &why);
         }
     }
 
@@ -434,7 +380,7 @@ impl Manager {
         }
     }
 
-    fn down(&mut self, i: usize, gen: u64, why: &str) {
+    pub(super) fn down(&mut self, i: usize, gen: u64, why: &str) {
         {
             let mut l = self.insts[i].link.borrow_mut();
             if l.gen != gen {
