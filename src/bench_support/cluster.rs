@@ -106,13 +106,17 @@ impl RecvBench {
     /// pushes one `ShardMsg::Publish` per message per shard.
     pub fn read_via_redis_msg(&mut self, bytes: &[u8]) {
         self.partial.extend_from_slice(bytes);
-        let mut cur = Cursor::new(&self.partial[..]);
+        // The sync `redis::Parser` cannot tell a cut frame from a complete one (the async codec
+        // the `PubSub` used can): the complete frames are delimited first.
+        let mut end = 0;
+        while let Ok(Some((_, n))) = crate::proto::resp::parse(&self.partial[end..]) {
+            end += n;
+        }
+        let mut cur = Cursor::new(&self.partial[..end]);
         let mut parser = redis::Parser::new();
-        let mut used = 0;
-        while (cur.position() as usize) < self.partial.len() {
+        while (cur.position() as usize) < end {
             match parser.parse_value(&mut cur) {
                 Ok(v) => {
-                    used = cur.position() as usize;
                     if let Some(m) = redis::Msg::from_owned_value(v) {
                         let _ = self.tx.send(m);
                     }
@@ -120,7 +124,7 @@ impl RecvBench {
                 Err(_) => break,
             }
         }
-        self.partial.drain(..used);
+        self.partial.drain(..end);
         while let Ok(msg) = self.rx.try_recv() {
             self.old_message(&msg);
         }
