@@ -30,6 +30,10 @@
 #             (-P 64) to a channel with NODES subscribers (redis-cli, standing in for the nodes);
 #             Redis alone on SERVER_CPU, redis-benchmark and the subscribers on LOAD_CPU; the
 #             subscribers must still be there at the end (subscribers_after)
+#   recv      received publications/s per node: NODES subscribers of t0, one per node, the
+#             publisher on node 1 at W in RECV_WINDOWS ("64 256") publications in flight; every
+#             other node receives every publication from Redis (its cluster thread's rate and
+#             CPU per received publication: threads_cpu_s)
 #   history   publications/s to hist:t0 (history_size 100) in cluster mode vs t0 (no history),
 #             HIST_SUBS (3) subscribers spread over the nodes, --offsets checked, W in WINDOWS.
 #             The store is the server's choice in cluster mode (HIST_STORE=NAME forces --store)
@@ -64,6 +68,7 @@ RATE=${RATE:-1000}
 LAT_SUBS=${LAT_SUBS:-30}
 LAT_RATES=${LAT_RATES:-"10000 1000"}
 HIST_SUBS=${HIST_SUBS:-3}
+RECV_WINDOWS=${RECV_WINDOWS:-"64 256"}
 HIST_STORE=${HIST_STORE:-}
 NAME=${NAME:-cluster}
 OUT_DIR=${OUT_DIR:-/tmp/ringhub-cluster/$NAME}
@@ -111,6 +116,10 @@ matrix() {
             echo "latency-r$r-$topo|$topo|memory|fanout --subscribers $LAT_SUBS --rate $r $T"
           done
         done ;;
+      recv)
+        for w in $RECV_WINDOWS; do
+          echo "recv-s$NODES-w$w-ringhub-$NODES|ringhub-$NODES|memory|fanout --subscribers $NODES --max --window $w $T"
+        done ;;
       redis) ;;  # not a loadtest case: see redis_publish below
       history)
         for w in $WINDOWS; do
@@ -126,7 +135,7 @@ if [ "${1:-}" = --list ]; then
   matrix | awk -F'|' '{printf "%-28s %-10s %-7s ringhub-loadtest %s\n", $1, $2, $3, $4}'
   exit 0
 fi
-[ $# -eq 0 ] || { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -eq 0 ] || { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 mkdir -p "$OUT_DIR" "$RESULTS_DIR"
 log() { echo "cluster-bench: $*" | tee -a "$OUT_DIR/bench.log" >&2; }

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../fuzz"
 secs=${1:-600}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(frames envelope http_head jwt settings store_codecs v2_requests)
+[[ ${#targets[@]} -gt 0 ]] || targets=(frames envelope http_head jwt settings store_codecs v2_requests inflate delta msgpack cluster_recv)
 export CARGO_TARGET_DIR=${FUZZ_TARGET_DIR:-$PWD/target}
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 nice -n 10 cargo fuzz build --sanitizer none

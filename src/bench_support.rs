@@ -2,6 +2,8 @@
 //! sockets, no runtime) and drive its real fan-out, subscription and inbox paths. Not a stable
 //! API; hidden from the docs.
 
+pub mod cluster;
+
 use std::cell::RefCell;
 use std::sync::Arc;
 

@@ -12,8 +12,9 @@
 //!   exact topic (on the instance that owns it) or `PSUBSCRIBE`s a wildcard pattern (on every
 //!   instance) when the mask becomes non-zero, unsubscribes when it becomes zero, and
 //!   acknowledges a shard's change once Redis confirmed it;
-//! - messages from the subscriber connections are decoded, de-duplicated, stripped of the
-//!   node's own, and queued to the shards whose interest matches;
+//! - the subscriber connections are the node's own ([`subconn`]): each read is decoded in
+//!   place ([`recv`]: RESP frames, then the wire format), de-duplicated, stripped of the node's
+//!   own, and handed to the shards whose interest matches — one inbox push per shard per read;
 //! - every node subscribes `<prefix>:ctl` (on the first instance) for cluster-wide API
 //!   operations and keeps `<prefix>:node:<name>` alive (TTL 10 s, refreshed every 3 s).
 //!
@@ -24,6 +25,8 @@
 mod manager;
 mod presence;
 mod publisher;
+pub(crate) mod recv;
+mod subconn;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,7 +53,7 @@ pub(crate) enum Ev {
         i: usize,
         gen: u64,
         conn: redis::aio::MultiplexedConnection,
-        pubsub: redis::aio::PubSub,
+        sub: subconn::Stream,
     },
     ConnectFailed {
         i: usize,
@@ -62,10 +65,18 @@ pub(crate) enum Ev {
         gen: u64,
         why: String,
     },
-    Msg(redis::Msg),
-    SubDone {
-        key: Arc<str>,
-        sgen: u64,
+    /// What one read of a subscriber connection returned.
+    Data {
+        i: usize,
+        gen: u64,
+        data: Bytes,
+    },
+    /// A (p)subscribe or (p)unsubscribe sent on a subscriber connection was not confirmed in
+    /// time.
+    SubTimeout {
+        i: usize,
+        gen: u64,
+        id: u64,
     },
 }
 
@@ -172,10 +183,38 @@ pub(crate) struct Setup {
     pub presence_ttl: Duration,
 }
 
+/// Stripes handed to threads that publish, one each (see [`next_seq`]).
+static SEQ_STRIPES: AtomicU64 = AtomicU64::new(0);
+/// Bits of a stripe's own counter: 2^48 publications per thread before it runs into the next.
+const STRIPE_BITS: u32 = 48;
+
+thread_local! {
+    /// This thread's stripe and its count of publications so far.
+    static SEQ: std::cell::Cell<Option<(u64, u64)>> = const { std::cell::Cell::new(None) };
+}
+
+/// The next publication sequence number from `base`. Every publishing thread (a shard, the API
+/// thread) counts in a stripe of its own, so publications from different shards never touch a
+/// shared counter (one contended cache line per publication across every shard of a node
+/// before) and never collide: receivers de-duplicate by (origin, sequence). The stripes keep
+/// below `base + 2^61`, inside the publications' half of the range (see `random_seq`).
+fn next_seq(base: u64) -> u64 {
+    SEQ.with(|c| {
+        let (stripe, n) = c.get().unwrap_or_else(|| {
+            let s = SEQ_STRIPES.fetch_add(1, Ordering::Relaxed) % (1 << (61 - STRIPE_BITS));
+            (s, 0)
+        });
+        c.set(Some((stripe, n.wrapping_add(1) & ((1 << STRIPE_BITS) - 1))));
+        base.wrapping_add((stripe << STRIPE_BITS) | n)
+    })
+}
+
 /// The broker handle kept in the hub.
 pub struct RedisBroker {
     setup: Arc<Setup>,
-    seq: AtomicU64,
+    /// Where this node's publication sequence numbers start (each thread counts from its own
+    /// stripe above it: see [`next_seq`]).
+    seq_base: u64,
     pubs: Vec<mpsc::Sender<Out>>,
     cmds: mpsc::UnboundedSender<Cmd>,
     receivers: Mutex<Option<Receivers>>,
@@ -218,7 +257,7 @@ impl RedisBroker {
                 node,
                 presence_ttl: config.presence_ttl,
             }),
-            seq: AtomicU64::new(super::random_seq(false)),
+            seq_base: super::random_seq(false),
             pubs,
             cmds,
             receivers: Mutex::new(Some(Receivers {
@@ -267,7 +306,7 @@ impl Broker for RedisBroker {
 
     fn publish(&self, frames: &[(Arc<str>, Bytes)]) {
         let n = self.pubs.len();
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let seq = next_seq(self.seq_base);
         match frames {
             [] => {}
             [(topic, frame)] => {
@@ -377,6 +416,28 @@ impl Broker for RedisBroker {
         let t = self.thread.lock().ok().and_then(|mut t| t.take());
         if let Some(t) = t {
             let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_thread_counts_in_its_own_stripe() {
+        let base = crate::cluster::random_seq(false);
+        let mine: Vec<u64> = (0..3).map(|_| next_seq(base)).collect();
+        assert_eq!((mine[1] - mine[0], mine[2] - mine[1]), (1, 1));
+        let theirs = std::thread::spawn(move || next_seq(base)).join().unwrap();
+        let stripe = |s: u64| (s - base) >> STRIPE_BITS;
+        assert_ne!(
+            stripe(theirs),
+            stripe(mine[0]),
+            "another thread, another stripe"
+        );
+        for s in mine.iter().chain([&theirs]) {
+            assert_eq!(s >> 63, 0, "still in the publications' half");
         }
     }
 }

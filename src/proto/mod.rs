@@ -13,6 +13,7 @@ pub(crate) mod handshake;
 pub mod msgpack;
 pub mod pattern;
 pub mod registry;
+pub(crate) mod resp;
 pub(crate) mod sse;
 pub mod stats;
 pub(crate) mod wire;

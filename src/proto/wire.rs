@@ -24,12 +24,39 @@ const STORED: u8 = b'S';
 /// A decoded message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded<'a> {
-    /// A publication: `(topic, frame)` per topic.
-    Publication(Vec<(&'a str, &'a [u8])>),
+    /// A publication: `(topic, frame)` per topic, read without allocating.
+    Publication(Frames<'a>),
     /// A control operation (JSON).
     Control(&'a [u8]),
     /// A publication on a topic with history, with the offset its stream assigned.
     Stored(StoredWire<'a>),
+}
+
+/// The `(topic, frame)` pairs of a 'P' message, checked by [`decode`] and read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Frames<'a> {
+    count: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Frames<'a> {
+    /// The pairs in wire order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> {
+        let mut r = Reader(self.bytes);
+        (0..self.count).map_while(move |_| frame(&mut r))
+    }
+
+    /// The only pair, when there is one.
+    pub(crate) fn single(&self) -> Option<(&'a str, &'a [u8])> {
+        (self.count == 1).then(|| self.iter().next()).flatten()
+    }
+}
+
+fn frame<'a>(r: &mut Reader<'a>) -> Option<(&'a str, &'a [u8])> {
+    let tl = r.u16()?;
+    let topic = std::str::from_utf8(r.take(tl)?).ok()?;
+    let fl = r.u32()?;
+    Some((topic, r.take(fl)?))
 }
 
 /// The body of an 'S' message.
@@ -175,17 +202,14 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
     let body = match kind {
         PUBLICATION => {
             let count = r.u16()?;
-            let mut frames = Vec::with_capacity(count.min(64));
+            let bytes = r.0;
             for _ in 0..count {
-                let tl = r.u16()?;
-                let topic = std::str::from_utf8(r.take(tl)?).ok()?;
-                let fl = r.u32()?;
-                frames.push((topic, r.take(fl)?));
+                frame(&mut r)?;
             }
-            if !r.0.is_empty() || frames.is_empty() {
+            if !r.0.is_empty() || count == 0 {
                 return None;
             }
-            Decoded::Publication(frames)
+            Decoded::Publication(Frames { count, bytes })
         }
         CONTROL => Decoded::Control(r.0),
         STORED => {
@@ -315,10 +339,17 @@ mod tests {
         let e = decode(&p).unwrap();
         assert_eq!(e.origin, b"node-1");
         assert_eq!(e.seq, 42);
-        assert_eq!(
-            e.body,
-            Decoded::Publication(vec![("a", &b"\x81\x02hi"[..]), ("chat:b", &b""[..])])
-        );
+        let Decoded::Publication(got) = e.body else {
+            panic!("not a publication")
+        };
+        assert_eq!(got.iter().count(), 2);
+        assert_eq!(got.single(), None);
+        assert_eq!(got.iter().collect::<Vec<_>>(), frames);
+        let one = publication("n", 1, &frames[..1]);
+        let Decoded::Publication(got) = decode(&one).unwrap().body else {
+            panic!("not a publication")
+        };
+        assert_eq!(got.single(), Some(frames[0]));
         let c = control("n", 7, br#"{"op":"disconnect","user":"u"}"#);
         let e = decode(&c).unwrap();
         assert_eq!(

@@ -105,6 +105,18 @@ pub(crate) struct StoredPub {
     pub offset: u64,
 }
 
+/// A publication received from another node, in the batch the cluster thread hands a shard
+/// once per read of a Redis subscriber connection ([`ShardMsg::Remote`]).
+#[derive(Debug, Clone)]
+pub(crate) enum RemotePub {
+    /// One topic, its frame as the origin encoded it.
+    One { topic: Arc<str>, frame: Bytes },
+    /// One publication on several topics: delivered once per connection.
+    Many(Arc<[(Arc<str>, Bytes)]>),
+    /// A publication on a topic with history.
+    Stored(StoredPub),
+}
+
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
 pub const CLOSE_DISCONNECTED: u16 = 4000;
 
@@ -148,6 +160,9 @@ pub(crate) enum ShardMsg {
     },
     /// Publications on topics with history, in offset order, from the store thread.
     Stored(Arc<[StoredPub]>),
+    /// Publications from other nodes, in the order Redis delivered them: one message per shard
+    /// per read of a subscriber connection, so a burst costs one push and one wake-up.
+    Remote(Vec<RemotePub>),
     /// Durable messages that left their inboxes (acked, expired, dropped): stop retrying them.
     InboxGone(Arc<[(Arc<str>, u64)]>),
     /// The cluster's control channel came back: ask the store for the inboxes of every local

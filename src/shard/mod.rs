@@ -52,7 +52,7 @@ mod ws;
 pub(crate) use adopt::Adoption;
 use entry::flag;
 pub(crate) use entry::{ConnEntry, ConnKind, Frame, Phase, Stamp};
-use inbox::ShardMsg;
+use inbox::{RemotePub, ShardMsg};
 use shared::HubShared;
 
 /// Interval of SSE heartbeat comments.
@@ -267,6 +267,21 @@ impl ShardState {
                 }
             }
             ShardMsg::Positions(answer) => self.positions_answered(answer),
+            ShardMsg::Remote(batch) => {
+                for p in batch {
+                    match p {
+                        RemotePub::One { topic, frame } => {
+                            self.deliver_local(&topic, &frame, None);
+                        }
+                        RemotePub::Many(frames) => {
+                            self.deliver_many(&frames, None);
+                        }
+                        RemotePub::Stored(p) => {
+                            self.deliver_stored(&p);
+                        }
+                    }
+                }
+            }
             ShardMsg::InboxGone(list) => self.inbox_gone(&list),
             ShardMsg::ResyncInboxes => self.resync_inboxes(),
             ShardMsg::InboxResync(user, frames) => self.inbox_resync(&user, &frames),

@@ -6,112 +6,85 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use bytes::{Buf, Bytes};
+
 use super::Manager;
+use crate::cluster::redis::recv::Note;
+use crate::cluster::redis::redact;
 use crate::cluster::redis::{Out, RESPONSE_TIMEOUT};
-use crate::cluster::wire::{self, Decoded};
+use crate::cluster::wire;
 use crate::cluster::{glob_escape, ClusterStats, ControlOp};
 use crate::proto::envelope;
 use crate::proto::pattern::{validate_topic, Pattern};
-use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, StoredPub, Target};
-use crate::ConnId;
+use crate::shard::inbox::{ApiOp, SendReq, ShardMsg, Target};
 
 impl Manager {
-    /// A message from a subscriber connection.
-    pub(super) fn message(&mut self, msg: &redis::Msg) {
-        let Some(env) = wire::decode(msg.get_payload_bytes()) else {
-            tracing::debug!(
-                channel = msg.get_channel_name(),
-                "cluster: malformed message ignored"
-            );
+    /// One read of instance `i`'s subscriber connection: publications to the shards (one push
+    /// per shard), then confirmations, refusals and control operations in order. Bytes that
+    /// are not what Redis sends end the connection (it is opened again, and every
+    /// subscription restored).
+    pub(super) fn data(&mut self, i: usize, gen: u64, data: Bytes) {
+        if self.insts[i].link.borrow().gen != gen {
             return;
+        }
+        let inst = &mut self.insts[i];
+        let fed = if inst.partial.is_empty() {
+            self.fanin.feed(&data, &self.interest).map(|n| {
+                if n < data.len() {
+                    inst.partial.extend_from_slice(&data[n..]);
+                }
+            })
+        } else {
+            inst.partial.extend_from_slice(&data);
+            let r = self.fanin.feed(&inst.partial, &self.interest);
+            r.map(|n| inst.partial.advance(n))
         };
-        if env.origin == self.setup.node.as_bytes() {
-            return;
-        }
-        let stats = &self.shared.stats;
-        if !self.dedup.first(env.origin, env.seq) {
-            ClusterStats::add(&stats.duplicates, 1);
-            return;
-        }
-        match env.body {
-            Decoded::Publication(frames) => {
-                ClusterStats::add(&stats.publishes_received, 1);
-                let mut mask = 0u64;
-                for (t, _) in &frames {
-                    mask |= self.interest.shards_for(t);
-                }
-                if mask == 0 {
-                    return;
-                }
-                if let [(t, f)] = frames[..] {
-                    let topic: Arc<str> = t.into();
-                    let frame = Bytes::copy_from_slice(f);
-                    self.each_shard(mask, |_| ShardMsg::Publish {
-                        topic: topic.clone(),
-                        frame: frame.clone(),
-                        exclude: None,
-                    });
-                } else {
-                    let all: Arc<[(Arc<str>, Bytes)]> = frames
-                        .iter()
-                        .map(|(t, f)| (Arc::from(*t), Bytes::copy_from_slice(f)))
-                        .collect();
-                    self.each_shard(mask, |_| {
-                        let (tx, _) = oneshot::channel();
-                        ShardMsg::Api(
-                            ApiOp::Publish {
-                                frames: all.clone(),
-                                exclude: None,
-                            },
-                            tx,
-                        )
-                    });
-                }
-            }
-            Decoded::Stored(w) => {
-                ClusterStats::add(&stats.publishes_received, 1);
-                let mask = self.interest.shards_for(w.topic);
-                if mask == 0 {
-                    return;
-                }
-                // The exclusion is a connection of the origin node: it means nothing elsewhere.
-                let own = env.origin.strip_suffix(b"~s") == Some(self.setup.node.as_bytes());
-                let exclude = (own && w.exclude != 0).then(|| ConnId::from_raw(w.exclude));
-                let sp = StoredPub {
-                    topic: w.topic.into(),
-                    frame: envelope::stored_publication(w.topic, w.event, w.data, w.offset),
-                    exclude,
-                    epoch: w.epoch.into(),
-                    offset: w.offset,
-                };
-                let batch: Arc<[StoredPub]> = Arc::new([sp]);
-                self.each_shard(mask, |_| ShardMsg::Stored(batch.clone()));
-            }
-            Decoded::Control(json) => {
-                ClusterStats::add(&stats.control_received, 1);
-                match serde_json::from_slice::<ControlOp>(json) {
-                    Ok(op @ (ControlOp::Query { .. } | ControlOp::Answer { .. })) => {
-                        self.query_message(op)
+        self.fanin.flush(&self.hub.inboxes, &self.shared.stats);
+        let mut broken = fed.err().map(|e| {
+            tracing::warn!(url = %redact(&self.setup.urls[i]), error = %e, "cluster: unreadable data on the Redis subscriber connection; reconnecting");
+            format!("unreadable data from Redis ({e})")
+        });
+        for note in std::mem::take(&mut self.fanin.notes) {
+            match note {
+                Note::Confirmed => {
+                    let done = self.insts[i].waiting.pop_front().and_then(|w| w.done);
+                    if let Some((key, sgen)) = done {
+                        self.sub_done(key, sgen);
                     }
-                    Ok(op) => self.apply(op),
-                    Err(e) => tracing::debug!(error = %e, "cluster: malformed control operation"),
                 }
+                Note::Refused(e) => {
+                    // Refused (e.g. `LOADING` right after a restart, or an ACL): the connection
+                    // would live on without the channel, so its subscribers would get nothing
+                    // until the next reconnect. Reconnect now; `up` subscribes everything again.
+                    let w = self.insts[i].waiting.pop_front();
+                    let name = w.as_ref().map_or("", |w| w.name.as_str());
+                    ClusterStats::add(&self.shared.stats.redis_errors, 1);
+                    tracing::warn!(channel = %name, error = %e, "cluster: Redis refused a command on the subscriber connection; reconnecting");
+                    broken.get_or_insert_with(|| format!("subscribe to {name} refused: {e}"));
+                    if let Some((key, sgen)) = w.and_then(|w| w.done) {
+                        self.sub_done(key, sgen);
+                    }
+                }
+                Note::Control(json) => self.control_message(&json),
             }
+        }
+        if let Some(why) = broken {
+            self.down(i, gen, &why);
         }
     }
 
-    fn each_shard(&self, mask: u64, mut make: impl FnMut(usize) -> ShardMsg) {
-        let mut m = mask;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            if let Some(inbox) = self.hub.inboxes.get(i) {
-                inbox.push(make(i));
-            }
+    /// A control operation from another node (already de-duplicated by the [`Fanin`]).
+    ///
+    /// [`Fanin`]: crate::cluster::redis::recv::Fanin
+    pub(super) fn control_message(&mut self, json: &[u8]) {
+        ClusterStats::add(&self.shared.stats.control_received, 1);
+        match serde_json::from_slice::<ControlOp>(json) {
+            Ok(op @ (ControlOp::Query { .. } | ControlOp::Answer { .. })) => self.query_message(op),
+            Ok(op) => self.apply(op),
+            Err(e) => tracing::debug!(error = %e, "cluster: malformed control operation"),
         }
     }
 

@@ -2,14 +2,14 @@
 //! interest, received messages to the shards, control operations, the node's registration.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use redis::aio::{MultiplexedConnection, PubSub, PubSubSink};
+use bytes::BytesMut;
+use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -18,9 +18,10 @@ mod presence;
 mod query;
 
 use super::publisher::{self, Link};
+use super::recv::Fanin;
+use super::subconn;
 use super::{redact, Cmd, Ev, Out, Receivers, Setup, Shared, HEARTBEAT, RESPONSE_TIMEOUT};
 use crate::cluster::topic_channel;
-use crate::cluster::wire::Dedup;
 use crate::cluster::{glob_escape, instance_for, ClusterStats, ControlOp};
 use crate::proto::pattern::Pattern;
 use crate::proto::registry::Interest;
@@ -36,8 +37,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(super) struct Inst {
     client: redis::Client,
     pub(super) link: Rc<RefCell<Link>>,
-    sink: Option<PubSubSink>,
+    /// Commands to the subscriber connection (while it is up).
+    sub: Option<mpsc::UnboundedSender<Vec<u8>>>,
     reader: Option<JoinHandle<()>>,
+    /// The start of a frame the last read of the subscriber connection ended in.
+    partial: BytesMut,
+    /// Subscription commands sent and not yet answered, in order (Redis answers in order).
+    waiting: VecDeque<Waiting>,
     attempt: u32,
     ever_up: bool,
 }
@@ -55,7 +61,17 @@ struct Sub {
     waiters: Vec<(usize, u64)>,
 }
 
-/// The `SubDone` key of the control channel's subscription after a reconnect (no pattern
+/// A subscription command awaiting its answer.
+struct Waiting {
+    /// Identifies it for its timeout.
+    id: u64,
+    /// Given to `sub_done` once answered (or timed out, or the connection lost).
+    done: Option<(Arc<str>, u64)>,
+    /// The channel or pattern, for logs.
+    name: String,
+}
+
+/// The `sub_done` key of the control channel's subscription after a reconnect (no pattern
 /// starts with a NUL byte).
 const RESYNC_KEY: &str = "\0resync";
 
@@ -66,7 +82,8 @@ pub(super) struct Manager {
     pub(super) insts: Vec<Inst>,
     subs: HashMap<Arc<str>, Sub>,
     pub(super) interest: Interest,
-    pub(super) dedup: Dedup,
+    pub(super) fanin: Fanin,
+    next_wait: u64,
     ev: mpsc::UnboundedSender<Ev>,
     pub(super) out: Vec<mpsc::Sender<Out>>,
     next_sgen: u64,
@@ -127,8 +144,10 @@ pub(crate) fn run(
             insts.push(Inst {
                 client,
                 link,
-                sink: None,
+                sub: None,
                 reader: None,
+                partial: BytesMut::new(),
+                waiting: VecDeque::new(),
                 attempt: 0,
                 ever_up: false,
             });
@@ -136,6 +155,7 @@ pub(crate) fn run(
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        let fanin = Fanin::new(setup.node.clone(), hub.shards);
         let mut m = Manager {
             setup,
             shared,
@@ -143,7 +163,8 @@ pub(crate) fn run(
             insts,
             subs: HashMap::new(),
             interest: Interest::new(),
-            dedup: Dedup::new(),
+            fanin,
+            next_wait: 0,
             ev,
             out,
             next_sgen: 1,
@@ -200,23 +221,15 @@ impl Manager {
                     .set_response_timeout(Some(RESPONSE_TIMEOUT));
                 let conn = client
                     .get_multiplexed_async_connection_with_config(&cfg)
-                    .await?;
-                let pubsub = client.get_async_pubsub().await?;
-                Ok::<_, redis::RedisError>((conn, pubsub))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let sub = subconn::open(client.get_connection_info()).await?;
+                Ok::<_, String>((conn, sub))
             })
             .await;
             let _ = ev.send(match r {
-                Ok(Ok((conn, pubsub))) => Ev::Up {
-                    i,
-                    gen,
-                    conn,
-                    pubsub,
-                },
-                Ok(Err(e)) => Ev::ConnectFailed {
-                    i,
-                    gen,
-                    why: e.to_string(),
-                },
+                Ok(Ok((conn, sub))) => Ev::Up { i, gen, conn, sub },
+                Ok(Err(why)) => Ev::ConnectFailed { i, gen, why },
                 Err(_) => Ev::ConnectFailed {
                     i,
                     gen,
@@ -240,12 +253,7 @@ impl Manager {
 
     fn event(&mut self, e: Ev) {
         match e {
-            Ev::Up {
-                i,
-                gen,
-                conn,
-                pubsub,
-            } => self.up(i, gen, conn, pubsub),
+            Ev::Up { i, gen, conn, sub } => self.up(i, gen, conn, sub),
             Ev::ConnectFailed { i, gen, why } => {
                 if self.insts[i].link.borrow().gen != gen {
                     return;
@@ -261,21 +269,39 @@ impl Manager {
                 self.connect(i, d);
             }
             Ev::Down { i, gen, why } => self.down(i, gen, &why),
-            Ev::Msg(msg) => self.message(&msg),
-            Ev::SubDone { key, .. } if &*key == RESYNC_KEY => self.resync_inboxes(),
-            Ev::SubDone { key, sgen } => {
-                let Some(sub) = self.subs.get_mut(&key) else {
+            Ev::Data { i, gen, data } => self.data(i, gen, data),
+            Ev::SubTimeout { i, gen, id } => {
+                if self.insts[i].link.borrow().gen != gen {
+                    return;
+                }
+                let Some(w) = self.insts[i].waiting.iter_mut().find(|w| w.id == id) else {
                     return;
                 };
-                if sub.sgen != sgen {
-                    return;
-                }
-                sub.pending = sub.pending.saturating_sub(1);
-                if sub.pending == 0 {
-                    let waiters = std::mem::take(&mut sub.waiters);
-                    self.ack_all(waiters);
+                ClusterStats::add(&self.shared.stats.redis_errors, 1);
+                tracing::warn!(channel = %w.name, "cluster: Redis subscribe not confirmed in time");
+                if let Some((key, sgen)) = w.done.take() {
+                    self.sub_done(key, sgen);
                 }
             }
+        }
+    }
+
+    /// A subscription of `key` was confirmed (or given up on): its shards' interest changes
+    /// are acknowledged once every instance it needs answered.
+    pub(super) fn sub_done(&mut self, key: Arc<str>, sgen: u64) {
+        if &*key == RESYNC_KEY {
+            return self.resync_inboxes();
+        }
+        let Some(sub) = self.subs.get_mut(&key) else {
+            return;
+        };
+        if sub.sgen != sgen {
+            return;
+        }
+        sub.pending = sub.pending.saturating_sub(1);
+        if sub.pending == 0 {
+            let waiters = std::mem::take(&mut sub.waiters);
+            self.ack_all(waiters);
         }
     }
 
@@ -297,7 +323,7 @@ impl Manager {
         }
     }
 
-    fn up(&mut self, i: usize, gen: u64, conn: MultiplexedConnection, pubsub: PubSub) {
+    fn up(&mut self, i: usize, gen: u64, conn: MultiplexedConnection, sub: subconn::Stream) {
         let new_gen = {
             let mut l = self.insts[i].link.borrow_mut();
             if l.gen != gen {
@@ -307,24 +333,12 @@ impl Manager {
             l.conn = Some(conn);
             l.gen
         };
-        let (sink, mut stream) = pubsub.split();
-        let ev = self.ev.clone();
-        let reader = tokio::task::spawn_local(async move {
-            while let Some(msg) = stream.next().await {
-                if ev.send(Ev::Msg(msg)).is_err() {
-                    return;
-                }
-            }
-            let _ = ev.send(Ev::Down {
-                i,
-                gen: new_gen,
-                why: "subscriber connection closed".into(),
-            });
-        });
+        let (tx, reader) = subconn::spawn(sub, i, new_gen, self.ev.clone());
         let inst = &mut self.insts[i];
         let again = inst.ever_up;
-        inst.sink = Some(sink);
+        inst.sub = Some(tx);
         inst.reader = Some(reader);
+        inst.partial.clear();
         inst.attempt = 0;
         let url = redact(&self.setup.urls[i]);
         if inst.ever_up {
@@ -366,7 +380,7 @@ impl Manager {
         }
     }
 
-    fn down(&mut self, i: usize, gen: u64, why: &str) {
+    pub(super) fn down(&mut self, i: usize, gen: u64, why: &str) {
         {
             let mut l = self.insts[i].link.borrow_mut();
             if l.gen != gen {
@@ -376,9 +390,16 @@ impl Manager {
             l.conn = None;
         }
         let inst = &mut self.insts[i];
-        inst.sink = None;
+        inst.sub = None;
         if let Some(r) = inst.reader.take() {
             r.abort();
+        }
+        inst.partial.clear();
+        // Unanswered subscriptions are given up on (`up` issues them all again).
+        for w in std::mem::take(&mut inst.waiting) {
+            if let Some((key, sgen)) = w.done {
+                self.sub_done(key, sgen);
+            }
         }
         self.shared.up[i].store(false, Ordering::Relaxed);
         self.shared.stats.connected.store(0, Ordering::Relaxed);
@@ -415,28 +436,46 @@ impl Manager {
     }
 
     /// Subscribes (`add`) or unsubscribes `key` on instance `i`; with `sgen`, reports the
-    /// confirmation as `SubDone`. False when the instance is down.
+    /// confirmation to `sub_done`. False when the instance is down.
     fn issue(&mut self, i: usize, key: &Arc<str>, add: bool, sgen: Option<u64>) -> bool {
         let (name, glob) = self.redis_name(key);
         if add {
             let done = sgen.map(|s| (key.clone(), s));
             self.spawn_subscribe(i, name, glob, done)
         } else {
-            let Some(mut sink) = self.insts[i].sink.clone() else {
-                return false;
-            };
-            tokio::task::spawn_local(async move {
-                let r = if glob {
-                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.punsubscribe(name)).await
-                } else {
-                    tokio::time::timeout(RESPONSE_TIMEOUT, sink.unsubscribe(name)).await
-                };
-                if !matches!(r, Ok(Ok(()))) {
-                    tracing::debug!("cluster: unsubscribe not confirmed");
-                }
-            });
-            true
+            let cmd = if glob { "PUNSUBSCRIBE" } else { "UNSUBSCRIBE" };
+            self.send_sub(i, cmd, name, None)
         }
+    }
+
+    /// Writes a subscription command for `name` on instance `i`'s subscriber connection and
+    /// waits for its answer (`done` goes to `sub_done`); false when it is down.
+    fn send_sub(
+        &mut self,
+        i: usize,
+        cmd: &str,
+        name: String,
+        done: Option<(Arc<str>, u64)>,
+    ) -> bool {
+        let inst = &mut self.insts[i];
+        let Some(tx) = &inst.sub else {
+            return false;
+        };
+        if tx
+            .send(redis::cmd(cmd).arg(&name).get_packed_command())
+            .is_err()
+        {
+            return false;
+        }
+        self.next_wait += 1;
+        let id = self.next_wait;
+        inst.waiting.push_back(Waiting { id, done, name });
+        let (ev, gen) = (self.ev.clone(), inst.link.borrow().gen);
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(RESPONSE_TIMEOUT).await;
+            let _ = ev.send(Ev::SubTimeout { i, gen, id });
+        });
+        true
     }
 
     fn spawn_subscribe(
@@ -446,39 +485,8 @@ impl Manager {
         glob: bool,
         done: Option<(Arc<str>, u64)>,
     ) -> bool {
-        let Some(mut sink) = self.insts[i].sink.clone() else {
-            return false;
-        };
-        let ev = self.ev.clone();
-        let shared = self.shared.clone();
-        let gen = self.insts[i].link.borrow().gen;
-        tokio::task::spawn_local(async move {
-            let r = if glob {
-                tokio::time::timeout(RESPONSE_TIMEOUT, sink.psubscribe(&name)).await
-            } else {
-                tokio::time::timeout(RESPONSE_TIMEOUT, sink.subscribe(&name)).await
-            };
-            match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    // Refused (e.g. `LOADING` right after a restart, or an ACL): the connection
-                    // lives on without the channel, so its subscribers would get nothing until
-                    // the next reconnect. Reconnect now; `up` subscribes everything again.
-                    ClusterStats::add(&shared.stats.redis_errors, 1);
-                    tracing::warn!(channel = %name, error = %e, "cluster: Redis subscribe failed; reconnecting");
-                    let why = format!("subscribe to {name} refused: {e}");
-                    let _ = ev.send(Ev::Down { i, gen, why });
-                }
-                Err(_) => {
-                    ClusterStats::add(&shared.stats.redis_errors, 1);
-                    tracing::warn!(channel = %name, "cluster: Redis subscribe not confirmed in time");
-                }
-            }
-            if let Some((key, sgen)) = done {
-                let _ = ev.send(Ev::SubDone { key, sgen });
-            }
-        });
-        true
+        let cmd = if glob { "PSUBSCRIBE" } else { "SUBSCRIBE" };
+        self.send_sub(i, cmd, name, done)
     }
 
     fn ack_all(&self, waiters: Vec<(usize, u64)>) {
