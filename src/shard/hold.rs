@@ -211,13 +211,23 @@ impl ShardState {
             self.enqueue(id, f);
         }
         if next == top + 1 {
-            let Some(c) = self.conn_mut(id) else { return };
-            c.set(flag::HELD);
-            self.held.entry(id).or_default().push(Hold {
+            // A later subscribe of the topic still waiting for its answer keeps what arrives
+            // and its answer decides; an older answered hold is superseded by this one.
+            if self.conn_mut(id).is_none() {
+                return;
+            }
+            let list = self.held.entry(id).or_default();
+            list.retain(|h| h.answered.is_none() || *h.topic != *topic);
+            if list.iter().any(|h| *h.topic == *topic) {
+                return;
+            }
+            list.push(Hold {
                 topic: topic.into(),
                 kept: Vec::new(),
                 answered: Some((epoch, top)),
             });
+            let Some(c) = self.conn_mut(id) else { return };
+            c.set(flag::HELD);
         }
     }
 
