@@ -171,8 +171,11 @@ impl ShardState {
     /// whatever it kept is queued as it is.
     pub(super) fn release(&mut self, id: ConnId, topic: &str) {
         if let Some(h) = self.take_hold(id, topic) {
+            // Empty: a publication the connection excluded itself from.
             for (_, _, frame) in h.kept {
-                self.enqueue(id, frame);
+                if !frame.is_empty() {
+                    self.enqueue(id, frame);
+                }
             }
         }
     }
@@ -193,7 +196,9 @@ impl ShardState {
         let Some(h) = hold else { return };
         let Some((epoch, top)) = pos.filter(|_| self.hub.cluster.remote_store) else {
             for (_, _, f) in h.kept {
-                self.enqueue(id, f);
+                if !f.is_empty() {
+                    self.enqueue(id, f);
+                }
             }
             return;
         };
@@ -208,7 +213,9 @@ impl ShardState {
                 return;
             }
             next += 1;
-            self.enqueue(id, f);
+            if !f.is_empty() {
+                self.enqueue(id, f);
+            }
         }
         if next == top + 1 {
             // A later subscribe of the topic still waiting for its answer keeps what arrives

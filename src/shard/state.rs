@@ -253,6 +253,7 @@ impl ShardState {
         // The compressed and MessagePack frames, each made at the first subscriber that needs
         // it and shared by the others.
         let mut encodings = super::formats::Encodings::new(frame);
+        let no_frame = Bytes::new();
         let deflater = &mut self.deflater;
         let stats = &self.hub.stats[self.index];
         // Delta subscribers of a topic with history: the delta is made once (see `delta`).
@@ -274,12 +275,13 @@ impl ShardState {
                 if owner.is_some() && c.user.as_deref() != owner {
                     continue;
                 }
-                if exclude == Some(c.id) {
-                    continue;
-                }
+                // The excluded publisher's holds still see the offset (an empty frame if kept),
+                // so the stream it is owed stays gapless.
+                let excluded = exclude == Some(c.id);
                 if check_held && c.flags & flag::HELD != 0 {
                     if let Some(holds) = held.get_mut(&c.id) {
-                        match super::hold::verdict(holds, topic, pos, frame) {
+                        let kept = if excluded { &no_frame } else { frame };
+                        match super::hold::verdict(holds, topic, pos, kept) {
                             Verdict::Deliver => {}
                             Verdict::Skip => continue,
                             Verdict::DeliverAndEnd => ended.push(c.id),
@@ -289,6 +291,9 @@ impl ShardState {
                             }
                         }
                     }
+                }
+                if excluded {
+                    continue;
                 }
                 let (bits, kept) = c.deflate();
                 let packed = c.msgpack();

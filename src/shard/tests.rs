@@ -538,6 +538,54 @@ fn kept_publications_must_continue_the_answer() {
     );
 }
 
+/// Cluster, an answered hold (top 5) and the connection's own publication (offset 6) that it
+/// excluded itself from: the hold must still see offset 6, so offset 7 is delivered — before,
+/// 7 looked like a gap after 5 and the publisher was closed with 4010.
+#[test]
+fn an_excluded_own_publication_keeps_an_answered_hold_gapless() {
+    let (mut st, slot, stored) = held_subscriber();
+    let id = st.conns[slot as usize].id;
+    st.hold(id, "t".into());
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
+    written(&mut st, slot);
+    let own = inbox::StoredPub {
+        topic: "t".into(),
+        frame: crate::proto::envelope::stored_publication("t", "m", None, 6),
+        exclude: Some(id),
+        epoch: "e1".into(),
+        offset: 6,
+    };
+    st.handle_msg(ShardMsg::Stored(Arc::new([own])));
+    st.handle_msg(stored(7));
+    let out = String::from_utf8_lossy(&written(&mut st, slot)).into_owned();
+    assert!(
+        out.contains("\"offset\":7") && !out.contains("\"offset\":6"),
+        "offset 7 delivered, its own 6 not: {out}"
+    );
+}
+
+/// Cluster, a resubscribe answered (top 7) while an older answered hold (top 5) of the topic is
+/// still there: the newer answer supersedes it, so offset 8 is delivered — before, the older
+/// hold saw 8 after 5 and closed the connection with 4010.
+#[test]
+fn a_newer_answer_supersedes_an_older_answered_hold() {
+    let (mut st, slot, stored) = held_subscriber();
+    let id = st.conns[slot as usize].id;
+    st.hold(id, "t".into());
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
+    st.hold(id, "t".into());
+    st.release_answered(id, "t", None, Some(("e1".into(), 7)));
+    written(&mut st, slot);
+    st.handle_msg(stored(8));
+    let out = written(&mut st, slot);
+    assert_ne!(out.first(), Some(&0x88), "not closed");
+    assert!(
+        String::from_utf8_lossy(&out).contains("\"offset\":8"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
 /// A cluster shard (the store delivers) with one connection subscribed to `t`, and a maker of
 /// stored publications of `t` in epoch `e1`.
 pub(super) fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
