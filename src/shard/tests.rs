@@ -564,16 +564,16 @@ fn an_excluded_own_publication_keeps_an_answered_hold_gapless() {
     );
 }
 
-/// Cluster, a resubscribe answered (top 7) while an older answered hold (top 5) of the topic is
-/// still there: the newer answer supersedes it, so offset 8 is delivered — before, the older
+/// Cluster, two subscribes of one topic both waiting, answered top 5 then top 7: the newer
+/// answer supersedes the older answered hold, so offset 8 is delivered — before, the older
 /// hold saw 8 after 5 and closed the connection with 4010.
 #[test]
 fn a_newer_answer_supersedes_an_older_answered_hold() {
     let (mut st, slot, stored) = held_subscriber();
     let id = st.conns[slot as usize].id;
     st.hold(id, "t".into());
-    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
     st.hold(id, "t".into());
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
     st.release_answered(id, "t", None, Some(("e1".into(), 7)));
     written(&mut st, slot);
     st.handle_msg(stored(8));
