@@ -3,10 +3,14 @@
 # (BENCHMARKS.md, "Compression"). Fan-out of one publisher to SUBS subscribers of one topic,
 # closed loop with W publications in flight, for each payload size; each case runs once with
 # `--deflate` (every subscriber negotiates compression) and once without, back to back.
+# MODES picks other cases: `json`/`plain` (uncompressed JSON), `deflate`, `msgpack` (every
+# subscriber on the `ringhub.msgpack` subprotocol: the server converts each publication once),
+# `msgpack+deflate`, `json+deflate` (BENCHMARKS.md, "MessagePack").
 # Builds nothing: uses target/release/ringhub and ringhub-loadtest.
 #
 #   scripts/deflate-bench.sh                       # 1,000 subs, 64 B / 1 KB / 16 KB, W = 16 and 64
 #   RUNS=3 IO=epoll SIZES="1024" WINDOWS="64" scripts/deflate-bench.sh
+#   MODES="json msgpack json+deflate msgpack+deflate" SIZES="1024" WINDOWS="64" scripts/deflate-bench.sh
 #
 # Payloads are chat-like words (`--words`), not a run of one letter. The server runs with one
 # shard (as the engine campaign does), the memory store and no rate limits. Server CPU is its
@@ -18,6 +22,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 SUBS=${SUBS:-1000}
 SIZES=${SIZES:-"64 1024 16384"}
 WINDOWS=${WINDOWS:-"16 64"}
+MODES=${MODES:-"plain deflate"}
 RUNS=${RUNS:-1}
 IO=${IO:-uring}
 DURATION=${DURATION:-4}
@@ -37,7 +42,8 @@ HZ=$(getconf CLK_TCK)
 
 one() { # SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per_s"
   local size=$1 w=$2 mode=$3 port flag=()
-  [[ $mode == deflate ]] && flag=(--deflate)
+  [[ $mode == *deflate* ]] && flag+=(--deflate)
+  [[ $mode == msgpack* ]] && flag+=(--msgpack)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
     RINGHUB_COMPRESSION_LEVEL=$LEVEL RINGHUB_COMPRESSION_THRESHOLD=$THRESHOLD \
@@ -51,7 +57,7 @@ one() { # SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per_s"
   done
   local t0 t1
   t0=$(ticks "$SRV")
-  "$LOADTEST" --target "127.0.0.1:$port" --words "${flag[@]}" --json "$TMP/out.json" fanout \
+  "$LOADTEST" --target "127.0.0.1:$port" --words ${flag[@]+"${flag[@]}"} --json "$TMP/out.json" fanout \
     --subscribers "$SUBS" --payload "$size" --max --window "$w" --duration "$DURATION" --warmup "$WARMUP" \
     >"$TMP/lt.log" 2>&1 || { echo "load generator failed:" >&2; cat "$TMP/lt.log" >&2; exit 1; }
   t1=$(ticks "$SRV")
@@ -67,13 +73,13 @@ PY
 }
 
 echo "fan-out to $SUBS subscribers, --io $IO, level $LEVEL, threshold $THRESHOLD B, $RUNS run(s)"
-printf '%-8s %-4s %-8s %14s %14s %12s\n' payload W mode "bytes/deliv" "CPU ns/deliv" "msgs/s"
+printf '%-8s %-4s %-16s %14s %14s %12s\n' payload W mode "bytes/deliv" "CPU ns/deliv" "msgs/s"
 for run in $(seq 1 "$RUNS"); do
   for size in $SIZES; do
     for w in $WINDOWS; do
-      for mode in plain deflate; do
+      for mode in $MODES; do
         read -r b c r < <(one "$size" "$w" "$mode")
-        printf '%-8s %-4s %-8s %14s %14s %12s\n' "$size" "$w" "$mode" "$b" "$c" "$r"
+        printf '%-8s %-4s %-16s %14s %14s %12s\n' "$size" "$w" "$mode" "$b" "$c" "$r"
       done
     done
   done

@@ -76,7 +76,7 @@ fn deltas_of_utf8_text_are_utf8() {
     // Multi-byte characters everywhere: a copy that ended inside one would cut it.
     let a = "مرحبا بالعالم — состояние 状態 🚀🚀🚀 ".repeat(20);
     let mut b = a.clone();
-    b.insert_str(a.len() / 2, "é");
+    b.insert(a.len() / 2, 'é');
     b.replace_range(0..2, "ش");
     let d = roundtrip(a.as_bytes(), b.as_bytes());
     assert!(std::str::from_utf8(&d).is_ok(), "{d:?}");

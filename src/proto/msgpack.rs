@@ -55,13 +55,10 @@ type Bad = &'static str;
 /// output is at most about six times the input (a string of control characters, escaped).
 pub fn to_json(msg: &[u8], out: &mut Vec<u8>) -> Result<(), ParseError> {
     let mut r = Reader { buf: msg, at: 0 };
-    let result = value(&mut r, out, MAX_DEPTH + 1).and_then(|()| {
-        if r.at == msg.len() {
-            Ok(())
-        } else {
-            Err("bytes after the envelope")
-        }
-    });
+    let result = match value(&mut r, out, MAX_DEPTH + 1) {
+        Ok(()) if r.at != msg.len() => Err("bytes after the envelope"),
+        other => other,
+    };
     result.map_err(|why| ParseError {
         message: format!("invalid MessagePack envelope: {why}"),
         id: None,

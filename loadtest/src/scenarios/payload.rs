@@ -249,7 +249,7 @@ fn words(dst: &mut [u8]) {
         x ^= x >> 7;
         x ^= x << 17;
         text.extend_from_slice(VOCAB[(x % VOCAB.len() as u64) as usize].as_bytes());
-        text.push(if x % 11 == 0 { b'.' } else { b' ' });
+        text.push(if x.is_multiple_of(11) { b'.' } else { b' ' });
     }
     dst.copy_from_slice(&text[..dst.len()]);
 }
