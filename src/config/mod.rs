@@ -119,6 +119,10 @@ pub struct CompressionConfig {
     /// received a compressed message) and every message to it, publications included, is
     /// compressed for it alone: see DESIGN.md and BENCHMARKS.md, "Context takeover".
     pub context_takeover: bool,
+    /// The largest LZ77 window (9..=15 bits) the server compresses with (default 15): a
+    /// smaller one is announced as `server_max_window_bits` to every client, bounding what a
+    /// kept window (`context_takeover`) costs per connection; shared frames hardly change.
+    pub window: u8,
     /// Delta subscriptions (`delta: "fossil"`): every this-many-th publication of a topic is
     /// sent full to every subscriber, whatever they last received (default 100; 0 = never).
     pub delta_full_every: u32,
@@ -131,6 +135,7 @@ impl Default for CompressionConfig {
             level: 3,
             threshold: 128,
             context_takeover: false,
+            window: 15,
             delta_full_every: 100,
         }
     }

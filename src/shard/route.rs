@@ -62,7 +62,11 @@ impl ShardState {
             .enabled
             .then(|| {
                 let offers = head.header_values("Sec-WebSocket-Extensions");
-                deflate::negotiate(offers, cfg.compression.context_takeover)
+                deflate::negotiate(
+                    offers,
+                    cfg.compression.context_takeover,
+                    cfg.compression.window,
+                )
             })
             .flatten();
         if let Some(d) = &deflate {

@@ -284,6 +284,12 @@ pub(super) const KEYS: &[Key] = &[
         |s| Some(Value::Boolean(s.compression.context_takeover))
     ),
     key!(
+        "compression.window",
+        "9 to 15 (bits of the server's LZ77 window)",
+        |s, r| s.compression.window = uint(r, 9, 15)? as u8,
+        |s| int_v(s.compression.window)
+    ),
+    key!(
         "compression.delta_full_every",
         "a count of publications (0 = never)",
         |s, r| s.compression.delta_full_every = uint(r, 0, MAX_U32)? as u32,

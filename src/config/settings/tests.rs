@@ -479,9 +479,14 @@ fn compression_section_is_read_checked_and_reaches_the_engine() {
     assert!(s.engine_config().compression.context_takeover);
     let e = err(s.merge_toml("[compression]\nlevel = 10", "f.toml"));
     assert!(e.contains("compression.level"), "{e}");
-    let e = err(s.merge_toml("[compression]\nwindow = 10", "f.toml"));
+    s.merge_toml("[compression]\nwindow = 10", "f.toml")
+        .unwrap();
+    assert_eq!(s.engine_config().compression.window, 10);
+    let e = err(s.merge_toml("[compression]\nwindow = 8", "f.toml"));
+    assert!(e.contains("compression.window"), "{e}");
+    let e = err(s.merge_toml("[compression]\nwindows = 10", "f.toml"));
     assert!(
-        e.contains("compression.window"),
+        e.contains("compression.windows"),
         "unknown keys are refused: {e}"
     );
 }

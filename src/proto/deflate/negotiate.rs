@@ -57,10 +57,14 @@ impl Agreed {
 /// Picks the first acceptable `permessage-deflate` offer among the values of every
 /// `Sec-WebSocket-Extensions` header, in order. Malformed offers are skipped (RFC 7692 §5: the
 /// server declines an offer it does not understand rather than failing the handshake).
-/// `takeover`: keep the window of a client that allows it (see the module's doc).
+/// `takeover`: keep the window of a client that allows it (see the module's doc); `max_window`
+/// (9..=15): the largest window the server compresses with, announced as
+/// `server_max_window_bits` when the client allowed more (RFC 7692 §7.1.2.1 lets the response
+/// carry it even when the offer did not).
 pub(crate) fn negotiate<'a>(
     values: impl IntoIterator<Item = &'a [u8]>,
     takeover: bool,
+    max_window: u8,
 ) -> Option<Agreed> {
     let mut agreed = values
         .into_iter()
@@ -68,6 +72,11 @@ pub(crate) fn negotiate<'a>(
         .flat_map(|v| v.split(','))
         .find_map(offer)?;
     agreed.takeover &= takeover;
+    let max_window = max_window.clamp(9, 15);
+    if agreed.window_bits > max_window {
+        agreed.window_bits = max_window;
+        agreed.window_asked = true;
+    }
     Some(agreed)
 }
 
@@ -148,7 +157,7 @@ mod tests {
     use super::*;
 
     fn neg(headers: &[&str]) -> Option<Agreed> {
-        negotiate(headers.iter().map(|h| h.as_bytes()), false)
+        negotiate(headers.iter().map(|h| h.as_bytes()), false, 15)
     }
 
     fn bits(a: Option<Agreed>) -> Option<(u8, bool)> {
@@ -228,9 +237,28 @@ mod tests {
         );
     }
 
+    /// `[compression] window`: the server's window is capped and the cap announced, whatever
+    /// the offer; a client asking for less than the cap keeps its own.
+    #[test]
+    fn the_configured_window_caps_the_servers() {
+        let at = |h: &str, max| negotiate([h.as_bytes()], true, max).unwrap();
+        let capped = at("permessage-deflate", 10);
+        assert_eq!((capped.window_bits, capped.code()), (10, 2));
+        assert!(capped.header().ends_with("; server_max_window_bits=10\r\n"));
+        assert_eq!(
+            at("permessage-deflate; server_max_window_bits=12", 10).window_bits,
+            10
+        );
+        let own = at("permessage-deflate; server_max_window_bits=9", 10);
+        assert_eq!(own.window_bits, 9);
+        assert!(own.header().ends_with("; server_max_window_bits=9\r\n"));
+        let default = at("permessage-deflate", 15);
+        assert!(!default.header().contains("server_max_window_bits"));
+    }
+
     #[test]
     fn context_takeover_only_when_allowed_by_both() {
-        let offer = |h: &str, allow| negotiate([h.as_bytes()], allow).unwrap();
+        let offer = |h: &str, allow| negotiate([h.as_bytes()], allow, 15).unwrap();
         let kept = offer("permessage-deflate; client_max_window_bits", true);
         assert!(kept.takeover);
         assert_eq!(
