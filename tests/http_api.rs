@@ -315,6 +315,13 @@ async fn ui_pages(io: ringhub::IoMode) {
         &format!("If-None-Match: {etag}\r\n"),
     );
     assert!(again.starts_with("HTTP/1.1 304 "), "{again}");
+    // Every module the client imports is served beside it (the delta applier).
+    let fossil = get_raw(a, "/assets/fossil.js", "");
+    assert!(fossil.starts_with("HTTP/1.1 200 "), "{fossil}");
+    assert_eq!(
+        fossil.split_once("\r\n\r\n").unwrap().1,
+        include_str!("../clients/js/src/fossil.js")
+    );
     assert!(get_raw(a, "/assets/uPlot.iife.min.js", "").starts_with("HTTP/1.1 200 "));
     assert!(get_raw(a, "/assets/nope.js", "").starts_with("HTTP/1.1 404 "));
     assert_eq!(http_raw(a, "POST", "/", None, None).0, 405);

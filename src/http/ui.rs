@@ -33,6 +33,12 @@ const ASSETS: &[Asset] = &[
         content_type: JS,
         body: include_str!("../../clients/js/src/index.js").as_bytes(),
     },
+    // The client's Fossil delta applier: `index.js` imports it as `./fossil.js`.
+    Asset {
+        path: "/assets/fossil.js",
+        content_type: JS,
+        body: include_bytes!("../../clients/js/src/fossil.js"),
+    },
     Asset {
         path: "/assets/chat.js",
         content_type: JS,
