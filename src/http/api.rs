@@ -71,15 +71,14 @@ pub(crate) async fn handle(
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map_or("", |(_, k)| k.trim_start());
     let now = std::time::Instant::now();
-    let keys = || hub.api_keys.lock().unwrap_or_else(|p| p.into_inner());
-    if keys().blocked(peer, now) {
+    if hub.api_keys.blocked(peer, now) {
         return Response::err(429, "too many wrong API keys from this address: try later");
     }
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         given.as_bytes(),
         key.as_bytes(),
     )) {
-        keys().failed(peer, now);
+        hub.api_keys.failed(peer, now);
         return Response::err(401, "missing or wrong API key (Authorization: Bearer KEY)");
     }
     let path = head.path.as_str();

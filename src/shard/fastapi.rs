@@ -70,11 +70,7 @@ impl ShardState {
         )) {
             return None;
         }
-        let blocked = hub
-            .api_keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .blocked(peer, std::time::Instant::now());
+        let blocked = hub.api_keys.blocked(peer, std::time::Instant::now());
         if blocked || !envelope::within_depth(body, envelope::MAX_DEPTH + 4) {
             return None;
         }

@@ -124,7 +124,7 @@ pub(crate) struct HubShared {
     pub(crate) store_stats: super::jobs::StoreStats,
     /// Wrong API keys per address (429 after too many), for the API thread and the shards that
     /// answer an API publish themselves (`shard::fastapi`).
-    pub(crate) api_keys: std::sync::Mutex<crate::policy::keyguard::KeyGuard>,
+    pub(crate) api_keys: crate::policy::keyguard::SharedKeyGuard,
     /// Queues to the pool, the API thread and the store thread.
     pub(crate) links: Links,
     /// This node among the others.
