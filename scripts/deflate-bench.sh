@@ -37,39 +37,29 @@ done
 TMP=$(mktemp -d)
 SRV=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+. "$(dirname "$0")/bench-lib.sh"
 
 one() { # SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per_s"
   local size=$1 w=$2 mode=$3 port flag=()
   [[ $mode == *deflate* ]] && flag+=(--deflate)
   [[ $mode == msgpack* ]] && flag+=(--msgpack)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
     RINGHUB_COMPRESSION_LEVEL=$LEVEL RINGHUB_COMPRESSION_THRESHOLD=$THRESHOLD \
     "$SERVER" --listen "127.0.0.1:$port" --shards 1 --io "$IO" --store memory --stats-interval 0s \
     >"$TMP/server.log" 2>&1 &
   SRV=$!
-  local end=$((SECONDS + 30))
-  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
-    ((SECONDS < end)) || { echo "server did not start" >&2; cat "$TMP/server.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_listening "$port"
   local t0 t1
   t0=$(ticks "$SRV")
   "$LOADTEST" --target "127.0.0.1:$port" --words ${flag[@]+"${flag[@]}"} --json "$TMP/out.json" fanout \
     --subscribers "$SUBS" --payload "$size" --max --window "$w" --duration "$DURATION" --warmup "$WARMUP" \
     >"$TMP/lt.log" 2>&1 || { echo "load generator failed:" >&2; cat "$TMP/lt.log" >&2; exit 1; }
   t1=$(ticks "$SRV")
-  kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
+  stop_server
   local bytes
   bytes=$(awk -F': ' '/^wire bytes in/ { print $2 }' "$TMP/lt.log")
-  python3 - "$TMP/out.json" "$bytes" "$((t1 - t0))" "$HZ" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-n = j["delivered_total"]
-print(f"{int(sys.argv[2]) / n:.1f} {int(sys.argv[3]) * 1e9 / int(sys.argv[4]) / n:.0f} {j['msgs_per_s']:.0f}")
-PY
+  per_delivery "$TMP/out.json" "$bytes" "$((t1 - t0))"
 }
 
 echo "fan-out to $SUBS subscribers, --io $IO, level $LEVEL, threshold $THRESHOLD B, $RUNS run(s)"

@@ -56,8 +56,7 @@ done
 TMP=$(mktemp -d)
 SRV=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-HZ=$(getconf CLK_TCK)
+. "$(dirname "$0")/bench-lib.sh"
 PIN=(taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}")
 
 start() { # SERVER MODE PORT: starts the server in the background, sets SRV
@@ -82,18 +81,14 @@ start() { # SERVER MODE PORT: starts the server in the background, sets SRV
     *) echo "unknown server $server" >&2; exit 2 ;;
   esac
   SRV=$!
-  local end=$((SECONDS + 30))
-  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    ((SECONDS < end)) && kill -0 "$SRV" 2>/dev/null || { echo "$server did not start" >&2; cat "$TMP/server.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_listening "$port" "$server"
 }
 
 one() { # SERVER SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per_s"
   local server=$1 size=$2 w=$3 mode=$4 port flag=() proto=raw
   [[ $mode != plain ]] && flag=(--deflate)
   [[ $server == ringhub-* ]] && proto=ringhub
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   start "$server" "$mode" "$port"
   local t0 t1
   t0=$(ticks "$SRV")
@@ -102,15 +97,10 @@ one() { # SERVER SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per
     --duration "$DURATION" --warmup "$WARMUP" >"$TMP/lt.log" 2>&1 ||
     { echo "load generator failed ($server $size $w $mode):" >&2; cat "$TMP/lt.log" >&2; exit 1; }
   t1=$(ticks "$SRV")
-  kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
+  stop_server
   local bytes
   bytes=$(awk -F': ' '/^wire bytes in/ { print $2 }' "$TMP/lt.log")
-  python3 - "$TMP/out.json" "$bytes" "$((t1 - t0))" "$HZ" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-n = j["delivered_total"]
-print(f"{int(sys.argv[2]) / n:.1f} {int(sys.argv[3]) * 1e9 / int(sys.argv[4]) / n:.0f} {j['msgs_per_s']:.0f}")
-PY
+  per_delivery "$TMP/out.json" "$bytes" "$((t1 - t0))"
 }
 
 echo "# fan-out to $SUBS subscribers; ringhub level $LEVEL threshold $THRESHOLD B; server on core $SERVER_CPU, load generator on core $LOAD_CPU, PRIO=${PRIO:-rt}; $RUNS run(s)"

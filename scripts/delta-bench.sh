@@ -27,26 +27,23 @@ done
 TMP=$(mktemp -d)
 SRV=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
+. "$(dirname "$0")/bench-lib.sh"
 
 one() { # MODE -> "bytes_per_delivery cpu_ns_per_delivery deliveries_per_s"
   local mode=$1 port flag=()
   [[ $mode == delta ]] && flag=(--delta)
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 \
     RINGHUB_TOPICS='[{"pattern": "state:*", "history_size": 100}]' \
     RINGHUB_COMPRESSION_DELTA_FULL_EVERY=$FULL_EVERY \
     "$SERVER" --listen "127.0.0.1:$port" --shards 1 --io "$IO" --store memory --stats-interval 0s \
     >"$TMP/server.log" 2>&1 &
   SRV=$!
-  local end=$((SECONDS + 30))
-  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do
-    ((SECONDS < end)) || { echo "server did not start" >&2; cat "$TMP/server.log" >&2; exit 1; }
-    sleep 0.1
-  done
+  wait_listening "$port"
   "$LOADTEST" --target "127.0.0.1:$port" --json "$TMP/out.json" delta "${flag[@]}" \
     --subscribers "$SUBS" --publications "$PUBS" --size "$SIZE" --window "$WINDOW" --server-pid "$SRV" \
     >"$TMP/lt.log" 2>&1 || { echo "load generator failed:" >&2; cat "$TMP/lt.log" >&2; exit 1; }
-  kill "$SRV"; wait "$SRV" 2>/dev/null || true; SRV=
+  stop_server
   python3 - "$TMP/out.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
