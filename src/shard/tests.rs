@@ -216,7 +216,7 @@ fn an_idle_connection_is_one_small_slab_entry() {
     eprintln!("ConnEntry: {size} bytes");
     assert!(size <= 272, "ConnEntry is {size} bytes");
     assert!(size_of::<Phase>() <= 16, "Phase: {}", size_of::<Phase>());
-    assert_eq!(size_of::<crate::policy::security::Permissions>(), 8);
+    assert_eq!(size_of::<crate::policy::permissions::Permissions>(), 8);
     assert_eq!(size_of::<Option<Stamp>>(), 4);
     let mut st = shard();
     let slot = upgraded(&mut st);
