@@ -258,7 +258,7 @@ async fn answered_publications_survive_kill_9_under_load(io: &str) {
             Some(&json!({"topic": topic, "limit": 100000})),
         );
         assert_eq!(st, 200, "{v}");
-        let stored: std::collections::HashMap<u64, Value> = v["publications"]
+        let stored: std::collections::HashMap<u64, Value> = v["data"]["publications"]
             .as_array()
             .expect("publications")
             .iter()

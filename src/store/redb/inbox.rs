@@ -18,8 +18,7 @@ use super::codec::{self, MessageRow, StatusRow};
 use super::{err, with_table, wtx, RedbStore, FINALS, MESSAGES, STATUS, USERS};
 use crate::store::memory::{expiry, ms};
 use crate::store::{
-    InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange,
-    StoreError,
+    InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange, StoreError,
 };
 
 /// One user's live messages.

@@ -5,7 +5,7 @@
 //! Every mutating call applies to one redb write transaction and adds its arguments to the
 //! batch's log record (the `wal` module). [`Store::commit`] is the group commit: it writes the
 //! record to `ringhub.wal` with one `fdatasync` and keeps the transaction open for the next
-//! batches; every [`wal::CHECKPOINT_EVERY`] (or [`wal::CHECKPOINT_BYTES`] of log) it commits the
+//! batches; every second (or every 32 MiB of log: the `wal` module) it commits the
 //! transaction instead, with [`Durability::Immediate`], and the log starts again. Opening the
 //! store replays the log's records after the last checkpoint (the `replay` module). Reads go
 //! through the open write transaction when there is one, else through a read transaction.
@@ -64,8 +64,8 @@ use std::time::Duration;
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
 
 use super::{
-    AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage, StatusChange,
-    Store, StoreError, StreamPos,
+    AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
+    StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -294,7 +294,9 @@ impl Store for RedbStore {
                 out.into_iter()
                     .map(Ok)
                     .chain(std::iter::once(Err(e)))
-                    .chain((done + 1..reqs.len()).map(|_| Err(StoreError::Unavailable(why.clone()))))
+                    .chain(
+                        (done + 1..reqs.len()).map(|_| Err(StoreError::Unavailable(why.clone()))),
+                    )
                     .collect()
             }
         }

@@ -256,7 +256,11 @@ pub(super) fn check_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8],
     v.copy_from_slice(&bytes[8..12]);
     let version = u32::from_le_bytes(v);
     if version != VERSION {
-        let who = if version > VERSION { "a newer" } else { "an older" };
+        let who = if version > VERSION {
+            "a newer"
+        } else {
+            "an older"
+        };
         return Err(StoreError::Corrupt(format!(
             "{} was written by {who} ringhub (log version {version}; this build reads version \
              {VERSION}): open the store with that version once so it checkpoints the log, or \

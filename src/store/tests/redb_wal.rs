@@ -32,7 +32,9 @@ fn committed_batches(s: &mut RedbStore) -> Vec<u64> {
         s.append("a", l, "e", Some(format!("{i}").as_bytes()), T0 + i)
             .unwrap();
         s.append("b", hl(100, 0), "f", None, T0 + i).unwrap();
-        let (m, _) = s.inbox_put("u", msg("n", b"{}"), il(3, 60), T0 + i).unwrap();
+        let (m, _) = s
+            .inbox_put("u", msg("n", b"{}"), il(3, 60), T0 + i)
+            .unwrap();
         ids.push(m.id);
         s.commit().unwrap();
     }
@@ -125,7 +127,11 @@ fn a_torn_last_record_is_ignored_and_everything_before_kept() {
         s.commit().unwrap();
         drop(s);
         let mut s = open(d.path());
-        assert_eq!(s.position("t").unwrap().offset, 3, "{what}: after reopening");
+        assert_eq!(
+            s.position("t").unwrap().offset,
+            3,
+            "{what}: after reopening"
+        );
     }
 }
 
@@ -181,6 +187,9 @@ fn a_log_that_does_not_continue_the_database_is_refused() {
     }
     // The database restored from the backup (checkpoint 2) with the log after checkpoint 4.
     std::fs::copy(&backup, dir.path().join(FILE_NAME)).unwrap();
-    let m = RedbStore::open(dir.path()).err().expect("opened").to_string();
+    let m = RedbStore::open(dir.path())
+        .err()
+        .expect("opened")
+        .to_string();
     assert!(m.contains("does not continue the database"), "{m}");
 }
