@@ -23,6 +23,17 @@ pub(super) fn open_log(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", path.display()))),
     };
+    // Zeros where the header goes: a crash while the log was being created (its header is
+    // synced before any record is written), so there is nothing to replay.
+    if bytes.iter().take(wal::HEADER as usize).all(|b| *b == 0) {
+        if bytes.iter().any(|b| *b != 0) {
+            tracing::warn!(
+                file = %path.display(),
+                "store: the write-ahead log has no header (zeroed): what follows is ignored"
+            );
+        }
+        bytes.clear();
+    }
     if !bytes.is_empty() {
         let id = wal::check_header(&path, &bytes)?;
         if id != store_id.as_bytes() {
