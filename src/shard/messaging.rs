@@ -413,6 +413,7 @@ impl ShardState {
     pub(super) fn forget(&mut self, id: ConnId) {
         self.held.remove(&id);
         self.meta.remove(&id);
+        self.sio.remove(&id);
         self.deflater.forget(id.raw());
         self.cancel_sync(id);
         self.deltas.retain(|_, t| t.forget(id));

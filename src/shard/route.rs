@@ -53,6 +53,8 @@ impl ShardState {
             ConnKind::Echo
         } else if head.path == "/sse" {
             return self.route_sse(id, &head);
+        } else if self.is_sio_path(&head.path) {
+            return self.route_sio(id, &head);
         } else {
             return Err(HttpError::new(404, format!("no route for {}", head.path)));
         };
