@@ -153,10 +153,13 @@ pub fn reconstruct(data: &RawValue, parts: &[Vec<u8>]) -> Result<String, SocketE
     String::from_utf8(out).map_err(|_| SocketError::InvalidPayload)
 }
 
+/// JSON with placeholders, and the attachments they name in order.
+pub type Deconstructed = (String, Vec<Vec<u8>>);
+
 /// Replaces each `{"$bin":"<base64>"}` in `data` by a placeholder and returns the JSON with
 /// the attachments in placeholder order; `None` when `data` holds no bytes (send it as a plain
 /// EVENT). More than [`MAX_ATTACHMENTS`] objects are refused.
-pub fn deconstruct(data: &RawValue) -> Result<Option<(String, Vec<Vec<u8>>)>, SocketError> {
+pub fn deconstruct(data: &RawValue) -> Result<Option<Deconstructed>, SocketError> {
     if !data.get().contains(BIN_KEY) {
         return Ok(None);
     }

@@ -173,7 +173,7 @@ impl ConnEntry {
     /// The home namespace of a Socket.IO connection, `None` for any other.
     pub(super) fn sio_home(&self) -> Option<usize> {
         self.has(flag::SIO)
-            .then(|| ((self.flags & flag::SIO_HOME) >> flag::SIO_HOME_SHIFT) as usize)
+            .then_some(((self.flags & flag::SIO_HOME) >> flag::SIO_HOME_SHIFT) as usize)
     }
 
     /// Whether the connection speaks MessagePack (subprotocol `ringhub.msgpack`).
