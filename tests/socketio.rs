@@ -116,6 +116,7 @@ async fn handshake_namespaces_and_heartbeat(io: IoMode) {
         WsMsg::Text(t) => assert_eq!(t, "2", "a server ping"),
         other => panic!("{other:?}"),
     }
+    drop(ws);
     stop_server(h);
 }
 per_shell!(async fn handshake_namespaces_and_heartbeat);
@@ -169,6 +170,7 @@ async fn events_acks_and_rooms(io: IoMode) {
     )
     .await;
     assert_eq!(next_text(&mut a).await, "438[]", "left: not delivered to a");
+    drop((a, b));
     stop_server(h);
 }
 per_shell!(async fn events_acks_and_rooms);
@@ -190,6 +192,7 @@ async fn binary_attachments_both_ways(io: IoMode) {
         r#"451-["file",{"name":"x","body":{"_placeholder":true,"num":0}}]"#
     );
     assert_eq!(next_msg(&mut b).await, WsMsg::Binary(vec![1, 2, 3]));
+    drop((a, b));
     stop_server(h);
 }
 per_shell!(async fn binary_attachments_both_ways);
@@ -212,6 +215,7 @@ async fn namespace_home_and_ws_clients_share_rooms(io: IoMode) {
     assert_eq!(pubd["delivered"], 2, "{pubd}");
     assert_eq!(next_text(&mut s).await, r#"42/chat,["headline",{"n":1}]"#);
     assert_eq!(recv(&mut w).await["event"], "headline");
+    drop((s, w));
     stop_server(h);
 }
 per_shell!(async fn namespace_home_and_ws_clients_share_rooms);
@@ -246,6 +250,7 @@ async fn malformed_packets_close_with_1002(io: IoMode) {
     );
     assert_eq!(status, 400);
     assert!(body.contains(r#""code":5"#), "{body}");
+    drop(ok);
     stop_server(h);
 }
 per_shell!(async fn malformed_packets_close_with_1002);
@@ -286,6 +291,7 @@ async fn auth_token_in_the_connect_packet(io: IoMode) {
     );
     assert_eq!(sent["delivered"], 1, "{sent}");
     assert_eq!(next_text(&mut ws).await, r#"42["dm","hello"]"#);
+    drop(ws);
     stop_server(h);
 }
 per_shell!(async fn auth_token_in_the_connect_packet);
