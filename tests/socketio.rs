@@ -295,3 +295,61 @@ async fn auth_token_in_the_connect_packet(io: IoMode) {
     stop_server(h);
 }
 per_shell!(async fn auth_token_in_the_connect_packet);
+
+async fn on_connect_permissions_and_origin(io: IoMode) {
+    use ringhub::hooks::{ConnectInfo, ConnectOutcome};
+    let settings = [
+        ("permissions.subscribe", "public:*"),
+        ("security.allowed_origins", "https://app.example.com"),
+    ];
+    let Some(h) = server_with(io, &settings, |b| {
+        b.on_connect(|c: &ConnectInfo<'_>| {
+            let auth: Value = c
+                .auth
+                .and_then(|a| serde_json::from_str(a).ok())
+                .unwrap_or_default();
+            if auth["deny"] == true {
+                return Err(HandlerError::forbidden("go away"));
+            }
+            assert_eq!((c.path, c.query), ("/socket.io/", None));
+            Ok(ConnectOutcome {
+                user: auth["name"].as_str().map(str::to_string),
+                ..Default::default()
+            })
+        })
+    }) else {
+        return;
+    };
+    // The origin allowlist applies to the upgrade: Engine.IO's 403 body.
+    let (status, body) = http_exchange(
+        h.local_addr(),
+        "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(status, 403);
+    assert!(
+        body.contains(r#"{"code":4,"message":"Forbidden"}"#),
+        "{body}"
+    );
+    // on_connect refuses with its message, or names the user.
+    let mut ws = open(&h).await;
+    let e = join_nsp(&mut ws, "/", json!({"deny": true})).await;
+    assert!(e.starts_with(r#"44{"message":"refused: go away""#), "{e}");
+    let ok = join_nsp(&mut ws, "/", json!({"name": "zoe"})).await;
+    assert!(ok.starts_with("40{"), "{ok}");
+    let sent = common::cluster::api(
+        h.local_addr(),
+        "/api/v1/send",
+        json!({"users": ["zoe"], "event": "dm", "data": 1}),
+    );
+    assert_eq!(sent["delivered"], 1, "{sent}");
+    assert_eq!(next_text(&mut ws).await, r#"42["dm",1]"#);
+    // Permissions apply to the default events as to the envelopes they stand for.
+    put(&mut ws, r#"421["join","secret"]"#).await;
+    let e = next_text(&mut ws).await;
+    assert!(e.starts_with(r#"431[{"error":{"code":"forbidden""#), "{e}");
+    put(&mut ws, r#"422["join","public:1"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "432[]");
+    drop(ws);
+    stop_server(h);
+}
+per_shell!(async fn on_connect_permissions_and_origin);

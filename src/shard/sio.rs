@@ -251,10 +251,17 @@ impl ShardState {
         let authed = self.sio.get(&id).is_some_and(|s| s.authed);
         let mut topics = Vec::new();
         if !authed || token.is_some() {
-            let admitted = match self.hub.config.guard.admit_token(token.as_deref()) {
+            let mut admitted = match self.hub.config.guard.admit_token(token.as_deref()) {
                 Ok(a) => a,
                 Err(e) => return self.sio_connect_error(id, &name, &e),
             };
+            if !authed {
+                // `on_connect` decides as for `/ws`, with the auth payload to read.
+                let request = (eio::PATH, None, auth.map(RawValue::get));
+                if let Err(e) = self.connect_hook(id, request, &mut admitted) {
+                    return self.sio_connect_error(id, &name, &e);
+                }
+            }
             let Some(c) = self.conn_mut(id) else { return };
             if authed && c.user != admitted.user {
                 let e = HttpError::new(401, "unauthorized: the token names another user");
