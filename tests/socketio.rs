@@ -246,10 +246,19 @@ async fn malformed_packets_close_with_1002(io: IoMode) {
     );
     let (status, body) = http_exchange(
         h.local_addr(),
-        "GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /socket.io/?EIO=3&transport=websocket HTTP/1.1\r\nHost: x\r\nOrigin: https://a.example\r\n\r\n",
     );
     assert_eq!(status, 400);
     assert!(body.contains(r#""code":5"#), "{body}");
+    // CORS with credentials: the (allowed) origin is echoed, never `*`.
+    assert!(
+        body.contains("Access-Control-Allow-Origin: https://a.example\r\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("Access-Control-Allow-Credentials: true\r\n"),
+        "{body}"
+    );
     drop(ok);
     stop_server(h);
 }

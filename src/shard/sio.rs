@@ -69,14 +69,14 @@ impl ShardState {
             Ok(q) if q.transport == eio::Transport::Websocket && q.sid.is_none() => {}
             // Long-polling (and so the upgrade of a polling session) is not served yet: clients
             // must use `transports: ["websocket"]`.
-            Ok(_) => return self.sio_refuse(id, RequestError::UnknownTransport),
-            Err(e) => return self.sio_refuse(id, e),
+            Ok(_) => return self.sio_refuse(id, head, RequestError::UnknownTransport),
+            Err(e) => return self.sio_refuse(id, head, e),
         }
         if !head.method.eq_ignore_ascii_case("GET") {
-            return self.sio_refuse(id, RequestError::BadHandshakeMethod);
+            return self.sio_refuse(id, head, RequestError::BadHandshakeMethod);
         }
         if !cfg.guard.origins.allows(head.header("Origin")) {
-            return self.sio_refuse(id, RequestError::Forbidden);
+            return self.sio_refuse(id, head, RequestError::Forbidden);
         }
         let response = http::accept_upgrade(head)?;
         self.take_permit(id)?;
@@ -106,8 +106,24 @@ impl ShardState {
         Ok(())
     }
 
-    /// Answers a refused Engine.IO request with its status and `{"code","message"}` body.
-    fn sio_refuse(&mut self, id: ConnId, e: RequestError) -> Result<(), HttpError> {
+    /// Answers a refused Engine.IO request with its status and `{"code","message"}` body,
+    /// readable by a page of an allowed origin (CORS with credentials: the origin echoed).
+    fn sio_refuse(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        e: RequestError,
+    ) -> Result<(), HttpError> {
+        let origin = head
+            .header("Origin")
+            .filter(|o| self.hub.config.guard.origins.allows(Some(o)))
+            .filter(|o| !o.contains(['\r', '\n']));
+        let extra = match origin {
+            Some(o) => format!(
+                "Access-Control-Allow-Origin: {o}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+            ),
+            None => String::new(),
+        };
         let now = self.stamp;
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
@@ -116,11 +132,10 @@ impl ShardState {
         c.phase = Phase::Discard;
         self.stats().handshake(e.status(), took);
         let body = e.body();
-        let extra = "Access-Control-Allow-Origin: *\r\n";
         let bytes = http::response_bytes(
             e.status(),
             "application/json",
-            extra,
+            &extra,
             "Connection: close\r\n",
             body.as_bytes(),
         );
