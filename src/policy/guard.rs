@@ -9,8 +9,9 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::policy::auth::{token_from_request, AuthError, Authenticator};
+use crate::policy::permissions::Permissions;
 use crate::policy::ratelimit::{ConnLimits, UserLimiter};
-use crate::policy::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
+use crate::policy::security::{IpFilter, OriginPolicy, SecurityError};
 use crate::policy::settings::{
     AuthSettings, LimitSettings, PermissionSettings, SecuritySettings, TlsSettings,
 };

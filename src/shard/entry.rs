@@ -50,7 +50,7 @@ pub(crate) struct ConnEntry {
     pub(super) phase: Phase,
     pub(super) user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
-    pub(super) perms: crate::policy::security::Permissions,
+    pub(super) perms: crate::policy::permissions::Permissions,
     /// Its message rate limiter, when limits are on: built at its first message (boxed: most
     /// of an entry otherwise). Its slot in the connection caps is two bits of `flags`.
     pub(super) limiter: Option<Box<crate::policy::ratelimit::ConnLimiter>>,
