@@ -91,6 +91,7 @@ async fn connect_accepted_and_refused(io: IoMode) {
     assert_eq!(u16::from(expect_close(&mut mallory).await), 4403);
     let mut nobody = connect(&h, "/ws").await;
     assert_eq!(u16::from(expect_close(&mut nobody).await), 4401);
+    drop((alice, bob));
     stop_server(h);
 }
 per_shell!(async fn connect_accepted_and_refused);
@@ -124,6 +125,7 @@ async fn join_refused_by_the_backends_rule(io: IoMode) {
         recv(&mut alice).await,
         json!({"event":"reply","id":2,"topic":"project:1"})
     );
+    drop(alice);
     stop_server(h);
 }
 per_shell!(async fn join_refused_by_the_backends_rule);
@@ -149,7 +151,10 @@ async fn publish_replaced_by_the_backend(io: IoMode) {
     let got = recv(&mut bob).await;
     assert_eq!(got["event"], "comment");
     assert_eq!(got["data"]["text"], "ship it");
-    assert_eq!(got["data"]["author"], "alice", "the backend stamps the author");
+    assert_eq!(
+        got["data"]["author"], "alice",
+        "the backend stamps the author"
+    );
     assert!(got["data"]["at"].is_u64());
     // Alice is not in project 2: her publication there is refused, nobody receives it.
     let r = request(
@@ -158,6 +163,7 @@ async fn publish_replaced_by_the_backend(io: IoMode) {
     )
     .await;
     assert_eq!(r["data"]["code"], "forbidden", "{r}");
+    drop((alice, bob));
     stop_server(h);
 }
 per_shell!(async fn publish_replaced_by_the_backend);
@@ -181,6 +187,7 @@ async fn rpc_answered(io: IoMode) {
     assert_eq!(r["event"], "error");
     assert_eq!(r["data"]["code"], "bad_request");
     assert_eq!(r["data"]["message"], "no method nope");
+    drop(bob);
     stop_server(h);
 }
 per_shell!(async fn rpc_answered);
@@ -233,6 +240,7 @@ async fn backend_down(io: IoMode) {
         metrics.contains(r#"ringhub_proxy_errors_total{proxy="subscribe",kind="unavailable"} 1"#),
         "{metrics}"
     );
+    drop((a, others));
     stop_server(h);
 }
 per_shell!(async fn backend_down);
@@ -264,7 +272,9 @@ async fn backend_slower_than_the_timeout(io: IoMode) {
         others.push(ws);
     }
     assert!(
-        futures_util::StreamExt::next(&mut a).now_or_never().is_none(),
+        futures_util::StreamExt::next(&mut a)
+            .now_or_never()
+            .is_none(),
         "A got an answer before the others' round trips"
     );
     // Then the timeout, and A's held subscribe right after it.
@@ -276,6 +286,7 @@ async fn backend_slower_than_the_timeout(io: IoMode) {
         recv(&mut a).await,
         json!({"event":"reply","id":2,"topic":"chat:a"})
     );
+    drop((a, others));
     stop_server(h);
 }
 per_shell!(async fn backend_slower_than_the_timeout);

@@ -1,7 +1,7 @@
 //! The backend proxies (`[proxy]`, and `proxy` in a `[[topics]]` entry): which HTTP endpoint of
 //! the application's backend decides a connect, a refresh, a subscribe, a publish or an RPC.
 //!
-//! The shard asks ([`crate::shard::proxy`]), the runtime calls the backend; this module only
+//! The shard asks (`shard::proxy`), the runtime calls the backend; this module only
 //! says where and how.
 
 use std::sync::Arc;
@@ -140,15 +140,17 @@ impl ProxyConfig {
     /// The endpoint deciding `kind` for `topic`: the longest matching `[[topics]]` pattern that
     /// sets one (exact beats wildcard), else the global one. `None`: no proxy, go on.
     pub fn for_topic(&self, kind: ProxyKind, topic: &str) -> Option<&Arc<ProxyEndpoint>> {
-        let pick = |t: &TopicProxies| match kind {
-            ProxyKind::Subscribe => t.subscribe.as_ref(),
-            ProxyKind::Publish => t.publish.as_ref(),
-            ProxyKind::Rpc => t.rpc.as_ref(),
-            _ => None,
-        };
+        fn pick(t: &TopicProxies, kind: ProxyKind) -> Option<&Arc<ProxyEndpoint>> {
+            match kind {
+                ProxyKind::Subscribe => t.subscribe.as_ref(),
+                ProxyKind::Publish => t.publish.as_ref(),
+                ProxyKind::Rpc => t.rpc.as_ref(),
+                _ => None,
+            }
+        }
         let mut best: Option<(usize, &Arc<ProxyEndpoint>)> = None;
         for t in &self.topics {
-            let Some(ep) = pick(t) else { continue };
+            let Some(ep) = pick(t, kind) else { continue };
             let rank = match t.pattern.strip_suffix('*') {
                 Some(prefix) if topic.starts_with(prefix) => prefix.len(),
                 Some(_) => continue,
@@ -187,11 +189,15 @@ impl ProxyConfig {
         for ep in globals.into_iter().chain(per_topic).flatten() {
             check_url(&ep.url)?;
             if ep.timeout.is_zero() || ep.max_concurrency == 0 {
-                return Err(format!("proxy {}: timeout and max_concurrency must be > 0", ep.url));
+                return Err(format!(
+                    "proxy {}: timeout and max_concurrency must be > 0",
+                    ep.url
+                ));
             }
         }
         for t in &self.topics {
-            Pattern::parse(&t.pattern).map_err(|e| format!("proxy pattern '{}': {e}", t.pattern))?;
+            Pattern::parse(&t.pattern)
+                .map_err(|e| format!("proxy pattern '{}': {e}", t.pattern))?;
         }
         Ok(())
     }
@@ -203,7 +209,11 @@ pub fn check_url(url: &str) -> Result<(), String> {
         .strip_prefix("http://")
         .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
     let host = rest.split('/').next().unwrap_or("");
-    if host.is_empty() || rest.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+    if host.is_empty()
+        || rest
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
         return Err(format!("{url:?} has no host or has spaces"));
     }
     Ok(())
@@ -235,7 +245,10 @@ mod tests {
         let url = |k, t| c.for_topic(k, t).map(|e| e.url.as_str());
         assert_eq!(url(ProxyKind::Subscribe, "project:1"), Some("http://p/s"));
         // The exact entry sets no subscribe proxy: the pattern's applies.
-        assert_eq!(url(ProxyKind::Subscribe, "project:open"), Some("http://p/s"));
+        assert_eq!(
+            url(ProxyKind::Subscribe, "project:open"),
+            Some("http://p/s")
+        );
         assert_eq!(url(ProxyKind::Publish, "project:open"), Some("http://o/p"));
         assert_eq!(url(ProxyKind::Publish, "project:2"), None);
         assert_eq!(url(ProxyKind::Subscribe, "chat:1"), Some("http://g/s"));

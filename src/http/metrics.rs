@@ -248,7 +248,7 @@ impl EncodeMetric for ProxyLatency {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (kind, h) in &self.0 {
             let labels = [("proxy", kind.as_str())];
-            let enc = encoder.encode_family(&labels)?;
+            let mut enc = encoder.encode_family(&labels)?;
             enc.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
         }
         Ok(())
@@ -291,7 +291,10 @@ fn register_proxy(reg: &mut Registry, p: &crate::shard::proxy::ProxyStats) {
             .zip(&k.buckets)
             .map(|(ms, b)| (*ms as f64 / 1000.0, b.load(Relaxed)))
             .collect();
-        buckets.push((f64::INFINITY, k.buckets[LATENCY_BUCKETS_MS.len()].load(Relaxed)));
+        buckets.push((
+            f64::INFINITY,
+            k.buckets[LATENCY_BUCKETS_MS.len()].load(Relaxed),
+        ));
         let h = ConstHistogram {
             sum: k.sum_us.load(Relaxed) as f64 / 1e6,
             count: n,

@@ -142,7 +142,10 @@ pub const CLOSE_UNAVAILABLE: u16 = 4503;
 pub fn parse<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<Answer<T>, String> {
     let w: Wire<T> = serde_json::from_slice(body).map_err(|e| format!("invalid answer: {e}"))?;
     if let Some(d) = w.disconnect {
-        let code = d.code.filter(|c| (4000..=4999).contains(c)).unwrap_or(CLOSE_REFUSED);
+        let code = d
+            .code
+            .filter(|c| (4000..=4999).contains(c))
+            .unwrap_or(CLOSE_REFUSED);
         return Ok(Answer::Disconnect(code, clip(d.reason)));
     }
     if let Some(e) = w.error {
@@ -169,9 +172,7 @@ fn clip(mut s: String) -> String {
 
 /// The `data` query parameter, percent-decoded, as JSON (or a string when it is not JSON).
 pub fn connect_data(query: Option<&str>) -> Option<serde_json::Value> {
-    let raw = query?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("data="))?;
+    let raw = query?.split('&').find_map(|kv| kv.strip_prefix("data="))?;
     let text = percent_decode(raw)?;
     Some(serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
 }
@@ -207,8 +208,13 @@ mod tests {
     #[test]
     fn answers() {
         let a = parse::<ConnectResult>(br#"{"result":{"user":"u1","topics":["a"],"expire_at":5}}"#);
-        let Ok(Answer::Result(r)) = a else { panic!("{a:?}") };
-        assert_eq!((r.user.as_deref(), r.expire_at, r.topics.len()), (Some("u1"), Some(5), 1));
+        let Ok(Answer::Result(r)) = a else {
+            panic!("{a:?}")
+        };
+        assert_eq!(
+            (r.user.as_deref(), r.expire_at, r.topics.len()),
+            (Some("u1"), Some(5), 1)
+        );
         let a = parse::<CallResult>(br#"{"error":{"code":"not_available","message":"m"}}"#);
         assert!(matches!(a, Ok(Answer::Error(ErrorCode::NotAvailable, m)) if m == "m"));
         let a = parse::<CallResult>(br#"{"error":{"code":"weird"}}"#);

@@ -158,8 +158,9 @@ impl ShardState {
             // `ack` is checked against the connection's own user topic where it is served.
             "unsubscribe" | "" | "ack" | "info" => Ok(()),
             // An RPC's topic is its method: the backend decides (see `proxied`).
-            "rpc" if hub.config.proxy.any()
-                && hub.config.proxy.for_topic(ProxyKind::Rpc, topic).is_some() =>
+            "rpc"
+                if hub.config.proxy.any()
+                    && hub.config.proxy.for_topic(ProxyKind::Rpc, topic).is_some() =>
             {
                 Ok(())
             }
@@ -255,7 +256,12 @@ impl ShardState {
     }
 
     /// A client event for a handler (the publish path): run it inline or queue it to the pool.
-    pub(super) fn handle_event(&mut self, id: ConnId, env: &envelope::Envelope<'_>, payload: &[u8]) {
+    pub(super) fn handle_event(
+        &mut self,
+        id: ConnId,
+        env: &envelope::Envelope<'_>,
+        payload: &[u8],
+    ) {
         let (topic, req, event) = (&*env.topic, env.id, &*env.event);
         let Some((handler, blocking)) = self
             .hub
@@ -281,8 +287,7 @@ impl ShardState {
             }
             return;
         }
-        let msg = Message::new(topic, event, env.data, req)
-            .with_exclude_sender(env.exclude_sender);
+        let msg = Message::new(topic, event, env.data, req).with_exclude_sender(env.exclude_sender);
         // A shard-local copy: no shared (atomic) count touched per message.
         let node = self.node.clone();
         let mut fx = Inline { st: self, conn: id };

@@ -11,8 +11,7 @@ use crate::config::proxy::{OnDown, ProxyEndpoint, ProxyKind};
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
 use crate::proto::proxy::{
-    self as wire, Answer, CallResult, ConnRequest, ConnectResult, CLOSE_REFUSED,
-    CLOSE_UNAVAILABLE,
+    self as wire, Answer, CallResult, ConnRequest, ConnectResult, CLOSE_REFUSED, CLOSE_UNAVAILABLE,
 };
 use crate::ConnId;
 
@@ -133,14 +132,22 @@ impl ShardState {
         } = w;
         let allow_down = endpoint.on_down == OnDown::Allow;
         match step {
-            Step::Connect { topics, sse } => self.connect_answer(id, answer.result, topics, sse, allow_down),
+            Step::Connect { topics, sse } => {
+                self.connect_answer(id, answer.result, topics, sse, allow_down)
+            }
             Step::Subscribe(payload) => {
-                let Ok(env) = envelope::parse(&payload) else { return };
+                let Ok(env) = envelope::parse(&payload) else {
+                    return;
+                };
                 let (topic, req) = (env.topic.to_string(), env.id);
                 match outcome::<CallResult>(answer.result, allow_down) {
                     Outcome::Go(r) => {
                         if let Some(d) = r.and_then(|r| r.data) {
-                            let frame = envelope::publication(&topic, "subscribed", Some(d.get().as_bytes()));
+                            let frame = envelope::publication(
+                                &topic,
+                                "subscribed",
+                                Some(d.get().as_bytes()),
+                            );
                             self.enqueue(id, frame);
                         }
                         self.client_subscribe(id, &topic, req, env.data);
@@ -150,14 +157,24 @@ impl ShardState {
                 }
             }
             Step::Publish(payload) => {
-                let Ok(env) = envelope::parse(&payload) else { return };
+                let Ok(env) = envelope::parse(&payload) else {
+                    return;
+                };
                 let (topic, req) = (env.topic.to_string(), env.id);
                 match outcome::<CallResult>(answer.result, allow_down) {
                     Outcome::Go(Some(CallResult { data: Some(d), .. })) => {
                         let replaced = replace_data(&payload, &d);
                         match replaced.as_deref().map(envelope::parse) {
-                            Some(Ok(env)) => self.handle_event(id, &env, replaced.as_deref().unwrap_or_default()),
-                            _ => self.error(id, req, &topic, ErrorCode::ProxyError, "the backend's data could not replace the publication's"),
+                            Some(Ok(env)) => {
+                                self.handle_event(id, &env, replaced.as_deref().unwrap_or_default())
+                            }
+                            _ => self.error(
+                                id,
+                                req,
+                                &topic,
+                                ErrorCode::ProxyError,
+                                "the backend's data could not replace the publication's",
+                            ),
                         }
                     }
                     Outcome::Go(_) => self.handle_event(id, &env, &payload),
@@ -343,7 +360,10 @@ fn outcome<T: for<'de> serde::Deserialize<'de> + Default>(
         Err(ProxyFailure::Bad(m)) => return Outcome::Refuse(ErrorCode::ProxyError, m),
         Err(_) if allow_down => return Outcome::Go(None),
         Err(ProxyFailure::Down(m)) => {
-            return Outcome::Refuse(ErrorCode::NotAvailable, format!("backend not available: {m}"))
+            return Outcome::Refuse(
+                ErrorCode::NotAvailable,
+                format!("backend not available: {m}"),
+            )
         }
         Err(ProxyFailure::Timeout) => {
             return Outcome::Refuse(ErrorCode::NotAvailable, "backend timed out".into())

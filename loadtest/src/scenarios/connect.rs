@@ -58,7 +58,9 @@ async fn after_upgrade(
             match op {
                 fastwebsockets::OpCode::Text => break,
                 fastwebsockets::OpCode::Close => {
-                    let code = payload.get(..2).map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                    let code = payload
+                        .get(..2)
+                        .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
                     return Err(format!("closed with {code} before the first frame"));
                 }
                 _ => {}

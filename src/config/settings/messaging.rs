@@ -55,11 +55,11 @@ const MAX_NODE_LEN: usize = 64;
 /// The keys of one `[[topics]]` entry.
 const TOPIC_FIELDS: [&str; 6] = [
     "pattern",
-    "proxy",
     "history_size",
     "history_ttl",
     "presence",
     "join_leave",
+    "proxy",
 ];
 
 /// `cluster.presence_ttl`: at least a second (entries are refreshed every third of it).
@@ -134,8 +134,9 @@ fn topics_v(list: &[Namespace], proxy: impl Fn(&str) -> Option<Value>) -> Option
 /// Writes `topics = [...]` for `check-config`: one inline table per line, `pattern` first.
 pub(super) fn write_topics(
     f: &mut std::fmt::Formatter<'_>,
-    list: &[Namespace],
+    s: &Settings,
 ) -> std::fmt::Result {
+    let list = &s.topics;
     if list.is_empty() {
         return writeln!(f, "topics = []");
     }
@@ -143,12 +144,14 @@ pub(super) fn write_topics(
     for n in list {
         writeln!(
             f,
-            "  {{ pattern = {}, history_size = {}, history_ttl = \"{}\", presence = {}, join_leave = {} }},",
+            "  {{ pattern = {}, history_size = {}, history_ttl = \"{}\", presence = {}, join_leave = {}{} }},",
             Value::String(n.pattern.clone()),
             n.history_size,
             humantime::format_duration(n.history_ttl),
             n.presence,
-            n.join_leave
+            n.join_leave,
+            super::proxy::topic_proxies_v(s, &n.pattern)
+                .map_or(String::new(), |p| format!(", proxy = {p}"))
         )?;
     }
     writeln!(f, "]")

@@ -40,7 +40,10 @@ pub(super) fn endpoint(r: Raw<'_>) -> Result<Option<Arc<ProxyEndpoint>>, Why> {
         Raw::Text(t) => return url_only(t.trim()),
         Raw::Toml(_) => return Err(None),
     };
-    if let Some(k) = table.keys().find(|k| !ENDPOINT_FIELDS.contains(&k.as_str())) {
+    if let Some(k) = table
+        .keys()
+        .find(|k| !ENDPOINT_FIELDS.contains(&k.as_str()))
+    {
         return Err(Some(format!("unknown key {k:?}")));
     }
     let url = match table.get("url") {
@@ -146,7 +149,10 @@ pub(super) fn topic_proxies(items: &[Value]) -> Result<Vec<TopicProxies>, (usize
             continue;
         };
         let Value::Table(t) = p else {
-            return Err((i, format!("a table of subscribe, publish, rpc ({ENDPOINT})")));
+            return Err((
+                i,
+                format!("a table of subscribe, publish, rpc ({ENDPOINT})"),
+            ));
         };
         let pattern = item
             .get("pattern")
@@ -178,10 +184,62 @@ pub(super) fn topic_proxies(items: &[Value]) -> Result<Vec<TopicProxies>, (usize
 pub(super) fn topic_proxies_v(s: &Settings, pattern: &str) -> Option<Value> {
     let tp = s.proxy.topics.iter().find(|t| t.pattern == pattern)?;
     let mut t = toml::Table::new();
-    for (k, ep) in [("subscribe", &tp.subscribe), ("publish", &tp.publish), ("rpc", &tp.rpc)] {
+    for (k, ep) in [
+        ("subscribe", &tp.subscribe),
+        ("publish", &tp.publish),
+        ("rpc", &tp.rpc),
+    ] {
         if let Some(v) = endpoint_v(ep) {
             t.insert(k.into(), v);
         }
     }
     Some(Value::Table(t))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::proxy::{OnDown, ProxyKind};
+    use crate::settings::Settings;
+
+    #[test]
+    fn proxies_from_toml_env_and_topics() {
+        let mut s = Settings::default();
+        s.merge_toml(
+            r#"
+[proxy]
+connect = { url = "http://127.0.0.1:3000/connect", timeout = "250ms", headers = ["Cookie"] }
+rpc = "http://127.0.0.1:3000/rpc"
+
+[[topics]]
+pattern = "project:*"
+proxy = { subscribe = { url = "http://b/s", on_down = "allow", max_concurrency = 4 } }
+"#,
+            "f.toml",
+        )
+        .unwrap();
+        let c = s.proxy.connect.as_ref().unwrap();
+        assert_eq!(c.timeout, std::time::Duration::from_millis(250));
+        assert_eq!(c.headers, ["cookie"]);
+        let sub = s.proxy.for_topic(ProxyKind::Subscribe, "project:1").unwrap();
+        assert_eq!((sub.on_down, sub.max_concurrency), (OnDown::Allow, 4));
+        assert!(s.proxy.for_topic(ProxyKind::Subscribe, "chat:1").is_none());
+        s.apply_env([("RINGHUB_PROXY_PUBLISH", r#"{"url":"http://b/p","timeout":"2s"}"#)])
+            .unwrap();
+        assert_eq!(s.proxy.publish.as_ref().unwrap().url, "http://b/p");
+        s.validate().unwrap();
+        assert_eq!(s.engine_config().proxy, s.proxy);
+        // The printed configuration reads back.
+        let printed = s.to_string();
+        let mut again = Settings::default();
+        again.merge_toml(&printed, "printed").unwrap();
+        assert_eq!(again.proxy, s.proxy, "{printed}");
+
+        let err = |t: &str| Settings::default().merge_toml(t, "f.toml").unwrap_err().to_string();
+        let e = err("[proxy]\nconnect = \"https://x/\"");
+        assert!(e.contains("proxy.connect") && e.contains("not an http:// URL"), "{e}");
+        let e = err("[proxy]\nconnect = { url = \"http://x/\", retries = 3 }");
+        assert!(e.contains("unknown key \"retries\""), "{e}");
+        let e = err("[[topics]]\npattern = \"p*\"\nproxy = { join = \"http://x/\" }");
+        assert!(e.starts_with("invalid value for topics[0].proxy"), "{e}");
+    }
 }

@@ -130,7 +130,7 @@ impl fmt::Display for Settings {
                 match (key.get)(self) {
                     Some(_) if key.secret => writeln!(f, "{short} = \"***\"")?,
                     Some(_) if key.name == "topics" => {
-                        super::messaging::write_topics(f, &self.topics)?
+                        super::messaging::write_topics(f, self)?
                     }
                     Some(v)
                         if key.name == "limits.max_connections"
