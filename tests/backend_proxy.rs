@@ -290,3 +290,132 @@ async fn backend_slower_than_the_timeout(io: IoMode) {
     stop_server(h);
 }
 per_shell!(async fn backend_slower_than_the_timeout);
+
+/// The binary, configured by a file: `[proxy]` and a `[[topics]]` entry's `proxy` table.
+async fn binary_through_configuration(io: IoMode) {
+    let backend = Backend::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ringhub.toml");
+    let toml = format!(
+        "[proxy]\nconnect = {{ url = \"{}\", headers = [\"cookie\"] }}\n\n\
+         [[topics]]\npattern = \"project:*\"\nproxy = {{ subscribe = \"{}\" }}\n",
+        backend.url("/connect"),
+        backend.url("/subscribe"),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("RINGHUB_")) {
+            cmd.env_remove(k);
+        }
+    }
+    let io_name = if io == IoMode::Uring {
+        "uring"
+    } else {
+        "epoll"
+    };
+    let mut child = cmd
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&config)
+        .args(["--listen", "127.0.0.1:0", "--shards", "1", "--io", io_name])
+        .args(["--stats-interval", "0s", "--store", "memory"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn ringhub");
+    let addr: std::net::SocketAddr = wait_listening(&mut child).parse().unwrap();
+    // The session comes as a cookie this time (the allowlisted header).
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        format!("ws://{addr}/ws"),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("Cookie", "theme=dark; session=tok-bob".parse().unwrap());
+    let (mut bob, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let hello = recv(&mut bob).await;
+    assert_eq!(hello["data"]["user"], "bob", "{hello}");
+    let r = request(
+        &mut bob,
+        json!({"event":"subscribe","topic":"project:1","id":1}),
+    )
+    .await;
+    assert_eq!(r["event"], "reply", "{r}");
+    let r = request(
+        &mut bob,
+        json!({"event":"subscribe","topic":"project:3","id":2}),
+    )
+    .await;
+    assert_eq!(r["data"]["code"], "forbidden", "{r}");
+    drop(bob);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+per_shell!(async fn binary_through_configuration);
+
+/// An SSE stream passes the same connect proxy: accepted with the backend's user and topics,
+/// or refused with an `error` event and the end of the stream.
+async fn sse_clients_pass_the_connect_proxy(io: IoMode) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let backend = Backend::start();
+    let Some(h) = server(io, proxies(&backend)) else {
+        return;
+    };
+    let query = as_user("tok-alice").replace("/ws?", "");
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let req = format!("GET /sse?topics=chat:x&{query} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // The `connected` event comes once the backend accepted and the subscriptions are active.
+    while !String::from_utf8_lossy(&got).contains("\"event\":\"connected\"") {
+        let n = tokio::time::timeout(GUARD, s.read(&mut buf))
+            .await
+            .expect("SSE read timed out")
+            .unwrap();
+        assert!(n > 0, "stream ended: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&got).contains("\"user\":\"alice\""),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    got.clear();
+    // Subscribed to the token's topic and to the backend's.
+    h.publish("chat:x", "a", &json!(1)).unwrap();
+    h.publish("announcements", "b", &json!(2)).unwrap();
+    while !String::from_utf8_lossy(&got).contains("\"event\":\"b\"") {
+        let n = tokio::time::timeout(GUARD, s.read(&mut buf))
+            .await
+            .expect("SSE read timed out")
+            .unwrap();
+        assert!(n > 0, "stream ended");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).contains("\"event\":\"a\""));
+    drop(s);
+    // Refused: an error event, then the end of the stream.
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    s.write_all(b"GET /sse?topics=chat:x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(GUARD, s.read_to_end(&mut all))
+        .await
+        .expect("stream did not end")
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        text.contains(
+            r#""event":"error","topic":"","data":{"code":"forbidden","message":"login required"}"#
+        ),
+        "{text}"
+    );
+    stop_server(h);
+}
+per_shell!(async fn sse_clients_pass_the_connect_proxy);

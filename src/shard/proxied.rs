@@ -233,19 +233,25 @@ impl ShardState {
                     data = r.data;
                 }
             }
-            Outcome::Refuse(ErrorCode::NotAvailable, msg) => {
-                return self.close(id, CLOSE_UNAVAILABLE, &msg);
+            Outcome::Refuse(code @ ErrorCode::NotAvailable, msg) => {
+                return self.refuse_connect(id, sse, CLOSE_UNAVAILABLE, code, &msg);
             }
-            Outcome::Refuse(ErrorCode::ProxyError, msg) => {
-                return self.close(id, CLOSE_UNAVAILABLE, &format!("proxy_error: {msg}"));
+            Outcome::Refuse(code @ ErrorCode::ProxyError, msg) => {
+                let msg = format!("proxy_error: {msg}");
+                return self.refuse_connect(id, sse, CLOSE_UNAVAILABLE, code, &msg);
             }
-            Outcome::Refuse(_, msg) => return self.close(id, CLOSE_REFUSED, &msg),
-            Outcome::Close(code, reason) => return self.close(id, code, &reason),
+            Outcome::Refuse(code, msg) => {
+                return self.refuse_connect(id, sse, CLOSE_REFUSED, code, &msg)
+            }
+            Outcome::Close(code, reason) => {
+                return self.refuse_connect(id, sse, code, ErrorCode::Forbidden, &reason)
+            }
         }
         if sse {
-            return self.sse_start(id, &topics);
+            self.sse_start(id, &topics);
+        } else {
+            self.connected(id, &topics);
         }
-        self.connected(id, &topics);
         let client = self.hub.client_id(id);
         let user = self.conn(id).and_then(|c| c.user.clone());
         let body = serde_json::json!({
@@ -255,6 +261,16 @@ impl ShardState {
         });
         let frame = envelope::publication("", "connected", Some(body.to_string().as_bytes()));
         self.enqueue(id, frame);
+    }
+
+    /// Ends a refused connection: a WebSocket with the close code, an SSE stream (which has no
+    /// close code) with an `error` event first.
+    fn refuse_connect(&mut self, id: ConnId, sse: bool, close: u16, code: ErrorCode, msg: &str) {
+        if sse {
+            self.hub.stats[self.index].error(code);
+            self.enqueue(id, envelope::error(None, "", code, msg));
+        }
+        self.close(id, close, msg);
     }
 
     /// Replaces the connection's user (the connect proxy named one).

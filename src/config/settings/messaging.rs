@@ -132,10 +132,7 @@ fn topics_v(list: &[Namespace], proxy: impl Fn(&str) -> Option<Value>) -> Option
 }
 
 /// Writes `topics = [...]` for `check-config`: one inline table per line, `pattern` first.
-pub(super) fn write_topics(
-    f: &mut std::fmt::Formatter<'_>,
-    s: &Settings,
-) -> std::fmt::Result {
+pub(super) fn write_topics(f: &mut std::fmt::Formatter<'_>, s: &Settings) -> std::fmt::Result {
     let list = &s.topics;
     if list.is_empty() {
         return writeln!(f, "topics = []");

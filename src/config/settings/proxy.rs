@@ -220,11 +220,17 @@ proxy = { subscribe = { url = "http://b/s", on_down = "allow", max_concurrency =
         let c = s.proxy.connect.as_ref().unwrap();
         assert_eq!(c.timeout, std::time::Duration::from_millis(250));
         assert_eq!(c.headers, ["cookie"]);
-        let sub = s.proxy.for_topic(ProxyKind::Subscribe, "project:1").unwrap();
+        let sub = s
+            .proxy
+            .for_topic(ProxyKind::Subscribe, "project:1")
+            .unwrap();
         assert_eq!((sub.on_down, sub.max_concurrency), (OnDown::Allow, 4));
         assert!(s.proxy.for_topic(ProxyKind::Subscribe, "chat:1").is_none());
-        s.apply_env([("RINGHUB_PROXY_PUBLISH", r#"{"url":"http://b/p","timeout":"2s"}"#)])
-            .unwrap();
+        s.apply_env([(
+            "RINGHUB_PROXY_PUBLISH",
+            r#"{"url":"http://b/p","timeout":"2s"}"#,
+        )])
+        .unwrap();
         assert_eq!(s.proxy.publish.as_ref().unwrap().url, "http://b/p");
         s.validate().unwrap();
         assert_eq!(s.engine_config().proxy, s.proxy);
@@ -234,9 +240,17 @@ proxy = { subscribe = { url = "http://b/s", on_down = "allow", max_concurrency =
         again.merge_toml(&printed, "printed").unwrap();
         assert_eq!(again.proxy, s.proxy, "{printed}");
 
-        let err = |t: &str| Settings::default().merge_toml(t, "f.toml").unwrap_err().to_string();
+        let err = |t: &str| {
+            Settings::default()
+                .merge_toml(t, "f.toml")
+                .unwrap_err()
+                .to_string()
+        };
         let e = err("[proxy]\nconnect = \"https://x/\"");
-        assert!(e.contains("proxy.connect") && e.contains("not an http:// URL"), "{e}");
+        assert!(
+            e.contains("proxy.connect") && e.contains("not an http:// URL"),
+            "{e}"
+        );
         let e = err("[proxy]\nconnect = { url = \"http://x/\", retries = 3 }");
         assert!(e.contains("unknown key \"retries\""), "{e}");
         let e = err("[[topics]]\npattern = \"p*\"\nproxy = { join = \"http://x/\" }");
