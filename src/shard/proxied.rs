@@ -21,7 +21,11 @@ pub const CLOSE_EXPIRED: u16 = 4401;
 impl ShardState {
     /// Client messages go through here: held while the connection waits for the backend.
     pub(crate) fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
-        if let Some(w) = self.proxied.get_mut(&id) {
+        // No lookup at all unless some connection of the shard waits.
+        if let Some(w) = (!self.proxied.is_empty())
+            .then(|| self.proxied.get_mut(&id))
+            .flatten()
+        {
             w.queued_bytes += payload.len();
             w.queue.push_back(payload.into());
             if w.queued_bytes > self.hub.config.outbound_queue {
@@ -122,8 +126,11 @@ impl ShardState {
             return self.refreshed(id, answer.result);
         }
         let Some(w) = self.proxied.remove(&id) else {
-            return; // closed meanwhile
+            return; // removed meanwhile
         };
+        if self.conn(id).is_none_or(|c| c.closing.is_some()) {
+            return;
+        }
         let Waiting {
             endpoint,
             step,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::shared::HubShared;
 use super::*;
 
+mod proxy;
 mod takeover;
 
 pub(super) fn shard() -> ShardState {
