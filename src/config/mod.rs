@@ -3,6 +3,7 @@
 
 mod cluster;
 mod messaging;
+pub mod proxy;
 pub mod settings;
 
 pub use cluster::ClusterConfig;
@@ -102,6 +103,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// permessage-deflate (`[compression]`).
     pub compression: CompressionConfig,
+    /// The application backend's proxies (`[proxy]`); none by default.
+    pub proxy: proxy::ProxyConfig,
 }
 
 /// permessage-deflate (RFC 7692) with the clients that offer it (`[compression]`). Each
@@ -174,6 +177,7 @@ impl Default for Config {
             node: String::new(),
             cluster: ClusterConfig::default(),
             compression: CompressionConfig::default(),
+            proxy: proxy::ProxyConfig::default(),
             ui: true,
         }
     }
@@ -235,6 +239,7 @@ impl Config {
             return bad("echo-path must differ from the WebSocket path");
         }
         Namespaces::new(&self.topics).map_err(ServerError::Config)?;
+        self.proxy.validate().map_err(ServerError::Config)?;
         if self.store.max_recover == 0 {
             return bad("store max_recover must be at least 1");
         }

@@ -50,6 +50,7 @@ pub(crate) async fn handle(
                         .store
                         .as_ref()
                         .map(|tx| hub.store_stats.list(tx.len())),
+                    hub.links.proxy.as_ref().map(|_| &hub.proxy_stats),
                 )
                 .into_bytes(),
                 headers: String::new(),

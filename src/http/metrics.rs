@@ -55,6 +55,7 @@ pub(crate) fn render(
     shutting_down: bool,
     cluster: Option<&crate::cluster::ClusterStats>,
     store: Option<[(&str, &str, u64, bool); 7]>,
+    proxy: Option<&crate::shard::proxy::ProxyStats>,
 ) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();
@@ -223,10 +224,97 @@ pub(crate) fn render(
         }
     }
 
+    if let Some(p) = proxy {
+        register_proxy(reg.sub_registry_with_prefix("proxy"), p);
+    }
+
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &reg);
     out
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProxyName {
+    proxy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindError {
+    proxy: String,
+    kind: String,
+}
+
+/// A histogram of one proxy kind's call durations.
+#[derive(Debug)]
+struct ProxyLatency(Vec<(String, ConstHistogram)>);
+
+impl EncodeMetric for ProxyLatency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (kind, h) in &self.0 {
+            let labels = [("proxy", kind.as_str())];
+            let mut enc = encoder.encode_family(&labels)?;
+            enc.encode_histogram::<NoLabelSet>(h.sum, h.count, &h.buckets, None)?;
+        }
+        Ok(())
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// `ringhub_proxy_calls_total{proxy}`, `ringhub_proxy_errors_total{proxy,kind}` and
+/// `ringhub_proxy_duration_seconds{proxy}`.
+fn register_proxy(reg: &mut Registry, p: &crate::shard::proxy::ProxyStats) {
+    use crate::config::proxy::ProxyKind;
+    use crate::shard::proxy::{FAILURE_KINDS, LATENCY_BUCKETS_MS};
+    use std::sync::atomic::Ordering::Relaxed;
+    let calls = Family::<ProxyName, prometheus_client::metrics::counter::Counter>::default();
+    let errors = Family::<KindError, prometheus_client::metrics::counter::Counter>::default();
+    let mut latency = Vec::new();
+    for kind in ProxyKind::ALL {
+        let k = &p.kinds[kind.index()];
+        let n = k.calls.load(Relaxed);
+        if n == 0 {
+            continue;
+        }
+        calls
+            .get_or_create(&ProxyName {
+                proxy: kind.as_str().into(),
+            })
+            .inc_by(n);
+        for (name, e) in FAILURE_KINDS.iter().zip(&k.errors) {
+            errors
+                .get_or_create(&KindError {
+                    proxy: kind.as_str().into(),
+                    kind: (*name).into(),
+                })
+                .inc_by(e.load(Relaxed));
+        }
+        let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
+            .iter()
+            .zip(&k.buckets)
+            .map(|(ms, b)| (*ms as f64 / 1000.0, b.load(Relaxed)))
+            .collect();
+        buckets.push((
+            f64::INFINITY,
+            k.buckets[LATENCY_BUCKETS_MS.len()].load(Relaxed),
+        ));
+        let h = ConstHistogram {
+            sum: k.sum_us.load(Relaxed) as f64 / 1e6,
+            count: n,
+            buckets,
+        };
+        latency.push((kind.as_str().to_string(), h));
+    }
+    reg.register("calls", "Calls to the backend's proxies, by proxy", calls);
+    reg.register("errors", "Failed proxy calls, by proxy and kind", errors);
+    reg.register_with_unit(
+        "duration",
+        "Proxy call durations (a slot, the request, the answer)",
+        prometheus_client::registry::Unit::Seconds,
+        ProxyLatency(latency),
+    );
 }
 
 #[cfg(test)]
@@ -243,7 +331,7 @@ mod tests {
         stats[1].error(crate::ErrorCode::Forbidden);
         stats[0].handshake(101, std::time::Duration::from_micros(300));
         stats[0].handshake(401, std::time::Duration::ZERO);
-        let text = render(&stats, false, None, None);
+        let text = render(&stats, false, None, None, None);
         assert!(
             text.contains("ringhub_connections{shard=\"1\"} 3"),
             "{text}"

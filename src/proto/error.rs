@@ -22,11 +22,14 @@ pub enum ErrorCode {
     NotAvailable,
     /// A request asks for more than the server gives at once.
     TooMany,
+    /// The application's backend answered a proxy call with something other than a valid
+    /// answer (an HTTP error status, a body that is not the documented JSON).
+    ProxyError,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (for metrics).
-    pub const ALL: [ErrorCode; 7] = [
+    pub const ALL: [ErrorCode; 8] = [
         ErrorCode::BadRequest,
         ErrorCode::HandlerNotFound,
         ErrorCode::Forbidden,
@@ -34,6 +37,7 @@ impl ErrorCode {
         ErrorCode::Internal,
         ErrorCode::NotAvailable,
         ErrorCode::TooMany,
+        ErrorCode::ProxyError,
     ];
 
     /// The code's wire spelling.
@@ -46,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::NotAvailable => "not_available",
             ErrorCode::TooMany => "too_many",
+            ErrorCode::ProxyError => "proxy_error",
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod handler;
 pub(crate) mod handshake;
 pub mod msgpack;
 pub mod pattern;
+pub mod proxy;
 pub mod registry;
 pub(crate) mod resp;
 pub mod socketio;

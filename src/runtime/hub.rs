@@ -299,6 +299,14 @@ impl Server {
         };
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let (broker, start_broker) = crate::cluster::broker_for(&self.config.cluster, &node)?;
+        self.config.proxy.validate().map_err(ServerError::Config)?;
+        let (proxy, proxy_rx) = match self.config.proxy.any() {
+            true => {
+                let (client, rx) = crate::runtime::proxy::channel();
+                (Some(client), Some(rx))
+            }
+            false => (None, None),
+        };
         let hub = Arc::new(HubShared {
             shards: n,
             router: self.router,
@@ -310,12 +318,14 @@ impl Server {
             events: Default::default(),
             store_fault: std::sync::Mutex::new(None),
             store_stats: Default::default(),
+            proxy_stats: Default::default(),
             api_keys: Default::default(),
             config: self.config,
             links: Links {
                 pool: self.blocking.then_some(pool_tx),
                 api: Some(api_tx),
                 store: Some(store_tx),
+                proxy,
             },
             cluster: NodeLink {
                 clustered: broker.clustered(),
@@ -325,6 +335,9 @@ impl Server {
             },
         });
         start_broker(hub.clone())?;
+        if let Some(rx) = proxy_rx {
+            crate::runtime::proxy::spawn(Arc::downgrade(&hub), rx)?;
+        }
         let store_thread = {
             let seq = crate::runtime::store::Sequencer::new(store, hub.clone(), store_rx);
             std::thread::Builder::new()

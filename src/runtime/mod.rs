@@ -4,4 +4,5 @@ pub(crate) mod control;
 pub(crate) mod hub;
 pub(crate) mod messaging;
 pub(crate) mod pool;
+pub(crate) mod proxy;
 pub(crate) mod store;

@@ -7,8 +7,10 @@ use bytes::Bytes;
 
 use super::events::EventKind;
 use super::inbox::{Action, ApiOp, ApiReply, CLOSE_DISCONNECTED};
+use super::proxy::Step;
 use super::shared::Job;
 use super::ShardState;
+use crate::config::proxy::ProxyKind;
 use crate::policy::ratelimit::Verdict;
 use crate::policy::security::SecurityError;
 use crate::proto::envelope;
@@ -155,6 +157,13 @@ impl ShardState {
             }
             // `ack` is checked against the connection's own user topic where it is served.
             "unsubscribe" | "" | "ack" | "info" => Ok(()),
+            // An RPC's topic is its method: the backend decides (see `proxied`).
+            "rpc"
+                if hub.config.proxy.any()
+                    && hub.config.proxy.for_topic(ProxyKind::Rpc, topic).is_some() =>
+            {
+                Ok(())
+            }
             _ => c.perms.can_publish(user, topic),
         };
         checked.map_err(|e| match e {
@@ -165,7 +174,8 @@ impl ShardState {
         })
     }
 
-    pub(crate) fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
+    /// Dispatches one client message now (not held: see [`dispatch`](Self::dispatch)).
+    pub(super) fn dispatch_now(&mut self, id: ConnId, payload: &[u8]) {
         let env = match envelope::parse(payload) {
             Ok(e) => e,
             Err(e) => return self.error(id, e.id, "", ErrorCode::BadRequest, &e.message),
@@ -181,7 +191,15 @@ impl ShardState {
             }
         }
         match &*env.event {
-            "subscribe" => self.client_subscribe(id, topic, req, env.data),
+            "subscribe" => match self.proxy_for(ProxyKind::Subscribe, topic) {
+                Some(ep) if Pattern::parse(topic).is_ok() => {
+                    let body = self.conn_request(id, Some(topic), None, None, env.data);
+                    let step = Step::Subscribe(payload.into());
+                    self.proxy_wait(id, ProxyKind::Subscribe, ep, step, body, Vec::new());
+                }
+                _ => self.client_subscribe(id, topic, req, env.data),
+            },
+            "rpc" if self.proxy_for(ProxyKind::Rpc, topic).is_some() => self.client_rpc(id, &env),
             "history" => self.client_history(id, topic, req, env.data),
             "presence" => self.client_presence(id, topic, req, false),
             "presence_stats" => self.client_presence(id, topic, req, true),
@@ -205,54 +223,91 @@ impl ShardState {
                 if let Err(e) = crate::proto::pattern::validate_topic(topic) {
                     return self.error(id, req, topic, ErrorCode::BadRequest, &e.to_string());
                 }
-                let Some((handler, blocking)) = self
-                    .hub
-                    .router
-                    .best_match(topic)
-                    .map(|r| (r.handler.clone(), r.blocking))
-                else {
-                    let msg = format!("no handler for topic {}", crate::proto::error::quote(topic));
-                    return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
-                };
-                let Some(c) = self.conn_mut(id) else { return };
-                let (user, remote) = (c.user.clone(), c.remote);
-                if blocking {
-                    let job = Job {
-                        handler,
-                        payload: Bytes::copy_from_slice(payload),
-                        conn: id,
-                        user,
-                        remote,
-                    };
-                    if let Err(e) = self.hub.submit(job) {
-                        self.error(id, req, topic, ErrorCode::Internal, &e);
-                    }
-                    return;
+                if let Some(ep) = self.proxy_for(ProxyKind::Publish, topic) {
+                    let body = self.conn_request(id, Some(topic), Some(event), None, env.data);
+                    let step = Step::Publish(payload.into());
+                    return self.proxy_wait(id, ProxyKind::Publish, ep, step, body, Vec::new());
                 }
-                let msg = Message::new(topic, event, env.data, req)
-                    .with_exclude_sender(env.exclude_sender);
-                // A shard-local copy: no shared (atomic) count touched per message.
-                let node = self.node.clone();
-                let mut fx = Inline { st: self, conn: id };
-                let mut ctx = Context {
-                    conn: id,
-                    node: &node,
-                    user,
-                    remote,
-                    topic,
-                    id: req,
-                    replied: false,
-                    fx: &mut fx,
-                };
-                // A panicking handler fails its message, not the shard.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    handler.call(&mut ctx, &msg)
-                }))
-                .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
-                if let Some(code) = ctx.finish(result) {
-                    self.hub.stats[self.index].error(code);
-                }
+                self.handle_event(id, &env, payload);
             }
+        }
+    }
+
+    /// An RPC (`{"event":"rpc","topic":METHOD,"data":..,"id":N}`): the backend's answer is the
+    /// reply.
+    fn client_rpc(&mut self, id: ConnId, env: &envelope::Envelope<'_>) {
+        let (method, req) = (&*env.topic, env.id);
+        if let Err(e) = crate::proto::pattern::validate_topic(method) {
+            return self.error(id, req, method, ErrorCode::BadRequest, &e.to_string());
+        }
+        if req.is_none() {
+            let msg = "rpc needs a request id (the reply carries the answer)";
+            return self.error(id, req, method, ErrorCode::BadRequest, msg);
+        }
+        let Some(ep) = self.proxy_for(ProxyKind::Rpc, method) else {
+            return;
+        };
+        let body = self.conn_request(id, None, None, Some(method), env.data);
+        let step = Step::Rpc {
+            method: method.into(),
+            req,
+        };
+        self.proxy_wait(id, ProxyKind::Rpc, ep, step, body, Vec::new());
+    }
+
+    /// A client event for a handler (the publish path): run it inline or queue it to the pool.
+    pub(super) fn handle_event(
+        &mut self,
+        id: ConnId,
+        env: &envelope::Envelope<'_>,
+        payload: &[u8],
+    ) {
+        let (topic, req, event) = (&*env.topic, env.id, &*env.event);
+        let Some((handler, blocking)) = self
+            .hub
+            .router
+            .best_match(topic)
+            .map(|r| (r.handler.clone(), r.blocking))
+        else {
+            let msg = format!("no handler for topic {}", crate::proto::error::quote(topic));
+            return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
+        };
+        let Some(c) = self.conn_mut(id) else { return };
+        let (user, remote) = (c.user.clone(), c.remote);
+        if blocking {
+            let job = Job {
+                handler,
+                payload: Bytes::copy_from_slice(payload),
+                conn: id,
+                user,
+                remote,
+            };
+            if let Err(e) = self.hub.submit(job) {
+                self.error(id, req, topic, ErrorCode::Internal, &e);
+            }
+            return;
+        }
+        let msg = Message::new(topic, event, env.data, req).with_exclude_sender(env.exclude_sender);
+        // A shard-local copy: no shared (atomic) count touched per message.
+        let node = self.node.clone();
+        let mut fx = Inline { st: self, conn: id };
+        let mut ctx = Context {
+            conn: id,
+            node: &node,
+            user,
+            remote,
+            topic,
+            id: req,
+            replied: false,
+            fx: &mut fx,
+        };
+        // A panicking handler fails its message, not the shard.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            handler.call(&mut ctx, &msg)
+        }))
+        .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
+        if let Some(code) = ctx.finish(result) {
+            self.hub.stats[self.index].error(code);
         }
     }
 
@@ -285,6 +340,7 @@ impl ShardState {
             }
             Action::Unsubscribe(p) => self.unsubscribe(id, &p),
             Action::CountError(code) => self.hub.stats[self.index].error(code),
+            Action::Proxied(answer) => self.proxied_answer(id, *answer),
         }
     }
 }

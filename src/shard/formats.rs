@@ -49,7 +49,7 @@ impl ShardState {
         }
     }
 
-    fn conn(&self, id: ConnId) -> Option<&ConnEntry> {
+    pub(super) fn conn(&self, id: ConnId) -> Option<&ConnEntry> {
         self.conns.get(id.slot() as usize).filter(|c| c.id == id)
     }
 }

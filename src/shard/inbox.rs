@@ -44,6 +44,8 @@ pub(crate) enum Action {
     Unsubscribe(Box<str>),
     /// Count a handler error on the connection's shard.
     CountError(crate::ErrorCode),
+    /// The backend answered a proxy call of the connection (see `shard::proxy`).
+    Proxied(Box<super::proxy::ProxyAnswer>),
 }
 
 /// A cross-shard operation requested through the HTTP API.

@@ -422,5 +422,6 @@ impl ShardState {
         self.deflater.forget(id.raw());
         self.cancel_sync(id);
         self.deltas.retain(|_, t| t.forget(id));
+        self.forget_proxied(id);
     }
 }

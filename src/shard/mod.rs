@@ -41,6 +41,8 @@ pub(crate) use messaging::fuzz_v2_request;
 mod output;
 mod position;
 mod presence;
+mod proxied;
+pub(crate) mod proxy;
 mod request;
 mod route;
 pub(crate) mod shared;
@@ -145,6 +147,14 @@ pub(crate) struct ShardState {
     /// Sockets adopted from an embedding server since the shell last looked: it must watch them
     /// as it watches accepted ones.
     adopted: Vec<u32>,
+    /// Connections waiting for the backend (a proxy call), with the messages they sent since.
+    proxied: HashMap<ConnId, proxy::Waiting>,
+    /// `expire_at` (Unix seconds) of connections the connect proxy gave one.
+    expiry: HashMap<ConnId, u64>,
+    /// Connections whose refresh call is out.
+    refreshing: std::collections::HashSet<ConnId>,
+    /// The wall clock at `epoch` (for `expire_at`, which is wall time).
+    wall_epoch: std::time::SystemTime,
 }
 
 impl ShardState {
@@ -188,6 +198,10 @@ impl ShardState {
             deltas: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
+            proxied: HashMap::new(),
+            expiry: HashMap::new(),
+            refreshing: Default::default(),
+            wall_epoch: std::time::SystemTime::now(),
         }
     }
 
@@ -460,6 +474,13 @@ impl ShardState {
         }
         if !self.durable.is_empty() {
             self.retry_durable();
+        }
+        if !self.expiry.is_empty() {
+            let wall = self.wall_epoch + self.now.duration_since(self.epoch);
+            let unix = wall
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.check_expiry(unix);
         }
         self.check_positions();
     }

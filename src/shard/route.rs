@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::{flag, ConnKind, Phase, ShardState};
+use crate::config::proxy::ProxyKind;
 use crate::policy::guard::Admitted;
 use crate::proto::deflate;
 use crate::proto::handshake::{self as http, HttpError, RequestHead};
@@ -98,7 +99,11 @@ impl ShardState {
         }
         self.push_raw(id, Bytes::from(response));
         if kind == ConnKind::PubSub {
-            self.connected(id, &topics);
+            match self.proxy_for(ProxyKind::Connect, "") {
+                // Its messages are held until the backend answers (see `proxied`).
+                Some(ep) => self.connect_proxy(id, &head, ep, topics, false),
+                None => self.connected(id, &topics),
+            }
         }
         if let Some(c) = self.conn_mut(id) {
             let user = c.user.as_deref().unwrap_or("-");
@@ -119,10 +124,53 @@ impl ShardState {
         }
         self.take_permit(id)?;
         self.upgrade(id, Phase::Sse, admitted);
-        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
-        self.push_raw(id, Bytes::from_static(head.as_bytes()));
+        let response = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\n\r\n";
+        self.push_raw(id, Bytes::from_static(response.as_bytes()));
+        match self.proxy_for(ProxyKind::Connect, "") {
+            Some(ep) => self.connect_proxy(id, head, ep, topics, true),
+            None => self.sse_start(id, &topics),
+        }
+        Ok(())
+    }
+
+    /// Asks the connect proxy about a connection just upgraded (WebSocket) or opened (SSE).
+    fn connect_proxy(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        ep: std::sync::Arc<crate::config::proxy::ProxyEndpoint>,
+        topics: Vec<String>,
+        sse: bool,
+    ) {
+        let Some(c) = self.conn(id) else { return };
+        let client = self.hub.client_id(id);
+        let mut headers = Vec::new();
+        let mut map = serde_json::Map::new();
+        for name in &ep.headers {
+            if let Some(v) = head.header(name) {
+                headers.push((name.clone(), v.to_string()));
+                map.insert(name.clone(), v.into());
+            }
+        }
+        let body = crate::proto::proxy::ConnectRequest {
+            client: &client,
+            transport: if sse { "sse" } else { "websocket" },
+            remote: c.remote.to_string(),
+            path: &head.path,
+            query: head.query.as_deref(),
+            user: c.user.as_deref(),
+            headers: map,
+            data: crate::proto::proxy::connect_data(head.query.as_deref()),
+        }
+        .to_vec();
+        let step = super::proxy::Step::Connect { topics, sse };
+        self.proxy_wait(id, ProxyKind::Connect, ep, step, body, headers);
+    }
+
+    /// Subscribes an SSE stream to its topics (checked already) and starts it.
+    pub(super) fn sse_start(&mut self, id: ConnId, topics: &[String]) {
         let mut tokens = Vec::new();
-        for t in &topics {
+        for t in topics {
             match self.subscribe(id, t) {
                 Ok(token) => tokens.extend(token),
                 Err(e) => tracing::debug!(conn = %id, error = %e, "SSE subscription refused"),
@@ -140,7 +188,6 @@ impl ShardState {
             c.hold = held;
             tracing::debug!(conn = %id, peer = %c.remote, ?topics, "SSE stream opened");
         }
-        Ok(())
     }
 
     /// The connection caps apply to WebSocket and SSE clients only: health, metrics and the

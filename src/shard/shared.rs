@@ -122,6 +122,8 @@ pub(crate) struct HubShared {
     pub(crate) store_fault: std::sync::Mutex<Option<String>>,
     /// What the store thread did, for `/metrics`.
     pub(crate) store_stats: super::jobs::StoreStats,
+    /// Proxy calls, for `/metrics`.
+    pub(crate) proxy_stats: super::proxy::ProxyStats,
     /// Wrong API keys per address (429 after too many), for the API thread and the shards that
     /// answer an API publish themselves (`shard::fastapi`).
     pub(crate) api_keys: crate::policy::keyguard::SharedKeyGuard,
@@ -141,6 +143,8 @@ pub(crate) struct Links {
     pub(crate) api: Option<tokio::sync::mpsc::UnboundedSender<ControlJob>>,
     /// The store thread's queue.
     pub(crate) store: Option<crossbeam_channel::Sender<StoreJob>>,
+    /// The backend proxies' client (when `[proxy]` sets any).
+    pub(crate) proxy: Option<Arc<dyn super::proxy::ProxyClient>>,
 }
 
 /// How this node reaches the others: its name and its broker.
@@ -307,6 +311,7 @@ impl HubShared {
             links: Links::default(),
             cluster: NodeLink::single("bench".into()),
             store_stats: Default::default(),
+            proxy_stats: Default::default(),
             api_keys: Default::default(),
         }
     }

@@ -2,6 +2,7 @@
 //! tokio-tungstenite (an independent client implementation).
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod proxy;
 pub mod redis;
 

@@ -25,16 +25,52 @@ pub struct ConnectArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 60.0)]
     pub timeout: f64,
+    /// Count a connection once its first text frame arrives (with a connect proxy: the
+    /// `connected` frame, sent after the backend's answer), not at the `101`.
+    #[arg(long)]
+    pub first_frame: bool,
+    /// Then subscribe to this topic and wait for the reply (with a subscribe proxy: one more
+    /// backend round trip), included in the latency.
+    #[arg(long)]
+    pub subscribe: Option<String>,
 }
 
 struct Shared {
     ctx: Ctx,
+    args: ConnectArgs,
     count: usize,
     next: AtomicUsize,
     phases: Phases,
     ok: Vec<Padded>,
     failed: Vec<Padded>,
     first_error: FirstError,
+}
+
+/// `--first-frame` and `--subscribe`: what a connection waits for after its `101`.
+async fn after_upgrade(
+    args: &ConnectArgs,
+    rd: &mut client::WsReader,
+    wr: &mut client::WsWriter,
+) -> Result<(), String> {
+    if args.first_frame {
+        loop {
+            let (op, payload) = rd.next().await.map_err(|e| format!("{e:#}"))?;
+            match op {
+                fastwebsockets::OpCode::Text => break,
+                fastwebsockets::OpCode::Close => {
+                    let code = payload
+                        .get(..2)
+                        .map_or(0, |c| u16::from_be_bytes([c[0], c[1]]));
+                    return Err(format!("closed with {code} before the first frame"));
+                }
+                _ => {}
+            }
+        }
+    }
+    if let Some(topic) = &args.subscribe {
+        super::join::ringhub_subscribe(rd, wr, topic).await?;
+    }
+    Ok(())
 }
 
 async fn worker(sh: Arc<Shared>, tid: usize, per_thread: usize) -> Result<Latency> {
@@ -56,7 +92,12 @@ async fn worker(sh: Arc<Shared>, tid: usize, per_thread: usize) -> Result<Latenc
                 )
                 .await
                 {
-                    Ok((_rd, wr)) => {
+                    Ok((mut rd, mut wr)) => {
+                        if let Err(e) = after_upgrade(&sh.args, &mut rd, &mut wr).await {
+                            runner::bump(&sh.failed[tid], 1);
+                            sh.first_error.set(e);
+                            continue;
+                        }
                         lat.borrow_mut().record(t0.elapsed().as_nanos() as u64);
                         runner::bump(&sh.ok[tid], 1);
                         wr.close().await;
@@ -85,6 +126,7 @@ pub fn run(ctx: &Ctx, args: &ConnectArgs) -> Result<Report> {
     let pad = || (0..ctx.threads).map(|_| Padded::default()).collect();
     let sh = Arc::new(Shared {
         ctx: ctx.clone(),
+        args: args.clone(),
         count: args.count,
         next: AtomicUsize::new(0),
         phases: Phases::default(),

@@ -53,12 +53,13 @@ pub fn default_topics() -> Vec<Namespace> {
 const MAX_NODE_LEN: usize = 64;
 
 /// The keys of one `[[topics]]` entry.
-const TOPIC_FIELDS: [&str; 5] = [
+const TOPIC_FIELDS: [&str; 6] = [
     "pattern",
     "history_size",
     "history_ttl",
     "presence",
     "join_leave",
+    "proxy",
 ];
 
 /// `cluster.presence_ttl`: at least a second (entries are refreshed every third of it).
@@ -114,7 +115,7 @@ fn store_path(r: Raw<'_>) -> Result<PathBuf, Why> {
 }
 
 /// The entries as TOML (inline tables), so that the printed configuration reads back.
-fn topics_v(list: &[Namespace]) -> Option<Value> {
+fn topics_v(list: &[Namespace], proxy: impl Fn(&str) -> Option<Value>) -> Option<Value> {
     let entry = |n: &Namespace| {
         let mut t = toml::Table::new();
         t.insert("pattern".into(), Value::String(n.pattern.clone()));
@@ -122,16 +123,17 @@ fn topics_v(list: &[Namespace]) -> Option<Value> {
         t.insert("history_ttl".into(), dur_v(n.history_ttl)?);
         t.insert("presence".into(), Value::Boolean(n.presence));
         t.insert("join_leave".into(), Value::Boolean(n.join_leave));
+        if let Some(p) = proxy(&n.pattern) {
+            t.insert("proxy".into(), p);
+        }
         Some(Value::Table(t))
     };
     Some(Value::Array(list.iter().map(entry).collect::<Option<_>>()?))
 }
 
 /// Writes `topics = [...]` for `check-config`: one inline table per line, `pattern` first.
-pub(super) fn write_topics(
-    f: &mut std::fmt::Formatter<'_>,
-    list: &[Namespace],
-) -> std::fmt::Result {
+pub(super) fn write_topics(f: &mut std::fmt::Formatter<'_>, s: &Settings) -> std::fmt::Result {
+    let list = &s.topics;
     if list.is_empty() {
         return writeln!(f, "topics = []");
     }
@@ -139,12 +141,14 @@ pub(super) fn write_topics(
     for n in list {
         writeln!(
             f,
-            "  {{ pattern = {}, history_size = {}, history_ttl = \"{}\", presence = {}, join_leave = {} }},",
+            "  {{ pattern = {}, history_size = {}, history_ttl = \"{}\", presence = {}, join_leave = {}{} }},",
             Value::String(n.pattern.clone()),
             n.history_size,
             humantime::format_duration(n.history_ttl),
             n.presence,
-            n.join_leave
+            n.join_leave,
+            super::proxy::topic_proxies_v(s, &n.pattern)
+                .map_or(String::new(), |p| format!(", proxy = {p}"))
         )?;
     }
     writeln!(f, "]")
@@ -167,7 +171,7 @@ pub(super) const KEYS: &[Key] = &[
         "an array of [[topics]] tables (in RINGHUB_TOPICS: a JSON array of objects)",
         // `Settings::set_raw` calls `topics` itself, for errors that name the entry's key.
         |s, r| s.topics = topics(r, "").map_err(|e| Some(e.to_string()))?,
-        |s| topics_v(&s.topics)
+        |s| topics_v(&s.topics, |p| super::proxy::topic_proxies_v(s, p))
     ),
     key!(
         "store.backend",
@@ -313,6 +317,14 @@ fn invalid(key: String, value: String, expected: String, origin: &str) -> Settin
 /// Parses `topics`: a TOML array of tables, or (from text) a JSON array of objects. Errors name
 /// the entry and its key, e.g. `topics[1].pattern`; `origin` is like `in ringhub.toml`.
 pub(super) fn topics(raw: Raw<'_>, origin: &str) -> Result<Vec<Namespace>, SettingsError> {
+    topics_and_proxies(raw, origin).map(|(list, _)| list)
+}
+
+/// [`topics`], with the entries' `proxy` tables.
+pub(super) fn topics_and_proxies(
+    raw: Raw<'_>,
+    origin: &str,
+) -> Result<(Vec<Namespace>, Vec<crate::config::proxy::TopicProxies>), SettingsError> {
     let whole = |why: Option<String>| {
         let expected = match why {
             Some(why) => format!("{TOPICS_EXPECTED}: {why}"),
@@ -396,7 +408,13 @@ pub(super) fn topics(raw: Raw<'_>, origin: &str) -> Result<Vec<Namespace>, Setti
     }
     // The engine's own check, which the server runs at start.
     Namespaces::new(&list).map_err(|e| whole(Some(e)))?;
-    Ok(list)
+    let proxies = super::proxy::topic_proxies(&items).map_err(|(i, expected)| {
+        let value = items[i]
+            .get("proxy")
+            .map_or("(not set)".into(), |v| Raw::Toml(v).show(false));
+        invalid(format!("topics[{i}].proxy"), value, expected, origin)
+    })?;
+    Ok((list, proxies))
 }
 
 impl Settings {

@@ -21,6 +21,7 @@
 
 mod keys;
 mod messaging;
+mod proxy;
 mod report;
 #[cfg(test)]
 mod tests;
@@ -55,7 +56,12 @@ pub enum LogFormat {
 /// prints them section by section, in this order within a section.
 pub static KEYS: &[Key] = &ALL;
 
-static ALL: [Key; keys::CORE.len() + messaging::KEYS.len()] = concat(keys::CORE, messaging::KEYS);
+static ALL: [Key; keys::CORE.len() + messaging::KEYS.len() + proxy::KEYS.len()] =
+    concat(&MESSAGING, proxy::KEYS);
+
+/// The core and the messaging keys.
+const MESSAGING: [Key; keys::CORE.len() + messaging::KEYS.len()] =
+    concat(keys::CORE, messaging::KEYS);
 
 /// `a` then `b`, as an array of `N = a.len() + b.len()` keys (a static cannot join slices).
 const fn concat<const N: usize>(a: &[Key], b: &[Key]) -> [Key; N] {
@@ -199,6 +205,8 @@ pub struct Settings {
     pub ui: UiSettings,
     /// `[compression]`: permessage-deflate.
     pub compression: crate::config::CompressionConfig,
+    /// `[proxy]` and the `proxy` tables of `[[topics]]` entries: the backend's proxies.
+    pub proxy: crate::config::proxy::ProxyConfig,
     /// `RINGHUB_*` variables that name no setting (a typo is otherwise silently ignored): each
     /// is a warning naming the closest known variable.
     ignored_env: Vec<String>,
@@ -240,13 +248,14 @@ impl Default for Settings {
             cluster: c.cluster,
             ui: UiSettings::default(),
             compression: c.compression,
+            proxy: c.proxy,
             ignored_env: Vec::new(),
         }
     }
 }
 
 /// The TOML sections, in print order (the empty name is the top level).
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "",
     "auth",
     "api",
@@ -259,6 +268,7 @@ const SECTIONS: [&str; 12] = [
     "cluster",
     "ui",
     "compression",
+    "proxy",
 ];
 
 impl Settings {
@@ -391,7 +401,7 @@ impl Settings {
         };
         if key.name == "topics" {
             // Its errors name the entry and key inside it, e.g. `topics[1].pattern`.
-            self.topics = messaging::topics(raw, &origin)?;
+            (self.topics, self.proxy.topics) = messaging::topics_and_proxies(raw, &origin)?;
             return Ok(());
         }
         (key.set)(self, raw).map_err(|why| {
@@ -516,6 +526,7 @@ impl Settings {
             node: self.node.clone(),
             cluster: self.cluster.clone(),
             compression: self.compression,
+            proxy: self.proxy.clone(),
         }
     }
 }

@@ -129,9 +129,7 @@ impl fmt::Display for Settings {
                 let short = key.name.rsplit('.').next().unwrap_or(key.name);
                 match (key.get)(self) {
                     Some(_) if key.secret => writeln!(f, "{short} = \"***\"")?,
-                    Some(_) if key.name == "topics" => {
-                        super::messaging::write_topics(f, &self.topics)?
-                    }
+                    Some(_) if key.name == "topics" => super::messaging::write_topics(f, self)?,
                     Some(v)
                         if key.name == "limits.max_connections"
                             && self.limits.max_connections == default_max_connections() =>

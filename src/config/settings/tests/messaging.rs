@@ -249,7 +249,7 @@ fn topics_from_env_json_and_their_errors() {
     assert_eq!(
         e,
         "unknown setting topics[0].histroy_size in f.toml (expected one of: pattern, \
-         history_size, history_ttl, presence, join_leave)"
+         history_size, history_ttl, presence, join_leave, proxy)"
     );
     let e = err(toml("[[topics]]\nhistory_size = 3"));
     assert!(
