@@ -4,8 +4,10 @@
 mod cluster;
 mod messaging;
 pub mod settings;
+pub mod webhooks;
 
 pub use cluster::ClusterConfig;
+pub use webhooks::WebhookConfig;
 pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
 
 use std::net::SocketAddr;
@@ -99,6 +101,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// permessage-deflate (`[compression]`).
     pub compression: CompressionConfig,
+    /// Events sent to the application's backend (`[webhooks]`); off by default.
+    pub webhooks: WebhookConfig,
 }
 
 /// permessage-deflate (RFC 7692) with the clients that offer it (`[compression]`). Each
@@ -170,6 +174,7 @@ impl Default for Config {
             node: String::new(),
             cluster: ClusterConfig::default(),
             compression: CompressionConfig::default(),
+            webhooks: WebhookConfig::default(),
             ui: true,
         }
     }
@@ -251,6 +256,7 @@ impl Config {
         if self.cluster.prefix.is_empty() {
             return bad("cluster prefix must not be empty");
         }
+        self.webhooks.validate().map_err(ServerError::Config)?;
         if self.store.backend == StoreBackend::Redis && self.cluster.redis.is_empty() {
             return bad("the redis store needs the cluster's Redis URLs (cluster redis)");
         }

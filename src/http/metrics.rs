@@ -55,6 +55,7 @@ pub(crate) fn render(
     shutting_down: bool,
     cluster: Option<&crate::cluster::ClusterStats>,
     store: Option<[(&str, &str, u64, bool); 7]>,
+    webhooks: Option<[(&str, &str, u64, bool); 6]>,
 ) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();
@@ -205,8 +206,10 @@ pub(crate) fn render(
         }
     }
 
-    if let Some(list) = store {
-        let sub = reg.sub_registry_with_prefix("store");
+    let lists = [("store", store.map(|l| l.to_vec())), ("webhook", webhooks.map(|l| l.to_vec()))];
+    for (prefix, list) in lists {
+        let Some(list) = list else { continue };
+        let sub = reg.sub_registry_with_prefix(prefix);
         for (name, help, value, counter) in list {
             if counter {
                 sub.register(name, help, ConstCounter::new(value));
@@ -238,7 +241,7 @@ mod tests {
         stats[1].error(crate::ErrorCode::Forbidden);
         stats[0].handshake(101, std::time::Duration::from_micros(300));
         stats[0].handshake(401, std::time::Duration::ZERO);
-        let text = render(&stats, false, None, None);
+        let text = render(&stats, false, None, None, None);
         assert!(
             text.contains("ringhub_connections{shard=\"1\"} 3"),
             "{text}"

@@ -16,4 +16,5 @@ pub mod registry;
 pub(crate) mod resp;
 pub(crate) mod sse;
 pub mod stats;
+pub mod webhook;
 pub(crate) mod wire;

@@ -5,3 +5,4 @@ pub(crate) mod hub;
 pub(crate) mod messaging;
 pub(crate) mod pool;
 pub(crate) mod store;
+pub(crate) mod webhook;

@@ -120,6 +120,19 @@ pub(crate) enum StoreJob {
     Positions { shard: usize, topics: Vec<Arc<str>> },
     /// Several jobs that go into one batch, so one commit (the API's `batch` endpoint).
     Many(Vec<StoreJob>),
+    /// A webhook fact from a shard: counted, and put in the outbox as events when it makes one.
+    Webhook(super::webhook::WebhookFact),
+    /// The webhook sender leases up to `max` outbox events for `lease`.
+    OutboxClaim {
+        max: usize,
+        lease: std::time::Duration,
+        reply: oneshot::Sender<Result<Vec<crate::store::OutboxEntry>, StoreError>>,
+    },
+    /// The webhook sender is done with these events (delivered, or dead letters).
+    OutboxDone {
+        ids: Vec<String>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit and exit.
     Stop,
 }

@@ -46,6 +46,7 @@ mod route;
 pub(crate) mod shared;
 mod state;
 mod sync;
+pub(crate) mod webhook;
 mod ws;
 
 #[cfg(feature = "axum")]

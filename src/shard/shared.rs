@@ -122,6 +122,8 @@ pub(crate) struct HubShared {
     pub(crate) store_fault: std::sync::Mutex<Option<String>>,
     /// What the store thread did, for `/metrics`.
     pub(crate) store_stats: super::jobs::StoreStats,
+    /// What the webhook sender did and the outbox holds (`/metrics`, `/api/v1/webhooks`).
+    pub(crate) webhooks: super::webhook::WebhookStats,
     /// Wrong API keys per address (429 after too many), for the API thread and the shards that
     /// answer an API publish themselves (`shard::fastapi`).
     pub(crate) api_keys: crate::policy::keyguard::SharedKeyGuard,
@@ -307,6 +309,7 @@ impl HubShared {
             links: Links::default(),
             cluster: NodeLink::single("bench".into()),
             store_stats: Default::default(),
+            webhooks: Default::default(),
             api_keys: Default::default(),
         }
     }

@@ -24,6 +24,7 @@ mod messaging;
 mod report;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,7 +56,11 @@ pub enum LogFormat {
 /// prints them section by section, in this order within a section.
 pub static KEYS: &[Key] = &ALL;
 
-static ALL: [Key; keys::CORE.len() + messaging::KEYS.len()] = concat(keys::CORE, messaging::KEYS);
+static ALL: [Key; keys::CORE.len() + messaging::KEYS.len() + webhooks::KEYS.len()] =
+    concat(&MESSAGING, webhooks::KEYS);
+
+static MESSAGING: [Key; keys::CORE.len() + messaging::KEYS.len()] =
+    concat(keys::CORE, messaging::KEYS);
 
 /// `a` then `b`, as an array of `N = a.len() + b.len()` keys (a static cannot join slices).
 const fn concat<const N: usize>(a: &[Key], b: &[Key]) -> [Key; N] {
@@ -197,6 +202,8 @@ pub struct Settings {
     pub ui: UiSettings,
     /// `[compression]`: permessage-deflate.
     pub compression: crate::config::CompressionConfig,
+    /// `[webhooks]`: events sent to the application's backend.
+    pub webhooks: crate::config::WebhookConfig,
     /// `RINGHUB_*` variables that name no setting (a typo is otherwise silently ignored): each
     /// is a warning naming the closest known variable.
     ignored_env: Vec<String>,
@@ -237,13 +244,14 @@ impl Default for Settings {
             cluster: c.cluster,
             ui: UiSettings::default(),
             compression: c.compression,
+            webhooks: c.webhooks,
             ignored_env: Vec::new(),
         }
     }
 }
 
 /// The TOML sections, in print order (the empty name is the top level).
-const SECTIONS: [&str; 12] = [
+const SECTIONS: [&str; 13] = [
     "",
     "auth",
     "api",
@@ -256,6 +264,7 @@ const SECTIONS: [&str; 12] = [
     "cluster",
     "ui",
     "compression",
+    "webhooks",
 ];
 
 impl Settings {
@@ -512,6 +521,7 @@ impl Settings {
             node: self.node.clone(),
             cluster: self.cluster.clone(),
             compression: self.compression,
+            webhooks: self.webhooks.clone(),
         }
     }
 }

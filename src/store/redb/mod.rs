@@ -21,6 +21,7 @@
 //! | `status` | id | a final status: offset, status, attempts, created, final time, user |
 //! | `finals` | (final time, id) | — (final statuses, to forget them) |
 //! | `meta` | name | `next_id`, `store_id`, `inbox_schema` |
+//! | `outbox` | id | a webhook event: created time, JSON (the `outbox` module) |
 //!
 //! Each user's inbox (offset → id) and the live messages by creation time are indexed in
 //! memory, rebuilt from `messages` at open (the `inbox` module): a durable send writes one row.
@@ -42,6 +43,7 @@ mod codec;
 mod history;
 mod inbox;
 mod open;
+mod outbox;
 mod schema;
 
 pub(crate) use codec::fuzz_decode_all;
@@ -53,8 +55,8 @@ use std::time::Duration;
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
 
 use super::{
-    HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage, StatusChange,
-    Store, StoreError, StreamPos,
+    HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage, OutboxEntry,
+    OutboxStats, StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -123,6 +125,8 @@ pub struct RedbStore {
     dirty_streams: Vec<Box<str>>,
     /// Live messages per user inbox and by time, in memory (see the `inbox` module).
     inboxes: inbox::Inboxes,
+    /// Pending webhook events, in memory (see the `outbox` module).
+    outbox: crate::store::outbox::OutboxIndex<()>,
     /// The id the next message gets.
     next_id: u64,
     next_id_dirty: bool,
@@ -292,6 +296,34 @@ impl Store for RedbStore {
         self.usable()?;
         let r = self.status_inner(id);
         self.note(r)
+    }
+
+    fn outbox_push(&mut self, events: &[bytes::Bytes], now_ms: u64) -> Result<(), StoreError> {
+        self.usable()?;
+        let r = self.outbox_push_inner(events, now_ms);
+        self.track(r)
+    }
+
+    fn outbox_claim(
+        &mut self,
+        max: usize,
+        lease: Duration,
+        now_ms: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.usable()?;
+        let r = self.outbox_claim_inner(max, lease, now_ms);
+        self.note(r)
+    }
+
+    fn outbox_done(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        self.usable()?;
+        let r = self.outbox_done_inner(ids);
+        self.track(r)
+    }
+
+    fn outbox_stats(&mut self) -> Result<OutboxStats, StoreError> {
+        self.usable()?;
+        Ok(self.outbox_stats_inner())
     }
 
     fn health(&self) -> Result<(), String> {
