@@ -330,8 +330,9 @@ pub trait Store: Send + 'static {
     /// See [`outbox`] for the guarantees.
     fn outbox_push(&mut self, events: &[Bytes], now_ms: u64) -> Result<(), StoreError>;
 
-    /// Leases up to `max` events that are pending and not leased (or whose lease ended), oldest
-    /// first, for `lease`: nobody else gets them meanwhile.
+    /// Claims up to `max` pending events, oldest first, that nobody claimed within the last
+    /// `lease` (never claimed, or their claimer is still retrying them or died); they are
+    /// this caller's until a claim with a `lease` shorter than their age takes them over.
     fn outbox_claim(
         &mut self,
         max: usize,

@@ -13,8 +13,9 @@
 //!   events first, in push order: a batch is in push order, and batches follow each other in
 //!   push order while nothing fails. A retried batch may overtake nothing (its sender retries it
 //!   before claiming more), but after a lease expires an event can arrive after newer ones.
-//! - **Leases.** A claimed event is not handed out again until its lease has expired (the
-//!   sender is retrying it, or died). The local stores keep leases in memory: after a restart
+//! - **Leases.** A claimed event is handed out again only to a claim whose `lease` has passed
+//!   since it was claimed (its sender is still retrying it, or died): the claimer says how
+//!   long a claim is respected, as with Redis's `XAUTOCLAIM` min-idle-time. The local stores keep leases in memory: after a restart
 //!   every pending event is claimable at once. The Redis store keeps them in the stream's
 //!   consumer group, so in a cluster each event is claimed by one node at a time and taken over
 //!   by another only after the lease (a node died).
@@ -48,8 +49,8 @@ pub struct OutboxStats {
 #[derive(Debug)]
 struct Pending<T> {
     created_ms: u64,
-    /// Claimable again from this time (0: never claimed).
-    lease_until: u64,
+    /// When it was last claimed (`None`: never).
+    claimed_ms: Option<u64>,
     value: T,
 }
 
@@ -86,21 +87,22 @@ impl<T> OutboxIndex<T> {
             id,
             Pending {
                 created_ms,
-                lease_until: 0,
+                claimed_ms: None,
                 value,
             },
         );
     }
 
-    /// Leases up to `max` claimable events, oldest first.
+    /// Claims up to `max` events, oldest first, that were never claimed or last claimed at
+    /// least `lease` ago.
     pub(crate) fn claim(&mut self, max: usize, lease: Duration, now_ms: u64) -> Vec<(u64, u64, &T)> {
-        let until = now_ms.saturating_add(lease.as_millis() as u64);
+        let lease = lease.as_millis() as u64;
         self.pending
             .iter_mut()
-            .filter(|(_, p)| p.lease_until <= now_ms)
+            .filter(|(_, p)| p.claimed_ms.is_none_or(|c| now_ms >= c.saturating_add(lease)))
             .take(max)
             .map(|(id, p)| {
-                p.lease_until = until;
+                p.claimed_ms = Some(now_ms);
                 (*id, p.created_ms, &p.value)
             })
             .collect()
