@@ -335,3 +335,85 @@ async fn undelivered_events_survive_kill_9() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// Two nodes with the Redis store: occupied / vacated and online / offline are sent once per
+/// cluster-wide transition (not once per node), and every event once (the outbox is one Redis
+/// stream read by both nodes through a consumer group).
+#[tokio::test]
+async fn cluster_sends_each_transition_once() {
+    let Some(redis) = common::redis::Redis::start() else {
+        return;
+    };
+    let log = Arc::new(Mutex::new(Log::default()));
+    let Some(rx) = Receiver::start(0, log) else {
+        return;
+    };
+    let url = rx.url();
+    let settings = [
+        ("store.backend", "redis"),
+        ("webhooks.url", url.as_str()),
+        ("webhooks.secret", SECRET),
+        ("webhooks.retry_min", "20ms"),
+        ("webhooks.retry_max", "200ms"),
+        ("webhooks.events", "topic_occupied,topic_vacated,user_online,user_offline"),
+    ];
+    let urls = [redis.url()];
+    let Some(a) = cluster::node_with(IoMode::Epoll, "a", &urls, &settings) else {
+        return;
+    };
+    let b = cluster::node_with(IoMode::Epoll, "b", &urls, &settings).unwrap();
+    for n in [&a, &b] {
+        cluster::wait_for(|| cluster::ready(n.local_addr()).0 == 200, "node ready").await;
+    }
+    let path = format!("/ws?token={}", cluster::token("alice"));
+    let mut on_a = connect(&a, &path).await;
+    subscribe(&mut on_a, "room:1", 1).await;
+    until("alice online", || count(&rx.events(), "user_online", "user", "alice") == 1).await;
+    let mut on_b = connect(&b, &path).await;
+    subscribe(&mut on_b, "room:1", 1).await;
+    for mut ws in [on_a, on_b] {
+        ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
+    }
+    until("alice offline", || count(&rx.events(), "user_offline", "user", "alice") == 1).await;
+    until("room:1 vacated", || count(&rx.events(), "topic_vacated", "topic", "room:1") == 1).await;
+    // Both nodes have processed their last transitions once no node holds either key ...
+    let mut conn = redis.conn();
+    let mut held = |key: &str| -> u64 {
+        ::redis::cmd("SCARD")
+            .arg(format!("ringhub:whn:{key}"))
+            .query(&mut conn)
+            .unwrap()
+    };
+    until("no node holds the keys", || {
+        held("user:alice") == 0 && held("topic:room:1") == 0
+    })
+    .await;
+    // ... and everything they put in the outbox before has been sent once a later event of each
+    // node arrived and the stream is empty.
+    let ma = connect(&a, &format!("/ws?token={}", cluster::token("marker-a"))).await;
+    let mb = connect(&b, &format!("/ws?token={}", cluster::token("marker-b"))).await;
+    until("the markers", || {
+        let ev = rx.events();
+        count(&ev, "user_online", "user", "marker-a") == 1
+            && count(&ev, "user_online", "user", "marker-b") == 1
+    })
+    .await;
+    let mut conn = redis.conn();
+    until("an empty outbox stream", || {
+        ::redis::cmd("XLEN")
+            .arg("ringhub:wh")
+            .query::<u64>(&mut conn)
+            .unwrap()
+            == 0
+    })
+    .await;
+    let ev = rx.events();
+    assert_unique_ids(&ev);
+    assert_eq!(count(&ev, "user_online", "user", "alice"), 1, "{ev:?}");
+    assert_eq!(count(&ev, "user_offline", "user", "alice"), 1, "{ev:?}");
+    assert_eq!(count(&ev, "topic_occupied", "topic", "room:1"), 1, "{ev:?}");
+    assert_eq!(count(&ev, "topic_vacated", "topic", "room:1"), 1, "{ev:?}");
+    drop((ma, mb));
+    cluster::stop(vec![a, b]);
+}
