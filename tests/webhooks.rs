@@ -64,7 +64,8 @@ impl Receiver {
             for line in lines.map_while(Result::ok) {
                 let mut l = sink.lock().unwrap();
                 if let Some(b) = line.strip_prefix("REQ ") {
-                    l.bodies.push(serde_json::from_str(b).expect("body is JSON"));
+                    l.bodies
+                        .push(serde_json::from_str(b).expect("body is JSON"));
                 } else if let Some(b) = line.strip_prefix("BAD ") {
                     l.bad.push(b.to_string());
                 }
@@ -106,7 +107,11 @@ impl Drop for Receiver {
 
 fn events_of(log: &Mutex<Log>) -> Vec<Value> {
     let l = log.lock().unwrap();
-    assert!(l.bad.is_empty(), "the receiver refused requests: {:?}", l.bad);
+    assert!(
+        l.bad.is_empty(),
+        "the receiver refused requests: {:?}",
+        l.bad
+    );
     l.bodies
         .iter()
         .flat_map(|b| b["events"].as_array().cloned().unwrap_or_default())
@@ -194,7 +199,11 @@ async fn events_of_a_connection_life(io: IoMode) {
     assert_eq!(count(&ev, "topic_occupied", "topic", "room:1"), 1, "{ev:?}");
     assert_eq!(count(&ev, "topic_vacated", "topic", "room:1"), 1, "{ev:?}");
     assert_eq!(count(&ev, "presence_added", "topic", "room:1"), 2, "{ev:?}");
-    assert_eq!(count(&ev, "presence_removed", "topic", "room:1"), 2, "{ev:?}");
+    assert_eq!(
+        count(&ev, "presence_removed", "topic", "room:1"),
+        2,
+        "{ev:?}"
+    );
     let p: Vec<&Value> = ev.iter().filter(|e| e["type"] == "publication").collect();
     assert_eq!(p.len(), 1, "{ev:?}");
     assert_eq!(p[0]["topic"], "chat:x");
@@ -294,7 +303,14 @@ async fn undelivered_events_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let spawn = |listen: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ringhub"))
-            .args(["--listen", listen, "--shards", "2", "--stats-interval", "0s"])
+            .args([
+                "--listen",
+                listen,
+                "--shards",
+                "2",
+                "--stats-interval",
+                "0s",
+            ])
             .env("RINGHUB_STORE_BACKEND", "redb")
             .env("RINGHUB_STORE_PATH", dir.path())
             .env("RINGHUB_API_KEY", "k")
@@ -318,7 +334,10 @@ async fn undelivered_events_survive_kill_9() {
         ws.close(None).await.unwrap();
         while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
     }
-    until("every event in the outbox", || status(addr)["backlog"] == 2 * N).await;
+    until("every event in the outbox", || {
+        status(addr)["backlog"] == 2 * N
+    })
+    .await;
     first.kill().unwrap();
     first.wait().unwrap();
     assert!(rx.events().is_empty());
@@ -355,7 +374,10 @@ async fn cluster_sends_each_transition_once() {
         ("webhooks.secret", SECRET),
         ("webhooks.retry_min", "20ms"),
         ("webhooks.retry_max", "200ms"),
-        ("webhooks.events", "topic_occupied,topic_vacated,user_online,user_offline"),
+        (
+            "webhooks.events",
+            "topic_occupied,topic_vacated,user_online,user_offline",
+        ),
     ];
     let urls = [redis.url()];
     let Some(a) = cluster::node_with(IoMode::Epoll, "a", &urls, &settings) else {
@@ -368,15 +390,24 @@ async fn cluster_sends_each_transition_once() {
     let path = format!("/ws?token={}", cluster::token("alice"));
     let mut on_a = connect(&a, &path).await;
     subscribe(&mut on_a, "room:1", 1).await;
-    until("alice online", || count(&rx.events(), "user_online", "user", "alice") == 1).await;
+    until("alice online", || {
+        count(&rx.events(), "user_online", "user", "alice") == 1
+    })
+    .await;
     let mut on_b = connect(&b, &path).await;
     subscribe(&mut on_b, "room:1", 1).await;
     for mut ws in [on_a, on_b] {
         ws.close(None).await.unwrap();
         while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
     }
-    until("alice offline", || count(&rx.events(), "user_offline", "user", "alice") == 1).await;
-    until("room:1 vacated", || count(&rx.events(), "topic_vacated", "topic", "room:1") == 1).await;
+    until("alice offline", || {
+        count(&rx.events(), "user_offline", "user", "alice") == 1
+    })
+    .await;
+    until("room:1 vacated", || {
+        count(&rx.events(), "topic_vacated", "topic", "room:1") == 1
+    })
+    .await;
     // Both nodes have processed their last transitions once no node holds either key ...
     let mut conn = redis.conn();
     let mut held = |key: &str| -> u64 {

@@ -7,8 +7,8 @@ pub mod settings;
 pub mod webhooks;
 
 pub use cluster::ClusterConfig;
-pub use webhooks::WebhookConfig;
 pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
+pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -92,8 +92,7 @@ impl WebhookConfig {
         if self.batch_size == 0 || self.batch_size > 10_000 {
             return Err("webhooks batch_size must be between 1 and 10000".into());
         }
-        if self.timeout.is_zero() || self.retry_min.is_zero() || self.retry_max < self.retry_min
-        {
+        if self.timeout.is_zero() || self.retry_min.is_zero() || self.retry_max < self.retry_min {
             return Err(
                 "webhooks timeout and retry_min must be positive, retry_max at least retry_min"
                     .into(),

@@ -206,7 +206,10 @@ pub(crate) fn render(
         }
     }
 
-    let lists = [("store", store.map(|l| l.to_vec())), ("webhook", webhooks.map(|l| l.to_vec()))];
+    let lists = [
+        ("store", store.map(|l| l.to_vec())),
+        ("webhook", webhooks.map(|l| l.to_vec())),
+    ];
     for (prefix, list) in lists {
         let Some(list) = list else { continue };
         let sub = reg.sub_registry_with_prefix(prefix);

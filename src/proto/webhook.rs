@@ -105,7 +105,9 @@ impl EventSet {
     }
     /// The kinds in the set, in documentation order.
     pub fn kinds(self) -> impl Iterator<Item = EventKind> {
-        EventKind::ALL.into_iter().filter(move |k| self.contains(*k))
+        EventKind::ALL
+            .into_iter()
+            .filter(move |k| self.contains(*k))
     }
 }
 
@@ -274,10 +276,22 @@ mod tests {
         );
         let h = signature_header(b"secret", 100, b"body");
         assert_eq!(verify(b"secret", &h, b"body", 100, 300), Ok(()));
-        assert_eq!(verify(b"secret", &h, b"body", 450, 300), Err(VerifyError::Stale));
-        assert_eq!(verify(b"other", &h, b"body", 100, 300), Err(VerifyError::Mismatch));
-        assert_eq!(verify(b"secret", &h, b"bodx", 100, 300), Err(VerifyError::Mismatch));
-        assert_eq!(verify(b"secret", "v1=00", b"body", 100, 300), Err(VerifyError::Malformed));
+        assert_eq!(
+            verify(b"secret", &h, b"body", 450, 300),
+            Err(VerifyError::Stale)
+        );
+        assert_eq!(
+            verify(b"other", &h, b"body", 100, 300),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"secret", &h, b"bodx", 100, 300),
+            Err(VerifyError::Mismatch)
+        );
+        assert_eq!(
+            verify(b"secret", "v1=00", b"body", 100, 300),
+            Err(VerifyError::Malformed)
+        );
     }
 
     #[test]

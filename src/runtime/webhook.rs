@@ -26,7 +26,9 @@ use crate::store::{now_ms, OutboxEntry, StoreError};
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// Starts the sender thread when webhooks are configured.
-pub(crate) fn spawn(hub: Arc<HubShared>) -> Result<Option<std::thread::JoinHandle<()>>, ServerError> {
+pub(crate) fn spawn(
+    hub: Arc<HubShared>,
+) -> Result<Option<std::thread::JoinHandle<()>>, ServerError> {
     if hub.config.webhooks.url.is_none() {
         return Ok(None);
     }
@@ -130,8 +132,13 @@ impl Sender {
                 Err(e) => {
                     self.hub.webhooks.fail(format!("outbox: {e}"));
                     let r = self.random();
-                    self.pause(backoff(store_failures, self.cfg.retry_min, self.cfg.retry_max, r))
-                        .await;
+                    self.pause(backoff(
+                        store_failures,
+                        self.cfg.retry_min,
+                        self.cfg.retry_max,
+                        r,
+                    ))
+                    .await;
                     store_failures += 1;
                     continue;
                 }
@@ -171,7 +178,8 @@ impl Sender {
 
     async fn done(&self, ids: Vec<String>) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.ask(StoreJob::OutboxDone { ids, reply: tx }, rx).await?
+        self.ask(StoreJob::OutboxDone { ids, reply: tx }, rx)
+            .await?
     }
 
     async fn ask<T>(&self, job: StoreJob, rx: oneshot::Receiver<T>) -> Result<T, StoreError> {

@@ -121,7 +121,7 @@ pub(crate) enum StoreJob {
     /// Several jobs that go into one batch, so one commit (the API's `batch` endpoint).
     Many(Vec<StoreJob>),
     /// A webhook fact from a shard: counted, and put in the outbox as events when it makes one.
-    Webhook(super::webhook::WebhookFact),
+    Webhook(WebhookFact),
     /// The webhook sender leases up to `max` outbox events for `lease`.
     OutboxClaim {
         max: usize,
@@ -175,4 +175,24 @@ impl StoreStats {
             ("commits", "Batches of store jobs committed (one commit, and with redb one fsync, each)", g(&self.commits), true),
         ]
     }
+}
+
+/// A fact for the store thread's webhook aggregator (made by `shard::webhook`).
+#[derive(Debug)]
+pub(crate) enum WebhookFact {
+    /// Shard `shard` got its first (`on`) or lost its last (`!on`) subscriber of `topic`.
+    Topic {
+        topic: Arc<str>,
+        shard: usize,
+        on: bool,
+    },
+    /// Shard `shard` got its first (`on`) or lost its last connection of `user`.
+    User {
+        user: Arc<str>,
+        shard: usize,
+        on: bool,
+    },
+    /// A finished event (its JSON without id): presence changes and publications, which need
+    /// no counting.
+    Event(Bytes),
 }

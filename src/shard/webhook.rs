@@ -9,32 +9,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
-
 use super::jobs::StoreJob;
+pub(crate) use super::jobs::WebhookFact;
 use super::ShardState;
 use crate::proto::pattern::Pattern;
 use crate::proto::webhook::{event_json, json_str, EventKind};
-
-/// A fact for the store thread's webhook aggregator.
-#[derive(Debug)]
-pub(crate) enum WebhookFact {
-    /// Shard `shard` got its first (`on`) or lost its last (`!on`) subscriber of `topic`.
-    Topic {
-        topic: Arc<str>,
-        shard: usize,
-        on: bool,
-    },
-    /// Shard `shard` got its first (`on`) or lost its last connection of `user`.
-    User {
-        user: Arc<str>,
-        shard: usize,
-        on: bool,
-    },
-    /// A finished event (its JSON without id): presence changes and publications, which need
-    /// no counting.
-    Event(Bytes),
-}
 
 /// What the sender did and what the outbox holds, for `/metrics` and `GET /api/v1/webhooks`.
 #[derive(Debug, Default)]
@@ -68,12 +47,42 @@ impl WebhookStats {
     pub(crate) fn list(&self) -> [(&'static str, &'static str, u64, bool); 6] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
-            ("events_sent", "Webhook events delivered (the receiver answered 2xx)", g(&self.sent), true),
-            ("requests_failed", "Webhook requests that failed (error, timeout, non-2xx)", g(&self.failed), true),
-            ("dead_letters", "Webhook events dropped undelivered after webhooks.dead_letter_after", g(&self.dead), true),
-            ("requests", "Webhook requests delivered", g(&self.requests), true),
-            ("request_latency_microseconds", "Time taken by the delivered webhook requests, summed (divide by requests)", g(&self.latency_us), true),
-            ("backlog", "Webhook events waiting in the outbox", g(&self.backlog), false),
+            (
+                "events_sent",
+                "Webhook events delivered (the receiver answered 2xx)",
+                g(&self.sent),
+                true,
+            ),
+            (
+                "requests_failed",
+                "Webhook requests that failed (error, timeout, non-2xx)",
+                g(&self.failed),
+                true,
+            ),
+            (
+                "dead_letters",
+                "Webhook events dropped undelivered after webhooks.dead_letter_after",
+                g(&self.dead),
+                true,
+            ),
+            (
+                "requests",
+                "Webhook requests delivered",
+                g(&self.requests),
+                true,
+            ),
+            (
+                "request_latency_microseconds",
+                "Time taken by the delivered webhook requests, summed (divide by requests)",
+                g(&self.latency_us),
+                true,
+            ),
+            (
+                "backlog",
+                "Webhook events waiting in the outbox",
+                g(&self.backlog),
+                false,
+            ),
         ]
     }
 

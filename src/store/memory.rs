@@ -21,7 +21,8 @@ use bytes::Bytes;
 
 use super::{
     new_epoch, now_ms, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo,
-    MessageStatus, NewMessage, OutboxEntry, OutboxStats, Publication, StatusChange, Store, StoreError, StreamPos,
+    MessageStatus, NewMessage, OutboxEntry, OutboxStats, Publication, StatusChange, Store,
+    StoreError, StreamPos,
 };
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;

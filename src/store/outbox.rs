@@ -95,11 +95,19 @@ impl<T> OutboxIndex<T> {
 
     /// Claims up to `max` events, oldest first, that were never claimed or last claimed at
     /// least `lease` ago.
-    pub(crate) fn claim(&mut self, max: usize, lease: Duration, now_ms: u64) -> Vec<(u64, u64, &T)> {
+    pub(crate) fn claim(
+        &mut self,
+        max: usize,
+        lease: Duration,
+        now_ms: u64,
+    ) -> Vec<(u64, u64, &T)> {
         let lease = lease.as_millis() as u64;
         self.pending
             .iter_mut()
-            .filter(|(_, p)| p.claimed_ms.is_none_or(|c| now_ms >= c.saturating_add(lease)))
+            .filter(|(_, p)| {
+                p.claimed_ms
+                    .is_none_or(|c| now_ms >= c.saturating_add(lease))
+            })
             .take(max)
             .map(|(id, p)| {
                 p.claimed_ms = Some(now_ms);

@@ -337,13 +337,15 @@ fn outbox_at_least_once(s: &mut dyn Store) {
     assert_eq!((st.backlog, st.oldest_ms), (3, Some(T0)));
     let lease = Duration::from_secs(60);
     let a = s.outbox_claim(2, lease, T0).unwrap();
-    assert_eq!(a.iter().map(|e| &e.body).collect::<Vec<_>>(), [&ev(0), &ev(1)]);
+    assert_eq!(
+        a.iter().map(|e| &e.body).collect::<Vec<_>>(),
+        [&ev(0), &ev(1)]
+    );
     assert!(a.iter().all(|e| e.created_ms == T0));
     // Leased ones are not handed out again while the lease lasts.
     let b = s.outbox_claim(10, lease, T0 + 1).unwrap();
     assert_eq!(b.iter().map(|e| &e.body).collect::<Vec<_>>(), [&ev(2)]);
-    let ids: std::collections::HashSet<&str> =
-        a.iter().chain(&b).map(|e| e.id.as_str()).collect();
+    let ids: std::collections::HashSet<&str> = a.iter().chain(&b).map(|e| e.id.as_str()).collect();
     assert_eq!(ids.len(), 3, "ids are unique");
     s.outbox_done(&[a[0].id.clone(), "999999".into()]).unwrap();
     s.commit().unwrap();
@@ -359,7 +361,10 @@ fn outbox_at_least_once(s: &mut dyn Store) {
         .unwrap();
     s.commit().unwrap();
     assert_eq!(s.outbox_stats().unwrap(), OutboxStats::default());
-    assert!(s.outbox_claim(10, Duration::ZERO, T0 + 20).unwrap().is_empty());
+    assert!(s
+        .outbox_claim(10, Duration::ZERO, T0 + 20)
+        .unwrap()
+        .is_empty());
 }
 
 /// Runs each named suite function against a fresh store of each kind.

@@ -139,11 +139,7 @@ impl Sequencer {
 }
 
 /// The event of a durable message's final status, if the configuration wants it.
-fn durable_event(
-    w: &crate::config::WebhookConfig,
-    c: &StatusChange,
-    now: u64,
-) -> Option<Bytes> {
+fn durable_event(w: &crate::config::WebhookConfig, c: &StatusChange, now: u64) -> Option<Bytes> {
     let kind = match c.status {
         MessageStatus::Acked => EventKind::MessageAcked,
         MessageStatus::Expired => EventKind::MessageExpired,

@@ -70,8 +70,7 @@ use conn::Instance;
 
 use super::{
     AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
-    OutboxEntry, OutboxStats,
-    StatusChange, Store, StoreError, StreamPos,
+    OutboxEntry, OutboxStats, StatusChange, Store, StoreError, StreamPos,
 };
 use crate::proto::wire::instance_for;
 

@@ -378,8 +378,14 @@ fn outbox_survives_a_reopen_and_forgets_leases() {
     let dir = tempfile::tempdir().unwrap();
     let ids: Vec<String> = {
         let mut s = RedbStore::open(dir.path()).unwrap();
-        s.outbox_push(&[Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{\"a\":2}")], T0)
-            .unwrap();
+        s.outbox_push(
+            &[
+                Bytes::from_static(b"{\"a\":1}"),
+                Bytes::from_static(b"{\"a\":2}"),
+            ],
+            T0,
+        )
+        .unwrap();
         s.commit().unwrap();
         // Leased by a sender that then dies: no `done`.
         let c = s.outbox_claim(10, Duration::from_secs(600), T0).unwrap();

@@ -424,7 +424,9 @@ fn outbox_events_go_to_one_node_each() {
         return;
     };
     let (mut a, mut b) = (store(&r, "n1"), store(&r, "n2"));
-    let events: Vec<Bytes> = (0..10).map(|i| Bytes::from(format!("{{\"i\":{i}}}"))).collect();
+    let events: Vec<Bytes> = (0..10)
+        .map(|i| Bytes::from(format!("{{\"i\":{i}}}")))
+        .collect();
     a.outbox_push(&events[..5], T0).unwrap();
     b.outbox_push(&events[5..], T0).unwrap();
     let lease = Duration::from_secs(600);
@@ -464,9 +466,18 @@ fn webhook_transitions_are_cluster_wide() {
     let (mut a, mut b) = (store(&r, "n1"), store(&r, "n2"));
     assert!(a.webhook_transition("topic:x", "n1", true).unwrap());
     assert!(!b.webhook_transition("topic:x", "n2", true).unwrap());
-    assert!(!a.webhook_transition("topic:x", "n1", true).unwrap(), "no change");
+    assert!(
+        !a.webhook_transition("topic:x", "n1", true).unwrap(),
+        "no change"
+    );
     assert!(!a.webhook_transition("topic:x", "n1", false).unwrap());
     assert!(b.webhook_transition("topic:x", "n2", false).unwrap());
-    assert!(!b.webhook_transition("topic:x", "n2", false).unwrap(), "no change");
-    assert!(a.webhook_transition("user:x", "n1", true).unwrap(), "keys are apart");
+    assert!(
+        !b.webhook_transition("topic:x", "n2", false).unwrap(),
+        "no change"
+    );
+    assert!(
+        a.webhook_transition("user:x", "n1", true).unwrap(),
+        "keys are apart"
+    );
 }
