@@ -4,7 +4,8 @@
 //! request with exponential backoff and jitter until the receiver answers 2xx, and only then
 //! tells the store thread to remove them — so an event leaves the outbox only once delivered
 //! (or dead-lettered after `dead_letter_after`): at least once, across restarts and outages.
-//! One request is in flight at a time, so batches arrive in outbox order.
+//! One request is in flight at a time, so batches arrive in outbox order; the next batch is
+//! claimed while one is posted.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ struct Sender {
     cfg: WebhookConfig,
     uri: hyper::Uri,
     client: HttpClient,
-    rng: u64,
+    rng: std::cell::Cell<u64>,
 }
 
 /// What became of a batch.
@@ -96,7 +97,7 @@ impl Sender {
             cfg,
             uri,
             client,
-            rng,
+            rng: std::cell::Cell::new(rng),
         }
     }
 
@@ -104,12 +105,14 @@ impl Sender {
         self.hub.webhooks.stopping.load(Ordering::Relaxed)
     }
 
-    fn random(&mut self) -> u64 {
+    fn random(&self) -> u64 {
         // xorshift64: jitter needs spread, not secrecy.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.rng
+        let mut x = self.rng.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
     }
 
     /// Waits `d`, or less if the server stops.
@@ -120,30 +123,38 @@ impl Sender {
         }
     }
 
-    async fn run(mut self) {
+    /// Claims, posts and acknowledges batches until stopped. While one batch is posted, the
+    /// next is claimed and the previous one's removal committed (one store batch, one fsync,
+    /// for both): a batch costs one receiver round trip when the store keeps up.
+    async fn run(self) {
         tracing::info!(url = %self.uri, "webhook sender started");
         let mut store_failures = 0;
+        let mut next: Vec<OutboxEntry> = Vec::new();
+        let mut finished: Vec<String> = Vec::new();
         while !self.stopping() {
-            let entries = match self.claim().await {
-                Ok(e) => {
-                    store_failures = 0;
-                    e
+            let cur = if next.is_empty() {
+                if !finished.is_empty() {
+                    self.finish(std::mem::take(&mut finished)).await;
                 }
-                Err(e) => {
-                    self.hub.webhooks.fail(format!("outbox: {e}"));
-                    let r = self.random();
-                    self.pause(backoff(
-                        store_failures,
-                        self.cfg.retry_min,
-                        self.cfg.retry_max,
-                        r,
-                    ))
-                    .await;
-                    store_failures += 1;
-                    continue;
+                match self.claim().await {
+                    Ok(e) => {
+                        store_failures = 0;
+                        e
+                    }
+                    Err(e) => {
+                        self.hub.webhooks.fail(format!("outbox: {e}"));
+                        let r = self.random();
+                        let wait =
+                            backoff(store_failures, self.cfg.retry_min, self.cfg.retry_max, r);
+                        self.pause(wait).await;
+                        store_failures += 1;
+                        continue;
+                    }
                 }
+            } else {
+                std::mem::take(&mut next)
             };
-            if entries.is_empty() {
+            if cur.is_empty() {
                 // Woken by the store thread's next commit of events; the timeout is a safety
                 // net (and notices a stop).
                 tokio::select! {
@@ -152,18 +163,37 @@ impl Sender {
                 }
                 continue;
             }
-            match self.deliver(&entries).await {
+            let previous = std::mem::take(&mut finished);
+            let (outcome, (), claimed) = tokio::join!(
+                self.deliver(&cur),
+                async {
+                    if !previous.is_empty() {
+                        self.finish(previous).await;
+                    }
+                },
+                self.claim(),
+            );
+            // A claim that failed is simply made again next round.
+            next = claimed.unwrap_or_default();
+            match outcome {
                 Outcome::Stopped => break,
                 Outcome::Delivered | Outcome::Dead => {
-                    let ids = entries.into_iter().map(|e| e.id).collect();
-                    if let Err(e) = self.done(ids).await {
-                        // They stay in the outbox and are sent again: at least once.
-                        self.hub.webhooks.fail(format!("outbox: {e}"));
-                    }
+                    finished = cur.into_iter().map(|e| e.id).collect();
                 }
             }
         }
+        if !finished.is_empty() {
+            self.finish(finished).await;
+        }
         tracing::info!("webhook sender stopped");
+    }
+
+    /// Removes delivered (or dead) events from the outbox.
+    async fn finish(&self, ids: Vec<String>) {
+        if let Err(e) = self.done(ids).await {
+            // They stay in the outbox and are sent again: at least once.
+            self.hub.webhooks.fail(format!("outbox: {e}"));
+        }
     }
 
     async fn claim(&self) -> Result<Vec<OutboxEntry>, StoreError> {
@@ -190,7 +220,7 @@ impl Sender {
     }
 
     /// Posts the batch until it is delivered, its events are too old, or the server stops.
-    async fn deliver(&mut self, entries: &[OutboxEntry]) -> Outcome {
+    async fn deliver(&self, entries: &[OutboxEntry]) -> Outcome {
         let body: Bytes = batch_body(entries.iter().map(|e| (e.id.as_str(), &e.body[..]))).into();
         let n = entries.len() as u64;
         let oldest = entries.iter().map(|e| e.created_ms).min().unwrap_or(0);
