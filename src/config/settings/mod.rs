@@ -482,6 +482,7 @@ impl Settings {
             }
         }
         self.validate_messaging()?;
+        self.validate_webhooks()?;
         self.engine_config()
             .validate()
             .map_err(|e| invalid("(engine)", "-".into(), &e.to_string()))

@@ -107,3 +107,39 @@ pub(super) const KEYS: &[Key] =
             |s| dur_v(s.webhooks.lease)
         ),
     ];
+
+impl Settings {
+    /// The `[webhooks]` checks single keys cannot make, naming the key at fault.
+    pub(super) fn validate_webhooks(&self) -> Result<(), super::SettingsError> {
+        let w = &self.webhooks;
+        let invalid = |key: &str, value: String, expected: &str| super::SettingsError::Invalid {
+            key: key.into(),
+            value,
+            expected: expected.into(),
+            origin: String::new(),
+        };
+        let d = |d: std::time::Duration| format!("{:?}", humantime::format_duration(d).to_string());
+        if w.url.is_some() && w.secret.is_empty() {
+            return Err(invalid(
+                "webhooks.secret",
+                "(not set)".into(),
+                "an HMAC-SHA256 key when webhooks.url is set (receivers check every request with it)",
+            ));
+        }
+        if w.retry_max < w.retry_min {
+            return Err(invalid(
+                "webhooks.retry_max",
+                d(w.retry_max),
+                "a duration at least webhooks.retry_min",
+            ));
+        }
+        if w.lease <= w.timeout {
+            return Err(invalid(
+                "webhooks.lease",
+                d(w.lease),
+                "a duration longer than webhooks.timeout",
+            ));
+        }
+        Ok(())
+    }
+}
