@@ -448,3 +448,34 @@ async fn cluster_sends_each_transition_once() {
     drop((ma, mb));
     cluster::stop(vec![a, b]);
 }
+
+/// Events the receiver never takes are dropped after `dead_letter_after` and counted.
+#[tokio::test]
+async fn old_events_become_dead_letters() {
+    let log = Arc::new(Mutex::new(Log::default()));
+    let Some(rx) = Receiver::start(0, log) else {
+        return;
+    };
+    rx.failing(true);
+    let cfg = Config {
+        webhooks: WebhookConfig {
+            dead_letter_after: Duration::from_millis(100),
+            ..hooks(rx.url())
+        },
+        ..Config::default()
+    };
+    let h = start(users(builder_with(IoMode::Epoll, cfg)).api_key("k")).unwrap();
+    let addr = h.local_addr();
+    churn(addr, 3).await;
+    until("six dead letters and an empty outbox", || {
+        let s = status(addr);
+        s["dead_letters"] == 6 && s["backlog"] == 0
+    })
+    .await;
+    let s = status(addr);
+    assert_eq!(s["sent"], 0, "{s}");
+    assert!(s["failed_requests"].as_u64() > Some(0), "{s}");
+    rx.failing(false);
+    assert!(rx.events().is_empty());
+    stop_server(h);
+}
