@@ -457,14 +457,12 @@ async fn old_events_become_dead_letters() {
         return;
     };
     rx.failing(true);
-    let cfg = Config {
-        webhooks: WebhookConfig {
-            dead_letter_after: Duration::from_millis(100),
-            ..hooks(rx.url())
-        },
-        ..Config::default()
+    // Through the builder, as a library user would.
+    let hooks = WebhookConfig {
+        dead_letter_after: Duration::from_millis(100),
+        ..hooks(rx.url())
     };
-    let h = start(users(builder_with(IoMode::Epoll, cfg)).api_key("k")).unwrap();
+    let h = start(users(builder(IoMode::Epoll)).webhooks(hooks).api_key("k")).unwrap();
     let addr = h.local_addr();
     churn(addr, 3).await;
     until("six dead letters and an empty outbox", || {

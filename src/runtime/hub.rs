@@ -83,6 +83,12 @@ impl Builder {
         self.config.compression = c;
         self
     }
+    /// Signed, batched, at-least-once events to the application's backend (`[webhooks]`; see
+    /// [`WebhookConfig`](crate::config::WebhookConfig)).
+    pub fn webhooks(mut self, w: crate::config::WebhookConfig) -> Self {
+        self.config.webhooks = w;
+        self
+    }
     /// Largest accepted message in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.max_message_size = bytes;
