@@ -407,11 +407,77 @@ pub fn resp_frame(data: &[u8]) -> Option<(Vec<u8>, usize)> {
     }
 }
 
+/// Engine.IO and Socket.IO input as the `/socket.io/` endpoint reads it: the bytes as a
+/// long-polling body (and, for each text packet, as a WebSocket text frame) under a 4 KiB limit;
+/// every Socket.IO packet decoded from a `message` re-encodes to a packet that decodes the same;
+/// a binary packet's placeholders are resolved against attachments cut from the input, and the
+/// result converts back to placeholders and again to the same JSON.
+pub fn socketio(data: &[u8]) {
+    use crate::proto::engineio as eio;
+    use crate::proto::socketio as sio;
+    use crate::proto::socketio_binary as bin;
+    let _ = eio::decode_text(data);
+    let Ok(packets) = eio::decode_payload(data, FRAME_MAX) else {
+        return;
+    };
+    assert!(packets.len() <= eio::MAX_PAYLOAD_PACKETS);
+    let mut body = Vec::new();
+    for p in &packets {
+        eio::push_payload(p, &mut body);
+    }
+    assert_eq!(
+        eio::decode_payload(&body, usize::MAX).ok(),
+        Some(packets.clone())
+    );
+    for p in &packets {
+        let eio::Data::Text(text) = p.data else {
+            continue;
+        };
+        let Ok(pk) = sio::decode(text) else { continue };
+        assert!(pk.attachments <= sio::MAX_ATTACHMENTS);
+        let mut out = Vec::new();
+        sio::encode_header(pk.kind, pk.nsp, pk.attachments, pk.id, &mut out);
+        if let Some(d) = pk.data {
+            out.extend_from_slice(d.get().as_bytes());
+        }
+        let again = std::str::from_utf8(&out).expect("encoded packets are UTF-8");
+        let q = sio::decode(again).expect("an encoded packet decodes");
+        assert_eq!(
+            (q.kind, q.nsp, q.id, q.attachments),
+            (pk.kind, pk.nsp, pk.id, pk.attachments)
+        );
+        assert_eq!(q.data.map(|d| d.get()), pk.data.map(|d| d.get()));
+        let (Some(d), true) = (pk.data, pk.kind.is_binary()) else {
+            continue;
+        };
+        let parts: Vec<Vec<u8>> = text
+            .as_bytes()
+            .chunks(3)
+            .take(pk.attachments)
+            .map(<[u8]>::to_vec)
+            .collect();
+        let Ok(json) = bin::reconstruct(d, &parts) else {
+            continue;
+        };
+        let raw: &serde_json::value::RawValue =
+            serde_json::from_str(&json).expect("reconstructed JSON is JSON");
+        if let Ok(Some((text2, parts2))) = bin::deconstruct(raw) {
+            let raw2: &serde_json::value::RawValue =
+                serde_json::from_str(&text2).expect("deconstructed JSON is JSON");
+            assert_eq!(
+                bin::reconstruct(raw2, &parts2).as_deref(),
+                Ok(&*json),
+                "round trip"
+            );
+        }
+    }
+}
+
 /// A fuzz entry point with its name.
 pub type Target = (&'static str, fn(&[u8]));
 
 /// Every target by name (the corpus directories under `fuzz/corpus/`).
-pub const TARGETS: [Target; 11] = [
+pub const TARGETS: [Target; 12] = [
     ("frames", |d| {
         frames(d);
     }),
@@ -425,4 +491,5 @@ pub const TARGETS: [Target; 11] = [
     ("delta", delta),
     ("msgpack", msgpack),
     ("cluster_recv", cluster_recv),
+    ("socketio", socketio),
 ];

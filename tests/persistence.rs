@@ -32,13 +32,16 @@ fn spawn(dir: &std::path::Path, io: &str) -> Node {
         .arg(dir)
         .env(
             "RINGHUB_TOPICS",
-            r#"[{"pattern": "chat:*", "history_size": 100}]"#,
+            r#"[{"pattern": "chat:*", "history_size": 100},
+                {"pattern": "load:*", "history_size": 100000}]"#,
         )
         .env("RINGHUB_AUTH_JWT_SECRET", SECRET)
         .env("RINGHUB_AUTH_ANONYMOUS", "true")
         .env("RINGHUB_API_KEY", "k")
         // Thousands of requests from one connection: the message rate limit is not under test.
         .env("RINGHUB_LIMITS_MESSAGES_PER_SECOND", "0")
+        // The load test reads its topics' whole history back in one request.
+        .env("RINGHUB_STORE_MAX_RECOVER", "100000")
         .env("RINGHUB_LOG_FORMAT", "text")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -158,6 +161,132 @@ async fn survives_kill_9_epoll() {
 async fn survives_kill_9_uring() {
     if shell_available(ringhub::IoMode::Uring) {
         survives_kill_9("uring").await;
+    }
+}
+
+/// Publications answered to the publisher of one connection: (topic, offset, data sent).
+type Answered = Vec<(String, u64, Value)>;
+
+/// Publishes on `topic` with up to `depth` requests in flight until the connection breaks
+/// (the server is killed), counting answers in `total`; `enough` fires once `total` reaches
+/// `goal`. Returns every answered publication.
+async fn publish_until_killed(
+    addr: String,
+    conn: u64,
+    topic: String,
+    depth: u64,
+    total: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    goal: u64,
+    enough: std::sync::Arc<tokio::sync::Notify>,
+) -> Answered {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::atomic::Ordering;
+    use tokio_tungstenite::tungstenite::Message;
+    let (mut tx, mut rx) = ws(&addr, "").await.split();
+    let mut answered = Answered::new();
+    let mut next = 1u64;
+    let request = |n: u64| {
+        let data = json!({"c": conn, "n": n});
+        Message::Text(json!({"event": "m", "topic": topic, "id": n, "data": data}).to_string())
+    };
+    for _ in 0..depth {
+        if tx.send(request(next)).await.is_err() {
+            return answered;
+        }
+        next += 1;
+    }
+    // Bounded: the server is killed long before (the goal is a fraction of this).
+    while next < 1_000_000 {
+        let Some(Ok(Message::Text(t))) = rx.next().await else {
+            return answered;
+        };
+        let v: Value = serde_json::from_str(&t).expect("JSON");
+        if v["event"] != "reply" {
+            continue;
+        }
+        let n = v["id"].as_u64().expect("reply id");
+        let offset = v["data"]["offset"].as_u64().expect("reply offset");
+        answered.push((topic.clone(), offset, json!({"c": conn, "n": n})));
+        if total.fetch_add(1, Ordering::Relaxed) + 1 == goal {
+            enough.notify_one();
+        }
+        if tx.send(request(next)).await.is_err() {
+            return answered;
+        }
+        next += 1;
+    }
+    answered
+}
+
+/// Issue 20: `kill -9` while publications are in flight: every publication that was answered
+/// (its reply carries the offset) is in the topic's history after the restart, with its data.
+async fn answered_publications_survive_kill_9_under_load(io: &str) {
+    let dir = temp_store(&format!("load-{io}"));
+    let node = spawn(&dir, io);
+    let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let enough = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        tasks.push(tokio::spawn(publish_until_killed(
+            node.addr.clone(),
+            c,
+            format!("load:{}", c % 2),
+            32,
+            total.clone(),
+            3000,
+            enough.clone(),
+        )));
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(60), enough.notified())
+        .await
+        .expect("3000 publications answered within a minute");
+    kill9(node);
+    let mut answered = Answered::new();
+    for t in tasks {
+        answered.extend(t.await.unwrap());
+    }
+    assert!(answered.len() >= 3000, "{}", answered.len());
+
+    let node = spawn(&dir, io);
+    let addr: std::net::SocketAddr = node.addr.parse().unwrap();
+    for topic in ["load:0", "load:1"] {
+        let (st, v) = http_json(
+            addr,
+            "POST",
+            "/api/v1/history",
+            Some("k"),
+            Some(&json!({"topic": topic, "limit": 100000})),
+        );
+        assert_eq!(st, 200, "{v}");
+        let stored: std::collections::HashMap<u64, Value> = v["data"]["publications"]
+            .as_array()
+            .expect("publications")
+            .iter()
+            .map(|p| (p["offset"].as_u64().unwrap(), p["data"].clone()))
+            .collect();
+        let mine: Vec<_> = answered.iter().filter(|a| a.0 == topic).collect();
+        assert!(!mine.is_empty());
+        for (_, offset, sent) in &mine {
+            assert_eq!(
+                stored.get(offset),
+                Some(sent),
+                "{topic}: answered offset {offset} lost or different after kill -9"
+            );
+        }
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn answered_publications_survive_kill_9_under_load_epoll() {
+    answered_publications_survive_kill_9_under_load("epoll").await;
+}
+
+#[tokio::test]
+async fn answered_publications_survive_kill_9_under_load_uring() {
+    if shell_available(ringhub::IoMode::Uring) {
+        answered_publications_survive_kill_9_under_load("uring").await;
     }
 }
 

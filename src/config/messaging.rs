@@ -136,7 +136,8 @@ pub struct StoreConfig {
     /// The backend. The server binary defaults to `redb` (`redis` when `[cluster] redis` is
     /// set); the library to `memory`. `redis` needs `[cluster] redis`.
     pub backend: StoreBackend,
-    /// Directory of the redb database (`ringhub.redb` inside it).
+    /// Directory of the redb database (`ringhub.redb` and its write-ahead log `ringhub.wal`
+    /// inside it).
     pub path: PathBuf,
     /// Most publications a `since` recovery returns; beyond, `recovered: false`.
     pub max_recover: usize,

@@ -56,6 +56,9 @@ pub struct Config {
     pub echo_path: Option<String>,
     /// Path WebSocket clients connect to.
     pub ws_path: String,
+    /// Socket.IO namespaces served at `/socket.io/` (each starts with `/`; at most 127); empty
+    /// turns the Socket.IO endpoint off. Default `["/"]`.
+    pub socketio_namespaces: Vec<String>,
     /// Largest message (after reassembly) a client may send; larger closes with 1009.
     pub max_message_size: usize,
     /// Idle time after which the server pings a connection.
@@ -154,6 +157,7 @@ impl Default for Config {
             pin_cores: true,
             echo_path: None,
             ws_path: "/ws".into(),
+            socketio_namespaces: vec!["/".into()],
             max_message_size: 1 << 20,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),

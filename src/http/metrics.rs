@@ -133,6 +133,11 @@ pub(crate) fn render(
             format: "msgpack".into(),
         })
         .inc_by(total.msgpack_encodings);
+    encodings
+        .get_or_create(&Format {
+            format: "socketio".into(),
+        })
+        .inc_by(total.socketio_encodings);
     reg.register(
         "encodings",
         "Frames converted to another wire format: once per publication per shard on fan-out, once per frame to one connection",

@@ -9,8 +9,9 @@ use std::sync::Arc;
 use thiserror::Error;
 
 use crate::policy::auth::{token_from_request, AuthError, Authenticator};
+use crate::policy::permissions::Permissions;
 use crate::policy::ratelimit::{ConnLimits, UserLimiter};
-use crate::policy::security::{IpFilter, OriginPolicy, Permissions, SecurityError};
+use crate::policy::security::{IpFilter, OriginPolicy, SecurityError};
 use crate::policy::settings::{
     AuthSettings, LimitSettings, PermissionSettings, SecuritySettings, TlsSettings,
 };
@@ -132,12 +133,21 @@ impl Guard {
         if !self.origins.allows(head.header("Origin")) {
             return Err(HttpError::new(403, "origin not allowed"));
         }
+        let token = match &self.auth {
+            None => None,
+            Some(_) => token_from_request(head.query.as_deref(), head.header("Authorization")),
+        };
+        self.admit_token(token.as_deref())
+    }
+
+    /// Checks a token given some other way (the Socket.IO CONNECT packet's `auth.token`)
+    /// exactly as the upgrade checks one: verification, expiry, claims.
+    pub(crate) fn admit_token(&self, token: Option<&str>) -> Result<Admitted, HttpError> {
         let (user, permissions, topics) = match &self.auth {
             None => (None, self.permissions.clone(), Vec::new()),
             Some(auth) => {
-                let token = token_from_request(head.query.as_deref(), head.header("Authorization"));
                 let id = auth
-                    .authenticate(token.as_deref())
+                    .authenticate(token)
                     .map_err(|e| HttpError::new(e.http_status(), format!("unauthorized: {e}")))?;
                 let perms = self
                     .permissions

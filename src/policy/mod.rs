@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod guard;
 pub(crate) mod keyguard;
+pub mod permissions;
 pub mod ratelimit;
 pub mod security;
 pub mod settings;

@@ -235,6 +235,16 @@ impl Context<'_> {
         self.fx.unsubscribe(pattern);
     }
 
+    /// Puts this connection in `room` (Socket.IO's `socket.join`): the same as [`subscribe`](Self::subscribe).
+    pub fn join(&mut self, room: &str) -> HandlerResult {
+        self.subscribe(room)
+    }
+
+    /// Takes this connection out of `room` (Socket.IO's `socket.leave`).
+    pub fn leave(&mut self, room: &str) {
+        self.unsubscribe(room);
+    }
+
     /// Sends the automatic answer after the handler ran: the error, or an empty reply if the
     /// request had an id and the handler did not reply itself. Returns the error code, if any.
     pub(crate) fn finish(&mut self, result: HandlerResult) -> Option<ErrorCode> {

@@ -1,10 +1,11 @@
 //! The sans-IO protocol core: topic patterns, subscriptions, envelopes, WebSocket frames, the
-//! HTTP handshake, errors, the handler API, counters, and the node-to-node wire format with its
+//! HTTP handshake, errors, Engine.IO v4 / Socket.IO v5 packets, the handler API, counters, and the node-to-node wire format with its
 //! Redis channel naming (used by the cluster and the Redis store alike). Plain data structures with no sockets,
 //! no runtime and no clock of their own; everything above builds on them.
 
 pub(crate) mod deflate;
 pub mod delta;
+pub mod engineio;
 pub mod envelope;
 pub mod error;
 pub(crate) mod frame;
@@ -14,6 +15,9 @@ pub mod msgpack;
 pub mod pattern;
 pub mod registry;
 pub(crate) mod resp;
+pub mod socketio;
+pub mod socketio_binary;
+pub mod socketio_map;
 pub(crate) mod sse;
 pub mod stats;
 pub mod webhook;

@@ -32,6 +32,9 @@ pub struct ShardStats {
     /// Frames converted to MessagePack: once per publication per shard on fan-out, once per
     /// frame sent to one MessagePack connection (replies, errors, history, durable messages).
     pub(crate) msgpack_encodings: AtomicU64,
+    /// Publications converted to Socket.IO packets: once per publication per shard and home
+    /// namespace on fan-out (answers to one connection are not counted).
+    pub(crate) socketio_encodings: AtomicU64,
     pub(crate) handshake_results: [AtomicU64; HANDSHAKE_RESULTS.len()],
     pub(crate) handshake_buckets: [AtomicU64; HANDSHAKE_BUCKETS.len()],
     pub(crate) handshake_micros: AtomicU64,
@@ -68,6 +71,8 @@ pub struct StatsSnapshot {
     pub rate_limited: u64,
     /// Frames converted to MessagePack (see `ringhub_encodings_total{format="msgpack"}`).
     pub msgpack_encodings: u64,
+    /// Publications converted to Socket.IO (see `ringhub_encodings_total{format="socketio"}`).
+    pub socketio_encodings: u64,
 }
 
 impl ShardStats {
@@ -142,6 +147,7 @@ impl ShardStats {
             slow_consumers: self.slow_consumers.load(Relaxed),
             rate_limited: self.errors[ErrorCode::RateLimited as usize].load(Relaxed),
             msgpack_encodings: self.msgpack_encodings.load(Relaxed),
+            socketio_encodings: self.socketio_encodings.load(Relaxed),
         }
     }
 }
@@ -162,6 +168,7 @@ impl std::ops::Add for StatsSnapshot {
             slow_consumers: self.slow_consumers + o.slow_consumers,
             rate_limited: self.rate_limited + o.rate_limited,
             msgpack_encodings: self.msgpack_encodings + o.msgpack_encodings,
+            socketio_encodings: self.socketio_encodings + o.socketio_encodings,
         }
     }
 }

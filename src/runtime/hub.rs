@@ -138,6 +138,15 @@ impl Builder {
         self.config.echo_path = Some(path.into());
         self
     }
+    /// Serves the Socket.IO namespace `nsp` (starting with `/`) at `/socket.io/`, besides the
+    /// configured ones (`/` by default); an unknown one is refused with "Invalid namespace".
+    pub fn socketio_namespace(mut self, nsp: impl Into<String>) -> Self {
+        let nsp = nsp.into();
+        if !self.config.socketio_namespaces.contains(&nsp) {
+            self.config.socketio_namespaces.push(nsp);
+        }
+        self
+    }
 
     /// Routes topics matching `pattern` (exact, or `prefix*`) to `handler`, run inline on the
     /// connection's shard: it must not block.

@@ -123,7 +123,7 @@ impl ShardState {
             c.phase = Phase::Discard;
         }
         let r = self
-            .connect_hook(id, head, admitted)
+            .connect_hook(id, (&head.path, head.query.as_deref(), None), admitted)
             .and_then(|()| self.take_permit(id));
         if let Err(e) = r {
             if matches!(e.status, 401 | 403) {

@@ -20,6 +20,8 @@ pub(crate) enum ConnKind {
     PubSub,
     /// Echoes every message (conformance route).
     Echo,
+    /// Engine.IO v4 / Socket.IO v5 (`/socket.io/`): translated to envelopes at the edges.
+    SocketIo,
 }
 
 /// Where a connection is in its life.
@@ -48,7 +50,7 @@ pub(crate) struct ConnEntry {
     pub(super) phase: Phase,
     pub(super) user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
-    pub(super) perms: crate::policy::security::Permissions,
+    pub(super) perms: crate::policy::permissions::Permissions,
     /// Its message rate limiter, when limits are on: built at its first message (boxed: most
     /// of an entry otherwise). Its slot in the connection caps is two bits of `flags`.
     pub(super) limiter: Option<Box<crate::policy::ratelimit::ConnLimiter>>,
@@ -129,6 +131,15 @@ pub(super) mod flag {
     pub const DELTA: u32 = 1 << 18;
     /// Negotiated the `ringhub.msgpack` subprotocol: binary MessagePack envelopes both ways.
     pub const MSGPACK: u32 = 1 << 17;
+    /// A Socket.IO connection: its frames are Engine.IO packets (`shard::sio`).
+    pub const SIO: u32 = 1 << 19;
+    /// That Socket.IO connection has connected a namespace (else it is closed after the
+    /// handshake timeout).
+    pub const SIO_NSP: u32 = 1 << 20;
+    /// A Socket.IO connection's home namespace (index in the configured list, 7 bits): the
+    /// namespace its publications are emitted on.
+    pub const SIO_HOME_SHIFT: u32 = 25;
+    pub const SIO_HOME: u32 = 0x7f << SIO_HOME_SHIFT;
 }
 
 impl ConnEntry {
@@ -157,6 +168,12 @@ impl ConnEntry {
     /// takeover); a window of 0 without permessage-deflate.
     pub(super) fn deflate(&self) -> (u8, bool) {
         (self.deflate_bits(), self.has(flag::DEFLATE_KEPT))
+    }
+
+    /// The home namespace of a Socket.IO connection, `None` for any other.
+    pub(super) fn sio_home(&self) -> Option<usize> {
+        self.has(flag::SIO)
+            .then_some(((self.flags & flag::SIO_HOME) >> flag::SIO_HOME_SHIFT) as usize)
     }
 
     /// Whether the connection speaks MessagePack (subprotocol `ringhub.msgpack`).

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use super::{ConnEntry, Frame, ShardState};
 use crate::proto::deflate::Deflater;
 use crate::proto::msgpack;
+use crate::proto::socketio_map;
 use crate::proto::stats::ShardStats;
 use crate::ConnId;
 
@@ -29,7 +30,14 @@ impl ShardState {
     /// `frame` as the connection `id` reads it: the MessagePack binary frame for a JSON text
     /// frame when it negotiated MessagePack (counted), else `frame` itself.
     pub(super) fn packed_for(&self, id: ConnId, frame: Bytes) -> Bytes {
-        if !self.conn(id).is_some_and(ConnEntry::msgpack) {
+        let Some(c) = self.conn(id) else { return frame };
+        if let Some(home) = c.sio_home() {
+            // Socket.IO: the envelope as an Engine.IO message; other frames (its own Engine.IO
+            // packets, control frames) as they are.
+            let namespaces = &self.hub.config.socketio_namespaces;
+            return socketio_map::frame_from_envelope(&frame, namespaces, home).unwrap_or(frame);
+        }
+        if !c.msgpack() {
             return frame;
         }
         match msgpack::frame_from_json(&frame) {
@@ -56,6 +64,8 @@ pub(super) struct Encodings<'a> {
     deflated: [Option<Option<Frame>>; 7],
     packed: Option<Option<Frame>>,
     packed_deflated: [Option<Option<Frame>>; 7],
+    /// Socket.IO frames per home namespace (made at the first subscriber of each).
+    sio: Vec<(usize, Option<Frame>)>,
 }
 
 impl<'a> Encodings<'a> {
@@ -67,7 +77,29 @@ impl<'a> Encodings<'a> {
             deflated: Default::default(),
             packed: None,
             packed_deflated: Default::default(),
+            sio: Vec::new(),
         }
+    }
+
+    /// The frame for a Socket.IO connection whose home namespace is `home`: `emit(event,
+    /// data)` on it, made once per shard per namespace; `None` if the publication has no
+    /// Socket.IO form (a frame the server encoded always has one).
+    pub(super) fn pick_sio(
+        &mut self,
+        stats: &ShardStats,
+        namespaces: &[String],
+        home: usize,
+    ) -> Option<&Frame> {
+        let at = match self.sio.iter().position(|(h, _)| *h == home) {
+            Some(at) => at,
+            None => {
+                ShardStats::add(&stats.socketio_encodings, 1);
+                let f = socketio_map::frame_from_envelope(self.json, namespaces, home);
+                self.sio.push((home, f.map(Frame::new)));
+                self.sio.len() - 1
+            }
+        };
+        self.sio[at].1.as_ref()
     }
 
     /// The frame for a connection with deflate window `bits` (0: none) and `msgpack` or not.

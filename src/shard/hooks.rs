@@ -25,6 +25,9 @@ pub struct ConnectInfo<'a> {
     pub path: &'a str,
     /// The raw query string, if any.
     pub query: Option<&'a str>,
+    /// A Socket.IO client's auth payload (the JSON text of its first CONNECT packet; `path`
+    /// is then `/socket.io/` and `query` `None`); `None` for `/ws` and SSE.
+    pub auth: Option<&'a str>,
 }
 
 /// What `on_connect` decides for an accepted connection.

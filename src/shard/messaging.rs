@@ -400,7 +400,12 @@ impl ShardState {
                 }
             }
         }
-        let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
+        // Durable messages wait for an `ack` envelope, which Socket.IO clients do not send.
+        let Some(user) = self
+            .conn_mut(id)
+            .filter(|c| !c.has(super::flag::SIO))
+            .and_then(|c| c.user.clone())
+        else {
             return;
         };
         if self.hub.links.store.is_none() {
@@ -413,6 +418,7 @@ impl ShardState {
     pub(super) fn forget(&mut self, id: ConnId) {
         self.held.remove(&id);
         self.meta.remove(&id);
+        self.sio.remove(&id);
         self.deflater.forget(id.raw());
         self.cancel_sync(id);
         self.deltas.retain(|_, t| t.forget(id));

@@ -44,6 +44,7 @@ mod presence;
 mod request;
 mod route;
 pub(crate) mod shared;
+mod sio;
 mod state;
 mod sync;
 pub(crate) mod webhook;
@@ -136,6 +137,8 @@ pub(crate) struct ShardState {
     syncs: HashMap<ConnId, sync::InboxCursor>,
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
+    /// Socket.IO connections' namespaces and pending binary packets.
+    sio: HashMap<ConnId, sio::SioConn>,
     /// Topics with delta subscribers: the previous publication and who received it.
     deltas: delta::Deltas,
     /// The node's name, shard-local (handlers' `Context::client_id`).
@@ -182,6 +185,7 @@ impl ShardState {
             durable: HashMap::new(),
             syncs: HashMap::new(),
             meta: HashMap::new(),
+            sio: HashMap::new(),
             deltas: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
@@ -371,6 +375,8 @@ impl ShardState {
         let mut idle_http = Vec::new();
         let mut late = Vec::new();
         let mut pings = Vec::new();
+        let mut sio_pings = Vec::new();
+        let mut late_sio = Vec::new();
         for (_, c) in self.conns.iter_mut() {
             if let Some(since) = c.closing {
                 if !c.has(flag::FORCED) && now.since(since) >= close_to {
@@ -407,6 +413,23 @@ impl ShardState {
             let quiet = now.since(c.last_seen);
             if quiet >= idle {
                 idle_ids.push(c.id);
+            } else if c.has(flag::SIO) && !c.has(flag::SIO_NSP) {
+                // No namespace connected yet: it must come within the handshake timeout (the
+                // reference server's `connectTimeout`); pinged meanwhile when quiet.
+                if now.since(c.accepted) >= hs {
+                    late_sio.push(c.id);
+                } else if quiet >= ping && !c.has(flag::PING_SENT) {
+                    c.set(flag::PING_SENT);
+                    sio_pings.push(c.id);
+                }
+            } else if c.has(flag::SIO) {
+                // Engine.IO clients expect a ping every interval, busy or not (they close
+                // after pingInterval + pingTimeout without one); `accepted` is unused after
+                // the upgrade and marks the last ping (set at the first CONNECT).
+                if now.since(c.accepted) >= ping {
+                    c.accepted = now;
+                    sio_pings.push(c.id);
+                }
             } else if quiet >= ping && !c.has(flag::PING_SENT) {
                 c.set(flag::PING_SENT);
                 pings.push(c.id);
@@ -414,6 +437,13 @@ impl ShardState {
         }
         for id in pings {
             self.enqueue(id, envelope::raw_frame(9, b""));
+        }
+        for id in sio_pings {
+            self.enqueue(id, crate::proto::socketio_map::engine_frame(b"2"));
+        }
+        for id in late_sio {
+            tracing::debug!(conn = %id, "Socket.IO: no namespace connected in time");
+            self.close(id, 1008, "no namespace connected in time");
         }
         for id in idle_ids {
             tracing::debug!(conn = %id, "idle timeout");

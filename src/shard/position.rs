@@ -190,7 +190,8 @@ impl ShardState {
 mod tests {
     use super::*;
     use crate::shard::inbox::{Action, ShardMsg};
-    use crate::shard::tests::{held_subscriber, written};
+    use crate::shard::tests::holds::held_subscriber;
+    use crate::shard::tests::written;
 
     fn check(top: u64) -> ShardMsg {
         ShardMsg::Positions(vec![("t".into(), "e1".into(), top)])

@@ -53,6 +53,8 @@ impl ShardState {
             ConnKind::Echo
         } else if head.path == "/sse" {
             return self.route_sse(id, &head);
+        } else if self.is_sio_path(&head.path) {
+            return self.route_sio(id, &head);
         } else {
             return Err(HttpError::new(404, format!("no route for {}", head.path)));
         };
@@ -79,7 +81,8 @@ impl ShardState {
         }
         let mut admitted = cfg.guard.admit(&head)?;
         if kind == ConnKind::PubSub {
-            self.connect_hook(id, &head, &mut admitted)?;
+            let request = (head.path.as_str(), head.query.as_deref(), None);
+            self.connect_hook(id, request, &mut admitted)?;
         }
         self.take_permit(id)?;
         let topics = std::mem::take(&mut admitted.topics);
@@ -147,7 +150,7 @@ impl ShardState {
     pub(super) fn connect_hook(
         &mut self,
         id: ConnId,
-        head: &RequestHead,
+        (path, query, auth): (&str, Option<&str>, Option<&str>),
         admitted: &mut Admitted,
     ) -> Result<(), HttpError> {
         let Some(hook) = self.hub.hooks.on_connect.clone() else {
@@ -162,8 +165,9 @@ impl ShardState {
             client: &client,
             user: admitted.user.as_deref(),
             remote,
-            path: &head.path,
-            query: head.query.as_deref(),
+            path,
+            query,
+            auth,
         };
         let outcome = super::hooks::guarded(|| hook(&info))
             .map_err(|e| HttpError::new(403, format!("refused: {}", e.message)))?;

@@ -257,6 +257,7 @@ impl ShardState {
         let no_frame = Bytes::new();
         let deflater = &mut self.deflater;
         let stats = &self.hub.stats[self.index];
+        let namespaces = &self.hub.config.socketio_namespaces;
         // Delta subscribers of a topic with history: the delta is made once (see `delta`).
         let every = self.hub.config.compression.delta_full_every;
         let mut round = at.and_then(|at| {
@@ -294,6 +295,23 @@ impl ShardState {
                     }
                 }
                 if excluded {
+                    continue;
+                }
+                if let Some(home) = c.sio_home() {
+                    let Some(f) = encodings.pick_sio(stats, namespaces, home) else {
+                        continue;
+                    };
+                    if c.queued + f.len() > limit {
+                        slow.push(c.id);
+                        continue;
+                    }
+                    c.queued += f.len();
+                    c.out.push_back(f.clone());
+                    if c.flags & flag::DIRTY == 0 {
+                        c.flags |= flag::DIRTY;
+                        dirty.push(slot);
+                    }
+                    delivered += 1;
                     continue;
                 }
                 let (bits, kept) = c.deflate();

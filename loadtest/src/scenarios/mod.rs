@@ -1,5 +1,6 @@
 //! The load scenarios and what they share.
 
+pub mod classify;
 pub mod connect;
 pub mod delta;
 pub mod durable;

@@ -165,6 +165,22 @@ fn patterns(r: Raw<'_>) -> Result<Vec<String>, Why> {
     Ok(l)
 }
 
+fn namespaces(r: Raw<'_>) -> Result<Vec<String>, Why> {
+    let l = list(r)?;
+    if l.len() > 127 {
+        return Err(Some("more than 127 namespaces".into()));
+    }
+    for n in &l {
+        let ok = n.starts_with('/')
+            && n.len() <= crate::proto::socketio::MAX_NAMESPACE_LEN
+            && !n.contains(',');
+        if !ok {
+            return Err(Some(format!("{n:?}: not a namespace")));
+        }
+    }
+    Ok(l)
+}
+
 fn origins(r: Raw<'_>) -> Result<Vec<String>, Why> {
     let l = list(r)?;
     for o in &l {
@@ -262,6 +278,12 @@ pub(super) const CORE: &[Key] = &[
         "a path starting with '/'",
         |s, r| s.ws_path = url_path(r)?,
         |s| str_v(&s.ws_path)
+    ),
+    key!(
+        "socketio_namespaces",
+        "a list of at most 127 namespaces starting with '/' ([] turns /socket.io/ off)",
+        |s, r| s.socketio_namespaces = namespaces(r)?,
+        |s| list_v(&s.socketio_namespaces)
     ),
     key!(
         "echo_path",

@@ -148,6 +148,8 @@ pub struct Settings {
     pub pin_cores: bool,
     /// Path WebSocket clients connect to.
     pub ws_path: String,
+    /// Socket.IO namespaces (empty: no `/socket.io/` endpoint).
+    pub socketio_namespaces: Vec<String>,
     /// Path of the echo route, off when `None`.
     pub echo_path: Option<String>,
     /// Largest client message in bytes (larger closes with 1009).
@@ -219,6 +221,7 @@ impl Default for Settings {
             io: c.io,
             pin_cores: c.pin_cores,
             ws_path: c.ws_path,
+            socketio_namespaces: c.socketio_namespaces,
             echo_path: c.echo_path,
             max_message_size: c.max_message_size,
             ping_interval: c.ping_interval,
@@ -497,6 +500,7 @@ impl Settings {
             pin_cores: self.pin_cores,
             echo_path: self.echo_path.clone(),
             ws_path: self.ws_path.clone(),
+            socketio_namespaces: self.socketio_namespaces.clone(),
             max_message_size: self.max_message_size,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,

@@ -56,6 +56,26 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(b).map_err(|_| self.corrupt("invalid UTF-8"))
     }
 
+    /// Length-prefixed bytes.
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    /// Length-prefixed optional bytes (flag byte, then length and bytes when present).
+    pub(super) fn opt_bytes(&mut self) -> Result<Option<&'a [u8]>, StoreError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => self.bytes().map(Some),
+            _ => Err(self.corrupt("bad option flag")),
+        }
+    }
+
+    /// Whether everything was read.
+    pub(super) fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
     /// The rest as a string.
     pub(super) fn rest_str(&mut self) -> Result<&'a str, StoreError> {
         let b = std::mem::take(&mut self.bytes);
@@ -84,9 +104,21 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn put_str(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(&(s.len() as u32).to_le_bytes());
     out.extend_from_slice(s.as_bytes());
+}
+
+/// Length-prefixed optional bytes (the inverse of [`Reader::opt_bytes`]).
+pub(super) fn put_opt_bytes(out: &mut Vec<u8>, data: Option<&[u8]>) {
+    match data {
+        None => out.push(0),
+        Some(d) => {
+            out.push(1);
+            out.extend_from_slice(&(d.len() as u32).to_le_bytes());
+            out.extend_from_slice(d);
+        }
+    }
 }
 
 fn put_opt(out: &mut Vec<u8>, data: Option<&[u8]>) {

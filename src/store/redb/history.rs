@@ -7,7 +7,7 @@ use redb::ReadableTable;
 use super::codec;
 use super::{err, with_table, wtx, RedbStore, StreamMeta, HISTORY, STREAMS};
 use crate::store::memory::{Offer, ReadAcc};
-use crate::store::{unwritten_epoch, HistoryLimits, HistoryRead, StoreError, StreamPos};
+use crate::store::{unwritten_epoch, AppendReq, HistoryLimits, HistoryRead, StoreError, StreamPos};
 
 impl RedbStore {
     /// Makes sure `topic`'s meta is cached when the stream was ever written; false (and nothing
@@ -62,16 +62,10 @@ impl RedbStore {
         })
     }
 
-    pub(super) fn append_inner(
-        &mut self,
-        topic: &str,
-        limits: HistoryLimits,
-        event: &str,
-        data: Option<&[u8]>,
-        now_ms: u64,
-    ) -> Result<StreamPos, StoreError> {
+    /// Caches `topic`'s meta, creating it for a stream never written (the first append keeps
+    /// the epoch its reads reported).
+    fn ensure_stream(&mut self, topic: &str) -> Result<(), StoreError> {
         if !self.load_stream(topic)? {
-            // The first append: the stream keeps the epoch its reads reported.
             let meta = StreamMeta {
                 epoch: unwritten_epoch(&self.store_id, topic),
                 top: 0,
@@ -80,38 +74,76 @@ impl RedbStore {
             };
             self.streams.insert(topic.into(), meta);
         }
-        let m = self
-            .streams
-            .get_mut(topic)
-            .ok_or_else(|| StoreError::Io("redb: stream meta not cached".into()))?;
+        Ok(())
+    }
+
+    pub(super) fn append_inner(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        event: &str,
+        data: Option<&[u8]>,
+        now_ms: u64,
+    ) -> Result<StreamPos, StoreError> {
+        let req = AppendReq {
+            topic,
+            limits,
+            event,
+            data,
+            exclude: 0,
+        };
+        let mut out = Vec::with_capacity(1);
+        self.append_many(std::slice::from_ref(&req), now_ms, &mut out)?;
+        out.pop()
+            .ok_or_else(|| StoreError::Io("redb: append gave no position".into()))
+    }
+
+    /// Appends `reqs` in order with the history table opened once, pushing each position to
+    /// `out`; stops at the first failure.
+    pub(super) fn append_many(
+        &mut self,
+        reqs: &[AppendReq<'_>],
+        now_ms: u64,
+        out: &mut Vec<StreamPos>,
+    ) -> Result<(), StoreError> {
+        for r in reqs {
+            self.ensure_stream(r.topic)?;
+        }
         let tx = wtx(&self.db, &mut self.wtx)?;
-        let offset = m.top + 1;
-        codec::encode_publication(&mut self.scratch, now_ms, event, data);
         let mut t = tx.open_table(HISTORY).map_err(err)?;
-        t.insert((topic, offset), self.scratch.as_slice())
-            .map_err(err)?;
-        m.top = offset;
-        if !m.dirty {
-            m.dirty = true;
-            self.dirty_streams.push(topic.into());
-        }
-        let size = u64::try_from(limits.size).unwrap_or(u64::MAX);
-        let keep_from = (offset + 1).saturating_sub(size).max(1);
-        if m.first_kept < keep_from {
-            if keep_from - m.first_kept <= 32 {
-                for o in m.first_kept..keep_from {
-                    t.remove((topic, o)).map_err(err)?;
-                }
-            } else {
-                t.retain_in((topic, m.first_kept)..(topic, keep_from), |_, _| false)
-                    .map_err(err)?;
+        for r in reqs {
+            let m = self
+                .streams
+                .get_mut(r.topic)
+                .ok_or_else(|| StoreError::Io("redb: stream meta not cached".into()))?;
+            let offset = m.top + 1;
+            codec::encode_publication(&mut self.scratch, now_ms, r.event, r.data);
+            t.insert((r.topic, offset), self.scratch.as_slice())
+                .map_err(err)?;
+            m.top = offset;
+            if !m.dirty {
+                m.dirty = true;
+                self.dirty_streams.push(r.topic.into());
             }
-            m.first_kept = keep_from;
+            let size = u64::try_from(r.limits.size).unwrap_or(u64::MAX);
+            let keep_from = (offset + 1).saturating_sub(size).max(1);
+            if m.first_kept < keep_from {
+                if keep_from - m.first_kept <= 32 {
+                    for o in m.first_kept..keep_from {
+                        t.remove((r.topic, o)).map_err(err)?;
+                    }
+                } else {
+                    t.retain_in((r.topic, m.first_kept)..(r.topic, keep_from), |_, _| false)
+                        .map_err(err)?;
+                }
+                m.first_kept = keep_from;
+            }
+            out.push(StreamPos {
+                epoch: m.epoch.clone(),
+                offset,
+            });
         }
-        Ok(StreamPos {
-            epoch: m.epoch.clone(),
-            offset,
-        })
+        Ok(())
     }
 
     pub(super) fn read_inner(

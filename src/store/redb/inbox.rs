@@ -18,8 +18,7 @@ use super::codec::{self, MessageRow, StatusRow};
 use super::{err, with_table, wtx, RedbStore, FINALS, MESSAGES, STATUS, USERS};
 use crate::store::memory::{expiry, ms};
 use crate::store::{
-    now_ms, InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange,
-    StoreError,
+    InboxLimits, InboxMessage, MessageInfo, MessageStatus, NewMessage, StatusChange, StoreError,
 };
 
 /// One user's live messages.
@@ -120,7 +119,7 @@ impl<'t> Tables<'t> {
 
 impl RedbStore {
     /// The id of the live message at `offset` in `user`'s inbox.
-    fn inbox_id(&self, user: &str, offset: u64) -> Option<u64> {
+    pub(super) fn inbox_id(&self, user: &str, offset: u64) -> Option<u64> {
         self.inboxes.users.get(user)?.live.get(&offset).copied()
     }
 
@@ -235,6 +234,7 @@ impl RedbStore {
         &mut self,
         user: &str,
         offset: u64,
+        now_ms: u64,
     ) -> Result<Option<StatusChange>, StoreError> {
         let Some(id) = self.inbox_id(user, offset) else {
             return Ok(None);
@@ -246,7 +246,7 @@ impl RedbStore {
             &mut self.scratch,
             id,
             MessageStatus::Acked,
-            now_ms(),
+            now_ms,
         )
     }
 
@@ -287,9 +287,9 @@ impl RedbStore {
         &mut self,
         limits: InboxLimits,
         now_ms: u64,
-    ) -> Result<Vec<StatusChange>, StoreError> {
+    ) -> Result<Option<Vec<StatusChange>>, StoreError> {
         if limits.ttl.is_zero() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let cutoff = now_ms.saturating_sub(ms(limits.ttl));
         let old_live: Vec<u64> = self
@@ -306,7 +306,7 @@ impl RedbStore {
             keys
         });
         if old_live.is_empty() && old_finals.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
         let tx = wtx(&self.db, &mut self.wtx)?;
         let mut t = Tables::open(tx)?;
@@ -325,7 +325,7 @@ impl RedbStore {
             t.finals.remove(key).map_err(err)?;
             t.status.remove(key.1).map_err(err)?;
         }
-        Ok(changes)
+        Ok(Some(changes))
     }
 
     pub(super) fn status_inner(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {

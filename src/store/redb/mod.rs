@@ -1,15 +1,20 @@
 //! The [redb](https://docs.rs/redb) [`Store`]: history and inboxes in one database file,
 //! `ringhub.redb`, in the configured directory.
 //!
-//! # Transactions
-//! One write transaction spans a batch: the first mutating call opens it, [`Store::commit`]
-//! commits it with [`Durability::Immediate`] (an fsync), so `commit` is the group commit. Reads
-//! go through the open write transaction when there is one (they see the batch's writes), else
-//! through a read transaction. `commit` with nothing written does nothing. Dropping the store
-//! without `commit` loses the batch, as a crash would.
+//! # Transactions and the write-ahead log
+//! Every mutating call applies to one redb write transaction and adds its arguments to the
+//! batch's log record (the `wal` module). [`Store::commit`] is the group commit: it writes the
+//! record to `ringhub.wal` with one `fdatasync` and keeps the transaction open for the next
+//! batches; every second (or every 32 MiB of log: the `wal` module) it commits the
+//! transaction instead, with [`Durability::Immediate`], and the log starts again. Opening the
+//! store replays the log's records after the last checkpoint (the `replay` module). Reads go
+//! through the open write transaction when there is one, else through a read transaction.
+//! `commit` with nothing written does nothing. Dropping the store without `commit` loses the
+//! batch, as a crash would; what was committed is in the log.
 //!
-//! If an operation fails part way through a batch, the whole batch is rolled back at the next
-//! `commit`, which then reports the failure (the store thread never exposed the batch's results).
+//! If an operation fails part way through a batch, the batch is rolled back at the next
+//! `commit`, which then reports the failure (the store thread never exposed the batch's
+//! results): the transaction is aborted and the log's batches since the checkpoint are replayed.
 //!
 //! # Tables
 //! | table | key | value |
@@ -20,7 +25,7 @@
 //! | `users` | user | (next offset once its newest message left the inbox, unused 0) |
 //! | `status` | id | a final status: offset, status, attempts, created, final time, user |
 //! | `finals` | (final time, id) | — (final statuses, to forget them) |
-//! | `meta` | name | `next_id`, `store_id`, `inbox_schema` |
+//! | `meta` | name | `next_id`, `store_id`, `inbox_schema`, `wal_lsn` (the log's last checkpointed record) |
 //! | `outbox` | id | a webhook event: created time, JSON (the `outbox` module) |
 //!
 //! Each user's inbox (offset → id) and the live messages by creation time are indexed in
@@ -44,7 +49,13 @@ mod history;
 mod inbox;
 mod open;
 mod outbox;
+mod replay;
 mod schema;
+mod wal;
+
+#[cfg(test)]
+pub(crate) use wal::record_ends;
+pub use wal::WAL_NAME;
 
 pub(crate) use codec::fuzz_decode_all;
 
@@ -55,8 +66,8 @@ use std::time::Duration;
 use redb::{Database, Durability, TableDefinition, WriteTransaction};
 
 use super::{
-    HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage, OutboxEntry,
-    OutboxStats, StatusChange, Store, StoreError, StreamPos,
+    AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
+    OutboxEntry, OutboxStats, StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -141,6 +152,8 @@ pub struct RedbStore {
     broken: Option<open::Broken>,
     /// The first wait before reopening a broken database (doubles up to `open::MAX_BACKOFF`).
     backoff: Duration,
+    /// The write-ahead log: what makes a batch durable between checkpoints.
+    wal: wal::Wal,
 }
 
 /// Opens the batch's write transaction if needed.
@@ -163,10 +176,23 @@ impl RedbStore {
         &self.store_id
     }
 
-    /// Whether a write transaction is open (tests: reads must not open one).
+    /// Whether the batch has uncommitted operations (tests: reads must add none).
     #[cfg(test)]
     pub(crate) fn in_batch(&self) -> bool {
-        self.wtx.is_some()
+        self.wal.pending()
+    }
+
+    /// Tests: checkpoint only when [`checkpoint_at_next_commit`](Self::checkpoint_at_next_commit)
+    /// asks (not by time: a slow test run would move its checkpoints).
+    #[cfg(test)]
+    pub(crate) fn manual_checkpoints(&mut self) {
+        self.wal.manual = true;
+    }
+
+    /// Tests: checkpoint at the next commit.
+    #[cfg(test)]
+    pub(crate) fn checkpoint_at_next_commit(&mut self) {
+        self.wal.force_checkpoint();
     }
 
     /// How many stream metas are cached (tests: reads of unknown topics cache nothing).
@@ -183,6 +209,7 @@ impl RedbStore {
         self.note(r)
     }
 
+    /// Commits the open write transaction durably (a checkpoint: see [`Self::checkpoint`]).
     fn commit_inner(&mut self) -> Result<(), StoreError> {
         let Some(tx) = self.wtx.take() else {
             return Ok(());
@@ -226,7 +253,57 @@ impl Store for RedbStore {
     ) -> Result<StreamPos, StoreError> {
         self.usable()?;
         let r = self.append_inner(topic, limits, event, data, now_ms);
+        if r.is_ok() {
+            self.wal.push(&wal::Op::Append {
+                topic,
+                size: u64::try_from(limits.size).unwrap_or(u64::MAX),
+                event,
+                data,
+                now_ms,
+            });
+        }
         self.track(r)
+    }
+
+    fn append_batch(
+        &mut self,
+        reqs: &[AppendReq<'_>],
+        now_ms: u64,
+    ) -> Vec<Result<StreamPos, StoreError>> {
+        if let Err(e) = self.usable() {
+            let why = e.to_string();
+            return reqs
+                .iter()
+                .map(|_| Err(StoreError::Unavailable(why.clone())))
+                .collect();
+        }
+        let mut out = Vec::with_capacity(reqs.len());
+        let r = self.append_many(reqs, now_ms, &mut out);
+        if r.is_ok() {
+            for q in reqs {
+                self.wal.push(&wal::Op::Append {
+                    topic: q.topic,
+                    size: u64::try_from(q.limits.size).unwrap_or(u64::MAX),
+                    event: q.event,
+                    data: q.data,
+                    now_ms,
+                });
+            }
+        }
+        match self.track(r) {
+            Ok(()) => out.into_iter().map(Ok).collect(),
+            Err(e) => {
+                let why = e.to_string();
+                let done = out.len();
+                out.into_iter()
+                    .map(Ok)
+                    .chain(std::iter::once(Err(e)))
+                    .chain(
+                        (done + 1..reqs.len()).map(|_| Err(StoreError::Unavailable(why.clone()))),
+                    )
+                    .collect()
+            }
+        }
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
@@ -260,19 +337,48 @@ impl Store for RedbStore {
         now_ms: u64,
     ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
         self.usable()?;
+        let op = wal::Op::Put {
+            user,
+            topic: msg.topic,
+            event: msg.event,
+            data: msg.data,
+            max_messages: u64::try_from(limits.max_messages).unwrap_or(u64::MAX),
+            ttl: limits.ttl,
+            now_ms,
+        };
         let r = self.put_inner(user, msg, limits, now_ms);
+        if r.is_ok() {
+            self.wal.push(&op);
+        }
         self.track(r)
     }
 
     fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError> {
         self.usable()?;
+        let live = times > 0 && self.inbox_id(user, offset).is_some();
         let r = self.delivered_inner(user, offset, times);
+        if r.is_ok() && live {
+            self.wal.push(&wal::Op::Delivered {
+                user,
+                offset,
+                times,
+            });
+        }
         self.track(r)
     }
 
     fn inbox_ack(&mut self, user: &str, offset: u64) -> Result<Option<StatusChange>, StoreError> {
         self.usable()?;
-        let r = self.ack_inner(user, offset);
+        // The final time is the wall clock's, logged so that replaying gives the same.
+        let now_ms = super::now_ms();
+        let r = self.ack_inner(user, offset, now_ms);
+        if let Ok(Some(_)) = r {
+            self.wal.push(&wal::Op::Ack {
+                user,
+                offset,
+                now_ms,
+            });
+        }
         self.track(r)
     }
 
@@ -289,7 +395,14 @@ impl Store for RedbStore {
     ) -> Result<Vec<StatusChange>, StoreError> {
         self.usable()?;
         let r = self.expire_inner(limits, now_ms);
-        self.track(r)
+        if let Ok(Some(_)) = r {
+            self.wal.push(&wal::Op::Expire {
+                max_messages: u64::try_from(limits.max_messages).unwrap_or(u64::MAX),
+                ttl: limits.ttl,
+                now_ms,
+            });
+        }
+        self.track(r.map(Option::unwrap_or_default))
     }
 
     fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError> {
@@ -339,15 +452,37 @@ impl Store for RedbStore {
                 // Rolling back; the batch's failure is what gets reported.
                 let _ = tx.abort();
             }
+            self.wal.discard();
             self.reset();
+            // The transaction also held the batches answered since the checkpoint: back from
+            // the log. If that fails, the store reopens (and replays) once the backoff allows.
+            if let Err(e) = self.replay_file() {
+                self.reset();
+                let _ = self.note::<()>(Err(StoreError::Io(format!("replaying the log: {e}"))));
+            }
             return Err(StoreError::Io(
                 "redb: an operation of this batch failed; the batch was rolled back".into(),
             ));
         }
-        let r = self.commit_inner();
-        if r.is_err() {
-            self.reset();
+        if !self.wal.pending() {
+            return Ok(());
         }
-        self.note(r)
+        let r = if self.wal.checkpoint_due() {
+            let lsn = self.wal.lsn + 1;
+            self.checkpoint(lsn)
+        } else {
+            self.wal.write_batch()
+        };
+        if let Err(e) = r {
+            // Whatever the transaction held is unknown now: reopening replays what the log
+            // and the file hold.
+            self.reset();
+            self.wal.discard();
+            let why = match e {
+                StoreError::Io(m) | StoreError::Corrupt(m) | StoreError::Unavailable(m) => m,
+            };
+            return self.note(Err(StoreError::Io(why)));
+        }
+        Ok(())
     }
 }

@@ -52,6 +52,10 @@ impl RedbStore {
         }));
         let store = match opened {
             Ok(Ok(s)) => s,
+            // The log's errors say themselves what to do.
+            Ok(Err(StoreError::Corrupt(m))) if m.contains(super::WAL_NAME) => {
+                return Err(StoreError::Corrupt(m))
+            }
             Ok(Err(StoreError::Corrupt(m))) => return Err(damaged(m)),
             Ok(Err(StoreError::Io(m))) => {
                 return Err(StoreError::Io(format!("{}: {m}", path.display())))
@@ -106,7 +110,7 @@ impl RedbStore {
         }
         // Create every table (reads open them in read transactions) and the meta rows.
         let tx = db.begin_write().map_err(err)?;
-        let (next_id, store_id) = {
+        let (next_id, store_id, new_db) = {
             tx.open_table(STREAMS).map_err(err)?;
             tx.open_table(HISTORY).map_err(err)?;
             tx.open_table(MESSAGES).map_err(err)?;
@@ -146,12 +150,13 @@ impl RedbStore {
                     Box::from(&*id)
                 }
             };
-            (next_id, store_id)
+            (next_id, store_id, stored_next.is_none())
         };
         tx.commit().map_err(err)?;
         let inboxes = super::schema::load_inboxes(&db)?;
         let outbox = super::outbox::load(&db, now_ms)?;
-        Ok(RedbStore {
+        let (wal, log) = super::replay::open_log(path, &store_id, new_db)?;
+        let mut store = RedbStore {
             outbox,
             db,
             wtx: None,
@@ -166,7 +171,10 @@ impl RedbStore {
             path: path.to_path_buf(),
             broken: None,
             backoff: Duration::from_millis(500),
-        })
+            wal,
+        };
+        store.replay(&log)?;
+        Ok(store)
     }
 
     /// Notes the outcome of any operation: an I/O error breaks the database (redb refuses every

@@ -6,6 +6,10 @@
 //!   `users` (next offset, count) — four B-tree inserts per put.
 //! - Schema 2: `messages` (id → the whole live message), `status` only for final statuses,
 //!   `users` (next offset, written when the newest message leaves), `finals` as before.
+//! - Schema 3: the tables of schema 2, with the write-ahead log `ringhub.wal` beside the file:
+//!   the newest answered batches may be only in the log, so a build that does not replay it
+//!   must refuse the file (builds of schema 2 refuse a newer schema) rather than serve an older
+//!   state. Schema 2 files need no change (`wal_lsn` missing = no record checkpointed yet).
 //!
 //! A schema 1 file is migrated in the transaction that opens it (all or nothing); a file of a
 //! schema newer than this build knows is refused with an error that says so, never misread.
@@ -18,7 +22,7 @@ use super::{err, MESSAGES, STATUS, USERS};
 use crate::store::{MessageStatus, StoreError};
 
 /// The inbox schema this build writes.
-pub(super) const INBOX_SCHEMA: u64 = 2;
+pub(super) const INBOX_SCHEMA: u64 = 3;
 
 /// Schema 1's inbox: (user, offset) → id, created, expiry, topic, event, data.
 const INBOX_V1: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("inbox");
@@ -47,7 +51,8 @@ pub(super) fn upgrade(
         }
         _ => {}
     }
-    if !new_file {
+    // Schema 1 had no `inbox_schema` row; schema 2 → 3 changes no table.
+    if !new_file && stored.is_none() {
         let moved = migrate_v1(tx)?;
         tracing::warn!(
             messages = moved,

@@ -1,0 +1,409 @@
+//! Socket.IO clients on the shard (`/socket.io/`, Engine.IO v4 over WebSocket): the upgrade and
+//! OPEN packet, Engine.IO heartbeats, namespaces with the CONNECT auth payload, and client
+//! events turned into the hub's envelopes, so they are policed, routed and answered exactly as
+//! `/ws` messages are (`proto::socketio_map` is the mapping; answers go back through
+//! `enqueue`, publications through the shared per-shard encodings).
+//!
+//! Per connection, the entry holds one flag and the home namespace in seven bits of its flags
+//! (the namespace its publications are emitted on: the first one it connected); the side map
+//! `sio` holds the set of connected namespaces and, only while one is incomplete, a binary
+//! packet waiting for its attachments.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::{flag, ConnKind, Phase, ShardState};
+use crate::proto::engineio::{self as eio, Kind as EioKind, RequestError};
+use crate::proto::frame::{OP_BINARY, OP_TEXT};
+use crate::proto::handshake::{self as http, HttpError, RequestHead};
+use crate::proto::socketio::{self as sio, Kind};
+use crate::proto::socketio_binary::{self as bin, Pending};
+use crate::proto::socketio_map::{self as map, request_id};
+use crate::ConnId;
+
+/// A Socket.IO connection's state beyond its entry.
+#[derive(Default)]
+pub(crate) struct SioConn {
+    /// Connected namespaces: bit `i` for the `i`-th configured one.
+    connected: u128,
+    /// The token was checked (at the first CONNECT).
+    authed: bool,
+    /// A BINARY_EVENT waiting for its attachments.
+    pending: Option<Box<Pending>>,
+}
+
+/// The auth payload of a CONNECT packet (`io(url, {auth: {token}})`).
+#[derive(Deserialize)]
+struct Auth<'a> {
+    #[serde(borrow, default)]
+    token: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// The argument of the default event `publish`.
+#[derive(Deserialize)]
+struct Publish<'a> {
+    #[serde(borrow)]
+    topic: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    event: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(default)]
+    exclude_sender: bool,
+}
+
+impl ShardState {
+    /// Whether `path` is the Socket.IO endpoint (served when namespaces are configured).
+    pub(super) fn is_sio_path(&self, path: &str) -> bool {
+        !self.hub.config.socketio_namespaces.is_empty()
+            && (path == eio::PATH || path == &eio::PATH[..eio::PATH.len() - 1])
+    }
+
+    /// `GET /socket.io/?EIO=4&transport=websocket`: the same origin check and caps as `/ws`
+    /// (the token comes later, in the CONNECT packet), then the OPEN packet.
+    pub(super) fn route_sio(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let cfg = &hub.config;
+        match eio::parse_query(head.query.as_deref().unwrap_or("")) {
+            Ok(q) if q.transport == eio::Transport::Websocket && q.sid.is_none() => {}
+            // Long-polling (and so the upgrade of a polling session) is not served yet: clients
+            // must use `transports: ["websocket"]`.
+            Ok(_) => return self.sio_refuse(id, head, RequestError::UnknownTransport),
+            Err(e) => return self.sio_refuse(id, head, e),
+        }
+        if !head.method.eq_ignore_ascii_case("GET") {
+            return self.sio_refuse(id, head, RequestError::BadHandshakeMethod);
+        }
+        if !cfg.guard.origins.allows(head.header("Origin")) {
+            return self.sio_refuse(id, head, RequestError::Forbidden);
+        }
+        let response = http::accept_upgrade(head)?;
+        self.take_permit(id)?;
+        self.upgrade(
+            id,
+            Phase::Ws(ConnKind::SocketIo),
+            cfg.guard.admit_anonymous(),
+        );
+        if let Some(c) = self.conn_mut(id) {
+            c.set(flag::SIO);
+        }
+        self.sio.insert(id, SioConn::default());
+        self.push_raw(id, Bytes::from(response));
+        let sid = hub.client_id(id);
+        let ping = cfg.ping_interval.as_millis() as u64;
+        let mut open = Vec::with_capacity(160);
+        eio::Open {
+            sid: &sid,
+            upgrade_to_websocket: false,
+            ping_interval_ms: ping,
+            ping_timeout_ms: (cfg.idle_timeout.as_millis() as u64).saturating_sub(ping),
+            max_payload: cfg.max_message_size,
+        }
+        .encode(&mut open);
+        self.enqueue(id, map::engine_frame(&open));
+        tracing::debug!(conn = %id, "Socket.IO connection opened");
+        Ok(())
+    }
+
+    /// Answers a refused Engine.IO request with its status and `{"code","message"}` body,
+    /// readable by a page of an allowed origin (CORS with credentials: the origin echoed).
+    fn sio_refuse(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        e: RequestError,
+    ) -> Result<(), HttpError> {
+        let origin = head
+            .header("Origin")
+            .filter(|o| self.hub.config.guard.origins.allows(Some(o)))
+            .filter(|o| !o.contains(['\r', '\n']));
+        let extra = match origin {
+            Some(o) => format!(
+                "Access-Control-Allow-Origin: {o}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
+            ),
+            None => String::new(),
+        };
+        let now = self.stamp;
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        let took = now.since(c.accepted);
+        c.phase = Phase::Discard;
+        self.stats().handshake(e.status(), took);
+        let body = e.body();
+        let bytes = http::response_bytes(
+            e.status(),
+            "application/json",
+            &extra,
+            "Connection: close\r\n",
+            body.as_bytes(),
+        );
+        self.push_raw(id, Bytes::from(bytes));
+        self.begin_close(id);
+        Ok(())
+    }
+
+    /// One WebSocket message of a Socket.IO connection.
+    pub(super) fn sio_input(&mut self, id: ConnId, op: u8, msg: &[u8]) {
+        match op {
+            OP_TEXT => match eio::decode_text(msg) {
+                Err(e) => self.sio_fail(id, e.code()),
+                Ok(p) => {
+                    let eio::Data::Text(text) = p.data else {
+                        return;
+                    };
+                    match p.kind {
+                        EioKind::Message => self.sio_packet(id, text, Vec::new()),
+                        // The answer to a probe (during an upgrade from polling).
+                        EioKind::Ping => {
+                            let mut out = vec![EioKind::Pong.digit()];
+                            out.extend_from_slice(text.as_bytes());
+                            self.enqueue(id, map::engine_frame(&out));
+                        }
+                        EioKind::Close => self.close(id, 1000, ""),
+                        EioKind::Pong | EioKind::Noop | EioKind::Upgrade | EioKind::Open => {}
+                    }
+                }
+            },
+            OP_BINARY => {
+                let max = self.hub.config.max_message_size;
+                let Some(s) = self.sio.get_mut(&id) else {
+                    return;
+                };
+                let Some(p) = s.pending.as_mut() else {
+                    return self.sio_fail(id, sio::SocketError::BadAttachment.code());
+                };
+                // A packet with all its attachments is bounded like one message.
+                if p.bytes() + msg.len() > max {
+                    return self.sio_fail(id, sio::SocketError::TooLarge.code());
+                }
+                if p.push(msg) {
+                    let p = s.pending.take().map(|b| *b).unwrap_or_default();
+                    self.sio_packet(id, &p.packet, p.parts);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A protocol error: the connection closes (1002) with the error's code as the reason.
+    fn sio_fail(&mut self, id: ConnId, code: &'static str) {
+        tracing::debug!(conn = %id, code, "Socket.IO protocol error");
+        self.stats_protocol_error();
+        self.close(id, 1002, code);
+    }
+
+    fn stats_protocol_error(&self) {
+        crate::proto::stats::ShardStats::add(&self.stats().protocol_errors, 1);
+    }
+
+    /// A Socket.IO packet (with its attachments, once they are all there).
+    fn sio_packet(&mut self, id: ConnId, text: &str, parts: Vec<Vec<u8>>) {
+        let p = match sio::decode(text) {
+            Ok(p) => p,
+            Err(e) => return self.sio_fail(id, e.code()),
+        };
+        let namespaces = &self.hub.config.socketio_namespaces;
+        let Some(nsp) = namespaces.iter().position(|n| n == p.nsp) else {
+            if p.kind == Kind::Connect {
+                let mut out = vec![b'4'];
+                sio::encode_connect_error(p.nsp, "Invalid namespace", None, &mut out);
+                self.enqueue(id, map::engine_frame(&out));
+            }
+            return;
+        };
+        let Some(s) = self.sio.get_mut(&id) else {
+            return;
+        };
+        let connected = s.connected & (1 << nsp) != 0;
+        match p.kind {
+            Kind::Connect => self.sio_connect(id, nsp, p.data),
+            Kind::Disconnect => {
+                s.connected &= !(1 << nsp);
+            }
+            // Attachments follow: kept until they are all there (then this runs again).
+            Kind::BinaryEvent | Kind::BinaryAck if parts.len() < p.attachments => {
+                if s.pending.is_some() {
+                    return self.sio_fail(id, sio::SocketError::BadAttachment.code());
+                }
+                s.pending = Some(Box::new(Pending::new(text, p.attachments)));
+            }
+            // Packets of a namespace the client has not joined are dropped, as the reference
+            // server does.
+            Kind::Event | Kind::BinaryEvent if !connected => {}
+            Kind::Event | Kind::BinaryEvent => {
+                let Some(data) = p.data else { return };
+                let joined;
+                let data = if p.kind == Kind::BinaryEvent {
+                    joined = match bin::reconstruct(data, &parts) {
+                        Ok(j) => j,
+                        Err(e) => return self.sio_fail(id, e.code()),
+                    };
+                    match serde_json::from_str::<&RawValue>(&joined) {
+                        Ok(d) => d,
+                        Err(_) => {
+                            return self.sio_fail(id, sio::SocketError::InvalidPayload.code())
+                        }
+                    }
+                } else {
+                    data
+                };
+                self.sio_event(id, nsp, p.id, data);
+            }
+            // Server-side emits with an ack are not sent yet: nothing waits for an ACK.
+            Kind::Ack | Kind::BinaryAck | Kind::ConnectError => {}
+        }
+    }
+
+    /// CONNECT to a configured namespace: the first one checks the auth payload's token as the
+    /// `/ws` upgrade checks `?token=` (user, permissions, the `topics` claim joined here).
+    fn sio_connect(&mut self, id: ConnId, nsp: usize, auth: Option<&RawValue>) {
+        let name = self.hub.config.socketio_namespaces[nsp].clone();
+        let token = auth
+            .and_then(|a| serde_json::from_str::<Auth<'_>>(a.get()).ok())
+            .and_then(|a| a.token);
+        let authed = self.sio.get(&id).is_some_and(|s| s.authed);
+        let mut topics = Vec::new();
+        if !authed || token.is_some() {
+            let mut admitted = match self.hub.config.guard.admit_token(token.as_deref()) {
+                Ok(a) => a,
+                Err(e) => return self.sio_connect_error(id, &name, &e),
+            };
+            if !authed {
+                // `on_connect` decides as for `/ws`, with the auth payload to read.
+                let request = (eio::PATH, None, auth.map(RawValue::get));
+                if let Err(e) = self.connect_hook(id, request, &mut admitted) {
+                    return self.sio_connect_error(id, &name, &e);
+                }
+            }
+            let Some(c) = self.conn_mut(id) else { return };
+            if authed && c.user != admitted.user {
+                let e = HttpError::new(401, "unauthorized: the token names another user");
+                return self.sio_connect_error(id, &name, &e);
+            }
+            if !authed {
+                c.user = admitted.user.clone();
+                c.perms = admitted.permissions;
+                topics = admitted.topics;
+                if let Some(u) = admitted.user {
+                    self.users.entry(u).or_default().push(id);
+                }
+            }
+        }
+        let first = !authed;
+        let now = self.stamp;
+        if let Some(c) = self.conn_mut(id).filter(|c| !c.has(flag::SIO_NSP)) {
+            // Engine.IO pings every interval from now on (see `tick`).
+            c.set(flag::SIO_NSP);
+            c.accepted = now;
+        }
+        if let Some(s) = self.sio.get_mut(&id) {
+            if s.connected == 0 {
+                // The first namespace is the home: publications are emitted on it.
+                if let Some(c) = self.conns.get_mut(id.slot() as usize) {
+                    c.flags = (c.flags & !flag::SIO_HOME)
+                        | (((nsp as u32) << flag::SIO_HOME_SHIFT) & flag::SIO_HOME);
+                }
+            }
+            s.connected |= 1 << nsp;
+            s.authed = true;
+        }
+        let sid = format!("{}-{nsp}", self.hub.client_id(id));
+        let mut out = vec![b'4'];
+        sio::encode(Kind::Connect, &name, None, None, &mut out);
+        out.extend_from_slice(b"{\"sid\":");
+        sio::push_json_string(&sid, &mut out);
+        out.push(b'}');
+        self.enqueue(id, map::engine_frame(&out));
+        if first {
+            self.connected(id, &topics);
+        }
+    }
+
+    /// CONNECT_ERROR `{message, data: {code, status}}`: the client's `connect_error`.
+    fn sio_connect_error(&mut self, id: ConnId, nsp: &str, e: &HttpError) {
+        tracing::info!(conn = %id, reason = %e.message, "Socket.IO connect refused");
+        let code = if e.status == 401 {
+            "unauthorized"
+        } else {
+            "forbidden"
+        };
+        let data = format!("{{\"code\":\"{code}\",\"status\":{}}}", e.status);
+        let mut out = vec![b'4'];
+        sio::encode_connect_error(nsp, &e.message, Some(&data), &mut out);
+        self.enqueue(id, map::engine_frame(&out));
+    }
+
+    /// A client event, as the envelope a `/ws` client would send: the default events `join`,
+    /// `leave` and `publish`, else a message to the topic named like the event.
+    fn sio_event(&mut self, id: ConnId, nsp: usize, ack: Option<u64>, data: &RawValue) {
+        let ev = match sio::event(data) {
+            Ok(e) => e,
+            Err(e) => return self.sio_fail(id, e.code()),
+        };
+        let rid = ack.map(|a| request_id(nsp, a));
+        let room = || {
+            ev.args
+                .first()
+                .and_then(|a| serde_json::from_str::<std::borrow::Cow<'_, str>>(a.get()).ok())
+        };
+        let env = match &*ev.name {
+            "join" | "leave" => {
+                let Some(room) = room() else {
+                    return self.sio_bad(id, rid, "join/leave take the room name");
+                };
+                let event = if ev.name == "join" {
+                    "subscribe"
+                } else {
+                    "unsubscribe"
+                };
+                control(&room, event, None, rid, false)
+            }
+            "publish" => {
+                let p = ev
+                    .args
+                    .first()
+                    .and_then(|a| serde_json::from_str::<Publish<'_>>(a.get()).ok());
+                let Some(p) = p else {
+                    return self.sio_bad(id, rid, "publish takes {topic, event, data}");
+                };
+                let event = p.event.as_deref().unwrap_or("message");
+                control(&p.topic, event, p.data, rid, p.exclude_sender)
+            }
+            name => map::envelope_from_event(name, &ev.args, rid),
+        };
+        self.dispatch(id, &env);
+    }
+
+    fn sio_bad(&mut self, id: ConnId, rid: Option<u64>, msg: &str) {
+        self.error(id, rid, "", crate::ErrorCode::BadRequest, msg);
+    }
+}
+
+/// An envelope `{"topic","event"[,"data"][,"id"][,"exclude_sender"]}`.
+fn control(
+    topic: &str,
+    event: &str,
+    data: Option<&RawValue>,
+    id: Option<u64>,
+    exclude: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(topic.len() + event.len() + 64);
+    out.extend_from_slice(b"{\"topic\":");
+    sio::push_json_string(topic, &mut out);
+    out.extend_from_slice(b",\"event\":");
+    sio::push_json_string(event, &mut out);
+    if let Some(d) = data {
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(d.get().as_bytes());
+    }
+    if let Some(id) = id {
+        out.extend_from_slice(format!(",\"id\":{id}").as_bytes());
+    }
+    if exclude {
+        out.extend_from_slice(b",\"exclude_sender\":true");
+    }
+    out.push(b'}');
+    out
+}

@@ -1,0 +1,199 @@
+//! The redb store's write-ahead log: committed batches survive without a checkpoint, a torn
+//! last record is ignored, and a log that does not belong to the database is refused.
+
+use super::*;
+use crate::store::redb::{record_ends, FILE_NAME, WAL_NAME};
+
+fn open(dir: &std::path::Path) -> RedbStore {
+    let mut s = RedbStore::open(dir).unwrap();
+    s.manual_checkpoints();
+    s
+}
+
+/// The observable state: history of `topics`, the inbox of `u` and every message status.
+fn state(s: &mut RedbStore, topics: &[&str], ids: &[u64]) -> String {
+    let mut out = String::new();
+    for t in topics {
+        let r = s.read(t, hl(1000, 0), 0, 1000, T0 + 10).unwrap();
+        out += &format!("{t}: {:?} {:?}\n", r.pos, r.publications);
+    }
+    out += &format!("u: {:?}\n", s.inbox_list("u", T0 + 10).unwrap());
+    for id in ids {
+        out += &format!("{id}: {:?}\n", s.status(*id).unwrap());
+    }
+    out
+}
+
+/// Batches of every kind of operation, each committed (so answered), none checkpointed.
+fn committed_batches(s: &mut RedbStore) -> Vec<u64> {
+    let l = hl(3, 0);
+    let mut ids = Vec::new();
+    for i in 0..5u64 {
+        s.append("a", l, "e", Some(format!("{i}").as_bytes()), T0 + i)
+            .unwrap();
+        s.append("b", hl(100, 0), "f", None, T0 + i).unwrap();
+        let (m, _) = s
+            .inbox_put("u", msg("n", b"{}"), il(3, 60), T0 + i)
+            .unwrap();
+        ids.push(m.id);
+        s.commit().unwrap();
+    }
+    s.inbox_delivered("u", 3, 2).unwrap();
+    s.inbox_ack("u", 4).unwrap().unwrap();
+    s.commit().unwrap();
+    // Everything created at T0 expires at T0 + 60 s.
+    assert!(!s.expire(il(3, 60), T0 + 60_003).unwrap().is_empty());
+    s.commit().unwrap();
+    ids
+}
+
+#[test]
+fn committed_batches_are_replayed_after_a_crash_before_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, ids) = {
+        let mut s = open(dir.path());
+        let ids = committed_batches(&mut s);
+        (state(&mut s, &["a", "b"], &ids), ids)
+        // Dropped without a checkpoint: as `kill -9` would.
+    };
+    // The database file alone is still at its checkpoint (nothing of it)…
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join(FILE_NAME), alone.path().join(FILE_NAME)).unwrap();
+    assert_eq!(open(alone.path()).position("a").unwrap().offset, 0);
+    // …and the log brings every committed batch back, as it was.
+    let mut s = open(dir.path());
+    assert_eq!(state(&mut s, &["a", "b"], &ids), before);
+    assert_eq!(s.position("a").unwrap().offset, 5);
+    // Replaying checkpointed: the database file alone now has it all.
+    drop(s);
+    std::fs::remove_file(dir.path().join(WAL_NAME)).unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(state(&mut s, &["a", "b"], &ids), before);
+    let p = s.append("a", hl(3, 0), "e", None, T0).unwrap();
+    assert_eq!(p.offset, 6, "offsets continue");
+}
+
+#[test]
+fn batches_on_both_sides_of_a_checkpoint_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let epoch = {
+        let mut s = open(dir.path());
+        for i in 1..=9u64 {
+            if i == 4 {
+                s.checkpoint_at_next_commit();
+            }
+            s.append("t", hl(100, 0), "e", None, T0 + i).unwrap();
+            s.commit().unwrap();
+        }
+        s.position("t").unwrap().epoch
+    };
+    let mut s = open(dir.path());
+    let r = s.read("t", hl(100, 0), 0, 100, T0 + 10).unwrap();
+    assert_eq!(r.pos.epoch, epoch);
+    assert_eq!(offsets(&r), (1..=9).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_torn_last_record_is_ignored_and_everything_before_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = open(dir.path());
+        for i in 1..=3u64 {
+            s.append("t", hl(100, 0), "e", Some(b"\"some data\""), T0 + i)
+                .unwrap();
+            s.commit().unwrap();
+        }
+    }
+    let wal = dir.path().join(WAL_NAME);
+    let bytes = std::fs::read(&wal).unwrap();
+    let ends = record_ends(&bytes);
+    assert_eq!(ends.len(), 3);
+    // Cut inside the third record (a crash while writing it), with or without what followed.
+    for (what, torn) in [
+        ("truncated file", bytes[..ends[2] as usize - 3].to_vec()),
+        ("zeros after the cut", {
+            let mut b = bytes.clone();
+            b[ends[2] as usize - 3..].fill(0);
+            b
+        }),
+    ] {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::copy(dir.path().join(FILE_NAME), d.path().join(FILE_NAME)).unwrap();
+        std::fs::write(d.path().join(WAL_NAME), &torn).unwrap();
+        let mut s = open(d.path());
+        let r = s.read("t", hl(100, 0), 0, 100, T0 + 10).unwrap();
+        assert_eq!(offsets(&r), vec![1, 2], "{what}");
+        assert_eq!(s.append("t", hl(100, 0), "e", None, T0).unwrap().offset, 3);
+        s.commit().unwrap();
+        drop(s);
+        let mut s = open(d.path());
+        assert_eq!(
+            s.position("t").unwrap().offset,
+            3,
+            "{what}: after reopening"
+        );
+    }
+}
+
+#[test]
+fn a_log_of_another_version_or_store_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut s = open(dir.path());
+        s.append("t", hl(100, 0), "e", None, T0).unwrap();
+        s.commit().unwrap();
+    }
+    let wal = dir.path().join(WAL_NAME);
+    let good = std::fs::read(&wal).unwrap();
+    let refused = |bytes: &[u8], expect: &str| {
+        std::fs::write(&wal, bytes).unwrap();
+        let e = RedbStore::open(dir.path()).err().expect("opened");
+        let m = e.to_string();
+        assert!(m.contains(WAL_NAME) && m.contains(expect), "{m}");
+    };
+    let mut newer = good.clone();
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    refused(&newer, "newer ringhub (log version 2");
+    let mut older = good.clone();
+    older[8..12].copy_from_slice(&0u32.to_le_bytes());
+    refused(&older, "older ringhub (log version 0");
+    let mut magic = good.clone();
+    magic[0] = b'X';
+    refused(&magic, "not a ringhub write-ahead log");
+    let mut other = good.clone();
+    other[13] ^= 1;
+    refused(&other, "belongs to store");
+    // Zeros where the header goes (a crash while creating the log): a new log, nothing lost
+    // that was answered (no record is written before the header is synced).
+    std::fs::write(&wal, vec![0u8; 128 << 10]).unwrap();
+    assert_eq!(open(dir.path()).position("t").unwrap().offset, 0);
+    // Untouched, it opens with everything.
+    std::fs::write(&wal, &good).unwrap();
+    assert_eq!(open(dir.path()).position("t").unwrap().offset, 1);
+}
+
+#[test]
+fn a_log_that_does_not_continue_the_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("backup.redb");
+    {
+        let mut s = open(dir.path());
+        for i in 1..=6u64 {
+            if i == 2 || i == 4 {
+                s.checkpoint_at_next_commit();
+            }
+            s.append("t", hl(100, 0), "e", None, T0 + i).unwrap();
+            s.commit().unwrap();
+            if i == 2 {
+                std::fs::copy(dir.path().join(FILE_NAME), &backup).unwrap();
+            }
+        }
+    }
+    // The database restored from the backup (checkpoint 2) with the log after checkpoint 4.
+    std::fs::copy(&backup, dir.path().join(FILE_NAME)).unwrap();
+    let m = RedbStore::open(dir.path())
+        .err()
+        .expect("opened")
+        .to_string();
+    assert!(m.contains("does not continue the database"), "{m}");
+}

@@ -1,0 +1,190 @@
+// socket.io-client 4.8, unchanged from npm, against ringhub's /socket.io/ endpoint (the example
+// server examples/socketio.rs: the seed application's chat events as handlers), on both shells.
+import { test, describe, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdtempSync, writeFileSync, rmSync, existsSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, dirname, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { setTimeout as delay } from 'node:timers/promises'
+import { io } from 'socket.io-client'
+import { jwt, freePort, SECRET, API_KEY } from '../../clients/js/test/helpers.js'
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
+
+function exampleBin() {
+  if (process.env.RINGHUB_SIO_BIN) return process.env.RINGHUB_SIO_BIN
+  const t = process.env.CARGO_TARGET_DIR || join(ROOT, 'target')
+  const p = join(t, 'debug', 'examples', 'socketio')
+  if (!existsSync(p)) throw new Error(`no example server at ${p}: run cargo build --example socketio`)
+  return p
+}
+
+async function startServer(ioMode) {
+  const dir = mkdtempSync(join(tmpdir(), 'ringhub-sio-'))
+  const port = await freePort()
+  const config = `listen = "127.0.0.1:${port}"
+io = "${ioMode}"
+shards = 2
+pin_cores = false
+stats_interval = "0s"
+[auth]
+jwt_secret = "${SECRET}"
+anonymous = false
+[api]
+key = "${API_KEY}"
+`
+  writeFileSync(join(dir, 'ringhub.toml'), config)
+  const proc = spawn(exampleBin(), [join(dir, 'ringhub.toml')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
+  let log = ''
+  proc.stderr.on('data', (d) => (log += d))
+  let exited = false
+  const exit = new Promise((r) => proc.on('exit', () => ((exited = true), r())))
+  const http = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 20000
+  for (;;) {
+    if (exited) throw new Error(`server exited at start: ${log}`)
+    try {
+      if ((await fetch(http + '/healthz')).ok) break
+    } catch {}
+    if (Date.now() > deadline) throw new Error(`server not healthy: ${log}`)
+    await delay(25) // polling interval of the readiness probe
+  }
+  return {
+    url: http,
+    log: () => log,
+    async api(path, body) {
+      const r = await fetch(http + path, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      })
+      assert.equal(r.status, 200, await r.clone().text())
+      return (await r.json()).data
+    },
+    async stop() {
+      proc.kill('SIGKILL')
+      await exit
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+/** The seed's client options (auth token, reconnection), WebSocket transport. */
+function seedOptions(token) {
+  return {
+    auth: { token },
+    reconnection: true,
+    reconnectionDelay: 1000,
+    reconnectionDelayMax: 5000,
+    reconnectionAttempts: 5,
+    transports: ['websocket'],
+  }
+}
+
+const once = (s, ev) => new Promise((res) => s.once(ev, (...a) => res(a)))
+
+async function connected(url, token, extra = {}) {
+  const s = io(url, { ...seedOptions(token), ...extra, forceNew: true })
+  const [err] = await Promise.race([once(s, 'connect').then(() => [null]), once(s, 'connect_error')])
+  if (err) throw err
+  return s
+}
+
+for (const ioMode of ['uring', 'epoll']) {
+  describe(`socket.io-client on --io ${ioMode}`, () => {
+    let srv
+    const sockets = []
+    const client = async (url, token, extra) => {
+      const s = await connected(url, token, extra)
+      sockets.push(s)
+      return s
+    }
+    before(async () => {
+      srv = await startServer(ioMode)
+    })
+    after(async () => {
+      sockets.forEach((s) => s.disconnect())
+      await srv.stop()
+    })
+
+    test('connects with the auth token; emit with ack reaches the handler', async () => {
+      const s = await client(srv.url, jwt('alice'))
+      assert.ok(s.connected && s.id)
+      assert.deepEqual(await s.emitWithAck('chat:join', { conversationId: 42 }), { room: 'chat:42' })
+      const err = await s.emitWithAck('chat:message', { conversationId: 42, text: ' ' })
+      assert.equal(err.error.code, 'bad_request')
+    })
+
+    test('rooms joined by a handler; to(room).emit excludes the sender', async () => {
+      const a = await client(srv.url, jwt('ann'))
+      const b = await client(srv.url, jwt('ben'))
+      await a.emitWithAck('chat:join', { conversationId: 7 })
+      await b.emitWithAck('chat:join', { conversationId: 7 })
+      const got = []
+      a.on('chat:message', (m) => got.push(m))
+      const atB = once(b, 'chat:message')
+      assert.deepEqual(await a.emitWithAck('chat:message', { conversationId: 7, text: 'hi' }), { ok: true })
+      const [m] = await atB
+      assert.deepEqual(m, { room: 'chat:7', from: 'ann', text: 'hi' })
+      // A marker published after it reaches a; the message before it did not.
+      const marker = once(a, 'marker')
+      await b.emitWithAck('publish', { topic: 'chat:7', event: 'marker', data: 1 })
+      await marker
+      assert.deepEqual(got, [])
+    })
+
+    test('rooms by the JWT topics claim, and the default join/publish events', async () => {
+      const s = await client(srv.url, jwt('cid', { topics: ['news'] }))
+      const headline = once(s, 'headline')
+      const r = await srv.api('/api/v1/publish', { topic: 'news', event: 'headline', data: { n: 1 } })
+      assert.equal(r.delivered, 1)
+      assert.deepEqual(await headline, [{ n: 1 }])
+      const t = await client(srv.url, jwt('dan'))
+      assert.equal(await t.emitWithAck('join', 'lobby'), undefined)
+      const hello = once(t, 'hello')
+      await s.emitWithAck('publish', { topic: 'lobby', event: 'hello', data: 'world' })
+      assert.deepEqual(await hello, ['world'])
+    })
+
+    test('a send to the user', async () => {
+      const s = await client(srv.url, jwt('bob'))
+      const dm = once(s, 'dm')
+      const r = await srv.api('/api/v1/send', { users: ['bob'], event: 'dm', data: { text: 'psst' } })
+      assert.equal(r.delivered, 1)
+      assert.deepEqual(await dm, [{ text: 'psst' }])
+    })
+
+    test('namespaces: /chat connects, an unknown one gets "Invalid namespace"', async () => {
+      const c = await client(srv.url + '/chat', jwt('eve'))
+      assert.ok(c.connected)
+      assert.deepEqual(await c.emitWithAck('chat:join', { conversationId: 'x' }), { room: 'chat:x' })
+      const n = io(srv.url + '/nope', { ...seedOptions(jwt('eve')), forceNew: true })
+      sockets.push(n)
+      const [err] = await once(n, 'connect_error')
+      assert.equal(err.message, 'Invalid namespace')
+    })
+
+    test('connect_error on a bad token', async () => {
+      const s = io(srv.url, { ...seedOptions('not-a-token'), forceNew: true })
+      sockets.push(s)
+      const [err] = await once(s, 'connect_error')
+      assert.match(err.message, /^unauthorized/)
+      assert.equal(err.data.code, 'unauthorized')
+      assert.equal(s.connected, false)
+    })
+
+    test('binary attachments both ways', async () => {
+      const a = await client(srv.url, jwt('fay'))
+      const b = await client(srv.url, jwt('gus'))
+      await b.emitWithAck('join', 'files')
+      const file = once(b, 'file')
+      const body = Buffer.from([0, 1, 2, 250, 255])
+      await a.emitWithAck('publish', { topic: 'files', event: 'file', data: { name: 'x.bin', body } })
+      const [got] = await file
+      assert.equal(got.name, 'x.bin')
+      assert.deepEqual(Buffer.from(got.body), body)
+    })
+  })
+}
