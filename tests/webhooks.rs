@@ -224,6 +224,67 @@ async fn events_of_a_connection_life(io: IoMode) {
 }
 per_shell!(async fn events_of_a_connection_life);
 
+/// A Socket.IO connection's user comes online and goes offline as a `/ws` one's does (the
+/// Socket.IO CONNECT adds the user to the shard where the `/ws` upgrade does).
+async fn socketio_user_online_and_offline(io: IoMode) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMsg;
+    let log = Arc::new(Mutex::new(Log::default()));
+    let Some(rx) = Receiver::start(0, log) else {
+        return;
+    };
+    let cfg = Config {
+        webhooks: hooks(rx.url()),
+        ..Config::default()
+    };
+    // The user is named by the CONNECT packet's auth payload.
+    let b = builder_with(io, cfg).on_connect(|c: &ringhub::hooks::ConnectInfo<'_>| {
+        let user = c
+            .auth
+            .and_then(|a| serde_json::from_str::<Value>(a).ok())
+            .and_then(|v| v["user"].as_str().map(str::to_string));
+        Ok(ringhub::hooks::ConnectOutcome {
+            user,
+            ..Default::default()
+        })
+    });
+    let Some(h) = start(b) else {
+        return;
+    };
+    let mut ws = connect(&h, "/socket.io/?EIO=4&transport=websocket").await;
+    async fn text(ws: &mut Ws) -> String {
+        loop {
+            match StreamExt::next(ws).await {
+                Some(Ok(WsMsg::Text(t))) => return t.to_string(),
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended: {other:?}"),
+            }
+        }
+    }
+    let open = text(&mut ws).await;
+    assert!(open.starts_with("0{"), "OPEN: {open}");
+    ws.send(WsMsg::Text(r#"40{"user":"sam"}"#.into()))
+        .await
+        .unwrap();
+    let ok = text(&mut ws).await;
+    assert!(ok.starts_with("40{\"sid\":"), "CONNECT: {ok}");
+    until("user_online of sam", || {
+        count(&rx.events(), "user_online", "user", "sam") == 1
+    })
+    .await;
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = StreamExt::next(&mut ws).await {}
+    until("user_offline of sam", || {
+        count(&rx.events(), "user_offline", "user", "sam") == 1
+    })
+    .await;
+    let ev = rx.events();
+    assert_unique_ids(&ev);
+    assert_eq!(count(&ev, "user_online", "user", "sam"), 1, "{ev:?}");
+    stop_server(h);
+}
+per_shell!(async fn socketio_user_online_and_offline);
+
 /// Users `u0..n` connect and leave: `2n` events.
 async fn churn(addr: std::net::SocketAddr, n: usize) {
     for i in 0..n {
