@@ -80,7 +80,12 @@ impl<T> OutboxIndex<T> {
         id
     }
 
-    /// Adds an event with a known id (loading a store); later ids are above it.
+    /// The id the next [`push`](Self::push) gives.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next
+    }
+
+    /// Adds an event with a known id (loading a store, replaying a log); later ids are above it.
     pub(crate) fn insert(&mut self, id: u64, created_ms: u64, value: T) {
         self.next = self.next.max(id + 1);
         self.pending.insert(

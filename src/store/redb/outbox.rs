@@ -2,10 +2,18 @@
 //! endian) then the event's JSON. Pending ids, their times and leases are indexed in memory
 //! ([`OutboxIndex`]), loaded when the file opens and after a rollback; leases are not stored, so
 //! after a restart every pending event is sent again (at least once).
+//!
+//! Pushes and removals go through the write-ahead log like the store's other writes: each event
+//! pushed is logged with the id it got ([`Op::OutboxPush`]), each removal with the id removed
+//! ([`Op::OutboxDone`]), in the batch's record. Replaying calls the same code
+//! ([`RedbStore::outbox_insert`], [`RedbStore::outbox_remove`]) with the logged ids, so an event
+//! keeps its id across a crash although the id counter is not stored (it restarts above the
+//! stored ids and the clock's [`first_message_id`]).
 
 use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::wal::Op;
 use super::{err, wtx, RedbStore};
 use crate::store::outbox::{local_id, OutboxIndex};
 use crate::store::{first_message_id, OutboxEntry, OutboxStats, StoreError};
@@ -38,19 +46,35 @@ fn created(v: &[u8]) -> Result<u64, StoreError> {
 }
 
 impl RedbStore {
+    /// Puts `events` in the outbox under the next ids, logging each.
     pub(super) fn outbox_push_inner(
         &mut self,
         events: &[Bytes],
         now_ms: u64,
     ) -> Result<(), StoreError> {
+        let first = self.outbox.next_id();
+        self.outbox_insert(now_ms, (first..).zip(events.iter().map(|e| &e[..])), true)
+    }
+
+    /// Inserts events under the given ids (a push: the next ones; a replay: the logged ones),
+    /// logging them when `log` (not while replaying).
+    pub(super) fn outbox_insert<'e>(
+        &mut self,
+        now_ms: u64,
+        rows: impl IntoIterator<Item = (u64, &'e [u8])>,
+        log: bool,
+    ) -> Result<(), StoreError> {
         let tx = wtx(&self.db, &mut self.wtx)?;
         let mut t = tx.open_table(OUTBOX).map_err(err)?;
-        for e in events {
-            let id = self.outbox.push(now_ms, ());
+        for (id, event) in rows {
+            self.outbox.insert(id, now_ms, ());
             self.scratch.clear();
             self.scratch.extend_from_slice(&now_ms.to_le_bytes());
-            self.scratch.extend_from_slice(e);
+            self.scratch.extend_from_slice(event);
             t.insert(id, self.scratch.as_slice()).map_err(err)?;
+            if log {
+                self.wal.push(&Op::OutboxPush { id, now_ms, event });
+            }
         }
         Ok(())
     }
@@ -86,12 +110,26 @@ impl RedbStore {
         })
     }
 
+    /// Removes the events of `ids` that are pending (ids of this store only), logging each.
     pub(super) fn outbox_done_inner(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        self.outbox_remove(ids.iter().filter_map(|i| local_id(i)), true)
+    }
+
+    /// Removes those of `ids` that are pending, logging each removal when `log` (not while
+    /// replaying). A batch that removes nothing logs nothing (no record, no `fdatasync`).
+    pub(super) fn outbox_remove(
+        &mut self,
+        ids: impl IntoIterator<Item = u64>,
+        log: bool,
+    ) -> Result<(), StoreError> {
         let tx = wtx(&self.db, &mut self.wtx)?;
         let mut t = tx.open_table(OUTBOX).map_err(err)?;
-        for id in ids.iter().filter_map(|i| local_id(i)) {
+        for id in ids {
             if self.outbox.done(id) {
                 t.remove(id).map_err(err)?;
+                if log {
+                    self.wal.push(&Op::OutboxDone { id });
+                }
             }
         }
         Ok(())
