@@ -5,9 +5,11 @@ mod cluster;
 mod messaging;
 pub mod proxy;
 pub mod settings;
+pub mod webhooks;
 
 pub use cluster::ClusterConfig;
 pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
+pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -105,6 +107,8 @@ pub struct Config {
     pub compression: CompressionConfig,
     /// The application backend's proxies (`[proxy]`); none by default.
     pub proxy: proxy::ProxyConfig,
+    /// Events sent to the application's backend (`[webhooks]`); off by default.
+    pub webhooks: WebhookConfig,
 }
 
 /// permessage-deflate (RFC 7692) with the clients that offer it (`[compression]`). Each
@@ -178,6 +182,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             compression: CompressionConfig::default(),
             proxy: proxy::ProxyConfig::default(),
+            webhooks: WebhookConfig::default(),
             ui: true,
         }
     }
@@ -260,6 +265,7 @@ impl Config {
         if self.cluster.prefix.is_empty() {
             return bad("cluster prefix must not be empty");
         }
+        self.webhooks.validate().map_err(ServerError::Config)?;
         if self.store.backend == StoreBackend::Redis && self.cluster.redis.is_empty() {
             return bad("the redis store needs the cluster's Redis URLs (cluster redis)");
         }

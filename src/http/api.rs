@@ -51,6 +51,11 @@ pub(crate) async fn handle(
                         .as_ref()
                         .map(|tx| hub.store_stats.list(tx.len())),
                     hub.links.proxy.as_ref().map(|_| &hub.proxy_stats),
+                    hub.config
+                        .webhooks
+                        .url
+                        .is_some()
+                        .then(|| hub.webhooks.list()),
                 )
                 .into_bytes(),
                 headers: String::new(),
@@ -112,6 +117,10 @@ pub(crate) async fn handle(
         "/api/v1/stats" => respond(nodes::gathered(hub, QueryKind::Stats).await),
         "/api/v1/topics" => respond(nodes::gathered(hub, QueryKind::Topics).await),
         "/api/v1/events" => Response::ok(hub.events.to_json()),
+        "/api/v1/webhooks" => Response::ok(
+            hub.webhooks
+                .to_json(hub.config.webhooks.url.is_some(), crate::store::now_ms()),
+        ),
         "/api/v1/inbox" => respond(messages::inbox_endpoint(hub, head.query.as_deref()).await),
         "/api/v1/nodes" => respond(nodes::nodes(hub).await),
         "/api/v1/batch" => respond(batch(hub, &body).await),
@@ -127,6 +136,7 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("/api/v1/nodes", "GET"),
     ("/api/v1/topics", "GET"),
     ("/api/v1/events", "GET"),
+    ("/api/v1/webhooks", "GET"),
     ("/api/v1/publish", "POST"),
     ("/api/v1/send", "POST"),
     ("/api/v1/broadcast", "POST"),

@@ -56,6 +56,7 @@ pub(crate) fn render(
     cluster: Option<&crate::cluster::ClusterStats>,
     store: Option<[(&str, &str, u64, bool); 7]>,
     proxy: Option<&crate::shard::proxy::ProxyStats>,
+    webhooks: Option<[(&str, &str, u64, bool); 6]>,
 ) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();
@@ -211,8 +212,13 @@ pub(crate) fn render(
         }
     }
 
-    if let Some(list) = store {
-        let sub = reg.sub_registry_with_prefix("store");
+    let lists = [
+        ("store", store.map(|l| l.to_vec())),
+        ("webhook", webhooks.map(|l| l.to_vec())),
+    ];
+    for (prefix, list) in lists {
+        let Some(list) = list else { continue };
+        let sub = reg.sub_registry_with_prefix(prefix);
         for (name, help, value, counter) in list {
             if counter {
                 sub.register(name, help, ConstCounter::new(value));

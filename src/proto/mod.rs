@@ -21,4 +21,5 @@ pub mod socketio_binary;
 pub mod socketio_map;
 pub(crate) mod sse;
 pub mod stats;
+pub mod webhook;
 pub(crate) mod wire;

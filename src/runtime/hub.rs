@@ -83,6 +83,12 @@ impl Builder {
         self.config.compression = c;
         self
     }
+    /// Signed, batched, at-least-once events to the application's backend (`[webhooks]`; see
+    /// [`WebhookConfig`](crate::config::WebhookConfig)).
+    pub fn webhooks(mut self, w: crate::config::WebhookConfig) -> Self {
+        self.config.webhooks = w;
+        self
+    }
     /// Largest accepted message in bytes.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.max_message_size = bytes;
@@ -319,6 +325,7 @@ impl Server {
             store_fault: std::sync::Mutex::new(None),
             store_stats: Default::default(),
             proxy_stats: Default::default(),
+            webhooks: Default::default(),
             api_keys: Default::default(),
             config: self.config,
             links: Links {
@@ -345,6 +352,7 @@ impl Server {
                 .spawn(move || seq.run())
                 .map_err(ServerError::Thread)?
         };
+        let webhook_thread = crate::runtime::webhook::spawn(hub.clone())?;
         let (api_stop, api_stop_rx) = tokio::sync::oneshot::channel();
         let api = {
             let hub = hub.clone();
@@ -404,6 +412,7 @@ impl Server {
             api: Some(api),
             api_stop: Some(api_stop),
             store_thread: Some(store_thread),
+            webhook_thread,
         })
     }
 }
@@ -444,6 +453,8 @@ pub struct ServerHandle {
     api: Option<JoinHandle<()>>,
     api_stop: Option<tokio::sync::oneshot::Sender<()>>,
     store_thread: Option<JoinHandle<()>>,
+    /// The webhook sender, when webhooks are configured.
+    webhook_thread: Option<JoinHandle<()>>,
 }
 
 impl ServerHandle {
@@ -519,6 +530,11 @@ impl ServerHandle {
         // Disconnecting the stop channel ends the workers once queued jobs are done.
         drop(self.pool_stop);
         for t in self.pool.drain(..) {
+            let _ = t.join();
+        }
+        // The webhook sender stops first (it waits on the store); its events stay in the outbox.
+        crate::runtime::webhook::stop(&self.hub);
+        if let Some(t) = self.webhook_thread.take() {
             let _ = t.join();
         }
         // The store commits what is queued and stops; then the API thread, which may wait for

@@ -6,3 +6,4 @@ pub(crate) mod messaging;
 pub(crate) mod pool;
 pub(crate) mod proxy;
 pub(crate) mod store;
+pub(crate) mod webhook;

@@ -85,7 +85,11 @@ impl ShardState {
             user, permissions, ..
         } = admitted;
         if let Some(u) = &user {
-            self.users.entry(u.clone()).or_default().push(id);
+            let ids = self.users.entry(u.clone()).or_default();
+            ids.push(id);
+            if ids.len() == 1 {
+                self.webhook_user(u, true);
+            }
         }
         let took = self.stamp;
         let Some(c) = self.conn_mut(id) else { return };

@@ -357,8 +357,14 @@ impl Effects for Inline<'_> {
     }
     fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, HandlerError> {
         if let Some(r) = self.st.hub.publish_stored(&p, Some(self.conn)) {
+            if r.is_ok() {
+                self.st
+                    .webhook_publication(self.conn, p.topic, p.event, p.data);
+            }
             return r;
         }
+        self.st
+            .webhook_publication(self.conn, p.topic, p.event, p.data);
         let frame = envelope::publication(p.topic, p.event, p.data);
         let exclude = p.exclude_sender.then_some(self.conn);
         self.st.publish(p.topic, frame, exclude);

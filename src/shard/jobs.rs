@@ -120,6 +120,19 @@ pub(crate) enum StoreJob {
     Positions { shard: usize, topics: Vec<Arc<str>> },
     /// Several jobs that go into one batch, so one commit (the API's `batch` endpoint).
     Many(Vec<StoreJob>),
+    /// A webhook fact from a shard: counted, and put in the outbox as events when it makes one.
+    Webhook(WebhookFact),
+    /// The webhook sender leases up to `max` outbox events for `lease`.
+    OutboxClaim {
+        max: usize,
+        lease: std::time::Duration,
+        reply: oneshot::Sender<Result<Vec<crate::store::OutboxEntry>, StoreError>>,
+    },
+    /// The webhook sender is done with these events (delivered, or dead letters).
+    OutboxDone {
+        ids: Vec<String>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
     /// Commit and exit.
     Stop,
 }
@@ -162,4 +175,24 @@ impl StoreStats {
             ("commits", "Batches of store jobs committed (one commit, and with redb one fsync, each)", g(&self.commits), true),
         ]
     }
+}
+
+/// A fact for the store thread's webhook aggregator (made by `shard::webhook`).
+#[derive(Debug)]
+pub(crate) enum WebhookFact {
+    /// Shard `shard` got its first (`on`) or lost its last (`!on`) subscriber of `topic`.
+    Topic {
+        topic: Arc<str>,
+        shard: usize,
+        on: bool,
+    },
+    /// Shard `shard` got its first (`on`) or lost its last connection of `user`.
+    User {
+        user: Arc<str>,
+        shard: usize,
+        on: bool,
+    },
+    /// A finished event (its JSON without id): presence changes and publications, which need
+    /// no counting.
+    Event(Bytes),
 }

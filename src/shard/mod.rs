@@ -49,6 +49,7 @@ pub(crate) mod shared;
 mod sio;
 mod state;
 mod sync;
+pub(crate) mod webhook;
 mod ws;
 
 #[cfg(feature = "axum")]

@@ -241,6 +241,7 @@ impl ShardState {
                 if ids.is_empty() {
                     self.users.remove(u);
                     self.durable.remove(u);
+                    self.webhook_user(u, false);
                 }
             }
         }

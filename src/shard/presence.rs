@@ -31,6 +31,9 @@ impl ShardState {
             return;
         };
         let (join_leave, presence) = (ns.join_leave, ns.presence);
+        if presence {
+            self.webhook_presence(id, pattern, false);
+        }
         if presence && self.hub.cluster.clustered {
             self.hub
                 .cluster
@@ -50,6 +53,9 @@ impl ShardState {
             return;
         };
         let (join_leave, presence) = (ns.join_leave, ns.presence);
+        if presence {
+            self.webhook_presence(id, topic, true);
+        }
         if presence && self.hub.cluster.clustered {
             if let Some(entry) = self.presence_entry(id) {
                 self.hub

@@ -124,6 +124,8 @@ pub(crate) struct HubShared {
     pub(crate) store_stats: super::jobs::StoreStats,
     /// Proxy calls, for `/metrics`.
     pub(crate) proxy_stats: super::proxy::ProxyStats,
+    /// What the webhook sender did and the outbox holds (`/metrics`, `/api/v1/webhooks`).
+    pub(crate) webhooks: super::webhook::WebhookStats,
     /// Wrong API keys per address (429 after too many), for the API thread and the shards that
     /// answer an API publish themselves (`shard::fastapi`).
     pub(crate) api_keys: crate::policy::keyguard::SharedKeyGuard,
@@ -312,6 +314,7 @@ impl HubShared {
             cluster: NodeLink::single("bench".into()),
             store_stats: Default::default(),
             proxy_stats: Default::default(),
+            webhooks: Default::default(),
             api_keys: Default::default(),
         }
     }

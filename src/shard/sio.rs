@@ -287,7 +287,13 @@ impl ShardState {
                 c.perms = admitted.permissions;
                 topics = admitted.topics;
                 if let Some(u) = admitted.user {
-                    self.users.entry(u).or_default().push(id);
+                    let ids = self.users.entry(u.clone()).or_default();
+                    ids.push(id);
+                    // As for `/ws` (`conn::upgrade`): the shard's first connection of the user
+                    // is a webhook fact, its last one (`output`) too.
+                    if ids.len() == 1 {
+                        self.webhook_user(&u, true);
+                    }
                 }
             }
         }

@@ -118,6 +118,7 @@ impl ShardState {
             return;
         };
         if self.registry.unsubscribe(p, id.slot()) == Unsubscribed::Last {
+            self.webhook_topic(pattern, false);
             self.broadcast_interest(pattern, false, None);
             self.forget_streams(pattern);
         }
@@ -425,9 +426,11 @@ impl ShardState {
             ));
         }
         c.subs.push(pattern.into());
-        if self.registry.subscribe(p, id.slot()) == Subscribed::First
-            && (self.hub.shards > 1 || self.hub.cluster.clustered)
-        {
+        let first = self.registry.subscribe(p, id.slot()) == Subscribed::First;
+        if first {
+            self.webhook_topic(pattern, true);
+        }
+        if first && (self.hub.shards > 1 || self.hub.cluster.clustered) {
             let token = self.next_token;
             self.next_token += 1;
             let remaining = self.broadcast_interest(pattern, true, Some(token));

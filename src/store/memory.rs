@@ -21,7 +21,8 @@ use bytes::Bytes;
 
 use super::{
     new_epoch, now_ms, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo,
-    MessageStatus, NewMessage, Publication, StatusChange, Store, StoreError, StreamPos,
+    MessageStatus, NewMessage, OutboxEntry, OutboxStats, Publication, StatusChange, Store,
+    StoreError, StreamPos,
 };
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
@@ -134,6 +135,8 @@ pub struct MemoryStore {
     finals: BTreeSet<(u64, u64)>,
     /// Drawn at creation: a memory store's inboxes start empty at every start.
     epoch: Arc<str>,
+    /// Webhook events and their bodies.
+    outbox: super::outbox::OutboxIndex<Bytes>,
 }
 
 impl Default for MemoryStore {
@@ -153,6 +156,7 @@ impl MemoryStore {
             live: BTreeSet::new(),
             finals: BTreeSet::new(),
             epoch: new_epoch(),
+            outbox: super::outbox::OutboxIndex::new(super::first_message_id(now_ms())),
         }
     }
 
@@ -470,6 +474,42 @@ impl Store for MemoryStore {
             attempts: i.attempts,
             created_ms: i.created_ms,
         }))
+    }
+
+    fn outbox_push(&mut self, events: &[Bytes], now_ms: u64) -> Result<(), StoreError> {
+        for e in events {
+            self.outbox.push(now_ms, e.clone());
+        }
+        Ok(())
+    }
+
+    fn outbox_claim(
+        &mut self,
+        max: usize,
+        lease: std::time::Duration,
+        now_ms: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        Ok(self
+            .outbox
+            .claim(max, lease, now_ms)
+            .into_iter()
+            .map(|(id, created_ms, body)| OutboxEntry {
+                id: id.to_string(),
+                body: body.clone(),
+                created_ms,
+            })
+            .collect())
+    }
+
+    fn outbox_done(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        for id in ids.iter().filter_map(|i| super::outbox::local_id(i)) {
+            self.outbox.done(id);
+        }
+        Ok(())
+    }
+
+    fn outbox_stats(&mut self) -> Result<OutboxStats, StoreError> {
+        Ok(self.outbox.stats())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {

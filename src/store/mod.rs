@@ -27,7 +27,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+pub use outbox::{OutboxEntry, OutboxStats};
+
 pub mod memory;
+pub mod outbox;
 pub mod redb;
 pub mod redis;
 #[cfg(test)]
@@ -322,6 +325,36 @@ pub trait Store: Send + 'static {
 
     /// What is known of message `id` (`None` if unknown or forgotten).
     fn status(&mut self, id: u64) -> Result<Option<MessageInfo>, StoreError>;
+
+    /// Appends webhook events (each a JSON object without its id) to the outbox, in order.
+    /// See [`outbox`] for the guarantees.
+    fn outbox_push(&mut self, events: &[Bytes], now_ms: u64) -> Result<(), StoreError>;
+
+    /// Claims up to `max` pending events, oldest first, that nobody claimed within the last
+    /// `lease` (never claimed, or their claimer is still retrying them or died); they are
+    /// this caller's until a claim with a `lease` shorter than their age takes them over.
+    fn outbox_claim(
+        &mut self,
+        max: usize,
+        lease: Duration,
+        now_ms: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError>;
+
+    /// Removes events for good (delivered, or dead-lettered). Unknown ids are ignored.
+    fn outbox_done(&mut self, ids: &[String]) -> Result<(), StoreError>;
+
+    /// How many events are pending and since when.
+    fn outbox_stats(&mut self) -> Result<OutboxStats, StoreError>;
+
+    /// Records that `node` now has (`on`) or no longer has `key` (`topic:<t>`: a subscriber of
+    /// topic `t`; `user:<u>`: a connection of user `u`), and answers whether the cluster-wide
+    /// state changed with it — the first node to have it, or the last to lose it — so that a
+    /// webhook event is sent once per cluster-wide transition. A local store serves one node:
+    /// always true.
+    fn webhook_transition(&mut self, key: &str, node: &str, on: bool) -> Result<bool, StoreError> {
+        let _ = (key, node, on);
+        Ok(true)
+    }
 
     /// Whether the store works: `Err(why)` while it is known to be unusable (a redb file after an
     /// I/O error, until it reopens); `/readyz` answers 503 with the reason.

@@ -328,6 +328,45 @@ fn status_each_state(s: &mut dyn Store) {
     );
 }
 
+fn outbox_at_least_once(s: &mut dyn Store) {
+    let ev = |i: u32| Bytes::from(format!("{{\"type\":\"t\",\"i\":{i}}}"));
+    assert_eq!(s.outbox_stats().unwrap(), OutboxStats::default());
+    s.outbox_push(&[ev(0), ev(1), ev(2)], T0).unwrap();
+    s.commit().unwrap();
+    let st = s.outbox_stats().unwrap();
+    assert_eq!((st.backlog, st.oldest_ms), (3, Some(T0)));
+    let lease = Duration::from_secs(60);
+    let a = s.outbox_claim(2, lease, T0).unwrap();
+    assert_eq!(
+        a.iter().map(|e| &e.body).collect::<Vec<_>>(),
+        [&ev(0), &ev(1)]
+    );
+    assert!(a.iter().all(|e| e.created_ms == T0));
+    // Leased ones are not handed out again while the lease lasts.
+    let b = s.outbox_claim(10, lease, T0 + 1).unwrap();
+    assert_eq!(b.iter().map(|e| &e.body).collect::<Vec<_>>(), [&ev(2)]);
+    let ids: std::collections::HashSet<&str> = a.iter().chain(&b).map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "ids are unique");
+    s.outbox_done(&[a[0].id.clone(), "999999".into()]).unwrap();
+    s.commit().unwrap();
+    assert_eq!(s.outbox_stats().unwrap().backlog, 2);
+    // A lease of zero is over at once: what is not done is handed out again, in order.
+    s.outbox_push(&[ev(3)], T0 + 5).unwrap();
+    s.commit().unwrap();
+    let c = s.outbox_claim(10, Duration::ZERO, T0 + 10).unwrap();
+    let bodies: Vec<&Bytes> = c.iter().map(|e| &e.body).collect();
+    assert_eq!(bodies, [&ev(1), &ev(2), &ev(3)]);
+    assert_eq!(c[0].id, a[1].id, "a re-sent event keeps its id");
+    s.outbox_done(&c.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .unwrap();
+    s.commit().unwrap();
+    assert_eq!(s.outbox_stats().unwrap(), OutboxStats::default());
+    assert!(s
+        .outbox_claim(10, Duration::ZERO, T0 + 20)
+        .unwrap()
+        .is_empty());
+}
+
 /// Runs each named suite function against a fresh store of each kind.
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -370,6 +409,7 @@ conformance!(
     max_messages_drops_oldest,
     expire_and_forget,
     status_each_state,
+    outbox_at_least_once,
 );
 
 #[test]

@@ -25,6 +25,7 @@ mod proxy;
 mod report;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -56,7 +57,13 @@ pub enum LogFormat {
 /// prints them section by section, in this order within a section.
 pub static KEYS: &[Key] = &ALL;
 
-static ALL: [Key; keys::CORE.len() + messaging::KEYS.len() + proxy::KEYS.len()] =
+static ALL: [Key; keys::CORE.len()
+    + messaging::KEYS.len()
+    + proxy::KEYS.len()
+    + webhooks::KEYS.len()] = concat(&WITH_PROXY, webhooks::KEYS);
+
+/// The core, the messaging and the proxy keys.
+const WITH_PROXY: [Key; keys::CORE.len() + messaging::KEYS.len() + proxy::KEYS.len()] =
     concat(&MESSAGING, proxy::KEYS);
 
 /// The core and the messaging keys.
@@ -207,6 +214,8 @@ pub struct Settings {
     pub compression: crate::config::CompressionConfig,
     /// `[proxy]` and the `proxy` tables of `[[topics]]` entries: the backend's proxies.
     pub proxy: crate::config::proxy::ProxyConfig,
+    /// `[webhooks]`: events sent to the application's backend.
+    pub webhooks: crate::config::WebhookConfig,
     /// `RINGHUB_*` variables that name no setting (a typo is otherwise silently ignored): each
     /// is a warning naming the closest known variable.
     ignored_env: Vec<String>,
@@ -249,13 +258,14 @@ impl Default for Settings {
             ui: UiSettings::default(),
             compression: c.compression,
             proxy: c.proxy,
+            webhooks: c.webhooks,
             ignored_env: Vec::new(),
         }
     }
 }
 
 /// The TOML sections, in print order (the empty name is the top level).
-const SECTIONS: [&str; 13] = [
+const SECTIONS: [&str; 14] = [
     "",
     "auth",
     "api",
@@ -269,6 +279,7 @@ const SECTIONS: [&str; 13] = [
     "ui",
     "compression",
     "proxy",
+    "webhooks",
 ];
 
 impl Settings {
@@ -486,6 +497,7 @@ impl Settings {
             }
         }
         self.validate_messaging()?;
+        self.validate_webhooks()?;
         self.engine_config()
             .validate()
             .map_err(|e| invalid("(engine)", "-".into(), &e.to_string()))
@@ -527,6 +539,7 @@ impl Settings {
             cluster: self.cluster.clone(),
             compression: self.compression,
             proxy: self.proxy.clone(),
+            webhooks: self.webhooks.clone(),
         }
     }
 }

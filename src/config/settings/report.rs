@@ -16,6 +16,11 @@ impl Settings {
         for (key, secret) in [
             ("auth.jwt_secret", &self.auth.jwt_secret),
             ("api.key", &self.api.key),
+            (
+                "webhooks.secret",
+                &(!self.webhooks.secret.is_empty())
+                    .then(|| crate::policy::settings::Secret::new(self.webhooks.secret.as_str())),
+            ),
         ] {
             if secret
                 .as_ref()

@@ -490,3 +490,27 @@ fn compression_section_is_read_checked_and_reaches_the_engine() {
         "unknown keys are refused: {e}"
     );
 }
+
+#[test]
+fn webhooks_settings_are_checked_by_key() {
+    let mut s = Settings::default();
+    s.set("webhooks.url", "http://127.0.0.1:3000/hook", "test")
+        .unwrap();
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("webhooks.secret"), "{e}");
+    s.set("webhooks.secret", "k3y", "test").unwrap();
+    s.set("webhooks.events", "user_online,publication", "test")
+        .unwrap();
+    s.set("webhooks.topics", "orders:*", "test").unwrap();
+    s.validate().unwrap();
+    let c = s.engine_config().webhooks;
+    assert!(c.wants(crate::config::webhooks::EventKind::Publication));
+    assert!(!c.wants(crate::config::webhooks::EventKind::UserOffline));
+    assert!(!format!("{s:?}").contains("k3y"), "the secret is masked");
+    assert!(!s.to_string().contains("k3y"));
+    assert!(s.set("webhooks.url", "https://x/h", "test").is_err());
+    assert!(s.set("webhooks.events", "user_onlin", "test").is_err());
+    s.set("webhooks.lease", "1s", "test").unwrap();
+    let e = s.validate().unwrap_err().to_string();
+    assert!(e.contains("webhooks.lease"), "{e}");
+}

@@ -20,6 +20,7 @@ impl Sequencer {
     /// message.
     pub(super) fn emit(&mut self) {
         let outs = std::mem::take(&mut self.outs);
+        let mut changed = false;
         let mut run: Vec<StoredPub> = Vec::new();
         let hub = self.hub.clone();
         let flush = |run: &mut Vec<StoredPub>| {
@@ -132,9 +133,19 @@ impl Sequencer {
                 Out::Inbox(tx, list) => {
                     let _ = tx.send(Ok(list));
                 }
+                Out::OutboxChanged => changed = true,
+                Out::Claimed(tx, list) => {
+                    let _ = tx.send(Ok(list));
+                }
+                Out::OutboxDone(tx) => {
+                    let _ = tx.send(Ok(()));
+                }
             }
         }
         flush(&mut run);
+        if changed {
+            self.webhook_committed();
+        }
     }
 
     /// The commit failed: nothing of the batch is shown; everyone waiting gets the error.
@@ -179,7 +190,13 @@ impl Sequencer {
                 Out::Inbox(tx, _) => {
                     let _ = tx.send(Err(clone_err(e)));
                 }
-                Out::Gone(_) => {}
+                Out::Claimed(tx, _) => {
+                    let _ = tx.send(Err(clone_err(e)));
+                }
+                Out::OutboxDone(tx) => {
+                    let _ = tx.send(Err(clone_err(e)));
+                }
+                Out::Gone(_) | Out::OutboxChanged => {}
             }
         }
     }

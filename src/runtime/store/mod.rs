@@ -26,7 +26,7 @@ use crate::shard::jobs::{Counted, HistoryTo, InboxFrames, PubJob, PubReply, Sinc
 use crate::shard::shared::HubShared;
 use crate::store::{
     AppendReq, HistoryLimits, HistoryRead, InboxMessage, MessageInfo, MessageStatus, NewMessage,
-    StatusChange, Store, StoreError,
+    OutboxEntry, StatusChange, Store, StoreError,
 };
 use crate::ConnId;
 
@@ -37,6 +37,7 @@ pub(crate) use open::open_store;
 mod retry;
 #[cfg(test)]
 mod seq_tests;
+mod webhooks;
 pub(crate) use emit::durable_frame;
 use emit::{position_json, publications_page, reply_error};
 
@@ -77,6 +78,16 @@ enum Out {
         oneshot::Sender<Result<Vec<(InboxMessage, MessageStatus)>, StoreError>>,
         Vec<(InboxMessage, MessageStatus)>,
     ),
+    /// Webhook events were added to or removed from the outbox: update its figures, wake the
+    /// sender.
+    OutboxChanged,
+    /// The sender's claim, answered after the commit.
+    Claimed(
+        oneshot::Sender<Result<Vec<OutboxEntry>, StoreError>>,
+        Vec<OutboxEntry>,
+    ),
+    /// The sender's acknowledgement, answered once committed.
+    OutboxDone(oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// The store thread's state.
@@ -97,6 +108,8 @@ pub(crate) struct Sequencer {
     delivered: HashMap<(Arc<str>, u64), u32>,
     /// Acks the store refused for want of an answer (Redis away), retried until it confirms.
     acks: retry::AckRetry,
+    /// Webhook facts counted into events (see the `webhooks` module).
+    webhooks: webhooks::Aggregator,
 }
 
 impl Sequencer {
@@ -115,6 +128,7 @@ impl Sequencer {
             lists: HashMap::new(),
             delivered: HashMap::new(),
             acks: retry::AckRetry::default(),
+            webhooks: Default::default(),
             fault: None,
         }
     }
@@ -194,6 +208,10 @@ impl Sequencer {
                     run.push(*p);
                     continue;
                 }
+                StoreJob::Webhook(f) => {
+                    self.webhook_fact(f, now);
+                    continue;
+                }
                 StoreJob::Stop => stop = true,
                 StoreJob::Positions { shard, topics } => checks.push((shard, topics)),
                 job => {
@@ -225,6 +243,7 @@ impl Sequencer {
                 Err(e) => tracing::warn!(error = %e, "store: expiring inbox messages failed"),
             }
         }
+        self.webhook_flush(now);
         if self.outs.is_empty() {
             self.publish_health();
             return stop;
@@ -442,6 +461,24 @@ impl Sequencer {
                 }
             }
             StoreJob::Positions { shard, topics } => self.check_positions(vec![(shard, topics)]),
+            StoreJob::Webhook(f) => self.webhook_fact(f, now),
+            StoreJob::OutboxClaim { max, lease, reply } => {
+                match self.store.outbox_claim(max, lease, now) {
+                    Ok(list) => self.outs.push(Out::Claimed(reply, list)),
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            StoreJob::OutboxDone { ids, reply } => match self.store.outbox_done(&ids) {
+                Ok(()) => {
+                    self.outs.push(Out::OutboxDone(reply));
+                    self.outs.push(Out::OutboxChanged);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             StoreJob::Stop => {}
         }
     }

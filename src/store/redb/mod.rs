@@ -26,6 +26,7 @@
 //! | `status` | id | a final status: offset, status, attempts, created, final time, user |
 //! | `finals` | (final time, id) | — (final statuses, to forget them) |
 //! | `meta` | name | `next_id`, `store_id`, `inbox_schema`, `wal_lsn` (the log's last checkpointed record) |
+//! | `outbox` | id | a webhook event: created time, JSON (the `outbox` module) |
 //!
 //! Each user's inbox (offset → id) and the live messages by creation time are indexed in
 //! memory, rebuilt from `messages` at open (the `inbox` module): a durable send writes one row.
@@ -47,6 +48,7 @@ mod codec;
 mod history;
 mod inbox;
 mod open;
+mod outbox;
 mod replay;
 mod schema;
 mod wal;
@@ -65,7 +67,7 @@ use redb::{Database, Durability, TableDefinition, WriteTransaction};
 
 use super::{
     AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
-    StatusChange, Store, StoreError, StreamPos,
+    OutboxEntry, OutboxStats, StatusChange, Store, StoreError, StreamPos,
 };
 
 const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
@@ -134,6 +136,8 @@ pub struct RedbStore {
     dirty_streams: Vec<Box<str>>,
     /// Live messages per user inbox and by time, in memory (see the `inbox` module).
     inboxes: inbox::Inboxes,
+    /// Pending webhook events, in memory (see the `outbox` module).
+    outbox: crate::store::outbox::OutboxIndex<()>,
     /// The id the next message gets.
     next_id: u64,
     next_id_dirty: bool,
@@ -405,6 +409,34 @@ impl Store for RedbStore {
         self.usable()?;
         let r = self.status_inner(id);
         self.note(r)
+    }
+
+    fn outbox_push(&mut self, events: &[bytes::Bytes], now_ms: u64) -> Result<(), StoreError> {
+        self.usable()?;
+        let r = self.outbox_push_inner(events, now_ms);
+        self.track(r)
+    }
+
+    fn outbox_claim(
+        &mut self,
+        max: usize,
+        lease: Duration,
+        now_ms: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.usable()?;
+        let r = self.outbox_claim_inner(max, lease, now_ms);
+        self.note(r)
+    }
+
+    fn outbox_done(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        self.usable()?;
+        let r = self.outbox_done_inner(ids);
+        self.track(r)
+    }
+
+    fn outbox_stats(&mut self) -> Result<OutboxStats, StoreError> {
+        self.usable()?;
+        Ok(self.outbox_stats_inner())
     }
 
     fn health(&self) -> Result<(), String> {

@@ -117,6 +117,7 @@ impl RedbStore {
             tx.open_table(USERS).map_err(err)?;
             tx.open_table(STATUS).map_err(err)?;
             tx.open_table(FINALS).map_err(err)?;
+            tx.open_table(super::outbox::OUTBOX).map_err(err)?;
             let mut meta = tx.open_table(META).map_err(err)?;
             let stored_next = match meta.get("next_id").map_err(err)? {
                 Some(v) => Some(codec::Reader::new(v.value(), "meta next_id").u64()?),
@@ -153,8 +154,10 @@ impl RedbStore {
         };
         tx.commit().map_err(err)?;
         let inboxes = super::schema::load_inboxes(&db)?;
+        let outbox = super::outbox::load(&db, now_ms)?;
         let (wal, log) = super::replay::open_log(path, &store_id, new_db)?;
         let mut store = RedbStore {
+            outbox,
             db,
             wtx: None,
             failed: false,
@@ -266,6 +269,10 @@ impl RedbStore {
                 tracing::error!(error = %e, "store: reloading the inbox index failed");
                 self.inboxes = Default::default();
             }
+        }
+        match super::outbox::load(&self.db, now_ms()) {
+            Ok(idx) => self.outbox = idx,
+            Err(e) => tracing::error!(error = %e, "store: reloading the outbox index failed"),
         }
     }
 

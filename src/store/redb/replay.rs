@@ -79,6 +79,7 @@ impl RedbStore {
         }
         let path = self.wal.path().to_path_buf();
         wal::check_header(&path, bytes)?;
+        let version = wal::version(bytes);
         let contents = wal::parse(&path, bytes);
         let mut applied = 0usize;
         for rec in contents.records.iter().filter(|r| r.lsn > base) {
@@ -104,10 +105,22 @@ impl RedbStore {
                 records = applied,
                 "store: replayed the write-ahead log into the database"
             );
-            self.checkpoint(base + applied as u64)
+            self.checkpoint(base + applied as u64)?;
         } else {
-            self.wal.rewind()
+            self.wal.rewind()?;
         }
+        if version != wal::VERSION {
+            // An older format: the checkpoint holds its records now, so the log starts again in
+            // this build's format before a record of it (maybe of a newer kind) is written.
+            tracing::info!(
+                file = %path.display(),
+                from = version,
+                to = wal::VERSION,
+                "store: the write-ahead log's format was upgraded"
+            );
+            self.wal.start(&self.store_id)?;
+        }
+        Ok(())
     }
 
     /// Re-reads the log file and replays it (after a rolled-back batch took the answered
@@ -172,6 +185,12 @@ impl RedbStore {
                     ttl,
                 };
                 self.expire_inner(limits, now_ms)?;
+            }
+            Op::OutboxPush { id, now_ms, event } => {
+                self.outbox_insert(now_ms, std::iter::once((id, event)), false)?;
+            }
+            Op::OutboxDone { id } => {
+                self.outbox_remove(std::iter::once(id), false)?;
             }
         }
         Ok(())

@@ -11,9 +11,15 @@
 //!
 //! # Format (version [`VERSION`])
 //! - Header, [`HEADER`] bytes: the magic `RHUBWAL\n`, the version (u32 LE), the redb file's
-//!   store id (u8 length + bytes), zeros. A file of another version is refused with an error
-//!   that says so, never misread; a log of another store is refused too (or, when the database
-//!   file was just created because it was missing, moved aside).
+//!   store id (u8 length + bytes), zeros. A file of a version this build does not read is
+//!   refused with an error that says so, never misread; a log of another store is refused too
+//!   (or, when the database file was just created because it was missing, moved aside).
+//! - Versions: 1 has the operation kinds 1–5 (history, inboxes); 2 adds the webhook outbox's
+//!   (6, 7: [`Op::OutboxPush`], [`Op::OutboxDone`]), so a build that reads only version 1
+//!   refuses a log that may hold them instead of failing on an unknown kind. This build reads
+//!   [`OLDEST_VERSION`] to [`VERSION`] and writes [`VERSION`]: an older log is replayed, and its
+//!   header rewritten at [`VERSION`] once the checkpoint holds its records, before any record
+//!   of this build is written into it.
 //! - Records: payload length (u32 LE, never 0), CRC-32 of the rest (u32 LE), sequence number
 //!   (u64 LE), payload (the batch's operations, see [`Op`]). Sequence numbers follow each other;
 //!   the database's `meta` row `wal_lsn` holds the last one its checkpoint includes.
@@ -30,13 +36,18 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::codec::{self, Reader};
 use crate::store::StoreError;
+
+#[path = "wal_op.rs"]
+mod op;
+pub(super) use op::Op;
 
 /// The log file's name inside the store directory.
 pub const WAL_NAME: &str = "ringhub.wal";
-/// The log format this build writes and reads.
-pub(super) const VERSION: u32 = 1;
+/// The log format this build writes (and the newest it reads).
+pub(super) const VERSION: u32 = 2;
+/// The oldest log format this build reads (its operation kinds are a subset of [`VERSION`]'s).
+pub(super) const OLDEST_VERSION: u32 = 1;
 const MAGIC: &[u8; 8] = b"RHUBWAL\n";
 /// Bytes of the header; records start here.
 pub(super) const HEADER: u64 = 64;
@@ -52,170 +63,6 @@ pub(super) const CHECKPOINT_BYTES: u64 = 32 << 20;
 /// metadata, so `fdatasync` flushes data only.
 const FILL_MIN: u64 = 64 << 10;
 const FILL_MAX: u64 = 4 << 20;
-
-/// One logged operation: what replaying it calls (the store's own code, with the logged
-/// arguments, so the result is the same).
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Op<'a> {
-    Append {
-        topic: &'a str,
-        size: u64,
-        event: &'a str,
-        data: Option<&'a [u8]>,
-        now_ms: u64,
-    },
-    Put {
-        user: &'a str,
-        topic: Option<&'a str>,
-        event: &'a str,
-        data: Option<&'a [u8]>,
-        max_messages: u64,
-        ttl: Duration,
-        now_ms: u64,
-    },
-    Delivered {
-        user: &'a str,
-        offset: u64,
-        times: u32,
-    },
-    Ack {
-        user: &'a str,
-        offset: u64,
-        now_ms: u64,
-    },
-    Expire {
-        max_messages: u64,
-        ttl: Duration,
-        now_ms: u64,
-    },
-}
-
-fn put_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(&v.to_le_bytes());
-}
-
-fn put_ttl(out: &mut Vec<u8>, d: Duration) {
-    put_u64(out, d.as_secs());
-    out.extend_from_slice(&d.subsec_nanos().to_le_bytes());
-}
-
-impl Op<'_> {
-    /// Appends the encoding to `out`.
-    pub(super) fn encode(&self, out: &mut Vec<u8>) {
-        match *self {
-            Op::Append {
-                topic,
-                size,
-                event,
-                data,
-                now_ms,
-            } => {
-                out.push(1);
-                codec::put_str(out, topic);
-                put_u64(out, size);
-                codec::put_str(out, event);
-                codec::put_opt_bytes(out, data);
-                put_u64(out, now_ms);
-            }
-            Op::Put {
-                user,
-                topic,
-                event,
-                data,
-                max_messages,
-                ttl,
-                now_ms,
-            } => {
-                out.push(2);
-                codec::put_str(out, user);
-                codec::put_opt_bytes(out, topic.map(str::as_bytes));
-                codec::put_str(out, event);
-                codec::put_opt_bytes(out, data);
-                put_u64(out, max_messages);
-                put_ttl(out, ttl);
-                put_u64(out, now_ms);
-            }
-            Op::Delivered {
-                user,
-                offset,
-                times,
-            } => {
-                out.push(3);
-                codec::put_str(out, user);
-                put_u64(out, offset);
-                out.extend_from_slice(&times.to_le_bytes());
-            }
-            Op::Ack {
-                user,
-                offset,
-                now_ms,
-            } => {
-                out.push(4);
-                codec::put_str(out, user);
-                put_u64(out, offset);
-                put_u64(out, now_ms);
-            }
-            Op::Expire {
-                max_messages,
-                ttl,
-                now_ms,
-            } => {
-                out.push(5);
-                put_u64(out, max_messages);
-                put_ttl(out, ttl);
-                put_u64(out, now_ms);
-            }
-        }
-    }
-
-    /// Decodes the next operation of a record's payload.
-    pub(super) fn decode<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, StoreError> {
-        let ttl = |r: &mut Reader<'_>| -> Result<Duration, StoreError> {
-            let secs = r.u64()?;
-            let nanos = r.u32()?;
-            Ok(Duration::new(secs, nanos.min(999_999_999)))
-        };
-        Ok(match r.u8()? {
-            1 => Op::Append {
-                topic: r.str()?,
-                size: r.u64()?,
-                event: r.str()?,
-                data: r.opt_bytes()?,
-                now_ms: r.u64()?,
-            },
-            2 => Op::Put {
-                user: r.str()?,
-                topic: match r.opt_bytes()? {
-                    Some(b) => Some(std::str::from_utf8(b).map_err(|_| {
-                        StoreError::Corrupt("wal record: invalid UTF-8 topic".into())
-                    })?),
-                    None => None,
-                },
-                event: r.str()?,
-                data: r.opt_bytes()?,
-                max_messages: r.u64()?,
-                ttl: ttl(r)?,
-                now_ms: r.u64()?,
-            },
-            3 => Op::Delivered {
-                user: r.str()?,
-                offset: r.u64()?,
-                times: r.u32()?,
-            },
-            4 => Op::Ack {
-                user: r.str()?,
-                offset: r.u64()?,
-                now_ms: r.u64()?,
-            },
-            5 => Op::Expire {
-                max_messages: r.u64()?,
-                ttl: ttl(r)?,
-                now_ms: r.u64()?,
-            },
-            t => return Err(StoreError::Corrupt(format!("wal record: unknown op {t}"))),
-        })
-    }
-}
 
 /// A record read back: its sequence number and payload.
 pub(super) struct Record<'a> {
@@ -244,7 +91,16 @@ fn header(store_id: &str) -> [u8; HEADER as usize] {
     h
 }
 
-/// The store id of a header; errors for a file that is not a log of this version.
+/// The version a header states (check it first with [`check_header`]).
+pub(super) fn version(bytes: &[u8]) -> u32 {
+    let mut v = [0u8; 4];
+    if let Some(b) = bytes.get(8..12) {
+        v.copy_from_slice(b);
+    }
+    u32::from_le_bytes(v)
+}
+
+/// The store id of a header; errors for a file that is not a log of a version this build reads.
 pub(super) fn check_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8], StoreError> {
     if bytes.len() < HEADER as usize || &bytes[..8] != MAGIC {
         return Err(StoreError::Corrupt(format!(
@@ -252,18 +108,16 @@ pub(super) fn check_header<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8],
             path.display()
         )));
     }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&bytes[8..12]);
-    let version = u32::from_le_bytes(v);
-    if version != VERSION {
+    let version = version(bytes);
+    if !(OLDEST_VERSION..=VERSION).contains(&version) {
         let who = if version > VERSION {
             "a newer"
         } else {
             "an older"
         };
         return Err(StoreError::Corrupt(format!(
-            "{} was written by {who} ringhub (log version {version}; this build reads version \
-             {VERSION}): open the store with that version once so it checkpoints the log, or \
+            "{} was written by {who} ringhub (log version {version}; this build reads versions \
+             {OLDEST_VERSION} to {VERSION}): open the store with that version once so it checkpoints the log, or \
              move the log away to lose its last publications",
             path.display()
         )));

@@ -1,5 +1,6 @@
 //! Tests of the log format: every operation round-trips, reading stops at a torn or stale record.
 
+use super::super::codec::Reader;
 use super::*;
 
 #[test]
@@ -51,6 +52,19 @@ fn every_op_decodes_to_itself() {
             max_messages: 5,
             ttl: Duration::from_millis(1500),
             now_ms: 12,
+        },
+        Op::OutboxPush {
+            id: 446_208_001_234,
+            now_ms: 13,
+            event: b"{\"type\":\"user_online\",\"user\":\"zoe\"}",
+        },
+        Op::OutboxPush {
+            id: 1,
+            now_ms: 0,
+            event: b"",
+        },
+        Op::OutboxDone {
+            id: 446_208_001_234,
         },
     ];
     let mut all = Vec::new();

@@ -61,6 +61,7 @@ mod append;
 mod conn;
 mod history;
 mod inbox;
+mod outbox;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +70,7 @@ use conn::Instance;
 
 use super::{
     AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
-    StatusChange, Store, StoreError, StreamPos,
+    OutboxEntry, OutboxStats, StatusChange, Store, StoreError, StreamPos,
 };
 use crate::proto::wire::instance_for;
 
@@ -134,6 +135,7 @@ impl RedisStore {
         };
         s.inbox_parts = s.read_inbox_epoch()?;
         s.inbox_epoch = s.inbox_parts.join(".").into();
+        s.outbox_group()?;
         Ok(s)
     }
 
@@ -283,6 +285,31 @@ impl Store for RedisStore {
         self.message_status(id)
     }
 
+    fn outbox_push(&mut self, events: &[bytes::Bytes], now_ms: u64) -> Result<(), StoreError> {
+        self.outbox_push_inner(events, now_ms)
+    }
+
+    fn outbox_claim(
+        &mut self,
+        max: usize,
+        lease: Duration,
+        now_ms: u64,
+    ) -> Result<Vec<OutboxEntry>, StoreError> {
+        self.outbox_claim_inner(max, lease, now_ms)
+    }
+
+    fn outbox_done(&mut self, ids: &[String]) -> Result<(), StoreError> {
+        self.outbox_done_inner(ids)
+    }
+
+    fn outbox_stats(&mut self) -> Result<OutboxStats, StoreError> {
+        self.outbox_stats_inner()
+    }
+
+    fn webhook_transition(&mut self, key: &str, node: &str, on: bool) -> Result<bool, StoreError> {
+        self.transition_inner(key, node, on)
+    }
+
     /// Nothing to do: every operation was applied in Redis when it returned (durability is
     /// Redis's persistence, see the [module docs](self)).
     fn commit(&mut self) -> Result<(), StoreError> {
@@ -294,4 +321,5 @@ impl Store for RedisStore {
 pub(crate) fn fuzz_decode(v: &::redis::Value) {
     history::fuzz_decode(v);
     inbox::fuzz_decode(v);
+    outbox::fuzz_decode(v);
 }

@@ -372,3 +372,41 @@ fn a_full_disk_is_not_available_and_the_store_reopens_when_space_returns() {
     assert!(s.health().is_ok());
     assert_eq!(s.position("t").unwrap().offset, before + 1);
 }
+
+#[test]
+fn outbox_survives_a_reopen_and_forgets_leases() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<String> = {
+        let mut s = RedbStore::open(dir.path()).unwrap();
+        s.outbox_push(
+            &[
+                Bytes::from_static(b"{\"a\":1}"),
+                Bytes::from_static(b"{\"a\":2}"),
+            ],
+            T0,
+        )
+        .unwrap();
+        s.commit().unwrap();
+        // Leased by a sender that then dies: no `done`.
+        let c = s.outbox_claim(10, Duration::from_secs(600), T0).unwrap();
+        assert_eq!(c.len(), 2);
+        c.into_iter().map(|e| e.id).collect()
+    };
+    let mut s = RedbStore::open(dir.path()).unwrap();
+    let st = s.outbox_stats().unwrap();
+    assert_eq!((st.backlog, st.oldest_ms), (2, Some(T0)));
+    let c = s.outbox_claim(10, Duration::from_secs(600), T0).unwrap();
+    assert_eq!(c.iter().map(|e| e.id.clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(c[1].body, Bytes::from_static(b"{\"a\":2}"));
+    s.outbox_done(&ids[..1]).unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let mut s = RedbStore::open(dir.path()).unwrap();
+    assert_eq!(s.outbox_stats().unwrap().backlog, 1);
+    // New ids continue above every stored one.
+    s.outbox_push(&[Bytes::from_static(b"{}")], T0).unwrap();
+    let c = s.outbox_claim(10, Duration::ZERO, T0).unwrap();
+    let n: Vec<u64> = c.iter().map(|e| e.id.parse().unwrap()).collect();
+    assert_eq!(n.len(), 2);
+    assert!(n[1] > n[0] && n[0] == ids[1].parse::<u64>().unwrap());
+}

@@ -152,8 +152,11 @@ fn a_log_of_another_version_or_store_is_refused_with_a_clear_error() {
         assert!(m.contains(WAL_NAME) && m.contains(expect), "{m}");
     };
     let mut newer = good.clone();
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
-    refused(&newer, "newer ringhub (log version 2");
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
+    refused(
+        &newer,
+        "newer ringhub (log version 3; this build reads versions 1 to 2)",
+    );
     let mut older = good.clone();
     older[8..12].copy_from_slice(&0u32.to_le_bytes());
     refused(&older, "older ringhub (log version 0");
@@ -170,6 +173,34 @@ fn a_log_of_another_version_or_store_is_refused_with_a_clear_error() {
     // Untouched, it opens with everything.
     std::fs::write(&wal, &good).unwrap();
     assert_eq!(open(dir.path()).position("t").unwrap().offset, 1);
+}
+
+#[test]
+fn a_log_of_version_1_is_replayed_then_rewritten_in_this_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = dir.path().join(WAL_NAME);
+    {
+        let mut s = open(dir.path());
+        s.append("t", hl(100, 0), "e", None, T0).unwrap();
+        s.commit().unwrap();
+    }
+    // Version 1 had the same history and inbox operations: written by the build before the
+    // outbox was logged.
+    let mut bytes = std::fs::read(&wal).unwrap();
+    assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&wal, &bytes).unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(s.position("t").unwrap().offset, 1);
+    // The header says version 2 before this build writes a record (maybe an outbox one).
+    assert_eq!(std::fs::read(&wal).unwrap()[8..12], 2u32.to_le_bytes());
+    s.outbox_push(&[bytes::Bytes::from_static(b"{}")], T0)
+        .unwrap();
+    s.commit().unwrap();
+    drop(s);
+    let mut s = open(dir.path());
+    assert_eq!(s.outbox_stats().unwrap().backlog, 1);
+    assert_eq!(s.position("t").unwrap().offset, 1);
 }
 
 #[test]
@@ -196,4 +227,65 @@ fn a_log_that_does_not_continue_the_database_is_refused() {
         .expect("opened")
         .to_string();
     assert!(m.contains("does not continue the database"), "{m}");
+}
+
+/// The outbox's pending events: id, creation time, body (claimed with no lease, so all).
+fn outbox(s: &mut RedbStore) -> Vec<(String, u64, bytes::Bytes)> {
+    s.outbox_claim(usize::MAX, Duration::ZERO, T0 + 100)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.id, e.created_ms, e.body))
+        .collect()
+}
+
+#[test]
+fn committed_outbox_events_and_their_removal_survive_a_crash_before_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = |i: u64| bytes::Bytes::from(format!("{{\"n\":{i}}}"));
+    let (before, done) = {
+        let mut s = open(dir.path());
+        // Pushed, then checkpointed: in the database file.
+        s.outbox_push(&[ev(0), ev(1)], T0).unwrap();
+        s.checkpoint_at_next_commit();
+        s.commit().unwrap();
+        // Pushed after the checkpoint, in batches alone (nothing else to log) and with others.
+        s.outbox_push(&[ev(2), ev(3), ev(4)], T0 + 1).unwrap();
+        s.commit().unwrap();
+        s.append("t", hl(10, 0), "e", None, T0 + 2).unwrap();
+        s.outbox_push(&[ev(5)], T0 + 2).unwrap();
+        s.commit().unwrap();
+        let all = outbox(&mut s);
+        assert_eq!(all.len(), 6);
+        // Delivered: one of the checkpoint's and one of the log's.
+        let done = vec![all[1].0.clone(), all[3].0.clone()];
+        s.outbox_done(&done).unwrap();
+        s.commit().unwrap();
+        // A batch not committed is lost, as a crash would lose it.
+        s.outbox_push(&[ev(9)], T0 + 3).unwrap();
+        (outbox(&mut s), done)
+        // Dropped without a checkpoint: as `kill -9` would.
+    };
+    assert_eq!(before.len(), 5);
+    let mut s = open(dir.path());
+    let after = outbox(&mut s);
+    assert_eq!(
+        after,
+        before[..4].to_vec(),
+        "the committed events come back with their ids, times and bodies"
+    );
+    assert!(
+        after.iter().all(|e| !done.contains(&e.0)),
+        "done stays done"
+    );
+    assert_eq!(s.outbox_stats().unwrap().backlog, 4);
+    // Replaying checkpointed: the database file alone has the same outbox now.
+    drop(s);
+    std::fs::remove_file(dir.path().join(WAL_NAME)).unwrap();
+    let mut s = open(dir.path());
+    assert_eq!(outbox(&mut s), after);
+    // New ids are above every id handed out before.
+    s.outbox_push(&[ev(10)], T0 + 4).unwrap();
+    s.commit().unwrap();
+    let last: u64 = outbox(&mut s).last().unwrap().0.parse().unwrap();
+    assert!(before.iter().all(|e| e.0.parse::<u64>().unwrap() < last));
 }

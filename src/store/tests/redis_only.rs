@@ -415,3 +415,69 @@ fn silent_server_times_out() {
         Ok(_) => panic!("connected to a server that never answers"),
     }
 }
+
+/// Two nodes read one outbox: each event goes to exactly one of them; a lease that ended lets
+/// the other take over what one claimed and never finished.
+#[test]
+fn outbox_events_go_to_one_node_each() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&r, "n1"), store(&r, "n2"));
+    let events: Vec<Bytes> = (0..10)
+        .map(|i| Bytes::from(format!("{{\"i\":{i}}}")))
+        .collect();
+    a.outbox_push(&events[..5], T0).unwrap();
+    b.outbox_push(&events[5..], T0).unwrap();
+    let lease = Duration::from_secs(600);
+    let got_a = a.outbox_claim(4, lease, T0).unwrap();
+    let got_b = b.outbox_claim(100, lease, T0).unwrap();
+    assert_eq!((got_a.len(), got_b.len()), (4, 6));
+    let mut bodies: Vec<Bytes> = got_a.iter().chain(&got_b).map(|e| e.body.clone()).collect();
+    bodies.sort();
+    let mut want = events.clone();
+    want.sort();
+    assert_eq!(bodies, want, "every event once");
+    assert!(a.outbox_claim(100, lease, T0).unwrap().is_empty());
+    a.outbox_done(&got_a.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(b.outbox_stats().unwrap().backlog, 6);
+    // b "dies" holding its six: with the lease over (zero), a takes them over.
+    let taken = a.outbox_claim(100, Duration::ZERO, T0).unwrap();
+    assert_eq!(
+        taken.iter().map(|e| &e.id).collect::<Vec<_>>(),
+        got_b.iter().map(|e| &e.id).collect::<Vec<_>>()
+    );
+    a.outbox_done(&taken.iter().map(|e| e.id.clone()).collect::<Vec<_>>())
+        .unwrap();
+    assert_eq!(a.outbox_stats().unwrap(), OutboxStats::default());
+    // Redis lost its data: the group is created again on the next claim.
+    ::redis::cmd("FLUSHALL").exec(&mut r.conn()).unwrap();
+    a.outbox_push(&events[..1], T0).unwrap();
+    assert_eq!(a.outbox_claim(10, lease, T0).unwrap().len(), 1);
+}
+
+/// Cluster-wide transitions: the first node to have a key and the last to lose it are told so.
+#[test]
+fn webhook_transitions_are_cluster_wide() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&r, "n1"), store(&r, "n2"));
+    assert!(a.webhook_transition("topic:x", "n1", true).unwrap());
+    assert!(!b.webhook_transition("topic:x", "n2", true).unwrap());
+    assert!(
+        !a.webhook_transition("topic:x", "n1", true).unwrap(),
+        "no change"
+    );
+    assert!(!a.webhook_transition("topic:x", "n1", false).unwrap());
+    assert!(b.webhook_transition("topic:x", "n2", false).unwrap());
+    assert!(
+        !b.webhook_transition("topic:x", "n2", false).unwrap(),
+        "no change"
+    );
+    assert!(
+        a.webhook_transition("user:x", "n1", true).unwrap(),
+        "keys are apart"
+    );
+}

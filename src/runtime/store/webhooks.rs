@@ -1,0 +1,182 @@
+//! The store thread's webhook half: shards' facts counted into node-wide transitions (a
+//! topic's first subscriber on any shard, a user's first connection on any shard, and their
+//! last), durable messages' final statuses, and the sender's claims and acknowledgements of
+//! outbox events. Events go into the outbox at the end of the batch, in the batch's commit.
+//!
+//! Each shard's facts about one topic (or user) alternate on / off and arrive in order (one
+//! FIFO queue per shard into this thread), so a bit per shard is an exact count. In a cluster,
+//! the node-wide transition is then checked against the other nodes through the Store
+//! ([`Store::webhook_transition`](crate::store::Store::webhook_transition)): the event is produced
+//! only by the node that made the cluster-wide transition.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{Out, Sequencer};
+use crate::proto::webhook::{event_json, json_str, EventKind};
+use crate::shard::webhook::WebhookFact;
+use crate::store::{MessageStatus, StatusChange};
+
+/// Which shards hold what, and the events of the running batch.
+#[derive(Default)]
+pub(super) struct Aggregator {
+    topics: HashMap<Arc<str>, u64>,
+    users: HashMap<Arc<str>, u64>,
+    /// Events of this batch, put in the outbox before its commit.
+    pending: Vec<Bytes>,
+}
+
+/// Sets or clears `shard`'s bit of `key`; `Some(on)` when the node-wide state changed.
+fn flip(map: &mut HashMap<Arc<str>, u64>, key: Arc<str>, shard: usize, on: bool) -> Option<bool> {
+    let bit = 1u64 << (shard % 64);
+    let before = map.get(&key).copied().unwrap_or(0);
+    let after = if on { before | bit } else { before & !bit };
+    if after == 0 {
+        map.remove(&key);
+    } else {
+        map.insert(key, after);
+    }
+    match (before == 0, after == 0) {
+        (true, false) => Some(true),
+        (false, true) => Some(false),
+        _ => None,
+    }
+}
+
+impl Sequencer {
+    /// Applies one shard fact.
+    pub(super) fn webhook_fact(&mut self, fact: WebhookFact, now: u64) {
+        let (kind, field, key, on) = match fact {
+            WebhookFact::Event(body) => {
+                self.webhooks.pending.push(body);
+                return;
+            }
+            WebhookFact::Topic { topic, shard, on } => {
+                let Some(on) = flip(&mut self.webhooks.topics, topic.clone(), shard, on) else {
+                    return;
+                };
+                let kind = if on {
+                    EventKind::TopicOccupied
+                } else {
+                    EventKind::TopicVacated
+                };
+                (kind, "topic", topic, on)
+            }
+            WebhookFact::User { user, shard, on } => {
+                let Some(on) = flip(&mut self.webhooks.users, user.clone(), shard, on) else {
+                    return;
+                };
+                let kind = if on {
+                    EventKind::UserOnline
+                } else {
+                    EventKind::UserOffline
+                };
+                (kind, "user", user, on)
+            }
+        };
+        // In a cluster: only the node whose change was the cluster-wide one sends the event.
+        let scoped = format!("{field}:{key}");
+        match self
+            .store
+            .webhook_transition(&scoped, &self.hub.cluster.node, on)
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                // Sending it (possibly twice) beats losing it.
+                tracing::warn!(error = %e, "webhooks: the cluster-wide check failed; sending");
+            }
+        }
+        let body = event_json(kind, now, &[(field, &json_str(&key))]);
+        self.webhooks.pending.push(body.into());
+    }
+
+    /// Before the commit: this batch's events (and those of durable messages that reached a
+    /// final status in it) go into the outbox.
+    pub(super) fn webhook_flush(&mut self, now: u64) {
+        let w = &self.hub.config.webhooks;
+        if w.url.is_none() {
+            return;
+        }
+        for out in &self.outs {
+            if let Out::Gone(changes) = out {
+                for c in changes {
+                    if let Some(body) = durable_event(w, c, now) {
+                        self.webhooks.pending.push(body);
+                    }
+                }
+            }
+        }
+        if self.webhooks.pending.is_empty() {
+            return;
+        }
+        let events = std::mem::take(&mut self.webhooks.pending);
+        match self.store.outbox_push(&events, now) {
+            Ok(()) => self.outs.push(Out::OutboxChanged),
+            Err(e) => {
+                tracing::error!(error = %e, lost = events.len(), "webhooks: storing events failed");
+                self.hub
+                    .webhooks
+                    .fail(format!("storing {} events failed: {e}", events.len()));
+            }
+        }
+    }
+
+    /// After a commit that changed the outbox: its size for the status endpoint, and the
+    /// sender woken.
+    pub(super) fn webhook_committed(&mut self) {
+        let s = &self.hub.webhooks;
+        if let Ok(st) = self.store.outbox_stats() {
+            s.backlog.store(st.backlog, Ordering::Relaxed);
+            s.oldest_ms
+                .store(st.oldest_ms.unwrap_or(0), Ordering::Relaxed);
+        }
+        s.wake.notify_one();
+    }
+}
+
+/// The event of a durable message's final status, if the configuration wants it.
+fn durable_event(w: &crate::config::WebhookConfig, c: &StatusChange, now: u64) -> Option<Bytes> {
+    let kind = match c.status {
+        MessageStatus::Acked => EventKind::MessageAcked,
+        MessageStatus::Expired => EventKind::MessageExpired,
+        MessageStatus::Dropped => EventKind::MessageDropped,
+        _ => return None,
+    };
+    if !w.wants(kind) {
+        return None;
+    }
+    let id = itoa::Buffer::new().format(c.id).to_string();
+    let offset = itoa::Buffer::new().format(c.offset).to_string();
+    Some(
+        event_json(
+            kind,
+            now,
+            &[
+                ("message_id", id.as_bytes()),
+                ("user", &json_str(&c.user)),
+                ("offset", offset.as_bytes()),
+            ],
+        )
+        .into(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_transitions_need_every_shard() {
+        let mut m = HashMap::new();
+        let t: Arc<str> = "a".into();
+        assert_eq!(flip(&mut m, t.clone(), 0, true), Some(true));
+        assert_eq!(flip(&mut m, t.clone(), 1, true), None);
+        assert_eq!(flip(&mut m, t.clone(), 0, false), None);
+        assert_eq!(flip(&mut m, t.clone(), 1, false), Some(false));
+        assert!(m.is_empty());
+    }
+}
