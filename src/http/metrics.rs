@@ -337,7 +337,7 @@ mod tests {
         stats[1].error(crate::ErrorCode::Forbidden);
         stats[0].handshake(101, std::time::Duration::from_micros(300));
         stats[0].handshake(401, std::time::Duration::ZERO);
-        let text = render(&stats, false, None, None, None);
+        let text = render(&stats, false, None, None, None, None);
         assert!(
             text.contains("ringhub_connections{shard=\"1\"} 3"),
             "{text}"
