@@ -254,6 +254,22 @@ impl Assembler {
     }
 }
 
+/// The payload of a whole server text frame (unmasked, unfragmented, uncompressed, header
+/// included); `None` for any other frame. The shard re-encodes such frames per wire format
+/// (MessagePack, Socket.IO).
+pub fn text_payload(frame: &[u8]) -> Option<&[u8]> {
+    let [b0, b1, ..] = *frame else { return None };
+    if b0 != 0x81 || b1 & 0x80 != 0 {
+        return None;
+    }
+    let at = match b1 {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    frame.get(at..)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -276,16 +276,7 @@ fn unbin(v: &mut rmpv::Value) {
 /// uncompressed, header included): `None` for any other frame (control frames, binary), which
 /// goes out as it is.
 pub fn frame_from_json(frame: &[u8]) -> Option<Bytes> {
-    let [b0, b1, ..] = *frame else { return None };
-    if b0 != 0x81 || b1 & 0x80 != 0 {
-        return None;
-    }
-    let at = match b1 {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    let json = frame.get(at..)?;
+    let json = crate::proto::frame::text_payload(frame)?;
     let v = packed(json)?;
     let mut f = FrameBuilder::with_capacity(json.len());
     rmpv::encode::write_value(&mut f.payload().writer(), &v).ok()?;

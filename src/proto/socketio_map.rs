@@ -84,16 +84,7 @@ struct Out<'a> {
 /// The JSON payload of a server text frame (unmasked, unfragmented, uncompressed, header
 /// included); `None` for any other frame.
 pub fn json_of_frame(frame: &[u8]) -> Option<&[u8]> {
-    let [b0, b1, ..] = *frame else { return None };
-    if b0 != 0x81 || b1 & 0x80 != 0 {
-        return None;
-    }
-    let at = match b1 {
-        126 => 4,
-        127 => 10,
-        _ => 2,
-    };
-    frame.get(at..)
+    crate::proto::frame::text_payload(frame)
 }
 
 /// The Engine.IO frames for one server envelope frame on a Socket.IO connection whose

@@ -297,50 +297,41 @@ impl ShardState {
                 if excluded {
                     continue;
                 }
-                if let Some(home) = c.sio_home() {
-                    let Some(f) = encodings.pick_sio(stats, namespaces, home) else {
-                        continue;
-                    };
-                    if c.queued + f.len() > limit {
-                        slow.push(c.id);
-                        continue;
-                    }
-                    c.queued += f.len();
-                    c.out.push_back(f.clone());
-                    if c.flags & flag::DIRTY == 0 {
-                        c.flags |= flag::DIRTY;
-                        dirty.push(slot);
-                    }
-                    delivered += 1;
-                    continue;
-                }
-                let (bits, kept) = c.deflate();
-                let packed = c.msgpack();
-                // Deltas are JSON: MessagePack connections get full publications.
-                let delta = match &mut round {
-                    Some(r) if c.flags & flag::DELTA != 0 && !packed => r.frame_for(c.id),
-                    _ => None,
-                };
                 let own;
-                let f = match delta {
-                    // Deltas go uncompressed (small; see PROTOCOL.md "Delta updates").
-                    Some(d) => d,
-                    // Context takeover: compressed for this connection alone, by its stream.
-                    None if kept && bits != 0 => {
-                        let base = encodings.pick(deflater, stats, 0, packed).clone();
-                        match deflater.frame_kept(c.id.raw(), &base, bits, false) {
-                            Ok(Some(b)) => {
-                                own = Frame::new(b);
-                                &own
-                            }
-                            Ok(None) => encodings.pick(deflater, stats, 0, packed),
-                            Err(fail) => {
-                                failed.push((c.id, fail));
-                                continue;
+                let f = if let Some(home) = c.sio_home() {
+                    // Socket.IO: its own encoding per namespace, never compressed or a delta.
+                    match encodings.pick_sio(stats, namespaces, home) {
+                        Some(f) => f,
+                        None => continue,
+                    }
+                } else {
+                    let (bits, kept) = c.deflate();
+                    let packed = c.msgpack();
+                    // Deltas are JSON: MessagePack connections get full publications.
+                    let delta = match &mut round {
+                        Some(r) if c.flags & flag::DELTA != 0 && !packed => r.frame_for(c.id),
+                        _ => None,
+                    };
+                    match delta {
+                        // Deltas go uncompressed (small; see PROTOCOL.md "Delta updates").
+                        Some(d) => d,
+                        // Context takeover: compressed for this connection alone, by its stream.
+                        None if kept && bits != 0 => {
+                            let base = encodings.pick(deflater, stats, 0, packed).clone();
+                            match deflater.frame_kept(c.id.raw(), &base, bits, false) {
+                                Ok(Some(b)) => {
+                                    own = Frame::new(b);
+                                    &own
+                                }
+                                Ok(None) => encodings.pick(deflater, stats, 0, packed),
+                                Err(fail) => {
+                                    failed.push((c.id, fail));
+                                    continue;
+                                }
                             }
                         }
+                        None => encodings.pick(deflater, stats, bits, packed),
                     }
-                    None => encodings.pick(deflater, stats, bits, packed),
                 };
                 if c.queued + f.len() > limit {
                     slow.push(c.id);

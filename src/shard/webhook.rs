@@ -170,12 +170,7 @@ impl ShardState {
         if !self.wants(kind) {
             return;
         }
-        let user = self
-            .conns
-            .get(id.slot() as usize)
-            .filter(|c| c.id == id)
-            .and_then(|c| c.user.as_deref())
-            .unwrap_or("");
+        let user = self.conn(id).and_then(|c| c.user.as_deref()).unwrap_or("");
         let body = event_json(
             kind,
             crate::store::now_ms(),
@@ -208,12 +203,7 @@ impl ShardState {
         if !matched {
             return;
         }
-        let user = self
-            .conns
-            .get(id.slot() as usize)
-            .filter(|c| c.id == id)
-            .and_then(|c| c.user.as_deref())
-            .unwrap_or("");
+        let user = self.conn(id).and_then(|c| c.user.as_deref()).unwrap_or("");
         let body = event_json(
             EventKind::Publication,
             crate::store::now_ms(),
