@@ -29,7 +29,10 @@ async fn server_events_are_reserved(io: IoMode) {
     let mut watcher = connect(&h, "/ws").await;
     subscribe(&mut watcher, "room:a", 1).await;
     let mut forger = connect(&h, "/ws").await;
-    for (i, ev) in ["join", "leave", "reply", "error"].iter().enumerate() {
+    for (i, ev) in ["join", "leave", "reply", "error", "connected", "subscribed"]
+        .iter()
+        .enumerate()
+    {
         let r = request(
             &mut forger,
             json!({"event": ev, "topic": "room:a", "id": 10 + i,

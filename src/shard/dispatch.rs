@@ -28,8 +28,10 @@ enum Refusal {
 }
 
 /// Events only the server sends: a client publishing them could impersonate a join, a leave, a
-/// reply or an error to the other subscribers.
-pub(crate) const RESERVED_EVENTS: [&str; 4] = ["reply", "error", "join", "leave"];
+/// reply, an error, or the connect and subscribe proxies' `connected` / `subscribed` frames to
+/// the other subscribers.
+pub(crate) const RESERVED_EVENTS: [&str; 6] =
+    ["reply", "error", "join", "leave", "connected", "subscribed"];
 
 impl ShardState {
     /// Serves one HTTP API operation for this shard's connections.
