@@ -1,8 +1,16 @@
 # Sourced by the per-delivery bench scripts (deflate-bench.sh, delta-bench.sh,
-# deflate-compare.sh): the pieces they share. Needs TMP (a scratch folder) and SRV (set by the
+# deflate-compare.sh, proxy-bench.sh): the pieces they share. Needs TMP (a scratch folder) and SRV (set by the
 # caller to the server's PID).
 
 HZ=$(getconf CLK_TCK)
+
+# Exits 2 unless every given release binary is built (this library builds nothing).
+need_bins() {
+  local b
+  for b in "$@"; do
+    [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
+  done
+}
 
 # CPU ticks (user + system) of process $1 so far.
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }

@@ -31,13 +31,11 @@ LEVEL=${LEVEL:-3}
 THRESHOLD=${THRESHOLD:-128}
 SERVER="$TARGET/release/ringhub"
 LOADTEST="$TARGET/release/ringhub-loadtest"
-for b in "$SERVER" "$LOADTEST"; do
-  [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
-done
+. "$(dirname "$0")/bench-lib.sh"
+need_bins "$SERVER" "$LOADTEST"
 TMP=$(mktemp -d)
 SRV=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/bench-lib.sh"
 
 one() { # SIZE W MODE -> "bytes_per_delivery cpu_ns_per_delivery msgs_per_s"
   local size=$1 w=$2 mode=$3 port flag=()

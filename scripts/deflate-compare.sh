@@ -48,15 +48,13 @@ case "${PRIO:-rt}" in
 esac
 SERVER="$TARGET/release/ringhub"
 LOADTEST="$TARGET/release/ringhub-loadtest"
-for b in "$SERVER" "$LOADTEST"; do
-  [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
-done
+. "$(dirname "$0")/bench-lib.sh"
+need_bins "$SERVER" "$LOADTEST"
 [[ " $SERVERS " != *" uws "* || -x $UWS_BIN ]] || { echo "uws: set UWS_BIN to the uWebSockets peer" >&2; exit 2; }
 [[ " $SERVERS " != *" bun "* || -x $BUN ]] || { echo "bun: run scripts/peers/install.sh" >&2; exit 2; }
 TMP=$(mktemp -d)
 SRV=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/bench-lib.sh"
 PIN=(taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}")
 
 start() { # SERVER MODE PORT: starts the server in the background, sets SRV

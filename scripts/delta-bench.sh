@@ -21,13 +21,11 @@ IO=${IO:-uring}
 FULL_EVERY=${FULL_EVERY:-100}
 SERVER=${SERVER:-$TARGET/release/ringhub}
 LOADTEST="$TARGET/release/ringhub-loadtest"
-for b in "$SERVER" "$LOADTEST"; do
-  [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
-done
+. "$(dirname "$0")/bench-lib.sh"
+need_bins "$SERVER" "$LOADTEST"
 TMP=$(mktemp -d)
 SRV=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/bench-lib.sh"
 
 one() { # MODE -> "bytes_per_delivery cpu_ns_per_delivery deliveries_per_s"
   local mode=$1 port flag=()

@@ -24,14 +24,12 @@ RUNS=${RUNS:-3}
 IO=${IO:-uring}
 SERVER=${SERVER:-$TARGET/release/ringhub}
 LOADTEST="$TARGET/release/ringhub-loadtest"
-for b in "$SERVER" "$LOADTEST"; do
-  [[ -x $b ]] || { echo "missing $b: cargo build --release -p ringhub -p ringhub-loadtest" >&2; exit 2; }
-done
+. "$(dirname "$0")/bench-lib.sh"
+need_bins "$SERVER" "$LOADTEST"
 TMP=$(mktemp -d)
 SRV=
 BACKEND=
 trap '[[ -n $SRV ]] && kill "$SRV" 2>/dev/null; [[ -n $BACKEND ]] && kill "$BACKEND" 2>/dev/null; wait 2>/dev/null; rm -rf "$TMP"' EXIT
-. "$(dirname "$0")/bench-lib.sh"
 
 node "$ROOT/examples/backend/server.js" --port 0 >"$TMP/backend.log" 2>&1 &
 BACKEND=$!

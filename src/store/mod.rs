@@ -201,6 +201,24 @@ pub struct AppendReq<'a> {
     pub exclude: u64,
 }
 
+impl<'a> AppendReq<'a> {
+    /// One publication of nobody's connection: what the single [`Store::append`] takes.
+    pub fn one(
+        topic: &'a str,
+        limits: HistoryLimits,
+        event: &'a str,
+        data: Option<&'a [u8]>,
+    ) -> Self {
+        AppendReq {
+            topic,
+            limits,
+            event,
+            data,
+            exclude: 0,
+        }
+    }
+}
+
 /// A store that cannot be opened stops the server with its reason.
 impl From<StoreError> for crate::proto::error::ServerError {
     fn from(e: StoreError) -> Self {

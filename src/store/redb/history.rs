@@ -85,13 +85,7 @@ impl RedbStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        let req = AppendReq {
-            topic,
-            limits,
-            event,
-            data,
-            exclude: 0,
-        };
+        let req = AppendReq::one(topic, limits, event, data);
         let mut out = Vec::with_capacity(1);
         self.append_many(std::slice::from_ref(&req), now_ms, &mut out)?;
         out.pop()

@@ -208,13 +208,7 @@ impl Store for RedisStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        let req = AppendReq {
-            topic,
-            limits,
-            event,
-            data,
-            exclude: 0,
-        };
+        let req = AppendReq::one(topic, limits, event, data);
         self.append_many(std::slice::from_ref(&req), now_ms)
             .pop()
             .unwrap_or_else(|| Err(StoreError::Corrupt("no answer for an append".into())))
