@@ -330,10 +330,14 @@ impl ShardState {
                 if let Some(p) = &pos {
                     self.answered_position(&topic, p);
                 }
+                let (frame, resumed) = self.sio_replay(id, &topic, frame, pos.as_ref());
                 if held {
                     self.release_answered(id, &topic, frame, pos);
                 } else if let Some(f) = frame {
                     self.enqueue(id, f);
+                }
+                if let Some(complete) = resumed {
+                    self.sio_room_recovered(id, complete);
                 }
             }
             Action::InboxSync(user, frames) => self.inbox_sync(id, &user, frames),

@@ -82,19 +82,21 @@ impl<'a> Encodings<'a> {
     }
 
     /// The frame for a Socket.IO connection whose home namespace is `home`: `emit(event,
-    /// data)` on it, made once per shard per namespace; `None` if the publication has no
-    /// Socket.IO form (a frame the server encoded always has one).
+    /// data)` on it (with the offset last when `epoch` is the stored publication's), made once
+    /// per shard per namespace; `None` if the publication has no Socket.IO form (a frame the
+    /// server encoded always has one).
     pub(super) fn pick_sio(
         &mut self,
         stats: &ShardStats,
         namespaces: &[String],
         home: usize,
+        epoch: Option<&str>,
     ) -> Option<&Frame> {
         let at = match self.sio.iter().position(|(h, _)| *h == home) {
             Some(at) => at,
             None => {
                 ShardStats::add(&stats.socketio_encodings, 1);
-                let f = socketio_map::frame_from_envelope(self.json, namespaces, home);
+                let f = socketio_map::frame_from_envelope_at(self.json, namespaces, home, epoch);
                 self.sio.push((home, f.map(Frame::new)));
                 self.sio.len() - 1
             }
