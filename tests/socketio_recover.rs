@@ -2,7 +2,8 @@
 //! shells, spoken by hand: the CONNECT answer's `pid`, offsets as the last argument of events
 //! of rooms with history, a resume after a cut replaying exactly the missed publications, a gap
 //! the history no longer covers, and durable sends acknowledged by the client's ACK (or written
-//! again to its next connection). `tests/socketio/` runs the same with `socket.io-client`.
+//! again to its next connection); rooms per namespace. `tests/socketio/` runs the same with
+//! `socket.io-client`.
 
 mod common;
 
@@ -64,7 +65,8 @@ fn publish(h: &ServerHandle, topic: &str, n: u64) {
 /// The auth payload's `name` is the user (as an application's `on_connect` would decide).
 fn server(io: IoMode) -> Option<ServerHandle> {
     server_with(io, &[], |b| {
-        b.topic(ns("chat:*", 100))
+        b.socketio_namespace("/chat")
+            .topic(ns("chat:*", 100))
             .topic(ns("small:*", 2))
             .on_connect(|c: &ConnectInfo<'_>| {
                 let auth: Value = c
@@ -217,3 +219,41 @@ async fn durable_sends_are_emits_with_an_ack(io: IoMode) {
     stop_server(h);
 }
 per_shell!(async fn durable_sends_are_emits_with_an_ack);
+
+fn publish_plain(h: &ServerHandle, topic: &str, n: u64) -> Value {
+    let body = json!({"topic": topic, "event": "message", "data": {"n": n}});
+    common::cluster::api(h.local_addr(), "/api/v1/publish", body)
+}
+
+async fn rooms_belong_to_the_namespaces_they_were_joined_in(io: IoMode) {
+    let Some(h) = server(io) else { return };
+    let mut ws = connect_sio(&h, json!({})).await;
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+    put(&mut ws, "40/chat,{}").await;
+    assert!(next_text(&mut ws).await.starts_with("40/chat,{"));
+    // Joined in /chat only: emitted there only.
+    put(&mut ws, r#"42/chat,1["join","news"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "43/chat,1[]");
+    publish_plain(&h, "news", 1);
+    assert_eq!(next_text(&mut ws).await, r#"42/chat,["message",{"n":1}]"#);
+    // Joined in / too: once on each, one delivery for the connection.
+    put(&mut ws, r#"421["join","news"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "431[]");
+    assert_eq!(publish_plain(&h, "news", 2)["delivered"], 1);
+    assert_eq!(next_text(&mut ws).await, r#"42["message",{"n":2}]"#);
+    assert_eq!(next_text(&mut ws).await, r#"42/chat,["message",{"n":2}]"#);
+    // Left in /chat: / still has it.
+    put(&mut ws, r#"42/chat,2["leave","news"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "43/chat,2[]");
+    publish_plain(&h, "news", 3);
+    publish_plain(&h, "news", 4);
+    assert_eq!(next_text(&mut ws).await, r#"42["message",{"n":3}]"#);
+    assert_eq!(next_text(&mut ws).await, r#"42["message",{"n":4}]"#);
+    // Left in / as well: no subscription is left.
+    put(&mut ws, r#"423["leave","news"]"#).await;
+    assert_eq!(next_text(&mut ws).await, "433[]");
+    assert_eq!(publish_plain(&h, "news", 5)["delivered"], 0);
+    drop(ws);
+    stop_server(h);
+}
+per_shell!(async fn rooms_belong_to_the_namespaces_they_were_joined_in);

@@ -341,10 +341,16 @@ impl ShardState {
                 }
             }
             Action::InboxSync(user, frames) => self.inbox_sync(id, &user, frames),
+            // A handler on the pool: a Socket.IO connection's join counts for the namespace of
+            // its latest event (`sio_rooms`).
             Action::Subscribe(p) => {
-                let _ = self.subscribe(id, &p);
+                let nsp = self.sio_last_nsp(id);
+                let _ = self.sio_in_nsp(id, nsp, |st| st.subscribe(id, &p));
             }
-            Action::Unsubscribe(p) => self.unsubscribe(id, &p),
+            Action::Unsubscribe(p) => {
+                let nsp = self.sio_last_nsp(id);
+                self.sio_in_nsp(id, nsp, |st| st.unsubscribe(id, &p));
+            }
             Action::CountError(code) => self.hub.stats[self.index].error(code),
             Action::Proxied(answer) => self.proxied_answer(id, *answer),
         }

@@ -48,6 +48,7 @@ mod route;
 pub(crate) mod shared;
 mod sio;
 mod sio_recover;
+mod sio_rooms;
 mod state;
 mod sync;
 pub(crate) mod webhook;
@@ -144,6 +145,9 @@ pub(crate) struct ShardState {
     sio: HashMap<ConnId, sio::SioConn>,
     /// Per topic with history, the last position delivered here (Socket.IO recovery).
     sio_seen: sio_recover::Seen,
+    /// The Socket.IO connection and namespace whose event is being handled (its joins and
+    /// leaves are that namespace's: `sio_rooms`).
+    sio_ctx: Option<(ConnId, usize)>,
     /// Topics with delta subscribers: the previous publication and who received it.
     deltas: delta::Deltas,
     /// The node's name, shard-local (handlers' `Context::client_id`).
@@ -200,6 +204,7 @@ impl ShardState {
             meta: HashMap::new(),
             sio: HashMap::new(),
             sio_seen: Default::default(),
+            sio_ctx: None,
             deltas: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),

@@ -33,6 +33,8 @@ pub(crate) struct SioConn {
     pending: Option<Box<Pending>>,
     /// Private session ids and a resume in progress (`shard::sio_recover`).
     pub(super) recovery: super::sio_recover::ConnRecovery,
+    /// Rooms of namespaces other than the home one (`shard::sio_rooms`).
+    pub(super) rooms: super::sio_rooms::NspRooms,
 }
 
 impl SioConn {
@@ -427,7 +429,8 @@ impl ShardState {
             }
             name => map::envelope_from_event(name, &ev.args, rid),
         };
-        self.dispatch(id, &env);
+        // Rooms joined or left while handling it are this namespace's.
+        self.sio_in_nsp(id, Some(nsp), |st| st.dispatch(id, &env));
     }
 
     fn sio_bad(&mut self, id: ConnId, rid: Option<u64>, msg: &str) {

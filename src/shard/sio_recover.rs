@@ -153,7 +153,8 @@ impl ShardState {
             return Some(Some(self.sio_new_pid(id, nsp)));
         };
         self.sio_register(id, nsp, resume.pid.clone().into());
-        match self.sio_resume(id, nsp, &resume, session) {
+        let resumed = self.sio_in_nsp(id, Some(nsp), |st| st.sio_resume(id, nsp, &resume, session));
+        match resumed {
             (0, true) => Some(Some(resume.pid.into())),
             (0, false) => Some(Some(self.sio_new_pid(id, nsp))),
             (pending, complete) => {
@@ -318,7 +319,7 @@ impl ShardState {
     }
 
     /// A Socket.IO connection is going away: each namespace still connected keeps its session
-    /// (rooms on its home namespace, with the positions of those with history).
+    /// (that namespace's rooms, with the positions of those with history).
     pub(super) fn sio_keep_sessions(&mut self, id: ConnId) {
         let Some(keep) = self.recovery_window() else {
             return;
@@ -329,19 +330,13 @@ impl ShardState {
         let connected = s.connected();
         let pids = std::mem::take(&mut s.recovery.pids);
         let Some(c) = self.conn(id) else { return };
-        let home = c.sio_home();
         let user = c.user.clone();
-        let rooms = c.subs.clone();
         let now = self.now;
         for (nsp, pid) in pids {
             if connected & (1 << nsp) == 0 {
                 continue;
             }
-            let rooms = if Some(nsp) == home {
-                rooms.clone()
-            } else {
-                Vec::new()
-            };
+            let rooms = self.sio_rooms_of(id, nsp);
             let positions = rooms
                 .iter()
                 .filter_map(|r| {

@@ -265,6 +265,7 @@ impl ShardState {
         let deflater = &mut self.deflater;
         let stats = &self.hub.stats[self.index];
         let namespaces = &self.hub.config.socketio_namespaces;
+        let sio = &self.sio;
         // Connection state recovery: stored publications carry their offset to Socket.IO.
         let sio_at = at
             .filter(|_| !self.hub.config.socketio_recovery.is_zero())
@@ -311,7 +312,14 @@ impl ShardState {
                 let own;
                 let f = if let Some(home) = c.sio_home() {
                     // Socket.IO: its own encoding per namespace, never compressed or a delta.
-                    match encodings.pick_sio(stats, namespaces, home, sio_at) {
+                    // The namespaces holding a matching room (the home one, usually).
+                    let mask = match sio.get(&c.id) {
+                        Some(s) if c.flags & flag::SIO_ROOMS != 0 => {
+                            super::sio_rooms::topic_mask(&s.rooms, c, home, topic)
+                        }
+                        _ => 1 << home,
+                    };
+                    match encodings.pick_sio(stats, namespaces, mask, sio_at) {
                         Some(f) => f,
                         None => continue,
                     }
@@ -419,6 +427,7 @@ impl ShardState {
             return Ok(None);
         }
         if c.subs.iter().any(|s| &**s == pattern) {
+            self.sio_room_added(id, pattern, true);
             return Ok(self.pending_by_pattern.get(pattern).copied());
         }
         if c.subs.len() >= max {
@@ -428,6 +437,7 @@ impl ShardState {
             ));
         }
         c.subs.push(pattern.into());
+        self.sio_room_added(id, pattern, false);
         let first = self.registry.subscribe(p, id.slot()) == Subscribed::First;
         if first {
             self.webhook_topic(pattern, true);
@@ -455,6 +465,10 @@ impl ShardState {
     }
 
     pub(super) fn unsubscribe(&mut self, id: ConnId, pattern: &str) {
+        // A Socket.IO room another namespace still holds stays subscribed.
+        if self.sio_room_kept(id, pattern) {
+            return;
+        }
         let Some(c) = self.conn_mut(id) else { return };
         let before = c.subs.len();
         c.subs.retain(|s| &**s != pattern);
