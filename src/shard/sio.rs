@@ -5,8 +5,9 @@
 //! `enqueue`, publications through the shared per-shard encodings).
 //!
 //! Per connection, the entry holds one flag and the home namespace in seven bits of its flags
-//! (the namespace its publications are emitted on: the first one it connected); the side map
-//! `sio` holds the set of connected namespaces and, only while one is incomplete, a binary
+//! (the namespace of rooms joined outside events: the first one it connected; see `sio_rooms`);
+//! the side map `sio` holds the set of connected namespaces, the recovery sessions
+//! (`sio_recover`), rooms of other namespaces and, only while one is incomplete, a binary
 //! packet waiting for its attachments.
 
 use bytes::Bytes;
