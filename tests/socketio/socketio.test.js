@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as delay } from 'node:timers/promises'
-import { io } from 'socket.io-client'
+import { io, Manager } from 'socket.io-client'
 import { jwt, freePort, SECRET, API_KEY } from '../../clients/js/test/helpers.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -271,6 +271,30 @@ for (const ioMode of ['uring', 'epoll']) {
       assert.deepEqual(again, { n: 2, ack: false })
       await until(async () => (await srv.get(`/api/v1/messages/${m2.message_id}`)).status === 'acked', 'acked after reconnect')
       assert.deepEqual(notes, [1, 2])
+    })
+
+    test('rooms per namespace: a room joined by a handler on /chat is emitted on /chat only', async () => {
+      // One connection (one Manager), two namespaces.
+      const m = new Manager(srv.url, { ...seedOptions(jwt('vic')), autoConnect: false })
+      const root = m.socket('/', { auth: { token: jwt('vic') } })
+      const chat = m.socket('/chat', { auth: { token: jwt('vic') } })
+      sockets.push(root, chat)
+      const up = Promise.all([once(root, 'connect'), once(chat, 'connect')])
+      root.connect()
+      chat.connect()
+      await up
+      const atRoot = []
+      const atChat = []
+      root.on('message', (d) => atRoot.push(d))
+      chat.on('message', (d) => atChat.push(d))
+      assert.deepEqual(await chat.emitWithAck('chat:join', { conversationId: 'ns' }), { room: 'chat:ns' })
+      await srv.api('/api/v1/publish', { topic: 'chat:ns', event: 'message', data: 1 })
+      await until(() => atChat.length === 1, 'on /chat')
+      // Joined on / too: each namespace gets it once.
+      await root.emitWithAck('join', 'chat:ns')
+      await srv.api('/api/v1/publish', { topic: 'chat:ns', event: 'message', data: 2 })
+      await until(() => atChat.length === 2 && atRoot.length === 1, 'on both')
+      assert.deepEqual([atRoot, atChat], [[2], [1, 2]])
     })
 
     test('binary attachments both ways', async () => {
