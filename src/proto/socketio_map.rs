@@ -70,6 +70,15 @@ pub fn envelope_from_event(name: &str, args: &[&RawValue], id: Option<u64>) -> V
     out
 }
 
+/// The offset argument (connection state recovery, `socketio_recover`) of a publication at
+/// `offset` in `topic`'s stream of epoch `epoch`, as JSON text (a quoted string).
+pub fn offset_arg(epoch: &str, offset: u64, topic: &str) -> String {
+    let mut out = Vec::with_capacity(topic.len() + epoch.len() + 24);
+    let text = format!("{offset}:{epoch}:{topic}");
+    push_json_string(&text, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The fields of a server envelope this mapping reads.
 #[derive(Deserialize)]
 struct Out<'a> {
@@ -106,7 +115,7 @@ pub fn frame_from_envelope(frame: &[u8], namespaces: &[String], home: usize) -> 
 
 /// [`frame_from_envelope`] for a publication stored in a stream of epoch `epoch` (connection
 /// state recovery on): its offset goes as the event's last argument
-/// ([`socketio_recover::offset_arg`](super::socketio_recover::offset_arg)). A durable message
+/// ([`offset_arg`]). A durable message
 /// (`"ack":true`) is an event with an ack id, its offset: the client's ACK acknowledges it.
 pub fn frame_from_envelope_at(
     frame: &[u8],
@@ -143,7 +152,7 @@ pub fn frame_from_envelope_at(
                 return event_frames(name(home), env.offset, event, env.data, None);
             }
             let tail = match (epoch, env.offset, env.topic.as_deref()) {
-                (Some(e), Some(o), Some(t)) => Some(super::socketio_recover::offset_arg(e, o, t)),
+                (Some(e), Some(o), Some(t)) => Some(offset_arg(e, o, t)),
                 _ => None,
             };
             return event_frames(name(home), None, event, env.data, tail.as_deref());

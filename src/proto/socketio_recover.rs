@@ -14,19 +14,11 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::socketio_map::event_frames;
+pub use super::socketio_map::offset_arg;
 
 /// The ack part of the request id of a recovery subscribe (`socketio_map::request_id`): the
 /// largest ack id, which a client would reach only after 2^53 acks on one connection.
 pub const RECOVER_ACK: u64 = (1 << 53) - 1;
-
-/// The offset argument of a publication at `offset` in `topic`'s stream of epoch `epoch`, as
-/// JSON text (a quoted string).
-pub fn offset_arg(epoch: &str, offset: u64, topic: &str) -> String {
-    let mut out = Vec::with_capacity(topic.len() + epoch.len() + 24);
-    let text = format!("{offset}:{epoch}:{topic}");
-    super::socketio::push_json_string(&text, &mut out);
-    String::from_utf8(out).unwrap_or_default()
-}
 
 /// A publication's place, read back from the offset a client returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -313,11 +313,12 @@ impl ShardState {
                 let f = if let Some(home) = c.sio_home() {
                     // Socket.IO: its own encoding per namespace, never compressed or a delta.
                     // The namespaces holding a matching room (the home one, usually).
-                    let mask = match sio.get(&c.id) {
-                        Some(s) if c.flags & flag::SIO_ROOMS != 0 => {
+                    let mask = if c.flags & flag::SIO_ROOMS != 0 {
+                        sio.get(&c.id).map_or(1 << home, |s| {
                             super::sio_rooms::topic_mask(&s.rooms, c, home, topic)
-                        }
-                        _ => 1 << home,
+                        })
+                    } else {
+                        1 << home
                     };
                     match encodings.pick_sio(stats, namespaces, mask, sio_at) {
                         Some(f) => f,
