@@ -94,8 +94,9 @@ impl Seen {
 pub(crate) struct ConnRecovery {
     /// `(namespace, pid)` of each connected namespace.
     pids: Vec<(usize, Box<str>)>,
-    /// A resume waiting for its rooms' answers.
-    resuming: Option<Resuming>,
+    /// A resume waiting for its rooms' answers (boxed: rare, and an idle connection keeps
+    /// this struct).
+    resuming: Option<Box<Resuming>>,
 }
 
 struct Resuming {
@@ -159,12 +160,12 @@ impl ShardState {
             (0, false) => Some(Some(self.sio_new_pid(id, nsp))),
             (pending, complete) => {
                 if let Some(r) = self.sio_rec(id) {
-                    r.resuming = Some(Resuming {
+                    r.resuming = Some(Box::new(Resuming {
                         nsp,
                         pid: resume.pid.into(),
                         pending,
                         complete,
-                    });
+                    }));
                 }
                 None
             }
@@ -309,6 +310,7 @@ impl ShardState {
         let Some(done) = self.sio_rec(id).and_then(|r| r.resuming.take()) else {
             return;
         };
+        let done = *done;
         let pid = if done.complete {
             done.pid
         } else {
