@@ -257,3 +257,126 @@ async fn rooms_belong_to_the_namespaces_they_were_joined_in(io: IoMode) {
     stop_server(h);
 }
 per_shell!(async fn rooms_belong_to_the_namespaces_they_were_joined_in);
+
+/// Reads events until the CONNECT answer: `(missed events, answer)`.
+async fn resumed(ws: &mut Ws) -> (Vec<(Value, String)>, String) {
+    let mut got = Vec::new();
+    loop {
+        let t = next_text(ws).await;
+        if t.starts_with("40") {
+            return (got, t);
+        }
+        got.push(event(&t));
+    }
+}
+
+/// A server on the redb store in `dir`.
+fn redb_server(io: IoMode, dir: &std::path::Path) -> Option<ServerHandle> {
+    let store = ringhub::store::redb::RedbStore::open(dir).expect("redb store");
+    server_with(io, &[], |b| {
+        b.topic(ns("chat:*", 100))
+            .store(store)
+            .on_connect(|c: &ConnectInfo<'_>| {
+                let auth: Value = c
+                    .auth
+                    .and_then(|a| serde_json::from_str(a).ok())
+                    .unwrap_or_default();
+                Ok(ConnectOutcome {
+                    user: auth["name"].as_str().map(str::to_string),
+                    ..Default::default()
+                })
+            })
+    })
+}
+
+async fn a_clean_restart_keeps_the_sessions_of_connected_clients(io: IoMode) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(h) = redb_server(io, dir.path()) else {
+        return;
+    };
+    let mut a = connect_sio(&h, json!({"name": "ann"})).await;
+    let pid = pid_of(&next_text(&mut a).await);
+    put(&mut a, r#"421["join","chat:1"]"#).await;
+    assert!(next_text(&mut a).await.starts_with("431"));
+    publish(&h, "chat:1", 1);
+    let (_, offset) = event(&next_text(&mut a).await);
+    // Still connected when the server stops: the shutdown writes its session.
+    stop_server(h);
+    drop(a);
+    let h = redb_server(io, dir.path()).expect("restarted");
+    publish(&h, "chat:1", 2);
+    publish(&h, "chat:1", 3);
+    let mut b = connect_sio(&h, json!({"name": "ann", "pid": pid, "offset": offset})).await;
+    // Sent before the store answered: held, then handled after the CONNECT answer.
+    put(&mut b, r#"421["join","chat:2"]"#).await;
+    let (got, answer) = resumed(&mut b).await;
+    assert_eq!(pid_of(&answer), pid, "recovered after the restart");
+    let ns: Vec<Value> = got.iter().map(|(d, _)| d["n"].clone()).collect();
+    assert_eq!(ns, [json!(2), json!(3)]);
+    assert!(next_text(&mut b).await.starts_with("431"));
+    publish(&h, "chat:1", 4);
+    assert_eq!(event(&next_text(&mut b).await).0, json!({"n": 4}));
+    // Taken once: the same pid again is a new session.
+    let mut c = connect_sio(&h, json!({"name": "ann", "pid": pid, "offset": offset})).await;
+    let (_, answer) = resumed(&mut c).await;
+    assert_ne!(pid_of(&answer), pid);
+    drop((b, c));
+    stop_server(h);
+}
+per_shell!(async fn a_clean_restart_keeps_the_sessions_of_connected_clients);
+
+async fn a_session_dropped_on_one_node_resumes_on_another(io: IoMode) {
+    let Some(redis) = common::redis::Redis::start() else {
+        return;
+    };
+    let urls = [redis.url()];
+    let settings = [
+        ("store.backend", "redis"),
+        ("topics", r#"[{"pattern": "chat:*", "history_size": 100}]"#),
+    ];
+    let Some(n1) = common::cluster::node_with(io, "n1", &urls, &settings) else {
+        return;
+    };
+    let n2 = common::cluster::node_with(io, "n2", &urls, &settings).expect("n2");
+    for n in [&n1, &n2] {
+        let addr = n.local_addr();
+        common::cluster::wait_for(|| common::cluster::ready(addr).0 == 200, "ready").await;
+    }
+    let mut a = connect_sio(&n1, json!({})).await;
+    let pid = pid_of(&next_text(&mut a).await);
+    put(&mut a, r#"421["join","chat:1"]"#).await;
+    assert!(next_text(&mut a).await.starts_with("431"));
+    publish(&n1, "chat:1", 1);
+    let (_, offset) = event(&next_text(&mut a).await);
+    drop(a);
+    // The session reached Redis (polled state).
+    let mut conn = redis.conn();
+    let key = format!(
+        "{}:sio:{pid}",
+        ringhub::config::ClusterConfig::default().prefix
+    );
+    common::cluster::wait_for(
+        || {
+            ::redis::cmd("EXISTS")
+                .arg(&key)
+                .query::<i64>(&mut conn)
+                .unwrap_or(0)
+                == 1
+        },
+        "the session is in Redis",
+    )
+    .await;
+    let ttl: i64 = ::redis::cmd("PTTL").arg(&key).query(&mut conn).unwrap();
+    assert!(ttl > 0, "expires with socketio_recovery: {ttl}");
+    publish(&n1, "chat:1", 2);
+    let mut b = connect_sio(&n2, json!({"pid": pid, "offset": offset})).await;
+    let (got, answer) = resumed(&mut b).await;
+    assert_eq!(pid_of(&answer), pid, "recovered on the other node");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, json!({"n": 2}));
+    publish(&n1, "chat:1", 3);
+    assert_eq!(event(&next_text(&mut b).await).0, json!({"n": 3}));
+    drop(b);
+    common::cluster::stop(vec![n1, n2]);
+}
+per_shell!(async fn a_session_dropped_on_one_node_resumes_on_another);

@@ -10,7 +10,7 @@
 //! subscriber of the publication, so the encoded frame stays shared on fan-out.
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::socketio_map::event_frames;
@@ -69,6 +69,33 @@ pub fn resume(auth: Option<&RawValue>) -> Option<Resume> {
         pid,
         offset: a.offset.filter(|o| o.len() <= 1024),
     })
+}
+
+/// A dropped session as a store keeps it (see `Store::sio_session_put`): its user, namespace,
+/// rooms, and for each room with history the last position (room, epoch, offset) queued to the
+/// connection. JSON, so the encoding is readable in Redis and stable across builds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSession {
+    /// The connection's user (`None`: anonymous).
+    pub user: Option<String>,
+    /// The namespace's name.
+    pub nsp: String,
+    /// The rooms it had joined.
+    pub rooms: Vec<String>,
+    /// Rooms with history: (room, epoch, offset) of the last publication queued.
+    pub positions: Vec<(String, String, u64)>,
+}
+
+impl StoredSession {
+    /// The bytes a store keeps.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads [`encode`](Self::encode)'s bytes; `None` for anything else.
+    pub fn decode(b: &[u8]) -> Option<Self> {
+        serde_json::from_slice(b).ok()
+    }
 }
 
 /// The fields of a subscribe reply that a replay reads.
@@ -150,6 +177,19 @@ pub fn replay(json: &[u8], nsp: &str) -> Replay {
 mod tests {
     use super::*;
     use crate::proto::frame::text_payload;
+
+    #[test]
+    fn a_stored_session_round_trips_and_garbage_is_refused() {
+        let s = StoredSession {
+            user: Some("u1".into()),
+            nsp: "/chat".into(),
+            rooms: vec!["chat:1".into(), "news:*".into()],
+            positions: vec![("chat:1".into(), "e1".into(), 7)],
+        };
+        assert_eq!(StoredSession::decode(&s.encode()), Some(s));
+        assert_eq!(StoredSession::decode(b"{}"), None);
+        assert_eq!(StoredSession::decode(b"\xff"), None);
+    }
 
     #[test]
     fn offsets_round_trip_with_colons_in_the_topic() {

@@ -325,7 +325,7 @@ impl Server {
             store_fault: std::sync::Mutex::new(None),
             store_stats: Default::default(),
             proxy_stats: Default::default(),
-            sio_sessions: Default::default(),
+            sio_sessions: crate::shard::sio_recover::SioSessions::new(store.keeps_sio_sessions()),
             webhooks: Default::default(),
             api_keys: Default::default(),
             config: self.config,

@@ -353,6 +353,11 @@ impl ShardState {
             }
             Action::CountError(code) => self.hub.stats[self.index].error(code),
             Action::Proxied(answer) => self.proxied_answer(id, *answer),
+            Action::SioSession {
+                nsp,
+                resume,
+                session,
+            } => self.sio_session_answer(id, nsp, *resume, session),
         }
     }
 }

@@ -46,6 +46,12 @@ pub(crate) enum Action {
     CountError(crate::ErrorCode),
     /// The backend answered a proxy call of the connection (see `shard::proxy`).
     Proxied(Box<super::proxy::ProxyAnswer>),
+    /// The store's answer to a Socket.IO resume (`StoreJob::SioTake`): the session, if kept.
+    SioSession {
+        nsp: usize,
+        resume: Box<crate::proto::socketio_recover::Resume>,
+        session: Option<Bytes>,
+    },
 }
 
 /// A cross-shard operation requested through the HTTP API.

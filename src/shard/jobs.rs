@@ -133,6 +133,20 @@ pub(crate) enum StoreJob {
         ids: Vec<String>,
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
+    /// Keep a dropped Socket.IO connection's recovery session (a store that
+    /// [keeps them](crate::store::Store::keeps_sio_sessions)).
+    SioPut {
+        pid: Box<str>,
+        session: Bytes,
+        expires_ms: u64,
+    },
+    /// A Socket.IO CONNECT asks to resume session `resume.pid` on namespace `nsp`: take it and
+    /// answer the connection with [`Action::SioSession`](crate::shard::inbox::Action::SioSession).
+    SioTake {
+        conn: ConnId,
+        nsp: usize,
+        resume: Box<crate::proto::socketio_recover::Resume>,
+    },
     /// Commit and exit.
     Stop,
 }

@@ -47,7 +47,7 @@ mod request;
 mod route;
 pub(crate) mod shared;
 mod sio;
-mod sio_recover;
+pub(crate) mod sio_recover;
 mod sio_rooms;
 mod state;
 mod sync;

@@ -158,6 +158,9 @@ impl ShardState {
 
     /// One WebSocket message of a Socket.IO connection.
     pub(super) fn sio_input(&mut self, id: ConnId, op: u8, msg: &[u8]) {
+        if self.sio_hold_input(id, op, msg) {
+            return;
+        }
         match op {
             OP_TEXT => match eio::decode_text(msg) {
                 Err(e) => self.sio_fail(id, e.code()),

@@ -43,9 +43,10 @@ pub(crate) struct Session {
     gone: Instant,
 }
 
-/// The node's dropped sessions by private session id.
+/// The node's dropped sessions by private session id — or, when `durable`, only the flag that
+/// they go to the store instead (`Store::keeps_sio_sessions`).
 #[derive(Default)]
-pub(crate) struct SioSessions(Mutex<Table>);
+pub(crate) struct SioSessions(Mutex<Table>, bool);
 
 #[derive(Default)]
 struct Table {
@@ -54,6 +55,11 @@ struct Table {
 }
 
 impl SioSessions {
+    /// The table of a node whose store keeps the sessions (`durable`) or not.
+    pub(crate) fn new(durable: bool) -> Self {
+        Self(Mutex::default(), durable)
+    }
+
     fn put(&self, pid: Box<str>, s: Session, keep: Duration) {
         let Ok(mut t) = self.0.lock() else { return };
         let now = s.gone;
@@ -97,7 +103,13 @@ pub(crate) struct ConnRecovery {
     /// A resume waiting for its rooms' answers (boxed: rare, and an idle connection keeps
     /// this struct).
     resuming: Option<Box<Resuming>>,
+    /// While the store looks a session up: the Engine.IO messages received meanwhile (opcode,
+    /// payload), handled in order after its answer.
+    held: Option<std::collections::VecDeque<(u8, Box<[u8]>)>>,
 }
+
+/// Messages held while the store looks a session up, at most (then the connection fails).
+const MAX_HELD: usize = 256;
 
 struct Resuming {
     nsp: usize,
@@ -146,6 +158,24 @@ impl ShardState {
             return Some(None);
         };
         let user = self.conn(id).and_then(|c| c.user.clone());
+        if self.hub.sio_sessions.1 {
+            // The store keeps the sessions: ask it, holding what the client sends meanwhile.
+            let Some(resume) = rec::resume(auth) else {
+                return Some(Some(self.sio_new_pid(id, nsp)));
+            };
+            let job = StoreJob::SioTake {
+                conn: id,
+                nsp,
+                resume: Box::new(resume),
+            };
+            if self.hub.submit_store(job, false).is_err() {
+                return Some(Some(self.sio_new_pid(id, nsp)));
+            }
+            if let Some(r) = self.sio_rec(id) {
+                r.held.get_or_insert_with(Default::default);
+            }
+            return None;
+        }
         let found = rec::resume(auth).and_then(|r| {
             let s = self.hub.sio_sessions.take(&r.pid, self.now, keep)?;
             (s.user == user && s.nsp == nsp).then_some((r, s))
@@ -153,6 +183,18 @@ impl ShardState {
         let Some((resume, session)) = found else {
             return Some(Some(self.sio_new_pid(id, nsp)));
         };
+        self.sio_resume_session(id, nsp, resume, session)
+    }
+
+    /// Resumes a session found for a CONNECT (checked: same user, same namespace): as
+    /// [`sio_session`](Self::sio_session) answers.
+    fn sio_resume_session(
+        &mut self,
+        id: ConnId,
+        nsp: usize,
+        resume: Resume,
+        session: Session,
+    ) -> Option<Option<Box<str>>> {
         self.sio_register(id, nsp, resume.pid.clone().into());
         let resumed = self.sio_in_nsp(id, Some(nsp), |st| st.sio_resume(id, nsp, &resume, session));
         match resumed {
@@ -353,7 +395,96 @@ impl ShardState {
                 positions,
                 gone: now,
             };
+            if self.hub.sio_sessions.1 {
+                let job = StoreJob::SioPut {
+                    pid,
+                    session: self.sio_stored(&session).encode().into(),
+                    expires_ms: crate::store::now_ms()
+                        .saturating_add(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
+                };
+                let _ = self.hub.submit_store(job, false);
+                continue;
+            }
             self.hub.sio_sessions.put(pid, session, keep);
+        }
+    }
+
+    fn sio_stored(&self, s: &Session) -> rec::StoredSession {
+        rec::StoredSession {
+            user: s.user.as_deref().map(str::to_string),
+            nsp: self.hub.config.socketio_namespaces[s.nsp].to_string(),
+            rooms: s.rooms.iter().map(|r| r.to_string()).collect(),
+            positions: s
+                .positions
+                .iter()
+                .map(|(r, e, o)| (r.to_string(), e.to_string(), *o))
+                .collect(),
+        }
+    }
+
+    /// Holds an Engine.IO message while the store looks a session up: true when held (or the
+    /// connection failed because too many were).
+    pub(super) fn sio_hold_input(&mut self, id: ConnId, op: u8, msg: &[u8]) -> bool {
+        let Some(q) = self.sio_rec(id).and_then(|r| r.held.as_mut()) else {
+            return false;
+        };
+        if q.len() >= MAX_HELD {
+            self.close(id, 1008, "too_many");
+            return true;
+        }
+        q.push_back((op, msg.into()));
+        true
+    }
+
+    /// The store answered a resume: the session (if it was kept, and is this connection's),
+    /// then the CONNECT answer (now, or after the replay) and the messages held meanwhile.
+    pub(super) fn sio_session_answer(
+        &mut self,
+        id: ConnId,
+        nsp: usize,
+        resume: Resume,
+        session: Option<Bytes>,
+    ) {
+        let Some(held) = self.sio_rec(id).and_then(|r| r.held.take()) else {
+            return;
+        };
+        let user = self.conn(id).and_then(|c| c.user.clone());
+        let names = &self.hub.config.socketio_namespaces;
+        let found = session
+            .as_deref()
+            .and_then(rec::StoredSession::decode)
+            .filter(|s| s.user.as_deref() == user.as_deref() && names.get(nsp) == Some(&s.nsp))
+            .map(|s| Session {
+                user: user.clone(),
+                nsp,
+                rooms: s.rooms.into_iter().map(Into::into).collect(),
+                positions: s
+                    .positions
+                    .into_iter()
+                    .map(|(r, e, o)| (r.into(), e.into(), o))
+                    .collect(),
+                gone: self.now,
+            });
+        let answer = match found {
+            Some(s) => self.sio_resume_session(id, nsp, resume, s),
+            None => Some(Some(self.sio_new_pid(id, nsp))),
+        };
+        if let Some(pid) = answer {
+            self.sio_connect_answer(id, nsp, pid.as_deref());
+        }
+        let mut held = held;
+        while let Some((op, msg)) = held.pop_front() {
+            if self.conn(id).is_none_or(|c| c.closing.is_some()) {
+                return;
+            }
+            self.sio_input(id, op, &msg);
+            if let Some(q) = self.sio_rec(id).and_then(|r| r.held.as_mut()) {
+                // Another resume began: the rest waits behind it, in order.
+                for m in held.into_iter().rev() {
+                    q.push_front(m);
+                }
+                return;
+            }
         }
     }
 

@@ -389,6 +389,33 @@ pub trait Store: Send + 'static {
         Ok(Vec::new())
     }
 
+    /// Whether the store keeps Socket.IO recovery sessions
+    /// ([`sio_session_put`](Self::sio_session_put)); when not (the memory store), the node keeps
+    /// them in its own memory.
+    fn keeps_sio_sessions(&self) -> bool {
+        false
+    }
+
+    /// Keeps the Socket.IO recovery session `pid` (an opaque encoding) until `expires_ms` (ms
+    /// since the Unix epoch), replacing one under the same id. It survives what the store's
+    /// other data survives (see the module docs) and is visible to every node sharing the store.
+    fn sio_session_put(
+        &mut self,
+        pid: &str,
+        session: &[u8],
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        let _ = (pid, session, expires_ms);
+        Ok(())
+    }
+
+    /// Removes and returns the session `pid` if it is kept and not expired at `now_ms`: a
+    /// session is taken at most once, however many nodes ask at once.
+    fn sio_session_take(&mut self, pid: &str, now_ms: u64) -> Result<Option<Bytes>, StoreError> {
+        let _ = (pid, now_ms);
+        Ok(None)
+    }
+
     /// Whether the store works: `Err(why)` while it is known to be unusable (a redb file after an
     /// I/O error, until it reopens); `/readyz` answers 503 with the reason.
     fn health(&self) -> Result<(), String> {

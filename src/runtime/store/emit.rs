@@ -134,6 +134,7 @@ impl Sequencer {
                     let _ = tx.send(Ok(list));
                 }
                 Out::OutboxChanged => changed = true,
+                Out::Written => {}
                 Out::Claimed(tx, list) => {
                     let _ = tx.send(Ok(list));
                 }
@@ -196,7 +197,7 @@ impl Sequencer {
                 Out::OutboxDone(tx) => {
                     let _ = tx.send(Err(clone_err(e)));
                 }
-                Out::Gone(_) | Out::OutboxChanged => {}
+                Out::Gone(_) | Out::OutboxChanged | Out::Written => {}
             }
         }
     }

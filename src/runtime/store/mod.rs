@@ -88,6 +88,8 @@ enum Out {
     ),
     /// The sender's acknowledgement, answered once committed.
     OutboxDone(oneshot::Sender<Result<(), StoreError>>),
+    /// A write nobody waits for (a Socket.IO session kept): only makes the batch commit.
+    Written,
 }
 
 /// The store thread's state.
@@ -481,6 +483,39 @@ impl Sequencer {
                     let _ = reply.send(Err(e));
                 }
             },
+            StoreJob::SioPut {
+                pid,
+                session,
+                expires_ms,
+            } => {
+                tracing::debug!(pid = &*pid, "store: Socket.IO session kept");
+                match self.store.sio_session_put(&pid, &session, expires_ms) {
+                    Ok(()) => self.outs.push(Out::Written),
+                    Err(e) => tracing::warn!(error = %e, "store: a Socket.IO session was not kept"),
+                }
+            }
+            StoreJob::SioTake { conn, nsp, resume } => {
+                let session = self
+                    .store
+                    .sio_session_take(&resume.pid, now)
+                    .unwrap_or_else(|e| {
+                        tracing::warn!(error = %e, "store: a Socket.IO session could not be read");
+                        None
+                    });
+                tracing::debug!(
+                    pid = &*resume.pid,
+                    found = session.is_some(),
+                    "store: Socket.IO session taken"
+                );
+                self.outs.push(Out::Conn(
+                    conn,
+                    Action::SioSession {
+                        nsp,
+                        resume,
+                        session,
+                    },
+                ));
+            }
             StoreJob::Stop => {}
         }
     }

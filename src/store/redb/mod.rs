@@ -51,6 +51,7 @@ mod open;
 mod outbox;
 mod replay;
 mod schema;
+mod sio;
 mod wal;
 
 #[cfg(test)]
@@ -154,6 +155,8 @@ pub struct RedbStore {
     backoff: Duration,
     /// The write-ahead log: what makes a batch durable between checkpoints.
     wal: wal::Wal,
+    /// When expired Socket.IO sessions were last removed (ms since the Unix epoch).
+    sio_pruned: u64,
 }
 
 /// Opens the batch's write transaction if needed.
@@ -437,6 +440,31 @@ impl Store for RedbStore {
     fn outbox_stats(&mut self) -> Result<OutboxStats, StoreError> {
         self.usable()?;
         Ok(self.outbox_stats_inner())
+    }
+
+    fn keeps_sio_sessions(&self) -> bool {
+        true
+    }
+
+    fn sio_session_put(
+        &mut self,
+        pid: &str,
+        session: &[u8],
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.usable()?;
+        let r = self.sio_put_inner(pid, session, expires_ms, true);
+        self.track(r)
+    }
+
+    fn sio_session_take(
+        &mut self,
+        pid: &str,
+        now_ms: u64,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.usable()?;
+        let r = self.sio_take_inner(pid, now_ms, true);
+        self.track(r)
     }
 
     fn health(&self) -> Result<(), String> {

@@ -172,6 +172,7 @@ impl RedbStore {
             broken: None,
             backoff: Duration::from_millis(500),
             wal,
+            sio_pruned: 0,
         };
         store.replay(&log)?;
         Ok(store)

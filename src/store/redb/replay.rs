@@ -192,6 +192,14 @@ impl RedbStore {
             Op::OutboxDone { id } => {
                 self.outbox_remove(std::iter::once(id), false)?;
             }
+            Op::SioPut {
+                pid,
+                expires_ms,
+                session,
+            } => self.sio_put_inner(pid, session, expires_ms, false)?,
+            Op::SioTake { pid } => {
+                self.sio_take_inner(pid, 0, false)?;
+            }
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! The write-ahead log's operations: one per mutating call of a batch, encoded into its record.
-//! Kinds 1–5 are those of log version 1; the outbox's (6, 7) came with version 2.
+//! Kinds 1–5 are those of log version 1; the outbox's (6, 7) came with version 2, Socket.IO
+//! sessions' (8, 9) later within it (an older build refuses a log holding them: unknown op).
 
 use std::time::Duration;
 
@@ -50,6 +51,14 @@ pub(in crate::store::redb) enum Op<'a> {
     },
     /// A pending outbox event removed (sent, or dropped as a dead letter).
     OutboxDone { id: u64 },
+    /// A Socket.IO recovery session kept.
+    SioPut {
+        pid: &'a str,
+        expires_ms: u64,
+        session: &'a [u8],
+    },
+    /// A Socket.IO recovery session taken.
+    SioTake { pid: &'a str },
 }
 
 fn put_u64(out: &mut Vec<u8>, v: u64) {
@@ -142,6 +151,20 @@ impl Op<'_> {
                 out.push(7);
                 put_u64(out, id);
             }
+            Op::SioPut {
+                pid,
+                expires_ms,
+                session,
+            } => {
+                out.push(8);
+                codec::put_str(out, pid);
+                put_u64(out, expires_ms);
+                put_bytes(out, session);
+            }
+            Op::SioTake { pid } => {
+                out.push(9);
+                codec::put_str(out, pid);
+            }
         }
     }
 
@@ -195,6 +218,12 @@ impl Op<'_> {
                 event: r.bytes()?,
             },
             7 => Op::OutboxDone { id: r.u64()? },
+            8 => Op::SioPut {
+                pid: r.str()?,
+                expires_ms: r.u64()?,
+                session: r.bytes()?,
+            },
+            9 => Op::SioTake { pid: r.str()? },
             t => return Err(StoreError::Corrupt(format!("wal record: unknown op {t}"))),
         })
     }

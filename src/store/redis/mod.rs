@@ -62,6 +62,7 @@ mod conn;
 mod history;
 mod inbox;
 mod outbox;
+mod sio;
 mod transitions;
 
 use std::sync::Arc;
@@ -311,6 +312,28 @@ impl Store for RedisStore {
 
     fn webhook_reap(&mut self, node: &str) -> Result<Vec<String>, StoreError> {
         self.reap_inner(node)
+    }
+
+    fn keeps_sio_sessions(&self) -> bool {
+        true
+    }
+
+    fn sio_session_put(
+        &mut self,
+        pid: &str,
+        session: &[u8],
+        expires_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.sio_put_inner(pid, session, expires_ms)
+    }
+
+    /// Redis expires the key itself; `now_ms` is not needed.
+    fn sio_session_take(
+        &mut self,
+        pid: &str,
+        _now_ms: u64,
+    ) -> Result<Option<bytes::Bytes>, StoreError> {
+        self.sio_take_inner(pid)
     }
 
     /// Nothing to do: every operation was applied in Redis when it returned (durability is
