@@ -429,3 +429,4 @@ mod redb_wal;
 mod redis_batch;
 mod redis_only;
 mod redis_server;
+mod sio_sessions;
