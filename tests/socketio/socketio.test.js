@@ -21,9 +21,10 @@ function exampleBin() {
   return p
 }
 
-async function startServer(ioMode) {
+/** Starts the example server; `opts.port` and `opts.extra` (more TOML) for a restart. */
+async function startServer(ioMode, opts = {}) {
   const dir = mkdtempSync(join(tmpdir(), 'ringhub-sio-'))
-  const port = await freePort()
+  const port = opts.port || (await freePort())
   const config = `listen = "127.0.0.1:${port}"
 io = "${ioMode}"
 shards = 2
@@ -42,7 +43,7 @@ presence = true
 pattern = "tiny:*"
 history_size = 2
 presence = true
-`
+${opts.extra || ''}`
   writeFileSync(join(dir, 'ringhub.toml'), config)
   const proc = spawn(exampleBin(), [join(dir, 'ringhub.toml')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
   let log = ''
@@ -76,8 +77,8 @@ presence = true
       assert.equal(r.status, 200, await r.clone().text())
       return (await r.json()).data
     },
-    async stop() {
-      proc.kill('SIGKILL')
+    async stop(signal = 'SIGKILL') {
+      proc.kill(signal)
       await exit
       rmSync(dir, { recursive: true, force: true })
     },
@@ -234,6 +235,37 @@ for (const ioMode of ['uring', 'epoll']) {
       await until(() => got.length === 5, 'n=5')
       assert.deepEqual(got.map(([n]) => n), [1, 2, 3, 4, 5], 'each once')
       assert.match(got[4][1], /^5:/)
+    })
+
+    test('recovery after a clean restart of the server (redb store)', async () => {
+      const data = mkdtempSync(join(tmpdir(), 'ringhub-sio-redb-'))
+      const opts = { port: await freePort(), extra: `[store]\nbackend = "redb"\npath = "${data}"\n` }
+      let one = await startServer(ioMode, opts)
+      try {
+        const s = await connected(one.url, jwt('ria'))
+        await s.emitWithAck('join', 'chat:restart')
+        const got = []
+        s.on('message', (d) => got.push(d.n))
+        await one.api('/api/v1/publish', { topic: 'chat:restart', event: 'message', data: { n: 1 } })
+        await until(() => got.length === 1, 'n=1')
+        // Still connected when the server stops (SIGTERM): the shutdown keeps its session.
+        s.io.reconnection(false)
+        const gone = once(s, 'disconnect')
+        await one.stop('SIGTERM')
+        await gone
+        one = await startServer(ioMode, opts)
+        for (const n of [2, 3]) await one.api('/api/v1/publish', { topic: 'chat:restart', event: 'message', data: { n } })
+        const back = once(s, 'connect')
+        s.io.reconnection(true)
+        s.connect()
+        await back
+        assert.equal(s.recovered, true)
+        assert.deepEqual(got, [1, 2, 3])
+        s.disconnect()
+      } finally {
+        await one.stop()
+        rmSync(data, { recursive: true, force: true })
+      }
     })
 
     test('recovery: a gap the history no longer covers is recovered === false', async () => {
