@@ -192,6 +192,8 @@ pub(crate) enum ShardMsg {
     Api(ApiOp, tokio::sync::oneshot::Sender<ApiReply>),
     /// The response to an HTTP request of this connection, served by the API thread.
     HttpResponse(ConnId, Bytes),
+    /// Socket.IO long-polling: a request for a session this shard owns, or its answer.
+    Poll(Box<crate::shard::sio_poll::PollMsg>),
     /// A socket (or a reservation for one) from an embedding server (the `axum` feature).
     #[cfg(feature = "axum")]
     Adopt(Box<crate::shard::Adoption>),

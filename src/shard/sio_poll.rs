@@ -1,0 +1,750 @@
+//! Engine.IO long-polling sessions and the upgrade from polling to WebSocket.
+//!
+//! A polling session is a shard-owned entry with no socket (`fd < 0`, flag `POLL`): the same
+//! Socket.IO connection as a WebSocket one (`shard::sio` decodes its packets, `dispatch`
+//! routes its events, publications reach it through its subscriptions), whose queued frames
+//! leave by whichever carrier the client gives it — a parked GET (answered with the frames as
+//! one `\x1e`-separated payload) or, after the upgrade, a WebSocket. The session id names the
+//! owner (node, shard, slot: the client id) and carries a secret.
+//!
+//! The requests of one session land on any shard (`SO_REUSEPORT`) and any HTTP connection.
+//! The shard that received one passes it to the owner as a [`PollMsg`] through the owner's
+//! inbox (a direct call when it is the owner), and the owner's answer comes back the same
+//! way; an upgraded session's WebSocket stays on the shard that accepted it and relays.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+
+use super::inbox::ShardMsg;
+use super::shared::KeepAlive;
+use super::{flag, ConnEntry, ConnKind, Phase, ShardState};
+use crate::proto::engineio::{self as eio, RequestError};
+use crate::proto::engineio_poll as poll;
+use crate::proto::envelope::close_frame;
+use crate::proto::frame::OP_TEXT;
+use crate::proto::handshake::{self as http, HttpError, RequestHead};
+use crate::proto::socketio_map::engine_frame;
+use crate::ConnId;
+
+/// The polling sessions a shard owns, and its connections serving a session (a parked GET,
+/// an upgrade's WebSocket), which may be owned by another shard.
+#[derive(Default)]
+pub(crate) struct Polls {
+    sessions: HashMap<ConnId, PollSession>,
+    links: HashMap<ConnId, ConnId>,
+}
+
+/// Where a session is in the upgrade.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Packets move over GET and POST.
+    Polling,
+    /// A WebSocket answered the probe: GETs are answered with a noop, output waits.
+    Probing,
+    /// The WebSocket carries the session.
+    Upgraded,
+}
+
+/// A polling session's state beyond its entry (the entry holds the queue, user, limits).
+pub(crate) struct PollSession {
+    secret: u64,
+    /// The GET waiting for output.
+    get: Option<Parked>,
+    /// The WebSocket probing or carrying the session.
+    ws: Option<ConnId>,
+    stage: Stage,
+}
+
+/// A GET waiting on some shard's HTTP connection, and how to answer it.
+struct Parked {
+    conn: ConnId,
+    origin: Option<Box<str>>,
+    keep: KeepAlive,
+}
+
+/// A GET or POST of a session, passed to the shard that owns it.
+#[derive(Debug)]
+pub(crate) struct PollRequest {
+    sid: ConnId,
+    secret: u64,
+    from: ConnId,
+    /// The request's allowed `Origin`, echoed in the answer.
+    origin: Option<Box<str>>,
+    keep: KeepAlive,
+    /// The POST body; `None` for a GET.
+    body: Option<Bytes>,
+}
+
+/// Long-polling work between shards (see the module documentation).
+#[derive(Debug)]
+pub(crate) enum PollMsg {
+    /// To the owner: a GET or POST of one of its sessions.
+    Request(PollRequest),
+    /// To the owner: a WebSocket on `from` asks to carry session `sid` (the upgrade).
+    Attach {
+        sid: ConnId,
+        secret: u64,
+        from: ConnId,
+    },
+    /// To the owner: a message the WebSocket `from` received for session `sid`.
+    Frame {
+        sid: ConnId,
+        from: ConnId,
+        op: u8,
+        data: Bytes,
+    },
+    /// To the owner: the connection `from` serving session `sid` is gone.
+    Gone { sid: ConnId, from: ConnId },
+    /// To the request's shard: the HTTP answer to the request on `to`.
+    Answer { to: ConnId, bytes: Bytes },
+    /// To the WebSocket's shard: frames for it, then a close frame when the session ended.
+    Out {
+        to: ConnId,
+        frames: Vec<Bytes>,
+        close: Option<Bytes>,
+    },
+}
+
+impl PollMsg {
+    /// The shard the message is for.
+    fn shard(&self) -> usize {
+        match self {
+            PollMsg::Request(r) => r.sid.shard(),
+            PollMsg::Attach { sid, .. } | PollMsg::Frame { sid, .. } | PollMsg::Gone { sid, .. } => {
+                sid.shard()
+            }
+            PollMsg::Answer { to, .. } | PollMsg::Out { to, .. } => to.shard(),
+        }
+    }
+}
+
+impl ShardState {
+    /// Hands `msg` to the shard it is for: applied now when that is this one.
+    fn poll_send(&mut self, msg: PollMsg) {
+        let shard = msg.shard();
+        if shard == self.index {
+            self.poll_msg(msg);
+        } else if let Some(inbox) = self.hub.inboxes.get(shard) {
+            inbox.push(ShardMsg::Poll(Box::new(msg)));
+        }
+    }
+
+    /// Applies one long-polling message (from another shard's inbox, or this shard).
+    pub(super) fn poll_msg(&mut self, msg: PollMsg) {
+        match msg {
+            PollMsg::Request(r) => self.poll_request(r),
+            PollMsg::Attach { sid, secret, from } => self.poll_attach(sid, secret, from),
+            PollMsg::Frame {
+                sid,
+                from,
+                op,
+                data,
+            } => self.carried(sid, from, op, &data),
+            PollMsg::Gone { sid, from } => self.poll_gone(sid, from),
+            PollMsg::Answer { to, bytes } => {
+                self.polls.links.remove(&to);
+                self.http_response(to, bytes);
+            }
+            PollMsg::Out { to, frames, close } => {
+                for f in frames {
+                    self.enqueue(to, f);
+                }
+                if let Some(f) = close {
+                    self.polls.links.remove(&to);
+                    self.close_frame(to, f);
+                }
+            }
+        }
+    }
+
+    /// `/socket.io/?EIO=4&transport=polling[&sid=..]` on this shard's connection `id`.
+    pub(super) fn route_poll(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        sid: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let cfg = &hub.config;
+        let origin = head.header("Origin");
+        if !cfg.guard.origins.allows(origin) {
+            return self.sio_refuse(id, head, RequestError::Forbidden);
+        }
+        let method = head.method.to_ascii_uppercase();
+        if method == "OPTIONS" {
+            let extra = poll::preflight_headers(origin, head.header("Access-Control-Request-Headers"));
+            self.poll_here(id, head, 200, "text/plain", &extra, b"");
+            return Ok(());
+        }
+        let Some(sid) = sid else {
+            if method != "GET" {
+                return self.sio_refuse(id, head, RequestError::BadHandshakeMethod);
+            }
+            return self.poll_open(id, head);
+        };
+        let Some((sid, secret)) = self.parse_sid(sid) else {
+            return self.sio_refuse(id, head, RequestError::UnknownSid);
+        };
+        match method.as_str() {
+            "GET" => {
+                self.decide_keep_alive(id, head);
+                let Some(c) = self.conn_mut(id) else {
+                    return Ok(());
+                };
+                c.phase = Phase::Api;
+                self.polls.links.insert(id, sid);
+                let keep = self.keep_of(id);
+                self.poll_send(PollMsg::Request(PollRequest {
+                    sid,
+                    secret,
+                    from: id,
+                    origin: origin.map(Into::into),
+                    keep,
+                    body: None,
+                }));
+            }
+            "POST" => {
+                // Over `maxPayload`: refused before the body is read.
+                let need = super::request::body_len(head, cfg.max_message_size)?;
+                self.decide_keep_alive(id, head);
+                let Some(c) = self.conn_mut(id) else {
+                    return Ok(());
+                };
+                if need == 0 {
+                    c.phase = Phase::Api;
+                    self.poll_post(id, head.clone(), Bytes::new());
+                } else {
+                    c.phase = Phase::Body(Box::new((head.clone(), need)));
+                }
+            }
+            _ => return self.sio_refuse(id, head, RequestError::BadRequest),
+        }
+        Ok(())
+    }
+
+    /// The body of a POST has arrived (the connection is in [`Phase::Api`]): to the owner.
+    pub(super) fn poll_post(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let sid = eio::parse_query(head.query.as_deref().unwrap_or(""))
+            .ok()
+            .and_then(|q| q.sid)
+            .and_then(|s| self.parse_sid(s));
+        let keep = self.keep_of(id);
+        let origin = head.header("Origin").map(Into::into);
+        let Some((sid, secret)) = sid else {
+            return self.poll_error(id, origin.as_deref(), keep, RequestError::UnknownSid);
+        };
+        self.poll_send(PollMsg::Request(PollRequest {
+            sid,
+            secret,
+            from: id,
+            origin,
+            keep,
+            body: Some(body),
+        }));
+    }
+
+    /// A session id of this node: the owner's connection id and the secret.
+    fn parse_sid(&self, sid: &str) -> Option<(ConnId, u64)> {
+        let (client, secret) = poll::split_sid(sid)?;
+        Some((self.hub.parse_client(client)?, secret))
+    }
+
+    /// How the connection `id` continues after the answer to its request in flight.
+    fn keep_of(&mut self, id: ConnId) -> KeepAlive {
+        match self.conn_mut(id).map(|c| (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10))) {
+            Some((true, true)) => KeepAlive::Http10,
+            Some((true, false)) => KeepAlive::Http11,
+            _ => KeepAlive::Close,
+        }
+    }
+
+    /// Answers the request on `id` here and now (its head was just read).
+    fn poll_here(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        status: u16,
+        ctype: &str,
+        extra: &str,
+        body: &[u8],
+    ) {
+        self.decide_keep_alive(id, head);
+        let keep = self.keep_of(id);
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = Phase::Api;
+        let bytes = http::response_bytes(status, ctype, extra, keep.header(), body);
+        self.http_response(id, Bytes::from(bytes));
+    }
+
+    /// The handshake over polling: a session owned by this shard, answered with OPEN.
+    fn poll_open(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let cfg = &hub.config;
+        let Some(remote) = self.conn(id).map(|c| c.remote) else {
+            return Ok(());
+        };
+        let sid = self.insert_session(remote);
+        if let Err(e) = self.take_permit(sid) {
+            self.conns.remove(sid.slot() as usize);
+            return Err(e);
+        }
+        self.upgrade(
+            sid,
+            Phase::Ws(ConnKind::SocketIo),
+            cfg.guard.admit_anonymous(),
+        );
+        if let Some(c) = self.conn_mut(sid) {
+            c.set(flag::SIO | flag::POLL);
+        }
+        self.sio.insert(sid, Default::default());
+        let secret = random_secret();
+        self.polls.sessions.insert(
+            sid,
+            PollSession {
+                secret,
+                get: None,
+                ws: None,
+                stage: Stage::Polling,
+            },
+        );
+        let ping = cfg.ping_interval.as_millis() as u64;
+        let mut open = Vec::with_capacity(200);
+        eio::Open {
+            sid: &poll::make_sid(&hub.client_id(sid), secret),
+            upgrade_to_websocket: true,
+            ping_interval_ms: ping,
+            ping_timeout_ms: (cfg.idle_timeout.as_millis() as u64).saturating_sub(ping),
+            max_payload: cfg.max_message_size,
+        }
+        .encode(&mut open);
+        let extra = poll::cors_headers(head.header("Origin"));
+        self.poll_here(id, head, 200, poll::TEXT, &extra, &open);
+        tracing::debug!(conn = %sid, "Socket.IO polling session opened");
+        Ok(())
+    }
+
+    /// A slab entry with no socket for a polling session from `remote`.
+    fn insert_session(&mut self, remote: std::net::SocketAddr) -> ConnId {
+        self.generation = self.generation.wrapping_add(1);
+        let slot = self.conns.vacant_key() as u32;
+        let id = ConnId::new(self.index, slot, self.generation);
+        let now = self.stamp;
+        self.conns.insert(ConnEntry {
+            id,
+            fd: -1,
+            remote,
+            phase: Phase::Head,
+            user: None,
+            perms: self.hub.config.guard.permissions.clone(),
+            limiter: None,
+            tls: None,
+            out: Default::default(),
+            queued: 0,
+            head_sent: 0,
+            in_flight: 0,
+            wbuf: Vec::new(),
+            wsent: 0,
+            inbuf: Vec::new(),
+            asm: None,
+            closing: None,
+            last_seen: now,
+            accepted: now,
+            subs: Vec::new(),
+            stamp: 0,
+            hold: 0,
+            ops: 0,
+            flags: 0,
+        });
+        id
+    }
+
+    /// Builds the answer to a request on `to` (any shard) and sends it there.
+    fn poll_reply(
+        &mut self,
+        to: ConnId,
+        (status, ctype): (u16, &str),
+        body: &[u8],
+        origin: Option<&str>,
+        keep: KeepAlive,
+    ) {
+        let extra = poll::cors_headers(origin);
+        let bytes = http::response_bytes(status, ctype, &extra, keep.header(), body);
+        self.poll_send(PollMsg::Answer {
+            to,
+            bytes: Bytes::from(bytes),
+        });
+    }
+
+    fn poll_error(&mut self, to: ConnId, origin: Option<&str>, keep: KeepAlive, e: RequestError) {
+        let body = e.body();
+        let json = (e.status(), "application/json");
+        self.poll_reply(to, json, body.as_bytes(), origin, keep);
+    }
+
+    /// The owner: a GET or POST of one of its sessions.
+    fn poll_request(&mut self, r: PollRequest) {
+        let origin = r.origin.as_deref();
+        let live = self.conn(r.sid).is_some_and(|c| c.has(flag::POLL));
+        let Some(s) = self
+            .polls
+            .sessions
+            .get_mut(&r.sid)
+            .filter(|s| live && s.secret == r.secret)
+        else {
+            return self.poll_error(r.from, origin, r.keep, RequestError::UnknownSid);
+        };
+        let Some(body) = r.body else {
+            if s.stage == Stage::Upgraded {
+                return self.poll_error(r.from, origin, r.keep, RequestError::BadRequest);
+            }
+            if s.get.is_some() {
+                // Two GETs at once: the reference server ends the session.
+                tracing::debug!(conn = %r.sid, "Socket.IO: overlapping polls");
+                self.poll_error(r.from, origin, r.keep, RequestError::BadRequest);
+                return self.close(r.sid, 1002, "eio_poll_overlap");
+            }
+            if s.stage == Stage::Probing {
+                return self.poll_reply(r.from, (200, poll::TEXT), b"6", origin, r.keep);
+            }
+            s.get = Some(Parked {
+                conn: r.from,
+                origin: r.origin,
+                keep: r.keep,
+            });
+            if self
+                .conn(r.sid)
+                .is_some_and(|c| !c.out.is_empty() || c.closing.is_some())
+            {
+                self.mark_dirty(r.sid.slot());
+            }
+            return;
+        };
+        if s.stage == Stage::Upgraded {
+            return self.poll_error(r.from, origin, r.keep, RequestError::BadRequest);
+        }
+        let parts = match poll::split_payload(&body, self.hub.config.max_message_size) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(conn = %r.sid, code = e.code(), "Socket.IO: bad polling payload");
+                let status = match e {
+                    eio::EngineError::TooLarge => 413,
+                    _ => 400,
+                };
+                let body = RequestError::BadRequest.body();
+                let json = (status, "application/json");
+                self.poll_reply(r.from, json, body.as_bytes(), origin, r.keep);
+                return self.close(r.sid, 1002, e.code());
+            }
+        };
+        let now = self.stamp;
+        if let Some(c) = self.conn_mut(r.sid) {
+            c.last_seen = now;
+            c.clear(flag::PING_SENT);
+        }
+        for p in &parts {
+            if self.conn(r.sid).is_none_or(|c| c.closing.is_some()) {
+                break;
+            }
+            self.sio_input(r.sid, p.opcode(), p.bytes());
+        }
+        self.poll_reply(r.from, (200, "text/html"), b"ok", origin, r.keep);
+    }
+
+    /// Takes the polling sessions out of the dirty list and moves their output to their
+    /// carriers (called before the shell flushes: sessions have no socket).
+    pub(super) fn flush_polls(&mut self) {
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let slot = self.dirty[i];
+            let Some(c) = self
+                .conns
+                .get_mut(slot as usize)
+                .filter(|c| c.fd < 0 && c.has(flag::POLL))
+            else {
+                i += 1;
+                continue;
+            };
+            c.clear(flag::DIRTY);
+            self.dirty.swap_remove(i);
+            let id = c.id;
+            self.poll_flush(id);
+        }
+    }
+
+    /// Sends a session's queued frames to its parked GET, or to its WebSocket once upgraded.
+    fn poll_flush(&mut self, id: ConnId) {
+        let Some(s) = self.polls.sessions.get_mut(&id) else {
+            return self.poll_end(id);
+        };
+        let (stage, ws) = (s.stage, s.ws);
+        let parked = match stage {
+            Stage::Upgraded => None,
+            Stage::Probing => return,
+            Stage::Polling => match s.get.take() {
+                Some(p) => Some(p),
+                None => return,
+            },
+        };
+        let Some(c) = self.conn_mut(id) else { return };
+        let closing = c.closing.is_some();
+        let frames: Vec<Bytes> = c.out.drain(..).map(|f| (*f).clone()).collect();
+        c.queued = 0;
+        c.head_sent = 0;
+        match (parked, ws) {
+            (Some(p), _) => {
+                let mut body = Vec::with_capacity(frames.iter().map(|f| f.len() + 1).sum());
+                let mut closed = false;
+                for f in &frames {
+                    closed |= poll::push_frame(f, &mut body);
+                }
+                if body.is_empty() {
+                    body.push(eio::Kind::Noop.digit());
+                }
+                self.poll_reply(p.conn, (200, poll::TEXT), &body, p.origin.as_deref(), p.keep);
+                if closing || closed {
+                    self.poll_end(id);
+                }
+            }
+            (None, Some(to)) => {
+                let mut frames = frames;
+                let close = match frames.last().and_then(|f| poll::server_frame(f)) {
+                    Some((8, _)) => frames.pop(),
+                    _ => None,
+                };
+                let ended = closing || close.is_some();
+                let close = close.or_else(|| ended.then(|| close_frame(1000, "")));
+                self.poll_send(PollMsg::Out { to, frames, close });
+                if ended {
+                    self.poll_end(id);
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Ends a session for good: its parked GET is told (`1`), its WebSocket closed, its entry
+    /// released as a socket's is once both directions are done.
+    pub(super) fn poll_end(&mut self, id: ConnId) {
+        if let Some(s) = self.polls.sessions.remove(&id) {
+            if let Some(p) = s.get {
+                self.poll_reply(p.conn, (200, poll::TEXT), b"1", p.origin.as_deref(), p.keep);
+            }
+            if let Some(to) = s.ws.filter(|_| s.stage != Stage::Upgraded) {
+                let close = Some(close_frame(1000, ""));
+                self.poll_send(PollMsg::Out {
+                    to,
+                    frames: Vec::new(),
+                    close,
+                });
+            }
+        }
+        let Some(c) = self.conn_mut(id).filter(|c| c.fd < 0) else {
+            return;
+        };
+        c.out.clear();
+        c.queued = 0;
+        c.phase = Phase::Discard;
+        c.set(flag::RD_EOF | flag::WR_SHUT);
+        self.begin_close(id);
+        self.release_if_done(id.slot());
+    }
+
+    /// A connection is gone (see `forget`): a session's bookkeeping, or a link to one.
+    pub(super) fn poll_forget(&mut self, id: ConnId) {
+        if self.polls.links.is_empty() && self.polls.sessions.is_empty() {
+            return;
+        }
+        self.polls.sessions.remove(&id);
+        if let Some(sid) = self.polls.links.remove(&id) {
+            self.poll_send(PollMsg::Gone { sid, from: id });
+        }
+    }
+
+    /// The owner: a parked GET's connection or the session's WebSocket went away.
+    fn poll_gone(&mut self, sid: ConnId, from: ConnId) {
+        let Some(s) = self.polls.sessions.get_mut(&sid) else {
+            return;
+        };
+        if s.get.as_ref().is_some_and(|p| p.conn == from) {
+            // As the reference server: a poll closed before its answer ends the session.
+            s.get = None;
+            return self.poll_end(sid);
+        }
+        if s.ws == Some(from) {
+            if s.stage == Stage::Upgraded {
+                return self.poll_end(sid);
+            }
+            // A failed probe: the client goes on polling.
+            s.ws = None;
+            s.stage = Stage::Polling;
+            if self.conn(sid).is_some_and(|c| !c.out.is_empty()) {
+                self.mark_dirty(sid.slot());
+            }
+        }
+    }
+
+    /// `/socket.io/?EIO=4&transport=websocket&sid=..`: a WebSocket to carry a polling session.
+    /// Checked here when this shard owns the session, else by the owner (which closes it when
+    /// the session is unknown: the client then goes on polling).
+    pub(super) fn route_sio_upgrade(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        sid: &str,
+    ) -> Result<(), HttpError> {
+        let Some((sid, secret)) = self.parse_sid(sid) else {
+            return self.sio_refuse(id, head, RequestError::UnknownSid);
+        };
+        let known = |st: &ShardState| {
+            st.polls
+                .sessions
+                .get(&sid)
+                .is_some_and(|s| s.secret == secret && s.stage != Stage::Upgraded)
+        };
+        if sid.shard() == self.index && !known(self) {
+            return self.sio_refuse(id, head, RequestError::UnknownSid);
+        }
+        if !self.hub.config.guard.origins.allows(head.header("Origin")) {
+            return self.sio_refuse(id, head, RequestError::Forbidden);
+        }
+        let response = http::accept_upgrade(head)?;
+        let Some(c) = self.conn_mut(id) else {
+            return Ok(());
+        };
+        // Not counted as a connection: the session is (and holds the cap's slot).
+        c.phase = Phase::Ws(ConnKind::SioCarrier);
+        c.set(flag::FRESH);
+        self.push_raw(id, Bytes::from(response));
+        self.polls.links.insert(id, sid);
+        self.poll_send(PollMsg::Attach {
+            sid,
+            secret,
+            from: id,
+        });
+        Ok(())
+    }
+
+    /// The owner: a WebSocket asks to carry a session.
+    fn poll_attach(&mut self, sid: ConnId, secret: u64, from: ConnId) {
+        let ok = self
+            .polls
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.secret == secret && s.stage != Stage::Upgraded);
+        if !ok {
+            let close = Some(close_frame(1008, "Session ID unknown"));
+            return self.poll_send(PollMsg::Out {
+                to: from,
+                frames: Vec::new(),
+                close,
+            });
+        }
+        if let Some(old) = self
+            .polls
+            .sessions
+            .get_mut(&sid)
+            .and_then(|s| s.ws.replace(from))
+            .filter(|o| *o != from)
+        {
+            let close = Some(close_frame(1000, ""));
+            self.poll_send(PollMsg::Out {
+                to: old,
+                frames: Vec::new(),
+                close,
+            });
+        }
+    }
+
+    /// A message on a WebSocket that carries (or probes for) a session: to the owner.
+    pub(super) fn carrier_input(&mut self, id: ConnId, op: u8, msg: &[u8]) {
+        let Some(&sid) = self.polls.links.get(&id) else {
+            return self.close(id, 1008, "Session ID unknown");
+        };
+        if sid.shard() == self.index {
+            self.carried(sid, id, op, msg);
+        } else {
+            let data = Bytes::copy_from_slice(msg);
+            self.poll_send(PollMsg::Frame {
+                sid,
+                from: id,
+                op,
+                data,
+            });
+        }
+    }
+
+    /// The owner: a message from the session's WebSocket: the probe, the upgrade, then the
+    /// session's packets.
+    fn carried(&mut self, sid: ConnId, from: ConnId, op: u8, msg: &[u8]) {
+        let Some(s) = self
+            .polls
+            .sessions
+            .get_mut(&sid)
+            .filter(|s| s.ws == Some(from))
+        else {
+            return;
+        };
+        match (s.stage, op, msg) {
+            (Stage::Upgraded, ..) => {
+                let now = self.stamp;
+                if let Some(c) = self.conn_mut(sid) {
+                    c.last_seen = now;
+                    c.clear(flag::PING_SENT);
+                }
+                self.sio_input(sid, op, msg);
+            }
+            (_, OP_TEXT, b"2probe") => {
+                s.stage = Stage::Probing;
+                let parked = s.get.take();
+                self.poll_send(PollMsg::Out {
+                    to: from,
+                    frames: vec![engine_frame(b"3probe")],
+                    close: None,
+                });
+                // The pending poll ends with a noop, so the client can pause polling.
+                if let Some(p) = parked {
+                    self.poll_reply(p.conn, (200, poll::TEXT), b"6", p.origin.as_deref(), p.keep);
+                }
+            }
+            (Stage::Probing, OP_TEXT, b"5") => {
+                s.stage = Stage::Upgraded;
+                if let Some(p) = s.get.take() {
+                    self.poll_reply(p.conn, (200, poll::TEXT), b"6", p.origin.as_deref(), p.keep);
+                }
+                tracing::debug!(conn = %sid, "Socket.IO session upgraded to WebSocket");
+                // What waited during the probe goes out on the WebSocket, in order.
+                self.mark_dirty(sid.slot());
+            }
+            _ => {}
+        }
+    }
+
+    /// Tests only: the memory a polling session adds to a Socket.IO connection's.
+    #[cfg(test)]
+    pub(super) fn poll_session_size() -> usize {
+        std::mem::size_of::<PollSession>() + std::mem::size_of::<ConnId>()
+    }
+}
+
+/// 64 bits from the system's secure random source (the TLS provider's), for session secrets.
+fn random_secret() -> u64 {
+    static PROVIDER: std::sync::LazyLock<rustls::crypto::CryptoProvider> =
+        std::sync::LazyLock::new(rustls::crypto::ring::default_provider);
+    let mut b = [0u8; 8];
+    if PROVIDER.secure_random.fill(&mut b).is_err() {
+        // Never seen in practice; the process's random hash keys are the fallback.
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        return h.finish();
+    }
+    u64::from_le_bytes(b)
+}
+
+impl Polls {
+    /// Whether this shard owns any polling session.
+    pub(super) fn has_sessions(&self) -> bool {
+        !self.sessions.is_empty()
+    }
+}
