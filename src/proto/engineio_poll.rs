@@ -90,9 +90,10 @@ pub fn split_payload(body: &[u8], max_bytes: usize) -> Result<Vec<Part<'_>>, Eng
     Ok(out)
 }
 
-/// The opcode and payload of a frame the server encoded (unmasked, whole); `None` for bytes
-/// that are not one.
-pub fn server_frame(frame: &[u8]) -> Option<(u8, &[u8])> {
+/// The opcode and payload of the first frame in bytes the server encoded (unmasked, whole), and
+/// the bytes after it (one queued `Bytes` may hold several frames: a binary event and its
+/// attachments); `None` for bytes that do not start with a whole frame.
+pub fn server_frame(frame: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&b0, rest) = frame.split_first()?;
     let (&b1, rest) = rest.split_first()?;
     if b1 & 0x80 != 0 {
@@ -111,31 +112,35 @@ pub fn server_frame(frame: &[u8]) -> Option<(u8, &[u8])> {
         }
         n => (n as usize, rest),
     };
-    (rest.len() == len).then_some((b0 & 0x0f, rest))
+    let (payload, after) = rest.split_at_checked(len)?;
+    Some((b0 & 0x0f, payload, after))
 }
 
-/// Appends a queued WebSocket frame to a GET body as its Engine.IO packet: a text frame as it
-/// is, a binary one as `b` + base64, a close frame as the close packet `1`; anything else
-/// (pings of the WebSocket layer) is left out. Returns whether the frame was the close.
-pub fn push_frame(frame: &[u8], out: &mut Vec<u8>) -> bool {
-    let Some((op, payload)) = server_frame(frame) else {
-        return false;
-    };
-    let packet: Cow<'_, [u8]> = match op {
-        OP_TEXT => Cow::Borrowed(payload),
-        OP_BINARY => {
-            let mut b = Vec::with_capacity(1 + payload.len().div_ceil(3) * 4);
-            super::engineio::encode_binary_polling(payload, &mut b);
-            Cow::Owned(b)
+/// Appends the frames of a queued `Bytes` to a GET body as their Engine.IO packets: a text
+/// frame as it is, a binary one as `b` + base64, a close frame as the close packet `1`;
+/// anything else (pings of the WebSocket layer) is left out. Returns whether a frame was the
+/// close.
+pub fn push_frame(mut bytes: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut closed = false;
+    while let Some((op, payload, after)) = server_frame(bytes) {
+        bytes = after;
+        let packet: Cow<'_, [u8]> = match op {
+            OP_TEXT => Cow::Borrowed(payload),
+            OP_BINARY => {
+                let mut b = Vec::with_capacity(1 + payload.len().div_ceil(3) * 4);
+                super::engineio::encode_binary_polling(payload, &mut b);
+                Cow::Owned(b)
+            }
+            OP_CLOSE => Cow::Borrowed(b"1"),
+            _ => continue,
+        };
+        if !out.is_empty() {
+            out.push(SEPARATOR);
         }
-        OP_CLOSE => Cow::Borrowed(b"1"),
-        _ => return false,
-    };
-    if !out.is_empty() {
-        out.push(SEPARATOR);
+        out.extend_from_slice(&packet);
+        closed |= op == OP_CLOSE;
     }
-    out.extend_from_slice(&packet);
-    op == OP_CLOSE
+    closed
 }
 
 /// The CORS headers of an answer to `origin` (already checked against the allowlist): the

@@ -69,7 +69,7 @@ fn frames_become_a_get_body() {
 #[test]
 fn server_frame_needs_whole_unmasked_frames() {
     let f = engine_frame(b"2");
-    assert_eq!(server_frame(&f), Some((OP_TEXT, &b"2"[..])));
+    assert_eq!(server_frame(&f), Some((OP_TEXT, &b"2"[..], &b""[..])));
     assert_eq!(server_frame(&f[..1]), None);
     assert_eq!(server_frame(&f[..f.len() - 1]), None);
     assert_eq!(server_frame(&[0x81, 0x81, 0, 0, 0, 0, b'x']), None, "masked");
@@ -77,6 +77,15 @@ fn server_frame_needs_whole_unmasked_frames() {
     let mut buf = Vec::new();
     assert!(!push_frame(b"\x81\x05ab", &mut buf));
     assert!(buf.is_empty(), "a truncated frame adds nothing");
+}
+
+#[test]
+fn one_queued_buffer_may_hold_several_frames() {
+    let mut both = engine_frame(b"451-[\"f\",{\"_placeholder\":true,\"num\":0}]").to_vec();
+    both.extend_from_slice(&raw_frame(OP_BINARY, &[1, 2, 3]));
+    let mut out = Vec::new();
+    assert!(!push_frame(&both, &mut out));
+    assert_eq!(out, b"451-[\"f\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID");
 }
 
 #[test]

@@ -447,6 +447,11 @@ impl ShardState {
                 break;
             }
             self.sio_input(r.sid, p.opcode(), p.bytes());
+            if p.bytes() == [eio::Kind::Close.digit()] {
+                // The client closed: the session ends now (no poll will come for the rest).
+                self.poll_end(r.sid);
+                break;
+            }
         }
         self.poll_reply(r.from, (200, "text/html"), b"ok", origin, r.keep);
     }
@@ -499,6 +504,7 @@ impl ShardState {
                     closed |= poll::push_frame(f, &mut body);
                 }
                 if body.is_empty() {
+                    // Only frames polling does not carry: the GET ends with a noop.
                     body.push(eio::Kind::Noop.digit());
                 }
                 self.poll_reply(p.conn, (200, poll::TEXT), &body, p.origin.as_deref(), p.keep);
@@ -509,7 +515,7 @@ impl ShardState {
             (None, Some(to)) => {
                 let mut frames = frames;
                 let close = match frames.last().and_then(|f| poll::server_frame(f)) {
-                    Some((8, _)) => frames.pop(),
+                    Some((8, _, _)) => frames.pop(),
                     _ => None,
                 };
                 let ended = closing || close.is_some();
