@@ -488,6 +488,9 @@ impl ShardState {
             Stage::Probing => return,
             Stage::Polling => match s.get.take() {
                 Some(p) => Some(p),
+                // Closing with no poll to tell: kept for the next one (until `close_timeout`),
+                // but not past the server's own shutdown.
+                None if self.shutting_down => return self.poll_end(id),
                 None => return,
             },
         };

@@ -245,6 +245,7 @@ async fn polling_refusals(io: IoMode) {
         Config::default().max_message_size + 1
     );
     assert_eq!(exchange(&mut s, head.as_bytes()).0, 413);
+    drop(s);
     stop_server(h);
 }
 per_shell!(async fn polling_refusals);
@@ -271,6 +272,7 @@ async fn two_pending_gets_end_the_session(io: IoMode) {
     );
     let (s, _, _) = once(addr, "GET", &path(&sid), b"");
     assert_eq!(s, 400);
+    drop((first, second));
     stop_server(h);
 }
 per_shell!(async fn two_pending_gets_end_the_session);
@@ -324,6 +326,7 @@ async fn upgrade_from_polling_keeps_order(io: IoMode) {
         Ok(Some(Ok(WsMsg::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {}
         other => panic!("{other:?}"),
     }
+    drop((ws, pending));
     stop_server(h);
 }
 per_shell!(async fn upgrade_from_polling_keeps_order);
