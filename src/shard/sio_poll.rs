@@ -44,6 +44,10 @@ enum Stage {
     Probing,
     /// The WebSocket carries the session.
     Upgraded,
+    /// The client sent the close packet with no poll waiting: a poll sent at the same time
+    /// (on another connection, perhaps another shard) is answered with a noop, as it would
+    /// have been had it come first; the session ends then, or after `close_timeout`.
+    Closed,
 }
 
 /// A polling session's state beyond its entry (the entry holds the queue, user, limits).
@@ -385,7 +389,16 @@ impl ShardState {
     /// The owner: a GET or POST of one of its sessions.
     fn poll_request(&mut self, r: PollRequest) {
         let origin = r.origin.as_deref();
+        let (now, idle) = (self.stamp, self.hub.config.idle_timeout);
         let live = self.conn(r.sid).is_some_and(|c| c.has(flag::POLL));
+        if self
+            .conn(r.sid)
+            .is_some_and(|c| live && c.closing.is_none() && now.since(c.last_seen) >= idle)
+        {
+            // Timed out, though the timer has not seen it yet: gone, as the reference server's
+            // session is once its ping timeout fires.
+            self.poll_end(r.sid);
+        }
         let Some(s) = self
             .polls
             .sessions
@@ -407,6 +420,10 @@ impl ShardState {
             if s.stage == Stage::Probing {
                 return self.poll_reply(r.from, (200, poll::TEXT), b"6", origin, r.keep);
             }
+            if s.stage == Stage::Closed {
+                self.poll_reply(r.from, (200, poll::TEXT), b"6", origin, r.keep);
+                return self.poll_end(r.sid);
+            }
             s.get = Some(Parked {
                 conn: r.from,
                 origin: r.origin,
@@ -420,7 +437,7 @@ impl ShardState {
             }
             return;
         };
-        if s.stage == Stage::Upgraded {
+        if matches!(s.stage, Stage::Upgraded | Stage::Closed) {
             return self.poll_error(r.from, origin, r.keep, RequestError::BadRequest);
         }
         let parts = match poll::split_payload(&body, self.hub.config.max_message_size) {
@@ -448,8 +465,19 @@ impl ShardState {
             }
             self.sio_input(r.sid, p.opcode(), p.bytes());
             if p.bytes() == [eio::Kind::Close.digit()] {
-                // The client closed: the session ends now (no poll will come for the rest).
-                self.poll_end(r.sid);
+                // The client closed: a waiting poll ends with a noop, the session now (or
+                // at that poll, when it is on its way).
+                let Some(s) = self.polls.sessions.get_mut(&r.sid) else {
+                    break;
+                };
+                match s.get.take() {
+                    Some(p) => {
+                        let origin = p.origin.as_deref();
+                        self.poll_reply(p.conn, (200, poll::TEXT), b"6", origin, p.keep);
+                        self.poll_end(r.sid);
+                    }
+                    None => s.stage = Stage::Closed,
+                }
                 break;
             }
         }
@@ -479,18 +507,19 @@ impl ShardState {
 
     /// Sends a session's queued frames to its parked GET, or to its WebSocket once upgraded.
     fn poll_flush(&mut self, id: ConnId) {
+        let closing_now = self.conn(id).is_some_and(|c| c.closing.is_some());
         let Some(s) = self.polls.sessions.get_mut(&id) else {
             return self.poll_end(id);
         };
         let (stage, ws) = (s.stage, s.ws);
         let parked = match stage {
             Stage::Upgraded => None,
-            Stage::Probing => return,
+            Stage::Probing | Stage::Closed => return,
             Stage::Polling => match s.get.take() {
                 Some(p) => Some(p),
-                // Closing with no poll to tell: kept for the next one (until `close_timeout`),
-                // but not past the server's own shutdown.
-                None if self.shutting_down => return self.poll_end(id),
+                // Closing with no poll to tell: gone now, as in the reference server (the
+                // client's next request gets 400 "Session ID unknown" and reconnects).
+                None if closing_now => return self.poll_end(id),
                 None => return,
             },
         };
@@ -605,11 +634,13 @@ impl ShardState {
         let Some((sid, secret)) = self.parse_sid(sid) else {
             return self.sio_refuse(id, head, RequestError::UnknownSid);
         };
+        // A session that has upgraded already gets its WebSocket, closed at once by the owner
+        // (as the reference server does).
         let known = |st: &ShardState| {
             st.polls
                 .sessions
                 .get(&sid)
-                .is_some_and(|s| s.secret == secret && s.stage != Stage::Upgraded)
+                .is_some_and(|s| s.secret == secret)
         };
         if sid.shard() == self.index && !known(self) {
             return self.sio_refuse(id, head, RequestError::UnknownSid);
@@ -640,7 +671,7 @@ impl ShardState {
             .polls
             .sessions
             .get(&sid)
-            .is_some_and(|s| s.secret == secret && s.stage != Stage::Upgraded);
+            .is_some_and(|s| s.secret == secret && matches!(s.stage, Stage::Polling | Stage::Probing));
         if !ok {
             let close = Some(close_frame(1008, "Session ID unknown"));
             return self.poll_send(PollMsg::Out {
