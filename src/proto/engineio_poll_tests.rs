@@ -39,7 +39,10 @@ fn payload_splits_text_and_binary() {
 fn payload_refuses_bad_input() {
     assert_eq!(split_payload(b"", 10), Err(EngineError::Empty));
     assert_eq!(split_payload(b"4hello", 3), Err(EngineError::TooLarge));
-    assert_eq!(split_payload(b"4a\x1e\x1e4b", 100), Err(EngineError::UnknownType));
+    assert_eq!(
+        split_payload(b"4a\x1e\x1e4b", 100),
+        Err(EngineError::UnknownType)
+    );
     assert_eq!(split_payload(b"9", 100), Err(EngineError::UnknownType));
     assert_eq!(split_payload(b"4\xff", 100), Err(EngineError::NotUtf8));
     let many = vec!["3"; MAX_PAYLOAD_PACKETS + 1].join("\x1e");
@@ -48,7 +51,10 @@ fn payload_refuses_bad_input() {
         Err(EngineError::TooLarge)
     );
     let enough = vec!["3"; MAX_PAYLOAD_PACKETS].join("\x1e");
-    assert_eq!(split_payload(enough.as_bytes(), 1 << 20).unwrap().len(), 256);
+    assert_eq!(
+        split_payload(enough.as_bytes(), 1 << 20).unwrap().len(),
+        256
+    );
 }
 
 #[test]
@@ -56,7 +62,10 @@ fn frames_become_a_get_body() {
     let mut out = Vec::new();
     assert!(!push_frame(&engine_frame(b"0{\"sid\":\"x\"}"), &mut out));
     assert!(!push_frame(&raw_frame(OP_BINARY, &[1, 2, 3]), &mut out));
-    assert!(!push_frame(&raw_frame(9, b""), &mut out), "WebSocket ping left out");
+    assert!(
+        !push_frame(&raw_frame(9, b""), &mut out),
+        "WebSocket ping left out"
+    );
     let long = "4".repeat(70_000);
     assert!(!push_frame(&engine_frame(long.as_bytes()), &mut out));
     assert!(push_frame(&close_frame(1000, ""), &mut out));
@@ -72,7 +81,11 @@ fn server_frame_needs_whole_unmasked_frames() {
     assert_eq!(server_frame(&f), Some((OP_TEXT, &b"2"[..], &b""[..])));
     assert_eq!(server_frame(&f[..1]), None);
     assert_eq!(server_frame(&f[..f.len() - 1]), None);
-    assert_eq!(server_frame(&[0x81, 0x81, 0, 0, 0, 0, b'x']), None, "masked");
+    assert_eq!(
+        server_frame(&[0x81, 0x81, 0, 0, 0, 0, b'x']),
+        None,
+        "masked"
+    );
     assert_eq!(server_frame(&[0x81, 126, 0]), None);
     let mut buf = Vec::new();
     assert!(!push_frame(b"\x81\x05ab", &mut buf));
@@ -85,7 +98,10 @@ fn one_queued_buffer_may_hold_several_frames() {
     both.extend_from_slice(&raw_frame(OP_BINARY, &[1, 2, 3]));
     let mut out = Vec::new();
     assert!(!push_frame(&both, &mut out));
-    assert_eq!(out, b"451-[\"f\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID");
+    assert_eq!(
+        out,
+        b"451-[\"f\",{\"_placeholder\":true,\"num\":0}]\x1ebAQID"
+    );
 }
 
 #[test]

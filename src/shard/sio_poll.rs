@@ -16,7 +16,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
-use super::inbox::ShardMsg;
+use super::inbox::{PollMsg, PollRequest, ShardMsg};
 use super::shared::KeepAlive;
 use super::{flag, ConnEntry, ConnKind, Phase, ShardState};
 use crate::proto::engineio::{self as eio, RequestError};
@@ -64,63 +64,7 @@ pub(crate) struct PollSession {
 struct Parked {
     conn: ConnId,
     origin: Option<Box<str>>,
-    keep: KeepAlive,
-}
-
-/// A GET or POST of a session, passed to the shard that owns it.
-#[derive(Debug)]
-pub(crate) struct PollRequest {
-    sid: ConnId,
-    secret: u64,
-    from: ConnId,
-    /// The request's allowed `Origin`, echoed in the answer.
-    origin: Option<Box<str>>,
-    keep: KeepAlive,
-    /// The POST body; `None` for a GET.
-    body: Option<Bytes>,
-}
-
-/// Long-polling work between shards (see the module documentation).
-#[derive(Debug)]
-pub(crate) enum PollMsg {
-    /// To the owner: a GET or POST of one of its sessions.
-    Request(PollRequest),
-    /// To the owner: a WebSocket on `from` asks to carry session `sid` (the upgrade).
-    Attach {
-        sid: ConnId,
-        secret: u64,
-        from: ConnId,
-    },
-    /// To the owner: a message the WebSocket `from` received for session `sid`.
-    Frame {
-        sid: ConnId,
-        from: ConnId,
-        op: u8,
-        data: Bytes,
-    },
-    /// To the owner: the connection `from` serving session `sid` is gone.
-    Gone { sid: ConnId, from: ConnId },
-    /// To the request's shard: the HTTP answer to the request on `to`.
-    Answer { to: ConnId, bytes: Bytes },
-    /// To the WebSocket's shard: frames for it, then a close frame when the session ended.
-    Out {
-        to: ConnId,
-        frames: Vec<Bytes>,
-        close: Option<Bytes>,
-    },
-}
-
-impl PollMsg {
-    /// The shard the message is for.
-    fn shard(&self) -> usize {
-        match self {
-            PollMsg::Request(r) => r.sid.shard(),
-            PollMsg::Attach { sid, .. } | PollMsg::Frame { sid, .. } | PollMsg::Gone { sid, .. } => {
-                sid.shard()
-            }
-            PollMsg::Answer { to, .. } | PollMsg::Out { to, .. } => to.shard(),
-        }
-    }
+    keep: &'static str,
 }
 
 impl ShardState {
@@ -177,7 +121,8 @@ impl ShardState {
         }
         let method = head.method.to_ascii_uppercase();
         if method == "OPTIONS" {
-            let extra = poll::preflight_headers(origin, head.header("Access-Control-Request-Headers"));
+            let extra =
+                poll::preflight_headers(origin, head.header("Access-Control-Request-Headers"));
             self.poll_here(id, head, 200, "text/plain", &extra, b"");
             return Ok(());
         }
@@ -254,13 +199,18 @@ impl ShardState {
         Some((self.hub.parse_client(client)?, secret))
     }
 
-    /// How the connection `id` continues after the answer to its request in flight.
-    fn keep_of(&mut self, id: ConnId) -> KeepAlive {
-        match self.conn_mut(id).map(|c| (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10))) {
+    /// How the connection `id` continues after the answer to its request in flight: the
+    /// answer's `Connection` header line.
+    fn keep_of(&mut self, id: ConnId) -> &'static str {
+        let keep = match self
+            .conn_mut(id)
+            .map(|c| (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10)))
+        {
             Some((true, true)) => KeepAlive::Http10,
             Some((true, false)) => KeepAlive::Http11,
             _ => KeepAlive::Close,
-        }
+        };
+        keep.header()
     }
 
     /// Answers the request on `id` here and now (its head was just read).
@@ -277,7 +227,7 @@ impl ShardState {
         let keep = self.keep_of(id);
         let Some(c) = self.conn_mut(id) else { return };
         c.phase = Phase::Api;
-        let bytes = http::response_bytes(status, ctype, extra, keep.header(), body);
+        let bytes = http::response_bytes(status, ctype, extra, keep, body);
         self.http_response(id, Bytes::from(bytes));
     }
 
@@ -370,17 +320,23 @@ impl ShardState {
         (status, ctype): (u16, &str),
         body: &[u8],
         origin: Option<&str>,
-        keep: KeepAlive,
+        keep: &'static str,
     ) {
         let extra = poll::cors_headers(origin);
-        let bytes = http::response_bytes(status, ctype, &extra, keep.header(), body);
+        let bytes = http::response_bytes(status, ctype, &extra, keep, body);
         self.poll_send(PollMsg::Answer {
             to,
             bytes: Bytes::from(bytes),
         });
     }
 
-    fn poll_error(&mut self, to: ConnId, origin: Option<&str>, keep: KeepAlive, e: RequestError) {
+    fn poll_error(
+        &mut self,
+        to: ConnId,
+        origin: Option<&str>,
+        keep: &'static str,
+        e: RequestError,
+    ) {
         let body = e.body();
         let json = (e.status(), "application/json");
         self.poll_reply(to, json, body.as_bytes(), origin, keep);
@@ -539,7 +495,13 @@ impl ShardState {
                     // Only frames polling does not carry: the GET ends with a noop.
                     body.push(eio::Kind::Noop.digit());
                 }
-                self.poll_reply(p.conn, (200, poll::TEXT), &body, p.origin.as_deref(), p.keep);
+                self.poll_reply(
+                    p.conn,
+                    (200, poll::TEXT),
+                    &body,
+                    p.origin.as_deref(),
+                    p.keep,
+                );
                 if closing || closed {
                     self.poll_end(id);
                 }
@@ -667,11 +629,9 @@ impl ShardState {
 
     /// The owner: a WebSocket asks to carry a session.
     fn poll_attach(&mut self, sid: ConnId, secret: u64, from: ConnId) {
-        let ok = self
-            .polls
-            .sessions
-            .get(&sid)
-            .is_some_and(|s| s.secret == secret && matches!(s.stage, Stage::Polling | Stage::Probing));
+        let ok = self.polls.sessions.get(&sid).is_some_and(|s| {
+            s.secret == secret && matches!(s.stage, Stage::Polling | Stage::Probing)
+        });
         if !ok {
             let close = Some(close_frame(1008, "Session ID unknown"));
             return self.poll_send(PollMsg::Out {
@@ -776,7 +736,12 @@ fn random_secret() -> u64 {
         // Never seen in practice; the process's random hash keys are the fallback.
         use std::hash::{BuildHasher, Hasher};
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos(),
+        );
         return h.finish();
     }
     u64::from_le_bytes(b)

@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::common::*;
+use super::{next_text, put};
 use crate::per_shell;
 use futures_util::SinkExt;
-use super::{next_text, put};
 use ringhub::{Config, IoMode, ServerHandle};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
@@ -59,7 +59,11 @@ fn read_answer(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => panic!("read: {e}"),
         };
-        assert!(n > 0, "EOF before the answer: {}", String::from_utf8_lossy(&buf));
+        assert!(
+            n > 0,
+            "EOF before the answer: {}",
+            String::from_utf8_lossy(&buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -147,7 +151,11 @@ async fn polling_round_trips_across_shards(io: IoMode) {
     let a = session(addr);
     let b = session(addr);
     // Two packets in one POST, an ack each, in order.
-    post(addr, &b, b"421[\"join\",\"room\"]\x1e422[\"join\",\"other\"]");
+    post(
+        addr,
+        &b,
+        b"421[\"join\",\"room\"]\x1e422[\"join\",\"other\"]",
+    );
     let mut got = texts(poll(addr, &b));
     if got.len() == 1 {
         got.extend(texts(poll(addr, &b)));
@@ -209,9 +217,15 @@ async fn polling_refusals(io: IoMode) {
         (status, String::from_utf8_lossy(&b).to_string(), head)
     };
     let (s, b, _) = err("GET", "/socket.io/?EIO=4&transport=carrier-pigeon", b"");
-    assert_eq!((s, b.as_str()), (400, r#"{"code":0,"message":"Transport unknown"}"#));
+    assert_eq!(
+        (s, b.as_str()),
+        (400, r#"{"code":0,"message":"Transport unknown"}"#)
+    );
     let (s, b, _) = err("POST", POLL, b"40");
-    assert_eq!((s, b.as_str()), (400, r#"{"code":2,"message":"Bad handshake method"}"#));
+    assert_eq!(
+        (s, b.as_str()),
+        (400, r#"{"code":2,"message":"Bad handshake method"}"#)
+    );
     // Unknown sessions: another node's, a bad secret, a slot that holds nothing.
     let sid = session(addr);
     let (client, _) = sid.rsplit_once('~').expect("secret");
@@ -221,19 +235,32 @@ async fn polling_refusals(io: IoMode) {
         "nonsense".to_string(),
     ] {
         let (s, b, _) = err("GET", &path(&bad), b"");
-        assert_eq!((s, b.as_str()), (400, r#"{"code":1,"message":"Session ID unknown"}"#), "{bad}");
+        assert_eq!(
+            (s, b.as_str()),
+            (400, r#"{"code":1,"message":"Session ID unknown"}"#),
+            "{bad}"
+        );
         let (s, _, _) = err("POST", &path(&bad), b"3");
         assert_eq!(s, 400, "{bad}");
     }
     // A preflight: the origin echoed with credentials.
     let (s, _, head) = err("OPTIONS", &path(&sid), b"");
     assert_eq!(s, 200);
-    assert!(head.contains("Access-Control-Allow-Methods: GET, POST, OPTIONS"), "{head}");
-    assert!(head.contains("Access-Control-Allow-Credentials: true"), "{head}");
+    assert!(
+        head.contains("Access-Control-Allow-Methods: GET, POST, OPTIONS"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Access-Control-Allow-Credentials: true"),
+        "{head}"
+    );
     // A malformed payload: 400, and the session is closed; others go on.
     let other = session(addr);
     let (s, b, _) = err("POST", &path(&sid), b"4a\x1e\x1e4b");
-    assert_eq!((s, b.as_str()), (400, r#"{"code":3,"message":"Bad request"}"#));
+    assert_eq!(
+        (s, b.as_str()),
+        (400, r#"{"code":3,"message":"Bad request"}"#)
+    );
     let (s, _, _) = err("GET", &path(&sid), b"");
     assert_eq!(s, 400, "the session is gone");
     post(addr, &other, b"421[\"join\",\"x\"]");
@@ -289,7 +316,11 @@ async fn upgrade_from_polling_keeps_order(io: IoMode) {
     pending
         .write_all(&request("GET", &path(&sid), b""))
         .expect("write");
-    let mut ws = connect(&h, &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}")).await;
+    let mut ws = connect(
+        &h,
+        &format!("/socket.io/?EIO=4&transport=websocket&sid={sid}"),
+    )
+    .await;
     put(&mut ws, "2probe").await;
     assert_eq!(next_text(&mut ws).await, "3probe");
     let (status, _, body) = read_answer(&mut pending);
@@ -307,12 +338,19 @@ async fn upgrade_from_polling_keeps_order(io: IoMode) {
     for n in 0..3 {
         assert_eq!(next_text(&mut ws).await, format!(r#"42["n",{n}]"#));
     }
-    put(&mut ws, r#"422["publish",{"topic":"up","event":"m","data":9}]"#).await;
+    put(
+        &mut ws,
+        r#"422["publish",{"topic":"up","event":"m","data":9}]"#,
+    )
+    .await;
     assert_eq!(next_text(&mut ws).await, r#"42["m",9]"#);
     assert_eq!(next_text(&mut ws).await, "432[]");
     // Polling is over for this session.
     let (s, _, b) = once(addr, "GET", &path(&sid), b"");
-    assert_eq!((s, &b[..]), (400, &br#"{"code":3,"message":"Bad request"}"#[..]));
+    assert_eq!(
+        (s, &b[..]),
+        (400, &br#"{"code":3,"message":"Bad request"}"#[..])
+    );
     // A probe for an unknown session is refused (or closed by the owner).
     let (s, _, _) = once(
         addr,

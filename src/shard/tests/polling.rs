@@ -63,16 +63,25 @@ fn a_parked_get_gets_the_output_of_later_posts() {
     let parked = send(&mut st, &get(&sid));
     st.take_dirty(&mut Vec::new());
     assert!(written(&mut st, parked).is_empty(), "nothing yet: parked");
-    let slot = send(&mut st, &post(&sid, "421[\"join\",\"r\"]\u{1e}422[\"leave\",\"r\"]"));
+    let slot = send(
+        &mut st,
+        &post(&sid, "421[\"join\",\"r\"]\u{1e}422[\"leave\",\"r\"]"),
+    );
     assert_eq!(answer(&mut st, slot), "ok");
     assert_eq!(answer(&mut st, parked), "431[]\u{1e}432[]");
     // A second GET while one is parked ends the session: 400 to it, the close to the first.
     let first = send(&mut st, &get(&sid));
     let second = send(&mut st, &get(&sid));
-    assert_eq!(answer(&mut st, second), r#"{"code":3,"message":"Bad request"}"#);
+    assert_eq!(
+        answer(&mut st, second),
+        r#"{"code":3,"message":"Bad request"}"#
+    );
     assert_eq!(answer(&mut st, first), "1");
     let slot = send(&mut st, &get(&sid));
-    assert_eq!(answer(&mut st, slot), r#"{"code":1,"message":"Session ID unknown"}"#);
+    assert_eq!(
+        answer(&mut st, slot),
+        r#"{"code":1,"message":"Session ID unknown"}"#
+    );
     assert_eq!(st.len(), 0, "the session's entry is released");
 }
 
