@@ -1,4 +1,5 @@
-//! Engine.IO long-polling spoken by hand over raw HTTP: each request on a new TCP connection, so
+//! Engine.IO long-polling spoken by hand over raw HTTP (and over TLS): each request on a new TCP
+//! connection, so
 //! with two shards the requests of one session land on both (`SO_REUSEPORT`) and the owner
 //! answers the others through the inboxes.
 
@@ -369,3 +370,79 @@ async fn upgrade_from_polling_keeps_order(io: IoMode) {
     stop_server(h);
 }
 per_shell!(async fn upgrade_from_polling_keeps_order);
+
+/// One request over TLS on a new connection (any shard): (status, body).
+async fn tls_once(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    req: &[u8],
+) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
+    s.write_all(req).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: ")?.trim().parse().ok())
+                .expect("Content-Length");
+            if buf.len() >= end + 4 + len {
+                let status = head[9..12].parse().expect("status");
+                return (status, buf[end + 4..end + 4 + len].to_vec());
+            }
+        }
+        let n = tokio::time::timeout(GUARD, s.read(&mut chunk))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "EOF before the answer");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn polling_over_tls(io: IoMode) {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let dir = std::env::temp_dir().join(format!("ringhub-sio-tls-{}-{io:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert");
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).expect("key");
+    let settings = [
+        (
+            "tls.cert_file",
+            dir.join("cert.pem").to_string_lossy().to_string(),
+        ),
+        (
+            "tls.key_file",
+            dir.join("key.pem").to_string_lossy().to_string(),
+        ),
+    ];
+    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let h = server_with(io, &settings, |b| b);
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(h) = h else { return };
+    let addr = h.local_addr();
+    let tls = tls_connector(cert.cert.der().clone());
+    let (status, open) = tls_once(&tls, addr, &request("GET", POLL, b"")).await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_slice(&open[1..]).expect("OPEN");
+    let sid = v["sid"].as_str().expect("sid").to_string();
+    let (status, ok) = tls_once(&tls, addr, &request("POST", &path(&sid), b"40")).await;
+    assert_eq!((status, &ok[..]), (200, &b"ok"[..]));
+    let (_, got) = tls_once(&tls, addr, &request("GET", &path(&sid), b"")).await;
+    assert!(
+        got.starts_with(b"40{\"sid\":"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let post = request("POST", &path(&sid), b"421[\"join\",\"t\"]");
+    assert_eq!(tls_once(&tls, addr, &post).await.0, 200);
+    let (_, got) = tls_once(&tls, addr, &request("GET", &path(&sid), b"")).await;
+    assert_eq!(got, b"431[]");
+    stop_server(h);
+}
+per_shell!(async fn polling_over_tls);
