@@ -1,7 +1,6 @@
 //! Engine.IO long-polling spoken by hand over raw HTTP (and over TLS): each request on a new TCP
-//! connection, so
-//! with two shards the requests of one session land on both (`SO_REUSEPORT`) and the owner
-//! answers the others through the inboxes.
+//! connection, so with two shards the requests of one session land on both (`SO_REUSEPORT`) and
+//! the owner answers the others through the inboxes.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
