@@ -325,7 +325,8 @@ impl ShardState {
             if let Some(p) = s.get {
                 self.poll_reply(p.conn, (200, poll::TEXT), b"1", p.origin.as_deref(), p.keep);
             }
-            if let Some(to) = s.ws.filter(|_| s.stage != Stage::Upgraded) {
+            // After an upgraded session's flush sent its close, this one is a no-op there.
+            if let Some(to) = s.ws {
                 let close = Some(close_frame(1000, ""));
                 self.poll_send(PollMsg::Out {
                     to,
