@@ -407,11 +407,25 @@ pub fn resp_frame(data: &[u8]) -> Option<(Vec<u8>, usize)> {
     }
 }
 
+/// A CONNECT auth payload's `{pid, offset}`: an offset read back encodes to one that reads the
+/// same.
+fn resume_round_trip(auth: Option<&serde_json::value::RawValue>) {
+    use crate::proto::socketio_recover as rec;
+    let Some(r) = rec::resume(auth) else { return };
+    let Some(o) = r.offset.as_deref().and_then(rec::parse_offset) else {
+        return;
+    };
+    let arg = rec::offset_arg(o.epoch, o.offset, o.topic);
+    let text: String = serde_json::from_str(&arg).expect("an offset is a JSON string");
+    assert_eq!(rec::parse_offset(&text), Some(o));
+}
+
 /// Engine.IO and Socket.IO input as the `/socket.io/` endpoint reads it: the bytes as a
 /// long-polling body (and, for each text packet, as a WebSocket text frame) under a 4 KiB limit;
 /// every Socket.IO packet decoded from a `message` re-encodes to a packet that decodes the same;
 /// a binary packet's placeholders are resolved against attachments cut from the input, and the
-/// result converts back to placeholders and again to the same JSON. Long-polling: the input as
+/// result converts back to placeholders and again to the same JSON; a CONNECT's recovery
+/// `{pid, offset}` and a recovery reply are read without panicking. Long-polling: the input as
 /// a query string and a session id parses without panicking; a POST body splits into the same
 /// packets as it decodes into, and those packets, queued as the WebSocket frames a session
 /// holds, make the same GET body as the payload encoder.
@@ -456,8 +470,11 @@ pub fn socketio(data: &[u8]) {
         let eio::Data::Text(text) = p.data else {
             continue;
         };
+        // A recovery reply is read without panicking, whatever it holds.
+        let _ = crate::proto::socketio_recover::replay(text.as_bytes(), "/");
         let Ok(pk) = sio::decode(text) else { continue };
         assert!(pk.attachments <= sio::MAX_ATTACHMENTS);
+        resume_round_trip(pk.data);
         let mut out = Vec::new();
         sio::encode_header(pk.kind, pk.nsp, pk.attachments, pk.id, &mut out);
         if let Some(d) = pk.data {

@@ -510,6 +510,64 @@ async fn cluster_sends_each_transition_once() {
     cluster::stop(vec![a, b]);
 }
 
+/// A node killed with `kill -9` while a user and a topic were its: its next life (same node
+/// name) releases what the dead one held, so the offline and vacated events the dead node never
+/// sent are sent, once. (A node that never comes back is released by the others once its
+/// registration stayed missing — `Store::webhook_orphans`, covered by the store's Redis tests.)
+#[tokio::test]
+async fn a_killed_nodes_last_transitions_are_sent_by_its_next_life() {
+    let Some(redis) = common::redis::Redis::start() else {
+        return;
+    };
+    let log = Arc::new(Mutex::new(Log::default()));
+    let Some(rx) = Receiver::start(0, log) else {
+        return;
+    };
+    let url = rx.url();
+    let env = [
+        ("RINGHUB_STORE_BACKEND", "redis"),
+        ("RINGHUB_WEBHOOKS_URL", url.as_str()),
+        ("RINGHUB_WEBHOOKS_SECRET", SECRET),
+        ("RINGHUB_WEBHOOKS_RETRY_MIN", "20ms"),
+        ("RINGHUB_WEBHOOKS_RETRY_MAX", "200ms"),
+        (
+            "RINGHUB_WEBHOOKS_EVENTS",
+            "topic_occupied,topic_vacated,user_online,user_offline",
+        ),
+    ];
+    let mut first = cluster::BinNode::spawn("phoenix", &redis.url(), &env);
+    let path = format!("/ws?token={}", cluster::token("alice"));
+    let mut ws = connect_addr(first.addr, &path).await;
+    subscribe(&mut ws, "room:9", 1).await;
+    until("alice online and room:9 occupied", || {
+        let ev = rx.events();
+        count(&ev, "user_online", "user", "alice") == 1
+            && count(&ev, "topic_occupied", "topic", "room:9") == 1
+    })
+    .await;
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    drop(ws);
+    assert_eq!(count(&rx.events(), "user_offline", "user", "alice"), 0);
+    let second = cluster::BinNode::spawn("phoenix", &redis.url(), &env);
+    until("alice offline and room:9 vacated", || {
+        let ev = rx.events();
+        count(&ev, "user_offline", "user", "alice") == 1
+            && count(&ev, "topic_vacated", "topic", "room:9") == 1
+    })
+    .await;
+    // Marked by a later event of the second life: nothing was sent twice meanwhile.
+    let _marker = connect_addr(second.addr, &format!("/ws?token={}", cluster::token("m"))).await;
+    until("the marker", || {
+        count(&rx.events(), "user_online", "user", "m") == 1
+    })
+    .await;
+    let ev = rx.events();
+    assert_unique_ids(&ev);
+    assert_eq!(count(&ev, "user_offline", "user", "alice"), 1, "{ev:?}");
+    assert_eq!(count(&ev, "topic_vacated", "topic", "room:9"), 1, "{ev:?}");
+}
+
 /// Events the receiver never takes are dropped after `dead_letter_after` and counted.
 #[tokio::test]
 async fn old_events_become_dead_letters() {

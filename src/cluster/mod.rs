@@ -60,17 +60,7 @@ pub(crate) fn random_seq(control: bool) -> u64 {
     }
 }
 
-/// Escapes Redis glob metacharacters (`*?[]\`) so `s` matches itself in a `PSUBSCRIBE`.
-pub(crate) fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
+pub(crate) use crate::proto::wire::glob_escape;
 
 #[cfg(test)]
 mod tests {

@@ -60,6 +60,10 @@ pub struct Config {
     /// Socket.IO namespaces served at `/socket.io/` (each starts with `/`; at most 127); empty
     /// turns the Socket.IO endpoint off. Default `["/"]`.
     pub socketio_namespaces: Vec<String>,
+    /// How long a Socket.IO session stays recoverable after its connection dropped (socket.io's
+    /// `connectionStateRecovery.maxDisconnectionDuration`); zero turns recovery off (no `pid`,
+    /// no offsets on events). Default 2 minutes.
+    pub socketio_recovery: Duration,
     /// Largest message (after reassembly) a client may send; larger closes with 1009.
     pub max_message_size: usize,
     /// Idle time after which the server pings a connection.
@@ -161,6 +165,7 @@ impl Default for Config {
             echo_path: None,
             ws_path: "/ws".into(),
             socketio_namespaces: vec!["/".into()],
+            socketio_recovery: Duration::from_secs(120),
             max_message_size: 1 << 20,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),

@@ -20,6 +20,7 @@ pub(crate) mod resp;
 pub mod socketio;
 pub mod socketio_binary;
 pub mod socketio_map;
+pub mod socketio_recover;
 pub(crate) mod sse;
 pub mod stats;
 pub mod webhook;

@@ -70,15 +70,32 @@ pub fn envelope_from_event(name: &str, args: &[&RawValue], id: Option<u64>) -> V
     out
 }
 
+/// The offset argument (connection state recovery, `socketio_recover`) of a publication at
+/// `offset` in `topic`'s stream of epoch `epoch`, as JSON text (a quoted string).
+pub fn offset_arg(epoch: &str, offset: u64, topic: &str) -> String {
+    let mut out = Vec::with_capacity(topic.len() + epoch.len() + 24);
+    let text = format!("{offset}:{epoch}:{topic}");
+    push_json_string(&text, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// The fields of a server envelope this mapping reads.
 #[derive(Deserialize)]
 struct Out<'a> {
+    #[serde(borrow, default)]
+    topic: Option<Cow<'a, str>>,
     #[serde(borrow)]
     event: Cow<'a, str>,
     #[serde(borrow, default)]
     data: Option<&'a RawValue>,
     #[serde(default)]
     id: Option<u64>,
+    /// A stored publication's offset, or a durable message's.
+    #[serde(default)]
+    offset: Option<u64>,
+    /// A durable message: the client acknowledges it.
+    #[serde(default)]
+    ack: bool,
 }
 
 /// The JSON payload of a server text frame (unmasked, unfragmented, uncompressed, header
@@ -93,6 +110,19 @@ pub fn json_of_frame(frame: &[u8]) -> Option<&[u8]> {
 /// holds `{"$bin":..}` objects. `None` for frames that are not envelopes (control frames),
 /// which go out as they are. `namespaces` is the configured list.
 pub fn frame_from_envelope(frame: &[u8], namespaces: &[String], home: usize) -> Option<Bytes> {
+    frame_from_envelope_at(frame, namespaces, home, None)
+}
+
+/// [`frame_from_envelope`] for a publication stored in a stream of epoch `epoch` (connection
+/// state recovery on): its offset goes as the event's last argument
+/// ([`offset_arg`]). A durable message
+/// (`"ack":true`) is an event with an ack id, its offset: the client's ACK acknowledges it.
+pub fn frame_from_envelope_at(
+    frame: &[u8],
+    namespaces: &[String],
+    home: usize,
+    epoch: Option<&str>,
+) -> Option<Bytes> {
     let json = json_of_frame(frame)?;
     let env: Out<'_> = serde_json::from_slice(json).ok()?;
     let name = |i: usize| namespaces.get(i).map_or("/", String::as_str);
@@ -118,27 +148,50 @@ pub fn frame_from_envelope(frame: &[u8], namespaces: &[String], home: usize) -> 
             text.extend_from_slice(body.as_bytes());
         }
         (event, _) => {
-            let mut args = Vec::with_capacity(json.len() + event.len() + 4);
-            args.push(b'[');
-            push_json_string(event, &mut args);
-            if let Some(d) = env.data {
-                args.push(b',');
-                args.extend_from_slice(d.get().as_bytes());
+            if env.ack {
+                return event_frames(name(home), env.offset, event, env.data, None);
             }
-            args.push(b']');
-            let args = String::from_utf8(args).ok()?;
-            let raw: &RawValue = serde_json::from_str(&args).ok()?;
-            let (kind, body) = match bin::deconstruct(raw).ok()? {
-                Some((t, p)) => {
-                    parts = p;
-                    (Kind::BinaryEvent, Cow::Owned(t))
-                }
-                None => (Kind::Event, Cow::Borrowed(raw.get())),
+            let tail = match (epoch, env.offset, env.topic.as_deref()) {
+                (Some(e), Some(o), Some(t)) => Some(offset_arg(e, o, t)),
+                _ => None,
             };
-            sio::encode_header(kind, name(home), parts.len(), None, &mut text);
-            text.extend_from_slice(body.as_bytes());
+            return event_frames(name(home), None, event, env.data, tail.as_deref());
         }
     }
+    Some(message_frames(&text, &parts))
+}
+
+/// The frames of `emit(event, data[, tail])` on namespace `nsp` (an EVENT, or a BINARY_EVENT
+/// and its attachments when `data` holds `{"$bin"}` objects), asking for an ack `id` if given;
+/// `tail` is one more argument (JSON text). `None` when they do not make a JSON array.
+pub fn event_frames(
+    nsp: &str,
+    id: Option<u64>,
+    event: &str,
+    data: Option<&RawValue>,
+    tail: Option<&str>,
+) -> Option<Bytes> {
+    let mut args = Vec::with_capacity(event.len() + data.map_or(0, |d| d.get().len()) + 48);
+    args.push(b'[');
+    push_json_string(event, &mut args);
+    for a in data.map(RawValue::get).into_iter().chain(tail) {
+        args.push(b',');
+        args.extend_from_slice(a.as_bytes());
+    }
+    args.push(b']');
+    let args = String::from_utf8(args).ok()?;
+    let raw: &RawValue = serde_json::from_str(&args).ok()?;
+    let mut parts = Vec::new();
+    let (kind, body) = match bin::deconstruct(raw).ok()? {
+        Some((t, p)) => {
+            parts = p;
+            (Kind::BinaryEvent, Cow::Owned(t))
+        }
+        None => (Kind::Event, Cow::Borrowed(raw.get())),
+    };
+    let mut text = Vec::with_capacity(body.len() + nsp.len() + 24);
+    sio::encode_header(kind, nsp, parts.len(), id, &mut text);
+    text.extend_from_slice(body.as_bytes());
     Some(message_frames(&text, &parts))
 }
 

@@ -108,6 +108,18 @@ pub(crate) fn publication(origin: &str, seq: u64, frames: &[(&str, &[u8])]) -> V
 /// Encodes a stored publication **without its position**: the Redis script that assigns the
 /// offset appends `<epoch>:<offset>` before publishing. (The store writes it with
 /// [`stored_into`].)
+/// Escapes Redis glob metacharacters (`*?[]\`) so `s` matches itself in a `PSUBSCRIBE`.
+pub(crate) fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 pub(crate) fn stored(
     origin: &str,

@@ -325,6 +325,7 @@ impl Server {
             store_fault: std::sync::Mutex::new(None),
             store_stats: Default::default(),
             proxy_stats: Default::default(),
+            sio_sessions: Default::default(),
             webhooks: Default::default(),
             api_keys: Default::default(),
             config: self.config,

@@ -330,17 +330,27 @@ impl ShardState {
                 if let Some(p) = &pos {
                     self.answered_position(&topic, p);
                 }
+                let (frame, resumed) = self.sio_replay(id, &topic, frame, pos.as_ref());
                 if held {
                     self.release_answered(id, &topic, frame, pos);
                 } else if let Some(f) = frame {
                     self.enqueue(id, f);
                 }
+                if let Some(complete) = resumed {
+                    self.sio_room_recovered(id, complete);
+                }
             }
             Action::InboxSync(user, frames) => self.inbox_sync(id, &user, frames),
+            // A handler on the pool: a Socket.IO connection's join counts for the namespace of
+            // its latest event (`sio_rooms`).
             Action::Subscribe(p) => {
-                let _ = self.subscribe(id, &p);
+                let nsp = self.sio_last_nsp(id);
+                let _ = self.sio_in_nsp(id, nsp, |st| st.subscribe(id, &p));
             }
-            Action::Unsubscribe(p) => self.unsubscribe(id, &p),
+            Action::Unsubscribe(p) => {
+                let nsp = self.sio_last_nsp(id);
+                self.sio_in_nsp(id, nsp, |st| st.unsubscribe(id, &p));
+            }
             Action::CountError(code) => self.hub.stats[self.index].error(code),
             Action::Proxied(answer) => self.proxied_answer(id, *answer),
         }

@@ -137,7 +137,13 @@ impl ShardState {
         let mut k = 0;
         for id in ids {
             let live = self.conn_mut(id).is_some_and(|c| {
-                c.closing.is_none() && matches!(c.phase, super::Phase::Ws(super::ConnKind::PubSub))
+                c.closing.is_none()
+                    && match c.phase {
+                        super::Phase::Ws(super::ConnKind::PubSub) => true,
+                        // Socket.IO: once a namespace is connected (an emit with an ack).
+                        super::Phase::Ws(super::ConnKind::SocketIo) => c.has(super::flag::SIO_NSP),
+                        _ => false,
+                    }
             });
             if live && !self.is_held(id, INBOX) {
                 self.enqueue(id, frame.clone());

@@ -144,6 +144,9 @@ pub(super) mod flag {
     pub const POLL: u32 = 1 << 21;
     /// A Socket.IO connection's home namespace (index in the configured list, 7 bits): the
     /// namespace its publications are emitted on.
+    /// That Socket.IO connection has a room in a namespace other than its home one
+    /// (`shard::sio_rooms`): delivery looks up the namespaces.
+    pub const SIO_ROOMS: u32 = 1 << 23;
     pub const SIO_HOME_SHIFT: u32 = 25;
     pub const SIO_HOME: u32 = 0x7f << SIO_HOME_SHIFT;
 }

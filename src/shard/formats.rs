@@ -64,8 +64,8 @@ pub(super) struct Encodings<'a> {
     deflated: [Option<Option<Frame>>; 7],
     packed: Option<Option<Frame>>,
     packed_deflated: [Option<Option<Frame>>; 7],
-    /// Socket.IO frames per home namespace (made at the first subscriber of each).
-    sio: Vec<(usize, Option<Frame>)>,
+    /// Socket.IO frames per set of namespaces (made at the first subscriber of each).
+    sio: Vec<(u128, Option<Frame>)>,
 }
 
 impl<'a> Encodings<'a> {
@@ -81,21 +81,37 @@ impl<'a> Encodings<'a> {
         }
     }
 
-    /// The frame for a Socket.IO connection whose home namespace is `home`: `emit(event,
-    /// data)` on it, made once per shard per namespace; `None` if the publication has no
-    /// Socket.IO form (a frame the server encoded always has one).
+    /// The frames for a Socket.IO connection whose rooms matching the publication are in the
+    /// namespaces `mask` (bit `i`: the `i`-th): `emit(event, data)` on each (with the offset
+    /// last when `epoch` is the stored publication's), made once per shard per set of
+    /// namespaces; `None` if the publication has no Socket.IO form (a frame the server encoded
+    /// always has one).
     pub(super) fn pick_sio(
         &mut self,
         stats: &ShardStats,
         namespaces: &[String],
-        home: usize,
+        mask: u128,
+        epoch: Option<&str>,
     ) -> Option<&Frame> {
-        let at = match self.sio.iter().position(|(h, _)| *h == home) {
+        let at = match self.sio.iter().position(|(m, _)| *m == mask) {
             Some(at) => at,
             None => {
                 ShardStats::add(&stats.socketio_encodings, 1);
-                let f = socketio_map::frame_from_envelope(self.json, namespaces, home);
-                self.sio.push((home, f.map(Frame::new)));
+                let mut all: Option<Vec<u8>> = None;
+                let mut one = None;
+                for nsp in (0..namespaces.len()).filter(|n| mask & (1 << n) != 0) {
+                    let f = socketio_map::frame_from_envelope_at(self.json, namespaces, nsp, epoch);
+                    match (f, one.take(), &mut all) {
+                        (None, ..) => {}
+                        (Some(f), None, None) => one = Some(f),
+                        (Some(f), Some(first), None) => {
+                            all = Some([&first[..], &f[..]].concat());
+                        }
+                        (Some(f), _, Some(a)) => a.extend_from_slice(&f),
+                    }
+                }
+                let f = all.map(Bytes::from).or(one);
+                self.sio.push((mask, f.map(Frame::new)));
                 self.sio.len() - 1
             }
         };

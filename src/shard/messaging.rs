@@ -400,12 +400,8 @@ impl ShardState {
                 }
             }
         }
-        // Durable messages wait for an `ack` envelope, which Socket.IO clients do not send.
-        let Some(user) = self
-            .conn_mut(id)
-            .filter(|c| !c.has(super::flag::SIO))
-            .and_then(|c| c.user.clone())
-        else {
+        // Durable messages: Socket.IO clients answer them as emits with an ack.
+        let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
             return;
         };
         if self.hub.links.store.is_none() {

@@ -48,6 +48,8 @@ mod route;
 pub(crate) mod shared;
 mod sio;
 mod sio_poll;
+mod sio_recover;
+mod sio_rooms;
 mod state;
 mod sync;
 pub(crate) mod webhook;
@@ -144,6 +146,11 @@ pub(crate) struct ShardState {
     sio: HashMap<ConnId, sio::SioConn>,
     /// Socket.IO long-polling sessions this shard owns, and links to sessions of others.
     polls: sio_poll::Polls,
+    /// Per topic with history, the last position delivered here (Socket.IO recovery).
+    sio_seen: sio_recover::Seen,
+    /// The Socket.IO connection and namespace whose event is being handled (its joins and
+    /// leaves are that namespace's: `sio_rooms`).
+    sio_ctx: Option<(ConnId, usize)>,
     /// Topics with delta subscribers: the previous publication and who received it.
     deltas: delta::Deltas,
     /// The node's name, shard-local (handlers' `Context::client_id`).
@@ -200,6 +207,8 @@ impl ShardState {
             meta: HashMap::new(),
             sio: HashMap::new(),
             polls: Default::default(),
+            sio_seen: Default::default(),
+            sio_ctx: None,
             deltas: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
@@ -385,6 +394,7 @@ impl ShardState {
         if self.drain_until.is_some_and(|t| self.now >= t) {
             self.shut_down();
         }
+        self.sio_prune_seen();
         let now = self.stamp;
         let cfg = &self.hub.config;
         let (ping, idle, close_to, hs, kept) = (

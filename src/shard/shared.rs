@@ -124,6 +124,8 @@ pub(crate) struct HubShared {
     pub(crate) store_stats: super::jobs::StoreStats,
     /// Proxy calls, for `/metrics`.
     pub(crate) proxy_stats: super::proxy::ProxyStats,
+    /// Dropped Socket.IO sessions kept for connection state recovery.
+    pub(crate) sio_sessions: super::sio_recover::SioSessions,
     /// What the webhook sender did and the outbox holds (`/metrics`, `/api/v1/webhooks`).
     pub(crate) webhooks: super::webhook::WebhookStats,
     /// Wrong API keys per address (429 after too many), for the API thread and the shards that
@@ -314,6 +316,7 @@ impl HubShared {
             cluster: NodeLink::single("bench".into()),
             store_stats: Default::default(),
             proxy_stats: Default::default(),
+            sio_sessions: Default::default(),
             webhooks: Default::default(),
             api_keys: Default::default(),
         }

@@ -5,8 +5,9 @@
 //! `enqueue`, publications through the shared per-shard encodings).
 //!
 //! Per connection, the entry holds one flag and the home namespace in seven bits of its flags
-//! (the namespace its publications are emitted on: the first one it connected); the side map
-//! `sio` holds the set of connected namespaces and, only while one is incomplete, a binary
+//! (the namespace of rooms joined outside events: the first one it connected; see `sio_rooms`);
+//! the side map `sio` holds the set of connected namespaces, the recovery sessions
+//! (`sio_recover`), rooms of other namespaces and, only while one is incomplete, a binary
 //! packet waiting for its attachments.
 
 use bytes::Bytes;
@@ -31,6 +32,17 @@ pub(crate) struct SioConn {
     authed: bool,
     /// A BINARY_EVENT waiting for its attachments.
     pending: Option<Box<Pending>>,
+    /// Private session ids and a resume in progress (`shard::sio_recover`).
+    pub(super) recovery: super::sio_recover::ConnRecovery,
+    /// Rooms of namespaces other than the home one (`shard::sio_rooms`).
+    pub(super) rooms: super::sio_rooms::NspRooms,
+}
+
+impl SioConn {
+    /// Connected namespaces: bit `i` for the `i`-th configured one.
+    pub(super) fn connected(&self) -> u128 {
+        self.connected
+    }
 }
 
 /// The auth payload of a CONNECT packet (`io(url, {auth: {token}})`).
@@ -166,7 +178,13 @@ impl ShardState {
                             out.extend_from_slice(text.as_bytes());
                             self.enqueue(id, map::engine_frame(&out));
                         }
-                        EioKind::Close => self.close(id, 1000, ""),
+                        EioKind::Close => {
+                            // The client left on purpose: no session to keep.
+                            if let Some(s) = self.sio.get_mut(&id) {
+                                s.connected = 0;
+                            }
+                            self.close(id, 1000, "")
+                        }
                         EioKind::Pong | EioKind::Noop | EioKind::Upgrade | EioKind::Open => {}
                     }
                 }
@@ -256,7 +274,13 @@ impl ShardState {
                 };
                 self.sio_event(id, nsp, p.id, data);
             }
-            // Server-side emits with an ack are not sent yet: nothing waits for an ACK.
+            // The answer to a server emit with an ack: a durable message, whose offset is the
+            // ack id, acknowledged as `/ws` clients do.
+            Kind::Ack | Kind::BinaryAck if connected => {
+                if let Some(offset) = p.id {
+                    self.sio_ack(id, offset);
+                }
+            }
             Kind::Ack | Kind::BinaryAck | Kind::ConnectError => {}
         }
     }
@@ -320,15 +344,42 @@ impl ShardState {
             s.connected |= 1 << nsp;
             s.authed = true;
         }
-        let sid = format!("{}-{nsp}", self.hub.client_id(id));
-        let mut out = vec![b'4'];
-        sio::encode(Kind::Connect, &name, None, None, &mut out);
-        out.extend_from_slice(b"{\"sid\":");
-        sio::push_json_string(&sid, &mut out);
-        out.push(b'}');
-        self.enqueue(id, map::engine_frame(&out));
+        // Connection state recovery: a new private session, or the old one resumed (whose
+        // answer waits for the store when rooms with history replay what was missed).
+        if let Some(pid) = self.sio_session(id, nsp, auth) {
+            self.sio_connect_answer(id, nsp, pid.as_deref());
+        }
         if first {
             self.connected(id, &topics);
+        }
+    }
+
+    /// The CONNECT answer `{"sid"[,"pid"]}` on namespace `nsp`.
+    pub(super) fn sio_connect_answer(&mut self, id: ConnId, nsp: usize, pid: Option<&str>) {
+        let name = &self.hub.config.socketio_namespaces[nsp];
+        let sid = format!("{}-{nsp}", self.hub.client_id(id));
+        let mut out = vec![b'4'];
+        sio::encode(Kind::Connect, name, None, None, &mut out);
+        out.extend_from_slice(b"{\"sid\":");
+        sio::push_json_string(&sid, &mut out);
+        if let Some(pid) = pid {
+            out.extend_from_slice(b",\"pid\":");
+            sio::push_json_string(pid, &mut out);
+        }
+        out.push(b'}');
+        self.enqueue(id, map::engine_frame(&out));
+    }
+
+    /// A client's ACK of the server emit with ack id `offset`: the durable message at that
+    /// offset of its user's inbox is acknowledged.
+    fn sio_ack(&mut self, id: ConnId, offset: u64) {
+        let Some(user) = self.conn(id).and_then(|c| c.user.clone()) else {
+            return;
+        };
+        let topic = format!("{}{user}", crate::policy::security::PRIVATE_PREFIX);
+        let data = format!("{{\"offset\":{offset}}}");
+        if let Ok(d) = serde_json::from_str::<&RawValue>(&data) {
+            self.client_ack(id, &topic, None, Some(d));
         }
     }
 
@@ -384,7 +435,8 @@ impl ShardState {
             }
             name => map::envelope_from_event(name, &ev.args, rid),
         };
-        self.dispatch(id, &env);
+        // Rooms joined or left while handling it are this namespace's.
+        self.sio_in_nsp(id, Some(nsp), |st| st.dispatch(id, &env));
     }
 
     fn sio_bad(&mut self, id: ConnId, rid: Option<u64>, msg: &str) {

@@ -97,6 +97,12 @@ impl ShardState {
 
     /// Marks the connection closing and drops its subscriptions so nothing more is delivered.
     pub(super) fn begin_close(&mut self, id: ConnId) {
+        if self
+            .conn(id)
+            .is_some_and(|c| c.closing.is_none() && c.has(flag::SIO))
+        {
+            self.sio_keep_sessions(id);
+        }
         let now = self.stamp;
         let Some(c) = self.conn_mut(id) else { return };
         if c.closing.is_none() {
@@ -205,6 +211,7 @@ impl ShardState {
             return 0;
         }
         self.pub_seq += 1;
+        self.sio_saw(&p.topic, &p.epoch, p.offset);
         let pos = self
             .hub
             .cluster
@@ -258,6 +265,11 @@ impl ShardState {
         let deflater = &mut self.deflater;
         let stats = &self.hub.stats[self.index];
         let namespaces = &self.hub.config.socketio_namespaces;
+        let sio = &self.sio;
+        // Connection state recovery: stored publications carry their offset to Socket.IO.
+        let sio_at = at
+            .filter(|_| !self.hub.config.socketio_recovery.is_zero())
+            .map(|(e, _)| &**e);
         // Delta subscribers of a topic with history: the delta is made once (see `delta`).
         let every = self.hub.config.compression.delta_full_every;
         let mut round = at.and_then(|at| {
@@ -300,7 +312,15 @@ impl ShardState {
                 let own;
                 let f = if let Some(home) = c.sio_home() {
                     // Socket.IO: its own encoding per namespace, never compressed or a delta.
-                    match encodings.pick_sio(stats, namespaces, home) {
+                    // The namespaces holding a matching room (the home one, usually).
+                    let mask = if c.flags & flag::SIO_ROOMS != 0 {
+                        sio.get(&c.id).map_or(1 << home, |s| {
+                            super::sio_rooms::topic_mask(&s.rooms, c, home, topic)
+                        })
+                    } else {
+                        1 << home
+                    };
+                    match encodings.pick_sio(stats, namespaces, mask, sio_at) {
                         Some(f) => f,
                         None => continue,
                     }
@@ -408,6 +428,7 @@ impl ShardState {
             return Ok(None);
         }
         if c.subs.iter().any(|s| &**s == pattern) {
+            self.sio_room_added(id, pattern, true);
             return Ok(self.pending_by_pattern.get(pattern).copied());
         }
         if c.subs.len() >= max {
@@ -417,6 +438,7 @@ impl ShardState {
             ));
         }
         c.subs.push(pattern.into());
+        self.sio_room_added(id, pattern, false);
         let first = self.registry.subscribe(p, id.slot()) == Subscribed::First;
         if first {
             self.webhook_topic(pattern, true);
@@ -444,6 +466,10 @@ impl ShardState {
     }
 
     pub(super) fn unsubscribe(&mut self, id: ConnId, pattern: &str) {
+        // A Socket.IO room another namespace still holds stays subscribed.
+        if self.sio_room_kept(id, pattern) {
+            return;
+        }
         let Some(c) = self.conn_mut(id) else { return };
         let before = c.subs.len();
         c.subs.retain(|s| &**s != pattern);

@@ -374,6 +374,21 @@ pub trait Store: Send + 'static {
         Ok(true)
     }
 
+    /// The nodes that hold webhook keys (see [`webhook_transition`](Self::webhook_transition)),
+    /// each with whether it is registered as live. A node that holds keys and is not registered
+    /// died without removing them. A local store has no other node: empty.
+    fn webhook_orphans(&mut self) -> Result<Vec<(String, bool)>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes `node` from every key it holds — a node found dead, or this node's previous life
+    /// at start — and answers the keys it was the last holder of (each is answered to one caller
+    /// only, however many nodes reap at once). A local store: empty.
+    fn webhook_reap(&mut self, node: &str) -> Result<Vec<String>, StoreError> {
+        let _ = node;
+        Ok(Vec::new())
+    }
+
     /// Whether the store works: `Err(why)` while it is known to be unusable (a redb file after an
     /// I/O error, until it reopens); `/readyz` answers 503 with the reason.
     fn health(&self) -> Result<(), String> {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os'
 import { join, dirname, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as delay } from 'node:timers/promises'
-import { io } from 'socket.io-client'
+import { io, Manager } from 'socket.io-client'
 import { jwt, freePort, SECRET, API_KEY } from '../../clients/js/test/helpers.js'
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
@@ -34,6 +34,14 @@ jwt_secret = "${SECRET}"
 anonymous = false
 [api]
 key = "${API_KEY}"
+[[topics]]
+pattern = "chat:*"
+history_size = 100
+presence = true
+[[topics]]
+pattern = "tiny:*"
+history_size = 2
+presence = true
 `
   writeFileSync(join(dir, 'ringhub.toml'), config)
   const proc = spawn(exampleBin(), [join(dir, 'ringhub.toml')], { cwd: dir, stdio: ['ignore', 'ignore', 'pipe'] })
@@ -63,6 +71,11 @@ key = "${API_KEY}"
       assert.equal(r.status, 200, await r.clone().text())
       return (await r.json()).data
     },
+    async get(path) {
+      const r = await fetch(http + path, { headers: { authorization: `Bearer ${API_KEY}` } })
+      assert.equal(r.status, 200, await r.clone().text())
+      return (await r.json()).data
+    },
     async stop() {
       proc.kill('SIGKILL')
       await exit
@@ -84,6 +97,34 @@ function seedOptions(token) {
 }
 
 const once = (s, ev) => new Promise((res) => s.once(ev, (...a) => res(a)))
+
+/** Polls `cond` (async) until it holds: state polled, not a timed wait. */
+async function until(cond, what) {
+  const deadline = Date.now() + 10000
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for: ${what}`)
+    await delay(25) // polling interval
+  }
+}
+
+/**
+ * Cuts the client's network: the TCP socket under its WebSocket is destroyed (no close frame,
+ * no DISCONNECT), with reconnection held off until `resume` so the test publishes while it is
+ * away; resolves once the server dropped it (the room's presence is empty).
+ */
+async function cut(srv, s, room) {
+  s.io.reconnection(false)
+  const gone = once(s, 'disconnect')
+  s.io.engine.transport.ws._socket.destroy()
+  await gone
+  await until(async () => (await srv.api('/api/v1/presence', { topic: room })).clients.length === 0, 'server saw the cut')
+  return async () => {
+    const back = once(s, 'connect')
+    s.io.reconnection(true)
+    s.connect()
+    await back
+  }
+}
 
 async function connected(url, token, extra = {}) {
   const s = io(url, { ...seedOptions(token), ...extra, forceNew: true })
@@ -175,6 +216,87 @@ for (const ioMode of ['uring', 'epoll']) {
       assert.equal(s.connected, false)
     })
 
+    test('connection state recovery after a network cut: missed history events once, in order', async () => {
+      const s = await client(srv.url, jwt('rex'))
+      assert.equal(s.recovered, false)
+      await s.emitWithAck('join', 'chat:rec')
+      const got = []
+      s.on('message', (d, offset) => got.push([d.n, offset]))
+      await srv.api('/api/v1/publish', { topic: 'chat:rec', event: 'message', data: { n: 1 } })
+      await until(() => got.length === 1, 'n=1')
+      assert.match(got[0][1], /^1:[^:]+:chat:rec$/)
+      const resume = await cut(srv, s, 'chat:rec')
+      for (const n of [2, 3, 4]) await srv.api('/api/v1/publish', { topic: 'chat:rec', event: 'message', data: { n } })
+      await resume()
+      assert.equal(s.recovered, true)
+      assert.deepEqual(got.map(([n]) => n), [1, 2, 3, 4])
+      await srv.api('/api/v1/publish', { topic: 'chat:rec', event: 'message', data: { n: 5 } })
+      await until(() => got.length === 5, 'n=5')
+      assert.deepEqual(got.map(([n]) => n), [1, 2, 3, 4, 5], 'each once')
+      assert.match(got[4][1], /^5:/)
+    })
+
+    test('recovery: a gap the history no longer covers is recovered === false', async () => {
+      const s = await client(srv.url, jwt('sal'))
+      await s.emitWithAck('join', 'tiny:1')
+      const got = []
+      s.on('message', (d) => got.push(d.n))
+      await srv.api('/api/v1/publish', { topic: 'tiny:1', event: 'message', data: { n: 1 } })
+      await until(() => got.length === 1, 'n=1')
+      const resume = await cut(srv, s, 'tiny:1')
+      // The room keeps two publications: 2 and 3 are gone by the time the client is back.
+      for (const n of [2, 3, 4, 5]) await srv.api('/api/v1/publish', { topic: 'tiny:1', event: 'message', data: { n } })
+      await resume()
+      assert.equal(s.recovered, false)
+      assert.deepEqual(got, [1])
+    })
+
+    test('emitWithAck from the server: a durable send acked by the client, written again when not', async () => {
+      const s = await client(srv.url, jwt('una'))
+      const notes = []
+      s.on('note', (d, ack) => {
+        notes.push(d.n)
+        if (d.ack) ack('ok')
+      })
+      const m1 = await srv.api('/api/v1/send', { user: 'una', event: 'note', data: { n: 1, ack: true }, durable: true })
+      await until(async () => (await srv.get(`/api/v1/messages/${m1.message_id}`)).status === 'acked', 'acked')
+      const m2 = await srv.api('/api/v1/send', { user: 'una', event: 'note', data: { n: 2, ack: false }, durable: true })
+      await until(() => notes.length === 2, 'n=2 delivered')
+      assert.equal((await srv.get(`/api/v1/messages/${m2.message_id}`)).status, 'delivered')
+      // Not acknowledged: the user's next connection gets it again, and its ack counts.
+      s.disconnect()
+      const t = io(srv.url, { ...seedOptions(jwt('una')), forceNew: true })
+      sockets.push(t)
+      const again = await new Promise((res) => t.once('note', (d, ack) => (ack(), res(d))))
+      assert.deepEqual(again, { n: 2, ack: false })
+      await until(async () => (await srv.get(`/api/v1/messages/${m2.message_id}`)).status === 'acked', 'acked after reconnect')
+      assert.deepEqual(notes, [1, 2])
+    })
+
+    test('rooms per namespace: a room joined by a handler on /chat is emitted on /chat only', async () => {
+      // One connection (one Manager), two namespaces.
+      const m = new Manager(srv.url, { ...seedOptions(jwt('vic')), autoConnect: false })
+      const root = m.socket('/', { auth: { token: jwt('vic') } })
+      const chat = m.socket('/chat', { auth: { token: jwt('vic') } })
+      sockets.push(root, chat)
+      const up = Promise.all([once(root, 'connect'), once(chat, 'connect')])
+      root.connect()
+      chat.connect()
+      await up
+      const atRoot = []
+      const atChat = []
+      root.on('message', (d) => atRoot.push(d))
+      chat.on('message', (d) => atChat.push(d))
+      assert.deepEqual(await chat.emitWithAck('chat:join', { conversationId: 'ns' }), { room: 'chat:ns' })
+      await srv.api('/api/v1/publish', { topic: 'chat:ns', event: 'message', data: 1 })
+      await until(() => atChat.length === 1, 'on /chat')
+      // Joined on / too: each namespace gets it once.
+      await root.emitWithAck('join', 'chat:ns')
+      await srv.api('/api/v1/publish', { topic: 'chat:ns', event: 'message', data: 2 })
+      await until(() => atChat.length === 2 && atRoot.length === 1, 'on both')
+      assert.deepEqual([atRoot, atChat], [[2], [1, 2]])
+    })
+
     test('binary attachments both ways', async () => {
       const a = await client(srv.url, jwt('fay'))
       const b = await client(srv.url, jwt('gus'))
@@ -233,14 +355,14 @@ for (const ioMode of ['uring', 'epoll']) {
       await w.emitWithAck('chat:join', { conversationId: 9 })
       const atP = once(p, 'chat:message')
       assert.deepEqual(await w.emitWithAck('chat:message', { conversationId: 9, text: 'hi' }), { ok: true })
-      assert.deepEqual(await atP, [{ room: 'chat:9', from: 'wes', text: 'hi' }])
+      assert.deepEqual((await atP)[0], { room: 'chat:9', from: 'wes', text: 'hi' })
       const atW = once(w, 'chat:message')
       await p.emitWithAck('chat:message', { conversationId: 9, text: 'yo' })
-      assert.deepEqual(await atW, [{ room: 'chat:9', from: 'pia', text: 'yo' }])
+      assert.deepEqual((await atW)[0], { room: 'chat:9', from: 'pia', text: 'yo' })
       const dm = once(p, 'dm')
       const r = await srv.api('/api/v1/send', { users: ['pia'], event: 'dm', data: 1 })
       assert.equal(r.delivered, 1)
-      assert.deepEqual(await dm, [1])
+      assert.equal((await dm)[0], 1)
     })
 
     test('polling only: binary attachments both ways', async () => {

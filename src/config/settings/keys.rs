@@ -286,6 +286,12 @@ pub(super) const CORE: &[Key] = &[
         |s| list_v(&s.socketio_namespaces)
     ),
     key!(
+        "socketio_recovery",
+        "a duration (\"0s\" turns Socket.IO connection state recovery off)",
+        |s, r| s.socketio_recovery = duration(r, true)?,
+        |s| dur_v(s.socketio_recovery)
+    ),
+    key!(
         "echo_path",
         "a path starting with '/', or \"\" for none",
         |s, r| s.echo_path = if text(r)?.is_empty() {

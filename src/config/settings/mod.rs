@@ -158,6 +158,8 @@ pub struct Settings {
     pub ws_path: String,
     /// Socket.IO namespaces (empty: no `/socket.io/` endpoint).
     pub socketio_namespaces: Vec<String>,
+    /// Socket.IO connection state recovery window (zero: off).
+    pub socketio_recovery: Duration,
     /// Path of the echo route, off when `None`.
     pub echo_path: Option<String>,
     /// Largest client message in bytes (larger closes with 1009).
@@ -232,6 +234,7 @@ impl Default for Settings {
             pin_cores: c.pin_cores,
             ws_path: c.ws_path,
             socketio_namespaces: c.socketio_namespaces,
+            socketio_recovery: c.socketio_recovery,
             echo_path: c.echo_path,
             max_message_size: c.max_message_size,
             ping_interval: c.ping_interval,
@@ -513,6 +516,7 @@ impl Settings {
             echo_path: self.echo_path.clone(),
             ws_path: self.ws_path.clone(),
             socketio_namespaces: self.socketio_namespaces.clone(),
+            socketio_recovery: self.socketio_recovery,
             max_message_size: self.max_message_size,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,

@@ -191,6 +191,8 @@ impl Sequencer {
         let now = crate::store::now_ms();
         let mut run: Vec<PubJob> = Vec::new();
         let mut checks = Vec::new();
+        // Before this batch's facts: at the first batch it releases this node's past life.
+        self.webhook_reap(now);
         if batch.iter().any(|j| matches!(j, StoreJob::Many(_))) {
             // An API batch's jobs join this batch in their order: one commit for all of them.
             let mut flat = Vec::with_capacity(batch.len());

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -27,7 +28,16 @@ pub(super) struct Aggregator {
     users: HashMap<Arc<str>, u64>,
     /// Events of this batch, put in the outbox before its commit.
     pending: Vec<Bytes>,
+    /// When dead nodes were last looked for (`None`: not yet, not even this node's past life).
+    reaped: Option<Instant>,
+    /// Nodes found holding keys without a registration, and in how many looks in a row.
+    unregistered: HashMap<String, u32>,
 }
+
+/// How often a node looks for dead nodes' webhook keys: a registration's lifetime, so a node
+/// is taken for dead after its registration expired and stayed missing for two looks (a live
+/// node refreshes it every third of that).
+const REAP_EVERY: std::time::Duration = crate::cluster::redis::NODE_TTL;
 
 /// Sets or clears `shard`'s bit of `key`; `Some(on)` when the node-wide state changed.
 fn flip(map: &mut HashMap<Arc<str>, u64>, key: Arc<str>, shard: usize, on: bool) -> Option<bool> {
@@ -92,6 +102,72 @@ impl Sequencer {
         }
         let body = event_json(kind, now, &[(field, &json_str(&key))]);
         self.webhooks.pending.push(body.into());
+    }
+
+    /// Removes what dead nodes held (see
+    /// [`Store::webhook_reap`](crate::store::Store::webhook_reap)) and sends the vacated /
+    /// offline events they never sent: this node's own past life at the first call (a restart
+    /// after `kill -9`: nothing it held then is held now), then every [`REAP_EVERY`] the nodes
+    /// that hold keys and were unregistered at two looks in a row.
+    pub(super) fn webhook_reap(&mut self, now: u64) {
+        let w = &self.hub.config.webhooks;
+        if !w.wants(EventKind::TopicVacated) && !w.wants(EventKind::UserOffline) {
+            return;
+        }
+        let me = self.hub.cluster.node.to_string();
+        let mut dead = Vec::new();
+        match self.webhooks.reaped {
+            None => dead.push(me.clone()),
+            Some(t) if t.elapsed() < REAP_EVERY => return,
+            Some(_) => match self.store.webhook_orphans() {
+                Ok(nodes) => {
+                    let seen = &mut self.webhooks.unregistered;
+                    let before = std::mem::take(seen);
+                    for (node, registered) in nodes {
+                        if registered || node == me {
+                            continue;
+                        }
+                        let looks = before.get(&node).copied().unwrap_or(0) + 1;
+                        if looks >= 2 {
+                            dead.push(node);
+                        } else {
+                            seen.insert(node, looks);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "webhooks: looking for dead nodes failed"),
+            },
+        }
+        self.webhooks.reaped = Some(Instant::now());
+        for node in dead {
+            let keys = match self.store.webhook_reap(&node) {
+                Ok(keys) => keys,
+                Err(e) => {
+                    tracing::warn!(error = %e, node, "webhooks: removing a dead node's keys failed");
+                    continue;
+                }
+            };
+            if !keys.is_empty() {
+                tracing::info!(
+                    node,
+                    keys = keys.len(),
+                    "webhooks: a dead node's topics and users released"
+                );
+            }
+            for key in keys {
+                let (kind, field, name) = if let Some(t) = key.strip_prefix("topic:") {
+                    (EventKind::TopicVacated, "topic", t)
+                } else if let Some(u) = key.strip_prefix("user:") {
+                    (EventKind::UserOffline, "user", u)
+                } else {
+                    continue;
+                };
+                if self.hub.config.webhooks.wants(kind) {
+                    let body = event_json(kind, now, &[(field, &json_str(name))]);
+                    self.webhooks.pending.push(body.into());
+                }
+            }
+        }
     }
 
     /// Before the commit: this batch's events (and those of durable messages that reached a

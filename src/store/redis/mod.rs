@@ -62,6 +62,7 @@ mod conn;
 mod history;
 mod inbox;
 mod outbox;
+mod transitions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -302,6 +303,14 @@ impl Store for RedisStore {
 
     fn webhook_transition(&mut self, key: &str, node: &str, on: bool) -> Result<bool, StoreError> {
         self.transition_inner(key, node, on)
+    }
+
+    fn webhook_orphans(&mut self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.orphans_inner()
+    }
+
+    fn webhook_reap(&mut self, node: &str) -> Result<Vec<String>, StoreError> {
+        self.reap_inner(node)
     }
 
     /// Nothing to do: every operation was applied in Redis when it returned (durability is

@@ -173,40 +173,6 @@ impl RedisStore {
     }
 }
 
-/// `KEYS[1]` the set of nodes having a key, `ARGV[1]` this node, `ARGV[2]` `1` (has it) or `0`:
-/// 1 when this change was the cluster-wide transition (the first node added, the last removed).
-const TRANSITION: &str = r"
-if ARGV[2] == '1' then
-  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then return 1 end
-  return 0
-end
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then return 1 end
-return 0
-";
-
-impl RedisStore {
-    /// See [`Store::webhook_transition`](crate::store::Store::webhook_transition): the set
-    /// `P:whn:<key>` of nodes having `key`, on the key's instance, changed in one script.
-    pub(super) fn transition_inner(
-        &mut self,
-        key: &str,
-        node: &str,
-        on: bool,
-    ) -> Result<bool, StoreError> {
-        let k = crate::proto::wire::instance_for(key, self.inst.len());
-        let set = format!("{}:whn:{key}", self.prefix);
-        let r: i64 = self.inst[k].query(
-            ::redis::cmd("EVAL")
-                .arg(TRANSITION)
-                .arg(1)
-                .arg(&set)
-                .arg(node)
-                .arg(if on { "1" } else { "0" }),
-        )?;
-        Ok(r == 1)
-    }
-}
-
 /// Appends the stream entries of `v` (`[[id, [field, value, ...]], ...]`) to `out`; entries
 /// without a body (deleted meanwhile) are skipped.
 fn entries(v: &Value, out: &mut Vec<OutboxEntry>) {

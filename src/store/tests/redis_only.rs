@@ -481,3 +481,38 @@ fn webhook_transitions_are_cluster_wide() {
         "keys are apart"
     );
 }
+
+/// A node that died holding keys: found unregistered by the others, and its keys released
+/// through the transition script — a key another node still has is not vacated, and each
+/// vacated key is answered to one reaper only.
+#[test]
+fn dead_nodes_keys_are_reaped_once() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b, mut c) = (store(&r, "n1"), store(&r, "n2"), store(&r, "n3"));
+    assert!(a.webhook_transition("topic:x", "n1", true).unwrap());
+    assert!(a.webhook_transition("user:u", "n1", true).unwrap());
+    assert!(!b.webhook_transition("topic:x", "n2", true).unwrap());
+    // n2 is registered (alive), n1 is not.
+    ::redis::cmd("SET")
+        .arg(format!("{PREFIX}:node:n2"))
+        .arg("{}")
+        .exec(&mut r.conn())
+        .unwrap();
+    let mut orphans = c.webhook_orphans().unwrap();
+    orphans.sort();
+    assert_eq!(
+        orphans,
+        vec![("n1".to_string(), false), ("n2".to_string(), true)]
+    );
+    assert_eq!(b.webhook_reap("n1").unwrap(), vec!["user:u".to_string()]);
+    assert!(c.webhook_reap("n1").unwrap().is_empty(), "released once");
+    assert_eq!(
+        c.webhook_orphans().unwrap(),
+        vec![("n2".to_string(), true)],
+        "n1 holds nothing now"
+    );
+    // The last holder of topic:x leaving is the transition, as before.
+    assert!(b.webhook_transition("topic:x", "n2", false).unwrap());
+}
