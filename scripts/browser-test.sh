@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Browser tests of the built-in pages (chat demo at /, dashboard at /admin): starts the release
-# binary on a free port (memory store, an API key) on each I/O backend and runs
-# tests/browser/ui.test.mjs (Node's test runner, playwright-core driving Debian's Chromium).
+# Browser tests of the built-in pages (chat demo at /, dashboard at /admin) and of
+# socket.io-client in a page (/socket.io/: polling + upgrade, polling only, WebSocket only):
+# starts the release binary on a free port (memory store, an API key) on each I/O backend and
+# runs tests/browser/ui.test.mjs and socketio.test.mjs (Node's test runner, playwright-core
+# driving Debian's Chromium).
 # Installs what is missing: chromium (apt), playwright-core (npm ci in tests/browser).
 # Screenshots and the measured recovery time go to target/browser/.
 #   BROWSER_IO="uring epoll" (default)   RINGHUB_BIN, RINGHUB_LOADTEST (default target/release/...)
@@ -23,6 +25,9 @@ if [[ ! -x ${CHROMIUM:-/usr/bin/chromium} ]]; then
 fi
 command -v node >/dev/null || { echo "browser tests need node (>= 20) and npm"; exit 1; }
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
+# socket.io-client's browser bundle for tests/browser/socketio.test.mjs (the Node tests' lock).
+[[ -d tests/socketio/node_modules/socket.io-client ]] ||
+  (cd tests/socketio && npm ci --no-audit --no-fund --silent)
 
 mkdir -p target/browser
 key="browser-test-$RANDOM$RANDOM"
@@ -39,7 +44,8 @@ for io in ${BROWSER_IO:-uring epoll}; do
   pid=$!
   echo "browser tests on $io (port $port)"
   RINGHUB_URL="http://127.0.0.1:$port" RINGHUB_API_KEY=$key RINGHUB_IO=$io RINGHUB_LOADTEST=$LOADTEST \
-    timeout 240 node --test --test-reporter=spec tests/browser/ui.test.mjs || rc=$?
+    timeout 240 node --test --test-concurrency=1 --test-reporter=spec tests/browser/ui.test.mjs \
+    tests/browser/socketio.test.mjs || rc=$?
   kill -INT "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   if [[ $rc != 0 ]]; then

@@ -425,15 +425,32 @@ fn resume_round_trip(auth: Option<&serde_json::value::RawValue>) {
 /// every Socket.IO packet decoded from a `message` re-encodes to a packet that decodes the same;
 /// a binary packet's placeholders are resolved against attachments cut from the input, and the
 /// result converts back to placeholders and again to the same JSON; a CONNECT's recovery
-/// `{pid, offset}` and a recovery reply are read without panicking.
+/// `{pid, offset}` and a recovery reply are read without panicking. Long-polling: the input as
+/// a query string and a session id parses without panicking; a POST body splits into the same
+/// packets as it decodes into, and those packets, queued as the WebSocket frames a session
+/// holds, make the same GET body as the payload encoder.
 pub fn socketio(data: &[u8]) {
     use crate::proto::engineio as eio;
+    use crate::proto::engineio_poll as poll;
     use crate::proto::socketio as sio;
     use crate::proto::socketio_binary as bin;
     let _ = eio::decode_text(data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = eio::parse_query(text);
+        if let Some((client, secret)) = poll::split_sid(text) {
+            assert_eq!(
+                poll::split_sid(&poll::make_sid(client, secret)),
+                Some((client, secret))
+            );
+        }
+    }
+    let split = poll::split_payload(data, FRAME_MAX);
     let Ok(packets) = eio::decode_payload(data, FRAME_MAX) else {
+        assert!(split.is_err(), "split and decoded alike");
         return;
     };
+    let split = split.expect("split and decoded alike");
+    assert_eq!(split.len(), packets.len());
     assert!(packets.len() <= eio::MAX_PAYLOAD_PACKETS);
     let mut body = Vec::new();
     for p in &packets {
@@ -443,6 +460,12 @@ pub fn socketio(data: &[u8]) {
         eio::decode_payload(&body, usize::MAX).ok(),
         Some(packets.clone())
     );
+    let mut queued = Vec::new();
+    for part in &split {
+        let frame = crate::proto::envelope::raw_frame(part.opcode(), part.bytes());
+        assert!(!poll::push_frame(&frame, &mut queued) || part.bytes() == b"1");
+    }
+    assert_eq!(queued, body, "a GET body as the payload encoder makes it");
     for p in &packets {
         let eio::Data::Text(text) = p.data else {
             continue;

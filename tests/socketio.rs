@@ -1,8 +1,11 @@
-//! Socket.IO (Engine.IO v4 over WebSocket) on both shells, spoken by hand with tokio-tungstenite:
-//! the handshake, namespaces, auth, events routed to handlers, acks, rooms, binary attachments,
-//! heartbeats and protocol errors. `tests/socketio/` runs the real `socket.io-client`.
+//! Socket.IO on both shells, spoken by hand: Engine.IO v4 over WebSocket with tokio-tungstenite
+//! (the handshake, namespaces, auth, events routed to handlers, acks, rooms, binary attachments,
+//! heartbeats and protocol errors) and over long-polling with raw HTTP (`socketio/polling.rs`).
+//! `tests/socketio/` runs the real `socket.io-client`.
 
 mod common;
+#[path = "socketio/polling.rs"]
+mod polling;
 
 use std::time::Duration;
 
@@ -234,10 +237,10 @@ async fn malformed_packets_close_with_1002(io: IoMode) {
     let mut ok = client(&h).await;
     put(&mut ok, r#"421["join","x"]"#).await;
     assert_eq!(next_text(&mut ok).await, "431[]");
-    // Polling is not served: Engine.IO's error body.
+    // A transport that does not exist: Engine.IO's error body.
     let (status, body) = http_exchange(
         h.local_addr(),
-        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET /socket.io/?EIO=4&transport=flashsocket HTTP/1.1\r\nHost: x\r\n\r\n",
     );
     assert_eq!(status, 400);
     assert!(

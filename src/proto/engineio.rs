@@ -286,7 +286,7 @@ pub fn parse_query(query: &str) -> Result<Query<'_>, RequestError> {
     let sid = sid.filter(|s| !s.is_empty());
     if let Some(s) = sid {
         // Session ids are the server's own ASCII tokens: anything else names no session.
-        let token = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+        let token = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~');
         if s.len() > 64 || !s.bytes().all(token) {
             return Err(RequestError::UnknownSid);
         }

@@ -6,6 +6,7 @@
 pub(crate) mod deflate;
 pub mod delta;
 pub mod engineio;
+pub mod engineio_poll;
 pub mod envelope;
 pub mod error;
 pub(crate) mod frame;

@@ -242,7 +242,11 @@ impl ShardState {
                     let Phase::Body(pending) = std::mem::replace(&mut c.phase, Phase::Api) else {
                         unreachable!("matched above")
                     };
-                    self.submit_api(id, pending.0, body);
+                    if self.is_sio_path(&pending.0.path) {
+                        self.poll_post(id, pending.0, body);
+                    } else {
+                        self.submit_api(id, pending.0, body);
+                    }
                 }
                 // Pipelined requests wait (in `inbuf`) for the answer to the one in flight:
                 // one request per connection at the API thread keeps the answers in order.

@@ -22,6 +22,9 @@ pub(crate) enum ConnKind {
     Echo,
     /// Engine.IO v4 / Socket.IO v5 (`/socket.io/`): translated to envelopes at the edges.
     SocketIo,
+    /// A WebSocket carrying a long-polling Socket.IO session after its upgrade (the session,
+    /// perhaps on another shard, is the connection: `shard::sio_poll`).
+    SioCarrier,
 }
 
 /// Where a connection is in its life.
@@ -136,6 +139,9 @@ pub(super) mod flag {
     /// That Socket.IO connection has connected a namespace (else it is closed after the
     /// handshake timeout).
     pub const SIO_NSP: u32 = 1 << 20;
+    /// A Socket.IO long-polling session: no socket, its frames leave by a parked GET or the
+    /// WebSocket it was upgraded to (`shard::sio_poll`).
+    pub const POLL: u32 = 1 << 21;
     /// A Socket.IO connection's home namespace (index in the configured list, 7 bits): the
     /// namespace its publications are emitted on.
     /// That Socket.IO connection has a room in a namespace other than its home one

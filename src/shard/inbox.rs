@@ -198,6 +198,8 @@ pub(crate) enum ShardMsg {
     Api(ApiOp, tokio::sync::oneshot::Sender<ApiReply>),
     /// The response to an HTTP request of this connection, served by the API thread.
     HttpResponse(ConnId, Bytes),
+    /// Socket.IO long-polling: a request for a session this shard owns, or its answer.
+    Poll(Box<PollMsg>),
     /// A socket (or a reservation for one) from an embedding server (the `axum` feature).
     #[cfg(feature = "axum")]
     Adopt(Box<crate::shard::Adoption>),
@@ -275,5 +277,63 @@ impl Inbox {
     pub(crate) fn arm(&self) -> bool {
         self.scheduled.store(false, Ordering::SeqCst);
         self.queue.is_empty()
+    }
+}
+
+/// A GET or POST of a session, passed to the shard that owns it.
+#[derive(Debug)]
+pub(crate) struct PollRequest {
+    pub(crate) sid: ConnId,
+    pub(crate) secret: u64,
+    pub(crate) from: ConnId,
+    /// The request's allowed `Origin`, echoed in the answer.
+    pub(crate) origin: Option<Box<str>>,
+    /// The `Connection` header line of the answer (`KeepAlive::header`).
+    pub(crate) keep: &'static str,
+    /// The POST body; `None` for a GET.
+    pub(crate) body: Option<Bytes>,
+}
+
+/// Socket.IO long-polling work between shards (`shard::sio_poll`): a session's requests go to
+/// the shard that owns it, answers and output back to the connections that carry them.
+#[derive(Debug)]
+pub(crate) enum PollMsg {
+    /// To the owner: a GET or POST of one of its sessions.
+    Request(PollRequest),
+    /// To the owner: a WebSocket on `from` asks to carry session `sid` (the upgrade).
+    Attach {
+        sid: ConnId,
+        secret: u64,
+        from: ConnId,
+    },
+    /// To the owner: a message the WebSocket `from` received for session `sid`.
+    Frame {
+        sid: ConnId,
+        from: ConnId,
+        op: u8,
+        data: Bytes,
+    },
+    /// To the owner: the connection `from` serving session `sid` is gone.
+    Gone { sid: ConnId, from: ConnId },
+    /// To the request's shard: the HTTP answer to the request on `to`.
+    Answer { to: ConnId, bytes: Bytes },
+    /// To the WebSocket's shard: frames for it, then a close frame when the session ended.
+    Out {
+        to: ConnId,
+        frames: Vec<Bytes>,
+        close: Option<Bytes>,
+    },
+}
+
+impl PollMsg {
+    /// The shard the message is for.
+    pub(crate) fn shard(&self) -> usize {
+        match self {
+            PollMsg::Request(r) => r.sid.shard(),
+            PollMsg::Attach { sid, .. }
+            | PollMsg::Frame { sid, .. }
+            | PollMsg::Gone { sid, .. } => sid.shard(),
+            PollMsg::Answer { to, .. } | PollMsg::Out { to, .. } => to.shard(),
+        }
     }
 }

@@ -419,5 +419,6 @@ impl ShardState {
         self.cancel_sync(id);
         self.deltas.retain(|_, t| t.forget(id));
         self.forget_proxied(id);
+        self.poll_forget(id);
     }
 }

@@ -47,6 +47,7 @@ mod request;
 mod route;
 pub(crate) mod shared;
 mod sio;
+mod sio_poll;
 pub(crate) mod sio_recover;
 mod sio_rooms;
 mod state;
@@ -143,6 +144,8 @@ pub(crate) struct ShardState {
     meta: HashMap<ConnId, Arc<str>>,
     /// Socket.IO connections' namespaces and pending binary packets.
     sio: HashMap<ConnId, sio::SioConn>,
+    /// Socket.IO long-polling sessions this shard owns, and links to sessions of others.
+    polls: sio_poll::Polls,
     /// Per topic with history, the last position delivered here (Socket.IO recovery).
     sio_seen: sio_recover::Seen,
     /// The Socket.IO connection and namespace whose event is being handled (its joins and
@@ -203,6 +206,7 @@ impl ShardState {
             syncs: HashMap::new(),
             meta: HashMap::new(),
             sio: HashMap::new(),
+            polls: Default::default(),
             sio_seen: Default::default(),
             sio_ctx: None,
             deltas: HashMap::new(),
@@ -255,6 +259,10 @@ impl ShardState {
 
     /// Takes the connections to flush, for the end of the loop iteration.
     pub(crate) fn take_dirty(&mut self, into: &mut Vec<u32>) {
+        if self.polls.has_sessions() {
+            // Sessions have no socket: their output goes to their carriers first.
+            self.flush_polls();
+        }
         std::mem::swap(&mut self.dirty, into);
     }
 
@@ -336,6 +344,7 @@ impl ShardState {
                 let _ = reply.send(self.api(op));
             }
             ShardMsg::HttpResponse(id, bytes) => self.http_response(id, bytes),
+            ShardMsg::Poll(m) => self.poll_msg(*m),
             #[cfg(feature = "axum")]
             ShardMsg::Adopt(a) => self.adopt(*a),
             ShardMsg::Shutdown => {
@@ -401,11 +410,17 @@ impl ShardState {
         let mut pings = Vec::new();
         let mut sio_pings = Vec::new();
         let mut late_sio = Vec::new();
+        let mut ended_polls = Vec::new();
         for (_, c) in self.conns.iter_mut() {
             if let Some(since) = c.closing {
                 if !c.has(flag::FORCED) && now.since(since) >= close_to {
                     c.set(flag::FORCED);
-                    self.io.push(IoReq::Cut(c.id));
+                    if c.fd < 0 && c.has(flag::POLL) {
+                        // A polling session no poll came for: it ends without a socket.
+                        ended_polls.push(c.id);
+                    } else {
+                        self.io.push(IoReq::Cut(c.id));
+                    }
                 }
                 continue;
             }
@@ -464,6 +479,9 @@ impl ShardState {
         }
         for id in sio_pings {
             self.enqueue(id, crate::proto::socketio_map::engine_frame(b"2"));
+        }
+        for id in ended_polls {
+            self.poll_end(id);
         }
         for id in late_sio {
             tracing::debug!(conn = %id, "Socket.IO: no namespace connected in time");

@@ -79,9 +79,14 @@ impl ShardState {
         let cfg = &hub.config;
         match eio::parse_query(head.query.as_deref().unwrap_or("")) {
             Ok(q) if q.transport == eio::Transport::Websocket && q.sid.is_none() => {}
-            // Long-polling (and so the upgrade of a polling session) is not served yet: clients
-            // must use `transports: ["websocket"]`.
-            Ok(_) => return self.sio_refuse(id, head, RequestError::UnknownTransport),
+            // Long-polling, and the upgrade of a polling session: `sio_poll`.
+            Ok(q) if q.transport == eio::Transport::Polling => {
+                return self.route_poll(id, head, q.sid)
+            }
+            Ok(q) => {
+                let sid = q.sid.unwrap_or_default();
+                return self.route_sio_upgrade(id, head, sid);
+            }
             Err(e) => return self.sio_refuse(id, head, e),
         }
         if !head.method.eq_ignore_ascii_case("GET") {
@@ -120,7 +125,7 @@ impl ShardState {
 
     /// Answers a refused Engine.IO request with its status and `{"code","message"}` body,
     /// readable by a page of an allowed origin (CORS with credentials: the origin echoed).
-    fn sio_refuse(
+    pub(super) fn sio_refuse(
         &mut self,
         id: ConnId,
         head: &RequestHead,

@@ -6,6 +6,7 @@ use super::shared::HubShared;
 use super::*;
 
 pub(in crate::shard) mod holds;
+mod polling;
 mod proxy;
 mod takeover;
 

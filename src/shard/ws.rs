@@ -144,6 +144,7 @@ impl ShardState {
                 self.enqueue(id, frame)
             }
             (ConnKind::SocketIo, op) => self.sio_input(id, op, msg),
+            (ConnKind::SioCarrier, op) => self.carrier_input(id, op, msg),
             (ConnKind::PubSub, OP_TEXT) => self.dispatch(id, msg),
             (ConnKind::PubSub, OP_BINARY) if self.conn_mut(id).is_some_and(|c| c.msgpack()) => {
                 self.dispatch_msgpack(id, msg)

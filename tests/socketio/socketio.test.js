@@ -342,3 +342,71 @@ for (const ioMode of ['uring', 'epoll']) {
     })
   })
 }
+
+// The client's default transports (long-polling first, then the upgrade to WebSocket) and
+// long-polling alone: the same Socket.IO layer behind both (docs/PROTOCOL.md, "Engine.IO
+// long-polling and the upgrade").
+for (const ioMode of ['uring', 'epoll']) {
+  describe(`socket.io-client over long-polling on --io ${ioMode}`, () => {
+    let srv
+    const sockets = []
+    const client = async (token, transports) => {
+      const s = await connected(srv.url, token, { transports })
+      sockets.push(s)
+      return s
+    }
+    before(async () => {
+      srv = await startServer(ioMode)
+    })
+    after(async () => {
+      sockets.forEach((s) => s.disconnect())
+      await srv.stop()
+    })
+
+    test('default transports: polling, then the upgrade; nothing lost across it', async () => {
+      const s = io(srv.url, { ...seedOptions(jwt('uma')), transports: undefined, forceNew: true })
+      sockets.push(s)
+      const opened = once(s.io, 'open').then(() => s.io.engine.transport.name)
+      const upgraded = once(s.io, 'open').then(() => once(s.io.engine, 'upgrade'))
+      await once(s, 'connect')
+      assert.equal(await opened, 'polling', 'the session opens over polling')
+      // Emits while the upgrade may be under way: every ack comes, in order.
+      const acks = await Promise.all([1, 2, 3].map((n) => s.emitWithAck('chat:join', { conversationId: n })))
+      assert.deepEqual(acks, [1, 2, 3].map((n) => ({ room: `chat:${n}` })))
+      const [transport] = await upgraded
+      assert.equal(transport.name, 'websocket')
+      assert.equal(s.io.engine.transport.name, 'websocket')
+      assert.deepEqual(await s.emitWithAck('chat:join', { conversationId: 4 }), { room: 'chat:4' })
+    })
+
+    test('polling only: emit with ack, rooms with a WebSocket peer, send to the user', async () => {
+      const p = await client(jwt('pia'), ['polling'])
+      const w = await client(jwt('wes'), ['websocket'])
+      assert.equal(p.io.engine.transport.name, 'polling')
+      assert.deepEqual(await p.emitWithAck('chat:join', { conversationId: 9 }), { room: 'chat:9' })
+      await w.emitWithAck('chat:join', { conversationId: 9 })
+      const atP = once(p, 'chat:message')
+      assert.deepEqual(await w.emitWithAck('chat:message', { conversationId: 9, text: 'hi' }), { ok: true })
+      assert.deepEqual((await atP)[0], { room: 'chat:9', from: 'wes', text: 'hi' })
+      const atW = once(w, 'chat:message')
+      await p.emitWithAck('chat:message', { conversationId: 9, text: 'yo' })
+      assert.deepEqual((await atW)[0], { room: 'chat:9', from: 'pia', text: 'yo' })
+      const dm = once(p, 'dm')
+      const r = await srv.api('/api/v1/send', { users: ['pia'], event: 'dm', data: 1 })
+      assert.equal(r.delivered, 1)
+      assert.equal((await dm)[0], 1)
+    })
+
+    test('polling only: binary attachments both ways', async () => {
+      const a = await client(jwt('ivy'), ['polling'])
+      const b = await client(jwt('jon'), ['polling'])
+      await b.emitWithAck('join', 'pfiles')
+      const file = once(b, 'file')
+      const body = Buffer.from([0, 1, 2, 250, 255])
+      await a.emitWithAck('publish', { topic: 'pfiles', event: 'file', data: { name: 'y.bin', body } })
+      const [got] = await file
+      assert.equal(got.name, 'y.bin')
+      assert.deepEqual(Buffer.from(got.body), body)
+    })
+  })
+}

@@ -1,0 +1,221 @@
+//! A polling session's HTTP requests as they arrive on any shard: the handshake (a session
+//! owned here), the CORS preflight, and GETs and POSTs passed to the owner (`PollMsg::Request`;
+//! the connection waits in `Phase::Api` for the answer).
+
+use bytes::Bytes;
+
+use super::super::shared::KeepAlive;
+use super::super::{flag, ConnEntry, ConnKind, Phase, ShardState};
+use super::{poll, random_secret, PollMsg, PollRequest, PollSession, Stage};
+use crate::proto::engineio::{self as eio, RequestError};
+use crate::proto::handshake::{self as http, HttpError, RequestHead};
+use crate::ConnId;
+
+impl ShardState {
+    /// `/socket.io/?EIO=4&transport=polling[&sid=..]` on this shard's connection `id`.
+    pub(in crate::shard) fn route_poll(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        sid: Option<&str>,
+    ) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let cfg = &hub.config;
+        let origin = head.header("Origin");
+        if !cfg.guard.origins.allows(origin) {
+            return self.sio_refuse(id, head, RequestError::Forbidden);
+        }
+        let method = head.method.to_ascii_uppercase();
+        if method == "OPTIONS" {
+            let extra =
+                poll::preflight_headers(origin, head.header("Access-Control-Request-Headers"));
+            self.poll_here(id, head, 200, "text/plain", &extra, b"");
+            return Ok(());
+        }
+        let Some(sid) = sid else {
+            if method != "GET" {
+                return self.sio_refuse(id, head, RequestError::BadHandshakeMethod);
+            }
+            return self.poll_open(id, head);
+        };
+        let Some((sid, secret)) = self.parse_sid(sid) else {
+            return self.sio_refuse(id, head, RequestError::UnknownSid);
+        };
+        match method.as_str() {
+            "GET" => {
+                self.decide_keep_alive(id, head);
+                let Some(c) = self.conn_mut(id) else {
+                    return Ok(());
+                };
+                c.phase = Phase::Api;
+                self.polls.links.insert(id, sid);
+                let keep = self.keep_of(id);
+                self.poll_send(PollMsg::Request(PollRequest {
+                    sid,
+                    secret,
+                    from: id,
+                    origin: origin.map(Into::into),
+                    keep,
+                    body: None,
+                }));
+            }
+            "POST" => {
+                // Over `maxPayload`: refused before the body is read.
+                let need = super::super::request::body_len(head, cfg.max_message_size)?;
+                self.decide_keep_alive(id, head);
+                let Some(c) = self.conn_mut(id) else {
+                    return Ok(());
+                };
+                if need == 0 {
+                    c.phase = Phase::Api;
+                    self.poll_post(id, head.clone(), Bytes::new());
+                } else {
+                    c.phase = Phase::Body(Box::new((head.clone(), need)));
+                }
+            }
+            _ => return self.sio_refuse(id, head, RequestError::BadRequest),
+        }
+        Ok(())
+    }
+
+    /// The body of a POST has arrived (the connection is in [`Phase::Api`]): to the owner.
+    pub(in crate::shard) fn poll_post(&mut self, id: ConnId, head: RequestHead, body: Bytes) {
+        let sid = eio::parse_query(head.query.as_deref().unwrap_or(""))
+            .ok()
+            .and_then(|q| q.sid)
+            .and_then(|s| self.parse_sid(s));
+        let keep = self.keep_of(id);
+        let origin = head.header("Origin").map(Into::into);
+        let Some((sid, secret)) = sid else {
+            return self.poll_error(id, origin.as_deref(), keep, RequestError::UnknownSid);
+        };
+        self.poll_send(PollMsg::Request(PollRequest {
+            sid,
+            secret,
+            from: id,
+            origin,
+            keep,
+            body: Some(body),
+        }));
+    }
+
+    /// A session id of this node: the owner's connection id and the secret.
+    pub(super) fn parse_sid(&self, sid: &str) -> Option<(ConnId, u64)> {
+        let (client, secret) = poll::split_sid(sid)?;
+        Some((self.hub.parse_client(client)?, secret))
+    }
+
+    /// How the connection `id` continues after the answer to its request in flight: the
+    /// answer's `Connection` header line.
+    pub(super) fn keep_of(&mut self, id: ConnId) -> &'static str {
+        let keep = match self
+            .conn_mut(id)
+            .map(|c| (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10)))
+        {
+            Some((true, true)) => KeepAlive::Http10,
+            Some((true, false)) => KeepAlive::Http11,
+            _ => KeepAlive::Close,
+        };
+        keep.header()
+    }
+
+    /// Answers the request on `id` here and now (its head was just read).
+    fn poll_here(
+        &mut self,
+        id: ConnId,
+        head: &RequestHead,
+        status: u16,
+        ctype: &str,
+        extra: &str,
+        body: &[u8],
+    ) {
+        self.decide_keep_alive(id, head);
+        let keep = self.keep_of(id);
+        let Some(c) = self.conn_mut(id) else { return };
+        c.phase = Phase::Api;
+        let bytes = http::response_bytes(status, ctype, extra, keep, body);
+        self.http_response(id, Bytes::from(bytes));
+    }
+
+    /// The handshake over polling: a session owned by this shard, answered with OPEN.
+    fn poll_open(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
+        let hub = self.hub.clone();
+        let cfg = &hub.config;
+        let Some(remote) = self.conn(id).map(|c| c.remote) else {
+            return Ok(());
+        };
+        let sid = self.insert_session(remote);
+        if let Err(e) = self.take_permit(sid) {
+            self.conns.remove(sid.slot() as usize);
+            return Err(e);
+        }
+        self.upgrade(
+            sid,
+            Phase::Ws(ConnKind::SocketIo),
+            cfg.guard.admit_anonymous(),
+        );
+        if let Some(c) = self.conn_mut(sid) {
+            c.set(flag::SIO | flag::POLL);
+        }
+        self.sio.insert(sid, Default::default());
+        let secret = random_secret();
+        self.polls.sessions.insert(
+            sid,
+            PollSession {
+                secret,
+                get: None,
+                ws: None,
+                stage: Stage::Polling,
+            },
+        );
+        let ping = cfg.ping_interval.as_millis() as u64;
+        let mut open = Vec::with_capacity(200);
+        eio::Open {
+            sid: &poll::make_sid(&hub.client_id(sid), secret),
+            upgrade_to_websocket: true,
+            ping_interval_ms: ping,
+            ping_timeout_ms: (cfg.idle_timeout.as_millis() as u64).saturating_sub(ping),
+            max_payload: cfg.max_message_size,
+        }
+        .encode(&mut open);
+        let extra = poll::cors_headers(head.header("Origin"));
+        self.poll_here(id, head, 200, poll::TEXT, &extra, &open);
+        tracing::debug!(conn = %sid, "Socket.IO polling session opened");
+        Ok(())
+    }
+
+    /// A slab entry with no socket for a polling session from `remote`.
+    fn insert_session(&mut self, remote: std::net::SocketAddr) -> ConnId {
+        self.generation = self.generation.wrapping_add(1);
+        let slot = self.conns.vacant_key() as u32;
+        let id = ConnId::new(self.index, slot, self.generation);
+        let now = self.stamp;
+        self.conns.insert(ConnEntry {
+            id,
+            fd: -1,
+            remote,
+            phase: Phase::Head,
+            user: None,
+            perms: self.hub.config.guard.permissions.clone(),
+            limiter: None,
+            tls: None,
+            out: Default::default(),
+            queued: 0,
+            head_sent: 0,
+            in_flight: 0,
+            wbuf: Vec::new(),
+            wsent: 0,
+            inbuf: Vec::new(),
+            asm: None,
+            closing: None,
+            last_seen: now,
+            accepted: now,
+            subs: Vec::new(),
+            stamp: 0,
+            hold: 0,
+            ops: 0,
+            flags: 0,
+        });
+        id
+    }
+}

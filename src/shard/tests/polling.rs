@@ -1,0 +1,123 @@
+//! Socket.IO long-polling sessions in the shard: the session entry with no socket, its output
+//! answered to a parked GET, and what an idle session costs against a WebSocket connection.
+
+use super::*;
+
+const SIO_UPGRADE: &[u8] = b"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+fn sio_shard() -> ShardState {
+    let mut hub = HubShared::for_bench(1);
+    hub.config.socketio_namespaces = vec!["/".into()];
+    ShardState::new(0, Arc::new(hub))
+}
+
+/// Sends `req` on a new connection (closed after its answer); returns its slot.
+fn send(st: &mut ShardState, req: &str) -> u32 {
+    let slot = st.accept(-1, ([127, 0, 0, 1], 2).into());
+    st.on_input(slot, &mut req.as_bytes().to_vec());
+    slot
+}
+
+/// The body of the answer written on `slot`, once the sessions' output has moved; the
+/// connection is then released.
+fn answer(st: &mut ShardState, slot: u32) -> String {
+    st.take_dirty(&mut Vec::new());
+    let out = written(st, slot);
+    st.on_eof(slot);
+    let text = String::from_utf8(out).expect("UTF-8");
+    let (_, body) = text.split_once("\r\n\r\n").expect("a whole answer");
+    body.to_string()
+}
+
+fn get(sid: &str) -> String {
+    format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+}
+
+fn post(sid: &str, body: &str) -> String {
+    format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A session with the default namespace connected; its id.
+fn session(st: &mut ShardState) -> String {
+    let slot = send(
+        st,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let open = answer(st, slot);
+    let v: serde_json::Value = serde_json::from_str(&open[1..]).expect("OPEN");
+    let sid = v["sid"].as_str().expect("sid").to_string();
+    let slot = send(st, &post(&sid, "40"));
+    assert_eq!(answer(st, slot), "ok");
+    let slot = send(st, &get(&sid));
+    assert!(answer(st, slot).starts_with("40{\"sid\":"));
+    sid
+}
+
+#[test]
+fn a_parked_get_gets_the_output_of_later_posts() {
+    let mut st = sio_shard();
+    let sid = session(&mut st);
+    let parked = send(&mut st, &get(&sid));
+    st.take_dirty(&mut Vec::new());
+    assert!(written(&mut st, parked).is_empty(), "nothing yet: parked");
+    let slot = send(
+        &mut st,
+        &post(&sid, "421[\"join\",\"r\"]\u{1e}422[\"leave\",\"r\"]"),
+    );
+    assert_eq!(answer(&mut st, slot), "ok");
+    assert_eq!(answer(&mut st, parked), "431[]\u{1e}432[]");
+    // A second GET while one is parked ends the session: 400 to it, the close to the first.
+    let first = send(&mut st, &get(&sid));
+    let second = send(&mut st, &get(&sid));
+    assert_eq!(
+        answer(&mut st, second),
+        r#"{"code":3,"message":"Bad request"}"#
+    );
+    assert_eq!(answer(&mut st, first), "1");
+    let slot = send(&mut st, &get(&sid));
+    assert_eq!(
+        answer(&mut st, slot),
+        r#"{"code":1,"message":"Session ID unknown"}"#
+    );
+    assert_eq!(st.len(), 0, "the session's entry is released");
+}
+
+#[test]
+fn an_idle_polling_session_costs_about_what_a_websocket_connection_does() {
+    assert!(
+        ShardState::poll_session_size() <= 80,
+        "{} bytes of session state beside the entry",
+        ShardState::poll_session_size()
+    );
+    let mut st = sio_shard();
+    // Warm what the shard keeps once (maps, the first entries).
+    for _ in 0..4 {
+        session(&mut st);
+        let s = upgraded_with(&mut st, SIO_UPGRADE);
+        st.on_input(s, &mut frame(1, b"40"));
+        written(&mut st, s);
+    }
+    let before = heap::live();
+    for _ in 0..100 {
+        let s = upgraded_with(&mut st, SIO_UPGRADE);
+        st.on_input(s, &mut frame(1, b"40"));
+        written(&mut st, s);
+    }
+    let ws = (heap::live() - before) as f64 / 100.0;
+    let before = heap::live();
+    for _ in 0..100 {
+        session(&mut st);
+    }
+    let polling = (heap::live() - before) as f64 / 100.0;
+    // Beside the same entry and Socket.IO state, a session holds its entry in the shard's
+    // session map (80 bytes and the map's spare room); a WebSocket connection holds a socket
+    // instead (the kernel's socket and TCP state: kilobytes). A session's HTTP connections
+    // are gone between polls.
+    assert!(
+        polling <= ws + 256.0,
+        "heap bytes per idle polling session {polling} vs WebSocket connection {ws}"
+    );
+}
