@@ -4,7 +4,9 @@
 //! keep-alive HTTP/1.1 client. Shards hand it calls through an unbounded channel (a send, never a
 //! wait); each endpoint has a semaphore of `max_concurrency` slots, and a call's timeout covers
 //! the wait for a slot, the request and the body. Answers go back to the connection's shard
-//! through its inbox. The thread ends when the hub is dropped (its sender with it).
+//! through its inbox. [`ServerHandle::join`](crate::ServerHandle::join) stops and joins the
+//! thread once the shards are gone: calls still out are cancelled then (nobody waits for their
+//! answers any more). Without a join it ends when the hub is dropped (its sender with it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -37,38 +39,72 @@ const HOP_HEADERS: [&str; 6] = [
     "upgrade",
 ];
 
+/// What the proxy thread is sent.
+pub(crate) enum ToProxy {
+    /// A call from a shard.
+    Call(ProxyCall),
+    /// The server stops (sent once the shards are gone).
+    Stop,
+}
+
 /// The shards' handle: queues calls to the proxy thread.
 pub(crate) struct HttpProxy {
-    tx: UnboundedSender<ProxyCall>,
+    tx: UnboundedSender<ToProxy>,
 }
 
 impl ProxyClient for HttpProxy {
     fn call(&self, call: ProxyCall) {
-        if self.tx.send(call).is_err() {
+        if self.tx.send(ToProxy::Call(call)).is_err() {
             tracing::warn!("proxy thread is gone: call dropped");
         }
     }
 }
 
-/// The client for the shards and the receiving end for [`spawn`].
-pub(crate) fn channel() -> (Arc<dyn ProxyClient>, UnboundedReceiver<ProxyCall>) {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    (Arc::new(HttpProxy { tx }), rx)
+/// The proxy thread's channel: the client for the shards, and the ends for [`spawn`].
+pub(crate) struct Channel {
+    /// What the shards call.
+    pub(crate) client: Arc<dyn ProxyClient>,
+    tx: UnboundedSender<ToProxy>,
+    rx: UnboundedReceiver<ToProxy>,
 }
 
-/// Starts the proxy thread.
-pub(crate) fn spawn(
-    hub: Weak<HubShared>,
-    rx: UnboundedReceiver<ProxyCall>,
-) -> Result<(), ServerError> {
-    std::thread::Builder::new()
+/// A new channel to a proxy thread not started yet.
+pub(crate) fn channel() -> Channel {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    Channel {
+        client: Arc::new(HttpProxy { tx: tx.clone() }),
+        tx,
+        rx,
+    }
+}
+
+/// The running proxy thread: [`ProxyThread::stop`] ends and joins it. Dropped without a stop,
+/// the thread runs on until the hub (and the shards' sender) is gone.
+pub(crate) struct ProxyThread {
+    thread: std::thread::JoinHandle<()>,
+    tx: UnboundedSender<ToProxy>,
+}
+
+impl ProxyThread {
+    /// Stops taking calls, cancels those still out (their connections are gone: the shards
+    /// stopped first) and joins the thread.
+    pub(crate) fn stop(self) {
+        let _ = self.tx.send(ToProxy::Stop);
+        let _ = self.thread.join();
+    }
+}
+
+/// Starts the proxy thread on `channel`'s receiving end.
+pub(crate) fn spawn(hub: Weak<HubShared>, channel: Channel) -> Result<ProxyThread, ServerError> {
+    let Channel { tx, rx, .. } = channel;
+    let thread = std::thread::Builder::new()
         .name("ringhub-proxy".into())
         .spawn(move || run(hub, rx))
-        .map(drop)
-        .map_err(ServerError::Thread)
+        .map_err(ServerError::Thread)?;
+    Ok(ProxyThread { thread, tx })
 }
 
-fn run(hub: Weak<HubShared>, mut rx: UnboundedReceiver<ProxyCall>) {
+fn run(hub: Weak<HubShared>, mut rx: UnboundedReceiver<ToProxy>) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,7 +119,7 @@ fn run(hub: Weak<HubShared>, mut rx: UnboundedReceiver<ProxyCall>) {
             .build_http();
         let mut endpoints: HashMap<String, (Result<Uri, String>, Arc<Semaphore>)> =
             HashMap::new();
-        while let Some(call) = rx.recv().await {
+        while let Some(ToProxy::Call(call)) = rx.recv().await {
             let (uri, slots) = endpoints
                 .entry(call.endpoint.url.clone())
                 .or_insert_with(|| {
@@ -115,6 +151,9 @@ fn run(hub: Weak<HubShared>, mut rx: UnboundedReceiver<ProxyCall>) {
             });
         }
     });
+    // Dropping the set cancels the calls still out: their answers would find no connection.
+    drop(local);
+    tracing::debug!("proxy thread stopped");
 }
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;

@@ -47,6 +47,8 @@ mod request;
 mod route;
 pub(crate) mod shared;
 mod sio;
+mod sio_proxy;
+mod sse_proxy;
 mod state;
 mod sync;
 pub(crate) mod webhook;
