@@ -67,7 +67,16 @@ pub(super) enum Via {
     /// An SSE stream.
     Sse,
     /// A Socket.IO connection's first CONNECT: what the token admitted, kept until the answer.
-    Sio(Box<super::sio_proxy::SioConnect>),
+    Sio(Box<SioConnect>),
+}
+
+/// A first Socket.IO CONNECT waiting for the connect proxy (`sio_proxy`): what the token
+/// admitted, committed (with the backend's user) once the backend accepts.
+pub(super) struct SioConnect {
+    /// The namespace's index.
+    pub(super) nsp: usize,
+    /// The token's (and `on_connect`'s) decision.
+    pub(super) admitted: crate::policy::guard::Admitted,
 }
 
 /// What a connection waits for.

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::proxied::{outcome, Outcome};
-use super::proxy::{Held, ProxyFailure, Step, Via};
+use super::proxy::{Held, ProxyFailure, SioConnect, Step, Via};
 use super::ShardState;
 use crate::config::proxy::{ProxyEndpoint, ProxyKind};
 use crate::policy::guard::Admitted;
@@ -23,13 +23,6 @@ use crate::proto::proxy::{ConnectRequest, ConnectResult};
 use crate::proto::socketio as sio;
 use crate::proto::socketio_map as map;
 use crate::ConnId;
-
-/// A first CONNECT waiting for the connect proxy: what the token admitted, committed (with the
-/// backend's user) once the backend accepts.
-pub(crate) struct SioConnect {
-    nsp: usize,
-    admitted: Admitted,
-}
 
 /// The argument of `emit('rpc', {method, data}, ack)`.
 #[derive(Deserialize)]
