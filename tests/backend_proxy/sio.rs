@@ -95,8 +95,11 @@ async fn sio_connect_proxy(io: IoMode) {
     );
     // A later CONNECT is asked again; the RPC sent right behind it waits for the answer (it
     // would be dropped on a namespace not connected yet) and is answered after it, in order.
-    put(&mut ws, r#"40{"token":"tok-bob"}"#).await;
-    put(&mut ws, r#"421["rpc",{"method":"projects.mine"}]"#).await;
+    // Both in one write: the server reads the RPC while the CONNECT's call is out.
+    for p in [r#"40{"token":"tok-bob"}"#, r#"421["rpc",{"method":"projects.mine"}]"#] {
+        ws.feed(WsMsg::Text(p.into())).await.expect("feed");
+    }
+    ws.flush().await.expect("flush");
     assert!(next_text(&mut ws).await.starts_with("40{\"sid\":"));
     assert_eq!(body(&next_text(&mut ws).await, "42")[1]["user"], "bob");
     assert_eq!(next_text(&mut ws).await, "431[[1,2]]");
