@@ -96,7 +96,10 @@ async fn sio_connect_proxy(io: IoMode) {
     // A later CONNECT is asked again; the RPC sent right behind it waits for the answer (it
     // would be dropped on a namespace not connected yet) and is answered after it, in order.
     // Both in one write: the server reads the RPC while the CONNECT's call is out.
-    for p in [r#"40{"token":"tok-bob"}"#, r#"421["rpc",{"method":"projects.mine"}]"#] {
+    for p in [
+        r#"40{"token":"tok-bob"}"#,
+        r#"421["rpc",{"method":"projects.mine"}]"#,
+    ] {
         ws.feed(WsMsg::Text(p.into())).await.expect("feed");
     }
     ws.flush().await.expect("flush");
