@@ -10,11 +10,13 @@
 # Prints handshakes/s, p50 and p99 (µs), with a proxy the mean proxy call (µs, from the
 # server's ringhub_proxy_duration_seconds: one backend round trip as the server saw it), and
 # the server's CPU time per connection (µs, user + system from /proc over the storm; the proxy
-# thread's HTTP client included) and of its shard thread alone.
+# thread's HTTP client included), of its shard thread alone, and of the proxy thread alone
+# (`ringhub-proxy`, from /proc/.../schedstat in ns: per call).
 # Builds nothing: uses target/release/ringhub and ringhub-loadtest.
 #
 #   scripts/proxy-bench.sh                    # 20,000 connections, 64 in flight, 3 runs
 #   RUNS=5 COUNT=20000 CONC=64 IO=epoll scripts/proxy-bench.sh
+#   SERVER=/path/to/other/ringhub MODES="connect-none connect-proxy" scripts/proxy-bench.sh
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -51,7 +53,16 @@ shard_ticks() {
   echo "$t"
 }
 
-one() { # MODE -> "handshakes_per_s p50_us p99_us proxy_mean_us cpu_us_per_conn shard_cpu_us"
+# CPU time (ns) of process $1's proxy thread so far (0 when it has none).
+proxy_ns() {
+  local f
+  for f in /proc/"$1"/task/*; do
+    [[ $(cat "$f/comm" 2>/dev/null) == ringhub-proxy ]] && { awk '{ print $1 }' "$f/schedstat"; return; }
+  done
+  echo 0
+}
+
+one() { # MODE -> "handshakes_per_s p50_us p99_us proxy_mean_us cpu_us_per_conn shard_cpu_us proxy_thread_us"
   local mode=$1 port env=() path=/ws extra=()
   case $mode in
     connect-proxy) env=(RINGHUB_PROXY_CONNECT="$B/connect"); path="/ws?data=$DATA"; extra=(--first-frame) ;;
@@ -65,13 +76,15 @@ one() { # MODE -> "handshakes_per_s p50_us p99_us proxy_mean_us cpu_us_per_conn 
     >"$TMP/server.log" 2>&1 &
   SRV=$!
   wait_listening "$port"
-  local t0 t1 s0 s1
+  local t0 t1 s0 s1 p0 p1
   t0=$(ticks "$SRV")
   s0=$(shard_ticks "$SRV")
+  p0=$(proxy_ns "$SRV")
   "$LOADTEST" --target "127.0.0.1:$port" --path "$path" --threads 1 --json "$TMP/out.json" \
     connect -n "$COUNT" --concurrency "$CONC" "${extra[@]}" >/dev/null
   t1=$(ticks "$SRV")
   s1=$(shard_ticks "$SRV")
+  p1=$(proxy_ns "$SRV")
   local mean=-
   if [[ $mode == *proxy ]]; then
     mean=$(curl -s "http://127.0.0.1:$port/metrics" | awk '
@@ -79,20 +92,21 @@ one() { # MODE -> "handshakes_per_s p50_us p99_us proxy_mean_us cpu_us_per_conn 
       END {if (c > 0) printf "%.0f", s / c * 1e6; else print "-"}')
   fi
   stop_server
-  python3 - "$TMP/out.json" "$mean" "$((t1 - t0))" "$HZ" "$COUNT" "$((s1 - s0))" <<'PY'
+  python3 - "$TMP/out.json" "$mean" "$((t1 - t0))" "$HZ" "$COUNT" "$((s1 - s0))" "$((p1 - p0))" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 assert j["counts"]["failed"] == 0, j["counts"]
 l = j["latency_us"]
 cpu = int(sys.argv[3]) * 1e6 / int(sys.argv[4]) / int(sys.argv[5])
 shard = int(sys.argv[6]) * 1e6 / int(sys.argv[4]) / int(sys.argv[5])
-print(f'{j["handshakes_per_s"]:.0f} {l["p50"]:.0f} {l["p99"]:.0f} {sys.argv[2]} {cpu:.1f} {shard:.1f}')
+proxy = int(sys.argv[7]) / 1e3 / int(sys.argv[5])
+print(f'{j["handshakes_per_s"]:.0f} {l["p50"]:.0f} {l["p99"]:.0f} {sys.argv[2]} {cpu:.1f} {shard:.1f} {proxy:.1f}')
 PY
 }
 
-echo "mode handshakes/s p50_us p99_us proxy_call_mean_us server_cpu_us_per_conn shard_cpu_us_per_conn   ($COUNT connections, $CONC in flight, io $IO)"
+echo "mode handshakes/s p50_us p99_us proxy_call_mean_us server_cpu_us_per_conn shard_cpu_us_per_conn proxy_thread_us_per_call   ($COUNT connections, $CONC in flight, io $IO)"
 for r in $(seq "$RUNS"); do
-  for mode in connect-none connect-proxy sub-none sub-proxy; do
+  for mode in ${MODES:-connect-none connect-proxy sub-none sub-proxy}; do
     echo "run$r $mode $(one "$mode")"
   done
 done

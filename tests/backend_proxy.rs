@@ -1,8 +1,13 @@
 //! The backend proxies against a real backend process (`examples/backend/server.js`, Node's
 //! `http`), on both shells: connect accepted and refused, a join refused by the backend's rule,
-//! a publication replaced, an RPC answered, the backend down, the backend too slow.
+//! a publication replaced, an RPC answered, the backend down, the backend too slow; the refresh
+//! proxy and `on_down = "allow"` (`lifecycle`); Socket.IO clients through every proxy (`sio`).
 
 mod common;
+#[path = "backend_proxy/lifecycle.rs"]
+mod lifecycle;
+#[path = "backend_proxy/sio.rs"]
+mod sio;
 
 use std::sync::Arc;
 use std::time::Duration;

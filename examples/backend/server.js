@@ -12,8 +12,13 @@
 const http = require('http');
 
 // The application's data: sessions, users and project members.
-const SESSIONS = { 'tok-alice': 'alice', 'tok-bob': 'bob', 'tok-mallory': 'mallory' };
+const SESSIONS = {
+  'tok-alice': 'alice', 'tok-bob': 'bob', 'tok-mallory': 'mallory', 'tok-dave': 'dave', 'tok-erin': 'erin',
+};
 const BANNED = new Set(['mallory']);
+// Sessions that expire at once (so ringhub asks /refresh at its next tick); erin's was revoked.
+const SHORT = new Set(['dave', 'erin']);
+const REVOKED = new Set(['erin']);
 const PROJECTS = { 1: { name: 'Apollo', members: ['alice', 'bob'] }, 2: { name: 'Gemini', members: ['bob'] } };
 
 function checkProjectAccess(user, projectId) {
@@ -26,7 +31,8 @@ let stalled = 0;
 
 const routes = {
   // A new connection: who is it? The session token comes as connect data (`?data=...` on the
-  // WebSocket URL) or as a `session` cookie.
+  // WebSocket URL, or the Socket.IO auth payload `io(url, {auth: {token}})`) or as a `session`
+  // cookie.
   '/connect': (req) => {
     const cookie = (req.headers && req.headers.cookie) || '';
     const fromCookie = /(?:^|;\s*)session=([^;]+)/.exec(cookie);
@@ -39,7 +45,7 @@ const routes = {
         user,
         // Everyone hears announcements; the connection expires in an hour (then /refresh).
         topics: ['announcements'],
-        expire_at: Math.floor(Date.now() / 1000) + 3600,
+        expire_at: Math.floor(Date.now() / 1000) + (SHORT.has(user) ? 0 : 3600),
         meta: { name: user[0].toUpperCase() + user.slice(1) },
         data: { welcome: `hello ${user}` },
       },
@@ -47,7 +53,9 @@ const routes = {
   },
   // Before `expire_at`: extend unless the user was banned meanwhile.
   '/refresh': (req) => {
+    console.log(`refresh ${req.user}`);
     if (BANNED.has(req.user)) return { disconnect: { code: 4403, reason: 'banned' } };
+    if (REVOKED.has(req.user)) return { disconnect: { code: 4401, reason: 'session revoked' } };
     return { result: { expire_at: Math.floor(Date.now() / 1000) + 3600 } };
   },
   // `project:join`: only members subscribe to `project:<id>`.

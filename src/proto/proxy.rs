@@ -15,7 +15,7 @@ use crate::proto::error::ErrorCode;
 pub struct ConnectRequest<'a> {
     /// The client id the connection has (`"<node>.<n>"`).
     pub client: &'a str,
-    /// `websocket` or `sse`.
+    /// `websocket`, `sse` or `socketio`.
     pub transport: &'a str,
     /// The peer's address.
     pub remote: String,
@@ -30,9 +30,12 @@ pub struct ConnectRequest<'a> {
     /// The allowlisted request headers (lower-case names).
     pub headers: serde_json::Map<String, serde_json::Value>,
     /// The client's connect data: the `data` query parameter, as JSON (or as a string when it
-    /// is not JSON).
+    /// is not JSON); for Socket.IO, the CONNECT packet's auth payload (`io(url, {auth})`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
+    /// Socket.IO: the namespace of the first CONNECT.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<&'a str>,
 }
 
 /// A request about an established connection: refresh, subscribe, publish, RPC.

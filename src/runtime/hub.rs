@@ -306,13 +306,8 @@ impl Server {
         let (store_tx, store_rx) = crossbeam_channel::unbounded();
         let (broker, start_broker) = crate::cluster::broker_for(&self.config.cluster, &node)?;
         self.config.proxy.validate().map_err(ServerError::Config)?;
-        let (proxy, proxy_rx) = match self.config.proxy.any() {
-            true => {
-                let (client, rx) = crate::runtime::proxy::channel();
-                (Some(client), Some(rx))
-            }
-            false => (None, None),
-        };
+        let proxy_channel = self.config.proxy.any().then(crate::runtime::proxy::channel);
+        let proxy = proxy_channel.as_ref().map(|c| c.client.clone());
         let hub = Arc::new(HubShared {
             shards: n,
             router: self.router,
@@ -343,9 +338,10 @@ impl Server {
             },
         });
         start_broker(hub.clone())?;
-        if let Some(rx) = proxy_rx {
-            crate::runtime::proxy::spawn(Arc::downgrade(&hub), rx)?;
-        }
+        let proxy_thread = match proxy_channel {
+            Some(c) => Some(crate::runtime::proxy::spawn(Arc::downgrade(&hub), c)?),
+            None => None,
+        };
         let store_thread = {
             let seq = crate::runtime::store::Sequencer::new(store, hub.clone(), store_rx);
             std::thread::Builder::new()
@@ -414,6 +410,7 @@ impl Server {
             api_stop: Some(api_stop),
             store_thread: Some(store_thread),
             webhook_thread,
+            proxy_thread,
         })
     }
 }
@@ -456,6 +453,8 @@ pub struct ServerHandle {
     store_thread: Option<JoinHandle<()>>,
     /// The webhook sender, when webhooks are configured.
     webhook_thread: Option<JoinHandle<()>>,
+    /// The backend proxies' client, when a proxy is configured.
+    proxy_thread: Option<crate::runtime::proxy::ProxyThread>,
 }
 
 impl ServerHandle {
@@ -527,6 +526,10 @@ impl ServerHandle {
     pub fn join(mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        // No shard asks the backend any more: calls still out have no connection to answer.
+        if let Some(p) = self.proxy_thread.take() {
+            p.stop();
         }
         // Disconnecting the stop channel ends the workers once queued jobs are done.
         drop(self.pool_stop);

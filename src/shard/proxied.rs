@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::proxy::{ProxyAnswer, ProxyCall, ProxyFailure, Step, Waiting};
+use super::proxy::{Held, ProxyAnswer, ProxyCall, ProxyFailure, Step, Via, Waiting};
 use super::ShardState;
 use crate::config::proxy::{OnDown, ProxyEndpoint, ProxyKind};
 use crate::proto::envelope;
@@ -21,19 +21,27 @@ pub const CLOSE_EXPIRED: u16 = 4401;
 impl ShardState {
     /// Client messages go through here: held while the connection waits for the backend.
     pub(crate) fn dispatch(&mut self, id: ConnId, payload: &[u8]) {
-        // No lookup at all unless some connection of the shard waits.
-        if let Some(w) = (!self.proxied.is_empty())
+        if !self.hold_while_waiting(id, || Held::Envelope(payload.into())) {
+            self.dispatch_now(id, payload);
+        }
+    }
+
+    /// Holds a message of `id` if it waits for the backend (then `true`). No lookup at all
+    /// unless some connection of the shard waits.
+    pub(super) fn hold_while_waiting(&mut self, id: ConnId, msg: impl FnOnce() -> Held) -> bool {
+        let Some(w) = (!self.proxied.is_empty())
             .then(|| self.proxied.get_mut(&id))
             .flatten()
-        {
-            w.queued_bytes += payload.len();
-            w.queue.push_back(payload.into());
-            if w.queued_bytes > self.hub.config.outbound_queue {
-                self.close(id, 1008, "too many messages while waiting for the backend");
-            }
-            return;
+        else {
+            return false;
+        };
+        let msg = msg();
+        w.queued_bytes += msg.len();
+        w.queue.push_back(msg);
+        if w.queued_bytes > self.hub.config.outbound_queue {
+            self.close(id, 1008, "too many messages while waiting for the backend");
         }
-        self.dispatch_now(id, payload);
+        true
     }
 
     /// The endpoint deciding `kind` for `topic`, if any (the fast path: none configured).
@@ -139,9 +147,19 @@ impl ShardState {
         } = w;
         let allow_down = endpoint.on_down == OnDown::Allow;
         match step {
-            Step::Connect { topics, sse } => {
+            Step::Connect {
+                topics,
+                via: Via::Sio(pending),
+            } => self.sio_connect_proxied(id, answer.result, topics, *pending, allow_down),
+            Step::Connect { topics, via } => {
+                let sse = matches!(via, Via::Sse);
                 self.connect_answer(id, answer.result, topics, sse, allow_down)
             }
+            Step::SseTopics {
+                left,
+                allowed,
+                then,
+            } => self.sse_topic_answer(id, answer.result, left, allowed, then, allow_down),
             Step::Subscribe(payload) => {
                 let Ok(env) = envelope::parse(&payload) else {
                     return;
@@ -206,9 +224,12 @@ impl ShardState {
             if self.conn(id).is_none_or(|c| c.closing.is_some()) {
                 return;
             }
-            self.dispatch_now(id, &msg);
+            match msg {
+                Held::Envelope(m) => self.dispatch_now(id, &m),
+                Held::Sio(op, m) => self.sio_input(id, op, &m),
+            }
             if let Some(w) = self.proxied.get_mut(&id) {
-                w.queued_bytes = queue.iter().map(|m| m.len()).sum();
+                w.queued_bytes = queue.iter().map(Held::len).sum();
                 w.queue = queue;
                 return;
             }
@@ -254,25 +275,41 @@ impl ShardState {
                 return self.refuse_connect(id, sse, code, ErrorCode::Forbidden, &reason)
             }
         }
+        let frame = self.connected_frame(id, data.as_deref());
         if sse {
-            self.sse_start(id, &topics);
+            self.sse_open(id, topics, Some(frame));
         } else {
             self.connected(id, &topics);
+            self.enqueue(id, frame);
         }
+    }
+
+    /// The `connected` frame: the client id, the user, the connect proxy's `data`.
+    pub(super) fn connected_frame(
+        &self,
+        id: ConnId,
+        data: Option<&serde_json::value::RawValue>,
+    ) -> Bytes {
         let client = self.hub.client_id(id);
         let user = self.conn(id).and_then(|c| c.user.clone());
         let body = serde_json::json!({
             "client": client,
             "user": user.as_deref(),
-            "data": data.as_deref(),
+            "data": data,
         });
-        let frame = envelope::publication("", "connected", Some(body.to_string().as_bytes()));
-        self.enqueue(id, frame);
+        envelope::publication("", "connected", Some(body.to_string().as_bytes()))
     }
 
     /// Ends a refused connection: a WebSocket with the close code, an SSE stream (which has no
     /// close code) with an `error` event first.
-    fn refuse_connect(&mut self, id: ConnId, sse: bool, close: u16, code: ErrorCode, msg: &str) {
+    pub(super) fn refuse_connect(
+        &mut self,
+        id: ConnId,
+        sse: bool,
+        close: u16,
+        code: ErrorCode,
+        msg: &str,
+    ) {
         if sse {
             self.hub.stats[self.index].error(code);
             self.enqueue(id, envelope::error(None, "", code, msg));
@@ -281,7 +318,7 @@ impl ShardState {
     }
 
     /// Replaces the connection's user (the connect proxy named one).
-    fn set_user(&mut self, id: ConnId, user: Arc<str>) {
+    pub(super) fn set_user(&mut self, id: ConnId, user: Arc<str>) {
         let Some(c) = self.conn_mut(id) else { return };
         let old = c.user.replace(user.clone());
         if let Some(old) = old {
@@ -365,7 +402,7 @@ impl ShardState {
 }
 
 /// What an answer means for the connection.
-enum Outcome<T> {
+pub(super) enum Outcome<T> {
     /// Go on (with the result; `None`: the backend was down and `on_down = "allow"`).
     Go(Option<T>),
     /// An error envelope (or, for a connect, a close) with this code.
@@ -374,7 +411,9 @@ enum Outcome<T> {
     Close(u16, String),
 }
 
-fn outcome<T: for<'de> serde::Deserialize<'de> + Default>(
+/// Reads an answer (or a failure) for a connection; `allow_down`: the endpoint's
+/// `on_down = "allow"`.
+pub(super) fn outcome<T: for<'de> serde::Deserialize<'de> + Default>(
     result: Result<Bytes, ProxyFailure>,
     allow_down: bool,
 ) -> Outcome<T> {

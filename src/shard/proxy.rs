@@ -60,10 +60,39 @@ pub(crate) struct ProxyAnswer {
     pub result: Result<Bytes, ProxyFailure>,
 }
 
+/// Which kind of connection a connect call is for.
+pub(super) enum Via {
+    /// A `/ws` WebSocket.
+    Ws,
+    /// An SSE stream.
+    Sse,
+    /// A Socket.IO connection's first CONNECT: what the token admitted, kept until the answer.
+    Sio(Box<SioConnect>),
+}
+
+/// A first Socket.IO CONNECT waiting for the connect proxy (`sio_proxy`): what the token
+/// admitted, committed (with the backend's user) once the backend accepts.
+pub(super) struct SioConnect {
+    /// The namespace's index.
+    pub(super) nsp: usize,
+    /// The token's (and `on_connect`'s) decision.
+    pub(super) admitted: crate::policy::guard::Admitted,
+    /// The CONNECT's auth payload, for connection state recovery once admitted.
+    pub(super) auth: Option<Box<serde_json::value::RawValue>>,
+}
+
 /// What a connection waits for.
 pub(super) enum Step {
     /// Its connect: then it is subscribed to `topics` (from the token) and those of the answer.
-    Connect { topics: Vec<String>, sse: bool },
+    Connect { topics: Vec<String>, via: Via },
+    /// An SSE stream's topics with a subscribe proxy, asked one after the other: `left` still
+    /// to ask (the one asked is its last), `allowed` those that may be subscribed.
+    /// `then`: the `connected` frame, sent once the stream starts.
+    SseTopics {
+        left: Vec<String>,
+        allowed: Vec<String>,
+        then: Option<Bytes>,
+    },
     /// A subscribe: the original message, dispatched if allowed.
     Subscribe(Box<[u8]>),
     /// A publication: the original message, dispatched (its data maybe replaced) if allowed.
@@ -72,11 +101,27 @@ pub(super) enum Step {
     Rpc { method: Box<str>, req: Option<u64> },
 }
 
+/// A message held while its connection waits.
+pub(super) enum Held {
+    /// A `/ws` (or SSE) client envelope.
+    Envelope(Box<[u8]>),
+    /// A Socket.IO connection's WebSocket message (opcode, payload), held before decoding.
+    Sio(u8, Box<[u8]>),
+}
+
+impl Held {
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Held::Envelope(m) | Held::Sio(_, m) => m.len(),
+        }
+    }
+}
+
 /// A connection waiting for the backend, and what it sent meanwhile.
 pub(super) struct Waiting {
     pub(super) endpoint: Arc<ProxyEndpoint>,
     pub(super) step: Step,
-    pub(super) queue: VecDeque<Box<[u8]>>,
+    pub(super) queue: VecDeque<Held>,
     pub(super) queued_bytes: usize,
 }
 

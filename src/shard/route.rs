@@ -128,7 +128,7 @@ impl ShardState {
         self.push_raw(id, Bytes::from_static(response.as_bytes()));
         match self.proxy_for(ProxyKind::Connect, "") {
             Some(ep) => self.connect_proxy(id, head, ep, topics, true),
-            None => self.sse_start(id, &topics),
+            None => self.sse_open(id, topics, None),
         }
         Ok(())
     }
@@ -161,9 +161,15 @@ impl ShardState {
             user: c.user.as_deref(),
             headers: map,
             data: crate::proto::proxy::connect_data(head.query.as_deref()),
+            namespace: None,
         }
         .to_vec();
-        let step = super::proxy::Step::Connect { topics, sse };
+        let via = if sse {
+            super::proxy::Via::Sse
+        } else {
+            super::proxy::Via::Ws
+        };
+        let step = super::proxy::Step::Connect { topics, via };
         self.proxy_wait(id, ProxyKind::Connect, ep, step, body, headers);
     }
 

@@ -36,6 +36,9 @@ pub(crate) struct SioConn {
     pub(super) recovery: super::sio_recover::ConnRecovery,
     /// Rooms of namespaces other than the home one (`shard::sio_rooms`).
     pub(super) rooms: super::sio_rooms::NspRooms,
+    /// The upgrade request's headers the connect proxy forwards (kept until the first CONNECT
+    /// only when a connect proxy names some).
+    pub(super) headers: Option<Box<[(String, String)]>>,
 }
 
 impl SioConn {
@@ -105,7 +108,14 @@ impl ShardState {
         if let Some(c) = self.conn_mut(id) {
             c.set(flag::SIO);
         }
-        self.sio.insert(id, SioConn::default());
+        let headers = self.sio_proxy_headers(head);
+        self.sio.insert(
+            id,
+            SioConn {
+                headers,
+                ..Default::default()
+            },
+        );
         self.push_raw(id, Bytes::from(response));
         let sid = hub.client_id(id);
         let ping = cfg.ping_interval.as_millis() as u64;
@@ -161,9 +171,11 @@ impl ShardState {
         Ok(())
     }
 
-    /// One WebSocket message of a Socket.IO connection.
+    /// One WebSocket message of a Socket.IO connection (held in order, like a `/ws` message,
+    /// while the connection waits for the backend: see `sio_proxy`).
     pub(super) fn sio_input(&mut self, id: ConnId, op: u8, msg: &[u8]) {
-        if self.sio_hold_input(id, op, msg) {
+        // Held while a recovery session is fetched from the store, or a backend call is out.
+        if self.sio_hold_input(id, op, msg) || self.sio_hold(id, op, msg) {
             return;
         }
         match op {
@@ -289,15 +301,19 @@ impl ShardState {
     }
 
     /// CONNECT to a configured namespace: the first one checks the auth payload's token as the
-    /// `/ws` upgrade checks `?token=` (user, permissions, the `topics` claim joined here).
+    /// `/ws` upgrade checks `?token=` (user, permissions, the `topics` claim joined here), then
+    /// asks the connect proxy when one is configured (`sio_proxy`).
     fn sio_connect(&mut self, id: ConnId, nsp: usize, auth: Option<&RawValue>) {
         let name = self.hub.config.socketio_namespaces[nsp].clone();
         let token = auth
             .and_then(|a| serde_json::from_str::<Auth<'_>>(a.get()).ok())
             .and_then(|a| a.token);
         let authed = self.sio.get(&id).is_some_and(|s| s.authed);
+        let proxy = self.proxy_for(crate::config::proxy::ProxyKind::Connect, "");
         let mut topics = Vec::new();
-        if !authed || token.is_some() {
+        // With a connect proxy the backend named the user at the first CONNECT: the others'
+        // auth payloads are not checked again.
+        if !authed || (token.is_some() && proxy.is_none()) {
             let mut admitted = match self.hub.config.guard.admit_token(token.as_deref()) {
                 Ok(a) => a,
                 Err(e) => return self.sio_connect_error(id, &name, &e),
@@ -308,28 +324,56 @@ impl ShardState {
                 if let Err(e) = self.connect_hook(id, request, &mut admitted) {
                     return self.sio_connect_error(id, &name, &e);
                 }
+                if let Some(ep) = proxy {
+                    return self.sio_connect_proxy(id, nsp, auth, admitted, ep);
+                }
             }
-            let Some(c) = self.conn_mut(id) else { return };
+            let Some(c) = self.conn(id) else { return };
             if authed && c.user != admitted.user {
                 let e = HttpError::new(401, "unauthorized: the token names another user");
                 return self.sio_connect_error(id, &name, &e);
             }
             if !authed {
-                c.user = admitted.user.clone();
-                c.perms = admitted.permissions;
-                topics = admitted.topics;
-                if let Some(u) = admitted.user {
-                    let ids = self.users.entry(u.clone()).or_default();
-                    ids.push(id);
-                    // As for `/ws` (`conn::upgrade`): the shard's first connection of the user
-                    // is a webhook fact, its last one (`output`) too.
-                    if ids.len() == 1 {
-                        self.webhook_user(&u, true);
-                    }
-                }
+                topics = self.sio_admit(id, admitted);
             }
         }
-        let first = !authed;
+        self.sio_joined(id, nsp, !authed, &topics, auth);
+    }
+
+    /// The first CONNECT is admitted: the connection takes the user and permissions; returns
+    /// the topics to join.
+    pub(super) fn sio_admit(
+        &mut self,
+        id: ConnId,
+        admitted: crate::policy::guard::Admitted,
+    ) -> Vec<String> {
+        let Some(c) = self.conn_mut(id) else {
+            return Vec::new();
+        };
+        c.user = admitted.user.clone();
+        c.perms = admitted.permissions;
+        if let Some(u) = admitted.user {
+            let ids = self.users.entry(u.clone()).or_default();
+            ids.push(id);
+            // As for `/ws` (`conn::upgrade`): the shard's first connection of the user
+            // is a webhook fact, its last one (`output`) too.
+            if ids.len() == 1 {
+                self.webhook_user(&u, true);
+            }
+        }
+        admitted.topics
+    }
+
+    /// Namespace `nsp` is connected: the CONNECT packet answers (or a resume of the session the
+    /// `auth` payload names starts), and at the first one the connection joins `topics`.
+    pub(super) fn sio_joined(
+        &mut self,
+        id: ConnId,
+        nsp: usize,
+        first: bool,
+        topics: &[String],
+        auth: Option<&RawValue>,
+    ) {
         let now = self.stamp;
         if let Some(c) = self.conn_mut(id).filter(|c| !c.has(flag::SIO_NSP)) {
             // Engine.IO pings every interval from now on (see `tick`).
@@ -353,7 +397,7 @@ impl ShardState {
             self.sio_connect_answer(id, nsp, pid.as_deref());
         }
         if first {
-            self.connected(id, &topics);
+            self.connected(id, topics);
         }
     }
 
@@ -425,6 +469,11 @@ impl ShardState {
                 };
                 control(&room, event, None, rid, false)
             }
+            // `emit('rpc', {method, data}, ack)` when an RPC proxy serves the method.
+            "rpc" => match self.sio_rpc(&ev.args) {
+                Some((method, data)) => control(&method, "rpc", data, rid, false),
+                None => map::envelope_from_event("rpc", &ev.args, rid),
+            },
             "publish" => {
                 let p = ev
                     .args
@@ -448,7 +497,7 @@ impl ShardState {
 }
 
 /// An envelope `{"topic","event"[,"data"][,"id"][,"exclude_sender"]}`.
-fn control(
+pub(super) fn control(
     topic: &str,
     event: &str,
     data: Option<&RawValue>,
