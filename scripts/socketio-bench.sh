@@ -175,8 +175,6 @@ print("\n# ratios within each run, median (runs)")
 for p in sorted({c[0] for c in cases}):
     for w in sorted({c[2] for c in cases if c[0] == p}, key=int):
         for a, b in (("ringhub-sio", "socketio"), ("ringhub-sio", "ringhub-ws"), ("socketio", "ringhub-sio")):
-            if p == "idle" and a != "socketio":
-                continue
             if p != "idle" and a == "socketio":
                 continue
             rs = [val[(p, a, w, r)] / val[(p, b, w, r)] for (pp, ss, ww, r) in val
