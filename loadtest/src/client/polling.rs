@@ -116,10 +116,8 @@ impl PollConn {
                 }
                 self.used = head + len;
                 let body = &self.buf[head..head + len];
-                super::RX_BYTES.fetch_add(
-                    (head + len) as u64,
-                    std::sync::atomic::Ordering::Relaxed,
-                );
+                super::RX_BYTES
+                    .fetch_add((head + len) as u64, std::sync::atomic::Ordering::Relaxed);
                 return Ok(body);
             }
             if self.buf.len() > 64 * 1024 {
@@ -151,7 +149,13 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, usize)>> {
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .and_then(|h| std::str::from_utf8(h.value).ok()?.trim().parse::<usize>().ok());
+        .and_then(|h| {
+            std::str::from_utf8(h.value)
+                .ok()?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        });
     let Some(len) = len else {
         bail!(
             "HTTP {} without Content-Length (chunked polling answers are not supported)",

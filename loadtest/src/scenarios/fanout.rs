@@ -446,7 +446,10 @@ fn report(
     );
     rep.row("mode", mode);
     if a.transport == Transport::Polling {
-        rep.row("transport", "subscribers on HTTP long-polling, publisher on WebSocket");
+        rep.row(
+            "transport",
+            "subscribers on HTTP long-polling, publisher on WebSocket",
+        );
     }
     rep.row(
         "measured",

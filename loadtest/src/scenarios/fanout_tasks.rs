@@ -251,7 +251,11 @@ impl Sub {
     pub fn new(sh: &Shared, idx: usize, cross: bool) -> Sub {
         Sub {
             topic: idx % sh.args.topics,
-            window: if sh.args.max { sh.args.window as u64 } else { 0 },
+            window: if sh.args.max {
+                sh.args.window as u64
+            } else {
+                0
+            },
             split: !sh.sub_targets.is_empty(),
             cross,
             check_offsets: sh.args.offsets,
@@ -397,7 +401,10 @@ pub fn error_code(frame: &[u8]) -> String {
 
 /// The `code` of a refused Socket.IO publish's ack (`43<id>[{"error":{"code":..}}]`).
 fn sio_ack_error(frame: &[u8]) -> String {
-    let json = frame.iter().position(|b| *b == b'[').map_or(&[][..], |i| &frame[i..]);
+    let json = frame
+        .iter()
+        .position(|b| *b == b'[')
+        .map_or(&[][..], |i| &frame[i..]);
     serde_json::from_slice::<serde_json::Value>(json)
         .ok()
         .and_then(|v| v.pointer("/0/error/code")?.as_str().map(String::from))

@@ -306,7 +306,8 @@ impl Template {
     /// way: `io.to(topic).emit("m", data)`, then the ack. Subscribers get `42["m","<payload>"]`.
     pub fn socketio_publish(topic: &str, size: usize) -> Template {
         let id = "0".repeat(ACK_DIGITS);
-        let prefix = format!("42{id}[\"publish\",{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"");
+        let prefix =
+            format!("42{id}[\"publish\",{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"");
         let mut bytes = prefix.clone().into_bytes();
         bytes.extend_from_slice(&Template::raw(size).bytes);
         bytes.extend_from_slice(b"\"}]");
