@@ -24,8 +24,9 @@ struct Cli {
     #[arg(long, global = true)]
     path: Option<String>,
     /// `ringhub`: JSON envelope + subscribe handshake; `raw`: broadcast/echo peers;
-    /// `socketio`: socket.io v4 over WebSocket (fanout only, against
-    /// scripts/peers/socketio-cluster-server.js).
+    /// `socketio`: Socket.IO v5 / Engine.IO v4 with ringhub's default events (`join`,
+    /// `publish` with ack): ringhub's /socket.io/ or scripts/peers/socketio-cluster-server.js
+    /// (fanout and idle).
     #[arg(long, global = true, value_enum, default_value_t = Protocol::Ringhub)]
     protocol: Protocol,
     /// Worker threads, each with its own current-thread runtime (default: usable CPUs).
@@ -131,8 +132,8 @@ fn real_main() -> Result<bool> {
     client::MSGPACK.store(cli.msgpack, std::sync::atomic::Ordering::Relaxed);
     scenarios::payload::WORDS.store(cli.words, std::sync::atomic::Ordering::Relaxed);
     let socketio = cli.protocol == Protocol::Socketio;
-    if socketio && !matches!(cli.scenario, Scenario::Fanout(_)) {
-        anyhow::bail!("--protocol socketio is for the fanout scenario only");
+    if socketio && !matches!(cli.scenario, Scenario::Fanout(_) | Scenario::Idle(_)) {
+        anyhow::bail!("--protocol socketio is for the fanout and idle scenarios only");
     }
     let default_path = match cli.scenario {
         Scenario::Echo(_) => "/echo",

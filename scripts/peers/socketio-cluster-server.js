@@ -4,9 +4,13 @@
 //
 //   node socketio-cluster-server.js PORT [redis://127.0.0.1:6379]
 //
-// Events (what ringhub-loadtest --protocol socketio sends):
-//   subscribe(room, ack)   join the room, then ack (the loadtest waits for it)
-//   publish(room, data)    io.to(room).emit("m", data): every member on every node
+// Events: ringhub's default Socket.IO events (docs/PROTOCOL.md, "One model, two wire
+// protocols"), which is what ringhub-loadtest --protocol socketio sends, so the same client
+// measures this server and ringhub's /socket.io/:
+//   join(room, ack)                          socket.join(room), then ack()
+//   publish({topic, event, data}, ack)       io.to(topic).emit(event, data), then ack()
+// and the older pair: subscribe(room, ack) (= join), publish(room, data) (emit "m", no ack).
+// Transports: WebSocket and HTTP long-polling (the loadtest's `--transport polling`).
 // Prints "listening on PORT" once ready (and, with Redis, once both clients are connected).
 "use strict";
 const http = require("http");
@@ -18,7 +22,7 @@ const redisUrl = process.argv[3];
 async function main() {
   const httpServer = http.createServer();
   const io = new Server(httpServer, {
-    transports: ["websocket"],
+    transports: ["polling", "websocket"],
     perMessageDeflate: false,
     serveClient: false,
   });
@@ -32,14 +36,20 @@ async function main() {
     io.adapter(createAdapter(pub, sub));
   }
   io.on("connection", (socket) => {
-    socket.on("subscribe", (room, ack) => {
+    const join = (room, ack) => {
       if (typeof room !== "string") return;
       socket.join(room);
       if (typeof ack === "function") ack();
-    });
-    socket.on("publish", (room, data) => {
-      if (typeof room !== "string") return;
-      io.to(room).emit("m", data);
+    };
+    socket.on("join", join);
+    socket.on("subscribe", join);
+    socket.on("publish", (p, data) => {
+      if (typeof p === "string") {
+        io.to(p).emit("m", data);
+      } else if (p && typeof p.topic === "string") {
+        io.to(p.topic).emit(typeof p.event === "string" ? p.event : "message", p.data);
+        if (typeof data === "function") data();
+      }
     });
   });
   httpServer.listen(port, "127.0.0.1", () => console.log(`listening on ${port}`));

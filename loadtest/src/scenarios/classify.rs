@@ -254,11 +254,14 @@ mod tests {
             ts_ns: 12_345,
         };
         t.fill(&mut buf, &h);
-        let v: serde_json::Value = serde_json::from_slice(&buf[2..]).expect("valid JSON");
+        // `42` + the 7-digit ack id of sequence 99, then the event.
+        assert_eq!(&buf[..9], b"421000099");
+        let v: serde_json::Value = serde_json::from_slice(&buf[9..]).expect("valid JSON");
         assert_eq!(v[0], "publish");
-        assert_eq!(v[1], "t0");
-        // What the peer emits to the room: the same payload as event `m`.
-        let emitted = format!("42{}", serde_json::json!(["m", v[2]]));
+        assert_eq!(v[1]["topic"], "t0");
+        assert_eq!(v[1]["event"], "m");
+        // What the server emits to the room: the same payload as event `m`.
+        let emitted = format!("42{}", serde_json::json!(["m", v[1]["data"]]));
         let mut c = Classifier::new(Dialect::SocketIo);
         match c.classify(emitted.as_bytes()) {
             Incoming::Data(d) => assert_eq!(Header::parse(d), Some(h)),

@@ -5,6 +5,7 @@
 //! goes to topic `s % T` and is sent by publisher connection `s % P`. Subscriber `i`
 //! listens on topic `i % T`.
 
+use super::fanout_poll::poll_subscriber;
 use super::fanout_tasks::{publisher, subscriber, ThreadResult};
 use super::payload::Dialect;
 use super::{secs, Ctx, FirstError};
@@ -70,6 +71,18 @@ pub struct FanoutArgs {
     /// ("same node") and on the others ("cross node").
     #[arg(long)]
     pub sub_targets: Option<String>,
+    /// `--protocol socketio`: the subscribers' Engine.IO transport; `polling` is HTTP
+    /// long-polling (GET/POST with the session id, one kept-alive TCP connection each). The
+    /// publisher stays on WebSocket.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
+}
+
+/// The subscribers' transport.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    Websocket,
+    Polling,
 }
 
 /// One (publisher, topic) sequence.
@@ -171,6 +184,9 @@ fn build_shared(ctx: &Ctx, args: &FanoutArgs) -> Result<Shared> {
     if args.offsets && (!ctx.ringhub || p.max(t) != t) {
         bail!("--offsets needs the ringhub protocol and one stream per topic (--publishers <= --topics)");
     }
+    if args.transport == Transport::Polling && !ctx.socketio {
+        bail!("--transport polling needs --protocol socketio");
+    }
     let sub_targets = match &args.sub_targets {
         Some(list) => client::parse_targets(list, &ctx.target.path)?,
         None => Vec::new(),
@@ -228,14 +244,25 @@ async fn worker(sh: Arc<Shared>, tid: usize) -> Result<ThreadResult> {
         if c < nsubs {
             let track = std::rc::Rc::new(std::cell::RefCell::new(Default::default()));
             tracks.push((c, track.clone()));
-            set.spawn_local(subscriber(
-                sh.clone(),
-                tid,
-                c,
-                sem.clone(),
-                acc.clone(),
-                track,
-            ));
+            if sh.args.transport == Transport::Polling {
+                set.spawn_local(poll_subscriber(
+                    sh.clone(),
+                    tid,
+                    c,
+                    sem.clone(),
+                    acc.clone(),
+                    track,
+                ));
+            } else {
+                set.spawn_local(subscriber(
+                    sh.clone(),
+                    tid,
+                    c,
+                    sem.clone(),
+                    acc.clone(),
+                    track,
+                ));
+            }
         } else {
             set.spawn_local(publisher(
                 sh.clone(),
@@ -391,6 +418,7 @@ fn report(
         t.malformed += r.malformed;
         t.disconnects += r.disconnects;
         t.offset_errors += r.offset_errors;
+        t.acks += r.acks;
     }
     let dur = secs(a.duration).as_secs_f64();
     let delivered_rate = t.in_window as f64 / dur;
@@ -417,6 +445,12 @@ fn report(
         ),
     );
     rep.row("mode", mode);
+    if a.transport == Transport::Polling {
+        rep.row(
+            "transport",
+            "subscribers on HTTP long-polling, publisher on WebSocket",
+        );
+    }
     rep.row(
         "measured",
         format!("{:.1}s after {:.1}s warmup", a.duration, a.warmup),
@@ -443,6 +477,9 @@ fn report(
             t.out_of_order
         ),
     );
+    if sh.ctx.socketio {
+        rep.row("publish acks", fmt_rate(t.acks as f64));
+    }
     rep.row(
         "drain",
         format!(
@@ -522,6 +559,7 @@ fn report(
             "server_errors": t.server_errors, "malformed": t.malformed,
             "disconnects": t.disconnects, "in_window": t.in_window,
             "offset_errors": t.offset_errors, "error_codes": t.error_codes,
+            "acks": t.acks,
         }),
     );
     rep.set(
@@ -532,6 +570,7 @@ fn report(
             "duration_s": a.duration, "warmup_s": a.warmup, "threads": sh.ctx.threads,
             "topic_prefix": a.topic_prefix, "offsets": a.offsets,
             "sub_targets": sh.sub_targets.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>(),
+            "transport": format!("{:?}", a.transport).to_lowercase(),
         }),
     );
     rep.set("drained", drained);

@@ -37,6 +37,8 @@ pub struct ThreadResult {
     pub error_codes: BTreeMap<String, u64>,
     pub malformed: u64,
     pub disconnects: u64,
+    /// Socket.IO acks of publications received by publishers.
+    pub acks: u64,
     /// `--offsets`: deliveries whose `offset` was missing or not the previous one plus 1.
     pub offset_errors: u64,
     /// `--max`: per stream, this thread's subscribers of the stream's topic.
@@ -126,7 +128,6 @@ pub async fn subscriber(
     track: Rc<RefCell<Track>>,
 ) {
     let (target, cross) = sh.sub_target(idx);
-    let split = !sh.sub_targets.is_empty();
     let Some((mut rd, mut wr)) = open(&sh, target, idx, &sem).await else {
         return;
     };
@@ -144,22 +145,15 @@ pub async fn subscriber(
         sh.fail(format!("subscriber {idx}: {e}"));
         return;
     }
-    let per_topic = sh.streams.iter().filter(|s| s.topic == topic).count();
-    track.borrow_mut().0 = (0..per_topic).map(|_| StreamTrack::default()).collect();
+    Sub::new(&sh, idx, cross).start(&sh, &track);
     sh.ready.fetch_add(1, Ordering::Relaxed);
     sh.phases.wait_for(Phase::Running).await;
     let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
     let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
     let mut cls = Classifier::new(sh.ctx.dialect());
-    let window = if sh.args.max {
-        sh.args.window as u64
-    } else {
-        0
-    };
+    let mut sub = Sub::new(&sh, idx, cross);
     let mut pongs: Vec<Vec<u8>> = Vec::new();
     let mut heartbeats = 0usize;
-    let (check_offsets, payload_len) = (sh.args.offsets, sh.args.payload);
-    let mut last_offset: Option<u64> = None;
     loop {
         if let Err(e) = rd.fill().await {
             if sh.phases.get() < Phase::Done {
@@ -216,49 +210,10 @@ pub async fn subscriber(
                     }
                     _ => continue,
                 };
-                a.delivered += 1;
-                if check_offsets {
-                    match body.get(payload_len..).and_then(parse_offset) {
-                        Some(o) if last_offset.is_none_or(|l| o == l + 1) => last_offset = Some(o),
-                        other => {
-                            a.offset_errors += 1;
-                            last_offset = other.or(last_offset);
-                        }
-                    }
-                }
-                let Some(h) = Header::parse(body) else {
-                    a.malformed += 1;
-                    continue;
-                };
-                match sh.streams.get(h.stream as usize) {
-                    Some(st) if st.topic == topic => {}
-                    _ => {
-                        a.malformed += 1;
-                        continue;
-                    }
-                }
-                let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
-                    a.malformed += 1;
-                    continue;
-                };
-                if !st.accept(h.seq, &mut a) {
-                    continue;
-                }
-                fresh += 1;
-                if window > 0 {
-                    complete(&sh, &mut a, h.stream as usize, h.seq % window);
-                }
-                if in_window {
-                    counted += 1;
-                    let ns = now.saturating_sub(h.ts_ns);
-                    a.latency.record(ns);
-                    if split {
-                        if cross {
-                            a.latency_cross.record(ns);
-                        } else {
-                            a.latency_same.record(ns);
-                        }
-                    }
+                match sub.on_data(&sh, &mut a, &mut tr, body, now, in_window) {
+                    Some(true) => (fresh, counted) = (fresh + 1, counted + 1),
+                    Some(false) => fresh += 1,
+                    None => {}
                 }
             }
             a.in_window += counted;
@@ -276,6 +231,104 @@ pub async fn subscriber(
                 return;
             }
         }
+    }
+}
+
+/// What one subscriber does with each delivery, whatever the transport: exactly-once
+/// tracking, `--max` completion, latency, `--offsets`.
+pub struct Sub {
+    topic: usize,
+    window: u64,
+    split: bool,
+    cross: bool,
+    check_offsets: bool,
+    payload_len: usize,
+    last_offset: Option<u64>,
+}
+
+impl Sub {
+    /// Subscriber `idx`; `cross`: it is on another server than the publishers.
+    pub fn new(sh: &Shared, idx: usize, cross: bool) -> Sub {
+        Sub {
+            topic: idx % sh.args.topics,
+            window: if sh.args.max {
+                sh.args.window as u64
+            } else {
+                0
+            },
+            split: !sh.sub_targets.is_empty(),
+            cross,
+            check_offsets: sh.args.offsets,
+            payload_len: sh.args.payload,
+            last_offset: None,
+        }
+    }
+
+    /// Prepares the per-stream tracking once the subscriber has joined its topic.
+    pub fn start(&self, sh: &Shared, track: &RefCell<Track>) {
+        let per_topic = sh.streams.iter().filter(|s| s.topic == self.topic).count();
+        track.borrow_mut().0 = (0..per_topic).map(|_| StreamTrack::default()).collect();
+    }
+
+    /// Accounts one delivered payload `body` that arrived by `now`: `None` if it was a
+    /// duplicate or malformed, `Some(counted)` for a first delivery (`counted`: inside the
+    /// measured window, its latency recorded).
+    pub fn on_data(
+        &mut self,
+        sh: &Shared,
+        a: &mut ThreadResult,
+        tr: &mut Track,
+        body: &[u8],
+        now: u64,
+        in_window: bool,
+    ) -> Option<bool> {
+        let topics = sh.args.topics;
+        a.delivered += 1;
+        if self.check_offsets {
+            match body.get(self.payload_len..).and_then(parse_offset) {
+                Some(o) if self.last_offset.is_none_or(|l| o == l + 1) => {
+                    self.last_offset = Some(o)
+                }
+                other => {
+                    a.offset_errors += 1;
+                    self.last_offset = other.or(self.last_offset);
+                }
+            }
+        }
+        let Some(h) = Header::parse(body) else {
+            a.malformed += 1;
+            return None;
+        };
+        match sh.streams.get(h.stream as usize) {
+            Some(st) if st.topic == self.topic => {}
+            _ => {
+                a.malformed += 1;
+                return None;
+            }
+        }
+        let Some(st) = tr.0.get_mut(h.stream as usize / topics) else {
+            a.malformed += 1;
+            return None;
+        };
+        if !st.accept(h.seq, a) {
+            return None;
+        }
+        if self.window > 0 {
+            complete(sh, a, h.stream as usize, h.seq % self.window);
+        }
+        if !in_window {
+            return Some(false);
+        }
+        let ns = now.saturating_sub(h.ts_ns);
+        a.latency.record(ns);
+        if self.split {
+            if self.cross {
+                a.latency_cross.record(ns);
+            } else {
+                a.latency_same.record(ns);
+            }
+        }
+        Some(true)
     }
 }
 
@@ -346,6 +399,18 @@ pub fn error_code(frame: &[u8]) -> String {
     code.unwrap_or_else(|| "error (no code)".into())
 }
 
+/// The `code` of a refused Socket.IO publish's ack (`43<id>[{"error":{"code":..}}]`).
+fn sio_ack_error(frame: &[u8]) -> String {
+    let json = frame
+        .iter()
+        .position(|b| *b == b'[')
+        .map_or(&[][..], |i| &frame[i..]);
+    serde_json::from_slice::<serde_json::Value>(json)
+        .ok()
+        .and_then(|v| v.pointer("/0/error/code")?.as_str().map(String::from))
+        .unwrap_or_else(|| "ack error (no code)".into())
+}
+
 /// A close frame's status code, as `close 1008`.
 pub fn close_code(payload: &[u8]) -> String {
     match payload {
@@ -354,7 +419,7 @@ pub fn close_code(payload: &[u8]) -> String {
     }
 }
 
-fn count_code(codes: &mut BTreeMap<String, u64>, code: String) {
+pub fn count_code(codes: &mut BTreeMap<String, u64>, code: String) {
     *codes.entry(code).or_default() += 1;
 }
 
@@ -378,6 +443,18 @@ async fn drain_publisher(
                         drop(a);
                         sh.first_error
                             .set(String::from_utf8_lossy(payload).into_owned());
+                    }
+                    // A Socket.IO ack (`43<id>[...]`) of a publish; `[{"error":...}]` if refused.
+                    Incoming::Reply if payload.starts_with(b"43") => {
+                        let mut a = acc.borrow_mut();
+                        a.acks += 1;
+                        if memchr::memmem::find(payload, b"{\"error\"").is_some() {
+                            a.server_errors += 1;
+                            count_code(&mut a.error_codes, sio_ack_error(payload));
+                            drop(a);
+                            sh.first_error
+                                .set(String::from_utf8_lossy(payload).into_owned());
+                        }
                     }
                     // Answered like a pong: the writer sends `3` for an empty entry.
                     Incoming::Heartbeat => pongs.borrow_mut().push(Vec::new()),

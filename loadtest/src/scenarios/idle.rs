@@ -1,5 +1,7 @@
 //! `idle`: open N idle connections, hold them for `--hold` seconds (answering pings),
 //! then close; with `--server-pid`, report the server's RSS growth per connection.
+//! `--protocol socketio`: each connection is a Socket.IO client connected to the default
+//! namespace (Engine.IO over WebSocket), answering heartbeats.
 
 use super::{secs, Ctx, FirstError};
 use crate::client;
@@ -60,10 +62,24 @@ async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
             return;
         }
     };
+    if sh.ctx.socketio {
+        if let Err(e) = super::join::socketio_connect(&mut rd, &mut wr).await {
+            sh.failed.fetch_add(1, Ordering::Relaxed);
+            sh.first_error.set(format!("connection {idx}: {e}"));
+            return;
+        }
+    }
     drop(permit);
     sh.ready.fetch_add(1, Ordering::Relaxed);
     loop {
         match rd.next().await {
+            // Engine.IO heartbeat (`--protocol socketio`).
+            Ok((OpCode::Text, b"2")) if sh.ctx.socketio => {
+                wr.push(OpCode::Text, b"3");
+                if wr.flush().await.is_err() {
+                    break;
+                }
+            }
             Ok((OpCode::Ping, payload)) => {
                 wr.push(OpCode::Pong, payload);
                 if wr.flush().await.is_err() {

@@ -1,12 +1,13 @@
 //! Joining a topic before the measurement starts, per protocol: ringhub's `subscribe` with
-//! its reply, and socket.io's namespace connect + a `subscribe` event acknowledged by the
-//! server (`scripts/peers/socketio-cluster-server.js` joins the room named by the topic).
+//! its reply, and Socket.IO's namespace connect + a `join` event acknowledged by the server
+//! (ringhub's default event; `scripts/peers/socketio-cluster-server.js` handles it the same way).
 //!
 //! socket.io (Engine.IO v4 over a bare WebSocket, `?EIO=4&transport=websocket`): the server
 //! opens with `0{...}`, the client connects the default namespace with `40` and gets
 //! `40{...}`; events are `42[...]`, an event with ack id 1 is `421[...]`, its answer `431[...]`;
 //! the server's heartbeat is the text `2`, answered with `3`. The load generator speaks exactly
-//! this much of it: one topic per connection, no binary attachments.
+//! this much of it: one topic per connection, no binary attachments. The long-polling transport is in
+//! `crate::client::polling`.
 
 use crate::client::{WsReader, WsWriter};
 use fastwebsockets::OpCode;
@@ -57,13 +58,15 @@ pub async fn socketio_connect(rd: &mut WsReader, wr: &mut WsWriter) -> Result<()
     .await
 }
 
-/// Joins the room `topic` with an acknowledged `subscribe` event (after [`socketio_connect`]).
+/// Joins the room `topic` with an acknowledged `join` event (after [`socketio_connect`]):
+/// ringhub's default event (docs/PROTOCOL.md, Socket.IO), which the socket.io peer handles
+/// with `socket.join(room)` and the ack.
 pub async fn socketio_subscribe(
     rd: &mut WsReader,
     wr: &mut WsWriter,
     topic: &str,
 ) -> Result<(), String> {
-    let msg = format!("421[\"subscribe\",\"{topic}\"]");
+    let msg = format!("421[\"join\",\"{topic}\"]");
     wr.push(OpCode::Text, msg.as_bytes());
     wr.flush()
         .await
@@ -98,6 +101,61 @@ async fn wait_text(
             }
             OpCode::Close => return Err("server closed before the reply".into()),
             _ => {}
+        }
+    }
+}
+
+/// Over long-polling: connects the default namespace and joins `topic` with an acknowledged
+/// `join` (the same packets as over WebSocket, each in its own `POST`; answers arrive in
+/// `GET`s, heartbeats on the way are answered).
+pub async fn socketio_poll_join(
+    c: &mut crate::client::polling::PollConn,
+    topic: &str,
+) -> Result<(), String> {
+    c.post(b"40")
+        .await
+        .map_err(|e| format!("send namespace connect: {e:#}"))?;
+    poll_until(c, |p| {
+        if p.starts_with(b"44") {
+            return Err(format!(
+                "namespace connect refused: {}",
+                String::from_utf8_lossy(p)
+            ));
+        }
+        Ok(p.starts_with(b"40"))
+    })
+    .await?;
+    let msg = format!("421[\"join\",\"{topic}\"]");
+    c.post(msg.as_bytes())
+        .await
+        .map_err(|e| format!("send join: {e:#}"))?;
+    poll_until(c, |p| Ok(p.starts_with(b"431"))).await
+}
+
+/// `GET`s until a packet satisfies `done`; answers heartbeats (`2` → `POST 3`).
+async fn poll_until(
+    c: &mut crate::client::polling::PollConn,
+    mut done: impl FnMut(&[u8]) -> Result<bool, String>,
+) -> Result<(), String> {
+    loop {
+        let body = c.get().await.map_err(|e| format!("await reply: {e:#}"))?;
+        let (mut found, mut ping) = (false, false);
+        for p in crate::client::polling::packets(body) {
+            if p == b"2" {
+                ping = true;
+            } else if p == b"1" {
+                return Err("server closed the session before the reply".into());
+            } else if done(p)? {
+                found = true;
+            }
+        }
+        if ping {
+            c.post(b"3")
+                .await
+                .map_err(|e| format!("send pong: {e:#}"))?;
+        }
+        if found {
+            return Ok(());
         }
     }
 }

@@ -6,6 +6,7 @@ pub mod delta;
 pub mod durable;
 pub mod echo;
 pub mod fanout;
+pub mod fanout_poll;
 pub mod fanout_tasks;
 pub mod idle;
 pub mod join;

@@ -259,6 +259,17 @@ fn words(dst: &mut [u8]) {
 pub struct Template {
     pub bytes: Vec<u8>,
     pub offset: usize,
+    /// Where a fixed-width Socket.IO ack id ([`ack_id`]) is written, if the frame asks for one.
+    pub ack_at: Option<usize>,
+}
+
+/// Digits of the Socket.IO ack ids the publisher sends: ids are `1_000_000 + seq % 1_000_000`,
+/// always 7 digits, so a template keeps its length (no leading zero, which parsers may refuse).
+pub const ACK_DIGITS: usize = 7;
+
+/// The Socket.IO ack id of publication `seq` ([`ACK_DIGITS`] digits).
+pub fn ack_id(seq: u64) -> u64 {
+    1_000_000 + seq % 1_000_000
 }
 
 impl Template {
@@ -269,7 +280,11 @@ impl Template {
         if WORDS.load(std::sync::atomic::Ordering::Relaxed) {
             words(&mut bytes[HEADER_LEN..]);
         }
-        Template { bytes, offset: 0 }
+        Template {
+            bytes,
+            offset: 0,
+            ack_at: None,
+        }
     }
 
     /// A ringhub publish frame whose `data` string is a `size`-byte raw payload.
@@ -281,19 +296,25 @@ impl Template {
         Template {
             bytes,
             offset: prefix.len(),
+            ack_at: None,
         }
     }
 
-    /// A socket.io `publish` event (`42["publish","<topic>","<payload>"]`) that the socket.io
-    /// peer re-emits to the room as `42["m","<payload>"]`.
+    /// A Socket.IO `publish` event with an ack, ringhub's default event
+    /// (`42<id>["publish",{"topic":"<topic>","event":"m","data":"<payload>"}]`, docs/PROTOCOL.md)
+    /// that the socket.io peer (`scripts/peers/socketio-cluster-server.js`) handles the same
+    /// way: `io.to(topic).emit("m", data)`, then the ack. Subscribers get `42["m","<payload>"]`.
     pub fn socketio_publish(topic: &str, size: usize) -> Template {
-        let prefix = format!("42[\"publish\",\"{topic}\",\"");
+        let id = "0".repeat(ACK_DIGITS);
+        let prefix =
+            format!("42{id}[\"publish\",{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"");
         let mut bytes = prefix.clone().into_bytes();
         bytes.extend_from_slice(&Template::raw(size).bytes);
-        bytes.extend_from_slice(b"\"]");
+        bytes.extend_from_slice(b"\"}]");
         Template {
             bytes,
             offset: prefix.len(),
+            ack_at: Some(2),
         }
     }
 
@@ -301,6 +322,13 @@ impl Template {
     pub fn fill(&self, dst: &mut [u8], h: &Header) {
         dst.copy_from_slice(&self.bytes);
         h.write(&mut dst[self.offset..self.offset + HEADER_LEN]);
+        if let Some(at) = self.ack_at {
+            let mut id = ack_id(h.seq);
+            for d in dst[at..at + ACK_DIGITS].iter_mut().rev() {
+                *d = b'0' + (id % 10) as u8;
+                id /= 10;
+            }
+        }
     }
 }
 
