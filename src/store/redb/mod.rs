@@ -51,6 +51,7 @@ mod open;
 mod outbox;
 mod replay;
 mod schema;
+mod syncer;
 mod wal;
 
 #[cfg(test)]
@@ -447,6 +448,39 @@ impl Store for RedbStore {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
+        self.commit_batch(false).map(|_| ())
+    }
+
+    fn commit_pipelined(&mut self) -> Result<u64, StoreError> {
+        self.commit_batch(true)
+    }
+
+    fn durable(&mut self) -> Result<u64, StoreError> {
+        if let Some(why) = self.wal.sync_state().take_failure() {
+            // The transaction holds batches whose records may not be on disk: reopening
+            // replays what the log and the file hold.
+            self.reset();
+            self.wal.discard();
+            let _ = self.note::<()>(Err(StoreError::Io(why)));
+        }
+        if let Some(b) = &self.broken {
+            return Err(StoreError::Unavailable(format!(
+                "store I/O failed: {}",
+                b.why
+            )));
+        }
+        Ok(self.wal.sync_state().durable())
+    }
+
+    fn durable_wake(&self) -> Option<crossbeam_channel::Receiver<()>> {
+        Some(self.wal.sync_wake())
+    }
+}
+
+impl RedbStore {
+    /// The group commit: the batch's log record (synced here, or by the sync threads when
+    /// `background`), or a checkpoint; returns the batch's ticket (its record's number).
+    fn commit_batch(&mut self, background: bool) -> Result<u64, StoreError> {
         if self.failed {
             if let Some(tx) = self.wtx.take() {
                 // Rolling back; the batch's failure is what gets reported.
@@ -465,13 +499,16 @@ impl Store for RedbStore {
             ));
         }
         if !self.wal.pending() {
-            return Ok(());
+            // Nothing written: durable once every batch before it is.
+            return Ok(self.wal.lsn);
         }
         let r = if self.wal.checkpoint_due() {
             let lsn = self.wal.lsn + 1;
-            self.checkpoint(lsn)
+            self.checkpoint(lsn).map(|()| lsn)
+        } else if background {
+            self.wal.write_batch_async()
         } else {
-            self.wal.write_batch()
+            self.wal.write_batch().map(|()| self.wal.lsn)
         };
         if let Err(e) = r {
             // Whatever the transaction held is unknown now: reopening replays what the log
@@ -483,6 +520,6 @@ impl Store for RedbStore {
             };
             return self.note(Err(StoreError::Io(why)));
         }
-        Ok(())
+        r
     }
 }
