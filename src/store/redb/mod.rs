@@ -5,7 +5,9 @@
 //! Every mutating call applies to one redb write transaction and adds its arguments to the
 //! batch's log record (the `wal` module). [`Store::commit`] is the group commit: it writes the
 //! record to `ringhub.wal` with one `fdatasync` and keeps the transaction open for the next
-//! batches; every second (or every 32 MiB of log: the `wal` module) it commits the
+//! batches. The store thread uses [`Store::commit_pipelined`] instead: the record is written and
+//! its `fdatasync` handed to a sync thread (the `syncer` module), so the next batches are
+//! applied and written while it runs; [`Store::durable`] tells which records are on disk; every second (or every 32 MiB of log: the `wal` module) it commits the
 //! transaction instead, with [`Durability::Immediate`], and the log starts again. Opening the
 //! store replays the log's records after the last checkpoint (the `replay` module). Reads go
 //! through the open write transaction when there is one, else through a read transaction.
