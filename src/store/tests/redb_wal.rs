@@ -289,3 +289,40 @@ fn committed_outbox_events_and_their_removal_survive_a_crash_before_the_checkpoi
     let last: u64 = outbox(&mut s).last().unwrap().0.parse().unwrap();
     assert!(before.iter().all(|e| e.0.parse::<u64>().unwrap() < last));
 }
+
+#[test]
+fn pipelined_commits_get_rising_tickets_and_become_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    let wake = s.durable_wake().expect("redb syncs in the background");
+    let mut tickets = Vec::new();
+    for i in 0..8u64 {
+        s.append(
+            "p",
+            hl(100, 0),
+            "e",
+            Some(format!("{i}").as_bytes()),
+            T0 + i,
+        )
+        .unwrap();
+        tickets.push(s.commit_pipelined().unwrap());
+    }
+    assert!(tickets.windows(2).all(|w| w[1] == w[0] + 1), "{tickets:?}");
+    let last = *tickets.last().unwrap();
+    // A batch that wrote nothing waits for the last one that did.
+    s.position("p").unwrap();
+    assert_eq!(s.commit_pipelined().unwrap(), last);
+    while s.durable().unwrap() < last {
+        wake.recv().unwrap();
+    }
+    // A checkpoint is durable at once: its ticket is already reached.
+    s.append("p", hl(100, 0), "e", None, T0 + 9).unwrap();
+    s.checkpoint_at_next_commit();
+    let t = s.commit_pipelined().unwrap();
+    assert_eq!(t, last + 1);
+    assert!(s.durable().unwrap() >= t);
+    drop(s);
+    // Everything committed is there after reopening.
+    let mut s = open(dir.path());
+    assert_eq!(s.position("p").unwrap().offset, 9);
+}
