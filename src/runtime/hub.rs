@@ -327,6 +327,9 @@ impl Server {
             proxy_stats: Default::default(),
             webhooks: Default::default(),
             api_keys: Default::default(),
+            // History on the shards needs one node (a cluster reads history in Redis).
+            shard_history: (store.history_in_shards() && !broker.clustered())
+                .then(|| store.inbox_epoch()),
             config: self.config,
             links: Links {
                 pool: self.blocking.then_some(pool_tx),

@@ -133,6 +133,9 @@ pub(crate) struct HubShared {
     pub(crate) links: Links,
     /// This node among the others.
     pub(crate) cluster: NodeLink,
+    /// Memory store on one node: the base epoch of the history streams the shards keep
+    /// themselves (see `shard::history`). `None`: the store thread keeps history.
+    pub(crate) shard_history: Option<Arc<str>>,
 }
 
 /// The queues the runtime wires once at start (`None`: that thread does not run — benches,
@@ -222,6 +225,9 @@ impl HubShared {
             }
             None => Some(job),
         }) else {
+            return Ok(());
+        };
+        let Some(job) = self.route_history(job) else {
             return Ok(());
         };
         let tx = self
@@ -316,6 +322,7 @@ impl HubShared {
             proxy_stats: Default::default(),
             webhooks: Default::default(),
             api_keys: Default::default(),
+            shard_history: None,
         }
     }
 }

@@ -2,9 +2,10 @@
 //! restart is a new epoch for every stream and empty inboxes.
 //!
 //! # Layout
-//! - **Streams.** Per topic a [`VecDeque`] of publications (trimmed to `limits.size` on append),
-//!   the epoch drawn at creation and the top offset. The map is keyed by `Box<str>` and looked up
-//!   by `&str`, so an append to a known topic allocates only for the event and the data.
+//! - **Streams.** A [`Streams`](super::streams::Streams): per topic a ring of publications
+//!   (trimmed to `limits.size` on append), the epoch and the top offset. (With this store the
+//!   shards keep history themselves, in streams of their own: see
+//!   [`Store::history_in_shards`].)
 //! - **Inboxes.** Per user a [`BTreeMap`] offset → message and the next offset; a global next
 //!   message id (from 1); a status table id → what is known of the message; two ordered indexes,
 //!   live messages by creation time (for [`Store::expire`]) and final ones by the time they became
@@ -14,7 +15,7 @@
 //! `inbox_ack` has no `now_ms` argument, so an ack's final time is the wall clock ([`now_ms`]).
 //! An inbox TTL of zero means messages never expire (like a zero history TTL).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -26,51 +27,6 @@ use super::{
 };
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-
-/// One topic's stream.
-struct Stream {
-    epoch: Arc<str>,
-    top: u64,
-    ring: VecDeque<Publication>,
-}
-
-impl Stream {
-    fn new(epoch: Arc<str>) -> Self {
-        Stream {
-            epoch,
-            top: 0,
-            ring: VecDeque::new(),
-        }
-    }
-
-    /// Appends a publication, trims to `limits.size`, returns its position.
-    fn push(
-        &mut self,
-        limits: HistoryLimits,
-        event: &str,
-        data: Option<&[u8]>,
-        now_ms: u64,
-    ) -> StreamPos {
-        self.top += 1;
-        self.ring.push_back(Publication {
-            offset: self.top,
-            event: event.into(),
-            data: data.map(Bytes::copy_from_slice),
-            time_ms: now_ms,
-        });
-        while self.ring.len() > limits.size {
-            self.ring.pop_front();
-        }
-        self.pos()
-    }
-
-    fn pos(&self) -> StreamPos {
-        StreamPos {
-            epoch: self.epoch.clone(),
-            offset: self.top,
-        }
-    }
-}
 
 /// A stored inbox message (its status and attempts live in the status table).
 struct Stored {
@@ -124,7 +80,7 @@ pub(crate) fn expiry(now: u64, ttl: std::time::Duration) -> u64 {
 
 /// The in-memory store. See the [module docs](self).
 pub struct MemoryStore {
-    streams: Map<Box<str>, Stream>,
+    streams: super::streams::Streams,
     inboxes: Map<Arc<str>, Inbox>,
     /// The id the last message got (see [`first_message_id`](super::first_message_id)).
     last_id: u64,
@@ -148,14 +104,15 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
+        let epoch = new_epoch();
         Self {
-            streams: Map::default(),
+            streams: super::streams::Streams::new(epoch.clone()),
             inboxes: Map::default(),
             last_id: super::first_message_id(now_ms()) - 1,
             statuses: Map::default(),
             live: BTreeSet::new(),
             finals: BTreeSet::new(),
-            epoch: new_epoch(),
+            epoch,
             outbox: super::outbox::OutboxIndex::new(super::first_message_id(now_ms())),
         }
     }
@@ -164,14 +121,6 @@ impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.len()
-    }
-
-    /// The position of a stream that was never written (reads store nothing).
-    fn unwritten(&self, topic: &str) -> StreamPos {
-        StreamPos {
-            epoch: super::unwritten_epoch(&self.epoch, topic),
-            offset: 0,
-        }
     }
 
     /// Moves a live message to a final status; returns the change.
@@ -272,6 +221,10 @@ impl Store for MemoryStore {
         "memory"
     }
 
+    fn history_in_shards(&self) -> bool {
+        true
+    }
+
     fn inbox_epoch(&self) -> Arc<str> {
         self.epoch.clone()
     }
@@ -284,21 +237,12 @@ impl Store for MemoryStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        // One hash on the hot path: a known topic is looked up by `&str`.
-        if let Some(s) = self.streams.get_mut(topic) {
-            return Ok(s.push(limits, event, data, now_ms));
-        }
-        let mut s = Stream::new(super::unwritten_epoch(&self.epoch, topic));
-        let pos = s.push(limits, event, data, now_ms);
-        self.streams.insert(topic.into(), s);
-        Ok(pos)
+        let data = data.map(Bytes::copy_from_slice);
+        Ok(self.streams.append(topic, limits, event.into(), data, now_ms))
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        Ok(match self.streams.get(topic) {
-            Some(s) => s.pos(),
-            None => self.unwritten(topic),
-        })
+        Ok(self.streams.position(topic))
     }
 
     fn read(
@@ -309,23 +253,7 @@ impl Store for MemoryStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
-        let Some(s) = self.streams.get(topic) else {
-            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
-            return Ok(acc.finish(self.unwritten(topic)));
-        };
-        let first_kept = s.ring.front().map_or(s.top + 1, |p| p.offset);
-        // Offsets in the ring are contiguous.
-        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first_kept))
-            .unwrap_or(usize::MAX);
-        let mut acc = ReadAcc::new(limits, s.top, first_kept, after, limit, now_ms);
-        for p in s.ring.iter().skip(skip).rev() {
-            match acc.offer(p.time_ms) {
-                Offer::Take => acc.push(p.clone()),
-                Offer::Skip => continue,
-                Offer::Stop => break,
-            }
-        }
-        Ok(acc.finish(s.pos()))
+        Ok(self.streams.read(topic, limits, after, limit, now_ms))
     }
 
     fn inbox_put(
