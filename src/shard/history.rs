@@ -212,11 +212,17 @@ impl ShardState {
         let pos = self
             .history
             .append(&p.topic, limits, p.event.clone(), p.data.clone(), now);
-        let frame =
-            envelope::stored_publication(&p.topic, &p.event, p.data.as_deref(), pos.offset);
+        let frame = envelope::stored_publication(&p.topic, &p.event, p.data.as_deref(), pos.offset);
         match p.reply {
             PubReply::None => {
-                self.fan_stored(&p.topic, Some(&p.topic), frame, p.exclude, pos.epoch, pos.offset);
+                self.fan_stored(
+                    &p.topic,
+                    Some(&p.topic),
+                    frame,
+                    p.exclude,
+                    pos.epoch,
+                    pos.offset,
+                );
             }
             PubReply::Conn(conn, rid) => {
                 let (topic, offset) = (p.topic, pos.offset);

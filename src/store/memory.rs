@@ -22,9 +22,12 @@ use bytes::Bytes;
 
 use super::{
     new_epoch, now_ms, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo,
-    MessageStatus, NewMessage, OutboxEntry, OutboxStats, Publication, StatusChange, Store,
-    StoreError, StreamPos,
+    MessageStatus, NewMessage, OutboxEntry, OutboxStats, StatusChange, Store, StoreError,
+    StreamPos,
 };
+
+// Here for the other stores' paths (`store::memory::ReadAcc`, `store::memory::ms`).
+pub(crate) use super::streams::{ms, Offer, ReadAcc};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 
@@ -62,11 +65,6 @@ struct Info {
     created_ms: u64,
     /// When the status became final.
     final_ms: u64,
-}
-
-/// Ms of a duration, saturating.
-pub(crate) fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// When a message stored at `now` with this TTL expires (`u64::MAX` = never).
@@ -145,77 +143,6 @@ impl MemoryStore {
     }
 }
 
-/// Shared by both stores: builds a history read from candidates offered newest first (every
-/// publication with an offset above `after`, from the top down).
-pub(crate) struct ReadAcc {
-    cutoff: u64,
-    limit: usize,
-    complete: bool,
-    publications: Vec<Publication>,
-}
-
-/// What to do with a candidate offered to a [`ReadAcc`].
-#[derive(PartialEq, Eq)]
-pub(crate) enum Offer {
-    /// Decode it and [`ReadAcc::push`] it.
-    Take,
-    /// Older than the TTL: go on with the next one.
-    Skip,
-    /// `limit` reached: stop.
-    Stop,
-}
-
-impl ReadAcc {
-    /// Starts a read of the stream at `top` whose oldest kept offset is `first_kept`.
-    pub(crate) fn new(
-        limits: HistoryLimits,
-        top: u64,
-        first_kept: u64,
-        after: u64,
-        limit: usize,
-        now_ms: u64,
-    ) -> Self {
-        ReadAcc {
-            cutoff: if limits.ttl.is_zero() {
-                0
-            } else {
-                now_ms.saturating_sub(ms(limits.ttl))
-            },
-            limit,
-            complete: after <= top && after.saturating_add(1) >= first_kept,
-            publications: Vec::new(),
-        }
-    }
-
-    /// Judges the next (older) candidate, appended at `time_ms`.
-    pub(crate) fn offer(&mut self, time_ms: u64) -> Offer {
-        if time_ms < self.cutoff {
-            self.complete = false;
-            Offer::Skip
-        } else if self.publications.len() >= self.limit {
-            self.complete = false;
-            Offer::Stop
-        } else {
-            Offer::Take
-        }
-    }
-
-    /// Keeps a taken candidate.
-    pub(crate) fn push(&mut self, p: Publication) {
-        self.publications.push(p);
-    }
-
-    /// The answer, oldest first.
-    pub(crate) fn finish(mut self, pos: StreamPos) -> HistoryRead {
-        self.publications.reverse();
-        HistoryRead {
-            pos,
-            publications: self.publications,
-            complete: self.complete,
-        }
-    }
-}
-
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
@@ -238,7 +165,9 @@ impl Store for MemoryStore {
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
         let data = data.map(Bytes::copy_from_slice);
-        Ok(self.streams.append(topic, limits, event.into(), data, now_ms))
+        Ok(self
+            .streams
+            .append(topic, limits, event.into(), data, now_ms))
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {

@@ -13,10 +13,85 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::memory::{Offer, ReadAcc};
 use super::{unwritten_epoch, HistoryLimits, HistoryRead, Publication, StreamPos};
 
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Ms of a duration, saturating.
+pub(crate) fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Shared by every store: builds a history read from candidates offered newest first (every
+/// publication with an offset above `after`, from the top down).
+pub(crate) struct ReadAcc {
+    cutoff: u64,
+    limit: usize,
+    complete: bool,
+    publications: Vec<Publication>,
+}
+
+/// What to do with a candidate offered to a [`ReadAcc`].
+#[derive(PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Decode it and [`ReadAcc::push`] it.
+    Take,
+    /// Older than the TTL: go on with the next one.
+    Skip,
+    /// `limit` reached: stop.
+    Stop,
+}
+
+impl ReadAcc {
+    /// Starts a read of the stream at `top` whose oldest kept offset is `first_kept`.
+    pub(crate) fn new(
+        limits: HistoryLimits,
+        top: u64,
+        first_kept: u64,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Self {
+        ReadAcc {
+            cutoff: if limits.ttl.is_zero() {
+                0
+            } else {
+                now_ms.saturating_sub(ms(limits.ttl))
+            },
+            limit,
+            complete: after <= top && after.saturating_add(1) >= first_kept,
+            publications: Vec::new(),
+        }
+    }
+
+    /// Judges the next (older) candidate, appended at `time_ms`.
+    pub(crate) fn offer(&mut self, time_ms: u64) -> Offer {
+        if time_ms < self.cutoff {
+            self.complete = false;
+            Offer::Skip
+        } else if self.publications.len() >= self.limit {
+            self.complete = false;
+            Offer::Stop
+        } else {
+            Offer::Take
+        }
+    }
+
+    /// Keeps a taken candidate.
+    pub(crate) fn push(&mut self, p: Publication) {
+        self.publications.push(p);
+    }
+
+    /// The answer, oldest first.
+    pub(crate) fn finish(mut self, pos: StreamPos) -> HistoryRead {
+        self.publications.reverse();
+        HistoryRead {
+            pos,
+            publications: self.publications,
+            complete: self.complete,
+        }
+    }
+}
 
 /// One kept publication: its offset is implied by its place in the ring (offsets in a ring are
 /// contiguous), so an entry is the event, the shared data and the time.
@@ -188,7 +263,10 @@ mod tests {
         for n in 1..=5 {
             let p = append(&mut s, "a", 3, n, 0);
             assert_eq!(p.offset, n);
-            assert_eq!(p.epoch, before.epoch, "the first append keeps the read epoch");
+            assert_eq!(
+                p.epoch, before.epoch,
+                "the first append keeps the read epoch"
+            );
         }
         assert_eq!(append(&mut s, "b", 3, 1, 0).offset, 1, "per topic");
         assert_ne!(s.position("b").epoch, before.epoch);
@@ -254,7 +332,15 @@ mod tests {
     fn a_kept_publication_is_small() {
         // The per-publication cost of history: the entry (event, shared data, time) plus the
         // event's and the data's own bytes (the data shared with the frame's source).
-        assert!(std::mem::size_of::<Entry>() <= 56, "{}", std::mem::size_of::<Entry>());
-        assert!(std::mem::size_of::<Stream>() <= 64, "{}", std::mem::size_of::<Stream>());
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert!(
+            std::mem::size_of::<Stream>() <= 64,
+            "{}",
+            std::mem::size_of::<Stream>()
+        );
     }
 }

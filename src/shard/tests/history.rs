@@ -72,7 +72,10 @@ fn conn(shards: &mut [ShardState], shard: usize) -> (usize, u32) {
 }
 
 fn publish(shards: &mut [ShardState], at: (usize, u32), topic: &str, n: u64) {
-    let msg = format!(r#"{{"event":"m","topic":"{topic}","data":{n},"id":{}}}"#, 100 + n);
+    let msg = format!(
+        r#"{{"event":"m","topic":"{topic}","data":{n},"id":{}}}"#,
+        100 + n
+    );
     send(shards, at, &msg);
 }
 
