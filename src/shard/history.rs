@@ -161,7 +161,7 @@ impl ShardState {
                     held,
                     pos,
                 };
-                self.to_conn(conn, action);
+                self.act_on(conn, action);
             }
             StoreJob::History {
                 topic,
@@ -191,7 +191,7 @@ impl ShardState {
                     }
                     HistoryTo::Conn(conn, rid) => {
                         let frame = history_frame(rid, &topic, read, reply_budget(&self.hub));
-                        self.to_conn(conn, Action::Send(frame));
+                        self.act_on(conn, Action::Send(frame));
                     }
                 }
             }
@@ -227,7 +227,7 @@ impl ShardState {
             PubReply::Conn(conn, rid) => {
                 let (topic, offset) = (p.topic, pos.offset);
                 self.fan_stored(&topic, Some(&topic), frame, p.exclude, pos.epoch, offset);
-                self.to_conn(conn, Action::Send(offset_reply(rid, &topic, offset)));
+                self.act_on(conn, Action::Send(offset_reply(rid, &topic, offset)));
             }
             PubReply::Api(tx) => {
                 // The API counts deliveries: every shard delivers and answers its count.
@@ -284,7 +284,7 @@ impl ShardState {
     }
 
     /// Applies an action for a connection here, or on its shard.
-    fn to_conn(&mut self, conn: ConnId, action: Action) {
+    fn act_on(&mut self, conn: ConnId, action: Action) {
         if conn.shard() == self.index {
             self.conn_action(conn, action);
         } else if let Some(inbox) = self.hub.inboxes.get(conn.shard()) {
