@@ -29,6 +29,8 @@
 #
 # Environment:
 #   RUNS (3), DURATION (6 measured seconds), WARMUP (2), PAYLOAD (64), IO (epoll: --io of ringhub)
+#   SHARDS (1: --shards of ringhub; every shard shares SERVER_CPU)
+#   STORES        the stores of group history (default "memory redb")
 #   PRIO          none | nice | rt (default rt: chrt -f 10 for server and loadtest)
 #   SERVER_CPU (0), LOAD_CPU (1), BASE_PORT (9600)
 #   EV2_BIN       the engine-v2 ringhub binary for group fanout; unset or missing: only this build
@@ -54,6 +56,8 @@ BASE_PORT=${BASE_PORT:-9600}
 PARTS=${PARTS:-"history durable recover fanout"}
 SUBS=${SUBS:-"1 10"}
 WINDOWS=${WINDOWS:-"1 16 64 512"}
+SHARDS=${SHARDS:-1}
+STORES=${STORES:-"memory redb"}
 CONCURRENCY=${CONCURRENCY:-"64 256"}
 REPS=${REPS:-50}
 NAME=${NAME:-messaging}
@@ -84,7 +88,7 @@ matrix() {
         for s in $SUBS; do
           for w in $WINDOWS; do
             echo "nohist-s$s-w$w|cur|memory|fanout --subscribers $s --payload $PAYLOAD --max --window $w $T"
-            for st in memory redb; do
+            for st in $STORES; do
               echo "hist-$st-s$s-w$w|cur|$st|fanout --topic-prefix hist:t --offsets --subscribers $s --payload $PAYLOAD --max --window $w $T"
             done
           done
@@ -117,7 +121,7 @@ if [ "${1:-}" = --list ]; then
   matrix | awk -F'|' '{printf "%-26s %-4s %-7s ringhub-loadtest %s\n", $1, $2, $3, $4}'
   exit 0
 fi
-[ $# -eq 0 ] || { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -eq 0 ] || { sed -n '2,45p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 if [ -n "$EV2_BIN" ] && [ ! -x "$EV2_BIN" ]; then
   echo "messaging-bench: EV2_BIN=$EV2_BIN is not an executable" >&2
   exit 2
@@ -145,7 +149,7 @@ trap stop_server EXIT INT TERM
 # start_server KIND STORE PORT LOG: this build (cur) with a fresh store, or engine-v2 (ev2).
 start_server() {
   local kind=$1 store=$2 port=$3 logf=$4 bin=$BIN/ringhub args=()
-  args=(--listen "127.0.0.1:$port" --shards 1 --io "$IO")
+  args=(--listen "127.0.0.1:$port" --shards "$SHARDS" --io "$IO")
   if [ "$kind" = cur ]; then
     local dir=$STORE_DIR/s$port
     rm -rf "$dir"
@@ -183,7 +187,7 @@ jq -n --arg name "$NAME" --arg started "$(date -u +%FT%TZ)" --argjson runs "$RUN
   --arg pin "server taskset -c $SERVER_CPU, loadtest taskset -c $LOAD_CPU, PRIO=$PRIO" \
   --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg store_fs "$(df -T "$STORE_DIR" | awk 'NR==2 {print $2}')" \
   --arg topics "$TOPICS" --arg matrix "$(cat "$OUT_DIR/matrix.txt")" \
-  --arg cmd "RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP IO=$IO PRIO=$PRIO PARTS=\"$PARTS\" ${EV2_BIN:+EV2_BIN=$EV2_BIN }scripts/messaging-bench.sh" '
+  --arg cmd "RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP IO=$IO PRIO=$PRIO SHARDS=$SHARDS PARTS=\"$PARTS\" ${EV2_BIN:+EV2_BIN=$EV2_BIN }scripts/messaging-bench.sh" '
   {name: $name, started: $started, runs: $runs, commit: $commit, ev2_commit: $ev2, io: $io,
    command: $cmd, topics: $topics,
    env: {kernel: $kernel, cpu: $cpu, nproc: $nproc, rustc: $rustc, pinning: $pin,

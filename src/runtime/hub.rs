@@ -323,6 +323,9 @@ impl Server {
             sio_sessions: crate::shard::sio_recover::SioSessions::new(store.keeps_sio_sessions()),
             webhooks: Default::default(),
             api_keys: Default::default(),
+            // History on the shards needs one node (a cluster reads history in Redis).
+            shard_history: (store.history_in_shards() && !broker.clustered())
+                .then(|| store.inbox_epoch()),
             config: self.config,
             links: Links {
                 pool: self.blocking.then_some(pool_tx),

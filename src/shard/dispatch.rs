@@ -373,7 +373,7 @@ impl Effects for Inline<'_> {
         self.st.enqueue(self.conn, frame);
     }
     fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, HandlerError> {
-        if let Some(r) = self.st.hub.publish_stored(&p, Some(self.conn)) {
+        if let Some(r) = self.st.publish_stored(&p, self.conn) {
             if r.is_ok() {
                 self.st
                     .webhook_publication(self.conn, p.topic, p.event, p.data);

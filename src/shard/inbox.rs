@@ -10,10 +10,10 @@ use bytes::Bytes;
 use crossbeam_queue::SegQueue;
 use serde_json::value::RawValue;
 
+use super::jobs::StoreJob;
 use crate::ConnId;
 
-/// A user's unacknowledged messages as frames, in offset order.
-pub(crate) type InboxFrames = Arc<[(u64, Bytes)]>;
+pub(crate) use super::jobs::{ApiReply, InboxFrames, PresenceList};
 
 /// What a connection's owner shard is asked to do on behalf of a handler on the pool.
 #[derive(Debug)]
@@ -128,26 +128,6 @@ pub(crate) enum RemotePub {
 /// Close code for connections ended by `/api/v1/disconnect` (4000-4999 are application codes).
 pub const CLOSE_DISCONNECTED: u16 = 4000;
 
-/// What one shard answers.
-#[derive(Debug)]
-pub(crate) enum ApiReply {
-    /// Connections reached.
-    Count(usize),
-    /// Connections subscribed, and the ones refused: (client id, why), e.g. the subscription
-    /// limit.
-    Subscribed(usize, Vec<(String, String)>),
-    /// Users with their connection counts, and anonymous connections.
-    Online(Vec<(Arc<str>, usize)>, usize),
-    /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
-    Presence(PresenceList),
-    /// Patterns (topics or `prefix*`) with their local subscriber counts.
-    Topics(Vec<(String, usize)>),
-}
-
-/// Presence entries of one shard: connection, user (`None` if anonymous), `on_connect`
-/// metadata (JSON).
-pub(crate) type PresenceList = Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>;
-
 /// A validated `send` request.
 #[derive(Debug)]
 pub(crate) struct SendReq {
@@ -166,8 +146,12 @@ pub(crate) enum ShardMsg {
         frame: Bytes,
         exclude: Option<ConnId>,
     },
-    /// Publications on topics with history, in offset order, from the store thread.
+    /// Publications on topics with history, in offset order, from the store thread (or from
+    /// the topic's owner shard: see `shard::history`).
     Stored(Arc<[StoredPub]>),
+    /// Memory store, one node: a publication, subscribe answer or history read for a topic
+    /// this shard owns (see `shard::history`); always a `Publish`, `Subscribe` or `History`.
+    History(StoreJob),
     /// Publications from other nodes, in the order Redis delivered them: one message per shard
     /// per read of a subscriber connection, so a burst costs one push and one wake-up.
     Remote(Vec<RemotePub>),

@@ -8,10 +8,31 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::shard::inbox::ApiReply;
-pub(crate) use crate::shard::inbox::InboxFrames;
 use crate::store::{HistoryRead, InboxMessage, MessageInfo, MessageStatus, StoreError};
 use crate::ConnId;
+
+/// A user's unacknowledged messages as frames, in offset order.
+pub(crate) type InboxFrames = Arc<[(u64, Bytes)]>;
+
+/// What one shard answers.
+#[derive(Debug)]
+pub(crate) enum ApiReply {
+    /// Connections reached.
+    Count(usize),
+    /// Connections subscribed, and the ones refused: (client id, why), e.g. the subscription
+    /// limit.
+    Subscribed(usize, Vec<(String, String)>),
+    /// Users with their connection counts, and anonymous connections.
+    Online(Vec<(Arc<str>, usize)>, usize),
+    /// Presence entries: connection, user (`None` if anonymous), metadata JSON from `on_connect`.
+    Presence(PresenceList),
+    /// Patterns (topics or `prefix*`) with their local subscriber counts.
+    Topics(Vec<(String, usize)>),
+}
+
+/// Presence entries of one shard: connection, user (`None` if anonymous), `on_connect`
+/// metadata (JSON).
+pub(crate) type PresenceList = Vec<(ConnId, Option<Arc<str>>, Option<Arc<str>>)>;
 
 /// Jobs queued beyond this refuse new publications and durable sends with `too_many`.
 pub(crate) const MAX_QUEUED: usize = 200_000;

@@ -228,11 +228,11 @@ impl ShardState {
             ..
         } = &job
         else {
-            let _ = self.hub.submit_store(job, false);
+            let _ = self.submit_history(job, false);
             return;
         };
         let (topic, conn, rid, held) = (topic.clone(), *conn, *rid, *held);
-        if let Err(e) = self.hub.submit_store(job, false) {
+        if let Err(e) = self.submit_history(job, false) {
             if held {
                 self.release(conn, &topic);
             }
@@ -287,7 +287,7 @@ impl ShardState {
             until: d.until,
             to: HistoryTo::Conn(id, rid),
         };
-        if let Err(e) = self.hub.submit_store(job, false) {
+        if let Err(e) = self.submit_history(job, false) {
             self.error(id, req, topic, e.code, &e.message);
         }
     }

@@ -22,6 +22,7 @@ use crate::ConnId;
 
 #[cfg(feature = "axum")]
 mod adopt;
+pub(crate) mod answer;
 pub(crate) mod broker;
 mod conn;
 mod delta;
@@ -32,6 +33,7 @@ pub(crate) mod events;
 mod fastapi;
 mod formats;
 pub(crate) mod gather;
+mod history;
 mod hold;
 pub mod hooks;
 pub(crate) mod inbox;
@@ -133,6 +135,9 @@ pub(crate) struct ShardState {
     /// waits for the store's answer, which covers them (`""` = its user's durable messages,
     /// until the inbox sync arrives). See `hold` and `runtime::store`.
     held: HashMap<ConnId, Vec<hold::Hold>>,
+    /// The streams of the history topics this shard owns (memory store, one node: see
+    /// `history`); empty otherwise.
+    history: crate::store::streams::Streams,
     /// Cluster: per topic with history, the last (epoch, offset) received (to detect gaps)
     /// and what the position check needs (see `position`).
     streams: HashMap<Arc<str>, position::Stream>,
@@ -202,6 +207,9 @@ impl ShardState {
             shutting_down: false,
             last_tick: now,
             held: HashMap::new(),
+            history: crate::store::streams::Streams::new(
+                hub.shard_history.clone().unwrap_or_else(|| "".into()),
+            ),
             streams: HashMap::new(),
             check: position::Check::new(now),
             durable: HashMap::new(),
@@ -304,6 +312,7 @@ impl ShardState {
                     self.deliver_stored(p);
                 }
             }
+            ShardMsg::History(job) => self.history_job(job),
             ShardMsg::Positions(answer) => self.positions_answered(answer),
             ShardMsg::Remote(batch) => {
                 for p in batch {

@@ -135,6 +135,9 @@ pub(crate) struct HubShared {
     pub(crate) links: Links,
     /// This node among the others.
     pub(crate) cluster: NodeLink,
+    /// Memory store on one node: the base epoch of the history streams the shards keep
+    /// themselves (see `shard::history`). `None`: the store thread keeps history.
+    pub(crate) shard_history: Option<Arc<str>>,
 }
 
 /// The queues the runtime wires once at start (`None`: that thread does not run — benches,
@@ -224,6 +227,9 @@ impl HubShared {
             }
             None => Some(job),
         }) else {
+            return Ok(());
+        };
+        let Some(job) = self.route_history(job) else {
             return Ok(());
         };
         let tx = self
@@ -319,6 +325,7 @@ impl HubShared {
             sio_sessions: Default::default(),
             webhooks: Default::default(),
             api_keys: Default::default(),
+            shard_history: None,
         }
     }
 }

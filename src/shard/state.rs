@@ -221,6 +221,22 @@ impl ShardState {
         self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), at, self.pub_seq)
     }
 
+    /// Delivers a stored publication this shard just appended as its topic's owner (one node,
+    /// history on the shards: see `shard::history`), with the same hold rules as
+    /// [`deliver_stored`](Self::deliver_stored).
+    pub(super) fn deliver_appended(
+        &mut self,
+        topic: &str,
+        frame: &Bytes,
+        exclude: Option<ConnId>,
+        epoch: &Arc<str>,
+        offset: u64,
+    ) -> usize {
+        self.pub_seq += 1;
+        let at = Some((epoch, offset));
+        self.deliver_seq(topic, frame, exclude, Some(None), at, self.pub_seq)
+    }
+
     /// Delivers one publication to several topics: each connection receives it once, through
     /// the first of the topics it is subscribed to.
     pub(super) fn deliver_many(

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::shared::HubShared;
 use super::*;
 
+mod history;
 pub(in crate::shard) mod holds;
 mod polling;
 mod proxy;

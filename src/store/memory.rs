@@ -2,9 +2,10 @@
 //! restart is a new epoch for every stream and empty inboxes.
 //!
 //! # Layout
-//! - **Streams.** Per topic a [`VecDeque`] of publications (trimmed to `limits.size` on append),
-//!   the epoch drawn at creation and the top offset. The map is keyed by `Box<str>` and looked up
-//!   by `&str`, so an append to a known topic allocates only for the event and the data.
+//! - **Streams.** A [`Streams`](super::streams::Streams): per topic a ring of publications
+//!   (trimmed to `limits.size` on append), the epoch and the top offset. (With this store the
+//!   shards keep history themselves, in streams of their own: see
+//!   [`Store::history_in_shards`].)
 //! - **Inboxes.** Per user a [`BTreeMap`] offset → message and the next offset; a global next
 //!   message id (from 1); a status table id → what is known of the message; two ordered indexes,
 //!   live messages by creation time (for [`Store::expire`]) and final ones by the time they became
@@ -14,63 +15,21 @@
 //! `inbox_ack` has no `now_ms` argument, so an ack's final time is the wall clock ([`now_ms`]).
 //! An inbox TTL of zero means messages never expire (like a zero history TTL).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::{
     new_epoch, now_ms, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo,
-    MessageStatus, NewMessage, OutboxEntry, OutboxStats, Publication, StatusChange, Store,
-    StoreError, StreamPos,
+    MessageStatus, NewMessage, OutboxEntry, OutboxStats, StatusChange, Store, StoreError,
+    StreamPos,
 };
 
+// Here for the other stores' paths (`store::memory::ReadAcc`, `store::memory::ms`).
+pub(crate) use super::streams::{ms, Offer, ReadAcc};
+
 type Map<K, V> = HashMap<K, V, ahash::RandomState>;
-
-/// One topic's stream.
-struct Stream {
-    epoch: Arc<str>,
-    top: u64,
-    ring: VecDeque<Publication>,
-}
-
-impl Stream {
-    fn new(epoch: Arc<str>) -> Self {
-        Stream {
-            epoch,
-            top: 0,
-            ring: VecDeque::new(),
-        }
-    }
-
-    /// Appends a publication, trims to `limits.size`, returns its position.
-    fn push(
-        &mut self,
-        limits: HistoryLimits,
-        event: &str,
-        data: Option<&[u8]>,
-        now_ms: u64,
-    ) -> StreamPos {
-        self.top += 1;
-        self.ring.push_back(Publication {
-            offset: self.top,
-            event: event.into(),
-            data: data.map(Bytes::copy_from_slice),
-            time_ms: now_ms,
-        });
-        while self.ring.len() > limits.size {
-            self.ring.pop_front();
-        }
-        self.pos()
-    }
-
-    fn pos(&self) -> StreamPos {
-        StreamPos {
-            epoch: self.epoch.clone(),
-            offset: self.top,
-        }
-    }
-}
 
 /// A stored inbox message (its status and attempts live in the status table).
 struct Stored {
@@ -108,11 +67,6 @@ struct Info {
     final_ms: u64,
 }
 
-/// Ms of a duration, saturating.
-pub(crate) fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 /// When a message stored at `now` with this TTL expires (`u64::MAX` = never).
 pub(crate) fn expiry(now: u64, ttl: std::time::Duration) -> u64 {
     if ttl.is_zero() {
@@ -124,7 +78,7 @@ pub(crate) fn expiry(now: u64, ttl: std::time::Duration) -> u64 {
 
 /// The in-memory store. See the [module docs](self).
 pub struct MemoryStore {
-    streams: Map<Box<str>, Stream>,
+    streams: super::streams::Streams,
     inboxes: Map<Arc<str>, Inbox>,
     /// The id the last message got (see [`first_message_id`](super::first_message_id)).
     last_id: u64,
@@ -148,14 +102,15 @@ impl Default for MemoryStore {
 impl MemoryStore {
     /// An empty store.
     pub fn new() -> Self {
+        let epoch = new_epoch();
         Self {
-            streams: Map::default(),
+            streams: super::streams::Streams::new(epoch.clone()),
             inboxes: Map::default(),
             last_id: super::first_message_id(now_ms()) - 1,
             statuses: Map::default(),
             live: BTreeSet::new(),
             finals: BTreeSet::new(),
-            epoch: new_epoch(),
+            epoch,
             outbox: super::outbox::OutboxIndex::new(super::first_message_id(now_ms())),
         }
     }
@@ -164,14 +119,6 @@ impl MemoryStore {
     #[cfg(test)]
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.len()
-    }
-
-    /// The position of a stream that was never written (reads store nothing).
-    fn unwritten(&self, topic: &str) -> StreamPos {
-        StreamPos {
-            epoch: super::unwritten_epoch(&self.epoch, topic),
-            offset: 0,
-        }
     }
 
     /// Moves a live message to a final status; returns the change.
@@ -196,80 +143,13 @@ impl MemoryStore {
     }
 }
 
-/// Shared by both stores: builds a history read from candidates offered newest first (every
-/// publication with an offset above `after`, from the top down).
-pub(crate) struct ReadAcc {
-    cutoff: u64,
-    limit: usize,
-    complete: bool,
-    publications: Vec<Publication>,
-}
-
-/// What to do with a candidate offered to a [`ReadAcc`].
-#[derive(PartialEq, Eq)]
-pub(crate) enum Offer {
-    /// Decode it and [`ReadAcc::push`] it.
-    Take,
-    /// Older than the TTL: go on with the next one.
-    Skip,
-    /// `limit` reached: stop.
-    Stop,
-}
-
-impl ReadAcc {
-    /// Starts a read of the stream at `top` whose oldest kept offset is `first_kept`.
-    pub(crate) fn new(
-        limits: HistoryLimits,
-        top: u64,
-        first_kept: u64,
-        after: u64,
-        limit: usize,
-        now_ms: u64,
-    ) -> Self {
-        ReadAcc {
-            cutoff: if limits.ttl.is_zero() {
-                0
-            } else {
-                now_ms.saturating_sub(ms(limits.ttl))
-            },
-            limit,
-            complete: after <= top && after.saturating_add(1) >= first_kept,
-            publications: Vec::new(),
-        }
-    }
-
-    /// Judges the next (older) candidate, appended at `time_ms`.
-    pub(crate) fn offer(&mut self, time_ms: u64) -> Offer {
-        if time_ms < self.cutoff {
-            self.complete = false;
-            Offer::Skip
-        } else if self.publications.len() >= self.limit {
-            self.complete = false;
-            Offer::Stop
-        } else {
-            Offer::Take
-        }
-    }
-
-    /// Keeps a taken candidate.
-    pub(crate) fn push(&mut self, p: Publication) {
-        self.publications.push(p);
-    }
-
-    /// The answer, oldest first.
-    pub(crate) fn finish(mut self, pos: StreamPos) -> HistoryRead {
-        self.publications.reverse();
-        HistoryRead {
-            pos,
-            publications: self.publications,
-            complete: self.complete,
-        }
-    }
-}
-
 impl Store for MemoryStore {
     fn name(&self) -> &'static str {
         "memory"
+    }
+
+    fn history_in_shards(&self) -> bool {
+        true
     }
 
     fn inbox_epoch(&self) -> Arc<str> {
@@ -284,21 +164,14 @@ impl Store for MemoryStore {
         data: Option<&[u8]>,
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
-        // One hash on the hot path: a known topic is looked up by `&str`.
-        if let Some(s) = self.streams.get_mut(topic) {
-            return Ok(s.push(limits, event, data, now_ms));
-        }
-        let mut s = Stream::new(super::unwritten_epoch(&self.epoch, topic));
-        let pos = s.push(limits, event, data, now_ms);
-        self.streams.insert(topic.into(), s);
-        Ok(pos)
+        let data = data.map(Bytes::copy_from_slice);
+        Ok(self
+            .streams
+            .append(topic, limits, event.into(), data, now_ms))
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {
-        Ok(match self.streams.get(topic) {
-            Some(s) => s.pos(),
-            None => self.unwritten(topic),
-        })
+        Ok(self.streams.position(topic))
     }
 
     fn read(
@@ -309,23 +182,7 @@ impl Store for MemoryStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<HistoryRead, StoreError> {
-        let Some(s) = self.streams.get(topic) else {
-            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
-            return Ok(acc.finish(self.unwritten(topic)));
-        };
-        let first_kept = s.ring.front().map_or(s.top + 1, |p| p.offset);
-        // Offsets in the ring are contiguous.
-        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first_kept))
-            .unwrap_or(usize::MAX);
-        let mut acc = ReadAcc::new(limits, s.top, first_kept, after, limit, now_ms);
-        for p in s.ring.iter().skip(skip).rev() {
-            match acc.offer(p.time_ms) {
-                Offer::Take => acc.push(p.clone()),
-                Offer::Skip => continue,
-                Offer::Stop => break,
-            }
-        }
-        Ok(acc.finish(s.pos()))
+        Ok(self.streams.read(topic, limits, after, limit, now_ms))
     }
 
     fn inbox_put(

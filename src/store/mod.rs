@@ -33,6 +33,7 @@ pub mod memory;
 pub mod outbox;
 pub mod redb;
 pub mod redis;
+pub mod streams;
 #[cfg(test)]
 mod tests;
 
@@ -289,6 +290,15 @@ pub trait Store: Send + 'static {
     /// append). Then the store thread does not hand publications to the shards; they arrive
     /// through the cluster broker.
     fn delivers(&self) -> bool {
+        false
+    }
+
+    /// Whether history may live in the shards instead (a store whose history lives only in
+    /// this process's memory, read by no one else: `memory`). On a single node the runtime then
+    /// keeps each history topic's stream on one owner shard ([`streams::Streams`]), which
+    /// sequences the topic's publications where they arrive, and never asks this store for
+    /// history (appends, positions, reads).
+    fn history_in_shards(&self) -> bool {
         false
     }
 

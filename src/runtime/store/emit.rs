@@ -230,59 +230,6 @@ pub(super) fn push_conn(hub: &HubShared, conn: ConnId, action: Action) {
     }
 }
 
-/// `{"epoch":E,"offset":N}`.
-pub(super) fn position_json(out: &mut Vec<u8>, epoch: &str, offset: u64) {
-    out.extend_from_slice(b"{\"epoch\":");
-    // Writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, epoch);
-    out.extend_from_slice(b",\"offset\":");
-    out.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
-    out.push(b'}');
-}
-
-/// `,"publications":[{"event":E,"data":D,"offset":O},...]`, oldest first, but stops before the publication that would take
-/// the array past `budget` bytes (the first one always goes): a reply larger than the client's
-/// outbound queue would cut the client as a slow consumer. When some are left out, appends
-/// `,"more":true,"next":{"since":{"epoch":E,"offset":LAST},"until":TOP}` — the `data` of the
-/// `history` request that fetches the next page.
-pub(super) fn publications_page(
-    out: &mut Vec<u8>,
-    pubs: &[crate::store::Publication],
-    budget: usize,
-    epoch: &str,
-) {
-    let start = out.len();
-    out.extend_from_slice(b",\"publications\":[");
-    let mut cut = None;
-    for (i, p) in pubs.iter().enumerate() {
-        let size = p.event.len() + p.data.as_ref().map_or(0, |d| d.len()) + 48;
-        if i > 0 && out.len() - start + size > budget {
-            cut = Some(i);
-            break;
-        }
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(b"{\"event\":");
-        let _ = serde_json::to_writer(&mut *out, &*p.event);
-        if let Some(d) = &p.data {
-            out.extend_from_slice(b",\"data\":");
-            out.extend_from_slice(d);
-        }
-        out.extend_from_slice(b",\"offset\":");
-        out.extend_from_slice(itoa::Buffer::new().format(p.offset).as_bytes());
-        out.push(b'}');
-    }
-    out.push(b']');
-    if let (Some(i), Some(top)) = (cut, pubs.last()) {
-        out.extend_from_slice(b",\"more\":true,\"next\":{\"since\":");
-        position_json(out, epoch, pubs[i - 1].offset);
-        out.extend_from_slice(b",\"until\":");
-        out.extend_from_slice(itoa::Buffer::new().format(top.offset).as_bytes());
-        out.push(b'}');
-    }
-}
-
 /// The frame of a durable message:
 /// `{"topic":"user:U","event":E,"data":D,"offset":O,"epoch":X,"ack":true}`.
 pub(crate) fn durable_frame(user: &str, m: &InboxMessage, epoch: &str) -> Bytes {

@@ -21,6 +21,9 @@ use tokio::sync::oneshot;
 
 use crate::cluster::ControlOp;
 use crate::proto::envelope;
+use crate::shard::answer::{
+    history_frame, history_read, reply_budget, subscribe_answer, SubscribeAsk,
+};
 use crate::shard::inbox::{Action, StoredPub};
 use crate::shard::jobs::{Counted, HistoryTo, InboxFrames, PubJob, PubReply, Since, StoreJob};
 use crate::shard::shared::HubShared;
@@ -40,7 +43,7 @@ mod retry;
 mod seq_tests;
 mod webhooks;
 pub(crate) use emit::durable_frame;
-use emit::{position_json, publications_page, reply_error};
+use emit::reply_error;
 
 /// Most jobs applied per commit.
 const MAX_BATCH: usize = 8_192;
@@ -361,35 +364,14 @@ impl Sequencer {
                 until,
                 to,
             } => {
-                let read = match until {
-                    // The rest of a paged answer: everything after `since` up to `until`.
-                    Some(u) => {
-                        let max = self.hub.config.store.max_recover;
-                        self.history(&topic, max, since.as_ref(), now).map(|mut r| {
-                            r.publications.retain(|p| p.offset <= u);
-                            r
-                        })
-                    }
-                    None => self.history(&topic, limit, since.as_ref(), now),
-                };
+                let read = self.history(&topic, limit, since.as_ref(), until, now);
                 match (to, read) {
                     (HistoryTo::Api(tx), Ok(r)) => self.outs.push(Out::History(tx, r)),
                     (HistoryTo::Api(tx), Err(e)) => {
                         let _ = tx.send(Err(e));
                     }
                     (HistoryTo::Conn(conn, rid), r) => {
-                        let frame = match r {
-                            Ok(r) => {
-                                let mut body = Vec::with_capacity(64);
-                                position_json(&mut body, &r.pos.epoch, r.pos.offset);
-                                body.pop();
-                                let budget = reply_budget(&self.hub);
-                                publications_page(&mut body, &r.publications, budget, &r.pos.epoch);
-                                body.push(b'}');
-                                envelope::reply(rid, &topic, Some(&body))
-                            }
-                            Err(e) => envelope::error(Some(rid), &topic, e.code(), &e.to_string()),
-                        };
+                        let frame = history_frame(rid, &topic, r, reply_budget(&self.hub));
                         self.outs.push(Out::Conn(conn, Action::Send(frame)));
                     }
                 }
@@ -651,6 +633,7 @@ impl Sequencer {
         topic: &str,
         limit: usize,
         since: Option<&Since>,
+        until: Option<u64>,
         now: u64,
     ) -> Result<HistoryRead, StoreError> {
         let ns = self
@@ -658,12 +641,17 @@ impl Sequencer {
             .namespaces
             .history(topic)
             .ok_or_else(|| StoreError::Unavailable("no history on this topic".into()))?;
-        let limits = ns.limits();
-        let pos = self.store.position(topic)?;
-        let after = since
-            .filter(|s| *s.epoch == *pos.epoch)
-            .map_or(0, |s| s.offset);
-        self.store.read(topic, limits, after, limit, now)
+        let max = self.hub.config.store.max_recover;
+        history_read(
+            &mut *self.store,
+            topic,
+            ns.limits(),
+            limit,
+            since,
+            until,
+            max,
+            now,
+        )
     }
 
     /// The subscribe reply (position, and the recovery when `since` was given) and the
@@ -678,54 +666,15 @@ impl Sequencer {
         let Some(ns) = self.hub.namespaces.history(topic) else {
             return (None, None);
         };
-        let limits = ns.limits();
-        let max = self.hub.config.store.max_recover;
-        let answer = self.store.position(topic).and_then(|pos| {
-            let Some(s) = since else {
-                return Ok((pos, None));
-            };
-            if *s.epoch != *pos.epoch || s.offset > pos.offset {
-                return Ok((pos, Some((false, Vec::new()))));
-            }
-            let r = self.store.read(topic, limits, s.offset, max, now)?;
-            Ok(if r.complete {
-                (r.pos, Some((true, r.publications)))
-            } else {
-                (r.pos, Some((false, Vec::new())))
-            })
-        });
-        let covered = answer
-            .as_ref()
-            .ok()
-            .map(|(pos, _)| (pos.epoch.clone(), pos.offset));
-        let Some(rid) = rid else {
-            return (None, covered);
+        let ask = SubscribeAsk {
+            topic,
+            limits: ns.limits(),
+            rid,
+            since,
+            max_recover: self.hub.config.store.max_recover,
+            budget: reply_budget(&self.hub),
+            now,
         };
-        let frame = match answer {
-            Ok((pos, rec)) => {
-                let mut body = Vec::with_capacity(64);
-                position_json(&mut body, &pos.epoch, pos.offset);
-                if let Some((ok, pubs)) = rec {
-                    body.pop();
-                    body.extend_from_slice(if ok {
-                        b",\"recovered\":true"
-                    } else {
-                        b",\"recovered\":false"
-                    });
-                    let budget = reply_budget(&self.hub);
-                    publications_page(&mut body, &pubs, budget, &pos.epoch);
-                    body.push(b'}');
-                }
-                envelope::reply(rid, topic, Some(&body))
-            }
-            Err(e) => envelope::error(Some(rid), topic, e.code(), &e.to_string()),
-        };
-        (Some(frame), covered)
+        subscribe_answer(&mut *self.store, &ask)
     }
-}
-
-/// Bytes of publications one reply to a connection carries: half its outbound queue, so a
-/// history or recovery reply never cuts the reader as a slow consumer by itself.
-fn reply_budget(hub: &HubShared) -> usize {
-    hub.config.outbound_queue / 2
 }

@@ -1,0 +1,346 @@
+//! History kept in memory: per topic a ring of publications, its epoch and its top offset.
+//! Plain data (no clock, no thread): the [`MemoryStore`](super::memory::MemoryStore) keeps its
+//! streams in one, and with the memory store each shard keeps the streams of the topics it owns
+//! in one of its own (`shard::history`), so a publication is sequenced where it arrives.
+//!
+//! Guarantees (those of [`Store`](super::Store) for history): per topic, offsets 1, 2, 3, …
+//! without gap or repeat; the epoch of a stream is derived from the owner's base epoch and the
+//! topic ([`unwritten_epoch`]), so a read before the first append reports the epoch the first
+//! append keeps; a ring never holds more than its topic's `limits.size` publications.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::{unwritten_epoch, HistoryLimits, HistoryRead, Publication, StreamPos};
+
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Ms of a duration, saturating.
+pub(crate) fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Shared by every store: builds a history read from candidates offered newest first (every
+/// publication with an offset above `after`, from the top down).
+pub(crate) struct ReadAcc {
+    cutoff: u64,
+    limit: usize,
+    complete: bool,
+    publications: Vec<Publication>,
+}
+
+/// What to do with a candidate offered to a [`ReadAcc`].
+#[derive(PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Decode it and [`ReadAcc::push`] it.
+    Take,
+    /// Older than the TTL: go on with the next one.
+    Skip,
+    /// `limit` reached: stop.
+    Stop,
+}
+
+impl ReadAcc {
+    /// Starts a read of the stream at `top` whose oldest kept offset is `first_kept`.
+    pub(crate) fn new(
+        limits: HistoryLimits,
+        top: u64,
+        first_kept: u64,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Self {
+        ReadAcc {
+            cutoff: if limits.ttl.is_zero() {
+                0
+            } else {
+                now_ms.saturating_sub(ms(limits.ttl))
+            },
+            limit,
+            complete: after <= top && after.saturating_add(1) >= first_kept,
+            publications: Vec::new(),
+        }
+    }
+
+    /// Judges the next (older) candidate, appended at `time_ms`.
+    pub(crate) fn offer(&mut self, time_ms: u64) -> Offer {
+        if time_ms < self.cutoff {
+            self.complete = false;
+            Offer::Skip
+        } else if self.publications.len() >= self.limit {
+            self.complete = false;
+            Offer::Stop
+        } else {
+            Offer::Take
+        }
+    }
+
+    /// Keeps a taken candidate.
+    pub(crate) fn push(&mut self, p: Publication) {
+        self.publications.push(p);
+    }
+
+    /// The answer, oldest first.
+    pub(crate) fn finish(mut self, pos: StreamPos) -> HistoryRead {
+        self.publications.reverse();
+        HistoryRead {
+            pos,
+            publications: self.publications,
+            complete: self.complete,
+        }
+    }
+}
+
+/// One kept publication: its offset is implied by its place in the ring (offsets in a ring are
+/// contiguous), so an entry is the event, the shared data and the time.
+struct Entry {
+    event: Box<str>,
+    data: Option<Bytes>,
+    time_ms: u64,
+}
+
+/// One topic's stream.
+struct Stream {
+    epoch: Arc<str>,
+    top: u64,
+    ring: VecDeque<Entry>,
+}
+
+impl Stream {
+    fn pos(&self) -> StreamPos {
+        StreamPos {
+            epoch: self.epoch.clone(),
+            offset: self.top,
+        }
+    }
+
+    /// The offset of the oldest kept publication (`top + 1` when none is kept).
+    fn first_kept(&self) -> u64 {
+        self.top + 1 - self.ring.len() as u64
+    }
+}
+
+/// Streams of topics, by topic. See the [module docs](self).
+pub struct Streams {
+    map: Map<Box<str>, Stream>,
+    /// The epoch unwritten streams' epochs are derived from (the owner's, drawn at its start).
+    base: Arc<str>,
+}
+
+impl Streams {
+    /// No streams; epochs derive from `base`.
+    pub fn new(base: Arc<str>) -> Self {
+        Streams {
+            map: Map::default(),
+            base,
+        }
+    }
+
+    /// How many streams exist.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no stream exists.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Publications kept for `topic` (tests, metrics).
+    pub fn kept(&self, topic: &str) -> usize {
+        self.map.get(topic).map_or(0, |s| s.ring.len())
+    }
+
+    /// Appends a publication to `topic` (creating its stream on first use), trims the ring to
+    /// `limits.size`, and returns the publication's position. The data is kept as given
+    /// (shared, not copied).
+    pub fn append(
+        &mut self,
+        topic: &str,
+        limits: HistoryLimits,
+        event: Box<str>,
+        data: Option<Bytes>,
+        now_ms: u64,
+    ) -> StreamPos {
+        // One hash on the hot path: a known topic is looked up by `&str`.
+        let s = match self.map.get_mut(topic) {
+            Some(s) => s,
+            None => self.map.entry(topic.into()).or_insert_with(|| Stream {
+                epoch: unwritten_epoch(&self.base, topic),
+                top: 0,
+                ring: VecDeque::new(),
+            }),
+        };
+        s.top += 1;
+        if limits.size == 0 {
+            s.ring.clear();
+        } else {
+            if s.ring.len() >= limits.size {
+                // Full: the oldest goes first, so the ring never grows past the limit.
+                let excess = s.ring.len() + 1 - limits.size;
+                s.ring.drain(..excess);
+            }
+            s.ring.push_back(Entry {
+                event,
+                data,
+                time_ms: now_ms,
+            });
+        }
+        s.pos()
+    }
+
+    /// The stream's position (an unknown topic: offset 0 in the epoch its first append keeps).
+    pub fn position(&self, topic: &str) -> StreamPos {
+        match self.map.get(topic) {
+            Some(s) => s.pos(),
+            None => StreamPos {
+                epoch: unwritten_epoch(&self.base, topic),
+                offset: 0,
+            },
+        }
+    }
+
+    /// The latest `limit` publications above `after`, oldest first, skipping those older than
+    /// `limits.ttl` (see [`HistoryRead::complete`]).
+    pub fn read(
+        &self,
+        topic: &str,
+        limits: HistoryLimits,
+        after: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> HistoryRead {
+        let Some(s) = self.map.get(topic) else {
+            let acc = ReadAcc::new(limits, 0, 1, after, limit, now_ms);
+            return acc.finish(self.position(topic));
+        };
+        let first_kept = s.first_kept();
+        let skip = usize::try_from(after.saturating_add(1).saturating_sub(first_kept))
+            .unwrap_or(usize::MAX);
+        let mut acc = ReadAcc::new(limits, s.top, first_kept, after, limit, now_ms);
+        let newest = first_kept + s.ring.len() as u64 - 1;
+        for (i, e) in s.ring.iter().skip(skip).rev().enumerate() {
+            match acc.offer(e.time_ms) {
+                Offer::Take => acc.push(Publication {
+                    offset: newest - i as u64,
+                    event: e.event.clone(),
+                    data: e.data.clone(),
+                    time_ms: e.time_ms,
+                }),
+                Offer::Skip => continue,
+                Offer::Stop => break,
+            }
+        }
+        acc.finish(s.pos())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn lim(size: usize) -> HistoryLimits {
+        HistoryLimits {
+            size,
+            ttl: Duration::ZERO,
+        }
+    }
+
+    fn append(s: &mut Streams, topic: &str, size: usize, n: u64, at: u64) -> StreamPos {
+        let data = Bytes::from(format!("{n}"));
+        s.append(topic, lim(size), "e".into(), Some(data), at)
+    }
+
+    #[test]
+    fn offsets_are_gapless_per_topic_and_the_epoch_is_the_unwritten_one() {
+        let mut s = Streams::new("base".into());
+        let before = s.position("a");
+        assert_eq!(before.offset, 0);
+        for n in 1..=5 {
+            let p = append(&mut s, "a", 3, n, 0);
+            assert_eq!(p.offset, n);
+            assert_eq!(
+                p.epoch, before.epoch,
+                "the first append keeps the read epoch"
+            );
+        }
+        assert_eq!(append(&mut s, "b", 3, 1, 0).offset, 1, "per topic");
+        assert_ne!(s.position("b").epoch, before.epoch);
+        assert_ne!(
+            Streams::new("other".into()).position("a").epoch,
+            before.epoch,
+            "another base is another epoch"
+        );
+    }
+
+    #[test]
+    fn the_ring_evicts_the_oldest_and_reads_say_so() {
+        let mut s = Streams::new("b".into());
+        for n in 1..=10 {
+            append(&mut s, "t", 4, n, 0);
+            assert!(s.kept("t") <= 4);
+        }
+        let r = s.read("t", lim(4), 0, 100, 0);
+        let offs: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
+        assert_eq!(offs, [7, 8, 9, 10]);
+        assert_eq!(r.publications[0].data.as_deref(), Some(&b"7"[..]));
+        assert!(!r.complete, "1..=6 were evicted");
+        let r = s.read("t", lim(4), 6, 100, 0);
+        assert!(r.complete);
+        assert_eq!(r.publications.len(), 4);
+        let r = s.read("t", lim(4), 8, 100, 0);
+        assert_eq!(
+            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [9, 10]
+        );
+        assert!(r.complete);
+        // The latest `limit`, oldest first.
+        let r = s.read("t", lim(4), 6, 2, 0);
+        assert_eq!(
+            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            [9, 10]
+        );
+        assert!(!r.complete);
+        // Beyond the top.
+        assert!(!s.read("t", lim(4), 11, 100, 0).complete);
+        // Size zero keeps nothing but still counts.
+        assert_eq!(append(&mut s, "z", 0, 1, 0).offset, 1);
+        assert_eq!(append(&mut s, "z", 0, 2, 0).offset, 2);
+        assert_eq!(s.kept("z"), 0);
+    }
+
+    #[test]
+    fn ttl_skips_old_publications() {
+        let mut s = Streams::new("b".into());
+        append(&mut s, "t", 10, 1, 1_000);
+        append(&mut s, "t", 10, 2, 5_000);
+        let limits = HistoryLimits {
+            size: 10,
+            ttl: Duration::from_secs(2),
+        };
+        let r = s.read("t", limits, 0, 10, 6_000);
+        assert_eq!(r.publications.len(), 1);
+        assert_eq!(r.publications[0].offset, 2);
+        assert!(!r.complete);
+    }
+
+    #[test]
+    fn a_kept_publication_is_small() {
+        // The per-publication cost of history: the entry (event, shared data, time) plus the
+        // event's and the data's own bytes (the data shared with the frame's source).
+        assert!(
+            std::mem::size_of::<Entry>() <= 56,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        assert!(
+            std::mem::size_of::<Stream>() <= 64,
+            "{}",
+            std::mem::size_of::<Stream>()
+        );
+    }
+}
