@@ -46,32 +46,8 @@ impl ShardState {
         });
         let refused = guard.admit_address(remote.ip()).err();
         let perms = guard.permissions.clone();
-        self.conns.insert(ConnEntry {
-            id,
-            fd,
-            remote,
-            phase: Phase::Head,
-            user: None,
-            perms,
-            limiter: None,
-            tls,
-            out: Default::default(),
-            queued: 0,
-            head_sent: 0,
-            in_flight: 0,
-            wbuf: Vec::new(),
-            wsent: 0,
-            inbuf: Vec::new(),
-            asm: None,
-            closing: None,
-            last_seen: now,
-            accepted: now,
-            subs: Vec::new(),
-            stamp: 0,
-            hold: 0,
-            ops: 0,
-            flags: 0,
-        });
+        self.conns
+            .insert(ConnEntry::new(id, fd, remote, perms, tls, now));
         if let Some(e) = refused {
             tracing::info!(peer = %remote, status = e.status, reason = %e.message, "connection refused");
             self.http_error(id, &e);

@@ -152,6 +152,43 @@ pub(super) mod flag {
 }
 
 impl ConnEntry {
+    /// A connection that has sent nothing yet (`fd` -1: a polling session, with no socket).
+    pub(super) fn new(
+        id: ConnId,
+        fd: RawFd,
+        remote: SocketAddr,
+        perms: crate::policy::permissions::Permissions,
+        tls: Option<Box<rustls::ServerConnection>>,
+        now: Stamp,
+    ) -> Self {
+        ConnEntry {
+            id,
+            fd,
+            remote,
+            phase: Phase::Head,
+            user: None,
+            perms,
+            limiter: None,
+            tls,
+            out: Default::default(),
+            queued: 0,
+            head_sent: 0,
+            in_flight: 0,
+            wbuf: Vec::new(),
+            wsent: 0,
+            inbuf: Vec::new(),
+            asm: None,
+            closing: None,
+            last_seen: now,
+            accepted: now,
+            subs: Vec::new(),
+            stamp: 0,
+            hold: 0,
+            ops: 0,
+            flags: 0,
+        }
+    }
+
     /// A kept-alive HTTP connection with nothing of its next request yet.
     pub(super) fn between_requests(&self) -> bool {
         matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf.is_empty()

@@ -190,32 +190,9 @@ impl ShardState {
         let slot = self.conns.vacant_key() as u32;
         let id = ConnId::new(self.index, slot, self.generation);
         let now = self.stamp;
-        self.conns.insert(ConnEntry {
-            id,
-            fd: -1,
-            remote,
-            phase: Phase::Head,
-            user: None,
-            perms: self.hub.config.guard.permissions.clone(),
-            limiter: None,
-            tls: None,
-            out: Default::default(),
-            queued: 0,
-            head_sent: 0,
-            in_flight: 0,
-            wbuf: Vec::new(),
-            wsent: 0,
-            inbuf: Vec::new(),
-            asm: None,
-            closing: None,
-            last_seen: now,
-            accepted: now,
-            subs: Vec::new(),
-            stamp: 0,
-            hold: 0,
-            ops: 0,
-            flags: 0,
-        });
+        let perms = self.hub.config.guard.permissions.clone();
+        self.conns
+            .insert(ConnEntry::new(id, -1, remote, perms, None, now));
         id
     }
 }
