@@ -16,8 +16,7 @@
 # Environment:
 #   PARTS        "fanout polling idle" (default: all three)
 #   SERVERS      fanout servers (default "ringhub-sio socketio ringhub-ws")
-#   POLL_SERVERS polling servers (default "socketio"; add ringhub-sio once ringhub serves the
-#                polling transport, branch `poll`: until then ringhub answers 400 Transport unknown)
+#   POLL_SERVERS polling servers (default "ringhub-sio socketio")
 #   IDLE_SERVERS (default "ringhub-sio socketio ringhub-ws"); N idle clients (10000), HOLD (3)
 #   WINDOWS ("1 16 64"), POLL_WINDOWS ("16 64"), SUBS (1000), PAYLOAD (64), RUNS (3),
 #   DURATION (5), WARMUP (1), IO (epoll: ringhub's shell, --shards 1)
@@ -35,7 +34,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 PARTS=${PARTS:-"fanout polling idle"}
 SERVERS=${SERVERS:-"ringhub-sio socketio ringhub-ws"}
-POLL_SERVERS=${POLL_SERVERS:-"socketio"}
+POLL_SERVERS=${POLL_SERVERS:-"ringhub-sio socketio"}
 IDLE_SERVERS=${IDLE_SERVERS:-"ringhub-sio socketio ringhub-ws"}
 WINDOWS=${WINDOWS:-"1 16 64"}
 POLL_WINDOWS=${POLL_WINDOWS:-"16 64"}
