@@ -435,30 +435,6 @@ pub trait Store: Send + 'static {
     /// Makes every operation applied so far durable (as far as the implementation promises);
     /// the store thread calls it once per batch.
     fn commit(&mut self) -> Result<(), StoreError>;
-
-    /// Commits like [`commit`](Self::commit), but the batch may become durable later, while
-    /// the next batches are applied: it is durable once [`durable`](Self::durable) reaches the
-    /// ticket returned. Tickets never decrease; a batch that wrote nothing gets the ticket of the
-    /// last one that did. The store thread calls this once per batch and shows a batch's results
-    /// only when it is durable, in batch order. Default: [`commit`](Self::commit), durable at
-    /// once (ticket 0).
-    fn commit_pipelined(&mut self) -> Result<u64, StoreError> {
-        self.commit().map(|()| 0)
-    }
-
-    /// The highest ticket of [`commit_pipelined`](Self::commit_pipelined) that is durable (so are
-    /// all before it). An error when a background sync failed: every batch not durable yet is
-    /// lost or unknown, so their results are refused.
-    fn durable(&mut self) -> Result<u64, StoreError> {
-        Ok(u64::MAX)
-    }
-
-    /// Fires when [`durable`](Self::durable) may have changed; `None` for a store whose commits
-    /// are durable at once. Fetched again before each wait (a store may replace it when it
-    /// reopens).
-    fn durable_wake(&self) -> Option<crossbeam_channel::Receiver<()>> {
-        None
-    }
 }
 
 /// A fresh random epoch: 8 hex digits from the OS's random source mixed with the clock.

@@ -37,7 +37,6 @@ mod check;
 mod emit;
 mod open;
 pub(crate) use open::open_store;
-mod pending;
 mod retry;
 #[cfg(test)]
 mod seq_tests;
@@ -116,9 +115,6 @@ pub(crate) struct Sequencer {
     acks: retry::AckRetry,
     /// Webhook facts counted into events (see the `webhooks` module).
     webhooks: webhooks::Aggregator,
-    /// Committed batches not durable yet (a store with background syncs), in order, with the
-    /// commit's error when it failed (refused in its turn).
-    pending: pending::Pending<(Vec<Out>, Option<StoreError>)>,
 }
 
 impl Sequencer {
@@ -139,7 +135,6 @@ impl Sequencer {
             acks: retry::AckRetry::default(),
             webhooks: Default::default(),
             fault: None,
-            pending: Default::default(),
         }
     }
 
@@ -154,33 +149,15 @@ impl Sequencer {
         }
     }
 
-    /// Runs batches until [`StoreJob::Stop`] (or every sender is gone), then waits for the
-    /// batches still syncing.
+    /// Runs batches until [`StoreJob::Stop`] (or every sender is gone).
     pub(crate) fn run(mut self) {
         tracing::info!(store = self.store.name(), "store thread started");
         let mut batch = Vec::new();
         loop {
-            let wake = if self.pending.is_empty() {
-                None
-            } else {
-                self.store.durable_wake()
-            };
-            let got = match &wake {
-                None => self
-                    .jobs
-                    .recv_timeout(Duration::from_secs(1))
-                    .map_err(|e| e.is_disconnected()),
-                // A batch is syncing: a job or the end of a sync, whichever comes first.
-                Some(w) => crossbeam_channel::select! {
-                    recv(self.jobs) -> job => job.map_err(|_| true),
-                    recv(w) -> _ => Err(false),
-                    default(Duration::from_secs(1)) => Err(false),
-                },
-            };
-            match got {
+            match self.jobs.recv_timeout(Duration::from_secs(1)) {
                 Ok(job) => batch.push(job),
-                Err(true) => break,
-                Err(false) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             }
             while batch.len() < MAX_BATCH {
                 match self.jobs.try_recv() {
@@ -188,53 +165,10 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            if batch.is_empty() && wake.is_some() {
-                // Woken by a sync (or idle while one runs): show what became durable.
-                self.release();
-                if self.last_expire.elapsed() < Duration::from_secs(1) {
-                    continue;
-                }
+            let stop = self.run_batch(&mut batch);
+            if stop {
+                return;
             }
-            if self.run_batch(&mut batch) {
-                break;
-            }
-        }
-        self.finish();
-    }
-
-    /// Shows the batches that are durable now, in order; refuses every waiting batch when the
-    /// store reports a failed sync.
-    fn release(&mut self) {
-        if self.pending.is_empty() {
-            return;
-        }
-        match self.store.durable() {
-            Ok(mark) => {
-                while let Some((outs, failed)) = self.pending.pop_ready(mark) {
-                    self.outs = outs;
-                    match failed {
-                        None => self.emit(),
-                        Some(e) => self.fail(&e),
-                    }
-                }
-            }
-            Err(e) => {
-                let all: Vec<_> = self.pending.take_all().collect();
-                for (outs, failed) in all {
-                    self.outs = outs;
-                    self.fail(failed.as_ref().unwrap_or(&e));
-                }
-            }
-        }
-    }
-
-    /// Waits until every committed batch is shown (stopping; tests).
-    fn finish(&mut self) {
-        while !self.pending.is_empty() {
-            if let Some(w) = self.store.durable_wake() {
-                let _ = w.recv_timeout(Duration::from_millis(100));
-            }
-            self.release();
         }
     }
 
@@ -246,7 +180,6 @@ impl Sequencer {
         let n = batch.len();
         if n > 0 {
             self.run_batch(&mut batch);
-            self.finish();
         }
         n
     }
@@ -319,21 +252,16 @@ impl Sequencer {
         }
         self.webhook_flush(now);
         if self.outs.is_empty() {
-            self.release();
             self.publish_health();
             return stop;
         }
-        // The batch waits behind the ones still syncing (and, with background syncs, for its
-        // own): results are shown only once durable, in batch order (the `pending` module).
-        let outs = std::mem::take(&mut self.outs);
-        match self.store.commit_pipelined() {
-            Ok(ticket) => {
+        match self.store.commit() {
+            Ok(()) => {
                 self.hub.store_stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.pending.push(ticket, (outs, None));
+                self.emit()
             }
-            Err(e) => self.pending.push(0, (outs, Some(e))),
+            Err(e) => self.fail(&e),
         }
-        self.release();
         self.publish_health();
         stop
     }

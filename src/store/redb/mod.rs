@@ -5,9 +5,7 @@
 //! Every mutating call applies to one redb write transaction and adds its arguments to the
 //! batch's log record (the `wal` module). [`Store::commit`] is the group commit: it writes the
 //! record to `ringhub.wal` with one `fdatasync` and keeps the transaction open for the next
-//! batches. The store thread uses [`Store::commit_pipelined`] instead: the record is written and
-//! its `fdatasync` handed to a sync thread (the `syncer` module), so the next batches are
-//! applied and written while it runs; [`Store::durable`] tells which records are on disk; every second (or every 32 MiB of log: the `wal` module) it commits the
+//! batches; every second (or every 32 MiB of log: the `wal` module) it commits the
 //! transaction instead, with [`Durability::Immediate`], and the log starts again. Opening the
 //! store replays the log's records after the last checkpoint (the `replay` module). Reads go
 //! through the open write transaction when there is one, else through a read transaction.
@@ -54,7 +52,6 @@ mod outbox;
 mod replay;
 mod schema;
 mod sio;
-mod syncer;
 mod wal;
 
 #[cfg(test)]
@@ -478,39 +475,6 @@ impl Store for RedbStore {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.commit_batch(false).map(|_| ())
-    }
-
-    fn commit_pipelined(&mut self) -> Result<u64, StoreError> {
-        self.commit_batch(true)
-    }
-
-    fn durable(&mut self) -> Result<u64, StoreError> {
-        if let Some(why) = self.wal.sync_state().take_failure() {
-            // The transaction holds batches whose records may not be on disk: reopening
-            // replays what the log and the file hold.
-            self.reset();
-            self.wal.discard();
-            let _ = self.note::<()>(Err(StoreError::Io(why)));
-        }
-        if let Some(b) = &self.broken {
-            return Err(StoreError::Unavailable(format!(
-                "store I/O failed: {}",
-                b.why
-            )));
-        }
-        Ok(self.wal.sync_state().durable())
-    }
-
-    fn durable_wake(&self) -> Option<crossbeam_channel::Receiver<()>> {
-        Some(self.wal.sync_wake())
-    }
-}
-
-impl RedbStore {
-    /// The group commit: the batch's log record (synced here, or by the sync threads when
-    /// `background`), or a checkpoint; returns the batch's ticket (its record's number).
-    fn commit_batch(&mut self, background: bool) -> Result<u64, StoreError> {
         if self.failed {
             if let Some(tx) = self.wtx.take() {
                 // Rolling back; the batch's failure is what gets reported.
@@ -529,16 +493,13 @@ impl RedbStore {
             ));
         }
         if !self.wal.pending() {
-            // Nothing written: durable once every batch before it is.
-            return Ok(self.wal.lsn);
+            return Ok(());
         }
         let r = if self.wal.checkpoint_due() {
             let lsn = self.wal.lsn + 1;
-            self.checkpoint(lsn).map(|()| lsn)
-        } else if background {
-            self.wal.write_batch_async()
+            self.checkpoint(lsn)
         } else {
-            self.wal.write_batch().map(|()| self.wal.lsn)
+            self.wal.write_batch()
         };
         if let Err(e) = r {
             // Whatever the transaction held is unknown now: reopening replays what the log
@@ -550,6 +511,6 @@ impl RedbStore {
             };
             return self.note(Err(StoreError::Io(why)));
         }
-        r
+        Ok(())
     }
 }

@@ -73,7 +73,7 @@ impl RedbStore {
     /// checkpoints them and starts the log again.
     pub(super) fn replay(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
         let base = self.checkpoint_lsn()?;
-        self.wal.set_lsn(base);
+        self.wal.lsn = base;
         if bytes.is_empty() {
             return Ok(());
         }
@@ -213,7 +213,7 @@ impl RedbStore {
                 .map_err(err)?;
         }
         self.commit_inner()?;
-        self.wal.set_lsn(lsn);
+        self.wal.lsn = lsn;
         self.wal.discard();
         self.wal.rewind()
     }

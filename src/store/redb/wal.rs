@@ -42,8 +42,6 @@ use crate::store::StoreError;
 mod op;
 pub(super) use op::Op;
 
-use super::syncer::{SyncState, Syncer};
-
 /// The log file's name inside the store directory.
 pub const WAL_NAME: &str = "ringhub.wal";
 /// The log format this build writes (and the newest it reads).
@@ -179,8 +177,6 @@ pub(super) struct Wal {
     buf: Vec<u8>,
     /// The sequence number of the last record written or checkpointed.
     pub(super) lsn: u64,
-    /// The threads that make written records durable (the `syncer` module).
-    syncer: Syncer,
     /// When the database was last checkpointed.
     checkpointed: Instant,
     /// Tests: checkpoint only when asked to.
@@ -206,9 +202,7 @@ impl Wal {
             .truncate(false)
             .open(path)
             .map_err(|e| io(path, "opening", e))?;
-        let syncer = Syncer::start(&file, 0).map_err(|e| io(path, "starting the syncs of", e))?;
         let mut wal = Wal {
-            syncer,
             file,
             path: path.to_path_buf(),
             pos: HEADER,
@@ -231,23 +225,6 @@ impl Wal {
             }
         }
         Ok(wal)
-    }
-
-    /// Sets the last record written or checkpointed (opening: the database's checkpoint);
-    /// records up to it are durable.
-    pub(super) fn set_lsn(&mut self, lsn: u64) {
-        self.lsn = lsn;
-        self.syncer.state().mark(lsn);
-    }
-
-    /// What the sync threads report: the durable mark, a failure.
-    pub(super) fn sync_state(&self) -> &SyncState {
-        self.syncer.state()
-    }
-
-    /// Fires when the durable mark may have moved (or a sync failed).
-    pub(super) fn sync_wake(&self) -> crossbeam_channel::Receiver<()> {
-        self.syncer.wake()
     }
 
     /// The log's path.
@@ -310,26 +287,8 @@ impl Wal {
             .unwrap_or(self.checkpointed);
     }
 
-    /// Writes the batch as record `lsn + 1` and makes it durable (`fdatasync` on this thread).
+    /// Writes the batch as record `lsn + 1` and makes it durable (`fdatasync`).
     pub(super) fn write_batch(&mut self) -> Result<(), StoreError> {
-        let lsn = self.write_record()?;
-        self.file
-            .sync_data()
-            .map_err(|e| io(&self.path, "syncing", e))?;
-        self.syncer.state().mark(lsn);
-        Ok(())
-    }
-
-    /// Writes the batch as record `lsn + 1` and hands its sync to the sync threads: it is
-    /// durable once [`SyncState::durable`] reaches the number returned.
-    pub(super) fn write_batch_async(&mut self) -> Result<u64, StoreError> {
-        let lsn = self.write_record()?;
-        self.syncer.request(lsn);
-        Ok(lsn)
-    }
-
-    /// Writes the batch as record `lsn + 1` (not synced) and returns its number.
-    fn write_record(&mut self) -> Result<u64, StoreError> {
         let lsn = self.lsn + 1;
         let len = (self.buf.len() - REC_HEAD) as u32;
         self.buf[8..REC_HEAD].copy_from_slice(&lsn.to_le_bytes());
@@ -343,9 +302,12 @@ impl Wal {
         buf.truncate(REC_HEAD);
         self.buf = buf;
         r?;
+        self.file
+            .sync_data()
+            .map_err(|e| io(&self.path, "syncing", e))?;
         self.pos += n;
         self.lsn = lsn;
-        Ok(lsn)
+        Ok(())
     }
 
     /// Writes `bytes` at `at`, first writing zeros ahead when the file is not that long yet.
