@@ -141,6 +141,73 @@ async fn resume_after_a_cut_replays_the_missed_publications_once(io: IoMode) {
 }
 per_shell!(async fn resume_after_a_cut_replays_the_missed_publications_once);
 
+/// Publishes `{"n": n}` to `topic` with the default `publish` event (ack id `n`), and waits
+/// for the ack.
+async fn sio_publish(p: &mut Ws, n: u64, topic: &str) {
+    let ev = json!(["publish", {"topic": topic, "event": "message", "data": {"n": n}}]);
+    put(p, &format!("42{n}{ev}")).await;
+    let ack = format!("43{n}");
+    while !next_text(p).await.starts_with(&ack) {}
+}
+
+/// Two rooms with history on one shard (so the shard that sequences them is the connection's
+/// own): the room the client's offset does not name resumes from the session's position, with
+/// nothing replayed twice; and a CONNECT by another user with the pid leaves the session to
+/// its owner.
+async fn every_room_resumes_where_it_stopped_and_a_leaked_pid_is_not_used_up(io: IoMode) {
+    let Some(h) = server_with(io, &[], |b| {
+        b.shards(1)
+            .topic(ns("chat:*", 100))
+            .on_connect(|c: &ConnectInfo<'_>| {
+                let auth: Value = c
+                    .auth
+                    .and_then(|a| serde_json::from_str(a).ok())
+                    .unwrap_or_default();
+                Ok(ConnectOutcome {
+                    user: auth["name"].as_str().map(str::to_string),
+                    ..Default::default()
+                })
+            })
+    }) else {
+        return;
+    };
+    // Publications from a client (the owner shard sequences and delivers them in one step).
+    let mut p = connect_sio(&h, json!({"name": "pub"})).await;
+    next_text(&mut p).await;
+    let mut a = connect_sio(&h, json!({"name": "ann"})).await;
+    let pid = pid_of(&next_text(&mut a).await);
+    put(&mut a, r#"421["join","chat:1"]"#).await;
+    assert!(next_text(&mut a).await.starts_with("431"));
+    put(&mut a, r#"422["join","chat:2"]"#).await;
+    assert!(next_text(&mut a).await.starts_with("432"));
+    sio_publish(&mut p, 1, "chat:1").await;
+    assert_eq!(event(&next_text(&mut a).await).0, json!({"n": 1}));
+    sio_publish(&mut p, 2, "chat:2").await;
+    let (d, offset) = event(&next_text(&mut a).await);
+    assert_eq!(d, json!({"n": 2}));
+    drop(a);
+    wait_gone(&h, "chat:1").await;
+    sio_publish(&mut p, 3, "chat:1").await;
+    sio_publish(&mut p, 4, "chat:2").await;
+    // Someone else with ann's pid: a fresh session, and ann's stays hers.
+    let mut eve = connect_sio(&h, json!({"name": "eve", "pid": pid, "offset": offset})).await;
+    let answer = next_text(&mut eve).await;
+    assert!(
+        answer.starts_with("40{") && pid_of(&answer) != pid,
+        "{answer}"
+    );
+    drop(eve);
+    let mut b = connect_sio(&h, json!({"name": "ann", "pid": pid, "offset": offset})).await;
+    let (got, answer) = resumed(&mut b).await;
+    assert_eq!(pid_of(&answer), pid, "recovered: {answer}");
+    let mut ns: Vec<Value> = got.iter().map(|(d, _)| d["n"].clone()).collect();
+    ns.sort_by_key(|n| n.as_u64());
+    assert_eq!(ns, [json!(3), json!(4)], "each missed event once: {got:?}");
+    drop((b, p));
+    stop_server(h);
+}
+per_shell!(async fn every_room_resumes_where_it_stopped_and_a_leaked_pid_is_not_used_up);
+
 async fn a_gap_the_history_lost_or_an_unknown_pid_is_not_recovered(io: IoMode) {
     let Some(h) = server(io) else { return };
     let mut a = connect_sio(&h, json!({})).await;
@@ -306,6 +373,11 @@ async fn a_clean_restart_keeps_the_sessions_of_connected_clients(io: IoMode) {
     let h = redb_server(io, dir.path()).expect("restarted");
     publish(&h, "chat:1", 2);
     publish(&h, "chat:1", 3);
+    // Another user with ann's pid: a new session; the store keeps ann's for her.
+    let mut eve = connect_sio(&h, json!({"name": "eve", "pid": pid, "offset": offset})).await;
+    let (_, answer) = resumed(&mut eve).await;
+    assert_ne!(pid_of(&answer), pid, "{answer}");
+    drop(eve);
     let mut b = connect_sio(&h, json!({"name": "ann", "pid": pid, "offset": offset})).await;
     // Sent before the store answered: held, then handled after the CONNECT answer.
     put(&mut b, r#"421["join","chat:2"]"#).await;

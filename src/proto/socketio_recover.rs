@@ -84,6 +84,11 @@ pub struct StoredSession {
     pub rooms: Vec<String>,
     /// Rooms with history: (room, epoch, offset) of the last publication queued.
     pub positions: Vec<(String, String, u64)>,
+    /// When the store forgets it (ms since the Unix epoch): a session taken by a CONNECT that
+    /// turns out not to be its user's is put back with it. 0 in sessions kept before it was
+    /// recorded (never put back).
+    #[serde(default)]
+    pub expires_ms: u64,
 }
 
 impl StoredSession {
@@ -185,8 +190,12 @@ mod tests {
             nsp: "/chat".into(),
             rooms: vec!["chat:1".into(), "news:*".into()],
             positions: vec![("chat:1".into(), "e1".into(), 7)],
+            expires_ms: 1_800_000_000_000,
         };
         assert_eq!(StoredSession::decode(&s.encode()), Some(s));
+        // Kept before `expires_ms` was recorded: still read.
+        let old = br#"{"user":null,"nsp":"/","rooms":[],"positions":[]}"#;
+        assert_eq!(StoredSession::decode(old).map(|s| s.expires_ms), Some(0));
         assert_eq!(StoredSession::decode(b"{}"), None);
         assert_eq!(StoredSession::decode(b"\xff"), None);
     }

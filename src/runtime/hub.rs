@@ -320,7 +320,7 @@ impl Server {
             store_fault: std::sync::Mutex::new(None),
             store_stats: Default::default(),
             proxy_stats: Default::default(),
-            sio_sessions: crate::shard::sio_recover::SioSessions::new(store.keeps_sio_sessions()),
+            sio_sessions: crate::shard::sio_sessions::SioSessions::new(store.keeps_sio_sessions()),
             webhooks: Default::default(),
             api_keys: Default::default(),
             // History on the shards needs one node (a cluster reads history in Redis).

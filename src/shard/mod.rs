@@ -53,6 +53,7 @@ mod sio_poll;
 mod sio_proxy;
 pub(crate) mod sio_recover;
 mod sio_rooms;
+pub(crate) mod sio_sessions;
 mod sse_proxy;
 mod state;
 mod sync;
@@ -154,7 +155,7 @@ pub(crate) struct ShardState {
     /// Socket.IO long-polling sessions this shard owns, and links to sessions of others.
     polls: sio_poll::Polls,
     /// Per topic with history, the last position delivered here (Socket.IO recovery).
-    sio_seen: sio_recover::Seen,
+    sio_seen: sio_sessions::Seen,
     /// The Socket.IO connection and namespace whose event is being handled (its joins and
     /// leaves are that namespace's: `sio_rooms`).
     sio_ctx: Option<(ConnId, usize)>,

@@ -125,7 +125,7 @@ pub(crate) struct HubShared {
     /// Proxy calls, for `/metrics`.
     pub(crate) proxy_stats: super::proxy::ProxyStats,
     /// Dropped Socket.IO sessions kept for connection state recovery.
-    pub(crate) sio_sessions: super::sio_recover::SioSessions,
+    pub(crate) sio_sessions: super::sio_sessions::SioSessions,
     /// What the webhook sender did and the outbox holds (`/metrics`, `/api/v1/webhooks`).
     pub(crate) webhooks: super::webhook::WebhookStats,
     /// Wrong API keys per address (429 after too many), for the API thread and the shards that

@@ -3,7 +3,7 @@
 //! and the reconnect that restores a session's rooms and replays what it missed from history.
 //!
 //! **Where the state lives.** A dropped connection's sessions (one per connected namespace, as
-//! socket.io keeps one per socket) go to the node's table [`SioSessions`] — a mutex touched
+//! socket.io keeps one per socket) go to the node's table [`SioSessions`](super::sio_sessions::SioSessions) — a mutex touched
 //! only when a Socket.IO connection closes or resumes, never per message — for
 //! `socketio_recovery` (socket.io's `maxDisconnectionDuration`); or, with a store that keeps
 //! them (redb, Redis: they survive a restart and are shared by a cluster), to the store thread
@@ -11,7 +11,7 @@
 //! connection's input until `Action::SioSession` answers. A clean shutdown closes every
 //! connection through `begin_close`, so connected clients' sessions are kept too. A session holds its user,
 //! namespace, rooms, and for each room with history the position of the last publication of it
-//! queued to the connection. That position comes from [`Seen`]: per shard, per topic with
+//! queued to the connection. That position comes from [`Seen`](super::sio_sessions::Seen): per shard, per topic with
 //! history, the last stored publication delivered (or subscribe answered) here — one map
 //! update per stored publication per shard, nothing per subscriber. The connection was
 //! subscribed, so that publication was queued to it.
@@ -25,85 +25,23 @@
 //! offset); when every room answered, the CONNECT answer carries the old `pid` (the client's
 //! `socket.recovered === true`) if every gap was covered, a new one otherwise.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::jobs::{Since, StoreJob};
+use super::sio_sessions::{new_pid, Session};
 use super::ShardState;
 use crate::proto::socketio_map::{json_of_frame, request_id, split_id};
 use crate::proto::socketio_recover::{self as rec, Resume, RECOVER_ACK};
 use crate::ConnId;
 
-/// A dropped Socket.IO session, kept for `socketio_recovery`.
-pub(crate) struct Session {
-    user: Option<Arc<str>>,
-    nsp: usize,
-    rooms: Vec<Box<str>>,
-    /// Rooms with history: the last position queued to the connection.
-    positions: Vec<(Box<str>, Arc<str>, u64)>,
-    gone: Instant,
-}
-
-/// The node's dropped sessions by private session id — or, when `durable`, only the flag that
-/// they go to the store instead (`Store::keeps_sio_sessions`).
-#[derive(Default)]
-pub(crate) struct SioSessions(Mutex<Table>, bool);
-
-#[derive(Default)]
-struct Table {
-    map: HashMap<Box<str>, Session>,
-    pruned: Option<Instant>,
-}
-
-impl SioSessions {
-    /// The table of a node whose store keeps the sessions (`durable`) or not.
-    pub(crate) fn new(durable: bool) -> Self {
-        Self(Mutex::default(), durable)
-    }
-
-    fn put(&self, pid: Box<str>, s: Session, keep: Duration) {
-        let Ok(mut t) = self.0.lock() else { return };
-        let now = s.gone;
-        // Expired sessions go at most once a second, so a storm of drops stays linear.
-        if t.pruned
-            .is_none_or(|p| now.duration_since(p) >= Duration::from_secs(1))
-        {
-            t.map.retain(|_, s| now.duration_since(s.gone) <= keep);
-            t.pruned = Some(now);
-        }
-        t.map.insert(pid, s);
-    }
-
-    fn take(&self, pid: &str, now: Instant, keep: Duration) -> Option<Session> {
-        let s = self.0.lock().ok()?.map.remove(pid)?;
-        (now.saturating_duration_since(s.gone) <= keep).then_some(s)
-    }
-}
-
-/// Per shard: the last stored publication (epoch, offset) of each topic with history delivered
-/// here, or the position a subscribe to it was answered with.
-#[derive(Default)]
-pub(crate) struct Seen(HashMap<Arc<str>, (Arc<str>, u64)>);
-
-impl Seen {
-    fn saw(&mut self, topic: &Arc<str>, epoch: &Arc<str>, offset: u64) {
-        match self.0.get_mut(topic) {
-            Some(p) => *p = (epoch.clone(), offset),
-            None => {
-                self.0.insert(topic.clone(), (epoch.clone(), offset));
-            }
-        }
-    }
-}
-
 /// A connection's private sessions and the resume in progress.
 #[derive(Default)]
 pub(crate) struct ConnRecovery {
     /// `(namespace, pid)` of each connected namespace.
-    pids: Vec<(usize, Box<str>)>,
+    pub(super) pids: Vec<(usize, Box<str>)>,
     /// A resume waiting for its rooms' answers (boxed: rare, and an idle connection keeps
     /// this struct).
     resuming: Option<Box<Resuming>>,
@@ -122,29 +60,13 @@ struct Resuming {
     complete: bool,
 }
 
-/// A private session id: 128 bits from the process's random hasher keys (as the store's
-/// epochs), which only the session's own user can use anyway.
-fn new_pid(id: ConnId) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let half = |salt: u64| {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(salt);
-        h.write_u64(n);
-        h.write_u64(id.raw());
-        h.finish()
-    };
-    format!("{:016x}{:016x}", half(1), half(2))
-}
-
 impl ShardState {
-    fn recovery_window(&self) -> Option<Duration> {
+    pub(super) fn recovery_window(&self) -> Option<Duration> {
         Some(self.hub.config.socketio_recovery).filter(|d| !d.is_zero())
     }
 
     /// A stored publication was delivered on this shard (recovery on, Socket.IO clients here).
-    pub(super) fn sio_saw(&mut self, topic: &Arc<str>, epoch: &Arc<str>, offset: u64) {
+    pub(super) fn sio_saw(&mut self, topic: &str, epoch: &Arc<str>, offset: u64) {
         if !self.sio.is_empty() && self.recovery_window().is_some() {
             self.sio_seen.saw(topic, epoch, offset);
         }
@@ -162,7 +84,7 @@ impl ShardState {
             return Some(None);
         };
         let user = self.conn(id).and_then(|c| c.user.clone());
-        if self.hub.sio_sessions.1 {
+        if self.hub.sio_sessions.in_store() {
             // The store keeps the sessions: ask it, holding what the client sends meanwhile.
             let Some(resume) = rec::resume(auth) else {
                 return Some(Some(self.sio_new_pid(id, nsp)));
@@ -181,8 +103,9 @@ impl ShardState {
             return None;
         }
         let found = rec::resume(auth).and_then(|r| {
-            let s = self.hub.sio_sessions.take(&r.pid, self.now, keep)?;
-            (s.user == user && s.nsp == nsp).then_some((r, s))
+            let mine = |s: &Session| s.user == user && s.nsp == nsp;
+            let s = self.hub.sio_sessions.take(&r.pid, self.now, keep, mine)?;
+            Some((r, s))
         });
         let Some((resume, session)) = found else {
             return Some(Some(self.sio_new_pid(id, nsp)));
@@ -366,66 +289,6 @@ impl ShardState {
         self.sio_connect_answer(id, done.nsp, Some(&pid));
     }
 
-    /// A Socket.IO connection is going away: each namespace still connected keeps its session
-    /// (that namespace's rooms, with the positions of those with history).
-    pub(super) fn sio_keep_sessions(&mut self, id: ConnId) {
-        let Some(keep) = self.recovery_window() else {
-            return;
-        };
-        let Some(s) = self.sio.get_mut(&id) else {
-            return;
-        };
-        let connected = s.connected();
-        let pids = std::mem::take(&mut s.recovery.pids);
-        let Some(c) = self.conn(id) else { return };
-        let user = c.user.clone();
-        let now = self.now;
-        for (nsp, pid) in pids {
-            if connected & (1 << nsp) == 0 {
-                continue;
-            }
-            let rooms = self.sio_rooms_of(id, nsp);
-            let positions = rooms
-                .iter()
-                .filter_map(|r| {
-                    let (e, o) = self.sio_seen.0.get(&**r)?;
-                    Some((r.clone(), e.clone(), *o))
-                })
-                .collect();
-            let session = Session {
-                user: user.clone(),
-                nsp,
-                rooms,
-                positions,
-                gone: now,
-            };
-            if self.hub.sio_sessions.1 {
-                let job = StoreJob::SioPut {
-                    pid,
-                    session: self.sio_stored(&session).encode().into(),
-                    expires_ms: crate::store::now_ms()
-                        .saturating_add(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX)),
-                };
-                let _ = self.hub.submit_store(job, false);
-                continue;
-            }
-            self.hub.sio_sessions.put(pid, session, keep);
-        }
-    }
-
-    fn sio_stored(&self, s: &Session) -> rec::StoredSession {
-        rec::StoredSession {
-            user: s.user.as_deref().map(str::to_string),
-            nsp: self.hub.config.socketio_namespaces[s.nsp].to_string(),
-            rooms: s.rooms.iter().map(|r| r.to_string()).collect(),
-            positions: s
-                .positions
-                .iter()
-                .map(|(r, e, o)| (r.to_string(), e.to_string(), *o))
-                .collect(),
-        }
-    }
-
     /// Holds an Engine.IO message while the store looks a session up: true when held (or the
     /// connection failed because too many were).
     pub(super) fn sio_hold_input(&mut self, id: ConnId, op: u8, msg: &[u8]) -> bool {
@@ -454,21 +317,32 @@ impl ShardState {
         };
         let user = self.conn(id).and_then(|c| c.user.clone());
         let names = &self.hub.config.socketio_namespaces;
-        let found = session
-            .as_deref()
-            .and_then(rec::StoredSession::decode)
-            .filter(|s| s.user.as_deref() == user.as_deref() && names.get(nsp) == Some(&s.nsp))
-            .map(|s| Session {
-                user: user.clone(),
-                nsp,
-                rooms: s.rooms.into_iter().map(Into::into).collect(),
-                positions: s
-                    .positions
-                    .into_iter()
-                    .map(|(r, e, o)| (r.into(), e.into(), o))
-                    .collect(),
-                gone: self.now,
-            });
+        let decoded = session.as_deref().and_then(rec::StoredSession::decode);
+        let mine = decoded.as_ref().is_some_and(|s| {
+            s.user.as_deref() == user.as_deref() && names.get(nsp) == Some(&s.nsp)
+        });
+        if let (Some(s), Some(bytes), false) = (&decoded, &session, mine) {
+            if s.expires_ms > crate::store::now_ms() {
+                // Someone else's session (a leaked pid): it stays its owner's, as it was.
+                let job = StoreJob::SioPut {
+                    pid: resume.pid.as_str().into(),
+                    session: bytes.clone(),
+                    expires_ms: s.expires_ms,
+                };
+                let _ = self.hub.submit_store(job, false);
+            }
+        }
+        let found = decoded.filter(|_| mine).map(|s| Session {
+            user: user.clone(),
+            nsp,
+            rooms: s.rooms.into_iter().map(Into::into).collect(),
+            positions: s
+                .positions
+                .into_iter()
+                .map(|(r, e, o)| (r.into(), e.into(), o))
+                .collect(),
+            gone: self.now,
+        });
         let answer = match found {
             Some(s) => self.sio_resume_session(id, nsp, resume, s),
             None => Some(Some(self.sio_new_pid(id, nsp))),
@@ -490,13 +364,5 @@ impl ShardState {
                 return;
             }
         }
-    }
-
-    /// Forgets the positions of topics nobody here subscribes to any more (the timer).
-    pub(super) fn sio_prune_seen(&mut self) {
-        let registry = &self.registry;
-        self.sio_seen.0.retain(|t, _| {
-            crate::proto::pattern::Pattern::parse(t).is_ok_and(|p| registry.subscriber_count(p) > 0)
-        });
     }
 }

@@ -233,6 +233,7 @@ impl ShardState {
         offset: u64,
     ) -> usize {
         self.pub_seq += 1;
+        self.sio_saw(topic, epoch, offset);
         let at = Some((epoch, offset));
         self.deliver_seq(topic, frame, exclude, Some(None), at, self.pub_seq)
     }
