@@ -154,31 +154,20 @@ pub fn encode_binary_polling(data: &[u8], out: &mut Vec<u8>) {
     out.truncate(at + n);
 }
 
-/// Decodes a long-polling body (a POST) into its packets, at most `max_bytes` long.
+/// Decodes a long-polling body (a POST) into its packets, at most `max_bytes` long: the
+/// packets of [`split_payload`](super::engineio_poll::split_payload), decoded.
 pub fn decode_payload(body: &[u8], max_bytes: usize) -> Result<Vec<Packet<'_>>, EngineError> {
-    if body.len() > max_bytes {
-        return Err(EngineError::TooLarge);
-    }
-    if body.is_empty() {
-        return Err(EngineError::Empty);
-    }
-    let mut out = Vec::new();
-    for part in body.split(|b| *b == SEPARATOR) {
-        if out.len() == MAX_PAYLOAD_PACKETS {
-            return Err(EngineError::TooLarge);
-        }
-        out.push(match part.first() {
-            Some(b'b') => {
-                let bytes = B64.decode(&part[1..]).map_err(|_| EngineError::BadBase64)?;
-                Packet {
-                    kind: Kind::Message,
-                    data: Data::Binary(Cow::Owned(bytes)),
-                }
-            }
-            _ => decode_text(part)?,
-        });
-    }
-    Ok(out)
+    use super::engineio_poll::{split_payload, Part};
+    split_payload(body, max_bytes)?
+        .into_iter()
+        .map(|part| match part {
+            Part::Binary(bytes) => Ok(Packet {
+                kind: Kind::Message,
+                data: Data::Binary(Cow::Owned(bytes)),
+            }),
+            Part::Text(text) => decode_text(text),
+        })
+        .collect()
 }
 
 /// Appends one packet to a long-polling body under construction (adds the separator when the
