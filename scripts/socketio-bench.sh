@@ -8,13 +8,15 @@
 #   ringhub-ws    ringhub's own /ws envelope protocol (`subscribe`, `publish` without id)
 # one server at a time, pinned to SERVER_CPU, the load generator to LOAD_CPU, in the same run;
 # then the long-polling fan-out (subscribers on Engine.IO polling, publisher on WebSocket) and
-# idle memory per Socket.IO client (N idle clients connected to the default namespace).
+# idle memory per Socket.IO client (N idle clients connected to the default namespace, over
+# WebSocket and, part idlepoll, over long-polling with a GET pending).
 # Builds nothing (cargo build --release -p ringhub -p ringhub-loadtest; scripts/peers/install.sh).
 #
 #   RUNS=3 scripts/socketio-bench.sh | tee /tmp/sio.txt      # then the summary is printed
 #
 # Environment:
-#   PARTS        "fanout polling idle" (default: all three)
+#   PARTS        "fanout polling idle idlepoll" (default: all four; idlepoll: idle clients on
+#                long-polling, a GET always pending, against POLL_SERVERS)
 #   SERVERS      fanout servers (default "ringhub-sio socketio ringhub-ws")
 #   POLL_SERVERS polling servers (default "ringhub-sio socketio")
 #   IDLE_SERVERS (default "ringhub-sio socketio ringhub-ws"); N idle clients (10000), HOLD (3)
@@ -32,7 +34,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-PARTS=${PARTS:-"fanout polling idle"}
+PARTS=${PARTS:-"fanout polling idle idlepoll"}
 SERVERS=${SERVERS:-"ringhub-sio socketio ringhub-ws"}
 POLL_SERVERS=${POLL_SERVERS:-"ringhub-sio socketio"}
 IDLE_SERVERS=${IDLE_SERVERS:-"ringhub-sio socketio ringhub-ws"}
@@ -115,13 +117,15 @@ print(f"{j['msgs_per_s']:.0f} {ticks * 1e9 / hz / n:.0f} {100 * ticks / hz / wal
 PY
 }
 
-idle() { # SERVER -> bytes of server RSS growth per idle client
-  local server=$1 port
+idle() { # SERVER [TRANSPORT] -> bytes of server RSS growth per idle client
+  local server=$1 transport=${2:-websocket} port
+  local more=()
+  [[ $transport == polling ]] && more=(--transport polling)
   port=$(free_port)
   start "$server" "$port"
   taskset -c "$LOAD_CPU" "$LOADTEST" --protocol "$(proto "$server")" idle --target "127.0.0.1:$port" \
-    --count "$N" --hold "$HOLD" --source-addrs 4 --server-pid "$SRV" --json "$TMP/idle.json" >"$TMP/lt.log" 2>&1 ||
-    { echo "load generator failed (idle $server):" >&2; cat "$TMP/lt.log" "$TMP/server.log" >&2; exit 1; }
+    --count "$N" --hold "$HOLD" --source-addrs 4 --server-pid "$SRV" --json "$TMP/idle.json" "${more[@]}" >"$TMP/lt.log" 2>&1 ||
+    { echo "load generator failed (idle $server $transport):" >&2; cat "$TMP/lt.log" "$TMP/server.log" >&2; exit 1; }
   stop_server
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round((j["rss_after_kb"]-j["rss_before_kb"])*1024/j["connections"]))' "$TMP/idle.json"
 }
@@ -152,6 +156,11 @@ idle() { # SERVER -> bytes of server RSS growth per idle client
             printf '%-4s %-8s %-12s %-6s %12s %12s %8s %8s\n' "$run" idle "$s" "$N" "$(idle "$s")" - - -
           done
           ;;
+        idlepoll)
+          for s in $POLL_SERVERS; do
+            printf '%-4s %-8s %-12s %-6s %12s %12s %8s %8s\n' "$run" idlepoll "$s" "$N" "$(idle "$s" polling)" - - -
+          done
+          ;;
         *) echo "unknown part $part" >&2; exit 2 ;;
       esac
     done
@@ -166,7 +175,7 @@ val = {}
 for run, part, server, w, v, *_ in rows:
     val[(part, server, w, run)] = float(v)
 cases = sorted({(p, s, w) for p, s, w, _ in val}, key=lambda c: (c[0], int(c[2]), c[1]))
-print("\n# medians (value: deliveries/s; idle: bytes per client)")
+print("\n# medians (value: deliveries/s; idle, idlepoll: bytes per client)")
 for p, s, w in cases:
     vs = [v for (pp, ss, ww, _), v in val.items() if (pp, ss, ww) == (p, s, w)]
     print(f"{p:8} {s:12} {w:>6} {st.median(vs):14,.0f}   runs: {', '.join(f'{x:,.0f}' for x in vs)}")
@@ -174,7 +183,7 @@ print("\n# ratios within each run, median (runs)")
 for p in sorted({c[0] for c in cases}):
     for w in sorted({c[2] for c in cases if c[0] == p}, key=int):
         for a, b in (("ringhub-sio", "socketio"), ("ringhub-sio", "ringhub-ws"), ("socketio", "ringhub-sio")):
-            if p != "idle" and a == "socketio":
+            if not p.startswith("idle") and a == "socketio":
                 continue
             rs = [val[(p, a, w, r)] / val[(p, b, w, r)] for (pp, ss, ww, r) in val
                   if (pp, ss, ww) == (p, a, w) and (p, b, w, r) in val and val[(p, b, w, r)]]

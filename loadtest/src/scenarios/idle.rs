@@ -1,10 +1,13 @@
 //! `idle`: open N idle connections, hold them for `--hold` seconds (answering pings),
 //! then close; with `--server-pid`, report the server's RSS growth per connection.
 //! `--protocol socketio`: each connection is a Socket.IO client connected to the default
-//! namespace (Engine.IO over WebSocket), answering heartbeats.
+//! namespace (Engine.IO over WebSocket, or with `--transport polling` over HTTP long-polling:
+//! one kept-alive TCP connection each with a `GET` always pending), answering heartbeats.
 
+use super::fanout::Transport;
 use super::{secs, Ctx, FirstError};
 use crate::client;
+use crate::client::polling::{packets, PollConn};
 use crate::runner::{self, Padded, Phase, Phases};
 use crate::stats::Report;
 use anyhow::{bail, Context, Result};
@@ -27,10 +30,14 @@ pub struct IdleArgs {
     /// Server process whose VmRSS is read before and after (from /proc/PID/status).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// `--protocol socketio`: the clients' Engine.IO transport.
+    #[arg(long, value_enum, default_value_t = Transport::Websocket)]
+    pub transport: Transport,
 }
 
 struct Shared {
     ctx: Ctx,
+    transport: Transport,
     phases: Phases,
     ready: AtomicUsize,
     failed: AtomicUsize,
@@ -50,7 +57,46 @@ pub fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
         .with_context(|| format!("no {field} in /proc/{pid}/status"))
 }
 
+/// One idle long-polling session: connected, then a `GET` always pending; a heartbeat is
+/// answered with `POST 3` between two `GET`s.
+async fn hold_polling(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
+    let permit = sem.acquire().await;
+    let src = sh.ctx.sources.pick(idx);
+    let opened = async {
+        let mut c = PollConn::open(&sh.ctx.target, src, sh.ctx.connect_timeout)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        super::join::socketio_poll_connect(&mut c).await?;
+        Ok::<_, String>(c)
+    };
+    let mut conn = match opened.await {
+        Ok(c) => c,
+        Err(e) => {
+            sh.failed.fetch_add(1, Ordering::Relaxed);
+            sh.first_error.set(format!("connection {idx}: {e}"));
+            return;
+        }
+    };
+    drop(permit);
+    sh.ready.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let ping = match conn.get().await {
+            Ok(body) => packets(body).any(|p| p == b"2"),
+            Err(_) => break,
+        };
+        if ping && conn.post(b"3").await.is_err() {
+            break;
+        }
+    }
+    if sh.phases.get() < Phase::Done {
+        runner::bump(&sh.dropped[tid], 1);
+    }
+}
+
 async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
+    if sh.transport == Transport::Polling {
+        return hold_polling(sh, tid, idx, sem).await;
+    }
     let permit = sem.acquire().await;
     let src = sh.ctx.sources.pick(idx);
     let (mut rd, mut wr) = match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await
@@ -114,8 +160,12 @@ pub fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     }
     let rss = |pid: u32| proc_status_kb(pid, "VmRSS");
     let before = args.server_pid.map(rss).transpose()?;
+    if args.transport == Transport::Polling && !ctx.socketio {
+        bail!("--transport polling needs --protocol socketio");
+    }
     let sh = Arc::new(Shared {
         ctx: ctx.clone(),
+        transport: args.transport,
         phases: Phases::default(),
         ready: AtomicUsize::new(0),
         failed: AtomicUsize::new(0),
@@ -212,7 +262,8 @@ pub fn run(ctx: &Ctx, args: &IdleArgs) -> Result<Report> {
     );
     rep.set(
         "config",
-        json!({"count": n, "hold_s": args.hold, "threads": ctx.threads}),
+        json!({"count": n, "hold_s": args.hold, "threads": ctx.threads,
+               "transport": format!("{:?}", args.transport).to_lowercase()}),
     );
     Ok(rep)
 }

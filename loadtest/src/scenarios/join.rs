@@ -112,6 +112,17 @@ pub async fn socketio_poll_join(
     c: &mut crate::client::polling::PollConn,
     topic: &str,
 ) -> Result<(), String> {
+    socketio_poll_connect(c).await?;
+    let msg = format!("421[\"join\",\"{topic}\"]");
+    c.post(msg.as_bytes())
+        .await
+        .map_err(|e| format!("send join: {e:#}"))?;
+    poll_until(c, |p| Ok(p.starts_with(b"431"))).await
+}
+
+/// Connects a polling session to the default namespace (`POST 40`, then `GET`s until the
+/// CONNECT answer).
+pub async fn socketio_poll_connect(c: &mut crate::client::polling::PollConn) -> Result<(), String> {
     c.post(b"40")
         .await
         .map_err(|e| format!("send namespace connect: {e:#}"))?;
@@ -124,12 +135,7 @@ pub async fn socketio_poll_join(
         }
         Ok(p.starts_with(b"40"))
     })
-    .await?;
-    let msg = format!("421[\"join\",\"{topic}\"]");
-    c.post(msg.as_bytes())
-        .await
-        .map_err(|e| format!("send join: {e:#}"))?;
-    poll_until(c, |p| Ok(p.starts_with(b"431"))).await
+    .await
 }
 
 /// `GET`s until a packet satisfies `done`; answers heartbeats (`2` → `POST 3`).
