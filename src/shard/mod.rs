@@ -151,7 +151,7 @@ pub(crate) struct ShardState {
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
     /// Socket.IO connections' namespaces and pending binary packets.
-    sio: HashMap<ConnId, sio::SioConn>,
+    sio: HashMap<ConnId, Box<sio::SioConn>>,
     /// Socket.IO long-polling sessions this shard owns, and links to sessions of others.
     polls: sio_poll::Polls,
     /// Per topic with history, the last position delivered here (Socket.IO recovery).

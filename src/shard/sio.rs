@@ -111,10 +111,10 @@ impl ShardState {
         let headers = self.sio_proxy_headers(head);
         self.sio.insert(
             id,
-            SioConn {
+            Box::new(SioConn {
                 headers,
                 ..Default::default()
-            },
+            }),
         );
         self.push_raw(id, Bytes::from(response));
         let sid = hub.client_id(id);
