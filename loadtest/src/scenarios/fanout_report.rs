@@ -1,8 +1,8 @@
 //! What a fanout run measured: the human-readable rows and the JSON fields (scripts in
 //! `scripts/` parse them), summed over the worker threads.
 
-use super::fanout::Transport;
 use super::fanout_accounting::ThreadResult;
+use super::fanout_args::Transport;
 use super::fanout_shared::Shared;
 use super::secs;
 use crate::stats::{self, fmt_rate, fmt_us, Latency, Report};

@@ -2,7 +2,7 @@
 //! completion counters, the phase clock and the run-wide tallies, and how the command-line
 //! arguments lay them out.
 
-use super::fanout::{FanoutArgs, Transport};
+use super::fanout_args::{FanoutArgs, Transport};
 use super::payload::Dialect;
 use super::{Ctx, FirstError};
 use crate::client::{self, Target};

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod echo;
 pub mod fanout;
 pub mod fanout_accounting;
+pub mod fanout_args;
 pub mod fanout_poll;
 pub mod fanout_report;
 pub mod fanout_shared;
