@@ -445,7 +445,7 @@ pub fn socketio(data: &[u8]) {
         }
     }
     let split = poll::split_payload(data, FRAME_MAX);
-    let Ok(packets) = eio::decode_payload(data, FRAME_MAX) else {
+    let Ok(packets) = poll::decode_payload(data, FRAME_MAX) else {
         assert!(split.is_err(), "split and decoded alike");
         return;
     };
@@ -457,7 +457,7 @@ pub fn socketio(data: &[u8]) {
         eio::push_payload(p, &mut body);
     }
     assert_eq!(
-        eio::decode_payload(&body, usize::MAX).ok(),
+        poll::decode_payload(&body, usize::MAX).ok(),
         Some(packets.clone())
     );
     let mut queued = Vec::new();

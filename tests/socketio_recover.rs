@@ -65,19 +65,25 @@ fn publish(h: &ServerHandle, topic: &str, n: u64) {
 /// The auth payload's `name` is the user (as an application's `on_connect` would decide).
 fn server(io: IoMode) -> Option<ServerHandle> {
     server_with(io, &[], |b| {
-        b.socketio_namespace("/chat")
-            .topic(ns("chat:*", 100))
-            .topic(ns("small:*", 2))
-            .on_connect(|c: &ConnectInfo<'_>| {
-                let auth: Value = c
-                    .auth
-                    .and_then(|a| serde_json::from_str(a).ok())
-                    .unwrap_or_default();
-                Ok(ConnectOutcome {
-                    user: auth["name"].as_str().map(str::to_string),
-                    ..Default::default()
-                })
-            })
+        named_users(
+            b.socketio_namespace("/chat")
+                .topic(ns("chat:*", 100))
+                .topic(ns("small:*", 2)),
+        )
+    })
+}
+
+/// The auth payload's `name` becomes the connection's user.
+fn named_users(b: ringhub::Builder) -> ringhub::Builder {
+    b.on_connect(|c: &ConnectInfo<'_>| {
+        let auth: Value = c
+            .auth
+            .and_then(|a| serde_json::from_str(a).ok())
+            .unwrap_or_default();
+        Ok(ConnectOutcome {
+            user: auth["name"].as_str().map(str::to_string),
+            ..Default::default()
+        })
     })
 }
 
@@ -156,18 +162,7 @@ async fn sio_publish(p: &mut Ws, n: u64, topic: &str) {
 /// its owner.
 async fn every_room_resumes_where_it_stopped_and_a_leaked_pid_is_not_used_up(io: IoMode) {
     let Some(h) = server_with(io, &[], |b| {
-        b.shards(1)
-            .topic(ns("chat:*", 100))
-            .on_connect(|c: &ConnectInfo<'_>| {
-                let auth: Value = c
-                    .auth
-                    .and_then(|a| serde_json::from_str(a).ok())
-                    .unwrap_or_default();
-                Ok(ConnectOutcome {
-                    user: auth["name"].as_str().map(str::to_string),
-                    ..Default::default()
-                })
-            })
+        named_users(b.shards(1).topic(ns("chat:*", 100)))
     }) else {
         return;
     };
@@ -341,18 +336,7 @@ async fn resumed(ws: &mut Ws) -> (Vec<(Value, String)>, String) {
 fn redb_server(io: IoMode, dir: &std::path::Path) -> Option<ServerHandle> {
     let store = ringhub::store::redb::RedbStore::open(dir).expect("redb store");
     server_with(io, &[], |b| {
-        b.topic(ns("chat:*", 100))
-            .store(store)
-            .on_connect(|c: &ConnectInfo<'_>| {
-                let auth: Value = c
-                    .auth
-                    .and_then(|a| serde_json::from_str(a).ok())
-                    .unwrap_or_default();
-                Ok(ConnectOutcome {
-                    user: auth["name"].as_str().map(str::to_string),
-                    ..Default::default()
-                })
-            })
+        named_users(b.topic(ns("chat:*", 100)).store(store))
     })
 }
 

@@ -154,22 +154,6 @@ pub fn encode_binary_polling(data: &[u8], out: &mut Vec<u8>) {
     out.truncate(at + n);
 }
 
-/// Decodes a long-polling body (a POST) into its packets, at most `max_bytes` long: the
-/// packets of [`split_payload`](super::engineio_poll::split_payload), decoded.
-pub fn decode_payload(body: &[u8], max_bytes: usize) -> Result<Vec<Packet<'_>>, EngineError> {
-    use super::engineio_poll::{split_payload, Part};
-    split_payload(body, max_bytes)?
-        .into_iter()
-        .map(|part| match part {
-            Part::Binary(bytes) => Ok(Packet {
-                kind: Kind::Message,
-                data: Data::Binary(Cow::Owned(bytes)),
-            }),
-            Part::Text(text) => decode_text(text),
-        })
-        .collect()
-}
-
 /// Appends one packet to a long-polling body under construction (adds the separator when the
 /// body already holds a packet).
 pub fn push_payload(packet: &Packet<'_>, out: &mut Vec<u8>) {

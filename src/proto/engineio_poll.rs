@@ -12,7 +12,9 @@ use std::borrow::Cow;
 
 use base64::Engine;
 
-use super::engineio::{EngineError, MAX_PAYLOAD_PACKETS, SEPARATOR};
+use super::engineio::{
+    decode_text, Data, EngineError, Kind, Packet, MAX_PAYLOAD_PACKETS, SEPARATOR,
+};
 use super::frame::{OP_BINARY, OP_CLOSE, OP_TEXT};
 
 const B64: base64::engine::general_purpose::GeneralPurpose =
@@ -88,6 +90,21 @@ pub fn split_payload(body: &[u8], max_bytes: usize) -> Result<Vec<Part<'_>>, Eng
         });
     }
     Ok(out)
+}
+
+/// Decodes a long-polling body (a POST) into its packets, at most `max_bytes` long: the
+/// packets of [`split_payload`], decoded.
+pub fn decode_payload(body: &[u8], max_bytes: usize) -> Result<Vec<Packet<'_>>, EngineError> {
+    split_payload(body, max_bytes)?
+        .into_iter()
+        .map(|part| match part {
+            Part::Binary(bytes) => Ok(Packet {
+                kind: Kind::Message,
+                data: Data::Binary(Cow::Owned(bytes)),
+            }),
+            Part::Text(text) => decode_text(text),
+        })
+        .collect()
 }
 
 /// The opcode and payload of the first frame in bytes the server encoded (unmasked, whole), and

@@ -1,4 +1,5 @@
 use super::*;
+use crate::proto::engineio_poll::decode_payload;
 
 fn text<'a>(p: &'a Packet<'a>) -> &'a str {
     match &p.data {

@@ -9,13 +9,11 @@
 use std::collections::HashMap;
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use slab::Slab;
 
-use crate::proto::envelope;
-use crate::proto::pattern::Pattern;
 use crate::proto::registry::{Interest, Registry};
 use crate::proto::stats::ShardStats;
 use crate::ConnId;
@@ -23,6 +21,8 @@ use crate::ConnId;
 #[cfg(feature = "axum")]
 mod adopt;
 pub(crate) mod answer;
+mod apply;
+mod bench;
 pub(crate) mod broker;
 mod conn;
 mod delta;
@@ -38,6 +38,7 @@ mod hold;
 pub mod hooks;
 pub(crate) mod inbox;
 pub(crate) mod jobs;
+mod lifecycle;
 mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod output;
@@ -49,6 +50,8 @@ mod request;
 mod route;
 pub(crate) mod shared;
 mod sio;
+mod sio_connect;
+mod sio_events;
 mod sio_poll;
 mod sio_proxy;
 pub(crate) mod sio_recover;
@@ -64,11 +67,8 @@ mod ws;
 pub(crate) use adopt::Adoption;
 use entry::flag;
 pub(crate) use entry::{ConnEntry, ConnKind, Frame, Phase, Stamp};
-use inbox::{RemotePub, ShardMsg};
+use inbox::ShardMsg;
 use shared::HubShared;
-
-/// Interval of SSE heartbeat comments.
-const SSE_HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// What the shell must do with a socket.
 ///
@@ -151,7 +151,7 @@ pub(crate) struct ShardState {
     /// Application metadata from `on_connect`, shown in presence.
     meta: HashMap<ConnId, Arc<str>>,
     /// Socket.IO connections' namespaces and pending binary packets.
-    sio: HashMap<ConnId, sio::SioConn>,
+    sio: HashMap<ConnId, Box<sio::SioConn>>,
     /// Socket.IO long-polling sessions this shard owns, and links to sessions of others.
     polls: sio_poll::Polls,
     /// Per topic with history, the last position delivered here (Socket.IO recovery).
@@ -298,268 +298,6 @@ impl ShardState {
         std::mem::swap(&mut self.io, into);
     }
 
-    /// Applies one inbox message.
-    pub(crate) fn handle_msg(&mut self, msg: ShardMsg) {
-        match msg {
-            ShardMsg::Publish {
-                topic,
-                frame,
-                exclude,
-            } => {
-                self.deliver_local(&topic, &frame, exclude);
-            }
-            ShardMsg::Stored(batch) => {
-                for p in batch.iter() {
-                    self.deliver_stored(p);
-                }
-            }
-            ShardMsg::History(job) => self.history_job(job),
-            ShardMsg::Positions(answer) => self.positions_answered(answer),
-            ShardMsg::Remote(batch) => {
-                for p in batch {
-                    match p {
-                        RemotePub::One { topic, frame } => {
-                            self.deliver_local(&topic, &frame, None);
-                        }
-                        RemotePub::Many(frames) => {
-                            self.deliver_many(&frames, None);
-                        }
-                        RemotePub::Stored(p) => {
-                            self.deliver_stored(&p);
-                        }
-                    }
-                }
-            }
-            ShardMsg::InboxGone(list) => self.inbox_gone(&list),
-            ShardMsg::ResyncInboxes => self.resync_inboxes(),
-            ShardMsg::InboxResync(user, frames) => self.inbox_resync(&user, &frames),
-            ShardMsg::Interest {
-                pattern,
-                shard,
-                add,
-                ack,
-            } => {
-                if let Ok(p) = Pattern::parse(&pattern) {
-                    if add {
-                        self.interest.add(p, shard);
-                    } else {
-                        self.interest.remove(p, shard);
-                    }
-                }
-                if let Some(token) = ack {
-                    self.hub.inboxes[shard].push(ShardMsg::InterestAck(token));
-                }
-            }
-            ShardMsg::InterestAck(token) => self.interest_acked(token),
-            ShardMsg::Conn(id, action) => self.conn_action(id, action),
-            ShardMsg::Api(op, reply) => {
-                let _ = reply.send(self.api(op));
-            }
-            ShardMsg::HttpResponse(id, bytes) => self.http_response(id, bytes),
-            ShardMsg::Poll(m) => self.poll_msg(*m),
-            #[cfg(feature = "axum")]
-            ShardMsg::Adopt(a) => self.adopt(*a),
-            ShardMsg::Shutdown => {
-                let delay = self.hub.config.drain_delay;
-                if delay.is_zero() {
-                    self.shut_down();
-                } else if self.drain_until.is_none() {
-                    self.drain_until = Some(self.now + delay);
-                }
-            }
-        }
-    }
-
-    /// Stops for good: the shell closes the listener; every connection is told 1001.
-    fn shut_down(&mut self) {
-        if self.shutting_down {
-            return;
-        }
-        self.shutting_down = true;
-        let ids: Vec<(ConnId, bool, bool)> = self
-            .conns
-            .iter()
-            .map(|(_, c)| (c.id, matches!(c.phase, Phase::Ws(_)), c.between_requests()))
-            .collect();
-        for (id, ws, idle_http) in ids {
-            #[cfg(feature = "axum")]
-            self.drop_reservation(id);
-            if ws {
-                self.close(id, 1001, "server shutting down");
-            } else if idle_http {
-                self.close_idle_http(id);
-            } else {
-                self.begin_close(id);
-                self.mark_dirty(id.slot());
-            }
-        }
-    }
-
-    /// The shard's timer, run at least every [`tick_interval`](Self::tick_interval): pings
-    /// quiet connections, closes idle ones, times out handshakes, cuts stuck closes, ends the
-    /// drain delay. One pass over the slab per tick instead of a timer per connection.
-    pub(crate) fn tick(&mut self) {
-        if self.now.duration_since(self.last_tick) < self.tick_interval() {
-            return;
-        }
-        self.last_tick = self.now;
-        if self.drain_until.is_some_and(|t| self.now >= t) {
-            self.shut_down();
-        }
-        self.sio_prune_seen();
-        let now = self.stamp;
-        let cfg = &self.hub.config;
-        let (ping, idle, close_to, hs, kept) = (
-            cfg.ping_interval,
-            cfg.idle_timeout,
-            cfg.close_timeout,
-            cfg.handshake_timeout,
-            cfg.http_keepalive_timeout,
-        );
-        let mut idle_ids = Vec::new();
-        let mut idle_http = Vec::new();
-        let mut late = Vec::new();
-        let mut pings = Vec::new();
-        let mut sio_pings = Vec::new();
-        let mut late_sio = Vec::new();
-        let mut ended_polls = Vec::new();
-        for (_, c) in self.conns.iter_mut() {
-            if let Some(since) = c.closing {
-                if !c.has(flag::FORCED) && now.since(since) >= close_to {
-                    c.set(flag::FORCED);
-                    if c.fd < 0 && c.has(flag::POLL) {
-                        // A polling session no poll came for: it ends without a socket.
-                        ended_polls.push(c.id);
-                    } else {
-                        self.io.push(IoReq::Cut(c.id));
-                    }
-                }
-                continue;
-            }
-            match c.phase {
-                Phase::Head if c.between_requests() => {
-                    // Between requests: `accepted` is when the last response was queued.
-                    if now.since(c.accepted) >= kept {
-                        idle_http.push(c.id);
-                    }
-                    continue;
-                }
-                Phase::Head | Phase::Body(..) => {
-                    if now.since(c.accepted) >= hs {
-                        late.push(c.id);
-                    }
-                    continue;
-                }
-                Phase::Api | Phase::Discard => continue,
-                Phase::Sse => {
-                    // SSE clients never send: no idle timeout, a heartbeat comment instead.
-                    if now.since(c.last_seen) >= SSE_HEARTBEAT {
-                        c.last_seen = now;
-                        pings.push(c.id);
-                    }
-                    continue;
-                }
-                Phase::Ws(_) => {}
-            }
-            let quiet = now.since(c.last_seen);
-            if quiet >= idle {
-                idle_ids.push(c.id);
-            } else if c.has(flag::SIO) && !c.has(flag::SIO_NSP) {
-                // No namespace connected yet: it must come within the handshake timeout (the
-                // reference server's `connectTimeout`); pinged meanwhile when quiet.
-                if now.since(c.accepted) >= hs {
-                    late_sio.push(c.id);
-                } else if quiet >= ping && !c.has(flag::PING_SENT) {
-                    c.set(flag::PING_SENT);
-                    sio_pings.push(c.id);
-                }
-            } else if c.has(flag::SIO) {
-                // Engine.IO clients expect a ping every interval, busy or not (they close
-                // after pingInterval + pingTimeout without one); `accepted` is unused after
-                // the upgrade and marks the last ping (set at the first CONNECT).
-                if now.since(c.accepted) >= ping {
-                    c.accepted = now;
-                    sio_pings.push(c.id);
-                }
-            } else if quiet >= ping && !c.has(flag::PING_SENT) {
-                c.set(flag::PING_SENT);
-                pings.push(c.id);
-            }
-        }
-        for id in pings {
-            self.enqueue(id, envelope::raw_frame(9, b""));
-        }
-        for id in sio_pings {
-            self.enqueue(id, crate::proto::socketio_map::engine_frame(b"2"));
-        }
-        for id in ended_polls {
-            self.poll_end(id);
-        }
-        for id in late_sio {
-            tracing::debug!(conn = %id, "Socket.IO: no namespace connected in time");
-            self.close(id, 1008, "no namespace connected in time");
-        }
-        for id in idle_ids {
-            tracing::debug!(conn = %id, "idle timeout");
-            self.close(id, 1001, "idle timeout");
-        }
-        for id in idle_http {
-            tracing::debug!(conn = %id, "HTTP keep-alive timeout");
-            self.close_idle_http(id);
-        }
-        for id in late {
-            self.http_error(
-                id,
-                &crate::proto::handshake::HttpError::new(408, "request not received in time"),
-            );
-        }
-        if !self.durable.is_empty() {
-            self.retry_durable();
-        }
-        if !self.expiry.is_empty() {
-            let wall = self.wall_epoch + self.now.duration_since(self.epoch);
-            let unix = wall
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            self.check_expiry(unix);
-        }
-        self.check_positions();
-    }
-
-    /// Closes a kept-alive HTTP connection between requests, without an answer (RFC 9112
-    /// §9.6) and without waiting for the client's end: nothing is in progress either way.
-    fn close_idle_http(&mut self, id: ConnId) {
-        let Some(c) = self.conn_mut(id) else { return };
-        c.phase = Phase::Discard;
-        c.set(flag::FORCED);
-        self.begin_close(id);
-        self.io.push(IoReq::Cut(id));
-        self.mark_dirty(id.slot());
-    }
-
-    /// How often [`tick`](Self::tick) must run.
-    pub(crate) fn tick_interval(&self) -> Duration {
-        let c = &self.hub.config;
-        // A position check is due at most a tick late.
-        let check = match c.cluster.position_check {
-            d if d.is_zero() || !self.hub.cluster.remote_store => Duration::MAX,
-            d => d.saturating_mul(4),
-        };
-        (c.ping_interval
-            .min(check)
-            .min(c.idle_timeout)
-            .min(c.close_timeout)
-            .min(c.handshake_timeout)
-            .min(c.http_keepalive_timeout.max(Duration::from_millis(1)))
-            / 4)
-        .clamp(Duration::from_millis(5), Duration::from_secs(1))
-    }
-
-    /// When the next tick is due.
-    pub(crate) fn next_tick(&self) -> Instant {
-        self.last_tick + self.tick_interval()
-    }
-
     /// Queues `slot` for the end-of-iteration flush (once).
     fn mark_dirty(&mut self, slot: u32) {
         if let Some(c) = self.conns.get_mut(slot as usize) {
@@ -568,57 +306,6 @@ impl ShardState {
                 self.dirty.push(slot);
             }
         }
-    }
-
-    /// Benchmarks only: registers an upgraded pub/sub connection without a socket.
-    pub(crate) fn bench_register(&mut self, admitted: crate::policy::guard::Admitted) -> ConnId {
-        let slot = self.accept(-1, ([127, 0, 0, 1], 0).into());
-        let id = self.conns[slot as usize].id;
-        self.upgrade(id, Phase::Ws(ConnKind::PubSub), admitted);
-        id
-    }
-
-    /// Benchmarks only: subscribes through the real path; false if refused.
-    pub(crate) fn bench_subscribe(&mut self, id: ConnId, pattern: &str) -> bool {
-        self.subscribe(id, pattern).is_ok()
-    }
-
-    /// Benchmarks only: unsubscribes through the real path.
-    pub(crate) fn bench_unsubscribe(&mut self, id: ConnId, pattern: &str) {
-        self.unsubscribe(id, pattern);
-    }
-
-    /// Benchmarks only: [`ShardState::publish`] (interest lookup, remote inboxes, local fan-out).
-    pub(crate) fn bench_publish(&mut self, topic: &str, frame: Bytes) {
-        self.publish(topic, frame, None);
-    }
-
-    /// Benchmarks only: [`ShardState::deliver_local`].
-    pub(crate) fn bench_deliver_local(&mut self, topic: &str, frame: &Bytes) {
-        self.deliver_local(topic, frame, None);
-    }
-
-    /// Benchmarks only: removes a connection as the shell does once its socket is done.
-    pub(crate) fn bench_remove(&mut self, id: ConnId) {
-        if let Some(c) = self.conn_mut(id) {
-            c.set(flag::RD_EOF | flag::WR_SHUT);
-        }
-        self.begin_close(id);
-        self.release_if_done(id.slot());
-    }
-
-    /// Benchmarks only: empties every outbound queue as a flush would (capacity kept); returns
-    /// how many frames were queued.
-    pub(crate) fn bench_drain(&mut self) -> usize {
-        let mut frames = 0;
-        for (_, c) in self.conns.iter_mut() {
-            frames += c.out.len();
-            c.out.clear();
-            c.queued = 0;
-            c.clear(flag::DIRTY);
-        }
-        self.dirty.clear();
-        frames
     }
 }
 

@@ -4,6 +4,10 @@
 //! `/ws` messages are (`proto::socketio_map` is the mapping; answers go back through
 //! `enqueue`, publications through the shared per-shard encodings).
 //!
+//! This file holds the endpoint, the Engine.IO packets and the Socket.IO packet decoding;
+//! namespace CONNECTs are answered in `sio_connect`, client events become envelopes in
+//! `sio_events`.
+//!
 //! Per connection, the entry holds one flag and the home namespace in seven bits of its flags
 //! (the namespace of rooms joined outside events: the first one it connected; see `sio_rooms`);
 //! the side map `sio` holds the set of connected namespaces, the recovery sessions
@@ -11,7 +15,6 @@
 //! packet waiting for its attachments.
 
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{flag, ConnKind, Phase, ShardState};
@@ -20,16 +23,16 @@ use crate::proto::frame::{OP_BINARY, OP_TEXT};
 use crate::proto::handshake::{self as http, HttpError, RequestHead};
 use crate::proto::socketio::{self as sio, Kind};
 use crate::proto::socketio_binary::{self as bin, Pending};
-use crate::proto::socketio_map::{self as map, request_id};
+use crate::proto::socketio_map as map;
 use crate::ConnId;
 
 /// A Socket.IO connection's state beyond its entry.
 #[derive(Default)]
 pub(crate) struct SioConn {
     /// Connected namespaces: bit `i` for the `i`-th configured one.
-    connected: u128,
+    pub(super) connected: u128,
     /// The token was checked (at the first CONNECT).
-    authed: bool,
+    pub(super) authed: bool,
     /// A BINARY_EVENT waiting for its attachments.
     pending: Option<Box<Pending>>,
     /// Private session ids and a resume in progress (`shard::sio_recover`).
@@ -46,26 +49,6 @@ impl SioConn {
     pub(super) fn connected(&self) -> u128 {
         self.connected
     }
-}
-
-/// The auth payload of a CONNECT packet (`io(url, {auth: {token}})`).
-#[derive(Deserialize)]
-struct Auth<'a> {
-    #[serde(borrow, default)]
-    token: Option<std::borrow::Cow<'a, str>>,
-}
-
-/// The argument of the default event `publish`.
-#[derive(Deserialize)]
-struct Publish<'a> {
-    #[serde(borrow)]
-    topic: std::borrow::Cow<'a, str>,
-    #[serde(borrow, default)]
-    event: Option<std::borrow::Cow<'a, str>>,
-    #[serde(borrow, default)]
-    data: Option<&'a RawValue>,
-    #[serde(default)]
-    exclude_sender: bool,
 }
 
 impl ShardState {
@@ -111,10 +94,10 @@ impl ShardState {
         let headers = self.sio_proxy_headers(head);
         self.sio.insert(
             id,
-            SioConn {
+            Box::new(SioConn {
                 headers,
                 ..Default::default()
-            },
+            }),
         );
         self.push_raw(id, Bytes::from(response));
         let sid = hub.client_id(id);
@@ -226,7 +209,7 @@ impl ShardState {
     }
 
     /// A protocol error: the connection closes (1002) with the error's code as the reason.
-    fn sio_fail(&mut self, id: ConnId, code: &'static str) {
+    pub(super) fn sio_fail(&mut self, id: ConnId, code: &'static str) {
         tracing::debug!(conn = %id, code, "Socket.IO protocol error");
         self.stats_protocol_error();
         self.close(id, 1002, code);
@@ -299,226 +282,4 @@ impl ShardState {
             Kind::Ack | Kind::BinaryAck | Kind::ConnectError => {}
         }
     }
-
-    /// CONNECT to a configured namespace: the first one checks the auth payload's token as the
-    /// `/ws` upgrade checks `?token=` (user, permissions, the `topics` claim joined here), then
-    /// asks the connect proxy when one is configured (`sio_proxy`).
-    fn sio_connect(&mut self, id: ConnId, nsp: usize, auth: Option<&RawValue>) {
-        let name = self.hub.config.socketio_namespaces[nsp].clone();
-        let token = auth
-            .and_then(|a| serde_json::from_str::<Auth<'_>>(a.get()).ok())
-            .and_then(|a| a.token);
-        let authed = self.sio.get(&id).is_some_and(|s| s.authed);
-        let proxy = self.proxy_for(crate::config::proxy::ProxyKind::Connect, "");
-        let mut topics = Vec::new();
-        // With a connect proxy the backend named the user at the first CONNECT: the others'
-        // auth payloads are not checked again.
-        if !authed || (token.is_some() && proxy.is_none()) {
-            let mut admitted = match self.hub.config.guard.admit_token(token.as_deref()) {
-                Ok(a) => a,
-                Err(e) => return self.sio_connect_error(id, &name, &e),
-            };
-            if !authed {
-                // `on_connect` decides as for `/ws`, with the auth payload to read.
-                let request = (eio::PATH, None, auth.map(RawValue::get));
-                if let Err(e) = self.connect_hook(id, request, &mut admitted) {
-                    return self.sio_connect_error(id, &name, &e);
-                }
-                if let Some(ep) = proxy {
-                    return self.sio_connect_proxy(id, nsp, auth, admitted, ep);
-                }
-            }
-            let Some(c) = self.conn(id) else { return };
-            if authed && c.user != admitted.user {
-                let e = HttpError::new(401, "unauthorized: the token names another user");
-                return self.sio_connect_error(id, &name, &e);
-            }
-            if !authed {
-                topics = self.sio_admit(id, admitted);
-            }
-        }
-        self.sio_joined(id, nsp, !authed, &topics, auth);
-    }
-
-    /// The first CONNECT is admitted: the connection takes the user and permissions; returns
-    /// the topics to join.
-    pub(super) fn sio_admit(
-        &mut self,
-        id: ConnId,
-        admitted: crate::policy::guard::Admitted,
-    ) -> Vec<String> {
-        let Some(c) = self.conn_mut(id) else {
-            return Vec::new();
-        };
-        c.user = admitted.user.clone();
-        c.perms = admitted.permissions;
-        if let Some(u) = admitted.user {
-            let ids = self.users.entry(u.clone()).or_default();
-            ids.push(id);
-            // As for `/ws` (`conn::upgrade`): the shard's first connection of the user
-            // is a webhook fact, its last one (`output`) too.
-            if ids.len() == 1 {
-                self.webhook_user(&u, true);
-            }
-        }
-        admitted.topics
-    }
-
-    /// Namespace `nsp` is connected: the CONNECT packet answers (or a resume of the session the
-    /// `auth` payload names starts), and at the first one the connection joins `topics`.
-    pub(super) fn sio_joined(
-        &mut self,
-        id: ConnId,
-        nsp: usize,
-        first: bool,
-        topics: &[String],
-        auth: Option<&RawValue>,
-    ) {
-        let now = self.stamp;
-        if let Some(c) = self.conn_mut(id).filter(|c| !c.has(flag::SIO_NSP)) {
-            // Engine.IO pings every interval from now on (see `tick`).
-            c.set(flag::SIO_NSP);
-            c.accepted = now;
-        }
-        if let Some(s) = self.sio.get_mut(&id) {
-            if s.connected == 0 {
-                // The first namespace is the home: publications are emitted on it.
-                if let Some(c) = self.conns.get_mut(id.slot() as usize) {
-                    c.flags = (c.flags & !flag::SIO_HOME)
-                        | (((nsp as u32) << flag::SIO_HOME_SHIFT) & flag::SIO_HOME);
-                }
-            }
-            s.connected |= 1 << nsp;
-            s.authed = true;
-        }
-        // Connection state recovery: a new private session, or the old one resumed (whose
-        // answer waits for the store when rooms with history replay what was missed).
-        if let Some(pid) = self.sio_session(id, nsp, auth) {
-            self.sio_connect_answer(id, nsp, pid.as_deref());
-        }
-        if first {
-            self.connected(id, topics);
-        }
-    }
-
-    /// The CONNECT answer `{"sid"[,"pid"]}` on namespace `nsp`.
-    pub(super) fn sio_connect_answer(&mut self, id: ConnId, nsp: usize, pid: Option<&str>) {
-        let name = &self.hub.config.socketio_namespaces[nsp];
-        let sid = format!("{}-{nsp}", self.hub.client_id(id));
-        let mut out = vec![b'4'];
-        sio::encode(Kind::Connect, name, None, None, &mut out);
-        out.extend_from_slice(b"{\"sid\":");
-        sio::push_json_string(&sid, &mut out);
-        if let Some(pid) = pid {
-            out.extend_from_slice(b",\"pid\":");
-            sio::push_json_string(pid, &mut out);
-        }
-        out.push(b'}');
-        self.enqueue(id, map::engine_frame(&out));
-    }
-
-    /// A client's ACK of the server emit with ack id `offset`: the durable message at that
-    /// offset of its user's inbox is acknowledged.
-    fn sio_ack(&mut self, id: ConnId, offset: u64) {
-        let Some(user) = self.conn(id).and_then(|c| c.user.clone()) else {
-            return;
-        };
-        let topic = format!("{}{user}", crate::policy::security::PRIVATE_PREFIX);
-        let data = format!("{{\"offset\":{offset}}}");
-        if let Ok(d) = serde_json::from_str::<&RawValue>(&data) {
-            self.client_ack(id, &topic, None, Some(d));
-        }
-    }
-
-    /// CONNECT_ERROR `{message, data: {code, status}}`: the client's `connect_error`.
-    fn sio_connect_error(&mut self, id: ConnId, nsp: &str, e: &HttpError) {
-        tracing::info!(conn = %id, reason = %e.message, "Socket.IO connect refused");
-        let code = if e.status == 401 {
-            "unauthorized"
-        } else {
-            "forbidden"
-        };
-        let data = format!("{{\"code\":\"{code}\",\"status\":{}}}", e.status);
-        let mut out = vec![b'4'];
-        sio::encode_connect_error(nsp, &e.message, Some(&data), &mut out);
-        self.enqueue(id, map::engine_frame(&out));
-    }
-
-    /// A client event, as the envelope a `/ws` client would send: the default events `join`,
-    /// `leave` and `publish`, else a message to the topic named like the event.
-    fn sio_event(&mut self, id: ConnId, nsp: usize, ack: Option<u64>, data: &RawValue) {
-        let ev = match sio::event(data) {
-            Ok(e) => e,
-            Err(e) => return self.sio_fail(id, e.code()),
-        };
-        let rid = ack.map(|a| request_id(nsp, a));
-        let room = || {
-            ev.args
-                .first()
-                .and_then(|a| serde_json::from_str::<std::borrow::Cow<'_, str>>(a.get()).ok())
-        };
-        let env = match &*ev.name {
-            "join" | "leave" => {
-                let Some(room) = room() else {
-                    return self.sio_bad(id, rid, "join/leave take the room name");
-                };
-                let event = if ev.name == "join" {
-                    "subscribe"
-                } else {
-                    "unsubscribe"
-                };
-                control(&room, event, None, rid, false)
-            }
-            // `emit('rpc', {method, data}, ack)` when an RPC proxy serves the method.
-            "rpc" => match self.sio_rpc(&ev.args) {
-                Some((method, data)) => control(&method, "rpc", data, rid, false),
-                None => map::envelope_from_event("rpc", &ev.args, rid),
-            },
-            "publish" => {
-                let p = ev
-                    .args
-                    .first()
-                    .and_then(|a| serde_json::from_str::<Publish<'_>>(a.get()).ok());
-                let Some(p) = p else {
-                    return self.sio_bad(id, rid, "publish takes {topic, event, data}");
-                };
-                let event = p.event.as_deref().unwrap_or("message");
-                control(&p.topic, event, p.data, rid, p.exclude_sender)
-            }
-            name => map::envelope_from_event(name, &ev.args, rid),
-        };
-        // Rooms joined or left while handling it are this namespace's.
-        self.sio_in_nsp(id, Some(nsp), |st| st.dispatch(id, &env));
-    }
-
-    fn sio_bad(&mut self, id: ConnId, rid: Option<u64>, msg: &str) {
-        self.error(id, rid, "", crate::ErrorCode::BadRequest, msg);
-    }
-}
-
-/// An envelope `{"topic","event"[,"data"][,"id"][,"exclude_sender"]}`.
-pub(super) fn control(
-    topic: &str,
-    event: &str,
-    data: Option<&RawValue>,
-    id: Option<u64>,
-    exclude: bool,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(topic.len() + event.len() + 64);
-    out.extend_from_slice(b"{\"topic\":");
-    sio::push_json_string(topic, &mut out);
-    out.extend_from_slice(b",\"event\":");
-    sio::push_json_string(event, &mut out);
-    if let Some(d) = data {
-        out.extend_from_slice(b",\"data\":");
-        out.extend_from_slice(d.get().as_bytes());
-    }
-    if let Some(id) = id {
-        out.extend_from_slice(format!(",\"id\":{id}").as_bytes());
-    }
-    if exclude {
-        out.extend_from_slice(b",\"exclude_sender\":true");
-    }
-    out.push(b'}');
-    out
 }

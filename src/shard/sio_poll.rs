@@ -33,7 +33,8 @@ mod upgrade;
 /// an upgrade's WebSocket), which may be owned by another shard.
 #[derive(Default)]
 pub(crate) struct Polls {
-    sessions: HashMap<ConnId, PollSession>,
+    /// Boxed: a map of 10,000 idle sessions keeps its spare room in pointers, not in entries.
+    sessions: HashMap<ConnId, Box<PollSession>>,
     links: HashMap<ConnId, ConnId>,
 }
 
@@ -383,7 +384,8 @@ impl ShardState {
     /// Tests only: the memory a polling session adds to a Socket.IO connection's.
     #[cfg(test)]
     pub(super) fn poll_session_size() -> usize {
-        std::mem::size_of::<PollSession>() + std::mem::size_of::<ConnId>()
+        use std::mem::size_of;
+        size_of::<PollSession>() + size_of::<Box<PollSession>>() + size_of::<ConnId>()
     }
 }
 

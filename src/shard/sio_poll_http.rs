@@ -161,12 +161,12 @@ impl ShardState {
         let secret = random_secret();
         self.polls.sessions.insert(
             sid,
-            PollSession {
+            Box::new(PollSession {
                 secret,
                 get: None,
                 ws: None,
                 stage: Stage::Polling,
-            },
+            }),
         );
         let ping = cfg.ping_interval.as_millis() as u64;
         let mut open = Vec::with_capacity(200);

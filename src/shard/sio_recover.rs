@@ -148,6 +148,8 @@ impl ShardState {
     fn sio_register(&mut self, id: ConnId, nsp: usize, pid: Box<str>) {
         if let Some(r) = self.sio_rec(id) {
             r.pids.retain(|(n, _)| *n != nsp);
+            // Most clients connect one namespace: room for one, not `Vec`'s first four.
+            r.pids.reserve_exact(1);
             r.pids.push((nsp, pid));
         }
     }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::shared::HubShared;
 use super::*;
+use crate::proto::envelope;
 
 mod history;
 pub(in crate::shard) mod holds;

@@ -45,6 +45,21 @@ struct Shared {
     first_error: FirstError,
 }
 
+impl Shared {
+    /// A held connection ended: a drop unless the run is over.
+    fn count_drop(&self, tid: usize) {
+        if self.phases.get() < Phase::Done {
+            runner::bump(&self.dropped[tid], 1);
+        }
+    }
+
+    /// A connection could not be opened (`error` says which and why).
+    fn open_failed(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        self.first_error.set(error);
+    }
+}
+
 /// Reads a `kB` field (e.g. `VmRSS`) from /proc/PID/status.
 pub fn proc_status_kb(pid: u32, field: &str) -> Result<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -71,11 +86,7 @@ async fn hold_polling(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphor
     };
     let mut conn = match opened.await {
         Ok(c) => c,
-        Err(e) => {
-            sh.failed.fetch_add(1, Ordering::Relaxed);
-            sh.first_error.set(format!("connection {idx}: {e}"));
-            return;
-        }
+        Err(e) => return sh.open_failed(format!("connection {idx}: {e}")),
     };
     drop(permit);
     sh.ready.fetch_add(1, Ordering::Relaxed);
@@ -88,9 +99,7 @@ async fn hold_polling(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphor
             break;
         }
     }
-    if sh.phases.get() < Phase::Done {
-        runner::bump(&sh.dropped[tid], 1);
-    }
+    sh.count_drop(tid);
 }
 
 async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
@@ -102,17 +111,11 @@ async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
     let (mut rd, mut wr) = match client::connect(&sh.ctx.target, src, sh.ctx.connect_timeout).await
     {
         Ok(c) => c,
-        Err(e) => {
-            sh.failed.fetch_add(1, Ordering::Relaxed);
-            sh.first_error.set(format!("connection {idx}: {e:#}"));
-            return;
-        }
+        Err(e) => return sh.open_failed(format!("connection {idx}: {e:#}")),
     };
     if sh.ctx.socketio {
         if let Err(e) = super::join::socketio_connect(&mut rd, &mut wr).await {
-            sh.failed.fetch_add(1, Ordering::Relaxed);
-            sh.first_error.set(format!("connection {idx}: {e}"));
-            return;
+            return sh.open_failed(format!("connection {idx}: {e}"));
         }
     }
     drop(permit);
@@ -137,9 +140,7 @@ async fn hold(sh: Arc<Shared>, tid: usize, idx: usize, sem: Arc<Semaphore>) {
             Err(_) => break,
         }
     }
-    if sh.phases.get() < Phase::Done {
-        runner::bump(&sh.dropped[tid], 1);
-    }
+    sh.count_drop(tid);
 }
 
 async fn worker(sh: Arc<Shared>, tid: usize, count: usize) -> Result<()> {
