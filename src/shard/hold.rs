@@ -167,15 +167,31 @@ impl ShardState {
         });
     }
 
+    /// Queues a publication a hold kept (empty: one the connection excluded itself from). A
+    /// Socket.IO connection with recovery on gets it with its offset argument, as the delivery
+    /// loop would have sent it; without, its client's recovery offset would fall behind.
+    fn enqueue_kept(&mut self, id: ConnId, epoch: &str, frame: Bytes) {
+        if frame.is_empty() {
+            return;
+        }
+        let home = self.conn(id).and_then(|c| c.sio_home());
+        let frame = match home {
+            Some(home) if !self.hub.config.socketio_recovery.is_zero() => {
+                let names = &self.hub.config.socketio_namespaces;
+                crate::proto::socketio_map::frame_from_envelope_at(&frame, names, home, Some(epoch))
+                    .unwrap_or(frame)
+            }
+            _ => frame,
+        };
+        self.enqueue(id, frame);
+    }
+
     /// Ends a [`hold`](Self::hold) (the first waiting one of `topic`) without an answer:
     /// whatever it kept is queued as it is.
     pub(super) fn release(&mut self, id: ConnId, topic: &str) {
         if let Some(h) = self.take_hold(id, topic) {
-            // Empty: a publication the connection excluded itself from.
-            for (_, _, frame) in h.kept {
-                if !frame.is_empty() {
-                    self.enqueue(id, frame);
-                }
+            for (epoch, _, frame) in h.kept {
+                self.enqueue_kept(id, &epoch, frame);
             }
         }
     }
@@ -195,10 +211,8 @@ impl ShardState {
         }
         let Some(h) = hold else { return };
         let Some((epoch, top)) = pos.filter(|_| self.hub.cluster.remote_store) else {
-            for (_, _, f) in h.kept {
-                if !f.is_empty() {
-                    self.enqueue(id, f);
-                }
+            for (e, _, f) in h.kept {
+                self.enqueue_kept(id, &e, f);
             }
             return;
         };
@@ -213,9 +227,7 @@ impl ShardState {
                 return;
             }
             next += 1;
-            if !f.is_empty() {
-                self.enqueue(id, f);
-            }
+            self.enqueue_kept(id, &e, f);
         }
         if next == top + 1 {
             // A later subscribe of the topic still waiting for its answer keeps what arrives

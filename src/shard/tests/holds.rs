@@ -133,6 +133,36 @@ fn a_newer_answer_supersedes_an_older_answered_hold() {
     );
 }
 
+/// Cluster, Socket.IO with connection state recovery: a publication a hold kept goes out with
+/// its offset argument like any other (`42["m","6:e1:t"]`), so the client's recovery offset
+/// does not fall behind what it received.
+#[test]
+fn kept_publications_reach_socket_io_with_their_offset() {
+    let mut hub = HubShared::for_bench(1);
+    hub.cluster.remote_store = true;
+    hub.config.socketio_namespaces = vec!["/".into()];
+    let mut st = ShardState::new(0, Arc::new(hub));
+    let slot = upgraded_with(&mut st, super::polling::SIO_UPGRADE);
+    st.on_input(slot, &mut frame(1, b"40"));
+    st.on_input(slot, &mut frame(1, br#"421["join","t"]"#));
+    let out = String::from_utf8_lossy(&written(&mut st, slot)).into_owned();
+    assert!(out.contains("431"), "joined: {out}");
+    let id = st.conns[slot as usize].id;
+    st.hold(id, "t".into());
+    let sp = inbox::StoredPub {
+        topic: "t".into(),
+        frame: crate::proto::envelope::stored_publication("t", "m", None, 6),
+        exclude: None,
+        epoch: "e1".into(),
+        offset: 6,
+    };
+    st.handle_msg(ShardMsg::Stored(Arc::new([sp])));
+    assert_eq!(written(&mut st, slot), b"", "kept while the hold waits");
+    st.release_answered(id, "t", None, Some(("e1".into(), 5)));
+    let out = String::from_utf8_lossy(&written(&mut st, slot)).into_owned();
+    assert!(out.contains(r#"42["m","6:e1:t"]"#), "{out}");
+}
+
 /// A cluster shard (the store delivers) with one connection subscribed to `t`, and a maker of
 /// stored publications of `t` in epoch `e1`.
 pub(in crate::shard) fn held_subscriber() -> (ShardState, u32, impl Fn(u64) -> ShardMsg) {
