@@ -3,10 +3,10 @@
 //! packet of the answer (`\x1e`-separated) and polls again at once; heartbeats are answered
 //! with a `POST 3` between two `GET`s. Deliveries are accounted exactly as over WebSocket.
 
+use super::classify::{Classifier, Incoming};
 use super::fanout_accounting::{count_code, Sub, ThreadResult, Track};
 use super::fanout_shared::Shared;
 use super::join;
-use super::payload::{Classifier, Incoming};
 use crate::client::polling::{packets, PollConn};
 use crate::runner::{self, Phase};
 use crate::stats;

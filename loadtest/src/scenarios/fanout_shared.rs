@@ -2,8 +2,8 @@
 //! completion counters, the phase clock and the run-wide tallies, and how the command-line
 //! arguments lay them out.
 
+use super::classify::Dialect;
 use super::fanout_args::{FanoutArgs, Transport};
-use super::payload::Dialect;
 use super::{Ctx, FirstError};
 use crate::client::{self, Target};
 use crate::runner::{Padded, Phases};

@@ -2,10 +2,11 @@
 //! delivery to the accounting, answer pings) and publishers (open-loop schedule or closed-loop
 //! window, coalesced writes).
 
+use super::classify::{Classifier, Incoming};
 use super::fanout_accounting::{close_code, count_code, error_code, Sub, ThreadResult, Track};
 use super::fanout_shared::Shared;
 use super::join;
-use super::payload::{Classifier, Header, Incoming, Template};
+use super::payload::{Header, Template};
 use crate::client::{self, Target, WsReader, WsWriter};
 use crate::runner::{self, Phase};
 use crate::stats;

@@ -38,11 +38,11 @@ pub struct Ctx {
 
 impl Ctx {
     /// What subscribers and publishers read.
-    pub fn dialect(&self) -> payload::Dialect {
+    pub fn dialect(&self) -> classify::Dialect {
         match (self.ringhub, self.socketio) {
-            (true, _) => payload::Dialect::Ringhub,
-            (false, true) => payload::Dialect::SocketIo,
-            (false, false) => payload::Dialect::Raw,
+            (true, _) => classify::Dialect::Ringhub,
+            (false, true) => classify::Dialect::SocketIo,
+            (false, false) => classify::Dialect::Raw,
         }
     }
 
