@@ -3,18 +3,19 @@
 //! and the reconnect that restores a session's rooms and replays what it missed from history.
 //!
 //! **Where the state lives.** A dropped connection's sessions (one per connected namespace, as
-//! socket.io keeps one per socket) go to the node's table [`SioSessions`](super::sio_sessions::SioSessions) — a mutex touched
-//! only when a Socket.IO connection closes or resumes, never per message — for
-//! `socketio_recovery` (socket.io's `maxDisconnectionDuration`); or, with a store that keeps
-//! them (redb, Redis: they survive a restart and are shared by a cluster), to the store thread
-//! as `StoreJob::SioPut`, and a resume asks it with `StoreJob::SioTake`, holding the
-//! connection's input until `Action::SioSession` answers. A clean shutdown closes every
-//! connection through `begin_close`, so connected clients' sessions are kept too. A session holds its user,
+//! socket.io keeps one per socket) go to the node's table
+//! [`SioSessions`](super::sio_sessions::SioSessions) — a mutex touched only when a Socket.IO
+//! connection closes or resumes, never per message — for `socketio_recovery` (socket.io's
+//! `maxDisconnectionDuration`); or, with a store that keeps them (redb, Redis: they survive a
+//! restart and are shared by a cluster), to the store thread as `StoreJob::SioPut`, and a
+//! resume asks it with `StoreJob::SioTake`, holding the connection's input until
+//! `Action::SioSession` answers. A clean shutdown closes every connection through
+//! `begin_close`, so connected clients' sessions are kept too. A session holds its user,
 //! namespace, rooms, and for each room with history the position of the last publication of it
-//! queued to the connection. That position comes from [`Seen`](super::sio_sessions::Seen): per shard, per topic with
-//! history, the last stored publication delivered (or subscribe answered) here — one map
-//! update per stored publication per shard, nothing per subscriber. The connection was
-//! subscribed, so that publication was queued to it.
+//! queued to the connection. That position comes from [`Seen`](super::sio_sessions::Seen): per
+//! shard, per topic with history, the last stored publication delivered (or subscribe answered)
+//! here — one map update per stored publication per shard, nothing per subscriber. The
+//! connection was subscribed, so that publication was queued to it.
 //!
 //! **Resuming.** A CONNECT whose auth payload has `{pid, offset}` of a live session (same user,
 //! same namespace, not expired) subscribes the rooms again; each room with history is
