@@ -212,32 +212,11 @@ impl ShardState {
         let pos = self
             .history
             .append(&p.topic, limits, p.event.clone(), p.data.clone(), now);
-        let frame = envelope::stored_publication(&p.topic, &p.event, p.data.as_deref(), pos.offset);
+        let sp = StoredPub::appended(p.topic, &p.event, p.data.as_deref(), p.exclude, pos);
         match p.reply {
-            PubReply::None => {
-                self.fan_stored(
-                    &p.topic,
-                    Some(&p.topic),
-                    frame,
-                    p.exclude,
-                    pos.epoch,
-                    pos.offset,
-                );
-            }
-            PubReply::Conn(conn, rid) => {
-                let (topic, offset) = (p.topic, pos.offset);
-                self.fan_stored(&topic, Some(&topic), frame, p.exclude, pos.epoch, offset);
-                self.act_on(conn, Action::Send(offset_reply(rid, &topic, offset)));
-            }
             PubReply::Api(tx) => {
                 // The API counts deliveries: every shard delivers and answers its count.
-                let sp = StoredPub {
-                    topic: p.topic,
-                    frame,
-                    exclude: p.exclude,
-                    epoch: pos.epoch,
-                    offset: pos.offset,
-                };
+                let offset = sp.offset;
                 let mut waits = Vec::with_capacity(self.hub.shards);
                 for i in 0..self.hub.shards {
                     let (t, r) = oneshot::channel();
@@ -248,7 +227,20 @@ impl ShardState {
                     }
                     waits.push(r);
                 }
-                let _ = tx.send(Ok((pos.offset, waits)));
+                let _ = tx.send(Ok((offset, waits)));
+            }
+            reply => {
+                let StoredPub {
+                    topic,
+                    frame,
+                    exclude,
+                    epoch,
+                    offset,
+                } = sp;
+                self.fan_stored(&topic, Some(&topic), frame, exclude, epoch, offset);
+                if let PubReply::Conn(conn, rid) = reply {
+                    self.act_on(conn, Action::Send(offset_reply(rid, &topic, offset)));
+                }
             }
         }
     }

@@ -113,6 +113,27 @@ pub(crate) struct StoredPub {
     pub offset: u64,
 }
 
+impl StoredPub {
+    /// A publication just appended at `pos`, its frame encoded once (with the offset) for
+    /// every subscriber.
+    pub(crate) fn appended(
+        topic: Arc<str>,
+        event: &str,
+        data: Option<&[u8]>,
+        exclude: Option<ConnId>,
+        pos: crate::store::StreamPos,
+    ) -> Self {
+        let frame = crate::proto::envelope::stored_publication(&topic, event, data, pos.offset);
+        StoredPub {
+            topic,
+            frame,
+            exclude,
+            epoch: pos.epoch,
+            offset: pos.offset,
+        }
+    }
+}
+
 /// A publication received from another node, in the batch the cluster thread hands a shard
 /// once per read of a Redis subscriber connection ([`ShardMsg::Remote`]).
 #[derive(Debug, Clone)]

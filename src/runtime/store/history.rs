@@ -8,7 +8,6 @@ use bytes::Bytes;
 
 use super::emit::reply_error;
 use super::{Out, Sequencer};
-use crate::proto::envelope;
 use crate::shard::answer::{history_read, reply_budget, subscribe_answer, SubscribeAsk};
 use crate::shard::inbox::StoredPub;
 use crate::shard::jobs::{PubJob, Since};
@@ -50,20 +49,10 @@ impl Sequencer {
             match r {
                 Ok(pos) if delivers => self.outs.push(Out::Replied(p.topic, p.reply, pos.offset)),
                 Ok(pos) => {
-                    let frame = envelope::stored_publication(
-                        &p.topic,
-                        &p.event,
-                        p.data.as_deref(),
-                        pos.offset,
-                    );
-                    let sp = StoredPub {
-                        topic: p.topic,
-                        frame,
-                        exclude: p.exclude,
-                        epoch: pos.epoch,
-                        offset: pos.offset,
-                    };
-                    self.outs.push(Out::Pub(sp, p.reply, pos.offset));
+                    let offset = pos.offset;
+                    let sp =
+                        StoredPub::appended(p.topic, &p.event, p.data.as_deref(), p.exclude, pos);
+                    self.outs.push(Out::Pub(sp, p.reply, offset));
                 }
                 Err(e) => reply_error(&self.hub, &p.topic, p.reply, e),
             }
