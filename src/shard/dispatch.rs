@@ -319,7 +319,7 @@ impl ShardState {
         };
         // A panicking handler fails its message, not the shard.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handler.call(&mut ctx, &msg)
+            handler.call(&mut ctx, msg)
         }))
         .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
         if let Some(code) = ctx.finish(result) {
