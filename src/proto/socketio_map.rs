@@ -39,7 +39,7 @@ pub const fn split_id(id: u64) -> (usize, u64) {
 
 /// The envelope (JSON text) of a client event: topic `name`, event `message`, the arguments as
 /// `data` (none: no `data`; one: that argument; more: their array, marked `"spread":true` so
-/// that it differs from one array argument: see [`args`](crate::proto::args)) and the request
+/// that it differs from one array argument: see [`args`]) and the request
 /// id when the client wants an ack.
 pub fn envelope_from_event(name: &str, args: &[&RawValue], id: Option<u64>) -> Vec<u8> {
     let len: usize = args.iter().map(|a| a.get().len() + 1).sum();

@@ -318,10 +318,9 @@ impl ShardState {
             fx: &mut fx,
         };
         // A panicking handler fails its message, not the shard.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handler.call(&mut ctx, msg)
-        }))
-        .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(&mut ctx, msg)))
+                .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
         if let Some(code) = ctx.finish(result) {
             self.hub.stats[self.index].error(code);
         }
