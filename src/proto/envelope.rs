@@ -26,6 +26,9 @@ pub struct Envelope<'a> {
     /// Deliver a publication to every subscriber but the sender (protocol v2).
     #[serde(default)]
     pub exclude_sender: bool,
+    /// `data` is an argument list (a JSON array), not one argument: see [`args`](crate::proto::args).
+    #[serde(default)]
+    pub spread: bool,
 }
 
 /// Why an envelope could not be parsed; carries the request id when it was readable.

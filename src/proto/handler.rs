@@ -21,6 +21,7 @@ pub struct Message<'a> {
     pub(crate) data: Option<&'a RawValue>,
     pub(crate) id: Option<u64>,
     pub(crate) exclude_sender: bool,
+    pub(crate) spread: bool,
 }
 
 impl<'a> Message<'a> {
@@ -37,7 +38,18 @@ impl<'a> Message<'a> {
             data,
             id,
             exclude_sender: false,
+            spread: false,
         }
+    }
+    /// The same message with `data` marked as an argument list (`"spread":true`) or not.
+    pub fn with_spread(mut self, spread: bool) -> Self {
+        self.spread = spread;
+        self
+    }
+    /// Whether `data` is an argument list (`"spread":true`: a Socket.IO emit with several
+    /// arguments) rather than one argument. See [`args`](Self::args).
+    pub fn spread(&self) -> bool {
+        self.spread
     }
     /// The same message with its `exclude_sender` flag set as given.
     pub fn with_exclude_sender(mut self, exclude: bool) -> Self {
@@ -63,6 +75,14 @@ impl<'a> Message<'a> {
     /// The request id, if the client asked for a reply.
     pub fn id(&self) -> Option<u64> {
         self.id
+    }
+    /// The arguments, raw: a Socket.IO `emit(name, ...args)` gives exactly its `args` (one array
+    /// argument stays one argument); a `/ws` message gives its `data` as the only argument
+    /// (none without `data`), or the elements of `data` when it says `"spread":true`. Data
+    /// marked `spread` that is not an array is a `bad_request` error.
+    pub fn args(&self) -> Result<Vec<&'a RawValue>, HandlerError> {
+        crate::proto::args::split(self.data, self.spread)
+            .map_err(|e| HandlerError::bad_request(e.to_string()))
     }
     /// Deserialises `data` into `T`; a mismatch is a `bad_request` error for the client.
     pub fn data<T: Deserialize<'a>>(&self) -> Result<T, HandlerError> {
@@ -149,6 +169,49 @@ impl Context<'_> {
     pub fn send_raw(&mut self, topic: &str, event: &str, data: Option<&RawValue>) {
         let frame = envelope::publication(topic, event, data.map(|d| d.get().as_bytes()));
         self.fx.to_conn(frame);
+    }
+
+    /// Sends an event with several arguments to this connection only:
+    /// `{topic, event, data: [args], "spread": true}`, which a Socket.IO client receives as
+    /// `emit(event, ...args)` (on the namespace of the event being handled). `args` must
+    /// serialise to a JSON array (a tuple, a slice, `json!([..])`).
+    pub fn send_args<T: Serialize + ?Sized>(
+        &mut self,
+        topic: &str,
+        event: &str,
+        args: &T,
+    ) -> HandlerResult {
+        let list = to_json(args)?;
+        let args = arg_list(&list)?;
+        self.send_args_raw(topic, event, &args);
+        Ok(())
+    }
+
+    /// Like [`send_args`](Self::send_args) with each argument already JSON.
+    pub fn send_args_raw(&mut self, topic: &str, event: &str, args: &[&RawValue]) {
+        let frame = crate::proto::args::publication(topic, event, args);
+        self.fx.to_conn(frame);
+    }
+
+    /// Answers the request with several arguments: `{"event":"reply","id":N,"topic":T,
+    /// "data":[args],"spread":true}`, which a Socket.IO client's ack callback receives as
+    /// `(...args)` (Node-style `ack(err, result)`: `reply_args(&(None::<()>, result))`). `args`
+    /// must serialise to a JSON array. As with [`reply`](Self::reply), only the first reply
+    /// counts.
+    pub fn reply_args<T: Serialize + ?Sized>(&mut self, args: &T) -> HandlerResult {
+        let list = to_json(args)?;
+        let args = arg_list(&list)?;
+        self.reply_args_raw(&args);
+        Ok(())
+    }
+
+    /// Like [`reply_args`](Self::reply_args) with each argument already JSON.
+    pub fn reply_args_raw(&mut self, args: &[&RawValue]) {
+        if let (Some(id), false) = (self.id, self.replied) {
+            self.replied = true;
+            self.fx
+                .to_conn(crate::proto::args::reply(id, self.topic, args));
+        }
     }
 
     /// Answers the request with `{"event":"reply","id":N,"topic":T,"data":D}`. Without an `id` in
@@ -265,6 +328,12 @@ impl Context<'_> {
 fn to_json<T: Serialize + ?Sized>(data: &T) -> Result<Box<RawValue>, HandlerError> {
     serde_json::value::to_raw_value(data)
         .map_err(|e| HandlerError::internal(format!("cannot encode data: {e}")))
+}
+
+/// The elements of a serialised argument list; anything but an array is the handler's mistake.
+fn arg_list(list: &RawValue) -> Result<Vec<&RawValue>, HandlerError> {
+    crate::proto::args::split(Some(list), true)
+        .map_err(|_| HandlerError::internal("arguments must serialise to a JSON array"))
 }
 
 /// Handles messages whose topic matches the pattern it was registered under.

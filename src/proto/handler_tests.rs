@@ -133,3 +133,75 @@ fn bad_data_is_bad_request() {
     let (_, code) = run(&h, Some(2));
     assert_eq!(code, Some(ErrorCode::BadRequest));
 }
+
+fn run_msg(h: &dyn Handler, msg: &Message<'_>) -> (Recorder, Option<ErrorCode>) {
+    let mut rec = Recorder::default();
+    let mut ctx = Context {
+        conn: ConnId::from_raw(7),
+        node: "test",
+        user: None,
+        remote: "127.0.0.1:1".parse().unwrap(),
+        topic: msg.topic(),
+        id: msg.id(),
+        replied: false,
+        fx: &mut rec,
+    };
+    let r = h.call(&mut ctx, msg);
+    let code = ctx.finish(r);
+    (rec, code)
+}
+
+#[test]
+fn argument_lists_in_and_out() {
+    let list = RawValue::from_string(r#"[1,"2"]"#.into()).unwrap();
+    let several = Message::new("m", "message", Some(&list), Some(3)).with_spread(true);
+    let one = Message::new("m", "message", Some(&list), Some(3));
+    let args = |m: &Message<'_>| -> Vec<String> {
+        m.args()
+            .unwrap()
+            .iter()
+            .map(|a| a.get().to_owned())
+            .collect()
+    };
+    assert_eq!(args(&several), ["1", "\"2\""]);
+    assert_eq!(args(&one), [r#"[1,"2"]"#]);
+    assert!(Message::new("m", "message", None, None)
+        .args()
+        .unwrap()
+        .is_empty());
+
+    // Echo every argument back: an emit and an ack, each with the same argument list.
+    let echo = |c: &mut Context<'_>, m: &Message<'_>| {
+        let a = m.args()?;
+        c.send_args_raw(m.topic(), "back", &a);
+        c.reply_args_raw(&a);
+        c.reply_args(&("ignored", 1))
+    };
+    let (rec, code) = run_msg(&echo, &several);
+    assert_eq!(code, None);
+    assert_eq!(rec.to_conn.len(), 2, "only the first reply counts");
+    assert_eq!(
+        payload(&rec.to_conn[0]),
+        r#"{"topic":"m","event":"back","data":[1,"2"],"spread":true}"#
+    );
+    assert_eq!(
+        payload(&rec.to_conn[1]),
+        r#"{"event":"reply","id":3,"topic":"m","data":[1,"2"],"spread":true}"#
+    );
+
+    // Node-style `ack(err, result)` from a tuple; a non-list is the handler's error.
+    let node = |c: &mut Context<'_>, _: &Message<'_>| c.reply_args(&(None::<()>, 42));
+    let (rec, _) = run_msg(&node, &one);
+    assert_eq!(
+        payload(&rec.to_conn[0]),
+        r#"{"event":"reply","id":3,"topic":"m","data":[null,42],"spread":true}"#
+    );
+    let bad = |c: &mut Context<'_>, _: &Message<'_>| c.send_args("m", "e", &5);
+    assert_eq!(run_msg(&bad, &one).1, Some(ErrorCode::Internal));
+
+    // `spread` data that is no list is the client's error.
+    let obj = RawValue::from_string(r#"{"a":1}"#.into()).unwrap();
+    let wrong = Message::new("m", "message", Some(&obj), Some(4)).with_spread(true);
+    let reads = |_: &mut Context<'_>, m: &Message<'_>| m.args().map(|_| ());
+    assert_eq!(run_msg(&reads, &wrong).1, Some(ErrorCode::BadRequest));
+}

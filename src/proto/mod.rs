@@ -3,6 +3,7 @@
 //! Redis channel naming (used by the cluster and the Redis store alike). Plain data structures with no sockets,
 //! no runtime and no clock of their own; everything above builds on them.
 
+pub mod args;
 pub(crate) mod deflate;
 pub mod delta;
 pub mod engineio;

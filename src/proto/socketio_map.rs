@@ -18,6 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::args;
 use super::envelope::FrameBuilder;
 use super::frame::{OP_BINARY, OP_TEXT};
 use super::socketio::{self as sio, push_json_string, Kind};
@@ -37,8 +38,9 @@ pub const fn split_id(id: u64) -> (usize, u64) {
 }
 
 /// The envelope (JSON text) of a client event: topic `name`, event `message`, the arguments as
-/// `data` (none: no `data`; one: that argument; more: their array) and the request id when
-/// the client wants an ack.
+/// `data` (none: no `data`; one: that argument; more: their array, marked `"spread":true` so
+/// that it differs from one array argument: see [`args`]) and the request
+/// id when the client wants an ack.
 pub fn envelope_from_event(name: &str, args: &[&RawValue], id: Option<u64>) -> Vec<u8> {
     let len: usize = args.iter().map(|a| a.get().len() + 1).sum();
     let mut out = Vec::with_capacity(len + name.len() + 64);
@@ -52,14 +54,9 @@ pub fn envelope_from_event(name: &str, args: &[&RawValue], id: Option<u64>) -> V
             out.extend_from_slice(one.get().as_bytes());
         }
         many => {
-            out.extend_from_slice(b",\"data\":[");
-            for (n, a) in many.iter().enumerate() {
-                if n > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(a.get().as_bytes());
-            }
-            out.push(b']');
+            out.extend_from_slice(b",\"data\":");
+            out.extend_from_slice(&args::list(many));
+            out.extend_from_slice(b",\"spread\":true");
         }
     }
     if let Some(id) = id {
@@ -96,6 +93,9 @@ struct Out<'a> {
     /// A durable message: the client acknowledges it.
     #[serde(default)]
     ack: bool,
+    /// `data` is the argument list (`proto::args`).
+    #[serde(default)]
+    spread: bool,
 }
 
 /// The JSON payload of a server text frame (unmasked, unfragmented, uncompressed, header
@@ -131,12 +131,16 @@ pub fn frame_from_envelope_at(
     match (&*env.event, env.id) {
         ("reply", Some(id)) | ("error", Some(id)) => {
             let (nsp, ack) = split_id(id);
-            let args = match (&*env.event, env.data) {
+            let list = match (&*env.event, env.data) {
                 ("reply", None) => "[]".to_owned(),
+                // Several arguments: the list is the ACK's payload as it is.
+                ("reply", Some(d)) if env.spread && args::inner(d.get()).is_some() => {
+                    d.get().to_owned()
+                }
                 ("reply", Some(d)) => format!("[{}]", d.get()),
                 (_, d) => format!("[{{\"error\":{}}}]", d.map_or("null", |d| d.get())),
             };
-            let raw: &RawValue = serde_json::from_str(&args).ok()?;
+            let raw: &RawValue = serde_json::from_str(&list).ok()?;
             let (kind, body) = match bin::deconstruct(raw).ok()? {
                 Some((t, p)) => {
                     parts = p;
@@ -148,14 +152,20 @@ pub fn frame_from_envelope_at(
             text.extend_from_slice(body.as_bytes());
         }
         (event, _) => {
+            // Several arguments: the list's elements, spread after the name.
+            let data = match env.data.map(|d| (d, args::inner(d.get()))) {
+                Some((_, Some(inner))) if env.spread => Arg::Spread(inner),
+                Some((d, _)) => Arg::One(d),
+                None => Arg::None,
+            };
             if env.ack {
-                return event_frames(name(home), env.offset, event, env.data, None);
+                return event_frames_of(name(home), env.offset, event, data, None);
             }
             let tail = match (epoch, env.offset, env.topic.as_deref()) {
                 (Some(e), Some(o), Some(t)) => Some(offset_arg(e, o, t)),
                 _ => None,
             };
-            return event_frames(name(home), None, event, env.data, tail.as_deref());
+            return event_frames_of(name(home), None, event, data, tail.as_deref());
         }
     }
     Some(message_frames(&text, &parts))
@@ -171,10 +181,34 @@ pub fn event_frames(
     data: Option<&RawValue>,
     tail: Option<&str>,
 ) -> Option<Bytes> {
-    let mut args = Vec::with_capacity(event.len() + data.map_or(0, |d| d.get().len()) + 48);
+    let data = data.map_or(Arg::None, Arg::One);
+    event_frames_of(nsp, id, event, data, tail)
+}
+
+/// An event's data: no argument, one, or the inside of an argument list (`a,b`).
+#[derive(Clone, Copy)]
+enum Arg<'a> {
+    None,
+    One(&'a RawValue),
+    Spread(&'a str),
+}
+
+fn event_frames_of(
+    nsp: &str,
+    id: Option<u64>,
+    event: &str,
+    data: Arg<'_>,
+    tail: Option<&str>,
+) -> Option<Bytes> {
+    let data = match data {
+        Arg::None => None,
+        Arg::One(d) => Some(d.get()),
+        Arg::Spread(inner) => Some(inner).filter(|i| !i.is_empty()),
+    };
+    let mut args = Vec::with_capacity(event.len() + data.map_or(0, str::len) + 48);
     args.push(b'[');
     push_json_string(event, &mut args);
-    for a in data.map(RawValue::get).into_iter().chain(tail) {
+    for a in data.into_iter().chain(tail) {
         args.push(b',');
         args.extend_from_slice(a.as_bytes());
     }

@@ -51,10 +51,18 @@ fn events_become_envelopes_routed_by_name() {
         ("chat:message", "message", Some(5))
     );
     assert_eq!(env.data.map(|d| d.get()), Some(r#"{"t":"hi"}"#));
+    assert!(!env.spread, "one argument is not a list");
     let two = envelope_from_event("x", &[a, b], None);
     let env = envelope::parse(&two).expect("an envelope");
     assert_eq!(env.data.map(|d| d.get()), Some(r#"[{"t":"hi"},2]"#));
+    assert!(env.spread, "several arguments are marked as a list");
     assert_eq!(env.id, None);
+    // One array argument and several arguments differ.
+    let arr: &RawValue = serde_json::from_str(r#"[{"t":"hi"},2]"#).expect("json");
+    let env = envelope::parse(&envelope_from_event("x", &[arr], None))
+        .map(|e| (e.data.map(|d| d.get().to_owned()), e.spread))
+        .expect("an envelope");
+    assert_eq!(env, (Some(r#"[{"t":"hi"},2]"#.to_owned()), false));
     let none = envelope_from_event("q\"", &[], None);
     let env = envelope::parse(&none).expect("an envelope");
     assert_eq!((&*env.topic, env.data.is_none()), ("q\"", true));
@@ -130,4 +138,57 @@ fn large_payloads_get_extended_lengths() {
     let f = frame_from_envelope(&p, &nsps(), 0).expect("converted");
     let t = text_of(&f);
     assert!(t.starts_with(r#"42["big","xxx"#) && t.ends_with(r#"x"]"#));
+}
+
+fn raw(s: &str) -> &RawValue {
+    serde_json::from_str(s).expect("json")
+}
+
+#[test]
+fn argument_lists_are_spread_into_acks_and_emits() {
+    let (a, b, c) = (raw("1"), raw(r#""2""#), raw(r#"{"3":[true]}"#));
+    let r = crate::proto::args::reply(request_id(0, 456), "t", &[a, b, c]);
+    let f = frame_from_envelope(&r, &nsps(), 1).expect("converted");
+    assert_eq!(text_of(&f), r#"43456[1,"2",{"3":[true]}]"#);
+    // One array argument stays one argument.
+    let one = envelope::reply(request_id(1, 3), "t", Some(br#"[1,"2"]"#));
+    let f = frame_from_envelope(&one, &nsps(), 0).expect("converted");
+    assert_eq!(text_of(&f), r#"43/chat,3[[1,"2"]]"#);
+    let none = crate::proto::args::reply(request_id(0, 4), "t", &[]);
+    assert_eq!(
+        text_of(&frame_from_envelope(&none, &nsps(), 0).expect("c")),
+        "434[]"
+    );
+
+    let e = crate::proto::args::publication("t", "message-back", &[a, b, c]);
+    let f = frame_from_envelope(&e, &nsps(), 1).expect("converted");
+    assert_eq!(
+        text_of(&f),
+        r#"42/chat,["message-back",1,"2",{"3":[true]}]"#
+    );
+    let e = crate::proto::args::publication("t", "bare", &[]);
+    let f = frame_from_envelope(&e, &nsps(), 0).expect("converted");
+    assert_eq!(text_of(&f), r#"42["bare"]"#);
+}
+
+#[test]
+fn argument_lists_with_bytes_become_binary_packets() {
+    let (x, y) = (raw(r#"{"$bin":"AQID"}"#), raw(r#"{"$bin":"BAUG"}"#));
+    let r = crate::proto::args::reply(request_id(0, 789), "t", &[x, y]);
+    let fs = frames(&frame_from_envelope(&r, &nsps(), 0).expect("converted"));
+    assert_eq!(
+        String::from_utf8(fs[0].1.clone()).expect("utf8"),
+        r#"462-789[{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+    );
+    assert_eq!(
+        fs[1..],
+        [(OP_BINARY, vec![1, 2, 3]), (OP_BINARY, vec![4, 5, 6])]
+    );
+    let e = crate::proto::args::publication("t", "message-back", &[x, y]);
+    let fs = frames(&frame_from_envelope(&e, &nsps(), 0).expect("converted"));
+    assert_eq!(
+        String::from_utf8(fs[0].1.clone()).expect("utf8"),
+        r#"452-["message-back",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#
+    );
+    assert_eq!(fs.len(), 3);
 }

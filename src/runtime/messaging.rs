@@ -85,6 +85,28 @@ impl Builder {
         self
     }
 
+    /// Runs `handler` each time a Socket.IO client connects a namespace, right after the CONNECT
+    /// answer (socket.io's `io.of(nsp).on("connection", socket => ...)`): the message's topic is
+    /// the namespace (`/`, `/chat`), its event `connect`, its data the CONNECT auth payload (none
+    /// when the client sent none, or when a recovered session resumed) and it has no id. What the
+    /// handler sends goes to that namespace, and the rooms it joins are that namespace's. An
+    /// error is emitted to the client as the event `error`. Runs on the shard: must not block.
+    ///
+    /// ```
+    /// use ringhub::{Context, Message};
+    ///
+    /// let builder = ringhub::RingHub::builder().on_socketio_connect(
+    ///     |ctx: &mut Context<'_>, msg: &Message<'_>| {
+    ///         ctx.join("lobby")?;
+    ///         ctx.send_args(msg.topic(), "welcome", &("hello", msg.topic()))
+    ///     },
+    /// );
+    /// ```
+    pub fn on_socketio_connect(mut self, handler: impl crate::proto::handler::Handler) -> Self {
+        self.hooks.on_socketio_connect = Some(Arc::new(handler));
+        self
+    }
+
     /// Runs `f` when an accepted connection is gone. Runs on the shard: must not block.
     ///
     /// ```

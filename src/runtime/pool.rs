@@ -38,7 +38,8 @@ fn run(hub: &HubShared, job: Job) {
         return;
     };
     let msg = Message::new(&env.topic, &env.event, env.data, env.id)
-        .with_exclude_sender(env.exclude_sender);
+        .with_exclude_sender(env.exclude_sender)
+        .with_spread(env.spread);
     let mut fx = Remote {
         hub,
         conn: job.conn,
@@ -78,7 +79,7 @@ impl Remote<'_> {
 
 impl Effects for Remote<'_> {
     fn to_conn(&mut self, frame: Bytes) {
-        self.act(Action::Send(frame));
+        self.act(Action::HandlerSend(frame));
     }
     fn publish(&mut self, p: Outgoing<'_>) -> Result<bool, crate::HandlerError> {
         if let Some(r) = self.hub.publish_stored(&p, Some(self.conn)) {

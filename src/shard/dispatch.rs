@@ -289,7 +289,21 @@ impl ShardState {
             }
             return;
         }
-        let msg = Message::new(topic, event, env.data, req).with_exclude_sender(env.exclude_sender);
+        let msg = Message::new(topic, event, env.data, req)
+            .with_exclude_sender(env.exclude_sender)
+            .with_spread(env.spread);
+        self.run_inline(id, &*handler, &msg, (user, remote));
+    }
+
+    /// Runs `handler` on the shard for connection `id` (its user and address given), then sends
+    /// the automatic answer (`Context::finish`).
+    pub(super) fn run_inline(
+        &mut self,
+        id: ConnId,
+        handler: &dyn crate::proto::handler::Handler,
+        msg: &Message<'_>,
+        (user, remote): (Option<Arc<str>>, std::net::SocketAddr),
+    ) {
         // A shard-local copy: no shared (atomic) count touched per message.
         let node = self.node.clone();
         let mut fx = Inline { st: self, conn: id };
@@ -298,16 +312,15 @@ impl ShardState {
             node: &node,
             user,
             remote,
-            topic,
-            id: req,
+            topic: msg.topic(),
+            id: msg.id(),
             replied: false,
             fx: &mut fx,
         };
         // A panicking handler fails its message, not the shard.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            handler.call(&mut ctx, &msg)
-        }))
-        .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
+        let result =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.call(&mut ctx, msg)))
+                .unwrap_or_else(|_| Err(HandlerError::internal("handler panicked")));
         if let Some(code) = ctx.finish(result) {
             self.hub.stats[self.index].error(code);
         }
@@ -316,6 +329,10 @@ impl ShardState {
     pub(super) fn conn_action(&mut self, id: ConnId, action: Action) {
         match action {
             Action::Send(frame) => self.enqueue(id, frame),
+            Action::HandlerSend(frame) => {
+                let nsp = self.sio_last_nsp(id);
+                self.sio_in_nsp(id, nsp, |st| st.enqueue(id, frame));
+            }
             Action::Publish {
                 topic,
                 frame,

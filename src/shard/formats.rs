@@ -33,7 +33,12 @@ impl ShardState {
         let Some(c) = self.conn(id) else { return frame };
         if let Some(home) = c.sio_home() {
             // Socket.IO: the envelope as an Engine.IO message; other frames (its own Engine.IO
-            // packets, control frames) as they are.
+            // packets, control frames) as they are. While the connection's event of a
+            // namespace is handled, what a handler sends it goes to that namespace.
+            let home = self
+                .sio_ctx
+                .filter(|(c, _)| *c == id)
+                .map_or(home, |(_, n)| n);
             let namespaces = &self.hub.config.socketio_namespaces;
             return socketio_map::frame_from_envelope(&frame, namespaces, home).unwrap_or(frame);
         }

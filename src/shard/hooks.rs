@@ -75,6 +75,8 @@ pub(crate) struct Hooks {
     pub on_disconnect: Option<Arc<DisconnectHook>>,
     pub on_subscribe: Option<Arc<SubscribeHook>>,
     pub on_delivery: Option<Arc<DeliveryHook>>,
+    /// Runs when a Socket.IO namespace connects (socket.io's `connection` event).
+    pub on_socketio_connect: Option<Arc<dyn crate::proto::handler::Handler>>,
 }
 
 impl std::fmt::Debug for Hooks {
@@ -84,6 +86,7 @@ impl std::fmt::Debug for Hooks {
             .field("on_disconnect", &self.on_disconnect.is_some())
             .field("on_subscribe", &self.on_subscribe.is_some())
             .field("on_delivery", &self.on_delivery.is_some())
+            .field("on_socketio_connect", &self.on_socketio_connect.is_some())
             .finish()
     }
 }

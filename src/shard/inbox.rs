@@ -20,6 +20,9 @@ pub(crate) use super::jobs::{ApiReply, InboxFrames, PresenceList};
 pub(crate) enum Action {
     /// Queue this frame to the connection.
     Send(Bytes),
+    /// Queue this frame, a pool handler's send or reply, to the connection (a Socket.IO one
+    /// emits it on the namespace of its latest event, as an inline handler's goes).
+    HandlerSend(Bytes),
     /// Publish this frame (fan out from the connection's shard), skipping `exclude`.
     Publish {
         topic: Arc<str>,

@@ -114,12 +114,33 @@ impl ShardState {
         }
         // Connection state recovery: a new private session, or the old one resumed (whose
         // answer waits for the store when rooms with history replay what was missed).
-        if let Some(pid) = self.sio_session(id, nsp, auth) {
+        let session = self.sio_session(id, nsp, auth);
+        if let Some(pid) = &session {
             self.sio_connect_answer(id, nsp, pid.as_deref());
         }
         if first {
             self.connected(id, topics);
         }
+        // A resume waiting for the store runs it after its answer (`sio_recover`).
+        if session.is_some() {
+            self.sio_on_connect(id, nsp, auth);
+        }
+    }
+
+    /// The application's `on_socketio_connect` handler for namespace `nsp` of `id`, just
+    /// connected (its CONNECT answer queued): its sends and joins are that namespace's.
+    pub(super) fn sio_on_connect(&mut self, id: ConnId, nsp: usize, auth: Option<&RawValue>) {
+        let Some(handler) = self.hub.hooks.on_socketio_connect.clone() else {
+            return;
+        };
+        let Some(c) = self.conn(id).filter(|c| c.closing.is_none()) else {
+            return;
+        };
+        let who = (c.user.clone(), c.remote);
+        let hub = self.hub.clone();
+        let name = &hub.config.socketio_namespaces[nsp];
+        let msg = crate::Message::new(name, "connect", auth, None);
+        self.sio_in_nsp(id, Some(nsp), |st| st.run_inline(id, &*handler, &msg, who));
     }
 
     /// The CONNECT answer `{"sid"[,"pid"]}` on namespace `nsp`.

@@ -290,6 +290,7 @@ impl ShardState {
         };
         tracing::debug!(conn = %id, recovered = done.complete, "Socket.IO session resumed");
         self.sio_connect_answer(id, done.nsp, Some(&pid));
+        self.sio_on_connect(id, done.nsp, None);
     }
 
     /// Holds an Engine.IO message while the store looks a session up: true when held (or the
@@ -352,6 +353,7 @@ impl ShardState {
         };
         if let Some(pid) = answer {
             self.sio_connect_answer(id, nsp, pid.as_deref());
+            self.sio_on_connect(id, nsp, None);
         }
         let mut held = held;
         while let Some((op, msg)) = held.pop_front() {

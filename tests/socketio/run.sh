@@ -1,14 +1,16 @@
 #!/bin/sh
-# Runs the socket.io-client tests against the example server examples/socketio.rs.
-# RINGHUB_SIO_BIN=/path/to/socketio skips the build.
+# Runs the socket.io-client tests against the example servers examples/socketio.rs and
+# examples/socketio_protocol_suite.rs. RINGHUB_SIO_BIN=/path/to/socketio and
+# RINGHUB_SIO_SUITE_BIN=/path/to/socketio_protocol_suite skip the build.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
-if [ -z "$RINGHUB_SIO_BIN" ]; then
-  (cd "$root" && cargo build --quiet --example socketio)
+if [ -z "$RINGHUB_SIO_BIN" ] || [ -z "$RINGHUB_SIO_SUITE_BIN" ]; then
+  (cd "$root" && cargo build --quiet --example socketio --example socketio_protocol_suite)
   RINGHUB_SIO_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/examples/socketio"
+  RINGHUB_SIO_SUITE_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/examples/socketio_protocol_suite"
 fi
-export RINGHUB_SIO_BIN
+export RINGHUB_SIO_BIN RINGHUB_SIO_SUITE_BIN
 cd "$here"
 # socket.io-client as locked in package-lock.json.
 [ -d node_modules/socket.io-client ] || npm ci --no-audit --no-fund --silent
