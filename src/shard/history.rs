@@ -112,14 +112,14 @@ impl ShardState {
         }
         let limits = self.hub.namespaces.history(p.topic)?.limits();
         let now = self.wall_ms();
-        let pos = self.history.append(
-            p.topic,
-            limits,
-            p.event.into(),
-            p.data.map(Bytes::copy_from_slice),
-            now,
-        );
-        let frame = envelope::stored_publication(p.topic, p.event, p.data, pos.offset);
+        // The frame is encoded with the new offset, and the ring keeps its `data` as a slice of
+        // it: one allocation per stored publication, as for a plain one.
+        let mut frame = Bytes::new();
+        let pos = self.history.append(p.topic, limits, p.event, now, |offset| {
+            let (f, data) = envelope::stored_publication_shared(p.topic, p.event, p.data, offset);
+            frame = f;
+            data
+        });
         let exclude = p.exclude_sender.then_some(conn);
         self.fan_stored(p.topic, None, frame, exclude, pos.epoch, pos.offset);
         Some(Ok(match p.reply_id {
@@ -211,7 +211,7 @@ impl ShardState {
         let now = self.wall_ms();
         let pos = self
             .history
-            .append(&p.topic, limits, p.event.clone(), p.data.clone(), now);
+            .append(&p.topic, limits, &p.event, now, |_| p.data.clone());
         let sp = StoredPub::appended(p.topic, &p.event, p.data.as_deref(), p.exclude, pos);
         match p.reply {
             PubReply::Api(tx) => {
