@@ -241,6 +241,22 @@ pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
     f.finish(1)
 }
 
+/// Encodes `{"event":"reply","id":N,"topic":T,"data":{"offset":O}}`: the answer to a publication
+/// on a topic with history, written straight into its frame (one allocation per answer, as for
+/// [`reply`]).
+pub fn offset_reply(id: u64, topic: &str, offset: u64) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(topic.len() + 72);
+    let b = f.payload();
+    b.put_slice(b"{\"event\":\"reply\",\"id\":");
+    b.put_slice(itoa::Buffer::new().format(id).as_bytes());
+    b.put_slice(b",\"topic\":");
+    put_json_str(b, topic);
+    b.put_slice(b",\"data\":{\"offset\":");
+    b.put_slice(itoa::Buffer::new().format(offset).as_bytes());
+    b.put_slice(b"}}");
+    f.finish(1)
+}
+
 /// Encodes `{"event":"error"[,"id":N],"topic":T,"data":{"code":C,"message":M}}` as a text frame.
 ///
 /// Peer input is never echoed at length: a topic longer than any valid one
@@ -316,6 +332,10 @@ mod tests {
         }
         let (_, none) = stored_publication_shared("t", "e", None, 1);
         assert!(none.is_none());
+        assert_eq!(
+            offset_reply(7, "t\"", 42),
+            reply(7, "t\"", Some(b"{\"offset\":42}"))
+        );
     }
 
     #[test]
