@@ -3,6 +3,9 @@
 //! - `ring_to_queues`: one publish frame as a shell hands it over (masked bytes in a receive
 //!   buffer) → unmask in place, envelope parse, route, encode once, fan out to N local
 //!   subscribers' queues and the dirty list. Queues are emptied outside the timed part.
+//! - `stored_to_queues`: the same with `id` set (the publisher is answered), on a topic without
+//!   history (`plain`) and on one with history on the owner shard (`history`: append to the
+//!   ring, frame with its offset, the offset reply) — their ratio is the price of history.
 //! - `corked_send`: building one connection's send — iovecs over K queued shared frames — and
 //!   acknowledging it (queue advance, counters), as a shell does around one `sendmsg`.
 //!
@@ -53,6 +56,33 @@ fn bench(c: &mut Criterion) {
                     s.input(publisher, black_box(&mut buf));
                     spent += t.elapsed();
                     assert_eq!(s.drain(), subs);
+                }
+                spent
+            })
+        });
+    }
+    for (name, topic) in [("plain", "room"), ("history", "hist:room")] {
+        let s = BenchShard::new_history(1, "hist:*", 100);
+        let publisher = s.register();
+        let subscriber = s.register();
+        assert!(s.subscribe(subscriber, topic));
+        s.drain();
+        let publish = masked(
+            format!(r#"{{"topic":"{topic}","event":"m","id":1,"data":"0123456789012345678901234567890123456789012345678901234567890123"}}"#)
+                .as_bytes(),
+        );
+        let mut buf = publish.clone();
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("stored_to_queues", name), |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    buf.copy_from_slice(&publish);
+                    let t = Instant::now();
+                    s.input(publisher, black_box(&mut buf));
+                    spent += t.elapsed();
+                    // The delivery and the reply.
+                    assert_eq!(s.drain(), 2);
                 }
                 spent
             })

@@ -76,6 +76,23 @@ impl BenchShard {
         }
     }
 
+    /// [`new_pubsub`](Self::new_pubsub) with history on the shards (the memory store's layout):
+    /// topics matching `pattern` keep `size` publications in the owner shard's ring.
+    pub fn new_history(shards: usize, pattern: &str, size: usize) -> Self {
+        let mut hub = HubShared::for_bench_pubsub(shards);
+        hub.namespaces = crate::config::Namespaces::new(&[crate::config::Namespace {
+            pattern: pattern.into(),
+            history_size: size,
+            ..crate::config::Namespace::default()
+        }])
+        .expect("a valid history pattern");
+        hub.shard_history = Some("bench".into());
+        Self {
+            shard: RefCell::new(ShardState::new(0, Arc::new(hub))),
+            guard: Guard::default(),
+        }
+    }
+
     /// Feeds bytes received on `id`'s socket (masked client frames), as a shell does from its
     /// ring or read buffer: decode, unmask in place, parse, route, fan out.
     pub fn input(&self, id: ConnId, bytes: &mut [u8]) {

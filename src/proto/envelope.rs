@@ -169,13 +169,26 @@ fn open_publication(b: &mut BytesMut, topic: &str, event: &str) {
 
 /// Encodes `{"topic":T,"event":E,"data":D,"offset":O}`: a publication on a topic with history.
 pub fn stored_publication(topic: &str, event: &str, data: Option<&[u8]>, offset: u64) -> Bytes {
-    tail_frame(topic, event, data, offset, None)
+    tail_frame(topic, event, data, offset, None).0
+}
+
+/// [`stored_publication`], also returning `data` as a slice of the frame: a history ring keeps
+/// that slice, so a stored publication costs one allocation (the frame), not a copy of its data.
+pub fn stored_publication_shared(
+    topic: &str,
+    event: &str,
+    data: Option<&[u8]>,
+    offset: u64,
+) -> (Bytes, Option<Bytes>) {
+    let (frame, start) = tail_frame(topic, event, data, offset, None);
+    let data = data.zip(start).map(|(d, at)| frame.slice(at..at + d.len()));
+    (frame, data)
 }
 
 /// Encodes `{"topic":T,"event":E,"data":D,"offset":O,"epoch":X,"ack":true}`: a durable user
 /// message (`epoch` is the inbox store's: offsets restart when it changes).
 pub fn durable(topic: &str, event: &str, data: Option<&[u8]>, offset: u64, epoch: &str) -> Bytes {
-    tail_frame(topic, event, data, offset, Some(epoch))
+    tail_frame(topic, event, data, offset, Some(epoch)).0
 }
 
 fn tail_frame(
@@ -184,13 +197,16 @@ fn tail_frame(
     data: Option<&[u8]>,
     offset: u64,
     ack_epoch: Option<&str>,
-) -> Bytes {
+) -> (Bytes, Option<usize>) {
     let hint = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 64;
     let mut f = FrameBuilder::with_capacity(hint);
     let b = f.payload();
     open_publication(b, topic, event);
+    // Where `data` sits, counted back from the frame's end (the header goes in front).
+    let mut data_at = None;
     if let Some(d) = data {
         b.put_slice(b",\"data\":");
+        data_at = Some(b.len());
         b.put_slice(d);
     }
     b.put_slice(b",\"offset\":");
@@ -201,7 +217,10 @@ fn tail_frame(
         b.put_slice(b",\"ack\":true");
     }
     b.put_u8(b'}');
-    f.finish(1)
+    let from_end = data_at.map(|at| b.len() - at);
+    let frame = f.finish(1);
+    let start = from_end.map(|back| frame.len() - back);
+    (frame, start)
 }
 
 /// Ends an envelope: `,"data":D` when there is data (the client's bytes, as they are), then `}`.
@@ -222,6 +241,22 @@ pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
     b.put_slice(b",\"topic\":");
     put_json_str(b, topic);
     close_with_data(b, data);
+    f.finish(1)
+}
+
+/// Encodes `{"event":"reply","id":N,"topic":T,"data":{"offset":O}}`: the answer to a publication
+/// on a topic with history, written straight into its frame (one allocation per answer, as for
+/// [`reply`]).
+pub fn offset_reply(id: u64, topic: &str, offset: u64) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(topic.len() + 72);
+    let b = f.payload();
+    b.put_slice(b"{\"event\":\"reply\",\"id\":");
+    b.put_slice(itoa::Buffer::new().format(id).as_bytes());
+    b.put_slice(b",\"topic\":");
+    put_json_str(b, topic);
+    b.put_slice(b",\"data\":{\"offset\":");
+    b.put_slice(itoa::Buffer::new().format(offset).as_bytes());
+    b.put_slice(b"}}");
     f.finish(1)
 }
 
@@ -285,6 +320,25 @@ mod tests {
     fn payload(frame: &Bytes) -> serde_json::Value {
         let at = if frame[1] & 0x7f == 126 { 4 } else { 2 };
         serde_json::from_slice(&frame[at..]).unwrap()
+    }
+
+    #[test]
+    fn a_stored_publications_data_is_a_slice_of_its_frame() {
+        for data in [&b"{\"n\":1}"[..], &[b'7'; 300][..]] {
+            let (frame, kept) = stored_publication_shared("t", "e\"", Some(data), 42);
+            assert_eq!(frame, stored_publication("t", "e\"", Some(data), 42));
+            let kept = kept.unwrap();
+            assert_eq!(&kept[..], data);
+            let inside = frame.as_ptr_range();
+            assert!(inside.contains(&kept.as_ptr()), "shared, not copied");
+            assert_eq!(payload(&frame)["offset"], 42);
+        }
+        let (_, none) = stored_publication_shared("t", "e", None, 1);
+        assert!(none.is_none());
+        assert_eq!(
+            offset_reply(7, "t\"", 42),
+            reply(7, "t\"", Some(b"{\"offset\":42}"))
+        );
     }
 
     #[test]

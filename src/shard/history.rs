@@ -112,19 +112,22 @@ impl ShardState {
         }
         let limits = self.hub.namespaces.history(p.topic)?.limits();
         let now = self.wall_ms();
-        let pos = self.history.append(
-            p.topic,
-            limits,
-            p.event.into(),
-            p.data.map(Bytes::copy_from_slice),
-            now,
-        );
-        let frame = envelope::stored_publication(p.topic, p.event, p.data, pos.offset);
+        // The frame is encoded with the new offset, and the ring keeps its `data` as a slice of
+        // it: one allocation per stored publication, as for a plain one.
+        let mut frame = Bytes::new();
+        let pos = self
+            .history
+            .append(p.topic, limits, p.event, now, |offset| {
+                let (f, data) =
+                    envelope::stored_publication_shared(p.topic, p.event, p.data, offset);
+                frame = f;
+                data
+            });
         let exclude = p.exclude_sender.then_some(conn);
         self.fan_stored(p.topic, None, frame, exclude, pos.epoch, pos.offset);
         Some(Ok(match p.reply_id {
             Some(rid) => {
-                self.enqueue(conn, offset_reply(rid, p.topic, pos.offset));
+                self.enqueue(conn, envelope::offset_reply(rid, p.topic, pos.offset));
                 true
             }
             None => false,
@@ -211,7 +214,7 @@ impl ShardState {
         let now = self.wall_ms();
         let pos = self
             .history
-            .append(&p.topic, limits, p.event.clone(), p.data.clone(), now);
+            .append(&p.topic, limits, &p.event, now, |_| p.data.clone());
         let sp = StoredPub::appended(p.topic, &p.event, p.data.as_deref(), p.exclude, pos);
         match p.reply {
             PubReply::Api(tx) => {
@@ -239,7 +242,10 @@ impl ShardState {
                 } = sp;
                 self.fan_stored(&topic, Some(&topic), frame, exclude, epoch, offset);
                 if let PubReply::Conn(conn, rid) = reply {
-                    self.act_on(conn, Action::Send(offset_reply(rid, &topic, offset)));
+                    self.act_on(
+                        conn,
+                        Action::Send(envelope::offset_reply(rid, &topic, offset)),
+                    );
                 }
             }
         }
@@ -291,13 +297,4 @@ impl ShardState {
         wall.duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     }
-}
-
-/// `{"offset":N}`, the reply to a stored publication.
-fn offset_reply(rid: u64, topic: &str, offset: u64) -> Bytes {
-    let mut body = Vec::with_capacity(32);
-    body.extend_from_slice(b"{\"offset\":");
-    body.extend_from_slice(itoa::Buffer::new().format(offset).as_bytes());
-    body.push(b'}');
-    envelope::reply(rid, topic, Some(&body))
 }

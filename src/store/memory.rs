@@ -165,9 +165,7 @@ impl Store for MemoryStore {
         now_ms: u64,
     ) -> Result<StreamPos, StoreError> {
         let data = data.map(Bytes::copy_from_slice);
-        Ok(self
-            .streams
-            .append(topic, limits, event.into(), data, now_ms))
+        Ok(self.streams.append(topic, limits, event, now_ms, |_| data))
     }
 
     fn position(&mut self, topic: &str) -> Result<StreamPos, StoreError> {

@@ -94,9 +94,11 @@ impl ReadAcc {
 }
 
 /// One kept publication: its offset is implied by its place in the ring (offsets in a ring are
-/// contiguous), so an entry is the event, the shared data and the time.
+/// contiguous), so an entry is the event, the shared data and the time. The event is shared
+/// with the previous entry when they are equal (a topic's publications mostly repeat one
+/// event name), so appending one costs no allocation.
 struct Entry {
-    event: Box<str>,
+    event: Arc<str>,
     data: Option<Bytes>,
     time_ms: u64,
 }
@@ -154,15 +156,16 @@ impl Streams {
     }
 
     /// Appends a publication to `topic` (creating its stream on first use), trims the ring to
-    /// `limits.size`, and returns the publication's position. The data is kept as given
-    /// (shared, not copied).
+    /// `limits.size`, and returns the publication's position. `data` is called with the new
+    /// offset and returns the data to keep (shared, not copied): the caller may encode the
+    /// publication's frame there and hand back a slice of it.
     pub fn append(
         &mut self,
         topic: &str,
         limits: HistoryLimits,
-        event: Box<str>,
-        data: Option<Bytes>,
+        event: &str,
         now_ms: u64,
+        data: impl FnOnce(u64) -> Option<Bytes>,
     ) -> StreamPos {
         // One hash on the hot path: a known topic is looked up by `&str`.
         let s = match self.map.get_mut(topic) {
@@ -174,9 +177,14 @@ impl Streams {
             }),
         };
         s.top += 1;
+        let data = data(s.top);
         if limits.size == 0 {
             s.ring.clear();
         } else {
+            let event = match s.ring.back() {
+                Some(last) if *last.event == *event => last.event.clone(),
+                _ => Arc::from(event),
+            };
             if s.ring.len() >= limits.size {
                 // Full: the oldest goes first, so the ring never grows past the limit.
                 let excess = s.ring.len() + 1 - limits.size;
@@ -225,7 +233,7 @@ impl Streams {
             match acc.offer(e.time_ms) {
                 Offer::Take => acc.push(Publication {
                     offset: newest - i as u64,
-                    event: e.event.clone(),
+                    event: Box::from(&*e.event),
                     data: e.data.clone(),
                     time_ms: e.time_ms,
                 }),
@@ -252,7 +260,7 @@ mod tests {
 
     fn append(s: &mut Streams, topic: &str, size: usize, n: u64, at: u64) -> StreamPos {
         let data = Bytes::from(format!("{n}"));
-        s.append(topic, lim(size), "e".into(), Some(data), at)
+        s.append(topic, lim(size), "e", at, |_| Some(data))
     }
 
     #[test]
@@ -311,6 +319,20 @@ mod tests {
         assert_eq!(append(&mut s, "z", 0, 1, 0).offset, 1);
         assert_eq!(append(&mut s, "z", 0, 2, 0).offset, 2);
         assert_eq!(s.kept("z"), 0);
+    }
+
+    #[test]
+    fn a_repeated_event_name_is_shared_not_allocated_again() {
+        let mut s = Streams::new("b".into());
+        append(&mut s, "t", 3, 1, 0);
+        append(&mut s, "t", 3, 2, 0);
+        s.append("t", lim(3), "other", 0, |_| None);
+        let ring = &s.map["t"].ring;
+        assert!(Arc::ptr_eq(&ring[0].event, &ring[1].event));
+        assert_eq!(&*ring[2].event, "other");
+        let r = s.read("t", lim(3), 0, 10, 0);
+        let events: Vec<&str> = r.publications.iter().map(|p| &*p.event).collect();
+        assert_eq!(events, ["e", "e", "other"]);
     }
 
     #[test]

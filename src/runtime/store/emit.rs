@@ -38,8 +38,7 @@ impl Sequencer {
                 Out::Replied(_, PubReply::None, _) => {}
                 Out::Replied(topic, PubReply::Conn(conn, rid), offset) => {
                     flush(&mut run);
-                    let body = format!("{{\"offset\":{offset}}}");
-                    let frame = envelope::reply(rid, &topic, Some(body.as_bytes()));
+                    let frame = envelope::offset_reply(rid, &topic, offset);
                     push_conn(&hub, conn, Action::Send(frame));
                 }
                 Out::Replied(_, PubReply::Api(tx), offset) => {
@@ -47,11 +46,7 @@ impl Sequencer {
                     let _ = tx.send(Ok((offset, Vec::new())));
                 }
                 Out::Pub(sp, PubReply::Conn(conn, rid), offset) => {
-                    let frame = envelope::reply(
-                        rid,
-                        &sp.topic,
-                        Some(format!("{{\"offset\":{offset}}}").as_bytes()),
-                    );
+                    let frame = envelope::offset_reply(rid, &sp.topic, offset);
                     run.push(sp);
                     flush(&mut run);
                     push_conn(&hub, conn, Action::Send(frame));
