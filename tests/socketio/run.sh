@@ -14,4 +14,5 @@ export RINGHUB_SIO_BIN RINGHUB_SIO_SUITE_BIN
 cd "$here"
 # socket.io-client as locked in package-lock.json.
 [ -d node_modules/socket.io-client ] || npm ci --no-audit --no-fund --silent
-exec node --test --test-concurrency=1 "$@" ./*.test.js
+# A test that hangs fails after two minutes instead of holding CI.
+exec node --test --test-concurrency=1 --test-timeout=120000 "$@" ./*.test.js
