@@ -31,6 +31,7 @@ mod durable;
 mod entry;
 pub(crate) mod events;
 mod fastapi;
+pub(crate) mod fastsend;
 mod formats;
 pub(crate) mod gather;
 mod history;
