@@ -21,8 +21,9 @@ fn pipelined_sends(addr: SocketAddr, user: &str, first: u64, n: u64) -> Vec<(u16
     s.set_read_timeout(Some(GUARD * 2)).unwrap();
     let mut reqs = String::new();
     for i in 0..n {
-        let body = json!({"user": user, "event": "note", "data": {"n": first + i}, "durable": true})
-            .to_string();
+        let body =
+            json!({"user": user, "event": "note", "data": {"n": first + i}, "durable": true})
+                .to_string();
         reqs.push_str(&format!(
             "POST /api/v1/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
@@ -59,7 +60,10 @@ async fn pipelined_sends_count_every_shard(io: IoMode) {
     let b = builder(io)
         .api_key("k")
         .on_connect(|c: &ConnectInfo<'_>| {
-            let user = c.query.and_then(|q| q.strip_prefix("user=")).map(str::to_string);
+            let user = c
+                .query
+                .and_then(|q| q.strip_prefix("user="))
+                .map(str::to_string);
             Ok(ConnectOutcome {
                 user,
                 ..Default::default()
@@ -116,7 +120,14 @@ impl Drop for Node {
 
 fn spawn(dir: &std::path::Path) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringhub"))
-        .args(["--listen", "127.0.0.1:0", "--shards", "2", "--stats-interval", "0s"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+            "--stats-interval",
+            "0s",
+        ])
         .args(["--store", "redb", "--store-path"])
         .arg(dir)
         .env("RINGHUB_API_KEY", "k")

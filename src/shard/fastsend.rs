@@ -16,7 +16,7 @@
 //! store queue — goes to the API thread, which answers it as before.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::durable_run::DurableRun;
 use super::inbox::ShardMsg;
 use super::jobs::{DurableReply, StoreJob, MAX_QUEUED};
 use super::ShardState;
@@ -51,61 +52,6 @@ struct SendBody<'a> {
 /// The path the shard may answer itself.
 const SEND_PATH: &str = "/api/v1/send";
 
-/// One committed durable message whose send waits for its answer.
-pub(crate) struct DurableItem {
-    user: Arc<str>,
-    offset: u64,
-    id: u64,
-    frame: Bytes,
-    /// The connection whose request this answers.
-    answer: ConnId,
-    /// Connections it was written to, summed over the shards.
-    delivered: AtomicU32,
-}
-
-/// The durable messages of one commit that wait for an answer, shared by every shard
-/// ([`ShardMsg::Durables`]).
-pub(crate) struct DurableRun {
-    items: Vec<DurableItem>,
-    /// Shards that have not delivered the run yet.
-    left: AtomicUsize,
-}
-
-impl DurableRun {
-    /// An empty run for `shards` shards.
-    pub(crate) fn new(shards: usize) -> Self {
-        DurableRun {
-            items: Vec::new(),
-            left: AtomicUsize::new(shards),
-        }
-    }
-
-    /// Adds message `id` (`offset` in `user`'s inbox, written as `frame`) answering `answer`.
-    pub(crate) fn push(&mut self, user: Arc<str>, offset: u64, id: u64, frame: Bytes, answer: ConnId) {
-        self.items.push(DurableItem {
-            user,
-            offset,
-            id,
-            frame,
-            answer,
-            delivered: AtomicU32::new(0),
-        });
-    }
-
-    /// Whether it holds nothing.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-}
-
-impl std::fmt::Debug for DurableRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DurableRun")
-            .field("items", &self.items.len())
-            .finish()
-    }
-}
-
 impl ShardState {
     /// Takes `head` + `body` here when it is a durable send this shard can hand to the store
     /// itself (see the module docs): true when submitted (the store's batch answers it later).
@@ -117,7 +63,8 @@ impl ShardState {
         body: &[u8],
         peer: IpAddr,
     ) -> bool {
-        if head.method != "POST" || head.path != SEND_PATH || !self.api_request_ok(head, body, peer) {
+        if head.method != "POST" || head.path != SEND_PATH || !self.api_request_ok(head, body, peer)
+        {
             return false;
         }
         let Ok(b) = serde_json::from_slice::<SendBody<'_>>(body) else {
@@ -147,7 +94,11 @@ impl ShardState {
                 e.code.as_str(),
                 serde_json::Value::from(e.message)
             );
-            let status = if e.code == crate::ErrorCode::TooMany { 429 } else { 503 };
+            let status = if e.code == crate::ErrorCode::TooMany {
+                429
+            } else {
+                503
+            };
             self.answer_json(id, status, body.as_bytes());
         }
         true

@@ -205,10 +205,10 @@ pub(crate) enum ShardMsg {
     HttpResponse(ConnId, Bytes),
     /// Durable messages of one commit sent through `shard::fastsend`: deliver them, add the
     /// counts; the last shard has the sends answered.
-    Durables(Arc<super::fastsend::DurableRun>),
+    Durables(Arc<super::durable_run::DurableRun>),
     /// Every shard has counted these durable messages: answer the sends of this shard's
     /// connections.
-    DurablesCounted(Arc<super::fastsend::DurableRun>),
+    DurablesCounted(Arc<super::durable_run::DurableRun>),
     /// The JSON answer (status, body) to this connection's HTTP request, from the store thread
     /// (a durable send it could not store).
     ApiAnswer(ConnId, u16, Bytes),

@@ -7,11 +7,11 @@ use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::{Out, PubReply, Sequencer};
-use crate::http::response::ApiError;
 use crate::cluster::ControlOp;
+use crate::http::response::ApiError;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
-use crate::shard::fastsend::DurableRun;
+use crate::shard::durable_run::DurableRun;
 use crate::shard::inbox::{Action, ApiOp, ShardMsg, StoredPub};
 use crate::shard::jobs::DurableReply;
 use crate::shard::shared::HubShared;
