@@ -18,7 +18,7 @@ use crate::proto::error::ErrorCode;
 use crate::proto::pattern::validate_topic;
 use crate::shard::gather::scatter;
 use crate::shard::inbox::{ApiOp, ApiReply, Target};
-use crate::shard::jobs::{Counted, HistoryTo, PubJob, PubReply, Since, StoreJob};
+use crate::shard::jobs::{Counted, DurableReply, HistoryTo, PubJob, PubReply, Since, StoreJob};
 use crate::shard::shared::HubShared;
 use crate::store::{HistoryRead, InboxMessage, MessageInfo, MessageStatus, StoreError};
 use crate::ConnId;
@@ -154,7 +154,7 @@ pub(crate) async fn send_durable(
         user: user.into(),
         event: event.into(),
         data: data.map(Bytes::copy_from_slice),
-        reply: tx,
+        reply: DurableReply::Api(tx),
     };
     hub.submit_store(job, true)
         .map_err(ApiError::from_handler)?;

@@ -65,6 +65,9 @@ impl ShardState {
                 let _ = reply.send(self.api(op));
             }
             ShardMsg::HttpResponse(id, bytes) => self.http_response(id, bytes),
+            ShardMsg::Durables(run) => self.durable_run(run),
+            ShardMsg::DurablesCounted(run) => self.durables_counted(&run),
+            ShardMsg::ApiAnswer(id, status, body) => self.answer_json(id, status, &body),
             ShardMsg::Poll(m) => self.poll_msg(*m),
             #[cfg(feature = "axum")]
             ShardMsg::Adopt(a) => self.adopt(*a),

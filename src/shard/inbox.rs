@@ -206,6 +206,15 @@ pub(crate) enum ShardMsg {
     Api(ApiOp, tokio::sync::oneshot::Sender<ApiReply>),
     /// The response to an HTTP request of this connection, served by the API thread.
     HttpResponse(ConnId, Bytes),
+    /// Durable messages of one commit sent through `shard::fastsend`: deliver them, add the
+    /// counts; the last shard has the sends answered.
+    Durables(Arc<super::durable_run::DurableRun>),
+    /// Every shard has counted these durable messages: answer the sends of this shard's
+    /// connections.
+    DurablesCounted(Arc<super::durable_run::DurableRun>),
+    /// The JSON answer (status, body) to this connection's HTTP request, from the store thread
+    /// (a durable send it could not store).
+    ApiAnswer(ConnId, u16, Bytes),
     /// Socket.IO long-polling: a request for a session this shard owns, or its answer.
     Poll(Box<PollMsg>),
     /// A socket (or a reservation for one) from an embedding server (the `axum` feature).

@@ -55,6 +55,17 @@ pub(crate) enum PubReply {
     Api(oneshot::Sender<Result<Counted, StoreError>>),
 }
 
+/// Who waits for the outcome of a durable send.
+#[derive(Debug)]
+pub(crate) enum DurableReply {
+    /// The API thread (or the library): the message id, its offset and one receiver per shard
+    /// for the delivery counts.
+    Api(oneshot::Sender<Result<(u64, Counted), StoreError>>),
+    /// A `POST /api/v1/send` read by this connection's shard (`shard::fastsend`): the shards
+    /// deliver the message and the connection's shard answers the request with the summed count.
+    Http(ConnId),
+}
+
 /// A stored item and the per-shard delivery counts to await.
 pub(crate) type Counted = (u64, Vec<oneshot::Receiver<ApiReply>>);
 
@@ -98,7 +109,7 @@ pub(crate) enum StoreJob {
         user: Arc<str>,
         event: Box<str>,
         data: Option<Bytes>,
-        reply: oneshot::Sender<Result<(u64, Counted), StoreError>>,
+        reply: DurableReply,
     },
     /// A new connection of `user`: send it every unacknowledged message. Skipped when `gone`
     /// (the connection closed before the store got to it).

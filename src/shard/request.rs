@@ -44,7 +44,10 @@ impl ShardState {
         };
         let peer = c.remote.ip();
         if let Some(json) = self.local_publish(&head, &body, peer) {
-            self.answer_here(id, json);
+            self.answer_here(id, 200, json.as_bytes());
+            return;
+        }
+        if self.local_send(id, &head, &body, peer) {
             return;
         }
         let Some(c) = self.conn_mut(id) else {
@@ -96,23 +99,39 @@ impl ShardState {
 
     /// Answers the request in flight on `id` with 200 and `json`, served on this shard. Called
     /// while its input is being processed: the caller goes on to the next pipelined request.
-    fn answer_here(&mut self, id: ConnId, json: String) {
+    fn answer_here(&mut self, id: ConnId, status: u16, json: &[u8]) {
+        if let Some(bytes) = self.json_response(id, status, json) {
+            self.answered(id, bytes);
+        }
+    }
+
+    /// Answers the request in flight on `id` with `status` and `json` later, as a response of
+    /// the API thread is (e.g. a durable send, once stored): then reads a pipelined request.
+    pub(super) fn answer_json(&mut self, id: ConnId, status: u16, json: &[u8]) {
+        if let Some(bytes) = self.json_response(id, status, json) {
+            self.http_response(id, bytes);
+        }
+    }
+
+    /// The response to the request in flight on `id`, its `Connection` header as the
+    /// connection continues; `None` when the connection is gone.
+    fn json_response(&mut self, id: ConnId, status: u16, json: &[u8]) -> Option<Bytes> {
         use crate::shard::shared::KeepAlive;
         let stopping = self.hub.is_stopping();
-        let Some(c) = self.conn_mut(id) else { return };
+        let c = self.conn_mut(id)?;
         let keep = match (c.has(flag::KEEP_ALIVE) && !stopping, c.has(flag::HTTP10)) {
             (false, _) => KeepAlive::Close,
             (true, true) => KeepAlive::Http10,
             (true, false) => KeepAlive::Http11,
         };
         let bytes = crate::proto::handshake::response_bytes(
-            200,
+            status,
             "application/json",
             "",
             keep.header(),
-            json.as_bytes(),
+            json,
         );
-        self.answered(id, Bytes::from(bytes));
+        Some(Bytes::from(bytes))
     }
 
     /// The API thread's response for `id`: then the connection closes, or, kept alive, reads

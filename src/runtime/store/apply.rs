@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::value::RawValue;
 
+use super::emit::durable_error;
 use super::{durable_frame, Out, Sequencer};
 use crate::cluster::ControlOp;
 use crate::proto::envelope;
@@ -97,9 +98,7 @@ impl Sequencer {
                             wire,
                         });
                     }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
+                    Err(e) => durable_error(&self.hub, reply, e),
                 }
             }
             StoreJob::InboxSync { user, conn, gone } => {

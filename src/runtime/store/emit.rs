@@ -8,9 +8,12 @@ use tokio::sync::oneshot;
 
 use super::{Out, PubReply, Sequencer};
 use crate::cluster::ControlOp;
+use crate::http::response::ApiError;
 use crate::proto::envelope;
 use crate::proto::error::ErrorCode;
+use crate::shard::durable_run::DurableRun;
 use crate::shard::inbox::{Action, ApiOp, ShardMsg, StoredPub};
+use crate::shard::jobs::DurableReply;
 use crate::shard::shared::HubShared;
 use crate::store::{InboxMessage, StoreError};
 use crate::ConnId;
@@ -23,7 +26,18 @@ impl Sequencer {
         let mut changed = false;
         let mut run: Vec<StoredPub> = Vec::new();
         let hub = self.hub.clone();
-        let flush = |run: &mut Vec<StoredPub>| {
+        // Durable sends answered on their shards, gathered like `run`: one push per shard.
+        let mut sends = DurableRun::new(hub.inboxes.len());
+        let flush_sends = |sends: &mut DurableRun| {
+            if sends.is_empty() {
+                return;
+            }
+            let batch = Arc::new(std::mem::replace(sends, DurableRun::new(hub.inboxes.len())));
+            for inbox in hub.inboxes.iter() {
+                inbox.push(ShardMsg::Durables(batch.clone()));
+            }
+        };
+        let flush_pubs = |run: &mut Vec<StoredPub>| {
             if run.is_empty() {
                 return;
             }
@@ -32,12 +46,26 @@ impl Sequencer {
                 inbox.push(ShardMsg::Stored(batch.clone()));
             }
         };
+        // Everything gathered goes out before the next result, which keeps the batch's order.
+        let flush = |run: &mut Vec<StoredPub>, sends: &mut DurableRun| {
+            flush_pubs(run);
+            flush_sends(sends);
+        };
         for out in outs {
+            if !matches!(
+                out,
+                Out::Durable {
+                    reply: DurableReply::Http(_),
+                    ..
+                }
+            ) {
+                flush_sends(&mut sends);
+            }
             match out {
                 Out::Pub(sp, PubReply::None, _) => run.push(sp),
                 Out::Replied(_, PubReply::None, _) => {}
                 Out::Replied(topic, PubReply::Conn(conn, rid), offset) => {
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     let frame = envelope::offset_reply(rid, &topic, offset);
                     push_conn(&hub, conn, Action::Send(frame));
                 }
@@ -48,11 +76,11 @@ impl Sequencer {
                 Out::Pub(sp, PubReply::Conn(conn, rid), offset) => {
                     let frame = envelope::offset_reply(rid, &sp.topic, offset);
                     run.push(sp);
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     push_conn(&hub, conn, Action::Send(frame));
                 }
                 Out::Pub(sp, PubReply::Api(tx), offset) => {
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     let mut waits = Vec::with_capacity(hub.inboxes.len());
                     for inbox in hub.inboxes.iter() {
                         let (t, r) = oneshot::channel();
@@ -62,14 +90,14 @@ impl Sequencer {
                     let _ = tx.send(Ok((offset, waits)));
                 }
                 Out::Conn(conn, action) | Out::Subscribed(conn, _, action) => {
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     push_conn(&hub, conn, action);
                 }
                 Out::History(tx, r) => {
                     let _ = tx.send(Ok(r));
                 }
                 Out::Resync(shard, user, frames) => {
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     if let Some(inbox) = hub.inboxes.get(shard) {
                         inbox.push(ShardMsg::InboxResync(user, frames));
                     }
@@ -79,10 +107,24 @@ impl Sequencer {
                     offset,
                     frame,
                     id,
+                    reply: DurableReply::Http(conn),
+                    wire,
+                } => {
+                    flush_pubs(&mut run);
+                    if let Some(op) = wire {
+                        hub.cluster.broker.control(op);
+                    }
+                    sends.push(user, offset, id, frame, conn);
+                }
+                Out::Durable {
+                    user,
+                    offset,
+                    frame,
+                    id,
                     reply,
                     wire,
                 } => {
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     if let Some(op) = wire {
                         hub.cluster.broker.control(op);
                     }
@@ -97,10 +139,12 @@ impl Sequencer {
                         inbox.push(ShardMsg::Api(op, t));
                         waits.push(r);
                     }
-                    let _ = reply.send(Ok((id, (offset, waits))));
+                    if let DurableReply::Api(tx) = reply {
+                        let _ = tx.send(Ok((id, (offset, waits))));
+                    }
                 }
                 Out::Gone(changes) => {
-                    flush(&mut run);
+                    flush_pubs(&mut run);
                     if let Some(hook) = &hub.hooks.on_delivery {
                         for c in &changes {
                             let _ =
@@ -138,7 +182,7 @@ impl Sequencer {
                 }
             }
         }
-        flush(&mut run);
+        flush(&mut run, &mut sends);
         if changed {
             self.webhook_committed();
         }
@@ -152,9 +196,7 @@ impl Sequencer {
             match out {
                 Out::Pub(sp, reply, _) => reply_error(&hub, &sp.topic, reply, clone_err(e)),
                 Out::Replied(topic, reply, _) => reply_error(&hub, &topic, reply, clone_err(e)),
-                Out::Durable { reply, .. } => {
-                    let _ = reply.send(Err(clone_err(e)));
-                }
+                Out::Durable { reply, .. } => durable_error(&hub, reply, clone_err(e)),
                 Out::Subscribed(conn, rid, Action::Recovered { topic, held, .. }) => {
                     // Release the connection's held topic with an error instead of a position.
                     let frame = Some(envelope::error(
@@ -215,6 +257,23 @@ pub(super) fn reply_error(hub: &HubShared, topic: &str, reply: PubReply, e: Stor
         }
         PubReply::Api(tx) => {
             let _ = tx.send(Err(e));
+        }
+    }
+}
+
+/// A durable send that was not stored: its waiter gets the error, as the API answers it.
+pub(super) fn durable_error(hub: &HubShared, reply: DurableReply, e: StoreError) {
+    match reply {
+        DurableReply::Api(tx) => {
+            let _ = tx.send(Err(e));
+        }
+        DurableReply::Http(conn) => {
+            let e = ApiError::from_store(e);
+            let body = serde_json::json!({"success": false, "code": e.code, "error": e.message});
+            if let Some(inbox) = hub.inboxes.get(conn.shard()) {
+                let body = Bytes::from(body.to_string());
+                inbox.push(ShardMsg::ApiAnswer(conn, e.status, body));
+            }
         }
     }
 }

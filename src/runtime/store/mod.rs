@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::cluster::ControlOp;
 use crate::shard::inbox::{Action, StoredPub};
-use crate::shard::jobs::{Counted, InboxFrames, PubJob, PubReply, StoreJob};
+use crate::shard::jobs::{DurableReply, InboxFrames, PubJob, PubReply, StoreJob};
 use crate::shard::shared::HubShared;
 use crate::store::{
     HistoryRead, InboxMessage, MessageInfo, MessageStatus, OutboxEntry, StatusChange, Store,
@@ -63,7 +63,7 @@ enum Out {
         offset: u64,
         frame: Bytes,
         id: u64,
-        reply: oneshot::Sender<Result<(u64, Counted), StoreError>>,
+        reply: DurableReply,
         /// In a cluster: the same message for the other nodes.
         wire: Option<ControlOp>,
     },
