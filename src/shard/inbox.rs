@@ -293,8 +293,8 @@ pub(crate) struct PollRequest {
     pub(crate) from: ConnId,
     /// The request's allowed `Origin`, echoed in the answer.
     pub(crate) origin: Option<Box<str>>,
-    /// The `Connection` header line of the answer (`KeepAlive::header`).
-    pub(crate) keep: &'static str,
+    /// How the connection continues after the answer (its `Connection` header line).
+    pub(crate) keep: super::shared::KeepAlive,
     /// The POST body; `None` for a GET.
     pub(crate) body: Option<Bytes>,
 }

@@ -126,3 +126,69 @@ fn an_idle_polling_session_costs_about_what_a_websocket_connection_does() {
         "heap bytes per idle polling session {polling} vs WebSocket connection {ws}"
     );
 }
+
+/// A client as the load generator's (`--transport polling`): one kept-alive connection for
+/// the handshake, the CONNECT, its answer, then a GET parked on that same connection.
+/// Returns the connection's slot.
+fn kept_client(st: &mut ShardState) -> u32 {
+    let slot = st.accept(-1, ([127, 0, 0, 1], 3).into());
+    let exchange = |st: &mut ShardState, req: String| -> String {
+        st.on_input(slot, &mut req.into_bytes());
+        st.take_dirty(&mut Vec::new());
+        let out = String::from_utf8(written(st, slot)).expect("UTF-8");
+        out.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string())
+    };
+    let open = exchange(
+        st,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n\r\n".into(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&open[1..]).expect("OPEN");
+    let sid = v["sid"].as_str().expect("sid").to_string();
+    let q = format!("/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let post = format!("POST {q} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n40");
+    assert_eq!(exchange(st, post), "ok");
+    let get = format!("GET {q} HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(exchange(st, get.clone()).starts_with("40{\"sid\":"));
+    assert_eq!(exchange(st, get), "", "parked");
+    slot
+}
+
+#[test]
+fn an_idle_polling_client_breakdown() {
+    use std::mem::size_of;
+    let mut st = sio_shard();
+    for _ in 0..4 {
+        kept_client(&mut st);
+        let s = upgraded_with(&mut st, SIO_UPGRADE);
+        st.on_input(s, &mut frame(1, b"40"));
+        written(&mut st, s);
+    }
+    let entry = size_of::<ConnEntry>();
+    let (n0, h0) = (st.len(), heap::live());
+    for _ in 0..100 {
+        let s = upgraded_with(&mut st, SIO_UPGRADE);
+        st.on_input(s, &mut frame(1, b"40"));
+        written(&mut st, s);
+    }
+    let ws_entries = (st.len() - n0) as f64 / 100.0;
+    let ws_heap = (heap::live() - h0) as f64 / 100.0;
+    let (n0, h0) = (st.len(), heap::live());
+    for _ in 0..100 {
+        kept_client(&mut st);
+    }
+    let poll_entries = (st.len() - n0) as f64 / 100.0;
+    let poll_heap = (heap::live() - h0) as f64 / 100.0;
+    eprintln!(
+        "ConnEntry {entry} B, SioConn {} B, poll session state {} B",
+        size_of::<super::super::sio::SioConn>(),
+        ShardState::poll_session_size()
+    );
+    eprintln!(
+        "WebSocket: {ws_entries} entries + {ws_heap} B heap = {} B",
+        ws_entries * entry as f64 + ws_heap
+    );
+    eprintln!(
+        "polling: {poll_entries} entries + {poll_heap} B heap = {} B",
+        poll_entries * entry as f64 + poll_heap
+    );
+}
