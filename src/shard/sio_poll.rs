@@ -142,13 +142,7 @@ impl ShardState {
         });
     }
 
-    fn poll_error(
-        &mut self,
-        to: ConnId,
-        origin: Option<&str>,
-        keep: KeepAlive,
-        e: RequestError,
-    ) {
+    fn poll_error(&mut self, to: ConnId, origin: Option<&str>, keep: KeepAlive, e: RequestError) {
         let body = e.body();
         let json = (e.status(), "application/json");
         self.poll_reply(to, json, body.as_bytes(), origin, keep);
@@ -167,10 +161,7 @@ impl ShardState {
             // session is once its ping timeout fires.
             self.poll_end(r.sid);
         }
-        let Some(s) = self
-            .session(r.sid)
-            .filter(|s| live && s.secret == r.secret)
-        else {
+        let Some(s) = self.session(r.sid).filter(|s| live && s.secret == r.secret) else {
             return self.poll_error(r.from, origin, r.keep, RequestError::UnknownSid);
         };
         let Some(body) = r.body else {

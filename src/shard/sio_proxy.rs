@@ -36,7 +36,10 @@ struct Rpc<'a> {
 impl ShardState {
     /// The upgrade request's headers the connect proxy forwards, kept for the first CONNECT;
     /// `None` (nothing kept) without a connect proxy naming headers.
-    pub(super) fn sio_proxy_headers(&self, head: &RequestHead) -> Option<Box<Vec<(String, String)>>> {
+    pub(super) fn sio_proxy_headers(
+        &self,
+        head: &RequestHead,
+    ) -> Option<Box<Vec<(String, String)>>> {
         let ep = self.proxy_for(ProxyKind::Connect, "")?;
         let kept: Vec<(String, String)> = ep
             .headers

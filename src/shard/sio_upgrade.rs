@@ -101,8 +101,7 @@ impl ShardState {
     /// The owner: a message from the session's WebSocket: the probe, the upgrade, then the
     /// session's packets.
     pub(super) fn carried(&mut self, sid: ConnId, from: ConnId, op: u8, msg: &[u8]) {
-        let Some(s) = self.session(sid).filter(|s| s.ws == Some(from))
-        else {
+        let Some(s) = self.session(sid).filter(|s| s.ws == Some(from)) else {
             return;
         };
         match (s.stage, op, msg) {
