@@ -42,6 +42,7 @@ pub(crate) struct SioConn {
     /// The upgrade request's headers the connect proxy forwards (kept until the first CONNECT
     /// only when a connect proxy names some).
     /// A thin pointer (boxed `Vec`, not a boxed slice): 8 bytes in every connection's state.
+    #[allow(clippy::box_collection)]
     pub(super) headers: Option<Box<Vec<(String, String)>>>,
     /// A long-polling session's state (`shard::sio_poll`): here rather than in a map of its
     /// own, so a session costs one lookup and no map entry of its own.

@@ -36,6 +36,8 @@ struct Rpc<'a> {
 impl ShardState {
     /// The upgrade request's headers the connect proxy forwards, kept for the first CONNECT;
     /// `None` (nothing kept) without a connect proxy naming headers.
+    /// Boxed `Vec`: a thin pointer in `SioConn` (see there).
+    #[allow(clippy::box_collection)]
     pub(super) fn sio_proxy_headers(
         &self,
         head: &RequestHead,
