@@ -218,7 +218,7 @@ fn an_idle_connection_is_one_small_slab_entry() {
     use std::mem::size_of;
     let size = size_of::<ConnEntry>();
     eprintln!("ConnEntry: {size} bytes");
-    assert!(size <= 272, "ConnEntry is {size} bytes");
+    assert!(size <= 256, "ConnEntry is {size} bytes");
     assert!(size_of::<Phase>() <= 16, "Phase: {}", size_of::<Phase>());
     assert_eq!(size_of::<crate::policy::permissions::Permissions>(), 8);
     assert_eq!(size_of::<Option<Stamp>>(), 4);
