@@ -105,8 +105,8 @@ impl ShardState {
         Some((self.hub.parse_client(client)?, secret))
     }
 
-    /// How the connection `id` continues after the answer to its request in flight: the
-    /// answer's `Connection` header line.
+    /// How the connection `id` continues after the answer to its request in flight (one byte
+    /// kept in a parked GET; its `Connection` header line when the answer is built).
     pub(super) fn keep_of(&mut self, id: ConnId) -> KeepAlive {
         let keep = match self
             .conn_mut(id)
