@@ -231,6 +231,24 @@ fn an_idle_connection_is_one_small_slab_entry() {
 }
 
 #[test]
+fn an_entrys_peer_address_round_trips_in_19_bytes() {
+    use super::entry::Peer;
+    assert!(std::mem::size_of::<Peer>() <= 19);
+    for a in [
+        "1.2.3.4:80",
+        "[::1]:443",
+        "[::ffff:1.2.3.4]:8080",
+        "[2001:db8::7]:65535",
+    ] {
+        let addr: std::net::SocketAddr = a.parse().expect("an address");
+        let p = Peer::from(addr);
+        assert_eq!(p.addr(), addr, "{a}");
+        assert_eq!(p.ip(), addr.ip(), "{a}");
+        assert_eq!(p.to_string(), addr.to_string());
+    }
+}
+
+#[test]
 fn split_frames_are_reassembled_and_whole_ones_decoded_in_place() {
     let mut st = shard();
     let slot = upgraded(&mut st);
