@@ -275,7 +275,7 @@ impl ShardState {
             return self.error(id, req, topic, ErrorCode::HandlerNotFound, &msg);
         };
         let Some(c) = self.conn_mut(id) else { return };
-        let (user, remote) = (c.user.clone(), c.remote);
+        let (user, remote) = (c.user.clone(), c.remote.addr());
         if blocking {
             let job = Job {
                 handler,

@@ -3,7 +3,7 @@
 //! tests in `shard::tests`).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +49,7 @@ pub(crate) enum Phase {
 pub(crate) struct ConnEntry {
     pub(crate) id: ConnId,
     pub(crate) fd: RawFd,
-    pub(super) remote: SocketAddr,
+    pub(super) remote: Peer,
     pub(super) phase: Phase,
     pub(super) user: Option<Arc<str>>,
     /// What the connection may subscribe and publish to.
@@ -156,7 +156,7 @@ impl ConnEntry {
     pub(super) fn new(
         id: ConnId,
         fd: RawFd,
-        remote: SocketAddr,
+        remote: impl Into<Peer>,
         perms: crate::policy::permissions::Permissions,
         tls: Option<Box<rustls::ServerConnection>>,
         now: Stamp,
@@ -164,7 +164,7 @@ impl ConnEntry {
         ConnEntry {
             id,
             fd,
-            remote,
+            remote: remote.into(),
             phase: Phase::Head,
             user: None,
             perms,
@@ -239,6 +239,58 @@ impl ConnEntry {
             limits.uncount(self.remote.ip(), counted);
         }
         self.clear(flag::CAPPED | flag::CAPPED_IP);
+    }
+}
+
+/// A peer's address in 19 bytes (an IPv4 address as its IPv6-mapped form, the port, and
+/// which of the two it was): `SocketAddr` is 32, and every entry holds one. An IPv6 peer's
+/// flow label and scope id are not kept (nothing here reads them).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer {
+    ip: [u8; 16],
+    port: [u8; 2],
+    v4: bool,
+}
+
+impl Peer {
+    /// The address.
+    pub(crate) fn ip(self) -> IpAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        match v6.to_ipv4_mapped() {
+            Some(v4) if self.v4 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        }
+    }
+
+    /// As a socket address.
+    pub(crate) fn addr(self) -> SocketAddr {
+        SocketAddr::new(self.ip(), u16::from_ne_bytes(self.port))
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(a: SocketAddr) -> Self {
+        let (ip, v4) = match a.ip() {
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped(), true),
+            IpAddr::V6(v6) => (v6, false),
+        };
+        Peer {
+            ip: ip.octets(),
+            port: a.port().to_ne_bytes(),
+            v4,
+        }
+    }
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr().fmt(f)
+    }
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr().fmt(f)
     }
 }
 

@@ -305,8 +305,8 @@ pub(crate) struct PollRequest {
     pub(crate) from: ConnId,
     /// The request's allowed `Origin`, echoed in the answer.
     pub(crate) origin: Option<Box<str>>,
-    /// The `Connection` header line of the answer (`KeepAlive::header`).
-    pub(crate) keep: &'static str,
+    /// How the connection continues after the answer (its `Connection` header line).
+    pub(crate) keep: KeepAlive,
     /// The POST body; `None` for a GET.
     pub(crate) body: Option<Bytes>,
 }
@@ -351,6 +351,28 @@ impl PollMsg {
             | PollMsg::Frame { sid, .. }
             | PollMsg::Gone { sid, .. } => sid.shard(),
             PollMsg::Answer { to, .. } | PollMsg::Out { to, .. } => to.shard(),
+        }
+    }
+}
+
+/// How a connection continues after an HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeepAlive {
+    /// Closed once the response is written.
+    Close,
+    /// Kept open for an HTTP/1.0 client that asked (`Connection: keep-alive` in the answer).
+    Http10,
+    /// Kept open for an HTTP/1.1 client (the default; no header needed).
+    Http11,
+}
+
+impl KeepAlive {
+    /// The `Connection` header line a response carries for this (empty for HTTP/1.1 kept open).
+    pub(crate) fn header(self) -> &'static str {
+        match self {
+            KeepAlive::Close => "Connection: close\r\n",
+            KeepAlive::Http10 => "Connection: keep-alive\r\n",
+            KeepAlive::Http11 => "",
         }
     }
 }

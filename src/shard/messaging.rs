@@ -414,11 +414,12 @@ impl ShardState {
     pub(super) fn forget(&mut self, id: ConnId) {
         self.held.remove(&id);
         self.meta.remove(&id);
+        // Before the Socket.IO state goes: a polling session's is in it.
+        self.poll_forget(id);
         self.sio.remove(&id);
         self.deflater.forget(id.raw());
         self.cancel_sync(id);
         self.deltas.retain(|_, t| t.forget(id));
         self.forget_proxied(id);
-        self.poll_forget(id);
     }
 }

@@ -253,7 +253,7 @@ impl ShardState {
                 let info = super::hooks::DisconnectInfo {
                     client: &client,
                     user: c.user.as_deref(),
-                    remote: c.remote,
+                    remote: c.remote.addr(),
                 };
                 let _ = super::hooks::guarded(|| {
                     hook(&info);

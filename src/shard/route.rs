@@ -212,7 +212,7 @@ impl ShardState {
         let Some(c) = self.conn_mut(id) else {
             return Ok(());
         };
-        let remote = c.remote;
+        let remote = c.remote.addr();
         let client = self.hub.client_id(id);
         let info = super::hooks::ConnectInfo {
             client: &client,

@@ -46,27 +46,9 @@ pub(crate) struct ApiJob {
     pub keep: KeepAlive,
 }
 
-/// How a connection continues after an HTTP response.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum KeepAlive {
-    /// Closed once the response is written.
-    Close,
-    /// Kept open for an HTTP/1.0 client that asked (`Connection: keep-alive` in the answer).
-    Http10,
-    /// Kept open for an HTTP/1.1 client (the default; no header needed).
-    Http11,
-}
-
-impl KeepAlive {
-    /// The `Connection` header line a response carries for this (empty for HTTP/1.1 kept open).
-    pub(crate) fn header(self) -> &'static str {
-        match self {
-            KeepAlive::Close => "Connection: close\r\n",
-            KeepAlive::Http10 => "Connection: keep-alive\r\n",
-            KeepAlive::Http11 => "",
-        }
-    }
-}
+/// How a connection continues after an HTTP response (defined with the inbox messages that
+/// carry it, so the inbox needs nothing from here).
+pub(crate) use super::inbox::KeepAlive;
 
 thread_local! {
     /// Store jobs held back by [`collect_store_jobs`] on this thread.

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use bytes::Bytes;
 
 use super::inbox::{PollMsg, PollRequest, ShardMsg};
+use super::shared::KeepAlive;
 use super::{flag, Phase, ShardState};
 use crate::proto::engineio::{self as eio, RequestError};
 use crate::proto::engineio_poll as poll;
@@ -29,12 +30,13 @@ mod http_in;
 #[path = "sio_upgrade.rs"]
 mod upgrade;
 
-/// The polling sessions a shard owns, and its connections serving a session (a parked GET,
-/// an upgrade's WebSocket), which may be owned by another shard.
+/// This shard's connections serving a session (a parked GET, an upgrade's WebSocket), which
+/// may be owned by another shard, and how many sessions it owns. A session's own state is in
+/// its Socket.IO state ([`SioConn::poll`](super::sio::SioConn)), found by the same lookup: no
+/// map of its own (BENCHMARKS.md, "Socket.IO": idle memory per long-polling client).
 #[derive(Default)]
 pub(crate) struct Polls {
-    /// Boxed: a map of 10,000 idle sessions keeps its spare room in pointers, not in entries.
-    sessions: HashMap<ConnId, Box<PollSession>>,
+    sessions: usize,
     links: HashMap<ConnId, ConnId>,
 }
 
@@ -67,7 +69,21 @@ pub(crate) struct PollSession {
 struct Parked {
     conn: ConnId,
     origin: Option<Box<str>>,
-    keep: &'static str,
+    keep: KeepAlive,
+}
+
+impl ShardState {
+    /// The polling state of session `sid`, if this shard owns it.
+    fn session(&mut self, sid: ConnId) -> Option<&mut PollSession> {
+        self.sio.get_mut(&sid)?.poll.as_deref_mut()
+    }
+
+    /// Takes session `sid`'s polling state out: it is ending.
+    fn take_session(&mut self, sid: ConnId) -> Option<Box<PollSession>> {
+        let s = self.sio.get_mut(&sid)?.poll.take()?;
+        self.polls.sessions -= 1;
+        Some(s)
+    }
 }
 
 impl ShardState {
@@ -116,23 +132,17 @@ impl ShardState {
         (status, ctype): (u16, &str),
         body: &[u8],
         origin: Option<&str>,
-        keep: &'static str,
+        keep: KeepAlive,
     ) {
         let extra = poll::cors_headers(origin);
-        let bytes = http::response_bytes(status, ctype, &extra, keep, body);
+        let bytes = http::response_bytes(status, ctype, &extra, keep.header(), body);
         self.poll_send(PollMsg::Answer {
             to,
             bytes: Bytes::from(bytes),
         });
     }
 
-    fn poll_error(
-        &mut self,
-        to: ConnId,
-        origin: Option<&str>,
-        keep: &'static str,
-        e: RequestError,
-    ) {
+    fn poll_error(&mut self, to: ConnId, origin: Option<&str>, keep: KeepAlive, e: RequestError) {
         let body = e.body();
         let json = (e.status(), "application/json");
         self.poll_reply(to, json, body.as_bytes(), origin, keep);
@@ -151,12 +161,7 @@ impl ShardState {
             // session is once its ping timeout fires.
             self.poll_end(r.sid);
         }
-        let Some(s) = self
-            .polls
-            .sessions
-            .get_mut(&r.sid)
-            .filter(|s| live && s.secret == r.secret)
-        else {
+        let Some(s) = self.session(r.sid).filter(|s| live && s.secret == r.secret) else {
             return self.poll_error(r.from, origin, r.keep, RequestError::UnknownSid);
         };
         let Some(body) = r.body else {
@@ -219,7 +224,7 @@ impl ShardState {
             if p.bytes() == [eio::Kind::Close.digit()] {
                 // The client closed: a waiting poll ends with a noop, the session now (or
                 // at that poll, when it is on its way).
-                let Some(s) = self.polls.sessions.get_mut(&r.sid) else {
+                let Some(s) = self.session(r.sid) else {
                     break;
                 };
                 match s.get.take() {
@@ -260,7 +265,7 @@ impl ShardState {
     /// Sends a session's queued frames to its parked GET, or to its WebSocket once upgraded.
     fn poll_flush(&mut self, id: ConnId) {
         let closing_now = self.conn(id).is_some_and(|c| c.closing.is_some());
-        let Some(s) = self.polls.sessions.get_mut(&id) else {
+        let Some(s) = self.session(id) else {
             return self.poll_end(id);
         };
         let (stage, ws) = (s.stage, s.ws);
@@ -277,7 +282,11 @@ impl ShardState {
         };
         let Some(c) = self.conn_mut(id) else { return };
         let closing = c.closing.is_some();
-        let frames: Vec<Bytes> = c.out.drain(..).map(|f| (*f).clone()).collect();
+        // The queue's buffer goes too: an idle session holds none.
+        let frames: Vec<Bytes> = std::mem::take(&mut c.out)
+            .into_iter()
+            .map(|f| (*f).clone())
+            .collect();
         c.queued = 0;
         c.head_sent = 0;
         match (parked, ws) {
@@ -322,7 +331,7 @@ impl ShardState {
     /// Ends a session for good: its parked GET is told (`1`), its WebSocket closed, its entry
     /// released as a socket's is once both directions are done.
     pub(super) fn poll_end(&mut self, id: ConnId) {
-        if let Some(s) = self.polls.sessions.remove(&id) {
+        if let Some(s) = self.take_session(id) {
             if let Some(p) = s.get {
                 self.poll_reply(p.conn, (200, poll::TEXT), b"1", p.origin.as_deref(), p.keep);
             }
@@ -339,7 +348,7 @@ impl ShardState {
         let Some(c) = self.conn_mut(id).filter(|c| c.fd < 0) else {
             return;
         };
-        c.out.clear();
+        c.out = Default::default();
         c.queued = 0;
         c.phase = Phase::Discard;
         c.set(flag::RD_EOF | flag::WR_SHUT);
@@ -349,10 +358,10 @@ impl ShardState {
 
     /// A connection is gone (see `forget`): a session's bookkeeping, or a link to one.
     pub(super) fn poll_forget(&mut self, id: ConnId) {
-        if self.polls.links.is_empty() && self.polls.sessions.is_empty() {
+        if self.polls.links.is_empty() && self.polls.sessions == 0 {
             return;
         }
-        self.polls.sessions.remove(&id);
+        self.take_session(id);
         if let Some(sid) = self.polls.links.remove(&id) {
             self.poll_send(PollMsg::Gone { sid, from: id });
         }
@@ -360,7 +369,7 @@ impl ShardState {
 
     /// The owner: a parked GET's connection or the session's WebSocket went away.
     fn poll_gone(&mut self, sid: ConnId, from: ConnId) {
-        let Some(s) = self.polls.sessions.get_mut(&sid) else {
+        let Some(s) = self.session(sid) else {
             return;
         };
         if s.get.as_ref().is_some_and(|p| p.conn == from) {
@@ -385,7 +394,8 @@ impl ShardState {
     #[cfg(test)]
     pub(super) fn poll_session_size() -> usize {
         use std::mem::size_of;
-        size_of::<PollSession>() + size_of::<Box<PollSession>>() + size_of::<ConnId>()
+        // Its boxed state, and the pointer to it in the session's `SioConn`.
+        size_of::<PollSession>() + size_of::<Option<Box<PollSession>>>()
     }
 }
 
@@ -412,6 +422,6 @@ fn random_secret() -> u64 {
 impl Polls {
     /// Whether this shard owns any polling session.
     pub(super) fn has_sessions(&self) -> bool {
-        !self.sessions.is_empty()
+        self.sessions > 0
     }
 }

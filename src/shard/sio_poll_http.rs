@@ -105,9 +105,9 @@ impl ShardState {
         Some((self.hub.parse_client(client)?, secret))
     }
 
-    /// How the connection `id` continues after the answer to its request in flight: the
-    /// answer's `Connection` header line.
-    pub(super) fn keep_of(&mut self, id: ConnId) -> &'static str {
+    /// How the connection `id` continues after the answer to its request in flight (one byte
+    /// kept in a parked GET; its `Connection` header line when the answer is built).
+    pub(super) fn keep_of(&mut self, id: ConnId) -> KeepAlive {
         let keep = match self
             .conn_mut(id)
             .map(|c| (c.has(flag::KEEP_ALIVE), c.has(flag::HTTP10)))
@@ -116,7 +116,7 @@ impl ShardState {
             Some((true, false)) => KeepAlive::Http11,
             _ => KeepAlive::Close,
         };
-        keep.header()
+        keep
     }
 
     /// Answers the request on `id` here and now (its head was just read).
@@ -133,7 +133,7 @@ impl ShardState {
         let keep = self.keep_of(id);
         let Some(c) = self.conn_mut(id) else { return };
         c.phase = Phase::Api;
-        let bytes = http::response_bytes(status, ctype, extra, keep, body);
+        let bytes = http::response_bytes(status, ctype, extra, keep.header(), body);
         self.http_response(id, Bytes::from(bytes));
     }
 
@@ -157,17 +157,16 @@ impl ShardState {
         if let Some(c) = self.conn_mut(sid) {
             c.set(flag::SIO | flag::POLL);
         }
-        self.sio.insert(sid, Default::default());
         let secret = random_secret();
-        self.polls.sessions.insert(
-            sid,
-            Box::new(PollSession {
-                secret,
-                get: None,
-                ws: None,
-                stage: Stage::Polling,
-            }),
-        );
+        let mut state = Box::<super::super::sio::SioConn>::default();
+        state.poll = Some(Box::new(PollSession {
+            secret,
+            get: None,
+            ws: None,
+            stage: Stage::Polling,
+        }));
+        self.sio.insert(sid, state);
+        self.polls.sessions += 1;
         let ping = cfg.ping_interval.as_millis() as u64;
         let mut open = Vec::with_capacity(200);
         eio::Open {
@@ -185,7 +184,7 @@ impl ShardState {
     }
 
     /// A slab entry with no socket for a polling session from `remote`.
-    fn insert_session(&mut self, remote: std::net::SocketAddr) -> ConnId {
+    fn insert_session(&mut self, remote: super::super::entry::Peer) -> ConnId {
         self.generation = self.generation.wrapping_add(1);
         let slot = self.conns.vacant_key() as u32;
         let id = ConnId::new(self.index, slot, self.generation);

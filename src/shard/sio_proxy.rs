@@ -36,14 +36,19 @@ struct Rpc<'a> {
 impl ShardState {
     /// The upgrade request's headers the connect proxy forwards, kept for the first CONNECT;
     /// `None` (nothing kept) without a connect proxy naming headers.
-    pub(super) fn sio_proxy_headers(&self, head: &RequestHead) -> Option<Box<[(String, String)]>> {
+    /// Boxed `Vec`: a thin pointer in `SioConn` (see there).
+    #[allow(clippy::box_collection)]
+    pub(super) fn sio_proxy_headers(
+        &self,
+        head: &RequestHead,
+    ) -> Option<Box<Vec<(String, String)>>> {
         let ep = self.proxy_for(ProxyKind::Connect, "")?;
         let kept: Vec<(String, String)> = ep
             .headers
             .iter()
             .filter_map(|n| head.header(n).map(|v| (n.clone(), v.to_string())))
             .collect();
-        (!kept.is_empty()).then(|| kept.into_boxed_slice())
+        (!kept.is_empty()).then(|| Box::new(kept))
     }
 
     /// Holds a Socket.IO `message` packet (text `4...`, or a binary attachment) of a connection
@@ -82,7 +87,7 @@ impl ShardState {
             .sio
             .get(&id)
             .and_then(|s| s.headers.as_deref())
-            .map(<[_]>::to_vec)
+            .map(|h| h.to_vec())
             .unwrap_or_default();
         let map = headers
             .iter()

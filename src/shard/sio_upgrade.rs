@@ -29,12 +29,7 @@ impl ShardState {
         };
         // A session that has upgraded already gets its WebSocket, closed at once by the owner
         // (as the reference server does).
-        let known = |st: &ShardState| {
-            st.polls
-                .sessions
-                .get(&sid)
-                .is_some_and(|s| s.secret == secret)
-        };
+        let known = |st: &mut ShardState| st.session(sid).is_some_and(|s| s.secret == secret);
         if sid.shard() == self.index && !known(self) {
             return self.sio_refuse(id, head, RequestError::UnknownSid);
         }
@@ -60,7 +55,7 @@ impl ShardState {
 
     /// The owner: a WebSocket asks to carry a session.
     pub(super) fn poll_attach(&mut self, sid: ConnId, secret: u64, from: ConnId) {
-        let ok = self.polls.sessions.get(&sid).is_some_and(|s| {
+        let ok = self.session(sid).is_some_and(|s| {
             s.secret == secret && matches!(s.stage, Stage::Polling | Stage::Probing)
         });
         if !ok {
@@ -72,9 +67,7 @@ impl ShardState {
             });
         }
         if let Some(old) = self
-            .polls
-            .sessions
-            .get_mut(&sid)
+            .session(sid)
             .and_then(|s| s.ws.replace(from))
             .filter(|o| *o != from)
         {
@@ -108,12 +101,7 @@ impl ShardState {
     /// The owner: a message from the session's WebSocket: the probe, the upgrade, then the
     /// session's packets.
     pub(super) fn carried(&mut self, sid: ConnId, from: ConnId, op: u8, msg: &[u8]) {
-        let Some(s) = self
-            .polls
-            .sessions
-            .get_mut(&sid)
-            .filter(|s| s.ws == Some(from))
-        else {
+        let Some(s) = self.session(sid).filter(|s| s.ws == Some(from)) else {
             return;
         };
         match (s.stage, op, msg) {
