@@ -136,7 +136,7 @@ impl ShardState {
         let Some(c) = self.conn(id).filter(|c| c.closing.is_none()) else {
             return;
         };
-        let who = (c.user.clone(), c.remote);
+        let who = (c.user.clone(), c.remote.addr());
         let hub = self.hub.clone();
         let name = &hub.config.socketio_namespaces[nsp];
         let msg = crate::Message::new(name, "connect", auth, None);
