@@ -11,14 +11,17 @@
 //!   `Value` and a `redis::Msg` per frame, one channel send each, then one `ShardMsg::Publish`
 //!   push per message per shard.
 //!
-//! Cases: shards × topics × payload bytes (each topic wanted by one shard).
+//! Cases: shards × topics × payload bytes (each topic wanted by one shard); and `stored/…`:
+//! publications on a topic with history as the Redis store's append script publishes them, one
+//! cluster message per publication (`b1`, what a script call of one publication sends) or 64
+//! per message (`b64`, a call of 64), decoded by this branch's path.
 //!
 //! `cargo bench --bench cluster_recv`
 
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringhub::bench_support::cluster::{resp_publications, RecvBench};
+use ringhub::bench_support::cluster::{resp_publications, resp_stored, RecvBench};
 
 const N: usize = 4096;
 const READ: usize = 64 << 10;
@@ -51,6 +54,21 @@ fn bench(c: &mut Criterion) {
                 assert_eq!(rx.drain(), N);
             })
         });
+    }
+    for per in [1, 64] {
+        let stream = resp_stored("n2~s", N, "chat:0", 64, per);
+        let mut rx = RecvBench::new(1, &["chat:0"]);
+        g.bench_function(
+            BenchmarkId::new("stored", format!("s1_t1_p64_b{per}")),
+            |b| {
+                b.iter(|| {
+                    for chunk in stream.chunks(READ) {
+                        rx.read(chunk);
+                    }
+                    assert_eq!(rx.drain(), N);
+                })
+            },
+        );
     }
     g.finish();
 }
