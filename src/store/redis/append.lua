@@ -45,13 +45,13 @@ for p = base, #ARGV - 3, 4 do
     first[j] = top[j] + 1
     parts[j] = {}
   end
-  local off = string.format('%d', top[j] + 1)
+  local id = string.format('%d-0', top[j] + 1)
   -- XADD first: should it fail, no offset was consumed (scripts are not rolled back).
   local r
   if h % 2 == 1 then
-    r = redis.pcall('XADD', sk, off .. '-0', 'e', ARGV[p + 1], 't', now, 'd', ARGV[p + 2])
+    r = redis.pcall('XADD', sk, id, 'e', ARGV[p + 1], 't', now, 'd', ARGV[p + 2])
   else
-    r = redis.pcall('XADD', sk, off .. '-0', 'e', ARGV[p + 1], 't', now)
+    r = redis.pcall('XADD', sk, id, 'e', ARGV[p + 1], 't', now)
   end
   if type(r) == 'table' and r.err then
     err = r.err
