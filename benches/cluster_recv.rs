@@ -11,17 +11,24 @@
 //!   `Value` and a `redis::Msg` per frame, one channel send each, then one `ShardMsg::Publish`
 //!   push per message per shard.
 //!
-//! Cases: shards × topics × payload bytes (each topic wanted by one shard).
+//! Cases: shards × topics × payload bytes (each topic wanted by one shard); and `stored/…`:
+//! publications on a topic with history as the Redis store's append script publishes them, one
+//! cluster message per publication (`b1`, what a script call of one publication sends) or 64
+//! per message (`b64`, a call of 64), decoded by this branch's path: 20,480 publications per
+//! iteration (320 messages of 64 — more than the de-duplication window of 256 messages, so the
+//! next iteration's replay of the same sequence numbers is not taken for repeats).
 //!
 //! `cargo bench --bench cluster_recv`
 
 mod common;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use ringhub::bench_support::cluster::{resp_publications, RecvBench};
+use ringhub::bench_support::cluster::{resp_publications, resp_stored, RecvBench};
 
 const N: usize = 4096;
 const READ: usize = 64 << 10;
+/// Stored publications per iteration of the `stored/…` cases.
+const STORED: usize = 64 * 320;
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("cluster_recv");
@@ -51,6 +58,24 @@ fn bench(c: &mut Criterion) {
                 assert_eq!(rx.drain(), N);
             })
         });
+    }
+    g.finish();
+    let mut g = c.benchmark_group("cluster_recv");
+    g.throughput(Throughput::Elements(STORED as u64));
+    for per in [1, 64] {
+        let stream = resp_stored("n2~s", STORED, "chat:0", 64, per);
+        let mut rx = RecvBench::new(1, &["chat:0"]);
+        g.bench_function(
+            BenchmarkId::new("stored", format!("s1_t1_p64_b{per}")),
+            |b| {
+                b.iter(|| {
+                    for chunk in stream.chunks(READ) {
+                        rx.read(chunk);
+                    }
+                    assert_eq!(rx.drain(), STORED);
+                })
+            },
+        );
     }
     g.finish();
 }

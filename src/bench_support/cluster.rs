@@ -34,6 +34,31 @@ pub fn resp_publications(
     out
 }
 
+/// `n` stored publications on `topic` (`payload` bytes of data each, offsets from 1) from node
+/// `origin`'s store as the append script publishes them: `per_message` publications per
+/// cluster message (wire kind 'B', one message per topic per script call), as a Redis
+/// subscriber connection receives them.
+pub fn resp_stored(
+    origin: &str,
+    n: usize,
+    topic: &str,
+    payload: usize,
+    per_message: usize,
+) -> Vec<u8> {
+    let data = vec![b'7'; payload];
+    let channel = crate::cluster::topic_channel("rh", topic);
+    let mut out = Vec::new();
+    let per = per_message.max(1);
+    for (k, first) in (0..n).step_by(per).enumerate() {
+        let pubs: Vec<(&str, Option<&[u8]>, u64)> = (first..n.min(first + per))
+            .map(|_| ("message", Some(&data[..]), 0))
+            .collect();
+        let body = wire::stored_batch(origin, k as u64, topic, "0a1b2c3d", first as u64 + 1, &pubs);
+        resp_message(&mut out, &channel, &body);
+    }
+    out
+}
+
 /// One `message` frame as Redis writes it to a RESP2 subscriber.
 pub fn resp_message(out: &mut Vec<u8>, channel: &str, payload: &[u8]) {
     out.extend_from_slice(b"*3\r\n$7\r\nmessage\r\n");
@@ -157,16 +182,12 @@ impl RecvBench {
             }
             Decoded::Stored(w) => {
                 let mask = self.interest.shards_for(w.topic);
-                let sp = StoredPub {
-                    topic: w.topic.into(),
-                    frame: crate::proto::envelope::stored_publication(
-                        w.topic, w.event, w.data, w.offset,
-                    ),
-                    exclude: None,
-                    epoch: w.epoch.into(),
-                    offset: w.offset,
-                };
-                let batch: Arc<[StoredPub]> = Arc::new([sp]);
+                let batch: Arc<[StoredPub]> = Arc::new([old_stored(&w)]);
+                self.each_shard(mask, |_| ShardMsg::Stored(batch.clone()));
+            }
+            Decoded::StoredBatch(b) => {
+                let mask = self.interest.shards_for(b.topic);
+                let batch: Arc<[StoredPub]> = b.iter().map(|w| old_stored(&w)).collect();
                 self.each_shard(mask, |_| ShardMsg::Stored(batch.clone()));
             }
             Decoded::Control(_) => {}
@@ -200,5 +221,16 @@ impl RecvBench {
             inbox.clear_eventfd();
         }
         n
+    }
+}
+
+/// A stored publication as the path before built it.
+fn old_stored(w: &wire::StoredWire<'_>) -> StoredPub {
+    StoredPub {
+        topic: w.topic.into(),
+        frame: crate::proto::envelope::stored_publication(w.topic, w.event, w.data, w.offset),
+        exclude: None,
+        epoch: w.epoch.into(),
+        offset: w.offset,
     }
 }

@@ -8,7 +8,7 @@
 //! API operations (`send`, `broadcast`, `disconnect`, server-side `subscribe`/`unsubscribe`,
 //! durable messages and their removals) go to every node on a control channel. Publications on
 //! topics with history do not pass through [`Broker::publish`]: the Redis store's append script
-//! publishes them (wire kind `'S'`), and the broker delivers them to every node, the origin
+//! publishes them (wire kind `'B'`, one message per topic per script call), and the broker delivers them to every node, the origin
 //! included, in offset order.
 
 use std::sync::Arc;

@@ -7,11 +7,23 @@
 //!      'S': u16 topic-len, topic, u16 event-len, event, u32 data-len (u32::MAX: none), data,
 //!           u64 exclude (a connection id of the origin, 0: none), then `<epoch>:<offset>`
 //!           in ASCII — appended by the Redis script that assigned them (see `store::redis`)
+//!      'B': u16 topic-len, topic, u8 position-len, `<epoch>:<first offset>` in ASCII, then
+//!           per publication until the end: u16 event-len, event, u32 data-len (u32::MAX:
+//!           none), data, u64 exclude — the k-th (from 0) has offset first + k
 //! ```
 //!
 //! 'S' is a publication on a topic with history: the Redis store's append script publishes it
 //! in the same atomic step that assigns its offset, so every node (the origin included) receives
 //! a topic's stored publications in offset order, and builds the frame itself.
+//!
+//! 'B' is what the append script publishes since it batches: every publication one script call
+//! appended to a topic, in one message (one `PUBLISH` per topic per call instead of one per
+//! publication; the node writes the header and each publication's part, the script only joins
+//! the applied ones behind their first position). 'S' is still decoded: nodes of the previous
+//! version publish it during a rolling upgrade. A node of that version ignores 'B' (an unknown
+//! kind is malformed: counted and dropped, never misparsed) and learns of the publications it
+//! missed from the next 'S' it receives (an offset gap: the subscribers recover from history)
+//! or from the position check.
 //!
 //! The frames are the publication's WebSocket frames exactly as the origin encoded them, so a
 //! receiving node queues them to its connections without re-encoding.
@@ -20,6 +32,7 @@ const MAGIC: u8 = b'R';
 const PUBLICATION: u8 = b'P';
 const CONTROL: u8 = b'C';
 const STORED: u8 = b'S';
+const STORED_BATCH: u8 = b'B';
 
 /// A decoded message.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,6 +43,61 @@ pub(crate) enum Decoded<'a> {
     Control(&'a [u8]),
     /// A publication on a topic with history, with the offset its stream assigned.
     Stored(StoredWire<'a>),
+    /// Consecutive publications on one topic with history, from one append call.
+    StoredBatch(StoredBatch<'a>),
+}
+
+/// The body of a 'B' message, checked by [`decode`] and read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredBatch<'a> {
+    pub topic: &'a str,
+    /// The stream's epoch when the offsets were assigned.
+    pub epoch: &'a str,
+    /// The first publication's offset; the others follow it one by one.
+    pub first: u64,
+    /// How many publications.
+    pub count: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> StoredBatch<'a> {
+    /// The publications in offset order (the `epoch` of each is the batch's).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = StoredWire<'a>> + 'a {
+        let mut r = Reader(self.bytes);
+        let (topic, epoch, first) = (self.topic, self.epoch, self.first);
+        (0..self.count as u64).map_while(move |k| {
+            let (event, data, exclude) = stored_item(&mut r)?;
+            Some(StoredWire {
+                topic,
+                event,
+                data,
+                exclude,
+                epoch,
+                offset: first + k,
+            })
+        })
+    }
+}
+
+/// One publication's part of a 'B' message (and of an 'S' message after its topic).
+fn stored_item<'a>(r: &mut Reader<'a>) -> Option<(&'a str, Option<&'a [u8]>, u64)> {
+    let el = r.u16()?;
+    let event = std::str::from_utf8(r.take(el)?).ok()?;
+    let data = match r.u32()? {
+        n if n == u32::MAX as usize => None,
+        n => Some(r.take(n)?),
+    };
+    Some((event, data, r.u64()?))
+}
+
+/// `<epoch>:<offset>` as the append script writes a position.
+fn position(tail: &[u8]) -> Option<(&str, u64)> {
+    let tail = std::str::from_utf8(tail).ok()?;
+    let (epoch, digits) = tail.rsplit_once(':')?;
+    if epoch.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((epoch, digits.parse().ok()?))
 }
 
 /// The `(topic, frame)` pairs of a 'P' message, checked by [`decode`] and read in place.
@@ -105,9 +173,6 @@ pub(crate) fn publication(origin: &str, seq: u64, frames: &[(&str, &[u8])]) -> V
     out
 }
 
-/// Encodes a stored publication **without its position**: the Redis script that assigns the
-/// offset appends `<epoch>:<offset>` before publishing. (The store writes it with
-/// [`stored_into`].)
 /// Escapes Redis glob metacharacters (`*?[]\`) so `s` matches itself in a `PSUBSCRIBE`.
 pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 8);
@@ -120,6 +185,9 @@ pub(crate) fn glob_escape(s: &str) -> String {
     out
 }
 
+/// Encodes a stored publication (kind 'S') **without its position**, as nodes of the previous
+/// version did: their append script appended `<epoch>:<offset>` before publishing it (tests
+/// feed it to the receiving side, which still decodes it).
 #[cfg(test)]
 pub(crate) fn stored(
     origin: &str,
@@ -129,38 +197,59 @@ pub(crate) fn stored(
     data: Option<&[u8]>,
     exclude: u64,
 ) -> Vec<u8> {
-    let size = topic.len() + event.len() + data.map_or(0, <[u8]>::len) + 40;
-    let mut out = Vec::with_capacity(size + origin.len());
-    stored_into(&mut out, origin, seq, topic, event, data, exclude);
-    out
-}
-
-/// [`stored`] appended to `out` (the Redis store writes it into a buffer it reuses: no
-/// allocation per publication).
-pub(crate) fn stored_into(
-    out: &mut Vec<u8>,
-    origin: &str,
-    seq: u64,
-    topic: &str,
-    event: &str,
-    data: Option<&[u8]>,
-    exclude: u64,
-) {
-    header(out, STORED, origin, seq);
+    let mut out = Vec::new();
+    header(&mut out, STORED, origin, seq);
     let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
     out.extend_from_slice(topic);
+    stored_item_into(&mut out, event, data, exclude);
+    out
+}
+
+/// The start of a 'B' message for `topic` (the append script adds the position and the
+/// applied publications' parts, each written by [`stored_item_into`]).
+pub(crate) fn stored_batch_header_into(out: &mut Vec<u8>, origin: &str, seq: u64, topic: &str) {
+    header(out, STORED_BATCH, origin, seq);
+    let topic = &topic.as_bytes()[..topic.len().min(u16::MAX as usize)];
+    out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+    out.extend_from_slice(topic);
+}
+
+/// One publication's part of a 'B' message, appended to `out`.
+pub(crate) fn stored_item_into(out: &mut Vec<u8>, event: &str, data: Option<&[u8]>, exclude: u64) {
     let event = &event.as_bytes()[..event.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(event.len() as u16).to_be_bytes());
     out.extend_from_slice(event);
     match data {
         Some(d) => {
-            out.extend_from_slice(&(d.len().min(u32::MAX as usize - 1) as u32).to_be_bytes());
+            let d = &d[..d.len().min(u32::MAX as usize - 1)];
+            out.extend_from_slice(&(d.len() as u32).to_be_bytes());
             out.extend_from_slice(d);
         }
         None => out.extend_from_slice(&u32::MAX.to_be_bytes()),
     }
     out.extend_from_slice(&exclude.to_be_bytes());
+}
+
+/// A whole 'B' message as the append script publishes it (tests and benches: the script joins
+/// the parts in Redis).
+pub(crate) fn stored_batch(
+    origin: &str,
+    seq: u64,
+    topic: &str,
+    epoch: &str,
+    first: u64,
+    pubs: &[(&str, Option<&[u8]>, u64)],
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    stored_batch_header_into(&mut out, origin, seq, topic);
+    let pos = format!("{epoch}:{first}");
+    out.push(pos.len() as u8);
+    out.extend_from_slice(pos.as_bytes());
+    for &(event, data, exclude) in pubs {
+        stored_item_into(&mut out, event, data, exclude);
+    }
+    out
 }
 
 /// Encodes a control operation.
@@ -227,26 +316,38 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Envelope<'_>> {
         STORED => {
             let tl = r.u16()?;
             let topic = std::str::from_utf8(r.take(tl)?).ok()?;
-            let el = r.u16()?;
-            let event = std::str::from_utf8(r.take(el)?).ok()?;
-            let data = match r.u32()? {
-                n if n == u32::MAX as usize => None,
-                n => Some(r.take(n)?),
-            };
-            let exclude = r.u64()?;
-            let tail = std::str::from_utf8(r.0).ok()?;
-            let (epoch, digits) = tail.rsplit_once(':')?;
-            if epoch.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit())
-            {
-                return None;
-            }
+            let (event, data, exclude) = stored_item(&mut r)?;
+            let (epoch, offset) = position(r.0)?;
             Decoded::Stored(StoredWire {
                 topic,
                 event,
                 data,
                 exclude,
                 epoch,
-                offset: digits.parse().ok()?,
+                offset,
+            })
+        }
+        STORED_BATCH => {
+            let tl = r.u16()?;
+            let topic = std::str::from_utf8(r.take(tl)?).ok()?;
+            let pl = usize::from(r.u8()?);
+            let (epoch, first) = position(r.take(pl)?)?;
+            let bytes = r.0;
+            let mut count = 0;
+            while !r.0.is_empty() {
+                stored_item(&mut r)?;
+                count += 1;
+            }
+            // Offsets past 2^53 cannot occur (the script counts in doubles).
+            if count == 0 || first.checked_add(count as u64).is_none() {
+                return None;
+            }
+            Decoded::StoredBatch(StoredBatch {
+                topic,
+                epoch,
+                first,
+                count,
+                bytes,
             })
         }
         _ => return None,
@@ -400,6 +501,79 @@ mod tests {
         let mut no_epoch = stored("n1", 10, "t", "e", None, 0);
         no_epoch.extend_from_slice(b"12");
         assert!(decode(&no_epoch).is_none());
+    }
+
+    #[test]
+    fn stored_batch_round_trip_with_consecutive_offsets() {
+        let pubs: [(&str, Option<&[u8]>, u64); 3] = [
+            ("msg", Some(b"{\"x\":1}"), 77),
+            ("e", None, 0),
+            ("", Some(b""), 1),
+        ];
+        let p = stored_batch("n1~s", 9, "chat:a", "e1f2", 1234, &pubs);
+        let e = decode(&p).unwrap();
+        assert_eq!((e.origin, e.seq), (&b"n1~s"[..], 9));
+        let Decoded::StoredBatch(b) = e.body else {
+            panic!("not a batch: {:?}", e.body)
+        };
+        assert_eq!(
+            (b.topic, b.epoch, b.first, b.count),
+            ("chat:a", "e1f2", 1234, 3)
+        );
+        let got: Vec<StoredWire<'_>> = b.iter().collect();
+        let want: Vec<StoredWire<'_>> = pubs
+            .iter()
+            .zip(1234..)
+            .map(|(&(event, data, exclude), offset)| StoredWire {
+                topic: "chat:a",
+                event,
+                data,
+                exclude,
+                epoch: "e1f2",
+                offset,
+            })
+            .collect();
+        assert_eq!(got, want);
+        // What the script writes, byte for byte: header, position length, position, parts.
+        let mut by_parts = Vec::new();
+        stored_batch_header_into(&mut by_parts, "n1~s", 9, "chat:a");
+        by_parts.extend_from_slice(b"\x09e1f2:1234");
+        for (event, data, exclude) in pubs {
+            stored_item_into(&mut by_parts, event, data, exclude);
+        }
+        assert_eq!(by_parts, p);
+    }
+
+    #[test]
+    fn a_malformed_stored_batch_is_refused() {
+        let pubs: [(&str, Option<&[u8]>, u64); 2] = [("a", Some(b"xy"), 0), ("b", None, 5)];
+        let p = stored_batch("n", 1, "t", "ep", 7, &pubs);
+        // A cut between two publications is a batch of the first (the message has no count:
+        // Redis delivers messages whole); anywhere else it is refused.
+        let one = stored_batch("n", 1, "t", "ep", 7, &pubs[..1]).len();
+        for cut in 0..p.len() {
+            assert_eq!(decode(&p[..cut]).is_some(), cut == one, "cut at {cut}");
+        }
+        let mut extra = p.clone();
+        extra.push(0);
+        assert!(
+            decode(&extra).is_none(),
+            "a trailing byte is not a publication"
+        );
+        assert!(
+            decode(&stored_batch("n", 1, "t", "ep", 7, &[])).is_none(),
+            "empty"
+        );
+        for pos in ["ep:", ":7", "ep:7x", "ep7"] {
+            let mut q = Vec::new();
+            stored_batch_header_into(&mut q, "n", 1, "t");
+            q.push(pos.len() as u8);
+            q.extend_from_slice(pos.as_bytes());
+            stored_item_into(&mut q, "a", None, 0);
+            assert!(decode(&q).is_none(), "position {pos:?}");
+        }
+        // The last offset must fit.
+        assert!(decode(&stored_batch("n", 1, "t", "ep", u64::MAX, &pubs)).is_none());
     }
 
     #[test]

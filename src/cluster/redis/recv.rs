@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::cluster::wire::{self, Decoded, Dedup};
+use crate::cluster::wire::{self, Decoded, Dedup, StoredWire};
 use crate::cluster::ClusterStats;
 use crate::proto::envelope;
 use crate::proto::registry::Interest;
@@ -129,22 +129,43 @@ impl Fanin {
             Decoded::Stored(w) => {
                 self.received += 1;
                 let mask = interest.shards_for(w.topic);
-                if mask == 0 {
-                    return;
+                if mask != 0 {
+                    let own = Self::own(&self.node, env.origin);
+                    let sp = self.stored(&w, own, w.epoch.into());
+                    self.queue(mask, |_| RemotePub::Stored(sp.clone()));
                 }
-                // The exclusion is a connection of the origin node: it means nothing elsewhere.
-                let own = env.origin.strip_suffix(b"~s") == Some(self.node.as_bytes());
-                let exclude = (own && w.exclude != 0).then(|| ConnId::from_raw(w.exclude));
-                let sp = StoredPub {
-                    topic: self.topic(w.topic),
-                    frame: envelope::stored_publication(w.topic, w.event, w.data, w.offset),
-                    exclude,
-                    epoch: w.epoch.into(),
-                    offset: w.offset,
-                };
-                self.queue(mask, |_| RemotePub::Stored(sp.clone()));
+            }
+            Decoded::StoredBatch(b) => {
+                self.received += b.count as u64;
+                let mask = interest.shards_for(b.topic);
+                if mask != 0 {
+                    let own = Self::own(&self.node, env.origin);
+                    let epoch: Arc<str> = b.epoch.into();
+                    for w in b.iter() {
+                        let sp = self.stored(&w, own, epoch.clone());
+                        self.queue(mask, |_| RemotePub::Stored(sp.clone()));
+                    }
+                }
             }
             Decoded::Control(json) => self.notes.push(Note::Control(json.to_vec())),
+        }
+    }
+
+    /// Whether a stored publication from `origin` was appended by this node (its store's
+    /// origin is the node's name and `~s`).
+    fn own(node: &str, origin: &[u8]) -> bool {
+        origin.strip_suffix(b"~s") == Some(node.as_bytes())
+    }
+
+    /// The shards' copy of a stored publication. The exclusion is a connection of the origin
+    /// node: it means nothing elsewhere.
+    fn stored(&mut self, w: &StoredWire<'_>, own: bool, epoch: Arc<str>) -> StoredPub {
+        StoredPub {
+            topic: self.topic(w.topic),
+            frame: envelope::stored_publication(w.topic, w.event, w.data, w.offset),
+            exclude: (own && w.exclude != 0).then(|| ConnId::from_raw(w.exclude)),
+            epoch,
+            offset: w.offset,
         }
     }
 

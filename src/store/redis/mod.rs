@@ -20,8 +20,9 @@
 //!   written, or data lost), reads report an epoch derived from the instance's `P:inbox_epoch`
 //!   and the topic without writing anything (read-only clients cannot grow Redis), and the first
 //!   append creates it with that epoch and an empty stream.
-//! - the channel `P:t:<topic>` — each append `PUBLISH`es the cluster message (`wire::stored`, with
-//!   `<epoch>:<offset>` appended by the script) in the same script.
+//! - the channel `P:t:<topic>` — each append call `PUBLISH`es one cluster message per topic in
+//!   the same script: wire kind 'B', the header and each publication's part written by the node,
+//!   joined behind the first offset's `<epoch>:<offset>` by the script (only the appended ones).
 //!
 //! On the user's instance, `instance_for("user:<user>", n)`:
 //! - `P:io:<user>` — the user's last inbox offset (`INCR`);
@@ -47,8 +48,8 @@
 //! # Commands per append
 //! One `EVALSHA` per batch of the store thread per instance (per 256 publications: a longer
 //! batch is several calls in one pipeline — one round trip per instance either way; see
-//! `append.rs`), the offsets assigned in the script. Inside it, per publication `XADD` +
-//! `PUBLISH`; per topic of the call `HMGET` + `HSET` + `XTRIM` (+ `PEXPIRE` with a TTL; + `DEL`,
+//! `append.rs`), the offsets assigned in the script. Inside it, per publication `XADD`; per
+//! topic of the call `HMGET` + `PUBLISH` + `HSET` + `XTRIM` (+ `PEXPIRE` with a TTL; + `DEL`,
 //! `HSET` when the stream is new). The answer is one (epoch, first offset) per topic.
 //!
 //! # Durability

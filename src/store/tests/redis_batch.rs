@@ -16,6 +16,40 @@ fn store(r: &RedisServer) -> RedisStore {
     RedisStore::connect(&[r.url()], PREFIX, "n1").unwrap()
 }
 
+/// A received stored publication: topic, event, offset, data.
+type Pub = (String, String, u64, Option<Vec<u8>>);
+
+/// The next `n` cluster messages of `ps`, each as its publications (every one from this
+/// store: wire kind 'B').
+fn received(ps: &mut ::redis::PubSub<'_>, n: usize) -> Vec<Vec<Pub>> {
+    let until = Instant::now() + Duration::from_secs(10);
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(Instant::now() < until, "messages not received: {out:?}");
+        if let Ok(m) = ps.get_message() {
+            let e = wire::decode(m.get_payload_bytes()).expect("a cluster message");
+            assert_eq!(e.origin, b"n1~s");
+            let Decoded::StoredBatch(b) = e.body else {
+                panic!("not a stored batch: {:?}", e.body)
+            };
+            assert_eq!(m.get_channel_name(), wire::topic_channel(PREFIX, b.topic));
+            out.push(
+                b.iter()
+                    .map(|w| {
+                        (
+                            w.topic.to_string(),
+                            w.event.to_string(),
+                            w.offset,
+                            w.data.map(<[u8]>::to_vec),
+                        )
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
 fn req<'a>(topic: &'a str, event: &'a str, data: Option<&'a [u8]>) -> AppendReq<'a> {
     AppendReq {
         topic,
@@ -59,28 +93,24 @@ fn interleaved_topics_keep_their_own_sequences_in_one_call() {
         want.map(|(e, o)| (e.to_string(), o)).to_vec(),
         "offsets per topic, in request order"
     );
-    // What the cluster receives: each publication once, in request order, with its position.
-    let until = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
-    while seen.len() < reqs.len() {
-        assert!(
-            Instant::now() < until,
-            "publications not received: {seen:?}"
-        );
-        if let Ok(m) = ps.get_message() {
-            let e = wire::decode(m.get_payload_bytes()).expect("a cluster message");
-            let Decoded::Stored(w) = e.body else {
-                panic!("not a stored publication")
-            };
-            seen.push((w.event.to_string(), w.offset, w.data.map(<[u8]>::to_vec)));
-        }
-    }
-    let want: Vec<(String, u64, Option<Vec<u8>>)> = reqs
-        .iter()
-        .zip(want)
-        .map(|(r, (e, o))| (e.to_string(), o, r.data.map(<[u8]>::to_vec)))
-        .collect();
-    assert_eq!(seen, want);
+    // What the cluster receives: one message per topic of the call (the topics in order of
+    // first appearance), each with that topic's publications in offset order.
+    let got = received(&mut ps, 2);
+    let expect = |pick: &[usize]| -> Vec<Pub> {
+        pick.iter()
+            .map(|&k| {
+                let r = &reqs[k];
+                let (e, o) = want[k];
+                (
+                    r.topic.to_string(),
+                    e.to_string(),
+                    o,
+                    r.data.map(<[u8]>::to_vec),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(got, vec![expect(&[0, 2, 3]), expect(&[1, 4])]);
     let read = s.read("a", hl(1000, 0), 0, 10, T0).unwrap();
     let events: Vec<&str> = read.publications.iter().map(|p| &*p.event).collect();
     assert_eq!(
@@ -139,6 +169,13 @@ fn a_failing_publication_fails_the_rest_of_its_call_without_consuming_an_offset(
         .arg("x")
         .exec(&mut r.conn())
         .unwrap();
+    let mut sub = r.conn();
+    let mut ps = sub.as_pubsub();
+    for t in ["ok", "bad"] {
+        ps.subscribe(wire::topic_channel(PREFIX, t)).unwrap();
+    }
+    ps.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let reqs = [
         req("ok", "e", None),
         req("bad", "e", None),
@@ -164,6 +201,10 @@ fn a_failing_publication_fails_the_rest_of_its_call_without_consuming_an_offset(
         s.append("bad", hl(1000, 0), "e", None, T0).unwrap().offset,
         2
     );
+    // Published: the one applied publication, then (one connection keeps the order) the next
+    // call's — nothing of the two that were not appended.
+    let pubs = |t: &str, o: u64| vec![(t.to_string(), "e".to_string(), o, None)];
+    assert_eq!(received(&mut ps, 2), vec![pubs("ok", 1), pubs("bad", 2)]);
 }
 
 #[test]

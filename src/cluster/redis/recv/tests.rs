@@ -88,6 +88,17 @@ fn one_read_is_one_batch_per_shard_in_order() {
     let mut stored = wire::stored("n3~s", 5, "a", "msg", Some(b"{}"), 0);
     stored.extend_from_slice(b"ep:17");
     buf.extend(message(b'*', "rh:t:a", &stored));
+    // The append script's batch (wire 'B'): two publications in one message, then its repeat.
+    let batch = wire::stored_batch(
+        "n3~s",
+        6,
+        "a",
+        "ep",
+        18,
+        &[("m", Some(b"1"), 0), ("m", None, 0)],
+    );
+    buf.extend(message(b'*', "rh:t:a", &batch));
+    buf.extend(message(b'>', "rh:t:a", &batch));
     let many = wire::publication("n2", 3, &[("a", b"x"), ("bq", b"y")]);
     buf.extend(message(b'*', "rh:t:a", &many));
     buf.extend(message(
@@ -104,11 +115,24 @@ fn one_read_is_one_batch_per_shard_in_order() {
     s.fanin.flush(&s.hub.inboxes, &s.stats);
     assert_eq!(
         drained(&s.hub, 0),
-        vec![vec!["one a A1", "stored a 17", "many 2"]]
+        vec![vec![
+            "one a A1",
+            "stored a 17",
+            "stored a 18",
+            "stored a 19",
+            "many 2"
+        ]]
     );
     assert_eq!(
         drained(&s.hub, 1),
-        vec![vec!["one a A1", "one bc B", "stored a 17", "many 2"]]
+        vec![vec![
+            "one a A1",
+            "one bc B",
+            "stored a 17",
+            "stored a 18",
+            "stored a 19",
+            "many 2"
+        ]]
     );
     assert!(drained(&s.hub, 2).is_empty());
     assert_eq!(
@@ -120,9 +144,10 @@ fn one_read_is_one_batch_per_shard_in_order() {
         ]
     );
     let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
-    // n2:1, n2:2, n3:1 (no subscriber here, still received), the stored one, n2:3.
-    assert_eq!(get(&s.stats.publishes_received), 5);
-    assert_eq!(get(&s.stats.duplicates), 1);
+    // n2:1, n2:2, n3:1 (no subscriber here, still received), the stored one, the batch's
+    // two, n2:3.
+    assert_eq!(get(&s.stats.publishes_received), 7);
+    assert_eq!(get(&s.stats.duplicates), 2);
     // Nothing new: no push.
     s.fanin.flush(&s.hub.inboxes, &s.stats);
     assert!(drained(&s.hub, 0).is_empty());
@@ -145,6 +170,33 @@ fn the_origin_keeps_its_exclusion_other_nodes_drop_it() {
             panic!("not stored")
         };
         assert_eq!(p.exclude.map(|c| c.raw()), want, "{origin}");
+    }
+}
+
+#[test]
+fn a_batch_keeps_each_publication_its_exclusion_and_offset_on_its_origin() {
+    let mut s = setup();
+    for (origin, want) in [("me~s", [Some(42), None]), ("n2~s", [None, None])] {
+        let b = wire::stored_batch(origin, 1, "a", "ep", 5, &[("e", None, 42), ("e", None, 0)]);
+        s.fanin
+            .feed(&message(b'*', "rh:t:a", &b), &s.interest)
+            .unwrap();
+        s.fanin.flush(&s.hub.inboxes, &s.stats);
+        let Some(ShardMsg::Remote(b)) = s.hub.inboxes[0].pop() else {
+            panic!("no batch")
+        };
+        let got: Vec<(Option<u64>, u64, &str)> = b
+            .iter()
+            .map(|p| match p {
+                RemotePub::Stored(p) => (p.exclude.map(|c| c.raw()), p.offset, &*p.epoch),
+                _ => panic!("not stored"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(want[0], 5, "ep"), (want[1], 6, "ep")],
+            "{origin}"
+        );
     }
 }
 

@@ -48,9 +48,11 @@ fn append_publishes_with_its_position() {
         let e = wire::decode(payload).expect("a valid cluster message");
         assert_eq!(e.origin, b"n1~s");
         seqs.push(e.seq);
-        let Decoded::Stored(w) = e.body else {
-            panic!("not a stored publication: {:?}", e.body)
+        let Decoded::StoredBatch(b) = e.body else {
+            panic!("not a stored batch: {:?}", e.body)
         };
+        assert_eq!(b.count, 1, "one publication per call");
+        let w = b.iter().next().expect("a publication");
         assert_eq!(
             (w.topic, w.event, w.data, w.exclude),
             ("chat:a", event, data, exclude)
