@@ -159,6 +159,8 @@ impl ShardState {
         }
         let secret = random_secret();
         let mut state = Box::<super::super::sio::SioConn>::default();
+        // The handshake's headers, as a WebSocket's upgrade keeps them for the connect proxy.
+        state.headers = self.sio_proxy_headers(head);
         state.poll = Some(Box::new(PollSession {
             secret,
             get: None,

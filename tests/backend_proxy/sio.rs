@@ -169,3 +169,58 @@ async fn sio_join_publish_and_rpc(io: IoMode) {
     stop_server(h);
 }
 per_shell!(async fn sio_join_publish_and_rpc);
+
+/// One HTTP/1.1 request on a connection of its own (`Connection: close`): the response body.
+async fn http(h: &ServerHandle, method: &str, target: &str, cookie: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(h.local_addr())
+        .await
+        .unwrap();
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nConnection: close\r\n\
+         Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(GUARD, s.read_to_end(&mut got))
+        .await
+        .expect("response timed out")
+        .unwrap();
+    let text = String::from_utf8(got).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
+/// A long-polling client passes the connect proxy like a WebSocket one: the allowlisted headers
+/// of its handshake (here the session cookie, with no token in the auth payload) reach the
+/// backend at its first CONNECT.
+async fn sio_polling_forwards_the_handshake_headers(io: IoMode) {
+    let backend = Backend::start();
+    let mut proxy = proxies(&backend);
+    let mut connect = ProxyEndpoint::new(backend.url("/connect"));
+    connect.headers = vec!["cookie".into()];
+    proxy.connect = Some(Arc::new(connect));
+    let Some(h) = sio_server(io, proxy) else {
+        return;
+    };
+    let cookie = "theme=dark; session=tok-bob";
+    let base = "/socket.io/?EIO=4&transport=polling";
+    let open = http(&h, "GET", base, cookie, "").await;
+    let sid = body(&open, "0")["sid"].as_str().unwrap().to_string();
+    let at = format!("{base}&sid={sid}");
+    // The cookie comes with the handshake only: the CONNECT's own request carries none.
+    assert_eq!(http(&h, "POST", &at, "", "40").await, "ok");
+    let mut packets = Vec::new();
+    while !packets.iter().any(|p: &String| p.starts_with("42")) {
+        let got = http(&h, "GET", &at, "", "").await;
+        packets.extend(got.split('\u{1e}').map(str::to_string));
+    }
+    assert!(packets[0].starts_with("40{\"sid\":"), "{packets:?}");
+    let hello = packets.iter().find(|p| p.starts_with("42")).unwrap();
+    let hello = body(hello, "42");
+    assert_eq!(hello[0], "connected", "{hello}");
+    assert_eq!(hello[1]["user"], "bob", "{hello}");
+    stop_server(h);
+}
+per_shell!(async fn sio_polling_forwards_the_handshake_headers);
