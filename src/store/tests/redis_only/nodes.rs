@@ -267,3 +267,50 @@ fn dead_nodes_keys_are_reaped_once() {
     // The last holder of topic:x leaving is the transition, as before.
     assert!(b.webhook_transition("topic:x", "n2", false).unwrap());
 }
+
+/// Two nodes each having then losing a key, their reports reaching Redis in every order a
+/// node keeps (its own in order, one store thread): the transitions alternate, start with
+/// occupied and end with vacated — nothing lost, nothing doubled. Reports that overlap are one
+/// transition each way; a node's "have" reaching Redis after the other's "lost" (a slow node,
+/// however early the subscribe) is a second occupied / vacated pair, not a lost event.
+#[test]
+fn webhook_transitions_alternate_in_every_order() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut nodes = [store(&r, "n1"), store(&r, "n2")];
+    // Which node reports next: every interleaving of [on, off] of n1 with [on, off] of n2.
+    let orders = [
+        [0, 0, 1, 1],
+        [0, 1, 0, 1],
+        [0, 1, 1, 0],
+        [1, 0, 0, 1],
+        [1, 0, 1, 0],
+        [1, 1, 0, 0],
+    ];
+    for (i, order) in orders.iter().enumerate() {
+        let key = format!("topic:t{i}");
+        let mut next_on = [true, true];
+        let mut events = Vec::new();
+        for &n in order {
+            let on = next_on[n];
+            next_on[n] = false;
+            let name = ["n1", "n2"][n];
+            if nodes[n].webhook_transition(&key, name, on).unwrap() {
+                events.push(on);
+            }
+        }
+        let overlapped = !matches!(order, [0, 0, 1, 1] | [1, 1, 0, 0]);
+        let want: &[bool] = if overlapped {
+            &[true, false]
+        } else {
+            &[true, false, true, false]
+        };
+        assert_eq!(events, want, "order {order:?}");
+        let held: u64 = ::redis::cmd("SCARD")
+            .arg(format!("{PREFIX}:whn:{key}"))
+            .query(&mut r.conn())
+            .unwrap();
+        assert_eq!(held, 0, "order {order:?}");
+    }
+}
