@@ -34,6 +34,27 @@ fn masked(payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// Feeds `publish` to the shard `iters` times, timing only the input (unmask, parse, route,
+/// fan out); every round must queue `queued` frames, emptied outside the timed part.
+fn timed_input(
+    s: &BenchShard,
+    publisher: ringhub::ConnId,
+    publish: &[u8],
+    iters: u64,
+    queued: usize,
+) -> Duration {
+    let mut buf = publish.to_vec();
+    let mut spent = Duration::ZERO;
+    for _ in 0..iters {
+        buf.copy_from_slice(publish);
+        let t = Instant::now();
+        s.input(publisher, black_box(&mut buf));
+        spent += t.elapsed();
+        assert_eq!(s.drain(), queued);
+    }
+    spent
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("hot_path");
     let publish = masked(br#"{"topic":"room","event":"m","data":"0123456789012345678901234567890123456789012345678901234567890123"}"#);
@@ -45,20 +66,9 @@ fn bench(c: &mut Criterion) {
             assert!(s.subscribe(id, "room"));
         }
         s.drain();
-        let mut buf = publish.clone();
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(BenchmarkId::new("ring_to_queues", subs), |b| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    buf.copy_from_slice(&publish);
-                    let t = Instant::now();
-                    s.input(publisher, black_box(&mut buf));
-                    spent += t.elapsed();
-                    assert_eq!(s.drain(), subs);
-                }
-                spent
-            })
+            b.iter_custom(|iters| timed_input(&s, publisher, &publish, iters, subs))
         });
     }
     for (name, topic) in [("plain", "room"), ("history", "hist:room")] {
@@ -71,21 +81,10 @@ fn bench(c: &mut Criterion) {
             format!(r#"{{"topic":"{topic}","event":"m","id":1,"data":"0123456789012345678901234567890123456789012345678901234567890123"}}"#)
                 .as_bytes(),
         );
-        let mut buf = publish.clone();
         g.throughput(Throughput::Elements(1));
+        // Two frames queued: the delivery and the reply.
         g.bench_function(BenchmarkId::new("stored_to_queues", name), |b| {
-            b.iter_custom(|iters| {
-                let mut spent = Duration::ZERO;
-                for _ in 0..iters {
-                    buf.copy_from_slice(&publish);
-                    let t = Instant::now();
-                    s.input(publisher, black_box(&mut buf));
-                    spent += t.elapsed();
-                    // The delivery and the reply.
-                    assert_eq!(s.drain(), 2);
-                }
-                spent
-            })
+            b.iter_custom(|iters| timed_input(&s, publisher, &publish, iters, 2))
         });
     }
     for frames in [1usize, 16, 128] {
