@@ -16,7 +16,7 @@
 use bytes::{BufMut, Bytes};
 use serde_json::value::RawValue;
 
-use super::envelope::{put_json_str, FrameBuilder};
+use super::envelope::{open_publication, open_reply, FrameBuilder};
 
 /// Why `data` marked as an argument list is not one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -63,10 +63,7 @@ fn list_len(args: &[&RawValue]) -> usize {
 pub fn publication(topic: &str, event: &str, args: &[&RawValue]) -> Bytes {
     let mut f = FrameBuilder::with_capacity(topic.len() + event.len() + list_len(args) + 48);
     let b = f.payload();
-    b.put_slice(b"{\"topic\":");
-    put_json_str(b, topic);
-    b.put_slice(b",\"event\":");
-    put_json_str(b, event);
+    open_publication(b, topic, event);
     b.put_slice(b",\"data\":");
     put_list(b, args);
     b.put_slice(b",\"spread\":true}");
@@ -78,10 +75,7 @@ pub fn publication(topic: &str, event: &str, args: &[&RawValue]) -> Bytes {
 pub fn reply(id: u64, topic: &str, args: &[&RawValue]) -> Bytes {
     let mut f = FrameBuilder::with_capacity(topic.len() + list_len(args) + 64);
     let b = f.payload();
-    b.put_slice(b"{\"event\":\"reply\",\"id\":");
-    b.put_slice(itoa::Buffer::new().format(id).as_bytes());
-    b.put_slice(b",\"topic\":");
-    put_json_str(b, topic);
+    open_reply(b, id, topic);
     b.put_slice(b",\"data\":");
     put_list(b, args);
     b.put_slice(b",\"spread\":true}");

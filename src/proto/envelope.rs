@@ -160,7 +160,8 @@ pub fn publication(topic: &str, event: &str, data: Option<&[u8]>) -> Bytes {
 }
 
 /// Starts a publication envelope: `{"topic":T,"event":E`.
-fn open_publication(b: &mut BytesMut, topic: &str, event: &str) {
+/// Opens a publication envelope: `{"topic":T,"event":E` (the caller closes it).
+pub(crate) fn open_publication(b: &mut BytesMut, topic: &str, event: &str) {
     b.put_slice(b"{\"topic\":");
     put_json_str(b, topic);
     b.put_slice(b",\"event\":");
@@ -232,14 +233,19 @@ fn close_with_data(b: &mut BytesMut, data: Option<&[u8]>) {
     b.put_u8(b'}');
 }
 
-/// Encodes `{"event":"reply","id":N,"topic":T[,"data":D]}` as a complete text frame.
-pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
-    let mut f = FrameBuilder::with_capacity(topic.len() + data.map_or(0, <[u8]>::len) + 48);
-    let b = f.payload();
+/// Opens a reply envelope: `{"event":"reply","id":N,"topic":T` (the caller closes it).
+pub(crate) fn open_reply(b: &mut BytesMut, id: u64, topic: &str) {
     b.put_slice(b"{\"event\":\"reply\",\"id\":");
     b.put_slice(itoa::Buffer::new().format(id).as_bytes());
     b.put_slice(b",\"topic\":");
     put_json_str(b, topic);
+}
+
+/// Encodes `{"event":"reply","id":N,"topic":T[,"data":D]}` as a complete text frame.
+pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
+    let mut f = FrameBuilder::with_capacity(topic.len() + data.map_or(0, <[u8]>::len) + 48);
+    let b = f.payload();
+    open_reply(b, id, topic);
     close_with_data(b, data);
     f.finish(1)
 }
@@ -250,10 +256,7 @@ pub fn reply(id: u64, topic: &str, data: Option<&[u8]>) -> Bytes {
 pub fn offset_reply(id: u64, topic: &str, offset: u64) -> Bytes {
     let mut f = FrameBuilder::with_capacity(topic.len() + 72);
     let b = f.payload();
-    b.put_slice(b"{\"event\":\"reply\",\"id\":");
-    b.put_slice(itoa::Buffer::new().format(id).as_bytes());
-    b.put_slice(b",\"topic\":");
-    put_json_str(b, topic);
+    open_reply(b, id, topic);
     b.put_slice(b",\"data\":{\"offset\":");
     b.put_slice(itoa::Buffer::new().format(offset).as_bytes());
     b.put_slice(b"}}");
