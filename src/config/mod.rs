@@ -42,6 +42,20 @@ impl std::str::FromStr for IoMode {
     }
 }
 
+/// A bare Engine.IO endpoint: Engine.IO v4 sessions (WebSocket, long-polling, the upgrade,
+/// heartbeats) with no Socket.IO layer, for clients that speak `engine.io-client` (or the
+/// protocol) directly. Each message a client sends reaches the handlers as an envelope on
+/// `topic` (event `message`), and what the server sends the connection goes back as one message
+/// (`proto::engineio_bare`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineIoEndpoint {
+    /// Where it is served (say `/engine.io/`; the same path without its trailing slash too).
+    pub path: String,
+    /// The topic its clients' messages arrive on: what handlers are registered for, and what
+    /// permissions and rate limits apply to.
+    pub topic: String,
+}
+
 /// Every engine setting, with production defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -64,6 +78,9 @@ pub struct Config {
     /// `connectionStateRecovery.maxDisconnectionDuration`); zero turns recovery off (no `pid`,
     /// no offsets on events). Default 2 minutes.
     pub socketio_recovery: Duration,
+    /// A bare Engine.IO endpoint (Engine.IO v4 with no Socket.IO layer), off when `None`; set
+    /// with [`Builder::engineio`](crate::Builder::engineio).
+    pub engineio: Option<EngineIoEndpoint>,
     /// Largest message (after reassembly) a client may send; larger closes with 1009.
     pub max_message_size: usize,
     /// Idle time after which the server pings a connection.
@@ -166,6 +183,7 @@ impl Default for Config {
             ws_path: "/ws".into(),
             socketio_namespaces: vec!["/".into()],
             socketio_recovery: Duration::from_secs(120),
+            engineio: None,
             max_message_size: 1 << 20,
             ping_interval: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(90),
@@ -247,6 +265,25 @@ impl Config {
         }
         if self.echo_path.as_deref() == Some(self.ws_path.as_str()) {
             return bad("echo-path must differ from the WebSocket path");
+        }
+        if let Some(e) = &self.engineio {
+            let trimmed = e.path.trim_end_matches('/');
+            let taken = [
+                Some(self.ws_path.as_str()),
+                self.echo_path.as_deref(),
+                Some("/sse"),
+            ]
+            .into_iter()
+            .flatten()
+            .chain((!self.socketio_namespaces.is_empty()).then_some("/socket.io"))
+            .any(|p| p.trim_end_matches('/') == trimmed);
+            if !e.path.starts_with('/') || trimmed.is_empty() || taken || self.serves_ui(trimmed) {
+                return bad(
+                    "engineio path must start with '/' and differ from the other endpoints",
+                );
+            }
+            crate::proto::pattern::validate_topic(&e.topic)
+                .map_err(|err| ServerError::Config(format!("engineio topic: {err}")))?;
         }
         Namespaces::new(&self.topics).map_err(ServerError::Config)?;
         self.proxy.validate().map_err(ServerError::Config)?;

@@ -7,6 +7,7 @@ pub mod args;
 pub(crate) mod deflate;
 pub mod delta;
 pub mod engineio;
+pub mod engineio_bare;
 pub mod engineio_poll;
 pub mod envelope;
 pub mod error;

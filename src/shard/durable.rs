@@ -141,7 +141,10 @@ impl ShardState {
                     && match c.phase {
                         super::Phase::Ws(super::ConnKind::PubSub) => true,
                         // Socket.IO: once a namespace is connected (an emit with an ack).
-                        super::Phase::Ws(super::ConnKind::SocketIo) => c.has(super::flag::SIO_NSP),
+                        // Not a bare Engine.IO one: it has no ack to answer with.
+                        super::Phase::Ws(super::ConnKind::SocketIo) => {
+                            c.has(super::flag::SIO_NSP) && !c.eio_bare()
+                        }
                         _ => false,
                     }
             });

@@ -142,11 +142,15 @@ pub(super) mod flag {
     /// A Socket.IO long-polling session: no socket, its frames leave by a parked GET or the
     /// WebSocket it was upgraded to (`shard::sio_poll`).
     pub const POLL: u32 = 1 << 21;
-    /// A Socket.IO connection's home namespace (index in the configured list, 7 bits): the
-    /// namespace its publications are emitted on.
+    /// An Engine.IO connection of the bare endpoint (`Config::engineio`): no Socket.IO layer,
+    /// its messages are envelopes on the endpoint's topic (`shard::eio_bare`). Set with `SIO`
+    /// (the Engine.IO session is the same) and `SIO_NSP` (nothing more to wait for).
+    pub const EIO_BARE: u32 = 1 << 22;
     /// That Socket.IO connection has a room in a namespace other than its home one
     /// (`shard::sio_rooms`): delivery looks up the namespaces.
     pub const SIO_ROOMS: u32 = 1 << 23;
+    /// A Socket.IO connection's home namespace (index in the configured list, 7 bits): the
+    /// namespace its publications are emitted on.
     pub const SIO_HOME_SHIFT: u32 = 25;
     pub const SIO_HOME: u32 = 0x7f << SIO_HOME_SHIFT;
 }
@@ -216,10 +220,16 @@ impl ConnEntry {
         (self.deflate_bits(), self.has(flag::DEFLATE_KEPT))
     }
 
-    /// The home namespace of a Socket.IO connection, `None` for any other.
+    /// The home namespace of a Socket.IO connection, `None` for any other (a bare Engine.IO
+    /// one included).
     pub(super) fn sio_home(&self) -> Option<usize> {
-        self.has(flag::SIO)
+        (self.flags & (flag::SIO | flag::EIO_BARE) == flag::SIO)
             .then_some(((self.flags & flag::SIO_HOME) >> flag::SIO_HOME_SHIFT) as usize)
+    }
+
+    /// Whether the connection is a bare Engine.IO one (no Socket.IO layer).
+    pub(super) fn eio_bare(&self) -> bool {
+        self.has(flag::EIO_BARE)
     }
 
     /// Whether the connection speaks MessagePack (subprotocol `ringhub.msgpack`).

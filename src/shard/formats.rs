@@ -31,6 +31,10 @@ impl ShardState {
     /// frame when it negotiated MessagePack (counted), else `frame` itself.
     pub(super) fn packed_for(&self, id: ConnId, frame: Bytes) -> Bytes {
         let Some(c) = self.conn(id) else { return frame };
+        if c.eio_bare() {
+            // Bare Engine.IO: the envelope's data as one message; its own packets as they are.
+            return crate::proto::engineio_bare::frame_from_envelope(&frame).unwrap_or(frame);
+        }
         if let Some(home) = c.sio_home() {
             // Socket.IO: the envelope as an Engine.IO message; other frames (its own Engine.IO
             // packets, control frames) as they are. While the connection's event of a
@@ -71,6 +75,8 @@ pub(super) struct Encodings<'a> {
     packed_deflated: [Option<Option<Frame>>; 7],
     /// Socket.IO frames per set of namespaces (made at the first subscriber of each).
     sio: Vec<(u128, Option<Frame>)>,
+    /// The bare Engine.IO message (`proto::engineio_bare`).
+    eio: Option<Option<Frame>>,
 }
 
 impl<'a> Encodings<'a> {
@@ -83,7 +89,19 @@ impl<'a> Encodings<'a> {
             packed: None,
             packed_deflated: Default::default(),
             sio: Vec::new(),
+            eio: None,
         }
+    }
+
+    /// The frame for a bare Engine.IO connection: the publication's data as one message, made
+    /// at the first such subscriber and shared; `None` if it has none.
+    pub(super) fn pick_eio(&mut self) -> Option<&Frame> {
+        let json = self.json;
+        self.eio
+            .get_or_insert_with(|| {
+                crate::proto::engineio_bare::frame_from_envelope(json).map(Frame::new)
+            })
+            .as_ref()
     }
 
     /// The frames for a Socket.IO connection whose rooms matching the publication are in the

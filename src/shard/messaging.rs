@@ -400,8 +400,13 @@ impl ShardState {
                 }
             }
         }
-        // Durable messages: Socket.IO clients answer them as emits with an ack.
-        let Some(user) = self.conn_mut(id).and_then(|c| c.user.clone()) else {
+        // Durable messages: Socket.IO clients answer them as emits with an ack (bare Engine.IO
+        // clients have no ack: they get none).
+        let Some(user) = self
+            .conn_mut(id)
+            .filter(|c| !c.eio_bare())
+            .and_then(|c| c.user.clone())
+        else {
             return;
         };
         if self.hub.links.store.is_none() {

@@ -43,6 +43,7 @@ pub(crate) mod jobs;
 mod lifecycle;
 mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
+mod eio_bare;
 mod output;
 mod position;
 mod presence;

@@ -57,22 +57,26 @@ impl SioConn {
 }
 
 impl ShardState {
-    /// Whether `path` is the Socket.IO endpoint (served when namespaces are configured).
+    /// Whether `path` is an Engine.IO endpoint: the Socket.IO one (served when namespaces are
+    /// configured) or the bare one (`shard::eio_bare`).
     pub(super) fn is_sio_path(&self, path: &str) -> bool {
-        !self.hub.config.socketio_namespaces.is_empty()
-            && (path == eio::PATH || path == &eio::PATH[..eio::PATH.len() - 1])
+        (!self.hub.config.socketio_namespaces.is_empty()
+            && (path == eio::PATH || path == &eio::PATH[..eio::PATH.len() - 1]))
+            || self.is_eio_bare_path(path)
     }
 
     /// `GET /socket.io/?EIO=4&transport=websocket`: the same origin check and caps as `/ws`
-    /// (the token comes later, in the CONNECT packet), then the OPEN packet.
+    /// (the token comes later, in the CONNECT packet), then the OPEN packet. On the bare
+    /// endpoint the token and `on_connect` are checked here, as there is no CONNECT.
     pub(super) fn route_sio(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let cfg = &hub.config;
+        let bare = self.is_eio_bare_path(&head.path);
         match eio::parse_query(head.query.as_deref().unwrap_or("")) {
             Ok(q) if q.transport == eio::Transport::Websocket && q.sid.is_none() => {}
             // Long-polling, and the upgrade of a polling session: `sio_poll`.
             Ok(q) if q.transport == eio::Transport::Polling => {
-                return self.route_poll(id, head, q.sid)
+                return self.route_poll(id, head, q.sid, bare)
             }
             Ok(q) => {
                 let sid = q.sid.unwrap_or_default();
@@ -87,16 +91,21 @@ impl ShardState {
             return self.sio_refuse(id, head, RequestError::Forbidden);
         }
         let response = http::accept_upgrade(head)?;
+        let mut admitted = match bare {
+            true => self.eio_bare_admit(id, head)?,
+            false => cfg.guard.admit_anonymous(),
+        };
         self.take_permit(id)?;
-        self.upgrade(
-            id,
-            Phase::Ws(ConnKind::SocketIo),
-            cfg.guard.admit_anonymous(),
-        );
+        let topics = std::mem::take(&mut admitted.topics);
+        self.upgrade(id, Phase::Ws(ConnKind::SocketIo), admitted);
         if let Some(c) = self.conn_mut(id) {
             c.set(flag::SIO);
         }
-        let headers = self.sio_proxy_headers(head);
+        let headers = if bare {
+            None
+        } else {
+            self.sio_proxy_headers(head)
+        };
         self.sio.insert(
             id,
             Box::new(SioConn {
@@ -117,7 +126,10 @@ impl ShardState {
         }
         .encode(&mut open);
         self.enqueue(id, map::engine_frame(&open));
-        tracing::debug!(conn = %id, "Socket.IO connection opened");
+        if bare {
+            self.eio_bare_opened(id, &topics);
+        }
+        tracing::debug!(conn = %id, bare, "Engine.IO connection opened");
         Ok(())
     }
 
@@ -166,6 +178,8 @@ impl ShardState {
         if self.sio_hold_input(id, op, msg) || self.sio_hold(id, op, msg) {
             return;
         }
+        // No Socket.IO layer: each message is the application's (`eio_bare`).
+        let bare = self.conn(id).is_some_and(|c| c.eio_bare());
         match op {
             OP_TEXT => match eio::decode_text(msg) {
                 Err(e) => self.sio_fail(id, e.code()),
@@ -174,6 +188,7 @@ impl ShardState {
                         return;
                     };
                     match p.kind {
+                        EioKind::Message if bare => self.eio_message(id, eio::Data::Text(text)),
                         EioKind::Message => self.sio_packet(id, text, Vec::new()),
                         // The answer to a probe (during an upgrade from polling).
                         EioKind::Ping => {
@@ -192,6 +207,7 @@ impl ShardState {
                     }
                 }
             },
+            OP_BINARY if bare => self.eio_message(id, eio::decode_binary(msg).data),
             OP_BINARY => {
                 let max = self.hub.config.max_message_size;
                 let Some(s) = self.sio.get_mut(&id) else {

@@ -18,6 +18,7 @@ impl ShardState {
         id: ConnId,
         head: &RequestHead,
         sid: Option<&str>,
+        bare: bool,
     ) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let cfg = &hub.config;
@@ -36,7 +37,7 @@ impl ShardState {
             if method != "GET" {
                 return self.sio_refuse(id, head, RequestError::BadHandshakeMethod);
             }
-            return self.poll_open(id, head);
+            return self.poll_open(id, head, bare);
         };
         let Some((sid, secret)) = self.parse_sid(sid) else {
             return self.sio_refuse(id, head, RequestError::UnknownSid);
@@ -137,30 +138,39 @@ impl ShardState {
         self.http_response(id, Bytes::from(bytes));
     }
 
-    /// The handshake over polling: a session owned by this shard, answered with OPEN.
-    fn poll_open(&mut self, id: ConnId, head: &RequestHead) -> Result<(), HttpError> {
+    /// The handshake over polling: a session owned by this shard, answered with OPEN (`bare`:
+    /// of the bare Engine.IO endpoint, admitted now as its WebSocket would be).
+    fn poll_open(&mut self, id: ConnId, head: &RequestHead, bare: bool) -> Result<(), HttpError> {
         let hub = self.hub.clone();
         let cfg = &hub.config;
         let Some(remote) = self.conn(id).map(|c| c.remote) else {
             return Ok(());
         };
         let sid = self.insert_session(remote);
-        if let Err(e) = self.take_permit(sid) {
-            self.conns.remove(sid.slot() as usize);
-            return Err(e);
-        }
-        self.upgrade(
-            sid,
-            Phase::Ws(ConnKind::SocketIo),
-            cfg.guard.admit_anonymous(),
-        );
+        let admitted = match bare {
+            true => self.eio_bare_admit(sid, head),
+            false => Ok(cfg.guard.admit_anonymous()),
+        };
+        let mut admitted = match admitted.and_then(|a| self.take_permit(sid).map(|()| a)) {
+            Ok(a) => a,
+            Err(e) => {
+                // `on_connect` may have left metadata for it.
+                self.meta.remove(&sid);
+                self.conns.remove(sid.slot() as usize);
+                return Err(e);
+            }
+        };
+        let topics = std::mem::take(&mut admitted.topics);
+        self.upgrade(sid, Phase::Ws(ConnKind::SocketIo), admitted);
         if let Some(c) = self.conn_mut(sid) {
             c.set(flag::SIO | flag::POLL);
         }
         let secret = random_secret();
         let mut state = Box::<super::super::sio::SioConn>::default();
         // The handshake's headers, as a WebSocket's upgrade keeps them for the connect proxy.
-        state.headers = self.sio_proxy_headers(head);
+        if !bare {
+            state.headers = self.sio_proxy_headers(head);
+        }
         state.poll = Some(Box::new(PollSession {
             secret,
             get: None,
@@ -181,7 +191,10 @@ impl ShardState {
         .encode(&mut open);
         let extra = poll::cors_headers(head.header("Origin"));
         self.poll_here(id, head, 200, poll::TEXT, &extra, &open);
-        tracing::debug!(conn = %sid, "Socket.IO polling session opened");
+        if bare {
+            self.eio_bare_opened(sid, &topics);
+        }
+        tracing::debug!(conn = %sid, bare, "Engine.IO polling session opened");
         Ok(())
     }
 

@@ -327,7 +327,13 @@ impl ShardState {
                     continue;
                 }
                 let own;
-                let f = if let Some(home) = c.sio_home() {
+                let f = if c.eio_bare() {
+                    // Bare Engine.IO: the data as one message, made once per shard.
+                    match encodings.pick_eio() {
+                        Some(f) => f,
+                        None => continue,
+                    }
+                } else if let Some(home) = c.sio_home() {
                     // Socket.IO: its own encoding per namespace, never compressed or a delta.
                     // The namespaces holding a matching room (the home one, usually).
                     let mask = if c.flags & flag::SIO_ROOMS != 0 {

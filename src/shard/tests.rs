@@ -6,6 +6,7 @@ use super::shared::HubShared;
 use super::*;
 use crate::proto::envelope;
 
+mod bare;
 mod history;
 pub(in crate::shard) mod holds;
 mod polling;

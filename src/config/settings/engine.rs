@@ -17,6 +17,8 @@ impl Settings {
             ws_path: self.ws_path.clone(),
             socketio_namespaces: self.socketio_namespaces.clone(),
             socketio_recovery: self.socketio_recovery,
+            // A library feature (`Builder::engineio`): the binary has no handler for it.
+            engineio: None,
             max_message_size: self.max_message_size,
             ping_interval: self.ping_interval,
             idle_timeout: self.idle_timeout,

@@ -140,6 +140,24 @@ impl Builder {
         self
     }
 
+    /// Serves a bare Engine.IO endpoint at `path` (`/engine.io/` is the usual one): Engine.IO v4
+    /// sessions over WebSocket and long-polling, with the upgrade and heartbeats of
+    /// `/socket.io/` and its origin rules and caps, but no Socket.IO layer, for clients of
+    /// `engine.io-client` or of the protocol itself. Each message a client sends reaches the
+    /// handler registered for `topic` (see [`handle`](Self::handle)) as event `message` with the
+    /// text as a JSON string, or bytes as `{"$bin":"<base64>"}`; what the connection receives
+    /// (a handler's [`Context::send_raw`](crate::Context::send_raw), publications to topics it
+    /// subscribes to) goes back as one message made of the envelope's `data`. The token, when
+    /// authentication is on, comes as on `/ws` (`?token=` or `Authorization`), and `on_connect`
+    /// runs at the handshake.
+    pub fn engineio(mut self, path: impl Into<String>, topic: impl Into<String>) -> Self {
+        self.config.engineio = Some(crate::config::EngineIoEndpoint {
+            path: path.into(),
+            topic: topic.into(),
+        });
+        self
+    }
+
     /// Routes topics matching `pattern` (exact, or `prefix*`) to `handler`, run inline on the
     /// connection's shard: it must not block.
     pub fn handle(mut self, pattern: impl Into<String>, handler: impl Handler) -> Self {
