@@ -180,8 +180,8 @@ async fn a_killed_nodes_last_transitions_are_sent_by_its_next_life() {
     assert_eq!(count(&ev, "topic_vacated", "topic", "room:9"), 1, "{ev:?}");
 }
 
-/// Nodes `a` and `b` of the cluster at `redis`, sending topic and user events to `hook`.
-async fn two_nodes(redis: &str, hook: &str) -> Option<(ServerHandle, ServerHandle)> {
+/// Node `name` of the cluster at `redis`, sending topic and user events to `hook`.
+fn node(name: &str, redis: &str, hook: &str) -> Option<ServerHandle> {
     let settings = [
         ("store.backend", "redis"),
         ("webhooks.url", hook),
@@ -193,9 +193,13 @@ async fn two_nodes(redis: &str, hook: &str) -> Option<(ServerHandle, ServerHandl
             "topic_occupied,topic_vacated,user_online,user_offline",
         ),
     ];
-    let urls = [redis.to_string()];
-    let a = cluster::node_with(IoMode::Epoll, "a", &urls, &settings)?;
-    let b = cluster::node_with(IoMode::Epoll, "b", &urls, &settings).unwrap();
+    cluster::node_with(IoMode::Epoll, name, &[redis.to_string()], &settings)
+}
+
+/// Nodes `a` and `b` (see [`node`]), ready.
+async fn two_nodes(redis: &str, hook: &str) -> Option<(ServerHandle, ServerHandle)> {
+    let a = node("a", redis, hook)?;
+    let b = node("b", redis, hook).unwrap();
     for n in [&a, &b] {
         cluster::wait_for(|| cluster::ready(n.local_addr()).0 == 200, "node ready").await;
     }
@@ -439,4 +443,57 @@ async fn a_check_that_timed_out_is_sent_once_redis_answers() {
     assert_eq!(count(&ev, "user_offline", "user", "alice"), 1, "{ev:?}");
     drop(markers);
     cluster::stop(vec![a, b]);
+}
+
+/// A node stopped while a transition still waits for Redis (its last pass at shutdown fails
+/// too) is released like a dead one: what Redis still holds for it is removed by its next life
+/// (same name) at start, and the vacated / offline it never sent are sent then, once.
+#[tokio::test]
+async fn a_node_stopped_with_unchecked_transitions_is_released_by_its_next_life() {
+    let dir = std::env::temp_dir().join(format!("ringhub-whstop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let Some(mut redis) = common::redis::Redis::start_aof(dir.clone()) else {
+        return;
+    };
+    let log = Arc::new(Mutex::new(Log::default()));
+    let Some(rx) = Receiver::start(0, log) else {
+        return;
+    };
+    let url = redis.url();
+    let Some((a, b)) = two_nodes(&url, &rx.url()).await else {
+        return;
+    };
+    let mut alice = connect(&a, &tok("alice")).await;
+    subscribe(&mut alice, "room:7", 1).await;
+    until("room:7 occupied, a holding it in Redis", || {
+        count(&rx.events(), "topic_occupied", "topic", "room:7") == 1
+            && holds(&url, "topic:room:7", "a")
+    })
+    .await;
+    redis.kill();
+    close(alice).await;
+    checks_failed(&a, 2).await;
+    cluster::stop(vec![a]);
+    redis.revive();
+    assert!(
+        holds(&url, "topic:room:7", "a"),
+        "a's removal never reached Redis"
+    );
+    let a = node("a", &url, &rx.url()).unwrap();
+    until("room:7 vacated, alice offline", || {
+        let ev = rx.events();
+        count(&ev, "topic_vacated", "topic", "room:7") == 1
+            && count(&ev, "user_offline", "user", "alice") == 1
+    })
+    .await;
+    assert!(!holds(&url, "topic:room:7", "a"));
+    let markers = settled(&a, &b, &rx, &url).await;
+    let ev = rx.events();
+    assert_unique_ids(&ev);
+    assert_eq!(count(&ev, "topic_vacated", "topic", "room:7"), 1, "{ev:?}");
+    assert_eq!(count(&ev, "user_offline", "user", "alice"), 1, "{ev:?}");
+    drop(markers);
+    cluster::stop(vec![a, b]);
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
 }
