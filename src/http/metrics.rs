@@ -56,7 +56,7 @@ pub(crate) fn render(
     cluster: Option<&crate::cluster::ClusterStats>,
     store: Option<[(&str, &str, u64, bool); 7]>,
     proxy: Option<&crate::shard::proxy::ProxyStats>,
-    webhooks: Option<[(&str, &str, u64, bool); 6]>,
+    webhooks: Option<[(&str, &str, u64, bool); 7]>,
 ) -> String {
     let mut reg = Registry::with_prefix("ringhub");
     let snaps: Vec<_> = stats.iter().map(ShardStats::snapshot).collect();

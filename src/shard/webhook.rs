@@ -32,6 +32,9 @@ pub(crate) struct WebhookStats {
     pub backlog: AtomicU64,
     /// When the oldest pending event happened (ms since the epoch; 0: none).
     pub oldest_ms: AtomicU64,
+    /// Node-wide topic / user transitions whose cluster-wide check waits for Redis (the
+    /// store thread retries them; their events are sent once Redis answers).
+    pub unsynced: AtomicU64,
     /// The last failure, and when (ms).
     pub last_error: Mutex<Option<(u64, String)>>,
     /// Wakes the sender when events were committed to the outbox.
@@ -44,7 +47,7 @@ pub(crate) struct WebhookStats {
 
 impl WebhookStats {
     /// `/metrics` lines: name, help, value, counter (else gauge).
-    pub(crate) fn list(&self) -> [(&'static str, &'static str, u64, bool); 6] {
+    pub(crate) fn list(&self) -> [(&'static str, &'static str, u64, bool); 7] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             (
@@ -83,6 +86,12 @@ impl WebhookStats {
                 g(&self.backlog),
                 false,
             ),
+            (
+                "unsynced_transitions",
+                "Topic and user transitions waiting for Redis to check them cluster-wide",
+                g(&self.unsynced),
+                false,
+            ),
         ]
     }
 
@@ -101,6 +110,7 @@ impl WebhookStats {
             "requests": requests,
             "failed_requests": g(&self.failed),
             "dead_letters": g(&self.dead),
+            "unsynced_transitions": g(&self.unsynced),
             "mean_latency_ms": (requests > 0).then(|| g(&self.latency_us) as f64 / requests as f64 / 1000.0),
             "last_error": last.as_ref().map(|(_, e)| e.as_str()),
             "last_error_at_ms": last.as_ref().map(|(t, _)| *t),

@@ -384,6 +384,21 @@ pub trait Store: Send + 'static {
         Ok(true)
     }
 
+    /// [`webhook_transition`](Self::webhook_transition) again, after a call for the same change
+    /// failed — one that may have been applied without its answer reaching the caller (a read
+    /// timeout). When `node` is already as `on` says, the change is taken as applied by that
+    /// lost call, and the answer is whether the key's state is what that call would have left
+    /// had it been the transition (`node` the only holder; no holder): right unless other nodes
+    /// changed the key in between. A local store never fails the first call: the same answer.
+    fn webhook_transition_retry(
+        &mut self,
+        key: &str,
+        node: &str,
+        on: bool,
+    ) -> Result<bool, StoreError> {
+        self.webhook_transition(key, node, on)
+    }
+
     /// The nodes that hold webhook keys (see [`webhook_transition`](Self::webhook_transition)),
     /// each with whether it is registered as live. A node that holds keys and is not registered
     /// died without removing them. A local store has no other node: empty.

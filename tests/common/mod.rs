@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod proxy;
 pub mod redis;
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -37,6 +37,7 @@ pub(crate) use open::open_store;
 mod retry;
 #[cfg(test)]
 mod seq_tests;
+mod unsynced;
 mod webhooks;
 pub(crate) use emit::durable_frame;
 
@@ -194,6 +195,9 @@ impl Sequencer {
         let mut checks = Vec::new();
         // Before this batch's facts: at the first batch it releases this node's past life.
         self.webhook_reap(now);
+        // Transitions whose cluster-wide check failed, again when their back-off allows (an
+        // idle store thread still runs a batch every second).
+        self.webhook_retry(false);
         if batch.iter().any(|j| matches!(j, StoreJob::Many(_))) {
             // An API batch's jobs join this batch in their order: one commit for all of them.
             let mut flat = Vec::with_capacity(batch.len());
@@ -215,7 +219,11 @@ impl Sequencer {
                     self.webhook_fact(f, now);
                     continue;
                 }
-                StoreJob::Stop => stop = true,
+                StoreJob::Stop => {
+                    // The last chance to tell Redis (one pass, whatever the back-off).
+                    self.webhook_retry(true);
+                    stop = true;
+                }
                 StoreJob::Positions { shard, topics } => checks.push((shard, topics)),
                 job => {
                     self.publish_run(&mut run, now);

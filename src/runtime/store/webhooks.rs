@@ -7,7 +7,8 @@
 //! FIFO queue per shard into this thread), so a bit per shard is an exact count. In a cluster,
 //! the node-wide transition is then checked against the other nodes through the Store
 //! ([`Store::webhook_transition`](crate::store::Store::webhook_transition)): the event is produced
-//! only by the node that made the cluster-wide transition.
+//! only by the node that made the cluster-wide transition. A check that fails for want of Redis
+//! is kept and run again until Redis answers ([`super::unsynced`]): the event comes late, once.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -16,10 +17,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::unsynced::Unsynced;
 use super::{Out, Sequencer};
 use crate::proto::webhook::{event_json, json_str, EventKind};
 use crate::shard::webhook::WebhookFact;
-use crate::store::{MessageStatus, StatusChange};
+use crate::store::{MessageStatus, StatusChange, StoreError};
 
 /// Which shards hold what, and the events of the running batch.
 #[derive(Default)]
@@ -32,6 +34,8 @@ pub(super) struct Aggregator {
     reaped: Option<Instant>,
     /// Nodes found holding keys without a registration, and in how many looks in a row.
     unregistered: HashMap<String, u32>,
+    /// Transitions whose cluster-wide check failed, until Redis answers.
+    unsynced: Unsynced,
 }
 
 /// How often a node looks for dead nodes' webhook keys: a registration's lifetime, so a node
@@ -89,19 +93,111 @@ impl Sequencer {
         };
         // In a cluster: only the node whose change was the cluster-wide one sends the event.
         let scoped = format!("{field}:{key}");
+        if self.webhooks.unsynced.flip(&scoped, on, now) {
+            // An earlier change of the key still waits for Redis: this one joins it, so the
+            // key's checks reach Redis in order.
+            return;
+        }
+        if !self.webhooks.unsynced.is_empty() {
+            // Redis failed and has not answered the retries yet: this one waits for them too,
+            // instead of paying a failure (up to a 3 s timeout) of its own.
+            self.webhooks.unsynced.failed(scoped, on, now);
+            self.unsynced_changed();
+            return;
+        }
         match self
             .store
             .webhook_transition(&scoped, &self.hub.cluster.node, on)
         {
             Ok(true) => {}
             Ok(false) => return,
+            Err(StoreError::Unavailable(e)) => {
+                // Redis may come back: checked again until it answers (see `unsynced`). Logged
+                // once per outage: later transitions join the record without a check.
+                tracing::warn!(
+                    error = %e,
+                    "webhooks: the cluster-wide check failed; retried until Redis answers"
+                );
+                self.webhooks.unsynced.failed(scoped, on, now);
+                self.webhooks.unsynced.arm(Instant::now());
+                self.unsynced_changed();
+                return;
+            }
             Err(e) => {
-                // Sending it (possibly twice) beats losing it.
-                tracing::warn!(error = %e, "webhooks: the cluster-wide check failed; sending");
+                // Refused (not "not now"): asking again would be refused again. Sending it
+                // (possibly twice) beats losing it.
+                tracing::warn!(error = %e, "webhooks: the cluster-wide check was refused; sending");
             }
         }
         let body = event_json(kind, now, &[(field, &json_str(&key))]);
         self.webhooks.pending.push(body.into());
+    }
+
+    /// Runs the cluster-wide checks that failed again (see [`unsynced`](super::unsynced)),
+    /// when their back-off allows (`force`: now, at shutdown), until Redis fails again; each
+    /// that Redis answers as the cluster-wide transition becomes its event, late, with the
+    /// time this node's state changed.
+    pub(super) fn webhook_retry(&mut self, force: bool) {
+        // Every batch comes here: nothing kept (always, without Redis) costs one length test.
+        if self.webhooks.unsynced.is_empty() || !self.webhooks.unsynced.due(Instant::now(), force) {
+            return;
+        }
+        let node = self.hub.cluster.node.clone();
+        let mut failed = false;
+        let mut sent = 0usize;
+        for (key, entry) in self.webhooks.unsynced.batch() {
+            let transition = match self.store.webhook_transition_retry(&key, &node, entry.want) {
+                Ok(t) => t,
+                Err(StoreError::Unavailable(e)) => {
+                    tracing::debug!(error = %e, "webhooks: the cluster-wide check failed again");
+                    failed = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, key, "webhooks: the cluster-wide check was refused; sending");
+                    true
+                }
+            };
+            self.webhooks.unsynced.done(&key);
+            let Some(on) = entry.event(transition) else {
+                continue;
+            };
+            let (kind, field, name) = match (key.split_once(':'), on) {
+                (Some(("topic", t)), true) => (EventKind::TopicOccupied, "topic", t),
+                (Some(("topic", t)), false) => (EventKind::TopicVacated, "topic", t),
+                (Some(("user", u)), true) => (EventKind::UserOnline, "user", u),
+                (Some(("user", u)), false) => (EventKind::UserOffline, "user", u),
+                _ => continue,
+            };
+            if self.hub.config.webhooks.wants(kind) {
+                let body = event_json(kind, entry.at, &[(field, &json_str(name))]);
+                self.webhooks.pending.push(body.into());
+                sent += 1;
+            }
+        }
+        self.webhooks.unsynced.passed(Instant::now(), failed);
+        self.unsynced_changed();
+        if !failed {
+            tracing::info!(
+                sent,
+                left = self.webhooks.unsynced.len(),
+                "webhooks: transitions checked with the cluster after Redis failed"
+            );
+        }
+        if force && !self.webhooks.unsynced.is_empty() {
+            tracing::warn!(
+                left = self.webhooks.unsynced.len(),
+                "webhooks: stopping with transitions Redis did not confirm; what Redis still \
+                 holds for this node is released by its next start, or by the other nodes once \
+                 its registration expired"
+            );
+        }
+    }
+
+    /// Publishes how many transitions wait for Redis (`GET /api/v1/webhooks`, `/metrics`).
+    fn unsynced_changed(&self) {
+        let n = self.webhooks.unsynced.len() as u64;
+        self.hub.webhooks.unsynced.store(n, Ordering::Relaxed);
     }
 
     /// Removes what dead nodes held (see

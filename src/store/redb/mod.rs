@@ -45,6 +45,7 @@
 //! expires.
 
 mod codec;
+mod commit;
 mod history;
 mod inbox;
 mod open;
@@ -59,12 +60,13 @@ pub(crate) use wal::record_ends;
 pub use wal::WAL_NAME;
 
 pub(crate) use codec::fuzz_decode_all;
+use commit::wtx;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redb::{Database, Durability, TableDefinition, WriteTransaction};
+use redb::{Database, TableDefinition, WriteTransaction};
 
 use super::{
     AppendReq, HistoryLimits, HistoryRead, InboxLimits, InboxMessage, MessageInfo, NewMessage,
@@ -159,20 +161,6 @@ pub struct RedbStore {
     sio_pruned: u64,
 }
 
-/// Opens the batch's write transaction if needed.
-fn wtx<'a>(
-    db: &Database,
-    slot: &'a mut Option<WriteTransaction>,
-) -> Result<&'a WriteTransaction, StoreError> {
-    if slot.is_none() {
-        let mut tx = db.begin_write().map_err(err)?;
-        tx.set_durability(Durability::Immediate).map_err(err)?;
-        *slot = Some(tx);
-    }
-    slot.as_ref()
-        .ok_or_else(|| StoreError::Io("redb: no write transaction".into()))
-}
-
 impl RedbStore {
     /// The id drawn when the database file was created (changes when it is wiped).
     pub fn store_id(&self) -> &str {
@@ -210,30 +198,6 @@ impl RedbStore {
             self.failed = true;
         }
         self.note(r)
-    }
-
-    /// Commits the open write transaction durably (a checkpoint: see [`Self::checkpoint`]).
-    fn commit_inner(&mut self) -> Result<(), StoreError> {
-        let Some(tx) = self.wtx.take() else {
-            return Ok(());
-        };
-        {
-            let mut t = tx.open_table(STREAMS).map_err(err)?;
-            for topic in self.dirty_streams.drain(..) {
-                if let Some(m) = self.streams.get_mut(&topic) {
-                    m.dirty = false;
-                    codec::encode_stream(&mut self.scratch, m.top, &m.epoch);
-                    t.insert(&*topic, self.scratch.as_slice()).map_err(err)?;
-                }
-            }
-            if self.next_id_dirty {
-                let mut meta = tx.open_table(META).map_err(err)?;
-                meta.insert("next_id", &self.next_id.to_le_bytes()[..])
-                    .map_err(err)?;
-                self.next_id_dirty = false;
-            }
-        }
-        tx.commit().map_err(err)
     }
 }
 
@@ -475,42 +439,6 @@ impl Store for RedbStore {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        if self.failed {
-            if let Some(tx) = self.wtx.take() {
-                // Rolling back; the batch's failure is what gets reported.
-                let _ = tx.abort();
-            }
-            self.wal.discard();
-            self.reset();
-            // The transaction also held the batches answered since the checkpoint: back from
-            // the log. If that fails, the store reopens (and replays) once the backoff allows.
-            if let Err(e) = self.replay_file() {
-                self.reset();
-                let _ = self.note::<()>(Err(StoreError::Io(format!("replaying the log: {e}"))));
-            }
-            return Err(StoreError::Io(
-                "redb: an operation of this batch failed; the batch was rolled back".into(),
-            ));
-        }
-        if !self.wal.pending() {
-            return Ok(());
-        }
-        let r = if self.wal.checkpoint_due() {
-            let lsn = self.wal.lsn + 1;
-            self.checkpoint(lsn)
-        } else {
-            self.wal.write_batch()
-        };
-        if let Err(e) = r {
-            // Whatever the transaction held is unknown now: reopening replays what the log
-            // and the file hold.
-            self.reset();
-            self.wal.discard();
-            let why = match e {
-                StoreError::Io(m) | StoreError::Corrupt(m) | StoreError::Unavailable(m) => m,
-            };
-            return self.note(Err(StoreError::Io(why)));
-        }
-        Ok(())
+        self.commit_batch()
     }
 }

@@ -304,7 +304,16 @@ impl Store for RedisStore {
     }
 
     fn webhook_transition(&mut self, key: &str, node: &str, on: bool) -> Result<bool, StoreError> {
-        self.transition_inner(key, node, on)
+        self.transition_inner(key, node, on, false)
+    }
+
+    fn webhook_transition_retry(
+        &mut self,
+        key: &str,
+        node: &str,
+        on: bool,
+    ) -> Result<bool, StoreError> {
+        self.transition_inner(key, node, on, true)
     }
 
     fn webhook_orphans(&mut self) -> Result<Vec<(String, bool)>, StoreError> {

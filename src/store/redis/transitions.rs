@@ -13,16 +13,21 @@
 use super::{RedisStore, StoreError};
 
 /// `KEYS[1]` the set of nodes having a key, `KEYS[2]` the node's index on this instance;
-/// `ARGV[1]` the node, `ARGV[2]` `1` (has it) or `0`, `ARGV[3]` the key: 1 when this change was
-/// the cluster-wide transition (the first node added, the last removed).
+/// `ARGV[1]` the node, `ARGV[2]` `1` (has it) or `0`, `ARGV[3]` the key, `ARGV[4]` `1` for a
+/// retry: 1 when this change was the cluster-wide transition (the first node added, the last
+/// removed). A retry that finds the node already as asked (the failed call ran, its answer was
+/// lost) answers whether the set is as that call left it if it was the transition (the node
+/// alone; empty).
 const TRANSITION: &str = r"
 if ARGV[2] == '1' then
   redis.call('SADD', KEYS[2], ARGV[3])
-  if redis.call('SADD', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 1 then return 1 end
+  if redis.call('SADD', KEYS[1], ARGV[1]) == 0 and ARGV[4] ~= '1' then return 0 end
+  if redis.call('SCARD', KEYS[1]) == 1 then return 1 end
   return 0
 end
 redis.call('SREM', KEYS[2], ARGV[3])
-if redis.call('SREM', KEYS[1], ARGV[1]) == 1 and redis.call('SCARD', KEYS[1]) == 0 then return 1 end
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 and ARGV[4] ~= '1' then return 0 end
+if redis.call('SCARD', KEYS[1]) == 0 then return 1 end
 return 0
 ";
 
@@ -31,12 +36,14 @@ const SCAN_MAX: usize = 10_000;
 
 impl RedisStore {
     /// See [`Store::webhook_transition`](crate::store::Store::webhook_transition): the set
-    /// `P:whn:<key>` of nodes having `key`, on the key's instance, changed in one script.
+    /// `P:whn:<key>` of nodes having `key`, on the key's instance, changed in one script
+    /// (`retry`: see [`Store::webhook_transition_retry`](crate::store::Store::webhook_transition_retry)).
     pub(super) fn transition_inner(
         &mut self,
         key: &str,
         node: &str,
         on: bool,
+        retry: bool,
     ) -> Result<bool, StoreError> {
         let k = crate::proto::wire::instance_for(key, self.inst.len());
         let r: i64 = self.inst[k].query(
@@ -47,7 +54,8 @@ impl RedisStore {
                 .arg(format!("{}:whk:{node}", self.prefix))
                 .arg(node)
                 .arg(if on { "1" } else { "0" })
-                .arg(key),
+                .arg(key)
+                .arg(if retry { "1" } else { "0" }),
         )?;
         Ok(r == 1)
     }
@@ -103,7 +111,7 @@ impl RedisStore {
         for i in 0..self.inst.len() {
             let keys: Vec<String> = self.inst[i].query(::redis::cmd("SMEMBERS").arg(&index))?;
             for key in keys {
-                if self.transition_inner(&key, node, false)? {
+                if self.transition_inner(&key, node, false, false)? {
                     vacated.push(key);
                 }
             }

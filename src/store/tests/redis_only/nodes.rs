@@ -233,6 +233,39 @@ fn webhook_transitions_are_cluster_wide() {
     );
 }
 
+/// A retry after a failed call: a change not made yet is made and answered as the first call
+/// would be; a change the lost call already made is answered from the set as found (the node
+/// alone / nobody: the lost call was the transition), where a first call would say "no change".
+#[test]
+fn webhook_transition_retries_answer_for_a_lost_call() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let (mut a, mut b) = (store(&r, "n1"), store(&r, "n2"));
+    assert!(a.webhook_transition_retry("topic:x", "n1", true).unwrap());
+    assert!(
+        a.webhook_transition_retry("topic:x", "n1", true).unwrap(),
+        "applied by the lost call, n1 alone: it was the transition"
+    );
+    assert!(!a.webhook_transition("topic:x", "n1", true).unwrap());
+    assert!(!b.webhook_transition("topic:x", "n2", true).unwrap());
+    assert!(
+        !a.webhook_transition_retry("topic:x", "n1", true).unwrap(),
+        "n2 holds it too"
+    );
+    assert!(!b.webhook_transition_retry("topic:x", "n2", false).unwrap());
+    assert!(a.webhook_transition_retry("topic:x", "n1", false).unwrap());
+    assert!(
+        a.webhook_transition_retry("topic:x", "n1", false).unwrap(),
+        "applied by the lost call, nobody left: it was the transition"
+    );
+    assert!(!a.webhook_transition("topic:x", "n1", false).unwrap());
+    assert!(
+        b.webhook_transition("topic:x", "n2", true).unwrap(),
+        "empty again"
+    );
+}
+
 /// A node that died holding keys: found unregistered by the others, and its keys released
 /// through the transition script — a key another node still has is not vacated, and each
 /// vacated key is answered to one reaper only.
