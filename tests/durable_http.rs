@@ -1,6 +1,7 @@
 //! Durable sends served on the shard that read them (`POST /api/v1/send`, `"durable": true`):
 //! many pipelined on one kept-alive connection are each answered once stored, in order, with
-//! the delivery count summed over the shards; every answered one survives `kill -9`.
+//! the delivery count summed over the shards; every answered one survives `kill -9`. The same
+//! for a `POST /api/v1/batch` of durable sends (one answer, the results in order).
 
 mod common;
 
@@ -112,6 +113,97 @@ async fn pipelined_sends_count_every_shard(io: IoMode) {
 }
 per_shell!(async fn pipelined_sends_count_every_shard);
 
+/// A batch of `users.len()` durable sends (data `{"n": i}`), as one request.
+fn batch_of_sends(addr: SocketAddr, users: &[&str]) -> (u16, Value) {
+    let cmds: Vec<Value> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| json!({"method": "send", "params": {"user": u, "event": "note", "data": {"n": i}, "durable": true}}))
+        .collect();
+    http_json(
+        addr,
+        "POST",
+        "/api/v1/batch",
+        Some("k"),
+        Some(&json!({ "commands": cmds })),
+    )
+}
+
+/// A batch of durable sends to a connected user (three connections) and an offline one,
+/// interleaved: one answer whose results keep the commands' order, each user's offsets
+/// consecutive in that order, the connected user's counted on every connection and received in
+/// order; a batch the shard does not serve (a bad user among the sends) is answered alike by
+/// the API thread.
+async fn batch_of_durable_sends(io: IoMode) {
+    let b = builder(io)
+        .api_key("k")
+        .on_connect(|c: &ConnectInfo<'_>| {
+            let user = c
+                .query
+                .and_then(|q| q.strip_prefix("user="))
+                .map(str::to_string);
+            Ok(ConnectOutcome {
+                user,
+                ..Default::default()
+            })
+        })
+        .pubsub();
+    let Some(h) = start(b) else { return };
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        conns.push(connect(&h, "/ws?user=gus").await);
+    }
+    // The inbox syncs are done once a first message reaches every connection.
+    let first = pipelined_sends(h.local_addr(), "gus", 0, 1);
+    assert_eq!(first[0].0, 200, "{:?}", first[0]);
+    for ws in &mut conns {
+        assert_eq!(recv(ws).await["offset"], 1);
+    }
+    let users: Vec<&str> = (0..30)
+        .map(|i| if i % 3 == 2 { "hal" } else { "gus" })
+        .collect();
+    let (st, v) = batch_of_sends(h.local_addr(), &users);
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["success"], true, "{v}");
+    let results = v["data"]["results"].as_array().expect("results");
+    assert_eq!(results.len(), 30, "{v}");
+    let (mut gus, mut hal, mut last_id) = (1u64, 0u64, 0u64);
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r["success"], true, "{r}");
+        let keys: Vec<&String> = r["data"].as_object().expect("data").keys().collect();
+        assert_eq!(keys, ["delivered", "message_id", "offset"], "{r}");
+        let id = r["data"]["message_id"].as_u64().expect("an id");
+        assert!(id > last_id, "ids in command order: {v}");
+        last_id = id;
+        let (offset, delivered) = if users[i] == "gus" {
+            gus += 1;
+            (gus, 3)
+        } else {
+            hal += 1;
+            (hal, 0)
+        };
+        assert_eq!(r["data"]["offset"], offset, "{r}");
+        assert_eq!(r["data"]["delivered"], delivered, "{r}");
+    }
+    for ws in &mut conns {
+        for (off, n) in (2..=gus).zip((0..30).filter(|i| i % 3 != 2)) {
+            let m = recv(ws).await;
+            assert_eq!(m["offset"], off, "{m}");
+            assert_eq!(m["data"]["n"], n, "{m}");
+        }
+    }
+    // Not served here (an invalid user): the API thread answers, the other sends succeed.
+    let (st, v) = batch_of_sends(h.local_addr(), &["hal", "not*valid", "hal"]);
+    assert_eq!(st, 200, "{v}");
+    let results = v["data"]["results"].as_array().expect("results");
+    assert_eq!(results[0]["data"]["offset"], hal + 1, "{v}");
+    assert_eq!(results[1]["success"], false, "{v}");
+    assert_eq!(results[2]["data"]["offset"], hal + 2, "{v}");
+    h.shutdown();
+    h.join();
+}
+per_shell!(async fn batch_of_durable_sends);
+
 struct Node(Child, SocketAddr);
 
 impl Drop for Node {
@@ -159,6 +251,10 @@ fn answered_pipelined_sends_survive_kill_9() {
     let node = spawn(&dir);
     let answers = pipelined_sends(node.1, "finn", 1, 50);
     assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
+    let (st, v) = batch_of_sends(node.1, &["gwen"; 30]);
+    assert_eq!(st, 200, "{v}");
+    let batch = v["data"]["results"].as_array().expect("results");
+    assert!(batch.iter().all(|r| r["success"] == true), "{v}");
     drop(node); // SIGKILL: nothing beyond what was committed.
 
     let node = spawn(&dir);
@@ -171,6 +267,10 @@ fn answered_pipelined_sends_survive_kill_9() {
         .map(|m| m["offset"].as_u64().unwrap())
         .collect();
     assert_eq!(offsets, (1..=50).collect::<Vec<_>>(), "{v}");
+    let (st, v) = http_json(node.1, "GET", "/api/v1/inbox?user=gwen", Some("k"), None);
+    assert_eq!(st, 200, "{v}");
+    let count = v["data"]["messages"].as_array().expect("messages").len();
+    assert_eq!(count, 30, "every answered send of the batch: {v}");
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

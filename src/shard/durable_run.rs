@@ -16,6 +16,9 @@ pub(crate) struct DurableItem {
     pub(super) frame: Bytes,
     /// The connection whose request this answers.
     pub(super) answer: ConnId,
+    /// Its command's place in that request's batch (`shard::fastbatch`); `None`: the request
+    /// is this one send.
+    pub(super) index: Option<u32>,
     /// Connections it was written to, summed over the shards.
     pub(super) delivered: AtomicU32,
 }
@@ -37,21 +40,23 @@ impl DurableRun {
         }
     }
 
-    /// Adds message `id` (`offset` in `user`'s inbox, written as `frame`) answering `answer`.
+    /// Adds message `id` (`offset` in `user`'s inbox, written as `frame`) answering `answer`
+    /// (as command `index` of its batch, if it is one).
     pub(crate) fn push(
         &mut self,
         user: Arc<str>,
         offset: u64,
         id: u64,
         frame: Bytes,
-        answer: ConnId,
+        answer: (ConnId, Option<u32>),
     ) {
         self.items.push(DurableItem {
             user,
             offset,
             id,
             frame,
-            answer,
+            answer: answer.0,
+            index: answer.1,
             delivered: AtomicU32::new(0),
         });
     }

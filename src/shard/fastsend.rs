@@ -13,7 +13,8 @@
 //!
 //! Every request the shard cannot serve exactly as the API thread would — a wrong key, a
 //! throttled address, a body that is not one durable send to one valid user, no store, a full
-//! store queue — goes to the API thread, which answers it as before.
+//! store queue — goes to the API thread, which answers it as before. A batch of such sends
+//! (`POST /api/v1/batch`) is served the same way, as one store job: `shard::fastbatch`.
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -52,6 +53,24 @@ struct SendBody<'a> {
 /// The path the shard may answer itself.
 const SEND_PATH: &str = "/api/v1/send";
 
+/// The store job of `body` when it is one durable send to one valid user (what the shard may
+/// serve itself, here and in a batch), answered to `reply`; `None` otherwise.
+pub(super) fn durable_send(body: &[u8], reply: DurableReply) -> Option<StoreJob> {
+    let b = serde_json::from_slice::<SendBody<'_>>(body).ok()?;
+    let (true, Some(user), None, None) = (b.durable, b.user, &b.users, &b.topic) else {
+        return None;
+    };
+    if !crate::policy::auth::valid_user(user) {
+        return None;
+    }
+    Some(StoreJob::InboxPut {
+        user: user.into(),
+        event: b.event.into(),
+        data: b.data.map(|d| Bytes::copy_from_slice(d.get().as_bytes())),
+        reply,
+    })
+}
+
 impl ShardState {
     /// Takes `head` + `body` here when it is a durable send this shard can hand to the store
     /// itself (see the module docs): true when submitted (the store's batch answers it later).
@@ -67,27 +86,15 @@ impl ShardState {
         {
             return false;
         }
-        let Ok(b) = serde_json::from_slice::<SendBody<'_>>(body) else {
+        let Some(job) = durable_send(body, DurableReply::Http(id)) else {
             return false;
         };
-        let (true, Some(user), None, None) = (b.durable, b.user, &b.users, &b.topic) else {
-            return false;
-        };
-        if !crate::policy::auth::valid_user(user) {
-            return false;
-        }
         let hub = self.hub.clone();
         // A full or missing queue: the API thread answers with the error it always gave.
         match &hub.links.store {
             Some(tx) if tx.len() < MAX_QUEUED => {}
             _ => return false,
         }
-        let job = StoreJob::InboxPut {
-            user: user.into(),
-            event: b.event.into(),
-            data: b.data.map(|d| Bytes::copy_from_slice(d.get().as_bytes())),
-            reply: DurableReply::Http(id),
-        };
         if let Err(e) = hub.submit_store(job, true) {
             let body = format!(
                 r#"{{"code":"{}","error":{},"success":false}}"#,
@@ -146,7 +153,10 @@ impl ShardState {
                 item.id,
                 item.offset
             );
-            self.answer_json(item.answer, 200, body.as_bytes());
+            match item.index {
+                Some(index) => self.batch_result(item.answer, index, body.as_bytes()),
+                None => self.answer_json(item.answer, 200, body.as_bytes()),
+            }
         }
     }
 }

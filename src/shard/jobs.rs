@@ -64,6 +64,9 @@ pub(crate) enum DurableReply {
     /// A `POST /api/v1/send` read by this connection's shard (`shard::fastsend`): the shards
     /// deliver the message and the connection's shard answers the request with the summed count.
     Http(ConnId),
+    /// Command `index` of a `POST /api/v1/batch` of durable sends read by this connection's
+    /// shard (`shard::fastbatch`): answered, with the batch's other results, once all are in.
+    HttpBatch(ConnId, u32),
 }
 
 /// A stored item and the per-shard delivery counts to await.

@@ -32,6 +32,7 @@ pub(crate) mod durable_run;
 mod entry;
 pub(crate) mod events;
 mod fastapi;
+mod fastbatch;
 mod fastsend;
 mod formats;
 pub(crate) mod gather;
@@ -175,6 +176,9 @@ pub(crate) struct ShardState {
     expiry: HashMap<ConnId, u64>,
     /// Connections whose refresh call is out.
     refreshing: std::collections::HashSet<ConnId>,
+    /// Durable-send batches served here, by the connection that asked, until every result
+    /// is in (`fastbatch`).
+    batches: HashMap<ConnId, fastbatch::Pending>,
     /// The wall clock at `epoch` (for `expire_at`, which is wall time).
     wall_epoch: std::time::SystemTime,
 }
@@ -229,6 +233,7 @@ impl ShardState {
             proxied: HashMap::new(),
             expiry: HashMap::new(),
             refreshing: Default::default(),
+            batches: HashMap::new(),
             wall_epoch: std::time::SystemTime::now(),
         }
     }

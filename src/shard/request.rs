@@ -47,7 +47,7 @@ impl ShardState {
             self.answer_here(id, 200, json.as_bytes());
             return;
         }
-        if self.local_send(id, &head, &body, peer) {
+        if self.local_send(id, &head, &body, peer) || self.local_batch(id, &head, &body, peer) {
             return;
         }
         let Some(c) = self.conn_mut(id) else {

@@ -3,8 +3,9 @@
 //! connection (`--close`: a new connection per request, `Connection: close`), to users
 //! `u0 ..= u{N-1}` in turn (`--publish TOPIC`: `POST /api/v1/publish` instead); users
 //! `u0 ..= u{C-1}` are connected (one WebSocket each, with an HS256 token) and acknowledge
-//! every message they receive, the others are offline. Reports answered sends/s and the
-//! send latency (TCP connect → complete answer), plus what the connected users received.
+//! every message they receive, the others are offline. `--batch N`: each request is a
+//! `POST /api/v1/batch` of N sends. Reports answered sends/s and the send latency (TCP connect
+//! → complete answer), plus what the connected users received.
 
 use super::{secs, Ctx, FirstError};
 use crate::client::{self, Target};
@@ -57,6 +58,11 @@ pub struct DurableArgs {
     /// `POST /api/v1/publish` to this topic instead of sends to users.
     #[arg(long)]
     pub publish: Option<String>,
+    /// Sends per request: above 1, each request is a `POST /api/v1/batch` of this many sends
+    /// (stored with one commit), so `--concurrency` × `--batch` sends are in flight; rates
+    /// and counts are of sends, the latency is the request's.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
     /// Measured seconds (after warmup).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -219,10 +225,20 @@ async fn send_one(
             String::from_utf8_lossy(&body[..body.len().min(200)])
         );
     }
-    let delivered = memmem::find(body, b"\"delivered\":")
-        .and_then(|i| body.get(i + 12))
-        .is_some_and(|b| b.is_ascii_digit() && *b != b'0');
-    Ok(u64::from(delivered))
+    if memmem::find(body, b"\"success\":false").is_some() {
+        bail!(
+            "HTTP 200, a command failed: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+    }
+    // One `"delivered":` per send (a batch's results hold one each).
+    let delivered = memmem::find_iter(body, b"\"delivered\":")
+        .filter(|&i| {
+            body.get(i + 12)
+                .is_some_and(|b| b.is_ascii_digit() && *b != b'0')
+        })
+        .count();
+    Ok(delivered as u64)
 }
 
 /// Writes `req` and reads its answer into `buf`; returns whether the connection stays open.
@@ -287,21 +303,34 @@ async fn sender(
         let u = {
             let mut nx = next.borrow_mut();
             let u = *nx;
-            *nx = (u + sh.ctx.threads) % a.users;
+            *nx = (u + sh.ctx.threads * a.batch.max(1)) % a.users;
             u
         };
-        let (path, body) = match &a.publish {
-            Some(topic) => (
-                "publish",
-                format!("{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"{data}\"}}"),
+        let one = |u: usize| match &a.publish {
+            Some(topic) => format!("{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"{data}\"}}"),
+            None => format!(
+                "{{\"user\":\"u{u}\",\"event\":\"m\",\"data\":\"{data}\"{}}}",
+                if a.plain { "" } else { ",\"durable\":true" }
             ),
-            None => (
-                "send",
-                format!(
-                    "{{\"user\":\"u{u}\",\"event\":\"m\",\"data\":\"{data}\"{}}}",
-                    if a.plain { "" } else { ",\"durable\":true" }
-                ),
-            ),
+        };
+        let method = if a.publish.is_some() {
+            "publish"
+        } else {
+            "send"
+        };
+        let (path, body) = if a.batch > 1 {
+            let commands: Vec<String> = (0..a.batch)
+                .map(|i| {
+                    let p = one((u + i * sh.ctx.threads) % a.users);
+                    format!("{{\"method\":\"{method}\",\"params\":{p}}}")
+                })
+                .collect();
+            (
+                "batch",
+                format!("{{\"commands\":[{}]}}", commands.join(",")),
+            )
+        } else {
+            (method, one(u))
         };
         let req = format!(
             "POST /api/v1/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
@@ -326,10 +355,11 @@ async fn sender(
         let mut acc = acc.borrow_mut();
         match r {
             Ok(Ok(d)) => {
-                acc.ok += 1;
-                runner::bump(&sh.answered[tid], 1);
+                let sends = a.batch.max(1) as u64;
+                acc.ok += sends;
+                runner::bump(&sh.answered[tid], sends);
                 if t0 >= m_start && t1 < m_end {
-                    acc.in_window += 1;
+                    acc.in_window += sends;
                     acc.delivered_at_once += d;
                     acc.latency.record(t1 - t0);
                 }
@@ -382,8 +412,11 @@ async fn worker(sh: Arc<Shared>, tid: usize) -> Result<ThreadResult> {
 }
 
 pub fn run(ctx: &Ctx, args: &DurableArgs) -> Result<Report> {
-    if args.concurrency == 0 || args.users == 0 {
-        bail!("--concurrency and --users must be at least 1");
+    if args.concurrency == 0 || args.users == 0 || args.batch == 0 {
+        bail!("--concurrency, --users and --batch must be at least 1");
+    }
+    if args.batch > 1000 {
+        bail!("--batch above 1000: the server takes at most 1000 commands per batch");
     }
     if args.connected > args.users {
         bail!("--connected exceeds --users");

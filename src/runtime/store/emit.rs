@@ -55,7 +55,7 @@ impl Sequencer {
             if !matches!(
                 out,
                 Out::Durable {
-                    reply: DurableReply::Http(_),
+                    reply: DurableReply::Http(_) | DurableReply::HttpBatch(..),
                     ..
                 }
             ) {
@@ -107,14 +107,19 @@ impl Sequencer {
                     offset,
                     frame,
                     id,
-                    reply: DurableReply::Http(conn),
+                    reply: reply @ (DurableReply::Http(_) | DurableReply::HttpBatch(..)),
                     wire,
                 } => {
                     flush_pubs(&mut run);
                     if let Some(op) = wire {
                         hub.cluster.broker.control(op);
                     }
-                    sends.push(user, offset, id, frame, conn);
+                    let answer = match reply {
+                        DurableReply::HttpBatch(conn, index) => (conn, Some(index)),
+                        DurableReply::Http(conn) => (conn, None),
+                        DurableReply::Api(_) => unreachable!("not in this arm's pattern"),
+                    };
+                    sends.push(user, offset, id, frame, answer);
                 }
                 Out::Durable {
                     user,
@@ -273,6 +278,15 @@ pub(super) fn durable_error(hub: &HubShared, reply: DurableReply, e: StoreError)
             if let Some(inbox) = hub.inboxes.get(conn.shard()) {
                 let body = Bytes::from(body.to_string());
                 inbox.push(ShardMsg::ApiAnswer(conn, e.status, body));
+            }
+        }
+        DurableReply::HttpBatch(conn, index) => {
+            // The batch's result for this command, as the API thread's batch gives it.
+            let e = ApiError::from_store(e);
+            let body = serde_json::json!({"success": false, "code": e.code, "error": e.message});
+            if let Some(inbox) = hub.inboxes.get(conn.shard()) {
+                let body = Bytes::from(body.to_string());
+                inbox.push(ShardMsg::BatchResult(conn, index, body));
             }
         }
     }

@@ -27,8 +27,9 @@ pub(super) fn report(sh: &Shared, results: Vec<ThreadResult>) -> Report {
     rep.row(
         "setup",
         format!(
-            "{} requests in flight, {} users ({} connected, acking), {} B data, {}, {}, {} thread(s)",
+            "{} requests in flight ({} send(s) each), {} users ({} connected, acking), {} B data, {}, {}, {} thread(s)",
             a.concurrency,
+            a.batch,
             a.users,
             a.connected,
             a.payload,
@@ -99,7 +100,7 @@ pub(super) fn report(sh: &Shared, results: Vec<ThreadResult>) -> Report {
     rep.set(
         "config",
         json!({
-            "concurrency": a.concurrency, "users": a.users, "connected": a.connected,
+            "concurrency": a.concurrency, "batch": a.batch, "users": a.users, "connected": a.connected,
             "payload": a.payload, "durable": !a.plain, "duration_s": a.duration,
             "warmup_s": a.warmup, "threads": sh.ctx.threads,
         }),
