@@ -316,6 +316,9 @@ impl ShardState {
     /// Takes the sockets that changed hands since the last call ([`Rewatch`], in order): the
     /// shell applies them before it waits again.
     pub(crate) fn take_rewatch(&mut self, into: &mut Vec<Rewatch>) {
+        if self.polls.has_sessions() {
+            self.lend_parked();
+        }
         std::mem::swap(&mut self.rewatch, into);
     }
 

@@ -42,6 +42,9 @@ mod upgrade;
 pub(crate) struct Polls {
     sessions: usize,
     links: HashMap<ConnId, ConnId>,
+    /// Sessions whose GET just parked on one of this shard's connections: it lends its socket
+    /// once the input at hand is processed ([`ShardState::take_rewatch`]).
+    lending: Vec<ConnId>,
 }
 
 impl ShardState {
@@ -183,8 +186,9 @@ impl ShardState {
             {
                 self.mark_dirty(r.sid.slot());
             } else {
-                // It waits: the session takes its socket meanwhile, when it can.
-                self.lend_parked(r.sid);
+                // It waits: the session takes its socket meanwhile, when it can (once the
+                // input at hand is processed: bytes after the GET stay with its connection).
+                self.polls.lending.push(r.sid);
             }
             return;
         };

@@ -3,7 +3,8 @@
 //!
 //! A GET that parks on one of this shard's HTTP connections, with nothing of that connection in
 //! flight, gives its socket (descriptor, TLS state, caps slots, port) to the session's entry and
-//! its own entry is freed. The shell watches the socket under the session's slot for readiness
+//! its own entry is freed — when the shell next looks ([`ShardState::take_rewatch`], before it
+//! waits), so bytes read after the GET's head stay with its connection. The shell watches the socket under the session's slot for readiness
 //! only ([`Rewatch::Watch`]): nothing is read from it while the GET waits; input or an EOF
 //! there gives it back at once ([`ShardState::lent_ready`]), so a client closing its parked
 //! GET ends the session as before. To answer the GET (or end the session) the socket goes back
@@ -23,20 +24,25 @@ use super::{poll, Parked};
 use crate::ConnId;
 
 impl ShardState {
-    /// The GET of session `sid` just parked: its socket goes to the session now, or once the
-    /// shell's receive on it ended.
-    pub(super) fn lend_parked(&mut self, sid: ConnId) {
-        let Some(from) = self.parked(sid).map(|p| p.conn) else {
-            return;
-        };
-        if from == sid || from.shard() != self.index {
-            return;
+    /// Sessions whose GET parked since the last call (the shell is about to wait): each takes
+    /// its GET's socket now, or once the shell's receive on it ended.
+    pub(in crate::shard) fn lend_parked(&mut self) {
+        let mut lending = std::mem::take(&mut self.polls.lending);
+        for &sid in &lending {
+            let Some(from) = self.parked(sid).map(|p| p.conn) else {
+                continue;
+            };
+            if from == sid || from.shard() != self.index {
+                continue;
+            }
+            match self.lendable(sid, from) {
+                Some(0) => self.borrow(sid, from),
+                Some(_) => self.rewatch.push(Rewatch::Cancel(from)),
+                None => {}
+            }
         }
-        match self.lendable(sid, from) {
-            Some(0) => self.borrow(sid, from),
-            Some(_) => self.rewatch.push(Rewatch::Cancel(from)),
-            None => {}
-        }
+        lending.clear();
+        self.polls.lending = lending;
     }
 
     /// The shell's operations in flight on `from`, if it can lend its socket to session `sid`

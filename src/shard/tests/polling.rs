@@ -87,6 +87,9 @@ fn a_parked_get_gets_the_output_of_later_posts() {
     let mut st = sio_shard();
     let sid = session(&mut st);
     let parked = send(&mut st, &get(&sid));
+    // The shell looks before it waits: the session takes the GET's socket.
+    shell_takes(&mut st);
+    assert_eq!(slot_of(&st, parked), u32::MAX, "held by the session");
     st.take_dirty(&mut Vec::new());
     let slot = slot_of(&st, parked);
     assert!(written(&mut st, slot).is_empty(), "nothing yet: parked");
