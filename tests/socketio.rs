@@ -6,6 +6,8 @@
 mod common;
 #[path = "socketio/polling.rs"]
 mod polling;
+#[path = "socketio/polling_kept.rs"]
+mod polling_kept;
 
 use std::time::Duration;
 

@@ -8,6 +8,7 @@ use std::os::fd::RawFd;
 
 use bytes::Bytes;
 
+use super::entry::Io;
 use super::{flag, ConnEntry, Phase, ShardState};
 use crate::policy::guard::Admitted;
 use crate::proto::frame;
@@ -84,12 +85,17 @@ impl ShardState {
     /// Bytes received on `slot` (unmasked in place).
     pub(crate) fn on_input(&mut self, slot: u32, data: &mut [u8]) {
         let now = self.stamp;
-        let Some(c) = self.conns.get_mut(slot as usize) else {
+        // A long-polling session reads nothing (a socket it holds is not watched).
+        let Some(c) = self
+            .conns
+            .get_mut(slot as usize)
+            .filter(|c| matches!(c.io, Io::Sock(_)))
+        else {
             return;
         };
         c.last_seen = now;
         c.clear(flag::PING_SENT);
-        if c.has(flag::KEPT) && c.inbuf.is_empty() && matches!(c.phase, Phase::Head) {
+        if c.has(flag::KEPT) && c.inbuf_empty() && matches!(c.phase, Phase::Head) {
             // The next request on a kept-alive connection: its head timeout starts now.
             c.accepted = now;
         }
@@ -101,37 +107,49 @@ impl ShardState {
     }
 
     fn plain_input(&mut self, slot: u32, data: &mut [u8]) {
-        let Some(c) = self.conns.get_mut(slot as usize) else {
+        let Some(c) = self
+            .conns
+            .get_mut(slot as usize)
+            .filter(|c| matches!(c.io, Io::Sock(_)))
+        else {
             return;
         };
-        if c.inbuf.is_empty() {
+        if c.inbuf_empty() {
             // The common case: whole frames, decoded straight from the shell's buffer.
             let used = self.process(slot, data);
             if used < data.len() {
                 if let Some(c) = self.conns.get_mut(slot as usize) {
-                    c.inbuf.extend_from_slice(&data[used..]);
-                    Self::reserve_frame(c, self.hub.config.max_message_size);
+                    Self::keep_input(c, &data[used..], self.hub.config.max_message_size);
                 }
             }
             return;
         }
-        let mut buf = std::mem::take(&mut c.inbuf);
+        let mut buf = c
+            .bufs()
+            .map(|b| std::mem::take(&mut b.inbuf))
+            .unwrap_or_default();
         buf.extend_from_slice(data);
         let used = self.process(slot, &mut buf);
         buf.drain(..used);
         if let Some(c) = self.conns.get_mut(slot as usize) {
             if !buf.is_empty() {
-                c.inbuf = buf;
-                Self::reserve_frame(c, self.hub.config.max_message_size);
+                if let Some(b) = c.bufs() {
+                    b.inbuf = buf;
+                }
+                Self::keep_input(c, &[], self.hub.config.max_message_size);
             }
         }
     }
 
-    /// Room for the whole pending frame once its header says how long it is.
-    fn reserve_frame(c: &mut ConnEntry, max: usize) {
-        if matches!(c.phase, Phase::Ws(_)) {
-            if let Ok(Some(h)) = frame::head_ext(&c.inbuf, max, c.deflate_bits() != 0) {
-                c.inbuf.reserve(h.total().saturating_sub(c.inbuf.len()));
+    /// Keeps `rest` in the connection's input buffer, with room for the whole pending frame
+    /// once its header says how long it is.
+    fn keep_input(c: &mut ConnEntry, rest: &[u8], max: usize) {
+        let (ws, deflate) = (matches!(c.phase, Phase::Ws(_)), c.deflate_bits() != 0);
+        let Some(b) = c.bufs() else { return };
+        b.inbuf.extend_from_slice(rest);
+        if ws {
+            if let Ok(Some(h)) = frame::head_ext(&b.inbuf, max, deflate) {
+                b.inbuf.reserve(h.total().saturating_sub(b.inbuf.len()));
             }
         }
     }
@@ -210,7 +228,9 @@ impl ShardState {
                 Phase::Body(pending) => {
                     let need = pending.1;
                     if buf.len() - at < need {
-                        c.inbuf.reserve(need);
+                        if let Io::Sock(b) = &mut c.io {
+                            b.inbuf.reserve(need);
+                        }
                         return at;
                     }
                     let body = Bytes::copy_from_slice(&buf[at..at + need]);
@@ -253,7 +273,9 @@ impl ShardState {
         let Some(id) = self.slot_id(slot) else { return };
         if let Some(c) = self.conn_mut(id) {
             c.set(flag::RD_EOF);
-            c.inbuf = Vec::new();
+            if let Some(b) = c.bufs() {
+                b.inbuf = Vec::new();
+            }
         }
         self.begin_close(id);
         self.mark_dirty(slot);
@@ -264,7 +286,7 @@ impl ShardState {
     pub(crate) fn wants_input(&self, slot: u32) -> bool {
         self.conns
             .get(slot as usize)
-            .is_some_and(|c| !c.has(flag::RD_EOF))
+            .is_some_and(|c| !c.has(flag::RD_EOF) && matches!(c.io, Io::Sock(_)))
     }
 }
 

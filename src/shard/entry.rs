@@ -69,11 +69,8 @@ pub(crate) struct ConnEntry {
     pub(super) head_sent: usize,
     /// Frames at the front of `out` that a send in flight points at: never dropped.
     pub(super) in_flight: u32,
-    /// Owned output (TLS records, SSE events, HTTP responses) and how much of it is written.
-    pub(super) wbuf: Vec<u8>,
-    pub(super) wsent: usize,
-    /// Bytes of an incomplete frame or request head: allocated only while one is pending.
-    pub(super) inbuf: Vec<u8>,
+    /// The socket's owned buffers, or a long-polling session's state in their place.
+    pub(super) io: Io,
     /// A fragmented message being reassembled: allocated only while one is.
     pub(super) asm: Option<Box<Assembler>>,
     /// When the connection began closing; nothing is queued after its close frame.
@@ -89,6 +86,26 @@ pub(crate) struct ConnEntry {
     /// Operations the shell has in flight on the socket (io_uring); the entry lives until 0.
     pub(crate) ops: u8,
     pub(super) flags: u32,
+}
+
+/// What an entry holds beside its queue: a socket's owned buffers, or — for a long-polling
+/// session, which reads and writes no socket of its own (`shard::sio_poll`) — its polling
+/// state, in the same bytes of the entry (BENCHMARKS.md, "Polling client breakdown").
+pub(crate) enum Io {
+    /// A socket's buffers.
+    Sock(SockBufs),
+    /// A long-polling session's state.
+    Poll(super::poll_state::PollSession),
+}
+
+/// A socket's owned buffers: allocated only while they hold something.
+#[derive(Default)]
+pub(crate) struct SockBufs {
+    /// Owned output (TLS records, SSE events, HTTP responses) and how much of it is written.
+    pub(super) wbuf: Vec<u8>,
+    pub(super) wsent: usize,
+    /// Bytes of an incomplete frame or request head: allocated only while one is pending.
+    pub(super) inbuf: Vec<u8>,
 }
 
 /// `ConnEntry::flags` bits.
@@ -113,6 +130,9 @@ pub(super) mod flag {
     pub const CAPPED: u32 = 256;
     /// Holds a slot in its address's count too (`limits.max_connections_per_ip`).
     pub const CAPPED_IP: u32 = 512;
+    /// Both caps bits, and how far to shift them down to two bits.
+    pub const CAPS: u32 = CAPPED | CAPPED_IP;
+    pub const CAPS_SHIFT: u32 = 8;
     /// Upgraded, its response not yet written: the queue's buffer, allocated for that response,
     /// is freed once it drains, so an idle connection holds none.
     pub const FRESH: u32 = 1024;
@@ -178,9 +198,7 @@ impl ConnEntry {
             queued: 0,
             head_sent: 0,
             in_flight: 0,
-            wbuf: Vec::new(),
-            wsent: 0,
-            inbuf: Vec::new(),
+            io: Io::Sock(SockBufs::default()),
             asm: None,
             closing: None,
             last_seen: now,
@@ -195,7 +213,40 @@ impl ConnEntry {
 
     /// A kept-alive HTTP connection with nothing of its next request yet.
     pub(super) fn between_requests(&self) -> bool {
-        matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf.is_empty()
+        matches!(self.phase, Phase::Head) && self.has(flag::KEPT) && self.inbuf_empty()
+    }
+
+    /// The socket's buffers (`None` for a long-polling session, which has none).
+    pub(super) fn bufs(&mut self) -> Option<&mut SockBufs> {
+        match &mut self.io {
+            Io::Sock(b) => Some(b),
+            Io::Poll(_) => None,
+        }
+    }
+
+    /// No input is kept.
+    pub(super) fn inbuf_empty(&self) -> bool {
+        match &self.io {
+            Io::Sock(b) => b.inbuf.is_empty(),
+            Io::Poll(_) => true,
+        }
+    }
+
+    /// Tests only: the capacities of the input and output buffers.
+    #[cfg(test)]
+    pub(super) fn buffer_capacities(&self) -> (usize, usize) {
+        match &self.io {
+            Io::Sock(b) => (b.inbuf.capacity(), b.wbuf.capacity()),
+            Io::Poll(_) => (0, 0),
+        }
+    }
+
+    /// Owned output is still unwritten.
+    pub(super) fn wbuf_pending(&self) -> bool {
+        match &self.io {
+            Io::Sock(b) => b.wsent < b.wbuf.len(),
+            Io::Poll(_) => false,
+        }
     }
     pub(super) fn has(&self, f: u32) -> bool {
         self.flags & f != 0
@@ -275,6 +326,20 @@ impl Peer {
     /// As a socket address.
     pub(crate) fn addr(self) -> SocketAddr {
         SocketAddr::new(self.ip(), u16::from_ne_bytes(self.port))
+    }
+
+    /// The port.
+    pub(crate) fn port(self) -> u16 {
+        u16::from_ne_bytes(self.port)
+    }
+
+    /// The same address with another port (a socket a polling session borrowed: the session
+    /// keeps its port only, `shard::sio_poll`).
+    pub(crate) fn with_port(self, port: u16) -> Self {
+        Peer {
+            port: port.to_ne_bytes(),
+            ..self
+        }
     }
 }
 

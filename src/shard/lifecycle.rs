@@ -69,7 +69,7 @@ impl ShardState {
             if let Some(since) = c.closing {
                 if !c.has(flag::FORCED) && now.since(since) >= close_to {
                     c.set(flag::FORCED);
-                    if c.fd < 0 && c.has(flag::POLL) {
+                    if c.has(flag::POLL) {
                         // A polling session no poll came for: it ends without a socket.
                         ended_polls.push(c.id);
                     } else {

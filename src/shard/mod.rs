@@ -46,6 +46,7 @@ mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod eio_bare;
 mod output;
+mod poll_state;
 mod position;
 mod presence;
 mod proxied;
@@ -89,6 +90,26 @@ pub(crate) enum IoReq {
     Cut(ConnId),
     /// Close the descriptor: the entry is gone.
     Close(RawFd),
+}
+
+/// A socket changing hands between entries, for the shell, in order: a long-polling session
+/// borrows its parked GET's socket while the GET waits (so the two share one entry) and gives
+/// it back to a new HTTP entry to answer it (`shard::sio_poll`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rewatch {
+    /// io_uring: cancel the receive armed for this connection; its socket moves once the
+    /// receive ended ([`ShardState::recv_ended`]). The epoll shell never gets one.
+    Cancel(ConnId),
+    /// epoll: deregister this descriptor (it moves to another entry's slot, which a `Watch`
+    /// then registers).
+    Unwatch(RawFd),
+    /// Watch this entry's socket, if the entry is still there: a connection's as an accepted
+    /// one (epoll: register it; io_uring: arm its receive); a socket a session borrowed only
+    /// for readiness — nothing is read from it while the GET waits, data or EOF give it back
+    /// ([`ShardState::lent_ready`]; epoll: register it; io_uring: a one-shot poll).
+    Watch(ConnId),
+    /// io_uring: cancel the poll armed for this session's borrowed socket (given back).
+    Unpoll(ConnId),
 }
 
 struct PendingInterest {
@@ -170,6 +191,8 @@ pub(crate) struct ShardState {
     /// Sockets adopted from an embedding server since the shell last looked: it must watch them
     /// as it watches accepted ones.
     adopted: Vec<u32>,
+    /// Sockets that changed hands since the shell last looked (see [`Rewatch`]).
+    rewatch: Vec<Rewatch>,
     /// Connections waiting for the backend (a proxy call), with the messages they sent since.
     proxied: HashMap<ConnId, proxy::Waiting>,
     /// `expire_at` (Unix seconds) of connections the connect proxy gave one.
@@ -230,6 +253,7 @@ impl ShardState {
             deltas: HashMap::new(),
             node: std::rc::Rc::from(&*hub.cluster.node),
             adopted: Vec::new(),
+            rewatch: Vec::new(),
             proxied: HashMap::new(),
             expiry: HashMap::new(),
             refreshing: Default::default(),
@@ -293,6 +317,15 @@ impl ShardState {
     /// Whether connections wait for a flush (the loop must not sleep).
     pub(crate) fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()
+    }
+
+    /// Takes the sockets that changed hands since the last call ([`Rewatch`], in order): the
+    /// shell applies them before it waits again.
+    pub(crate) fn take_rewatch(&mut self, into: &mut Vec<Rewatch>) {
+        if self.polls.has_sessions() {
+            self.lend_parked();
+        }
+        std::mem::swap(&mut self.rewatch, into);
     }
 
     /// Takes the slots of sockets adopted since the last call (see `ShardMsg::Adopt`): the shell

@@ -4,7 +4,10 @@
 
 use std::io::Write;
 
-use super::{flag, ConnEntry, IoReq, Phase, ShardState};
+use std::collections::VecDeque;
+
+use super::entry::{Io, SockBufs};
+use super::{flag, Frame, IoReq, Phase, ShardState};
 use crate::proto::stats::ShardStats;
 
 /// Most iovecs one send carries (the kernel's `IOV_MAX`).
@@ -29,15 +32,19 @@ impl ShardState {
         if c.has(flag::SENDING) || c.has(flag::WR_SHUT) || c.hold > 0 {
             return false;
         }
+        // A long-polling session's output leaves by its carriers (`flush_polls`), never here.
+        let Io::Sock(b) = &mut c.io else {
+            return false;
+        };
         if c.tls.is_some() || matches!(c.phase, Phase::Sse) {
-            let frames = Self::render_owned(c);
+            let frames = Self::render_owned(b, &mut c.out, &mut c.queued, &c.phase, &mut c.tls);
             let stats = &self.hub.stats[self.index];
             ShardStats::add(&stats.messages_out, frames);
         }
-        if c.wsent < c.wbuf.len() {
+        if b.wsent < b.wbuf.len() {
             iov.push(libc::iovec {
-                iov_base: c.wbuf[c.wsent..].as_ptr() as *mut _,
-                iov_len: c.wbuf.len() - c.wsent,
+                iov_base: b.wbuf[b.wsent..].as_ptr() as *mut _,
+                iov_len: b.wbuf.len() - b.wsent,
             });
         } else {
             let mut bytes = 0;
@@ -69,21 +76,27 @@ impl ShardState {
     /// Moves queued frames into the owned buffer: through rustls for TLS, rendered as events for
     /// SSE (HTTP bytes, which never have the FIN bit of our frames, pass as they are). Returns
     /// the frames moved.
-    fn render_owned(c: &mut ConnEntry) -> u64 {
-        if c.wsent == c.wbuf.len() {
-            c.wbuf.clear();
-            c.wsent = 0;
+    fn render_owned(
+        b: &mut SockBufs,
+        out: &mut VecDeque<Frame>,
+        queued: &mut usize,
+        phase: &Phase,
+        tls: &mut Option<Box<rustls::ServerConnection>>,
+    ) -> u64 {
+        if b.wsent == b.wbuf.len() {
+            b.wbuf.clear();
+            b.wsent = 0;
         }
-        let sse = matches!(c.phase, Phase::Sse);
+        let sse = matches!(phase, Phase::Sse);
         let mut frames = 0;
         // SSE events render straight into the output buffer; only TLS needs them in a scratch
         // buffer first (allocated once per flush, and only then).
         let mut scratch = Vec::new();
-        while let Some(f) = c.out.pop_front() {
-            c.queued -= f.len();
+        while let Some(f) = out.pop_front() {
+            *queued -= f.len();
             frames += 1;
             let event = sse && f.first().is_some_and(|b| b & 0x80 != 0);
-            match c.tls.as_mut() {
+            match tls.as_mut() {
                 Some(tls) => {
                     let bytes: &[u8] = if event {
                         scratch.clear();
@@ -95,13 +108,13 @@ impl ShardState {
                     // Cannot fail: the session has no buffer limit (see `accept`).
                     let _ = tls.writer().write_all(bytes);
                 }
-                None if event => crate::proto::sse::render(&f, &mut c.wbuf),
-                None => c.wbuf.extend_from_slice(&f),
+                None if event => crate::proto::sse::render(&f, &mut b.wbuf),
+                None => b.wbuf.extend_from_slice(&f),
             }
         }
-        if let Some(tls) = c.tls.as_mut() {
+        if let Some(tls) = tls.as_mut() {
             while tls.wants_write() {
-                if tls.write_tls(&mut c.wbuf).is_err() {
+                if tls.write_tls(&mut b.wbuf).is_err() {
                     break;
                 }
             }
@@ -119,13 +132,13 @@ impl ShardState {
         c.in_flight = 0;
         let stats = &self.hub.stats[self.index];
         ShardStats::add(&stats.bytes_out, n as u64);
-        if c.wsent < c.wbuf.len() {
-            c.wsent += n;
-            if c.wsent >= c.wbuf.len() {
-                c.wsent = 0;
-                c.wbuf.clear();
-                if c.wbuf.capacity() > KEEP_WBUF {
-                    c.wbuf = Vec::new();
+        if let Some(b) = c.bufs().filter(|b| b.wsent < b.wbuf.len()) {
+            b.wsent += n;
+            if b.wsent >= b.wbuf.len() {
+                b.wsent = 0;
+                b.wbuf.clear();
+                if b.wbuf.capacity() > KEEP_WBUF {
+                    b.wbuf = Vec::new();
                 }
             }
         } else {
@@ -160,7 +173,7 @@ impl ShardState {
             return false;
         };
         let more = !c.out.is_empty()
-            || c.wsent < c.wbuf.len()
+            || c.wbuf_pending()
             || c.tls.as_ref().is_some_and(|t| t.wants_write())
             || (c.closing.is_some() && !c.has(flag::WR_SHUT));
         if !more {
@@ -195,8 +208,10 @@ impl ShardState {
             c.head_sent = 0;
             c.out.clear();
             c.queued = 0;
-            c.wbuf = Vec::new();
-            c.wsent = 0;
+            if let Some(b) = c.bufs() {
+                b.wbuf = Vec::new();
+                b.wsent = 0;
+            }
             c.set(flag::WR_SHUT);
             if !c.has(flag::RD_EOF) {
                 self.io.push(IoReq::Cut(id));
@@ -209,9 +224,7 @@ impl ShardState {
     /// Whether bytes meant for `slot` are still unwritten (a cut now would truncate a frame).
     pub(crate) fn unsent(&self, slot: u32) -> bool {
         self.conns.get(slot as usize).is_some_and(|c| {
-            !c.out.is_empty()
-                || c.wsent < c.wbuf.len()
-                || c.tls.as_ref().is_some_and(|t| t.wants_write())
+            !c.out.is_empty() || c.wbuf_pending() || c.tls.as_ref().is_some_and(|t| t.wants_write())
         })
     }
 
@@ -267,6 +280,14 @@ impl ShardState {
         if c.fd >= 0 {
             self.io.push(IoReq::Close(c.fd));
         }
+    }
+
+    /// The shell's operations in flight on connection `id` (0 when it is gone).
+    pub(crate) fn ops_of(&self, id: crate::ConnId) -> u8 {
+        self.conns
+            .get(id.slot() as usize)
+            .filter(|c| c.id == id)
+            .map_or(0, |c| c.ops)
     }
 
     /// The shell's operation count on `slot` (io_uring receives and sends in flight).

@@ -141,7 +141,8 @@ impl ShardState {
             return;
         }
         let Some(c) = self.conn_mut(id) else { return };
-        let pipelined = std::mem::take(&mut c.inbuf);
+        let pipelined = c.bufs().map(|b| std::mem::take(&mut b.inbuf));
+        let pipelined = pipelined.unwrap_or_default();
         if !pipelined.is_empty() {
             self.resume_input(id.slot(), pipelined);
         }
@@ -192,8 +193,8 @@ impl ShardState {
         let used = self.process(slot, &mut buf);
         buf.drain(..used);
         if let Some(c) = self.conns.get_mut(slot as usize) {
-            if !buf.is_empty() && c.inbuf.is_empty() {
-                c.inbuf = buf;
+            if let Some(b) = c.bufs().filter(|b| !buf.is_empty() && b.inbuf.is_empty()) {
+                b.inbuf = buf;
             }
         }
     }

@@ -44,9 +44,6 @@ pub(crate) struct SioConn {
     /// A thin pointer (boxed `Vec`, not a boxed slice): 8 bytes in every connection's state.
     #[allow(clippy::box_collection)]
     pub(super) headers: Option<Box<Vec<(String, String)>>>,
-    /// A long-polling session's state (`shard::sio_poll`): here rather than in a map of its
-    /// own, so a session costs one lookup and no map entry of its own.
-    pub(super) poll: Option<Box<super::sio_poll::PollSession>>,
 }
 
 impl SioConn {

@@ -1,6 +1,6 @@
 //! Engine.IO long-polling sessions and the upgrade from polling to WebSocket.
 //!
-//! A polling session is a shard-owned entry with no socket (`fd < 0`, flag `POLL`): the same
+//! A polling session is a shard-owned entry with no socket of its own (flag `POLL`): the same
 //! Socket.IO connection as a WebSocket one (`shard::sio` decodes its packets, `dispatch`
 //! routes its events, publications reach it through its subscriptions), whose queued frames
 //! leave by whichever carrier the client gives it — a parked GET (answered with the frames as
@@ -16,7 +16,9 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 
+use super::entry::Io;
 use super::inbox::{PollMsg, PollRequest, ShardMsg};
+use super::poll_state::{MaybeConn, Parked, PollSession, Stage};
 use super::shared::KeepAlive;
 use super::{flag, Phase, ShardState};
 use crate::proto::engineio::{self as eio, RequestError};
@@ -25,6 +27,8 @@ use crate::proto::envelope::close_frame;
 use crate::proto::handshake as http;
 use crate::ConnId;
 
+#[path = "sio_poll_borrow.rs"]
+mod borrow;
 #[path = "sio_poll_http.rs"]
 mod http_in;
 #[path = "sio_upgrade.rs"]
@@ -32,55 +36,43 @@ mod upgrade;
 
 /// This shard's connections serving a session (a parked GET, an upgrade's WebSocket), which
 /// may be owned by another shard, and how many sessions it owns. A session's own state is in
-/// its Socket.IO state ([`SioConn::poll`](super::sio::SioConn)), found by the same lookup: no
-/// map of its own (BENCHMARKS.md, "Socket.IO": idle memory per long-polling client).
+/// its entry, where a socket's buffers are ([`Io::Poll`]): no map of its own, no allocation
+/// (BENCHMARKS.md, "Polling client breakdown").
 #[derive(Default)]
 pub(crate) struct Polls {
     sessions: usize,
     links: HashMap<ConnId, ConnId>,
-}
-
-/// Where a session is in the upgrade.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stage {
-    /// Packets move over GET and POST.
-    Polling,
-    /// A WebSocket answered the probe: GETs are answered with a noop, output waits.
-    Probing,
-    /// The WebSocket carries the session.
-    Upgraded,
-    /// The client sent the close packet with no poll waiting: a poll sent at the same time
-    /// (on another connection, perhaps another shard) is answered with a noop, as it would
-    /// have been had it come first; the session ends then, or after `close_timeout`.
-    Closed,
-}
-
-/// A polling session's state beyond its entry (the entry holds the queue, user, limits).
-pub(crate) struct PollSession {
-    secret: u64,
-    /// The GET waiting for output.
-    get: Option<Parked>,
-    /// The WebSocket probing or carrying the session.
-    ws: Option<ConnId>,
-    stage: Stage,
-}
-
-/// A GET waiting on some shard's HTTP connection, and how to answer it.
-struct Parked {
-    conn: ConnId,
-    origin: Option<Box<str>>,
-    keep: KeepAlive,
+    /// Sessions whose GET just parked on one of this shard's connections: it lends its socket
+    /// once the input at hand is processed ([`ShardState::take_rewatch`]).
+    lending: Vec<ConnId>,
 }
 
 impl ShardState {
     /// The polling state of session `sid`, if this shard owns it.
     fn session(&mut self, sid: ConnId) -> Option<&mut PollSession> {
-        self.sio.get_mut(&sid)?.poll.as_deref_mut()
+        match &mut self.conn_mut(sid)?.io {
+            Io::Poll(s) => Some(s),
+            Io::Sock(_) => None,
+        }
+    }
+
+    /// The GET parked for session `sid`, if one is.
+    fn parked(&self, sid: ConnId) -> Option<&Parked> {
+        match &self.conn(sid)?.io {
+            Io::Poll(s) => s.get.as_ref(),
+            Io::Sock(_) => None,
+        }
     }
 
     /// Takes session `sid`'s polling state out: it is ending.
-    fn take_session(&mut self, sid: ConnId) -> Option<Box<PollSession>> {
-        let s = self.sio.get_mut(&sid)?.poll.take()?;
+    fn take_session(&mut self, sid: ConnId) -> Option<PollSession> {
+        let c = self.conn_mut(sid)?;
+        if !matches!(c.io, Io::Poll(_)) {
+            return None;
+        }
+        let Io::Poll(s) = std::mem::replace(&mut c.io, Io::Sock(Default::default())) else {
+            return None;
+        };
         self.polls.sessions -= 1;
         Some(s)
     }
@@ -183,14 +175,20 @@ impl ShardState {
             }
             s.get = Some(Parked {
                 conn: r.from,
-                origin: r.origin,
+                origin: r.origin.map(Box::new),
                 keep: r.keep,
+                port: 0,
+                caps: 0,
             });
             if self
                 .conn(r.sid)
                 .is_some_and(|c| !c.out.is_empty() || c.closing.is_some())
             {
                 self.mark_dirty(r.sid.slot());
+            } else {
+                // It waits: the session takes its socket meanwhile, when it can (once the
+                // input at hand is processed: bytes after the GET stay with its connection).
+                self.polls.lending.push(r.sid);
             }
             return;
         };
@@ -229,8 +227,7 @@ impl ShardState {
                 };
                 match s.get.take() {
                     Some(p) => {
-                        let origin = p.origin.as_deref();
-                        self.poll_reply(p.conn, (200, poll::TEXT), b"6", origin, p.keep);
+                        self.reply_parked(r.sid, p, b"6");
                         self.poll_end(r.sid);
                     }
                     None => s.stage = Stage::Closed,
@@ -250,7 +247,7 @@ impl ShardState {
             let Some(c) = self
                 .conns
                 .get_mut(slot as usize)
-                .filter(|c| c.fd < 0 && c.has(flag::POLL))
+                .filter(|c| c.has(flag::POLL))
             else {
                 i += 1;
                 continue;
@@ -268,7 +265,7 @@ impl ShardState {
         let Some(s) = self.session(id) else {
             return self.poll_end(id);
         };
-        let (stage, ws) = (s.stage, s.ws);
+        let (stage, ws) = (s.stage, s.ws.get());
         let parked = match stage {
             Stage::Upgraded => None,
             Stage::Probing | Stage::Closed => return,
@@ -300,13 +297,7 @@ impl ShardState {
                     // Only frames polling does not carry: the GET ends with a noop.
                     body.push(eio::Kind::Noop.digit());
                 }
-                self.poll_reply(
-                    p.conn,
-                    (200, poll::TEXT),
-                    &body,
-                    p.origin.as_deref(),
-                    p.keep,
-                );
+                self.reply_parked(id, p, &body);
                 if closing || closed {
                     self.poll_end(id);
                 }
@@ -333,10 +324,10 @@ impl ShardState {
     pub(super) fn poll_end(&mut self, id: ConnId) {
         if let Some(s) = self.take_session(id) {
             if let Some(p) = s.get {
-                self.poll_reply(p.conn, (200, poll::TEXT), b"1", p.origin.as_deref(), p.keep);
+                self.reply_parked(id, p, b"1");
             }
             // After an upgraded session's flush sent its close, this one is a no-op there.
-            if let Some(to) = s.ws {
+            if let Some(to) = s.ws.get() {
                 let close = Some(close_frame(1000, ""));
                 self.poll_send(PollMsg::Out {
                     to,
@@ -345,7 +336,7 @@ impl ShardState {
                 });
             }
         }
-        let Some(c) = self.conn_mut(id).filter(|c| c.fd < 0) else {
+        let Some(c) = self.conn_mut(id).filter(|c| c.has(flag::POLL)) else {
             return;
         };
         c.out = Default::default();
@@ -377,12 +368,12 @@ impl ShardState {
             s.get = None;
             return self.poll_end(sid);
         }
-        if s.ws == Some(from) {
+        if s.ws.get() == Some(from) {
             if s.stage == Stage::Upgraded {
                 return self.poll_end(sid);
             }
             // A failed probe: the client goes on polling.
-            s.ws = None;
+            s.ws = MaybeConn::NONE;
             s.stage = Stage::Polling;
             if self.conn(sid).is_some_and(|c| !c.out.is_empty()) {
                 self.mark_dirty(sid.slot());
@@ -390,12 +381,11 @@ impl ShardState {
         }
     }
 
-    /// Tests only: the memory a polling session adds to a Socket.IO connection's.
+    /// Tests only: the size of a polling session's state (in its entry, where a socket's
+    /// buffers are: it must not make the entry grow).
     #[cfg(test)]
     pub(super) fn poll_session_size() -> usize {
-        use std::mem::size_of;
-        // Its boxed state, and the pointer to it in the session's `SioConn`.
-        size_of::<PollSession>() + size_of::<Option<Box<PollSession>>>()
+        std::mem::size_of::<PollSession>()
     }
 }
 

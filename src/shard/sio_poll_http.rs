@@ -171,13 +171,15 @@ impl ShardState {
         if !bare {
             state.headers = self.sio_proxy_headers(head);
         }
-        state.poll = Some(Box::new(PollSession {
-            secret,
-            get: None,
-            ws: None,
-            stage: Stage::Polling,
-        }));
         self.sio.insert(sid, state);
+        if let Some(c) = self.conn_mut(sid) {
+            c.io = super::Io::Poll(PollSession {
+                secret,
+                get: None,
+                ws: super::MaybeConn::NONE,
+                stage: Stage::Polling,
+            });
+        }
         self.polls.sessions += 1;
         let ping = cfg.ping_interval.as_millis() as u64;
         let mut open = Vec::with_capacity(200);

@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::super::{flag, ConnKind, Phase, ShardState};
-use super::{poll, PollMsg, Stage};
+use super::{PollMsg, Stage};
 use crate::proto::engineio::RequestError;
 use crate::proto::envelope::close_frame;
 use crate::proto::frame::OP_TEXT;
@@ -101,7 +101,7 @@ impl ShardState {
     /// The owner: a message from the session's WebSocket: the probe, the upgrade, then the
     /// session's packets.
     pub(super) fn carried(&mut self, sid: ConnId, from: ConnId, op: u8, msg: &[u8]) {
-        let Some(s) = self.session(sid).filter(|s| s.ws == Some(from)) else {
+        let Some(s) = self.session(sid).filter(|s| s.ws.get() == Some(from)) else {
             return;
         };
         match (s.stage, op, msg) {
@@ -123,13 +123,13 @@ impl ShardState {
                 });
                 // The pending poll ends with a noop, so the client can pause polling.
                 if let Some(p) = parked {
-                    self.poll_reply(p.conn, (200, poll::TEXT), b"6", p.origin.as_deref(), p.keep);
+                    self.reply_parked(sid, p, b"6");
                 }
             }
             (Stage::Probing, OP_TEXT, b"5") => {
                 s.stage = Stage::Upgraded;
                 if let Some(p) = s.get.take() {
-                    self.poll_reply(p.conn, (200, poll::TEXT), b"6", p.origin.as_deref(), p.keep);
+                    self.reply_parked(sid, p, b"6");
                 }
                 tracing::debug!(conn = %sid, "Socket.IO session upgraded to WebSocket");
                 // What waited during the probe goes out on the WebSocket, in order.

@@ -226,8 +226,8 @@ fn an_idle_connection_is_one_small_slab_entry() {
     let mut st = shard();
     let slot = upgraded(&mut st);
     let c = &st.conns[slot as usize];
-    assert_eq!(c.inbuf.capacity(), 0, "no read buffer while idle");
-    assert_eq!(c.wbuf.capacity(), 0, "no write buffer while idle");
+    assert_eq!(c.buffer_capacities().0, 0, "no read buffer while idle");
+    assert_eq!(c.buffer_capacities().1, 0, "no write buffer while idle");
     assert!(c.out.is_empty());
 }
 
@@ -265,7 +265,7 @@ fn split_frames_are_reassembled_and_whole_ones_decoded_in_place() {
         String::from_utf8_lossy(&reply)
     );
     assert_eq!(
-        st.conns[slot as usize].inbuf.capacity(),
+        st.conns[slot as usize].buffer_capacities().0,
         0,
         "spill freed after use"
     );
@@ -475,7 +475,7 @@ fn a_kept_alive_http_connection_allocates_nothing_between_requests() {
     );
     let c = &st.conns[slot as usize];
     assert!(matches!(c.phase, Phase::Head) && c.has(flag::KEPT));
-    assert_eq!(c.inbuf.capacity(), 0, "no read buffer while idle");
-    assert_eq!(c.wbuf.capacity(), 0, "no write buffer while idle");
+    assert_eq!(c.buffer_capacities().0, 0, "no read buffer while idle");
+    assert_eq!(c.buffer_capacities().1, 0, "no write buffer while idle");
     assert_eq!(c.out.capacity(), 0, "no queue buffer while idle");
 }

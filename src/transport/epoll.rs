@@ -13,7 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{apply_io, FdReserve, RateLog, Stopping};
 use crate::shard::shared::HubShared;
-use crate::shard::ShardState;
+use crate::shard::{Rewatch, ShardState};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const WAKE: Token = Token(usize::MAX - 2);
@@ -40,6 +40,7 @@ pub(crate) fn run(
     let mut rbuf = vec![0u8; READ_BUF];
     let (mut dirty, mut io, mut iov, mut cut) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut adopted = Vec::new();
+    let mut moved = Vec::new();
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
     let mut reserve = FdReserve::new();
@@ -71,6 +72,11 @@ pub(crate) fn run(
                 WAKE => inbox.clear_eventfd(),
                 Token(t) => {
                     let slot = t as u32;
+                    if st.lent(slot) {
+                        // A socket a polling session borrowed: watched, not read.
+                        st.lent_ready(slot);
+                        continue;
+                    }
                     if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
                         let closed = ev.is_read_closed() || ev.is_error();
                         read_all(&mut st, slot, &mut rbuf, closed);
@@ -94,6 +100,7 @@ pub(crate) fn run(
         for slot in adopted.drain(..) {
             register(&mut st, &poll, slot);
         }
+        rewatch(&mut st, &poll, &mut moved);
         st.tick();
         flush(&mut st, &mut dirty, &mut iov);
         apply_io(&mut st, &mut io, &mut cut);
@@ -104,6 +111,7 @@ pub(crate) fn run(
         flush(&mut st, &mut dirty, &mut iov);
         apply_io(&mut st, &mut io, &mut cut);
         cut.clear();
+        rewatch(&mut st, &poll, &mut moved);
         if st.is_shutting_down() {
             if let Some(mut l) = listener.take() {
                 let _ = poll.registry().deregister(&mut l);
@@ -169,6 +177,45 @@ fn register(st: &mut ShardState, poll: &Poll, slot: u32) {
     );
     if reg.is_err() {
         st.on_send_error(slot);
+    }
+}
+
+/// Sockets that changed entries (a polling session borrowing or giving back its parked GET's
+/// socket), in order: deregistered from the slot it leaves, registered under the one it joins
+/// (readiness is reported at once if it is ready). Applied before the next wait.
+fn rewatch(st: &mut ShardState, poll: &Poll, list: &mut Vec<Rewatch>) {
+    // Giving a socket back (a failed registration) asks for more: until none is left.
+    loop {
+        st.take_rewatch(list);
+        if list.is_empty() {
+            return;
+        }
+        rewatch_once(st, poll, list);
+    }
+}
+
+fn rewatch_once(st: &mut ShardState, poll: &Poll, list: &mut Vec<Rewatch>) {
+    for r in list.drain(..) {
+        match r {
+            Rewatch::Unwatch(fd) if fd >= 0 => {
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            Rewatch::Watch(id) if st.live_fd(id).is_some() && st.lent(id.slot()) => {
+                // Readiness to read only (writable at once would give it back at once).
+                let fd = st.live_fd(id).unwrap_or(-1);
+                let token = Token(id.slot() as usize);
+                let reg = poll
+                    .registry()
+                    .register(&mut SourceFd(&fd), token, Interest::READABLE);
+                if reg.is_err() {
+                    // Unwatched, it would wait for its answer all the same: give it back now.
+                    st.lent_ready(id.slot());
+                }
+            }
+            Rewatch::Watch(id) if st.live_fd(id).is_some() => register(st, poll, id.slot()),
+            // Epoll holds no operation on a socket: nothing to cancel.
+            _ => {}
+        }
     }
 }
 

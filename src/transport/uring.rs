@@ -21,7 +21,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::{apply_io, FdReserve, RateLog, Stopping};
 use crate::shard::shared::HubShared;
-use crate::shard::ShardState;
+use crate::shard::{Rewatch, ShardState};
 
 use super::bufring::BufRing;
 
@@ -31,6 +31,8 @@ const WAKE: u64 = 2 << KIND_SHIFT;
 const RECV: u64 = 3 << KIND_SHIFT;
 const SEND: u64 = 4 << KIND_SHIFT;
 const CANCEL: u64 = 5 << KIND_SHIFT;
+/// A one-shot poll on a socket a polling session borrowed (readiness only: nothing is read).
+const POLL: u64 = 6 << KIND_SHIFT;
 
 /// Submission queue entries; the completion queue is four times larger.
 const SQ_ENTRIES: u32 = 4096;
@@ -131,6 +133,59 @@ impl Loop {
         let e = opcode::RecvMulti::new(types::Fd(fd), BGID)
             .build()
             .user_data(RECV | slot as u64);
+        self.push(e);
+    }
+
+    /// Sockets that changed entries (a polling session borrowing or giving back its parked GET's
+    /// socket): a receive to cancel before the move, or to arm after it.
+    fn rewatch(&mut self, st: &mut ShardState, list: &mut Vec<Rewatch>) {
+        // Giving a socket back asks for more: until none is left.
+        loop {
+            st.take_rewatch(list);
+            if list.is_empty() {
+                return;
+            }
+            self.rewatch_once(st, list);
+        }
+    }
+
+    fn rewatch_once(&mut self, st: &mut ShardState, list: &mut Vec<Rewatch>) {
+        for r in list.drain(..) {
+            match r {
+                Rewatch::Cancel(id) if st.live_fd(id).is_some() => {
+                    let e = opcode::AsyncCancel::new(RECV | id.slot() as u64)
+                        .build()
+                        .user_data(CANCEL);
+                    self.push(e);
+                }
+                Rewatch::Watch(id) if st.live_fd(id).is_some() => {
+                    if st.lent(id.slot()) {
+                        self.arm_poll(st, id.slot());
+                    } else if st.wants_input(id.slot()) {
+                        self.arm_recv(st, id.slot());
+                    }
+                }
+                Rewatch::Unpoll(id) if st.ops_of(id) > 0 => {
+                    let e = opcode::AsyncCancel::new(POLL | id.slot() as u64)
+                        .build()
+                        .user_data(CANCEL);
+                    self.push(e);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Watches a borrowed socket for input or EOF, which give it back (`lent_ready`).
+    fn arm_poll(&mut self, st: &mut ShardState, slot: u32) {
+        let Some(fd) = st.fd(slot) else { return };
+        if let Some(ops) = st.ops_mut(slot) {
+            *ops += 1;
+        }
+        let mask = (libc::POLLIN | libc::POLLRDHUP) as u32;
+        let e = opcode::PollAdd::new(types::Fd(fd), mask)
+            .build()
+            .user_data(POLL | slot as u64);
         self.push(e);
     }
 
@@ -238,6 +293,7 @@ pub(crate) fn run(
     let mut st = ShardState::new(index, hub.clone());
     let (mut dirty, mut io, mut cut, mut adopted) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut moved = Vec::new();
     let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
     let mut stopping = Stopping::default();
     let mut accept_log = RateLog::new();
@@ -248,6 +304,7 @@ pub(crate) fn run(
         lp.flush(&mut st, &mut dirty);
         apply_io(&mut st, &mut io, &mut cut);
         cut.clear();
+        lp.rewatch(&mut st, &mut moved);
         let now = Instant::now();
         let mut wake = st.next_tick();
         for t in [accept_retry, stopping.wake_at()].into_iter().flatten() {
@@ -287,20 +344,29 @@ pub(crate) fn run(
                             st.on_input(slot, data);
                             lp.bufs.recycle(bid);
                         }
-                    } else if res != -libc::ENOBUFS {
-                        // 0: EOF; other errors (reset, cancelled): no more input either.
+                    } else if res != -libc::ENOBUFS && res != -libc::ECANCELED {
+                        // 0: EOF; other errors (reset): no more input either. A cancelled
+                        // receive is one whose socket moves to another entry (`Rewatch`).
                         st.on_eof(slot);
                     }
                     if !cqueue::more(flags) {
                         if let Some(ops) = st.ops_mut(slot) {
                             *ops = ops.saturating_sub(1);
                         }
-                        if st.wants_input(slot) {
+                        if st.recv_ended(slot) {
                             lp.arm_recv(&mut st, slot);
-                        } else {
-                            st.release_if_done(slot);
                         }
                     }
+                }
+                POLL => {
+                    if let Some(ops) = st.ops_mut(slot) {
+                        *ops = ops.saturating_sub(1);
+                    }
+                    if res > 0 {
+                        st.lent_ready(slot);
+                    }
+                    // A session that ended while the poll was armed goes now.
+                    st.release_if_done(slot);
                 }
                 SEND => {
                     lp.send_done(slot);
@@ -352,6 +418,7 @@ pub(crate) fn run(
                 lp.arm_recv(&mut st, slot);
             }
         }
+        lp.rewatch(&mut st, &mut moved);
         st.tick();
         if !accepting && listener.is_some() && accept_retry.is_none_or(|t| Instant::now() >= t) {
             accept_retry = None;

@@ -14,10 +14,10 @@ use ringhub::{Config, IoMode, ServerHandle};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMsg;
 
-const POLL: &str = "/socket.io/?EIO=4&transport=polling";
+pub(super) const POLL: &str = "/socket.io/?EIO=4&transport=polling";
 
 /// A server whose pings do not come during a test (each test answers them anyway).
-fn server(io: IoMode) -> Option<ServerHandle> {
+pub(super) fn server(io: IoMode) -> Option<ServerHandle> {
     let cfg = Config {
         socketio_namespaces: vec!["/".into(), "/chat".into()],
         ping_interval: Duration::from_secs(20),
@@ -28,12 +28,12 @@ fn server(io: IoMode) -> Option<ServerHandle> {
 }
 
 /// Sends one request on `s` and reads its whole answer: (status, head, body).
-fn exchange(s: &mut TcpStream, req: &[u8]) -> (u16, String, Vec<u8>) {
+pub(super) fn exchange(s: &mut TcpStream, req: &[u8]) -> (u16, String, Vec<u8>) {
     s.write_all(req).expect("write");
     read_answer(s)
 }
 
-fn read_answer(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+pub(super) fn read_answer(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
     s.set_read_timeout(Some(GUARD)).expect("timeout");
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -68,7 +68,7 @@ fn read_answer(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
     }
 }
 
-fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+pub(super) fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
     let mut r = format!(
         "{method} {path} HTTP/1.1\r\nHost: x\r\nOrigin: https://app.example\r\nContent-Length: {}\r\n\r\n",
         body.len()
@@ -79,7 +79,12 @@ fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
 }
 
 /// One request on a new connection (so on any shard).
-fn once(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+pub(super) fn once(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).expect("connect");
     exchange(&mut s, &request(method, path, body))
 }
@@ -101,11 +106,11 @@ fn handshake(addr: SocketAddr) -> String {
     v["sid"].as_str().expect("sid").to_string()
 }
 
-fn path(sid: &str) -> String {
+pub(super) fn path(sid: &str) -> String {
     format!("{POLL}&sid={sid}")
 }
 
-fn post(addr: SocketAddr, sid: &str, body: &[u8]) {
+pub(super) fn post(addr: SocketAddr, sid: &str, body: &[u8]) {
     let (status, head, answer) = once(addr, "POST", &path(sid), body);
     assert_eq!((status, &answer[..]), (200, &b"ok"[..]), "{head}");
 }
@@ -371,7 +376,7 @@ async fn upgrade_from_polling_keeps_order(io: IoMode) {
 per_shell!(async fn upgrade_from_polling_keeps_order);
 
 /// One request over TLS on a new connection (any shard): (status, body).
-async fn tls_once(
+pub(super) async fn tls_once(
     connector: &tokio_rustls::TlsConnector,
     addr: SocketAddr,
     req: &[u8],
