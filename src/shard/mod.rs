@@ -176,6 +176,8 @@ pub(crate) struct ShardState {
     refreshing: std::collections::HashSet<ConnId>,
     /// The wall clock at `epoch` (for `expire_at`, which is wall time).
     wall_epoch: std::time::SystemTime,
+    /// `now` as wall-clock milliseconds, once computed in this loop turn (`history`).
+    wall_ms: Option<u64>,
 }
 
 impl ShardState {
@@ -229,6 +231,7 @@ impl ShardState {
             expiry: HashMap::new(),
             refreshing: Default::default(),
             wall_epoch: std::time::SystemTime::now(),
+            wall_ms: None,
         }
     }
 
@@ -240,6 +243,7 @@ impl ShardState {
     pub(crate) fn set_now(&mut self, now: Instant) {
         self.now = now;
         self.stamp = Stamp::at(self.epoch, now);
+        self.wall_ms = None;
     }
 
     /// Whether listeners should close (the drain delay is over).
