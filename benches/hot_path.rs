@@ -5,7 +5,8 @@
 //!   subscribers' queues and the dirty list. Queues are emptied outside the timed part.
 //! - `stored_to_queues`: the same with `id` set (the publisher is answered), on a topic without
 //!   history (`plain`) and on one with history on the owner shard (`history`: append to the
-//!   ring, frame with its offset, the offset reply) — their ratio is the price of history.
+//!   ring, frame with its offset, the offset reply) — their ratio is the price of history;
+//!   `plain_noid` / `history_noid` publish without `id` (no reply), as the load generator does.
 //! - `corked_send`: building one connection's send — iovecs over K queued shared frames — and
 //!   acknowledging it (queue advance, counters), as a shell does around one `sendmsg`.
 //!
@@ -71,20 +72,29 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| timed_input(&s, publisher, &publish, iters, subs))
         });
     }
-    for (name, topic) in [("plain", "room"), ("history", "hist:room")] {
+    // `plain`/`history`: with `id` (the reply is queued too); `*_noid`: without, as the load
+    // generator publishes (`ringhub-loadtest fanout`).
+    for (name, topic, id) in [
+        ("plain", "room", true),
+        ("history", "hist:room", true),
+        ("plain_noid", "room", false),
+        ("history_noid", "hist:room", false),
+    ] {
         let s = BenchShard::new_history(1, "hist:*", 100);
         let publisher = s.register();
         let subscriber = s.register();
         assert!(s.subscribe(subscriber, topic));
         s.drain();
+        let id_field = if id { r#""id":1,"# } else { "" };
         let publish = masked(
-            format!(r#"{{"topic":"{topic}","event":"m","id":1,"data":"0123456789012345678901234567890123456789012345678901234567890123"}}"#)
+            format!(r#"{{"topic":"{topic}","event":"m",{id_field}"data":"0123456789012345678901234567890123456789012345678901234567890123"}}"#)
                 .as_bytes(),
         );
         g.throughput(Throughput::Elements(1));
-        // Two frames queued: the delivery and the reply.
+        // The delivery, and the reply when there is an `id`.
+        let queued = if id { 2 } else { 1 };
         g.bench_function(BenchmarkId::new("stored_to_queues", name), |b| {
-            b.iter_custom(|iters| timed_input(&s, publisher, &publish, iters, 2))
+            b.iter_custom(|iters| timed_input(&s, publisher, &publish, iters, queued))
         });
     }
     for frames in [1usize, 16, 128] {

@@ -107,22 +107,26 @@ impl ShardState {
         p: &Outgoing<'_>,
         conn: ConnId,
     ) -> Option<Result<bool, HandlerError>> {
-        if !self.owns_history(p.topic) {
-            return self.hub.publish_stored(p, Some(conn));
-        }
-        let limits = self.hub.namespaces.history(p.topic)?.limits();
+        // The topic appended to last (a run from a busy publisher): owned here, with history.
+        let (at, limits) = match self.history.last_for(p.topic) {
+            Some(hit) => hit,
+            None => {
+                if !self.owns_history(p.topic) {
+                    return self.hub.publish_stored(p, Some(conn));
+                }
+                let limits = self.hub.namespaces.history(p.topic)?.limits();
+                (self.history.slot(p.topic), limits)
+            }
+        };
         let now = self.wall_ms();
         // The frame is encoded with the new offset, and the ring keeps its `data` as a slice of
         // it: one allocation per stored publication, as for a plain one.
         let mut frame = Bytes::new();
-        let pos = self
-            .history
-            .append(p.topic, limits, p.event, now, |offset| {
-                let (f, data) =
-                    envelope::stored_publication_shared(p.topic, p.event, p.data, offset);
-                frame = f;
-                data
-            });
+        let pos = self.history.append_at(at, limits, p.event, now, |offset| {
+            let (f, data) = envelope::stored_publication_shared(p.topic, p.event, p.data, offset);
+            frame = f;
+            data
+        });
         let exclude = p.exclude_sender.then_some(conn);
         self.fan_stored(p.topic, None, frame, exclude, pos.epoch, pos.offset);
         Some(Ok(match p.reply_id {
@@ -207,14 +211,19 @@ impl ShardState {
 
     /// A publication handed to the owner: appended, delivered, answered.
     fn history_publish(&mut self, p: PubJob) {
-        let Some(ns) = self.hub.namespaces.history(&p.topic) else {
-            return;
+        let (at, limits) = match self.history.last_for(&p.topic) {
+            Some(hit) => hit,
+            None => {
+                let Some(ns) = self.hub.namespaces.history(&p.topic) else {
+                    return;
+                };
+                (self.history.slot(&p.topic), ns.limits())
+            }
         };
-        let limits = ns.limits();
         let now = self.wall_ms();
         let pos = self
             .history
-            .append(&p.topic, limits, &p.event, now, |_| p.data.clone());
+            .append_at(at, limits, &p.event, now, |_| p.data.clone());
         let sp = StoredPub::appended(p.topic, &p.event, p.data.as_deref(), p.exclude, pos);
         match p.reply {
             PubReply::Api(tx) => {
@@ -291,10 +300,18 @@ impl ShardState {
     }
 
     /// Wall-clock milliseconds of the shell's current time (the time of appended
-    /// publications, and of TTL cut-offs).
-    fn wall_ms(&self) -> u64 {
+    /// publications, and of TTL cut-offs). The shell's time changes once per loop turn
+    /// ([`set_now`](ShardState::set_now)), so it is computed once per turn, not per
+    /// publication.
+    fn wall_ms(&mut self) -> u64 {
+        if let Some(ms) = self.wall_ms {
+            return ms;
+        }
         let wall = self.wall_epoch + self.now.duration_since(self.epoch);
-        wall.duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
+        let ms = wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.wall_ms = Some(ms);
+        ms
     }
 }

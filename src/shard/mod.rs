@@ -204,6 +204,8 @@ pub(crate) struct ShardState {
     batches: HashMap<ConnId, fastbatch::Pending>,
     /// The wall clock at `epoch` (for `expire_at`, which is wall time).
     wall_epoch: std::time::SystemTime,
+    /// `now` as wall-clock milliseconds, once computed in this loop turn (`history`).
+    wall_ms: Option<u64>,
 }
 
 impl ShardState {
@@ -259,6 +261,7 @@ impl ShardState {
             refreshing: Default::default(),
             batches: HashMap::new(),
             wall_epoch: std::time::SystemTime::now(),
+            wall_ms: None,
         }
     }
 
@@ -270,6 +273,7 @@ impl ShardState {
     pub(crate) fn set_now(&mut self, now: Instant) {
         self.now = now;
         self.stamp = Stamp::at(self.epoch, now);
+        self.wall_ms = None;
     }
 
     /// Whether listeners should close (the drain delay is over).

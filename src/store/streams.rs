@@ -8,14 +8,16 @@
 //! topic ([`unwritten_epoch`]), so a read before the first append reports the epoch the first
 //! append keeps; a ring never holds more than its topic's `limits.size` publications.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use super::{unwritten_epoch, HistoryLimits, HistoryRead, Publication, StreamPos};
 
-type Map<K, V> = HashMap<K, V, ahash::RandomState>;
+/// By topic, in insertion order: a stream is also reachable by its index, which is how the
+/// last appended one is found again without hashing (see [`Streams::last_for`]).
+type Map<K, V> = indexmap::IndexMap<K, V, ahash::RandomState>;
 
 /// Ms of a duration, saturating.
 pub(crate) fn ms(d: std::time::Duration) -> u64 {
@@ -122,11 +124,47 @@ impl Stream {
     fn first_kept(&self) -> u64 {
         self.top + 1 - self.ring.len() as u64
     }
+
+    /// Appends the publication at the next offset and trims the ring to `limits.size`.
+    #[inline]
+    fn push(
+        &mut self,
+        limits: HistoryLimits,
+        event: &str,
+        now_ms: u64,
+        data: impl FnOnce(u64) -> Option<Bytes>,
+    ) -> StreamPos {
+        self.top += 1;
+        let data = data(self.top);
+        if limits.size == 0 {
+            self.ring.clear();
+        } else {
+            let event = match self.ring.back() {
+                Some(last) if *last.event == *event => last.event.clone(),
+                _ => Arc::from(event),
+            };
+            // Full: the oldest go first, so the ring never grows past the limit (one at a
+            // time: cheaper than a drain for the usual single eviction).
+            while self.ring.len() >= limits.size {
+                self.ring.pop_front();
+            }
+            self.ring.push_back(Entry {
+                event,
+                data,
+                time_ms: now_ms,
+            });
+        }
+        self.pos()
+    }
 }
 
 /// Streams of topics, by topic. See the [module docs](self).
 pub struct Streams {
     map: Map<Box<str>, Stream>,
+    /// The index in `map` of the stream appended to last, with the limits that append used
+    /// (`None`: no append yet). A topic's limits come from the configuration, fixed at start,
+    /// so they hold for the next append to the same topic.
+    last: Option<(usize, HistoryLimits)>,
     /// The epoch unwritten streams' epochs are derived from (the owner's, drawn at its start).
     base: Arc<str>,
 }
@@ -136,6 +174,7 @@ impl Streams {
     pub fn new(base: Arc<str>) -> Self {
         Streams {
             map: Map::default(),
+            last: None,
             base,
         }
     }
@@ -167,36 +206,53 @@ impl Streams {
         now_ms: u64,
         data: impl FnOnce(u64) -> Option<Bytes>,
     ) -> StreamPos {
-        // One hash on the hot path: a known topic is looked up by `&str`.
-        let s = match self.map.get_mut(topic) {
-            Some(s) => s,
-            None => self.map.entry(topic.into()).or_insert_with(|| Stream {
-                epoch: unwritten_epoch(&self.base, topic),
-                top: 0,
-                ring: VecDeque::new(),
-            }),
-        };
-        s.top += 1;
-        let data = data(s.top);
-        if limits.size == 0 {
-            s.ring.clear();
-        } else {
-            let event = match s.ring.back() {
-                Some(last) if *last.event == *event => last.event.clone(),
-                _ => Arc::from(event),
-            };
-            if s.ring.len() >= limits.size {
-                // Full: the oldest goes first, so the ring never grows past the limit.
-                let excess = s.ring.len() + 1 - limits.size;
-                s.ring.drain(..excess);
-            }
-            s.ring.push_back(Entry {
-                event,
-                data,
-                time_ms: now_ms,
-            });
+        let at = self.slot(topic);
+        self.append_at(at, limits, event, now_ms, data)
+    }
+
+    /// Where `topic`'s stream is (created on first use): one hash, a known topic looked up by
+    /// `&str`. Valid for the life of these streams (none is ever removed).
+    pub fn slot(&mut self, topic: &str) -> usize {
+        if let Some(i) = self.map.get_index_of(topic) {
+            return i;
         }
-        s.pos()
+        let entry = self.map.entry(topic.into());
+        let i = entry.index();
+        entry.or_insert_with(|| Stream {
+            epoch: unwritten_epoch(&self.base, topic),
+            top: 0,
+            ring: VecDeque::new(),
+        });
+        i
+    }
+
+    /// When `topic` is the topic appended to last: its [`slot`](Self::slot) and the limits
+    /// that append used — found by one comparison, without hashing. A run of publications to
+    /// one topic (many per read from a busy publisher) needs neither the hash nor, as a topic's
+    /// limits come from the configuration (fixed at start), the namespaces again.
+    #[inline]
+    pub fn last_for(&self, topic: &str) -> Option<(usize, HistoryLimits)> {
+        let (i, limits) = self.last?;
+        let (t, _) = self.map.get_index(i)?;
+        (**t == *topic).then_some((i, limits))
+    }
+
+    /// [`append`](Self::append) to the stream at `at` (from [`slot`](Self::slot) or
+    /// [`last_for`](Self::last_for)).
+    ///
+    /// # Panics
+    /// If `at` is not a slot of these streams (a caller's bug, never input).
+    pub fn append_at(
+        &mut self,
+        at: usize,
+        limits: HistoryLimits,
+        event: &str,
+        now_ms: u64,
+        data: impl FnOnce(u64) -> Option<Bytes>,
+    ) -> StreamPos {
+        self.last = Some((at, limits));
+        let (_, s) = self.map.get_index_mut(at).expect("a slot of these streams");
+        s.push(limits, event, now_ms, data)
     }
 
     /// The stream's position (an unknown topic: offset 0 in the epoch its first append keeps).
@@ -333,6 +389,31 @@ mod tests {
         let r = s.read("t", lim(3), 0, 10, 0);
         let events: Vec<&str> = r.publications.iter().map(|p| &*p.event).collect();
         assert_eq!(events, ["e", "e", "other"]);
+    }
+
+    #[test]
+    fn the_last_topic_is_found_without_a_lookup_and_keeps_its_offsets() {
+        let mut s = Streams::new("b".into());
+        assert_eq!(s.last_for("t"), None, "nothing appended yet");
+        append(&mut s, "t", 3, 1, 0);
+        let (at, limits) = s.last_for("t").expect("t was appended to last");
+        assert_eq!(limits, lim(3));
+        assert_eq!(s.last_for("u"), None, "another topic is looked up");
+        let p = s.append_at(at, limits, "e", 0, |o| Some(Bytes::from(format!("{o}"))));
+        assert_eq!(p.offset, 2);
+        // Interleaved topics: each keeps its own gapless offsets, whichever path appends.
+        append(&mut s, "u", 3, 1, 0);
+        assert_eq!(s.last_for("t"), None);
+        let (at_u, _) = s.last_for("u").expect("u now");
+        assert_eq!(s.slot("t"), at, "a slot stays where it is");
+        assert_ne!(at_u, at);
+        assert_eq!(append(&mut s, "t", 3, 3, 0).offset, 3);
+        let (at, limits) = s.last_for("t").expect("t again");
+        for n in 4..=6 {
+            assert_eq!(s.append_at(at, limits, "e", 0, |_| None).offset, n);
+        }
+        assert_eq!(s.kept("t"), 3, "trimmed to the limit on the fast path too");
+        assert_eq!(s.position("u").offset, 1);
     }
 
     #[test]

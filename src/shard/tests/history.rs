@@ -232,3 +232,45 @@ fn a_held_subscribe_across_shards_has_no_gap_or_duplicate() {
     let want: Vec<u64> = (top + 1..=5).collect();
     assert_eq!(after, want, "{r:?}");
 }
+
+/// Many publications in one read, interleaving two topics the owner keeps history for, one
+/// without history, and the same topics handed over from the other shard: the owner finds the
+/// topic it appended to last without a lookup (`Streams::last_for`), and every topic still
+/// gets its own gapless offsets, in order, with the plain topic left without any.
+#[test]
+fn interleaved_topics_in_one_read_keep_their_own_offsets() {
+    let mut s = pair();
+    let t = owned_by(0);
+    let u = (0..)
+        .map(|n| format!("h:u{n}"))
+        .find(|x| owner(x, 2) == 0)
+        .expect("another topic");
+    let subs: Vec<(usize, u32)> = (0..3).map(|_| conn(&mut s, 0)).collect();
+    for (c, topic) in subs.iter().zip([&t, &u, &"plain".to_string()]) {
+        let msg = format!(r#"{{"event":"subscribe","topic":"{topic}","id":1}}"#);
+        send(&mut s, *c, &msg);
+        texts(&mut s[c.0], c.1);
+    }
+    let (p, far) = (conn(&mut s, 0), conn(&mut s, 1));
+    let order = [&t, &t, &u, &t, &"plain".to_string(), &t, &u, &u, &t];
+    let mut read = Vec::new();
+    for (n, topic) in order.iter().enumerate() {
+        let m = format!(r#"{{"event":"m","topic":"{topic}","data":{n}}}"#);
+        read.extend(frame(1, m.as_bytes()));
+    }
+    s[0].on_input(p.1, &mut read);
+    // The other shard's publications reach the owner through its inbox, between runs.
+    publish(&mut s, far, &u, 100);
+    publish(&mut s, far, &t, 101);
+    s[0].on_input(
+        p.1,
+        &mut frame(1, format!(r#"{{"event":"m","topic":"{t}"}}"#).as_bytes()),
+    );
+    pump(&mut s);
+    assert_eq!(offsets(&texts(&mut s[0], subs[0].1)), [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(offsets(&texts(&mut s[0], subs[1].1)), [1, 2, 3, 4]);
+    let plain = texts(&mut s[0], subs[2].1);
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert!(plain[0].get("offset").is_none(), "{plain:?}");
+    assert_eq!(s[0].history.kept(&t), 3, "trimmed to the limit");
+}
