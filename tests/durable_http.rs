@@ -55,10 +55,9 @@ fn pipelined_sends(addr: SocketAddr, user: &str, first: u64, n: u64) -> Vec<(u16
         .collect()
 }
 
-/// Six connections of `erin` (on whichever shards), then 40 sends pipelined on one connection:
-/// answered in order, consecutive offsets, each delivered to every connection.
-async fn pipelined_sends_count_every_shard(io: IoMode) {
-    let b = builder(io)
+/// A server with API key `k` whose WebSocket clients are the user named by `?user=`.
+fn users_by_query(io: IoMode) -> ringhub::Builder {
+    builder(io)
         .api_key("k")
         .on_connect(|c: &ConnectInfo<'_>| {
             let user = c
@@ -70,8 +69,13 @@ async fn pipelined_sends_count_every_shard(io: IoMode) {
                 ..Default::default()
             })
         })
-        .pubsub();
-    let Some(h) = start(b) else { return };
+        .pubsub()
+}
+
+/// Six connections of `erin` (on whichever shards), then 40 sends pipelined on one connection:
+/// answered in order, consecutive offsets, each delivered to every connection.
+async fn pipelined_sends_count_every_shard(io: IoMode) {
+    let Some(h) = start(users_by_query(io)) else { return };
     // Six connections: both shards have some, but for a 1-in-32 draw of `SO_REUSEPORT`.
     let mut conns = Vec::new();
     for _ in 0..6 {
@@ -135,20 +139,7 @@ fn batch_of_sends(addr: SocketAddr, users: &[&str]) -> (u16, Value) {
 /// order; a batch the shard does not serve (a bad user among the sends) is answered alike by
 /// the API thread.
 async fn batch_of_durable_sends(io: IoMode) {
-    let b = builder(io)
-        .api_key("k")
-        .on_connect(|c: &ConnectInfo<'_>| {
-            let user = c
-                .query
-                .and_then(|q| q.strip_prefix("user="))
-                .map(str::to_string);
-            Ok(ConnectOutcome {
-                user,
-                ..Default::default()
-            })
-        })
-        .pubsub();
-    let Some(h) = start(b) else { return };
+    let Some(h) = start(users_by_query(io)) else { return };
     let mut conns = Vec::new();
     for _ in 0..3 {
         conns.push(connect(&h, "/ws?user=gus").await);
