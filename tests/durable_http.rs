@@ -75,7 +75,9 @@ fn users_by_query(io: IoMode) -> ringhub::Builder {
 /// Six connections of `erin` (on whichever shards), then 40 sends pipelined on one connection:
 /// answered in order, consecutive offsets, each delivered to every connection.
 async fn pipelined_sends_count_every_shard(io: IoMode) {
-    let Some(h) = start(users_by_query(io)) else { return };
+    let Some(h) = start(users_by_query(io)) else {
+        return;
+    };
     // Six connections: both shards have some, but for a 1-in-32 draw of `SO_REUSEPORT`.
     let mut conns = Vec::new();
     for _ in 0..6 {
@@ -139,7 +141,9 @@ fn batch_of_sends(addr: SocketAddr, users: &[&str]) -> (u16, Value) {
 /// order; a batch the shard does not serve (a bad user among the sends) is answered alike by
 /// the API thread.
 async fn batch_of_durable_sends(io: IoMode) {
-    let Some(h) = start(users_by_query(io)) else { return };
+    let Some(h) = start(users_by_query(io)) else {
+        return;
+    };
     let mut conns = Vec::new();
     for _ in 0..3 {
         conns.push(connect(&h, "/ws?user=gus").await);

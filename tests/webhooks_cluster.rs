@@ -4,13 +4,16 @@
 //! observable: the receiver's log, Redis's keys or the status endpoint.
 
 mod common;
+#[path = "webhooks_cluster/support.rs"]
+mod support;
 
 use std::sync::{Arc, Mutex};
 
 use common::webhook::*;
 use common::*;
-use ringhub::{IoMode, ServerHandle};
+use ringhub::IoMode;
 use serde_json::json;
+use support::*;
 
 /// Two nodes with the Redis store: occupied / vacated and online / offline are sent once per
 /// cluster-wide transition (not once per node), and every event once (the outbox is one Redis
@@ -180,95 +183,6 @@ async fn a_killed_nodes_last_transitions_are_sent_by_its_next_life() {
     assert_eq!(count(&ev, "topic_vacated", "topic", "room:9"), 1, "{ev:?}");
 }
 
-/// Node `name` of the cluster at `redis`, sending topic and user events to `hook`.
-fn node(name: &str, redis: &str, hook: &str) -> Option<ServerHandle> {
-    let settings = [
-        ("store.backend", "redis"),
-        ("webhooks.url", hook),
-        ("webhooks.secret", SECRET),
-        ("webhooks.retry_min", "20ms"),
-        ("webhooks.retry_max", "200ms"),
-        (
-            "webhooks.events",
-            "topic_occupied,topic_vacated,user_online,user_offline",
-        ),
-    ];
-    cluster::node_with(IoMode::Epoll, name, &[redis.to_string()], &settings)
-}
-
-/// Nodes `a` and `b` (see [`node`]), ready.
-async fn two_nodes(redis: &str, hook: &str) -> Option<(ServerHandle, ServerHandle)> {
-    let a = node("a", redis, hook)?;
-    let b = node("b", redis, hook).unwrap();
-    for n in [&a, &b] {
-        cluster::wait_for(|| cluster::ready(n.local_addr()).0 == 200, "node ready").await;
-    }
-    Some((a, b))
-}
-
-/// The path of a connection of `user`.
-fn tok(user: &str) -> String {
-    format!("/ws?token={}", cluster::token(user))
-}
-
-/// Whether `node` is in the set of holders of `key` in the Redis at `url`.
-fn holds(url: &str, key: &str, node: &str) -> bool {
-    let mut conn = ::redis::Client::open(url)
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    ::redis::cmd("SISMEMBER")
-        .arg(format!("ringhub:whn:{key}"))
-        .arg(node)
-        .query(&mut conn)
-        .unwrap()
-}
-
-/// Closes `ws` and waits for the server's close.
-async fn close(mut ws: Ws) {
-    ws.close(None).await.unwrap();
-    while let Some(Ok(_)) = futures_util::StreamExt::next(&mut ws).await {}
-}
-
-/// Waits until everything both nodes put in the outbox was sent: a later event of each node
-/// arrived and the outbox stream is empty.
-async fn settled(a: &ServerHandle, b: &ServerHandle, rx: &Receiver, redis: &str) -> Vec<Ws> {
-    let ma = connect(a, &tok("marker-a")).await;
-    let mb = connect(b, &tok("marker-b")).await;
-    until("the markers", || {
-        let ev = rx.events();
-        count(&ev, "user_online", "user", "marker-a") == 1
-            && count(&ev, "user_online", "user", "marker-b") == 1
-    })
-    .await;
-    let mut conn = ::redis::Client::open(redis)
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    until("an empty outbox stream", || {
-        ::redis::cmd("XLEN")
-            .arg("ringhub:wh")
-            .query::<u64>(&mut conn)
-            .unwrap()
-            == 0
-    })
-    .await;
-    vec![ma, mb]
-}
-
-/// Node a's store thread found its cluster-wide checks failing: (with the fix) at least `n`
-/// transitions wait for Redis; (before it) their events were sent and failed to be stored.
-async fn checks_failed(a: &ServerHandle, n: u64) {
-    until("a's checks failed", || {
-        let s = status(a.local_addr());
-        s["unsynced_transitions"].as_u64() >= Some(n)
-            || s["last_error"]
-                .as_str()
-                .is_some_and(|e| e.contains("storing"))
-    })
-    .await;
-}
-
 /// The cluster-wide check of a node's transitions fails while Redis is down (killed, then
 /// started again on its port with its AOF): the node keeps them and checks them again once
 /// Redis is back, so the vacated and the occupied that happened meanwhile are sent late, once,
@@ -278,25 +192,17 @@ async fn checks_failed(a: &ServerHandle, n: u64) {
 #[tokio::test]
 async fn transitions_while_redis_is_down_are_sent_once_it_is_back() {
     let dir = std::env::temp_dir().join(format!("ringhub-whretry-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let Some(mut redis) = common::redis::Redis::start_aof(dir.clone()) else {
+    let Some(Outage {
+        mut redis,
+        rx,
+        url,
+        a,
+        b,
+        alice,
+    }) = outage(Some(&dir), "room:1").await
+    else {
         return;
     };
-    let log = Arc::new(Mutex::new(Log::default()));
-    let Some(rx) = Receiver::start(0, log) else {
-        return;
-    };
-    let url = redis.url();
-    let Some((a, b)) = two_nodes(&url, &rx.url()).await else {
-        return;
-    };
-    let mut alice = connect(&a, &tok("alice")).await;
-    subscribe(&mut alice, "room:1", 1).await;
-    until("room:1 occupied, a holding it in Redis", || {
-        count(&rx.events(), "topic_occupied", "topic", "room:1") == 1
-            && holds(&url, "topic:room:1", "a")
-    })
-    .await;
 
     // Redis down: alice leaves (vacated, offline), dave comes (online, occupied room:2), erin
     // comes and goes (room:3 and erin back to what Redis has).
@@ -391,24 +297,17 @@ async fn transitions_while_redis_is_down_are_sent_once_it_is_back() {
 /// and the vacated is sent once either way; the topic's next cycle is sent too.
 #[tokio::test]
 async fn a_check_that_timed_out_is_sent_once_redis_answers() {
-    let Some(redis) = common::redis::Redis::start() else {
+    let Some(Outage {
+        redis,
+        rx,
+        url,
+        a,
+        b,
+        alice,
+    }) = outage(None, "room:5").await
+    else {
         return;
     };
-    let log = Arc::new(Mutex::new(Log::default()));
-    let Some(rx) = Receiver::start(0, log) else {
-        return;
-    };
-    let url = redis.url();
-    let Some((a, b)) = two_nodes(&url, &rx.url()).await else {
-        return;
-    };
-    let mut alice = connect(&a, &tok("alice")).await;
-    subscribe(&mut alice, "room:5", 1).await;
-    until("room:5 occupied, a holding it in Redis", || {
-        count(&rx.events(), "topic_occupied", "topic", "room:5") == 1
-            && holds(&url, "topic:room:5", "a")
-    })
-    .await;
     redis.pause();
     close(alice).await;
     checks_failed(&a, 2).await;
@@ -451,25 +350,17 @@ async fn a_check_that_timed_out_is_sent_once_redis_answers() {
 #[tokio::test]
 async fn a_node_stopped_with_unchecked_transitions_is_released_by_its_next_life() {
     let dir = std::env::temp_dir().join(format!("ringhub-whstop-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let Some(mut redis) = common::redis::Redis::start_aof(dir.clone()) else {
+    let Some(Outage {
+        mut redis,
+        rx,
+        url,
+        a,
+        b,
+        alice,
+    }) = outage(Some(&dir), "room:7").await
+    else {
         return;
     };
-    let log = Arc::new(Mutex::new(Log::default()));
-    let Some(rx) = Receiver::start(0, log) else {
-        return;
-    };
-    let url = redis.url();
-    let Some((a, b)) = two_nodes(&url, &rx.url()).await else {
-        return;
-    };
-    let mut alice = connect(&a, &tok("alice")).await;
-    subscribe(&mut alice, "room:7", 1).await;
-    until("room:7 occupied, a holding it in Redis", || {
-        count(&rx.events(), "topic_occupied", "topic", "room:7") == 1
-            && holds(&url, "topic:room:7", "a")
-    })
-    .await;
     redis.kill();
     close(alice).await;
     checks_failed(&a, 2).await;
