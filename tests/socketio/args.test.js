@@ -6,49 +6,10 @@
 // binary ones included, on the namespace of the event it handles.
 import { test, describe, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn } from 'node:child_process'
-import { existsSync } from 'node:fs'
-import { join, dirname, resolve } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { setTimeout as delay } from 'node:timers/promises'
 import { io } from 'socket.io-client'
-import { freePort } from '../../clients/js/test/helpers.js'
+import { startExample } from './example.js'
 
-const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..')
-
-function exampleBin() {
-  if (process.env.RINGHUB_SIO_SUITE_BIN) return process.env.RINGHUB_SIO_SUITE_BIN
-  const t = process.env.CARGO_TARGET_DIR || join(ROOT, 'target')
-  const p = join(t, 'debug', 'examples', 'socketio_protocol_suite')
-  if (!existsSync(p)) throw new Error(`no example server at ${p}: run cargo build --example socketio_protocol_suite`)
-  return p
-}
-
-async function startServer() {
-  const port = await freePort()
-  const proc = spawn(exampleBin(), [`127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let log = ''
-  proc.stderr.on('data', (d) => (log += d))
-  let exited = false
-  const exit = new Promise((r) => proc.on('exit', () => ((exited = true), r())))
-  const url = `http://127.0.0.1:${port}`
-  const deadline = Date.now() + 20000
-  for (;;) {
-    if (exited) throw new Error(`server exited at start: ${log}`)
-    try {
-      if ((await fetch(url + '/healthz')).ok) break
-    } catch {}
-    if (Date.now() > deadline) throw new Error(`server not healthy: ${log}`)
-    await delay(25) // polling interval of the readiness probe
-  }
-  return {
-    url,
-    async stop() {
-      proc.kill('SIGKILL')
-      await exit
-    },
-  }
-}
+const startServer = () => startExample('socketio_protocol_suite', 'RINGHUB_SIO_SUITE_BIN')
 
 const once = (s, ev) => new Promise((res) => s.once(ev, (...a) => res(a)))
 
