@@ -5,7 +5,10 @@
 //! buffers the store reuses, and answered with one position per topic of the call. Before,
 //! every publication was a script call of its own (a `Cmd` of a dozen owned arguments, the
 //! script's setup and a meta read and write in Redis, and a decoded answer): ~25 µs of Redis
-//! CPU each; then one call per batch with a `PUBLISH` per publication: 7.3 µs.
+//! CPU each; then one call per batch with a `PUBLISH` per publication: 7.3 µs. Each run of
+//! consecutive publications of one topic is one argument (their cluster message parts joined;
+//! the script reads event and data out of them): four arguments per publication, the data
+//! sent twice, cost Redis more than the `XADD`s (BENCHMARKS.md, branch `redislua`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
