@@ -9,9 +9,16 @@ script's inner commands counted apart). Per publication, median of RUNS runs (in
   scripts/redis-append-cost.py                 # main's append.lua vs the working tree's
   OLD_REF=<git ref> W=16 RUNS=5 scripts/redis-append-cost.py
 
-`old` is `src/store/redis/append.lua` at OLD_REF (default main): one PUBLISH per publication,
-each message wire kind 'S'; `new` is the working tree's, judged by what it publishes: one
-PUBLISH per topic per call (wire kind 'B') when its header mentions it.
+`old` is `src/store/redis/append.lua` at OLD_REF (default main), `new` the working tree's, each
+called with the arguments its text asks for: one PUBLISH per publication (wire kind 'S') or one
+per topic per call ('B') when it mentions 'B'; four arguments per publication, or one per run of
+publications of a topic when it reads runs.
+
+  CALLGRIND=1 scripts/redis-append-cost.py     # instructions instead of CPU time (no lock needed)
+
+runs Redis under `valgrind --tool=callgrind` (deterministic, ~50× slower): each kind once with
+CALLS and once with 3 × CALLS calls (CALLS default 200 there); the difference of the two totals
+per publication is the instructions Redis spends per publication, startup and setup excluded.
 """
 import os, socket, statistics, struct, subprocess, sys, time
 
@@ -22,6 +29,9 @@ RUNS = int(os.environ.get('RUNS', 3))
 NODES = int(os.environ.get('NODES', 3))
 PORT = int(os.environ.get('PORT', 7391))
 OLD_REF = os.environ.get('OLD_REF', 'main')
+CALLGRIND = os.environ.get('CALLGRIND') == '1'
+if CALLGRIND and 'CALLS' not in os.environ:
+    CALLS = 200
 LUA = 'src/store/redis/'
 
 
@@ -35,6 +45,9 @@ SCRIPTS = {
     'new': open(os.path.join(ROOT, LUA, 'meta.lua')).read() + open(os.path.join(ROOT, LUA, 'append.lua')).read(),
 }
 BATCHED = {k: "'B'" in v for k, v in SCRIPTS.items()}
+# Publications in runs (one argument per run of one topic: the parts joined) since issue 20's
+# `redislua`; before, four arguments per publication.
+RUNS_OF_PARTS = {k: '(j * 1024 + count)' in v for k, v in SCRIPTS.items()}
 
 
 def bulk(b):
@@ -59,7 +72,7 @@ TOPIC = b'hist:t0'
 seq = 0
 
 
-def call(batched, sha):
+def call(batched, sha, runs=False):
     """One call of the append script, as `store/redis/append.rs` writes it."""
     global seq
     keys = [b'rh:inbox_epoch', b'rh:h:' + TOPIC, b'rh:hm:' + TOPIC]
@@ -68,6 +81,10 @@ def call(batched, sha):
     if batched:
         seq += 1
         args.append(header(b'B', seq, TOPIC))
+    if runs:
+        # One run of W publications of topic 1: its header, then its parts joined.
+        args += [b'%d' % ((1 * 1024 + W) * 2), b''.join(item(b'message', DATA, 0) for _ in range(W))]
+        return cmd([b'EVALSHA', sha, b'%d' % len(keys)] + keys + args)
     for _ in range(W):
         args += [b'3', b'message', DATA]
         if batched:
@@ -111,14 +128,18 @@ def free_port(port):
             return port
 
 
-def run(kind):
+def run(kind, calls=None):
     global PORT
+    calls = calls or CALLS
     PORT = free_port(PORT)
-    redis = subprocess.Popen(['taskset', '-c', '0', 'redis-server', '--port', str(PORT), '--bind', '127.0.0.1',
-                              '--save', '', '--appendonly', 'no'], stdout=subprocess.DEVNULL)
+    out = f'/tmp/redis-append-cost.{os.getpid()}.callgrind'
+    grind = ['valgrind', '--tool=callgrind', f'--callgrind-out-file={out}'] if CALLGRIND else []
+    redis = subprocess.Popen(['taskset', '-c', '0'] + grind + ['redis-server', '--port', str(PORT), '--bind', '127.0.0.1',
+                              '--save', '', '--appendonly', 'no'], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL if CALLGRIND else None)
     subs = []
     try:
-        for _ in range(100):
+        for _ in range(1000):
             try:
                 s = socket.create_connection(('127.0.0.1', PORT))
                 break
@@ -140,8 +161,8 @@ def run(kind):
         s.sendall(cmd([b'CONFIG', b'RESETSTAT']))
         f.readline()
         cpu0 = cpu(s, f)
-        for _ in range(0, CALLS, 50):
-            s.sendall(b''.join(call(BATCHED[kind], sha) for _ in range(50)))
+        for _ in range(0, calls, 50):
+            s.sendall(b''.join(call(BATCHED[kind], sha, RUNS_OF_PARTS[kind]) for _ in range(50)))
             for _ in range(50):
                 if reply(f).startswith(b'-'):
                     raise RuntimeError(f'{kind}: the script failed')
@@ -157,11 +178,34 @@ def run(kind):
     finally:
         for p in subs:
             p.kill()
-        redis.kill()
+        if CALLGRIND:
+            redis.terminate()  # callgrind writes its totals on exit
+        else:
+            redis.kill()
         redis.wait()
 
 
+def instructions(kind, calls):
+    """Redis's instruction count (callgrind) over a whole run of `calls` calls."""
+    run(kind, calls)
+    out = f'/tmp/redis-append-cost.{os.getpid()}.callgrind'
+    with open(out) as f:
+        total = next(int(line.split()[1]) for line in f if line.startswith('totals:'))
+    os.remove(out)
+    return total
+
+
+def main_callgrind():
+    pubs = (CALLS // 50) * 50 * W * 2
+    print(f'W={W} publications per call, instructions per publication (callgrind, Redis process, '
+          f'runs of {CALLS} and {3 * CALLS} calls, their difference over {pubs} publications)')
+    for k in SCRIPTS:
+        print(f'{k}: {(instructions(k, 3 * CALLS) - instructions(k, CALLS)) / pubs:,.0f}')
+
+
 def main():
+    if CALLGRIND:
+        return main_callgrind()
     pubs = (CALLS // 50) * 50 * W
     res = {k: [] for k in SCRIPTS}
     for _ in range(RUNS):

@@ -4,8 +4,14 @@
 -- ARGV: 1 a fresh epoch candidate, 2 deadline (ms, Redis's clock): past it, the node stopped
 --       waiting for this answer; 3 now ms; 4 the number of topics T; per topic j, from
 --       5 + 4(j - 1): size (MAXLEN), ttl ms (0: none), its channel, the header of its cluster
---       message; then 4 per publication: 2j (+ 1 when it has data), event, data, its part of
---       the cluster message.
+--       message; then the publications in runs of consecutive publications of one topic j, per
+--       run: its header (j * 1024 + count) * 2 + long, when long (a run of one publication
+--       whose event is longer than a part holds) that whole event, then the run's parts of the
+--       cluster message joined (per publication: u16 event length, event, u32 data length or
+--       0xFFFFFFFF for none, data, u64 connection to exclude — all big-endian). The script
+--       reads each publication's event and data out of its part: everything a publication
+--       carries travels once, in one argument per run (Redis turns every argument into a Lua
+--       string, hashing all of its bytes).
 -- Per topic, one PUBLISH at the end carries every publication of the call that was appended:
 -- header, the length of `<epoch>:<first offset>` as one byte, that position, then the parts in
 -- offset order (wire kind 'B'). A publication that was not appended is in no message.
@@ -20,18 +26,28 @@ if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[2])
 end
 local now = ARGV[3]
 local topics = tonumber(ARGV[4])
-local base = 5 + 4 * topics
+local pcall, byte, sub, format = redis.pcall, string.byte, string.sub, string.format
+-- An offset's entry id (`<offset>-0`) is its decimal digits but the last (`pre`, formatted
+-- once per ten offsets) joined to one of these: string.format per publication costs more.
+local last = {'0-0', '1-0', '2-0', '3-0', '4-0', '5-0', '6-0', '7-0', '8-0', '9-0'}
 local epoch, top, low, first, parts = {}, {}, {}, {}, {}
 local done, err = 0, ''
-for p = base, #ARGV - 3, 4 do
+local p, nargs = 5 + 4 * topics, #ARGV
+while p <= nargs do
   local h = tonumber(ARGV[p])
-  local j = math.floor(h / 2)
+  local long = h % 2
+  h = (h - long) / 2
+  local count = h % 1024
+  local j = (h - count) / 1024
+  local ev = long == 1 and ARGV[p + 1]
+  local run = ARGV[p + 1 + long]
+  p = p + 2 + long
   local sk = KEYS[2 * j]
   if not epoch[j] then
     local mk = KEYS[2 * j + 1]
     -- A step that may fail is a pcall: the loop stops there with everything before it
     -- applied, and each touched topic's meta is still written below.
-    local m = redis.pcall('HMGET', mk, 'e', 'o', 'l')
+    local m = pcall('HMGET', mk, 'e', 'o', 'l')
     if m.err then
       err = m.err
       break
@@ -45,22 +61,46 @@ for p = base, #ARGV - 3, 4 do
     first[j] = top[j] + 1
     parts[j] = {}
   end
-  local id = string.format('%d-0', top[j] + 1)
-  -- XADD first: should it fail, no offset was consumed (scripts are not rolled back).
-  local r
-  if h % 2 == 1 then
-    r = redis.pcall('XADD', sk, id, 'e', ARGV[p + 1], 't', now, 'd', ARGV[p + 2])
-  else
-    r = redis.pcall('XADD', sk, id, 'e', ARGV[p + 1], 't', now)
+  local n = top[j]
+  local pre = format('%d', (n + 1 - (n + 1) % 10) / 10)
+  if pre == '0' then pre = '' end
+  local at = 1
+  for _ = 1, count do
+    n = n + 1
+    local r = n % 10
+    if r == 0 then pre = format('%d', n / 10) end
+    local id = pre .. last[r + 1]
+    local e1, e2 = byte(run, at, at + 1)
+    local e = at + 2 + e1 * 256 + e2
+    local d1, d2, d3, d4 = byte(run, e, e + 3)
+    local event = ev or sub(run, at + 2, e - 1)
+    local x, y
+    -- XADD first: should it fail, no offset was consumed (scripts are not rolled back). The
+    -- data length 0xFFFFFFFF is none (a data is at most 0xFFFFFFFE bytes).
+    if d1 == 255 and d2 == 255 and d3 == 255 and d4 == 255 then
+      x = pcall('XADD', sk, id, 'e', event, 't', now)
+      y = e + 12
+    else
+      y = e + 12 + ((d1 * 256 + d2) * 256 + d3) * 256 + d4
+      x = pcall('XADD', sk, id, 'e', event, 't', now, 'd', sub(run, e + 4, y - 9))
+    end
+    if x.err then
+      n = n - 1
+      err = x.err
+      break
+    end
+    at = y
+    done = done + 1
   end
-  if type(r) == 'table' and r.err then
-    err = r.err
-    break
+  top[j] = n
+  -- What of the run was appended goes into its topic's message (usually all of it).
+  local got = parts[j]
+  if at > #run then
+    got[#got + 1] = run
+  elseif at > 1 then
+    got[#got + 1] = sub(run, 1, at - 1)
   end
-  top[j] = top[j] + 1
-  local b = parts[j]
-  b[#b + 1] = ARGV[p + 3]
-  done = done + 1
+  if err ~= '' then break end
 end
 -- Once per topic: the cluster message of what was appended (PUBLISH does not fail on a valid
 -- channel; were it to, the appends stand and the nodes catch up by the position check), its
@@ -73,7 +113,8 @@ for j = 1, topics do
     local a = 4 * j + 1
     if #parts[j] > 0 then
       local pos = epoch[j] .. ':' .. string.format('%d', first[j])
-      redis.pcall('PUBLISH', ARGV[a + 2], ARGV[a + 3] .. string.char(#pos) .. pos .. table.concat(parts[j]))
+      local body = #parts[j] == 1 and parts[j][1] or table.concat(parts[j])
+      redis.pcall('PUBLISH', ARGV[a + 2], ARGV[a + 3] .. string.char(#pos) .. pos .. body)
     end
     local size = tonumber(ARGV[a])
     local ttl = ARGV[a + 1]

@@ -5,7 +5,10 @@
 //! buffers the store reuses, and answered with one position per topic of the call. Before,
 //! every publication was a script call of its own (a `Cmd` of a dozen owned arguments, the
 //! script's setup and a meta read and write in Redis, and a decoded answer): ~25 µs of Redis
-//! CPU each; then one call per batch with a `PUBLISH` per publication: 7.3 µs.
+//! CPU each; then one call per batch with a `PUBLISH` per publication: 7.3 µs. Each run of
+//! consecutive publications of one topic is one argument (their cluster message parts joined;
+//! the script reads event and data out of them): four arguments per publication, the data
+//! sent twice, cost Redis more than the `XADD`s (BENCHMARKS.md, branch `redislua`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +26,13 @@ use crate::store::{new_epoch, AppendReq, StoreError, StreamPos};
 /// runs a script to its end, for more than about a millisecond.
 pub(super) const CHUNK: usize = 256;
 
+// A run's header holds its publication count in 10 bits (`append.lua`).
+const _: () = assert!(CHUNK < 1024);
+
+/// An event longer than this does not fit a cluster message part (`wire::stored_item_into`
+/// cuts it): its publication is a run of its own that carries the whole event for the stream.
+const LONG_EVENT: usize = u16::MAX as usize;
+
 /// Buffers of the append path, kept from batch to batch.
 #[derive(Default)]
 pub(super) struct Bufs {
@@ -32,13 +42,28 @@ pub(super) struct Bufs {
     payload: Vec<u8>,
 }
 
-/// One script call: its publications and their distinct topics.
+/// One script call: its publications, their distinct topics and their runs.
 struct Chunk {
     /// Per publication: its index in the batch and its topic's index in `topics`.
     pubs: Vec<(usize, usize)>,
     /// Per distinct topic, in order of first appearance: a publication of it (its topic and
     /// limits name the stream's keys and arguments).
     topics: Vec<usize>,
+    /// The publications as the script reads them: runs of consecutive publications of one
+    /// topic, each sent as one argument (their cluster message parts joined) — one argument
+    /// per run instead of four per publication, so Redis parses and Lua interns far fewer
+    /// strings. A publication with a [`LONG_EVENT`] is a run of its own.
+    runs: Vec<Run>,
+}
+
+/// Consecutive publications `pubs[start..start + len]` of one topic (see [`Chunk::runs`]).
+struct Run {
+    /// The first publication's index in [`Chunk::pubs`].
+    start: usize,
+    /// How many publications.
+    len: usize,
+    /// Whether its one publication's event is longer than [`LONG_EVENT`] (sent whole apart).
+    long: bool,
 }
 
 impl Chunk {
@@ -61,7 +86,19 @@ impl Chunk {
             last = Some((t, j));
             pubs.push((i, j));
         }
-        Chunk { pubs, topics }
+        let mut runs: Vec<Run> = Vec::new();
+        for (x, &(i, j)) in pubs.iter().enumerate() {
+            let long = reqs[i].event.len() > LONG_EVENT;
+            match runs.last_mut() {
+                Some(r) if !long && !r.long && pubs[r.start].1 == j => r.len += 1,
+                _ => runs.push(Run {
+                    start: x,
+                    len: 1,
+                    long,
+                }),
+            }
+        }
+        Chunk { pubs, topics, runs }
     }
 
     /// Reports `e` for every publication of the call.
@@ -92,9 +129,10 @@ impl Writer<'_> {
         c: &Chunk,
         now_ms: u64,
     ) {
-        let (t, n) = (c.topics.len(), c.pubs.len());
+        let t = c.topics.len();
         let keys = 1 + 2 * t;
-        resp::script(buf, Script::Append, sha, 1 + keys + 4 + 4 * t + 4 * n);
+        let runs: usize = c.runs.iter().map(|r| 2 + usize::from(r.long)).sum();
+        resp::script(buf, Script::Append, sha, 1 + keys + 4 + 4 * t + runs);
         resp::num(buf, keys);
         let p = self.prefix.as_bytes();
         // The key layout of `RedisStore::stream_keys`.
@@ -121,13 +159,18 @@ impl Writer<'_> {
             wire::stored_batch_header_into(self.payload, self.origin, *self.seq, r.topic);
             resp::bulk(buf, self.payload);
         }
-        for &(i, j) in &c.pubs {
-            let r = &reqs[i];
-            resp::num(buf, 2 * (j + 1) + usize::from(r.data.is_some()));
-            resp::bulk(buf, r.event.as_bytes());
-            resp::bulk(buf, r.data.unwrap_or_default());
+        for run in &c.runs {
+            let pubs = &c.pubs[run.start..run.start + run.len];
+            let j = pubs[0].1 + 1;
+            resp::num(buf, (j * 1024 + run.len) * 2 + usize::from(run.long));
+            if run.long {
+                resp::bulk(buf, reqs[pubs[0].0].event.as_bytes());
+            }
             self.payload.clear();
-            wire::stored_item_into(self.payload, r.event, r.data, r.exclude);
+            for &(i, _) in pubs {
+                let r = &reqs[i];
+                wire::stored_item_into(self.payload, r.event, r.data, r.exclude);
+            }
             resp::bulk(buf, self.payload);
         }
     }

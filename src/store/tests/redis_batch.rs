@@ -236,3 +236,160 @@ fn positions_of_many_streams_in_one_read_write_nothing() {
         .unwrap();
     assert_eq!(exists, 0, "an unknown stream is not written");
 }
+
+/// The stream entries of `key`: id, then field and value pairs.
+fn entries(r: &RedisServer, key: &str) -> Vec<(String, Vec<Vec<u8>>)> {
+    ::redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query(&mut r.conn())
+        .unwrap()
+}
+
+#[test]
+fn a_failing_run_leaves_the_runs_before_it_applied_and_published_whole() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r);
+    s.append("bad", hl(1000, 0), "e", None, T0).unwrap();
+    ::redis::cmd("SET")
+        .arg("rh:h:bad")
+        .arg("x")
+        .exec(&mut r.conn())
+        .unwrap();
+    let mut sub = r.conn();
+    let mut ps = sub.as_pubsub();
+    for t in ["ok", "bad", "u"] {
+        ps.subscribe(wire::topic_channel(PREFIX, t)).unwrap();
+    }
+    ps.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // Runs: ok × 3, bad (refused: WRONGTYPE), ok (not tried).
+    let reqs = [
+        req("ok", "e", Some(b"a")),
+        req("ok", "e", None),
+        req("ok", "e", Some(b"")),
+        req("bad", "e", Some(b"b")),
+        req("ok", "e", Some(b"c")),
+    ];
+    let got = s.append_batch(&reqs, T0);
+    let applied: Vec<u64> = got[..3]
+        .iter()
+        .map(|g| g.as_ref().unwrap().offset)
+        .collect();
+    assert_eq!(applied, [1, 2, 3]);
+    for g in &got[3..] {
+        let e = g.as_ref().expect_err("not applied");
+        assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+    }
+    assert_eq!(
+        s.position("ok").unwrap().offset,
+        3,
+        "the last was not tried"
+    );
+    s.append("u", hl(1000, 0), "e", None, T0).unwrap();
+    // Published: the applied run whole, then (one connection keeps the order) the next call's.
+    let p = |t: &str, o: u64, d: Option<&[u8]>| {
+        (t.to_string(), "e".to_string(), o, d.map(<[u8]>::to_vec))
+    };
+    assert_eq!(
+        received(&mut ps, 2),
+        vec![
+            vec![
+                p("ok", 1, Some(b"a")),
+                p("ok", 2, None),
+                p("ok", 3, Some(b""))
+            ],
+            vec![p("u", 1, None)]
+        ]
+    );
+}
+
+#[test]
+fn entry_ids_and_fields_are_exact_across_runs_digits_and_long_events() {
+    let Some(r) = RedisServer::start() else {
+        return;
+    };
+    let mut s = store(&r);
+    // Offsets that cross 10^14 (where Lua's own number formatting turns to `1e+14`).
+    let top = 99_999_999_999_995u64;
+    ::redis::cmd("HSET")
+        .arg("rh:hm:big")
+        .arg("e")
+        .arg("ep")
+        .arg("o")
+        .arg(top)
+        .exec(&mut r.conn())
+        .unwrap();
+    let mut sub = r.conn();
+    let mut ps = sub.as_pubsub();
+    ps.subscribe(wire::topic_channel(PREFIX, "small")).unwrap();
+    ps.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let long = "x".repeat(70_000);
+    let datas: Vec<Vec<u8>> = (0..25).map(|i| format!("[{i}]").into_bytes()).collect();
+    // Per publication: topic, event, data (none every third, empty every fifth); the long
+    // event sits between two runs of "small".
+    let mut reqs: Vec<AppendReq<'_>> = Vec::new();
+    for (i, d) in datas.iter().enumerate() {
+        let data = match i {
+            _ if i % 3 == 0 => None,
+            _ if i % 5 == 0 => Some(&b""[..]),
+            _ => Some(&d[..]),
+        };
+        let topic = if i % 2 == 0 { "small" } else { "big" };
+        let event = if i == 12 { &long[..] } else { "e" };
+        reqs.push(req(topic, event, data));
+    }
+    let got = s.append_batch(&reqs, T0);
+    let (mut small, mut big) = (0u64, top);
+    let mut want: Vec<(String, u64, &AppendReq<'_>)> = Vec::new();
+    for (g, q) in got.iter().zip(&reqs) {
+        let n = if q.topic == "small" {
+            small += 1;
+            small
+        } else {
+            big += 1;
+            big
+        };
+        assert_eq!(g.as_ref().unwrap().offset, n);
+        want.push((q.topic.to_string(), n, q));
+    }
+    for topic in ["small", "big"] {
+        let mine: Vec<&(String, u64, &AppendReq<'_>)> =
+            want.iter().filter(|w| w.0 == topic).collect();
+        let stored = entries(&r, &format!("rh:h:{topic}"));
+        assert_eq!(stored.len(), mine.len(), "{topic}");
+        for ((id, fields), (_, n, q)) in stored.iter().zip(mine) {
+            assert_eq!(id, &format!("{n}-0"));
+            let mut expect = vec![
+                b"e".to_vec(),
+                q.event.as_bytes().to_vec(),
+                b"t".to_vec(),
+                T0.to_string().into_bytes(),
+            ];
+            if let Some(d) = q.data {
+                expect.extend([b"d".to_vec(), d.to_vec()]);
+            }
+            assert_eq!(fields, &expect, "{topic} {n}");
+        }
+    }
+    assert!(
+        s.read("big", hl(1000, 0), top, 100, T0)
+            .unwrap()
+            .publications
+            .len()
+            == 12
+    );
+    // The cluster message cuts the long event (its part holds 65,535 bytes); the stream has it
+    // whole (above).
+    let msg = &received(&mut ps, 1)[0];
+    assert_eq!(msg.len(), 13);
+    for (m, (_, n, q)) in msg.iter().zip(want.iter().filter(|w| w.0 == "small")) {
+        let event = &q.event[..q.event.len().min(65_535)];
+        let data = q.data.map(<[u8]>::to_vec);
+        assert_eq!((&*m.1, m.2, &m.3), (event, *n, &data), "small {n}");
+    }
+}
