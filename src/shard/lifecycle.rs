@@ -48,6 +48,9 @@ impl ShardState {
         if self.drain_until.is_some_and(|t| self.now >= t) {
             self.shut_down();
         }
+        if self.polls.has_sessions() {
+            self.lend_idle();
+        }
         self.sio_prune_seen();
         let now = self.stamp;
         let cfg = &self.hub.config;

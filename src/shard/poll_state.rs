@@ -28,6 +28,9 @@ pub(crate) struct PollSession {
     /// The WebSocket probing or carrying the session.
     pub(super) ws: MaybeConn,
     pub(super) stage: Stage,
+    /// Its last GET was answered before a tick came (a busy session): the next one waits on its
+    /// own entry until a tick finds it still waiting (`sio_poll_borrow`).
+    pub(super) busy: bool,
 }
 
 /// A GET waiting on some shard's HTTP connection, and how to answer it.
@@ -43,6 +46,10 @@ pub(crate) struct Parked {
     /// connection caps (two bits of `flag::CAPS`).
     pub(super) port: u16,
     pub(super) caps: u8,
+    /// The shard's tick count (`Polls::tick`, wrapping) when it parked.
+    pub(super) tick: u8,
+    /// It found no output and waited (its answer then tells whether the session is busy).
+    pub(super) waited: bool,
 }
 
 /// An optional connection id in 8 bytes (`Option<ConnId>` takes 16): the id's bits plus one,

@@ -42,9 +42,12 @@ mod upgrade;
 pub(crate) struct Polls {
     sessions: usize,
     links: HashMap<ConnId, ConnId>,
-    /// Sessions whose GET just parked on one of this shard's connections: it lends its socket
-    /// once the input at hand is processed ([`ShardState::take_rewatch`]).
+    /// Sessions whose GET parked on one of this shard's connections (an idle session's, or one
+    /// found still waiting at a tick): it lends its socket before the shell next waits
+    /// ([`ShardState::take_rewatch`]).
     lending: Vec<ConnId>,
+    /// Ticks so far (wrapping): a GET answered in the tick it parked in marks its session busy.
+    pub(super) tick: u8,
 }
 
 impl ShardState {
@@ -153,6 +156,10 @@ impl ShardState {
             // session is once its ping timeout fires.
             self.poll_end(r.sid);
         }
+        let tick = self.polls.tick;
+        let pending = self
+            .conn(r.sid)
+            .is_some_and(|c| !c.out.is_empty() || c.closing.is_some());
         let Some(s) = self.session(r.sid).filter(|s| live && s.secret == r.secret) else {
             return self.poll_error(r.from, origin, r.keep, RequestError::UnknownSid);
         };
@@ -179,15 +186,17 @@ impl ShardState {
                 keep: r.keep,
                 port: 0,
                 caps: 0,
+                tick,
+                waited: !pending,
             });
-            if self
-                .conn(r.sid)
-                .is_some_and(|c| !c.out.is_empty() || c.closing.is_some())
-            {
+            let busy = s.busy;
+            if pending {
                 self.mark_dirty(r.sid.slot());
-            } else {
-                // It waits: the session takes its socket meanwhile, when it can (once the
+            } else if !busy {
+                // It waits: the session takes its socket before the shell waits (once the
                 // input at hand is processed: bytes after the GET stay with its connection).
+                // A busy session's GET waits on its own entry, taken at a tick if it still
+                // waits then (`sio_poll_borrow`).
                 self.polls.lending.push(r.sid);
             }
             return;

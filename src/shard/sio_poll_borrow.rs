@@ -4,7 +4,12 @@
 //! A GET that parks on one of this shard's HTTP connections, with nothing of that connection in
 //! flight, gives its socket (descriptor, TLS state, caps slots, port) to the session's entry and
 //! its own entry is freed — when the shell next looks ([`ShardState::take_rewatch`], before it
-//! waits), so bytes read after the GET's head stay with its connection. The shell watches the socket under the session's slot for readiness
+//! waits), so bytes read after the GET's head stay with its connection. Not for a busy session
+//! (its last GET that waited was answered before a tick came, `PollSession::busy`): its GETs are
+//! answered soon, and each move costs the shell two `epoll_ctl`s or a cancel, the give-back as
+//! many (13–25% of the long-polling fan-out's rate when every GET paid them). Its GET waits on
+//! its own entry, and a tick that finds it still waiting ([`ShardState::lend_idle`]) has it lent
+//! then; a GET that waited past a tick makes its session idle again. The shell watches the socket under the session's slot for readiness
 //! only ([`Rewatch::Watch`]): nothing is read from it while the GET waits; input or an EOF
 //! there gives it back at once ([`ShardState::lent_ready`]), so a client closing its parked
 //! GET ends the session as before. To answer the GET (or end the session) the socket goes back
@@ -24,7 +29,18 @@ use super::{poll, Parked};
 use crate::ConnId;
 
 impl ShardState {
-    /// Sessions whose GET parked since the last call (the shell is about to wait): each takes
+    /// At a tick: the sessions whose GET waits on another entry lend its socket before the
+    /// shell next waits (see the module docs).
+    pub(in crate::shard) fn lend_idle(&mut self) {
+        self.polls.tick = self.polls.tick.wrapping_add(1);
+        let waiting = self.conns.iter().filter_map(|(_, c)| match &c.io {
+            Io::Poll(s) if s.get.as_ref().is_some_and(|p| p.conn != c.id) => Some(c.id),
+            _ => None,
+        });
+        self.polls.lending.extend(waiting);
+    }
+
+    /// Sessions whose GET was found waiting at the last tick (the shell is about to wait): each takes
     /// its GET's socket now, or once the shell's receive on it ended.
     pub(in crate::shard) fn lend_parked(&mut self) {
         let mut lending = std::mem::take(&mut self.polls.lending);
@@ -153,6 +169,12 @@ impl ShardState {
 
     /// Answers the parked GET `p` of session `sid` with `body` (its socket given back first).
     pub(super) fn reply_parked(&mut self, sid: ConnId, mut p: Parked, body: &[u8]) {
+        // Only a GET that waited says how busy its session is (one answered at once with
+        // output already queued does not).
+        let quick = p.tick == self.polls.tick;
+        if let (true, Some(Io::Poll(s))) = (p.waited, self.conn_mut(sid).map(|c| &mut c.io)) {
+            s.busy = quick;
+        }
         self.give_back(sid, &mut p);
         let origin = p.origin.as_deref().map(|o| &**o);
         self.poll_reply(p.conn, (200, poll::TEXT), body, origin, p.keep);

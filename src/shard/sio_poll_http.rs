@@ -178,6 +178,7 @@ impl ShardState {
                 get: None,
                 ws: super::MaybeConn::NONE,
                 stage: Stage::Polling,
+                busy: false,
             });
         }
         self.polls.sessions += 1;

@@ -189,6 +189,41 @@ fn kept_client(st: &mut ShardState) -> i32 {
     fd
 }
 
+/// A session whose waiting GET was answered before a tick came is busy: its next GET waits on
+/// its own entry (moving the socket for a GET answered soon costs more than the entry), until a
+/// tick finds it still waiting; a GET that waited past a tick makes the session idle again.
+#[test]
+fn a_busy_sessions_get_keeps_its_entry_until_a_tick() {
+    let mut st = sio_shard();
+    let sid = session(&mut st);
+    let parked = send(&mut st, &get(&sid));
+    shell_takes(&mut st);
+    assert_eq!(slot_of(&st, parked), u32::MAX, "idle: lent at once");
+    let slot = send(&mut st, &post(&sid, "421[\"join\",\"r\"]"));
+    assert_eq!(answer(&mut st, slot), "ok");
+    assert_eq!(
+        answer(&mut st, parked),
+        "431[]",
+        "answered in the tick it parked in"
+    );
+    let parked = send(&mut st, &get(&sid));
+    shell_takes(&mut st);
+    assert_ne!(slot_of(&st, parked), u32::MAX, "busy: its own entry");
+    st.lend_idle();
+    shell_takes(&mut st);
+    assert_eq!(
+        slot_of(&st, parked),
+        u32::MAX,
+        "still waiting at the tick: lent"
+    );
+    let slot = send(&mut st, &post(&sid, "422[\"leave\",\"r\"]"));
+    assert_eq!(answer(&mut st, slot), "ok");
+    assert_eq!(answer(&mut st, parked), "432[]", "answered after a tick");
+    let parked = send(&mut st, &get(&sid));
+    shell_takes(&mut st);
+    assert_eq!(slot_of(&st, parked), u32::MAX, "idle again: lent at once");
+}
+
 /// What an idle client costs the shard, entries and heap, over WebSocket and over
 /// long-polling with a GET parked on its kept-alive connection (BENCHMARKS.md, "Polling client
 /// breakdown"). The session holds its parked GET's socket (that connection's entry is freed)
