@@ -69,6 +69,17 @@ pub const MAX_DEPTH: usize = 64;
 /// Whether `json` nests arrays and objects at most `max` deep (brackets inside strings do not
 /// count). A linear scan that does not validate: the parser that follows does.
 pub fn within_depth(json: &[u8], max: usize) -> bool {
+    // JSON with at most `max` opening brackets (those in strings counted too) cannot nest
+    // deeper: a vectorised count settles nearly every message, where the byte-by-byte scan
+    // below was 12% of a fan-out publisher's server time.
+    if json.len() <= max || memchr::memchr2_iter(b'[', b'{', json).nth(max).is_none() {
+        return true;
+    }
+    depth_scan(json, max)
+}
+
+/// [`within_depth`]'s exact scan: strings and escapes followed byte by byte.
+fn depth_scan(json: &[u8], max: usize) -> bool {
     let (mut depth, mut in_str, mut esc) = (0usize, false, false);
     for &b in json {
         if in_str {
@@ -319,6 +330,28 @@ pub fn close_frame(code: u16, reason: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The count's shortcut answers as the exact scan does, brackets in strings included.
+        #[test]
+        fn within_depth_agrees_with_the_exact_scan(
+            json in proptest::collection::vec(proptest::sample::select(b"[]{}\"\\a,".to_vec()), 0..200),
+            max in 0usize..8,
+        ) {
+            proptest::prop_assert_eq!(within_depth(&json, max), depth_scan(&json, max));
+        }
+    }
+
+    #[test]
+    fn within_depth_refuses_deep_nesting_and_ignores_brackets_in_strings() {
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(!within_depth(deep.as_bytes(), 64));
+        assert!(within_depth(deep.as_bytes(), 65));
+        let quoted = format!("{{\"d\":\"{}\"}}", "[".repeat(100));
+        assert!(within_depth(quoted.as_bytes(), 2), "brackets in a string");
+        let escaped = format!("[\"\\\"{}\"]", "{".repeat(100));
+        assert!(within_depth(escaped.as_bytes(), 2), "after an escaped quote");
+    }
 
     fn payload(frame: &Bytes) -> serde_json::Value {
         let at = if frame[1] & 0x7f == 126 { 4 } else { 2 };
