@@ -350,7 +350,10 @@ mod tests {
         let quoted = format!("{{\"d\":\"{}\"}}", "[".repeat(100));
         assert!(within_depth(quoted.as_bytes(), 2), "brackets in a string");
         let escaped = format!("[\"\\\"{}\"]", "{".repeat(100));
-        assert!(within_depth(escaped.as_bytes(), 2), "after an escaped quote");
+        assert!(
+            within_depth(escaped.as_bytes(), 2),
+            "after an escaped quote"
+        );
     }
 
     fn payload(frame: &Bytes) -> serde_json::Value {

@@ -6,7 +6,7 @@
 //! batch's log record (the `wal` module). [`Store::commit`] is the group commit: it writes the
 //! record to `ringhub.wal` with one `fdatasync` and keeps the transaction open for the next
 //! batches; every second (or every 32 MiB of log: the `wal` module) it commits the
-//! transaction instead, with [`Durability::Immediate`], and the log starts again. Opening the
+//! transaction instead, with [`Durability::Immediate`](redb::Durability::Immediate), and the log starts again. Opening the
 //! store replays the log's records after the last checkpoint (the `replay` module). Reads go
 //! through the open write transaction when there is one, else through a read transaction.
 //! `commit` with nothing written does nothing. Dropping the store without `commit` loses the
