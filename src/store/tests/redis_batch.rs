@@ -12,6 +12,17 @@ use crate::proto::wire::{self, Decoded};
 
 const PREFIX: &str = "rh";
 
+/// Topic `topic` gets a stream, whose key then turns into a string: its next `XADD` is refused
+/// (WRONGTYPE).
+fn break_stream(r: &RedisServer, s: &mut RedisStore, topic: &str) {
+    s.append(topic, hl(1000, 0), "e", None, T0).unwrap();
+    ::redis::cmd("SET")
+        .arg(format!("{PREFIX}:h:{topic}"))
+        .arg("x")
+        .exec(&mut r.conn())
+        .unwrap();
+}
+
 fn store(r: &RedisServer) -> RedisStore {
     RedisStore::connect(&[r.url()], PREFIX, "n1").unwrap()
 }
@@ -162,13 +173,7 @@ fn a_failing_publication_fails_the_rest_of_its_call_without_consuming_an_offset(
         return;
     };
     let mut s = store(&r);
-    s.append("bad", hl(1000, 0), "e", None, T0).unwrap();
-    // The stream key turns into a string: XADD refuses it (WRONGTYPE).
-    ::redis::cmd("SET")
-        .arg("rh:h:bad")
-        .arg("x")
-        .exec(&mut r.conn())
-        .unwrap();
+    break_stream(&r, &mut s, "bad");
     let mut sub = r.conn();
     let mut ps = sub.as_pubsub();
     for t in ["ok", "bad"] {
@@ -253,12 +258,7 @@ fn a_failing_run_leaves_the_runs_before_it_applied_and_published_whole() {
         return;
     };
     let mut s = store(&r);
-    s.append("bad", hl(1000, 0), "e", None, T0).unwrap();
-    ::redis::cmd("SET")
-        .arg("rh:h:bad")
-        .arg("x")
-        .exec(&mut r.conn())
-        .unwrap();
+    break_stream(&r, &mut s, "bad");
     let mut sub = r.conn();
     let mut ps = sub.as_pubsub();
     for t in ["ok", "bad", "u"] {
