@@ -15,7 +15,8 @@
 #
 # Server: one shard on SERVER_CPU (default 0), --io IO (default epoll), limits lifted, API key
 # `bench`, memory store (redb for the durable case, in STORE_DIR: a real disk, or fsync is
-# free). Load generator: one thread on LOAD_CPU (default 1). Every run starts a fresh server.
+# free; STORE_SYNC=interval for its [store] sync = "interval", STORE_SYNC_INTERVAL its interval,
+# default 1s). Load generator: one thread on LOAD_CPU (default 1). Every run starts a fresh server.
 # Prints one line per run: case, mode, requests/s, p50, p99.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,6 +63,7 @@ start_server() {
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
     RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_API_KEY=bench RINGHUB_UI_ENABLED=false \
     RINGHUB_AUTH_JWT_SECRET="$JWT_SECRET" RINGHUB_AUTH_ANONYMOUS=true \
+    RINGHUB_STORE_SYNC="${STORE_SYNC:-always}" RINGHUB_STORE_SYNC_INTERVAL="${STORE_SYNC_INTERVAL:-1s}" \
     taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}" "$SERVER" --listen "127.0.0.1:$PORT" --shards 1 --io "$IO" \
     --store "$store" --store-path "$dir" >"$STORE_DIR/server.log" 2>&1 &
   SERVER_PID=$!

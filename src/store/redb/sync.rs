@@ -107,7 +107,10 @@ mod tests {
         assert!(!p.written(t + 50 * MS));
         assert!(!p.written(t + 99 * MS));
         assert_eq!(p.wait(t + 60 * MS), Some(40 * MS));
-        assert!(p.written(t + 100 * MS), "due: the record at t is 100 ms old");
+        assert!(
+            p.written(t + 100 * MS),
+            "due: the record at t is 100 ms old"
+        );
         p.synced();
         assert_eq!(p.wait(t + 100 * MS), None);
         // A quiet store: the next record starts a new interval, however long the pause.
