@@ -100,7 +100,9 @@ for case in $CASES; do
       # Store commits over the whole run (warmup included): messages per commit for the durable
       # cases (each commit is one fsync with redb).
       cpu1=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
-      commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^ringhub_store_commits/ {print $2; exit}')
+      metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+      commits=$(echo "$metrics" | awk '/^ringhub_store_commits/ {print $2; exit}')
+      syncs=$(echo "$metrics" | awk '/^ringhub_store_log_syncs/ {print $2; exit}')
       stop_server
       rate=$(echo "$out" | awk -F'  +' '/sends\/s/ {print $NF; exit}')
       # Server CPU (all its threads, user + system) per request over warmup + measured window.
@@ -109,7 +111,7 @@ for case in $CASES; do
       lat=$(echo "$out" | awk '/latency/ {sub(/^ *latency */, ""); print; exit}')
       unit=request
       case "$case" in durable-b*) unit=send ;; esac
-      echo "$case $mode run $run: $rate ${unit}s/s; latency $lat (per request); store commits ${commits:-?}; server CPU ${cpu_us} µs/$unit"
+      echo "$case $mode run $run: $rate ${unit}s/s; latency $lat (per request); store commits ${commits:-?}, log syncs ${syncs:-?}; server CPU ${cpu_us} µs/$unit"
     done
   done
 done

@@ -151,7 +151,17 @@ impl Sequencer {
 
     /// Runs batches until [`StoreJob::Stop`] (or every sender is gone).
     pub(crate) fn run(mut self) {
-        tracing::info!(store = self.store.name(), "store thread started");
+        let sync = &self.hub.config.store;
+        if self.store.name() == "redb" {
+            tracing::info!(
+                store = self.store.name(),
+                sync = sync.sync.name(),
+                sync_interval = ?sync.sync_every(),
+                "store thread started"
+            );
+        } else {
+            tracing::info!(store = self.store.name(), "store thread started");
+        }
         let mut batch = Vec::new();
         // How long until the store's next log sync is due (`[store] sync = "interval"`).
         let mut sync_wait = None;
