@@ -209,7 +209,8 @@ pub(crate) struct StoreStats {
     /// Batches committed (one commit each).
     pub commits: AtomicU64,
     /// Syncs of the store's write-ahead log (redb): one per commit with `[store] sync =
-    /// "always"` except checkpoints; with `"interval"`, at most about one per interval.
+    /// "always"` except checkpoints; with `"interval"`, at most one per interval, and none
+    /// while a checkpoint (each second under load) comes first and makes the records durable.
     pub log_syncs: AtomicU64,
 }
 
@@ -225,7 +226,7 @@ impl StoreStats {
             ("refused_connections", "Inbox syncs refused because the store queue was full (connection closed with 1013)", g(&self.refused), true),
             ("acks_retried", "Acks kept and retried because the store did not answer", g(&self.acks_retried), true),
             ("commits", "Batches of store jobs committed (one commit each; with redb and sync = always, one fdatasync each)", g(&self.commits), true),
-            ("log_syncs", "fdatasyncs of the redb write-ahead log (with sync = interval, about one per interval under load)", g(&self.log_syncs), true),
+            ("log_syncs", "fdatasyncs of the redb write-ahead log (with sync = interval at most one per interval; none while the checkpoints, each second under load, come first)", g(&self.log_syncs), true),
         ]
     }
 }
