@@ -15,7 +15,8 @@
 #
 # Server: one shard on SERVER_CPU (default 0), --io IO (default epoll), limits lifted, API key
 # `bench`, memory store (redb for the durable case, in STORE_DIR: a real disk, or fsync is
-# free). Load generator: one thread on LOAD_CPU (default 1). Every run starts a fresh server.
+# free; STORE_SYNC=interval for its [store] sync = "interval", STORE_SYNC_INTERVAL its interval,
+# default 1s). Load generator: one thread on LOAD_CPU (default 1). Every run starts a fresh server.
 # Prints one line per run: case, mode, requests/s, p50, p99.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,6 +63,7 @@ start_server() {
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
     RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_API_KEY=bench RINGHUB_UI_ENABLED=false \
     RINGHUB_AUTH_JWT_SECRET="$JWT_SECRET" RINGHUB_AUTH_ANONYMOUS=true \
+    RINGHUB_STORE_SYNC="${STORE_SYNC:-always}" RINGHUB_STORE_SYNC_INTERVAL="${STORE_SYNC_INTERVAL:-1s}" \
     taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}" "$SERVER" --listen "127.0.0.1:$PORT" --shards 1 --io "$IO" \
     --store "$store" --store-path "$dir" >"$STORE_DIR/server.log" 2>&1 &
   SERVER_PID=$!
@@ -98,7 +100,9 @@ for case in $CASES; do
       # Store commits over the whole run (warmup included): messages per commit for the durable
       # cases (each commit is one fsync with redb).
       cpu1=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
-      commits=$(curl -s "http://127.0.0.1:$PORT/metrics" | awk '/^ringhub_store_commits/ {print $2; exit}')
+      metrics=$(curl -s "http://127.0.0.1:$PORT/metrics")
+      commits=$(echo "$metrics" | awk '/^ringhub_store_commits/ {print $2; exit}')
+      syncs=$(echo "$metrics" | awk '/^ringhub_store_log_syncs/ {print $2; exit}')
       stop_server
       rate=$(echo "$out" | awk -F'  +' '/sends\/s/ {print $NF; exit}')
       # Server CPU (all its threads, user + system) per request over warmup + measured window.
@@ -107,7 +111,7 @@ for case in $CASES; do
       lat=$(echo "$out" | awk '/latency/ {sub(/^ *latency */, ""); print; exit}')
       unit=request
       case "$case" in durable-b*) unit=send ;; esac
-      echo "$case $mode run $run: $rate ${unit}s/s; latency $lat (per request); store commits ${commits:-?}; server CPU ${cpu_us} µs/$unit"
+      echo "$case $mode run $run: $rate ${unit}s/s; latency $lat (per request); store commits ${commits:-?}, log syncs ${syncs:-?}; server CPU ${cpu_us} µs/$unit"
     done
   done
 done

@@ -38,6 +38,8 @@
 #                  CARGO_TARGET_DIR=/work/target-bench9-ev2 cargo build --release -p ringhub --bin ringhub)
 #   STORE_DIR     where the redb stores go (default /tmp/ringhub-messaging/store; must be a real
 #                 disk, not tmpfs, or fsync is free); each server start gets a fresh one
+#   STORE_SYNC    the redb store's [store] sync: always (default) | interval; STORE_SYNC_INTERVAL
+#                 its sync_interval (default 1s)
 #   NAME          run name (default messaging); OUT_DIR raw results (default /tmp/ringhub-messaging/NAME)
 #   RESULTS_DIR   where RESULT_NAME.md / .json go (default docs/benchmarks; RESULT_NAME default NAME)
 #   MERGE_DIRS    raw result dirs of earlier runs (e.g. other PARTS) condensed together with this one
@@ -63,6 +65,8 @@ REPS=${REPS:-50}
 NAME=${NAME:-messaging}
 OUT_DIR=${OUT_DIR:-/tmp/ringhub-messaging/$NAME}
 STORE_DIR=${STORE_DIR:-/tmp/ringhub-messaging/store}
+STORE_SYNC=${STORE_SYNC:-always}
+STORE_SYNC_INTERVAL=${STORE_SYNC_INTERVAL:-1s}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/docs/benchmarks}
 RESULT_NAME=${RESULT_NAME:-$NAME}
 MERGE_DIRS=${MERGE_DIRS:-}
@@ -160,6 +164,7 @@ start_server() {
   RINGHUB_LIMITS_MESSAGES_PER_SECOND=0 RINGHUB_LIMITS_MAX_CONNECTIONS=0 \
     RINGHUB_LIMITS_MAX_CONNECTIONS_PER_IP=0 RINGHUB_TOPICS="$TOPICS" RINGHUB_API_KEY=bench \
     RINGHUB_AUTH_JWT_SECRET="$JWT_SECRET" RINGHUB_AUTH_ANONYMOUS=true RINGHUB_UI_ENABLED=false \
+    RINGHUB_STORE_SYNC="$STORE_SYNC" RINGHUB_STORE_SYNC_INTERVAL="$STORE_SYNC_INTERVAL" \
     taskset -c "$SERVER_CPU" "${PRIO_CMD[@]}" "$bin" "${args[@]}" >"$logf" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 100); do
@@ -187,7 +192,7 @@ jq -n --arg name "$NAME" --arg started "$(date -u +%FT%TZ)" --argjson runs "$RUN
   --arg pin "server taskset -c $SERVER_CPU, loadtest taskset -c $LOAD_CPU, PRIO=$PRIO" \
   --arg load "$(cut -d' ' -f1-3 /proc/loadavg)" --arg store_fs "$(df -T "$STORE_DIR" | awk 'NR==2 {print $2}')" \
   --arg topics "$TOPICS" --arg matrix "$(cat "$OUT_DIR/matrix.txt")" \
-  --arg cmd "RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP IO=$IO PRIO=$PRIO SHARDS=$SHARDS PARTS=\"$PARTS\" ${EV2_BIN:+EV2_BIN=$EV2_BIN }scripts/messaging-bench.sh" '
+  --arg cmd "RUNS=$RUNS DURATION=$DURATION WARMUP=$WARMUP IO=$IO PRIO=$PRIO SHARDS=$SHARDS STORE_SYNC=$STORE_SYNC PARTS=\"$PARTS\" ${EV2_BIN:+EV2_BIN=$EV2_BIN }scripts/messaging-bench.sh" '
   {name: $name, started: $started, runs: $runs, commit: $commit, ev2_commit: $ev2, io: $io,
    command: $cmd, topics: $topics,
    env: {kernel: $kernel, cpu: $cpu, nproc: $nproc, rustc: $rustc, pinning: $pin,

@@ -208,7 +208,9 @@ impl Drop for Node {
     }
 }
 
-fn spawn(dir: &std::path::Path) -> Node {
+/// Starts the binary on a redb store in `dir` with the sync policy `sync` (`interval`: an
+/// interval longer than the test, so nothing answered is synced before the `kill -9`).
+fn spawn(dir: &std::path::Path, sync: &str) -> Node {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringhub"))
         .args([
             "--listen",
@@ -224,6 +226,8 @@ fn spawn(dir: &std::path::Path) -> Node {
         .env("RINGHUB_AUTH_ANONYMOUS", "true")
         .env("RINGHUB_LIMITS_MESSAGES_PER_SECOND", "0")
         .env("RINGHUB_LOG_FORMAT", "text")
+        .env("RINGHUB_STORE_SYNC", sync)
+        .env("RINGHUB_STORE_SYNC_INTERVAL", "60s")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -235,15 +239,25 @@ fn spawn(dir: &std::path::Path) -> Node {
 /// Every pipelined durable send that was answered is in the inbox after `kill -9`.
 #[test]
 fn answered_pipelined_sends_survive_kill_9() {
+    pipelined_sends_survive_kill_9("always");
+}
+
+/// The same with `[store] sync = "interval"`: answered once written, before any sync.
+#[test]
+fn answered_pipelined_sends_survive_kill_9_interval_sync() {
+    pipelined_sends_survive_kill_9("interval");
+}
+
+fn pipelined_sends_survive_kill_9(sync: &str) {
     let dir = std::env::temp_dir().join(format!(
-        "ringhub-durable-http-{}-{}",
+        "ringhub-durable-http-{sync}-{}-{}",
         std::process::id(),
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_nanos()
     ));
-    let node = spawn(&dir);
+    let node = spawn(&dir, sync);
     let answers = pipelined_sends(node.1, "finn", 1, 50);
     assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
     let (st, v) = batch_of_sends(node.1, &["gwen"; 30]);
@@ -252,7 +266,7 @@ fn answered_pipelined_sends_survive_kill_9() {
     assert!(batch.iter().all(|r| r["success"] == true), "{v}");
     drop(node); // SIGKILL: nothing beyond what was committed.
 
-    let node = spawn(&dir);
+    let node = spawn(&dir, sync);
     let (st, v) = http_json(node.1, "GET", "/api/v1/inbox?user=finn", Some("k"), None);
     assert_eq!(st, 200, "{v}");
     let offsets: Vec<u64> = v["data"]["messages"]

@@ -24,8 +24,14 @@ impl Drop for Node {
     }
 }
 
-/// Starts the binary with its store in `dir`; `chat:*` keeps history.
-fn spawn(dir: &std::path::Path, io: &str) -> Node {
+/// The store's sync policies under test: `always` (the default), and `interval` with an interval
+/// longer than any test, so that nothing answered is synced before the `kill -9` (checkpoints
+/// still commit the database every second).
+const ALWAYS: &str = "always";
+const INTERVAL: &str = "interval";
+
+/// Starts the binary with its store in `dir` (sync policy `sync`); `chat:*` keeps history.
+fn spawn_with(dir: &std::path::Path, io: &str, sync: &str) -> Node {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringhub"));
     cmd.args(["--listen", "127.0.0.1:0", "--shards", "2", "--io", io])
         .args(["--stats-interval", "0s", "--store", "redb", "--store-path"])
@@ -43,11 +49,18 @@ fn spawn(dir: &std::path::Path, io: &str) -> Node {
         // The load test reads its topics' whole history back in one request.
         .env("RINGHUB_STORE_MAX_RECOVER", "100000")
         .env("RINGHUB_LOG_FORMAT", "text")
+        .env("RINGHUB_STORE_SYNC", sync)
+        .env("RINGHUB_STORE_SYNC_INTERVAL", "60s")
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().expect("spawn ringhub");
     let addr = wait_listening(&mut child);
     Node { child, addr }
+}
+
+/// [`spawn_with`] the default sync policy.
+fn spawn(dir: &std::path::Path, io: &str) -> Node {
+    spawn_with(dir, io, ALWAYS)
 }
 
 fn token(user: &str) -> String {
@@ -79,16 +92,16 @@ fn kill9(mut n: Node) {
     let _ = n.child.wait();
 }
 
-async fn survives_kill_9(io: &str) {
+async fn survives_kill_9(io: &str, sync: &str) {
     let dir = std::env::temp_dir().join(format!(
-        "ringhub-persist-{io}-{}-{}",
+        "ringhub-persist-{io}-{sync}-{}-{}",
         std::process::id(),
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_nanos()
     ));
-    let node = spawn(&dir, io);
+    let node = spawn_with(&dir, io, sync);
     let addr: std::net::SocketAddr = node.addr.parse().unwrap();
     // A durable send answered → kill -9 at once.
     let (st, v) = http_json(
@@ -115,7 +128,7 @@ async fn survives_kill_9(io: &str) {
     }
     kill9(node);
 
-    let node = spawn(&dir, io);
+    let node = spawn_with(&dir, io, sync);
     let mut z = ws(&node.addr, &format!("?token={}", token("zoe"))).await;
     let m = recv(&mut z).await;
     assert_eq!(m["topic"], "user:zoe", "{m}");
@@ -136,7 +149,7 @@ async fn survives_kill_9(io: &str) {
 
     // A wiped store: a new epoch, and clients learn they cannot recover.
     std::fs::remove_dir_all(&dir).unwrap();
-    let node = spawn(&dir, io);
+    let node = spawn_with(&dir, io, sync);
     let mut c = ws(&node.addr, "").await;
     send(
         &mut c,
@@ -154,13 +167,19 @@ async fn survives_kill_9(io: &str) {
 
 #[tokio::test]
 async fn survives_kill_9_epoll() {
-    survives_kill_9("epoll").await;
+    survives_kill_9("epoll", ALWAYS).await;
+}
+
+/// `[store] sync = "interval"`: what was answered is written, unsynced, and survives `kill -9`.
+#[tokio::test]
+async fn survives_kill_9_interval_sync() {
+    survives_kill_9("epoll", INTERVAL).await;
 }
 
 #[tokio::test]
 async fn survives_kill_9_uring() {
     if shell_available(ringhub::IoMode::Uring) {
-        survives_kill_9("uring").await;
+        survives_kill_9("uring", ALWAYS).await;
     }
 }
 
@@ -220,9 +239,9 @@ async fn publish_until_killed(
 
 /// Issue 20: `kill -9` while publications are in flight: every publication that was answered
 /// (its reply carries the offset) is in the topic's history after the restart, with its data.
-async fn answered_publications_survive_kill_9_under_load(io: &str) {
-    let dir = temp_store(&format!("load-{io}"));
-    let node = spawn(&dir, io);
+async fn answered_publications_survive_kill_9_under_load(io: &str, sync: &str) {
+    let dir = temp_store(&format!("load-{io}-{sync}"));
+    let node = spawn_with(&dir, io, sync);
     let total = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let enough = std::sync::Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
@@ -247,7 +266,7 @@ async fn answered_publications_survive_kill_9_under_load(io: &str) {
     }
     assert!(answered.len() >= 3000, "{}", answered.len());
 
-    let node = spawn(&dir, io);
+    let node = spawn_with(&dir, io, sync);
     let addr: std::net::SocketAddr = node.addr.parse().unwrap();
     for topic in ["load:0", "load:1"] {
         let (st, v) = http_json(
@@ -280,13 +299,19 @@ async fn answered_publications_survive_kill_9_under_load(io: &str) {
 
 #[tokio::test]
 async fn answered_publications_survive_kill_9_under_load_epoll() {
-    answered_publications_survive_kill_9_under_load("epoll").await;
+    answered_publications_survive_kill_9_under_load("epoll", ALWAYS).await;
+}
+
+/// The same with `[store] sync = "interval"` (no answered record synced before the kill).
+#[tokio::test]
+async fn answered_publications_survive_kill_9_under_load_interval_sync() {
+    answered_publications_survive_kill_9_under_load("epoll", INTERVAL).await;
 }
 
 #[tokio::test]
 async fn answered_publications_survive_kill_9_under_load_uring() {
     if shell_available(ringhub::IoMode::Uring) {
-        answered_publications_survive_kill_9_under_load("uring").await;
+        answered_publications_survive_kill_9_under_load("uring", ALWAYS).await;
     }
 }
 

@@ -213,6 +213,17 @@ per_shell!(async fn receiver_down_then_up);
 /// `kill -9` of the binary (redb store) with undelivered events: the next start delivers them.
 #[tokio::test]
 async fn undelivered_events_survive_kill_9() {
+    events_survive_kill_9("always").await;
+}
+
+/// The same with `[store] sync = "interval"` (an interval longer than the test: the outbox's
+/// log records are written, not synced, when the server is killed).
+#[tokio::test]
+async fn undelivered_events_survive_kill_9_interval_sync() {
+    events_survive_kill_9("interval").await;
+}
+
+async fn events_survive_kill_9(sync: &str) {
     const N: usize = 20;
     let log = Arc::new(Mutex::new(Log::default()));
     let Some(rx) = Receiver::start(0, log) else {
@@ -238,6 +249,8 @@ async fn undelivered_events_survive_kill_9() {
             .env("RINGHUB_WEBHOOKS_SECRET", SECRET)
             .env("RINGHUB_WEBHOOKS_RETRY_MIN", "20ms")
             .env("RINGHUB_WEBHOOKS_RETRY_MAX", "200ms")
+            .env("RINGHUB_STORE_SYNC", sync)
+            .env("RINGHUB_STORE_SYNC_INTERVAL", "60s")
             .env("RINGHUB_LOG_FORMAT", "text")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

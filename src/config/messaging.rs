@@ -109,7 +109,8 @@ pub enum StoreBackend {
     /// In memory: lost on restart (every stream gets a new epoch).
     #[default]
     Memory,
-    /// redb on disk under `path`: survives `kill -9` (fsync per group commit).
+    /// redb on disk under `path`: survives `kill -9`; a power loss too with the default
+    /// [`StoreSync::Always`] (an `fdatasync` per group commit).
     Redb,
     /// Redis, at the `[cluster] redis` URLs: history and inboxes shared by every node of a
     /// cluster (offsets gapless cluster-wide); survives what Redis's persistence keeps.
@@ -130,6 +131,49 @@ impl std::str::FromStr for StoreBackend {
     }
 }
 
+/// When the redb store syncs its write-ahead log (`[store] sync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StoreSync {
+    /// Before a batch is answered (`fdatasync` per batch): every answered write survives a
+    /// process crash, a kernel crash and a power loss.
+    #[default]
+    Always,
+    /// A batch is answered once its log record is written; the log is synced within
+    /// [`StoreConfig::sync_interval`] of a write, at checkpoints and at a clean stop. Every
+    /// answered write survives a process crash (`kill -9`: the kernel keeps what was written);
+    /// a kernel crash or power loss can lose the writes answered in the last interval. Opt-in,
+    /// like Redis's `appendfsync everysec` or PostgreSQL's `synchronous_commit = off`.
+    Interval,
+}
+
+impl StoreSync {
+    /// Its spelling in settings.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreSync::Always => "always",
+            StoreSync::Interval => "interval",
+        }
+    }
+}
+
+impl std::str::FromStr for StoreSync {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(StoreSync::Always),
+            "interval" => Ok(StoreSync::Interval),
+            _ => Err(format!(
+                "unknown store sync policy '{s}' (expected always or interval)"
+            )),
+        }
+    }
+}
+
+/// The bounds of [`StoreConfig::sync_interval`].
+pub const SYNC_INTERVAL_MIN: Duration = Duration::from_millis(1);
+/// See [`SYNC_INTERVAL_MIN`].
+pub const SYNC_INTERVAL_MAX: Duration = Duration::from_secs(60);
+
 /// `[store]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -141,6 +185,20 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// Most publications a `since` recovery returns; beyond, `recovered: false`.
     pub max_recover: usize,
+    /// When the redb store makes an answered batch durable against a power loss (default
+    /// [`StoreSync::Always`]). Ignored by the other backends.
+    pub sync: StoreSync,
+    /// With [`StoreSync::Interval`]: the longest a written batch waits for its `fdatasync`
+    /// ([`SYNC_INTERVAL_MIN`] to [`SYNC_INTERVAL_MAX`]; default 1 s).
+    pub sync_interval: Duration,
+}
+
+impl StoreConfig {
+    /// The interval between log syncs, `None` for a sync per batch (what the redb store is
+    /// given).
+    pub fn sync_every(&self) -> Option<Duration> {
+        (self.sync == StoreSync::Interval).then_some(self.sync_interval)
+    }
 }
 
 impl Default for StoreConfig {
@@ -149,6 +207,8 @@ impl Default for StoreConfig {
             backend: StoreBackend::Memory,
             path: PathBuf::from("./ringhub-data"),
             max_recover: 1000,
+            sync: StoreSync::Always,
+            sync_interval: Duration::from_secs(1),
         }
     }
 }

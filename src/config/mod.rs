@@ -8,7 +8,10 @@ pub mod settings;
 pub mod webhooks;
 
 pub use cluster::ClusterConfig;
-pub use messaging::{InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig};
+pub use messaging::{
+    InboxConfig, Namespace, Namespaces, StoreBackend, StoreConfig, StoreSync, SYNC_INTERVAL_MAX,
+    SYNC_INTERVAL_MIN,
+};
 pub use webhooks::WebhookConfig;
 
 use std::net::SocketAddr;
@@ -289,6 +292,9 @@ impl Config {
         self.proxy.validate().map_err(ServerError::Config)?;
         if self.store.max_recover == 0 {
             return bad("store max_recover must be at least 1");
+        }
+        if !(SYNC_INTERVAL_MIN..=SYNC_INTERVAL_MAX).contains(&self.store.sync_interval) {
+            return bad("store sync_interval must be from 1ms to 60s");
         }
         if self.inbox.ack_timeout.is_zero() || self.inbox.max_attempts == 0 {
             return bad("inbox ack_timeout and max_attempts must be positive");

@@ -54,7 +54,7 @@ pub(crate) fn render(
     stats: &[ShardStats],
     shutting_down: bool,
     cluster: Option<&crate::cluster::ClusterStats>,
-    store: Option<[(&str, &str, u64, bool); 7]>,
+    store: Option<[(&str, &str, u64, bool); 8]>,
     proxy: Option<&crate::shard::proxy::ProxyStats>,
     webhooks: Option<[(&str, &str, u64, bool); 7]>,
 ) -> String {

@@ -56,6 +56,18 @@ impl Builder {
         self
     }
 
+    /// With the redb store ([`store_path`](Self::store_path)): answers a batch once its
+    /// write-ahead log record is written and syncs the log at most `every` later
+    /// (`[store] sync = "interval"`, `sync_interval`; 1 ms to 60 s) instead of before the answer.
+    /// Every answered write still survives a process crash (`kill -9`); a kernel crash or power
+    /// loss can lose the writes answered in the last `every`. Several times the write rate when
+    /// the disk's `fdatasync` is what bounds it.
+    pub fn store_sync_interval(mut self, every: std::time::Duration) -> Self {
+        self.config.store.sync = crate::config::StoreSync::Interval;
+        self.config.store.sync_interval = every;
+        self
+    }
+
     /// Uses this [`Store`] (e.g. one of your own) instead of the configured one.
     pub fn store(mut self, store: impl Store) -> Self {
         self.store = Some(Box::new(store));

@@ -208,11 +208,15 @@ pub(crate) struct StoreStats {
     pub acks_retried: AtomicU64,
     /// Batches committed (one commit each).
     pub commits: AtomicU64,
+    /// Syncs of the store's write-ahead log (redb): one per commit with `[store] sync =
+    /// "always"` except checkpoints; with `"interval"`, at most one per interval, and none
+    /// while a checkpoint (each second under load) comes first and makes the records durable.
+    pub log_syncs: AtomicU64,
 }
 
 impl StoreStats {
     /// `(name, help, value, is_counter)` for `/metrics`, given the store queue's length.
-    pub(crate) fn list(&self, queued: usize) -> [(&'static str, &'static str, u64, bool); 7] {
+    pub(crate) fn list(&self, queued: usize) -> [(&'static str, &'static str, u64, bool); 8] {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             ("queue", "Jobs waiting for the store thread", queued as u64, false),
@@ -221,7 +225,8 @@ impl StoreStats {
             ("inbox_syncs_skipped", "Inbox syncs skipped: the connection had closed", g(&self.syncs_skipped), true),
             ("refused_connections", "Inbox syncs refused because the store queue was full (connection closed with 1013)", g(&self.refused), true),
             ("acks_retried", "Acks kept and retried because the store did not answer", g(&self.acks_retried), true),
-            ("commits", "Batches of store jobs committed (one commit, and with redb one fsync, each)", g(&self.commits), true),
+            ("commits", "Batches of store jobs committed (one commit each; with redb and sync = always, one fdatasync each)", g(&self.commits), true),
+            ("log_syncs", "fdatasyncs of the redb write-ahead log (with sync = interval at most one per interval; none while the checkpoints, each second under load, come first)", g(&self.log_syncs), true),
         ]
     }
 }

@@ -16,9 +16,13 @@
 //!   start again at 1 with a new epoch.
 //! - **Durability.** After [`Store::commit`] returns `Ok`, everything applied before it survives
 //!   what the implementation promises: `memory` survives nothing (a restart is a new epoch for
-//!   every stream), `redb` survives a process kill and (with fsync) a power loss, `redis`
+//!   every stream); `redb` survives a process kill (`kill -9`) and, with `[store] sync =
+//!   "always"` (the default: the log is synced before `commit` returns), a kernel crash or power
+//!   loss — with `sync = "interval"` a kernel crash or power loss can lose what was committed
+//!   in the last interval (the log is synced by [`Store::sync_due`] within it); `redis`
 //!   survives what the Redis server's persistence keeps (AOF) — its data lost, every stream
-//!   gets a new epoch.
+//!   gets a new epoch. With redb what survives is a prefix of the commits (the log is read up
+//!   to its first missing or torn record): a crash never keeps a batch and loses an earlier one.
 //! - **Reads see writes.** A read returns everything applied before it, committed or not (the
 //!   store thread never exposes uncommitted results outside).
 
@@ -448,8 +452,24 @@ pub trait Store: Send + 'static {
     }
 
     /// Makes every operation applied so far durable (as far as the implementation promises);
-    /// the store thread calls it once per batch.
+    /// the store thread calls it once per batch, and answers the batch only after it.
     fn commit(&mut self) -> Result<(), StoreError>;
+
+    /// For a store whose `commit` may leave written data to be synced later (redb with
+    /// `[store] sync = "interval"`): syncs it when its deadline has passed, or now when `all`
+    /// (a clean stop). Returns how long until the next deadline (`None`: nothing waits); the
+    /// store thread calls it after every batch and waits for jobs at most that long, so a quiet
+    /// store still syncs within its interval. Default: nothing to do.
+    fn sync_due(&mut self, all: bool) -> Result<Option<Duration>, StoreError> {
+        let _ = all;
+        Ok(None)
+    }
+
+    /// Syncs of a write-ahead log made so far (the `store_log_syncs` metric); 0 for a store
+    /// without one.
+    fn log_syncs(&self) -> u64 {
+        0
+    }
 }
 
 /// A fresh random epoch: 8 hex digits from the OS's random source mixed with the clock.

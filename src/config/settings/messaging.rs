@@ -11,7 +11,10 @@ use super::keys::{
     boolean, dur_v, duration, int_v, key, list, list_v, str_v, text, uint, Key, Raw, Why, MAX_U32,
 };
 use super::{Settings, SettingsError};
-use crate::config::{Namespace, Namespaces, StoreBackend, StoreConfig};
+use crate::config::{
+    Namespace, Namespaces, StoreBackend, StoreConfig, StoreSync, SYNC_INTERVAL_MAX,
+    SYNC_INTERVAL_MIN,
+};
 use crate::proto::pattern::Pattern;
 
 /// `[ui]`: the built-in web pages.
@@ -109,6 +112,14 @@ pub(super) fn backend_name(b: StoreBackend) -> &'static str {
     }
 }
 
+fn sync_interval(r: Raw<'_>) -> Result<std::time::Duration, Why> {
+    let d = duration(r, false)?;
+    (SYNC_INTERVAL_MIN..=SYNC_INTERVAL_MAX)
+        .contains(&d)
+        .then_some(d)
+        .ok_or(None)
+}
+
 fn store_path(r: Raw<'_>) -> Result<PathBuf, Why> {
     let t = text(r)?;
     (!t.is_empty()).then(|| PathBuf::from(t)).ok_or(None)
@@ -191,6 +202,18 @@ pub(super) const KEYS: &[Key] = &[
         "a non-empty directory path",
         |s, r| s.store.path = store_path(r)?,
         |s| str_v(s.store.path.display())
+    ),
+    key!(
+        "store.sync",
+        "always or interval",
+        |s, r| s.store.sync = text(r)?.parse::<StoreSync>().map_err(|_| None)?,
+        |s| str_v(s.store.sync.name())
+    ),
+    key!(
+        "store.sync_interval",
+        "a duration from 1ms to 60s like 1s",
+        |s, r| s.store.sync_interval = sync_interval(r)?,
+        |s| dur_v(s.store.sync_interval)
     ),
     key!(
         "store.max_recover",

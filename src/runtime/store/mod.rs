@@ -43,6 +43,9 @@ pub(crate) use emit::durable_frame;
 
 /// Most jobs applied per commit.
 const MAX_BATCH: usize = 8_192;
+/// Longest wait for a job: an idle store thread still runs a batch this often (expiry, webhook
+/// retries).
+const IDLE: Duration = Duration::from_secs(1);
 
 /// Results of one batch, emitted after its commit, in job order.
 enum Out {
@@ -148,10 +151,23 @@ impl Sequencer {
 
     /// Runs batches until [`StoreJob::Stop`] (or every sender is gone).
     pub(crate) fn run(mut self) {
-        tracing::info!(store = self.store.name(), "store thread started");
+        let sync = &self.hub.config.store;
+        if self.store.name() == "redb" {
+            tracing::info!(
+                store = self.store.name(),
+                sync = sync.sync.name(),
+                sync_interval = ?sync.sync_every(),
+                "store thread started"
+            );
+        } else {
+            tracing::info!(store = self.store.name(), "store thread started");
+        }
         let mut batch = Vec::new();
+        // How long until the store's next log sync is due (`[store] sync = "interval"`).
+        let mut sync_wait = None;
         loop {
-            match self.jobs.recv_timeout(Duration::from_secs(1)) {
+            let wait = sync_wait.map_or(IDLE, |w: Duration| w.min(IDLE));
+            match self.jobs.recv_timeout(wait) {
                 Ok(job) => batch.push(job),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
@@ -163,8 +179,27 @@ impl Sequencer {
                 }
             }
             let stop = self.run_batch(&mut batch);
+            sync_wait = self.sync_due(stop);
             if stop {
                 return;
+            }
+        }
+    }
+
+    /// Lets the store sync what its sync policy left unsynced once due (everything when
+    /// `all`: a clean stop); returns how long until the next sync is due.
+    fn sync_due(&mut self, all: bool) -> Option<Duration> {
+        let r = self.store.sync_due(all);
+        self.hub
+            .store_stats
+            .log_syncs
+            .store(self.store.log_syncs(), Ordering::Relaxed);
+        match r {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::error!(error = %e, "store: syncing the write-ahead log failed");
+                self.publish_health();
+                None
             }
         }
     }

@@ -13,7 +13,11 @@ pub(crate) fn open_store(
 ) -> Result<Box<dyn Store>, ServerError> {
     Ok(match cfg.backend {
         StoreBackend::Memory => Box::new(crate::store::memory::MemoryStore::new()),
-        StoreBackend::Redb => Box::new(crate::store::redb::RedbStore::open(&cfg.path)?),
+        StoreBackend::Redb => {
+            let mut store = crate::store::redb::RedbStore::open(&cfg.path)?;
+            store.set_sync_interval(cfg.sync_every());
+            Box::new(store)
+        }
         StoreBackend::Redis => Box::new(crate::store::redis::RedisStore::connect(
             &cluster.redis,
             &cluster.prefix,

@@ -12,6 +12,16 @@
 //! `commit` with nothing written does nothing. Dropping the store without `commit` loses the
 //! batch, as a crash would; what was committed is in the log.
 //!
+//! # Sync policy
+//! By default (`[store] sync = "always"`) the record is synced before `commit` returns: an
+//! answered batch survives a process crash, a kernel crash and a power loss. With
+//! [`set_sync_interval`](RedbStore::set_sync_interval) (`sync = "interval"`) `commit` returns
+//! once the record is written to the file (the kernel's page cache), and the log is synced when
+//! its oldest unsynced record is an interval old — at a later `commit` or at
+//! [`Store::sync_due`], which the store thread calls when idle — and when the store is dropped
+//! (a clean stop). Then an answered batch survives a process crash (`kill -9`), but a kernel
+//! crash or power loss can lose the batches answered in the last interval (the `sync` module).
+//!
 //! If an operation fails part way through a batch, the batch is rolled back at the next
 //! `commit`, which then reports the failure (the store thread never exposed the batch's
 //! results): the transaction is aborted and the log's batches since the checkpoint are replayed.
@@ -53,6 +63,7 @@ mod outbox;
 mod replay;
 mod schema;
 mod sio;
+mod sync;
 mod wal;
 
 #[cfg(test)]
@@ -165,6 +176,14 @@ impl RedbStore {
     /// The id drawn when the database file was created (changes when it is wiped).
     pub fn store_id(&self) -> &str {
         &self.store_id
+    }
+
+    /// Answers batches once their log record is written, and syncs the log within `every` of
+    /// a record's write instead of before its answer (`[store] sync = "interval"`); `None`:
+    /// every record is synced before `commit` returns (the default). See the
+    /// [module docs](self#sync-policy) for what each survives.
+    pub fn set_sync_interval(&mut self, every: Option<Duration>) {
+        self.wal.policy = sync::SyncPolicy::new(every);
     }
 
     /// Whether the batch has uncommitted operations (tests: reads must add none).
@@ -440,5 +459,17 @@ impl Store for RedbStore {
 
     fn commit(&mut self) -> Result<(), StoreError> {
         self.commit_batch()
+    }
+
+    fn sync_due(&mut self, all: bool) -> Result<Option<Duration>, StoreError> {
+        if self.broken.is_some() {
+            return Ok(None);
+        }
+        let r = self.wal.sync_due(all);
+        self.note(r)
+    }
+
+    fn log_syncs(&self) -> u64 {
+        self.wal.policy.syncs()
     }
 }

@@ -223,8 +223,10 @@ impl RedbStore {
             Ok(fresh) => {
                 tracing::warn!(file = %self.path.display(), "store: the database reopened");
                 let backoff = self.backoff;
+                let every = self.wal.policy.every();
                 *self = fresh;
                 self.backoff = backoff;
+                self.set_sync_interval(every);
                 Ok(())
             }
             Err(e) => {

@@ -9,6 +9,16 @@
 //! across batches and commits durably every [`CHECKPOINT_EVERY`] (or when the log reaches
 //! [`CHECKPOINT_BYTES`]), and the log starts again after its header.
 //!
+//! With `[store] sync = "interval"` a record is only written (to the kernel's page cache: a
+//! process crash loses nothing) before its batch is answered, and synced later by the policy
+//! of the `sync` module: once its oldest unsynced record is an interval old (at a batch, or at
+//! the store thread's idle tick: [`Wal::sync_due`]), and when the log is dropped (a clean
+//! stop). A checkpoint needs no log sync: redb's commit (`Durability::Immediate`) makes every
+//! record of the round durable in the database before the log starts again, and the records a
+//! kernel crash could then tear or lose are numbered at most the checkpoint's (never read). A
+//! kernel crash or power loss before a sync loses the records written since the last one: a
+//! torn record or one whose number does not follow ends the log, as after any crash.
+//!
 //! # Format (version [`VERSION`])
 //! - Header, [`HEADER`] bytes: the magic `RHUBWAL\n`, the version (u32 LE), the redb file's
 //!   store id (u8 length + bytes), zeros. A file of a version this build does not read is
@@ -36,6 +46,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::sync::SyncPolicy;
 use crate::store::StoreError;
 
 #[path = "wal_op.rs"]
@@ -179,6 +190,8 @@ pub(super) struct Wal {
     pub(super) lsn: u64,
     /// When the database was last checkpointed.
     checkpointed: Instant,
+    /// When records are synced (`[store] sync`).
+    pub(super) policy: SyncPolicy,
     /// Tests: checkpoint only when asked to.
     #[cfg(test)]
     pub(super) manual: bool,
@@ -210,6 +223,7 @@ impl Wal {
             buf: vec![0; REC_HEAD],
             lsn: 0,
             checkpointed: Instant::now(),
+            policy: SyncPolicy::new(None),
             #[cfg(test)]
             manual: false,
             #[cfg(test)]
@@ -247,6 +261,7 @@ impl Wal {
     pub(super) fn rewind(&mut self) -> Result<(), StoreError> {
         self.pos = HEADER;
         self.checkpointed = Instant::now();
+        self.policy.checkpointed();
         #[cfg(test)]
         {
             self.forced = false;
@@ -287,7 +302,8 @@ impl Wal {
             .unwrap_or(self.checkpointed);
     }
 
-    /// Writes the batch as record `lsn + 1` and makes it durable (`fdatasync`).
+    /// Writes the batch as record `lsn + 1` and makes it durable (`fdatasync`) when the sync
+    /// policy says so (always, by default).
     pub(super) fn write_batch(&mut self) -> Result<(), StoreError> {
         let lsn = self.lsn + 1;
         let len = (self.buf.len() - REC_HEAD) as u32;
@@ -302,12 +318,31 @@ impl Wal {
         buf.truncate(REC_HEAD);
         self.buf = buf;
         r?;
-        self.file
-            .sync_data()
-            .map_err(|e| io(&self.path, "syncing", e))?;
+        if self.policy.written(Instant::now()) {
+            self.sync()?;
+        }
         self.pos += n;
         self.lsn = lsn;
         Ok(())
+    }
+
+    /// Makes every record written durable (`fdatasync`).
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.file
+            .sync_data()
+            .map_err(|e| io(&self.path, "syncing", e))?;
+        self.policy.synced();
+        Ok(())
+    }
+
+    /// Syncs the records written but not yet durable when the policy's deadline has passed
+    /// (or now, when `all`); returns how long until the next deadline (`None`: none waits).
+    pub(super) fn sync_due(&mut self, all: bool) -> Result<Option<Duration>, StoreError> {
+        let now = Instant::now();
+        if self.policy.unsynced() && (all || self.policy.due(now)) {
+            self.sync()?;
+        }
+        Ok(self.policy.wait(now))
     }
 
     /// Writes `bytes` at `at`, first writing zeros ahead when the file is not that long yet.
@@ -325,6 +360,17 @@ impl Wal {
         self.file
             .write_all_at(bytes, at)
             .map_err(|e| io(&self.path, "writing", e))
+    }
+}
+
+impl Drop for Wal {
+    /// A clean stop (or a reopen) syncs what the interval policy left unsynced.
+    fn drop(&mut self) {
+        if self.policy.unsynced() {
+            if let Err(e) = self.sync() {
+                tracing::error!(error = %e, "store: syncing the write-ahead log at close failed");
+            }
+        }
     }
 }
 

@@ -289,3 +289,51 @@ fn committed_outbox_events_and_their_removal_survive_a_crash_before_the_checkpoi
     let last: u64 = outbox(&mut s).last().unwrap().0.parse().unwrap();
     assert!(before.iter().all(|e| e.0.parse::<u64>().unwrap() < last));
 }
+
+/// `sync = "interval"`: a commit writes its record without syncing it (what a process crash
+/// keeps), the idle tick syncs nothing before the interval, a clean close syncs, and the
+/// batches come back as with a sync per commit.
+#[test]
+fn interval_sync_leaves_records_unsynced_until_due_or_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (before, ids) = {
+        let mut s = open(dir.path());
+        s.set_sync_interval(Some(Duration::from_secs(60)));
+        let ids = committed_batches(&mut s);
+        assert_eq!(s.log_syncs(), 0, "answered without a sync");
+        let wait = s.sync_due(false).unwrap().expect("records wait for a sync");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(60));
+        assert_eq!(s.log_syncs(), 0, "not due yet");
+        assert_eq!(
+            s.sync_due(true).unwrap(),
+            None,
+            "a clean stop syncs everything"
+        );
+        assert_eq!(s.log_syncs(), 1);
+        assert_eq!(s.sync_due(false).unwrap(), None, "nothing left to sync");
+        s.append("a", hl(3, 0), "e", None, T0 + 70_000).unwrap();
+        s.commit().unwrap();
+        // A checkpoint makes the records durable in the database: nothing waits for a sync.
+        s.checkpoint_at_next_commit();
+        s.append("a", hl(3, 0), "e", None, T0 + 70_001).unwrap();
+        s.commit().unwrap();
+        assert_eq!((s.sync_due(false).unwrap(), s.log_syncs()), (None, 1));
+        s.append("b", hl(100, 0), "f", None, T0 + 70_002).unwrap();
+        s.commit().unwrap();
+        (state(&mut s, &["a", "b"], &ids), ids)
+        // Dropped (closed) with the last record unsynced: the drop syncs it.
+    };
+    let mut s = open(dir.path());
+    assert_eq!(state(&mut s, &["a", "b"], &ids), before);
+    assert_eq!(s.position("a").unwrap().offset, 7);
+}
+
+/// The default (`sync = "always"`): one sync per committed record, none left waiting.
+#[test]
+fn always_sync_syncs_every_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(dir.path());
+    committed_batches(&mut s);
+    assert_eq!(s.log_syncs(), 7, "one per commit");
+    assert_eq!(s.sync_due(false).unwrap(), None);
+}

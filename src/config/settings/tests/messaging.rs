@@ -327,3 +327,55 @@ fn cluster_keys_from_toml_env_and_their_errors() {
     ));
     assert!(e.contains("given twice") && !e.contains("hunter2"), "{e}");
 }
+
+/// `[store] sync` and `sync_interval`: the default is a sync per batch; `interval` from TOML,
+/// the environment's override, the printed configuration and the refused values.
+#[test]
+fn store_sync_policy_keys() {
+    use crate::config::StoreSync;
+    let mut s = Settings::default();
+    assert_eq!(s.store.sync, StoreSync::Always);
+    assert_eq!(s.engine_config().store.sync_every(), None);
+    s.merge_toml(
+        "[store]\nsync = \"interval\"\nsync_interval = \"250ms\"",
+        "f.toml",
+    )
+    .expect("valid");
+    assert_eq!(
+        s.engine_config().store.sync_every(),
+        Some(Duration::from_millis(250))
+    );
+    let text = s.to_string();
+    assert!(text.contains("sync = \"interval\""), "{text}");
+    assert!(text.contains("sync_interval = \"250ms\""), "{text}");
+    s.apply_env(env(&[
+        ("RINGHUB_STORE_SYNC", "always"),
+        ("RINGHUB_STORE_SYNC_INTERVAL", "60s"),
+    ]))
+    .expect("valid env");
+    assert_eq!(
+        (s.store.sync, s.store.sync_interval),
+        (StoreSync::Always, Duration::from_secs(60))
+    );
+    s.engine_config().validate().expect("valid");
+    let e = err(s.merge_toml("[store]\nsync = \"never\"", "f.toml"));
+    assert!(
+        e.starts_with("invalid value for store.sync: \"never\" (expected always or interval)"),
+        "{e}"
+    );
+    for bad in ["0s", "61s", "500us"] {
+        let e = err(s.merge_toml(&format!("[store]\nsync_interval = \"{bad}\""), "f.toml"));
+        assert!(
+            e.starts_with("invalid value for store.sync_interval"),
+            "{bad}: {e}"
+        );
+        assert!(e.contains("from 1ms to 60s"), "{e}");
+    }
+    let mut c = Config::default();
+    c.store.sync_interval = Duration::ZERO;
+    assert!(c
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("sync_interval"));
+}
