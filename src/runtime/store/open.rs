@@ -15,7 +15,7 @@ pub(crate) fn open_store(
         StoreBackend::Memory => Box::new(crate::store::memory::MemoryStore::new()),
         StoreBackend::Redb => {
             let mut store = crate::store::redb::RedbStore::open(&cfg.path)?;
-            store.set_sync_interval(cfg.sync_every());
+            store.set_sync_interval(cfg.sync_every())?;
             Box::new(store)
         }
         StoreBackend::Redis => Box::new(crate::store::redis::RedisStore::connect(

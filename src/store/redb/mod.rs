@@ -54,6 +54,7 @@
 //! As in the memory store: an ack's final time is the wall clock, an inbox TTL of zero never
 //! expires.
 
+mod boot;
 mod codec;
 mod commit;
 mod history;
@@ -66,6 +67,7 @@ mod sio;
 mod sync;
 mod wal;
 
+pub use boot::MARKER;
 #[cfg(test)]
 pub(crate) use wal::record_ends;
 pub use wal::WAL_NAME;
@@ -182,8 +184,18 @@ impl RedbStore {
     /// a record's write instead of before its answer (`[store] sync = "interval"`); `None`:
     /// every record is synced before `commit` returns (the default). See the
     /// [module docs](self#sync-policy) for what each survives.
-    pub fn set_sync_interval(&mut self, every: Option<Duration>) {
+    ///
+    /// In interval mode the store directory gets the marker `ringhub.unsynced` (this boot's
+    /// id, synced) until a clean close: opening after a reboot that may have lost answered
+    /// writes then gives every stream a new epoch (the `boot` module). Fails when the marker
+    /// cannot be written.
+    pub fn set_sync_interval(&mut self, every: Option<Duration>) -> Result<(), StoreError> {
+        if every.is_some() {
+            let boot = boot::boot_id().unwrap_or_else(|| "unknown".into());
+            boot::write_marker(&self.path, &boot)?;
+        }
         self.wal.policy = sync::SyncPolicy::new(every);
+        Ok(())
     }
 
     /// Whether the batch has uncommitted operations (tests: reads must add none).

@@ -88,6 +88,15 @@ impl RedbStore {
 
     /// Opens the file, checks it whole, and reads its meta.
     fn open_file(path: &Path, now_ms: u64) -> Result<Self, StoreError> {
+        Self::open_file_booted(path, now_ms, super::boot::boot_id().as_deref())
+    }
+
+    /// [`open_file`](Self::open_file) in boot `boot` (tests: another boot than this one).
+    pub(super) fn open_file_booted(
+        path: &Path,
+        now_ms: u64,
+        boot: Option<&str>,
+    ) -> Result<Self, StoreError> {
         let mut db = Database::create(path).map_err(|e| {
             let locked = matches!(e, redb::DatabaseError::DatabaseAlreadyOpen);
             match err(e) {
@@ -175,6 +184,7 @@ impl RedbStore {
             sio_pruned: 0,
         };
         store.replay(&log)?;
+        store.check_unsynced_marker(boot)?;
         Ok(store)
     }
 
@@ -226,8 +236,7 @@ impl RedbStore {
                 let every = self.wal.policy.every();
                 *self = fresh;
                 self.backoff = backoff;
-                self.set_sync_interval(every);
-                Ok(())
+                self.set_sync_interval(every)
             }
             Err(e) => {
                 let b = self.broken.get_or_insert(Broken {
@@ -243,6 +252,12 @@ impl RedbStore {
                 )))
             }
         }
+    }
+
+    /// Tests: [`open`](Self::open) as in boot `boot`.
+    #[cfg(test)]
+    pub(crate) fn open_in_boot(dir: &Path, boot: Option<&str>) -> Result<Self, StoreError> {
+        Self::open_file_booted(&dir.join(FILE_NAME), now_ms(), boot)
     }
 
     /// Tests: reopen attempts without waiting.

@@ -298,7 +298,7 @@ fn interval_sync_leaves_records_unsynced_until_due_or_closed() {
     let dir = tempfile::tempdir().unwrap();
     let (before, ids) = {
         let mut s = open(dir.path());
-        s.set_sync_interval(Some(Duration::from_secs(60)));
+        s.set_sync_interval(Some(Duration::from_secs(60))).unwrap();
         let ids = committed_batches(&mut s);
         assert_eq!(s.log_syncs(), 0, "answered without a sync");
         let wait = s.sync_due(false).unwrap().expect("records wait for a sync");
@@ -336,4 +336,82 @@ fn always_sync_syncs_every_record() {
     committed_batches(&mut s);
     assert_eq!(s.log_syncs(), 7, "one per commit");
     assert_eq!(s.sync_due(false).unwrap(), None);
+}
+
+/// `sync = "interval"` leaves `ringhub.unsynced` (this boot's id) while the store is open and
+/// a clean close removes it; `always` never writes it.
+#[test]
+fn the_unsynced_marker_lives_while_an_interval_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(crate::store::redb::MARKER);
+    {
+        let mut s = open(dir.path());
+        s.set_sync_interval(None).unwrap();
+        assert!(!marker.exists(), "always: no marker");
+        s.set_sync_interval(Some(Duration::from_secs(60))).unwrap();
+        let boot = std::fs::read_to_string(&marker).unwrap();
+        assert!(!boot.is_empty());
+        s.append("a", hl(3, 0), "e", None, T0).unwrap();
+        s.commit().unwrap();
+    }
+    assert!(!marker.exists(), "a clean close syncs and removes it");
+}
+
+/// A marker from another boot: the last interval run did not close cleanly and the machine
+/// restarted, so answered writes may be lost — every stream and the inbox get new epochs,
+/// offsets go on. From the same boot (a process crash) nothing changes.
+#[test]
+fn a_reboot_after_an_unclean_interval_run_starts_new_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(crate::store::redb::MARKER);
+    let (epoch, inbox) = {
+        let mut s = open(dir.path());
+        s.set_sync_interval(Some(Duration::from_secs(60))).unwrap();
+        s.append("a", hl(10, 0), "e", None, T0).unwrap();
+        s.append("a", hl(10, 0), "e", None, T0 + 1).unwrap();
+        s.commit().unwrap();
+        (s.position("a").unwrap().epoch, s.inbox_epoch())
+    };
+    let unwritten = |s: &mut RedbStore| s.position("never").unwrap().epoch;
+    // A process crash in this boot: the page cache kept everything.
+    std::fs::write(&marker, "boot-1").unwrap();
+    let first_unwritten = {
+        let mut s = RedbStore::open_in_boot(dir.path(), Some("boot-1")).unwrap();
+        assert_eq!(
+            s.position("a").unwrap().epoch,
+            epoch,
+            "same boot: same epoch"
+        );
+        assert_eq!(s.inbox_epoch(), inbox);
+        assert!(!marker.exists(), "read and removed at open");
+        unwritten(&mut s)
+    };
+    // The same marker, read after a reboot.
+    std::fs::write(&marker, "boot-1").unwrap();
+    let new_epoch = {
+        let mut s = RedbStore::open_in_boot(dir.path(), Some("boot-2")).unwrap();
+        let pos = s.position("a").unwrap();
+        assert_eq!(pos.offset, 2, "offsets go on from what survived");
+        assert_ne!(pos.epoch, epoch, "a new epoch after the reboot");
+        assert_ne!(s.inbox_epoch(), inbox, "a new inbox epoch");
+        assert_ne!(
+            unwritten(&mut s),
+            first_unwritten,
+            "topics never written too"
+        );
+        assert!(!marker.exists());
+        let next = s.append("a", hl(10, 0), "e", None, T0 + 2).unwrap();
+        assert_eq!((next.offset, &next.epoch), (3, &pos.epoch));
+        s.commit().unwrap();
+        pos.epoch
+    };
+    // No marker: a clean close; the new epoch is kept, and so is the log (new store id).
+    let mut s = open(dir.path());
+    let pos = s.position("a").unwrap();
+    assert_eq!((pos.offset, &pos.epoch), (3, &new_epoch));
+    // A marker when the boot id cannot be read: assume the worst.
+    drop(s);
+    std::fs::write(&marker, "boot-2").unwrap();
+    let mut s = RedbStore::open_in_boot(dir.path(), None).unwrap();
+    assert_ne!(s.position("a").unwrap().epoch, new_epoch);
 }
