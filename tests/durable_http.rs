@@ -250,17 +250,19 @@ fn spawn(dir: &std::path::Path) -> Node {
     Node(child, addr)
 }
 
+/// A fresh store directory for a test named `tag`.
+fn store_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("ringhub-durable-{tag}-{}-{nanos}", std::process::id());
+    std::env::temp_dir().join(name)
+}
+
 /// Every pipelined durable send that was answered is in the inbox after `kill -9`.
 #[test]
 fn answered_pipelined_sends_survive_kill_9() {
-    let dir = std::env::temp_dir().join(format!(
-        "ringhub-durable-http-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = store_dir("http");
     let node = spawn(&dir);
     let answers = pipelined_sends(node.1, "finn", 1, 50);
     assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
@@ -336,14 +338,7 @@ fn inbox(addr: SocketAddr, user: &str) -> Vec<u64> {
 /// survives `kill -9`.
 #[test]
 fn pipelined_durable_sends_are_served_together() {
-    let dir = std::env::temp_dir().join(format!(
-        "ringhub-durable-pipe-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = store_dir("pipe");
     let node = spawn(&dir);
     let addr = node.1;
     let (alone, st, v) = pipelined(addr, &[send_req("solo", 0)]).remove(0);
