@@ -10,8 +10,10 @@
 # Cases: publish-cN (topic without history, no subscriber, memory store), durable-cN (durable
 # sends to 10,000 offline users, redb), durable100-cN (the same with 100 of the users connected
 # over WebSocket and acking, as BENCHMARKS "Durable sends/s"), durable-bB-cN (durable-cN with
-# each request a `POST /api/v1/batch` of B sends: B x N sends in flight; rates are sends/s);
-# N requests in flight.
+# each request a `POST /api/v1/batch` of B sends: B x N sends in flight; rates are sends/s),
+# durable-pP-cN (durable-cN with P single sends pipelined on each of the N connections, written
+# together: P x N sends in flight; rates are sends/s, latency per send); N requests (or
+# connections) in flight.
 #
 # Server: one shard on SERVER_CPU (default 0), --io IO (default epoll), limits lifted, API key
 # `bench`, memory store (redb for the durable case, in STORE_DIR: a real disk, or fsync is
@@ -82,6 +84,7 @@ for case in $CASES; do
   case "$case" in
     publish-c*) store=memory; what="--publish news --connected 0" ;;
     durable-b*-c*) b=${case#durable-b}; store=redb; what="--connected 0 --batch ${b%%-c*}" ;;
+    durable-p*-c*) p=${case#durable-p}; store=redb; what="--connected 0 --pipeline ${p%%-c*}" ;;
     durable-c*) store=redb; what="--connected 0" ;;
     durable100-c*) store=redb; what="--connected 100 --jwt-secret $JWT_SECRET" ;;
     *) echo "unknown case $case" >&2; exit 2 ;;
@@ -110,7 +113,7 @@ for case in $CASES; do
         -v d=$((DURATION + WARMUP)) 'BEGIN { if (r > 0) printf "%.1f", t / hz * 1e6 / (r * d); else print "?" }')
       lat=$(echo "$out" | awk '/latency/ {sub(/^ *latency */, ""); print; exit}')
       unit=request
-      case "$case" in durable-b*) unit=send ;; esac
+      case "$case" in durable-b*|durable-p*) unit=send ;; esac
       echo "$case $mode run $run: $rate ${unit}s/s; latency $lat (per request); store commits ${commits:-?}, log syncs ${syncs:-?}; server CPU ${cpu_us} µs/$unit"
     done
   done

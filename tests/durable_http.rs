@@ -1,7 +1,8 @@
 //! Durable sends served on the shard that read them (`POST /api/v1/send`, `"durable": true`):
 //! many pipelined on one kept-alive connection are each answered once stored, in order, with
 //! the delivery count summed over the shards; every answered one survives `kill -9`. The same
-//! for a `POST /api/v1/batch` of durable sends (one answer, the results in order).
+//! for a `POST /api/v1/batch` of durable sends (one answer, the results in order), and for runs
+//! of pipelined sends served together (one store job, each answer as the send's alone).
 
 mod common;
 
@@ -15,32 +16,37 @@ use ringhub::hooks::{ConnectInfo, ConnectOutcome};
 use ringhub::IoMode;
 use serde_json::{json, Value};
 
-/// Writes `n` durable sends to `user` (data `{"n": first + i}`) in one write on one kept-alive
-/// connection, then reads the `n` answers in order: (status, JSON body) each.
-fn pipelined_sends(addr: SocketAddr, user: &str, first: u64, n: u64) -> Vec<(u16, Value)> {
+/// A `POST` of `body` to `path` with API key `k`, kept alive.
+fn post(path: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A durable send to `user` with data `{"n": n}`.
+fn send_req(user: &str, n: u64) -> String {
+    let body = json!({"user": user, "event": "note", "data": {"n": n}, "durable": true});
+    post("/api/v1/send", &body.to_string())
+}
+
+/// Writes `reqs` in one write on one connection, then reads one answer each, in order: the
+/// whole answer as it came (head and body) and its status and JSON body.
+fn pipelined(addr: SocketAddr, reqs: &[String]) -> Vec<(String, u16, Value)> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(GUARD * 2)).unwrap();
-    let mut reqs = String::new();
-    for i in 0..n {
-        let body =
-            json!({"user": user, "event": "note", "data": {"n": first + i}, "durable": true})
-                .to_string();
-        reqs.push_str(&format!(
-            "POST /api/v1/send HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        ));
-    }
-    s.write_all(reqs.as_bytes()).unwrap();
+    s.write_all(reqs.concat().as_bytes()).unwrap();
     let mut r = BufReader::new(s);
-    (0..n)
+    reqs.iter()
         .map(|_| {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let status = line.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            let mut raw = String::new();
+            r.read_line(&mut raw).unwrap();
+            let status = raw.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
             let mut len = 0;
             loop {
                 let mut h = String::new();
                 r.read_line(&mut h).unwrap();
+                raw.push_str(&h);
                 if h == "\r\n" || h.is_empty() {
                     break;
                 }
@@ -50,8 +56,20 @@ fn pipelined_sends(addr: SocketAddr, user: &str, first: u64, n: u64) -> Vec<(u16
             }
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
-            (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+            raw.push_str(&String::from_utf8_lossy(&body));
+            let v = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            (raw, status, v)
         })
+        .collect()
+}
+
+/// Writes `n` durable sends to `user` (data `{"n": first + i}`) in one write on one kept-alive
+/// connection, then reads the `n` answers in order: (status, JSON body) each.
+fn pipelined_sends(addr: SocketAddr, user: &str, first: u64, n: u64) -> Vec<(u16, Value)> {
+    let reqs: Vec<String> = (0..n).map(|i| send_req(user, first + i)).collect();
+    pipelined(addr, &reqs)
+        .into_iter()
+        .map(|(_, st, v)| (st, v))
         .collect()
 }
 
@@ -236,6 +254,15 @@ fn spawn(dir: &std::path::Path, sync: &str) -> Node {
     Node(child, addr)
 }
 
+/// A fresh store directory for a test named `tag`.
+fn store_dir(tag: &str) -> std::path::PathBuf {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("ringhub-durable-{tag}-{}-{nanos}", std::process::id());
+    std::env::temp_dir().join(name)
+}
+
 /// Every pipelined durable send that was answered is in the inbox after `kill -9`.
 #[test]
 fn answered_pipelined_sends_survive_kill_9() {
@@ -249,14 +276,7 @@ fn answered_pipelined_sends_survive_kill_9_interval_sync() {
 }
 
 fn pipelined_sends_survive_kill_9(sync: &str) {
-    let dir = std::env::temp_dir().join(format!(
-        "ringhub-durable-http-{sync}-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
+    let dir = store_dir(&format!("http-{sync}"));
     let node = spawn(&dir, sync);
     let answers = pipelined_sends(node.1, "finn", 1, 50);
     assert!(answers.iter().all(|(st, _)| *st == 200), "{answers:?}");
@@ -280,6 +300,121 @@ fn pipelined_sends_survive_kill_9(sync: &str) {
     assert_eq!(st, 200, "{v}");
     let count = v["data"]["messages"].as_array().expect("messages").len();
     assert_eq!(count, 30, "every answered send of the batch: {v}");
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The store's commits so far (`/metrics`).
+fn commits(addr: SocketAddr) -> u64 {
+    let get = "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer k\r\n\r\n".to_string();
+    let (raw, st, _) = pipelined(addr, &[get]).remove(0);
+    assert_eq!(st, 200, "{raw}");
+    raw.lines()
+        .find(|l| l.starts_with("ringhub_store_commits"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no store commits in {raw}"))
+}
+
+/// `alone` (a whole answer to a durable send) as it reads with message id `id` instead.
+fn with_id(alone: &str, alone_id: u64, id: u64) -> String {
+    let (head, body) = alone.split_once("\r\n\r\n").expect("head and body");
+    let from = format!("\"message_id\":{alone_id},");
+    assert!(body.contains(&from), "{body}");
+    let body = body.replace(&from, &format!("\"message_id\":{id},"));
+    let head: Vec<String> = head
+        .split("\r\n")
+        .map(
+            |h| match h.to_ascii_lowercase().starts_with("content-length:") {
+                true => format!("{}: {}", &h[..h.find(':').unwrap_or(0)], body.len()),
+                false => h.to_string(),
+            },
+        )
+        .collect();
+    format!("{}\r\n\r\n{body}", head.join("\r\n"))
+}
+
+/// The offsets in `user`'s inbox.
+fn inbox(addr: SocketAddr, user: &str) -> Vec<u64> {
+    let path = format!("/api/v1/inbox?user={user}");
+    let (st, v) = http_json(addr, "GET", &path, Some("k"), None);
+    assert_eq!(st, 200, "{v}");
+    let messages = v["data"]["messages"].as_array().expect("messages");
+    messages
+        .iter()
+        .filter_map(|m| m["offset"].as_u64())
+        .collect()
+}
+
+/// Durable sends pipelined in one write are served together: each answer is, byte for byte,
+/// the one a send gets alone, in request order, with fewer commits than sends. A run stops at
+/// a request that is not such a send (a publish, a bad body, an invalid user), which is
+/// answered in its place, and the sends after it are served as well; every answered send
+/// survives `kill -9`.
+#[test]
+fn pipelined_durable_sends_are_served_together() {
+    let dir = store_dir("pipe");
+    let node = spawn(&dir, "always");
+    let addr = node.1;
+    let (alone, st, v) = pipelined(addr, &[send_req("solo", 0)]).remove(0);
+    assert_eq!(st, 200, "{alone}");
+    let alone_id = v["data"]["message_id"].as_u64().expect("an id");
+
+    // Twenty offline users, one send each: offset 1, delivered 0, like "solo"'s.
+    let before = commits(addr);
+    let reqs: Vec<String> = (1..=20).map(|i| send_req(&format!("p{i}"), i)).collect();
+    let answers = pipelined(addr, &reqs);
+    let mut last = alone_id;
+    for (raw, st, v) in &answers {
+        assert_eq!(*st, 200, "{raw}");
+        let id = v["data"]["message_id"].as_u64().expect("an id");
+        assert!(id > last, "in request order: {raw}");
+        last = id;
+        assert_eq!(*raw, with_id(&alone, alone_id, id), "as a send alone");
+    }
+    let used = commits(addr) - before;
+    assert!(used < 20, "{used} commits for 20 pipelined sends");
+
+    // A mix: a run of two, a publish, a bad body, a run of two.
+    let publish = json!({"topic": "news", "event": "e", "data": 1}).to_string();
+    let bad = json!({"user": "mix", "durable": true}).to_string();
+    let reqs = [
+        send_req("mix", 1),
+        send_req("mix", 2),
+        post("/api/v1/publish", &publish),
+        post("/api/v1/send", &bad),
+        send_req("mix", 3),
+        send_req("mix", 4),
+    ];
+    let answers = pipelined(addr, &reqs);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.1).collect();
+    assert_eq!(statuses, [200, 200, 200, 400, 200, 200], "{answers:?}");
+    assert_eq!(answers[2].2["success"], true, "the publish: {answers:?}");
+    assert_eq!(answers[3].2["success"], false, "the bad body: {answers:?}");
+    for (i, a) in [0, 1, 4, 5].into_iter().enumerate() {
+        assert_eq!(answers[a].2["data"]["offset"], i as u64 + 1, "{answers:?}");
+    }
+
+    // An invalid user in a run: its error in its place, the sends around it stored.
+    let reqs = [
+        send_req("odd", 1),
+        send_req("odd", 2),
+        send_req("not*valid", 0),
+        send_req("odd", 3),
+    ];
+    let answers = pipelined(addr, &reqs);
+    let statuses: Vec<u16> = answers.iter().map(|a| a.1).collect();
+    assert_eq!(statuses, [200, 200, 400, 200], "{answers:?}");
+    let why = answers[2].2["error"].as_str().unwrap_or_default();
+    assert!(why.contains("invalid_user"), "{answers:?}");
+    assert_eq!(answers[3].2["data"]["offset"], 3, "{answers:?}");
+    drop(node); // SIGKILL: nothing beyond what was committed.
+
+    let node = spawn(&dir, "always");
+    for i in 1..=20 {
+        assert_eq!(inbox(node.1, &format!("p{i}")), [1], "p{i}");
+    }
+    assert_eq!(inbox(node.1, "mix"), [1, 2, 3, 4]);
+    assert_eq!(inbox(node.1, "odd"), [1, 2, 3]);
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }

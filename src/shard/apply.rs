@@ -68,7 +68,9 @@ impl ShardState {
             ShardMsg::Durables(run) => self.durable_run(run),
             ShardMsg::DurablesCounted(run) => self.durables_counted(&run),
             ShardMsg::ApiAnswer(id, status, body) => self.answer_json(id, status, &body),
-            ShardMsg::BatchResult(id, index, body) => self.batch_result(id, index, &body),
+            ShardMsg::BatchResult(id, index, status, body) => {
+                self.batch_result(id, index, status, &body)
+            }
             ShardMsg::Poll(m) => self.poll_msg(*m),
             #[cfg(feature = "axum")]
             ShardMsg::Adopt(a) => self.adopt(*a),

@@ -240,12 +240,16 @@ impl ShardState {
                     };
                     if self.is_sio_path(&pending.0.path) {
                         self.poll_post(id, pending.0, body);
+                    } else if let Some(used) = self.local_run(id, &pending.0, &body, &buf[at..]) {
+                        // Durable sends pipelined behind it were taken with it (`pipeline`).
+                        at += used;
                     } else {
                         self.submit_api(id, pending.0, body);
                     }
                 }
                 // Pipelined requests wait (in `inbuf`) for the answer to the one in flight:
-                // one request per connection at the API thread keeps the answers in order.
+                // one request per connection at the API thread keeps the answers in order
+                // (a run of durable sends is one request in flight here: `pipeline`).
                 // Up to one request's worth (the largest head and body) is kept; a client that
                 // sends more without reading its answers is cut.
                 Phase::Api => {

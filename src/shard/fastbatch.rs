@@ -8,7 +8,8 @@
 //! error. Any other batch (another method, a send the shard would not serve alone, more than
 //! the API's 1,000 commands, a full store queue) goes to the API thread, which answers it as
 //! before. One request per connection is served at a time (pipelined ones wait), so a
-//! connection has at most one batch pending.
+//! connection has at most one batch pending. The gathering is shared with runs of pipelined
+//! durable sends (`shard::pipeline`), which are one store job too.
 
 use std::net::IpAddr;
 
@@ -16,7 +17,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::fastsend::durable_send;
+use super::fastsend::{durable_send, refusal};
 use super::jobs::{DurableReply, StoreJob, MAX_QUEUED};
 use super::ShardState;
 use crate::proto::handshake::RequestHead;
@@ -27,14 +28,17 @@ const BATCH_PATH: &str = "/api/v1/batch";
 
 /// The API thread's limit on commands per batch (`http::api`), kept here: a longer batch goes
 /// there for its error.
-const MAX_COMMANDS: usize = 1000;
+pub(super) const MAX_COMMANDS: usize = 1000;
 
-/// A batch waiting for its sends' results.
+/// Sends handed to the store as one job, waiting for their results: a batch's commands, or a
+/// run of pipelined sends (`shard::pipeline`), which is answered as that many responses.
 pub(super) struct Pending {
-    /// Each command's result JSON, once in.
-    results: Vec<Option<Bytes>>,
+    /// Each send's result (status, JSON), once in.
+    results: Vec<Option<(u16, Bytes)>>,
     /// Results still to come.
     left: usize,
+    /// A pipelined run (one response per send) rather than one batch.
+    pipelined: bool,
 }
 
 #[derive(Deserialize)]
@@ -83,33 +87,43 @@ impl ShardState {
                 _ => return false,
             }
         }
+        self.submit_gathered(id, jobs, false)
+    }
+
+    /// Hands `jobs` (each answering `id` with its index) to the store as one job (one commit)
+    /// and gathers their results for `id` (`pipelined`: as one response per send, else as one
+    /// batch). False when the store queue is full or missing: nothing was done. A refused job
+    /// answers every send with the error, as the API thread does.
+    pub(super) fn submit_gathered(
+        &mut self,
+        id: ConnId,
+        jobs: Vec<StoreJob>,
+        pipelined: bool,
+    ) -> bool {
         let hub = self.hub.clone();
         match &hub.links.store {
             Some(tx) if tx.len() < MAX_QUEUED => {}
             _ => return false,
         }
-        if let Err(e) = hub.submit_store(StoreJob::Many(jobs), true) {
-            // As the API thread's batch: the request succeeds, each send fails with the error.
-            let one = format!(
-                r#"{{"code":"{}","error":{},"success":false}}"#,
-                e.code.as_str(),
-                serde_json::Value::from(e.message)
-            );
-            let results = vec![one.as_str(); n].join(",");
-            let body = format!(r#"{{"data":{{"results":[{results}]}},"success":true}}"#);
-            self.answer_json(id, 200, body.as_bytes());
-            return true;
-        }
+        let n = jobs.len();
         let pending = Pending {
             results: vec![None; n],
             left: n,
+            pipelined,
         };
         self.batches.insert(id, pending);
+        if let Err(e) = hub.submit_store(StoreJob::Many(jobs), true) {
+            let (status, body) = refusal(e);
+            for i in 0..n {
+                self.batch_result(id, i as u32, status, body.as_bytes());
+            }
+        }
         true
     }
 
-    /// Result `index` of the batch pending on `id`; the answer once it was the last.
-    pub(super) fn batch_result(&mut self, id: ConnId, index: u32, json: &[u8]) {
+    /// Result `index` (`status`, JSON) of the sends pending on `id`; the answer once it was
+    /// the last.
+    pub(super) fn batch_result(&mut self, id: ConnId, index: u32, status: u16, json: &[u8]) {
         let Some(p) = self.batches.get_mut(&id) else {
             return;
         };
@@ -117,7 +131,7 @@ impl ShardState {
             return;
         };
         if slot.is_none() {
-            *slot = Some(Bytes::copy_from_slice(json));
+            *slot = Some((status, Bytes::copy_from_slice(json)));
             p.left -= 1;
         }
         if p.left > 0 {
@@ -126,10 +140,17 @@ impl ShardState {
         let Some(p) = self.batches.remove(&id) else {
             return;
         };
-        let len: usize = p.results.iter().flatten().map(|r| r.len() + 1).sum();
+        let results = p.results.into_iter().flatten();
+        if p.pipelined {
+            self.answer_run(id, results);
+            return;
+        }
+        // As the API thread's batch: the request succeeds, each command has its result.
+        let results: Vec<(u16, Bytes)> = results.collect();
+        let len: usize = results.iter().map(|r| r.1.len() + 1).sum();
         let mut body = Vec::with_capacity(len + 48);
         body.extend_from_slice(br#"{"data":{"results":["#);
-        for (i, r) in p.results.iter().flatten().enumerate() {
+        for (i, (_, r)) in results.iter().enumerate() {
             if i > 0 {
                 body.push(b',');
             }

@@ -14,7 +14,8 @@
 //! Every request the shard cannot serve exactly as the API thread would — a wrong key, a
 //! throttled address, a body that is not one durable send to one valid user, no store, a full
 //! store queue — goes to the API thread, which answers it as before. A batch of such sends
-//! (`POST /api/v1/batch`) is served the same way, as one store job: `shard::fastbatch`.
+//! (`POST /api/v1/batch`) is served the same way, as one store job: `shard::fastbatch`; so is
+//! a run of such sends pipelined on one connection (`shard::pipeline`).
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
@@ -51,7 +52,7 @@ struct SendBody<'a> {
 }
 
 /// The path the shard may answer itself.
-const SEND_PATH: &str = "/api/v1/send";
+pub(super) const SEND_PATH: &str = "/api/v1/send";
 
 /// The store job of `body` when it is one durable send to one valid user (what the shard may
 /// serve itself, here and in a batch), answered to `reply`; `None` otherwise.
@@ -69,6 +70,22 @@ pub(super) fn durable_send(body: &[u8], reply: DurableReply) -> Option<StoreJob>
         data: b.data.map(|d| Bytes::copy_from_slice(d.get().as_bytes())),
         reply,
     })
+}
+
+/// The API thread's answer (status, JSON) to a send the store queue refused: each such send
+/// gets it (alone, in a batch, or in a pipelined run).
+pub(super) fn refusal(e: crate::HandlerError) -> (u16, String) {
+    let body = format!(
+        r#"{{"code":"{}","error":{},"success":false}}"#,
+        e.code.as_str(),
+        serde_json::Value::from(e.message)
+    );
+    let status = if e.code == crate::ErrorCode::TooMany {
+        429
+    } else {
+        503
+    };
+    (status, body)
 }
 
 impl ShardState {
@@ -96,16 +113,7 @@ impl ShardState {
             _ => return false,
         }
         if let Err(e) = hub.submit_store(job, true) {
-            let body = format!(
-                r#"{{"code":"{}","error":{},"success":false}}"#,
-                e.code.as_str(),
-                serde_json::Value::from(e.message)
-            );
-            let status = if e.code == crate::ErrorCode::TooMany {
-                429
-            } else {
-                503
-            };
+            let (status, body) = refusal(e);
             self.answer_json(id, status, body.as_bytes());
         }
         true
@@ -154,7 +162,7 @@ impl ShardState {
                 item.offset
             );
             match item.index {
-                Some(index) => self.batch_result(item.answer, index, body.as_bytes()),
+                Some(index) => self.batch_result(item.answer, index, 200, body.as_bytes()),
                 None => self.answer_json(item.answer, 200, body.as_bytes()),
             }
         }

@@ -215,9 +215,10 @@ pub(crate) enum ShardMsg {
     /// The JSON answer (status, body) to this connection's HTTP request, from the store thread
     /// (a durable send it could not store).
     ApiAnswer(ConnId, u16, Bytes),
-    /// The result (JSON) of command `u32` of the durable-send batch this connection's request
-    /// is (`shard::fastbatch`), from the store thread: a send it could not store.
-    BatchResult(ConnId, u32, Bytes),
+    /// The result (status, JSON) of send `u32` of the durable-send batch this connection's
+    /// request is (`shard::fastbatch`), or of its run of pipelined sends (`shard::pipeline`),
+    /// from the store thread: a send it could not store.
+    BatchResult(ConnId, u32, u16, Bytes),
     /// Socket.IO long-polling: a request for a session this shard owns, or its answer.
     Poll(Box<PollMsg>),
     /// A socket (or a reservation for one) from an embedding server (the `axum` feature).

@@ -65,7 +65,8 @@ pub(crate) enum DurableReply {
     /// deliver the message and the connection's shard answers the request with the summed count.
     Http(ConnId),
     /// Command `index` of a `POST /api/v1/batch` of durable sends read by this connection's
-    /// shard (`shard::fastbatch`): answered, with the batch's other results, once all are in.
+    /// shard (`shard::fastbatch`), or send `index` of a run of pipelined durable sends
+    /// (`shard::pipeline`): answered, with the others' results, once all are in.
     HttpBatch(ConnId, u32),
 }
 

@@ -46,6 +46,7 @@ mod messaging;
 pub(crate) use messaging::fuzz_v2_request;
 mod eio_bare;
 mod output;
+mod pipeline;
 mod poll_state;
 mod position;
 mod presence;

@@ -115,7 +115,7 @@ impl ShardState {
 
     /// The response to the request in flight on `id`, its `Connection` header as the
     /// connection continues; `None` when the connection is gone.
-    fn json_response(&mut self, id: ConnId, status: u16, json: &[u8]) -> Option<Bytes> {
+    pub(super) fn json_response(&mut self, id: ConnId, status: u16, json: &[u8]) -> Option<Bytes> {
         use crate::shard::shared::KeepAlive;
         let stopping = self.hub.is_stopping();
         let c = self.conn_mut(id)?;

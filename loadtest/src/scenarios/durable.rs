@@ -4,7 +4,8 @@
 //! `u0 ..= u{N-1}` in turn (`--publish TOPIC`: `POST /api/v1/publish` instead); users
 //! `u0 ..= u{C-1}` are connected (one WebSocket each, with an HS256 token) and acknowledge
 //! every message they receive, the others are offline. `--batch N`: each request is a
-//! `POST /api/v1/batch` of N sends. Reports answered sends/s and the send latency (TCP connect
+//! `POST /api/v1/batch` of N sends. `--pipeline P`: each connection has P requests in flight,
+//! written together (HTTP/1.1 pipelining, `durable/pipeline.rs`). Reports answered sends/s and the send latency (TCP connect
 //! → complete answer), plus what the connected users received.
 
 use super::{secs, Ctx, FirstError};
@@ -25,8 +26,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod pipeline;
 mod report;
+mod request;
 use report::report;
+use request::{check_answer, request};
 
 #[derive(Args, Debug, Clone)]
 pub struct DurableArgs {
@@ -63,6 +67,12 @@ pub struct DurableArgs {
     /// and counts are of sends, the latency is the request's.
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
+    /// Requests pipelined per connection: above 1, each slot writes this many requests in one
+    /// write, reads their answers in order, then writes the next ones (one write per refill),
+    /// so `--concurrency` × `--pipeline` requests are in flight; the latency is each
+    /// request's (write → its answer).
+    #[arg(long, default_value_t = 1)]
+    pub pipeline: usize,
     /// Measured seconds (after warmup).
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -211,34 +221,7 @@ async fn send_one(
         *conn = None;
     }
     r?;
-    let mut headers = [httparse::EMPTY_HEADER; 16];
-    let mut resp = httparse::Response::new(&mut headers);
-    let head = match resp.parse(buf)? {
-        httparse::Status::Complete(n) => n,
-        httparse::Status::Partial => bail!("incomplete HTTP answer"),
-    };
-    let body = &buf[head..];
-    if resp.code != Some(200) || memmem::find(body, b"\"success\":true").is_none() {
-        bail!(
-            "HTTP {}: {}",
-            resp.code.unwrap_or(0),
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        );
-    }
-    if memmem::find(body, b"\"success\":false").is_some() {
-        bail!(
-            "HTTP 200, a command failed: {}",
-            String::from_utf8_lossy(&body[..body.len().min(200)])
-        );
-    }
-    // One `"delivered":` per send (a batch's results hold one each).
-    let delivered = memmem::find_iter(body, b"\"delivered\":")
-        .filter(|&i| {
-            body.get(i + 12)
-                .is_some_and(|b| b.is_ascii_digit() && *b != b'0')
-        })
-        .count();
-    Ok(delivered as u64)
+    check_answer(buf)
 }
 
 /// Writes `req` and reads its answer into `buf`; returns whether the connection stays open.
@@ -254,31 +237,7 @@ async fn exchange(
         s.read_to_end(buf).await?;
         return Ok(false);
     }
-    loop {
-        let mut headers = [httparse::EMPTY_HEADER; 16];
-        let mut resp = httparse::Response::new(&mut headers);
-        if let httparse::Status::Complete(n) = resp.parse(buf)? {
-            let header = |name: &str| {
-                resp.headers
-                    .iter()
-                    .find(|h| h.name.eq_ignore_ascii_case(name))
-                    .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
-            };
-            let len: usize = header("content-length")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| anyhow!("answer without Content-Length"))?;
-            let keep = header("connection").as_deref() != Some("close");
-            while buf.len() < n + len {
-                if s.read_buf(buf).await? == 0 {
-                    bail!("connection closed mid-answer");
-                }
-            }
-            return Ok(keep);
-        }
-        if s.read_buf(buf).await? == 0 {
-            bail!("connection closed before the answer");
-        }
-    }
+    Ok(pipeline::read_answer(s, buf).await?.1)
 }
 
 /// One in-flight slot: sends back to back until the measured window ends.
@@ -294,54 +253,26 @@ async fn sender(
         .map(|i| (b'a' + (i % 26) as u8) as char)
         .collect();
     let timeout = secs(a.request_timeout);
-    let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
-    let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
     let mut buf = Vec::with_capacity(512);
     let mut conn = None;
     let mut n = 0usize;
+    let next_user = || {
+        let mut nx = next.borrow_mut();
+        let u = *nx;
+        *nx = (u + sh.ctx.threads * a.batch.max(1)) % a.users;
+        u
+    };
     while sh.phases.get() == Phase::Running {
-        let u = {
-            let mut nx = next.borrow_mut();
-            let u = *nx;
-            *nx = (u + sh.ctx.threads * a.batch.max(1)) % a.users;
-            u
-        };
-        let one = |u: usize| match &a.publish {
-            Some(topic) => format!("{{\"topic\":\"{topic}\",\"event\":\"m\",\"data\":\"{data}\"}}"),
-            None => format!(
-                "{{\"user\":\"u{u}\",\"event\":\"m\",\"data\":\"{data}\"{}}}",
-                if a.plain { "" } else { ",\"durable\":true" }
-            ),
-        };
-        let method = if a.publish.is_some() {
-            "publish"
-        } else {
-            "send"
-        };
-        let (path, body) = if a.batch > 1 {
-            let commands: Vec<String> = (0..a.batch)
-                .map(|i| {
-                    let p = one((u + i * sh.ctx.threads) % a.users);
-                    format!("{{\"method\":\"{method}\",\"params\":{p}}}")
-                })
-                .collect();
-            (
-                "batch",
-                format!("{{\"commands\":[{}]}}", commands.join(",")),
-            )
-        } else {
-            (method, one(u))
-        };
-        let req = format!(
-            "POST /api/v1/{path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n\
-             Content-Type: application/json\r\n{}Content-Length: {}\r\n\r\n{body}",
-            sh.ctx.target.host,
-            a.api_key,
-            if a.close { "Connection: close\r\n" } else { "" },
-            body.len()
-        );
         let src = sh.ctx.sources.pick(slot + n * 7);
         n += 1;
+        if a.pipeline > 1 {
+            let reqs: Vec<String> = (0..a.pipeline)
+                .map(|_| request(&sh, &data, next_user()))
+                .collect();
+            pipeline::round(&sh, tid, src, &reqs, &mut buf, &mut conn, &acc).await;
+            continue;
+        }
+        let req = request(&sh, &data, next_user());
         let t0 = stats::now_ns();
         let r = tokio::time::timeout(
             timeout,
@@ -352,30 +283,35 @@ async fn sender(
             conn = None;
         }
         let t1 = stats::now_ns();
-        let mut acc = acc.borrow_mut();
-        match r {
-            Ok(Ok(d)) => {
-                let sends = a.batch.max(1) as u64;
-                acc.ok += sends;
-                runner::bump(&sh.answered[tid], sends);
-                if t0 >= m_start && t1 < m_end {
-                    acc.in_window += sends;
-                    acc.delivered_at_once += d;
-                    acc.latency.record(t1 - t0);
-                }
+        let r = r.unwrap_or_else(|_| Err(anyhow!("request timed out")));
+        record(&sh, tid, &mut acc.borrow_mut(), r, t0, t1);
+    }
+}
+
+/// Counts one request's outcome (`Ok(delivered)`), sent at `t0` and answered at `t1`: its
+/// sends and latency when both fall in the measured window.
+fn record(sh: &Shared, tid: usize, acc: &mut ThreadResult, r: Result<u64>, t0: u64, t1: u64) {
+    let a = &sh.args;
+    let m_start = sh.measure_start_ns.load(Ordering::Relaxed);
+    let m_end = sh.measure_end_ns.load(Ordering::Relaxed);
+    match r {
+        Ok(d) => {
+            let sends = a.batch.max(1) as u64;
+            acc.ok += sends;
+            runner::bump(&sh.answered[tid], sends);
+            if t0 >= m_start && t1 < m_end {
+                acc.in_window += sends;
+                acc.delivered_at_once += d;
+                acc.latency.record(t1 - t0);
             }
-            Ok(Err(e)) if format!("{e:#}").starts_with("HTTP") => {
-                acc.http_errors += 1;
-                sh.first_error.set(format!("{e:#}"));
-            }
-            Ok(Err(e)) => {
-                acc.io_errors += 1;
-                sh.first_error.set(format!("{e:#}"));
-            }
-            Err(_) => {
-                acc.io_errors += 1;
-                sh.first_error.set("request timed out".into());
-            }
+        }
+        Err(e) if format!("{e:#}").starts_with("HTTP") => {
+            acc.http_errors += 1;
+            sh.first_error.set(format!("{e:#}"));
+        }
+        Err(e) => {
+            acc.io_errors += 1;
+            sh.first_error.set(format!("{e:#}"));
         }
     }
 }
@@ -412,8 +348,11 @@ async fn worker(sh: Arc<Shared>, tid: usize) -> Result<ThreadResult> {
 }
 
 pub fn run(ctx: &Ctx, args: &DurableArgs) -> Result<Report> {
-    if args.concurrency == 0 || args.users == 0 || args.batch == 0 {
-        bail!("--concurrency, --users and --batch must be at least 1");
+    if args.concurrency == 0 || args.users == 0 || args.batch == 0 || args.pipeline == 0 {
+        bail!("--concurrency, --users, --batch and --pipeline must be at least 1");
+    }
+    if args.pipeline > 1 && args.close {
+        bail!("--pipeline needs kept-alive connections (not --close)");
     }
     if args.batch > 1000 {
         bail!("--batch above 1000: the server takes at most 1000 commands per batch");

@@ -286,7 +286,7 @@ pub(super) fn durable_error(hub: &HubShared, reply: DurableReply, e: StoreError)
             let body = serde_json::json!({"success": false, "code": e.code, "error": e.message});
             if let Some(inbox) = hub.inboxes.get(conn.shard()) {
                 let body = Bytes::from(body.to_string());
-                inbox.push(ShardMsg::BatchResult(conn, index, body));
+                inbox.push(ShardMsg::BatchResult(conn, index, e.status, body));
             }
         }
     }

@@ -27,8 +27,9 @@ pub(super) fn report(sh: &Shared, results: Vec<ThreadResult>) -> Report {
     rep.row(
         "setup",
         format!(
-            "{} requests in flight ({} send(s) each), {} users ({} connected, acking), {} B data, {}, {}, {} thread(s)",
+            "{} connections × {} pipelined request(s) in flight ({} send(s) each), {} users ({} connected, acking), {} B data, {}, {}, {} thread(s)",
             a.concurrency,
+            a.pipeline,
             a.batch,
             a.users,
             a.connected,
