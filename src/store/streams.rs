@@ -227,7 +227,7 @@ impl Stream {
         self.events
             .iter()
             .rev()
-            .flat_map(|(name, n)| std::iter::repeat(&**name).take(*n))
+            .flat_map(|(name, n)| std::iter::repeat_n(&**name, *n))
     }
 }
 
