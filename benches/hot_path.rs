@@ -4,9 +4,12 @@
 //!   buffer) → unmask in place, envelope parse, route, encode once, fan out to N local
 //!   subscribers' queues and the dirty list. Queues are emptied outside the timed part.
 //! - `stored_to_queues`: the same with `id` set (the publisher is answered), on a topic without
-//!   history (`plain`) and on one with history on the owner shard (`history`: append to the
-//!   ring, frame with its offset, the offset reply) — their ratio is the price of history;
-//!   `plain_noid` / `history_noid` publish without `id` (no reply), as the load generator does.
+//!   history and on one with history on the owner shard (`history`, `hist:room`: append to the
+//!   ring, frame with its offset, the offset reply). `nohist` publishes to `nohi:room`, a topic
+//!   of the same length without history, so `history` ÷ `nohist` is the price of history alone;
+//!   `plain` keeps the older baseline `room` (four bytes shorter: part of `history` ÷ `plain` is
+//!   the longer topic's parse, escaping and comparisons, not history). `*_noid` publish without
+//!   `id` (no reply), as the load generator does.
 //! - `corked_send`: building one connection's send — iovecs over K queued shared frames — and
 //!   acknowledging it (queue advance, counters), as a shell does around one `sendmsg`.
 //!
@@ -72,12 +75,15 @@ fn bench(c: &mut Criterion) {
             b.iter_custom(|iters| timed_input(&s, publisher, &publish, iters, subs))
         });
     }
-    // `plain`/`history`: with `id` (the reply is queued too); `*_noid`: without, as the load
-    // generator publishes (`ringhub-loadtest fanout`).
+    // `plain`/`nohist`/`history`: with `id` (the reply is queued too); `*_noid`: without, as
+    // the load generator publishes (`ringhub-loadtest fanout`). `nohi:room` and `hist:room` are
+    // the same length (`plain`'s `room`, the older baseline, is shorter).
     for (name, topic, id) in [
         ("plain", "room", true),
+        ("nohist", "nohi:room", true),
         ("history", "hist:room", true),
         ("plain_noid", "room", false),
+        ("nohist_noid", "nohi:room", false),
         ("history_noid", "hist:room", false),
     ] {
         let s = BenchShard::new_history(1, "hist:*", 100);

@@ -17,8 +17,10 @@
 #
 # Groups (PARTS, default all four):
 #   history   fan-out publishing to a topic with history (hist:t0, history_size 100) with the
-#             memory and the redb store, and to a topic without history (t0) on the same build,
-#             SUBS subscribers (default "1 10"), W in WINDOWS (default "1 16 64 512")
+#             memory and the redb store, and to a topic without history (nohi:t0, the same
+#             length, so history ÷ none compares history alone, not 5 more bytes of topic per
+#             message and delivery; NOHIST_PREFIX=t gives the t0 of the earlier runs) on the
+#             same build, SUBS subscribers (default "1 10"), W in WINDOWS (default "1 16 64 512")
 #   durable   POST /api/v1/send with "durable": true, CONCURRENCY requests in flight (default
 #             "64 256"), 10,000 users of which 100 connected and acking; redb and memory, plus
 #             a plain (not durable) send at the largest concurrency for reference
@@ -29,6 +31,7 @@
 #
 # Environment:
 #   RUNS (3), DURATION (6 measured seconds), WARMUP (2), PAYLOAD (64), IO (epoll: --io of ringhub)
+#   NOHIST_PREFIX the topic prefix of the history group's no-history cases (default nohi:t)
 #   SHARDS (1: --shards of ringhub; every shard shares SERVER_CPU)
 #   STORES        the stores of group history (default "memory redb")
 #   PRIO          none | nice | rt (default rt: chrt -f 10 for server and loadtest)
@@ -59,6 +62,8 @@ PARTS=${PARTS:-"history durable recover fanout"}
 SUBS=${SUBS:-"1 10"}
 WINDOWS=${WINDOWS:-"1 16 64 512"}
 SHARDS=${SHARDS:-1}
+# Same length as hist:t (the history cases' prefix) and matching no pattern of TOPICS.
+NOHIST_PREFIX=${NOHIST_PREFIX:-nohi:t}
 STORES=${STORES:-"memory redb"}
 CONCURRENCY=${CONCURRENCY:-"64 256"}
 REPS=${REPS:-50}
@@ -91,7 +96,7 @@ matrix() {
       history)
         for s in $SUBS; do
           for w in $WINDOWS; do
-            echo "nohist-s$s-w$w|cur|memory|fanout --subscribers $s --payload $PAYLOAD --max --window $w $T"
+            echo "nohist-s$s-w$w|cur|memory|fanout --topic-prefix $NOHIST_PREFIX --subscribers $s --payload $PAYLOAD --max --window $w $T"
             for st in $STORES; do
               echo "hist-$st-s$s-w$w|cur|$st|fanout --topic-prefix hist:t --offsets --subscribers $s --payload $PAYLOAD --max --window $w $T"
             done

@@ -165,7 +165,8 @@ def main():
         md += ["## Publications/s to a topic with history (fan-out, closed loop)", "",
                "Publications/s published in the measured window (`published_per_s`), W "
                "publications in flight, one publisher, S subscribers of `hist:t0` "
-               "(history_size 100) and, for the ratio, of `t0` (no history) on the same build "
+               "(history_size 100) and, for the ratio, of `nohi:t0` (no history, a topic of the same length; "
+               "`t0` in runs made before that fix, or with NOHIST_PREFIX=t) on the same build "
                "and memory-store server. `--offsets` checked that every delivery carried the "
                "next offset.", "",
                "| S | W | no history | history, memory | history, redb | memory ÷ none | redb ÷ none | "

@@ -184,16 +184,17 @@ pub fn stored_publication(topic: &str, event: &str, data: Option<&[u8]>, offset:
     tail_frame(topic, event, data, offset, None).0
 }
 
-/// [`stored_publication`], also returning `data` as a slice of the frame: a history ring keeps
-/// that slice, so a stored publication costs one allocation (the frame), not a copy of its data.
-pub fn stored_publication_shared(
+/// [`stored_publication`], also returning where `data` sits in the frame: a history ring keeps
+/// the frame and that range, so a stored publication costs one allocation (the frame), not a
+/// copy of its data, and its owner shard delivers the frame the ring keeps.
+pub fn stored_publication_framed(
     topic: &str,
     event: &str,
     data: Option<&[u8]>,
     offset: u64,
-) -> (Bytes, Option<Bytes>) {
+) -> (Bytes, Option<std::ops::Range<usize>>) {
     let (frame, start) = tail_frame(topic, event, data, offset, None);
-    let data = data.zip(start).map(|(d, at)| frame.slice(at..at + d.len()));
+    let data = data.zip(start).map(|(d, at)| at..at + d.len());
     (frame, data)
 }
 
@@ -362,17 +363,14 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_publications_data_is_a_slice_of_its_frame() {
+    fn a_stored_publication_says_where_its_data_is_in_its_frame() {
         for data in [&b"{\"n\":1}"[..], &[b'7'; 300][..]] {
-            let (frame, kept) = stored_publication_shared("t", "e\"", Some(data), 42);
+            let (frame, at) = stored_publication_framed("t", "e\"", Some(data), 42);
             assert_eq!(frame, stored_publication("t", "e\"", Some(data), 42));
-            let kept = kept.unwrap();
-            assert_eq!(&kept[..], data);
-            let inside = frame.as_ptr_range();
-            assert!(inside.contains(&kept.as_ptr()), "shared, not copied");
+            assert_eq!(&frame[at.unwrap()], data);
             assert_eq!(payload(&frame)["offset"], 42);
         }
-        let (_, none) = stored_publication_shared("t", "e", None, 1);
+        let (_, none) = stored_publication_framed("t", "e", None, 1);
         assert!(none.is_none());
         assert_eq!(
             offset_reply(7, "t\"", 42),

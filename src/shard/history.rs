@@ -35,6 +35,7 @@ use super::ShardState;
 use crate::proto::envelope;
 use crate::proto::error::HandlerError;
 use crate::proto::handler::Outgoing;
+use crate::store::streams::Streams;
 use crate::ConnId;
 
 /// The shard that owns `topic`'s stream among `shards`: FNV-1a of the topic, stable for the
@@ -46,6 +47,40 @@ pub(crate) fn owner(topic: &str, shards: usize) -> usize {
     }
     (h % shards.max(1) as u64) as usize
 }
+
+/// What a delivery sends: a frame and, for a stored publication, its (epoch, offset).
+#[derive(Clone, Copy)]
+pub(super) enum Delivery<'a> {
+    /// Held by the caller.
+    Given(&'a Bytes, Option<(&'a Arc<str>, u64)>),
+    /// The publication at this offset that this shard just appended to the stream at this slot
+    /// of its history, which kept its frame
+    /// ([`Streams::append_frame_at`](crate::store::streams::Streams::append_frame_at)): frame
+    /// and epoch are read from the ring, so neither is cloned for the delivery.
+    Appended(usize, u64),
+}
+
+impl<'a> Delivery<'a> {
+    /// The frame and the (epoch, offset), borrowed from `history` for
+    /// [`Appended`](Self::Appended) (`None`: nothing kept there, which an append just made
+    /// never leaves).
+    #[inline]
+    pub(super) fn resolve<'b>(self, history: &'b Streams) -> Option<Resolved<'b>>
+    where
+        'a: 'b,
+    {
+        match self {
+            Delivery::Given(frame, at) => Some((frame, at)),
+            Delivery::Appended(slot, offset) => {
+                let (frame, epoch) = history.newest(slot)?;
+                Some((frame, Some((epoch, offset))))
+            }
+        }
+    }
+}
+
+/// A resolved [`Delivery`]: the frame and the (epoch, offset) of a stored publication.
+pub(super) type Resolved<'b> = (&'b Bytes, Option<(&'b Arc<str>, u64)>);
 
 /// The topic a history job is about (`None`: not a job the owner runs).
 fn job_topic(job: &StoreJob) -> Option<&str> {
@@ -119,19 +154,19 @@ impl ShardState {
             }
         };
         let now = self.wall_ms();
-        // The frame is encoded with the new offset, and the ring keeps its `data` as a slice of
-        // it: one allocation per stored publication, as for a plain one.
-        let mut frame = Bytes::new();
-        let pos = self.history.append_at(at, limits, p.event, now, |offset| {
-            let (f, data) = envelope::stored_publication_shared(p.topic, p.event, p.data, offset);
-            frame = f;
-            data
-        });
+        // The frame is encoded with the new offset and the ring keeps it (its `data` is a range
+        // of it): one allocation per stored publication, as for a plain one, and the frame is
+        // delivered from the ring.
+        let (offset, unkept) = self
+            .history
+            .append_frame_at(at, limits, p.event, now, |offset| {
+                envelope::stored_publication_framed(p.topic, p.event, p.data, offset)
+            });
         let exclude = p.exclude_sender.then_some(conn);
-        self.fan_stored(p.topic, None, frame, exclude, pos.epoch, pos.offset);
+        self.fan_appended(p.topic, None, (at, offset), unkept, exclude);
         Some(Ok(match p.reply_id {
             Some(rid) => {
-                self.enqueue(conn, envelope::offset_reply(rid, p.topic, pos.offset));
+                self.enqueue(conn, envelope::offset_reply(rid, p.topic, offset));
                 true
             }
             None => false,
@@ -221,14 +256,17 @@ impl ShardState {
             }
         };
         let now = self.wall_ms();
-        let pos = self
+        let (offset, unkept) = self
             .history
-            .append_at(at, limits, &p.event, now, |_| p.data.clone());
-        let sp = StoredPub::appended(p.topic, &p.event, p.data.as_deref(), p.exclude, pos);
+            .append_frame_at(at, limits, &p.event, now, |o| {
+                envelope::stored_publication_framed(&p.topic, &p.event, p.data.as_deref(), o)
+            });
         match p.reply {
             PubReply::Api(tx) => {
                 // The API counts deliveries: every shard delivers and answers its count.
-                let offset = sp.offset;
+                let Some(sp) = self.appended_pub(p.topic, (at, offset), unkept, p.exclude) else {
+                    return;
+                };
                 let mut waits = Vec::with_capacity(self.hub.shards);
                 for i in 0..self.hub.shards {
                     let (t, r) = oneshot::channel();
@@ -242,52 +280,83 @@ impl ShardState {
                 let _ = tx.send(Ok((offset, waits)));
             }
             reply => {
-                let StoredPub {
-                    topic,
-                    frame,
-                    exclude,
-                    epoch,
-                    offset,
-                } = sp;
-                self.fan_stored(&topic, Some(&topic), frame, exclude, epoch, offset);
+                let topic = &p.topic;
+                self.fan_appended(topic, Some(topic), (at, offset), unkept, p.exclude);
                 if let PubReply::Conn(conn, rid) = reply {
-                    self.act_on(
-                        conn,
-                        Action::Send(envelope::offset_reply(rid, &topic, offset)),
-                    );
+                    let frame = envelope::offset_reply(rid, topic, offset);
+                    self.act_on(conn, Action::Send(frame));
                 }
             }
         }
     }
 
-    /// Delivers a stored publication the owner just appended: pushed to every other shard
-    /// interested in the topic, then to this shard's subscribers. Returns the local count.
-    fn fan_stored(
+    /// The publication just appended at (slot, offset) of this shard's history as a
+    /// [`StoredPub`] for other shards (frame and epoch shared); `unkept`: its frame when the
+    /// ring did not keep it.
+    fn appended_pub(
+        &self,
+        topic: Arc<str>,
+        (at, offset): (usize, u64),
+        unkept: Option<Bytes>,
+        exclude: Option<ConnId>,
+    ) -> Option<StoredPub> {
+        let epoch = self.history.epoch_at(at)?.clone();
+        let frame = match unkept {
+            Some(f) => f,
+            None => self.history.newest(at)?.0.clone(),
+        };
+        Some(StoredPub {
+            topic,
+            frame,
+            exclude,
+            epoch,
+            offset,
+        })
+    }
+
+    /// Delivers the publication this shard just appended as its topic's owner, at (slot,
+    /// offset) of its history (`unkept`: its frame when the ring did not keep it): pushed to
+    /// every other shard interested in the topic, then to this shard's subscribers, with the
+    /// hold rules of [`deliver_stored`](Self::deliver_stored). Returns the local count.
+    ///
+    /// The frame and the epoch are read from the ring where the append left them: no reference
+    /// count is touched for this shard's own subscribers but one per delivered frame.
+    fn fan_appended(
         &mut self,
         topic: &str,
         arc: Option<&Arc<str>>,
-        frame: Bytes,
+        (at, offset): (usize, u64),
+        unkept: Option<Bytes>,
         exclude: Option<ConnId>,
-        epoch: Arc<str>,
-        offset: u64,
     ) -> usize {
         let mut mask = self.interest.shards_for(topic) & !(1u64 << self.index);
         if mask != 0 {
-            let sp = StoredPub {
-                topic: arc.cloned().unwrap_or_else(|| topic.into()),
-                frame: frame.clone(),
-                exclude,
-                epoch: epoch.clone(),
-                offset,
-            };
-            let batch: Arc<[StoredPub]> = Arc::new([sp]);
-            while mask != 0 {
-                let i = mask.trailing_zeros() as usize;
-                mask &= mask - 1;
-                self.hub.inboxes[i].push(ShardMsg::Stored(batch.clone()));
+            let topic = arc.cloned().unwrap_or_else(|| topic.into());
+            if let Some(sp) = self.appended_pub(topic, (at, offset), unkept.clone(), exclude) {
+                let batch: Arc<[StoredPub]> = Arc::new([sp]);
+                while mask != 0 {
+                    let i = mask.trailing_zeros() as usize;
+                    mask &= mask - 1;
+                    self.hub.inboxes[i].push(ShardMsg::Stored(batch.clone()));
+                }
             }
         }
-        self.deliver_appended(topic, &frame, exclude, &epoch, offset)
+        self.pub_seq += 1;
+        let seq = self.pub_seq;
+        if !self.sio.is_empty() && self.recovery_window().is_some() {
+            if let Some(epoch) = self.history.epoch_at(at) {
+                self.sio_seen.saw(topic, epoch, offset);
+            }
+        }
+        let Some(frame) = unkept else {
+            let what = Delivery::Appended(at, offset);
+            return self.deliver_seq(topic, what, exclude, Some(None), seq);
+        };
+        let Some(epoch) = self.history.epoch_at(at).cloned() else {
+            return 0;
+        };
+        let what = Delivery::Given(&frame, Some((&epoch, offset)));
+        self.deliver_seq(topic, what, exclude, Some(None), seq)
     }
 
     /// Applies an action for a connection here, or on its shard.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::events::EventKind;
+use super::history::Delivery;
 use super::hold::Verdict;
 use super::inbox::{ShardMsg, StoredPub};
 use super::{flag, ConnEntry, Frame, PendingInterest, ShardState};
@@ -201,7 +202,8 @@ impl ShardState {
         exclude: Option<ConnId>,
     ) -> usize {
         self.pub_seq += 1;
-        self.deliver_seq(topic, frame, exclude, None, None, self.pub_seq)
+        let what = Delivery::Given(frame, None);
+        self.deliver_seq(topic, what, exclude, None, self.pub_seq)
     }
 
     /// Delivers a publication the store sequenced: connections whose subscribe to its topic
@@ -217,25 +219,8 @@ impl ShardState {
             .cluster
             .remote_store
             .then_some((&p.epoch, p.offset));
-        let at = Some((&p.epoch, p.offset));
-        self.deliver_seq(&p.topic, &p.frame, p.exclude, Some(pos), at, self.pub_seq)
-    }
-
-    /// Delivers a stored publication this shard just appended as its topic's owner (one node,
-    /// history on the shards: see `shard::history`), with the same hold rules as
-    /// [`deliver_stored`](Self::deliver_stored).
-    pub(super) fn deliver_appended(
-        &mut self,
-        topic: &str,
-        frame: &Bytes,
-        exclude: Option<ConnId>,
-        epoch: &Arc<str>,
-        offset: u64,
-    ) -> usize {
-        self.pub_seq += 1;
-        self.sio_saw(topic, epoch, offset);
-        let at = Some((epoch, offset));
-        self.deliver_seq(topic, frame, exclude, Some(None), at, self.pub_seq)
+        let what = Delivery::Given(&p.frame, Some((&p.epoch, p.offset)));
+        self.deliver_seq(&p.topic, what, p.exclude, Some(pos), self.pub_seq)
     }
 
     /// Delivers one publication to several topics: each connection receives it once, through
@@ -249,21 +234,26 @@ impl ShardState {
         let seq = self.pub_seq;
         frames
             .iter()
-            .map(|(t, f)| self.deliver_seq(t, f, exclude, None, None, seq))
+            .map(|(t, f)| self.deliver_seq(t, Delivery::Given(f, None), exclude, None, seq))
             .sum()
     }
 
     /// `stored`: `Some` for a stored publication, with its (epoch, offset) in a cluster;
-    /// `at`: its (epoch, offset) wherever it was stored, for delta subscribers.
-    fn deliver_seq(
+    /// `what`: the frame and, for a stored publication, its (epoch, offset) wherever it was
+    /// stored (for delta subscribers and Socket.IO recovery).
+    pub(super) fn deliver_seq(
         &mut self,
         topic: &str,
-        frame: &Bytes,
+        what: Delivery<'_>,
         exclude: Option<ConnId>,
         stored: Option<Option<(&Arc<str>, u64)>>,
-        at: Option<(&Arc<str>, u64)>,
         seq: u64,
     ) -> usize {
+        // Borrows this shard's history (another field than those the delivery changes) when the
+        // publication is the one just appended here.
+        let Some((frame, at)) = what.resolve(&self.history) else {
+            return 0;
+        };
         let mut delivered = 0;
         let limit = self.hub.config.outbound_queue;
         let mut slow: Vec<ConnId> = Vec::new();

@@ -9,6 +9,7 @@
 //! append keeps; a ring never holds more than its topic's `limits.size` publications.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -95,14 +96,72 @@ impl ReadAcc {
     }
 }
 
-/// One kept publication: its offset is implied by its place in the ring (offsets in a ring are
-/// contiguous), so an entry is the event, the shared data and the time. The event is shared
-/// with the previous entry when they are equal (a topic's publications mostly repeat one
-/// event name), so appending one costs no allocation.
+/// `Entry::len` of a publication without data.
+const NO_DATA: u32 = u32::MAX;
+/// `Entry::len` when all of `Entry::buf` is the data.
+const WHOLE: u32 = u32::MAX - 1;
+
+/// One kept publication. Its offset is implied by its place in the ring (offsets in a ring are
+/// contiguous) and its event by the stream's runs of event names (`Stream::events`), so an
+/// entry is the bytes holding its data, where the data sits in them, and the time: appending
+/// one touches no reference count but that of the bytes it is given.
 struct Entry {
-    event: Arc<str>,
-    data: Option<Bytes>,
+    /// The data itself, or the publication's whole frame when its owner shard appended it
+    /// ([`Streams::append_frame_at`]: the shard delivers the frame from here, see
+    /// [`Streams::newest`]).
+    buf: Bytes,
+    /// Where the data starts in `buf`.
+    start: u32,
+    /// The data's length, or [`WHOLE`], or [`NO_DATA`].
+    len: u32,
     time_ms: u64,
+}
+
+impl Entry {
+    /// An entry keeping `data` as it is.
+    fn of_data(data: Option<Bytes>, time_ms: u64) -> Self {
+        let (buf, len) = match data {
+            Some(d) => (d, WHOLE),
+            None => (Bytes::new(), NO_DATA),
+        };
+        Entry {
+            buf,
+            start: 0,
+            len,
+            time_ms,
+        }
+    }
+
+    /// An entry keeping a publication's `frame`, its data at `data`; `Err` gives the frame
+    /// back when the range does not fit the entry's fields (no frame a shard accepts comes
+    /// near 4 GiB) or the frame.
+    fn of_frame(frame: Bytes, data: Option<Range<usize>>, time_ms: u64) -> Result<Self, Bytes> {
+        let (start, len) = match data {
+            None => (0, NO_DATA),
+            Some(r) => match (u32::try_from(r.start), u32::try_from(r.len())) {
+                (Ok(s), Ok(l)) if l < WHOLE && r.start <= r.end && r.end <= frame.len() => (s, l),
+                _ => return Err(frame),
+            },
+        };
+        Ok(Entry {
+            buf: frame,
+            start,
+            len,
+            time_ms,
+        })
+    }
+
+    /// The kept data, shared with the entry's bytes.
+    fn data(&self) -> Option<Bytes> {
+        match self.len {
+            NO_DATA => None,
+            WHOLE => Some(self.buf.clone()),
+            len => {
+                let start = self.start as usize;
+                Some(self.buf.slice(start..start + len as usize))
+            }
+        }
+    }
 }
 
 /// One topic's stream.
@@ -110,6 +169,10 @@ struct Stream {
     epoch: Arc<str>,
     top: u64,
     ring: VecDeque<Entry>,
+    /// The ring's event names, oldest first, as runs: a name and how many consecutive entries
+    /// carry it (a topic's publications mostly repeat one event name, so appending one usually
+    /// adds one to a count: no allocation, no reference count).
+    events: VecDeque<(Box<str>, usize)>,
 }
 
 impl Stream {
@@ -125,36 +188,46 @@ impl Stream {
         self.top + 1 - self.ring.len() as u64
     }
 
-    /// Appends the publication at the next offset and trims the ring to `limits.size`.
+    /// Keeps `entry`, the publication at `top` (already counted), named `event`; the oldest go
+    /// first so the ring never grows past `size`. `false`: not kept (`size` 0).
     #[inline]
-    fn push(
-        &mut self,
-        limits: HistoryLimits,
-        event: &str,
-        now_ms: u64,
-        data: impl FnOnce(u64) -> Option<Bytes>,
-    ) -> StreamPos {
-        self.top += 1;
-        let data = data(self.top);
-        if limits.size == 0 {
+    fn keep(&mut self, size: usize, event: &str, entry: Entry) -> bool {
+        if size == 0 {
             self.ring.clear();
-        } else {
-            let event = match self.ring.back() {
-                Some(last) if *last.event == *event => last.event.clone(),
-                _ => Arc::from(event),
-            };
-            // Full: the oldest go first, so the ring never grows past the limit (one at a
-            // time: cheaper than a drain for the usual single eviction).
-            while self.ring.len() >= limits.size {
-                self.ring.pop_front();
-            }
-            self.ring.push_back(Entry {
-                event,
-                data,
-                time_ms: now_ms,
-            });
+            self.events.clear();
+            return false;
         }
-        self.pos()
+        // One at a time: cheaper than a drain for the usual single eviction.
+        while self.ring.len() >= size {
+            self.evict();
+        }
+        match self.events.back_mut() {
+            Some((name, n)) if **name == *event => *n += 1,
+            _ => self.events.push_back((event.into(), 1)),
+        }
+        self.ring.push_back(entry);
+        true
+    }
+
+    /// Drops the oldest kept publication.
+    fn evict(&mut self) {
+        if self.ring.pop_front().is_none() {
+            return;
+        }
+        if let Some((_, n)) = self.events.front_mut() {
+            *n -= 1;
+            if *n == 0 {
+                self.events.pop_front();
+            }
+        }
+    }
+
+    /// The event names of the kept publications, newest first (one per entry).
+    fn events_newest_first(&self) -> impl Iterator<Item = &str> {
+        self.events
+            .iter()
+            .rev()
+            .flat_map(|(name, n)| std::iter::repeat_n(&**name, *n))
     }
 }
 
@@ -222,6 +295,7 @@ impl Streams {
             epoch: unwritten_epoch(&self.base, topic),
             top: 0,
             ring: VecDeque::new(),
+            events: VecDeque::new(),
         });
         i
     }
@@ -250,9 +324,74 @@ impl Streams {
         now_ms: u64,
         data: impl FnOnce(u64) -> Option<Bytes>,
     ) -> StreamPos {
+        let s = self.stream_for_append(at, limits);
+        s.top += 1;
+        let entry = Entry::of_data(data(s.top), now_ms);
+        s.keep(limits.size, event, entry);
+        s.pos()
+    }
+
+    /// Appends a publication to the stream at `at` (as [`append_at`](Self::append_at)) keeping
+    /// its whole frame: `frame` is called with the new offset and returns the publication's
+    /// frame and where its data sits in it. Returns the offset, and the frame when the ring
+    /// does not keep it (`limits.size` 0); otherwise the frame is the [`newest`](Self::newest)
+    /// of the stream, where its owner shard delivers it from — so appending a publication
+    /// neither clones the epoch nor touches the frame's reference count.
+    ///
+    /// # Panics
+    /// If `at` is not a slot of these streams (a caller's bug, never input).
+    pub fn append_frame_at(
+        &mut self,
+        at: usize,
+        limits: HistoryLimits,
+        event: &str,
+        now_ms: u64,
+        frame: impl FnOnce(u64) -> (Bytes, Option<Range<usize>>),
+    ) -> (u64, Option<Bytes>) {
+        let s = self.stream_for_append(at, limits);
+        s.top += 1;
+        let (f, data) = frame(s.top);
+        if limits.size == 0 {
+            s.keep(0, event, Entry::of_data(None, now_ms));
+            return (s.top, Some(f));
+        }
+        let unkept = match Entry::of_frame(f, data.clone(), now_ms) {
+            Ok(entry) => {
+                s.keep(limits.size, event, entry);
+                None
+            }
+            Err(f) => {
+                // Not describable by the entry's fields: keep the data on its own (a range
+                // outside the frame, a caller's bug, keeps none).
+                let kept = data.filter(|r| r.start <= r.end && r.end <= f.len());
+                let kept = kept.map(|r| f.slice(r));
+                s.keep(limits.size, event, Entry::of_data(kept, now_ms));
+                Some(f)
+            }
+        };
+        (s.top, unkept)
+    }
+
+    /// The stream at `at`, recorded as the one appended to last.
+    fn stream_for_append(&mut self, at: usize, limits: HistoryLimits) -> &mut Stream {
         self.last = Some((at, limits));
         let (_, s) = self.map.get_index_mut(at).expect("a slot of these streams");
-        s.push(limits, event, now_ms, data)
+        s
+    }
+
+    /// The newest kept publication's bytes at slot `at` — its frame right after
+    /// [`append_frame_at`](Self::append_frame_at) kept it — and the stream's epoch (`None`:
+    /// nothing kept, or no such slot).
+    #[inline]
+    pub fn newest(&self, at: usize) -> Option<(&Bytes, &Arc<str>)> {
+        let (_, s) = self.map.get_index(at)?;
+        Some((&s.ring.back()?.buf, &s.epoch))
+    }
+
+    /// The epoch of the stream at slot `at`.
+    #[inline]
+    pub fn epoch_at(&self, at: usize) -> Option<&Arc<str>> {
+        self.map.get_index(at).map(|(_, s)| &s.epoch)
     }
 
     /// The stream's position (an unknown topic: offset 0 in the epoch its first append keeps).
@@ -285,12 +424,13 @@ impl Streams {
             .unwrap_or(usize::MAX);
         let mut acc = ReadAcc::new(limits, s.top, first_kept, after, limit, now_ms);
         let newest = first_kept + s.ring.len() as u64 - 1;
-        for (i, e) in s.ring.iter().skip(skip).rev().enumerate() {
+        let newest_first = s.ring.iter().skip(skip).rev();
+        for (i, (e, event)) in newest_first.zip(s.events_newest_first()).enumerate() {
             match acc.offer(e.time_ms) {
                 Offer::Take => acc.push(Publication {
                     offset: newest - i as u64,
-                    event: Box::from(&*e.event),
-                    data: e.data.clone(),
+                    event: Box::from(event),
+                    data: e.data(),
                     time_ms: e.time_ms,
                 }),
                 Offer::Skip => continue,
@@ -302,148 +442,5 @@ impl Streams {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    fn lim(size: usize) -> HistoryLimits {
-        HistoryLimits {
-            size,
-            ttl: Duration::ZERO,
-        }
-    }
-
-    fn append(s: &mut Streams, topic: &str, size: usize, n: u64, at: u64) -> StreamPos {
-        let data = Bytes::from(format!("{n}"));
-        s.append(topic, lim(size), "e", at, |_| Some(data))
-    }
-
-    #[test]
-    fn offsets_are_gapless_per_topic_and_the_epoch_is_the_unwritten_one() {
-        let mut s = Streams::new("base".into());
-        let before = s.position("a");
-        assert_eq!(before.offset, 0);
-        for n in 1..=5 {
-            let p = append(&mut s, "a", 3, n, 0);
-            assert_eq!(p.offset, n);
-            assert_eq!(
-                p.epoch, before.epoch,
-                "the first append keeps the read epoch"
-            );
-        }
-        assert_eq!(append(&mut s, "b", 3, 1, 0).offset, 1, "per topic");
-        assert_ne!(s.position("b").epoch, before.epoch);
-        assert_ne!(
-            Streams::new("other".into()).position("a").epoch,
-            before.epoch,
-            "another base is another epoch"
-        );
-    }
-
-    #[test]
-    fn the_ring_evicts_the_oldest_and_reads_say_so() {
-        let mut s = Streams::new("b".into());
-        for n in 1..=10 {
-            append(&mut s, "t", 4, n, 0);
-            assert!(s.kept("t") <= 4);
-        }
-        let r = s.read("t", lim(4), 0, 100, 0);
-        let offs: Vec<u64> = r.publications.iter().map(|p| p.offset).collect();
-        assert_eq!(offs, [7, 8, 9, 10]);
-        assert_eq!(r.publications[0].data.as_deref(), Some(&b"7"[..]));
-        assert!(!r.complete, "1..=6 were evicted");
-        let r = s.read("t", lim(4), 6, 100, 0);
-        assert!(r.complete);
-        assert_eq!(r.publications.len(), 4);
-        let r = s.read("t", lim(4), 8, 100, 0);
-        assert_eq!(
-            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
-            [9, 10]
-        );
-        assert!(r.complete);
-        // The latest `limit`, oldest first.
-        let r = s.read("t", lim(4), 6, 2, 0);
-        assert_eq!(
-            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
-            [9, 10]
-        );
-        assert!(!r.complete);
-        // Beyond the top.
-        assert!(!s.read("t", lim(4), 11, 100, 0).complete);
-        // Size zero keeps nothing but still counts.
-        assert_eq!(append(&mut s, "z", 0, 1, 0).offset, 1);
-        assert_eq!(append(&mut s, "z", 0, 2, 0).offset, 2);
-        assert_eq!(s.kept("z"), 0);
-    }
-
-    #[test]
-    fn a_repeated_event_name_is_shared_not_allocated_again() {
-        let mut s = Streams::new("b".into());
-        append(&mut s, "t", 3, 1, 0);
-        append(&mut s, "t", 3, 2, 0);
-        s.append("t", lim(3), "other", 0, |_| None);
-        let ring = &s.map["t"].ring;
-        assert!(Arc::ptr_eq(&ring[0].event, &ring[1].event));
-        assert_eq!(&*ring[2].event, "other");
-        let r = s.read("t", lim(3), 0, 10, 0);
-        let events: Vec<&str> = r.publications.iter().map(|p| &*p.event).collect();
-        assert_eq!(events, ["e", "e", "other"]);
-    }
-
-    #[test]
-    fn the_last_topic_is_found_without_a_lookup_and_keeps_its_offsets() {
-        let mut s = Streams::new("b".into());
-        assert_eq!(s.last_for("t"), None, "nothing appended yet");
-        append(&mut s, "t", 3, 1, 0);
-        let (at, limits) = s.last_for("t").expect("t was appended to last");
-        assert_eq!(limits, lim(3));
-        assert_eq!(s.last_for("u"), None, "another topic is looked up");
-        let p = s.append_at(at, limits, "e", 0, |o| Some(Bytes::from(format!("{o}"))));
-        assert_eq!(p.offset, 2);
-        // Interleaved topics: each keeps its own gapless offsets, whichever path appends.
-        append(&mut s, "u", 3, 1, 0);
-        assert_eq!(s.last_for("t"), None);
-        let (at_u, _) = s.last_for("u").expect("u now");
-        assert_eq!(s.slot("t"), at, "a slot stays where it is");
-        assert_ne!(at_u, at);
-        assert_eq!(append(&mut s, "t", 3, 3, 0).offset, 3);
-        let (at, limits) = s.last_for("t").expect("t again");
-        for n in 4..=6 {
-            assert_eq!(s.append_at(at, limits, "e", 0, |_| None).offset, n);
-        }
-        assert_eq!(s.kept("t"), 3, "trimmed to the limit on the fast path too");
-        assert_eq!(s.position("u").offset, 1);
-    }
-
-    #[test]
-    fn ttl_skips_old_publications() {
-        let mut s = Streams::new("b".into());
-        append(&mut s, "t", 10, 1, 1_000);
-        append(&mut s, "t", 10, 2, 5_000);
-        let limits = HistoryLimits {
-            size: 10,
-            ttl: Duration::from_secs(2),
-        };
-        let r = s.read("t", limits, 0, 10, 6_000);
-        assert_eq!(r.publications.len(), 1);
-        assert_eq!(r.publications[0].offset, 2);
-        assert!(!r.complete);
-    }
-
-    #[test]
-    fn a_kept_publication_is_small() {
-        // The per-publication cost of history: the entry (event, shared data, time) plus the
-        // event's and the data's own bytes (the data shared with the frame's source).
-        assert!(
-            std::mem::size_of::<Entry>() <= 56,
-            "{}",
-            std::mem::size_of::<Entry>()
-        );
-        assert!(
-            std::mem::size_of::<Stream>() <= 64,
-            "{}",
-            std::mem::size_of::<Stream>()
-        );
-    }
-}
+#[path = "streams_tests.rs"]
+mod tests;

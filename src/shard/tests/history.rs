@@ -205,6 +205,14 @@ fn history_requests_read_the_owners_ring() {
             .map(|p| p["offset"].as_u64().expect("offset"))
             .collect();
         assert_eq!(pubs, [4, 5]);
+        // The ring keeps the owner's frames: event and data read back from them.
+        for p in r[0]["data"]["publications"]
+            .as_array()
+            .expect("publications")
+        {
+            assert_eq!(p["event"], "m", "{p}");
+            assert_eq!(p["data"], p["offset"], "{p}");
+        }
     }
 }
 
