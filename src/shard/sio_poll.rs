@@ -171,7 +171,9 @@ impl ShardState {
                 // Two GETs at once: the reference server ends the session.
                 tracing::debug!(conn = %r.sid, "Socket.IO: overlapping polls");
                 self.poll_error(r.from, origin, r.keep, RequestError::BadRequest);
-                return self.close(r.sid, 1002, "eio_poll_overlap");
+                self.close(r.sid, 1002, "eio_poll_overlap");
+                // Gone now, not at the next flush: a request after this answer gets 400.
+                return self.poll_end(r.sid);
             }
             if s.stage == Stage::Probing {
                 return self.poll_reply(r.from, (200, poll::TEXT), b"6", origin, r.keep);
@@ -215,7 +217,10 @@ impl ShardState {
                 let body = RequestError::BadRequest.body();
                 let json = (status, "application/json");
                 self.poll_reply(r.from, json, body.as_bytes(), origin, r.keep);
-                return self.close(r.sid, 1002, e.code());
+                self.close(r.sid, 1002, e.code());
+                // Gone now: the answer may reach the client (through another shard) before
+                // this shard's next flush, and the client's next request must find no session.
+                return self.poll_end(r.sid);
             }
         };
         let now = self.stamp;
