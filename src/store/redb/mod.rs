@@ -134,8 +134,14 @@ pub(crate) use with_table;
 struct StreamMeta {
     epoch: Arc<str>,
     top: u64,
-    /// The oldest offset still stored (`top + 1` when none is).
+    /// The oldest offset kept (`top + 1` when none is): reads never return older ones.
     first_kept: u64,
+    /// The oldest offset that may still have a row: rows from here to `first_kept` were
+    /// trimmed by this batch's appends and are deleted as one range at `commit` (the
+    /// `history` module), not one `remove` per append.
+    stored_from: u64,
+    /// In [`RedbStore::trims`].
+    trim_queued: bool,
     /// Changed in this batch: written at commit.
     dirty: bool,
 }
@@ -150,6 +156,8 @@ pub struct RedbStore {
     streams: HashMap<Box<str>, StreamMeta, ahash::RandomState>,
     /// Topics whose meta changed in this batch.
     dirty_streams: Vec<Box<str>>,
+    /// Topics with rows below their `first_kept` still stored (deleted at `commit`).
+    trims: Vec<Box<str>>,
     /// Live messages per user inbox and by time, in memory (see the `inbox` module).
     inboxes: inbox::Inboxes,
     /// Pending webhook events, in memory (see the `outbox` module).
@@ -215,6 +223,26 @@ impl RedbStore {
     #[cfg(test)]
     pub(crate) fn checkpoint_at_next_commit(&mut self) {
         self.wal.force_checkpoint();
+    }
+
+    /// How many history rows of `topic` are stored, trimmed ones not yet deleted included
+    /// (tests: trims delete their rows at commit).
+    #[cfg(test)]
+    pub(crate) fn stored_rows(&self, topic: &str) -> usize {
+        use redb::ReadableTable as _;
+        let count = || -> Result<usize, StoreError> {
+            Ok(with_table!(self, HISTORY, |t| t
+                .range((topic, 0)..=(topic, u64::MAX))
+                .map_err(err)?
+                .count()))
+        };
+        count().expect("counting history rows")
+    }
+
+    /// Tests: dooms the batch as a failed operation would (rolled back at the next commit).
+    #[cfg(test)]
+    pub(crate) fn fail_batch(&mut self) {
+        self.failed = true;
     }
 
     /// How many stream metas are cached (tests: reads of unknown topics cache nothing).
