@@ -45,7 +45,9 @@
 //! `schema` module).
 //!
 //! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
-//! cached after first use and written once per batch, at `commit`. Only appends write a stream:
+//! cached after first use and written once per batch, at `commit`. An append that trims a stream
+//! only moves its oldest kept offset (reads start there); the trimmed rows are deleted at
+//! `commit`, one range per topic for the whole batch. Only appends write a stream:
 //! reads of a topic never written store and cache nothing (its epoch is
 //! [`unwritten_epoch`](super::unwritten_epoch) of the store id), so read-only clients cannot grow
 //! the file.
