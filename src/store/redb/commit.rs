@@ -96,4 +96,10 @@ impl RedbStore {
         }
         Ok(())
     }
+
+    /// Tests: dooms the batch as a failed operation would (rolled back at the next commit).
+    #[cfg(test)]
+    pub(crate) fn fail_batch(&mut self) {
+        self.failed = true;
+    }
 }

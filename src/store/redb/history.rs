@@ -208,4 +208,18 @@ impl RedbStore {
         }
         Ok(())
     }
+
+    /// How many history rows of `topic` are stored, trimmed ones not yet deleted included
+    /// (tests: trims delete their rows at commit).
+    #[cfg(test)]
+    pub(crate) fn stored_rows(&self, topic: &str) -> usize {
+        use redb::ReadableTable as _;
+        let count = || -> Result<usize, StoreError> {
+            Ok(with_table!(self, HISTORY, |t| t
+                .range((topic, 0)..=(topic, u64::MAX))
+                .map_err(err)?
+                .count()))
+        };
+        count().expect("counting history rows")
+    }
 }

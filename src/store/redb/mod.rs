@@ -227,26 +227,6 @@ impl RedbStore {
         self.wal.force_checkpoint();
     }
 
-    /// How many history rows of `topic` are stored, trimmed ones not yet deleted included
-    /// (tests: trims delete their rows at commit).
-    #[cfg(test)]
-    pub(crate) fn stored_rows(&self, topic: &str) -> usize {
-        use redb::ReadableTable as _;
-        let count = || -> Result<usize, StoreError> {
-            Ok(with_table!(self, HISTORY, |t| t
-                .range((topic, 0)..=(topic, u64::MAX))
-                .map_err(err)?
-                .count()))
-        };
-        count().expect("counting history rows")
-    }
-
-    /// Tests: dooms the batch as a failed operation would (rolled back at the next commit).
-    #[cfg(test)]
-    pub(crate) fn fail_batch(&mut self) {
-        self.failed = true;
-    }
-
     /// How many stream metas are cached (tests: reads of unknown topics cache nothing).
     #[cfg(test)]
     pub(crate) fn cached_streams(&self) -> usize {
