@@ -41,6 +41,29 @@ mod unsynced;
 mod webhooks;
 pub(crate) use emit::durable_frame;
 
+/// Every job sender is gone.
+struct Gone;
+
+/// The next job, waiting up to `wait` for one (`None`: none came). Blocks without spinning:
+/// crossbeam's `recv_timeout` spins and then `sched_yield`s before it parks, CPU taken from the
+/// shards when they share the store thread's core; a `Select` tries once, then parks.
+fn next_job(
+    jobs: &crossbeam_channel::Receiver<StoreJob>,
+    wait: Duration,
+) -> Result<Option<StoreJob>, Gone> {
+    match jobs.try_recv() {
+        Ok(job) => return Ok(Some(job)),
+        Err(crossbeam_channel::TryRecvError::Disconnected) => return Err(Gone),
+        Err(crossbeam_channel::TryRecvError::Empty) => {}
+    }
+    let mut sel = crossbeam_channel::Select::new_biased();
+    sel.recv(jobs);
+    match sel.select_timeout(wait) {
+        Ok(op) => op.recv(jobs).map(Some).map_err(|_| Gone),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Most jobs applied per commit.
 const MAX_BATCH: usize = 8_192;
 /// Longest wait for a job: an idle store thread still runs a batch this often (expiry, webhook
@@ -167,10 +190,10 @@ impl Sequencer {
         let mut sync_wait = None;
         loop {
             let wait = sync_wait.map_or(IDLE, |w: Duration| w.min(IDLE));
-            match self.jobs.recv_timeout(wait) {
-                Ok(job) => batch.push(job),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            match next_job(&self.jobs, wait) {
+                Ok(Some(job)) => batch.push(job),
+                Ok(None) => {}
+                Err(Gone) => return,
             }
             while batch.len() < MAX_BATCH {
                 match self.jobs.try_recv() {

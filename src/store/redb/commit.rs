@@ -24,6 +24,7 @@ pub(super) fn wtx<'a>(
 impl RedbStore {
     /// Commits the open write transaction durably (a checkpoint: see [`Self::checkpoint`]).
     pub(super) fn commit_inner(&mut self) -> Result<(), StoreError> {
+        self.flush_trims()?;
         let Some(tx) = self.wtx.take() else {
             return Ok(());
         };
@@ -50,6 +51,13 @@ impl RedbStore {
     /// written (one `fdatasync`), or a checkpoint when one is due; a batch with a failed
     /// operation rolled back.
     pub(super) fn commit_batch(&mut self) -> Result<(), StoreError> {
+        if !self.failed {
+            // The batch's trimmed rows, deleted before the transaction holds it as answered.
+            if let Err(e) = self.flush_trims() {
+                tracing::error!(error = %e, "store: deleting trimmed history rows failed");
+                self.failed = true;
+            }
+        }
         if self.failed {
             if let Some(tx) = self.wtx.take() {
                 // Rolling back; the batch's failure is what gets reported.
@@ -87,5 +95,11 @@ impl RedbStore {
             return self.note(Err(StoreError::Io(why)));
         }
         Ok(())
+    }
+
+    /// Tests: dooms the batch as a failed operation would (rolled back at the next commit).
+    #[cfg(test)]
+    pub(crate) fn fail_batch(&mut self) {
+        self.failed = true;
     }
 }

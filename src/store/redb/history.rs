@@ -33,10 +33,13 @@ impl RedbStore {
                 None => None,
             }
         });
+        let first_kept = first.unwrap_or(top + 1);
         let meta = StreamMeta {
             epoch,
             top,
-            first_kept: first.unwrap_or(top + 1),
+            first_kept,
+            stored_from: first_kept,
+            trim_queued: false,
             dirty: false,
         };
         self.streams.insert(topic.into(), meta);
@@ -70,6 +73,8 @@ impl RedbStore {
                 epoch: unwritten_epoch(&self.store_id, topic),
                 top: 0,
                 first_kept: 1,
+                stored_from: 1,
+                trim_queued: false,
                 dirty: false,
             };
             self.streams.insert(topic.into(), meta);
@@ -122,15 +127,13 @@ impl RedbStore {
             let size = u64::try_from(r.limits.size).unwrap_or(u64::MAX);
             let keep_from = (offset + 1).saturating_sub(size).max(1);
             if m.first_kept < keep_from {
-                if keep_from - m.first_kept <= 32 {
-                    for o in m.first_kept..keep_from {
-                        t.remove((r.topic, o)).map_err(err)?;
-                    }
-                } else {
-                    t.retain_in((r.topic, m.first_kept)..(r.topic, keep_from), |_, _| false)
-                        .map_err(err)?;
-                }
+                // The rows go at commit, with the batch's other trims of this topic: reads
+                // start at `first_kept` meanwhile.
                 m.first_kept = keep_from;
+                if !m.trim_queued {
+                    m.trim_queued = true;
+                    self.trims.push(r.topic.into());
+                }
             }
             out.push(StreamPos {
                 epoch: m.epoch.clone(),
@@ -159,10 +162,10 @@ impl RedbStore {
             .map_or(pos.offset + 1, |m| m.first_kept);
         let mut acc = ReadAcc::new(limits, pos.offset, first_kept, after, limit, now_ms);
         if after < pos.offset {
+            // Rows below `first_kept` may still be stored until this batch's commit.
+            let from = (after + 1).max(first_kept);
             with_table!(self, HISTORY, |t| {
-                let range = t
-                    .range((topic, after + 1)..=(topic, pos.offset))
-                    .map_err(err)?;
+                let range = t.range((topic, from)..=(topic, pos.offset)).map_err(err)?;
                 for item in range.rev() {
                     let (k, v) = item.map_err(err)?;
                     let bytes = v.value();
@@ -175,5 +178,48 @@ impl RedbStore {
             });
         }
         Ok(acc.finish(pos))
+    }
+
+    /// Deletes the rows this batch's appends trimmed: one range per topic (a batch of appends
+    /// to one topic trims contiguous offsets), instead of one `remove` per append.
+    pub(super) fn flush_trims(&mut self) -> Result<(), StoreError> {
+        if self.trims.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = &self.wtx else {
+            // No transaction: nothing was appended since the cache was reset.
+            self.trims.clear();
+            return Ok(());
+        };
+        let mut t = tx.open_table(HISTORY).map_err(err)?;
+        for topic in self.trims.drain(..) {
+            let Some(m) = self.streams.get_mut(&topic) else {
+                continue;
+            };
+            m.trim_queued = false;
+            let (from, to) = (m.stored_from, m.first_kept);
+            if from + 1 == to {
+                t.remove((&*topic, from)).map_err(err)?;
+            } else if from < to {
+                t.retain_in((&*topic, from)..(&*topic, to), |_, _| false)
+                    .map_err(err)?;
+            }
+            m.stored_from = to;
+        }
+        Ok(())
+    }
+
+    /// How many history rows of `topic` are stored, trimmed ones not yet deleted included
+    /// (tests: trims delete their rows at commit).
+    #[cfg(test)]
+    pub(crate) fn stored_rows(&self, topic: &str) -> usize {
+        use redb::ReadableTable as _;
+        let count = || -> Result<usize, StoreError> {
+            Ok(with_table!(self, HISTORY, |t| t
+                .range((topic, 0)..=(topic, u64::MAX))
+                .map_err(err)?
+                .count()))
+        };
+        count().expect("counting history rows")
     }
 }

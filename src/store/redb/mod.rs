@@ -45,7 +45,9 @@
 //! `schema` module).
 //!
 //! Values are encoded by hand (the `codec` module). Stream metas (epoch, top, oldest kept offset) are
-//! cached after first use and written once per batch, at `commit`. Only appends write a stream:
+//! cached after first use and written once per batch, at `commit`. An append that trims a stream
+//! only moves its oldest kept offset (reads start there); the trimmed rows are deleted at
+//! `commit`, one range per topic for the whole batch. Only appends write a stream:
 //! reads of a topic never written store and cache nothing (its epoch is
 //! [`unwritten_epoch`](super::unwritten_epoch) of the store id), so read-only clients cannot grow
 //! the file.
@@ -134,8 +136,14 @@ pub(crate) use with_table;
 struct StreamMeta {
     epoch: Arc<str>,
     top: u64,
-    /// The oldest offset still stored (`top + 1` when none is).
+    /// The oldest offset kept (`top + 1` when none is): reads never return older ones.
     first_kept: u64,
+    /// The oldest offset that may still have a row: rows from here to `first_kept` were
+    /// trimmed by this batch's appends and are deleted as one range at `commit` (the
+    /// `history` module), not one `remove` per append.
+    stored_from: u64,
+    /// In [`RedbStore::trims`].
+    trim_queued: bool,
     /// Changed in this batch: written at commit.
     dirty: bool,
 }
@@ -150,6 +158,8 @@ pub struct RedbStore {
     streams: HashMap<Box<str>, StreamMeta, ahash::RandomState>,
     /// Topics whose meta changed in this batch.
     dirty_streams: Vec<Box<str>>,
+    /// Topics with rows below their `first_kept` still stored (deleted at `commit`).
+    trims: Vec<Box<str>>,
     /// Live messages per user inbox and by time, in memory (see the `inbox` module).
     inboxes: inbox::Inboxes,
     /// Pending webhook events, in memory (see the `outbox` module).

@@ -172,6 +172,7 @@ impl RedbStore {
             failed: false,
             streams: HashMap::default(),
             dirty_streams: Vec::new(),
+            trims: Vec::new(),
             inboxes,
             next_id,
             next_id_dirty: false,
@@ -276,6 +277,7 @@ impl RedbStore {
         self.failed = false;
         self.streams.clear();
         self.dirty_streams.clear();
+        self.trims.clear();
         self.next_id_dirty = false;
         if let Ok(next) = self.read_next_id() {
             self.next_id = next;
