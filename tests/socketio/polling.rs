@@ -381,11 +381,17 @@ pub(super) async fn tls_once(
     addr: SocketAddr,
     req: &[u8],
 ) -> (u16, Vec<u8>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let mut s = connector.connect(name, tcp).await.expect("TLS handshake");
     s.write_all(req).await.expect("write");
+    tls_read(&mut s).await
+}
+
+/// Reads one HTTP answer (status, body) from `s`.
+pub(super) async fn tls_read<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u16, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -409,28 +415,29 @@ pub(super) async fn tls_once(
     }
 }
 
-async fn polling_over_tls(io: IoMode) {
+/// A server on `io` serving TLS with a fresh self-signed `localhost` certificate, and a client
+/// connector trusting it (`None`: the shell is unavailable here).
+pub(super) fn tls_server(
+    io: IoMode,
+    tag: &str,
+) -> Option<(ServerHandle, tokio_rustls::TlsConnector)> {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let dir = std::env::temp_dir().join(format!("ringhub-sio-tls-{}-{io:?}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("ringhub-sio-{tag}-{}-{io:?}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert");
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).expect("key");
-    let settings = [
-        (
-            "tls.cert_file",
-            dir.join("cert.pem").to_string_lossy().to_string(),
-        ),
-        (
-            "tls.key_file",
-            dir.join("key.pem").to_string_lossy().to_string(),
-        ),
-    ];
-    let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let h = server_with(io, &settings, |b| b);
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (c, k) = (c.to_string_lossy(), k.to_string_lossy());
+    let h = server_with(io, &[("tls.cert_file", &c), ("tls.key_file", &k)], |b| b);
     let _ = std::fs::remove_dir_all(&dir);
-    let Some(h) = h else { return };
+    Some((h?, tls_connector(cert.cert.der().clone())))
+}
+
+async fn polling_over_tls(io: IoMode) {
+    let Some((h, tls)) = tls_server(io, "tls") else {
+        return;
+    };
     let addr = h.local_addr();
-    let tls = tls_connector(cert.cert.der().clone());
     let (status, open) = tls_once(&tls, addr, &request("GET", POLL, b"")).await;
     assert_eq!(status, 200);
     let v: Value = serde_json::from_slice(&open[1..]).expect("OPEN");

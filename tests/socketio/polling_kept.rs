@@ -8,7 +8,9 @@ use std::net::TcpStream;
 
 use super::common::cluster::{api, wait_for};
 use super::common::*;
-use super::polling::{exchange, once, path, post, read_answer, request, server, tls_once, POLL};
+use super::polling::{
+    exchange, once, path, post, read_answer, request, server, tls_once, tls_read, tls_server, POLL,
+};
 use crate::per_shell;
 use ringhub::IoMode;
 use serde_json::{json, Value};
@@ -102,45 +104,12 @@ where
     tls_read(s).await
 }
 
-async fn tls_read<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u16, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: ")?.trim().parse().ok())
-                .expect("Content-Length");
-            if buf.len() >= end + 4 + len {
-                let status = head[9..12].parse().expect("status");
-                return (status, buf[end + 4..end + 4 + len].to_vec());
-            }
-        }
-        let n = tokio::time::timeout(GUARD, s.read(&mut chunk))
-            .await
-            .expect("answer in time")
-            .expect("read");
-        assert!(n > 0, "EOF before the answer");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 async fn a_kept_alive_tls_connection_carries_a_session(io: IoMode) {
     use tokio::io::AsyncWriteExt;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
-    let dir = std::env::temp_dir().join(format!("ringhub-sio-kept-{}-{io:?}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    std::fs::write(dir.join("cert.pem"), cert.cert.pem()).expect("cert");
-    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).expect("key");
-    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let (c, k) = (c.to_string_lossy(), k.to_string_lossy());
-    let h = server_with(io, &[("tls.cert_file", &c), ("tls.key_file", &k)], |b| b);
-    let _ = std::fs::remove_dir_all(&dir);
-    let Some(h) = h else { return };
+    let Some((h, tls)) = tls_server(io, "kept") else {
+        return;
+    };
     let addr = h.local_addr();
-    let tls = tls_connector(cert.cert.der().clone());
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
     let mut s = tls.connect(name, tcp).await.expect("TLS handshake");
