@@ -98,30 +98,14 @@ async fn cluster_sends_each_transition_once() {
     .await;
     // ... and everything they put in the outbox before has been sent once a later event of each
     // node arrived and the stream is empty.
-    let ma = connect(&a, &format!("/ws?token={}", cluster::token("marker-a"))).await;
-    let mb = connect(&b, &format!("/ws?token={}", cluster::token("marker-b"))).await;
-    until("the markers", || {
-        let ev = rx.events();
-        count(&ev, "user_online", "user", "marker-a") == 1
-            && count(&ev, "user_online", "user", "marker-b") == 1
-    })
-    .await;
-    let mut conn = redis.conn();
-    until("an empty outbox stream", || {
-        ::redis::cmd("XLEN")
-            .arg("ringhub:wh")
-            .query::<u64>(&mut conn)
-            .unwrap()
-            == 0
-    })
-    .await;
+    let markers = settled(&a, &b, &rx, &redis.url()).await;
     let ev = rx.events();
     assert_unique_ids(&ev);
     assert_eq!(count(&ev, "user_online", "user", "alice"), 1, "{ev:?}");
     assert_eq!(count(&ev, "user_offline", "user", "alice"), 1, "{ev:?}");
     assert_eq!(count(&ev, "topic_occupied", "topic", "room:1"), 1, "{ev:?}");
     assert_eq!(count(&ev, "topic_vacated", "topic", "room:1"), 1, "{ev:?}");
-    drop((ma, mb));
+    drop(markers);
     cluster::stop(vec![a, b]);
 }
 
