@@ -49,10 +49,7 @@ impl ShardState {
         body: &[u8],
         peer: IpAddr,
     ) -> Option<String> {
-        if head.method != "POST" || head.path != PUBLISH_PATH {
-            return None;
-        }
-        if !self.api_request_ok(head, body, peer) {
+        if !self.api_post_ok(head, PUBLISH_PATH, body, peer) {
             return None;
         }
         let hub = self.hub.clone();
@@ -88,12 +85,23 @@ impl ShardState {
         Some(serde_json::json!({"success": true, "data": {"delivered": delivered}}).to_string())
     }
 
-    /// Whether a POST the shard may serve passes the checks the API thread makes before any
-    /// endpoint (not a page path, a `Content-Length`, the right key from an address not
-    /// throttled for wrong keys, a body not nested too deep). False: leave it to the API thread.
-    pub(super) fn api_request_ok(&self, head: &RequestHead, body: &[u8], peer: IpAddr) -> bool {
+    /// Whether the request is a `POST` to `path` that the shard may serve: it passes the checks
+    /// the API thread makes before any endpoint (not a page path, a `Content-Length`, the right
+    /// key from an address not throttled for wrong keys, a body not nested too deep). Reads
+    /// state only. False: leave it to the API thread.
+    pub(super) fn api_post_ok(
+        &self,
+        head: &RequestHead,
+        path: &str,
+        body: &[u8],
+        peer: IpAddr,
+    ) -> bool {
         let cfg = &self.hub.config;
-        if cfg.serves_ui(&head.path) || head.header("Content-Length").is_none() {
+        if head.method != "POST"
+            || head.path != path
+            || cfg.serves_ui(&head.path)
+            || head.header("Content-Length").is_none()
+        {
             return false;
         }
         let Some(key) = cfg.api_key.as_deref() else {

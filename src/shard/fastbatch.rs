@@ -66,10 +66,7 @@ impl ShardState {
         body: &[u8],
         peer: IpAddr,
     ) -> bool {
-        if head.method != "POST"
-            || head.path != BATCH_PATH
-            || !self.api_request_ok(head, body, peer)
-        {
+        if !self.api_post_ok(head, BATCH_PATH, body, peer) {
             return false;
         }
         let Ok(batch) = serde_json::from_slice::<Batch<'_>>(body) else {

@@ -99,8 +99,7 @@ impl ShardState {
         body: &[u8],
         peer: IpAddr,
     ) -> bool {
-        if head.method != "POST" || head.path != SEND_PATH || !self.api_request_ok(head, body, peer)
-        {
+        if !self.api_post_ok(head, SEND_PATH, body, peer) {
             return false;
         }
         let Some(job) = durable_send(body, DurableReply::Http(id)) else {

@@ -59,7 +59,7 @@ impl ShardState {
         );
         // Whether one more send follows, before parsing this one's body.
         next_send(rest, limits, http10)?;
-        if !self.api_request_ok(head, body, peer) {
+        if !self.api_post_ok(head, SEND_PATH, body, peer) {
             return None;
         }
         let mut jobs = vec![durable_send(body, DurableReply::HttpBatch(id, 0))?];
@@ -70,7 +70,7 @@ impl ShardState {
                 break;
             };
             let b = &tail[range.clone()];
-            if !self.api_request_ok(&h, b, peer) {
+            if !self.api_post_ok(&h, SEND_PATH, b, peer) {
                 break;
             }
             let Some(job) = durable_send(b, DurableReply::HttpBatch(id, jobs.len() as u32)) else {
