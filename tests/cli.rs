@@ -94,7 +94,7 @@ fn upgrade_status(addr: &str, token: &str) -> String {
     )
     .unwrap();
     let mut buf = [0u8; 256];
-    let n = s.read(&mut buf).unwrap();
+    let n = common::read_some(&mut s, &mut buf);
     text(&buf[..n]).lines().next().unwrap_or("").to_string()
 }
 

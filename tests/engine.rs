@@ -60,7 +60,7 @@ fn raw_ws(addr: SocketAddr, path: &str) -> TcpStream {
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut b).expect("reading the upgrade response");
+        let n = common::read_some(&mut s, &mut b);
         assert!(
             n == 1,
             "EOF in the upgrade response: {:?}",

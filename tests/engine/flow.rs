@@ -271,7 +271,7 @@ async fn departures_release_slots(io: IoMode) {
             s.write_all(b"GET /sse?topics=t HTTP/1.1\r\nHost: x\r\n\r\n")
                 .unwrap();
             let mut b = [0u8; 64];
-            assert!(s.read(&mut b).unwrap() > 0);
+            assert!(common::read_some(&mut s, &mut b) > 0);
         }
         wait_no_connections(&h, &format!("{io:?} round {round}: SSE hang-up"));
         // A subscriber that stops reading and resets while a flood is queued for it.
