@@ -425,6 +425,7 @@ fn memory_reads_of_unknown_topics_store_nothing() {
 
 mod model;
 mod redb_only;
+mod redb_puts;
 mod redb_trim;
 mod redb_wal;
 mod redis_batch;

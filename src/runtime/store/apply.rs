@@ -3,6 +3,9 @@
 //! its result queued as an [`Out`] to be emitted once the batch has committed.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use serde_json::value::RawValue;
 
@@ -12,8 +15,8 @@ use crate::cluster::ControlOp;
 use crate::proto::envelope;
 use crate::shard::answer::{history_frame, reply_budget};
 use crate::shard::inbox::Action;
-use crate::shard::jobs::{HistoryTo, StoreJob};
-use crate::store::{MessageStatus, NewMessage, StoreError};
+use crate::shard::jobs::{DurableReply, HistoryTo, StoreJob};
+use crate::store::{InboxMessage, MessageStatus, NewMessage, StatusChange, StoreError};
 
 impl Sequencer {
     /// Applies one job, queueing what it answers in `outs` (emitted after the commit).
@@ -67,39 +70,15 @@ impl Sequencer {
                     data: data.as_deref(),
                 };
                 self.lists.remove(&user);
-                match self
+                let r = self
                     .store
-                    .inbox_put(&user, msg, self.hub.config.inbox.limits(), now)
-                {
-                    Ok((m, dropped)) => {
-                        // A remote store's inbox epoch changes when Redis lost its data, seen by
-                        // the very put that restarted the offsets.
-                        self.inbox_epoch = self.store.inbox_epoch();
-                        if !dropped.is_empty() {
-                            self.outs.push(Out::Gone(dropped));
-                        }
-                        let frame = durable_frame(&user, &m, &self.inbox_epoch);
-                        let wire = self.hub.cluster.remote_store.then(|| ControlOp::Durable {
-                            user: user.to_string(),
-                            offset: m.offset,
-                            topic: m.topic.as_deref().map(str::to_string),
-                            event: m.event.to_string(),
-                            data: m.data.as_deref().and_then(|d| {
-                                RawValue::from_string(String::from_utf8_lossy(d).into_owned()).ok()
-                            }),
-                            epoch: self.inbox_epoch.to_string(),
-                        });
-                        self.outs.push(Out::Durable {
-                            user,
-                            offset: m.offset,
-                            frame,
-                            id: m.id,
-                            reply,
-                            wire,
-                        });
-                    }
-                    Err(e) => durable_error(&self.hub, reply, e),
+                    .inbox_put(&user, msg, self.hub.config.inbox.limits(), now);
+                // A remote store's inbox epoch changes when Redis lost its data, seen by the
+                // very put that restarted the offsets.
+                if r.is_ok() {
+                    self.inbox_epoch = self.store.inbox_epoch();
                 }
+                self.put_done(user, r, reply);
             }
             StoreJob::InboxSync { user, conn, gone } => {
                 let stats = &self.hub.store_stats;
@@ -249,5 +228,96 @@ impl Sequencer {
             }
             StoreJob::Stop => {}
         }
+    }
+}
+
+/// A durable send gathered into a run of puts (see [`Sequencer::put_run`]).
+pub(super) struct PutJob {
+    pub(super) user: Arc<str>,
+    pub(super) event: Box<str>,
+    pub(super) data: Option<Bytes>,
+    pub(super) reply: DurableReply,
+}
+
+impl Sequencer {
+    /// Stores a run of consecutive durable sends with one call to the store (redb opens its
+    /// table once for them), then answers each as [`apply`](Self::apply) would. Runs are
+    /// gathered only for a store whose inbox epoch is fixed while open (not Redis).
+    pub(super) fn put_run(&mut self, run: &mut Vec<PutJob>, now: u64) {
+        match run.len() {
+            0 => return,
+            1 => {
+                if let Some(p) = run.pop() {
+                    let job = StoreJob::InboxPut {
+                        user: p.user,
+                        event: p.event,
+                        data: p.data,
+                        reply: p.reply,
+                    };
+                    self.apply(job, now);
+                }
+                return;
+            }
+            _ => {}
+        }
+        let mut results = Vec::with_capacity(run.len());
+        {
+            let puts: Vec<(&str, NewMessage<'_>)> = run
+                .iter()
+                .map(|p| {
+                    let msg = NewMessage {
+                        topic: None,
+                        event: &p.event,
+                        data: p.data.as_deref(),
+                    };
+                    (&*p.user, msg)
+                })
+                .collect();
+            for (user, _) in &puts {
+                self.lists.remove(*user);
+            }
+            let limits = self.hub.config.inbox.limits();
+            self.store.inbox_put_many(&puts, limits, now, &mut results);
+        }
+        for (p, r) in run.drain(..).zip(results) {
+            self.put_done(p.user, r, p.reply);
+        }
+    }
+
+    /// Queues what a stored (or failed) durable send answers: its delivery, its reply, the
+    /// messages it pushed out of a full inbox.
+    fn put_done(
+        &mut self,
+        user: Arc<str>,
+        r: Result<(InboxMessage, Vec<StatusChange>), StoreError>,
+        reply: DurableReply,
+    ) {
+        let (m, dropped) = match r {
+            Ok(ok) => ok,
+            Err(e) => return durable_error(&self.hub, reply, e),
+        };
+        if !dropped.is_empty() {
+            self.outs.push(Out::Gone(dropped));
+        }
+        let frame = durable_frame(&user, &m, &self.inbox_epoch);
+        let wire = self.hub.cluster.remote_store.then(|| ControlOp::Durable {
+            user: user.to_string(),
+            offset: m.offset,
+            topic: m.topic.as_deref().map(str::to_string),
+            event: m.event.to_string(),
+            data: m
+                .data
+                .as_deref()
+                .and_then(|d| RawValue::from_string(String::from_utf8_lossy(d).into_owned()).ok()),
+            epoch: self.inbox_epoch.to_string(),
+        });
+        self.outs.push(Out::Durable {
+            user,
+            offset: m.offset,
+            frame,
+            id: m.id,
+            reply,
+            wire,
+        });
     }
 }

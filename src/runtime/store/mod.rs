@@ -29,6 +29,7 @@ use crate::store::{
 use crate::ConnId;
 
 mod apply;
+use apply::PutJob;
 mod check;
 mod emit;
 mod history;
@@ -267,10 +268,29 @@ impl Sequencer {
             }
             *batch = flat;
         }
+        // Consecutive durable sends form one run too (a local store's epoch is fixed).
+        let gather_puts = !self.hub.cluster.remote_store;
+        let mut puts: Vec<PutJob> = Vec::new();
         for job in batch.drain(..) {
             match job {
                 StoreJob::Publish(p) => {
+                    self.put_run(&mut puts, now);
                     run.push(*p);
+                    continue;
+                }
+                StoreJob::InboxPut {
+                    user,
+                    event,
+                    data,
+                    reply,
+                } if gather_puts => {
+                    self.publish_run(&mut run, now);
+                    puts.push(PutJob {
+                        user,
+                        event,
+                        data,
+                        reply,
+                    });
                     continue;
                 }
                 StoreJob::Webhook(f) => {
@@ -284,6 +304,7 @@ impl Sequencer {
                 }
                 StoreJob::Positions { shard, topics } => checks.push((shard, topics)),
                 job => {
+                    self.put_run(&mut puts, now);
                     self.publish_run(&mut run, now);
                     // Deliveries are summed over the batch, but a job that reads or changes a
                     // message's status must see the ones reported before it.
@@ -297,6 +318,7 @@ impl Sequencer {
                 }
             }
         }
+        self.put_run(&mut puts, now);
         self.publish_run(&mut run, now);
         if !checks.is_empty() {
             self.check_positions(checks);

@@ -117,87 +117,167 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// A stored message and the messages it pushed out of a full inbox.
+pub(super) type Put = (InboxMessage, Vec<StatusChange>);
+
+/// Writes message `id` of `user` as one row of `messages` and notes it in the indexes (one
+/// lookup of the user); returns its offset and how many live messages the user has now.
+#[allow(clippy::too_many_arguments)]
+fn put_row(
+    tx: &WriteTransaction,
+    messages: &mut Table<'_, u64, &'static [u8]>,
+    idx: &mut Inboxes,
+    scratch: &mut Vec<u8>,
+    id: u64,
+    user: &str,
+    msg: &NewMessage<'_>,
+    limits: InboxLimits,
+    now_ms: u64,
+) -> Result<(u64, usize), StoreError> {
+    let u = match idx.users.get_mut(user) {
+        Some(u) => u,
+        None => {
+            // No live message: the next offset is the one its last message left, if any.
+            let users = tx.open_table(USERS).map_err(err)?;
+            let next = users.get(user).map_err(err)?.map_or(1, |v| v.value().0);
+            idx.users.entry(user.into()).or_insert(UserInbox {
+                next: next.max(1),
+                live: BTreeMap::new(),
+            })
+        }
+    };
+    let offset = u.next;
+    let row = MessageRow {
+        user,
+        offset,
+        status: MessageStatus::Pending,
+        attempts: 0,
+        created_ms: now_ms,
+        expires_ms: expiry(now_ms, limits.ttl),
+        topic: msg.topic,
+        event: msg.event,
+        data: msg.data,
+    };
+    codec::encode_message(scratch, &row);
+    messages.insert(id, scratch.as_slice()).map_err(err)?;
+    u.next = offset + 1;
+    u.live.insert(offset, id);
+    let live = u.live.len();
+    idx.by_time.insert((now_ms, id));
+    Ok((offset, live))
+}
+
 impl RedbStore {
     /// The id of the live message at `offset` in `user`'s inbox.
     pub(super) fn inbox_id(&self, user: &str, offset: u64) -> Option<u64> {
         self.inboxes.users.get(user)?.live.get(&offset).copied()
     }
 
+    /// Stores one durable message (see [`Store::inbox_put`](crate::store::Store::inbox_put)).
     pub(super) fn put_inner(
         &mut self,
         user: &str,
         msg: NewMessage<'_>,
         limits: InboxLimits,
         now_ms: u64,
-    ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
-        let tx = wtx(&self.db, &mut self.wtx)?;
-        if !self.inboxes.users.contains_key(user) {
-            // No live message: the next offset is the one its last message left, if any.
-            let users = tx.open_table(USERS).map_err(err)?;
-            let next = users.get(user).map_err(err)?.map_or(1, |v| v.value().0);
-            let u = self.inboxes.users.entry(user.into()).or_default();
-            u.next = next.max(1);
-        }
-        let id = self.next_id;
-        let offset = self.inboxes.users.get(user).map_or(1, |u| u.next);
-        let row = MessageRow {
-            user,
-            offset,
-            status: MessageStatus::Pending,
-            attempts: 0,
-            created_ms: now_ms,
-            expires_ms: expiry(now_ms, limits.ttl),
-            topic: msg.topic,
-            event: msg.event,
-            data: msg.data,
-        };
-        codec::encode_message(&mut self.scratch, &row);
-        tx.open_table(MESSAGES)
-            .map_err(err)?
-            .insert(id, self.scratch.as_slice())
-            .map_err(err)?;
-        self.inboxes.add(user, offset, id, now_ms);
-        self.next_id = id + 1;
-        self.next_id_dirty = true;
+    ) -> Result<Put, StoreError> {
+        let mut out = Vec::with_capacity(1);
+        self.put_run(&[(user, msg)], limits, now_ms, &mut out);
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::Io("redb: a put without a result".into())))
+    }
 
-        let live = self.inboxes.users.get(user).map_or(0, |u| u.live.len());
-        let mut dropped = Vec::new();
-        if live > limits.max_messages {
-            let mut t = Tables::open(tx)?;
-            for _ in 0..live - limits.max_messages {
-                let oldest = self
-                    .inboxes
-                    .users
-                    .get(user)
-                    .and_then(|u| u.live.first_key_value().map(|(_, id)| *id));
-                let Some(old) = oldest else { break };
-                let gone = t.finish(
+    /// Stores `puts` in order, a result each in `out`, as [`put_inner`](Self::put_inner) one
+    /// after the other would: `messages` is opened once for the run (reopened after a put that
+    /// drops messages, which opens it with the other inbox tables). A failed put dooms the
+    /// batch ([`track`](Self::track)); the next ones are still applied, as single puts would be.
+    pub(super) fn put_run(
+        &mut self,
+        puts: &[(&str, NewMessage<'_>)],
+        limits: InboxLimits,
+        now_ms: u64,
+        out: &mut Vec<Result<Put, StoreError>>,
+    ) {
+        let tx = match wtx(&self.db, &mut self.wtx) {
+            Ok(tx) => tx,
+            Err(e) => {
+                let why = e.to_string();
+                out.push(Err(e));
+                for _ in 1..puts.len() {
+                    out.push(Err(StoreError::Io(why.clone())));
+                }
+                self.failed = true;
+                return;
+            }
+        };
+        let mut messages = None;
+        for (user, msg) in puts {
+            let r = (|| {
+                let t = match &mut messages {
+                    Some(t) => t,
+                    None => messages.insert(tx.open_table(MESSAGES).map_err(err)?),
+                };
+                let id = self.next_id;
+                let (offset, live) = put_row(
+                    tx,
+                    t,
                     &mut self.inboxes,
                     &mut self.scratch,
-                    old,
-                    MessageStatus::Dropped,
+                    id,
+                    user,
+                    msg,
+                    limits,
                     now_ms,
                 )?;
-                match gone {
-                    Some(c) => dropped.push(c),
-                    None => {
-                        return Err(StoreError::Corrupt(format!(
-                            "message {old} is in {user}'s inbox index but not stored"
-                        )))
+                self.next_id = id + 1;
+                self.next_id_dirty = true;
+                let mut dropped = Vec::new();
+                if live > limits.max_messages {
+                    // `Tables` opens `messages` too: close this handle first.
+                    messages = None;
+                    let mut t = Tables::open(tx)?;
+                    for _ in 0..live - limits.max_messages {
+                        let oldest = self
+                            .inboxes
+                            .users
+                            .get(*user)
+                            .and_then(|u| u.live.first_key_value().map(|(_, id)| *id));
+                        let Some(old) = oldest else { break };
+                        let gone = t.finish(
+                            &mut self.inboxes,
+                            &mut self.scratch,
+                            old,
+                            MessageStatus::Dropped,
+                            now_ms,
+                        )?;
+                        match gone {
+                            Some(c) => dropped.push(c),
+                            None => {
+                                return Err(StoreError::Corrupt(format!(
+                                    "message {old} is in {user}'s inbox index but not stored"
+                                )))
+                            }
+                        }
                     }
                 }
+                let message = InboxMessage {
+                    id,
+                    offset,
+                    topic: msg.topic.map(Into::into),
+                    event: msg.event.into(),
+                    data: msg.data.map(Bytes::copy_from_slice),
+                    created_ms: now_ms,
+                    attempts: 0,
+                };
+                Ok((message, dropped))
+            })();
+            if r.is_err() {
+                // The tables' state after a failed write is redb's to know: reopen.
+                messages = None;
+                self.failed = true;
             }
+            out.push(r);
         }
-        let message = InboxMessage {
-            id,
-            offset,
-            topic: msg.topic.map(Into::into),
-            event: msg.event.into(),
-            data: msg.data.map(Bytes::copy_from_slice),
-            created_ms: now_ms,
-            attempts: 0,
-        };
-        Ok((message, dropped))
     }
 
     pub(super) fn delivered_inner(

@@ -361,6 +361,45 @@ impl Store for RedbStore {
         self.track(r)
     }
 
+    fn inbox_put_many(
+        &mut self,
+        puts: &[(&str, NewMessage<'_>)],
+        limits: InboxLimits,
+        now_ms: u64,
+        out: &mut Vec<Result<inbox::Put, StoreError>>,
+    ) {
+        if let Err(e) = self.usable() {
+            let why = e.to_string();
+            out.extend(
+                puts.iter()
+                    .map(|_| Err(StoreError::Unavailable(why.clone()))),
+            );
+            return;
+        }
+        let from = out.len();
+        self.put_run(puts, limits, now_ms, out);
+        for (i, (user, msg)) in puts.iter().enumerate() {
+            let Some(r) = out.get_mut(from + i) else {
+                break;
+            };
+            if r.is_ok() {
+                self.wal.push(&wal::Op::Put {
+                    user,
+                    topic: msg.topic,
+                    event: msg.event,
+                    data: msg.data,
+                    max_messages: u64::try_from(limits.max_messages).unwrap_or(u64::MAX),
+                    ttl: limits.ttl,
+                    now_ms,
+                });
+            } else {
+                // An I/O error breaks the store (`note`), as after a single put.
+                let e = std::mem::replace(r, Err(StoreError::Io(String::new())));
+                *r = self.note(e);
+            }
+        }
+    }
+
     fn inbox_delivered(&mut self, user: &str, offset: u64, times: u32) -> Result<(), StoreError> {
         self.usable()?;
         let live = times > 0 && self.inbox_id(user, offset).is_some();
