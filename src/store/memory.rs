@@ -205,15 +205,7 @@ impl Store for MemoryStore {
         };
         let offset = inbox.next;
         inbox.next += 1;
-        let message = InboxMessage {
-            id,
-            offset,
-            topic: msg.topic.map(Into::into),
-            event: msg.event.into(),
-            data: msg.data.map(Bytes::copy_from_slice),
-            created_ms: now_ms,
-            attempts: 0,
-        };
+        let message = InboxMessage::stored(id, offset, &msg, now_ms);
         inbox.msgs.insert(
             offset,
             Stored {

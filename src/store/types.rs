@@ -119,6 +119,21 @@ pub struct InboxMessage {
     pub attempts: u32,
 }
 
+impl InboxMessage {
+    /// Message `msg`, just stored as `id` at `offset` at `now_ms` (never written yet).
+    pub fn stored(id: u64, offset: u64, msg: &NewMessage<'_>, now_ms: u64) -> Self {
+        InboxMessage {
+            id,
+            offset,
+            topic: msg.topic.map(Into::into),
+            event: msg.event.into(),
+            data: msg.data.map(Bytes::copy_from_slice),
+            created_ms: now_ms,
+            attempts: 0,
+        }
+    }
+}
+
 /// How much an inbox keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxLimits {

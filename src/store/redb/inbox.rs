@@ -260,15 +260,7 @@ impl RedbStore {
                         }
                     }
                 }
-                let message = InboxMessage {
-                    id,
-                    offset,
-                    topic: msg.topic.map(Into::into),
-                    event: msg.event.into(),
-                    data: msg.data.map(Bytes::copy_from_slice),
-                    created_ms: now_ms,
-                    attempts: 0,
-                };
+                let message = InboxMessage::stored(id, offset, msg, now_ms);
                 Ok((message, dropped))
             })();
             if r.is_err() {

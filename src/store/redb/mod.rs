@@ -344,21 +344,10 @@ impl Store for RedbStore {
         limits: InboxLimits,
         now_ms: u64,
     ) -> Result<(InboxMessage, Vec<StatusChange>), StoreError> {
-        self.usable()?;
-        let op = wal::Op::Put {
-            user,
-            topic: msg.topic,
-            event: msg.event,
-            data: msg.data,
-            max_messages: u64::try_from(limits.max_messages).unwrap_or(u64::MAX),
-            ttl: limits.ttl,
-            now_ms,
-        };
-        let r = self.put_inner(user, msg, limits, now_ms);
-        if r.is_ok() {
-            self.wal.push(&op);
-        }
-        self.track(r)
+        let mut out = Vec::with_capacity(1);
+        self.inbox_put_many(&[(user, msg)], limits, now_ms, &mut out);
+        out.pop()
+            .unwrap_or_else(|| Err(StoreError::Io("redb: a put without a result".into())))
     }
 
     fn inbox_put_many(
