@@ -117,19 +117,7 @@ pub enum StoreBackend {
     Redis,
 }
 
-impl std::str::FromStr for StoreBackend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "memory" => Ok(StoreBackend::Memory),
-            "redb" => Ok(StoreBackend::Redb),
-            "redis" => Ok(StoreBackend::Redis),
-            _ => Err(format!(
-                "unknown store backend '{s}' (expected memory, redb or redis)"
-            )),
-        }
-    }
-}
+setting_words!(StoreBackend, "store backend", "memory" => Memory, "redb" => Redb, "redis" => Redis);
 
 /// When the redb store syncs its write-ahead log (`[store] sync`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -146,28 +134,7 @@ pub enum StoreSync {
     Interval,
 }
 
-impl StoreSync {
-    /// Its spelling in settings.
-    pub fn name(self) -> &'static str {
-        match self {
-            StoreSync::Always => "always",
-            StoreSync::Interval => "interval",
-        }
-    }
-}
-
-impl std::str::FromStr for StoreSync {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "always" => Ok(StoreSync::Always),
-            "interval" => Ok(StoreSync::Interval),
-            _ => Err(format!(
-                "unknown store sync policy '{s}' (expected always or interval)"
-            )),
-        }
-    }
-}
+setting_words!(StoreSync, "store sync policy", "always" => Always, "interval" => Interval);
 
 /// The bounds of [`StoreConfig::sync_interval`].
 pub const SYNC_INTERVAL_MIN: Duration = Duration::from_millis(1);

@@ -1,6 +1,44 @@
 //! Engine settings. The library takes them through [`crate::Builder`]; the binary fills them from
 //! its command line.
 
+/// `name` and `FromStr` for a settings enum spelled one word per variant: a word not listed is
+/// refused with an error naming `$what` and every word allowed.
+macro_rules! setting_words {
+    ($ty:ident, $what:literal, $($word:literal => $var:ident),+ $(,)?) => {
+        impl $ty {
+            /// Its spelling in settings.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($ty::$var => $word,)+
+                }
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($word => Ok($ty::$var),)+
+                    _ => Err(format!(
+                        "unknown {} '{s}' (expected {})",
+                        $what,
+                        $crate::config::one_of(&[$($word),+])
+                    )),
+                }
+            }
+        }
+    };
+}
+
+/// `a`, `a or b`, `a, b or c`: the words a setting allows, for its error.
+fn one_of(words: &[&str]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => (*one).to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 mod cluster;
 mod messaging;
 pub mod proxy;
@@ -31,19 +69,7 @@ pub enum IoMode {
     Epoll,
 }
 
-impl std::str::FromStr for IoMode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(IoMode::Auto),
-            "uring" => Ok(IoMode::Uring),
-            "epoll" => Ok(IoMode::Epoll),
-            _ => Err(format!(
-                "unknown io mode '{s}' (expected auto, uring or epoll)"
-            )),
-        }
-    }
-}
+setting_words!(IoMode, "io mode", "auto" => Auto, "uring" => Uring, "epoll" => Epoll);
 
 /// A bare Engine.IO endpoint: Engine.IO v4 sessions (WebSocket, long-polling, the upgrade,
 /// heartbeats) with no Socket.IO layer, for clients that speak `engine.io-client` (or the
