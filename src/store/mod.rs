@@ -161,8 +161,8 @@ pub trait Store: Send + 'static {
     /// [`inbox_put`](Store::inbox_put) for each of `puts` in order, a result each pushed to
     /// `out`: the same effects and results, with work shared between them where the store can
     /// (redb opens its table once per run). Only for a store whose
-    /// [`inbox_epoch`](Store::inbox_epoch) stays the same while it is open (not Redis, where a
-    /// put can start a new one).
+    /// [`inbox_epoch`](Store::inbox_epoch) cannot change between the puts of one call (not
+    /// Redis, where a put can start a new one).
     fn inbox_put_many(
         &mut self,
         puts: &[(&str, NewMessage<'_>)],

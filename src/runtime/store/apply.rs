@@ -242,7 +242,8 @@ pub(super) struct PutJob {
 impl Sequencer {
     /// Stores a run of consecutive durable sends with one call to the store (redb opens its
     /// table once for them), then answers each as [`apply`](Self::apply) would. Runs are
-    /// gathered only for a store whose inbox epoch is fixed while open (not Redis).
+    /// gathered only for a local store, whose inbox epoch cannot change within the call (a
+    /// Redis put can start a new one).
     pub(super) fn put_run(&mut self, run: &mut Vec<PutJob>, now: u64) {
         match run.len() {
             0 => return,
@@ -278,6 +279,10 @@ impl Sequencer {
             }
             let limits = self.hub.config.inbox.limits();
             self.store.inbox_put_many(&puts, limits, now, &mut results);
+        }
+        // The epoch is fixed within the call, but the call may have reopened the store.
+        if results.iter().any(Result::is_ok) {
+            self.inbox_epoch = self.store.inbox_epoch();
         }
         for (p, r) in run.drain(..).zip(results) {
             self.put_done(p.user, r, p.reply);

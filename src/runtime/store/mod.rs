@@ -27,9 +27,9 @@ use crate::store::{
     StoreError,
 };
 use crate::ConnId;
+use apply::PutJob;
 
 mod apply;
-use apply::PutJob;
 mod check;
 mod emit;
 mod history;
@@ -268,7 +268,7 @@ impl Sequencer {
             }
             *batch = flat;
         }
-        // Consecutive durable sends form one run too (a local store's epoch is fixed).
+        // Consecutive durable sends form one run too (local stores: see `put_run`).
         let gather_puts = !self.hub.cluster.remote_store;
         let mut puts: Vec<PutJob> = Vec::new();
         for job in batch.drain(..) {
