@@ -245,21 +245,8 @@ impl Sequencer {
     /// gathered only for a local store, whose inbox epoch cannot change within the call (a
     /// Redis put can start a new one).
     pub(super) fn put_run(&mut self, run: &mut Vec<PutJob>, now: u64) {
-        match run.len() {
-            0 => return,
-            1 => {
-                if let Some(p) = run.pop() {
-                    let job = StoreJob::InboxPut {
-                        user: p.user,
-                        event: p.event,
-                        data: p.data,
-                        reply: p.reply,
-                    };
-                    self.apply(job, now);
-                }
-                return;
-            }
-            _ => {}
+        if run.is_empty() {
+            return;
         }
         let mut results = Vec::with_capacity(run.len());
         {

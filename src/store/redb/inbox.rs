@@ -115,6 +115,31 @@ impl<'t> Tables<'t> {
             user,
         }))
     }
+
+    /// Drops `user`'s `n` oldest live messages (status `dropped`: the inbox is over its size).
+    fn drop_oldest(
+        &mut self,
+        idx: &mut Inboxes,
+        scratch: &mut Vec<u8>,
+        user: &str,
+        n: usize,
+        now_ms: u64,
+    ) -> Result<Vec<StatusChange>, StoreError> {
+        let mut dropped = Vec::with_capacity(n);
+        for _ in 0..n {
+            let oldest = idx.users.get(user).and_then(|u| u.live.first_key_value());
+            let Some((_, &old)) = oldest else { break };
+            match self.finish(idx, scratch, old, MessageStatus::Dropped, now_ms)? {
+                Some(c) => dropped.push(c),
+                None => {
+                    return Err(StoreError::Corrupt(format!(
+                        "message {old} is in {user}'s inbox index but not stored"
+                    )))
+                }
+            }
+        }
+        Ok(dropped)
+    }
 }
 
 /// A stored message and the messages it pushed out of a full inbox.
@@ -231,35 +256,15 @@ impl RedbStore {
                 )?;
                 self.next_id = id + 1;
                 self.next_id_dirty = true;
-                let mut dropped = Vec::new();
-                if live > limits.max_messages {
+                let over = live.saturating_sub(limits.max_messages);
+                let dropped = if over > 0 {
                     // `Tables` opens `messages` too: close this handle first.
                     messages = None;
-                    let mut t = Tables::open(tx)?;
-                    for _ in 0..live - limits.max_messages {
-                        let oldest = self
-                            .inboxes
-                            .users
-                            .get(*user)
-                            .and_then(|u| u.live.first_key_value().map(|(_, id)| *id));
-                        let Some(old) = oldest else { break };
-                        let gone = t.finish(
-                            &mut self.inboxes,
-                            &mut self.scratch,
-                            old,
-                            MessageStatus::Dropped,
-                            now_ms,
-                        )?;
-                        match gone {
-                            Some(c) => dropped.push(c),
-                            None => {
-                                return Err(StoreError::Corrupt(format!(
-                                    "message {old} is in {user}'s inbox index but not stored"
-                                )))
-                            }
-                        }
-                    }
-                }
+                    let (idx, scratch) = (&mut self.inboxes, &mut self.scratch);
+                    Tables::open(tx)?.drop_oldest(idx, scratch, user, over, now_ms)?
+                } else {
+                    Vec::new()
+                };
                 let message = InboxMessage::stored(id, offset, msg, now_ms);
                 Ok((message, dropped))
             })();
